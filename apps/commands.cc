@@ -1,0 +1,165 @@
+#include "apps/commands.h"
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "base/file.h"
+#include "engine/generate.h"
+#include "model/model.h"
+
+namespace kvstash::apps {
+namespace {
+
+using Json = nlohmann::json;
+
+void PrintJson(const Json& j) {
+  // Generated text may hold invalid UTF-8 (a byte token cut mid-character).
+  std::cout << j.dump(-1, ' ', false, Json::error_handler_t::replace)
+            << std::endl;
+}
+
+Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options) {
+  if (options.model_path.empty()) {
+    return Status::InvalidArgument("--model is required");
+  }
+  return Model::Load(options.model_path, options.tokenizer_path);
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  char buf[32];
+  if (bytes >= (1ull << 30)) {
+    std::snprintf(buf, sizeof(buf), "%.2f GiB", bytes / double(1ull << 30));
+  } else if (bytes >= (1ull << 20)) {
+    std::snprintf(buf, sizeof(buf), "%.2f MiB", bytes / double(1ull << 20));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.1f KiB", bytes / 1024.0);
+  }
+  return buf;
+}
+
+}  // namespace
+
+int Fail(const std::string& message) {
+  std::cerr << "kvstash: error: " << message << std::endl;
+  return 1;
+}
+
+int RunGenerate(const GenerateCommandOptions& options) {
+  if (Status s = options.sampling.Validate(); !s.ok()) return Fail(s.message());
+  if (options.n_predict < 0) return Fail("--n-predict must be >= 0");
+  Result<std::unique_ptr<Model>> model = LoadModel(options.model);
+  if (!model.ok()) return Fail(model.status().message());
+  const Tokenizer& tok = (*model)->tokenizer();
+  const std::vector<int32_t> prompt = tok.Encode(options.prompt, true);
+  if (prompt.empty()) return Fail("the prompt encodes to no tokens");
+  const int ctx = (*model)->config().context_length;
+  if (int(prompt.size()) + options.n_predict > ctx) {
+    std::cerr << "kvstash: warning: " << prompt.size() << " prompt + "
+              << options.n_predict << " new tokens exceed the model's "
+              << "training context of " << ctx << "\n";
+  }
+
+  Transformer transformer(**model);
+  GenerateOptions gen;
+  gen.n_predict = options.n_predict;
+  gen.sampling = options.sampling;
+  int32_t prev = prompt.back();
+  TokenCallback stream = [&](int32_t token) {
+    std::cout << tok.DecodeToken(prev, token) << std::flush;
+    prev = token;
+    return true;
+  };
+  if (!options.json) std::cout << options.prompt << std::flush;
+  Result<GenerateResult> r = Generate(transformer, prompt, gen,
+                                      options.json ? TokenCallback() : stream);
+  if (!r.ok()) return Fail(r.status().message());
+  if (!options.json) {
+    std::cout << std::endl;
+    std::cerr << "prefill: " << r->prompt_ids.size() << " tokens, "
+              << r->prefill_tokens_per_s() << " tok/s; decode: "
+              << r->gen_ids.size() << " tokens, " << r->decode_tokens_per_s()
+              << " tok/s\n";
+    return 0;
+  }
+  PrintJson({{"prompt_ids", r->prompt_ids},
+             {"gen_ids", r->gen_ids},
+             {"text", tok.Decode(r->gen_ids)},
+             {"prefill_tokens_per_s", r->prefill_tokens_per_s()},
+             {"decode_tokens_per_s", r->decode_tokens_per_s()}});
+  return 0;
+}
+
+int RunPerplexity(const PerplexityCommandOptions& options) {
+  if (options.ctx < 2) return Fail("--ctx must be >= 2");
+  if (options.windows < 0) return Fail("--windows must be >= 0");
+  Result<std::unique_ptr<Model>> model = LoadModel(options.model);
+  if (!model.ok()) return Fail(model.status().message());
+  Result<std::string> text = ReadFile(options.file);
+  if (!text.ok()) return Fail(text.status().message());
+  const std::vector<int32_t> ids = (*model)->tokenizer().Encode(*text, false);
+  Transformer transformer(**model);
+  Result<PerplexityResult> r = Perplexity(
+      transformer, ids, options.ctx, options.windows, [](int done, int total) {
+        std::cerr << "\rperplexity: window " << done << "/" << total
+                  << std::flush;
+        if (done == total) std::cerr << "\n";
+      });
+  if (!r.ok()) return Fail(r.status().message());
+  if (options.json) {
+    PrintJson({{"nll", r->nll},
+               {"ppl", r->ppl},
+               {"top1", r->top1},
+               {"tokens", r->tokens},
+               {"windows", r->windows},
+               {"ctx", options.ctx}});
+  } else {
+    std::printf("windows %d x %d tokens, %lld predicted: nll %.4f  ppl %.4f  "
+                "top1 %.4f\n",
+                r->windows, options.ctx, static_cast<long long>(r->tokens),
+                r->nll, r->ppl, r->top1);
+  }
+  return 0;
+}
+
+int RunInfo(const InfoCommandOptions& options) {
+  Result<std::unique_ptr<Model>> loaded = LoadModel(options.model);
+  if (!loaded.ok()) return Fail(loaded.status().message());
+  const Model& model = **loaded;
+  std::cout << "file: " << options.model.model_path << " ("
+            << HumanBytes(model.file_bytes()) << ", "
+            << (model.format() == ModelFormat::kGguf ? "GGUF" : "llama2.c")
+            << ")\n"
+            << model.config().ToString()
+            << "tokenizer: " << model.tokenizer().vocab_size() << " tokens, bos "
+            << model.tokenizer().bos() << ", eos " << model.tokenizer().eos()
+            << "\n"
+            << "tensors: " << model.tensors().size() << "\n";
+  std::map<std::string, std::pair<int, uint64_t>> by_type;
+  uint64_t params = 0;
+  for (const TensorSummary& t : model.tensors()) {
+    std::string dims;
+    uint64_t n = 1;
+    for (uint64_t d : t.dims) {
+      dims += (dims.empty() ? "" : " x ") + std::to_string(d);
+      n *= d;
+    }
+    params += n;
+    auto& [count, bytes] = by_type[std::string(kernels::DTypeName(t.type))];
+    ++count;
+    bytes += t.bytes;
+    std::printf("  %-28s %-5s [%s] %s\n", t.name.c_str(),
+                std::string(kernels::DTypeName(t.type)).c_str(), dims.c_str(),
+                HumanBytes(t.bytes).c_str());
+  }
+  for (const auto& [type, cb] : by_type) {
+    std::cout << "type " << type << ": " << cb.first << " tensors, "
+              << HumanBytes(cb.second) << "\n";
+  }
+  std::cout << "parameters: " << params << "\n";
+  return 0;
+}
+
+}  // namespace kvstash::apps

@@ -1,0 +1,44 @@
+// The subcommands of the `kvstash` binary. Each Options struct is filled by
+// CLI11 in main.cc (the only place that reads argv); each Run* returns the
+// process exit status and reports any failure as one line on stderr.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/sampler.h"
+
+namespace kvstash::apps {
+
+struct ModelOptions {
+  std::string model_path;
+  std::string tokenizer_path;  // llama2.c checkpoints only
+};
+
+struct GenerateCommandOptions {
+  ModelOptions model;
+  std::string prompt;
+  int n_predict = 128;
+  SamplerOptions sampling;
+  bool json = false;
+};
+int RunGenerate(const GenerateCommandOptions& options);
+
+struct PerplexityCommandOptions {
+  ModelOptions model;
+  std::string file;
+  int ctx = 256;
+  int windows = 0;  // 0: every full window of the file
+  bool json = false;
+};
+int RunPerplexity(const PerplexityCommandOptions& options);
+
+struct InfoCommandOptions {
+  ModelOptions model;
+};
+int RunInfo(const InfoCommandOptions& options);
+
+// Prints "kvstash: error: <message>" on stderr and returns 1.
+int Fail(const std::string& message);
+
+}  // namespace kvstash::apps

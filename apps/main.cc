@@ -1,0 +1,72 @@
+// kvstash: the command-line entry point. Parses flags with CLI11 into the
+// Options structs of apps/commands.h and dispatches to a subcommand.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "apps/commands.h"
+
+namespace {
+
+void AddModelFlags(CLI::App* cmd, kvstash::apps::ModelOptions* m) {
+  cmd->add_option("--model,-m", m->model_path,
+                  "model file: GGUF, or a llama2.c checkpoint")
+      ->required();
+  cmd->add_option("--tokenizer", m->tokenizer_path,
+                  "tokenizer.bin of a llama2.c checkpoint (GGUF files carry "
+                  "their own vocabulary)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace kvstash::apps;
+  CLI::App app{"kvstash: an LLM inference engine built around its KV cache"};
+  app.require_subcommand(1);
+
+  GenerateCommandOptions gen;
+  gen.sampling.temperature = 0.8f;
+  CLI::App* generate = app.add_subcommand("generate", "generate text");
+  AddModelFlags(generate, &gen.model);
+  generate->add_option("--prompt,-p", gen.prompt, "prompt text")->required();
+  generate->add_option("--n-predict,-n", gen.n_predict,
+                       "tokens to generate (default 128)");
+  generate->add_option("--temp", gen.sampling.temperature,
+                       "temperature; 0 = greedy (default 0.8)");
+  generate->add_option("--top-k", gen.sampling.top_k, "top-k, 0 = off (40)");
+  generate->add_option("--top-p", gen.sampling.top_p, "top-p, 1 = off (0.95)");
+  generate->add_option("--min-p", gen.sampling.min_p, "min-p, 0 = off (0.05)");
+  generate->add_option("--repeat-penalty", gen.sampling.repetition_penalty,
+                       "repetition penalty, 1 = off (1)");
+  generate->add_option("--repeat-last-n", gen.sampling.repeat_last_n,
+                       "tokens the penalty looks back over (64)");
+  generate->add_option("--seed", gen.sampling.seed, "sampling seed (0)");
+  generate->add_flag("--json", gen.json,
+                     "print one JSON object instead of streaming text");
+
+  PerplexityCommandOptions ppl;
+  CLI::App* perplexity = app.add_subcommand(
+      "perplexity", "score a text file: NLL, perplexity, top-1 agreement");
+  AddModelFlags(perplexity, &ppl.model);
+  perplexity->add_option("--file,-f", ppl.file, "UTF-8 text file")->required();
+  perplexity->add_option("--ctx", ppl.ctx,
+                         "window length in tokens, BOS first (256)");
+  perplexity->add_option("--windows", ppl.windows,
+                         "windows to score, 0 = all that fit (0)");
+  perplexity->add_flag("--json", ppl.json, "print one JSON object");
+
+  InfoCommandOptions info;
+  CLI::App* info_cmd =
+      app.add_subcommand("info", "print a model's config and tensors");
+  AddModelFlags(info_cmd, &info.model);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    return Fail(e.what());
+  }
+  if (generate->parsed()) return RunGenerate(gen);
+  if (perplexity->parsed()) return RunPerplexity(ppl);
+  if (info_cmd->parsed()) return RunInfo(info);
+  return Fail("no subcommand");
+}

@@ -1,0 +1,120 @@
+#include "engine/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+namespace kvstash {
+namespace {
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+}  // namespace
+
+double GenerateResult::prefill_tokens_per_s() const {
+  return prefill_seconds > 0 ? prompt_ids.size() / prefill_seconds : 0;
+}
+
+double GenerateResult::decode_tokens_per_s() const {
+  const size_t steps = gen_ids.empty() ? 0 : gen_ids.size() - 1;
+  return decode_seconds > 0 ? steps / decode_seconds : 0;
+}
+
+Result<GenerateResult> Generate(Transformer& transformer,
+                                std::span<const int32_t> prompt,
+                                const GenerateOptions& options,
+                                const TokenCallback& on_token) {
+  if (prompt.empty()) return Status::InvalidArgument("generate: empty prompt");
+  if (options.n_predict < 0) {
+    return Status::InvalidArgument("generate: n_predict must be >= 0");
+  }
+  KV_RETURN_IF_ERROR(options.sampling.Validate());
+  const Model& model = transformer.model();
+  const ModelConfig& c = model.config();
+  GenerateResult result;
+  result.prompt_ids.assign(prompt.begin(), prompt.end());
+  if (options.n_predict == 0) return result;
+
+  const int capacity = static_cast<int>(prompt.size()) + options.n_predict;
+  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity);
+  Sampler sampler(options.sampling);
+  std::vector<float> logits(c.vocab_size);
+  std::vector<int32_t> history(prompt.begin(), prompt.end());
+
+  auto start = std::chrono::steady_clock::now();
+  KV_RETURN_IF_ERROR(
+      transformer.Forward(prompt, 0, kv, /*all_logits=*/false, logits.data()));
+  result.prefill_seconds = SecondsSince(start);
+
+  start = std::chrono::steady_clock::now();
+  int pos = static_cast<int>(prompt.size());
+  while (true) {
+    const int32_t next = sampler.Sample(logits, history);
+    result.gen_ids.push_back(next);
+    history.push_back(next);
+    if (on_token && !on_token(next)) break;
+    if (options.stop_at_eos && next == model.tokenizer().eos()) break;
+    if (static_cast<int>(result.gen_ids.size()) >= options.n_predict) break;
+    KV_RETURN_IF_ERROR(transformer.Forward({&next, 1}, pos, kv,
+                                           /*all_logits=*/false,
+                                           logits.data()));
+    ++pos;
+  }
+  result.decode_seconds = SecondsSince(start);
+  return result;
+}
+
+Result<PerplexityResult> Perplexity(Transformer& transformer,
+                                    std::span<const int32_t> text_ids,
+                                    int ctx, int max_windows,
+                                    const ProgressCallback& progress) {
+  if (ctx < 2) return Status::InvalidArgument("perplexity: ctx must be >= 2");
+  const size_t per_window = ctx - 1;
+  int windows = static_cast<int>(text_ids.size() / per_window);
+  if (max_windows > 0) windows = std::min(windows, max_windows);
+  if (windows == 0) {
+    return Status::InvalidArgument(
+        "perplexity: the text has " + std::to_string(text_ids.size()) +
+        " tokens, fewer than one window of " + std::to_string(per_window));
+  }
+  const ModelConfig& c = transformer.model().config();
+  const int32_t bos = transformer.model().tokenizer().bos();
+  if (bos < 0) {
+    return Status::InvalidArgument("perplexity: the vocabulary has no BOS");
+  }
+  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, ctx);
+  std::vector<float> logits(size_t(ctx) * c.vocab_size);
+  std::vector<int32_t> window(ctx);
+  double nll_sum = 0;
+  int64_t correct = 0, scored = 0;
+  for (int w = 0; w < windows; ++w) {
+    window[0] = bos;
+    std::copy_n(text_ids.begin() + w * per_window, per_window,
+                window.begin() + 1);
+    KV_RETURN_IF_ERROR(
+        transformer.Forward(window, 0, kv, /*all_logits=*/true, logits.data()));
+    for (int t = 0; t + 1 < ctx; ++t) {
+      const float* row = &logits[size_t(t) * c.vocab_size];
+      const int32_t target = window[t + 1];
+      const float max = *std::max_element(row, row + c.vocab_size);
+      double sum = 0;
+      for (int i = 0; i < c.vocab_size; ++i) sum += std::exp(row[i] - max);
+      nll_sum += std::log(sum) - (row[target] - max);
+      correct += std::max_element(row, row + c.vocab_size) - row == target;
+      ++scored;
+    }
+    if (progress) progress(w + 1, windows);
+  }
+  PerplexityResult r;
+  r.nll = nll_sum / scored;
+  r.ppl = std::exp(r.nll);
+  r.top1 = double(correct) / scored;
+  r.tokens = scored;
+  r.windows = windows;
+  return r;
+}
+
+}  // namespace kvstash

@@ -1,0 +1,67 @@
+// The generate loop and perplexity scoring for one sequence.
+//
+// Generate prefills the whole prompt in one batched forward pass, then
+// decodes one token at a time with the Sampler, reporting each new token to a
+// callback as it is produced (for streaming) and timing both phases.
+// Perplexity scores consecutive windows of a token stream, each window
+// starting with BOS, and reports mean negative log-likelihood per predicted
+// token and greedy top-1 agreement.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/sampler.h"
+#include "engine/transformer.h"
+
+namespace kvstash {
+
+struct GenerateOptions {
+  int n_predict = 128;       // tokens to generate at most
+  bool stop_at_eos = true;   // end early when the model emits EOS
+  SamplerOptions sampling;
+};
+
+struct GenerateResult {
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> gen_ids;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;   // total over gen_ids.size() - 1 decode steps
+  double prefill_tokens_per_s() const;
+  double decode_tokens_per_s() const;
+};
+
+// Called with each generated token; returning false stops generation.
+using TokenCallback = std::function<bool(int32_t token)>;
+
+// Generates up to options.n_predict tokens after `prompt` (non-empty). The KV
+// cache is sized for prompt + n_predict positions.
+Result<GenerateResult> Generate(Transformer& transformer,
+                                std::span<const int32_t> prompt,
+                                const GenerateOptions& options,
+                                const TokenCallback& on_token);
+
+struct PerplexityResult {
+  double nll = 0;     // mean negative log-likelihood, nats per token
+  double ppl = 0;     // exp(nll)
+  double top1 = 0;    // fraction of tokens that were the argmax
+  int64_t tokens = 0; // predicted tokens scored
+  int windows = 0;
+};
+
+// Called after each window with (windows done, windows total).
+using ProgressCallback = std::function<void(int done, int total)>;
+
+// Splits `text_ids` (without BOS) into consecutive windows of ctx - 1 tokens,
+// scores each as BOS + window in one forward pass, and predicts every token
+// of the window. At most `max_windows` windows (0: as many as fit).
+// InvalidArgument when ctx < 2 or there is not one full window.
+Result<PerplexityResult> Perplexity(Transformer& transformer,
+                                    std::span<const int32_t> text_ids,
+                                    int ctx, int max_windows,
+                                    const ProgressCallback& progress);
+
+}  // namespace kvstash

@@ -1,0 +1,18 @@
+// Internals of the kernels module shared by dtype.cc and matmul.cc; not part
+// of the public contract.
+#pragma once
+
+#include <cstddef>
+
+#include "kernels/dtype.h"
+
+namespace kvstash::kernels::internal {
+
+// Decodes elements [begin, begin + count) of one row of type `t` into `out`
+// ([count] floats). Quantized blocks are decoded whole, one at a time.
+// REQUIRES: begin % DTypeBlockElems(t) == 0 and count % DTypeBlockElems(t) ==
+// 0.
+void DecodeElems(DType t, const void* row, size_t begin, size_t count,
+                 float* out);
+
+}  // namespace kvstash::kernels::internal

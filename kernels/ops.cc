@@ -1,0 +1,71 @@
+#include "kernels/ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/check.h"
+
+namespace kvstash::kernels {
+namespace {
+
+// silu(v) written as llama2.c writes it, so that results match it bit for bit.
+float SiluOf(float v) { return v * (1.0f / (1.0f + std::exp(-v))); }
+
+}  // namespace
+
+void RmsNorm(const float* x, const float* weight, size_t n, float eps,
+             float* out) {
+  float ss = 0.0f;
+  for (size_t i = 0; i < n; ++i) ss += x[i] * x[i];
+  ss /= static_cast<float>(n);
+  ss += eps;
+  const float inv_rms = 1.0f / std::sqrt(ss);
+  for (size_t i = 0; i < n; ++i) out[i] = weight[i] * (inv_rms * x[i]);
+}
+
+void Rope(float* x, size_t n_heads, size_t head_dim, size_t rot_dims, int pos,
+          float base, RopeStyle style) {
+  KV_CHECK(rot_dims % 2 == 0 && rot_dims <= head_dim);
+  const size_t half = rot_dims / 2;
+  for (size_t j = 0; j < half; ++j) {
+    const float freq = 1.0f / std::pow(base, static_cast<float>(2 * j) /
+                                                 static_cast<float>(rot_dims));
+    const float val = static_cast<float>(pos) * freq;
+    const float fcr = std::cos(val);
+    const float fci = std::sin(val);
+    const size_t i0 = style == RopeStyle::kAdjacent ? 2 * j : j;
+    const size_t i1 = style == RopeStyle::kAdjacent ? 2 * j + 1 : j + half;
+    for (size_t h = 0; h < n_heads; ++h) {
+      float* head = x + h * head_dim;
+      const float v0 = head[i0];
+      const float v1 = head[i1];
+      head[i0] = v0 * fcr - v1 * fci;
+      head[i1] = v0 * fci + v1 * fcr;
+    }
+  }
+}
+
+void Softmax(float* x, size_t n) {
+  KV_DCHECK(n > 0);
+  const float max = *std::max_element(x, x + n);
+  float sum = 0.0f;
+  for (size_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  for (size_t i = 0; i < n; ++i) x[i] /= sum;
+}
+
+void Silu(float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = SiluOf(x[i]);
+}
+
+void SiluMul(float* gate, const float* up, size_t n) {
+  for (size_t i = 0; i < n; ++i) gate[i] = SiluOf(gate[i]) * up[i];
+}
+
+void AddInPlace(float* y, const float* b, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] += b[i];
+}
+
+}  // namespace kvstash::kernels

@@ -1,0 +1,83 @@
+#include "model/gguf_export.h"
+
+#include "model/gguf_writer.h"
+
+namespace kvstash {
+namespace {
+
+using kernels::DType;
+
+// Decodes a whole weight matrix to f32.
+std::vector<float> ToF32(const WeightMatrix& m) {
+  std::vector<float> out(size_t(m.rows) * m.cols);
+  const size_t row_bytes = kernels::RowBytes(m.type, m.cols);
+  for (int r = 0; r < m.rows; ++r) {
+    kernels::DequantizeRow(m.type,
+                           static_cast<const uint8_t*>(m.data) + r * row_bytes,
+                           m.cols, &out[size_t(r) * m.cols]);
+  }
+  return out;
+}
+
+}  // namespace
+
+Status ExportGguf(const Model& model, DType type, const std::string& path,
+                  std::vector<std::string>* fallbacks) {
+  const ModelConfig& c = model.config();
+  const ModelWeights& w = model.weights();
+  GgufWriter out;
+  const std::string p = c.arch_name + ".";
+  out.SetString("general.architecture", c.arch_name);
+  out.SetString("general.name", "kvstash export");
+  out.SetU32("general.alignment", 32);
+  out.SetU32(p + "context_length", c.context_length);
+  out.SetU32(p + "embedding_length", c.dim);
+  out.SetU32(p + "block_count", c.n_layers);
+  out.SetU32(p + "feed_forward_length", c.ffn_dim);
+  out.SetU32(p + "attention.head_count", c.n_heads);
+  out.SetU32(p + "attention.head_count_kv", c.n_kv_heads);
+  out.SetU32(p + "attention.key_length", c.head_dim);
+  out.SetU32(p + "attention.value_length", c.head_dim);
+  out.SetU32(p + "rope.dimension_count", c.rope_dims);
+  out.SetF32(p + "rope.freq_base", c.rope_base);
+  out.SetF32(p + "attention.layer_norm_rms_epsilon", c.rms_eps);
+  out.SetU32(p + "vocab_size", c.vocab_size);
+  //TMP model.tokenizer().WriteGgufMetadata(&out);
+
+  auto matrix = [&](const std::string& name, const WeightMatrix& m) {
+    DType t = type;
+    if (m.cols % kernels::DTypeBlockElems(t) != 0) {
+      t = DType::kF16;
+      if (fallbacks != nullptr) fallbacks->push_back(name);
+    }
+    return out.AddTensor(name, {uint64_t(m.cols), uint64_t(m.rows)}, t,
+                         ToF32(m));
+  };
+  auto vec = [&](const std::string& name, const float* v, int n) {
+    return out.AddTensor(name, {uint64_t(n)}, DType::kF32, {v, size_t(n)});
+  };
+  KV_RETURN_IF_ERROR(matrix("token_embd.weight", w.token_embedding));
+  KV_RETURN_IF_ERROR(vec("output_norm.weight", w.output_norm, c.dim));
+  if (!c.tied_output) KV_RETURN_IF_ERROR(matrix("output.weight", w.output));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& lw = w.layers[l];
+    const std::string b = "blk." + std::to_string(l) + ".";
+    KV_RETURN_IF_ERROR(vec(b + "attn_norm.weight", lw.attn_norm, c.dim));
+    KV_RETURN_IF_ERROR(matrix(b + "attn_q.weight", lw.wq));
+    KV_RETURN_IF_ERROR(matrix(b + "attn_k.weight", lw.wk));
+    KV_RETURN_IF_ERROR(matrix(b + "attn_v.weight", lw.wv));
+    KV_RETURN_IF_ERROR(matrix(b + "attn_output.weight", lw.wo));
+    if (c.qkv_bias) {
+      KV_RETURN_IF_ERROR(vec(b + "attn_q.bias", lw.bq, c.q_dim()));
+      KV_RETURN_IF_ERROR(vec(b + "attn_k.bias", lw.bk, c.kv_dim()));
+      KV_RETURN_IF_ERROR(vec(b + "attn_v.bias", lw.bv, c.kv_dim()));
+    }
+    KV_RETURN_IF_ERROR(vec(b + "ffn_norm.weight", lw.ffn_norm, c.dim));
+    KV_RETURN_IF_ERROR(matrix(b + "ffn_gate.weight", lw.w_gate));
+    KV_RETURN_IF_ERROR(matrix(b + "ffn_up.weight", lw.w_up));
+    KV_RETURN_IF_ERROR(matrix(b + "ffn_down.weight", lw.w_down));
+  }
+  return out.Write(path);
+}
+
+}  // namespace kvstash

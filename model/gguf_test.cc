@@ -1,0 +1,209 @@
+#include "model/gguf.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kernels/dtype.h"
+#include "model/gguf_writer.h"
+
+namespace kvstash {
+namespace {
+
+using kernels::DType;
+
+std::vector<float> RandomValues(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A small file with every kind of metadata value and a tensor of each type.
+std::string SampleImage() {
+  GgufWriter w;
+  w.SetString("general.architecture", "llama");
+  w.SetU32("test.u32", 4000000000u);
+  w.SetI32("test.i32", -7);
+  w.SetF32("test.f32", 0.25f);
+  w.SetBool("test.bool", true);
+  const std::vector<std::string_view> strings = {"a", "", "héllo"};
+  w.SetStringArray("test.strings", strings);
+  const std::vector<float> floats = {1.5f, -2.0f};
+  w.SetF32Array("test.floats", floats);
+  const std::vector<int32_t> ints = {3, -4, 5};
+  w.SetI32Array("test.ints", ints);
+  const DType types[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0,
+                         DType::kQ4_0};
+  for (DType t : types) {
+    const std::string name = "t." + std::string(kernels::DTypeName(t));
+    EXPECT_TRUE(w.AddTensor(name, {64, 3}, t, RandomValues(192, 1)).ok());
+  }
+  return w.Serialize();
+}
+
+Result<std::unique_ptr<GgufFile>> ParseImage(const std::string& image) {
+  return GgufFile::Parse(reinterpret_cast<const uint8_t*>(image.data()),
+                         image.size());
+}
+
+TEST(GgufTest, RoundTripsMetadataAndTensors) {
+  const std::string image = SampleImage();
+  auto gguf = ParseImage(image);
+  ASSERT_TRUE(gguf.ok()) << gguf.status().ToString();
+  const GgufFile& f = **gguf;
+  EXPECT_EQ(f.version(), 3u);
+  EXPECT_EQ(f.GetString("general.architecture").value(), "llama");
+  EXPECT_EQ(f.GetU32("test.u32").value(), 4000000000u);
+  EXPECT_EQ(f.Find("test.i32")->i, -7);
+  EXPECT_FLOAT_EQ(f.GetF32("test.f32").value(), 0.25f);
+  EXPECT_TRUE(f.GetBool("test.bool").value());
+  EXPECT_EQ(f.GetStringArray("test.strings").value(),
+            (std::vector<std::string_view>{"a", "", "héllo"}));
+  EXPECT_EQ(f.GetF32Array("test.floats").value(),
+            (std::vector<float>{1.5f, -2.0f}));
+  EXPECT_EQ(f.GetI32Array("test.ints").value(),
+            (std::vector<int32_t>{3, -4, 5}));
+  ASSERT_EQ(f.tensors().size(), 5u);
+  const std::vector<float> values = RandomValues(192, 1);
+  for (const GgufTensor& t : f.tensors()) {
+    EXPECT_EQ(t.dims, (std::vector<uint64_t>{64, 3}));
+    EXPECT_EQ(t.n_bytes, kernels::RowBytes(t.type, 64) * 3);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data - 
+                  reinterpret_cast<const uint8_t*>(image.data())) % 32, 0u);
+    std::vector<float> decoded(192);
+    for (int r = 0; r < 3; ++r) {
+      kernels::DequantizeRow(t.type, t.data + r * kernels::RowBytes(t.type, 64),
+                             64, &decoded[r * 64]);
+    }
+    const float tol = t.type == DType::kF32    ? 0.0f
+                      : t.type == DType::kQ4_0 ? 0.6f
+                                               : 0.05f;
+    for (size_t i = 0; i < values.size(); ++i) {
+      ASSERT_NEAR(decoded[i], values[i], tol) << t.name << " element " << i;
+    }
+  }
+  EXPECT_NE(f.FindTensor("t.q4_0"), nullptr);
+  EXPECT_EQ(f.FindTensor("t.missing"), nullptr);
+}
+
+TEST(GgufTest, TypedGettersNameTheKey) {
+  const std::string image = SampleImage();
+  auto gguf = ParseImage(image);
+  ASSERT_TRUE(gguf.ok());
+  Result<uint32_t> wrong = (*gguf)->GetU32("general.architecture");
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("general.architecture"),
+            std::string::npos);
+  EXPECT_EQ((*gguf)->GetU32("test.i32").status().code(),
+            StatusCode::kInvalidArgument);  // negative
+  EXPECT_EQ((*gguf)->GetString("no.such.key").status().code(),
+            StatusCode::kNotFound);
+}
+
+TEST(GgufTest, EveryTruncationIsAnError) {
+  const std::string image = SampleImage();
+  for (size_t len = 0; len < image.size(); ++len) {
+    auto r = GgufFile::Parse(reinterpret_cast<const uint8_t*>(image.data()),
+                             len);
+    EXPECT_FALSE(r.ok()) << "prefix of " << len << " bytes parsed";
+  }
+}
+
+TEST(GgufTest, RejectsBadMagicAndVersion) {
+  std::string image = SampleImage();
+  image[0] = 'X';
+  EXPECT_EQ(ParseImage(image).status().code(), StatusCode::kInvalidArgument);
+  image = SampleImage();
+  image[4] = 1;  // version 1 used 32-bit counts
+  EXPECT_EQ(ParseImage(image).status().code(), StatusCode::kNotSupported);
+}
+
+// Builds a file with one tensor whose type id is `ggml_type`.
+std::string OneTensorImage(uint32_t ggml_type, uint64_t offset) {
+  std::string out;
+  auto put = [&out](auto v) {
+    out.append(reinterpret_cast<const char*>(&v), sizeof(v));
+  };
+  put(uint32_t{0x46554747});
+  put(uint32_t{3});
+  put(uint64_t{1});  // tensors
+  put(uint64_t{0});  // metadata
+  put(uint64_t{6});
+  out += "blk.x0";
+  put(uint32_t{1});
+  put(uint64_t{32});
+  put(ggml_type);
+  put(offset);
+  out.resize(64 + 32 * 4, '\0');
+  return out;
+}
+
+TEST(GgufTest, UnknownTensorTypeNamesTheTensor) {
+  auto r = ParseImage(OneTensorImage(12 /* q4_K */, 0));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotSupported);
+  EXPECT_NE(r.status().message().find("blk.x0"), std::string::npos);
+  EXPECT_TRUE(ParseImage(OneTensorImage(0, 0)).ok());
+}
+
+TEST(GgufTest, TensorPastEndOrMisalignedIsCorruption) {
+  auto past = ParseImage(OneTensorImage(0, 4096));
+  ASSERT_FALSE(past.ok());
+  EXPECT_NE(past.status().message().find("past the end"), std::string::npos);
+  auto misaligned = ParseImage(OneTensorImage(0, 8));
+  ASSERT_FALSE(misaligned.ok());
+  EXPECT_NE(misaligned.status().message().find("aligned"), std::string::npos);
+}
+
+TEST(GgufTest, HugeArrayLengthIsRejectedWithoutAllocating) {
+  std::string out;
+  auto put = [&out](auto v) {
+    out.append(reinterpret_cast<const char*>(&v), sizeof(v));
+  };
+  put(uint32_t{0x46554747});
+  put(uint32_t{3});
+  put(uint64_t{0});
+  put(uint64_t{1});
+  put(uint64_t{3});
+  out += "big";
+  put(uint32_t{9});                // array
+  put(uint32_t{8});                // of strings
+  put(uint64_t{1ull << 60});       // absurd length
+  auto r = ParseImage(out);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'big'"), std::string::npos);
+}
+
+TEST(GgufTest, WriterRejectsBadTensors) {
+  GgufWriter w;
+  EXPECT_FALSE(w.AddTensor("a", {33}, DType::kQ8_0, RandomValues(33, 2)).ok());
+  EXPECT_FALSE(w.AddTensor("b", {4, 2}, DType::kF32, RandomValues(7, 2)).ok());
+  EXPECT_TRUE(w.AddTensor("c", {4}, DType::kF32, RandomValues(4, 2)).ok());
+  EXPECT_FALSE(w.AddTensor("c", {4}, DType::kF32, RandomValues(4, 2)).ok());
+}
+
+TEST(GgufTest, CopyValueKeepsTheType) {
+  const std::string image = SampleImage();
+  auto src = ParseImage(image);
+  ASSERT_TRUE(src.ok());
+  GgufWriter w;
+  for (const auto& [key, value] : (*src)->metadata()) w.CopyValue(key, value);
+  const std::string copy = w.Serialize();
+  auto dst = ParseImage(copy);
+  ASSERT_TRUE(dst.ok()) << dst.status().ToString();
+  for (const auto& [key, value] : (*src)->metadata()) {
+    const GgufValue* v = (*dst)->Find(key);
+    ASSERT_NE(v, nullptr) << key;
+    EXPECT_EQ(v->type, value.type) << key;
+    EXPECT_EQ(v->elem_type, value.elem_type) << key;
+    EXPECT_EQ(v->u, value.u) << key;
+    EXPECT_EQ(v->strings, value.strings) << key;
+    EXPECT_EQ(v->numbers, value.numbers) << key;
+  }
+}
+
+}  // namespace
+}  // namespace kvstash

@@ -1,0 +1,234 @@
+#include "model/gguf_writer.h"
+
+#include <cstring>
+
+#include "base/file.h"
+
+namespace kvstash {
+namespace {
+
+constexpr uint32_t kAlignment = 32;
+
+template <typename T>
+void Put(std::string* out, T v) {
+  char buf[sizeof(T)];
+  std::memcpy(buf, &v, sizeof(T));
+  out->append(buf, sizeof(T));
+}
+
+void PutString(std::string* out, std::string_view s) {
+  Put<uint64_t>(out, s.size());
+  out->append(s);
+}
+
+void PutType(std::string* out, GgufType t) {
+  Put<uint32_t>(out, static_cast<uint32_t>(t));
+}
+
+// Appends the payload of a value (without its leading type id).
+void PutPayload(std::string* out, const GgufValue& v);
+
+void PutScalar(std::string* out, GgufType t, const GgufValue& v, double x) {
+  switch (t) {
+    case GgufType::kU8: Put<uint8_t>(out, static_cast<uint8_t>(x)); break;
+    case GgufType::kI8: Put<int8_t>(out, static_cast<int8_t>(x)); break;
+    case GgufType::kU16: Put<uint16_t>(out, static_cast<uint16_t>(x)); break;
+    case GgufType::kI16: Put<int16_t>(out, static_cast<int16_t>(x)); break;
+    case GgufType::kU32: Put<uint32_t>(out, static_cast<uint32_t>(x)); break;
+    case GgufType::kI32: Put<int32_t>(out, static_cast<int32_t>(x)); break;
+    case GgufType::kU64: Put<uint64_t>(out, static_cast<uint64_t>(x)); break;
+    case GgufType::kI64: Put<int64_t>(out, static_cast<int64_t>(x)); break;
+    case GgufType::kBool: Put<uint8_t>(out, x != 0); break;
+    case GgufType::kF32: Put<float>(out, static_cast<float>(x)); break;
+    case GgufType::kF64: Put<double>(out, x); break;
+    case GgufType::kString: PutString(out, v.str); break;
+    case GgufType::kArray: PutPayload(out, v); break;
+  }
+}
+
+void PutPayload(std::string* out, const GgufValue& v) {
+  if (v.type != GgufType::kArray) {
+    double x = 0;
+    switch (v.type) {
+      case GgufType::kF32:
+      case GgufType::kF64: x = v.f; break;
+      case GgufType::kU64: Put<uint64_t>(out, v.u); return;  // exact
+      case GgufType::kI64: Put<int64_t>(out, v.i); return;
+      case GgufType::kU8:
+      case GgufType::kU16:
+      case GgufType::kU32:
+      case GgufType::kBool: x = static_cast<double>(v.u); break;
+      default: x = static_cast<double>(v.i); break;
+    }
+    PutScalar(out, v.type, v, x);
+    return;
+  }
+  PutType(out, v.elem_type);
+  Put<uint64_t>(out, v.count);
+  if (v.elem_type == GgufType::kString) {
+    for (std::string_view s : v.strings) PutString(out, s);
+  } else if (v.elem_type == GgufType::kArray) {
+    for (const GgufValue& a : v.arrays) PutPayload(out, a);
+  } else {
+    for (double x : v.numbers) PutScalar(out, v.elem_type, v, x);
+  }
+}
+
+std::string Encode(const GgufValue& v) {
+  std::string out;
+  PutType(&out, v.type);
+  PutPayload(&out, v);
+  return out;
+}
+
+GgufValue Scalar(GgufType t) {
+  GgufValue v;
+  v.type = t;
+  return v;
+}
+
+GgufValue NumberArray(GgufType elem, std::vector<double> numbers) {
+  GgufValue v;
+  v.type = GgufType::kArray;
+  v.elem_type = elem;
+  v.count = numbers.size();
+  v.numbers = std::move(numbers);
+  return v;
+}
+
+}  // namespace
+
+void GgufWriter::SetEncoded(std::string_view key, std::string encoded) {
+  for (Entry& e : metadata_) {
+    if (e.key == key) {
+      e.encoded = std::move(encoded);
+      return;
+    }
+  }
+  metadata_.push_back({std::string(key), std::move(encoded)});
+}
+
+void GgufWriter::SetU32(std::string_view key, uint32_t x) {
+  GgufValue v = Scalar(GgufType::kU32);
+  v.u = x;
+  SetEncoded(key, Encode(v));
+}
+
+void GgufWriter::SetI32(std::string_view key, int32_t x) {
+  GgufValue v = Scalar(GgufType::kI32);
+  v.i = x;
+  SetEncoded(key, Encode(v));
+}
+
+void GgufWriter::SetF32(std::string_view key, float x) {
+  GgufValue v = Scalar(GgufType::kF32);
+  v.f = x;
+  SetEncoded(key, Encode(v));
+}
+
+void GgufWriter::SetBool(std::string_view key, bool x) {
+  GgufValue v = Scalar(GgufType::kBool);
+  v.u = x;
+  SetEncoded(key, Encode(v));
+}
+
+void GgufWriter::SetString(std::string_view key, std::string_view x) {
+  GgufValue v = Scalar(GgufType::kString);
+  v.str = x;
+  SetEncoded(key, Encode(v));
+}
+
+void GgufWriter::SetStringArray(std::string_view key,
+                                std::span<const std::string_view> x) {
+  GgufValue v;
+  v.type = GgufType::kArray;
+  v.elem_type = GgufType::kString;
+  v.count = x.size();
+  v.strings.assign(x.begin(), x.end());
+  SetEncoded(key, Encode(v));
+}
+
+void GgufWriter::SetF32Array(std::string_view key, std::span<const float> x) {
+  SetEncoded(key, Encode(NumberArray(GgufType::kF32,
+                                     std::vector<double>(x.begin(), x.end()))));
+}
+
+void GgufWriter::SetI32Array(std::string_view key, std::span<const int32_t> x) {
+  SetEncoded(key, Encode(NumberArray(GgufType::kI32,
+                                     std::vector<double>(x.begin(), x.end()))));
+}
+
+void GgufWriter::CopyValue(std::string_view key, const GgufValue& v) {
+  SetEncoded(key, Encode(v));
+}
+
+Status GgufWriter::AddTensor(std::string_view name, std::vector<uint64_t> dims,
+                             kernels::DType type,
+                             std::span<const float> values) {
+  const std::string what = "tensor '" + std::string(name) + "'";
+  if (dims.empty() || dims.size() > 4) {
+    return Status::InvalidArgument(what + ": needs 1 to 4 dimensions");
+  }
+  uint64_t n = 1;
+  for (uint64_t d : dims) n *= d;
+  if (n != values.size()) {
+    return Status::InvalidArgument(what + ": dims hold " + std::to_string(n) +
+                                   " elements, got " +
+                                   std::to_string(values.size()));
+  }
+  const size_t row = dims[0];
+  if (row == 0 || row % kernels::DTypeBlockElems(type) != 0) {
+    return Status::InvalidArgument(
+        what + ": row of " + std::to_string(row) +
+        " elements is not a whole number of " +
+        std::string(kernels::DTypeName(type)) + " blocks");
+  }
+  for (const Tensor& t : tensors_) {
+    if (t.name == name) return Status::InvalidArgument(what + ": duplicate");
+  }
+  Tensor t{std::string(name), std::move(dims), type, {}};
+  const size_t row_bytes = kernels::RowBytes(type, row);
+  t.data.resize(row_bytes * (n / row));
+  for (size_t r = 0; r < n / row; ++r) {
+    kernels::QuantizeRow(type, values.data() + r * row, row,
+                         t.data.data() + r * row_bytes);
+  }
+  tensors_.push_back(std::move(t));
+  return Status::OK();
+}
+
+std::string GgufWriter::Serialize() const {
+  std::string out;
+  Put<uint32_t>(&out, 0x46554747);  // "GGUF"
+  Put<uint32_t>(&out, 3);
+  Put<uint64_t>(&out, tensors_.size());
+  Put<uint64_t>(&out, metadata_.size());
+  for (const Entry& e : metadata_) {
+    PutString(&out, e.key);
+    out += e.encoded;
+  }
+  auto aligned = [](uint64_t x) {
+    return (x + kAlignment - 1) / kAlignment * kAlignment;
+  };
+  uint64_t offset = 0;
+  for (const Tensor& t : tensors_) {
+    PutString(&out, t.name);
+    Put<uint32_t>(&out, static_cast<uint32_t>(t.dims.size()));
+    for (uint64_t d : t.dims) Put<uint64_t>(&out, d);
+    Put<uint32_t>(&out, GgmlTypeId(t.type));
+    Put<uint64_t>(&out, offset);
+    offset = aligned(offset + t.data.size());
+  }
+  out.resize(aligned(out.size()), '\0');
+  for (const Tensor& t : tensors_) {
+    out += t.data;
+    out.resize(aligned(out.size()), '\0');
+  }
+  return out;
+}
+
+Status GgufWriter::Write(const std::string& path) const {
+  return WriteFileAtomic(path, Serialize());
+}
+
+}  // namespace kvstash

@@ -1,0 +1,168 @@
+#include "model/model.h"
+
+#include <cstring>
+
+#include "model/gguf.h"
+#include "model/llama2c.h"
+
+namespace kvstash {
+namespace {
+
+using kernels::DType;
+
+constexpr uint32_t kGgufMagic = 0x46554747;
+
+}  // namespace
+
+Model::~Model() = default;
+
+Result<std::unique_ptr<Model>> Model::Load(const std::string& path,
+                                           const std::string& tokenizer_path) {
+  std::unique_ptr<Model> model(new Model());
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
+  model->file_bytes_ = file->size();
+  uint32_t magic = 0;
+  if (file->size() >= sizeof(magic)) {
+    std::memcpy(&magic, file->data(), sizeof(magic));
+  }
+  if (magic == kGgufMagic) {
+    model->format_ = ModelFormat::kGguf;
+    Result<std::unique_ptr<GgufFile>> gguf =
+        GgufFile::Parse(file->data(), file->size());
+    if (!gguf.ok()) return gguf.status().WithPrefix("gguf '" + path + "'");
+    model->gguf_ = std::move(gguf).value();
+    model->raw_file_ = std::move(file);
+    KV_RETURN_IF_ERROR(model->BindGguf(*model->gguf_).WithPrefix(path));
+    KV_ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromGguf(*model->gguf_));
+  } else {
+    model->format_ = ModelFormat::kLlama2c;
+    if (tokenizer_path.empty()) {
+      return Status::InvalidArgument(
+          "'" + path +
+          "' is not a GGUF file; a llama2.c checkpoint needs --tokenizer "
+          "(its tokenizer.bin)");
+    }
+    model->raw_file_ = std::move(file);
+    KV_RETURN_IF_ERROR(
+        model->BindLlama2c(model->raw_file_->bytes()).WithPrefix(path));
+    KV_ASSIGN_OR_RETURN(
+        model->tokenizer_,
+        Tokenizer::FromLlama2c(tokenizer_path, model->config_.vocab_size));
+  }
+  if (model->tokenizer_->vocab_size() != model->config_.vocab_size) {
+    return Status::InvalidArgument(
+        path + ": tokenizer has " +
+        std::to_string(model->tokenizer_->vocab_size()) +
+        " tokens but the model's embedding has " +
+        std::to_string(model->config_.vocab_size));
+  }
+  return model;
+}
+
+const float* Model::AsF32(DType type, const void* src, size_t n) {
+  if (type == DType::kF32) return static_cast<const float*>(src);
+  auto copy = std::make_unique<float[]>(n);
+  kernels::DequantizeRow(type, src, n, copy.get());
+  converted_.push_back(std::move(copy));
+  return converted_.back().get();
+}
+
+Status Model::BindGguf(const GgufFile& gguf) {
+  KV_ASSIGN_OR_RETURN(config_, ModelConfigFromGguf(gguf));
+  for (const GgufTensor& t : gguf.tensors()) {
+    tensors_.push_back({t.name, t.type, t.dims, t.n_bytes});
+  }
+  const ModelConfig& c = config_;
+  // Finds tensor `name` and checks it has exactly `dims` (ne0 first).
+  auto find = [&](const std::string& name, std::vector<uint64_t> dims,
+                  const GgufTensor** out) -> Status {
+    const GgufTensor* t = gguf.FindTensor(name);
+    if (t == nullptr) return Status::NotFound("tensor '" + name + "' missing");
+    if (t->dims != dims) {
+      std::string want, got;
+      for (uint64_t d : dims) want += " " + std::to_string(d);
+      for (uint64_t d : t->dims) got += " " + std::to_string(d);
+      return Status::InvalidArgument("tensor '" + name + "' has shape [" +
+                                     got + " ], expected [" + want + " ]");
+    }
+    *out = t;
+    return Status::OK();
+  };
+  auto matrix = [&](const std::string& name, int rows, int cols,
+                    WeightMatrix* m) -> Status {
+    const GgufTensor* t;
+    KV_RETURN_IF_ERROR(find(name, {uint64_t(cols), uint64_t(rows)}, &t));
+    *m = {t->type, t->data, rows, cols};
+    return Status::OK();
+  };
+  auto vec = [&](const std::string& name, int n,
+                 const float** out) -> Status {
+    const GgufTensor* t;
+    KV_RETURN_IF_ERROR(find(name, {uint64_t(n)}, &t));
+    *out = AsF32(t->type, t->data, n);
+    return Status::OK();
+  };
+
+  ModelWeights& w = weights_;
+  KV_RETURN_IF_ERROR(
+      matrix("token_embd.weight", c.vocab_size, c.dim, &w.token_embedding));
+  KV_RETURN_IF_ERROR(vec("output_norm.weight", c.dim, &w.output_norm));
+  if (c.tied_output) {
+    w.output = w.token_embedding;
+  } else {
+    KV_RETURN_IF_ERROR(matrix("output.weight", c.vocab_size, c.dim, &w.output));
+  }
+  w.layers.resize(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights& lw = w.layers[l];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    KV_RETURN_IF_ERROR(vec(p + "attn_norm.weight", c.dim, &lw.attn_norm));
+    KV_RETURN_IF_ERROR(matrix(p + "attn_q.weight", c.q_dim(), c.dim, &lw.wq));
+    KV_RETURN_IF_ERROR(matrix(p + "attn_k.weight", c.kv_dim(), c.dim, &lw.wk));
+    KV_RETURN_IF_ERROR(matrix(p + "attn_v.weight", c.kv_dim(), c.dim, &lw.wv));
+    KV_RETURN_IF_ERROR(
+        matrix(p + "attn_output.weight", c.dim, c.q_dim(), &lw.wo));
+    if (c.qkv_bias) {
+      KV_RETURN_IF_ERROR(vec(p + "attn_q.bias", c.q_dim(), &lw.bq));
+      KV_RETURN_IF_ERROR(vec(p + "attn_k.bias", c.kv_dim(), &lw.bk));
+      KV_RETURN_IF_ERROR(vec(p + "attn_v.bias", c.kv_dim(), &lw.bv));
+    }
+    KV_RETURN_IF_ERROR(vec(p + "ffn_norm.weight", c.dim, &lw.ffn_norm));
+    KV_RETURN_IF_ERROR(
+        matrix(p + "ffn_gate.weight", c.ffn_dim, c.dim, &lw.w_gate));
+    KV_RETURN_IF_ERROR(matrix(p + "ffn_up.weight", c.ffn_dim, c.dim, &lw.w_up));
+    KV_RETURN_IF_ERROR(
+        matrix(p + "ffn_down.weight", c.dim, c.ffn_dim, &lw.w_down));
+  }
+  return Status::OK();
+}
+
+Status Model::BindLlama2c(std::span<const uint8_t> data) {
+  Llama2cWeights l2;
+  KV_RETURN_IF_ERROR(ParseLlama2c(data, &config_, &l2));
+  const ModelConfig& c = config_;
+  const size_t dim = c.dim, q = c.q_dim(), kv = c.kv_dim(), ffn = c.ffn_dim;
+  auto f32 = [](const float* p, int rows, int cols) {
+    return WeightMatrix{DType::kF32, p, rows, cols};
+  };
+  ModelWeights& w = weights_;
+  w.token_embedding = f32(l2.token_embedding, c.vocab_size, c.dim);
+  w.output = f32(l2.wcls, c.vocab_size, c.dim);
+  w.output_norm = l2.rms_final;
+  w.layers.resize(c.n_layers);
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    LayerWeights& lw = w.layers[l];
+    lw.attn_norm = l2.rms_att + l * dim;
+    lw.wq = f32(l2.wq + l * q * dim, c.q_dim(), c.dim);
+    lw.wk = f32(l2.wk + l * kv * dim, c.kv_dim(), c.dim);
+    lw.wv = f32(l2.wv + l * kv * dim, c.kv_dim(), c.dim);
+    lw.wo = f32(l2.wo + l * dim * q, c.dim, c.q_dim());
+    lw.ffn_norm = l2.rms_ffn + l * dim;
+    lw.w_gate = f32(l2.w1 + l * ffn * dim, c.ffn_dim, c.dim);
+    lw.w_down = f32(l2.w2 + l * dim * ffn, c.dim, c.ffn_dim);
+    lw.w_up = f32(l2.w3 + l * ffn * dim, c.ffn_dim, c.dim);
+  }
+  return Status::OK();
+}
+
+}  // namespace kvstash

@@ -1,0 +1,102 @@
+// Model: a loaded Llama-family model ready for the engine: its config, typed
+// views of every weight matrix, and its tokenizer. Load() reads either a GGUF
+// file (architectures llama and qwen2; the vocabulary comes from its metadata)
+// or a llama2.c checkpoint plus its tokenizer.bin, chosen by the file's magic.
+//
+// Weights are never copied: matrices point into the read-only file mapping
+// held by the Model. Only small vectors (norm weights and biases) stored in a
+// non-f32 type are converted to f32 copies. Immutable and thread-safe after
+// Load().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/file.h"
+#include "base/status.h"
+#include "kernels/dtype.h"
+#include "model/model_config.h"
+#include "model/tokenizer.h"
+
+namespace kvstash {
+
+class GgufFile;
+
+// A weight matrix of `rows` rows of `cols` elements in type `type`, row
+// after row (row stride kernels::RowBytes(type, cols)).
+struct WeightMatrix {
+  kernels::DType type = kernels::DType::kF32;
+  const void* data = nullptr;
+  int rows = 0;
+  int cols = 0;
+};
+
+struct LayerWeights {
+  const float* attn_norm = nullptr;  // [dim]
+  WeightMatrix wq;                   // [q_dim][dim]
+  WeightMatrix wk;                   // [kv_dim][dim]
+  WeightMatrix wv;                   // [kv_dim][dim]
+  WeightMatrix wo;                   // [dim][q_dim]
+  const float* bq = nullptr;         // [q_dim], qkv_bias only
+  const float* bk = nullptr;         // [kv_dim], qkv_bias only
+  const float* bv = nullptr;         // [kv_dim], qkv_bias only
+  const float* ffn_norm = nullptr;   // [dim]
+  WeightMatrix w_gate;               // [ffn_dim][dim]
+  WeightMatrix w_up;                 // [ffn_dim][dim]
+  WeightMatrix w_down;               // [dim][ffn_dim]
+};
+
+struct ModelWeights {
+  WeightMatrix token_embedding;  // [vocab][dim]
+  std::vector<LayerWeights> layers;
+  const float* output_norm = nullptr;  // [dim]
+  WeightMatrix output;  // [vocab][dim]; the token embedding when tied
+};
+
+// One stored tensor, for `kvstash info`.
+struct TensorSummary {
+  std::string name;
+  kernels::DType type;
+  std::vector<uint64_t> dims;  // ne0 first
+  uint64_t bytes;
+};
+
+enum class ModelFormat { kGguf, kLlama2c };
+
+class Model {
+ public:
+  // `tokenizer_path` is required for llama2.c checkpoints and ignored for
+  // GGUF. Errors name the file and what was wrong.
+  static Result<std::unique_ptr<Model>> Load(const std::string& path,
+                                             const std::string& tokenizer_path);
+  ~Model();
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  ModelFormat format() const { return format_; }
+  uint64_t file_bytes() const { return file_bytes_; }
+  const std::vector<TensorSummary>& tensors() const { return tensors_; }
+
+ private:
+  Model() = default;
+  Status BindGguf(const GgufFile& gguf);
+  Status BindLlama2c(std::span<const uint8_t> data);
+  // Returns a pointer to an f32 copy of `n` elements of `type` at `src`
+  // (or `src` itself when already f32), owned by the model.
+  const float* AsF32(kernels::DType type, const void* src, size_t n);
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  ModelFormat format_ = ModelFormat::kGguf;
+  uint64_t file_bytes_ = 0;
+  std::vector<TensorSummary> tensors_;
+  std::unique_ptr<GgufFile> gguf_;
+  std::unique_ptr<MappedFile> raw_file_;
+  std::vector<std::unique_ptr<float[]>> converted_;
+};
+
+}  // namespace kvstash

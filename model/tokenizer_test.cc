@@ -1,0 +1,601 @@
+#include "model/tokenizer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <fstream>
+#include <sstream>
+
+#include "base/file.h"
+#include "model/gguf.h"
+#include "model/gguf_writer.h"
+#include "tests/testing/shared_data.h"
+
+namespace kvstash {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+std::string MustRead(const std::string& path) {
+  Result<std::string> data = ReadFile(path);
+  EXPECT_TRUE(data.ok()) << data.status().ToString();
+  return data.ok() ? *data : std::string();
+}
+
+// ---------------------------------------------------------------------------
+// llama.cpp's vocabulary test vectors (tests/test-tokenizer-0 format).
+
+struct VocabCase {
+  std::string text;
+  std::vector<int32_t> ids;
+};
+
+// The .inp file is the test strings joined by "\n__ggml_vocab_test__\n" (and
+// ending with one, which leaves an empty last element); line i of the .out
+// file holds the ids of string i.
+std::vector<VocabCase> ReadVocabCases(const std::string& inp_path,
+                                      const std::string& out_path) {
+  const std::string inp = MustRead(inp_path);
+  constexpr std::string_view kSeparator = "\n__ggml_vocab_test__\n";
+  std::vector<VocabCase> cases;
+  for (size_t pos = 0; pos < inp.size();) {
+    size_t end = inp.find(kSeparator, pos);
+    if (end == std::string::npos) end = inp.size();
+    cases.push_back({inp.substr(pos, end - pos), {}});
+    pos = end + kSeparator.size();
+  }
+  std::istringstream out(MustRead(out_path));
+  std::string line;
+  size_t i = 0;
+  for (; std::getline(out, line); ++i) {
+    if (i >= cases.size()) {
+      ADD_FAILURE() << out_path << " has more lines than " << inp_path;
+      break;
+    }
+    std::istringstream ids(line);
+    for (int32_t id; ids >> id;) cases[i].ids.push_back(id);
+  }
+  EXPECT_EQ(i, cases.size()) << out_path;
+  return cases;
+}
+
+std::unique_ptr<GgufFile> MustOpenGguf(const std::string& path) {
+  Result<std::unique_ptr<GgufFile>> gguf = GgufFile::Open(path);
+  EXPECT_TRUE(gguf.ok()) << gguf.status().ToString();
+  return gguf.ok() ? std::move(*gguf) : nullptr;
+}
+
+std::unique_ptr<Tokenizer> MustLoad(const GgufFile& gguf) {
+  Result<std::unique_ptr<Tokenizer>> t = Tokenizer::FromGguf(gguf);
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  return t.ok() ? std::move(*t) : nullptr;
+}
+
+// Encodes every case without BOS and compares with the expected ids; also
+// checks that decoding gives the text back. Returns how many cases matched.
+int CheckVocabCases(const std::string& name) {
+  const std::string base = testing::SharedPath("vocab/" + name);
+  std::unique_ptr<GgufFile> gguf = MustOpenGguf(base);
+  if (gguf == nullptr) return 0;
+  std::unique_ptr<Tokenizer> t = MustLoad(*gguf);
+  if (t == nullptr) return 0;
+  int matched = 0;
+  for (const VocabCase& c : ReadVocabCases(base + ".inp", base + ".out")) {
+    SCOPED_TRACE("text: '" + c.text + "'");
+    const std::vector<int32_t> ids = t->Encode(c.text, /*add_bos=*/false);
+    EXPECT_EQ(ids, c.ids);
+    matched += ids == c.ids;
+    EXPECT_EQ(t->Decode(ids), c.text);
+  }
+  return matched;
+}
+
+TEST(VocabTestVectors, LlamaSpm) {
+  EXPECT_EQ(CheckVocabCases("ggml-vocab-llama-spm.gguf"), 46);
+}
+
+TEST(VocabTestVectors, Gpt2) {
+  EXPECT_EQ(CheckVocabCases("ggml-vocab-gpt-2.gguf"), 46);
+}
+
+TEST(GgufTokenizer, LlamaSpmSpecialsAndBos) {
+  std::unique_ptr<GgufFile> gguf =
+      MustOpenGguf(testing::SharedPath("vocab/ggml-vocab-llama-spm.gguf"));
+  ASSERT_NE(gguf, nullptr);
+  std::unique_ptr<Tokenizer> t = MustLoad(*gguf);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->kind(), Tokenizer::Kind::kSpm);
+  EXPECT_EQ(t->vocab_size(), 32000);
+  EXPECT_EQ(t->bos(), 1);
+  EXPECT_EQ(t->eos(), 2);
+  EXPECT_EQ(t->unk(), 0);
+  EXPECT_TRUE(t->add_bos());
+  EXPECT_FALSE(t->add_eos());
+  EXPECT_EQ(t->piece(15043), "\xE2\x96\x81Hello");
+  EXPECT_EQ(t->token_type(13), TokenType::kByte);
+  EXPECT_THAT(t->Encode("Hello world", true), ElementsAre(1, 15043, 3186));
+  EXPECT_THAT(t->Encode("", true), ElementsAre(1));
+  EXPECT_THAT(t->Encode("", false), IsEmpty());
+  // Specials are plain text to Encode, and decode to nothing.
+  EXPECT_THAT(t->Encode("<s>", false), ::testing::Not(ElementsAre(1)));
+  EXPECT_EQ(t->Decode(std::vector<int32_t>{1, 15043, 3186, 2}),
+            "Hello world");
+  // Streaming: the prefix space goes only at the start or after BOS.
+  EXPECT_EQ(t->DecodeToken(-1, 15043), "Hello");
+  EXPECT_EQ(t->DecodeToken(1, 15043), "Hello");
+  EXPECT_EQ(t->DecodeToken(15043, 3186), " world");
+  EXPECT_EQ(t->DecodeToken(15043, 0), "<unk>");
+}
+
+TEST(GgufTokenizer, Gpt2SpecialsAndBytes) {
+  std::unique_ptr<GgufFile> gguf =
+      MustOpenGguf(testing::SharedPath("vocab/ggml-vocab-gpt-2.gguf"));
+  ASSERT_NE(gguf, nullptr);
+  std::unique_ptr<Tokenizer> t = MustLoad(*gguf);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->kind(), Tokenizer::Kind::kBpe);
+  EXPECT_EQ(t->bos(), 50256);
+  EXPECT_EQ(t->eos(), 50256);
+  EXPECT_EQ(t->unk(), -1);
+  EXPECT_FALSE(t->add_bos());
+  EXPECT_THAT(t->Encode("Hello world", true), ElementsAre(15496, 995));
+  EXPECT_EQ(t->DecodeToken(15496, 995), " world");
+  EXPECT_EQ(t->DecodeToken(995, 50256), "");
+  // Every byte string survives the round trip, invalid UTF-8 included.
+  std::string all_bytes;
+  for (int b = 0; b < 256; ++b) all_bytes.push_back(static_cast<char>(b));
+  all_bytes += "\xE2\x82 \xFF\xFE tail";
+  EXPECT_EQ(t->Decode(t->Encode(all_bytes, false)), all_bytes);
+}
+
+TEST(GgufTokenizer, DecodeOfBadIdsIsEmpty) {
+  std::unique_ptr<GgufFile> gguf =
+      MustOpenGguf(testing::SharedPath("vocab/ggml-vocab-gpt-2.gguf"));
+  ASSERT_NE(gguf, nullptr);
+  std::unique_ptr<Tokenizer> t = MustLoad(*gguf);
+  ASSERT_NE(t, nullptr);
+  for (int32_t id : {-1, -7, t->vocab_size(), INT_MAX, INT_MIN}) {
+    EXPECT_EQ(t->DecodeToken(-1, id), "");
+    EXPECT_EQ(t->piece(id), "");
+  }
+  EXPECT_EQ(t->Decode(std::vector<int32_t>{15496, -3, 99999999, 995}),
+            "Hello world");
+}
+
+// ---------------------------------------------------------------------------
+// Small hand-made vocabularies, written as GGUF images.
+
+class VocabBuilder {
+ public:
+  explicit VocabBuilder(std::string_view model) {
+    writer_.SetString("tokenizer.ggml.model", model);
+  }
+  VocabBuilder& Tokens(std::vector<std::string_view> tokens) {
+    writer_.SetStringArray("tokenizer.ggml.tokens", tokens);
+    return *this;
+  }
+  VocabBuilder& Scores(std::vector<float> scores) {
+    writer_.SetF32Array("tokenizer.ggml.scores", scores);
+    return *this;
+  }
+  VocabBuilder& Types(std::vector<int32_t> types) {
+    writer_.SetI32Array("tokenizer.ggml.token_type", types);
+    return *this;
+  }
+  VocabBuilder& Merges(std::vector<std::string_view> merges) {
+    writer_.SetStringArray("tokenizer.ggml.merges", merges);
+    return *this;
+  }
+  GgufWriter& writer() { return writer_; }
+
+  Result<std::unique_ptr<Tokenizer>> Load() {
+    image_ = writer_.Serialize();
+    KV_ASSIGN_OR_RETURN(
+        gguf_, GgufFile::Parse(reinterpret_cast<const uint8_t*>(image_.data()),
+                               image_.size()));
+    return Tokenizer::FromGguf(*gguf_);
+  }
+  std::unique_ptr<Tokenizer> MustLoad() {
+    Result<std::unique_ptr<Tokenizer>> t = Load();
+    EXPECT_TRUE(t.ok()) << t.status().ToString();
+    return t.ok() ? std::move(*t) : nullptr;
+  }
+
+ private:
+  GgufWriter writer_;
+  std::string image_;
+  std::unique_ptr<GgufFile> gguf_;
+};
+
+// "▁" written out, for readable vocabularies.
+#define SP "\xE2\x96\x81"
+
+// <unk> <s> </s> <0x41>('A') ▁ a b ab ▁a ▁ab ba
+VocabBuilder SmallSpm() {
+  VocabBuilder b("llama");
+  b.Tokens({"<unk>", "<s>", "</s>", "<0x41>", SP, "a", "b", "ab", SP "a",
+            SP "ab", "ba"})
+      .Scores({0, 0, 0, 0, -1, -2, -3, -4, -5, -6, -4});
+  return b;
+}
+
+TEST(SpmTokenizer, MergesHighestScoreFirst) {
+  std::unique_ptr<Tokenizer> t = SmallSpm().MustLoad();
+  ASSERT_NE(t, nullptr);
+  // "▁ab": (▁,a)->▁a -5, (a,b)->ab -4 wins, then (▁,ab)->▁ab.
+  EXPECT_THAT(t->Encode("ab", false), ElementsAre(9));
+  // "▁bab": (b,a)->ba -4 and (a,b)->ab -4 tie: leftmost (ba) wins.
+  EXPECT_THAT(t->Encode("bab", false), ElementsAre(4, 10, 6));
+  EXPECT_EQ(t->Decode(t->Encode("bab ab", true)), "bab ab");
+}
+
+TEST(SpmTokenizer, ByteFallbackThenUnk) {
+  VocabBuilder b = SmallSpm();
+  // Types not given: "<0x41>" is inferred to be a byte piece.
+  std::unique_ptr<Tokenizer> t = b.MustLoad();
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->token_type(3), TokenType::kByte);
+  EXPECT_EQ(t->token_type(1), TokenType::kControl);
+  // 'A' has only its byte piece; 'C' has neither: UNK.
+  EXPECT_THAT(t->Encode("aAC", false), ElementsAre(8, 3, 0));
+  EXPECT_EQ(t->Decode(t->Encode("aA", false)), "aA");
+}
+
+TEST(SpmTokenizer, AddSpacePrefixOff) {
+  VocabBuilder b = SmallSpm();
+  b.writer().SetBool("tokenizer.ggml.add_space_prefix", false);
+  b.writer().SetBool("tokenizer.ggml.add_bos_token", false);
+  std::unique_ptr<Tokenizer> t = b.MustLoad();
+  ASSERT_NE(t, nullptr);
+  EXPECT_THAT(t->Encode("ab", true), ElementsAre(7));
+  EXPECT_THAT(t->Encode(" ab", false), ElementsAre(9));
+  EXPECT_EQ(t->Decode(std::vector<int32_t>{9}), " ab");
+}
+
+TEST(SpmTokenizer, ControlPiecesAreNotMergedInto) {
+  VocabBuilder b("llama");
+  b.Tokens({"<unk>", "<s>", "</s>", "a", "b", "ab"})
+      .Scores({0, 0, 0, -1, -1, -1})
+      .Types({2, 3, 3, 1, 1, 3});  // "ab" is a control token here
+  std::unique_ptr<Tokenizer> t = b.MustLoad();
+  ASSERT_NE(t, nullptr);
+  b.writer();
+  EXPECT_THAT(t->Encode("ab", false), ElementsAre(0, 3, 4));  // ▁ is UNK
+}
+
+// GPT-2 style: 'Ġ' (U+0120) is the space.
+#define G "\xC4\xA0"
+
+TEST(BpeTokenizer, MergesLowestRankFirst) {
+  VocabBuilder b("gpt2");
+  b.Tokens({"h", "e", "l", "o", G, "w", "r", "d", "he", "ll", "hell", "hello",
+            G "w", "or", G "wor", G "world", "ld", "<|endoftext|>"})
+      .Types({1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3})
+      .Merges({"l l", "h e", "he ll", "hell o", G " w", "o r", G "w or",
+               "l d", G "wor ld"});
+  b.writer().SetU32("tokenizer.ggml.eos_token_id", 17);
+  std::unique_ptr<Tokenizer> t = b.MustLoad();
+  ASSERT_NE(t, nullptr);
+  EXPECT_THAT(t->Encode("hello world", true), ElementsAre(11, 15));
+  EXPECT_THAT(t->Encode("held", false), ElementsAre(8, 16));
+  // 'x' is not in the vocabulary and there is no UNK: dropped.
+  EXPECT_THAT(t->Encode("hex", false), ElementsAre(8));
+  EXPECT_EQ(t->Decode(std::vector<int32_t>{11, 15, 17}), "hello world");
+  EXPECT_EQ(t->eos(), 17);
+  EXPECT_EQ(t->bos(), -1);
+}
+
+TEST(BpeTokenizer, Llama3IgnoresMergesForWholeWords) {
+  VocabBuilder b("gpt2");
+  // "abc" is a piece that the merges cannot reach ("b c" merges first).
+  b.Tokens({"a", "b", "c", "bc", "abc"}).Merges({"b c"});
+  b.writer().SetString("tokenizer.ggml.pre", "llama-bpe");
+  std::unique_ptr<Tokenizer> t = b.MustLoad();
+  ASSERT_NE(t, nullptr);
+  EXPECT_THAT(t->Encode("abc", false), ElementsAre(4));
+  EXPECT_TRUE(t->add_bos());  // Llama 3's default
+
+  VocabBuilder gpt2("gpt2");
+  gpt2.Tokens({"a", "b", "c", "bc", "abc"}).Merges({"b c"});
+  t = gpt2.MustLoad();
+  ASSERT_NE(t, nullptr);
+  EXPECT_THAT(t->Encode("abc", false), ElementsAre(0, 3));
+}
+
+// ---------------------------------------------------------------------------
+// Bad metadata.
+
+void ExpectLoadError(VocabBuilder b, std::string_view key) {
+  Result<std::unique_ptr<Tokenizer>> t = b.Load();
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(t.status().message(), HasSubstr(std::string(key)));
+}
+
+TEST(TokenizerMetadata, Errors) {
+  ExpectLoadError(VocabBuilder("llama"), "tokenizer.ggml.tokens");
+  {
+    VocabBuilder b("llama");
+    b.Tokens({});
+    ExpectLoadError(std::move(b), "tokenizer.ggml.tokens");
+  }
+  {
+    VocabBuilder b("llama");
+    b.Tokens({"a", "b"});  // no scores
+    ExpectLoadError(std::move(b), "tokenizer.ggml.scores");
+  }
+  {
+    VocabBuilder b("llama");
+    b.Tokens({"a", "b"}).Scores({0});
+    ExpectLoadError(std::move(b), "tokenizer.ggml.scores");
+  }
+  {
+    VocabBuilder b("llama");
+    b.Tokens({"a", "b"}).Scores({0, 0}).Types({1});
+    ExpectLoadError(std::move(b), "tokenizer.ggml.token_type");
+  }
+  {
+    VocabBuilder b("llama");
+    b.Tokens({"a", "b"}).Scores({0, 0}).Types({1, 9});
+    ExpectLoadError(std::move(b), "tokenizer.ggml.token_type");
+  }
+  {
+    VocabBuilder b("llama");
+    b.Tokens({"a", "b"}).Scores({0, std::nanf("")});
+    ExpectLoadError(std::move(b), "score of token 1");
+  }
+  {
+    VocabBuilder b = SmallSpm();
+    b.writer().SetU32("tokenizer.ggml.bos_token_id", 11);
+    ExpectLoadError(std::move(b), "tokenizer.ggml.bos_token_id");
+  }
+  {
+    VocabBuilder b = SmallSpm();
+    b.writer().SetString("tokenizer.ggml.add_bos_token", "yes");
+    ExpectLoadError(std::move(b), "tokenizer.ggml.add_bos_token");
+  }
+  ExpectLoadError(VocabBuilder("bert"), "tokenizer.ggml.model");
+  {
+    VocabBuilder b("gpt2");
+    b.Tokens({"a", "b"});  // no merges
+    ExpectLoadError(std::move(b), "tokenizer.ggml.merges");
+  }
+  for (std::string_view bad : {"ab", "a ", " "}) {
+    VocabBuilder b("gpt2");
+    b.Tokens({"a", "b"}).Merges({"a b", bad});
+    ExpectLoadError(std::move(b), "tokenizer.ggml.merges[1]");
+  }
+  {
+    VocabBuilder b("gpt2");
+    b.Tokens({"a", "b"}).Merges({"a b"});
+    b.writer().SetString("tokenizer.ggml.pre", "no-such-pre");
+    ExpectLoadError(std::move(b), "tokenizer.ggml.pre");
+  }
+}
+
+TEST(TokenizerMetadata, NoneIdIsAccepted) {
+  VocabBuilder b = SmallSpm();
+  b.writer().SetU32("tokenizer.ggml.bos_token_id", 0xFFFFFFFFu);
+  std::unique_ptr<Tokenizer> t = b.MustLoad();
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->bos(), -1);
+  EXPECT_THAT(t->Encode("ab", true), ElementsAre(9));  // no BOS to add
+}
+
+// ---------------------------------------------------------------------------
+// llama2.c tokenizer.bin.
+
+struct RawVocab {
+  std::vector<std::string> pieces;  // as in the file: ' ' for '▁'
+  std::vector<float> scores;
+};
+
+RawVocab ReadRawLlama2c(const std::string& data, int vocab_size) {
+  RawVocab v;
+  size_t pos = 4;
+  for (int i = 0; i < vocab_size; ++i) {
+    float score;
+    int32_t len;
+    std::memcpy(&score, data.data() + pos, 4);
+    std::memcpy(&len, data.data() + pos + 4, 4);
+    v.scores.push_back(score);
+    v.pieces.push_back(data.substr(pos + 8, len));
+    pos += 8 + len;
+  }
+  return v;
+}
+
+// llama2.c's encode() (without BOS), written plainly from its description:
+// a " " token for non-empty text, one token per character (a byte and its
+// continuation bytes, at most 4) or its bytes + 3, then repeatedly the single
+// best-scoring adjacent merge, leftmost among equals.
+std::vector<int32_t> ReferenceLlama2cEncode(const RawVocab& v,
+                                            std::string_view text) {
+  auto lookup = [&](std::string_view s) -> int32_t {
+    for (size_t i = 0; i < v.pieces.size(); ++i) {
+      if (v.pieces[i] == s) return static_cast<int32_t>(i);
+    }
+    return -1;
+  };
+  std::vector<int32_t> ids;
+  if (text.empty()) return ids;
+  ids.push_back(lookup(" "));
+  for (size_t pos = 0; pos < text.size();) {
+    size_t len = 1;
+    while (len < 4 && pos + len < text.size() &&
+           (static_cast<unsigned char>(text[pos + len]) & 0xC0) == 0x80) {
+      ++len;
+    }
+    const int32_t id = lookup(text.substr(pos, len));
+    if (id >= 0) {
+      ids.push_back(id);
+    } else {
+      for (size_t k = 0; k < len; ++k) {
+        ids.push_back(static_cast<unsigned char>(text[pos + k]) + 3);
+      }
+    }
+    pos += len;
+  }
+  while (true) {
+    float best_score = -1e10f;
+    int best_id = -1;
+    size_t best_at = 0;
+    for (size_t i = 0; i + 1 < ids.size(); ++i) {
+      const int32_t id = lookup(v.pieces[ids[i]] + v.pieces[ids[i + 1]]);
+      if (id >= 0 && v.scores[id] > best_score) {
+        best_score = v.scores[id];
+        best_id = id;
+        best_at = i;
+      }
+    }
+    if (best_id < 0) break;
+    ids[best_at] = best_id;
+    ids.erase(ids.begin() + best_at + 1);
+  }
+  return ids;
+}
+
+std::vector<std::string> Llama2cSampleTexts() {
+  std::vector<std::string> texts = {
+      "",
+      " ",
+      "Once upon a time",
+      "  two leading spaces",
+      "trailing space ",
+      "Lily's mom said, \"Lily, let's go to the park.\"",
+      "tab\tand\nnew line\r\n",
+      "h\xC3\xA9llo w\xC3\xB6rld \xF0\x9F\x98\x80 \xE4\xBD\xA0\xE5\xA5\xBD",
+      "bad utf8: \xC3 \xA9\xA9\xA9\xA9\xA9 \xF0\x9F end",
+  };
+  std::istringstream stories(
+      MustRead(testing::SharedPath("data/tinystories_val.txt")));
+  std::string line;
+  for (int i = 0; i < 60 && std::getline(stories, line); ++i) {
+    texts.push_back(line);
+  }
+  return texts;
+}
+
+std::unique_ptr<Tokenizer> MustLoadTok512() {
+  Result<std::unique_ptr<Tokenizer>> t = Tokenizer::FromLlama2c(
+      testing::SharedPath("models/stories260K/tok512.bin"), 512);
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  return t.ok() ? std::move(*t) : nullptr;
+}
+
+TEST(Llama2cTokenizer, Vocabulary) {
+  std::unique_ptr<Tokenizer> t = MustLoadTok512();
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->kind(), Tokenizer::Kind::kSpm);
+  EXPECT_EQ(t->vocab_size(), 512);
+  EXPECT_EQ(t->unk(), 0);
+  EXPECT_EQ(t->bos(), 1);
+  EXPECT_EQ(t->eos(), 2);
+  EXPECT_TRUE(t->add_bos());
+  EXPECT_TRUE(t->add_space_prefix());
+  EXPECT_EQ(t->token_type(1), TokenType::kControl);
+  EXPECT_EQ(t->token_type(3), TokenType::kByte);
+  EXPECT_EQ(t->token_type(258), TokenType::kByte);
+  EXPECT_EQ(t->token_type(259), TokenType::kNormal);
+  EXPECT_EQ(t->piece(259), SP "t");
+  EXPECT_EQ(t->DecodeToken(-1, 1), "");
+  EXPECT_EQ(t->DecodeToken(400, 3 + '\n'), "\n");
+}
+
+TEST(Llama2cTokenizer, MatchesLlama2cEncode) {
+  std::unique_ptr<Tokenizer> t = MustLoadTok512();
+  ASSERT_NE(t, nullptr);
+  const RawVocab raw = ReadRawLlama2c(
+      MustRead(testing::SharedPath("models/stories260K/tok512.bin")), 512);
+  for (const std::string& text : Llama2cSampleTexts()) {
+    SCOPED_TRACE("text: '" + text + "'");
+    std::vector<int32_t> expected = ReferenceLlama2cEncode(raw, text);
+    expected.insert(expected.begin(), 1);
+    const std::vector<int32_t> ids = t->Encode(text, /*add_bos=*/true);
+    EXPECT_EQ(ids, expected);
+    EXPECT_EQ(t->Decode(ids), text);
+  }
+}
+
+TEST(Llama2cTokenizer, AgreesWithGgufConversion) {
+  std::unique_ptr<Tokenizer> bin = MustLoadTok512();
+  std::unique_ptr<GgufFile> gguf =
+      MustOpenGguf(testing::SharedPath("models/stories260K/stories260K.gguf"));
+  ASSERT_NE(bin, nullptr);
+  ASSERT_NE(gguf, nullptr);
+  std::unique_ptr<Tokenizer> from_gguf = MustLoad(*gguf);
+  ASSERT_NE(from_gguf, nullptr);
+  EXPECT_EQ(from_gguf->vocab_size(), 512);
+  for (const std::string& text : Llama2cSampleTexts()) {
+    SCOPED_TRACE("text: '" + text + "'");
+    EXPECT_EQ(bin->Encode(text, true), from_gguf->Encode(text, true));
+  }
+}
+
+TEST(Llama2cTokenizer, DecodesGoldenGeneration) {
+  std::unique_ptr<Tokenizer> t = MustLoadTok512();
+  ASSERT_NE(t, nullptr);
+  // BOS, then the first 20 greedy tokens of stories260K (its SOURCE.md).
+  const std::vector<int32_t> ids = {1,   403, 407, 261, 378, 432, 383,
+                                    286, 261, 376, 298, 315, 421, 395,
+                                    317, 426, 338, 401, 396, 267, 337};
+  EXPECT_EQ(t->Decode(ids),
+            "Once upon a time, there was a little girl named Lily. She loved "
+            "to play");
+  EXPECT_EQ(std::vector<int32_t>(ids.begin(), ids.begin() + 5),
+            t->Encode("Once upon a time", true));
+}
+
+class Llama2cFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::TempDir("tokenizer");
+    good_ = MustRead(testing::SharedPath("models/stories260K/tok512.bin"));
+    ASSERT_EQ(good_.size(), 6227u);
+  }
+  Status LoadImage(const std::string& image, int vocab_size = 512) {
+    const std::string path = dir_ + "/tok.bin";
+    KV_RETURN_IF_ERROR(WriteFileAtomic(path, image));
+    return Tokenizer::FromLlama2c(path, vocab_size).status();
+  }
+  static void PutI32(std::string* s, size_t pos, int32_t v) {
+    std::memcpy(s->data() + pos, &v, 4);
+  }
+
+  std::string dir_;
+  std::string good_;
+};
+
+TEST_F(Llama2cFileTest, EveryTruncationIsAnError) {
+  ASSERT_TRUE(LoadImage(good_).ok());
+  for (size_t size = 0; size < good_.size(); ++size) {
+    const Status s = LoadImage(good_.substr(0, size));
+    ASSERT_FALSE(s.ok()) << "truncated to " << size;
+    ASSERT_EQ(s.code(), StatusCode::kCorruption) << s.ToString();
+  }
+}
+
+TEST_F(Llama2cFileTest, BadLengthsAndSizes) {
+  // Token 0 ("<unk>") starts at byte 4: score at 4, length at 8.
+  std::string bad = good_;
+  PutI32(&bad, 8, -1);
+  EXPECT_THAT(LoadImage(bad).message(), HasSubstr("token 0"));
+  PutI32(&bad, 8, 8);  // longer than max_token_length (7)
+  EXPECT_THAT(LoadImage(bad).message(), HasSubstr("token 0"));
+  PutI32(&bad, 8, 1 << 30);
+  EXPECT_FALSE(LoadImage(bad).ok());
+  bad = good_;
+  PutI32(&bad, 0, 0);  // max_token_length
+  EXPECT_FALSE(LoadImage(bad).ok());
+  EXPECT_THAT(LoadImage(good_, 511).message(), HasSubstr("vocab_size"));
+  EXPECT_FALSE(LoadImage(good_, 513).ok());
+  EXPECT_FALSE(LoadImage(good_, 0).ok());
+  EXPECT_FALSE(LoadImage(good_ + "x").ok());
+  EXPECT_FALSE(
+      Tokenizer::FromLlama2c(dir_ + "/does_not_exist.bin", 512).ok());
+}
+
+}  // namespace
+}  // namespace kvstash

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds kvstash and runs the whole test suite: every test in a Release build,
+# then the parsing tests (GGUF, llama2.c, tokenizers, hostile files) again
+# under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS="${JOBS:-$(nproc)}"
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$JOBS"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DKVSTASH_SANITIZE=address,undefined
+cmake --build build-asan -j "$JOBS"
+ctest --test-dir build-asan -L parsing --output-on-failure -j "$JOBS"

@@ -1,0 +1,103 @@
+// Runs the real `kvstash` binary: generation with --json, perplexity, info,
+// and the one-line errors with a non-zero exit status.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
+
+#include "tests/testing/shared_data.h"
+
+namespace kvstash {
+namespace {
+
+struct Output {
+  int exit_code;
+  std::string out;  // stdout + stderr
+};
+
+Output Run(const std::string& args) {
+  const std::string cmd = std::string(KVSTASH_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  Output o{-1, ""};
+  if (p == nullptr) return o;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) o.out.append(buf, n);
+  const int status = pclose(p);
+  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return o;
+}
+
+std::string ModelFlags() {
+  return "--model " + testing::SharedPath("models/stories260K/stories260K.bin") +
+         " --tokenizer " + testing::SharedPath("models/stories260K/tok512.bin");
+}
+
+TEST(CliTest, GenerateJson) {
+  Output o = Run("generate " + ModelFlags() +
+                 " --prompt 'Once upon a time' --n-predict 20 --temp 0 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  for (const char* key : {"\"prompt_ids\"", "\"gen_ids\"", "\"text\"",
+                          "\"prefill_tokens_per_s\"", "\"decode_tokens_per_s\""}) {
+    EXPECT_NE(o.out.find(key), std::string::npos) << key << " in " << o.out;
+  }
+  EXPECT_NE(o.out.find("there was a little girl named Lily"), std::string::npos)
+      << o.out;
+}
+
+TEST(CliTest, GenerateStreamsText) {
+  Output o = Run("generate " + ModelFlags() +
+                 " --prompt 'Once upon a time' --n-predict 30 --temp 0");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_EQ(o.out.rfind("Once upon a time, there was a little girl", 0), 0u)
+      << o.out;
+}
+
+TEST(CliTest, PerplexityJson) {
+  Output o = Run("perplexity " + ModelFlags() + " --file " +
+                 testing::SharedPath("data/tinystories_val.txt") +
+                 " --ctx 128 --windows 2 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  for (const char* key : {"\"nll\"", "\"ppl\"", "\"top1\"", "\"tokens\":254"}) {
+    EXPECT_NE(o.out.find(key), std::string::npos) << key << " in " << o.out;
+  }
+}
+
+TEST(CliTest, InfoListsConfigAndTensors) {
+  Output o = Run("info --model " +
+                 testing::SharedPath("models/stories260K/stories260K.gguf"));
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_NE(o.out.find("n_kv_heads: 4"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("blk.4.ffn_down.weight"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("tensors: 48"), std::string::npos) << o.out;
+}
+
+// Every failure: non-zero exit and exactly one line saying what was wrong.
+void ExpectOneLineError(const std::string& args, const std::string& needle) {
+  Output o = Run(args);
+  EXPECT_NE(o.exit_code, 0) << args;
+  EXPECT_EQ(o.out.find('\n'), o.out.size() - 1) << "not one line: " << o.out;
+  EXPECT_NE(o.out.find(needle), std::string::npos) << o.out;
+}
+
+TEST(CliTest, ErrorsAreOneLine) {
+  ExpectOneLineError("generate --model /no/such/file --prompt x",
+                     "/no/such/file");
+  ExpectOneLineError("generate --model " +
+                         testing::SharedPath("models/stories260K/stories260K.bin") +
+                         " --prompt x",
+                     "--tokenizer");
+  ExpectOneLineError("generate " + ModelFlags() + " --prompt x --temp -1",
+                     "temperature");
+  ExpectOneLineError("generate " + ModelFlags() + " --prompt x --bogus",
+                     "--bogus");
+  ExpectOneLineError("perplexity " + ModelFlags() + " --file /no/such/text",
+                     "/no/such/text");
+  ExpectOneLineError("info --model " +
+                         testing::SharedPath("models/stories260K/tok512.bin") +
+                         "", "--tokenizer");
+}
+
+}  // namespace
+}  // namespace kvstash

@@ -1,0 +1,181 @@
+// End-to-end correctness on the real stories260K model (../shared/models):
+// golden greedy decode, reference perplexity, the same model read from a GGUF
+// written by llama.cpp's converter, and GGUF round trips through our writer in
+// every weight type.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "base/file.h"
+#include "engine/generate.h"
+#include "model/gguf_export.h"
+#include "model/model.h"
+#include "tests/testing/shared_data.h"
+
+namespace kvstash {
+namespace {
+
+using kernels::DType;
+
+std::unique_ptr<Model> LoadLlama2c() {
+  auto m = Model::Load(testing::SharedPath("models/stories260K/stories260K.bin"),
+                       testing::SharedPath("models/stories260K/tok512.bin"));
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  return m.ok() ? std::move(m).value() : nullptr;
+}
+
+std::unique_ptr<Model> LoadGguf(const std::string& path) {
+  auto m = Model::Load(path, "");
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  return m.ok() ? std::move(m).value() : nullptr;
+}
+
+std::vector<int32_t> Greedy(const Model& model,
+                            const std::vector<int32_t>& prompt, int n) {
+  Transformer t(model);
+  GenerateOptions o;
+  o.n_predict = n;
+  o.stop_at_eos = false;
+  o.sampling.temperature = 0;
+  auto r = Generate(t, prompt, o, nullptr);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? r->gen_ids : std::vector<int32_t>();
+}
+
+// Logits of every position of `ids` in one batched pass: [n][vocab].
+std::vector<float> AllLogits(const Model& model,
+                             const std::vector<int32_t>& ids) {
+  const ModelConfig& c = model.config();
+  Transformer t(model);
+  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, ids.size());
+  std::vector<float> logits(ids.size() * c.vocab_size);
+  Status s = t.Forward(ids, 0, kv, true, logits.data());
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return logits;
+}
+
+float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    m = std::max(m, std::abs(a[i] - b[i]));
+  }
+  return m;
+}
+
+// The first 256 tokens of the validation text, scored as SOURCE.md describes.
+PerplexityResult Perplexity256(const Model& model) {
+  auto text = ReadFile(testing::SharedPath("data/tinystories_val.txt"));
+  EXPECT_TRUE(text.ok());
+  // Encoding a prefix of the text is enough for 256 tokens and much faster.
+  const std::vector<int32_t> ids =
+      model.tokenizer().Encode(text->substr(0, 4096), false);
+  Transformer t(model);
+  auto r = Perplexity(t, ids, 257, 1, nullptr);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? *r : PerplexityResult{};
+}
+
+constexpr int32_t kGoldenFirst20[] = {403, 407, 261, 378, 432, 383, 286,
+                                      261, 376, 298, 315, 421, 395, 317,
+                                      426, 338, 401, 396, 267, 337};
+constexpr char kGoldenText[] =
+    "Once upon a time, there was a little girl named Lily. She loved to play "
+    "outside in the park. One day, she saw a big, red ball. She wanted to "
+    "play with it, but it was too high.\nLily's mom said, \"Lily, let's go to "
+    "the park.\" Lily was sad and didn't know what to do.";
+
+TEST(StoriesTest, GoldenGreedyDecodeFromBos) {
+  auto model = LoadLlama2c();
+  ASSERT_NE(model, nullptr);
+  const std::vector<int32_t> gen = Greedy(*model, {1}, 200);
+  ASSERT_EQ(gen.size(), 200u);
+  EXPECT_TRUE(std::equal(std::begin(kGoldenFirst20), std::end(kGoldenFirst20),
+                         gen.begin()));
+  const std::string text = model->tokenizer().Decode(gen);
+  EXPECT_EQ(text.substr(0, sizeof(kGoldenText) - 1), kGoldenText) << text;
+}
+
+TEST(StoriesTest, PerplexityMatchesReference) {
+  auto model = LoadLlama2c();
+  ASSERT_NE(model, nullptr);
+  const PerplexityResult r = Perplexity256(*model);
+  EXPECT_EQ(r.tokens, 256);
+  EXPECT_NEAR(r.ppl, 4.05, 4.05 * 0.005) << "nll " << r.nll;
+  EXPECT_NEAR(r.top1, 0.602, 0.01);
+}
+
+TEST(StoriesTest, ForeignGgufMatchesLlama2c) {
+  auto l2c = LoadLlama2c();
+  auto gguf = LoadGguf(testing::SharedPath("models/stories260K/stories260K.gguf"));
+  ASSERT_NE(l2c, nullptr);
+  ASSERT_NE(gguf, nullptr);
+  for (const char* prompt :
+       {"Once upon a time", "The cat sat on the mat.", "Tom and Lily went\n"
+        "to the park, and they saw a big dog!"}) {
+    const auto a = l2c->tokenizer().Encode(prompt, true);
+    const auto b = gguf->tokenizer().Encode(prompt, true);
+    ASSERT_EQ(a, b) << prompt;
+    EXPECT_LT(MaxAbsDiff(AllLogits(*l2c, a), AllLogits(*gguf, b)), 1e-4f);
+    // The converter declares a 128-token context.
+    EXPECT_EQ(Greedy(*l2c, a, 100), Greedy(*gguf, b, 100)) << prompt;
+  }
+}
+
+struct RoundTrip {
+  DType type;
+  float max_logit_error;  // vs the llama2.c f32 path, over the test prompt
+  float max_ppl_ratio;    // perplexity / f32 perplexity on 256 tokens
+};
+
+class GgufRoundTripTest : public ::testing::TestWithParam<RoundTrip> {};
+
+// Tolerances measured on this model and stated in the README: f32 is exact;
+// f16/bf16 round every weight; q8_0/q4_0 quantize in blocks of 32 (w_down's
+// 172-element rows fall back to f16).
+INSTANTIATE_TEST_SUITE_P(
+    AllTypes, GgufRoundTripTest,
+    ::testing::Values(RoundTrip{DType::kF32, 1e-4f, 1.0001f},
+                      RoundTrip{DType::kF16, 0.02f, 1.002f},
+                      RoundTrip{DType::kBF16, 0.15f, 1.01f},
+                      RoundTrip{DType::kQ8_0, 0.1f, 1.01f},
+                      RoundTrip{DType::kQ4_0, 1.5f, 1.25f}),
+    [](const auto& info) {
+      return std::string(kernels::DTypeName(info.param.type));
+    });
+
+TEST_P(GgufRoundTripTest, StaysWithinTolerance) {
+  const RoundTrip& rt = GetParam();
+  auto l2c = LoadLlama2c();
+  ASSERT_NE(l2c, nullptr);
+  const std::string path =
+      testing::TempDir("roundtrip") + "/stories260K-" +
+      std::string(kernels::DTypeName(rt.type)) + ".gguf";
+  ASSERT_TRUE(ExportGguf(*l2c, rt.type, path).ok());
+  auto gguf = LoadGguf(path);
+  ASSERT_NE(gguf, nullptr);
+  const auto ids = l2c->tokenizer().Encode(
+      "Once upon a time, there was a little dog named Max. He liked to run.",
+      true);
+  ASSERT_EQ(gguf->tokenizer().Encode(
+                "Once upon a time, there was a little dog named Max. He liked "
+                "to run.",
+                true),
+            ids);
+  const float err = MaxAbsDiff(AllLogits(*l2c, ids), AllLogits(*gguf, ids));
+  const double ppl_ref = Perplexity256(*l2c).ppl;
+  const double ppl = Perplexity256(*gguf).ppl;
+  std::printf("[ roundtrip ] %-5s max |logit error| %.6f  ppl %.4f (f32 %.4f)\n",
+              std::string(kernels::DTypeName(rt.type)).c_str(), err, ppl,
+              ppl_ref);
+  EXPECT_LE(err, rt.max_logit_error);
+  EXPECT_LE(ppl / ppl_ref, rt.max_ppl_ratio);
+  if (rt.type == DType::kF32) {
+    EXPECT_EQ(Greedy(*l2c, ids, 60), Greedy(*gguf, ids, 60));
+  }
+}
+
+}  // namespace
+}  // namespace kvstash
