@@ -8,6 +8,7 @@
 
 #include "base/file.h"
 #include "engine/generate.h"
+#include "model/gguf_export.h"
 #include "model/model.h"
 
 namespace kvstash::apps {
@@ -159,6 +160,28 @@ int RunInfo(const InfoCommandOptions& options) {
               << HumanBytes(cb.second) << "\n";
   }
   std::cout << "parameters: " << params << "\n";
+  return 0;
+}
+
+int RunConvert(const ConvertCommandOptions& options) {
+  kernels::DType type;
+  if (!kernels::ParseDType(options.type, &type)) {
+    return Fail("--type '" + options.type +
+                "' is not one of f32, f16, bf16, q8_0, q4_0");
+  }
+  Result<std::unique_ptr<Model>> model = LoadModel(options.model);
+  if (!model.ok()) return Fail(model.status().message());
+  std::vector<std::string> fallbacks;
+  if (Status s = ExportGguf(**model, type, options.out_path, &fallbacks);
+      !s.ok()) {
+    return Fail(s.message());
+  }
+  for (const std::string& name : fallbacks) {
+    std::cerr << "kvstash: note: " << name << " stored as f16 (rows are not "
+              << "a whole number of " << options.type << " blocks)\n";
+  }
+  std::cout << "wrote " << options.out_path << " (" << options.type
+            << " weights)\n";
   return 0;
 }
 

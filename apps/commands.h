@@ -38,6 +38,13 @@ struct InfoCommandOptions {
 };
 int RunInfo(const InfoCommandOptions& options);
 
+struct ConvertCommandOptions {
+  ModelOptions model;
+  std::string type = "f16";  // f32, f16, bf16, q8_0, q4_0
+  std::string out_path;
+};
+int RunConvert(const ConvertCommandOptions& options);
+
 // Prints "kvstash: error: <message>" on stderr and returns 1.
 int Fail(const std::string& message);
 

@@ -59,6 +59,15 @@ int main(int argc, char** argv) {
       app.add_subcommand("info", "print a model's config and tensors");
   AddModelFlags(info_cmd, &info.model);
 
+  ConvertCommandOptions conv;
+  CLI::App* convert = app.add_subcommand(
+      "convert", "write a model (GGUF or llama2.c) as a GGUF of one weight type");
+  AddModelFlags(convert, &conv.model);
+  convert->add_option("--type", conv.type,
+                      "weight type: f32, f16, bf16, q8_0, q4_0 (f16)");
+  convert->add_option("--out,-o", conv.out_path, "output .gguf path")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -68,5 +77,6 @@ int main(int argc, char** argv) {
   if (generate->parsed()) return RunGenerate(gen);
   if (perplexity->parsed()) return RunPerplexity(ppl);
   if (info_cmd->parsed()) return RunInfo(info);
+  if (convert->parsed()) return RunConvert(conv);
   return Fail("no subcommand");
 }

@@ -151,34 +151,34 @@ float F16ToF32(uint16_t h) {
 
 uint16_t F32ToF16(float f) {
   const uint32_t bits = std::bit_cast<uint32_t>(f);
-  const auto sign = static_cast<uint16_t>((bits >> 16) & 0x8000);
+  const uint32_t sign = (bits >> 16) & 0x8000;
   const uint32_t abs = bits & 0x7FFFFFFF;
   if (abs > 0x7F800000) {
     // NaN: keep the top of the payload and set the quiet bit.
-    return sign | 0x7E00 | ((abs >> 13) & 0x3FF);
+    return static_cast<uint16_t>(sign | 0x7E00 | ((abs >> 13) & 0x3FF));
   }
   if (abs >= 0x477FF000) {
     // Infinity, or at least 65520 (halfway from 65504 up), which rounds to it.
-    return sign | 0x7C00;
+    return static_cast<uint16_t>(sign | 0x7C00);
   }
   if (abs >= 0x38800000) {
     // Normal half (>= 2^-14). Round the 13 dropped bits to nearest even; a
     // carry out of the mantissa correctly bumps the exponent. 0x38000000
     // rebiases the exponent from 127 to 15.
     const uint32_t rounded = abs + 0xFFF + ((abs >> 13) & 1);
-    return sign | static_cast<uint16_t>((rounded - 0x38000000) >> 13);
+    return static_cast<uint16_t>(sign | (rounded - 0x38000000) >> 13);
   }
   // Subnormal half (or zero): the result is round(|f| * 2^24), where |f| =
   // mant24 * 2^(exp - 150).
   const int exp = static_cast<int>(abs >> 23);
   const int shift = 126 - exp;  // |f| * 2^24 = mant24 >> shift
-  if (shift > 24) return sign;  // below 2^-25: rounds to zero
+  if (shift > 24) return static_cast<uint16_t>(sign);  // below 2^-25: to 0
   const uint32_t mant24 = (abs & 0x7FFFFF) | 0x800000;
   uint32_t q = mant24 >> shift;
   const uint32_t rem = mant24 & ((1u << shift) - 1);
   const uint32_t half = 1u << (shift - 1);
   if (rem > half || (rem == half && (q & 1) != 0)) ++q;
-  return sign | static_cast<uint16_t>(q);
+  return static_cast<uint16_t>(sign | q);
 }
 
 uint16_t F32ToBF16(float f) {

@@ -59,9 +59,11 @@ uint16_t F32ToBF16(float f);
 // Encodes `n` floats as one row of type `t` into `dst` (RowBytes(t, n) bytes).
 // Quantization follows ggml's reference rounding (Q8_0: d = amax/127,
 // q = round(x/d); Q4_0: d = m/-8 where m is the value of largest magnitude,
-// q = min(15, trunc(x/d + 8.5))). REQUIRES: n % DTypeBlockElems(t) == 0.
+// q = min(15, trunc(x/d + 8.5))); an all-zero Q4_0 block gets d = -0 as in
+// ggml. REQUIRES: n % DTypeBlockElems(t) == 0; src finite for Q8_0 / Q4_0.
 void QuantizeRow(DType t, const float* src, size_t n, void* dst);
-// Decodes one row of `n` elements of type `t` into floats.
+// Decodes one row of `n` elements of type `t` into floats ([n] at `dst`).
+// REQUIRES: n % DTypeBlockElems(t) == 0.
 void DequantizeRow(DType t, const void* src, size_t n, float* dst);
 
 }  // namespace kvstash::kernels

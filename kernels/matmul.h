@@ -12,6 +12,8 @@
 
 namespace kvstash::kernels {
 
+// REQUIRES (both): cols % DTypeBlockElems(wt) == 0; y does not overlap x or w.
+
 // y[r] = dot(W[r, :], x)            x: [cols], y: [rows]
 void MatVec(DType wt, const void* w, size_t rows, size_t cols, const float* x,
             float* y);

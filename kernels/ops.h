@@ -23,6 +23,7 @@ void Rope(float* x, size_t n_heads, size_t head_dim, size_t rot_dims, int pos,
           float base, RopeStyle style);
 
 // x = softmax(x), in place, computed with the maximum subtracted.
+// REQUIRES: n > 0.
 void Softmax(float* x, size_t n);
 
 // x[i] = silu(x[i]) = x[i] / (1 + exp(-x[i])), in place.

@@ -105,7 +105,8 @@ std::string ByteLevelDecode(std::string_view text) {
       cp = b0;
     } else if ((b0 & 0xE0) == 0xC0 && i + 1 < text.size() &&
                (static_cast<unsigned char>(text[i + 1]) & 0xC0) == 0x80) {
-      cp = ((b0 & 0x1F) << 6) | (static_cast<unsigned char>(text[i + 1]) & 0x3F);
+      cp =
+          ((b0 & 0x1F) << 6) | (static_cast<unsigned char>(text[i + 1]) & 0x3F);
       len = 2;
     }
     if (cp >= 0 && cp < kMappedLimit && kByteTables.to_byte[cp] >= 0) {
@@ -127,9 +128,9 @@ Result<std::unique_ptr<RegexSplitter>> RegexSplitter::Compile(
       PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error_code,
       &error_offset, nullptr);
   if (code == nullptr) {
-    return Status::InvalidArgument("pre-tokenizer regex: " +
-                                   Pcre2Message(error_code) + " at offset " +
-                                   std::to_string(error_offset));
+    return Status::InvalidArgument(
+        "pre-tokenizer regex: " + Pcre2Message(error_code) + " at offset " +
+        std::to_string(error_offset));
   }
   // JIT is an optimization only: without it pcre2_match interprets.
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);

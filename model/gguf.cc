@@ -32,7 +32,7 @@ class Cursor {
   }
 
   Status ReadString(std::string_view* out, std::string_view what) {
-    uint64_t len;
+    uint64_t len = 0;
     KV_RETURN_IF_ERROR(Read(&len, what));
     if (len > remaining()) {
       return Status::Corruption(std::string(what) + ": string length " +
@@ -152,9 +152,9 @@ Status ReadArray(Cursor* cur, const std::string& key, int depth,
   if (depth >= static_cast<int>(kMaxArrayDepth)) {
     return Status::Corruption("key '" + key + "': arrays nested too deeply");
   }
-  uint32_t elem;
+  uint32_t elem = 0;
   KV_RETURN_IF_ERROR(cur->Read(&elem, "key '" + key + "' array type"));
-  uint64_t count;
+  uint64_t count = 0;
   KV_RETURN_IF_ERROR(cur->Read(&count, "key '" + key + "' array length"));
   out->elem_type = static_cast<GgufType>(elem);
   out->count = count;
@@ -184,7 +184,7 @@ Status ReadArray(Cursor* cur, const std::string& key, int depth,
       KV_RETURN_IF_ERROR(ReadArray(cur, key, depth + 1, &out->arrays[i]));
     }
   } else {
-    const uint8_t* p;
+    const uint8_t* p = nullptr;
     KV_RETURN_IF_ERROR(
         cur->Take(count * size, &p, "key '" + key + "' array data"));
     out->numbers.resize(count);
@@ -209,7 +209,7 @@ Status ReadValue(Cursor* cur, GgufType type, const std::string& key, int depth,
     return cur->ReadString(&out->str, "key '" + key + "' value");
   }
   if (type == GgufType::kArray) return ReadArray(cur, key, depth, out);
-  const uint8_t* p;
+  const uint8_t* p = nullptr;
   KV_RETURN_IF_ERROR(cur->Take(size, &p, "key '" + key + "' value"));
   DecodeScalar(type, p, out);
   return Status::OK();
@@ -279,7 +279,7 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data,
                                                   size_t size) {
   std::unique_ptr<GgufFile> gguf(new GgufFile());
   Cursor cur(data, size);
-  uint32_t magic;
+  uint32_t magic = 0;
   KV_RETURN_IF_ERROR(cur.Read(&magic, "header magic"));
   if (magic != kGgufMagic) {
     return Status::InvalidArgument("not a GGUF file (bad magic)");
@@ -290,7 +290,7 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data,
                                 std::to_string(gguf->version_) +
                                 " (supported: 2, 3)");
   }
-  uint64_t n_tensors, n_kv;
+  uint64_t n_tensors = 0, n_kv = 0;
   KV_RETURN_IF_ERROR(cur.Read(&n_tensors, "header tensor count"));
   KV_RETURN_IF_ERROR(cur.Read(&n_kv, "header metadata count"));
   // Each key/value takes at least 12 bytes and each tensor info 24.
@@ -305,7 +305,7 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data,
     KV_RETURN_IF_ERROR(
         cur.ReadString(&key, "metadata key " + std::to_string(k)));
     std::string key_str(key);
-    uint32_t type;
+    uint32_t type = 0;
     KV_RETURN_IF_ERROR(cur.Read(&type, "key '" + key_str + "' type"));
     GgufValue value;
     KV_RETURN_IF_ERROR(
@@ -332,7 +332,7 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data,
         cur.ReadString(&name, "tensor info " + std::to_string(t) + " name"));
     tensor.name = std::string(name);
     const std::string what = "tensor '" + tensor.name + "'";
-    uint32_t n_dims;
+    uint32_t n_dims = 0;
     KV_RETURN_IF_ERROR(cur.Read(&n_dims, what + " dimension count"));
     if (n_dims == 0 || n_dims > kMaxDims) {
       return Status::Corruption(what + ": " + std::to_string(n_dims) +
@@ -349,7 +349,7 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data,
       }
       n_elems *= tensor.dims[d];
     }
-    uint32_t ggml_type;
+    uint32_t ggml_type = 0;
     KV_RETURN_IF_ERROR(cur.Read(&ggml_type, what + " type"));
     if (!DTypeFromGgml(ggml_type, &tensor.type)) {
       return Status::NotSupported(

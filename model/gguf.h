@@ -49,9 +49,9 @@ std::string_view GgufTypeName(GgufType t);
 // `arrays`.
 struct GgufValue {
   GgufType type = GgufType::kU8;
-  int64_t i = 0;       // signed integers and bool (0/1)
-  uint64_t u = 0;      // unsigned integers and bool (0/1)
-  double f = 0;        // f32 / f64
+  int64_t i = 0;   // signed integers and bool (0/1)
+  uint64_t u = 0;  // unsigned integers and bool (0/1)
+  double f = 0;    // f32 / f64
   std::string_view str;
 
   GgufType elem_type = GgufType::kU8;  // arrays only
@@ -73,7 +73,7 @@ struct GgufTensor {
   std::string name;
   std::vector<uint64_t> dims;  // ne0 (innermost, contiguous) first
   kernels::DType type = kernels::DType::kF32;
-  uint64_t offset = 0;         // relative to the data section
+  uint64_t offset = 0;  // relative to the data section
   uint64_t n_bytes = 0;
   const uint8_t* data = nullptr;  // into the mapping
 

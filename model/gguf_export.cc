@@ -42,7 +42,7 @@ Status ExportGguf(const Model& model, DType type, const std::string& path,
   out.SetF32(p + "rope.freq_base", c.rope_base);
   out.SetF32(p + "attention.layer_norm_rms_epsilon", c.rms_eps);
   out.SetU32(p + "vocab_size", c.vocab_size);
-  //TMP model.tokenizer().WriteGgufMetadata(&out);
+  model.tokenizer().WriteGgufMetadata(&out);
 
   auto matrix = [&](const std::string& name, const WeightMatrix& m) {
     DType t = type;

@@ -51,7 +51,7 @@ TEST(Llama2cTest, LaysOutTiedAndUntiedWeights) {
   Llama2cWeights w;
   ASSERT_TRUE(ParseLlama2c(tied, &c, &w).ok());
   EXPECT_EQ(w.rms_att[0], 80.0f);        // after the 10 x 8 embedding
-  EXPECT_EQ(w.rms_final[0], kTiedFloats - 8 - 16 - 8.0f);
+  EXPECT_EQ(w.rms_final[0], kTiedFloats - 16 - 8.0f);  // before the RoPE tables
 
   std::vector<uint8_t> untied =
       Checkpoint({8, 16, 1, 2, 1, -10, 4}, kTiedFloats + 80);

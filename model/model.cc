@@ -145,6 +145,26 @@ Status Model::BindLlama2c(std::span<const uint8_t> data) {
   auto f32 = [](const float* p, int rows, int cols) {
     return WeightMatrix{DType::kF32, p, rows, cols};
   };
+  // The checkpoint's arrays, named as in llama2.c, for `kvstash info`.
+  const uint64_t L = c.n_layers, V = c.vocab_size;
+  auto add = [this](const char* name, std::vector<uint64_t> dims) {
+    uint64_t n = 1;
+    for (uint64_t d : dims) n *= d;
+    tensors_.push_back({name, DType::kF32, std::move(dims), n * 4});
+  };
+  add("token_embedding", {dim, V});
+  add("rms_att", {dim, L});
+  add("wq", {dim, q, L});
+  add("wk", {dim, kv, L});
+  add("wv", {dim, kv, L});
+  add("wo", {q, dim, L});
+  add("rms_ffn", {dim, L});
+  add("w1", {dim, ffn, L});
+  add("w2", {ffn, dim, L});
+  add("w3", {dim, ffn, L});
+  add("rms_final", {dim});
+  if (!c.tied_output) add("wcls", {dim, V});
+
   ModelWeights& w = weights_;
   w.token_embedding = f32(l2.token_embedding, c.vocab_size, c.dim);
   w.output = f32(l2.wcls, c.vocab_size, c.dim);

@@ -17,12 +17,12 @@ enum class Architecture { kLlama, kQwen2 };
 struct ModelConfig {
   Architecture arch = Architecture::kLlama;
   std::string arch_name = "llama";
-  int dim = 0;             // embedding width
+  int dim = 0;  // embedding width
   int n_layers = 0;
-  int n_heads = 0;         // query heads
-  int n_kv_heads = 0;      // key/value heads (GQA when < n_heads)
+  int n_heads = 0;     // query heads
+  int n_kv_heads = 0;  // key/value heads (GQA when < n_heads)
   int head_dim = 0;
-  int ffn_dim = 0;         // SwiGLU hidden width
+  int ffn_dim = 0;  // SwiGLU hidden width
   int vocab_size = 0;
   int context_length = 0;  // the training context the file declares
   int rope_dims = 0;       // rotated dims per head (<= head_dim)

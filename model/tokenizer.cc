@@ -1,5 +1,6 @@
 #include "model/tokenizer.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -151,7 +152,8 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& gguf) {
   KV_ASSIGN_OR_RETURN(const std::vector<std::string_view> tokens,
                       gguf.GetStringArray(kKeyTokens));
   if (tokens.empty() ||
-      tokens.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+      tokens.size() >
+          static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
     return Status::InvalidArgument(std::string(kKeyTokens) + ": " +
                                    std::to_string(tokens.size()) + " tokens");
   }
@@ -161,6 +163,12 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& gguf) {
   if (spm || gguf.Find(kKeyScores) != nullptr) {
     KV_ASSIGN_OR_RETURN(t->scores_, gguf.GetF32Array(kKeyScores));
     KV_RETURN_IF_ERROR(CheckLength(kKeyScores, t->scores_.size(), n));
+    for (size_t i = 0; i < n; ++i) {
+      if (std::isnan(t->scores_[i])) {
+        return Status::InvalidArgument(std::string(kKeyScores) + "[" +
+                                       std::to_string(i) + "] is NaN");
+      }
+    }
   } else {
     t->scores_.assign(n, 0.0f);
   }
@@ -173,8 +181,8 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& gguf) {
     for (size_t i = 0; i < n; ++i) {
       if (types[i] < 0 || types[i] > static_cast<int32_t>(TokenType::kByte)) {
         return Status::InvalidArgument(
-            std::string(kKeyTokenType) + "[" + std::to_string(i) + "]: " +
-            std::to_string(types[i]) + " is not a token type (0..6)");
+            std::string(kKeyTokenType) + "[" + std::to_string(i) +
+            "]: " + std::to_string(types[i]) + " is not a token type (0..6)");
       }
       t->types_.push_back(static_cast<TokenType>(types[i]));
     }
@@ -187,6 +195,7 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& gguf) {
       KV_ASSIGN_OR_RETURN(pre_name, gguf.GetString(kKeyPre));
     }
     KV_ASSIGN_OR_RETURN(pre, ParsePreTokenizerType(pre_name));
+    t->pre_name_ = std::string(pre_name);
     KV_ASSIGN_OR_RETURN(t->splitter_,
                         RegexSplitter::Compile(PreTokenizerPattern(pre)));
     t->ignore_merges_ = pre == PreTokenizerType::kLlama3;
@@ -196,8 +205,7 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& gguf) {
     if (merges.size() >
         static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
       return Status::InvalidArgument(std::string(kKeyMerges) + ": " +
-                                     std::to_string(merges.size()) +
-                                     " merges");
+                                     std::to_string(merges.size()) + " merges");
     }
     t->merge_ranks_.reserve(merges.size());
     for (size_t i = 0; i < merges.size(); ++i) {
@@ -227,13 +235,14 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& gguf) {
   KV_RETURN_IF_ERROR(ReadOptionalId(gguf, kKeyUnk, n, &t->unk_));
   t->add_bos_ = spm || pre == PreTokenizerType::kLlama3;
   t->add_space_prefix_ = spm;
+  t->marker_is_space_ = spm;
   KV_RETURN_IF_ERROR(ReadOptionalBool(gguf, kKeyAddBos, &t->add_bos_));
   KV_RETURN_IF_ERROR(ReadOptionalBool(gguf, kKeyAddEos, &t->add_eos_));
   if (spm) {
     KV_RETURN_IF_ERROR(
         ReadOptionalBool(gguf, kKeyAddSpacePrefix, &t->add_space_prefix_));
   }
-  KV_RETURN_IF_ERROR(t->Finish());
+  t->Finish();
   return t;
 }
 
@@ -264,6 +273,7 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromLlama2c(
     if (!reader.ReadF32(&score) || !reader.ReadI32(&len)) {
       return Status::Corruption(where + ": file truncated");
     }
+    if (std::isnan(score)) return Status::Corruption(where + ": score is NaN");
     if (len < 0 || len > max_token_length) {
       return Status::Corruption(where + ": length " + std::to_string(len) +
                                 " outside 0.." +
@@ -287,18 +297,12 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromLlama2c(
   t->eos_ = 2;
   t->add_bos_ = true;
   t->add_space_prefix_ = true;
-  KV_RETURN_IF_ERROR(t->Finish());
+  t->Finish();
   return t;
 }
 
-Status Tokenizer::Finish() {
+void Tokenizer::Finish() {
   const size_t n = pieces_.size();
-  for (size_t i = 0; i < n; ++i) {
-    if (std::isnan(scores_[i])) {
-      return Status::InvalidArgument("score of token " + std::to_string(i) +
-                                     " is NaN");
-    }
-  }
   if (types_.empty()) {  // not given: infer bytes and specials
     types_.resize(n, TokenType::kNormal);
     if (kind_ == Kind::kSpm) {
@@ -320,7 +324,7 @@ Status Tokenizer::Finish() {
       case TokenType::kUndefined:
       case TokenType::kNormal:
       case TokenType::kUserDefined:
-        text_ids_.emplace(pieces_[i], id);  // keeps the lowest id
+        text_ids_.emplace(TextOf(pieces_[i]), id);  // keeps the lowest id
         break;
       case TokenType::kByte: {
         const int b = ParseBytePiece(pieces_[i]);
@@ -333,7 +337,45 @@ Status Tokenizer::Finish() {
         break;
     }
   }
-  return Status::OK();
+}
+
+void Tokenizer::WriteGgufMetadata(GgufWriter* out) const {
+  out->SetString(kKeyModel, kind_ == Kind::kSpm ? "llama" : "gpt2");
+  const std::vector<std::string_view> pieces(pieces_.begin(), pieces_.end());
+  out->SetStringArray(kKeyTokens, pieces);
+  out->SetF32Array(kKeyScores, scores_);
+  std::vector<int32_t> types(types_.size());
+  for (size_t i = 0; i < types.size(); ++i) {
+    types[i] = static_cast<int32_t>(types_[i]);
+  }
+  out->SetI32Array(kKeyTokenType, types);
+  if (kind_ == Kind::kBpe) {
+    if (!pre_name_.empty()) out->SetString(kKeyPre, pre_name_);
+    std::vector<std::string> merges(merge_ranks_.size());
+    for (const auto& [pair, rank] : merge_ranks_) {
+      merges[rank] = pair.first + " " + pair.second;
+    }
+    // Ranks left empty by duplicate merges are dropped: order is what counts.
+    std::vector<std::string_view> views;
+    for (const std::string& m : merges) {
+      if (!m.empty()) views.push_back(m);
+    }
+    out->SetStringArray(kKeyMerges, views);
+  }
+  // 0xFFFFFFFF marks an absent special token.
+  auto id = [](int32_t v) { return v < 0 ? 0xFFFFFFFFu : uint32_t(v); };
+  out->SetU32(kKeyBos, id(bos_));
+  out->SetU32(kKeyEos, id(eos_));
+  out->SetU32(kKeyUnk, id(unk_));
+  out->SetBool(kKeyAddBos, add_bos_);
+  out->SetBool(kKeyAddEos, add_eos_);
+  if (kind_ == Kind::kSpm) out->SetBool(kKeyAddSpacePrefix, add_space_prefix_);
+}
+
+std::string Tokenizer::TextOf(std::string_view piece) const {
+  std::string text(piece);
+  if (kind_ == Kind::kSpm) ReplaceAll(&text, kSpaceMarker, " ");
+  return text;
 }
 
 int32_t Tokenizer::TextPieceId(std::string_view text) const {
@@ -360,16 +402,10 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text,
   if (add_bos && add_bos_ && bos_ >= 0) out.push_back(bos_);
   if (text.empty()) return out;
   if (kind_ == Kind::kSpm) {
-    std::string normalized(add_space_prefix_ ? kSpaceMarker : "");
-    normalized.reserve(text.size() + normalized.size());
-    for (char c : text) {
-      if (c == ' ') {
-        normalized += kSpaceMarker;
-      } else {
-        normalized += c;
-      }
-    }
-    EncodeWord(normalized, &out);
+    std::string spaced(add_space_prefix_ ? " " : "");
+    spaced += text;
+    if (marker_is_space_) ReplaceAll(&spaced, kSpaceMarker, " ");
+    EncodeWord(spaced, &out);
     return out;
   }
   for (std::string_view word : splitter_->Split(text)) {
@@ -411,14 +447,14 @@ void Tokenizer::EncodeWord(std::string_view text,
   struct Symbol {
     size_t begin;
     size_t len;
-    int prev;
-    int next;
+    int64_t prev;
+    int64_t next;
     int32_t id;  // piece id of the symbol's text, or -1
   };
   struct Candidate {
     double priority;
-    int left;
-    int right;
+    int64_t left;
+    int64_t right;
     size_t len;  // left.len + right.len when queued: detects stale entries
     int32_t merged_id;
   };
@@ -431,7 +467,7 @@ void Tokenizer::EncodeWord(std::string_view text,
   std::vector<Symbol> symbols;
   for (size_t pos = 0; pos < text.size();) {
     const size_t len = CharLength(text, pos);
-    const int index = static_cast<int>(symbols.size());
+    const auto index = static_cast<int64_t>(symbols.size());
     symbols.push_back(
         {pos, len, index - 1, index + 1, TextPieceId(text.substr(pos, len))});
     pos += len;
@@ -439,9 +475,9 @@ void Tokenizer::EncodeWord(std::string_view text,
   if (symbols.empty()) return;
   symbols.back().next = -1;
 
-  std::priority_queue<Candidate, std::vector<Candidate>, decltype(after)>
-      queue(after);
-  auto try_pair = [&](int left, int right) {
+  std::priority_queue<Candidate, std::vector<Candidate>, decltype(after)> queue(
+      after);
+  auto try_pair = [&](int64_t left, int64_t right) {
     if (left < 0 || right < 0) return;
     const Symbol& a = symbols[left];
     const Symbol& b = symbols[right];
@@ -452,7 +488,7 @@ void Tokenizer::EncodeWord(std::string_view text,
       queue.push(c);
     }
   };
-  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) {
+  for (int64_t i = 1; i < static_cast<int64_t>(symbols.size()); ++i) {
     try_pair(i - 1, i);
   }
   while (!queue.empty()) {
@@ -472,7 +508,7 @@ void Tokenizer::EncodeWord(std::string_view text,
     try_pair(c.left, left.next);
   }
 
-  for (int i = 0; i != -1; i = symbols[i].next) {
+  for (int64_t i = 0; i != -1; i = symbols[i].next) {
     const Symbol& s = symbols[i];
     if (s.id >= 0) {
       out->push_back(s.id);
@@ -484,10 +520,14 @@ void Tokenizer::EncodeWord(std::string_view text,
 
 void Tokenizer::AppendFallback(std::string_view symbol,
                                std::vector<int32_t>* out) const {
-  if (kind_ == Kind::kSpm) {
-    for (unsigned char b : symbol) {
-      const int32_t id = byte_ids_[b] >= 0 ? byte_ids_[b] : unk_;
-      if (id >= 0) out->push_back(id);
+  if (kind_ == Kind::kSpm) {  // `symbol` is one character (never merged)
+    const bool all_bytes = std::all_of(
+        symbol.begin(), symbol.end(),
+        [&](char c) { return byte_ids_[static_cast<unsigned char>(c)] >= 0; });
+    if (all_bytes) {
+      for (unsigned char b : symbol) out->push_back(byte_ids_[b]);
+    } else if (unk_ >= 0) {
+      out->push_back(unk_);
     }
     return;
   }
@@ -524,8 +564,7 @@ std::string Tokenizer::DecodeToken(int32_t prev_token, int32_t token) const {
       if (kind_ == Kind::kBpe) return ByteLevelDecode(p);
       break;
   }
-  std::string text = p;
-  ReplaceAll(&text, kSpaceMarker, " ");
+  std::string text = TextOf(p);
   if (add_space_prefix_ && (prev_token < 0 || prev_token == bos_) &&
       !text.empty() && text[0] == ' ') {
     text.erase(0, 1);

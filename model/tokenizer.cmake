@@ -8,5 +8,6 @@ set(KVSTASH_TOKENIZER_LIBS PkgConfig::PCRE2)
 function(kvstash_tokenizer_tests)
   kvstash_test(tokenizer_test
     SOURCES tokenizer_test.cc byte_level_test.cc
-    LIBS kvstash_model)
+    LIBS kvstash_model
+    LABELS parsing)
 endfunction()

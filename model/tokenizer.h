@@ -4,12 +4,15 @@
 // merge loop:
 //
 //  - SentencePiece-style BPE (kSpm; GGUF `tokenizer.ggml.model = "llama"`,
-//    and every llama2.c tokenizer): spaces become '▁' (U+2581), a '▁' is
-//    prepended to non-empty text when the vocabulary says add_space_prefix,
-//    the text is cut into UTF-8 characters, and the adjacent pair whose
-//    concatenation is the highest-scoring piece is merged until none is left
-//    (ties: leftmost). Characters without a piece fall back to byte pieces
-//    `<0xXX>`, or to UNK when the vocabulary has no byte pieces.
+//    and every llama2.c tokenizer): a space is prepended to non-empty text
+//    when the vocabulary says add_space_prefix, the text is cut into UTF-8
+//    characters, and the adjacent pair whose concatenation is the
+//    highest-scoring piece (with '▁' U+2581 standing for a space) is merged
+//    until none is left (ties: leftmost). Characters without a piece fall
+//    back to byte pieces `<0xXX>`, or to UNK when a byte piece is missing.
+//    A "character" is a byte and the continuation bytes after it (at most 4
+//    bytes in all), which is UTF-8 for valid text and llama2.c's rule for
+//    invalid text.
 //  - Byte-level BPE (kBpe; `tokenizer.ggml.model = "gpt2"`): a regex chosen
 //    by `tokenizer.ggml.pre` cuts the text into words (byte_level.h), each
 //    word's bytes are mapped to GPT-2's printable code points, and the
@@ -37,6 +40,7 @@
 #include "base/status.h"
 #include "model/byte_level.h"
 #include "model/gguf.h"
+#include "model/gguf_writer.h"
 
 namespace kvstash {
 
@@ -57,7 +61,7 @@ class Tokenizer {
 
   // Reads `tokenizer.ggml.*`:
   //   model (required: "llama" or "gpt2"), tokens (required, non-empty),
-  //   scores (required for "llama", optional for "gpt2"; finite),
+  //   scores (required for "llama", optional for "gpt2"; no NaN),
   //   token_type (optional; absent: normal, with "<0xXX>" pieces as bytes for
   //   "llama"), merges (required for "gpt2": "left right" strings, rank =
   //   index), pre ("gpt2" only; see ParsePreTokenizerType),
@@ -76,7 +80,8 @@ class Tokenizer {
   // The vocabulary becomes a kSpm one: ' ' in pieces becomes '▁', token 0 is
   // UNK, 1 BOS, 2 EOS (control), "<0xXX>" pieces are bytes, add_space_prefix
   // and add_bos are on. Encode then gives exactly what llama2.c's run.c
-  // encode() gives, except that a literal '▁' in the input counts as a space.
+  // encode() gives (for any vocabulary in which no merge can form a control,
+  // unknown or byte piece, as in all real ones).
   // A truncated or inconsistent file gives Corruption naming the token.
   static Result<std::unique_ptr<Tokenizer>> FromLlama2c(
       const std::string& tokenizer_bin_path, int vocab_size);
@@ -104,6 +109,12 @@ class Tokenizer {
   bool add_bos() const { return add_bos_; }
   bool add_eos() const { return add_eos_; }
   bool add_space_prefix() const { return add_space_prefix_; }
+
+  // Writes this vocabulary as `tokenizer.ggml.*` metadata, so that FromGguf
+  // on the written file gives a tokenizer that encodes and decodes alike
+  // (a llama2.c vocabulary becomes a "llama" one; the one difference is that
+  // a literal '▁' in input text then counts as a space, as in SentencePiece).
+  void WriteGgufMetadata(GgufWriter* out) const;
 
   // The raw vocabulary piece of `id` ("" for ids out of range).
   const std::string& piece(int32_t id) const;
@@ -140,26 +151,27 @@ class Tokenizer {
 
   Tokenizer() = default;
 
-  // Checks the special ids, fills the types that were not given, and builds
-  // the lookup tables. Shared by both loaders.
-  Status Finish();
-  // Id of a normal or user-defined piece, or -1.
+  // Infers the token types when none were given and builds the lookup
+  // tables. REQUIRES: pieces_, scores_ and the special ids are set and valid.
+  void Finish();
+  // The text that `piece` stands for: SPM pieces with '▁' as ' '.
+  std::string TextOf(std::string_view piece) const;
+  // Id of the normal or user-defined piece whose TextOf is `text`, or -1.
   int32_t TextPieceId(std::string_view text) const;
   // Whether the adjacent symbols `left` and `right` (contiguous in memory;
   // `*_id` their piece ids or -1) may merge; if so sets the merge's
   // `priority` (higher merges first) and the piece id of the result (-1 when
   // a BPE merge yields no piece).
   bool MergePriority(std::string_view left, int32_t left_id,
-                     std::string_view right, int32_t right_id,
-                     double* priority, int32_t* merged_id) const;
-  // Appends the ids of `text` (already normalized: '▁' for SPM, GPT-2
-  // code points for BPE) merged from its UTF-8 characters.
+                     std::string_view right, int32_t right_id, double* priority,
+                     int32_t* merged_id) const;
+  // Appends the ids of `text` (SPM: with its prefix space; BPE: one word in
+  // GPT-2 code points) merged from its characters.
   void EncodeWord(std::string_view text, std::vector<int32_t>* out) const;
-  // Appends the ids of a final symbol that is not a piece: its bytes (SPM)
-  // or its characters (BPE), each falling back to UNK, or dropped without
-  // UNK.
-  void AppendFallback(std::string_view symbol,
-                      std::vector<int32_t>* out) const;
+  // Appends the ids of a final symbol that is not a piece. SPM: the byte
+  // pieces of its bytes, or UNK when one is missing. BPE: the piece of each
+  // of its characters, or UNK. Without UNK, what has no piece is dropped.
+  void AppendFallback(std::string_view symbol, std::vector<int32_t>* out) const;
 
   Kind kind_ = Kind::kSpm;
   std::vector<std::string> pieces_;
@@ -172,8 +184,12 @@ class Tokenizer {
   bool add_eos_ = false;
   bool add_space_prefix_ = false;
   bool ignore_merges_ = false;  // BPE: a word that is a piece is not split
+  // SPM: a literal '▁' in the input counts as a space (as in SentencePiece;
+  // llama2.c keeps it a character).
+  bool marker_is_space_ = false;
 
-  // Normal and user-defined pieces -> id (the lowest id for duplicates).
+  // TextOf(normal and user-defined pieces) -> id (the lowest id for
+  // duplicates).
   std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>
       text_ids_;
   // SPM: byte value -> id of its "<0xXX>" piece, or -1.
@@ -183,6 +199,7 @@ class Tokenizer {
                      PairEqual>
       merge_ranks_;
   std::unique_ptr<RegexSplitter> splitter_;  // BPE only
+  std::string pre_name_;                     // BPE: tokenizer.ggml.pre
 };
 
 }  // namespace kvstash

@@ -4,7 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <climits>
+#include <cmath>
+#include <cstring>
 #include <fstream>
+#include <map>
+#include <random>
 #include <sstream>
 
 #include "base/file.h"
@@ -121,8 +125,7 @@ TEST(GgufTokenizer, LlamaSpmSpecialsAndBos) {
   EXPECT_THAT(t->Encode("", false), IsEmpty());
   // Specials are plain text to Encode, and decode to nothing.
   EXPECT_THAT(t->Encode("<s>", false), ::testing::Not(ElementsAre(1)));
-  EXPECT_EQ(t->Decode(std::vector<int32_t>{1, 15043, 3186, 2}),
-            "Hello world");
+  EXPECT_EQ(t->Decode(std::vector<int32_t>{1, 15043, 3186, 2}), "Hello world");
   // Streaming: the prefix space goes only at the start or after BOS.
   EXPECT_EQ(t->DecodeToken(-1, 15043), "Hello");
   EXPECT_EQ(t->DecodeToken(1, 15043), "Hello");
@@ -163,6 +166,58 @@ TEST(GgufTokenizer, DecodeOfBadIdsIsEmpty) {
   }
   EXPECT_EQ(t->Decode(std::vector<int32_t>{15496, -3, 99999999, 995}),
             "Hello world");
+}
+
+// Random text built from `fragments` (and, with `raw_bytes`, single random
+// bytes, which may make it invalid UTF-8).
+std::string RandomText(std::mt19937* rng, bool raw_bytes) {
+  static const std::vector<std::string> kFragments = {
+      "a",        "Z",        "the",          " ",
+      "  ",       "\n",       "\t",           "\r\n",
+      "3",        "42",       "'s",           "!",
+      "\xC3\xA9", "\xD0\xB6", "\xE4\xBD\xA0", "\xF0\x9F\x98\x80",
+      "<s>"};
+  std::string text;
+  const int n = std::uniform_int_distribution<int>(0, 24)(*rng);
+  for (int i = 0; i < n; ++i) {
+    const int pick = std::uniform_int_distribution<int>(
+        0, static_cast<int>(kFragments.size()) - (raw_bytes ? 0 : 1))(*rng);
+    if (pick == static_cast<int>(kFragments.size())) {
+      text.push_back(
+          static_cast<char>(std::uniform_int_distribution<int>(0, 255)(*rng)));
+    } else {
+      text += kFragments[pick];
+    }
+  }
+  return text;
+}
+
+// Decode(Encode(text)) == text on random text: any bytes for byte-level BPE,
+// valid UTF-8 for SentencePiece (whose byte fallback cannot tell a prefix
+// space from a space that invalid UTF-8 grouped with continuation bytes).
+TEST(GgufTokenizer, RandomRoundTrips) {
+  for (const char* name :
+       {"ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf"}) {
+    std::unique_ptr<GgufFile> gguf =
+        MustOpenGguf(testing::SharedPath(std::string("vocab/") + name));
+    ASSERT_NE(gguf, nullptr);
+    std::unique_ptr<Tokenizer> t = MustLoad(*gguf);
+    ASSERT_NE(t, nullptr);
+    const bool raw_bytes = t->kind() == Tokenizer::Kind::kBpe;
+    std::mt19937 rng(1234);
+    for (int i = 0; i < 500; ++i) {
+      const std::string text = RandomText(&rng, raw_bytes);
+      const std::vector<int32_t> ids = t->Encode(text, true);
+      ASSERT_EQ(t->Decode(ids), text) << name << " case " << i;
+      for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < t->vocab_size());
+    }
+    // Random ids decode without crashing.
+    std::vector<int32_t> ids(1000);
+    for (int32_t& id : ids) {
+      id = std::uniform_int_distribution<int32_t>(-5, t->vocab_size() + 5)(rng);
+    }
+    t->Decode(ids);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -262,8 +317,8 @@ TEST(SpmTokenizer, ControlPiecesAreNotMergedInto) {
       .Types({2, 3, 3, 1, 1, 3});  // "ab" is a control token here
   std::unique_ptr<Tokenizer> t = b.MustLoad();
   ASSERT_NE(t, nullptr);
-  b.writer();
-  EXPECT_THAT(t->Encode("ab", false), ElementsAre(0, 3, 4));  // ▁ is UNK
+  // "▁" has no piece and no byte pieces: one UNK.
+  EXPECT_THAT(t->Encode("ab", false), ElementsAre(0, 3, 4));
 }
 
 // GPT-2 style: 'Ġ' (U+0120) is the space.
@@ -274,8 +329,8 @@ TEST(BpeTokenizer, MergesLowestRankFirst) {
   b.Tokens({"h", "e", "l", "o", G, "w", "r", "d", "he", "ll", "hell", "hello",
             G "w", "or", G "wor", G "world", "ld", "<|endoftext|>"})
       .Types({1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3})
-      .Merges({"l l", "h e", "he ll", "hell o", G " w", "o r", G "w or",
-               "l d", G "wor ld"});
+      .Merges({"l l", "h e", "he ll", "hell o", G " w", "o r", G "w or", "l d",
+               G "wor ld"});
   b.writer().SetU32("tokenizer.ggml.eos_token_id", 17);
   std::unique_ptr<Tokenizer> t = b.MustLoad();
   ASSERT_NE(t, nullptr);
@@ -344,7 +399,7 @@ TEST(TokenizerMetadata, Errors) {
   {
     VocabBuilder b("llama");
     b.Tokens({"a", "b"}).Scores({0, std::nanf("")});
-    ExpectLoadError(std::move(b), "score of token 1");
+    ExpectLoadError(std::move(b), "tokenizer.ggml.scores[1]");
   }
   {
     VocabBuilder b = SmallSpm();
@@ -413,11 +468,13 @@ RawVocab ReadRawLlama2c(const std::string& data, int vocab_size) {
 // best-scoring adjacent merge, leftmost among equals.
 std::vector<int32_t> ReferenceLlama2cEncode(const RawVocab& v,
                                             std::string_view text) {
+  std::map<std::string, int32_t, std::less<>> ids_of;
+  for (size_t i = 0; i < v.pieces.size(); ++i) {
+    ids_of.emplace(v.pieces[i], static_cast<int32_t>(i));
+  }
   auto lookup = [&](std::string_view s) -> int32_t {
-    for (size_t i = 0; i < v.pieces.size(); ++i) {
-      if (v.pieces[i] == s) return static_cast<int32_t>(i);
-    }
-    return -1;
+    auto it = ids_of.find(s);
+    return it == ids_of.end() ? -1 : it->second;
   };
   std::vector<int32_t> ids;
   if (text.empty()) return ids;
@@ -469,6 +526,8 @@ std::vector<std::string> Llama2cSampleTexts() {
       "h\xC3\xA9llo w\xC3\xB6rld \xF0\x9F\x98\x80 \xE4\xBD\xA0\xE5\xA5\xBD",
       "bad utf8: \xC3 \xA9\xA9\xA9\xA9\xA9 \xF0\x9F end",
   };
+  // (No literal '▁' here: llama2.c and SentencePiece read it differently;
+  // see LiteralSpaceMarker.)
   std::istringstream stories(
       MustRead(testing::SharedPath("data/tinystories_val.txt")));
   std::string line;
@@ -548,6 +607,24 @@ TEST(Llama2cTokenizer, DecodesGoldenGeneration) {
             t->Encode("Once upon a time", true));
 }
 
+TEST(Llama2cTokenizer, LiteralSpaceMarker) {
+  std::unique_ptr<Tokenizer> bin = MustLoadTok512();
+  std::unique_ptr<GgufFile> gguf =
+      MustOpenGguf(testing::SharedPath("models/stories260K/stories260K.gguf"));
+  ASSERT_NE(bin, nullptr);
+  ASSERT_NE(gguf, nullptr);
+  std::unique_ptr<Tokenizer> from_gguf = MustLoad(*gguf);
+  ASSERT_NE(from_gguf, nullptr);
+  const RawVocab raw = ReadRawLlama2c(
+      MustRead(testing::SharedPath("models/stories260K/tok512.bin")), 512);
+  const std::string text = "a " SP "b" SP;
+  // llama2.c: a character like any other (here: its three bytes).
+  EXPECT_EQ(bin->Encode(text, false), ReferenceLlama2cEncode(raw, text));
+  EXPECT_EQ(bin->Decode(bin->Encode(text, false)), text);
+  // SentencePiece: the same as a space.
+  EXPECT_EQ(from_gguf->Encode(text, false), from_gguf->Encode("a  b ", false));
+}
+
 class Llama2cFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -557,7 +634,7 @@ class Llama2cFileTest : public ::testing::Test {
   }
   Status LoadImage(const std::string& image, int vocab_size = 512) {
     const std::string path = dir_ + "/tok.bin";
-    KV_RETURN_IF_ERROR(WriteFileAtomic(path, image));
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << image;
     return Tokenizer::FromLlama2c(path, vocab_size).status();
   }
   static void PutI32(std::string* s, size_t pos, int32_t v) {
@@ -587,14 +664,17 @@ TEST_F(Llama2cFileTest, BadLengthsAndSizes) {
   PutI32(&bad, 8, 1 << 30);
   EXPECT_FALSE(LoadImage(bad).ok());
   bad = good_;
+  const float nan = std::nanf("");
+  std::memcpy(bad.data() + 4, &nan, 4);
+  EXPECT_THAT(LoadImage(bad).message(), HasSubstr("NaN"));
+  bad = good_;
   PutI32(&bad, 0, 0);  // max_token_length
   EXPECT_FALSE(LoadImage(bad).ok());
   EXPECT_THAT(LoadImage(good_, 511).message(), HasSubstr("vocab_size"));
   EXPECT_FALSE(LoadImage(good_, 513).ok());
   EXPECT_FALSE(LoadImage(good_, 0).ok());
   EXPECT_FALSE(LoadImage(good_ + "x").ok());
-  EXPECT_FALSE(
-      Tokenizer::FromLlama2c(dir_ + "/does_not_exist.bin", 512).ok());
+  EXPECT_FALSE(Tokenizer::FromLlama2c(dir_ + "/does_not_exist.bin", 512).ok());
 }
 
 }  // namespace

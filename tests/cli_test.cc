@@ -16,7 +16,7 @@ struct Output {
   std::string out;  // stdout + stderr
 };
 
-Output Run(const std::string& args) {
+Output RunKvstash(const std::string& args) {
   const std::string cmd = std::string(KVSTASH_BINARY) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   Output o{-1, ""};
@@ -35,7 +35,7 @@ std::string ModelFlags() {
 }
 
 TEST(CliTest, GenerateJson) {
-  Output o = Run("generate " + ModelFlags() +
+  Output o = RunKvstash("generate " + ModelFlags() +
                  " --prompt 'Once upon a time' --n-predict 20 --temp 0 --json");
   ASSERT_EQ(o.exit_code, 0) << o.out;
   for (const char* key : {"\"prompt_ids\"", "\"gen_ids\"", "\"text\"",
@@ -47,7 +47,7 @@ TEST(CliTest, GenerateJson) {
 }
 
 TEST(CliTest, GenerateStreamsText) {
-  Output o = Run("generate " + ModelFlags() +
+  Output o = RunKvstash("generate " + ModelFlags() +
                  " --prompt 'Once upon a time' --n-predict 30 --temp 0");
   ASSERT_EQ(o.exit_code, 0) << o.out;
   EXPECT_EQ(o.out.rfind("Once upon a time, there was a little girl", 0), 0u)
@@ -55,7 +55,7 @@ TEST(CliTest, GenerateStreamsText) {
 }
 
 TEST(CliTest, PerplexityJson) {
-  Output o = Run("perplexity " + ModelFlags() + " --file " +
+  Output o = RunKvstash("perplexity " + ModelFlags() + " --file " +
                  testing::SharedPath("data/tinystories_val.txt") +
                  " --ctx 128 --windows 2 --json");
   ASSERT_EQ(o.exit_code, 0) << o.out;
@@ -65,7 +65,7 @@ TEST(CliTest, PerplexityJson) {
 }
 
 TEST(CliTest, InfoListsConfigAndTensors) {
-  Output o = Run("info --model " +
+  Output o = RunKvstash("info --model " +
                  testing::SharedPath("models/stories260K/stories260K.gguf"));
   ASSERT_EQ(o.exit_code, 0) << o.out;
   EXPECT_NE(o.out.find("n_kv_heads: 4"), std::string::npos) << o.out;
@@ -75,7 +75,7 @@ TEST(CliTest, InfoListsConfigAndTensors) {
 
 // Every failure: non-zero exit and exactly one line saying what was wrong.
 void ExpectOneLineError(const std::string& args, const std::string& needle) {
-  Output o = Run(args);
+  Output o = RunKvstash(args);
   EXPECT_NE(o.exit_code, 0) << args;
   EXPECT_EQ(o.out.find('\n'), o.out.size() - 1) << "not one line: " << o.out;
   EXPECT_NE(o.out.find(needle), std::string::npos) << o.out;

@@ -140,8 +140,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(RoundTrip{DType::kF32, 1e-4f, 1.0001f},
                       RoundTrip{DType::kF16, 0.02f, 1.002f},
                       RoundTrip{DType::kBF16, 0.15f, 1.01f},
-                      RoundTrip{DType::kQ8_0, 0.1f, 1.01f},
-                      RoundTrip{DType::kQ4_0, 1.5f, 1.25f}),
+                      RoundTrip{DType::kQ8_0, 0.4f, 1.01f},
+                      RoundTrip{DType::kQ4_0, 6.0f, 1.15f}),
     [](const auto& info) {
       return std::string(kernels::DTypeName(info.param.type));
     });
