@@ -9,7 +9,6 @@ namespace {
 
 using kernels::DType;
 
-constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" little-endian
 // Bounds that keep a hostile header from making us allocate without limit.
 constexpr uint64_t kMaxArrayDepth = 4;
 constexpr uint64_t kMaxDims = 4;

@@ -61,6 +61,9 @@ struct GgufValue {
   std::vector<GgufValue> arrays;
 };
 
+// The first four bytes of every GGUF file, "GGUF", read as a little-endian u32.
+inline constexpr uint32_t kGgufMagic = 0x46554747;
+
 // ggml tensor type ids used by the supported types.
 inline constexpr uint32_t kGgmlTypeF32 = 0;
 inline constexpr uint32_t kGgmlTypeF16 = 1;

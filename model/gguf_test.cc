@@ -134,7 +134,7 @@ std::string OneTensorImage(uint32_t ggml_type, uint64_t offset) {
   auto put = [&out](auto v) {
     out.append(reinterpret_cast<const char*>(&v), sizeof(v));
   };
-  put(uint32_t{0x46554747});
+  put(kGgufMagic);
   put(uint32_t{3});
   put(uint64_t{1});  // tensors
   put(uint64_t{0});  // metadata
@@ -170,7 +170,7 @@ TEST(GgufTest, HugeArrayLengthIsRejectedWithoutAllocating) {
   auto put = [&out](auto v) {
     out.append(reinterpret_cast<const char*>(&v), sizeof(v));
   };
-  put(uint32_t{0x46554747});
+  put(kGgufMagic);
   put(uint32_t{3});
   put(uint64_t{0});
   put(uint64_t{1});

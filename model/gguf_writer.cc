@@ -199,7 +199,7 @@ Status GgufWriter::AddTensor(std::string_view name, std::vector<uint64_t> dims,
 
 std::string GgufWriter::Serialize() const {
   std::string out;
-  Put<uint32_t>(&out, 0x46554747);  // "GGUF"
+  Put<uint32_t>(&out, kGgufMagic);
   Put<uint32_t>(&out, 3);
   Put<uint64_t>(&out, tensors_.size());
   Put<uint64_t>(&out, metadata_.size());

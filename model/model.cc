@@ -6,13 +6,7 @@
 #include "model/llama2c.h"
 
 namespace kvstash {
-namespace {
-
 using kernels::DType;
-
-constexpr uint32_t kGgufMagic = 0x46554747;
-
-}  // namespace
 
 Model::~Model() = default;
 

@@ -14,7 +14,8 @@
 namespace kvstash {
 namespace {
 
-constexpr int kCasesPerFile = 1000;
+// Per file: 1000 truncations and 1000 sets of random byte flips.
+constexpr int kCasesPerFile = 2000;
 
 // Mutation i of `original`: even i truncate at a random length (biased to the
 // header, where the structure lives), odd i flip 1-8 random bytes.
