@@ -1,0 +1,706 @@
+// Checks Transformer::Forward against a naive double-precision forward pass
+// written here straight from the math (no kernels), on tiny random-weight
+// models written as GGUF files with GgufWriter and loaded with Model::Load.
+//
+// Tolerances. The engine computes in f32 (unit roundoff 6e-8). Every value
+// here comes out of dot products of at most 64 terms of magnitude O(1),
+// through two layers, RMSNorms and softmaxes over <= 12 positions; the
+// rounding error of such a pass is O(1e-6) relative to the largest logit. A
+// tolerance of 1e-4 relative to the row's max |logit| leaves a margin of
+// ~100x over that, while any real defect (wrong RoPE pairs, frequencies or
+// base, wrong GQA head mapping, a missing bias, eps or causal mask) moves
+// logits by O(1e-2..1) of the max; TransformerRefSensitivityTest shows this.
+// Batched prefill and step-by-step decode compute each token with the same
+// per-token operations, so they must agree to 1e-5 (in fact bit for bit with
+// the scalar kernels).
+#include "engine/transformer.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <ostream>
+#include <random>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/kv_cache.h"
+#include "kernels/dtype.h"
+#include "model/gguf_writer.h"
+#include "model/model.h"
+#include "tests/testing/shared_data.h"
+
+namespace kvstash {
+namespace {
+
+using kernels::DType;
+
+constexpr double kRefTol = 1e-4;          // vs the reference, relative
+constexpr double kConsistencyTol = 1e-5;  // batched vs incremental, relative
+constexpr int kPromptLen = 11;            // crosses MatMul's 8-token block
+constexpr int kKvCapacity = 16;
+
+// The shape and settings of one tiny random-weight model.
+struct TinySpec {
+  std::string arch = "llama";  // llama: RoPE pairs (2j, 2j+1); qwen2: halves
+  int dim = 32;
+  int n_layers = 2;
+  int n_heads = 4;
+  int n_kv_heads = 2;
+  int head_dim = 8;  // written as key_length when != dim / n_heads
+  int ffn_dim = 64;
+  int vocab = 40;
+  int rope_dims = 8;
+  float rope_base = 10000.0f;  // written when != 10000
+  float rms_eps = 1e-5f;
+  bool tied = true;                 // no output.weight
+  bool qkv_bias = false;            // blk.N.attn_{q,k,v}.bias
+  DType matrix_type = DType::kF32;  // all weight matrices; vectors stay f32
+  uint32_t seed = 1;
+  // Malformations, for the loader tests.
+  std::string misshapen_tensor;  // written with one row (or element) too few
+  std::string omitted_tensor;    // not written at all
+};
+
+// Weights as f32 arrays, matrices row-major [rows][cols] (GGUF ne0 = cols).
+struct Weights {
+  struct Layer {
+    std::vector<float> attn_norm, wq, wk, wv, wo, bq, bk, bv;
+    std::vector<float> ffn_norm, gate, up, down;
+  };
+  std::vector<float> embd, output_norm, output;  // output empty when tied
+  std::vector<Layer> layers;
+};
+
+enum class Kind { kEmbedding, kMatrix, kNorm, kBias };
+
+// One tensor of the file: its GGUF name and shape, its values in Weights,
+// and (when a loaded model is given) the model's view of it.
+struct TensorRef {
+  std::string name;
+  Kind kind;
+  int rows;  // 1 for vectors
+  int cols;
+  std::vector<float>* values;
+  const WeightMatrix* matrix = nullptr;  // loaded view, matrices only
+  const float* vec = nullptr;            // loaded view, vectors only
+};
+
+// Lists every tensor of a `spec` model, sizing `w`. With `mw`, also points
+// each entry at the loaded model's view of it.
+std::vector<TensorRef> Tensors(const TinySpec& s, Weights* w,
+                               const ModelWeights* mw) {
+  using L = Weights::Layer;
+  using LW = LayerWeights;
+  struct LayerTensor {
+    const char* suffix;
+    Kind kind;
+    int rows, cols;
+    std::vector<float> L::*values;
+    WeightMatrix LW::*matrix;
+    const float* LW::*vec;
+  };
+  const int q_dim = s.n_heads * s.head_dim, kv_dim = s.n_kv_heads * s.head_dim;
+  std::vector<LayerTensor> per_layer = {
+      {"attn_norm.weight", Kind::kNorm, 1, s.dim, &L::attn_norm, nullptr,
+       &LW::attn_norm},
+      {"attn_q.weight", Kind::kMatrix, q_dim, s.dim, &L::wq, &LW::wq, nullptr},
+      {"attn_k.weight", Kind::kMatrix, kv_dim, s.dim, &L::wk, &LW::wk, nullptr},
+      {"attn_v.weight", Kind::kMatrix, kv_dim, s.dim, &L::wv, &LW::wv, nullptr},
+      {"attn_output.weight", Kind::kMatrix, s.dim, q_dim, &L::wo, &LW::wo,
+       nullptr},
+      {"ffn_norm.weight", Kind::kNorm, 1, s.dim, &L::ffn_norm, nullptr,
+       &LW::ffn_norm},
+      {"ffn_gate.weight", Kind::kMatrix, s.ffn_dim, s.dim, &L::gate,
+       &LW::w_gate, nullptr},
+      {"ffn_up.weight", Kind::kMatrix, s.ffn_dim, s.dim, &L::up, &LW::w_up,
+       nullptr},
+      {"ffn_down.weight", Kind::kMatrix, s.dim, s.ffn_dim, &L::down,
+       &LW::w_down, nullptr},
+  };
+  if (s.qkv_bias) {
+    per_layer.push_back(
+        {"attn_q.bias", Kind::kBias, 1, q_dim, &L::bq, nullptr, &LW::bq});
+    per_layer.push_back(
+        {"attn_k.bias", Kind::kBias, 1, kv_dim, &L::bk, nullptr, &LW::bk});
+    per_layer.push_back(
+        {"attn_v.bias", Kind::kBias, 1, kv_dim, &L::bv, nullptr, &LW::bv});
+  }
+
+  std::vector<TensorRef> out;
+  auto add = [&](std::string name, Kind kind, int rows, int cols,
+                 std::vector<float>* values, const WeightMatrix* matrix,
+                 const float* vec) {
+    values->resize(size_t(rows) * cols);
+    out.push_back({std::move(name), kind, rows, cols, values, matrix, vec});
+  };
+  add("token_embd.weight", Kind::kEmbedding, s.vocab, s.dim, &w->embd,
+      mw ? &mw->token_embedding : nullptr, nullptr);
+  add("output_norm.weight", Kind::kNorm, 1, s.dim, &w->output_norm, nullptr,
+      mw ? mw->output_norm : nullptr);
+  if (!s.tied) {
+    add("output.weight", Kind::kMatrix, s.vocab, s.dim, &w->output,
+        mw ? &mw->output : nullptr, nullptr);
+  }
+  w->layers.resize(s.n_layers);
+  for (int l = 0; l < s.n_layers; ++l) {
+    const LW* lw = mw ? &mw->layers[l] : nullptr;
+    for (const LayerTensor& t : per_layer) {
+      add("blk." + std::to_string(l) + "." + t.suffix, t.kind, t.rows, t.cols,
+          &(w->layers[l].*t.values),
+          lw && t.matrix ? &(lw->*t.matrix) : nullptr,
+          lw && t.vec ? lw->*t.vec : nullptr);
+    }
+  }
+  return out;
+}
+
+// Random weights that keep activations O(1) and attention non-trivial.
+Weights RandomWeights(const TinySpec& s) {
+  Weights w;
+  std::mt19937 rng(s.seed);
+  for (const TensorRef& t : Tensors(s, &w, nullptr)) {
+    float lo = -1.0f, hi = 1.0f;
+    if (t.kind == Kind::kMatrix) {
+      hi = 1.2f * std::sqrt(3.0f / float(t.cols));  // unit-variance outputs
+      lo = -hi;
+    } else if (t.kind == Kind::kNorm) {
+      lo = 0.5f, hi = 1.5f;
+    } else if (t.kind == Kind::kBias) {
+      lo = -0.5f, hi = 0.5f;
+    }
+    std::uniform_real_distribution<float> u(lo, hi);
+    for (float& v : *t.values) v = u(rng);
+  }
+  return w;
+}
+
+// Writes `w` (laid out for `s`) as a GGUF model with a "llama" SPM vocabulary
+// of s.vocab tokens.
+Status WriteModel(const TinySpec& s, Weights w, const std::string& path) {
+  GgufWriter out;
+  const std::string p = s.arch + ".";
+  out.SetString("general.architecture", s.arch);
+  out.SetU32(p + "context_length", 64);
+  out.SetU32(p + "embedding_length", s.dim);
+  out.SetU32(p + "block_count", s.n_layers);
+  out.SetU32(p + "feed_forward_length", s.ffn_dim);
+  out.SetU32(p + "attention.head_count", s.n_heads);
+  out.SetU32(p + "attention.head_count_kv", s.n_kv_heads);
+  if (s.head_dim * s.n_heads != s.dim) {
+    out.SetU32(p + "attention.key_length", s.head_dim);
+  }
+  out.SetU32(p + "rope.dimension_count", s.rope_dims);
+  if (s.rope_base != 10000.0f) out.SetF32(p + "rope.freq_base", s.rope_base);
+  out.SetF32(p + "attention.layer_norm_rms_epsilon", s.rms_eps);
+
+  std::vector<std::string> pieces = {"<unk>", "<s>", "</s>"};
+  while (int(pieces.size()) < s.vocab) {
+    pieces.push_back("t" + std::to_string(pieces.size()));
+  }
+  std::vector<std::string_view> tokens(pieces.begin(), pieces.end());
+  std::vector<float> scores(s.vocab);
+  std::vector<int32_t> types(s.vocab, 1);  // normal
+  for (int i = 0; i < s.vocab; ++i) scores[i] = -float(i);
+  types[0] = 2;             // unknown
+  types[1] = types[2] = 3;  // control
+  out.SetString("tokenizer.ggml.model", "llama");
+  out.SetStringArray("tokenizer.ggml.tokens", tokens);
+  out.SetF32Array("tokenizer.ggml.scores", scores);
+  out.SetI32Array("tokenizer.ggml.token_type", types);
+
+  for (const TensorRef& t : Tensors(s, &w, nullptr)) {
+    if (t.name == s.omitted_tensor) continue;
+    int rows = t.rows, cols = t.cols;
+    if (t.name == s.misshapen_tensor) (rows > 1 ? rows : cols) -= 1;
+    const bool matrix = t.kind == Kind::kEmbedding || t.kind == Kind::kMatrix;
+    std::vector<uint64_t> dims = {uint64_t(cols)};
+    if (matrix) dims.push_back(uint64_t(rows));
+    KV_RETURN_IF_ERROR(out.AddTensor(
+        t.name, dims, matrix ? s.matrix_type : DType::kF32,
+        std::span<const float>(t.values->data(), size_t(rows) * cols)));
+  }
+  return out.Write(path);
+}
+
+// A loaded tiny model and the weights the reference runs on: the written
+// values, or for quantized files the values decoded from the loaded views.
+struct TinyModel {
+  std::unique_ptr<Model> model;
+  Weights ref;
+};
+
+Result<TinyModel> BuildTinyModel(const TinySpec& s, const std::string& name) {
+  const std::string path = testing::TempDir("transformer_" + name) + "/m.gguf";
+  TinyModel out;
+  out.ref = RandomWeights(s);
+  KV_RETURN_IF_ERROR(WriteModel(s, out.ref, path));
+  KV_ASSIGN_OR_RETURN(out.model, Model::Load(path, ""));
+  Weights decoded = out.ref;
+  for (const TensorRef& t : Tensors(s, &decoded, &out.model->weights())) {
+    if (t.vec != nullptr) {  // vectors are f32 in the file: exact
+      EXPECT_TRUE(std::equal(t.values->begin(), t.values->end(), t.vec))
+          << t.name;
+      continue;
+    }
+    const WeightMatrix& m = *t.matrix;
+    EXPECT_EQ(m.type, s.matrix_type) << t.name;
+    EXPECT_EQ(m.rows, t.rows) << t.name;
+    EXPECT_EQ(m.cols, t.cols) << t.name;
+    if (m.type != s.matrix_type || m.rows != t.rows || m.cols != t.cols) {
+      return Status::Internal("bad view of " + t.name);
+    }
+    std::vector<float> written = *t.values;
+    const size_t row_bytes = kernels::RowBytes(m.type, m.cols);
+    for (int r = 0; r < m.rows; ++r) {
+      kernels::DequantizeRow(
+          m.type, static_cast<const uint8_t*>(m.data) + r * row_bytes, m.cols,
+          &(*t.values)[size_t(r) * m.cols]);
+    }
+    // The decoded matrix is the written one up to its type's rounding
+    // (Q8_0: half a step of amax/127 per block; F16: 2^-11 relative), so the
+    // loader bound the right tensor.
+    float amax = 0.0f, err = 0.0f;
+    for (size_t i = 0; i < written.size(); ++i) {
+      amax = std::max(amax, std::abs(written[i]));
+      err = std::max(err, std::abs(written[i] - (*t.values)[i]));
+    }
+    const float tol = s.matrix_type == DType::kQ8_0  ? 0.6f / 127.0f
+                      : s.matrix_type == DType::kF32 ? 0.0f
+                                                     : 1.0f / 2048.0f;
+    EXPECT_LE(err, tol * amax) << t.name;
+  }
+  if (s.matrix_type != DType::kF32) out.ref = std::move(decoded);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// The reference forward pass, in double, from the definitions.
+
+using Vec = std::vector<double>;
+
+// y = W x for W [rows][x.size()].
+Vec MatVec(const std::vector<float>& w, const Vec& x) {
+  const size_t cols = x.size(), rows = w.size() / cols;
+  Vec y(rows, 0.0);
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < cols; ++c) y[r] += double(w[r * cols + c]) * x[c];
+  }
+  return y;
+}
+
+Vec RmsNorm(const Vec& x, const std::vector<float>& weight, double eps) {
+  double ss = 0.0;
+  for (double v : x) ss += v * v;
+  const double inv = 1.0 / std::sqrt(ss / double(x.size()) + eps);
+  Vec y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * inv * weight[i];
+  return y;
+}
+
+void AddTo(Vec& y, const Vec& x) {
+  for (size_t i = 0; i < y.size(); ++i) y[i] += x[i];
+}
+
+void AddTo(Vec& y, const std::vector<float>& x) {
+  for (size_t i = 0; i < y.size(); ++i) y[i] += x[i];
+}
+
+// Rotates the first rope_dims dims of each head of x ([n_heads][head_dim]):
+// pair j turns by pos * base^(-2j / rope_dims).
+void Rope(const TinySpec& s, int pos, int n_heads, Vec& x) {
+  const int half = s.rope_dims / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    double* head = &x[size_t(h) * s.head_dim];
+    for (int j = 0; j < half; ++j) {
+      const double angle =
+          pos * std::pow(double(s.rope_base), -2.0 * j / s.rope_dims);
+      const int i0 = s.arch == "qwen2" ? j : 2 * j;
+      const int i1 = s.arch == "qwen2" ? j + half : 2 * j + 1;
+      const double a = head[i0], b = head[i1];
+      head[i0] = a * std::cos(angle) - b * std::sin(angle);
+      head[i1] = a * std::sin(angle) + b * std::cos(angle);
+    }
+  }
+}
+
+// Logits [n][vocab] of `tokens` at positions 0 .. n-1.
+std::vector<Vec> ReferenceLogits(const TinySpec& s, const Weights& w,
+                                 std::span<const int32_t> tokens) {
+  const size_t n = tokens.size(), hd = s.head_dim;
+  const int group = s.n_heads / s.n_kv_heads;
+  std::vector<Vec> x(n);
+  for (size_t t = 0; t < n; ++t) {
+    const float* row = &w.embd[size_t(tokens[t]) * s.dim];
+    x[t].assign(row, row + s.dim);
+  }
+  for (const Weights::Layer& lw : w.layers) {
+    std::vector<Vec> q(n), k(n), v(n);
+    for (size_t t = 0; t < n; ++t) {
+      const Vec h = RmsNorm(x[t], lw.attn_norm, s.rms_eps);
+      q[t] = MatVec(lw.wq, h);
+      k[t] = MatVec(lw.wk, h);
+      v[t] = MatVec(lw.wv, h);
+      if (s.qkv_bias) {
+        AddTo(q[t], lw.bq);
+        AddTo(k[t], lw.bk);
+        AddTo(v[t], lw.bv);
+      }
+      Rope(s, int(t), s.n_heads, q[t]);
+      Rope(s, int(t), s.n_kv_heads, k[t]);
+    }
+    for (size_t t = 0; t < n; ++t) {
+      Vec att(q[t].size(), 0.0);
+      for (int h = 0; h < s.n_heads; ++h) {
+        const size_t qo = h * hd, ko = size_t(h / group) * hd;
+        Vec p(t + 1);  // causal: positions 0 .. t
+        double max = -INFINITY, sum = 0.0;
+        for (size_t u = 0; u <= t; ++u) {
+          p[u] = 0.0;
+          for (size_t i = 0; i < hd; ++i) p[u] += q[t][qo + i] * k[u][ko + i];
+          p[u] /= std::sqrt(double(hd));
+          max = std::max(max, p[u]);
+        }
+        for (double& e : p) sum += (e = std::exp(e - max));
+        for (size_t u = 0; u <= t; ++u) {
+          for (size_t i = 0; i < hd; ++i) {
+            att[qo + i] += p[u] / sum * v[u][ko + i];
+          }
+        }
+      }
+      AddTo(x[t], MatVec(lw.wo, att));
+    }
+    for (size_t t = 0; t < n; ++t) {
+      const Vec h = RmsNorm(x[t], lw.ffn_norm, s.rms_eps);
+      Vec gate = MatVec(lw.gate, h);
+      const Vec up = MatVec(lw.up, h);
+      for (size_t i = 0; i < gate.size(); ++i) {
+        gate[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];
+      }
+      AddTo(x[t], MatVec(lw.down, gate));
+    }
+  }
+  std::vector<Vec> logits(n);
+  for (size_t t = 0; t < n; ++t) {
+    logits[t] = MatVec(s.tied ? w.embd : w.output,
+                       RmsNorm(x[t], w.output_norm, s.rms_eps));
+  }
+  return logits;
+}
+
+// ---------------------------------------------------------------------------
+// Helpers around the engine.
+
+// max_i |got[i] - want[i]| / max_i |want[i]|.
+template <typename T>
+double RelError(std::span<const float> got, std::span<const T> want) {
+  double err = 0.0, scale = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    err = std::max(err, std::abs(double(got[i]) - double(want[i])));
+    scale = std::max(scale, std::abs(double(want[i])));
+  }
+  return err / scale;
+}
+
+std::vector<int32_t> Prompt(int vocab, int n) {
+  std::mt19937 rng(42);
+  std::vector<int32_t> t(n);
+  std::uniform_int_distribution<int32_t> id(0, vocab - 1);
+  for (int32_t& v : t) v = id(rng);
+  t[0] = 1;          // BOS
+  t[3] = vocab - 1;  // the last id
+  t[5] = 0;
+  t[7] = t[4];  // a repeated token
+  return t;
+}
+
+ContiguousKvCache NewCache(const Model& m, int capacity = kKvCapacity) {
+  const ModelConfig& c = m.config();
+  return ContiguousKvCache(c.n_layers, c.n_kv_heads, c.head_dim, capacity);
+}
+
+// All logits ([n][vocab]) of `tokens` run from position 0 in one call.
+std::vector<float> EngineLogits(const Model& m,
+                                std::span<const int32_t> tokens) {
+  Transformer tf(m);
+  ContiguousKvCache kv = NewCache(m);
+  std::vector<float> logits(tokens.size() * m.config().vocab_size);
+  const Status st = tf.Forward(tokens, 0, kv, true, logits.data());
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return logits;
+}
+
+// ---------------------------------------------------------------------------
+
+struct Case {
+  std::string name;
+  TinySpec spec;
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+// (a) llama, GQA 4/2, head_dim 8, tied output, f32.
+TinySpec LlamaGqa(DType type = DType::kF32) {
+  TinySpec s;  // the defaults
+  s.matrix_type = type;
+  return s;
+}
+// (b) qwen2: q/k/v biases, halves RoPE, separate output, base 1e6, eps 1e-6,
+// one kv head.
+TinySpec Qwen2() {
+  TinySpec s;
+  s.arch = "qwen2";
+  s.n_kv_heads = 1;
+  s.ffn_dim = 48;
+  s.vocab = 37;
+  s.rope_base = 1e6f;
+  s.rms_eps = 1e-6f;
+  s.tied = false;
+  s.qkv_bias = true;
+  s.seed = 2;
+  return s;
+}
+// (c) llama, partial rotary (6 of 16 dims), q_dim 32 != dim 24 (key_length),
+// MHA, and a large eps so that eps is observable.
+TinySpec LlamaPartialRope() {
+  TinySpec s;
+  s.dim = 24;
+  s.n_heads = 2;
+  s.n_kv_heads = 2;
+  s.head_dim = 16;
+  s.ffn_dim = 40;
+  s.vocab = 23;
+  s.rope_dims = 6;
+  s.rms_eps = 1e-2f;
+  s.seed = 3;
+  return s;
+}
+
+std::vector<Case> Cases() {
+  return {{"llama_gqa_f32", LlamaGqa()},
+          {"qwen2_bias_halves", Qwen2()},
+          {"llama_partial_rope", LlamaPartialRope()},
+          // (d) as (a), quantized: the reference runs on the decoded weights.
+          {"llama_gqa_f16", LlamaGqa(DType::kF16)},
+          {"llama_gqa_q8_0", LlamaGqa(DType::kQ8_0)}};
+}
+
+class TransformerRefTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    Result<TinyModel> m = BuildTinyModel(spec(), GetParam().name);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    tiny_ = std::move(*m);
+  }
+  const TinySpec& spec() const { return GetParam().spec; }
+  const Model& model() const { return *tiny_.model; }
+
+  TinyModel tiny_;
+};
+
+TEST_P(TransformerRefTest, LoadedConfigMatchesSpec) {
+  const ModelConfig& c = model().config();
+  const TinySpec& s = spec();
+  EXPECT_EQ(c.arch_name, s.arch);
+  EXPECT_EQ(c.dim, s.dim);
+  EXPECT_EQ(c.n_layers, s.n_layers);
+  EXPECT_EQ(c.n_heads, s.n_heads);
+  EXPECT_EQ(c.n_kv_heads, s.n_kv_heads);
+  EXPECT_EQ(c.head_dim, s.head_dim);
+  EXPECT_EQ(c.ffn_dim, s.ffn_dim);
+  EXPECT_EQ(c.vocab_size, s.vocab);
+  EXPECT_EQ(c.rope_dims, s.rope_dims);
+  EXPECT_EQ(c.rope_base, s.rope_base);
+  EXPECT_EQ(c.rope_style, s.arch == "qwen2" ? kernels::RopeStyle::kHalves
+                                            : kernels::RopeStyle::kAdjacent);
+  EXPECT_EQ(c.rms_eps, s.rms_eps);
+  EXPECT_EQ(c.tied_output, s.tied);
+  EXPECT_EQ(c.qkv_bias, s.qkv_bias);
+}
+
+TEST_P(TransformerRefTest, AllLogitsMatchReference) {
+  const std::vector<int32_t> tokens = Prompt(spec().vocab, kPromptLen);
+  const std::vector<float> got = EngineLogits(model(), tokens);
+  const std::vector<Vec> want = ReferenceLogits(spec(), tiny_.ref, tokens);
+  const size_t vocab = spec().vocab;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    EXPECT_LE(RelError<double>({&got[t * vocab], vocab}, want[t]), kRefTol)
+        << "position " << t;
+  }
+}
+
+TEST_P(TransformerRefTest, IncrementalDecodeMatchesBatchedPrefill) {
+  const std::vector<int32_t> tokens = Prompt(spec().vocab, kPromptLen);
+  const size_t vocab = spec().vocab, n = tokens.size();
+  const std::vector<float> full = EngineLogits(model(), tokens);
+  auto full_row = [&](size_t t) {
+    return std::span<const float>(&full[t * vocab], vocab);
+  };
+  // One Transformer across sequences: its scratch must not leak state.
+  Transformer tf(model());
+  {
+    ContiguousKvCache kv = NewCache(model());
+    std::vector<float> last(vocab);
+    ASSERT_TRUE(tf.Forward(tokens, 0, kv, false, last.data()).ok());
+    EXPECT_LE(RelError<float>(last, full_row(n - 1)), kConsistencyTol);
+  }
+  for (size_t prefix : {1, 4, 9}) {
+    SCOPED_TRACE("prefix " + std::to_string(prefix));
+    ContiguousKvCache kv = NewCache(model());
+    std::vector<float> logits(prefix * vocab);
+    ASSERT_TRUE(
+        tf.Forward(std::span(tokens).first(prefix), 0, kv, true, logits.data())
+            .ok());
+    for (size_t t = 0; t < prefix; ++t) {
+      EXPECT_LE(RelError<float>({&logits[t * vocab], vocab}, full_row(t)),
+                kConsistencyTol)
+          << "position " << t;
+    }
+    logits.resize(vocab);
+    for (size_t p = prefix; p < n; ++p) {
+      ASSERT_TRUE(tf.Forward(std::span(tokens).subspan(p, 1), int(p), kv, false,
+                             logits.data())
+                      .ok());
+      EXPECT_LE(RelError<float>(logits, full_row(p)), kConsistencyTol)
+          << "position " << p;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, TransformerRefTest,
+                         ::testing::ValuesIn(Cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.name;
+                         });
+
+// The tolerance separates correct results from plausible mistakes: the
+// reference computed with a wrong setting (RoPE pairing, base or rotated dims,
+// eps, GQA head mapping) misses the engine by far more than kRefTol.
+TEST(TransformerRefSensitivityTest, WrongSettingsMissByFarMoreThanTolerance) {
+  struct Mutation {
+    TinySpec spec;
+    void (*mutate)(TinySpec&);
+  };
+  const Mutation mutations[] = {
+      {Qwen2(), [](TinySpec& s) { s.arch = "llama"; }},    // adjacent pairs
+      {Qwen2(), [](TinySpec& s) { s.rope_base = 1e4f; }},  // default base
+      {LlamaPartialRope(), [](TinySpec& s) { s.rope_dims = s.head_dim; }},
+      {LlamaPartialRope(), [](TinySpec& s) { s.rms_eps = 1e-5f; }},
+      {LlamaGqa(), [](TinySpec& s) { s.n_kv_heads = s.n_heads; }},
+  };
+  for (size_t i = 0; i < std::size(mutations); ++i) {
+    SCOPED_TRACE("mutation " + std::to_string(i));
+    const Mutation& mu = mutations[i];
+    Result<TinyModel> m = BuildTinyModel(mu.spec, "sensitivity");
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    const std::vector<int32_t> tokens = Prompt(mu.spec.vocab, kPromptLen);
+    const std::vector<float> got = EngineLogits(*m->model, tokens);
+    TinySpec wrong = mu.spec;
+    mu.mutate(wrong);
+    Weights ref = m->ref;
+    if (wrong.n_kv_heads != mu.spec.n_kv_heads) {
+      // MHA over duplicated kv heads: kv head g serves query heads h with
+      // h % n_kv_heads == g, the wrong GQA mapping.
+      const int group = mu.spec.n_heads / mu.spec.n_kv_heads;
+      const size_t hd = mu.spec.head_dim, dim = mu.spec.dim;
+      for (Weights::Layer& l : ref.layers) {
+        for (std::vector<float>* w : {&l.wk, &l.wv}) {
+          std::vector<float> dup;
+          for (int h = 0; h < wrong.n_heads; ++h) {
+            const size_t g = size_t(h % (wrong.n_heads / group));
+            dup.insert(dup.end(), w->begin() + g * hd * dim,
+                       w->begin() + (g + 1) * hd * dim);
+          }
+          *w = std::move(dup);
+        }
+      }
+    }
+    const std::vector<Vec> want = ReferenceLogits(wrong, ref, tokens);
+    double worst = 0.0;
+    const size_t vocab = mu.spec.vocab;
+    for (size_t t = 0; t < tokens.size(); ++t) {
+      worst =
+          std::max(worst, RelError<double>({&got[t * vocab], vocab}, want[t]));
+    }
+    EXPECT_GT(worst, 100 * kRefTol);
+  }
+}
+
+TEST(TransformerTest, ForwardRejectsBadInput) {
+  Result<TinyModel> m = BuildTinyModel(LlamaGqa(), "errors");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  const Model& model = *m->model;
+  const int vocab = model.config().vocab_size;
+  Transformer tf(model);
+  ContiguousKvCache kv = NewCache(model, /*capacity=*/8);
+  std::vector<float> logits(8 * vocab);
+  auto expect = [&](std::vector<int32_t> tokens, int pos, StatusCode want) {
+    const Status st = tf.Forward(tokens, pos, kv, true, logits.data());
+    EXPECT_EQ(st.code(), want)
+        << st.ToString() << " for " << tokens.size() << " tokens at " << pos;
+  };
+  expect({}, 0, StatusCode::kInvalidArgument);
+  expect({1, vocab}, 0, StatusCode::kInvalidArgument);
+  expect({1, -1}, 0, StatusCode::kInvalidArgument);
+  expect({1, 2, 3}, 6, StatusCode::kOutOfRange);  // 6 + 3 > 8
+  expect({1}, 8, StatusCode::kOutOfRange);
+  expect(std::vector<int32_t>(9, 1), 0, StatusCode::kOutOfRange);
+  expect({1}, -1, StatusCode::kOutOfRange);
+  // Filling the cache exactly is fine, and the rejected calls changed
+  // nothing: the result is still the reference's.
+  const std::vector<int32_t> tokens = Prompt(vocab, 8);
+  ASSERT_TRUE(tf.Forward(tokens, 0, kv, true, logits.data()).ok());
+  const std::vector<Vec> want = ReferenceLogits(LlamaGqa(), m->ref, tokens);
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    EXPECT_LE(RelError<double>({&logits[t * vocab], size_t(vocab)}, want[t]),
+              kRefTol)
+        << "position " << t;
+  }
+}
+
+TEST(TransformerTest, LoadRejectsMalformedModels) {
+  struct Bad {
+    std::string what;
+    TinySpec spec;
+    std::string expected;  // in the error message
+  };
+  TinySpec kv3 = LlamaGqa();
+  kv3.n_kv_heads = 3;  // does not divide 4 heads
+  TinySpec kv8 = LlamaGqa();
+  kv8.n_kv_heads = 8;
+  TinySpec rope = LlamaGqa();
+  rope.rope_dims = 10;  // > head_dim 8
+  TinySpec shape = LlamaGqa();
+  shape.misshapen_tensor = "blk.1.attn_k.weight";
+  TinySpec bias = Qwen2();
+  bias.misshapen_tensor = "blk.0.attn_v.bias";
+  TinySpec missing = LlamaGqa();
+  missing.omitted_tensor = "blk.1.ffn_up.weight";
+  const Bad cases[] = {
+      {"kv_heads_3", kv3, "n_kv_heads 3"},
+      {"kv_heads_8", kv8, "n_kv_heads 8"},
+      {"rope_dims", rope, "rope dimension count 10"},
+      {"shape", shape, "blk.1.attn_k.weight"},
+      {"bias_shape", bias, "blk.0.attn_v.bias"},
+      {"missing", missing, "blk.1.ffn_up.weight"},
+  };
+  for (const Bad& b : cases) {
+    SCOPED_TRACE(b.what);
+    const std::string path =
+        testing::TempDir("transformer_bad_" + b.what) + "/m.gguf";
+    ASSERT_TRUE(WriteModel(b.spec, RandomWeights(b.spec), path).ok());
+    Result<std::unique_ptr<Model>> model = Model::Load(path, "");
+    ASSERT_FALSE(model.ok());
+    const std::string& msg = model.status().message();
+    EXPECT_NE(msg.find(b.expected), std::string::npos) << msg;
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  }
+}
+
+}  // namespace
+}  // namespace kvstash
