@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <system_error>
+#include <vector>
 #include <unistd.h>
 
 namespace kvstash::testing {
@@ -30,13 +32,23 @@ inline std::string SharedPath(const std::string& relative) {
   return path;
 }
 
-// A fresh empty temporary directory for one test.
+// A fresh empty temporary directory for one test, removed with everything in
+// it when the test binary exits.
 inline std::string TempDir(const std::string& name) {
+  struct Registry {
+    std::vector<std::filesystem::path> paths;
+    ~Registry() {
+      std::error_code ignored;
+      for (const auto& p : paths) std::filesystem::remove_all(p, ignored);
+    }
+  };
+  static Registry registry;
   std::filesystem::path p = std::filesystem::temp_directory_path() /
                             ("kvstash_test_" + name + "_" +
                              std::to_string(::getpid()));
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
+  registry.paths.push_back(p);
   return p.string();
 }
 
