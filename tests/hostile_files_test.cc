@@ -4,6 +4,7 @@
 // a short forward pass. Run under ASan/UBSan in CI (label "parsing").
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <random>
 
 #include "base/file.h"
@@ -36,13 +37,14 @@ std::string Mutate(const std::string& original, int i, std::mt19937_64& rng) {
   return m;
 }
 
-// Loads the mutated file; a model that loads must encode and run.
-void LoadAndUse(const std::string& model_path,
+// Loads a model; one that loads must encode and run. Returns whether it
+// loaded.
+bool LoadAndUse(const std::string& model_path,
                 const std::string& tokenizer_path) {
   auto model = Model::Load(model_path, tokenizer_path);
   if (!model.ok()) {
     EXPECT_FALSE(model.status().message().empty());
-    return;
+    return false;
   }
   const Model& m = **model;
   std::vector<int32_t> ids = m.tokenizer().Encode("Once upon a time", true);
@@ -54,58 +56,47 @@ void LoadAndUse(const std::string& model_path,
   Transformer t(m);
   EXPECT_TRUE(t.Forward(ids, 0, kv, false, logits.data()).ok());
   (void)m.tokenizer().Decode(ids);
+  return true;
 }
 
-class HostileFilesTest : public ::testing::Test {
- protected:
-  void SetUp() override { dir_ = testing::TempDir("hostile"); }
-  std::string dir_;
-};
-
-TEST_F(HostileFilesTest, MutatedGgufNeverCrashes) {
-  auto original =
-      ReadFile(testing::SharedPath("models/stories260K/stories260K.gguf"));
+// Writes kCasesPerFile mutations of shared file `relative` to a temporary
+// file and calls load(path) -> loaded? on each.
+void MutateAndLoad(const std::string& relative, uint64_t seed,
+                   const std::function<bool(const std::string&)>& load) {
+  auto original = ReadFile(testing::SharedPath(relative));
   ASSERT_TRUE(original.ok());
-  std::mt19937_64 rng(1);
-  const std::string path = dir_ + "/m.gguf";
+  std::mt19937_64 rng(seed);
+  const std::string path = testing::TempDir("hostile") + "/mutated";
   int loaded = 0;
   for (int i = 0; i < kCasesPerFile; ++i) {
     ASSERT_TRUE(WriteFileAtomic(path, Mutate(*original, i, rng)).ok());
-    SCOPED_TRACE("case " + std::to_string(i));
-    LoadAndUse(path, "");
-    loaded += Model::Load(path, "").ok();
+    SCOPED_TRACE(relative + " case " + std::to_string(i));
+    loaded += load(path);
   }
-  std::printf("[ hostile ] gguf: %d of %d mutations still loaded\n", loaded,
-              kCasesPerFile);
+  std::printf("[ hostile ] %s: %d of %d mutations still loaded\n",
+              relative.c_str(), loaded, kCasesPerFile);
 }
 
-TEST_F(HostileFilesTest, MutatedLlama2cCheckpointNeverCrashes) {
-  auto original =
-      ReadFile(testing::SharedPath("models/stories260K/stories260K.bin"));
-  ASSERT_TRUE(original.ok());
-  const std::string tok = testing::SharedPath("models/stories260K/tok512.bin");
-  std::mt19937_64 rng(2);
-  const std::string path = dir_ + "/m.bin";
-  for (int i = 0; i < kCasesPerFile; ++i) {
-    ASSERT_TRUE(WriteFileAtomic(path, Mutate(*original, i, rng)).ok());
-    SCOPED_TRACE("case " + std::to_string(i));
-    LoadAndUse(path, tok);
-  }
+const std::string kModel = "models/stories260K/stories260K.bin";
+const std::string kTokenizer = "models/stories260K/tok512.bin";
+
+TEST(HostileFilesTest, MutatedGgufNeverCrashes) {
+  MutateAndLoad("models/stories260K/stories260K.gguf", 1,
+                [](const std::string& path) { return LoadAndUse(path, ""); });
 }
 
-TEST_F(HostileFilesTest, MutatedLlama2cTokenizerNeverCrashes) {
-  auto original =
-      ReadFile(testing::SharedPath("models/stories260K/tok512.bin"));
-  ASSERT_TRUE(original.ok());
-  const std::string model =
-      testing::SharedPath("models/stories260K/stories260K.bin");
-  std::mt19937_64 rng(3);
-  const std::string path = dir_ + "/tok.bin";
-  for (int i = 0; i < kCasesPerFile; ++i) {
-    ASSERT_TRUE(WriteFileAtomic(path, Mutate(*original, i, rng)).ok());
-    SCOPED_TRACE("case " + std::to_string(i));
-    LoadAndUse(model, path);
-  }
+TEST(HostileFilesTest, MutatedLlama2cCheckpointNeverCrashes) {
+  const std::string tokenizer = testing::SharedPath(kTokenizer);
+  MutateAndLoad(kModel, 2, [&](const std::string& path) {
+    return LoadAndUse(path, tokenizer);
+  });
+}
+
+TEST(HostileFilesTest, MutatedLlama2cTokenizerNeverCrashes) {
+  const std::string model = testing::SharedPath(kModel);
+  MutateAndLoad(kTokenizer, 3, [&](const std::string& path) {
+    return LoadAndUse(model, path);
+  });
 }
 
 }  // namespace
