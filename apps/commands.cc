@@ -1,6 +1,8 @@
 #include "apps/commands.h"
 
+#include <chrono>
 #include <cstdio>
+#include <thread>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -10,6 +12,7 @@
 #include "engine/generate.h"
 #include "model/gguf_export.h"
 #include "model/model.h"
+#include "model/random_model.h"
 
 namespace kvstash::apps {
 namespace {
@@ -39,6 +42,13 @@ std::string HumanBytes(uint64_t bytes) {
     std::snprintf(buf, sizeof(buf), "%.1f KiB", bytes / 1024.0);
   }
   return buf;
+}
+
+// A pool of `threads` workers (0: one per core).
+std::unique_ptr<ThreadPool> MakePool(int threads) {
+  const unsigned n =
+      threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency());
+  return std::make_unique<ThreadPool>(ThreadPool::Options{.num_threads = n});
 }
 
 }  // namespace
@@ -182,6 +192,44 @@ int RunConvert(const ConvertCommandOptions& options) {
   }
   std::cout << "wrote " << options.out_path << " (" << options.type
             << " weights)\n";
+  return 0;
+}
+
+int RunGenModel(const GenModelCommandOptions& options) {
+  RandomModelOptions o;
+  if (Status s = ApplyRandomModelPreset(options.preset, &o); !s.ok()) {
+    return Fail(s.message());
+  }
+  if (!kernels::ParseDType(options.type, &o.type)) {
+    return Fail("--type '" + options.type +
+                "' is not one of f32, f16, bf16, q8_0, q4_0");
+  }
+  if (options.threads < 0) return Fail("--threads must be >= 0");
+  for (auto [value, field] :
+       {std::pair{options.dim, &o.dim}, {options.layers, &o.n_layers},
+        {options.heads, &o.n_heads}, {options.kv_heads, &o.n_kv_heads},
+        {options.ffn, &o.ffn_dim}, {options.ctx, &o.context_length}}) {
+    if (value < 0) return Fail("shape flags must be positive");
+    if (value > 0) *field = value;
+  }
+  o.seed = options.seed;
+  o.vocab_path = options.vocab_path;
+  std::unique_ptr<ThreadPool> pool = MakePool(options.threads);
+  const auto start = std::chrono::steady_clock::now();
+  if (Status s = WriteRandomModel(o, options.out_path, pool.get()); !s.ok()) {
+    return Fail(s.message());
+  }
+  const double seconds = std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - start)
+                              .count();
+  Result<std::unique_ptr<MappedFile>> written =
+      MappedFile::Open(options.out_path);
+  const uint64_t bytes = written.ok() ? (*written)->size() : 0;
+  std::printf("wrote %s: %s, dim %d, %d layers, %d/%d heads, ffn %d, %s "
+              "weights (random N(0, 0.02); its text is noise) in %.1f s\n",
+              options.out_path.c_str(), HumanBytes(bytes).c_str(), o.dim,
+              o.n_layers, o.n_heads, o.n_kv_heads, o.ffn_dim,
+              options.type.c_str(), seconds);
   return 0;
 }
 

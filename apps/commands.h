@@ -45,6 +45,18 @@ struct ConvertCommandOptions {
 };
 int RunConvert(const ConvertCommandOptions& options);
 
+struct GenModelCommandOptions {
+  std::string preset = "110m";
+  std::string type = "f16";
+  std::string vocab_path;
+  std::string out_path;
+  uint64_t seed = 0;
+  int threads = 0;  // 0: all cores
+  // Overrides of the preset's shape; 0 keeps the preset's value.
+  int dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, ctx = 0;
+};
+int RunGenModel(const GenModelCommandOptions& options);
+
 // Prints "kvstash: error: <message>" on stderr and returns 1.
 int Fail(const std::string& message);
 

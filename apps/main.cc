@@ -68,6 +68,28 @@ int main(int argc, char** argv) {
   convert->add_option("--out,-o", conv.out_path, "output .gguf path")
       ->required();
 
+  GenModelCommandOptions genm;
+  CLI::App* gen_model = app.add_subcommand(
+      "gen-model",
+      "write a random-weight Llama GGUF with a real vocabulary (benchmarks)");
+  gen_model->add_option("--preset", genm.preset, "110m or 1b (110m)");
+  gen_model->add_option("--type", genm.type,
+                        "weight type: f32, f16, bf16, q8_0, q4_0 (f16)");
+  gen_model->add_option("--vocab", genm.vocab_path,
+                        "vocabulary GGUF to copy tokenizer.* metadata from, "
+                        "e.g. ../shared/vocab/ggml-vocab-llama-spm.gguf")
+      ->required();
+  gen_model->add_option("--out,-o", genm.out_path, "output .gguf path")
+      ->required();
+  gen_model->add_option("--seed", genm.seed, "weight seed (0)");
+  gen_model->add_option("--threads,-t", genm.threads, "threads, 0 = all (0)");
+  gen_model->add_option("--dim", genm.dim, "override: embedding width");
+  gen_model->add_option("--layers", genm.layers, "override: layers");
+  gen_model->add_option("--heads", genm.heads, "override: query heads");
+  gen_model->add_option("--kv-heads", genm.kv_heads, "override: KV heads");
+  gen_model->add_option("--ffn", genm.ffn, "override: FFN width");
+  gen_model->add_option("--ctx", genm.ctx, "override: context length (8192)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -78,5 +100,6 @@ int main(int argc, char** argv) {
   if (perplexity->parsed()) return RunPerplexity(ppl);
   if (info_cmd->parsed()) return RunInfo(info);
   if (convert->parsed()) return RunConvert(conv);
+  if (gen_model->parsed()) return RunGenModel(genm);
   return Fail("no subcommand");
 }

@@ -57,36 +57,53 @@ Result<std::string> ReadFile(const std::string& path) {
   return std::string(reinterpret_cast<const char*>(file->data()), file->size());
 }
 
-Status WriteFileAtomic(const std::string& path, std::string_view contents) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    FdCloser fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                       0644));
-    if (fd.get() < 0) return ErrnoStatus("cannot create", tmp);
-    size_t done = 0;
-    while (done < contents.size()) {
-      ssize_t n = ::write(fd.get(), contents.data() + done,
-                          contents.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        Status s = ErrnoStatus("cannot write", tmp);
-        ::unlink(tmp.c_str());
-        return s;
-      }
-      done += static_cast<size_t>(n);
+Result<std::unique_ptr<AtomicFileWriter>> AtomicFileWriter::Create(
+    const std::string& path) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd =
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus("cannot create", tmp);
+  return std::unique_ptr<AtomicFileWriter>(
+      new AtomicFileWriter(path, std::move(tmp), fd));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+Status AtomicFileWriter::Append(std::string_view bytes) {
+  if (fd_ < 0) return Status::Internal("append after commit: " + path_);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("cannot write", tmp_);
     }
-    if (::fsync(fd.get()) != 0) {
-      Status s = ErrnoStatus("cannot fsync", tmp);
-      ::unlink(tmp.c_str());
-      return s;
-    }
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    Status s = ErrnoStatus("cannot rename to", path);
-    ::unlink(tmp.c_str());
-    return s;
+    done += static_cast<size_t>(n);
   }
   return Status::OK();
+}
+
+Status AtomicFileWriter::Commit() {
+  if (fd_ < 0) return Status::Internal("commit twice: " + path_);
+  if (::fsync(fd_) != 0) return ErrnoStatus("cannot fsync", tmp_);
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) return ErrnoStatus("cannot close", tmp_);
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    return ErrnoStatus("cannot rename to", path_);
+  }
+  committed_ = true;
+  return Status::OK();
+}
+
+Status WriteFileAtomic(const std::string& path, std::string_view contents) {
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> writer,
+                      AtomicFileWriter::Create(path));
+  KV_RETURN_IF_ERROR(writer->Append(contents));
+  return writer->Commit();
 }
 
 }  // namespace kvstash

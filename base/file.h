@@ -39,7 +39,31 @@ class MappedFile {
 
 Result<std::string> ReadFile(const std::string& path);
 
-// Writes `contents` to `path` via "<path>.tmp.<pid>" + fsync + rename.
+// Streams a file into place atomically: bytes go to "<path>.tmp.<pid>", and
+// Commit() fsyncs and renames it to `path`. A writer destroyed without a
+// successful Commit() removes its temporary file, so `path` is either left
+// untouched or holds the complete new contents. Not thread-safe.
+class AtomicFileWriter {
+ public:
+  static Result<std::unique_ptr<AtomicFileWriter>> Create(
+      const std::string& path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  Status Append(std::string_view bytes);
+  Status Commit();
+
+ private:
+  AtomicFileWriter(std::string path, std::string tmp, int fd)
+      : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd) {}
+  std::string path_;
+  std::string tmp_;
+  int fd_;
+  bool committed_ = false;
+};
+
+// Writes `contents` to `path` through an AtomicFileWriter.
 Status WriteFileAtomic(const std::string& path, std::string_view contents);
 
 }  // namespace kvstash

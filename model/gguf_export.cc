@@ -7,22 +7,22 @@ namespace {
 
 using kernels::DType;
 
-// Decodes a whole weight matrix to f32.
-std::vector<float> ToF32(const WeightMatrix& m) {
-  std::vector<float> out(size_t(m.rows) * m.cols);
-  const size_t row_bytes = kernels::RowBytes(m.type, m.cols);
-  for (int r = 0; r < m.rows; ++r) {
-    kernels::DequantizeRow(m.type,
-                           static_cast<const uint8_t*>(m.data) + r * row_bytes,
-                           m.cols, &out[size_t(r) * m.cols]);
-  }
-  return out;
+// Produces rows of a weight matrix decoded to f32.
+GgufWriter::RowSource RowsOf(const WeightMatrix& m) {
+  return [m](size_t begin, size_t end, float* out) {
+    const size_t row_bytes = kernels::RowBytes(m.type, m.cols);
+    for (size_t r = begin; r < end; ++r) {
+      kernels::DequantizeRow(
+          m.type, static_cast<const uint8_t*>(m.data) + r * row_bytes, m.cols,
+          out + (r - begin) * m.cols);
+    }
+  };
 }
 
 }  // namespace
 
 Status ExportGguf(const Model& model, DType type, const std::string& path,
-                  std::vector<std::string>* fallbacks) {
+                  std::vector<std::string>* fallbacks, ThreadPool* pool) {
   const ModelConfig& c = model.config();
   const ModelWeights& w = model.weights();
   GgufWriter out;
@@ -51,7 +51,7 @@ Status ExportGguf(const Model& model, DType type, const std::string& path,
       if (fallbacks != nullptr) fallbacks->push_back(name);
     }
     return out.AddTensor(name, {uint64_t(m.cols), uint64_t(m.rows)}, t,
-                         ToF32(m));
+                         RowsOf(m));
   };
   auto vec = [&](const std::string& name, const float* v, int n) {
     return out.AddTensor(name, {uint64_t(n)}, DType::kF32, {v, size_t(n)});
@@ -77,7 +77,7 @@ Status ExportGguf(const Model& model, DType type, const std::string& path,
     KV_RETURN_IF_ERROR(matrix(b + "ffn_up.weight", lw.w_up));
     KV_RETURN_IF_ERROR(matrix(b + "ffn_down.weight", lw.w_down));
   }
-  return out.Write(path);
+  return out.Write(path, pool);
 }
 
 }  // namespace kvstash

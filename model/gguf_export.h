@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_pool.h"
 #include "kernels/dtype.h"
 #include "model/model.h"
 
@@ -18,6 +19,7 @@ namespace kvstash {
 
 Status ExportGguf(const Model& model, kernels::DType type,
                   const std::string& path,
-                  std::vector<std::string>* fallbacks = nullptr);
+                  std::vector<std::string>* fallbacks = nullptr,
+                  ThreadPool* pool = nullptr);
 
 }  // namespace kvstash

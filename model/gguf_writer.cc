@@ -1,5 +1,6 @@
 #include "model/gguf_writer.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/file.h"
@@ -162,33 +163,49 @@ void GgufWriter::CopyValue(std::string_view key, const GgufValue& v) {
   SetEncoded(key, Encode(v));
 }
 
-Status GgufWriter::AddTensor(std::string_view name, std::vector<uint64_t> dims,
-                             kernels::DType type,
-                             std::span<const float> values) {
+Status GgufWriter::CheckNewTensor(std::string_view name,
+                                  const std::vector<uint64_t>& dims,
+                                  kernels::DType type) const {
   const std::string what = "tensor '" + std::string(name) + "'";
   if (dims.empty() || dims.size() > 4) {
     return Status::InvalidArgument(what + ": needs 1 to 4 dimensions");
   }
-  uint64_t n = 1;
-  for (uint64_t d : dims) n *= d;
-  if (n != values.size()) {
-    return Status::InvalidArgument(what + ": dims hold " + std::to_string(n) +
-                                   " elements, got " +
-                                   std::to_string(values.size()));
+  for (uint64_t d : dims) {
+    if (d == 0) return Status::InvalidArgument(what + ": zero dimension");
   }
-  const size_t row = dims[0];
-  if (row == 0 || row % kernels::DTypeBlockElems(type) != 0) {
+  if (dims[0] % kernels::DTypeBlockElems(type) != 0) {
     return Status::InvalidArgument(
-        what + ": row of " + std::to_string(row) +
+        what + ": row of " + std::to_string(dims[0]) +
         " elements is not a whole number of " +
         std::string(kernels::DTypeName(type)) + " blocks");
   }
   for (const Tensor& t : tensors_) {
     if (t.name == name) return Status::InvalidArgument(what + ": duplicate");
   }
-  Tensor t{std::string(name), std::move(dims), type, {}};
+  return Status::OK();
+}
+
+uint64_t GgufWriter::Tensor::n_bytes() const {
+  uint64_t rows = 1;
+  for (size_t i = 1; i < dims.size(); ++i) rows *= dims[i];
+  return kernels::RowBytes(type, dims[0]) * rows;
+}
+
+Status GgufWriter::AddTensor(std::string_view name, std::vector<uint64_t> dims,
+                             kernels::DType type,
+                             std::span<const float> values) {
+  KV_RETURN_IF_ERROR(CheckNewTensor(name, dims, type));
+  uint64_t n = 1;
+  for (uint64_t d : dims) n *= d;
+  if (n != values.size()) {
+    return Status::InvalidArgument(
+        "tensor '" + std::string(name) + "': dims hold " + std::to_string(n) +
+        " elements, got " + std::to_string(values.size()));
+  }
+  Tensor t{std::string(name), std::move(dims), type, {}, nullptr};
+  const size_t row = t.dims[0];
   const size_t row_bytes = kernels::RowBytes(type, row);
-  t.data.resize(row_bytes * (n / row));
+  t.data.resize(t.n_bytes());
   for (size_t r = 0; r < n / row; ++r) {
     kernels::QuantizeRow(type, values.data() + r * row, row,
                          t.data.data() + r * row_bytes);
@@ -197,7 +214,16 @@ Status GgufWriter::AddTensor(std::string_view name, std::vector<uint64_t> dims,
   return Status::OK();
 }
 
-std::string GgufWriter::Serialize() const {
+Status GgufWriter::AddTensor(std::string_view name, std::vector<uint64_t> dims,
+                             kernels::DType type, RowSource source) {
+  KV_RETURN_IF_ERROR(CheckNewTensor(name, dims, type));
+  tensors_.push_back(
+      Tensor{std::string(name), std::move(dims), type, {}, std::move(source)});
+  return Status::OK();
+}
+
+Status GgufWriter::WriteTo(const std::function<Status(std::string_view)>& sink,
+                           ThreadPool* pool) const {
   std::string out;
   Put<uint32_t>(&out, kGgufMagic);
   Put<uint32_t>(&out, 3);
@@ -217,18 +243,73 @@ std::string GgufWriter::Serialize() const {
     for (uint64_t d : t.dims) Put<uint64_t>(&out, d);
     Put<uint32_t>(&out, GgmlTypeId(t.type));
     Put<uint64_t>(&out, offset);
-    offset = aligned(offset + t.data.size());
+    offset = aligned(offset + t.n_bytes());
   }
   out.resize(aligned(out.size()), '\0');
+  KV_RETURN_IF_ERROR(sink(out));
+
+  // Deferred tensors are produced in chunks of about 16 MiB of f32 rows.
+  constexpr size_t kChunkBytes = 16 << 20;
+  std::vector<float> rows;
+  std::string encoded;
   for (const Tensor& t : tensors_) {
-    out += t.data;
-    out.resize(aligned(out.size()), '\0');
+    if (!t.source) {
+      KV_RETURN_IF_ERROR(sink(t.data));
+    } else {
+      const size_t row = t.dims[0];
+      const size_t row_bytes = kernels::RowBytes(t.type, row);
+      const size_t n_rows = t.n_bytes() / row_bytes;
+      const size_t chunk = std::max<size_t>(1, kChunkBytes / (row * 4));
+      for (size_t begin = 0; begin < n_rows; begin += chunk) {
+        const size_t end = std::min(n_rows, begin + chunk);
+        rows.resize((end - begin) * row);
+        encoded.resize((end - begin) * row_bytes);
+        // Each task produces and encodes a slice of the chunk's rows.
+        auto task = [&](size_t part, size_t n_parts) {
+          const size_t lo = begin + (end - begin) * part / n_parts;
+          const size_t hi = begin + (end - begin) * (part + 1) / n_parts;
+          if (lo == hi) return;
+          float* f = rows.data() + (lo - begin) * row;
+          t.source(lo, hi, f);
+          for (size_t r = lo; r < hi; ++r) {
+            kernels::QuantizeRow(t.type, rows.data() + (r - begin) * row, row,
+                                 encoded.data() + (r - begin) * row_bytes);
+          }
+        };
+        if (pool != nullptr) {
+          const size_t n_parts = pool->NumWorkers() * 4;
+          pool->ParallelFor(n_parts,
+                            [&](size_t part, size_t) { task(part, n_parts); });
+        } else {
+          task(0, 1);
+        }
+        KV_RETURN_IF_ERROR(sink(encoded));
+      }
+    }
+    const size_t pad = aligned(t.n_bytes()) - t.n_bytes();
+    if (pad > 0) KV_RETURN_IF_ERROR(sink(std::string(pad, '\0')));
   }
+  return Status::OK();
+}
+
+std::string GgufWriter::Serialize() const {
+  std::string out;
+  Status s = WriteTo(
+      [&out](std::string_view bytes) {
+        out.append(bytes);
+        return Status::OK();
+      },
+      nullptr);
+  KV_CHECK(s.ok());  // appending to a string cannot fail
   return out;
 }
 
-Status GgufWriter::Write(const std::string& path) const {
-  return WriteFileAtomic(path, Serialize());
+Status GgufWriter::Write(const std::string& path, ThreadPool* pool) const {
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> file,
+                      AtomicFileWriter::Create(path));
+  KV_RETURN_IF_ERROR(WriteTo(
+      [&file](std::string_view bytes) { return file->Append(bytes); }, pool));
+  return file->Commit();
 }
 
 }  // namespace kvstash

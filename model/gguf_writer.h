@@ -1,17 +1,21 @@
 // GgufWriter builds a GGUF v3 file: metadata key/values and tensors, written
 // in one pass with 32-byte aligned tensor data. Tensors given as f32 are
 // encoded into the requested type (f32, f16, bf16, q8_0, q4_0) with the
-// kernels' quantizers. Used by tests (round trips, hostile files) and by
-// `kvstash gen-model`. Not thread-safe.
+// kernels' quantizers. A tensor is either given whole (encoded at once) or
+// as a RowSource that produces its rows while the file is written, so that
+// multi-GB models stream to disk in bounded memory. Used by tests, by
+// `kvstash convert` and by `kvstash gen-model`. Not thread-safe.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_pool.h"
 #include "kernels/dtype.h"
 #include "model/gguf.h"
 
@@ -40,8 +44,21 @@ class GgufWriter {
   Status AddTensor(std::string_view name, std::vector<uint64_t> dims,
                    kernels::DType type, std::span<const float> values);
 
-  // Writes the file (atomically: temporary file, then rename).
-  Status Write(const std::string& path) const;
+  // Fills `out` ([row_end - row_begin][ne0] f32) with rows [row_begin,
+  // row_end) of a tensor. May be called from several threads at once on
+  // disjoint ranges.
+  using RowSource =
+      std::function<void(size_t row_begin, size_t row_end, float* out)>;
+
+  // Adds tensor `name` whose rows `source` produces during Write/Serialize,
+  // encoded as `type`. Same checks as above (except the element count).
+  Status AddTensor(std::string_view name, std::vector<uint64_t> dims,
+                   kernels::DType type, RowSource source);
+
+  // Writes the file atomically (temporary file, then rename). Rows of
+  // deferred tensors are produced and encoded in parallel on `pool` when
+  // given.
+  Status Write(const std::string& path, ThreadPool* pool = nullptr) const;
 
   // The complete file image.
   std::string Serialize() const;
@@ -55,9 +72,17 @@ class GgufWriter {
     std::string name;
     std::vector<uint64_t> dims;
     kernels::DType type;
-    std::string data;
+    std::string data;  // encoded; empty when `source` produces the rows
+    RowSource source;
+    uint64_t n_bytes() const;
   };
   void SetEncoded(std::string_view key, std::string encoded);
+  Status CheckNewTensor(std::string_view name,
+                        const std::vector<uint64_t>& dims,
+                        kernels::DType type) const;
+  // Emits the whole file, in order, to `sink`.
+  Status WriteTo(const std::function<Status(std::string_view)>& sink,
+                 ThreadPool* pool) const;
 
   std::vector<Entry> metadata_;
   std::vector<Tensor> tensors_;
