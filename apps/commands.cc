@@ -51,6 +51,19 @@ std::unique_ptr<ThreadPool> MakePool(int threads) {
   return std::make_unique<ThreadPool>(ThreadPool::Options{.num_threads = n});
 }
 
+// Checks `run` and fills the pool and the KV type it names.
+Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,
+                       kernels::DType* kv_type) {
+  if (run.threads < 0) return Status::InvalidArgument("--threads must be >= 0");
+  if (!kernels::ParseDType(run.kv_type, kv_type) ||
+      !kernels::IsAttentionKvType(*kv_type)) {
+    return Status::InvalidArgument("--kv-type '" + run.kv_type +
+                                   "' is not one of f32, f16, bf16");
+  }
+  *pool = MakePool(run.threads);
+  return Status::OK();
+}
+
 }  // namespace
 
 int Fail(const std::string& message) {
@@ -61,6 +74,11 @@ int Fail(const std::string& message) {
 int RunGenerate(const GenerateCommandOptions& options) {
   if (Status s = options.sampling.Validate(); !s.ok()) return Fail(s.message());
   if (options.n_predict < 0) return Fail("--n-predict must be >= 0");
+  std::unique_ptr<ThreadPool> pool;
+  GenerateOptions gen;
+  if (Status s = ParseRunOptions(options.run, &pool, &gen.kv_type); !s.ok()) {
+    return Fail(s.message());
+  }
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
   const Tokenizer& tok = (*model)->tokenizer();
@@ -73,8 +91,7 @@ int RunGenerate(const GenerateCommandOptions& options) {
               << "training context of " << ctx << "\n";
   }
 
-  Transformer transformer(**model);
-  GenerateOptions gen;
+  Transformer transformer(**model, pool.get());
   gen.n_predict = options.n_predict;
   gen.sampling = options.sampling;
   int32_t prev = prompt.back();
@@ -106,14 +123,20 @@ int RunGenerate(const GenerateCommandOptions& options) {
 int RunPerplexity(const PerplexityCommandOptions& options) {
   if (options.ctx < 2) return Fail("--ctx must be >= 2");
   if (options.windows < 0) return Fail("--windows must be >= 0");
+  std::unique_ptr<ThreadPool> pool;
+  kernels::DType kv_type;
+  if (Status s = ParseRunOptions(options.run, &pool, &kv_type); !s.ok()) {
+    return Fail(s.message());
+  }
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
   Result<std::string> text = ReadFile(options.file);
   if (!text.ok()) return Fail(text.status().message());
   const std::vector<int32_t> ids = (*model)->tokenizer().Encode(*text, false);
-  Transformer transformer(**model);
+  Transformer transformer(**model, pool.get());
   Result<PerplexityResult> r = Perplexity(
-      transformer, ids, options.ctx, options.windows, [](int done, int total) {
+      transformer, ids, options.ctx, options.windows, kv_type,
+      [](int done, int total) {
         std::cerr << "\rperplexity: window " << done << "/" << total
                   << std::flush;
         if (done == total) std::cerr << "\n";

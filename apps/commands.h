@@ -15,8 +15,15 @@ struct ModelOptions {
   std::string tokenizer_path;  // llama2.c checkpoints only
 };
 
+// How a forward pass runs: threads and the KV cache's element type.
+struct RunOptions {
+  int threads = 0;              // 0: one per core
+  std::string kv_type = "f16";  // f32, f16, bf16
+};
+
 struct GenerateCommandOptions {
   ModelOptions model;
+  RunOptions run;
   std::string prompt;
   int n_predict = 128;
   SamplerOptions sampling;
@@ -26,6 +33,7 @@ int RunGenerate(const GenerateCommandOptions& options);
 
 struct PerplexityCommandOptions {
   ModelOptions model;
+  RunOptions run;
   std::string file;
   int ctx = 256;
   int windows = 0;  // 0: every full window of the file

@@ -16,6 +16,12 @@ void AddModelFlags(CLI::App* cmd, kvstash::apps::ModelOptions* m) {
                   "their own vocabulary)");
 }
 
+void AddRunFlags(CLI::App* cmd, kvstash::apps::RunOptions* r) {
+  cmd->add_option("--threads,-t", r->threads, "threads, 0 = one per core (0)");
+  cmd->add_option("--kv-type", r->kv_type,
+                  "KV cache element type: f32, f16, bf16 (f16)");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -27,6 +33,7 @@ int main(int argc, char** argv) {
   gen.sampling.temperature = 0.8f;
   CLI::App* generate = app.add_subcommand("generate", "generate text");
   AddModelFlags(generate, &gen.model);
+  AddRunFlags(generate, &gen.run);
   generate->add_option("--prompt,-p", gen.prompt, "prompt text")->required();
   generate->add_option("--n-predict,-n", gen.n_predict,
                        "tokens to generate (default 128)");
@@ -47,6 +54,7 @@ int main(int argc, char** argv) {
   CLI::App* perplexity = app.add_subcommand(
       "perplexity", "score a text file: NLL, perplexity, top-1 agreement");
   AddModelFlags(perplexity, &ppl.model);
+  AddRunFlags(perplexity, &ppl.run);
   perplexity->add_option("--file,-f", ppl.file, "UTF-8 text file")->required();
   perplexity->add_option("--ctx", ppl.ctx,
                          "window length in tokens, BOS first (256)");

@@ -74,9 +74,9 @@ ThreadPool::ThreadPool(const Options& options) {
 }
 
 ThreadPool::~ThreadPool() {
-  stop_ = true;
-  epoch_.fetch_add(1, std::memory_order_release);
-  epoch_.notify_all();
+  stop_.store(true, std::memory_order_relaxed);
+  job_seq_.fetch_add(1, std::memory_order_release);
+  job_seq_.notify_all();
   for (std::thread& t : threads_) t.join();
 }
 
@@ -85,17 +85,24 @@ void ThreadPool::Run(size_t n_tasks, TaskFn call, const void* fn) {
     for (size_t task = 0; task < n_tasks; ++task) call(fn, task, 0);
     return;
   }
-  KV_DCHECK(pending_.load(std::memory_order_relaxed) == 0);
+  KV_CHECK(n_tasks < (size_t{1} << 32));
+  // Workers still inside the previous (closed) job may read its state. The
+  // seq_cst load pairs with the count-in in WorkerLoop.
+  if (active_.load(std::memory_order_seq_cst) != 0) {
+    AwaitValue(active_, [](uint32_t v) { return v == 0; });
+  }
   call_ = call;
   fn_ = fn;
   n_tasks_ = n_tasks;
   next_task_.store(0, std::memory_order_relaxed);
-  pending_.store(static_cast<uint32_t>(threads_.size()),
-                 std::memory_order_relaxed);
-  epoch_.fetch_add(1, std::memory_order_release);
-  epoch_.notify_all();  // cheap when every worker is still spinning
+  done_.store(0, std::memory_order_relaxed);
+  const uint32_t open = job_seq_.load(std::memory_order_relaxed) + 1;
+  job_seq_.store(open, std::memory_order_seq_cst);
+  job_seq_.notify_all();  // cheap when every worker is still spinning
   RunTasks(0);
-  AwaitValue(pending_, [](uint32_t v) { return v == 0; });
+  const auto all_done = static_cast<uint32_t>(n_tasks);
+  AwaitValue(done_, [all_done](uint32_t v) { return v == all_done; });
+  job_seq_.store(open + 1, std::memory_order_seq_cst);  // close
 }
 
 void ThreadPool::RunTasks(size_t worker) {
@@ -103,17 +110,25 @@ void ThreadPool::RunTasks(size_t worker) {
     const size_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
     if (task >= n_tasks_) return;
     call_(fn_, task, worker);
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_tasks_) {
+      done_.notify_one();
+    }
   }
 }
 
 void ThreadPool::WorkerLoop(size_t worker) {
   uint32_t seen = 0;
   for (;;) {
-    seen = AwaitValue(epoch_, [seen](uint32_t v) { return v != seen; });
-    if (stop_) return;
-    RunTasks(worker);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      pending_.notify_one();
+    seen = AwaitValue(job_seq_, [seen](uint32_t v) { return v != seen; });
+    if (stop_.load(std::memory_order_relaxed)) return;
+    if (seen % 2 == 0) continue;  // the job closed before this worker woke
+    // Counting in before re-checking pairs with the caller closing the job
+    // before it reads active_ (all seq_cst): either the caller waits for
+    // this worker, or this worker sees the job closed.
+    active_.fetch_add(1, std::memory_order_seq_cst);
+    if (job_seq_.load(std::memory_order_seq_cst) == seen) RunTasks(worker);
+    if (active_.fetch_sub(1, std::memory_order_release) == 1) {
+      active_.notify_one();
     }
   }
 }

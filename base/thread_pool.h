@@ -5,7 +5,7 @@
 //
 // ParallelFor allocates nothing and takes no lock: tasks are claimed from an
 // atomic counter, idle workers spin briefly and then sleep on a futex
-// (std::atomic::wait), and the caller waits for the others the same way.
+// (std::atomic::wait), and the caller waits for the last task the same way.
 #pragma once
 
 #include <atomic>
@@ -42,7 +42,7 @@ class ThreadPool {
   // at a time, so scratch indexed by worker needs no lock. Calls finish before
   // ParallelFor returns (their effects are visible to the caller).
   // REQUIRES: one ParallelFor at a time per pool, never from inside fn; fn
-  // does not throw.
+  // does not throw; n_tasks < 2^32.
   template <typename Fn>
   void ParallelFor(size_t n_tasks, const Fn& fn) {
     Run(n_tasks, &CallTask<Fn>, &fn);
@@ -58,21 +58,25 @@ class ThreadPool {
 
   void Run(size_t n_tasks, TaskFn call, const void* fn);
   void WorkerLoop(size_t worker);
-  // Claims and runs tasks of the current job until none is left.
+  // Claims and runs tasks of the open job until none is left.
   void RunTasks(size_t worker);
 
-  // The current job: written by the caller before it publishes a new epoch_
-  // (release), read by workers after they observe it (acquire).
+  // Job protocol. job_seq_ is even while no job is open and odd while one
+  // is. The caller writes the job (call_, fn_, n_tasks_, next_task_, done_)
+  // only while no job is open and no worker is inside one (active_ == 0),
+  // then opens it; a worker joins an open job by counting itself in active_
+  // and checking that the job is still open. The caller returns once done_
+  // reaches n_tasks_, without waiting for workers that found nothing to do,
+  // so a worker that the OS has descheduled does not delay it.
   TaskFn call_ = nullptr;
   const void* fn_ = nullptr;
   size_t n_tasks_ = 0;
-  bool stop_ = false;
+  std::atomic<bool> stop_{false};  // published by a job_seq_ change
 
+  alignas(64) std::atomic<uint32_t> job_seq_{0};
   alignas(64) std::atomic<size_t> next_task_{0};
-  // Bumped once per job (and once to stop); workers wait for it to change.
-  alignas(64) std::atomic<uint32_t> epoch_{0};
-  // Started threads that have not yet finished the current job.
-  alignas(64) std::atomic<uint32_t> pending_{0};
+  alignas(64) std::atomic<uint32_t> done_{0};    // tasks finished
+  alignas(64) std::atomic<uint32_t> active_{0};  // workers inside a job
 
   std::vector<std::thread> threads_;  // workers 1 .. NumWorkers() - 1
 };

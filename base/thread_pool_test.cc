@@ -72,7 +72,8 @@ TEST(ThreadPoolTest, PerWorkerScratchNeedsNoLock) {
   ThreadPool pool({.num_threads = 2});
   std::vector<size_t> per_worker(pool.NumWorkers(), 0);
   constexpr size_t kTasks = 10000;
-  pool.ParallelFor(kTasks, [&](size_t, size_t worker) { ++per_worker[worker]; });
+  pool.ParallelFor(kTasks,
+                   [&](size_t, size_t worker) { ++per_worker[worker]; });
   size_t total = 0;
   for (size_t c : per_worker) total += c;
   EXPECT_EQ(total, kTasks);

@@ -32,6 +32,9 @@ Result<GenerateResult> Generate(Transformer& transformer,
     return Status::InvalidArgument("generate: n_predict must be >= 0");
   }
   KV_RETURN_IF_ERROR(options.sampling.Validate());
+  if (!kernels::IsAttentionKvType(options.kv_type)) {
+    return Status::InvalidArgument("generate: KV type must be f32, f16 or bf16");
+  }
   const Model& model = transformer.model();
   const ModelConfig& c = model.config();
   GenerateResult result;
@@ -39,7 +42,8 @@ Result<GenerateResult> Generate(Transformer& transformer,
   if (options.n_predict == 0) return result;
 
   const int capacity = static_cast<int>(prompt.size()) + options.n_predict;
-  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity);
+  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity,
+                       options.kv_type);
   Sampler sampler(options.sampling);
   std::vector<float> logits(c.vocab_size);
   std::vector<int32_t> history(prompt.begin(), prompt.end());
@@ -70,8 +74,12 @@ Result<GenerateResult> Generate(Transformer& transformer,
 Result<PerplexityResult> Perplexity(Transformer& transformer,
                                     std::span<const int32_t> text_ids,
                                     int ctx, int max_windows,
+                                    kernels::DType kv_type,
                                     const ProgressCallback& progress) {
   if (ctx < 2) return Status::InvalidArgument("perplexity: ctx must be >= 2");
+  if (!kernels::IsAttentionKvType(kv_type)) {
+    return Status::InvalidArgument("perplexity: KV type must be f32, f16 or bf16");
+  }
   const size_t per_window = ctx - 1;
   int windows = static_cast<int>(text_ids.size() / per_window);
   if (max_windows > 0) windows = std::min(windows, max_windows);
@@ -85,7 +93,7 @@ Result<PerplexityResult> Perplexity(Transformer& transformer,
   if (bos < 0) {
     return Status::InvalidArgument("perplexity: the vocabulary has no BOS");
   }
-  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, ctx);
+  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, ctx, kv_type);
   std::vector<float> logits(size_t(ctx) * c.vocab_size);
   std::vector<int32_t> window(ctx);
   double nll_sum = 0;

@@ -22,6 +22,7 @@ namespace kvstash {
 struct GenerateOptions {
   int n_predict = 128;       // tokens to generate at most
   bool stop_at_eos = true;   // end early when the model emits EOS
+  kernels::DType kv_type = kernels::DType::kF16;  // f32, f16 or bf16
   SamplerOptions sampling;
 };
 
@@ -57,11 +58,13 @@ using ProgressCallback = std::function<void(int done, int total)>;
 
 // Splits `text_ids` (without BOS) into consecutive windows of ctx - 1 tokens,
 // scores each as BOS + window in one forward pass, and predicts every token
-// of the window. At most `max_windows` windows (0: as many as fit).
-// InvalidArgument when ctx < 2 or there is not one full window.
+// of the window. At most `max_windows` windows (0: as many as fit). K/V are
+// kept as `kv_type`. InvalidArgument when ctx < 2 or there is not one full
+// window.
 Result<PerplexityResult> Perplexity(Transformer& transformer,
                                     std::span<const int32_t> text_ids,
                                     int ctx, int max_windows,
+                                    kernels::DType kv_type,
                                     const ProgressCallback& progress);
 
 }  // namespace kvstash

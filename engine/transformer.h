@@ -10,16 +10,22 @@
 //               h = RMSNorm(x); x += Wdown · (silu(h·Wgate) * (h·Wup))
 //   logits = RMSNorm(x) · Wout
 //
-// K/V are reached only through KvView. Scratch buffers are owned by the
-// Transformer and grow to the largest batch seen. Not thread-safe: one
-// Transformer per thread of forward passes; the Model may be shared.
+// The products and attention run on the fast kernels (kernels/*_fast.h),
+// split over the rows of each matrix and over (kv head, token) pairs across
+// the workers of a ThreadPool. K/V are reached only through KvView. Scratch
+// buffers are owned by the Transformer and grow to the largest batch seen, so
+// steady-state decode allocates nothing. Not thread-safe: one Transformer per
+// sequence being computed at a time; the Model and the pool may be shared
+// with other Transformers used one after another.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_pool.h"
 #include "engine/kv_cache.h"
 #include "model/model.h"
 
@@ -27,7 +33,10 @@ namespace kvstash {
 
 class Transformer {
  public:
-  explicit Transformer(const Model& model);
+  // `pool` may be null (everything runs on the calling thread); it must
+  // outlive the Transformer.
+  explicit Transformer(const Model& model, ThreadPool* pool = nullptr);
+  ~Transformer();
 
   const Model& model() const { return model_; }
 
@@ -40,23 +49,23 @@ class Transformer {
                  bool all_logits, float* logits);
 
  private:
+  struct Product {
+    const WeightMatrix* w;
+    float* y;  // [n][w->rows]
+  };
+  struct Buffers;
+
   void EnsureScratch(size_t n);
+  // y = W x for every product, x: [n][cols] shared by all; one ParallelFor.
+  void Project(const float* x, size_t n, std::span<const Product> products);
+  // Runs fn(begin, end) over [0, n) split across the pool.
+  template <typename Fn>
+  void ForRanges(size_t n, const Fn& fn);
   void Attend(int layer, size_t n, int pos, const KvView& kv);
 
   const Model& model_;
-  size_t scratch_tokens_ = 0;
-  // Activations of the current batch, [n][width] each.
-  std::vector<float> x_;       // residual stream [n][dim]
-  std::vector<float> xb_;      // normed input [n][dim]
-  std::vector<float> q_;       // [n][q_dim]
-  std::vector<float> k_;       // [n][kv_dim]
-  std::vector<float> v_;       // [n][kv_dim]
-  std::vector<float> att_;     // attention output [n][q_dim]
-  std::vector<float> proj_;    // output projections [n][dim]
-  std::vector<float> gate_;    // [n][ffn_dim]
-  std::vector<float> up_;      // [n][ffn_dim]
-  std::vector<float> scores_;  // attention scores [max positions]
-  std::vector<kernels::KvRun> runs_;
+  ThreadPool* pool_;
+  std::unique_ptr<Buffers> buf_;
 };
 
 }  // namespace kvstash

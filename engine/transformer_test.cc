@@ -284,8 +284,29 @@ Result<TinyModel> BuildTinyModel(const TinySpec& s, const std::string& name) {
 
 using Vec = std::vector<double>;
 
-// y = W x for W [rows][x.size()].
-Vec MatVec(const std::vector<float>& w, const Vec& x) {
+// x as the matmul kernels see it for weights of type `t`: q8_0 and q4_0
+// weights meet activations quantized per block of 32 (kernels/matmul_fast.h:
+// d = max|x| / 127 in f32, q = round-half-even(x / d)).
+Vec AsSeenBy(DType t, const Vec& x) {
+  if (t != DType::kQ8_0 && t != DType::kQ4_0) return x;
+  Vec out(x.size());
+  for (size_t b = 0; b < x.size(); b += 32) {
+    float amax = 0.0f;
+    for (size_t i = b; i < b + 32; ++i) {
+      amax = std::max(amax, std::abs(float(x[i])));
+    }
+    const float d = amax / 127.0f;
+    for (size_t i = b; i < b + 32; ++i) {
+      out[i] = d == 0.0f ? 0.0 : d * std::nearbyint(float(x[i]) / d);
+    }
+  }
+  return out;
+}
+
+// y = W x for W [rows][x.size()] of weight type `t`.
+Vec MatVec(const std::vector<float>& w, const Vec& x_in,
+           DType t = DType::kF32) {
+  const Vec x = AsSeenBy(t, x_in);
   const size_t cols = x.size(), rows = w.size() / cols;
   Vec y(rows, 0.0);
   for (size_t r = 0; r < rows; ++r) {
@@ -343,9 +364,9 @@ std::vector<Vec> ReferenceLogits(const TinySpec& s, const Weights& w,
     std::vector<Vec> q(n), k(n), v(n);
     for (size_t t = 0; t < n; ++t) {
       const Vec h = RmsNorm(x[t], lw.attn_norm, s.rms_eps);
-      q[t] = MatVec(lw.wq, h);
-      k[t] = MatVec(lw.wk, h);
-      v[t] = MatVec(lw.wv, h);
+      q[t] = MatVec(lw.wq, h, s.matrix_type);
+      k[t] = MatVec(lw.wk, h, s.matrix_type);
+      v[t] = MatVec(lw.wv, h, s.matrix_type);
       if (s.qkv_bias) {
         AddTo(q[t], lw.bq);
         AddTo(k[t], lw.bk);
@@ -373,22 +394,22 @@ std::vector<Vec> ReferenceLogits(const TinySpec& s, const Weights& w,
           }
         }
       }
-      AddTo(x[t], MatVec(lw.wo, att));
+      AddTo(x[t], MatVec(lw.wo, att, s.matrix_type));
     }
     for (size_t t = 0; t < n; ++t) {
       const Vec h = RmsNorm(x[t], lw.ffn_norm, s.rms_eps);
-      Vec gate = MatVec(lw.gate, h);
-      const Vec up = MatVec(lw.up, h);
+      Vec gate = MatVec(lw.gate, h, s.matrix_type);
+      const Vec up = MatVec(lw.up, h, s.matrix_type);
       for (size_t i = 0; i < gate.size(); ++i) {
         gate[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];
       }
-      AddTo(x[t], MatVec(lw.down, gate));
+      AddTo(x[t], MatVec(lw.down, gate, s.matrix_type));
     }
   }
   std::vector<Vec> logits(n);
   for (size_t t = 0; t < n; ++t) {
     logits[t] = MatVec(s.tied ? w.embd : w.output,
-                       RmsNorm(x[t], w.output_norm, s.rms_eps));
+                       RmsNorm(x[t], w.output_norm, s.rms_eps), s.matrix_type);
   }
   return logits;
 }
@@ -421,7 +442,8 @@ std::vector<int32_t> Prompt(int vocab, int n) {
 
 ContiguousKvCache NewCache(const Model& m, int capacity = kKvCapacity) {
   const ModelConfig& c = m.config();
-  return ContiguousKvCache(c.n_layers, c.n_kv_heads, c.head_dim, capacity);
+  return ContiguousKvCache(c.n_layers, c.n_kv_heads, c.head_dim, capacity,
+                           DType::kF32);
 }
 
 // All logits ([n][vocab]) of `tokens` run from position 0 in one call.

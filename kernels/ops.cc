@@ -23,18 +23,21 @@ void RmsNorm(const float* x, const float* weight, size_t n, float eps,
   for (size_t i = 0; i < n; ++i) out[i] = weight[i] * (inv_rms * x[i]);
 }
 
+float RopeAngle(int pos, size_t j, size_t rot_dims, float base) {
+  const float freq = 1.0f / std::pow(base, static_cast<float>(2 * j) /
+                                               static_cast<float>(rot_dims));
+  return static_cast<float>(pos) * freq;
+}
+
 void Rope(float* x, size_t n_heads, size_t head_dim, size_t rot_dims, int pos,
           float base, RopeStyle style) {
   KV_CHECK(rot_dims % 2 == 0 && rot_dims <= head_dim);
   const size_t half = rot_dims / 2;
   for (size_t j = 0; j < half; ++j) {
-    const float freq = 1.0f / std::pow(base, static_cast<float>(2 * j) /
-                                                 static_cast<float>(rot_dims));
-    const float val = static_cast<float>(pos) * freq;
+    const float val = RopeAngle(pos, j, rot_dims, base);
     const float fcr = std::cos(val);
     const float fci = std::sin(val);
-    const size_t i0 = style == RopeStyle::kAdjacent ? 2 * j : j;
-    const size_t i1 = style == RopeStyle::kAdjacent ? 2 * j + 1 : j + half;
+    const auto [i0, i1] = RopePair(style, j, rot_dims);
     for (size_t h = 0; h < n_heads; ++h) {
       float* head = x + h * head_dim;
       const float v0 = head[i0];

@@ -74,7 +74,7 @@ PerplexityResult ValidationPerplexity(const Model& model, int windows) {
   const std::vector<int32_t> ids =
       model.tokenizer().Encode(text->substr(0, 12000 * windows), false);
   Transformer t(model);
-  auto r = Perplexity(t, ids, 257, windows, nullptr);
+  auto r = Perplexity(t, ids, 257, windows, kernels::DType::kF32, nullptr);
   EXPECT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->windows, windows);
   return r.ok() ? *r : PerplexityResult{};

@@ -1,0 +1,34 @@
+// Probes of this machine's limits, measured in the same run as a benchmark so
+// that a benchmark can report ratios (achieved / possible) that hold on a
+// shared, noisy machine:
+//   - memory read bandwidth: every worker of the pool streams its slice of a
+//     buffer far larger than the last-level cache;
+//   - compute peak: every worker runs a loop of independent SIMD multiply-adds
+//     of the instruction family a weight type's kernel uses (f32 FMA for
+//     f32/f16 weights, bf16 dot products for bf16, int8 dot products for
+//     q8_0/q4_0), with the widest vectors the CPU has.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "base/thread_pool.h"
+#include "kernels/dtype.h"
+
+namespace kvstash::bench {
+
+// Bytes per second of reading `bytes` (rounded down to 4 KiB) split across
+// the pool's workers: the median of `repeats` passes.
+double MeasureReadBandwidth(ThreadPool& pool, size_t bytes, int repeats);
+
+struct ComputePeak {
+  double ops_per_s = 0;     // multiply-adds count 2 operations per lane
+  std::string instruction;  // e.g. "vfmadd231ps zmm", "vpdpbusd zmm"
+};
+
+// The peak of the instruction family used for weights of type `t`, over all
+// workers at once: the median of `repeats` runs.
+ComputePeak MeasureComputePeak(ThreadPool& pool, kernels::DType t,
+                               int repeats);
+
+}  // namespace kvstash::bench

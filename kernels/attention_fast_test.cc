@@ -1,0 +1,189 @@
+#include "kernels/attention_fast.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "hwy/tests/hwy_gtest.h"
+#include "kernels/attention.h"
+#include "kernels/attention_test_util.h"
+#include "kernels/test_util.h"
+
+namespace kvstash::kernels {
+namespace {
+
+using testing::kKvTypes;
+using testing::RandomFloats;
+using testing::TestKv;
+
+// Every test runs once per Highway target that this CPU supports.
+class AttentionFastTest : public hwy::TestWithParamTarget {};
+// (HWY_TARGET_INSTANTIATE_TEST_SUITE_P, spelled out: its unqualified
+// `testing::` would find kvstash::kernels::testing.)
+INSTANTIATE_TEST_SUITE_P(
+    AttentionFastTestGroup, AttentionFastTest,
+    ::testing::ValuesIn(::hwy::SupportedAndGeneratedTargets()),
+    ::hwy::TestParamTargetName);
+
+// AttentionFast with `out` followed by a guard value that must survive; out
+// starts as NaN, which must not leak into the result.
+std::vector<float> RunFast(const std::vector<float>& q, size_t n_q,
+                           size_t head_dim, DType kv_type,
+                           std::span<const KvRun> runs, size_t n_ctx,
+                           float scale) {
+  constexpr float kGuard = 12345.0f;
+  std::vector<float> out(n_q * head_dim + 1, NAN);
+  out.back() = kGuard;
+  AttentionFast(q.data(), n_q, head_dim, kv_type, runs, n_ctx, scale,
+                out.data());
+  EXPECT_EQ(out.back(), kGuard) << "wrote past out";
+  out.pop_back();
+  return out;
+}
+
+std::vector<float> RunReference(const std::vector<float>& q, size_t n_q,
+                                size_t head_dim, DType kv_type,
+                                std::span<const KvRun> runs, size_t n_ctx,
+                                float scale) {
+  std::vector<float> scores(n_ctx);
+  std::vector<float> out(n_q * head_dim);
+  Attention(q.data(), n_q, head_dim, kv_type, runs, n_ctx, scale, scores.data(),
+            out.data());
+  return out;
+}
+
+// Runs of 0..40 positions covering n_ctx plus 0..20 positions more, so that
+// n_ctx ends inside a run, at its end, or before empty runs.
+std::vector<size_t> RandomRunSizes(std::mt19937& rng, size_t n_ctx) {
+  std::uniform_int_distribution<size_t> run_size(0, 40);
+  const size_t total =
+      n_ctx + std::uniform_int_distribution<size_t>(0, 20)(rng);
+  std::vector<size_t> sizes;
+  for (size_t sum = 0; sum < total;) {
+    sizes.push_back(std::min(run_size(rng), total - sum));
+    sum += sizes.back();
+  }
+  return sizes;
+}
+
+// Every output within 1e-5 of the reference (|v| <= 1, so 1e-5 of max |v|).
+constexpr double kTolerance = 1e-5;
+
+TEST_P(AttentionFastTest, MatchesReference) {
+  std::mt19937 rng(41);
+  // Tile and block edges first, then anything up to 600.
+  const size_t kEdgeCtx[] = {1, 2, 3, 4, 5, 15, 16, 17, 32, 33, 600};
+  std::uniform_int_distribution<size_t> any_ctx(1, 600);
+  size_t n_case = 0;
+  for (DType type : kKvTypes) {
+    for (size_t n_q = 1; n_q <= 8; ++n_q) {
+      for (size_t head_dim : {8, 64, 80, 128, 36, 3}) {
+        const size_t n_ctx =
+            n_case < std::size(kEdgeCtx) ? kEdgeCtx[n_case] : any_ctx(rng);
+        ++n_case;
+        TestKv kv(type, head_dim, RandomRunSizes(rng, n_ctx), rng);
+        const std::vector<float> q =
+            RandomFloats(rng, n_q * head_dim, -2.0f, 2.0f);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+        const std::vector<float> fast =
+            RunFast(q, n_q, head_dim, type, kv.runs(), n_ctx, scale);
+        const std::vector<float> ref =
+            RunReference(q, n_q, head_dim, type, kv.runs(), n_ctx, scale);
+        for (size_t i = 0; i < fast.size(); ++i) {
+          ASSERT_NEAR(fast[i], ref[i], kTolerance)
+              << DTypeName(type) << " n_q " << n_q << " head_dim " << head_dim
+              << " n_ctx " << n_ctx << " element " << i;
+        }
+      }
+    }
+  }
+}
+
+// Scores spread over [-30, 30]: many tiles raise the running max, and the
+// weights span many orders of magnitude.
+TEST_P(AttentionFastTest, WideScoresMatchReference) {
+  std::mt19937 rng(42);
+  for (DType type : kKvTypes) {
+    for (size_t n_ctx : {17, 300}) {
+      TestKv kv(type, 64, RandomRunSizes(rng, n_ctx), rng);
+      const std::vector<float> q = RandomFloats(rng, 4 * 64, -2.0f, 2.0f);
+      const std::vector<float> fast =
+          RunFast(q, 4, 64, type, kv.runs(), n_ctx, 1.0f);
+      const std::vector<float> ref =
+          RunReference(q, 4, 64, type, kv.runs(), n_ctx, 1.0f);
+      for (size_t i = 0; i < fast.size(); ++i) {
+        ASSERT_NEAR(fast[i], ref[i], kTolerance)
+            << DTypeName(type) << " n_ctx " << n_ctx << " element " << i;
+      }
+    }
+  }
+}
+
+// Groups larger than one pass (8 heads) take several passes.
+TEST_P(AttentionFastTest, LargeGroupsMatchReference) {
+  std::mt19937 rng(43);
+  for (size_t n_q : {9, 12, 16}) {
+    TestKv kv(DType::kF16, 40, {50, 30}, rng);
+    const std::vector<float> q = RandomFloats(rng, n_q * 40, -2.0f, 2.0f);
+    const std::vector<float> fast =
+        RunFast(q, n_q, 40, DType::kF16, kv.runs(), 77, 0.2f);
+    const std::vector<float> ref =
+        RunReference(q, n_q, 40, DType::kF16, kv.runs(), 77, 0.2f);
+    for (size_t i = 0; i < fast.size(); ++i) {
+      ASSERT_NEAR(fast[i], ref[i], kTolerance) << "n_q " << n_q << " " << i;
+    }
+  }
+}
+
+// Tiles follow positions, not runs: the split into runs changes nothing.
+TEST_P(AttentionFastTest, SplitRunsEqualOneRun) {
+  std::mt19937 rng(44);
+  for (DType type : kKvTypes) {
+    TestKv kv(type, 24, {3, 0, 16, 1, 29, 7}, rng);
+    const std::vector<float> q = RandomFloats(rng, 3 * 24);
+    const KvRun whole[] = {kv.Whole()};
+    for (size_t n_ctx : {1, 19, 20, 50, 56}) {
+      EXPECT_EQ(RunFast(q, 3, 24, type, kv.runs(), n_ctx, 0.3f),
+                RunFast(q, 3, 24, type, whole, n_ctx, 0.3f))
+          << DTypeName(type) << " n_ctx " << n_ctx;
+    }
+  }
+}
+
+// A head's result does not depend on the heads computed beside it.
+TEST_P(AttentionFastTest, HeadsOfAGroupAreIndependent) {
+  std::mt19937 rng(45);
+  constexpr size_t kNq = 11;
+  constexpr size_t kDim = 20;
+  TestKv kv(DType::kBF16, kDim, {10, 40}, rng);
+  const std::vector<float> q = RandomFloats(rng, kNq * kDim);
+  const std::vector<float> group =
+      RunFast(q, kNq, kDim, DType::kBF16, kv.runs(), 45, 0.5f);
+  for (size_t h = 0; h < kNq; ++h) {
+    const std::vector<float> qh(q.begin() + h * kDim,
+                                q.begin() + (h + 1) * kDim);
+    EXPECT_EQ(std::vector<float>(group.begin() + h * kDim,
+                                 group.begin() + (h + 1) * kDim),
+              RunFast(qh, 1, kDim, DType::kBF16, kv.runs(), 45, 0.5f))
+        << "head " << h;
+  }
+}
+
+TEST_P(AttentionFastTest, OnePositionReturnsItsValue) {
+  std::mt19937 rng(46);
+  for (DType type : kKvTypes) {
+    TestKv kv(type, 19, {4}, rng);
+    const std::vector<float> q = RandomFloats(rng, 2 * 19);
+    const std::vector<float> out = RunFast(q, 2, 19, type, kv.runs(), 1, 1.0f);
+    for (size_t i = 0; i < out.size(); ++i) {
+      EXPECT_EQ(out[i], kv.V(0, i % 19)) << DTypeName(type) << " " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvstash::kernels

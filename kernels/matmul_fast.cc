@@ -1,0 +1,734 @@
+// Highway compiles this file once per CPU target (foreach_target.h) and picks
+// one at run time. Each weight type has a "kernel": a small struct that loads
+// one step of a weight row (W) and of an activation row (X) in compute form,
+// multiplies them into an accumulator (Mac) and reduces it to a float. One
+// driver (Tile) runs any kernel over a tile of rows x tokens.
+//
+// On the AVX3_DL target (AVX-512 with VNNI, enabled by HWY_WANT_AVX3_DL) the
+// quantized types use vpdpbusd and bf16 uses vdpbf16ps (when the CPU has
+// AVX512_BF16), written with intrinsics; every other target uses the portable
+// kernels. Highway 1.0.3 has neither instruction as an op.
+
+#include "kernels/matmul_fast.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "base/check.h"
+#include "kernels/dtype.h"
+
+#ifndef KVSTASH_KERNELS_MATMUL_FAST_SHARED_
+#define KVSTASH_KERNELS_MATMUL_FAST_SHARED_
+
+namespace kvstash::kernels::matmul_fast {
+
+// Prepared bf16 activation rows are zero-padded to a multiple of this, one
+// AVX-512 vector of bf16, so that the kernels never load a partial row.
+inline constexpr size_t kBf16RowPad = 32;
+
+inline size_t Bf16RowStride(size_t cols) {
+  return (cols + kBf16RowPad - 1) / kBf16RowPad * kBf16RowPad;
+}
+
+// Prepared quantized activations: int8 [n][cols], then at this offset the f32
+// scales [n][cols / kQuantBlock].
+inline size_t QuantScalesOffset(size_t cols, size_t n) {
+  return (n * cols + 63) / 64 * 64;
+}
+
+// Columns are summed in chunks of 4 KiB of activations per token (1024 f32,
+// 2048 bf16 or 4096 int8 elements): y[t][r] is the sum, in chunk order, of
+// the reduced dot product of each chunk. The chunks depend on cols and the
+// kernel only, so results do not depend on the loop order; a tile's
+// activations stay in L1 while its rows stream past.
+inline constexpr size_t kChunkActivationBytes = 4096;
+
+// Weight bytes of one chunk of a row block: the block stays in L2 (1 MiB per
+// core on the target machine) while every token tile of a batch passes over
+// it.
+inline constexpr size_t kRowBlockBytes = 512 << 10;
+
+}  // namespace kvstash::kernels::matmul_fast
+
+#endif  // KVSTASH_KERNELS_MATMUL_FAST_SHARED_
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/matmul_fast.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+#if HWY_TARGET == HWY_AVX3_DL
+// Highway's AVX3_DL target string lacks these; both are used below only after
+// a run-time check. 256-bit vpdpbusd is avoided: with AVX-VNNI also enabled,
+// GCC emits its VEX form, which AVX-512 VNNI CPUs without AVX-VNNI lack.
+#pragma GCC push_options
+#pragma GCC target("avx512vnni,avx512bf16")
+#endif
+namespace kvstash::kernels::HWY_NAMESPACE {
+namespace {
+
+namespace hn = hwy::HWY_NAMESPACE;
+using namespace kvstash::kernels::matmul_fast;  // NOLINT(build/namespaces)
+
+using DF = hn::ScalableTag<float>;
+
+// Rows x tokens per tile: the accumulators must fit the register file (32
+// vector registers with AVX-512, 16 below).
+#if HWY_MAX_BYTES >= 64
+constexpr size_t kFloatRows = 4, kFloatTokens = 6;
+constexpr size_t kQuantRows = 4, kQuantTokens = 3;
+#elif HWY_MAX_BYTES == 32
+constexpr size_t kFloatRows = 3, kFloatTokens = 3;
+constexpr size_t kQuantRows = 2, kQuantTokens = 2;
+#else
+constexpr size_t kFloatRows = 2, kFloatTokens = 2;
+constexpr size_t kQuantRows = 2, kQuantTokens = 2;
+#endif
+
+HWY_INLINE float HalfToFloat(const uint16_t* bits) {
+  const hn::CappedTag<float, 1> d1;
+  const hn::Rebind<hwy::float16_t, decltype(d1)> dh1;
+  return hn::GetLane(hn::PromoteTo(
+      d1, hn::LoadU(dh1, reinterpret_cast<const hwy::float16_t*>(bits))));
+}
+
+// ---------------------------------------------------------------- the driver
+
+// Steps [step_begin, step_end) of a row, plus the partial last step if
+// `tail`. The first chunk of a row stores its sum in y, later ones add theirs.
+struct Chunk {
+  size_t step_begin;
+  size_t step_end;
+  bool tail;
+  bool first;
+};
+
+// acc[r][t] = Mac(acc[r][t], w[r], load_x(t)) for one step.
+template <size_t kR, size_t kT, class K, class W, class LoadX>
+HWY_INLINE void MacTile(const K& k, typename K::Acc (&acc)[kR][kT],
+                        const W (&w)[kR], const LoadX& load_x) {
+#pragma GCC unroll 8
+  for (size_t t = 0; t < kT; ++t) {
+    const typename K::X x = load_x(t);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < kR; ++r) acc[r][t] = k.Mac(acc[r][t], w[r], x);
+  }
+}
+
+// y[t * ldy + r] (+)= dot over chunk c of (row r, token t0 + t) for r < kR,
+// t < kT, where row r starts at w + r * row_bytes. Every (r, t) goes through
+// the same operations whatever kR and kT are.
+template <size_t kR, size_t kT, class K>
+HWY_INLINE void Tile(const K& k, const uint8_t* w, size_t row_bytes, size_t t0,
+                     const Chunk& c, float* y, size_t ldy) {
+  typename K::Acc acc[kR][kT];
+#pragma GCC unroll 8
+  for (size_t r = 0; r < kR; ++r) {
+#pragma GCC unroll 8
+    for (size_t t = 0; t < kT; ++t) acc[r][t] = k.Zero();
+  }
+  typename K::W wv[kR];
+  for (size_t s = c.step_begin; s < c.step_end; ++s) {
+#pragma GCC unroll 8
+    for (size_t r = 0; r < kR; ++r) wv[r] = k.LoadW(w + r * row_bytes, s);
+    MacTile(k, acc, wv, [&](size_t t) { return k.LoadX(t0 + t, s); });
+  }
+  if (c.tail) {
+#pragma GCC unroll 8
+    for (size_t r = 0; r < kR; ++r) wv[r] = k.LoadWTail(w + r * row_bytes);
+    MacTile(k, acc, wv, [&](size_t t) { return k.LoadXTail(t0 + t); });
+  }
+#pragma GCC unroll 8
+  for (size_t r = 0; r < kR; ++r) {
+#pragma GCC unroll 8
+    for (size_t t = 0; t < kT; ++t) {
+      const float sum = k.Reduce(acc[r][t]);
+      float& out = y[t * ldy + r];
+      out = c.first ? sum : out + sum;
+    }
+  }
+}
+
+// Splits a row of `steps` whole steps (plus a partial one if `tail`) into
+// chunks of K::kChunkElems elements.
+template <class K>
+class Chunks {
+ public:
+  explicit Chunks(const K& k)
+      : steps_(k.steps),
+        tail_(k.has_tail),
+        count_(std::max<size_t>(
+            1, (k.steps + (k.has_tail ? 1 : 0) + kPerChunk - 1) / kPerChunk)) {}
+  size_t count() const { return count_; }
+  Chunk operator[](size_t c) const {
+    return Chunk{std::min(steps_, c * kPerChunk),
+                 std::min(steps_, (c + 1) * kPerChunk),
+                 tail_ && c + 1 == count_, c == 0};
+  }
+
+ private:
+  static constexpr size_t kPerChunk = K::kChunkElems / K::kStepElems;
+  static_assert(K::kChunkElems % K::kStepElems == 0);
+  size_t steps_;
+  bool tail_;
+  size_t count_;
+};
+
+// Chunks [c_begin, c_end) of rows [r_begin, r_end) for the nt <= kT tokens
+// from t0, row tile by row tile.
+template <class K, size_t kT = K::kTokens>
+void TokenTile(const K& k, const uint8_t* w, size_t row_bytes, size_t r_begin,
+               size_t r_end, size_t t0, size_t nt, const Chunks<K>& chunks,
+               size_t c_begin, size_t c_end, float* y, size_t ldy) {
+  if constexpr (kT > 1) {
+    if (nt < kT) {
+      return TokenTile<K, kT - 1>(k, w, row_bytes, r_begin, r_end, t0, nt,
+                                  chunks, c_begin, c_end, y, ldy);
+    }
+  }
+  float* y_t0 = y + t0 * ldy;
+  size_t r = r_begin;
+  for (; r + K::kRows <= r_end; r += K::kRows) {
+    for (size_t c = c_begin; c < c_end; ++c) {
+      Tile<K::kRows, kT>(k, w + r * row_bytes, row_bytes, t0, chunks[c],
+                         y_t0 + r, ldy);
+    }
+  }
+  for (; r < r_end; ++r) {
+    for (size_t c = c_begin; c < c_end; ++c) {
+      Tile<1, kT>(k, w + r * row_bytes, row_bytes, t0, chunks[c], y_t0 + r,
+                  ldy);
+    }
+  }
+}
+
+template <class K>
+void RunKernel(const K& k, const uint8_t* w, size_t row_bytes, size_t cols,
+               size_t n, size_t row_begin, size_t row_end, float* y,
+               size_t ldy) {
+  const Chunks<K> chunks(k);
+  if (n <= K::kTokens) {
+    // One token tile: each row tile streams through its rows once.
+    TokenTile(k, w, row_bytes, row_begin, row_end, 0, n, chunks, 0,
+              chunks.count(), y, ldy);
+    return;
+  }
+  // A batch: for each block of rows and each chunk, all token tiles pass over
+  // the block's weights while they sit in L2.
+  const size_t chunk_bytes = row_bytes * std::min(cols, K::kChunkElems) / cols;
+  const size_t block_rows =
+      std::max(K::kRows, kRowBlockBytes / chunk_bytes / K::kRows * K::kRows);
+  for (size_t rb = row_begin; rb < row_end; rb += block_rows) {
+    const size_t re = std::min(row_end, rb + block_rows);
+    for (size_t c = 0; c < chunks.count(); ++c) {
+      for (size_t t0 = 0; t0 < n; t0 += K::kTokens) {
+        TokenTile(k, w, row_bytes, rb, re, t0, std::min(K::kTokens, n - t0),
+                  chunks, c, c + 1, y, ldy);
+      }
+    }
+  }
+}
+
+// ----------------------------------------------------------- float kernels
+
+// Weights of float type T (float, hwy::float16_t, hwy::bfloat16_t) widened to
+// f32, times f32 activations, with FMA.
+template <typename T>
+struct WidenKernel {
+  static constexpr size_t kRows = kFloatRows;
+  static constexpr size_t kTokens = kFloatTokens;
+  static constexpr size_t kLanes = HWY_LANES(float);
+  static constexpr size_t kStepElems = kLanes;
+  static constexpr size_t kChunkElems = kChunkActivationBytes / sizeof(float);
+  using W = hn::Vec<DF>;
+  using X = hn::Vec<DF>;
+  using Acc = hn::Vec<DF>;
+
+  WidenKernel(const float* x, size_t cols)
+      : x(x),
+        cols(cols),
+        steps(cols / hn::Lanes(DF())),
+        has_tail(cols % hn::Lanes(DF()) != 0) {}
+
+  static W Widen(const T* p) {
+    if constexpr (std::is_same_v<T, float>) {
+      return hn::LoadU(DF(), p);
+    } else {
+      return hn::PromoteTo(DF(), hn::LoadU(hn::Rebind<T, DF>(), p));
+    }
+  }
+  W LoadW(const uint8_t* row, size_t s) const {
+    return Widen(reinterpret_cast<const T*>(row) + s * hn::Lanes(DF()));
+  }
+  W LoadWTail(const uint8_t* row) const {
+    HWY_ALIGN T buf[kLanes] = {};
+    const size_t done = steps * hn::Lanes(DF());
+    std::memcpy(buf, reinterpret_cast<const T*>(row) + done,
+                (cols - done) * sizeof(T));
+    return Widen(buf);
+  }
+  X LoadX(size_t t, size_t s) const {
+    return hn::LoadU(DF(), x + t * cols + s * hn::Lanes(DF()));
+  }
+  X LoadXTail(size_t t) const {
+    HWY_ALIGN float buf[kLanes] = {};
+    const size_t done = steps * hn::Lanes(DF());
+    std::memcpy(buf, x + t * cols + done, (cols - done) * sizeof(float));
+    return hn::Load(DF(), buf);
+  }
+  Acc Zero() const { return hn::Zero(DF()); }
+  Acc Mac(Acc acc, W w, X xv) const { return hn::MulAdd(w, xv, acc); }
+  float Reduce(Acc acc) const { return hn::GetLane(hn::SumOfLanes(DF(), acc)); }
+
+  const float* x;  // [n][cols]
+  size_t cols;
+  size_t steps;  // whole vectors per row
+  bool has_tail;
+};
+
+// ------------------------------------------------------- quantized kernels
+
+// Prepared Q8_0-like activations (see PrepareActivations).
+struct QuantActivations {
+  QuantActivations(const void* prepared, size_t cols, size_t n)
+      : q(static_cast<const int8_t*>(prepared)),
+        d(reinterpret_cast<const float*>(static_cast<const uint8_t*>(prepared) +
+                                         QuantScalesOffset(cols, n))) {}
+  const int8_t* q;  // [n][cols]
+  const float* d;   // [n][cols / kQuantBlock]
+};
+
+// Portable: one block per step; int8 widened to int16, pairwise multiplied
+// and added into int32 lanes, converted to f32 and scaled by d_w * d_x.
+using D16 = hn::ScalableTag<int16_t>;
+using D32 = hn::ScalableTag<int32_t>;
+constexpr size_t kBlockVecs = kQuantBlock / HWY_LANES(int16_t);
+static_assert(kBlockVecs >= 1 && kQuantBlock % HWY_LANES(int16_t) == 0);
+
+struct IntBlock {
+  hn::Vec<D16> q[kBlockVecs];
+  float d;
+};
+
+HWY_INLINE IntBlock LoadIntBlock(const int8_t* q, float d) {
+  const hn::Rebind<int8_t, D16> d8;
+  IntBlock b;
+  for (size_t v = 0; v < kBlockVecs; ++v) {
+    b.q[v] = hn::PromoteTo(D16(), hn::LoadU(d8, q + v * hn::Lanes(D16())));
+  }
+  b.d = d;
+  return b;
+}
+
+template <DType kType>
+struct IntKernel {
+  static constexpr size_t kRows = kQuantRows;
+  static constexpr size_t kTokens = kQuantTokens;
+  static constexpr size_t kStepElems = kQuantBlock;
+  static constexpr size_t kChunkElems = kChunkActivationBytes;
+  using W = IntBlock;
+  using X = IntBlock;
+  using Acc = hn::Vec<DF>;
+
+  IntKernel(const void* prepared, size_t cols, size_t n)
+      : xa(prepared, cols, n), cols(cols), steps(cols / kQuantBlock) {}
+
+  W LoadW(const uint8_t* row, size_t s) const {
+    if constexpr (kType == DType::kQ8_0) {
+      const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[s];
+      return LoadIntBlock(b.qs, HalfToFloat(&b.d));
+    } else {
+      const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(row)[s];
+      HWY_ALIGN int8_t q[kQuantBlock];  // nibble - 8, in element order
+      constexpr size_t kHalf = kQuantBlock / 2;
+#if HWY_TARGET == HWY_SCALAR
+      for (size_t j = 0; j < kHalf; ++j) {
+        q[j] = static_cast<int8_t>((b.qs[j] & 0xF) - 8);
+        q[j + kHalf] = static_cast<int8_t>((b.qs[j] >> 4) - 8);
+      }
+#else
+      const hn::Full128<uint8_t> d8;
+      const hn::RebindToSigned<decltype(d8)> di8;
+      const hn::Vec<decltype(d8)> packed = hn::LoadU(d8, b.qs);
+      const hn::Vec<decltype(d8)> eight = hn::Set(d8, 8);
+      hn::Store(
+          hn::BitCast(di8, hn::Sub(hn::And(packed, hn::Set(d8, 0xF)), eight)),
+          di8, q);
+      hn::Store(hn::BitCast(di8, hn::Sub(hn::ShiftRight<4>(packed), eight)),
+                di8, q + kHalf);
+#endif
+      return LoadIntBlock(q, HalfToFloat(&b.d));
+    }
+  }
+  X LoadX(size_t t, size_t s) const {
+    return LoadIntBlock(xa.q + t * cols + s * kQuantBlock, xa.d[t * steps + s]);
+  }
+  // Never called: rows of whole blocks have no tail (has_tail is false).
+  W LoadWTail(const uint8_t* row) const { return LoadW(row, 0); }
+  X LoadXTail(size_t t) const { return LoadX(t, 0); }
+  Acc Zero() const { return hn::Zero(DF()); }
+  Acc Mac(Acc acc, const W& w, const X& xb) const {
+    hn::Vec<D32> sum0 = hn::Zero(D32());
+    hn::Vec<D32> sum1 = hn::Zero(D32());
+    for (size_t v = 0; v < kBlockVecs; ++v) {
+      sum0 = hn::ReorderWidenMulAccumulate(D32(), w.q[v], xb.q[v], sum0, sum1);
+    }
+    const hn::Vec<D32> sum = hn::RearrangeToOddPlusEven(sum0, sum1);
+    return hn::MulAdd(hn::ConvertTo(DF(), sum), hn::Set(DF(), w.d * xb.d), acc);
+  }
+  float Reduce(Acc acc) const { return hn::GetLane(hn::SumOfLanes(DF(), acc)); }
+
+  QuantActivations xa;
+  size_t cols;
+  size_t steps;  // blocks per row
+  static constexpr bool has_tail = false;
+};
+
+#if HWY_TARGET == HWY_AVX3_DL
+
+bool CpuHasAvx512Vnni() {
+  static const bool has = __builtin_cpu_supports("avx512vnni");
+  return has;
+}
+
+bool CpuHasAvx512Bf16() {
+  static const bool has = __builtin_cpu_supports("avx512bf16");
+  return has;
+}
+
+// [a x 8, b x 8] from the two low lanes of `ab`.
+HWY_INLINE __m512 SpreadPair(__m128 ab) {
+  const __m512i index =
+      _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_permutexvar_ps(index, _mm512_castps128_ps512(ab));
+}
+
+// AVX-512 VNNI: two blocks per step; lanes 0-7 hold block 2s, lanes 8-15
+// block 2s + 1. vpdpbusd multiplies unsigned by signed bytes and sums groups of
+// 4 into int32 lanes, so one operand is made unsigned and the sum corrected:
+//   Q8_0: activations + 128 (xor 0x80) times signed weights, starting from
+//         -128 * (sums of 4 weights), computed once per weight register;
+//   Q4_0: the unsigned nibbles times signed activations, starting from
+//         -8 * (sums of 4 activations), computed once per activation
+//         register.
+template <DType kType>
+struct VnniKernel {
+  static constexpr size_t kRows = 4;
+  static constexpr size_t kTokens = 3;
+  static constexpr size_t kStepElems = 2 * kQuantBlock;
+  static constexpr size_t kChunkElems = kChunkActivationBytes;
+  static constexpr bool kQ8 = kType == DType::kQ8_0;
+  struct W {
+    __m512i q;     // both blocks, element order
+    __m512i corr;  // Q8_0: starting sums (unused for Q4_0)
+    __m512 d;      // [d_a x 8, d_b x 8]
+  };
+  struct X {
+    __m512i q;
+    __m512i corr;  // Q4_0: starting sums (unused for Q8_0)
+    __m512 d;
+  };
+  using Acc = __m512;
+
+  VnniKernel(const void* prepared, size_t cols, size_t n)
+      : xa(prepared, cols, n),
+        cols(cols),
+        blocks(cols / kQuantBlock),
+        steps(blocks / 2),
+        has_tail(blocks % 2 != 0) {}
+
+  // -scale * (sums of 4 bytes of `q` per lane).
+  static __m512i NegSums(char scale, __m512i q) {
+    return _mm512_sub_epi32(_mm512_setzero_si512(),
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                _mm512_set1_epi8(scale), q));
+  }
+
+  // Weights of block `b` (the low 256 bits) and, if `two`, block b + 1;
+  // zeros in place of a missing block.
+  static W MakeW(const uint8_t* row, size_t b, bool two) {
+    W w{};
+    uint32_t d_bits;
+    if constexpr (kQ8) {
+      const auto* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
+      const __m256i lo =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[0].qs));
+      w.q = two ? _mm512_inserti64x4(
+                      _mm512_castsi256_si512(lo),
+                      _mm256_loadu_si256(
+                          reinterpret_cast<const __m256i*>(blk[1].qs)),
+                      1)
+                : _mm512_zextsi256_si512(lo);
+      w.corr = NegSums(static_cast<char>(0x80), w.q);
+      d_bits = blk[0].d | (two ? static_cast<uint32_t>(blk[1].d) << 16 : 0);
+    } else {
+      const auto* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
+      const __m128i a =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[0].qs));
+      const __m128i c =
+          two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[1].qs))
+              : _mm_setzero_si128();
+      // 128-bit lanes [a, a, c, c]; the 2nd and 4th shifted right by 4, so
+      // that each lane holds one half of a block's nibbles.
+      const __m512i aacc = _mm512_permutexvar_epi64(
+          _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0),
+          _mm512_castsi256_si512(_mm256_set_m128i(c, a)));
+      w.q = _mm512_and_si512(
+          _mm512_srlv_epi64(aacc, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0)),
+          _mm512_set1_epi8(0xF));
+      d_bits = blk[0].d | (two ? static_cast<uint32_t>(blk[1].d) << 16 : 0);
+    }
+    w.d = SpreadPair(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d_bits))));
+    return w;
+  }
+  W LoadW(const uint8_t* row, size_t s) const {
+    return MakeW(row, 2 * s, true);
+  }
+  W LoadWTail(const uint8_t* row) const { return MakeW(row, 2 * steps, false); }
+
+  X MakeX(size_t t, size_t b, bool two) const {
+    const int8_t* q = xa.q + t * cols + b * kQuantBlock;
+    const float* d = xa.d + t * blocks + b;
+    X xv{};
+    xv.q = two ? _mm512_loadu_si512(q)
+               : _mm512_zextsi256_si512(
+                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+    if constexpr (kQ8) {
+      // The zero half of a tail becomes 128, which meets zero weights.
+      xv.q = _mm512_xor_si512(xv.q, _mm512_set1_epi8(static_cast<char>(0x80)));
+    } else {
+      xv.corr = NegSums(8, xv.q);
+    }
+    xv.d = SpreadPair(two ? _mm_castsi128_ps(_mm_loadl_epi64(
+                                reinterpret_cast<const __m128i*>(d)))
+                          : _mm_load_ss(d));
+    return xv;
+  }
+  X LoadX(size_t t, size_t s) const { return MakeX(t, 2 * s, true); }
+  X LoadXTail(size_t t) const { return MakeX(t, 2 * steps, false); }
+
+  Acc Zero() const { return _mm512_setzero_ps(); }
+  Acc Mac(Acc acc, const W& w, const X& xv) const {
+    const __m512i dot = kQ8 ? _mm512_dpbusd_epi32(w.corr, xv.q, w.q)
+                            : _mm512_dpbusd_epi32(xv.corr, w.q, xv.q);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w.d, xv.d),
+                           acc);
+  }
+  float Reduce(Acc acc) const { return _mm512_reduce_add_ps(acc); }
+
+  QuantActivations xa;
+  size_t cols;
+  size_t blocks;  // per row
+  size_t steps;   // block pairs per row
+  bool has_tail;  // an odd last block
+};
+
+// AVX512_BF16: vdpbf16ps on bf16 weights and bf16-rounded activations, 32
+// elements per step.
+struct Bf16DotKernel {
+  static constexpr size_t kRows = kFloatRows;
+  static constexpr size_t kTokens = kFloatTokens;
+  static constexpr size_t kStepElems = 32;
+  static constexpr size_t kChunkElems = kChunkActivationBytes / 2;
+  using W = __m512i;
+  using X = __m512i;
+  using Acc = __m512;
+
+  Bf16DotKernel(const void* prepared, size_t cols)
+      : x(static_cast<const uint16_t*>(prepared)),
+        cols(cols),
+        stride(Bf16RowStride(cols)),
+        steps(cols / 32),
+        has_tail(cols % 32 != 0) {}
+
+  W LoadW(const uint8_t* row, size_t s) const {
+    return _mm512_loadu_si512(row + s * 64);
+  }
+  W LoadWTail(const uint8_t* row) const {
+    const __mmask32 live = (1u << (cols % 32)) - 1;
+    return _mm512_maskz_loadu_epi16(live, row + steps * 64);
+  }
+  // Rows are padded with zeros (kBf16RowPad), so the tail loads whole.
+  X LoadX(size_t t, size_t s) const {
+    return _mm512_loadu_si512(x + t * stride + s * 32);
+  }
+  X LoadXTail(size_t t) const { return LoadX(t, steps); }
+  Acc Zero() const { return _mm512_setzero_ps(); }
+  Acc Mac(Acc acc, W w, X xv) const {
+    return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(w),
+                            reinterpret_cast<__m512bh>(xv));
+  }
+  float Reduce(Acc acc) const { return _mm512_reduce_add_ps(acc); }
+
+  const uint16_t* x;  // [n][stride] bf16
+  size_t cols;
+  size_t stride;
+  size_t steps;
+  bool has_tail;
+};
+
+#endif  // HWY_TARGET == HWY_AVX3_DL
+
+// ------------------------------------------------------ activation prep
+
+// out[i] = bf16(x[i]) rounded to nearest even (NaN stays NaN) for i < cols,
+// then zeros up to Bf16RowStride(cols).
+void RoundRowToBf16(const float* x, size_t cols, uint16_t* out) {
+  const DF df;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const hn::Rebind<uint16_t, DF> d16;
+  const size_t lanes = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + lanes <= cols; i += lanes) {
+    const hn::Vec<DF> v = hn::LoadU(df, x + i);
+    const hn::Vec<decltype(du)> bits = hn::BitCast(du, v);
+    const hn::Vec<decltype(du)> high = hn::ShiftRight<16>(bits);
+    const hn::Vec<decltype(du)> rounded = hn::ShiftRight<16>(hn::Add(
+        bits, hn::Add(hn::Set(du, 0x7FFF), hn::And(high, hn::Set(du, 1)))));
+    const hn::Vec<decltype(du)> quiet_nan = hn::Or(high, hn::Set(du, 0x40));
+    const hn::Vec<decltype(du)> bf =
+        hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), quiet_nan, rounded);
+    hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, bf)), d16, out + i);
+  }
+  for (; i < cols; ++i) out[i] = F32ToBF16(x[i]);
+  std::fill(out + cols, out + Bf16RowStride(cols), uint16_t{0});
+}
+
+// One row of Q8_0-like blocks: per 32 elements d = max|x| / 127 (f32) and
+// q = round-half-even(x * (1 / d)), or 0 where d = 0.
+void QuantizeRowQ8(const float* x, size_t cols, int8_t* q, float* d) {
+  const DF df;
+  const hn::Rebind<int8_t, DF> d8;
+  const size_t lanes = hn::Lanes(df);
+  static_assert(kQuantBlock % HWY_LANES(float) == 0);
+  for (size_t b = 0; b < cols / kQuantBlock; ++b) {
+    const float* xb = x + b * kQuantBlock;
+    hn::Vec<DF> amax = hn::Zero(df);
+    for (size_t j = 0; j < kQuantBlock; j += lanes) {
+      amax = hn::Max(amax, hn::Abs(hn::LoadU(df, xb + j)));
+    }
+    const float scale = hn::GetLane(hn::MaxOfLanes(df, amax)) / 127.0f;
+    const hn::Vec<DF> inv = hn::Set(df, scale != 0.0f ? 1.0f / scale : 0.0f);
+    for (size_t j = 0; j < kQuantBlock; j += lanes) {
+      const hn::Vec<DF> v = hn::Mul(hn::LoadU(df, xb + j), inv);
+      hn::StoreU(hn::DemoteTo(d8, hn::NearestInt(v)), d8,
+                 q + b * kQuantBlock + j);
+    }
+    d[b] = scale;
+  }
+}
+
+}  // namespace
+
+void PrepareActivationsImpl(DType wt, const float* x, size_t cols, size_t n,
+                            void* prepared) {
+  switch (wt) {
+    case DType::kF32:
+    case DType::kF16:
+      return;
+    case DType::kBF16:
+      for (size_t t = 0; t < n; ++t) {
+        RoundRowToBf16(
+            x + t * cols, cols,
+            static_cast<uint16_t*>(prepared) + t * Bf16RowStride(cols));
+      }
+      return;
+    case DType::kQ8_0:
+    case DType::kQ4_0: {
+      auto* q = static_cast<int8_t*>(prepared);
+      auto* d = reinterpret_cast<float*>(static_cast<uint8_t*>(prepared) +
+                                         QuantScalesOffset(cols, n));
+      const size_t blocks = cols / kQuantBlock;
+      for (size_t t = 0; t < n; ++t) {
+        QuantizeRowQ8(x + t * cols, cols, q + t * cols, d + t * blocks);
+      }
+      return;
+    }
+  }
+}
+
+void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
+                    const void* prepared, size_t n, size_t row_begin,
+                    size_t row_end, float* y, size_t ldy) {
+  const auto* w8 = static_cast<const uint8_t*>(w);
+  const size_t row_bytes = RowBytes(wt, cols);
+  auto run = [&](const auto& kernel) {
+    RunKernel(kernel, w8, row_bytes, cols, n, row_begin, row_end, y, ldy);
+  };
+  switch (wt) {
+    case DType::kF32:
+      return run(WidenKernel<float>(x, cols));
+    case DType::kF16:
+      return run(WidenKernel<hwy::float16_t>(x, cols));
+    case DType::kBF16:
+#if HWY_TARGET == HWY_AVX3_DL
+      if (CpuHasAvx512Bf16()) return run(Bf16DotKernel(prepared, cols));
+#endif
+      return run(WidenKernel<hwy::bfloat16_t>(x, cols));
+    case DType::kQ8_0:
+#if HWY_TARGET == HWY_AVX3_DL
+      if (CpuHasAvx512Vnni()) {
+        return run(VnniKernel<DType::kQ8_0>(prepared, cols, n));
+      }
+#endif
+      return run(IntKernel<DType::kQ8_0>(prepared, cols, n));
+    case DType::kQ4_0:
+#if HWY_TARGET == HWY_AVX3_DL
+      if (CpuHasAvx512Vnni()) {
+        return run(VnniKernel<DType::kQ4_0>(prepared, cols, n));
+      }
+#endif
+      return run(IntKernel<DType::kQ4_0>(prepared, cols, n));
+  }
+}
+
+}  // namespace kvstash::kernels::HWY_NAMESPACE
+#if HWY_TARGET == HWY_AVX3_DL
+#pragma GCC pop_options
+#endif
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kvstash::kernels {
+
+HWY_EXPORT(PrepareActivationsImpl);
+HWY_EXPORT(MatMulRowsImpl);
+
+size_t PreparedActivationBytes(DType wt, size_t cols, size_t n) {
+  switch (wt) {
+    case DType::kF32:
+    case DType::kF16:
+      return 0;
+    case DType::kBF16:
+      return n * matmul_fast::Bf16RowStride(cols) * sizeof(uint16_t);
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+      return matmul_fast::QuantScalesOffset(cols, n) +
+             n * (cols / kQuantBlock) * sizeof(float);
+  }
+  KV_CHECK_MSG(false, "unknown DType");
+}
+
+void PrepareActivations(DType wt, const float* x, size_t cols, size_t n,
+                        void* prepared) {
+  KV_CHECK(cols > 0 && cols % DTypeBlockElems(wt) == 0);
+  KV_CHECK(reinterpret_cast<uintptr_t>(prepared) % 64 == 0);
+  HWY_DYNAMIC_DISPATCH(PrepareActivationsImpl)(wt, x, cols, n, prepared);
+}
+
+void MatMulRows(DType wt, const void* w, size_t cols, const float* x,
+                const void* prepared, size_t n, size_t row_begin,
+                size_t row_end, float* y, size_t ldy) {
+  KV_CHECK(cols > 0 && cols % DTypeBlockElems(wt) == 0);
+  KV_CHECK(row_begin <= row_end && row_end <= ldy);
+  if (n == 0 || row_begin == row_end) return;
+  HWY_DYNAMIC_DISPATCH(MatMulRowsImpl)
+  (wt, w, cols, x, prepared, n, row_begin, row_end, y, ldy);
+}
+
+}  // namespace kvstash::kernels
+#endif  // HWY_ONCE

@@ -1,0 +1,57 @@
+// Fast products of a weight matrix with activations: the SIMD counterparts of
+// MatMul (kernels/matmul.h), chosen at run time for the CPU (Highway targets
+// from SSSE3 to AVX-512, plus AVX-512 VNNI and BF16 dot products where the CPU
+// has them). A caller splits the rows of W across threads and calls
+// MatMulRows once per range; the activations are prepared once, before that.
+//
+// Each tile of up to 4 rows x 6 tokens keeps one vector accumulator per
+// (row, token), so a weight vector is loaded once per 6 tokens. Columns are
+// summed in fixed chunks (4 KiB of activations per token), and a batch walks
+// blocks of rows that stay in L2 while all its tokens pass over them.
+//
+// Accuracy against MatMul (S = sum_i |W[r,i] x[t,i]|):
+//   f32, f16: f32 products and sums in another order: within the usual
+//     (cols + 1) 2^-24 S of a float sum, and below 1e-5 S in the tests.
+//   bf16: where the CPU has AVX512_BF16 the activations are rounded to bf16
+//     (relative error <= 2^-8 each), so |error| <= (2^-8 + 1e-5) S; elsewhere
+//     as f32.
+//   q8_0, q4_0: the activations are quantized like Q8_0 (per block b of 32:
+//     d_b = max|x|/127 stored as f32, q = round-half-even(x * (1 / d_b))), and
+//     integer dot products are scaled per block, so
+//     |error| <= sum_b (d_b / 2) sum_{i in b} |W[r,i]| + 1e-5 S.
+//
+// Determinism: on one CPU target, y[t][r] is computed by the same operations
+// whatever n, t's place in the batch and the row range, so results do not
+// depend on batching or on how rows are split across threads.
+#pragma once
+
+#include <cstddef>
+
+#include "kernels/dtype.h"
+
+namespace kvstash::kernels {
+
+// Bytes of the buffer PrepareActivations fills for `n` tokens of `cols`
+// activations, for weights of type `wt` (0 for f32 and f16).
+size_t PreparedActivationBytes(DType wt, size_t cols, size_t n);
+
+// Converts x ([n][cols] f32) into the form MatMulRows reads for weights of type
+// `wt`: bf16 copies for bf16 weights, Q8_0-like int8 blocks with f32 scales for
+// q8_0 and q4_0 weights. The result does not depend on the CPU target.
+// REQUIRES: `prepared` holds PreparedActivationBytes(wt, cols, n) bytes and is
+// 64-byte aligned; cols > 0; cols % DTypeBlockElems(wt) == 0; x is finite.
+void PrepareActivations(DType wt, const float* x, size_t cols, size_t n,
+                        void* prepared);
+
+// y[t * ldy + r] = dot(W[r, :], x[t, :]) for r in [row_begin, row_end) and
+// t < n; other elements of y are not touched. W has rows of `cols` elements of
+// type `wt` with stride RowBytes(wt, cols); `prepared` is what
+// PrepareActivations(wt, x, cols, n, prepared) wrote. Does not allocate; safe
+// to call from several threads on disjoint row ranges.
+// REQUIRES: cols > 0; cols % DTypeBlockElems(wt) == 0; row_begin <= row_end
+// <= ldy; y does not overlap w, x or prepared.
+void MatMulRows(DType wt, const void* w, size_t cols, const float* x,
+                const void* prepared, size_t n, size_t row_begin,
+                size_t row_end, float* y, size_t ldy);
+
+}  // namespace kvstash::kernels

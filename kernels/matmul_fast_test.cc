@@ -1,0 +1,279 @@
+#include "kernels/matmul_fast.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "hwy/aligned_allocator.h"
+#include "hwy/tests/hwy_gtest.h"
+#include "kernels/dtype.h"
+#include "kernels/matmul.h"
+#include "kernels/test_util.h"
+
+// Outside kvstash::kernels, whose `testing` namespace would hide ::testing
+// inside the Highway test macros.
+namespace kvstash_matmul_fast_test {
+namespace {
+
+using kvstash::kernels::DequantizeRow;
+using kvstash::kernels::DType;
+using kvstash::kernels::DTypeBlockElems;
+using kvstash::kernels::DTypeName;
+using kvstash::kernels::F32ToBF16;
+using kvstash::kernels::kQuantBlock;
+using kvstash::kernels::MatMul;
+using kvstash::kernels::MatMulRows;
+using kvstash::kernels::PrepareActivations;
+using kvstash::kernels::PreparedActivationBytes;
+using kvstash::kernels::QuantizeRow;
+using kvstash::kernels::RowBytes;
+using kvstash::kernels::testing::kAllDTypes;
+using kvstash::kernels::testing::RandomFloats;
+
+// Runs every test once per Highway target compiled in and supported by this
+// CPU (the AVX3_DL run covers the VNNI and, where present, BF16 kernels).
+class MatMulFastTest : public hwy::TestWithParamTarget {};
+HWY_TARGET_INSTANTIATE_TEST_SUITE_P(MatMulFastTest);
+
+// A random [rows][cols] weight matrix of type `t`, and its decoded values.
+struct Weights {
+  Weights(DType t, size_t rows, size_t cols, std::mt19937& rng)
+      : type(t),
+        rows(rows),
+        cols(cols),
+        bytes(rows * RowBytes(t, cols)),
+        values(rows * cols) {
+    for (size_t r = 0; r < rows; ++r) {
+      const std::vector<float> row = RandomFloats(rng, cols);
+      QuantizeRow(t, row.data(), cols, bytes.data() + r * RowBytes(t, cols));
+      DequantizeRow(t, bytes.data() + r * RowBytes(t, cols), cols,
+                    values.data() + r * cols);
+    }
+  }
+  DType type;
+  size_t rows;
+  size_t cols;
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;  // [rows][cols]
+};
+
+// PrepareActivations into a fresh aligned buffer.
+hwy::AlignedFreeUniquePtr<uint8_t[]> Prepare(DType t, const float* x,
+                                             size_t cols, size_t n) {
+  const size_t bytes = PreparedActivationBytes(t, cols, n);
+  auto buf = hwy::AllocateAligned<uint8_t>(std::max<size_t>(bytes, 1));
+  PrepareActivations(t, x, cols, n, buf.get());
+  return buf;
+}
+
+// The bound stated in matmul_fast.h for y[t][r] against the scalar MatMul.
+double Tolerance(const Weights& w, const float* xt, size_t r) {
+  const float* wr = w.values.data() + r * w.cols;
+  double sum_abs = 0;  // S
+  for (size_t i = 0; i < w.cols; ++i) sum_abs += std::fabs(wr[i] * xt[i]);
+  switch (w.type) {
+    case DType::kF32:
+    case DType::kF16:
+      return 1e-5 * sum_abs;
+    case DType::kBF16:
+      return (0x1p-8 + 1e-5) * sum_abs;
+    case DType::kQ8_0:
+    case DType::kQ4_0: {
+      // Rounding x to the step d_b moves each element by at most d_b / 2.
+      double quant = 0;
+      for (size_t b = 0; b < w.cols / kQuantBlock; ++b) {
+        double amax = 0;
+        double w_abs = 0;
+        for (size_t i = b * kQuantBlock; i < (b + 1) * kQuantBlock; ++i) {
+          amax = std::max(amax, std::fabs(static_cast<double>(xt[i])));
+          w_abs += std::fabs(wr[i]);
+        }
+        quant += amax / 127 / 2 * w_abs;
+      }
+      return 1.001 * quant + 1e-5 * (sum_abs + quant);
+    }
+  }
+  return 0;
+}
+
+std::vector<size_t> ColsFor(DType t) {
+  if (DTypeBlockElems(t) == 1) return {1, 15, 16, 17, 33, 64, 100, 257};
+  return {32, 64, 96, 160, 320};
+}
+
+// Checks MatMulRows over all rows against MatMul for one shape.
+void ExpectMatchesReference(DType t, size_t rows, size_t cols, size_t n,
+                            std::mt19937& rng) {
+  const Weights w(t, rows, cols, rng);
+  const std::vector<float> x = RandomFloats(rng, n * cols);
+  std::vector<float> want(n * rows);
+  MatMul(t, w.bytes.data(), rows, cols, x.data(), n, want.data());
+  const auto prepared = Prepare(t, x.data(), cols, n);
+  std::vector<float> got(n * rows, std::numeric_limits<float>::quiet_NaN());
+  MatMulRows(t, w.bytes.data(), cols, x.data(), prepared.get(), n, 0, rows,
+             got.data(), rows);
+  for (size_t tok = 0; tok < n; ++tok) {
+    for (size_t r = 0; r < rows; ++r) {
+      ASSERT_NEAR(got[tok * rows + r], want[tok * rows + r],
+                  Tolerance(w, x.data() + tok * cols, r))
+          << DTypeName(t) << " rows " << rows << " cols " << cols << " n " << n
+          << " token " << tok << " row " << r;
+    }
+  }
+}
+
+TEST_P(MatMulFastTest, MatchesScalarReferenceForEveryType) {
+  std::mt19937 rng(21);
+  for (DType t : kAllDTypes) {
+    for (size_t cols : ColsFor(t)) {
+      for (size_t rows : {1, 5, 13}) {
+        for (size_t n : {1, 2, 4, 7}) {
+          ExpectMatchesReference(t, rows, cols, n, rng);
+        }
+      }
+    }
+  }
+}
+
+TEST_P(MatMulFastTest, MatchesScalarReferenceForEveryBatchSize) {
+  std::mt19937 rng(22);
+  for (DType t : kAllDTypes) {
+    const size_t cols = DTypeBlockElems(t) == 1 ? 71 : 96;
+    for (size_t n = 1; n <= 17; ++n)
+      ExpectMatchesReference(t, 11, cols, n, rng);
+  }
+}
+
+// Rows long enough that a batch is split into several L2 row blocks.
+TEST_P(MatMulFastTest, MatchesScalarReferenceForLongRows) {
+  std::mt19937 rng(23);
+  for (DType t : kAllDTypes) {
+    const size_t cols = DTypeBlockElems(t) == 1 ? 4100 : 4128;
+    ExpectMatchesReference(t, 70, cols, 9, rng);
+  }
+}
+
+// Results are bit-identical whatever the row split and batch composition, and
+// MatMulRows writes exactly its rows of y.
+TEST_P(MatMulFastTest, ResultsDoNotDependOnRowRangeOrBatch) {
+  std::mt19937 rng(24);
+  constexpr size_t kRows = 19;
+  constexpr size_t kTokens = 17;
+  constexpr size_t kLdy = kRows + 3;
+  constexpr float kUntouched = -12345.0f;
+  for (DType t : kAllDTypes) {
+    const size_t cols = DTypeBlockElems(t) == 1 ? 47 : 96;
+    const Weights w(t, kRows, cols, rng);
+    const std::vector<float> x = RandomFloats(rng, kTokens * cols);
+    const auto prepared = Prepare(t, x.data(), cols, kTokens);
+
+    std::vector<float> whole(kTokens * kLdy, kUntouched);
+    MatMulRows(t, w.bytes.data(), cols, x.data(), prepared.get(), kTokens, 0,
+               kRows, whole.data(), kLdy);
+
+    // Rows in uneven pieces: each call writes its rows only.
+    std::vector<float> pieces(kTokens * kLdy, kUntouched);
+    const size_t cuts[] = {0, 1, 6, 7, 13, kRows};
+    for (size_t i = 0; i + 1 < std::size(cuts); ++i) {
+      MatMulRows(t, w.bytes.data(), cols, x.data(), prepared.get(), kTokens,
+                 cuts[i], cuts[i + 1], pieces.data(), kLdy);
+      for (size_t tok = 0; tok < kTokens; ++tok) {
+        for (size_t r = cuts[i + 1]; r < kLdy; ++r) {
+          ASSERT_EQ(pieces[tok * kLdy + r], kUntouched)
+              << DTypeName(t) << " row " << r << " written early";
+        }
+      }
+    }
+    ASSERT_EQ(
+        std::memcmp(pieces.data(), whole.data(), whole.size() * sizeof(float)),
+        0)
+        << DTypeName(t);
+
+    // Each token alone (decode) gives the bits it got inside the batch.
+    for (size_t tok = 0; tok < kTokens; ++tok) {
+      const float* xt = x.data() + tok * cols;
+      const auto one = Prepare(t, xt, cols, 1);
+      std::vector<float> y(kRows);
+      MatMulRows(t, w.bytes.data(), cols, xt, one.get(), 1, 0, kRows, y.data(),
+                 kRows);
+      ASSERT_EQ(std::memcmp(y.data(), whole.data() + tok * kLdy,
+                            kRows * sizeof(float)),
+                0)
+          << DTypeName(t) << " token " << tok;
+    }
+  }
+}
+
+TEST_P(MatMulFastTest, EmptyCallsWriteNothing) {
+  std::mt19937 rng(26);
+  for (DType t : kAllDTypes) {
+    const size_t cols = DTypeBlockElems(t) == 1 ? 5 : 32;
+    const Weights w(t, 3, cols, rng);
+    const std::vector<float> x = RandomFloats(rng, cols);
+    const auto prepared = Prepare(t, x.data(), cols, 1);
+    std::vector<float> y(3, -1.0f);
+    MatMulRows(t, w.bytes.data(), cols, x.data(), prepared.get(), 0, 0, 3,
+               y.data(), 3);
+    MatMulRows(t, w.bytes.data(), cols, x.data(), prepared.get(), 1, 2, 2,
+               y.data(), 3);
+    EXPECT_EQ(y, std::vector<float>(3, -1.0f)) << DTypeName(t);
+  }
+}
+
+// PrepareActivations gives the documented bytes on every target.
+TEST_P(MatMulFastTest, PreparedActivationsFollowTheirDefinition) {
+  std::mt19937 rng(25);
+  constexpr size_t kTokens = 3;
+  for (size_t cols : {1, 31, 33, 96}) {
+    std::vector<float> x = RandomFloats(rng, kTokens * cols, -3.0f, 3.0f);
+    x[0] = std::numeric_limits<float>::quiet_NaN();
+    const auto got = Prepare(DType::kBF16, x.data(), cols, kTokens);
+    const auto* bf = reinterpret_cast<const uint16_t*>(got.get());
+    const size_t stride =
+        PreparedActivationBytes(DType::kBF16, cols, 1) / sizeof(uint16_t);
+    ASSERT_GE(stride, cols);
+    for (size_t t = 0; t < kTokens; ++t) {
+      for (size_t i = 0; i < stride; ++i) {
+        const uint16_t want = i < cols ? F32ToBF16(x[t * cols + i]) : 0;
+        ASSERT_EQ(bf[t * stride + i], want) << "cols " << cols << " i " << i;
+      }
+    }
+  }
+  for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
+    constexpr size_t kCols = 96;
+    constexpr size_t kBlocks = kCols / kQuantBlock;
+    std::vector<float> x = RandomFloats(rng, kTokens * kCols, -3.0f, 3.0f);
+    std::fill_n(x.begin() + kQuantBlock, kQuantBlock, 0.0f);  // d = 0
+    x[2 * kQuantBlock] = 127.0f / 2;  // exact halves: ties to even
+    x[2 * kQuantBlock + 1] = 0.75f;   // d = 0.5: 1.5 rounds to 2
+    x[2 * kQuantBlock + 2] = 1.25f;   // 2.5 rounds to 2
+    const auto got = Prepare(t, x.data(), kCols, kTokens);
+    const auto* q = reinterpret_cast<const int8_t*>(got.get());
+    const size_t bytes = PreparedActivationBytes(t, kCols, kTokens);
+    const auto* d = reinterpret_cast<const float*>(
+        got.get() + bytes - kTokens * kBlocks * sizeof(float));
+    for (size_t b = 0; b < kTokens * kBlocks; ++b) {
+      float amax = 0;
+      for (size_t i = 0; i < kQuantBlock; ++i) {
+        amax = std::max(amax, std::fabs(x[b * kQuantBlock + i]));
+      }
+      const float want_d = amax / 127.0f;
+      ASSERT_EQ(d[b], want_d) << "block " << b;
+      const float inv = want_d != 0 ? 1.0f / want_d : 0.0f;
+      for (size_t i = 0; i < kQuantBlock; ++i) {
+        const size_t e = b * kQuantBlock + i;
+        ASSERT_EQ(q[e], static_cast<int8_t>(std::nearbyint(x[e] * inv)))
+            << "element " << e;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvstash_matmul_fast_test

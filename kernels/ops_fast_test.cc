@@ -1,0 +1,117 @@
+#include "kernels/ops_fast.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "hwy/tests/hwy_gtest.h"
+#include "kernels/ops.h"
+#include "kernels/test_util.h"
+
+namespace kvstash::kernels {
+namespace {
+
+using testing::RandomFloats;
+
+constexpr double kU = 0x1p-24;  // unit roundoff of float
+
+// Lengths around the vector widths (4, 8, 16 floats) and larger ones.
+constexpr size_t kLengths[] = {1, 2, 3, 4, 7, 8, 15, 16, 17, 33, 100, 2048};
+
+// Every test runs once per Highway target that this CPU supports.
+class OpsFastTest : public hwy::TestWithParamTarget {};
+// (HWY_TARGET_INSTANTIATE_TEST_SUITE_P, spelled out: its unqualified
+// `testing::` would find kvstash::kernels::testing.)
+INSTANTIATE_TEST_SUITE_P(
+    OpsFastTestGroup, OpsFastTest,
+    ::testing::ValuesIn(::hwy::SupportedAndGeneratedTargets()),
+    ::hwy::TestParamTargetName);
+
+TEST_P(OpsFastTest, RmsNormMatchesReference) {
+  std::mt19937 rng(51);
+  for (size_t n : kLengths) {
+    const std::vector<float> x = RandomFloats(rng, n, -3.0f, 3.0f);
+    const std::vector<float> w = RandomFloats(rng, n, 0.5f, 1.5f);
+    std::vector<float> ref(n);
+    std::vector<float> fast(n + 1, NAN);
+    RmsNorm(x.data(), w.data(), n, 1e-5f, ref.data());
+    RmsNormFast(x.data(), w.data(), n, 1e-5f, fast.data());
+    EXPECT_TRUE(std::isnan(fast[n])) << "wrote past out";
+    for (size_t i = 0; i < n; ++i) {
+      // Both sums of squares are within n u of the exact one.
+      EXPECT_NEAR(fast[i], ref[i], (n + 8) * kU * std::fabs(ref[i]))
+          << n << " " << i;
+    }
+  }
+}
+
+TEST_P(OpsFastTest, RmsNormOutputMayAliasInput) {
+  std::mt19937 rng(52);
+  std::vector<float> x = RandomFloats(rng, 37);
+  const std::vector<float> w = RandomFloats(rng, 37);
+  std::vector<float> separate(37);
+  RmsNormFast(x.data(), w.data(), 37, 1e-6f, separate.data());
+  RmsNormFast(x.data(), w.data(), 37, 1e-6f, x.data());
+  EXPECT_EQ(x, separate);
+}
+
+TEST_P(OpsFastTest, RopeEqualsReferenceBitForBit) {
+  struct Shape {
+    size_t n_heads, head_dim, rot_dims;
+  };
+  const Shape shapes[] = {{1, 2, 2},     {3, 8, 8},   {2, 10, 6},
+                          {4, 64, 64},   {2, 36, 34}, {1, 80, 80},
+                          {5, 128, 128}, {2, 64, 32}, {1, 70, 66}};
+  std::mt19937 rng(53);
+  for (RopeStyle style : {RopeStyle::kAdjacent, RopeStyle::kHalves}) {
+    for (const Shape& s : shapes) {
+      for (int pos : {0, 1, 7, 100, 4095, 100000}) {
+        for (float base : {10000.0f, 500000.0f}) {
+          const std::vector<float> x0 =
+              RandomFloats(rng, s.n_heads * s.head_dim, -4.0f, 4.0f);
+          std::vector<float> ref = x0;
+          Rope(ref.data(), s.n_heads, s.head_dim, s.rot_dims, pos, base, style);
+          std::vector<float> table(RopeTableFloats(s.rot_dims));
+          FillRopeTable(s.rot_dims, pos, base, style, table.data());
+          std::vector<float> fast = x0;
+          RopeFast(fast.data(), s.n_heads, s.head_dim, s.rot_dims, style,
+                   table.data());
+          ASSERT_EQ(fast, ref)
+              << "style " << static_cast<int>(style) << " head_dim "
+              << s.head_dim << " rot_dims " << s.rot_dims << " pos " << pos;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(OpsFastTest, SiluMulMatchesReference) {
+  std::mt19937 rng(54);
+  for (size_t n : kLengths) {
+    std::vector<float> gate0 = RandomFloats(rng, n, -10.0f, 10.0f);
+    const std::vector<float> up = RandomFloats(rng, n, -2.0f, 2.0f);
+    // exp(-x) overflows below about -88.7; Highway's Exp is valid to 104.
+    const float extremes[] = {0.0f,    -87.0f,   -89.0f, -100.0f,
+                              -104.5f, -1000.0f, 88.0f,  1000.0f};
+    for (size_t i = 0; i < n && i < std::size(extremes); ++i) {
+      gate0[i * 7 % n] = extremes[i];
+    }
+    std::vector<float> ref = gate0;
+    std::vector<float> fast = gate0;
+    fast.push_back(NAN);
+    SiluMul(ref.data(), up.data(), n);
+    SiluMulFast(fast.data(), up.data(), n);
+    EXPECT_TRUE(std::isnan(fast[n])) << "wrote past gate";
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(std::isfinite(fast[i])) << gate0[i];
+      // Where exp(-x) nears overflow, silu(x) is below 1e-36 in magnitude.
+      EXPECT_NEAR(fast[i], ref[i], 8 * kU * std::fabs(ref[i]) + 1e-36)
+          << "gate " << gate0[i];
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvstash::kernels
