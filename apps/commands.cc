@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file.h"
+#include "bench/llm_bench.h"
 #include "engine/generate.h"
 #include "model/gguf_export.h"
 #include "model/model.h"
@@ -253,6 +254,79 @@ int RunGenModel(const GenModelCommandOptions& options) {
               options.out_path.c_str(), HumanBytes(bytes).c_str(), o.dim,
               o.n_layers, o.n_heads, o.n_kv_heads, o.ffn_dim,
               options.type.c_str(), seconds);
+  return 0;
+}
+
+int RunBench(const BenchCommandOptions& options) {
+  std::unique_ptr<ThreadPool> pool;
+  bench::LlmBenchOptions o;
+  if (Status s = ParseRunOptions(options.run, &pool, &o.kv_type); !s.ok()) {
+    return Fail(s.message());
+  }
+  o.prompt_tokens = options.prompt_tokens;
+  o.gen_tokens = options.gen_tokens;
+  o.depth = options.depth;
+  o.repeat = options.repeat;
+  Result<std::unique_ptr<Model>> model = LoadModel(options.model);
+  if (!model.ok()) return Fail(model.status().message());
+  Result<bench::LlmBenchResult> r = bench::RunLlmBench(
+      **model, *pool, o,
+      [](const std::string& line) { std::cerr << line << std::endl; });
+  if (!r.ok()) return Fail(r.status().message());
+  const size_t rss = bench::ResidentBytes();
+  const double kv_cache_bytes =
+      double(std::max(o.prompt_tokens, o.depth + o.gen_tokens)) *
+      kernels::RowBytes(o.kv_type, (*model)->config().head_dim) * 2 *
+      (*model)->config().n_kv_heads * (*model)->config().n_layers;
+  auto spread = [](const bench::Spread& s) {
+    return Json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
+  };
+  if (options.json) {
+    PrintJson({{"model", options.model.model_path},
+               {"weight_type", kernels::DTypeName(r->weight_type)},
+               {"kv_type", options.run.kv_type},
+               {"threads", pool->NumWorkers()},
+               {"prompt_tokens", o.prompt_tokens},
+               {"gen_tokens", o.gen_tokens},
+               {"depth", o.depth},
+               {"repeat", o.repeat},
+               {"prefill_tokens_per_s", spread(r->prefill_tokens_per_s)},
+               {"decode_tokens_per_s", spread(r->decode_tokens_per_s)},
+               {"decode_bytes_per_token",
+                r->weight_bytes_per_token + r->kv_bytes_per_token},
+               {"read_bandwidth_gb_s", r->read_bandwidth / 1e9},
+               {"decode_bandwidth_ratio", r->decode_bandwidth_ratio},
+               {"prefill_flop_per_token", r->prefill_flop_per_token},
+               {"peak_gops", r->peak.ops_per_s / 1e9},
+               {"peak_instruction", r->peak.instruction},
+               {"prefill_peak_ratio", r->prefill_peak_ratio},
+               {"file_bytes", (*model)->file_bytes()},
+               {"kv_cache_bytes", kv_cache_bytes},
+               {"rss_bytes", rss}});
+    return 0;
+  }
+  std::printf(
+      "model %s (%s weights, %s KV), %zu threads\n"
+      "prefill pp%d: %.1f tok/s (min %.1f, max %.1f)  %.1f GFLOP/s = %.2f of "
+      "%s peak %.1f GOP/s\n"
+      "decode  tg%d at depth %d: %.2f tok/s (min %.2f, max %.2f)  %.2f GB/s "
+      "= %.2f of read bandwidth %.2f GB/s\n"
+      "memory: RSS %s, file %s, KV cache %s\n",
+      options.model.model_path.c_str(),
+      std::string(kernels::DTypeName(r->weight_type)).c_str(),
+      options.run.kv_type.c_str(), pool->NumWorkers(), o.prompt_tokens,
+      r->prefill_tokens_per_s.median, r->prefill_tokens_per_s.min,
+      r->prefill_tokens_per_s.max,
+      r->prefill_tokens_per_s.median * r->prefill_flop_per_token / 1e9,
+      r->prefill_peak_ratio, r->peak.instruction.c_str(),
+      r->peak.ops_per_s / 1e9, o.gen_tokens, o.depth,
+      r->decode_tokens_per_s.median, r->decode_tokens_per_s.min,
+      r->decode_tokens_per_s.max,
+      r->decode_tokens_per_s.median *
+          (r->weight_bytes_per_token + r->kv_bytes_per_token) / 1e9,
+      r->decode_bandwidth_ratio, r->read_bandwidth / 1e9,
+      HumanBytes(rss).c_str(), HumanBytes((*model)->file_bytes()).c_str(),
+      HumanBytes(uint64_t(kv_cache_bytes)).c_str());
   return 0;
 }
 

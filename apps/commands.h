@@ -65,6 +65,17 @@ struct GenModelCommandOptions {
 };
 int RunGenModel(const GenModelCommandOptions& options);
 
+struct BenchCommandOptions {
+  ModelOptions model;
+  RunOptions run;
+  int prompt_tokens = 512;
+  int gen_tokens = 128;
+  int depth = 0;
+  int repeat = 3;
+  bool json = false;
+};
+int RunBench(const BenchCommandOptions& options);
+
 // Prints "kvstash: error: <message>" on stderr and returns 1.
 int Fail(const std::string& message);
 

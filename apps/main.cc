@@ -98,6 +98,22 @@ int main(int argc, char** argv) {
   gen_model->add_option("--ffn", genm.ffn, "override: FFN width");
   gen_model->add_option("--ctx", genm.ctx, "override: context length (8192)");
 
+  BenchCommandOptions bench;
+  CLI::App* bench_cmd = app.add_subcommand(
+      "bench",
+      "prefill and decode speed, with memory-bandwidth and compute-peak "
+      "probes measured in the same run");
+  AddModelFlags(bench_cmd, &bench.model);
+  AddRunFlags(bench_cmd, &bench.run);
+  bench_cmd->add_option("--prompt-tokens", bench.prompt_tokens,
+                        "prefill batch (512)");
+  bench_cmd->add_option("--gen-tokens", bench.gen_tokens,
+                        "decode steps (128)");
+  bench_cmd->add_option("--depth", bench.depth,
+                        "context filled before decode is measured (0)");
+  bench_cmd->add_option("--repeat", bench.repeat, "runs (3)");
+  bench_cmd->add_flag("--json", bench.json, "print one JSON object");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -109,5 +125,6 @@ int main(int argc, char** argv) {
   if (info_cmd->parsed()) return RunInfo(info);
   if (convert->parsed()) return RunConvert(conv);
   if (gen_model->parsed()) return RunGenModel(genm);
+  if (bench_cmd->parsed()) return RunBench(bench);
   return Fail("no subcommand");
 }

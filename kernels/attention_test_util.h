@@ -3,6 +3,7 @@
 // their own (so that a read past a run is caught by ASan).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <random>
 #include <vector>

@@ -8,8 +8,8 @@
 //   RopeFast: bit-identical to Rope (the same float operations: products
 //     rounded, then added; ops_fast.cc is built with -ffp-contract=off).
 //   SiluMulFast: exp from Highway (<= 1 ulp off std::exp); relative error
-//     <= 8 * 2^-24 more than the reference's; like the reference, silu(x) is
-//     -0 where exp(-x) overflows (x below about -88.7).
+//     <= 8 * 2^-24 more than the reference's. Where exp(-x) overflows (x below
+//     about -88.7) both give -0 or a value below 1e-36 in magnitude.
 #pragma once
 
 #include <cstddef>

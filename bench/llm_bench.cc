@@ -1,0 +1,149 @@
+#include "bench/llm_bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "engine/transformer.h"
+
+namespace kvstash::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Spread SpreadOf(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {v[v.size() / 2], v.front(), v.back()};
+}
+
+double MatrixBytes(const WeightMatrix& m) {
+  return double(kernels::RowBytes(m.type, m.cols)) * m.rows;
+}
+
+// Bytes of every matrix a decode step streams, and the type that holds most.
+double WeightBytesPerToken(const Model& model, kernels::DType* main_type) {
+  const ModelWeights& w = model.weights();
+  std::map<kernels::DType, double> by_type;
+  auto add = [&](const WeightMatrix& m) { by_type[m.type] += MatrixBytes(m); };
+  for (const LayerWeights& l : w.layers) {
+    for (const WeightMatrix* m :
+         {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      add(*m);
+    }
+  }
+  add(w.output);
+  double total = 0, best = -1;
+  for (const auto& [type, bytes] : by_type) {
+    total += bytes;
+    if (bytes > best) {
+      best = bytes;
+      *main_type = type;
+    }
+  }
+  // One row of the token embedding.
+  total += kernels::RowBytes(w.token_embedding.type, w.token_embedding.cols);
+  return total;
+}
+
+// Multiply-adds of the weight matrices per token (embedding excluded).
+double MatrixParams(const Model& model) {
+  const ModelWeights& w = model.weights();
+  double p = double(w.output.rows) * w.output.cols;
+  for (const LayerWeights& l : w.layers) {
+    for (const WeightMatrix* m :
+         {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      p += double(m->rows) * m->cols;
+    }
+  }
+  return p;
+}
+
+}  // namespace
+
+Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
+                                   const LlmBenchOptions& o,
+                                   const BenchProgress& progress) {
+  if (o.prompt_tokens < 1 || o.gen_tokens < 1 || o.depth < 0 ||
+      o.repeat < 1) {
+    return Status::InvalidArgument(
+        "bench: prompt and gen tokens and repeat must be >= 1, depth >= 0");
+  }
+  const ModelConfig& c = model.config();
+  const int capacity = std::max(o.prompt_tokens, o.depth + o.gen_tokens);
+  std::mt19937 rng(o.seed);
+  std::uniform_int_distribution<int32_t> token(0, c.vocab_size - 1);
+  std::vector<int32_t> prompt(std::max(o.prompt_tokens, o.depth));
+  for (int32_t& t : prompt) t = token(rng);
+
+  LlmBenchResult r;
+  r.weight_bytes_per_token = WeightBytesPerToken(model, &r.weight_type);
+  progress("probe: memory read bandwidth (" + std::to_string(pool.NumWorkers()) +
+           " threads)");
+  r.read_bandwidth = MeasureReadBandwidth(pool, o.probe_bytes, 5);
+  progress("probe: compute peak");
+  r.peak = MeasureComputePeak(pool, r.weight_type, 3);
+
+  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity,
+                       o.kv_type);
+  Transformer transformer(model, &pool);
+  std::vector<float> logits(c.vocab_size);
+  std::vector<double> prefill, decode;
+  for (int run = 0; run < o.repeat; ++run) {
+    progress("prefill run " + std::to_string(run + 1) + "/" +
+             std::to_string(o.repeat) + ": " +
+             std::to_string(o.prompt_tokens) + " tokens");
+    auto start = Clock::now();
+    KV_RETURN_IF_ERROR(transformer.Forward(
+        std::span(prompt).first(o.prompt_tokens), 0, kv, false,
+        logits.data()));
+    prefill.push_back(o.prompt_tokens /
+                      std::chrono::duration<double>(Clock::now() - start)
+                          .count());
+
+    // Fill the context up to `depth` (untimed), then decode.
+    for (int pos = 0; pos < o.depth; pos += o.prompt_tokens) {
+      const int n = std::min(o.prompt_tokens, o.depth - pos);
+      KV_RETURN_IF_ERROR(transformer.Forward(
+          std::span(prompt).subspan(pos, n), pos, kv, false, logits.data()));
+    }
+    progress("decode run " + std::to_string(run + 1) + "/" +
+             std::to_string(o.repeat) + ": " + std::to_string(o.gen_tokens) +
+             " tokens at depth " + std::to_string(o.depth));
+    int32_t next = token(rng);
+    start = Clock::now();
+    for (int i = 0; i < o.gen_tokens; ++i) {
+      KV_RETURN_IF_ERROR(
+          transformer.Forward({&next, 1}, o.depth + i, kv, false,
+                              logits.data()));
+      next = static_cast<int32_t>(
+          std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    decode.push_back(o.gen_tokens /
+                     std::chrono::duration<double>(Clock::now() - start)
+                         .count());
+  }
+  r.prefill_tokens_per_s = SpreadOf(prefill);
+  r.decode_tokens_per_s = SpreadOf(decode);
+
+  // Decode step i reads the K/V of positions [0, depth + i].
+  const double kv_row = double(kernels::RowBytes(o.kv_type, c.head_dim)) * 2 *
+                        c.n_kv_heads * c.n_layers;
+  r.kv_bytes_per_token = kv_row * (o.depth + (o.gen_tokens + 1) / 2.0);
+  // Attention of prompt token t: 4 * head_dim FLOP per query head and
+  // position for QK^T and PV, over t + 1 positions.
+  const double mean_ctx = (o.prompt_tokens + 1) / 2.0;
+  r.prefill_flop_per_token = 2 * MatrixParams(model) +
+                             4.0 * c.n_heads * c.head_dim * mean_ctx *
+                                 c.n_layers;
+  r.decode_bandwidth_ratio =
+      r.decode_tokens_per_s.median *
+      (r.weight_bytes_per_token + r.kv_bytes_per_token) / r.read_bandwidth;
+  r.prefill_peak_ratio = r.prefill_tokens_per_s.median *
+                         r.prefill_flop_per_token / r.peak.ops_per_s;
+  return r;
+}
+
+}  // namespace kvstash::bench

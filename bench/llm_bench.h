@@ -1,0 +1,58 @@
+// The end-to-end model benchmark behind `kvstash bench`: prefill and decode
+// speed of a model on the thread pool, with the machine probes (bench/probes.h)
+// measured in the same run, so that the report holds ratios that mean
+// something on a shared machine:
+//   decode:  bytes streamed per second (every weight matrix once per token,
+//            plus the K/V read by attention) over the read-bandwidth probe;
+//   prefill: FLOP per second (2 per weight per token, plus attention) over the
+//            compute peak of the instruction family the weights use.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "bench/probes.h"
+#include "kernels/dtype.h"
+#include "model/model.h"
+
+namespace kvstash::bench {
+
+struct LlmBenchOptions {
+  int prompt_tokens = 512;  // prefill batch (pp)
+  int gen_tokens = 128;     // decode steps (tg)
+  int depth = 0;            // context filled before decode is measured
+  int repeat = 3;           // runs; figures are median and min-max
+  kernels::DType kv_type = kernels::DType::kF16;
+  uint64_t seed = 1;        // random token ids
+  size_t probe_bytes = size_t{512} << 20;
+};
+
+struct Spread {
+  double median = 0, min = 0, max = 0;
+};
+
+struct LlmBenchResult {
+  Spread prefill_tokens_per_s;
+  Spread decode_tokens_per_s;
+  double weight_bytes_per_token = 0;  // every matrix read once
+  double kv_bytes_per_token = 0;      // mean K/V read per decode step
+  double prefill_flop_per_token = 0;  // mean over the prompt
+  double read_bandwidth = 0;          // probe, bytes/s
+  ComputePeak peak;                   // probe
+  kernels::DType weight_type = kernels::DType::kF32;  // of most weight bytes
+  // decode bytes/s (median) / read_bandwidth
+  double decode_bandwidth_ratio = 0;
+  // prefill FLOP/s (median) / peak.ops_per_s
+  double prefill_peak_ratio = 0;
+};
+
+// Called with a line of progress ("prefill run 2/3 ...").
+using BenchProgress = std::function<void(const std::string& line)>;
+
+Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
+                                   const LlmBenchOptions& options,
+                                   const BenchProgress& progress);
+
+}  // namespace kvstash::bench
