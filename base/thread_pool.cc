@@ -8,9 +8,9 @@
 namespace kvstash {
 namespace {
 
-// Polls before sleeping on the futex: long enough to catch the next job of a
-// forward pass (tens of microseconds), short enough not to burn a core when
-// the pool is idle.
+// Polls before sleeping on the futex (0.1 to 1 ms, depending on the cost of
+// a pause): long enough to catch the next job of a forward pass, short enough
+// not to burn a core for long when the pool is idle.
 constexpr int kSpinIterations = 1 << 14;
 
 inline void CpuRelax() {
@@ -37,7 +37,7 @@ uint32_t AwaitValue(const std::atomic<uint32_t>& a, Done done) {
   }
 }
 
-// CPUs the process may run on, in increasing order; empty if unknown.
+// CPUs the calling thread may run on, in increasing order; empty if unknown.
 std::vector<int> AllowedCpus() {
   std::vector<int> cpus;
   cpu_set_t set;
@@ -65,7 +65,6 @@ ThreadPool::ThreadPool(const Options& options) {
     cpus = AllowedCpus();
     if (cpus.size() < options.num_threads) cpus.clear();
   }
-  if (!cpus.empty()) PinTo(pthread_self(), cpus[0]);
   threads_.reserve(options.num_threads - 1);
   for (size_t w = 1; w < options.num_threads; ++w) {
     threads_.emplace_back([this, w] { WorkerLoop(w); });

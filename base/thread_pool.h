@@ -21,10 +21,10 @@ class ThreadPool {
   struct Options {
     // Workers, including the calling thread. REQUIRES: >= 1.
     size_t num_threads = 1;
-    // Pin worker i to the i-th CPU that the process may run on: the
-    // constructing thread (worker 0) to the first, started threads to the
-    // next ones. Skipped when there are fewer allowed CPUs than workers;
-    // failures of sched_setaffinity are ignored.
+    // Pin started thread i (worker i >= 1) to the i-th CPU that the
+    // constructing thread may run on, leaving the first to the calling
+    // thread, which is not pinned (that would outlive the pool). Skipped when
+    // there are fewer allowed CPUs than workers; failures are ignored.
     bool pin = true;
   };
 

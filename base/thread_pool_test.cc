@@ -1,6 +1,7 @@
 #include "base/thread_pool.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -82,6 +83,18 @@ TEST(ThreadPoolTest, PerWorkerScratchNeedsNoLock) {
 TEST(ThreadPoolTest, MoreWorkersThanCpusStillWorks) {
   ThreadPool pool({.num_threads = 8, .pin = true});
   ExpectEachTaskOnce(pool, 5000);
+}
+
+TEST(ThreadPoolTest, PinningLeavesTheCallerAlone) {
+  cpu_set_t before;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(before), &before), 0);
+  {
+    ThreadPool pool({.num_threads = 2, .pin = true});
+    ExpectEachTaskOnce(pool, 100);
+  }
+  cpu_set_t after;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(after), &after), 0);
+  EXPECT_TRUE(CPU_EQUAL(&before, &after));
 }
 
 TEST(ThreadPoolTest, IdlePoolWakesFromSleep) {

@@ -13,6 +13,7 @@
 //
 // Usage: matmul_bench [--runs N] [--reps N] [--pool-mib N] [--threads N]
 //                     [--types f32,f16,bf16,q8_0,q4_0]
+// (--threads N: pools of 1, 2, 4, ... up to N workers; default 2).
 
 #include <algorithm>
 #include <chrono>

@@ -45,10 +45,11 @@ inline size_t QuantScalesOffset(size_t cols, size_t n) {
 // activations stay in L1 while its rows stream past.
 inline constexpr size_t kChunkActivationBytes = 4096;
 
-// Weight bytes of one chunk of a row block: the block stays in L2 (1 MiB per
-// core on the target machine) while every token tile of a batch passes over
-// it.
-inline constexpr size_t kRowBlockBytes = 512 << 10;
+// A batch is computed in blocks of rows x tokens whose weights and activations
+// for one chunk (these many bytes each) stay in L2 (1 MiB per core on the
+// target machine) while the block's tiles pass over them.
+inline constexpr size_t kRowBlockBytes = 256 << 10;
+inline constexpr size_t kTokenBlockBytes = 256 << 10;
 
 }  // namespace kvstash::kernels::matmul_fast
 
@@ -216,17 +217,23 @@ void RunKernel(const K& k, const uint8_t* w, size_t row_bytes, size_t cols,
               chunks.count(), y, ldy);
     return;
   }
-  // A batch: for each block of rows and each chunk, all token tiles pass over
-  // the block's weights while they sit in L2.
+  // A batch: for each block of rows x tokens, chunk after chunk, the token
+  // tiles pass over the block's rows.
   const size_t chunk_bytes = row_bytes * std::min(cols, K::kChunkElems) / cols;
   const size_t block_rows =
       std::max(K::kRows, kRowBlockBytes / chunk_bytes / K::kRows * K::kRows);
+  const size_t block_tokens =
+      std::max(K::kTokens, kTokenBlockBytes / kChunkActivationBytes /
+                               K::kTokens * K::kTokens);
   for (size_t rb = row_begin; rb < row_end; rb += block_rows) {
     const size_t re = std::min(row_end, rb + block_rows);
-    for (size_t c = 0; c < chunks.count(); ++c) {
-      for (size_t t0 = 0; t0 < n; t0 += K::kTokens) {
-        TokenTile(k, w, row_bytes, rb, re, t0, std::min(K::kTokens, n - t0),
-                  chunks, c, c + 1, y, ldy);
+    for (size_t tb = 0; tb < n; tb += block_tokens) {
+      const size_t te = std::min(n, tb + block_tokens);
+      for (size_t c = 0; c < chunks.count(); ++c) {
+        for (size_t t0 = tb; t0 < te; t0 += K::kTokens) {
+          TokenTile(k, w, row_bytes, rb, re, t0, std::min(K::kTokens, te - t0),
+                    chunks, c, c + 1, y, ldy);
+        }
       }
     }
   }

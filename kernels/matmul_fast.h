@@ -7,7 +7,7 @@
 // Each tile of up to 4 rows x 6 tokens keeps one vector accumulator per
 // (row, token), so a weight vector is loaded once per 6 tokens. Columns are
 // summed in fixed chunks (4 KiB of activations per token), and a batch walks
-// blocks of rows that stay in L2 while all its tokens pass over them.
+// blocks of rows x tokens whose chunk of weights and activations stays in L2.
 //
 // Accuracy against MatMul (S = sum_i |W[r,i] x[t,i]|):
 //   f32, f16: f32 products and sums in another order: within the usual

@@ -150,12 +150,14 @@ TEST_P(MatMulFastTest, MatchesScalarReferenceForEveryBatchSize) {
   }
 }
 
-// Rows long enough that a batch is split into several L2 row blocks.
-TEST_P(MatMulFastTest, MatchesScalarReferenceForLongRows) {
+// Rows long enough for several column chunks and L2 row blocks, and batches
+// of several token blocks.
+TEST_P(MatMulFastTest, MatchesScalarReferenceForLargeShapes) {
   std::mt19937 rng(23);
   for (DType t : kAllDTypes) {
-    const size_t cols = DTypeBlockElems(t) == 1 ? 4100 : 4128;
-    ExpectMatchesReference(t, 70, cols, 9, rng);
+    const size_t quant = DTypeBlockElems(t) != 1;
+    ExpectMatchesReference(t, 70, quant ? 4128 : 4100, 9, rng);
+    ExpectMatchesReference(t, 6, quant ? 64 : 40, 200, rng);
   }
 }
 
