@@ -33,8 +33,9 @@ std::unique_ptr<Model> LoadGguf(const std::string& path) {
 }
 
 std::vector<int32_t> Greedy(const Model& model,
-                            const std::vector<int32_t>& prompt, int n) {
-  Transformer t(model);
+                            const std::vector<int32_t>& prompt, int n,
+                            ThreadPool* pool = nullptr) {
+  Transformer t(model, pool);
   GenerateOptions o;
   o.n_predict = n;
   o.stop_at_eos = false;
@@ -102,6 +103,18 @@ TEST(StoriesTest, GoldenGreedyDecodeFromBos) {
                          gen.begin()));
   const std::string text = model->tokenizer().Decode(gen);
   EXPECT_EQ(text.substr(0, sizeof(kGoldenText) - 1), kGoldenText) << text;
+}
+
+TEST(StoriesTest, GoldenDecodeIsTheSameOnOneAndTwoThreads) {
+  auto model = LoadLlama2c();
+  ASSERT_NE(model, nullptr);
+  ThreadPool one({.num_threads = 1});
+  ThreadPool two({.num_threads = 2});
+  const std::vector<int32_t> a = Greedy(*model, {1}, 200, &one);
+  EXPECT_TRUE(std::equal(std::begin(kGoldenFirst20), std::end(kGoldenFirst20),
+                         a.begin()));
+  EXPECT_EQ(a, Greedy(*model, {1}, 200, &two));
+  EXPECT_EQ(a, Greedy(*model, {1}, 200, nullptr));
 }
 
 TEST(StoriesTest, PerplexityMatchesReference) {
