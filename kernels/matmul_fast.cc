@@ -18,6 +18,7 @@
 
 #include "base/check.h"
 #include "kernels/dtype.h"
+#include "hwy/cache_control.h"
 
 #ifndef KVSTASH_KERNELS_MATMUL_FAST_SHARED_
 #define KVSTASH_KERNELS_MATMUL_FAST_SHARED_
@@ -239,6 +240,14 @@ void RunKernel(const K& k, const uint8_t* w, size_t row_bytes, size_t cols,
   }
 }
 
+// Weight rows stream from DRAM in tiles of K::kRows rows. Each kernel's
+// LoadW asks for the same columns of the next row tile (`ahead` bytes on)
+// while it loads this one, so that the next tile's DRAM latency overlaps this
+// tile's work. A prefetch past the end of the matrix is harmless.
+HWY_INLINE void PrefetchNextTile(const void* p, size_t ahead) {
+  hwy::Prefetch(static_cast<const uint8_t*>(p) + ahead);
+}
+
 // ----------------------------------------------------------- float kernels
 
 // Weights of float type T (float, hwy::float16_t, hwy::bfloat16_t) widened to
@@ -268,7 +277,9 @@ struct WidenKernel {
     }
   }
   W LoadW(const uint8_t* row, size_t s) const {
-    return Widen(reinterpret_cast<const T*>(row) + s * hn::Lanes(DF()));
+    const T* p = reinterpret_cast<const T*>(row) + s * hn::Lanes(DF());
+    PrefetchNextTile(p, prefetch_ahead);
+    return Widen(p);
   }
   W LoadWTail(const uint8_t* row) const {
     HWY_ALIGN T buf[kLanes] = {};
@@ -294,6 +305,7 @@ struct WidenKernel {
   size_t cols;
   size_t steps;  // whole vectors per row
   bool has_tail;
+  size_t prefetch_ahead = kRows * cols * sizeof(T);  // one row tile
 };
 
 // ------------------------------------------------------- quantized kernels
@@ -344,6 +356,7 @@ struct IntKernel {
       : xa(prepared, cols, n), cols(cols), steps(cols / kQuantBlock) {}
 
   W LoadW(const uint8_t* row, size_t s) const {
+    PrefetchNextTile(row + s * RowBytes(kType, kQuantBlock), prefetch_ahead);
     if constexpr (kType == DType::kQ8_0) {
       const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[s];
       return LoadIntBlock(b.qs, HalfToFloat(&b.d));
@@ -392,6 +405,7 @@ struct IntKernel {
   size_t cols;
   size_t steps;  // blocks per row
   static constexpr bool has_tail = false;
+  size_t prefetch_ahead = kRows * RowBytes(kType, cols);  // one row tile
 };
 
 #if HWY_TARGET == HWY_AVX3_DL
@@ -492,6 +506,7 @@ struct VnniKernel {
     return w;
   }
   W LoadW(const uint8_t* row, size_t s) const {
+    PrefetchNextTile(row + 2 * s * kBlockBytes, prefetch_ahead);
     return MakeW(row, 2 * s, true);
   }
   W LoadWTail(const uint8_t* row) const { return MakeW(row, 2 * steps, false); }
@@ -526,11 +541,15 @@ struct VnniKernel {
   }
   float Reduce(Acc acc) const { return _mm512_reduce_add_ps(acc); }
 
+  static constexpr size_t kBlockBytes =
+      kQ8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+
   QuantActivations xa;
   size_t cols;
   size_t blocks;  // per row
   size_t steps;   // block pairs per row
   bool has_tail;  // an odd last block
+  size_t prefetch_ahead = kRows * blocks * kBlockBytes;  // one row tile
 };
 
 // AVX512_BF16: vdpbf16ps on bf16 weights and bf16-rounded activations, 32
@@ -552,6 +571,7 @@ struct Bf16DotKernel {
         has_tail(cols % 32 != 0) {}
 
   W LoadW(const uint8_t* row, size_t s) const {
+    PrefetchNextTile(row + s * 64, prefetch_ahead);
     return _mm512_loadu_si512(row + s * 64);
   }
   W LoadWTail(const uint8_t* row) const {
@@ -575,6 +595,7 @@ struct Bf16DotKernel {
   size_t stride;
   size_t steps;
   bool has_tail;
+  size_t prefetch_ahead = kRows * cols * 2;  // one row tile
 };
 
 #endif  // HWY_TARGET == HWY_AVX3_DL
