@@ -21,27 +21,32 @@ GgufWriter::RowSource RowsOf(const WeightMatrix& m) {
 
 }  // namespace
 
+void WriteConfigMetadata(const ModelConfig& c, std::string_view name,
+                         GgufWriter* out) {
+  const std::string p = c.arch_name + ".";
+  out->SetString("general.architecture", c.arch_name);
+  out->SetString("general.name", name);
+  out->SetU32("general.alignment", 32);
+  out->SetU32(p + "context_length", c.context_length);
+  out->SetU32(p + "embedding_length", c.dim);
+  out->SetU32(p + "block_count", c.n_layers);
+  out->SetU32(p + "feed_forward_length", c.ffn_dim);
+  out->SetU32(p + "attention.head_count", c.n_heads);
+  out->SetU32(p + "attention.head_count_kv", c.n_kv_heads);
+  out->SetU32(p + "attention.key_length", c.head_dim);
+  out->SetU32(p + "attention.value_length", c.head_dim);
+  out->SetU32(p + "rope.dimension_count", c.rope_dims);
+  out->SetF32(p + "rope.freq_base", c.rope_base);
+  out->SetF32(p + "attention.layer_norm_rms_epsilon", c.rms_eps);
+  out->SetU32(p + "vocab_size", c.vocab_size);
+}
+
 Status ExportGguf(const Model& model, DType type, const std::string& path,
                   std::vector<std::string>* fallbacks, ThreadPool* pool) {
   const ModelConfig& c = model.config();
   const ModelWeights& w = model.weights();
   GgufWriter out;
-  const std::string p = c.arch_name + ".";
-  out.SetString("general.architecture", c.arch_name);
-  out.SetString("general.name", "kvstash export");
-  out.SetU32("general.alignment", 32);
-  out.SetU32(p + "context_length", c.context_length);
-  out.SetU32(p + "embedding_length", c.dim);
-  out.SetU32(p + "block_count", c.n_layers);
-  out.SetU32(p + "feed_forward_length", c.ffn_dim);
-  out.SetU32(p + "attention.head_count", c.n_heads);
-  out.SetU32(p + "attention.head_count_kv", c.n_kv_heads);
-  out.SetU32(p + "attention.key_length", c.head_dim);
-  out.SetU32(p + "attention.value_length", c.head_dim);
-  out.SetU32(p + "rope.dimension_count", c.rope_dims);
-  out.SetF32(p + "rope.freq_base", c.rope_base);
-  out.SetF32(p + "attention.layer_norm_rms_epsilon", c.rms_eps);
-  out.SetU32(p + "vocab_size", c.vocab_size);
+  WriteConfigMetadata(c, "kvstash export", &out);
   model.tokenizer().WriteGgufMetadata(&out);
 
   auto matrix = [&](const std::string& name, const WeightMatrix& m) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -16,6 +17,13 @@
 #include "model/model.h"
 
 namespace kvstash {
+
+class GgufWriter;
+
+// Writes `general.architecture`, `general.name` = `name`, the alignment and
+// every `<arch>.*` key that ModelConfigFromGguf reads back into `config`.
+void WriteConfigMetadata(const ModelConfig& config, std::string_view name,
+                         GgufWriter* out);
 
 Status ExportGguf(const Model& model, kernels::DType type,
                   const std::string& path,

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "model/gguf.h"
+#include "model/gguf_export.h"
 #include "model/gguf_writer.h"
 #include "model/model_config.h"
 
@@ -109,19 +110,7 @@ Status WriteRandomModel(const RandomModelOptions& o, const std::string& path,
   }
 
   GgufWriter w;
-  w.SetString("general.architecture", "llama");
-  w.SetString("general.name", "kvstash random model");
-  w.SetU32("general.alignment", 32);
-  w.SetU32("llama.context_length", c.context_length);
-  w.SetU32("llama.embedding_length", c.dim);
-  w.SetU32("llama.block_count", c.n_layers);
-  w.SetU32("llama.feed_forward_length", c.ffn_dim);
-  w.SetU32("llama.attention.head_count", c.n_heads);
-  w.SetU32("llama.attention.head_count_kv", c.n_kv_heads);
-  w.SetU32("llama.rope.dimension_count", c.rope_dims);
-  w.SetF32("llama.rope.freq_base", c.rope_base);
-  w.SetF32("llama.attention.layer_norm_rms_epsilon", c.rms_eps);
-  w.SetU32("llama.vocab_size", c.vocab_size);
+  WriteConfigMetadata(c, "kvstash random model", &w);
   for (const auto& [key, value] : vocab->metadata()) {
     if (key.rfind("tokenizer.", 0) == 0) w.CopyValue(key, value);
   }
