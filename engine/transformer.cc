@@ -24,6 +24,12 @@ struct Transformer::Buffers {
   std::vector<float> gate;    // [n][ffn_dim]
   std::vector<float> up;      // [n][ffn_dim]
   std::vector<float> rope;    // [n][RopeTableFloats(rope_dims)]
+  // Per token of the batch: its id, position and batch entry.
+  std::vector<int32_t> token_id;
+  std::vector<int> token_pos;
+  std::vector<int> token_entry;
+  // Tokens whose logits are wanted, in batch order.
+  std::vector<size_t> out_tokens;
   // Activations prepared for the matmul kernels, per weight type; 64-byte
   // aligned views into `prepared_storage`.
   std::vector<uint8_t> prepared_storage[5];
@@ -117,23 +123,25 @@ void Transformer::Project(const float* x, size_t n,
   }
 }
 
-// att[t] = causal attention of q[t] over positions [0, pos + t], one task
-// per (kv head, token).
-void Transformer::Attend(int layer, size_t n, int pos, const KvView& kv) {
+// att[t] = causal attention of q[t] over positions [0, pos_t] of its
+// sequence, one task per (kv head, token).
+void Transformer::Attend(int layer, std::span<const BatchEntry> batch,
+                         size_t n) {
   const ModelConfig& c = model_.config();
   const size_t hd = c.head_dim;
   const size_t group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int n_ctx_max = pos + static_cast<int>(n);
   Buffers& b = *buf_;
   auto run = [&](size_t task, size_t worker) {
     const int g = static_cast<int>(task / n);
     const size_t t = task % n;
+    const KvView& kv = *batch[b.token_entry[t]].kv;
+    const int n_ctx = b.token_pos[t] + 1;
     std::vector<kernels::KvRun>& runs = b.runs[worker];
-    kv.Read(layer, g, n_ctx_max, &runs);
+    kv.Read(layer, g, n_ctx, &runs);
     const size_t head0 = size_t(g) * group;
     kernels::AttentionFast(&b.q[t * c.q_dim() + head0 * hd], group, hd,
-                           kv.kv_type(), runs, pos + t + 1, scale,
+                           kv.kv_type(), runs, n_ctx, scale,
                            &b.att[t * c.q_dim() + head0 * hd]);
   };
   const size_t n_tasks = size_t(c.n_kv_heads) * n;
@@ -146,26 +154,71 @@ void Transformer::Attend(int layer, size_t n, int pos, const KvView& kv) {
 
 Status Transformer::Forward(std::span<const int32_t> tokens, int pos,
                             KvView& kv, bool all_logits, float* logits) {
-  const ModelConfig& c = model_.config();
-  const ModelWeights& w = model_.weights();
-  const size_t n = tokens.size();
-  if (n == 0) return Status::InvalidArgument("forward: no tokens");
-  if (pos < 0 || n > size_t(kv.capacity()) ||
-      size_t(pos) > size_t(kv.capacity()) - n) {
-    return Status::OutOfRange(
-        "forward: positions [" + std::to_string(pos) + ", " +
-        std::to_string(pos + n) + ") exceed the context of " +
-        std::to_string(kv.capacity()));
-  }
-  for (int32_t id : tokens) {
-    if (id < 0 || id >= c.vocab_size) {
-      return Status::InvalidArgument("forward: token id " + std::to_string(id) +
-                                     " outside the vocabulary of " +
-                                     std::to_string(c.vocab_size));
+  const BatchEntry entry{tokens, pos, &kv,
+                         all_logits ? Logits::kAll : Logits::kLast};
+  return Forward(std::span<const BatchEntry>(&entry, 1), logits);
+}
+
+Status Transformer::Check(std::span<const BatchEntry> batch) const {
+  const int vocab = model_.config().vocab_size;
+  if (batch.empty()) return Status::InvalidArgument("forward: empty batch");
+  for (size_t e = 0; e < batch.size(); ++e) {
+    const BatchEntry& entry = batch[e];
+    const size_t n = entry.tokens.size();
+    if (n == 0) return Status::InvalidArgument("forward: no tokens");
+    if (entry.kv == nullptr) {
+      return Status::InvalidArgument("forward: batch entry without a KV view");
+    }
+    for (size_t other = 0; other < e; ++other) {
+      if (batch[other].kv == entry.kv) {
+        return Status::InvalidArgument(
+            "forward: two batch entries share one KV view");
+      }
+    }
+    const size_t capacity = size_t(entry.kv->capacity());
+    if (entry.pos < 0 || n > capacity || size_t(entry.pos) > capacity - n) {
+      return Status::OutOfRange(
+          "forward: positions [" + std::to_string(entry.pos) + ", " +
+          std::to_string(entry.pos + n) + ") exceed the context of " +
+          std::to_string(capacity));
+    }
+    for (int32_t id : entry.tokens) {
+      if (id < 0 || id >= vocab) {
+        return Status::InvalidArgument("forward: token id " +
+                                       std::to_string(id) +
+                                       " outside the vocabulary of " +
+                                       std::to_string(vocab));
+      }
     }
   }
+  return Status::OK();
+}
+
+Status Transformer::Forward(std::span<const BatchEntry> batch,
+                            float* logits) {
+  KV_RETURN_IF_ERROR(Check(batch));
+  const ModelConfig& c = model_.config();
+  const ModelWeights& w = model_.weights();
+  size_t n = 0;
+  for (const BatchEntry& entry : batch) n += entry.tokens.size();
   EnsureScratch(n);
   Buffers& b = *buf_;
+  b.token_id.clear();
+  b.token_pos.clear();
+  b.token_entry.clear();
+  b.out_tokens.clear();
+  for (size_t e = 0; e < batch.size(); ++e) {
+    const BatchEntry& entry = batch[e];
+    for (size_t i = 0; i < entry.tokens.size(); ++i) {
+      const bool out = entry.logits == Logits::kAll ||
+                       (entry.logits == Logits::kLast &&
+                        i + 1 == entry.tokens.size());
+      if (out) b.out_tokens.push_back(b.token_id.size());
+      b.token_id.push_back(entry.tokens[i]);
+      b.token_pos.push_back(entry.pos + static_cast<int>(i));
+      b.token_entry.push_back(static_cast<int>(e));
+    }
+  }
   const size_t dim = c.dim, q_dim = c.q_dim(), kv_dim = c.kv_dim();
   const size_t ffn = c.ffn_dim;
   const size_t rope_floats = kernels::RopeTableFloats(c.rope_dims);
@@ -175,9 +228,9 @@ Status Transformer::Forward(std::span<const int32_t> tokens, int pos,
       kernels::DequantizeRow(
           w.token_embedding.type,
           static_cast<const uint8_t*>(w.token_embedding.data) +
-              size_t(tokens[t]) * embd_row,
+              size_t(b.token_id[t]) * embd_row,
           dim, &b.x[t * dim]);
-      kernels::FillRopeTable(c.rope_dims, pos + static_cast<int>(t),
+      kernels::FillRopeTable(c.rope_dims, b.token_pos[t],
                              c.rope_base, c.rope_style,
                              &b.rope[t * rope_floats]);
     }
@@ -210,10 +263,10 @@ Status Transformer::Forward(std::span<const int32_t> tokens, int pos,
                           table);
         kernels::RopeFast(k, c.n_kv_heads, c.head_dim, c.rope_dims,
                           c.rope_style, table);
-        kv.Write(l, pos + static_cast<int>(t), k, v);
+        batch[b.token_entry[t]].kv->Write(l, b.token_pos[t], k, v);
       }
     });
-    Attend(l, n, pos, kv);
+    Attend(l, batch, n);
     const Product out[] = {{&lw.wo, b.proj.data()}};
     Project(b.att.data(), n, out);
     ForRanges(n, [&](size_t lo, size_t hi) {
@@ -236,12 +289,14 @@ Status Transformer::Forward(std::span<const int32_t> tokens, int pos,
     });
   }
 
-  const size_t first = all_logits ? 0 : n - 1;
-  const size_t n_out = n - first;
-  for (size_t t = first; t < n; ++t) {
-    kernels::RmsNormFast(&b.x[t * dim], w.output_norm, dim, c.rms_eps,
-                         &b.xb[(t - first) * dim]);
-  }
+  const size_t n_out = b.out_tokens.size();
+  if (n_out == 0) return Status::OK();
+  ForRanges(n_out, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) {
+      kernels::RmsNormFast(&b.x[b.out_tokens[i] * dim], w.output_norm, dim,
+                           c.rms_eps, &b.xb[i * dim]);
+    }
+  });
   const Product head[] = {{&w.output, logits}};
   Project(b.xb.data(), n_out, head);
   return Status::OK();

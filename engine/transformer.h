@@ -1,7 +1,10 @@
-// Transformer: the forward pass of the Llama family (llama, qwen2) over one
-// sequence. A call processes a span of tokens at consecutive positions in one
-// batched pass: every projection is a matrix-matrix product over all the
-// tokens (prefill), and a single token is the same call with n = 1 (decode).
+// Transformer: the forward pass of the Llama family (llama, qwen2) over a
+// batch of sequences. A call processes, for each sequence of the batch, a span
+// of tokens at consecutive positions of that sequence: a prefill chunk of a
+// prompt, or one token of a decode. All the tokens of the batch go through
+// every projection together as one matrix-matrix product (each weight is read
+// once per step, whatever the number of sequences); attention is per
+// sequence, over its own KvView.
 //
 //   x = embed(token)
 //   per layer:  h = RMSNorm(x); q,k,v = h·Wq,Wk,Wv (+ biases for qwen2);
@@ -17,6 +20,11 @@
 // steady-state decode allocates nothing. Not thread-safe: one Transformer per
 // sequence being computed at a time; the Model and the pool may be shared
 // with other Transformers used one after another.
+//
+// Results do not depend on batching: a token's logits and K/V are computed by
+// the same operations whatever else is in the batch (the kernels are
+// batch-invariant), so a sequence computed alone or among others, in one
+// chunk or several, gives bit-identical output.
 #pragma once
 
 #include <cstdint>
@@ -40,11 +48,25 @@ class Transformer {
 
   const Model& model() const { return model_; }
 
-  // Runs `tokens` at positions [pos, pos + tokens.size()), storing their K/V
-  // in `kv` (which must already hold positions [0, pos)). Writes the logits
-  // of every token ([n][vocab]) when `all_logits`, else only those of the
-  // last token ([vocab]). InvalidArgument for an empty span or a token id
-  // outside the vocabulary; OutOfRange when the positions exceed kv.
+  enum class Logits { kNone, kLast, kAll };
+
+  // One sequence's share of a batched step.
+  struct BatchEntry {
+    std::span<const int32_t> tokens;  // at positions [pos, pos + size)
+    int pos = 0;
+    KvView* kv = nullptr;  // holds positions [0, pos) already
+    Logits logits = Logits::kLast;
+  };
+
+  // Runs every entry, storing the K/V of its tokens through its KvView, and
+  // writes logits rows ([vocab] each) in batch order: one row for kLast,
+  // tokens.size() rows for kAll, none for kNone. InvalidArgument for an empty
+  // batch or entry, a null view, two entries sharing a view, or a token id
+  // outside the vocabulary; OutOfRange when an entry's positions exceed its
+  // view.
+  Status Forward(std::span<const BatchEntry> batch, float* logits);
+
+  // One sequence: Forward({{tokens, pos, &kv, all_logits ? kAll : kLast}}).
   Status Forward(std::span<const int32_t> tokens, int pos, KvView& kv,
                  bool all_logits, float* logits);
 
@@ -61,7 +83,8 @@ class Transformer {
   // Runs fn(begin, end) over [0, n) split across the pool.
   template <typename Fn>
   void ForRanges(size_t n, const Fn& fn);
-  void Attend(int layer, size_t n, int pos, const KvView& kv);
+  Status Check(std::span<const BatchEntry> batch) const;
+  void Attend(int layer, std::span<const BatchEntry> batch, size_t n);
 
   const Model& model_;
   ThreadPool* pool_;

@@ -29,7 +29,9 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_pool.h"
 #include "engine/kv_cache.h"
+#include "engine/paged_kv_view.h"
 #include "kernels/dtype.h"
 #include "model/gguf_writer.h"
 #include "model/model.h"
@@ -592,6 +594,84 @@ TEST_P(TransformerRefTest, IncrementalDecodeMatchesBatchedPrefill) {
           << "position " << p;
     }
   }
+}
+
+// Three sequences through paged views in two batched steps that mix prefill
+// chunks and single decode tokens, with every logits mode, on two threads:
+// each output row is bit-identical to the same position computed alone, in
+// one call, over a contiguous cache.
+TEST_P(TransformerRefTest, BatchedPagedStepsEqualSeparateRuns) {
+  const ModelConfig& c = model().config();
+  const size_t vocab = c.vocab_size;
+  const kvcache::BlockLayout layout{c.n_layers, c.n_kv_heads, c.head_dim,
+                                    /*block_tokens=*/4, DType::kF32};
+  constexpr int kBlocksPerSeq = 4;
+  std::vector<uint8_t> arena(3 * kBlocksPerSeq * layout.block_bytes());
+  // Interleaved block ids, so sequences' blocks are not contiguous.
+  std::vector<std::vector<int32_t>> tables(3);
+  for (int i = 0; i < kBlocksPerSeq; ++i) {
+    for (int s = 0; s < 3; ++s) tables[s].push_back(i * 3 + (2 - s));
+  }
+  std::vector<PagedKvView> views;
+  for (int s = 0; s < 3; ++s) views.emplace_back(layout, arena.data(), tables[s]);
+  const std::vector<int32_t> all = Prompt(c.vocab_size, 16);
+  std::vector<std::vector<int32_t>> seqs = {
+      {all.begin(), all.begin() + 10},
+      {all.begin() + 2, all.begin() + 11},
+      {all.begin() + 5, all.begin() + 14}};
+  using L = Transformer::Logits;
+  // Step 1: prefill 9 (last), 5 (all), 3 (none).
+  // Step 2: decode 1 (last), chunk 4 (all), chunk 6 (last).
+  struct Part {
+    int seq, begin, end;
+    L logits;
+  };
+  const std::vector<std::vector<Part>> steps = {
+      {{0, 0, 9, L::kLast}, {1, 0, 5, L::kAll}, {2, 0, 3, L::kNone}},
+      {{0, 9, 10, L::kLast}, {1, 5, 9, L::kAll}, {2, 3, 9, L::kLast}}};
+  ThreadPool pool(ThreadPool::Options{.num_threads = 2});
+  Transformer tf(model(), &pool);
+  for (const std::vector<Part>& step : steps) {
+    std::vector<Transformer::BatchEntry> batch;
+    std::vector<std::pair<int, int>> rows;  // (seq, position) per logits row
+    for (const Part& p : step) {
+      batch.push_back({std::span(seqs[p.seq]).subspan(p.begin, p.end - p.begin),
+                       p.begin, &views[p.seq], p.logits});
+      for (int t = p.begin; t < p.end; ++t) {
+        if (p.logits == L::kAll || (p.logits == L::kLast && t + 1 == p.end)) {
+          rows.push_back({p.seq, t});
+        }
+      }
+    }
+    std::vector<float> logits(rows.size() * vocab);
+    ASSERT_TRUE(tf.Forward(batch, logits.data()).ok());
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const auto [seq, pos] = rows[r];
+      const std::vector<float> alone = EngineLogits(model(), seqs[seq]);
+      EXPECT_TRUE(std::equal(&logits[r * vocab], &logits[(r + 1) * vocab],
+                             &alone[pos * vocab]))
+          << "sequence " << seq << " position " << pos;
+    }
+  }
+}
+
+TEST(TransformerTest, BatchRejectsBadEntries) {
+  Result<TinyModel> m = BuildTinyModel(LlamaGqa(), "batch_errors");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  Transformer tf(*m->model);
+  ContiguousKvCache kv = NewCache(*m->model, 8);
+  std::vector<float> logits(4 * m->model->config().vocab_size);
+  const std::vector<int32_t> tokens = {1, 2};
+  using Entry = Transformer::BatchEntry;
+  EXPECT_EQ(tf.Forward(std::span<const Entry>(), logits.data()).code(),
+            StatusCode::kInvalidArgument);
+  const Entry no_view[] = {{tokens, 0, nullptr, Transformer::Logits::kLast}};
+  EXPECT_EQ(tf.Forward(no_view, logits.data()).code(),
+            StatusCode::kInvalidArgument);
+  const Entry shared[] = {{tokens, 0, &kv, Transformer::Logits::kLast},
+                          {tokens, 2, &kv, Transformer::Logits::kLast}};
+  EXPECT_EQ(tf.Forward(shared, logits.data()).code(),
+            StatusCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, TransformerRefTest,

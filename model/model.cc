@@ -28,6 +28,11 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& path,
     model->raw_file_ = std::move(file);
     KV_RETURN_IF_ERROR(model->BindGguf(*model->gguf_).WithPrefix(path));
     KV_ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromGguf(*model->gguf_));
+    if (model->gguf_->Find("tokenizer.chat_template") != nullptr) {
+      KV_ASSIGN_OR_RETURN(std::string_view tmpl,
+                          model->gguf_->GetString("tokenizer.chat_template"));
+      model->chat_template_ = std::string(tmpl);
+    }
   } else {
     model->format_ = ModelFormat::kLlama2c;
     if (tokenizer_path.empty()) {
@@ -51,6 +56,12 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& path,
         std::to_string(model->config_.vocab_size));
   }
   return model;
+}
+
+Hash128 Model::identity() const {
+  std::call_once(identity_once_,
+                 [&] { identity_ = HashBytes(raw_file_->bytes()); });
+  return identity_;
 }
 
 const float* Model::AsF32(DType type, const void* src, size_t n) {

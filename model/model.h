@@ -11,10 +11,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "base/file.h"
+#include "base/hash.h"
 #include "base/status.h"
 #include "kernels/dtype.h"
 #include "model/model_config.h"
@@ -79,6 +81,12 @@ class Model {
   ModelFormat format() const { return format_; }
   uint64_t file_bytes() const { return file_bytes_; }
   const std::vector<TensorSummary>& tensors() const { return tensors_; }
+  // The GGUF `tokenizer.chat_template` (Jinja text), or "" when absent.
+  const std::string& chat_template() const { return chat_template_; }
+  // XXH3-128 of the whole model file: names the weights in KV cache keys, so
+  // K/V computed by one model are never served to another. Hashed on the
+  // first call (one pass over the mapping), then cached; thread-safe.
+  Hash128 identity() const;
 
  private:
   Model() = default;
@@ -97,6 +105,9 @@ class Model {
   std::unique_ptr<GgufFile> gguf_;
   std::unique_ptr<MappedFile> raw_file_;
   std::vector<std::unique_ptr<float[]>> converted_;
+  std::string chat_template_;
+  mutable std::once_flag identity_once_;
+  mutable Hash128 identity_;
 };
 
 }  // namespace kvstash
