@@ -56,6 +56,12 @@ class [[nodiscard]] Status {
   static Status OutOfRange(std::string m) {
     return Status(StatusCode::kOutOfRange, std::move(m));
   }
+  static Status ResourceExhausted(std::string m) {
+    return Status(StatusCode::kResourceExhausted, std::move(m));
+  }
+  static Status Unavailable(std::string m) {
+    return Status(StatusCode::kUnavailable, std::move(m));
+  }
   static Status Internal(std::string m) {
     return Status(StatusCode::kInternal, std::move(m));
   }

@@ -10,14 +10,16 @@
 #include "engine/transformer.h"
 
 namespace kvstash::bench {
-namespace {
-
-using Clock = std::chrono::steady_clock;
 
 Spread SpreadOf(std::vector<double> v) {
+  KV_CHECK(!v.empty());
   std::sort(v.begin(), v.end());
   return {v[v.size() / 2], v.front(), v.back()};
 }
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
 
 double MatrixBytes(const WeightMatrix& m) {
   return double(kernels::RowBytes(m.type, m.cols)) * m.rows;

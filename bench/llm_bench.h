@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "base/thread_pool.h"
@@ -32,6 +33,8 @@ struct LlmBenchOptions {
 struct Spread {
   double median = 0, min = 0, max = 0;
 };
+// Median (the upper one for an even count), min and max of `v` (non-empty).
+Spread SpreadOf(std::vector<double> v);
 
 struct LlmBenchResult {
   Spread prefill_tokens_per_s;

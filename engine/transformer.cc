@@ -14,16 +14,16 @@ namespace kvstash {
 // Activations of the current batch ([n][width] each) and per-worker scratch.
 struct Transformer::Buffers {
   size_t tokens = 0;
-  std::vector<float> x;       // residual stream [n][dim]
-  std::vector<float> xb;      // normed input [n][dim]
-  std::vector<float> q;       // [n][q_dim]
-  std::vector<float> k;       // [n][kv_dim]
-  std::vector<float> v;       // [n][kv_dim]
-  std::vector<float> att;     // attention output [n][q_dim]
-  std::vector<float> proj;    // output projections [n][dim]
-  std::vector<float> gate;    // [n][ffn_dim]
-  std::vector<float> up;      // [n][ffn_dim]
-  std::vector<float> rope;    // [n][RopeTableFloats(rope_dims)]
+  std::vector<float> x;     // residual stream [n][dim]
+  std::vector<float> xb;    // normed input [n][dim]
+  std::vector<float> q;     // [n][q_dim]
+  std::vector<float> k;     // [n][kv_dim]
+  std::vector<float> v;     // [n][kv_dim]
+  std::vector<float> att;   // attention output [n][q_dim]
+  std::vector<float> proj;  // output projections [n][dim]
+  std::vector<float> gate;  // [n][ffn_dim]
+  std::vector<float> up;    // [n][ffn_dim]
+  std::vector<float> rope;  // [n][RopeTableFloats(rope_dims)]
   // Per token of the batch: its id, position and batch entry.
   std::vector<int32_t> token_id;
   std::vector<int> token_pos;
@@ -97,8 +97,8 @@ void Transformer::Project(const float* x, size_t n,
   const size_t workers = pool_ != nullptr ? pool_->NumWorkers() : 1;
   size_t total_rows = 0;
   for (const Product& p : products) total_rows += p.w->rows;
-  const size_t slice = std::max<size_t>(
-      16, (total_rows / (workers * 4) + 15) / 16 * 16);
+  const size_t slice =
+      std::max<size_t>(16, (total_rows / (workers * 4) + 15) / 16 * 16);
   size_t n_tasks = 0;
   for (const Product& p : products) n_tasks += (p.w->rows + slice - 1) / slice;
   auto run = [&](size_t task, size_t) {
@@ -184,18 +184,16 @@ Status Transformer::Check(std::span<const BatchEntry> batch) const {
     }
     for (int32_t id : entry.tokens) {
       if (id < 0 || id >= vocab) {
-        return Status::InvalidArgument("forward: token id " +
-                                       std::to_string(id) +
-                                       " outside the vocabulary of " +
-                                       std::to_string(vocab));
+        return Status::InvalidArgument(
+            "forward: token id " + std::to_string(id) +
+            " outside the vocabulary of " + std::to_string(vocab));
       }
     }
   }
   return Status::OK();
 }
 
-Status Transformer::Forward(std::span<const BatchEntry> batch,
-                            float* logits) {
+Status Transformer::Forward(std::span<const BatchEntry> batch, float* logits) {
   KV_RETURN_IF_ERROR(Check(batch));
   const ModelConfig& c = model_.config();
   const ModelWeights& w = model_.weights();
@@ -210,9 +208,9 @@ Status Transformer::Forward(std::span<const BatchEntry> batch,
   for (size_t e = 0; e < batch.size(); ++e) {
     const BatchEntry& entry = batch[e];
     for (size_t i = 0; i < entry.tokens.size(); ++i) {
-      const bool out = entry.logits == Logits::kAll ||
-                       (entry.logits == Logits::kLast &&
-                        i + 1 == entry.tokens.size());
+      const bool out =
+          entry.logits == Logits::kAll ||
+          (entry.logits == Logits::kLast && i + 1 == entry.tokens.size());
       if (out) b.out_tokens.push_back(b.token_id.size());
       b.token_id.push_back(entry.tokens[i]);
       b.token_pos.push_back(entry.pos + static_cast<int>(i));
@@ -230,9 +228,8 @@ Status Transformer::Forward(std::span<const BatchEntry> batch,
           static_cast<const uint8_t*>(w.token_embedding.data) +
               size_t(b.token_id[t]) * embd_row,
           dim, &b.x[t * dim]);
-      kernels::FillRopeTable(c.rope_dims, b.token_pos[t],
-                             c.rope_base, c.rope_style,
-                             &b.rope[t * rope_floats]);
+      kernels::FillRopeTable(c.rope_dims, b.token_pos[t], c.rope_base,
+                             c.rope_style, &b.rope[t * rope_floats]);
     }
   });
 
@@ -244,9 +241,8 @@ Status Transformer::Forward(std::span<const BatchEntry> batch,
                              &b.xb[t * dim]);
       }
     });
-    const Product qkv[] = {{&lw.wq, b.q.data()},
-                           {&lw.wk, b.k.data()},
-                           {&lw.wv, b.v.data()}};
+    const Product qkv[] = {
+        {&lw.wq, b.q.data()}, {&lw.wk, b.k.data()}, {&lw.wv, b.v.data()}};
     Project(b.xb.data(), n, qkv);
     ForRanges(n, [&](size_t lo, size_t hi) {
       for (size_t t = lo; t < hi; ++t) {

@@ -9,8 +9,8 @@
 //   x = embed(token)
 //   per layer:  h = RMSNorm(x); q,k,v = h·Wq,Wk,Wv (+ biases for qwen2);
 //               RoPE(q, k); store k,v through the KvView;
-//               x += Wo · attention(q, K/V of positions [0, pos])  (causal, GQA)
-//               h = RMSNorm(x); x += Wdown · (silu(h·Wgate) * (h·Wup))
+//               x += Wo · attention(q, K/V of positions [0, pos])  (causal,
+//               GQA) h = RMSNorm(x); x += Wdown · (silu(h·Wgate) * (h·Wup))
 //   logits = RMSNorm(x) · Wout
 //
 // The products and attention run on the fast kernels (kernels/*_fast.h),

@@ -36,7 +36,8 @@ struct BlockLayout {
   // Byte offset of (layer, K (0) or V (1), kv_head, token) in a block.
   size_t Offset(int layer, int k_or_v, int kv_head, int token) const {
     return ((size_t(layer) * 2 + size_t(k_or_v)) * size_t(n_kv_heads) +
-            size_t(kv_head)) * run_bytes() +
+            size_t(kv_head)) *
+               run_bytes() +
            size_t(token) * size_t(head_dim) * elem_bytes();
   }
 };

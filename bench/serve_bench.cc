@@ -1,0 +1,222 @@
+#include "bench/serve_bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kvcache/kv_manager.h"
+#include "serve/scheduler.h"
+
+namespace kvstash::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+struct Run {
+  std::vector<Clock::time_point> token_times;
+  RequestEvent finish;
+  Clock::time_point submitted;
+  double ttft() const { return Seconds(submitted, token_times.front()); }
+};
+
+// Submits `request` and waits for its end.
+Result<Run> RunOne(Scheduler& scheduler, GenerationRequest request) {
+  KV_ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> h,
+                      scheduler.Submit(std::move(request)));
+  Run run;
+  run.submitted = h->submitted();
+  RequestEvent ev;
+  while (h->Next(&ev, std::chrono::minutes(10))) {
+    if (ev.kind == RequestEvent::Kind::kToken) {
+      run.token_times.push_back(ev.time);
+      continue;
+    }
+    if (ev.finish == RequestEnd::kError) return ev.error;
+    if (run.token_times.empty()) {
+      return Status::Internal("bench: a request ended without a token");
+    }
+    run.finish = ev;
+    return run;
+  }
+  return Status::Internal("bench: a request did not finish in 10 minutes");
+}
+
+class Prompts {
+ public:
+  Prompts(const Model& model, uint64_t seed)
+      : rng_(seed),
+        vocab_(model.config().vocab_size),
+        bos_(model.tokenizer().bos()) {}
+  // BOS (when the model has one) and n - 1 random ids.
+  std::vector<int32_t> Random(int n) {
+    std::vector<int32_t> p;
+    if (bos_ >= 0) p.push_back(bos_);
+    std::uniform_int_distribution<int32_t> id(0, vocab_ - 1);
+    while (int(p.size()) < n) p.push_back(id(rng_));
+    return p;
+  }
+
+ private:
+  std::mt19937_64 rng_;
+  int vocab_;
+  int32_t bos_;
+};
+
+GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
+  GenerationRequest r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0;
+  r.stop_at_eos = false;
+  return r;
+}
+
+// Aggregate tokens/s over the window where every stream decodes: from the
+// latest first token to the earliest last token.
+double AggregateDecodeRate(const std::vector<Run>& runs) {
+  Clock::time_point begin = runs[0].token_times.front();
+  Clock::time_point end = runs[0].token_times.back();
+  for (const Run& r : runs) {
+    begin = std::max(begin, r.token_times.front());
+    end = std::min(end, r.token_times.back());
+  }
+  size_t tokens = 0;
+  for (const Run& r : runs) {
+    for (Clock::time_point t : r.token_times) tokens += t > begin && t <= end;
+  }
+  const double s = Seconds(begin, end);
+  return s > 0 ? tokens / s : 0;
+}
+
+Status Validate(const ServeBenchOptions& o, const Model& model) {
+  if (o.prompt_tokens < 2 || o.new_tokens < 1 ||
+      o.new_tokens >= o.prompt_tokens) {
+    return Status::InvalidArgument(
+        "bench serve: need prompt_tokens >= 2 and 1 <= new_tokens < "
+        "prompt_tokens");
+  }
+  if (o.streams < 2 || o.gen_tokens < 4 || o.repeat < 1) {
+    return Status::InvalidArgument(
+        "bench serve: need streams >= 2, gen_tokens >= 4, repeat >= 1");
+  }
+  if (o.prompt_tokens + 1 > model.config().context_length &&
+      model.config().context_length > 0) {
+    return Status::InvalidArgument(
+        "bench serve: prompt_tokens exceeds the model's context of " +
+        std::to_string(model.config().context_length));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<ServeBenchResult> RunServeBench(const Model& model, ThreadPool& pool,
+                                       const ServeBenchOptions& options,
+                                       const BenchProgress& progress) {
+  KV_RETURN_IF_ERROR(Validate(options, model));
+  const ModelConfig& c = model.config();
+  kvcache::KvManagerOptions kvo;
+  kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, options.block_tokens,
+                options.kv_type};
+  kvo.capacity_bytes = options.kv_cache_mb << 20;
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv,
+                      kvcache::KvManager::Create(kvo));
+  SchedulerOptions so;
+  so.max_batch_tokens = options.max_batch_tokens;
+  so.max_running =
+      std::min(options.max_batch_tokens, std::max(64, options.streams));
+  so.context = std::max(options.prompt_tokens, 32 + options.gen_tokens) + 1;
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler,
+                      Scheduler::Create(model, &pool, *kv, so));
+
+  std::vector<double> cold_ttft, cold_prompt, warm_ttft, warm_prompt,
+      partial_ttft, partial_prompt, cold_over_warm, single, multi, speedup,
+      bookkeeping;
+  ServeBenchResult r;
+  for (int run = 0; run < options.repeat; ++run) {
+    const std::string tag =
+        "run " + std::to_string(run + 1) + "/" + std::to_string(options.repeat);
+    kv->Clear();
+    Prompts prompts(model, options.seed + run);
+    const std::vector<int32_t> prompt = prompts.Random(options.prompt_tokens);
+    KV_ASSIGN_OR_RETURN(Run cold, RunOne(*scheduler, Greedy(prompt, 1)));
+    KV_ASSIGN_OR_RETURN(Run warm, RunOne(*scheduler, Greedy(prompt, 1)));
+    std::vector<int32_t> partial(prompt.begin(),
+                                 prompt.end() - options.new_tokens);
+    const std::vector<int32_t> fresh = prompts.Random(options.new_tokens + 1);
+    partial.insert(partial.end(), fresh.begin() + 1, fresh.end());
+    KV_ASSIGN_OR_RETURN(Run part, RunOne(*scheduler, Greedy(partial, 1)));
+    cold_ttft.push_back(cold.ttft());
+    cold_prompt.push_back(cold.finish.prompt_seconds);
+    warm_ttft.push_back(warm.ttft());
+    warm_prompt.push_back(warm.finish.prompt_seconds);
+    partial_ttft.push_back(part.ttft());
+    partial_prompt.push_back(part.finish.prompt_seconds);
+    cold_over_warm.push_back(cold.ttft() / warm.ttft());
+    r.warm_cached_tokens = warm.finish.usage.cached_tokens;
+    r.partial_cached_tokens = part.finish.usage.cached_tokens;
+    progress(tag + ": cold TTFT " + std::to_string(cold.ttft()) + " s, warm " +
+             std::to_string(warm.ttft()) + " s, partial " +
+             std::to_string(part.ttft()) + " s");
+
+    KV_ASSIGN_OR_RETURN(
+        Run alone,
+        RunOne(*scheduler, Greedy(prompts.Random(32), options.gen_tokens)));
+    const double alone_rate =
+        (alone.token_times.size() - 1) /
+        Seconds(alone.token_times.front(), alone.token_times.back());
+    const SchedulerStats before = scheduler->Stats();
+    std::vector<std::shared_ptr<RequestHandle>> handles;
+    for (int s = 0; s < options.streams; ++s) {
+      KV_ASSIGN_OR_RETURN(
+          std::shared_ptr<RequestHandle> h,
+          scheduler->Submit(Greedy(prompts.Random(32), options.gen_tokens)));
+      handles.push_back(std::move(h));
+    }
+    std::vector<Run> streams;
+    for (auto& h : handles) {
+      Run s;
+      RequestEvent ev;
+      while (h->Next(&ev, std::chrono::minutes(10))) {
+        if (ev.kind == RequestEvent::Kind::kFinish) break;
+        s.token_times.push_back(ev.time);
+      }
+      if (ev.kind != RequestEvent::Kind::kFinish ||
+          ev.finish != RequestEnd::kLength) {
+        return Status::Internal("bench: a decode stream did not complete");
+      }
+      streams.push_back(std::move(s));
+    }
+    const SchedulerStats after = scheduler->Stats();
+    const double multi_rate = AggregateDecodeRate(streams);
+    const double step = after.step_seconds - before.step_seconds;
+    const double forward = after.forward_seconds - before.forward_seconds;
+    single.push_back(alone_rate);
+    multi.push_back(multi_rate);
+    speedup.push_back(multi_rate / alone_rate);
+    bookkeeping.push_back(step > 0 ? 1 - forward / step : 0);
+    progress(tag + ": decode 1 stream " + std::to_string(alone_rate) +
+             " tok/s, " + std::to_string(options.streams) + " streams " +
+             std::to_string(multi_rate) + " tok/s");
+  }
+  r.cold_ttft_s = SpreadOf(cold_ttft);
+  r.cold_prompt_s = SpreadOf(cold_prompt);
+  r.warm_ttft_s = SpreadOf(warm_ttft);
+  r.warm_prompt_s = SpreadOf(warm_prompt);
+  r.partial_ttft_s = SpreadOf(partial_ttft);
+  r.partial_prompt_s = SpreadOf(partial_prompt);
+  r.cold_over_warm_ttft = SpreadOf(cold_over_warm);
+  r.single_stream_tokens_per_s = SpreadOf(single);
+  r.multi_stream_tokens_per_s = SpreadOf(multi);
+  r.batching_speedup = SpreadOf(speedup);
+  r.bookkeeping_share = SpreadOf(bookkeeping);
+  return r;
+}
+
+}  // namespace kvstash::bench

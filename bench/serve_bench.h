@@ -1,0 +1,58 @@
+// The serving benchmark behind `kvstash bench serve`: what the paged prefix
+// cache and continuous batching buy, measured in-process through the
+// Scheduler (no HTTP), as ratios taken in the same run:
+//   cold:    a `prompt_tokens` prompt nobody has seen: TTFT and prompt time;
+//   warm:    the same prompt again (every full block mapped, the last token
+//            computed): TTFT, prompt time, and cold TTFT / warm TTFT;
+//   partial: the first prompt_tokens - new_tokens tokens of that prompt
+//            followed by new_tokens fresh ones (the cached part mapped, the
+//            rest prefilled in one batched chunk);
+//   decode:  `streams` concurrent greedy streams against one alone: aggregate
+//            tokens/s of the steps where all streams decode, over the single
+//            stream's, and the share of step time spent outside the forward
+//            pass (scheduler and cache bookkeeping).
+// Prompts are random token ids (a different seed per run, and the cache is
+// cleared between runs, so "cold" is cold).
+#pragma once
+
+#include <cstdint>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "bench/llm_bench.h"
+#include "kernels/dtype.h"
+#include "model/model.h"
+
+namespace kvstash::bench {
+
+struct ServeBenchOptions {
+  int prompt_tokens = 2000;
+  int new_tokens = 100;
+  int streams = 16;
+  int gen_tokens = 64;  // per stream in the decode phase
+  int repeat = 3;
+  int block_tokens = 16;
+  int max_batch_tokens = 512;
+  size_t kv_cache_mb = 1024;
+  kernels::DType kv_type = kernels::DType::kF16;
+  uint64_t seed = 1;
+};
+
+struct ServeBenchResult {
+  Spread cold_ttft_s, cold_prompt_s;
+  Spread warm_ttft_s, warm_prompt_s;
+  Spread partial_ttft_s, partial_prompt_s;
+  Spread cold_over_warm_ttft;  // per run
+  int warm_cached_tokens = 0;
+  int partial_cached_tokens = 0;
+  Spread single_stream_tokens_per_s;
+  Spread multi_stream_tokens_per_s;  // aggregate over `streams`
+  Spread batching_speedup;           // multi / single, per run
+  Spread bookkeeping_share;          // 1 - forward / step time, multi phase
+};
+
+Result<ServeBenchResult> RunServeBench(const Model& model, ThreadPool& pool,
+                                       const ServeBenchOptions& options,
+                                       const BenchProgress& progress);
+
+}  // namespace kvstash::bench

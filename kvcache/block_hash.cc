@@ -1,0 +1,37 @@
+#include "kvcache/block_hash.h"
+
+#include <bit>
+
+namespace kvstash::kvcache {
+
+namespace {
+// Versions the encoding below: change it whenever the encoding changes, so
+// that names from an older encoding can never be mistaken for current ones.
+constexpr std::string_view kDomainTag = "kvstash-kv-v1";
+}  // namespace
+
+Hash128 RootHash(const Hash128& model_identity, const BlockLayout& layout,
+                 std::string_view salt) {
+  Hasher128 h;
+  h.Add(kDomainTag).Add(model_identity);
+  h.AddU32(uint32_t(layout.n_layers))
+      .AddU32(uint32_t(layout.n_kv_heads))
+      .AddU32(uint32_t(layout.head_dim))
+      .AddU32(uint32_t(layout.block_tokens))
+      .AddU32(uint32_t(layout.kv_type));
+  h.AddU64(salt.size()).Add(salt);
+  return h.Finish();
+}
+
+Hash128 BlockHash(const Hash128& parent, std::span<const int32_t> tokens) {
+  Hasher128 h;
+  h.Add(parent);
+  if constexpr (std::endian::native == std::endian::little) {
+    h.Add(tokens.data(), tokens.size_bytes());
+  } else {
+    for (const int32_t t : tokens) h.AddU32(uint32_t(t));
+  }
+  return h.Finish();
+}
+
+}  // namespace kvstash::kvcache

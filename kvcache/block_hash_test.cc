@@ -1,0 +1,125 @@
+#include "kvcache/block_hash.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <numeric>
+#include <string>
+#include <vector>
+
+namespace kvstash::kvcache {
+namespace {
+
+BlockLayout TestLayout() {
+  BlockLayout l;
+  l.n_layers = 2;
+  l.n_kv_heads = 2;
+  l.head_dim = 8;
+  l.block_tokens = 16;
+  l.kv_type = kernels::DType::kF16;
+  return l;
+}
+
+Hash128 ModelRoot(std::string_view salt) {
+  return RootHash(HashBytes("model", 5), TestLayout(), salt);
+}
+
+std::vector<int32_t> Tokens16() {
+  std::vector<int32_t> t(16);
+  std::iota(t.begin(), t.end(), 100);
+  t[3] = -1;  // negative ids encode as their two's complement
+  return t;
+}
+
+// The hex of h_2 for two blocks of 16 tokens under ModelRoot(salt).
+std::string ChainHex(std::string_view salt) {
+  const std::vector<int32_t> t = Tokens16();
+  const Hash128 h1 = BlockHash(ModelRoot(salt), t);
+  return BlockHash(h1, t).Hex();
+}
+
+// Pins the canonical encoding: a change here invalidates every stored block.
+TEST(BlockHashTest, GoldenValues) {
+  const Hash128 root = ModelRoot("");
+  EXPECT_EQ(root.Hex(), "d331f1e2d9cc45fe77380dc6450fde67");
+  EXPECT_EQ(BlockHash(root, Tokens16()).Hex(),
+            "15b7b07818d46bb8d8c5fa862aab7b13");
+}
+
+TEST(BlockHashTest, RootEncodesTheLittleEndianFields) {
+  Hasher128 h;
+  h.Add(std::string_view("kvstash-kv-v1")).Add(HashBytes("model", 5));
+  h.AddU32(2).AddU32(2).AddU32(8).AddU32(16).AddU32(
+      uint32_t(kernels::DType::kF16));
+  h.AddU64(3).Add(std::string_view("abc"));
+  EXPECT_EQ(ModelRoot("abc"), h.Finish());
+}
+
+TEST(BlockHashTest, BlockEncodesParentThenTokens) {
+  const Hash128 parent{1, 2};
+  const std::array<int32_t, 2> tokens = {0x01020304, -2};
+  const uint8_t bytes[] = {
+      1,    0,    0,    0,    0, 0, 0, 0,  // parent.lo
+      2,    0,    0,    0,    0, 0, 0, 0,  // parent.hi
+      4,    3,    2,    1,                 // 0x01020304
+      0xfe, 0xff, 0xff, 0xff,              // -2
+  };
+  EXPECT_EQ(BlockHash(parent, tokens), HashBytes(bytes, sizeof(bytes)));
+}
+
+TEST(BlockHashTest, SaltModelAndLayoutSeparateNamespaces) {
+  EXPECT_NE(ModelRoot("tenant-a"), ModelRoot(""));
+  EXPECT_NE(ModelRoot("tenant-a"), ModelRoot("tenant-b"));
+  EXPECT_NE(ChainHex("tenant-a"), ChainHex(""));
+  EXPECT_NE(RootHash(HashBytes("other", 5), TestLayout(), ""), ModelRoot(""));
+  BlockLayout bf16 = TestLayout();
+  bf16.kv_type = kernels::DType::kBF16;
+  EXPECT_NE(RootHash(HashBytes("model", 5), bf16, ""), ModelRoot(""));
+  BlockLayout b32 = TestLayout();
+  b32.block_tokens = 32;
+  EXPECT_NE(RootHash(HashBytes("model", 5), b32, ""), ModelRoot(""));
+}
+
+TEST(BlockHashTest, ChainDependsOnEveryToken) {
+  const std::vector<int32_t> t = Tokens16();
+  const Hash128 root = ModelRoot("");
+  for (size_t i = 0; i < t.size(); ++i) {
+    std::vector<int32_t> u = t;
+    ++u[i];
+    EXPECT_NE(BlockHash(root, u), BlockHash(root, t)) << "token " << i;
+  }
+  EXPECT_NE(BlockHash(BlockHash(root, t), t), BlockHash(root, t));
+}
+
+// Names carry no per-process state (seeds, addresses): a forked child
+// computes the same chain.
+TEST(BlockHashTest, SameNamesInAnotherProcess) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    const std::string hex = ChainHex("salt");
+    const bool ok =
+        write(fds[1], hex.data(), hex.size()) == ssize_t(hex.size());
+    _exit(ok ? 0 : 1);
+  }
+  close(fds[1]);
+  std::string got(64, '\0');
+  size_t n = 0;
+  for (ssize_t r; (r = read(fds[0], got.data() + n, got.size() - n)) > 0;) {
+    n += size_t(r);
+  }
+  close(fds[0]);
+  got.resize(n);
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  ASSERT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+  EXPECT_EQ(got, ChainHex("salt"));
+}
+
+}  // namespace
+}  // namespace kvstash::kvcache

@@ -1,0 +1,407 @@
+#include "kvcache/kv_manager.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/check.h"
+#include "kernels/attention.h"
+#include "kvcache/block_hash.h"
+#include "kvcache/block_pool.h"
+#include "kvcache/prefix_index.h"
+
+namespace kvstash::kvcache {
+
+namespace {
+
+Status CheckLayout(const BlockLayout& l) {
+  if (!kernels::IsAttentionKvType(l.kv_type)) {
+    return Status::InvalidArgument("kv cache: kv_type " +
+                                   std::string(kernels::DTypeName(l.kv_type)) +
+                                   " is not f32, f16 or bf16");
+  }
+  if (l.n_layers <= 0 || l.n_kv_heads <= 0 || l.head_dim <= 0 ||
+      l.block_tokens <= 0) {
+    return Status::InvalidArgument(
+        "kv cache: layout sizes must be positive (n_layers " +
+        std::to_string(l.n_layers) + ", n_kv_heads " +
+        std::to_string(l.n_kv_heads) + ", head_dim " +
+        std::to_string(l.head_dim) + ", block_tokens " +
+        std::to_string(l.block_tokens) + ")");
+  }
+  return Status::OK();
+}
+
+Status Broken(size_t seq, const std::string& what) {
+  return Status::Internal("kv cache: sequence " + std::to_string(seq) + ": " +
+                          what);
+}
+
+}  // namespace
+
+// `mu` guards the pool's and the index's contents and the counters; the
+// layout and the arena's address never change (BlockData reads them without
+// the lock). Every helper requires `mu` held.
+struct KvManager::State {
+  State(const BlockLayout& layout, std::unique_ptr<BlockPool> pool)
+      : layout(layout), pool(std::move(pool)), index(this->pool.get()) {}
+
+  size_t block_tokens() const { return size_t(layout.block_tokens); }
+  std::span<const int32_t> BlockTokens(std::span<const int32_t> tokens,
+                                       size_t i) const {
+    return tokens.subspan(i * block_tokens(), block_tokens());
+  }
+
+  BlockId AllocateEvicting();
+  bool CanAllocate(size_t n) const;
+  // Drops one reference to `block`; `indexed_as` names the index node whose
+  // block it is (null for a private block, which is freed at refcount 0).
+  void Unref(BlockId block, const Hash128* indexed_as);
+  size_t MapPrefix(std::span<const int32_t> tokens, SequenceKv* seq);
+  bool PrivatizeLastBlock(SequenceKv* seq);
+
+  Status ValidateTables(std::span<const SequenceKv* const> live) const;
+  Status ValidateFreeList() const;
+  Status ValidateNodes() const;
+
+  mutable std::mutex mu;
+  const BlockLayout layout;
+  const std::unique_ptr<BlockPool> pool;
+  PrefixIndex index;  // reads refcounts from *pool
+  uint64_t queried_tokens = 0;
+  uint64_t hit_tokens = 0;
+  uint64_t evictions = 0;
+  uint64_t cow_copies = 0;
+};
+
+// A free block (refcount 1), evicting LRU cached leaves while none is free;
+// -1 when nothing is free or evictable.
+BlockId KvManager::State::AllocateEvicting() {
+  for (;;) {
+    const BlockId id = pool->Allocate();
+    if (id >= 0) return id;
+    const std::optional<PrefixIndex::Evicted> victim = index.PopLru();
+    if (!victim) return -1;
+    pool->Free(victim->block);
+    ++evictions;
+  }
+}
+
+// Whether AllocateEvicting can succeed `n` times in a row. Evicting a leaf
+// may expose its parent, so the evictable set is only a lower bound.
+bool KvManager::State::CanAllocate(size_t n) const {
+  const size_t free = pool->free_count();
+  return free + index.evictable_count() >= n ||
+         free + index.ReclaimableCount() >= n;
+}
+
+void KvManager::State::Unref(BlockId block, const Hash128* indexed_as) {
+  if (pool->DecRef(block) > 0) return;
+  if (indexed_as != nullptr) {
+    index.SyncEvictable(*indexed_as);
+  } else {
+    pool->Free(block);
+  }
+}
+
+// Maps the indexed full blocks at the head of `tokens` into `seq` and
+// refreshes their path; returns how many.
+size_t KvManager::State::MapPrefix(std::span<const int32_t> tokens,
+                                   SequenceKv* seq) {
+  const size_t full = tokens.size() / block_tokens();
+  Hash128 prev = seq->root;
+  for (size_t i = 0; i < full; ++i) {
+    const Hash128 h = BlockHash(prev, BlockTokens(tokens, i));
+    const PrefixIndex::Node* node = index.Find(h);
+    if (node == nullptr) break;
+    if (pool->IncRef(node->block) == 1) index.SyncEvictable(h);
+    seq->blocks.push_back(node->block);
+    seq->chain.push_back(h);
+    seq->indexed.push_back(true);
+    prev = h;
+  }
+  if (!seq->chain.empty()) index.Touch(seq->chain.back());
+  return seq->chain.size();
+}
+
+// The sequence will write its last prompt token into its last mapped block,
+// which others can see: replaces it by a private copy (left unnamed, so
+// Commit names it as a duplicate), or drops it when no block can be had.
+// Returns whether the copy was made.
+bool KvManager::State::PrivatizeLastBlock(SequenceKv* seq) {
+  const BlockId shared = seq->blocks.back();
+  const Hash128 hash = seq->chain.back();
+  seq->chain.pop_back();
+  seq->indexed.pop_back();
+  const BlockId copy = AllocateEvicting();
+  if (copy >= 0) {
+    std::memcpy(pool->data(copy), pool->data(shared), pool->block_bytes());
+    seq->blocks.back() = copy;
+    ++cow_copies;
+  } else {
+    seq->blocks.pop_back();
+  }
+  Unref(shared, &hash);
+  return copy >= 0;
+}
+
+Result<std::unique_ptr<KvManager>> KvManager::Create(
+    const KvManagerOptions& options) {
+  KV_RETURN_IF_ERROR(CheckLayout(options.layout));
+  const size_t block_bytes = options.layout.block_bytes();
+  const size_t n_blocks =
+      std::min<size_t>(options.capacity_bytes / block_bytes, size_t{INT32_MAX});
+  if (n_blocks == 0) {
+    return Status::InvalidArgument(
+        "kv cache: capacity " + std::to_string(options.capacity_bytes) +
+        " bytes is below one block of " + std::to_string(block_bytes));
+  }
+  KV_ASSIGN_OR_RETURN(
+      std::unique_ptr<BlockPool> pool,
+      BlockPool::Create(block_bytes, BlockId(n_blocks), options.prefault));
+  return std::unique_ptr<KvManager>(
+      new KvManager(std::make_unique<State>(options.layout, std::move(pool))));
+}
+
+KvManager::KvManager(std::unique_ptr<State> state) : state_(std::move(state)) {}
+KvManager::~KvManager() = default;
+
+const BlockLayout& KvManager::layout() const { return state_->layout; }
+
+uint8_t* KvManager::BlockData(BlockId id) const {
+  KV_DCHECK(id >= 0 && id < state_->pool->capacity());
+  return state_->pool->data(id);
+}
+
+int KvManager::Admit(std::span<const int32_t> tokens, SequenceKv* seq) {
+  KV_CHECK(!tokens.empty());
+  KV_CHECK(seq->blocks.empty() && seq->chain.empty() && seq->indexed.empty());
+  State& s = *state_;
+  std::lock_guard lock(s.mu);
+  const int n = int(tokens.size());
+  const int b = int(s.block_tokens());
+  int cached = int(s.MapPrefix(tokens, seq)) * b;
+  if (cached == n) cached = s.PrivatizeLastBlock(seq) ? n - 1 : n - b;
+  s.queried_tokens += uint64_t(n);
+  s.hit_tokens += uint64_t(cached);
+  return cached;
+}
+
+Status KvManager::Reserve(int n_tokens, SequenceKv* seq) {
+  State& s = *state_;
+  std::lock_guard lock(s.mu);
+  const size_t b = s.block_tokens();
+  const size_t want = (size_t(std::max(n_tokens, 0)) + b - 1) / b;
+  if (want <= seq->blocks.size()) return Status::OK();
+  const size_t needed = want - seq->blocks.size();
+  if (!s.CanAllocate(needed)) {
+    const size_t free = s.pool->free_count();
+    return Status::ResourceExhausted(
+        "kv cache: " + std::to_string(n_tokens) + " tokens need " +
+        std::to_string(needed) + " more blocks, " +
+        std::to_string(free + s.index.ReclaimableCount()) + " available (" +
+        std::to_string(free) + " free)");
+  }
+  for (size_t i = 0; i < needed; ++i) {
+    const BlockId id = s.AllocateEvicting();
+    KV_CHECK(id >= 0);
+    seq->blocks.push_back(id);
+  }
+  return Status::OK();
+}
+
+void KvManager::Commit(std::span<const int32_t> tokens, SequenceKv* seq) {
+  State& s = *state_;
+  std::lock_guard lock(s.mu);
+  const size_t b = s.block_tokens();
+  const size_t full = std::min(tokens.size() / b, seq->blocks.size());
+  std::optional<Hash128> deepest_indexed;
+  for (size_t i = seq->chain.size(); i < full; ++i) {
+    const std::optional<Hash128> parent =
+        i == 0 ? std::nullopt : std::optional(seq->chain[i - 1]);
+    const Hash128 h =
+        BlockHash(parent ? *parent : seq->root, s.BlockTokens(tokens, i));
+    seq->chain.push_back(h);
+    const bool parent_indexed = !parent || s.index.Find(*parent) != nullptr;
+    const bool insert = parent_indexed && s.index.Find(h) == nullptr;
+    if (insert) s.index.Insert(h, seq->blocks[i], parent);
+    seq->indexed.push_back(insert);
+    if (s.index.Find(h) != nullptr) deepest_indexed = h;
+  }
+  if (deepest_indexed) s.index.Touch(*deepest_indexed);
+}
+
+void KvManager::Release(SequenceKv* seq) {
+  State& s = *state_;
+  std::lock_guard lock(s.mu);
+  for (size_t i = 0; i < seq->blocks.size(); ++i) {
+    const bool indexed = i < seq->indexed.size() && seq->indexed[i];
+    s.Unref(seq->blocks[i], indexed ? &seq->chain[i] : nullptr);
+  }
+  seq->blocks.clear();
+  seq->chain.clear();
+  seq->indexed.clear();
+}
+
+int KvManager::Lookup(std::span<const int32_t> tokens,
+                      const Hash128& root) const {
+  const State& s = *state_;
+  std::lock_guard lock(s.mu);
+  const size_t full = tokens.size() / s.block_tokens();
+  Hash128 prev = root;
+  size_t hit = 0;
+  for (; hit < full; ++hit) {
+    prev = BlockHash(prev, s.BlockTokens(tokens, hit));
+    if (s.index.Find(prev) == nullptr) break;
+  }
+  return int(hit * s.block_tokens());
+}
+
+size_t KvManager::Clear() {
+  State& s = *state_;
+  std::lock_guard lock(s.mu);
+  size_t n = 0;
+  while (const std::optional<PrefixIndex::Evicted> victim = s.index.PopLru()) {
+    s.pool->Free(victim->block);
+    ++n;
+  }
+  return n;
+}
+
+KvStats KvManager::Stats() const {
+  const State& s = *state_;
+  std::lock_guard lock(s.mu);
+  KvStats st;
+  st.capacity_blocks = size_t(s.pool->capacity());
+  st.used_blocks = s.pool->used_count();
+  st.free_blocks = s.pool->free_count();
+  st.cached_blocks = st.capacity_blocks - st.used_blocks - st.free_blocks;
+  st.block_tokens = s.block_tokens();
+  st.block_bytes = s.pool->block_bytes();
+  st.queried_tokens = s.queried_tokens;
+  st.hit_tokens = s.hit_tokens;
+  st.evictions = s.evictions;
+  st.cow_copies = s.cow_copies;
+  return st;
+}
+
+Status KvManager::Validate(std::span<const SequenceKv* const> live) const {
+  const State& s = *state_;
+  std::lock_guard lock(s.mu);
+  KV_RETURN_IF_ERROR(s.ValidateTables(live));
+  KV_RETURN_IF_ERROR(s.ValidateFreeList());
+  KV_RETURN_IF_ERROR(s.ValidateNodes());
+  return s.index.Validate();
+}
+
+// Block tables are well formed, their indexed entries agree with the index,
+// and every block's refcount is the number of table entries holding it.
+Status KvManager::State::ValidateTables(
+    std::span<const SequenceKv* const> live) const {
+  const BlockId cap = pool->capacity();
+  std::vector<int> held(size_t(cap), 0);
+  for (size_t k = 0; k < live.size(); ++k) {
+    const SequenceKv& seq = *live[k];
+    if (seq.chain.size() != seq.indexed.size() ||
+        seq.chain.size() > seq.blocks.size()) {
+      return Broken(k, "chain, indexed and blocks sizes disagree");
+    }
+    for (const BlockId id : seq.blocks) {
+      if (id < 0 || id >= cap) {
+        return Broken(k, "block " + std::to_string(id) + " out of range");
+      }
+      ++held[size_t(id)];
+    }
+    for (size_t i = 0; i < seq.chain.size(); ++i) {
+      if (!seq.indexed[i]) continue;
+      const PrefixIndex::Node* node = index.Find(seq.chain[i]);
+      if (node == nullptr || node->block != seq.blocks[i]) {
+        return Broken(k, "block " + std::to_string(i) +
+                             " is marked indexed but the index disagrees");
+      }
+      const Hash128* parent = node->parent ? &node->parent->hash : nullptr;
+      if ((i == 0) != (parent == nullptr) ||
+          (parent != nullptr && *parent != seq.chain[i - 1])) {
+        return Broken(k, "block " + std::to_string(i) +
+                             ": index parent is not the previous chain entry");
+      }
+    }
+  }
+  for (BlockId id = 0; id < cap; ++id) {
+    if (pool->refcount(id) != held[size_t(id)]) {
+      return Status::Internal(
+          "kv cache: block " + std::to_string(id) + " has refcount " +
+          std::to_string(pool->refcount(id)) + " but block tables hold it " +
+          std::to_string(held[size_t(id)]) + " times");
+    }
+  }
+  return Status::OK();
+}
+
+// The free list holds each free block once, none referenced.
+Status KvManager::State::ValidateFreeList() const {
+  std::vector<uint8_t> seen(size_t(pool->capacity()), 0);
+  for (const BlockId id : pool->free_list()) {
+    const std::string name = "kv cache: free block " + std::to_string(id);
+    if (id < 0 || id >= pool->capacity()) {
+      return Status::Internal(name + " out of range");
+    }
+    if (seen[size_t(id)]++) return Status::Internal(name + " listed twice");
+    if (!pool->is_free(id)) return Status::Internal(name + " not marked free");
+    if (pool->refcount(id) != 0) return Status::Internal(name + " referenced");
+  }
+  size_t marked = 0;
+  for (BlockId id = 0; id < pool->capacity(); ++id) marked += pool->is_free(id);
+  if (marked != pool->free_count()) {
+    return Status::Internal("kv cache: " + std::to_string(marked) +
+                            " blocks marked free, free list holds " +
+                            std::to_string(pool->free_count()));
+  }
+  return Status::OK();
+}
+
+// Index nodes own distinct, non-free blocks, and used + cached + free
+// accounts for every block.
+Status KvManager::State::ValidateNodes() const {
+  std::vector<uint8_t> owned(size_t(pool->capacity()), 0);
+  Status status;
+  size_t cached = 0;
+  index.ForEachNode([&](const PrefixIndex::Node& n) {
+    if (!status.ok()) return;
+    const std::string name = "kv cache: index node " + n.hash.Hex();
+    if (n.block < 0 || n.block >= pool->capacity()) {
+      status = Status::Internal(name + ": block out of range");
+    } else if (owned[size_t(n.block)]++) {
+      status = Status::Internal(name + ": block " + std::to_string(n.block) +
+                                " belongs to two nodes");
+    } else if (pool->is_free(n.block)) {
+      status = Status::Internal(name + ": block " + std::to_string(n.block) +
+                                " is on the free list");
+    } else {
+      cached += pool->refcount(n.block) == 0;
+    }
+  });
+  KV_RETURN_IF_ERROR(status);
+  size_t used = 0;
+  for (BlockId id = 0; id < pool->capacity(); ++id) {
+    used += pool->refcount(id) > 0;
+  }
+  if (used != pool->used_count()) {
+    return Status::Internal(
+        "kv cache: pool counts " + std::to_string(pool->used_count()) +
+        " used blocks, " + std::to_string(used) + " are referenced");
+  }
+  if (used + cached + pool->free_count() != size_t(pool->capacity())) {
+    return Status::Internal("kv cache: used " + std::to_string(used) +
+                            " + cached " + std::to_string(cached) + " + free " +
+                            std::to_string(pool->free_count()) +
+                            " != capacity " + std::to_string(pool->capacity()));
+  }
+  return Status::OK();
+}
+
+}  // namespace kvstash::kvcache

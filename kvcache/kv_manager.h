@@ -1,0 +1,143 @@
+// KvManager: the paged, shared KV cache of a server, and the only lock holder
+// of kvcache/.
+//
+// It composes the BlockPool (one arena of fixed-size blocks, refcounts, free
+// list), each sequence's block table (SequenceKv) and the PrefixIndex (radix
+// tree over block-hash chains, see block_hash.h):
+//
+//   Admit    maps the longest cached prefix of a prompt into a new sequence
+//            (full blocks only), so only the rest is computed;
+//   Reserve  gives a sequence blocks for the positions it is about to compute,
+//            evicting cached blocks when the pool is short;
+//   Commit   names the sequence's newly full blocks and enters them into the
+//            index, so later requests can map them;
+//   Release  drops a finished (or preempted, or cancelled) sequence: its
+//            indexed blocks stay cached (evictable), the rest are freed.
+//
+// Facts that hold (checked by Validate):
+//   - used + cached + free = capacity, where used = blocks referenced by a
+//     sequence, cached = indexed blocks no sequence references, free = the
+//     free list;
+//   - eviction takes the least recently used unreferenced *leaf* of the index
+//     (a hit refreshes the whole path, so tails go before shared heads) and
+//     never a block a sequence references;
+//   - a partial block is never shared; a sequence never writes into a block
+//     another holder can see (Admit copies the last shared block when the
+//     prompt ends inside it: copy-on-write);
+//   - Admit always leaves at least the last prompt token to compute, so the
+//     request gets logits.
+//
+// Thread-safety: every method may be called from any thread; one mutex guards
+// the state. BlockData() takes no lock (the arena never moves); the caller
+// owns the contents of the blocks its sequence holds between Reserve and
+// Release.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "base/hash.h"
+#include "base/status.h"
+#include "kvcache/block_layout.h"
+
+namespace kvstash::kvcache {
+
+using BlockId = int32_t;
+
+struct KvManagerOptions {
+  BlockLayout layout;
+  // Size of the block arena; the pool holds capacity_bytes / block_bytes
+  // blocks (at least one is required).
+  size_t capacity_bytes = size_t{256} << 20;
+  // Touch every page at start (page faults during a step cost more than the
+  // copy they serve); off in unit tests that create many small pools.
+  bool prefault = true;
+};
+
+// One sequence's view of the cache. Owned by the caller (one per running
+// request); changed only by KvManager.
+struct SequenceKv {
+  Hash128 root;                 // h_0 of the sequence's namespace
+  std::vector<BlockId> blocks;  // blocks[i] holds positions [i*B, (i+1)*B)
+  std::vector<Hash128> chain;   // chain[i] = h_{i+1}: named full blocks
+  // Per entry of `chain`: whether blocks[i] is the block the index maps that
+  // hash to (false for a private duplicate or a copy-on-write copy).
+  std::vector<bool> indexed;
+};
+
+struct KvStats {
+  size_t capacity_blocks = 0;
+  size_t used_blocks = 0;    // referenced by at least one sequence
+  size_t cached_blocks = 0;  // indexed, unreferenced (evictable over time)
+  size_t free_blocks = 0;
+  size_t block_tokens = 0;
+  size_t block_bytes = 0;
+  uint64_t queried_tokens = 0;  // prompt tokens passed to Admit
+  uint64_t hit_tokens = 0;      // of which mapped from the cache
+  uint64_t evictions = 0;       // blocks evicted on allocation pressure
+  uint64_t cow_copies = 0;
+};
+
+class KvManager {
+ public:
+  // InvalidArgument for a bad layout (kv_type not f32/f16/bf16, zero sizes)
+  // or a capacity below one block; ResourceExhausted when the arena cannot be
+  // mapped.
+  static Result<std::unique_ptr<KvManager>> Create(
+      const KvManagerOptions& options);
+  ~KvManager();
+
+  const BlockLayout& layout() const;
+  // Start of a block's bytes ([layer][K|V][kv_head][token][head_dim]).
+  uint8_t* BlockData(BlockId id) const;
+
+  // Starts `seq` (which must hold no blocks) for `tokens` (non-empty):
+  // computes the hash chain of its full blocks under seq->root, maps the
+  // longest indexed prefix (refcount +1 each, refreshing the path), and
+  // returns the number of positions whose K/V are now present: at most
+  // tokens.size() - 1. When that cap falls inside the last mapped block, the
+  // block is copied into a private one first (or, if no block can be had,
+  // dropped so its tokens are recomputed). Counts queried and hit tokens.
+  int Admit(std::span<const int32_t> tokens, SequenceKv* seq);
+
+  // Ensures seq->blocks covers positions [0, n_tokens), allocating fresh
+  // blocks and evicting LRU cached leaves when the free list is short. All or
+  // nothing: ResourceExhausted (seq unchanged) when the blocks cannot be had.
+  Status Reserve(int n_tokens, SequenceKv* seq);
+
+  // `tokens` are the sequence's tokens whose K/V are stored (positions
+  // [0, tokens.size())). Names every newly full block and enters it into the
+  // index, unless its hash is already indexed or its parent's is not (the
+  // parent can be gone only where the sequence holds a private duplicate of
+  // it); such a block stays private to the sequence and is freed on Release.
+  void Commit(std::span<const int32_t> tokens, SequenceKv* seq);
+
+  // Drops the sequence's references (seq is left empty, root kept). Indexed
+  // blocks nobody references become cached; the others return to the free
+  // list.
+  void Release(SequenceKv* seq);
+
+  // Tokens of the longest indexed prefix of `tokens` under `root` (a multiple
+  // of the block size). No side effects.
+  int Lookup(std::span<const int32_t> tokens, const Hash128& root) const;
+
+  // Evicts every cached block no sequence references; returns the count.
+  size_t Clear();
+
+  KvStats Stats() const;
+
+  // Walks the pool and the index and checks the facts above (counts add up,
+  // refcounts match the block tables given, every index node's parent is
+  // indexed, evictable set = unreferenced leaves). `live` are the sequences
+  // currently holding blocks. Internal error naming the first broken fact.
+  Status Validate(std::span<const SequenceKv* const> live) const;
+
+ private:
+  struct State;
+  explicit KvManager(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace kvstash::kvcache

@@ -1,0 +1,548 @@
+#include "kvcache/kv_manager.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "kvcache/block_hash.h"
+
+namespace kvstash::kvcache {
+namespace {
+
+constexpr int kB = 4;  // block_tokens of the test layout
+
+BlockLayout SmallLayout() {
+  BlockLayout l;
+  l.n_layers = 2;
+  l.n_kv_heads = 2;
+  l.head_dim = 8;
+  l.block_tokens = kB;
+  l.kv_type = kernels::DType::kF16;
+  return l;
+}
+
+std::unique_ptr<KvManager> MakeManager(int blocks) {
+  KvManagerOptions o;
+  o.layout = SmallLayout();
+  o.capacity_bytes = size_t(blocks) * o.layout.block_bytes();
+  o.prefault = false;
+  Result<std::unique_ptr<KvManager>> m = KvManager::Create(o);
+  KV_CHECK(m.ok());
+  return std::move(m).value();
+}
+
+SequenceKv Seq(const Hash128& root) {
+  SequenceKv s;
+  s.root = root;
+  return s;
+}
+
+Hash128 Root(std::string_view salt) {
+  return RootHash(HashBytes("model", 5), SmallLayout(), salt);
+}
+
+std::vector<int32_t> Range(int32_t first, int n) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) t[size_t(i)] = first + i;
+  return t;
+}
+
+std::vector<int32_t> Concat(std::vector<int32_t> a,
+                            const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// What the forward pass would store for position p: a function of the
+// namespace and of tokens [0, p], so a block mapped under the wrong name or
+// overwritten by another sequence shows up as a wrong tag.
+uint64_t Tag(const Hash128& root, std::span<const int32_t> tokens, int p) {
+  uint64_t h = 1469598103934665603ull ^ root.lo;
+  for (int i = 0; i <= p; ++i) {
+    h = (h ^ uint32_t(tokens[size_t(i)])) * 1099511628211ull;
+  }
+  return h;
+}
+
+// Where position p's K (k_or_v 0) or V (1) of layer 0, head 0 starts.
+uint8_t* Slot(const KvManager& m, const SequenceKv& seq, int p,
+              int k_or_v = 0) {
+  return m.BlockData(seq.blocks[size_t(p / kB)]) +
+         m.layout().Offset(0, k_or_v, 0, p % kB);
+}
+
+// Stands in for the forward pass over positions [from, to).
+void Compute(const KvManager& m, std::span<const int32_t> tokens, int from,
+             int to, const SequenceKv& seq) {
+  for (int p = from; p < to; ++p) {
+    const uint64_t tag = Tag(seq.root, tokens, p);
+    std::memcpy(Slot(m, seq, p), &tag, sizeof(tag));
+  }
+}
+
+// Whether positions [0, n) of `seq` hold what Compute stored for `tokens`.
+bool Computed(const KvManager& m, std::span<const int32_t> tokens, int n,
+              const SequenceKv& seq) {
+  for (int p = 0; p < n; ++p) {
+    uint64_t tag;
+    std::memcpy(&tag, Slot(m, seq, p), sizeof(tag));
+    if (tag != Tag(seq.root, tokens, p)) return false;
+  }
+  return true;
+}
+
+// Admits `tokens`, computes the rest of the prompt and commits it; returns
+// what Admit found cached.
+int Prefill(KvManager& m, std::span<const int32_t> tokens, SequenceKv* seq) {
+  const int cached = m.Admit(tokens, seq);
+  const Status s = m.Reserve(int(tokens.size()), seq);
+  KV_CHECK_MSG(s.ok(), s.ToString().c_str());
+  Compute(m, tokens, cached, int(tokens.size()), *seq);
+  m.Commit(tokens, seq);
+  return cached;
+}
+
+// Prefill and release: leaves the prompt's full blocks cached.
+void CacheRun(KvManager& m, std::span<const int32_t> tokens,
+              const Hash128& root) {
+  SequenceKv seq = Seq(root);
+  Prefill(m, tokens, &seq);
+  m.Release(&seq);
+}
+
+Status Valid(const KvManager& m, std::vector<const SequenceKv*> live) {
+  return m.Validate(live);
+}
+
+TEST(KvManagerTest, CreateRejectsBadOptions) {
+  KvManagerOptions o;
+  o.layout = SmallLayout();
+  o.prefault = false;
+  o.capacity_bytes = o.layout.block_bytes() - 1;
+  EXPECT_EQ(KvManager::Create(o).status().code(), StatusCode::kInvalidArgument);
+  o.capacity_bytes = 8 * o.layout.block_bytes();
+  o.layout.kv_type = kernels::DType::kQ8_0;
+  EXPECT_EQ(KvManager::Create(o).status().code(), StatusCode::kInvalidArgument);
+  o.layout = SmallLayout();
+  o.layout.block_tokens = 0;
+  EXPECT_EQ(KvManager::Create(o).status().code(), StatusCode::kInvalidArgument);
+  o.layout = SmallLayout();
+  Result<std::unique_ptr<KvManager>> m = KvManager::Create(o);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)->Stats().capacity_blocks, 8u);
+  EXPECT_EQ((*m)->Stats().block_bytes, o.layout.block_bytes());
+  EXPECT_EQ((*m)->Stats().block_tokens, size_t(kB));
+}
+
+TEST(KvManagerTest, SecondAdmitOfAPromptHitsItsFullBlocks) {
+  std::unique_ptr<KvManager> m = MakeManager(8);
+  const std::vector<int32_t> prompt = Range(10, 10);  // 2 full blocks + 2
+  SequenceKv a = Seq(Root(""));
+  EXPECT_EQ(Prefill(*m, prompt, &a), 0);
+  EXPECT_EQ(a.blocks.size(), 3u);
+  EXPECT_EQ(a.chain.size(), 2u);
+  EXPECT_EQ(a.indexed, (std::vector<bool>{true, true}));
+  EXPECT_TRUE(Valid(*m, {&a}).ok());
+  m->Release(&a);
+  EXPECT_TRUE(a.blocks.empty() && a.chain.empty() && a.indexed.empty());
+  EXPECT_EQ(a.root, Root(""));
+  // The partial third block went back to the free list.
+  KvStats st = m->Stats();
+  EXPECT_EQ(st.cached_blocks, 2u);
+  EXPECT_EQ(st.free_blocks, 6u);
+  EXPECT_EQ(st.used_blocks, 0u);
+
+  EXPECT_EQ(m->Lookup(prompt, Root("")), 8);
+  SequenceKv b = Seq(Root(""));
+  EXPECT_EQ(m->Admit(prompt, &b), 8);
+  EXPECT_EQ(b.blocks.size(), 2u);
+  EXPECT_TRUE(Computed(*m, prompt, 8, b));
+  EXPECT_TRUE(Valid(*m, {&b}).ok());
+  st = m->Stats();
+  EXPECT_EQ(st.used_blocks, 2u);
+  EXPECT_EQ(st.cached_blocks, 0u);
+  EXPECT_EQ(st.queried_tokens, 20u);
+  EXPECT_EQ(st.hit_tokens, 8u);
+  m->Release(&b);
+}
+
+TEST(KvManagerTest, PartialBlockIsNeverIndexed) {
+  std::unique_ptr<KvManager> m = MakeManager(8);
+  const std::vector<int32_t> prompt = Range(10, 7);
+  CacheRun(*m, prompt, Root(""));
+  EXPECT_EQ(m->Stats().cached_blocks, 1u);
+  // Same 7 tokens and one more: only the first block is known.
+  EXPECT_EQ(m->Lookup(Concat(prompt, {17}), Root("")), kB);
+  SequenceKv s = Seq(Root(""));
+  EXPECT_EQ(m->Admit(Concat(prompt, {17}), &s), kB);
+  m->Release(&s);
+}
+
+TEST(KvManagerTest, BlockAlignedPromptCopiesItsLastBlock) {
+  std::unique_ptr<KvManager> m = MakeManager(8);
+  const std::vector<int32_t> prompt = Range(10, 8);
+  CacheRun(*m, prompt, Root(""));
+  SequenceKv s = Seq(Root(""));
+  EXPECT_EQ(m->Admit(prompt, &s), 7);  // the last token is left to compute
+  ASSERT_EQ(s.blocks.size(), 2u);
+  EXPECT_EQ(s.chain.size(), 1u);
+  EXPECT_EQ(m->Stats().cow_copies, 1u);
+  EXPECT_EQ(m->Stats().hit_tokens, 7u);
+  EXPECT_TRUE(Computed(*m, prompt, 8, s));  // the copy holds all 4 positions
+
+  // The copy is private: the sequence overwrites position 7 and a second
+  // reader of the prompt still sees the original.
+  SequenceKv other = Seq(Root(""));
+  EXPECT_EQ(m->Admit(Range(10, 9), &other), 8);
+  EXPECT_NE(other.blocks[1], s.blocks[1]);
+  EXPECT_EQ(std::memcmp(m->BlockData(other.blocks[1]),
+                        m->BlockData(s.blocks[1]), m->layout().block_bytes()),
+            0);
+  ASSERT_TRUE(m->Reserve(8, &s).ok());
+  EXPECT_EQ(s.blocks.size(), 2u);
+  const std::vector<int32_t> changed = Concat(Range(10, 7), {99});
+  Compute(*m, changed, 7, 8, s);
+  m->Commit(changed, &s);
+  EXPECT_EQ(s.indexed, (std::vector<bool>{true, true}));  // a new name
+  EXPECT_TRUE(Computed(*m, prompt, 8, other));
+  EXPECT_TRUE(Valid(*m, {&s, &other}).ok());
+  m->Release(&s);
+  m->Release(&other);
+  EXPECT_TRUE(Valid(*m, {}).ok());
+}
+
+TEST(KvManagerTest, CopyOfAnUnchangedPromptStaysPrivate) {
+  std::unique_ptr<KvManager> m = MakeManager(8);
+  const std::vector<int32_t> prompt = Range(10, 4);
+  CacheRun(*m, prompt, Root(""));
+  SequenceKv s = Seq(Root(""));
+  EXPECT_EQ(Prefill(*m, prompt, &s), 3);
+  EXPECT_EQ(s.indexed, (std::vector<bool>{false}));  // duplicate of the node
+  EXPECT_TRUE(Valid(*m, {&s}).ok());
+  m->Release(&s);
+  EXPECT_EQ(m->Stats().cached_blocks, 1u);
+  EXPECT_EQ(m->Stats().free_blocks, 7u);
+}
+
+TEST(KvManagerTest, WithoutABlockToCopyTheLastSharedBlockIsRecomputed) {
+  std::unique_ptr<KvManager> m = MakeManager(3);
+  const std::vector<int32_t> prompt = Range(10, 8);
+  CacheRun(*m, prompt, Root(""));
+  SequenceKv holder = Seq(Root(""));
+  ASSERT_TRUE(m->Reserve(1, &holder).ok());  // takes the last free block
+  SequenceKv s = Seq(Root(""));
+  EXPECT_EQ(m->Admit(prompt, &s), kB);
+  EXPECT_EQ(s.blocks.size(), 1u);
+  EXPECT_EQ(m->Stats().cow_copies, 0u);
+  EXPECT_EQ(m->Stats().cached_blocks, 1u);
+  EXPECT_TRUE(Valid(*m, {&s, &holder}).ok());
+  m->Release(&s);
+  m->Release(&holder);
+}
+
+TEST(KvManagerTest, OtherSaltMeansNoHit) {
+  std::unique_ptr<KvManager> m = MakeManager(8);
+  const std::vector<int32_t> prompt = Range(10, 9);
+  CacheRun(*m, prompt, Root(""));
+  EXPECT_EQ(m->Lookup(prompt, Root("tenant")), 0);
+  SequenceKv s = Seq(Root("tenant"));
+  EXPECT_EQ(m->Admit(prompt, &s), 0);
+  m->Release(&s);
+  EXPECT_EQ(m->Lookup(prompt, Root("")), 8);
+}
+
+TEST(KvManagerTest, ConcurrentColdPromptsKeepOneIndexedCopy) {
+  std::unique_ptr<KvManager> m = MakeManager(8);
+  const std::vector<int32_t> prompt = Range(10, 9);
+  SequenceKv a = Seq(Root("")), b = Seq(Root(""));
+  EXPECT_EQ(m->Admit(std::span(prompt).first(5), &a), 0);
+  EXPECT_EQ(m->Admit(prompt, &b), 0);
+  ASSERT_TRUE(m->Reserve(5, &a).ok());
+  ASSERT_TRUE(m->Reserve(9, &b).ok());
+  Compute(*m, prompt, 0, 5, a);
+  Compute(*m, prompt, 0, 9, b);
+  m->Commit(std::span(prompt).first(5), &a);
+  m->Commit(prompt, &b);
+  // b's first block duplicates a's; its second hangs under a's node.
+  EXPECT_EQ(b.indexed, (std::vector<bool>{false, true}));
+  EXPECT_TRUE(Valid(*m, {&a, &b}).ok());
+  m->Release(&a);  // a's block is an inner node now: cached, not evictable
+  EXPECT_TRUE(Valid(*m, {&b}).ok());
+  EXPECT_EQ(m->Clear(), 0u);
+  EXPECT_EQ(m->Lookup(prompt, Root("")), 8);
+  m->Release(&b);  // b's duplicate is freed
+  KvStats st = m->Stats();
+  EXPECT_EQ(st.cached_blocks, 2u);
+  EXPECT_EQ(st.free_blocks, 6u);
+  EXPECT_EQ(m->Clear(), 2u);
+  EXPECT_TRUE(Valid(*m, {}).ok());
+}
+
+// Three prompts share a head block: H+T1, H+T2, H+T3 (8 tokens each).
+struct SharedHead {
+  std::vector<int32_t> head = Range(100, kB);
+  std::vector<int32_t> Prompt(int tail) const {
+    return Concat(head, Range(200 + 10 * tail, kB));
+  }
+};
+
+TEST(KvManagerTest, EvictionTakesTheOldestTailsBeforeTheSharedHead) {
+  std::unique_ptr<KvManager> m = MakeManager(5);
+  const SharedHead p;
+  for (int t = 1; t <= 3; ++t) CacheRun(*m, p.Prompt(t), Root(""));
+  EXPECT_EQ(m->Stats().cached_blocks, 4u);
+  SequenceKv other = Seq(Root(""));
+  ASSERT_TRUE(m->Reserve(3 * kB, &other).ok());  // 1 free + 2 evicted
+  EXPECT_EQ(m->Stats().evictions, 2u);
+  EXPECT_EQ(m->Lookup(p.Prompt(1), Root("")), kB);
+  EXPECT_EQ(m->Lookup(p.Prompt(2), Root("")), kB);
+  EXPECT_EQ(m->Lookup(p.Prompt(3), Root("")), 2 * kB);
+  EXPECT_TRUE(Valid(*m, {&other}).ok());
+  m->Release(&other);
+}
+
+TEST(KvManagerTest, AHitRefreshesTheWholePath) {
+  std::unique_ptr<KvManager> m = MakeManager(5);
+  const SharedHead p;
+  for (int t = 1; t <= 3; ++t) CacheRun(*m, p.Prompt(t), Root(""));
+  SequenceKv s = Seq(Root(""));
+  EXPECT_EQ(m->Admit(Concat(p.Prompt(1), {7}), &s), 2 * kB);  // touches T1
+  m->Release(&s);
+  SequenceKv other = Seq(Root(""));
+  ASSERT_TRUE(m->Reserve(3 * kB, &other).ok());  // T2, T3 go
+  EXPECT_EQ(m->Lookup(p.Prompt(1), Root("")), 2 * kB);
+  EXPECT_EQ(m->Lookup(p.Prompt(2), Root("")), kB);
+  EXPECT_EQ(m->Lookup(p.Prompt(3), Root("")), kB);
+  m->Release(&other);
+}
+
+TEST(KvManagerTest, TouchingATailRefreshesItsAncestors) {
+  std::unique_ptr<KvManager> m = MakeManager(4);
+  const SharedHead p;
+  CacheRun(*m, p.Prompt(1), Root(""));  // H, T1
+  const std::vector<int32_t> z = Range(500, kB);
+  SequenceKv zs = Seq(Root(""));
+  Prefill(*m, z, &zs);  // Z: newer than H's first use, held for now
+  SequenceKv s = Seq(Root(""));
+  m->Admit(Concat(p.Prompt(1), {7}), &s);  // refreshes T1 and H
+  m->Release(&s);
+  SequenceKv other = Seq(Root(""));
+  ASSERT_TRUE(m->Reserve(2 * kB, &other).ok());  // free one, evicts T1
+  EXPECT_EQ(m->Lookup(p.Prompt(1), Root("")), kB);
+  m->Release(&zs);  // Z is cached now, older than H's refresh
+  ASSERT_TRUE(m->Reserve(3 * kB, &other).ok());
+  EXPECT_EQ(m->Lookup(z, Root("")), 0);
+  EXPECT_EQ(m->Lookup(p.Prompt(1), Root("")), kB);
+  EXPECT_TRUE(Valid(*m, {&other}).ok());
+  m->Release(&other);
+}
+
+TEST(KvManagerTest, ReserveNeverTakesHeldBlocksAndIsAllOrNothing) {
+  std::unique_ptr<KvManager> m = MakeManager(4);
+  CacheRun(*m, Range(10, 4), Root(""));  // 1 cached
+  SequenceKv a = Seq(Root(""));
+  Prefill(*m, Range(50, 8), &a);  // 2 held
+  SequenceKv b = Seq(Root(""));
+  const Status s = m->Reserve(3 * kB, &b);
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("need 3 more blocks, 2 available"),
+            std::string::npos)
+      << s.message();
+  EXPECT_TRUE(b.blocks.empty());
+  EXPECT_EQ(m->Stats().cached_blocks, 1u);  // nothing evicted for nothing
+  EXPECT_EQ(m->Stats().evictions, 0u);
+  EXPECT_TRUE(Valid(*m, {&a, &b}).ok());
+  ASSERT_TRUE(m->Reserve(2 * kB, &b).ok());
+  EXPECT_EQ(m->Stats().evictions, 1u);
+  EXPECT_TRUE(Computed(*m, Range(50, 8), 8, a));
+  EXPECT_EQ(m->Reserve(3 * kB, &b).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(b.blocks.size(), 2u);
+  ASSERT_TRUE(m->Reserve(2 * kB, &b).ok());  // already covered
+  EXPECT_TRUE(Valid(*m, {&a, &b}).ok());
+  m->Release(&a);
+  m->Release(&b);
+}
+
+TEST(KvManagerTest, ReserveCountsBlocksFreedByEvictingAChain) {
+  std::unique_ptr<KvManager> m = MakeManager(3);
+  CacheRun(*m, Range(10, 8), Root(""));  // H -> T: only T is evictable
+  SequenceKv s = Seq(Root(""));
+  ASSERT_TRUE(m->Reserve(3 * kB, &s).ok());
+  EXPECT_EQ(m->Stats().evictions, 2u);
+  EXPECT_TRUE(Valid(*m, {&s}).ok());
+  m->Release(&s);
+}
+
+TEST(KvManagerTest, ClearDropsOnlyUnreferencedBlocks) {
+  std::unique_ptr<KvManager> m = MakeManager(8);
+  CacheRun(*m, Range(10, 8), Root(""));
+  SequenceKv held = Seq(Root(""));
+  Prefill(*m, Range(50, 9), &held);
+  EXPECT_EQ(m->Clear(), 2u);
+  EXPECT_EQ(m->Lookup(Range(10, 8), Root("")), 0);
+  EXPECT_EQ(m->Lookup(Range(50, 9), Root("")), 8);
+  KvStats st = m->Stats();
+  EXPECT_EQ(st.used_blocks, 3u);
+  EXPECT_EQ(st.cached_blocks, 0u);
+  EXPECT_EQ(st.free_blocks, 5u);
+  EXPECT_EQ(st.evictions, 0u);
+  m->Release(&held);
+  EXPECT_EQ(m->Clear(), 2u);
+  EXPECT_EQ(m->Stats().free_blocks, 8u);
+}
+
+TEST(KvManagerTest, ValidateNamesABrokenTable) {
+  std::unique_ptr<KvManager> m = MakeManager(4);
+  SequenceKv a = Seq(Root(""));
+  Prefill(*m, Range(10, 5), &a);
+  SequenceKv forged = a;  // a second holder the pool does not know of
+  const Status s = Valid(*m, {&a, &forged});
+  EXPECT_EQ(s.code(), StatusCode::kInternal);
+  EXPECT_NE(s.message().find("refcount"), std::string::npos) << s.message();
+  EXPECT_FALSE(Valid(*m, {}).ok());
+  m->Release(&a);
+}
+
+TEST(KvManagerTest, ThreadsShareOneManager) {
+  std::unique_ptr<KvManager> m = MakeManager(24);
+  const SharedHead p;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&m, &p, t] {
+      std::mt19937 rng(static_cast<uint32_t>(t));
+      for (int i = 0; i < 200; ++i) {
+        const std::vector<int32_t> prompt =
+            Concat(p.Prompt(int(rng() % 3)), Range(int32_t(rng() % 4), 3));
+        SequenceKv s = Seq(Root(""));
+        const int cached = m->Admit(prompt, &s);
+        EXPECT_TRUE(Computed(*m, prompt, cached, s));
+        if (m->Reserve(int(prompt.size()), &s).ok()) {
+          Compute(*m, prompt, cached, int(prompt.size()), s);
+          m->Commit(prompt, &s);
+          EXPECT_TRUE(Computed(*m, prompt, int(prompt.size()), s));
+        }
+        m->Release(&s);
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_TRUE(Valid(*m, {}).ok());
+  EXPECT_EQ(m->Stats().used_blocks, 0u);
+  EXPECT_GT(m->Stats().hit_tokens, 0u);
+}
+
+// Random admits, steps (prefill chunks, then decode), commits, releases and
+// clears over sequences with shared prefixes in a pool so small that nearly
+// every allocation evicts. Every operation is followed by Validate and by a
+// check that every live sequence still sees the K/V it computed.
+TEST(KvManagerTest, RandomOperationsKeepEveryFact) {
+  constexpr int kSeqs = 5, kPool = 14, kMaxLen = 40, kOps = 4000;
+  std::unique_ptr<KvManager> m = MakeManager(kPool);
+  std::mt19937 rng(12345);
+  auto rand = [&rng](int n) { return int(rng() % uint32_t(n)); };
+  std::vector<std::vector<int32_t>> bases(3);
+  for (std::vector<int32_t>& b : bases) {
+    for (int i = 0; i < 24; ++i) b.push_back(rand(3));
+  }
+  const Hash128 roots[2] = {Root(""), Root("tenant")};
+
+  // Besides the tag, each run stamps the positions it computes with its own
+  // id (in V): a run that wrote into a block another run can see would
+  // overwrite a stamp even where it stores the same tag.
+  struct Sim {
+    SequenceKv kv;
+    std::vector<int32_t> tokens;
+    uint64_t run = 0;
+    int own_from = 0;  // positions [own_from, done) were computed by `run`
+    int done = 0;
+    bool active = false;
+  };
+  uint64_t runs = 0;
+  auto intact = [&m](const Sim& s) {
+    for (int p = s.own_from; p < s.done; ++p) {
+      uint64_t stamp;
+      std::memcpy(&stamp, Slot(*m, s.kv, p, 1), sizeof(stamp));
+      if (stamp != s.run) return false;
+    }
+    return Computed(*m, s.tokens, s.done, s.kv);
+  };
+  std::vector<Sim> sims(kSeqs);
+  std::vector<const SequenceKv*> live;
+  for (const Sim& s : sims) live.push_back(&s.kv);
+
+  auto start = [&](Sim& s) {
+    const std::vector<int32_t>& base = bases[size_t(rand(3))];
+    s.tokens.assign(base.begin(), base.begin() + rand(25));
+    for (int n = rand(9); n > 0 || s.tokens.empty(); --n) {
+      s.tokens.push_back(rand(3));
+    }
+    s.kv.root = roots[rand(2)];
+    const int n = int(s.tokens.size());
+    const int known = m->Lookup(s.tokens, s.kv.root);
+    s.done = m->Admit(s.tokens, &s.kv);
+    s.own_from = s.done;
+    s.run = ++runs;
+    ASSERT_TRUE(s.done == std::min(known, n - 1) ||
+                (known == n && s.done == n - kB))
+        << "lookup " << known << " admit " << s.done << " of " << n;
+    s.active = true;
+  };
+  auto step = [&](Sim& s) {
+    const int target = std::min(s.done + 1 + rand(6), kMaxLen);
+    while (int(s.tokens.size()) < target) s.tokens.push_back(rand(3));
+    const std::vector<BlockId> before = s.kv.blocks;
+    const Status st = m->Reserve(target, &s.kv);
+    if (!st.ok()) {
+      ASSERT_EQ(st.code(), StatusCode::kResourceExhausted);
+      ASSERT_EQ(s.kv.blocks, before);
+      return;
+    }
+    Compute(*m, s.tokens, s.done, target, s.kv);
+    for (int p = s.done; p < target; ++p) {
+      std::memcpy(Slot(*m, s.kv, p, 1), &s.run, sizeof(s.run));
+    }
+    s.done = target;
+    m->Commit(std::span(s.tokens).first(size_t(s.done)), &s.kv);
+  };
+  auto release = [&](Sim& s) {
+    m->Release(&s.kv);
+    s.active = false;
+  };
+
+  for (int op = 0; op < kOps; ++op) {
+    Sim& s = sims[size_t(rand(kSeqs))];
+    const int r = rand(100);
+    if (r == 0) {
+      m->Clear();
+    } else if (!s.active) {
+      start(s);
+    } else if (r < 15 || s.done >= kMaxLen) {
+      release(s);
+    } else {
+      step(s);
+    }
+    if (HasFatalFailure()) return;
+    const Status v = m->Validate(live);
+    ASSERT_TRUE(v.ok()) << "op " << op << ": " << v.ToString();
+    for (const Sim& t : sims) {
+      if (t.active) {
+        ASSERT_TRUE(intact(t)) << "op " << op;
+      }
+    }
+  }
+  const KvStats mid = m->Stats();
+  EXPECT_GT(mid.evictions, 100u);
+  EXPECT_GT(mid.hit_tokens, 0u);
+  EXPECT_GT(mid.cow_copies, 0u);
+  for (Sim& s : sims) release(s);
+  ASSERT_TRUE(m->Validate({}).ok());  // every refcount is 0
+  const KvStats st = m->Stats();
+  EXPECT_EQ(st.used_blocks, 0u);
+  EXPECT_EQ(st.used_blocks + st.cached_blocks + st.free_blocks, size_t(kPool));
+}
+
+}  // namespace
+}  // namespace kvstash::kvcache

@@ -1,0 +1,432 @@
+#include "serve/scheduler.h"
+
+#include <algorithm>
+
+#include "engine/paged_kv_view.h"
+#include "engine/transformer.h"
+#include "kvcache/block_hash.h"
+
+namespace kvstash {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double Seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+RequestEvent TokenEvent(int32_t token, Clock::time_point time) {
+  RequestEvent e;
+  e.kind = RequestEvent::Kind::kToken;
+  e.token = token;
+  e.time = time;
+  return e;
+}
+
+RequestEvent FinishEvent(RequestEnd reason, Status error) {
+  RequestEvent e;
+  e.kind = RequestEvent::Kind::kFinish;
+  e.finish = reason;
+  e.error = std::move(error);
+  e.time = Clock::now();
+  return e;
+}
+
+}  // namespace
+
+Status SchedulerOptions::Validate() const {
+  if (max_batch_tokens < 1) {
+    return Status::InvalidArgument("max_batch_tokens must be >= 1");
+  }
+  if (max_running < 1 || max_running > max_batch_tokens) {
+    return Status::InvalidArgument(
+        "max_running must be in [1, max_batch_tokens]");
+  }
+  if (max_queue < 1) return Status::InvalidArgument("max_queue must be >= 1");
+  if (context < 2) return Status::InvalidArgument("context must be >= 2");
+  return Status::OK();
+}
+
+const char* RequestEndName(RequestEnd reason) {
+  switch (reason) {
+    case RequestEnd::kStop:
+      return "stop";
+    case RequestEnd::kLength:
+      return "length";
+    case RequestEnd::kCancelled:
+      return "cancelled";
+    case RequestEnd::kError:
+      return "error";
+  }
+  return "error";
+}
+
+bool RequestHandle::Next(RequestEvent* event,
+                         std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) {
+    return false;
+  }
+  *event = std::move(events_.front());
+  events_.pop_front();
+  return true;
+}
+
+void RequestHandle::Push(RequestEvent event) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(std::move(event));
+  }
+  cv_.notify_all();
+}
+
+// A request from admission to finish. tokens = prompt, then every generated
+// token; positions [0, n_computed) have their K/V in `kv`'s blocks, and
+// tokens[n_computed..] are pending (exactly one while decoding).
+struct Scheduler::Sequence {
+  std::shared_ptr<RequestHandle> handle;
+  GenerationRequest request;
+  std::vector<int32_t> tokens;
+  int n_prompt = 0;
+  int n_computed = 0;
+  bool admitted_once = false;
+  uint64_t arrival = 0;
+  RequestUsage usage;
+  kvcache::SequenceKv kv;
+  Sampler sampler;
+  Clock::time_point first_scheduled;
+  Clock::time_point first_token;
+  bool has_first_token = false;
+
+  explicit Sequence(const SamplerOptions& options) : sampler(options) {}
+  int pending() const { return static_cast<int>(tokens.size()) - n_computed; }
+};
+
+Scheduler::Scheduler(const Model& model, ThreadPool* pool,
+                     kvcache::KvManager& kv, const SchedulerOptions& options)
+    : model_(model),
+      pool_(pool),
+      kv_(kv),
+      options_(options),
+      transformer_(std::make_unique<Transformer>(model, pool)) {}
+
+Result<std::unique_ptr<Scheduler>> Scheduler::Create(
+    const Model& model, ThreadPool* pool, kvcache::KvManager& kv,
+    const SchedulerOptions& options) {
+  KV_RETURN_IF_ERROR(options.Validate());
+  const ModelConfig& c = model.config();
+  const kvcache::BlockLayout& layout = kv.layout();
+  if (layout.n_layers != c.n_layers || layout.n_kv_heads != c.n_kv_heads ||
+      layout.head_dim != c.head_dim) {
+    return Status::InvalidArgument(
+        "scheduler: the KV cache layout does not match the model");
+  }
+  std::unique_ptr<Scheduler> s(new Scheduler(model, pool, kv, options));
+  s->thread_ = std::thread([p = s.get()] { p->Loop(); });
+  return s;
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+Hash128 Scheduler::RootFor(const std::string& salt) const {
+  return kvcache::RootHash(model_.identity(), kv_.layout(), salt);
+}
+
+Result<std::shared_ptr<RequestHandle>> Scheduler::Submit(
+    GenerationRequest request) {
+  const int vocab = model_.config().vocab_size;
+  const int n = static_cast<int>(request.prompt.size());
+  if (n == 0) return Status::InvalidArgument("the prompt is empty");
+  for (int32_t id : request.prompt) {
+    if (id < 0 || id >= vocab) {
+      return Status::InvalidArgument("token id " + std::to_string(id) +
+                                     " is outside the vocabulary of " +
+                                     std::to_string(vocab));
+    }
+  }
+  if (request.max_tokens < 1) {
+    return Status::InvalidArgument("max_tokens must be at least 1");
+  }
+  KV_RETURN_IF_ERROR(request.sampling.Validate());
+  if (n >= options_.context) {
+    return Status::InvalidArgument(
+        "the prompt has " + std::to_string(n) + " tokens; the context holds " +
+        std::to_string(options_.context) +
+        " positions, prompt and completion together");
+  }
+  const kvcache::KvStats kv_stats = kv_.Stats();
+  const size_t blocks_needed = size_t(n) / kv_stats.block_tokens + 1;
+  if (blocks_needed > kv_stats.capacity_blocks) {
+    return Status::InvalidArgument(
+        "the prompt has " + std::to_string(n) +
+        " tokens; the KV cache holds only " +
+        std::to_string(kv_stats.capacity_blocks * kv_stats.block_tokens));
+  }
+  auto seq = std::make_unique<Sequence>(request.sampling);
+  seq->handle = std::make_shared<RequestHandle>();
+  seq->handle->submitted_ = Clock::now();
+  seq->kv.root = RootFor(request.cache_salt);
+  seq->tokens = request.prompt;
+  seq->n_prompt = n;
+  seq->usage.prompt_tokens = n;
+  seq->request = std::move(request);
+  std::shared_ptr<RequestHandle> handle = seq->handle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return Status::Unavailable("the server is shutting down");
+    if (submitted_.size() + stats_.waiting >= size_t(options_.max_queue)) {
+      return Status::ResourceExhausted("the request queue is full (" +
+                                       std::to_string(options_.max_queue) +
+                                       " waiting)");
+    }
+    submitted_.push_back(std::move(seq));
+    ++stats_.requests_submitted;
+  }
+  wake_.notify_all();
+  return handle;
+}
+
+int Scheduler::CachedPrefix(std::span<const int32_t> tokens,
+                            const std::string& cache_salt) const {
+  return kv_.Lookup(tokens, RootFor(cache_salt));
+}
+
+SchedulerStats Scheduler::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void Scheduler::Loop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] {
+        return stopping_ || !submitted_.empty() || !running_.empty() ||
+               !waiting_.empty();
+      });
+      if (stopping_) break;
+      for (auto& seq : submitted_) {
+        seq->arrival = next_arrival_++;
+        waiting_.push_back(std::move(seq));
+      }
+      submitted_.clear();
+      stats_.waiting = waiting_.size();
+    }
+    if (!Step()) {
+      // Nothing could run (all waiting requests wait for blocks): back off
+      // until a submission or a short timeout.
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait_for(lock, std::chrono::milliseconds(1));
+    }
+  }
+  const Status gone = Status::Unavailable("the server is shutting down");
+  while (!running_.empty())
+    Finish(running_.back().get(), RequestEnd::kError, gone);
+  while (!waiting_.empty())
+    Finish(waiting_.back().get(), RequestEnd::kError, gone);
+  std::lock_guard<std::mutex> lock(mu_);
+  while (!submitted_.empty()) {
+    submitted_.back()->handle->Push(FinishEvent(RequestEnd::kError, gone));
+    submitted_.pop_back();
+  }
+}
+
+void Scheduler::Finish(Sequence* seq, RequestEnd reason, Status error) {
+  kv_.Release(&seq->kv);
+  RequestEvent event = FinishEvent(reason, std::move(error));
+  event.usage = seq->usage;
+  if (seq->admitted_once) {
+    event.queue_seconds =
+        Seconds(seq->handle->submitted(), seq->first_scheduled);
+    event.prompt_seconds =
+        Seconds(seq->first_scheduled,
+                seq->has_first_token ? seq->first_token : event.time);
+  }
+  // Keep the handle: the sequence is destroyed below.
+  std::shared_ptr<RequestHandle> handle = seq->handle;
+  auto owner = [&](const std::unique_ptr<Sequence>& s) {
+    return s.get() == seq;
+  };
+  if (auto it = std::find_if(running_.begin(), running_.end(), owner);
+      it != running_.end()) {
+    running_.erase(it);
+  } else {
+    waiting_.erase(std::find_if(waiting_.begin(), waiting_.end(), owner));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.requests_finished;
+    stats_.waiting = waiting_.size();
+    stats_.running = running_.size();
+  }
+  // Last, so that a client that sees the end also sees the stats without it.
+  handle->Push(std::move(event));
+}
+
+void Scheduler::ReapCancelled() {
+  std::vector<Sequence*> gone;
+  for (auto& s : running_) {
+    if (s->handle->cancelled()) gone.push_back(s.get());
+  }
+  for (auto& s : waiting_) {
+    if (s->handle->cancelled()) gone.push_back(s.get());
+  }
+  for (Sequence* s : gone) Finish(s, RequestEnd::kCancelled);
+}
+
+void Scheduler::Preempt(Sequence* seq) {
+  kv_.Release(&seq->kv);
+  seq->n_computed = 0;
+  auto it = std::find_if(running_.begin(), running_.end(),
+                         [&](const auto& s) { return s.get() == seq; });
+  waiting_.push_front(std::move(*it));
+  running_.erase(it);
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.preemptions;
+}
+
+bool Scheduler::ReserveOrPreempt(Sequence* seq, int n_tokens) {
+  while (!kv_.Reserve(n_tokens, &seq->kv).ok()) {
+    Sequence* victim = running_.back().get();
+    if (victim != seq) {
+      Preempt(victim);
+      continue;
+    }
+    if (running_.size() == 1) {
+      // Alone and still short: the pool cannot hold this sequence any longer.
+      Finish(seq, RequestEnd::kLength);
+    } else {
+      Preempt(seq);
+    }
+    return false;
+  }
+  return true;
+}
+
+void Scheduler::Admit(int* budget) {
+  while (*budget > 0 && !waiting_.empty() &&
+         running_.size() < size_t(options_.max_running)) {
+    Sequence* seq = waiting_.front().get();
+    const int cached = kv_.Admit(seq->tokens, &seq->kv);
+    const int n =
+        std::min(static_cast<int>(seq->tokens.size()) - cached, *budget);
+    if (!kv_.Reserve(cached + n, &seq->kv).ok()) {
+      if (running_.empty()) {
+        Finish(seq, RequestEnd::kLength);
+        continue;
+      }
+      kv_.Release(&seq->kv);
+      return;  // wait for running sequences to free blocks
+    }
+    seq->n_computed = cached;
+    if (!seq->admitted_once) {
+      seq->admitted_once = true;
+      seq->usage.cached_tokens = cached;
+      seq->first_scheduled = Clock::now();
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.prompt_tokens += seq->n_prompt;
+      stats_.cached_tokens += cached;
+    }
+    auto pos = std::find_if(running_.begin(), running_.end(),
+                            [&](auto& s) { return s->arrival > seq->arrival; });
+    running_.insert(pos, std::move(waiting_.front()));
+    waiting_.pop_front();
+    plan_.push_back({seq, n});
+    *budget -= n;
+  }
+}
+
+bool Scheduler::Step() {
+  const Clock::time_point start = Clock::now();
+  ReapCancelled();
+  // Plan: decodes first (one token each), then prompt chunks in arrival
+  // order, then admissions, within the token budget.
+  int decodes = 0;
+  for (auto& s : running_) decodes += s->pending() == 1;
+  int budget = options_.max_batch_tokens - decodes;
+  plan_.clear();
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Sequence* seq = running_[i].get();
+    const int pending = seq->pending();
+    const int n = pending == 1 ? 1 : std::min(pending, budget);
+    if (n == 0) continue;
+    if (!ReserveOrPreempt(seq, seq->n_computed + n)) break;
+    plan_.push_back({seq, n});
+    if (pending > 1) budget -= n;
+  }
+  Admit(&budget);
+  if (plan_.empty()) return false;
+
+  // One forward pass over every planned chunk; logits for the chunks that
+  // reach the end of their tokens.
+  std::vector<Transformer::BatchEntry> batch;
+  std::vector<PagedKvView> views;
+  views.reserve(plan_.size());
+  size_t n_logits = 0;
+  for (const Planned& p : plan_) {
+    Sequence* seq = p.seq;
+    views.emplace_back(kv_.layout(), kv_.BlockData(0), seq->kv.blocks);
+    const bool last = seq->n_computed + p.n == int(seq->tokens.size());
+    n_logits += last;
+    batch.push_back(
+        {std::span(seq->tokens).subspan(seq->n_computed, p.n), seq->n_computed,
+         &views.back(),
+         last ? Transformer::Logits::kLast : Transformer::Logits::kNone});
+  }
+  const size_t vocab = model_.config().vocab_size;
+  if (logits_.size() < n_logits * vocab) logits_.resize(n_logits * vocab);
+  const Clock::time_point forward_start = Clock::now();
+  const Status st = transformer_->Forward(batch, logits_.data());
+  const Clock::time_point forward_end = Clock::now();
+
+  std::vector<std::pair<Sequence*, RequestEnd>> finished;
+  uint64_t generated = 0;
+  size_t row = 0;
+  for (const Planned& p : plan_) {
+    Sequence* seq = p.seq;
+    if (!st.ok()) {
+      Finish(seq, RequestEnd::kError, st);
+      continue;
+    }
+    seq->n_computed += p.n;
+    kv_.Commit(std::span(seq->tokens).first(seq->n_computed), &seq->kv);
+    if (seq->pending() > 0) continue;
+    std::span<float> logits(&logits_[row++ * vocab], vocab);
+    const int32_t token = seq->sampler.Sample(logits, seq->tokens);
+    ++seq->usage.completion_tokens;
+    ++generated;
+    if (!seq->has_first_token) {
+      seq->has_first_token = true;
+      seq->first_token = forward_end;
+    }
+    if (seq->request.stop_at_eos && token == model_.tokenizer().eos()) {
+      finished.push_back({seq, RequestEnd::kStop});
+      continue;
+    }
+    seq->tokens.push_back(token);
+    seq->handle->Push(TokenEvent(token, forward_end));
+    if (seq->usage.completion_tokens >= seq->request.max_tokens ||
+        int(seq->tokens.size()) >= options_.context) {
+      finished.push_back({seq, RequestEnd::kLength});
+    }
+  }
+  for (auto [seq, reason] : finished) Finish(seq, reason);
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.waiting = waiting_.size();
+  stats_.running = running_.size();
+  stats_.generated_tokens += generated;
+  ++stats_.steps;
+  stats_.forward_seconds += Seconds(forward_start, forward_end);
+  stats_.step_seconds += Seconds(start, Clock::now());
+  return true;
+}
+
+}  // namespace kvstash

@@ -1,0 +1,195 @@
+// Scheduler: continuous batching of generation requests over one model and
+// one shared, paged KV cache.
+//
+// A single loop thread runs steps. Each step builds one batch under a token
+// budget (max_batch_tokens) and runs it as one forward pass:
+//   1. every running sequence with one token pending (decode) gets it first,
+//      so a long prompt never stalls running decodes;
+//   2. running sequences still in their prompt get the next chunk of it
+//      (chunked prefill) while the budget lasts;
+//   3. waiting requests are admitted in arrival order (FCFS): the KV manager
+//      maps the longest cached prefix of the prompt, and the rest is
+//      prefilled in chunks from the next free position.
+// When the pool cannot give a sequence its blocks, the most recently arrived
+// running sequence is preempted: its blocks are released (its full blocks
+// stay cached) and it goes back to the head of the queue with the tokens it
+// generated so far, to be recomputed (mostly from the cache) when blocks free
+// up; nothing is lost and its output is unchanged. Requests join and leave at
+// every step. A cancelled request (client gone, stop string found) leaves at
+// the next step and its blocks are released then.
+//
+// Results are reported on the request's handle as events (each new token,
+// then one finish event with the usage); with greedy sampling they are
+// token-for-token what the request computed alone on a cold cache gives
+// (the forward pass is batch-invariant and a cache hit maps the same K/V).
+//
+// Thread-safety: Submit, Stats and the handles may be used from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "engine/sampler.h"
+#include "kvcache/kv_manager.h"
+#include "model/model.h"
+
+namespace kvstash {
+
+struct SchedulerOptions {
+  int max_batch_tokens = 512;  // tokens per forward step (all sequences)
+  int max_running = 64;        // sequences decoding or prefilling at once
+  int max_queue = 256;         // waiting requests; beyond: ResourceExhausted
+  int context = 2048;          // positions per sequence (prompt + generated)
+
+  Status Validate() const;
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // token ids, BOS included when wanted
+  int max_tokens = 16;          // >= 1
+  SamplerOptions sampling;
+  bool stop_at_eos = true;
+  std::string cache_salt;  // tenant namespace: different salts share nothing
+};
+
+enum class RequestEnd { kStop, kLength, kCancelled, kError };
+const char* RequestEndName(RequestEnd reason);
+
+struct RequestUsage {
+  int prompt_tokens = 0;
+  int cached_tokens = 0;      // prompt tokens mapped from the cache
+  int completion_tokens = 0;  // generated, EOS included
+};
+
+struct RequestEvent {
+  enum class Kind { kToken, kFinish };
+  Kind kind = Kind::kToken;
+  int32_t token = -1;  // kToken: the new token (EOS is not reported)
+  // kFinish only:
+  RequestEnd finish = RequestEnd::kStop;
+  Status error;  // kError: what went wrong
+  RequestUsage usage;
+  double queue_seconds = 0;                    // submit -> first scheduled
+  double prompt_seconds = 0;                   // first scheduled -> first token
+  std::chrono::steady_clock::time_point time;  // when the event was made
+};
+
+// The caller's side of a request: a queue of events and a cancel switch.
+class RequestHandle {
+ public:
+  // Waits up to `timeout` for the next event; false on timeout. After the
+  // finish event no more events come.
+  bool Next(RequestEvent* event, std::chrono::milliseconds timeout);
+  // Asks the scheduler to drop the request; its blocks are released at the
+  // next step and a kCancelled finish event follows (unless it finished).
+  void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+  std::chrono::steady_clock::time_point submitted() const { return submitted_; }
+
+ private:
+  friend class Scheduler;
+  void Push(RequestEvent event);
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<RequestEvent> events_;
+  std::atomic<bool> cancelled_{false};
+  std::chrono::steady_clock::time_point submitted_;
+};
+
+struct SchedulerStats {
+  size_t waiting = 0;
+  size_t running = 0;
+  uint64_t requests_submitted = 0;
+  uint64_t requests_finished = 0;
+  uint64_t preemptions = 0;
+  uint64_t prompt_tokens = 0;  // of admitted requests (first admission)
+  uint64_t cached_tokens = 0;  // of which mapped from the cache
+  uint64_t generated_tokens = 0;
+  uint64_t steps = 0;
+  double step_seconds = 0;     // wall time of all steps
+  double forward_seconds = 0;  // of which in the forward pass
+};
+
+class Scheduler {
+ public:
+  // `model`, `pool` (may be null) and `kv` must outlive the scheduler. The
+  // KV layout must match the model (layers, kv heads, head dim).
+  static Result<std::unique_ptr<Scheduler>> Create(
+      const Model& model, ThreadPool* pool, kvcache::KvManager& kv,
+      const SchedulerOptions& options);
+  // Stops the loop; requests still pending finish with kError (Unavailable).
+  ~Scheduler();
+
+  // Queues a request. InvalidArgument for an empty prompt, an id outside the
+  // vocabulary, max_tokens < 1, bad sampling options, or a prompt that leaves
+  // no room to generate in the context or in the KV pool; ResourceExhausted
+  // when the queue is full.
+  Result<std::shared_ptr<RequestHandle>> Submit(GenerationRequest request);
+
+  // Tokens of the longest cached prefix of `tokens` under `cache_salt`.
+  int CachedPrefix(std::span<const int32_t> tokens,
+                   const std::string& cache_salt) const;
+
+  SchedulerStats Stats() const;
+  const SchedulerOptions& options() const { return options_; }
+
+ private:
+  struct Sequence;
+  Scheduler(const Model& model, ThreadPool* pool, kvcache::KvManager& kv,
+            const SchedulerOptions& options);
+
+  void Loop();
+  // One step over the current sets; false when there was nothing to do.
+  bool Step();
+  // Drops cancelled requests from both sets.
+  void ReapCancelled();
+  // Gives `seq` blocks for `n_tokens` positions, preempting later arrivals as
+  // needed; false when even that cannot make room (then `seq` itself was
+  // preempted or failed).
+  bool ReserveOrPreempt(Sequence* seq, int n_tokens);
+  void Preempt(Sequence* seq);
+  void Finish(Sequence* seq, RequestEnd reason, Status error = Status::OK());
+  // Admits waiting requests into `running_` and the plan while budget and
+  // room last.
+  void Admit(int* budget);
+  Hash128 RootFor(const std::string& salt) const;
+
+  const Model& model_;
+  ThreadPool* pool_;
+  kvcache::KvManager& kv_;
+  const SchedulerOptions options_;
+  std::unique_ptr<class Transformer> transformer_;
+
+  // Submitted requests not yet taken by the loop, guarded by mu_.
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Sequence>> submitted_;
+  bool stopping_ = false;
+  SchedulerStats stats_;  // guarded by mu_
+
+  // Loop thread only.
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;  // in arrival order
+  uint64_t next_arrival_ = 0;
+  struct Planned {
+    Sequence* seq;
+    int n;  // tokens computed for it this step
+  };
+  std::vector<Planned> plan_;  // the current step's batch
+  std::vector<float> logits_;
+
+  std::thread thread_;
+};
+
+}  // namespace kvstash

@@ -1,0 +1,282 @@
+// End-to-end tests of continuous batching with prefix reuse on the real
+// stories260K model: every request's greedy output, computed among others
+// with cache hits, chunked prefill, eviction and preemption, must equal the
+// same request computed alone on a cold cache by the plain generate loop.
+#include "serve/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "engine/generate.h"
+#include "kvcache/kv_manager.h"
+#include "tests/testing/shared_data.h"
+
+namespace kvstash {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::unique_ptr<Model> LoadStories() {
+  auto m =
+      Model::Load(testing::SharedPath("models/stories260K/stories260K.bin"),
+                  testing::SharedPath("models/stories260K/tok512.bin"));
+  KV_CHECK(m.ok());
+  return std::move(m).value();
+}
+
+std::vector<int32_t> StoryTokens(const Model& model) {
+  std::ifstream in(testing::SharedPath("data/tinystories_val.txt"));
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string s = text.str().substr(0, 60000);
+  return model.tokenizer().Encode(s, /*add_bos=*/false);
+}
+
+struct Outcome {
+  std::vector<int32_t> tokens;
+  RequestEvent finish;
+};
+
+// Drains a handle until its finish event.
+Outcome Collect(RequestHandle& h) {
+  Outcome out;
+  RequestEvent ev;
+  while (true) {
+    EXPECT_TRUE(h.Next(&ev, milliseconds(60000))) << "request timed out";
+    if (ev.kind == RequestEvent::Kind::kFinish) {
+      out.finish = ev;
+      return out;
+    }
+    out.tokens.push_back(ev.token);
+  }
+}
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = LoadStories();
+    story_ = StoryTokens(*model_);
+    ASSERT_GT(story_.size(), 5000u);
+  }
+
+  std::unique_ptr<kvcache::KvManager> NewKv(size_t blocks,
+                                            int block_tokens = 16) {
+    const ModelConfig& c = model_->config();
+    kvcache::KvManagerOptions o;
+    o.layout = {c.n_layers, c.n_kv_heads, c.head_dim, block_tokens,
+                kernels::DType::kF16};
+    o.capacity_bytes = blocks * o.layout.block_bytes();
+    o.prefault = false;
+    auto kv = kvcache::KvManager::Create(o);
+    KV_CHECK(kv.ok());
+    return std::move(kv).value();
+  }
+
+  // Greedy output of `prompt` computed alone by the plain generate loop.
+  const std::vector<int32_t>& Alone(const std::vector<int32_t>& prompt,
+                                    int max_tokens) {
+    auto key = std::make_pair(prompt, max_tokens);
+    auto it = reference_.find(key);
+    if (it != reference_.end()) return it->second;
+    Transformer tf(*model_);
+    GenerateOptions o;
+    o.n_predict = max_tokens;
+    o.sampling.temperature = 0;
+    std::vector<int32_t> out;
+    auto r = Generate(tf, prompt, o, [&](int32_t t) {
+      if (t != model_->tokenizer().eos()) out.push_back(t);
+      return true;
+    });
+    KV_CHECK(r.ok());
+    return reference_.emplace(key, out).first->second;
+  }
+
+  GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens,
+                           std::string salt = "") {
+    GenerationRequest r;
+    r.prompt = std::move(prompt);
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = 0;
+    r.cache_salt = std::move(salt);
+    return r;
+  }
+
+  std::vector<int32_t> Prompt(size_t begin, size_t n) {
+    std::vector<int32_t> p = {model_->tokenizer().bos()};
+    p.insert(p.end(), story_.begin() + begin, story_.begin() + begin + n);
+    return p;
+  }
+
+  static void ExpectQuiescent(const kvcache::KvManager& kv) {
+    const kvcache::KvStats s = kv.Stats();
+    EXPECT_EQ(s.used_blocks, 0u);
+    EXPECT_EQ(s.used_blocks + s.cached_blocks + s.free_blocks,
+              s.capacity_blocks);
+    const Status st = kv.Validate({});
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  }
+
+  std::unique_ptr<Model> model_;
+  std::vector<int32_t> story_;
+  std::map<std::pair<std::vector<int32_t>, int>, std::vector<int32_t>>
+      reference_;
+};
+
+// 200 mixes of concurrent requests whose prompts share prefixes of random
+// length (and some tenants with their own salt), arriving in random order
+// from several threads, on a pool small enough that blocks are evicted and
+// sequences preempted all the time.
+TEST_F(SchedulerTest, RandomMixesEqualColdRunsAlone) {
+  auto kv = NewKv(/*blocks=*/48);
+  ThreadPool pool(ThreadPool::Options{.num_threads = 2});
+  SchedulerOptions so;
+  so.max_batch_tokens = 96;
+  so.max_running = 8;
+  so.context = 512;
+  auto sched = Scheduler::Create(*model_, &pool, *kv, so);
+  ASSERT_TRUE(sched.ok()) << sched.status().ToString();
+  std::mt19937 rng(7);
+  auto uniform = [&](int lo, int hi) {
+    return std::uniform_int_distribution<int>(lo, hi)(rng);
+  };
+  uint64_t total_cached = 0;
+  for (int mix = 0; mix < 200; ++mix) {
+    SCOPED_TRACE("mix " + std::to_string(mix));
+    const size_t base = uniform(0, 4000);
+    struct Planned {
+      GenerationRequest request;
+      int delay_ms;
+    };
+    std::vector<Planned> planned;
+    const int n_requests = uniform(2, 6);
+    for (int r = 0; r < n_requests; ++r) {
+      std::vector<int32_t> prompt = Prompt(base, uniform(0, 200));
+      const size_t tail = uniform(0, 100);
+      const size_t from = uniform(0, 4000);
+      prompt.insert(prompt.end(), story_.begin() + from,
+                    story_.begin() + from + tail);
+      planned.push_back(
+          {Greedy(prompt, uniform(1, 24), uniform(0, 4) == 0 ? "tenant-b" : ""),
+           uniform(0, 3)});
+    }
+    std::vector<Outcome> outcomes(planned.size());
+    std::vector<std::thread> clients;
+    for (size_t r = 0; r < planned.size(); ++r) {
+      clients.emplace_back([&, r] {
+        std::this_thread::sleep_for(milliseconds(planned[r].delay_ms));
+        auto h = (*sched)->Submit(planned[r].request);
+        ASSERT_TRUE(h.ok()) << h.status().ToString();
+        outcomes[r] = Collect(**h);
+      });
+    }
+    for (std::thread& t : clients) t.join();
+    for (size_t r = 0; r < planned.size(); ++r) {
+      const GenerationRequest& q = planned[r].request;
+      EXPECT_EQ(outcomes[r].tokens, Alone(q.prompt, q.max_tokens))
+          << "request " << r << " of " << q.prompt.size() << " tokens";
+      const RequestUsage& u = outcomes[r].finish.usage;
+      EXPECT_EQ(u.prompt_tokens, int(q.prompt.size()));
+      EXPECT_LT(u.cached_tokens, u.prompt_tokens);
+      total_cached += u.cached_tokens;
+    }
+    ExpectQuiescent(*kv);
+  }
+  const SchedulerStats s = (*sched)->Stats();
+  EXPECT_GT(total_cached, 0u);
+  EXPECT_GT(kv->Stats().evictions, 0u);
+  EXPECT_GT(s.preemptions, 0u) << "the pool never ran short";
+  EXPECT_EQ(s.cached_tokens, total_cached);
+}
+
+TEST_F(SchedulerTest, SamePromptAgainIsServedFromTheCache) {
+  auto kv = NewKv(256);
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, SchedulerOptions{});
+  ASSERT_TRUE(sched.ok());
+  const std::vector<int32_t> prompt = Prompt(100, 199);  // 200 tokens
+  Outcome cold = Collect(**(*sched)->Submit(Greedy(prompt, 8)));
+  EXPECT_EQ(cold.finish.usage.cached_tokens, 0);
+  EXPECT_EQ(cold.finish.finish, RequestEnd::kLength);
+  EXPECT_EQ((*sched)->CachedPrefix(prompt, ""), 192);  // full blocks
+  EXPECT_EQ((*sched)->CachedPrefix(prompt, "other"), 0);
+  Outcome warm = Collect(**(*sched)->Submit(Greedy(prompt, 8)));
+  // 200 = 12.5 blocks: 12 full blocks are mapped, the rest computed.
+  EXPECT_EQ(warm.finish.usage.cached_tokens, 192);
+  EXPECT_EQ(warm.tokens, cold.tokens);
+  // A block-aligned prompt hits everything but its last token.
+  const std::vector<int32_t> aligned = Prompt(100, 191);  // 192 tokens
+  Collect(**(*sched)->Submit(Greedy(aligned, 4)));
+  Outcome again = Collect(**(*sched)->Submit(Greedy(aligned, 4)));
+  EXPECT_EQ(again.finish.usage.cached_tokens, 191);
+  EXPECT_EQ(again.tokens, Alone(aligned, 4));
+  // Another tenant shares nothing.
+  Outcome other = Collect(**(*sched)->Submit(Greedy(prompt, 8, "other")));
+  EXPECT_EQ(other.finish.usage.cached_tokens, 0);
+  EXPECT_EQ(other.tokens, cold.tokens);
+  ExpectQuiescent(*kv);
+}
+
+TEST_F(SchedulerTest, CancelledRequestReleasesItsBlocks) {
+  auto kv = NewKv(256);
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, SchedulerOptions{});
+  ASSERT_TRUE(sched.ok());
+  GenerationRequest r = Greedy(Prompt(0, 100), 400);
+  r.stop_at_eos = false;
+  auto h = (*sched)->Submit(r);
+  ASSERT_TRUE(h.ok());
+  RequestEvent ev;
+  ASSERT_TRUE((*h)->Next(&ev, milliseconds(60000)));
+  EXPECT_GT(kv->Stats().used_blocks, 0u);
+  (*h)->Cancel();
+  Outcome rest = Collect(**h);
+  EXPECT_EQ(rest.finish.finish, RequestEnd::kCancelled);
+  ExpectQuiescent(*kv);
+  EXPECT_EQ((*sched)->Stats().running, 0u);
+}
+
+TEST_F(SchedulerTest, RejectsBadRequests) {
+  auto kv = NewKv(8);  // 128 positions
+  SchedulerOptions so;
+  so.context = 256;
+  so.max_queue = 1;
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, so);
+  ASSERT_TRUE(sched.ok());
+  auto code = [&](GenerationRequest r) {
+    return (*sched)->Submit(std::move(r)).status().code();
+  };
+  EXPECT_EQ(code(Greedy({}, 4)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy({1, 512}, 4)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy({1, -3}, 4)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy({1, 2}, 0)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy(Prompt(0, 300), 4)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy(Prompt(0, 130), 4)), StatusCode::kInvalidArgument);
+  GenerationRequest hot = Greedy({1, 2}, 4);
+  hot.sampling.temperature = -1;
+  hot.sampling.top_p = 7;
+  EXPECT_EQ(code(hot), StatusCode::kInvalidArgument);
+  SchedulerOptions bad;
+  bad.max_running = 0;
+  EXPECT_FALSE(Scheduler::Create(*model_, nullptr, *kv, bad).ok());
+}
+
+// A sequence that outgrows the whole pool ends with "length" instead of
+// waiting forever, and its neighbours are unaffected.
+TEST_F(SchedulerTest, SequenceLongerThanThePoolEndsWithLength) {
+  auto kv = NewKv(4);  // 64 positions
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, SchedulerOptions{});
+  ASSERT_TRUE(sched.ok());
+  GenerationRequest r = Greedy(Prompt(0, 40), 100);
+  r.stop_at_eos = false;
+  Outcome out = Collect(**(*sched)->Submit(r));
+  EXPECT_EQ(out.finish.finish, RequestEnd::kLength);
+  EXPECT_EQ(int(out.tokens.size()), 64 - 41 + 1);
+  ExpectQuiescent(*kv);
+}
+
+}  // namespace
+}  // namespace kvstash
