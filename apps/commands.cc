@@ -2,12 +2,11 @@
 
 #include <chrono>
 #include <cstdio>
-#include <thread>
 #include <iostream>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 
+#include "apps/app_util.h"
 #include "base/file.h"
 #include "bench/llm_bench.h"
 #include "engine/generate.h"
@@ -16,61 +15,6 @@
 #include "model/random_model.h"
 
 namespace kvstash::apps {
-namespace {
-
-using Json = nlohmann::json;
-
-void PrintJson(const Json& j) {
-  // Generated text may hold invalid UTF-8 (a byte token cut mid-character).
-  std::cout << j.dump(-1, ' ', false, Json::error_handler_t::replace)
-            << std::endl;
-}
-
-Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options) {
-  if (options.model_path.empty()) {
-    return Status::InvalidArgument("--model is required");
-  }
-  return Model::Load(options.model_path, options.tokenizer_path);
-}
-
-std::string HumanBytes(uint64_t bytes) {
-  char buf[32];
-  if (bytes >= (1ull << 30)) {
-    std::snprintf(buf, sizeof(buf), "%.2f GiB", bytes / double(1ull << 30));
-  } else if (bytes >= (1ull << 20)) {
-    std::snprintf(buf, sizeof(buf), "%.2f MiB", bytes / double(1ull << 20));
-  } else {
-    std::snprintf(buf, sizeof(buf), "%.1f KiB", bytes / 1024.0);
-  }
-  return buf;
-}
-
-// A pool of `threads` workers (0: one per core).
-std::unique_ptr<ThreadPool> MakePool(int threads) {
-  const unsigned n =
-      threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency());
-  return std::make_unique<ThreadPool>(ThreadPool::Options{.num_threads = n});
-}
-
-// Checks `run` and fills the pool and the KV type it names.
-Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,
-                       kernels::DType* kv_type) {
-  if (run.threads < 0) return Status::InvalidArgument("--threads must be >= 0");
-  if (!kernels::ParseDType(run.kv_type, kv_type) ||
-      !kernels::IsAttentionKvType(*kv_type)) {
-    return Status::InvalidArgument("--kv-type '" + run.kv_type +
-                                   "' is not one of f32, f16, bf16");
-  }
-  *pool = MakePool(run.threads);
-  return Status::OK();
-}
-
-}  // namespace
-
-int Fail(const std::string& message) {
-  std::cerr << "kvstash: error: " << message << std::endl;
-  return 1;
-}
 
 int RunGenerate(const GenerateCommandOptions& options) {
   if (Status s = options.sampling.Validate(); !s.ok()) return Fail(s.message());

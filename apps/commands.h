@@ -76,6 +76,50 @@ struct BenchCommandOptions {
 };
 int RunBench(const BenchCommandOptions& options);
 
+// The serving stack: a KV cache pool, the scheduler and the HTTP server.
+struct ServeStackOptions {
+  RunOptions run;
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  size_t kv_cache_mb = 1024;
+  int block_tokens = 16;
+  int max_batch_tokens = 512;
+  int max_running = 64;
+  int max_queue = 256;
+  int ctx = 0;  // 0: the model's context length (2048 when it has none)
+  std::string api_key;
+  std::string model_id;  // empty: the model file's name
+};
+
+struct ServeCommandOptions {
+  ModelOptions model;
+  ServeStackOptions stack;
+};
+int RunServe(const ServeCommandOptions& options);
+
+struct DemoCommandOptions {
+  std::string vocab_path;  // empty: the shared vocabulary beside the repo
+  std::string cache_dir;   // empty: $XDG_CACHE_HOME/kvstash or ~/.cache/kvstash
+  int prompt_tokens = 1500;
+  ServeStackOptions stack;
+};
+int RunDemo(const DemoCommandOptions& options);
+
+struct BenchServeCommandOptions {
+  ModelOptions model;
+  RunOptions run;
+  int prompt_tokens = 2000;
+  int new_tokens = 100;
+  int streams = 16;
+  int gen_tokens = 64;
+  int repeat = 3;
+  int block_tokens = 16;
+  size_t kv_cache_mb = 1024;
+  int max_batch_tokens = 512;
+  bool json = false;
+};
+int RunBenchServe(const BenchServeCommandOptions& options);
+
 // Prints "kvstash: error: <message>" on stderr and returns 1.
 int Fail(const std::string& message);
 

@@ -7,10 +7,12 @@
 
 namespace {
 
-void AddModelFlags(CLI::App* cmd, kvstash::apps::ModelOptions* m) {
-  cmd->add_option("--model,-m", m->model_path,
-                  "model file: GGUF, or a llama2.c checkpoint")
-      ->required();
+// `required`: false where a nested subcommand may take the flags instead.
+void AddModelFlags(CLI::App* cmd, kvstash::apps::ModelOptions* m,
+                   bool required = true) {
+  CLI::Option* model = cmd->add_option(
+      "--model,-m", m->model_path, "model file: GGUF, or a llama2.c checkpoint");
+  if (required) model->required();
   cmd->add_option("--tokenizer", m->tokenizer_path,
                   "tokenizer.bin of a llama2.c checkpoint (GGUF files carry "
                   "their own vocabulary)");
@@ -20,6 +22,32 @@ void AddRunFlags(CLI::App* cmd, kvstash::apps::RunOptions* r) {
   cmd->add_option("--threads,-t", r->threads, "threads, 0 = one per core (0)");
   cmd->add_option("--kv-type", r->kv_type,
                   "KV cache element type: f32, f16, bf16 (f16)");
+}
+
+void AddStackFlags(CLI::App* cmd, kvstash::apps::ServeStackOptions* s,
+                   bool network) {
+  AddRunFlags(cmd, &s->run);
+  if (network) {
+    cmd->add_option("--host", s->host,
+                    "address to bind (127.0.0.1: this machine only)");
+    cmd->add_option("--port", s->port, "port (8080)");
+    cmd->add_option("--api-key", s->api_key,
+                    "require 'Authorization: Bearer <key>' (all but /health)");
+    cmd->add_option("--model-id", s->model_id,
+                    "model name in the API (the file name)");
+  }
+  cmd->add_option("--kv-cache-mb", s->kv_cache_mb,
+                  "KV block pool size in MiB, allocated at start (1024)");
+  cmd->add_option("--block-tokens", s->block_tokens,
+                  "tokens per KV block (16)");
+  cmd->add_option("--max-batch-tokens", s->max_batch_tokens,
+                  "tokens per forward step, all sequences (512)");
+  cmd->add_option("--max-running", s->max_running,
+                  "sequences batched at once (64)");
+  cmd->add_option("--max-queue", s->max_queue,
+                  "waiting requests before 429 (256)");
+  cmd->add_option("--ctx", s->ctx,
+                  "positions per sequence, 0 = the model's context (0)");
 }
 
 }  // namespace
@@ -103,7 +131,7 @@ int main(int argc, char** argv) {
       "bench",
       "prefill and decode speed, with memory-bandwidth and compute-peak "
       "probes measured in the same run");
-  AddModelFlags(bench_cmd, &bench.model);
+  AddModelFlags(bench_cmd, &bench.model, /*required=*/false);
   AddRunFlags(bench_cmd, &bench.run);
   bench_cmd->add_option("--prompt-tokens", bench.prompt_tokens,
                         "prefill batch (512)");
@@ -113,6 +141,54 @@ int main(int argc, char** argv) {
                         "context filled before decode is measured (0)");
   bench_cmd->add_option("--repeat", bench.repeat, "runs (3)");
   bench_cmd->add_flag("--json", bench.json, "print one JSON object");
+
+  BenchServeCommandOptions bench_serve;
+  CLI::App* bench_serve_cmd = bench_cmd->add_subcommand(
+      "serve",
+      "prefix-cache and batching benchmark: cold vs warm TTFT, cached + new "
+      "prompt time, 1 vs N decode streams, bookkeeping share");
+  AddModelFlags(bench_serve_cmd, &bench_serve.model);
+  AddRunFlags(bench_serve_cmd, &bench_serve.run);
+  bench_serve_cmd->add_option("--prompt-tokens", bench_serve.prompt_tokens,
+                              "long prompt (2000)");
+  bench_serve_cmd->add_option("--new-tokens", bench_serve.new_tokens,
+                              "fresh tail after the cached part (100)");
+  bench_serve_cmd->add_option("--streams", bench_serve.streams,
+                              "concurrent decode streams (16)");
+  bench_serve_cmd->add_option("--gen-tokens", bench_serve.gen_tokens,
+                              "tokens per decode stream (64)");
+  bench_serve_cmd->add_option("--repeat", bench_serve.repeat, "runs (3)");
+  bench_serve_cmd->add_option("--block-tokens", bench_serve.block_tokens,
+                              "tokens per KV block (16)");
+  bench_serve_cmd->add_option("--kv-cache-mb", bench_serve.kv_cache_mb,
+                              "KV block pool in MiB (1024)");
+  bench_serve_cmd->add_option("--max-batch-tokens",
+                              bench_serve.max_batch_tokens,
+                              "tokens per forward step (512)");
+  bench_serve_cmd->add_flag("--json", bench_serve.json,
+                            "print one JSON object");
+
+  ServeCommandOptions serve;
+  CLI::App* serve_cmd = app.add_subcommand(
+      "serve",
+      "OpenAI-compatible HTTP server with a shared, paged prefix cache and "
+      "continuous batching");
+  AddModelFlags(serve_cmd, &serve.model);
+  AddStackFlags(serve_cmd, &serve.stack, /*network=*/true);
+
+  DemoCommandOptions demo;
+  CLI::App* demo_cmd = app.add_subcommand(
+      "demo",
+      "first run: writes a small random model, serves it, and shows a long "
+      "prompt's time to first token cold and from the cache");
+  demo_cmd->add_option("--vocab", demo.vocab_path,
+                       "vocabulary GGUF (../shared/vocab/"
+                       "ggml-vocab-llama-spm.gguf)");
+  demo_cmd->add_option("--cache-dir", demo.cache_dir,
+                       "where the demo model is kept (~/.cache/kvstash)");
+  demo_cmd->add_option("--prompt-tokens", demo.prompt_tokens,
+                       "length of the shared prompt (1500)");
+  AddStackFlags(demo_cmd, &demo.stack, /*network=*/false);
 
   try {
     app.parse(argc, argv);
@@ -125,6 +201,9 @@ int main(int argc, char** argv) {
   if (info_cmd->parsed()) return RunInfo(info);
   if (convert->parsed()) return RunConvert(conv);
   if (gen_model->parsed()) return RunGenModel(genm);
+  if (bench_serve_cmd->parsed()) return RunBenchServe(bench_serve);
   if (bench_cmd->parsed()) return RunBench(bench);
+  if (serve_cmd->parsed()) return RunServe(serve);
+  if (demo_cmd->parsed()) return RunDemo(demo);
   return Fail("no subcommand");
 }

@@ -316,6 +316,18 @@ void Tokenizer::Finish() {
     }
   }
 
+  for (size_t i = 0; i < n; ++i) {
+    if ((types_[i] == TokenType::kControl ||
+         types_[i] == TokenType::kUserDefined) &&
+        !pieces_[i].empty()) {
+      special_texts_.emplace_back(pieces_[i], static_cast<int32_t>(i));
+    }
+  }
+  std::stable_sort(special_texts_.begin(), special_texts_.end(),
+                   [](const auto& a, const auto& b) {
+                     return a.first.size() > b.first.size();
+                   });
+
   byte_ids_.fill(-1);
   text_ids_.reserve(n);
   for (size_t i = 0; i < n; ++i) {
@@ -417,6 +429,34 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text,
       EncodeWord(mapped, &out);
     }
   }
+  return out;
+}
+
+std::vector<int32_t> Tokenizer::EncodeWithSpecialTokens(std::string_view text,
+                                                        bool add_bos) const {
+  std::vector<int32_t> out;
+  if (add_bos && add_bos_ && bos_ >= 0) out.push_back(bos_);
+  size_t plain = 0;  // start of the pending plain text
+  auto flush = [&](size_t end) {
+    if (end == plain) return;
+    const std::vector<int32_t> ids =
+        Encode(text.substr(plain, end - plain), /*add_bos=*/false);
+    out.insert(out.end(), ids.begin(), ids.end());
+  };
+  for (size_t i = 0; i < text.size();) {
+    const auto match = std::find_if(
+        special_texts_.begin(), special_texts_.end(),
+        [&](const auto& s) { return text.substr(i).starts_with(s.first); });
+    if (match == special_texts_.end()) {
+      ++i;
+      continue;
+    }
+    flush(i);
+    out.push_back(match->second);
+    i += match->first.size();
+    plain = i;
+  }
+  flush(text.size());
   return out;
 }
 

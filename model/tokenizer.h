@@ -90,6 +90,13 @@ class Tokenizer {
   // has a BOS), BOS first. EOS is never appended (see add_eos()).
   std::vector<int32_t> Encode(std::string_view text, bool add_bos) const;
 
+  // As Encode, except that the text of a control or user-defined token
+  // ("<|im_start|>", "</s>", ...) becomes that token: at each position the
+  // longest such text wins, and the plain text between them goes through
+  // Encode. For prompts rendered from chat templates, never for user text.
+  std::vector<int32_t> EncodeWithSpecialTokens(std::string_view text,
+                                               bool add_bos) const;
+
   // The bytes that `token` contributes to the text, for streaming output.
   // `prev_token` is the token before it, or -1 at the start of the text: with
   // add_space_prefix, the leading space of the first piece of the text (or
@@ -183,6 +190,8 @@ class Tokenizer {
   bool add_bos_ = false;
   bool add_eos_ = false;
   bool add_space_prefix_ = false;
+  // Control and user-defined tokens by their text, longest first.
+  std::vector<std::pair<std::string, int32_t>> special_texts_;
   bool ignore_merges_ = false;  // BPE: a word that is a piece is not split
   // SPM: a literal '▁' in the input counts as a space (as in SentencePiece;
   // llama2.c keeps it a character).

@@ -131,6 +131,12 @@ TEST(GgufTokenizer, LlamaSpmSpecialsAndBos) {
   EXPECT_EQ(t->DecodeToken(1, 15043), "Hello");
   EXPECT_EQ(t->DecodeToken(15043, 3186), " world");
   EXPECT_EQ(t->DecodeToken(15043, 0), "<unk>");
+  // Rendered chat prompts: the text of a control token is that token.
+  EXPECT_THAT(t->EncodeWithSpecialTokens("Hello world</s><s>Hello world", true),
+              ElementsAre(1, 15043, 3186, 2, 1, 15043, 3186));
+  EXPECT_THAT(t->EncodeWithSpecialTokens("<s>", false), ElementsAre(1));
+  EXPECT_EQ(t->EncodeWithSpecialTokens("Hello <unk> world", false),
+            t->Encode("Hello <unk> world", false));
 }
 
 TEST(GgufTokenizer, Gpt2SpecialsAndBytes) {

@@ -1,0 +1,38 @@
+// Helpers shared by the subcommands of apps/: loading the model a command
+// names, building its thread pool, printing JSON and byte counts, failing
+// with one line on stderr.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "apps/commands.h"
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "kernels/dtype.h"
+#include "model/model.h"
+
+namespace kvstash::apps {
+
+using Json = nlohmann::json;
+
+// Prints `j` on one line of stdout; invalid UTF-8 in strings (a byte token
+// cut mid-character) is replaced, never thrown on.
+void PrintJson(const Json& j);
+
+// InvalidArgument when --model is missing; else Model::Load's result.
+Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options);
+
+// "1.50 GiB", "12.00 MiB", "3.0 KiB".
+std::string HumanBytes(uint64_t bytes);
+
+// A pool of `threads` workers (0: one per core).
+std::unique_ptr<ThreadPool> MakePool(int threads);
+
+// Checks `run` and fills the pool and the KV type it names.
+Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,
+                       kernels::DType* kv_type);
+
+}  // namespace kvstash::apps

@@ -1,0 +1,378 @@
+// `kvstash serve`, `kvstash demo` and `kvstash bench serve`: the serving
+// stack (KV block pool, scheduler, HTTP server) wired from flags.
+#include <httplib.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "apps/app_util.h"
+#include "apps/commands.h"
+#include "bench/serve_bench.h"
+#include "kvcache/kv_manager.h"
+#include "model/random_model.h"
+#include "serve/http_server.h"
+#include "serve/scheduler.h"
+
+namespace kvstash::apps {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Everything a running server holds, in construction order.
+struct ServeStack {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<kvcache::KvManager> kv;
+  std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<HttpServer> server;
+};
+
+Result<ServeStack> StartStack(std::unique_ptr<Model> model,
+                              const std::string& model_path,
+                              const ServeStackOptions& o) {
+  ServeStack s;
+  s.model = std::move(model);
+  kernels::DType kv_type;
+  KV_RETURN_IF_ERROR(ParseRunOptions(o.run, &s.pool, &kv_type));
+  if (o.block_tokens < 1 || o.block_tokens > 1024) {
+    return Status::InvalidArgument("--block-tokens must be in [1, 1024]");
+  }
+  if (o.port < 0 || o.port > 65535) {
+    return Status::InvalidArgument("--port must be in [0, 65535]");
+  }
+  const ModelConfig& c = s.model->config();
+  kvcache::KvManagerOptions kvo;
+  kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens, kv_type};
+  kvo.capacity_bytes = o.kv_cache_mb << 20;
+  KV_ASSIGN_OR_RETURN(s.kv, kvcache::KvManager::Create(kvo));
+  SchedulerOptions so;
+  so.max_batch_tokens = o.max_batch_tokens;
+  so.max_running = o.max_running;
+  so.max_queue = o.max_queue;
+  so.context = o.ctx > 0 ? o.ctx
+               : c.context_length > 0 ? c.context_length
+                                      : 2048;
+  KV_ASSIGN_OR_RETURN(s.scheduler,
+                      Scheduler::Create(*s.model, s.pool.get(), *s.kv, so));
+  ServerOptions server;
+  server.host = o.host;
+  server.port = o.port;
+  server.api_key = o.api_key;
+  server.model_id = o.model_id.empty()
+                        ? std::filesystem::path(model_path).filename().string()
+                        : o.model_id;
+  KV_ASSIGN_OR_RETURN(s.server, HttpServer::Create(*s.model, *s.scheduler,
+                                                   *s.kv, server));
+  const kvcache::KvStats kv = s.kv->Stats();
+  std::fprintf(stderr,
+               "kvstash: serving %s on http://%s:%d (%zu threads, context %d, "
+               "KV cache %s = %zu blocks of %zu tokens)\n",
+               server.model_id.c_str(), o.host.c_str(), s.server->port(),
+               s.pool->NumWorkers(), so.context,
+               HumanBytes(kv.capacity_blocks * kv.block_bytes).c_str(),
+               kv.capacity_blocks, kv.block_tokens);
+  return s;
+}
+
+// Text for the demo's shared prompt: numbered sections of a made-up policy,
+// cut to `tokens` tokens.
+std::string DemoDocument(const Tokenizer& tok, int tokens) {
+  static constexpr const char* kSentences[] = {
+      "Orders ship within two business days from the warehouse nearest to "
+      "the customer.",
+      "Refunds are issued to the original payment method within ten days of "
+      "receiving the returned item.",
+      "Gift cards never expire and can be combined with any other offer.",
+      "Support is available by chat from eight in the morning to eight in "
+      "the evening, every day of the week.",
+      "Damaged items must be reported within forty-eight hours, with a "
+      "photograph of the package.",
+      "Members of the loyalty program earn one point for every dollar spent "
+      "and receive free shipping.",
+      "International orders may be subject to customs fees that the "
+      "customer pays on delivery.",
+      "Prices are reviewed every quarter and published on the first Monday "
+      "of the month."};
+  std::string doc = "Customer service handbook.\n";
+  for (int section = 1;; ++section) {
+    for (const char* s : kSentences) {
+      std::string next = doc + "Section " + std::to_string(section) + ". " +
+                         s + "\n";
+      if (int(tok.Encode(next, true).size()) > tokens) return doc;
+      doc = std::move(next);
+    }
+  }
+}
+
+struct DemoReply {
+  double ttft_s = -1;
+  double total_s = 0;
+  int prompt_tokens = 0;
+  int cached_tokens = 0;
+  std::string text;
+};
+
+// Streams one completion and times its first token as a client sees it.
+Result<DemoReply> StreamCompletion(int port, const std::string& prompt) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(600, 0);
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.set_header("Content-Type", "application/json");
+  req.body = Json{{"prompt", prompt},
+                  {"max_tokens", 16},
+                  {"temperature", 0},
+                  {"stream", true},
+                  {"stream_options", {{"include_usage", true}}}}
+                 .dump();
+  DemoReply reply;
+  std::string body;
+  const Clock::time_point start = Clock::now();
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    if (reply.ttft_s < 0) {
+      reply.ttft_s =
+          std::chrono::duration<double>(Clock::now() - start).count();
+    }
+    body.append(data, n);
+    return true;
+  };
+  httplib::Response res;
+  httplib::Error error;
+  if (!client.send(req, res, error)) {
+    return Status::IOError("demo: request failed: " + httplib::to_string(error));
+  }
+  reply.total_s = std::chrono::duration<double>(Clock::now() - start).count();
+  if (res.status != 200) {
+    return Status::Internal("demo: HTTP " + std::to_string(res.status) + ": " +
+                            body);
+  }
+  std::istringstream lines(body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: {", 0) != 0) continue;
+    const Json chunk = Json::parse(line.substr(6), nullptr, false);
+    if (chunk.is_discarded()) continue;
+    if (chunk.contains("usage") && chunk["usage"].is_object()) {
+      reply.prompt_tokens = chunk["usage"]["prompt_tokens"];
+      reply.cached_tokens =
+          chunk["usage"]["prompt_tokens_details"]["cached_tokens"];
+    }
+    if (chunk.contains("choices") && !chunk["choices"].empty()) {
+      reply.text += chunk["choices"][0].value("text", "");
+    }
+  }
+  return reply;
+}
+
+std::string DefaultCacheDir() {
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
+    return std::string(xdg) + "/kvstash";
+  }
+  if (const char* home = std::getenv("HOME"); home && *home) {
+    return std::string(home) + "/.cache/kvstash";
+  }
+  return ".kvstash-cache";
+}
+
+std::string DefaultVocab() {
+  const char* shared = std::getenv("KVSTASH_SHARED_DIR");
+  return std::string(shared && *shared ? shared : "../shared") +
+         "/vocab/ggml-vocab-llama-spm.gguf";
+}
+
+// The demo model (the 110m preset, q8_0), written once into the cache dir.
+Result<std::string> DemoModel(const DemoCommandOptions& o, ThreadPool* pool) {
+  const std::string dir = o.cache_dir.empty() ? DefaultCacheDir() : o.cache_dir;
+  const std::string path = dir + "/demo-110m-q8_0.gguf";
+  if (std::filesystem::exists(path)) return path;
+  const std::string vocab = o.vocab_path.empty() ? DefaultVocab() : o.vocab_path;
+  if (!std::filesystem::exists(vocab)) {
+    return Status::NotFound("demo: vocabulary '" + vocab +
+                            "' not found; pass --vocab or set "
+                            "KVSTASH_SHARED_DIR to the shared/ folder");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return Status::IOError("demo: cannot create " + dir + ": " + ec.message());
+  }
+  RandomModelOptions m;
+  KV_RETURN_IF_ERROR(ApplyRandomModelPreset("110m", &m));
+  m.type = kernels::DType::kQ8_0;
+  m.vocab_path = vocab;
+  std::fprintf(stderr, "kvstash demo: writing a random-weight 110m model to "
+                       "%s (once) ...\n", path.c_str());
+  KV_RETURN_IF_ERROR(WriteRandomModel(m, path, pool));
+  return path;
+}
+
+}  // namespace
+
+int RunServe(const ServeCommandOptions& options) {
+  // SIGINT/SIGTERM are taken by a waiting thread (every thread started from
+  // here inherits the blocked mask) and stop the server cleanly.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  Result<std::unique_ptr<Model>> model = LoadModel(options.model);
+  if (!model.ok()) return Fail(model.status().message());
+  Result<ServeStack> stack = StartStack(std::move(*model),
+                                        options.model.model_path, options.stack);
+  if (!stack.ok()) return Fail(stack.status().message());
+  HttpServer& server = *stack->server;
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    server.Stop();
+  });
+  const Status served = server.Serve();
+  pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+  if (!served.ok()) return Fail(served.message());
+  std::fprintf(stderr, "kvstash: stopped\n");
+  return 0;
+}
+
+int RunDemo(const DemoCommandOptions& options) {
+  if (options.prompt_tokens < 64) return Fail("--prompt-tokens must be >= 64");
+  std::unique_ptr<ThreadPool> writer_pool = MakePool(options.stack.run.threads);
+  Result<std::string> path = DemoModel(options, writer_pool.get());
+  writer_pool.reset();
+  if (!path.ok()) return Fail(path.status().message());
+  Result<std::unique_ptr<Model>> model = Model::Load(*path, "");
+  if (!model.ok()) return Fail(model.status().message());
+  const std::string doc =
+      DemoDocument((*model)->tokenizer(), options.prompt_tokens);
+  ServeStackOptions so = options.stack;
+  so.port = 0;
+  so.model_id = "demo-110m-q8_0";
+  Result<ServeStack> stack = StartStack(std::move(*model), *path, so);
+  if (!stack.ok()) return Fail(stack.status().message());
+  HttpServer& server = *stack->server;
+  std::thread serving([&] { (void)server.Serve(); });
+  struct Step {
+    const char* what;
+    std::string prompt;
+  };
+  const Step steps[] = {
+      {"1. cold: a long prompt nobody has sent before",
+       doc + "\nQuestion: how long do refunds take?\nAnswer:"},
+      {"2. the same prompt again",
+       doc + "\nQuestion: how long do refunds take?\nAnswer:"},
+      {"3. the same document, another question",
+       doc + "\nQuestion: when is support open?\nAnswer:"}};
+  std::printf(
+      "kvstash demo: a random-weight 110m model (its text is noise; the "
+      "speed is real), %zu threads, prompts of about %d tokens, streamed "
+      "over HTTP from 127.0.0.1:%d.\n\n",
+      stack->pool->NumWorkers(), options.prompt_tokens, server.port());
+  double cold_ttft = 0;
+  int status = 0;
+  for (const Step& step : steps) {
+    Result<DemoReply> r = StreamCompletion(server.port(), step.prompt);
+    if (!r.ok()) {
+      status = Fail(r.status().message());
+      break;
+    }
+    if (cold_ttft == 0) cold_ttft = r->ttft_s;
+    std::printf("%s\n   time to first token %8.3f s  (%5.1fx faster than "
+                "cold)   cached prompt tokens %d of %d\n   text: %.60s...\n",
+                step.what, r->ttft_s, cold_ttft / r->ttft_s, r->cached_tokens,
+                r->prompt_tokens, r->text.c_str());
+  }
+  if (status == 0) {
+    const kvcache::KvStats kv = stack->kv->Stats();
+    std::printf("\nKV cache: %zu blocks cached, %zu free; hit rate %.0f%% of "
+                "prompt tokens. Next: `kvstash serve --model %s`.\n",
+                kv.cached_blocks, kv.free_blocks,
+                100.0 * kv.hit_tokens / std::max<uint64_t>(1, kv.queried_tokens),
+                path->c_str());
+  }
+  server.Stop();
+  serving.join();
+  return status;
+}
+
+int RunBenchServe(const BenchServeCommandOptions& options) {
+  std::unique_ptr<ThreadPool> pool;
+  bench::ServeBenchOptions o;
+  if (Status s = ParseRunOptions(options.run, &pool, &o.kv_type); !s.ok()) {
+    return Fail(s.message());
+  }
+  o.prompt_tokens = options.prompt_tokens;
+  o.new_tokens = options.new_tokens;
+  o.streams = options.streams;
+  o.gen_tokens = options.gen_tokens;
+  o.repeat = options.repeat;
+  o.block_tokens = options.block_tokens;
+  o.kv_cache_mb = options.kv_cache_mb;
+  o.max_batch_tokens = options.max_batch_tokens;
+  Result<std::unique_ptr<Model>> model = LoadModel(options.model);
+  if (!model.ok()) return Fail(model.status().message());
+  Result<bench::ServeBenchResult> r = bench::RunServeBench(
+      **model, *pool, o,
+      [](const std::string& line) { std::cerr << line << std::endl; });
+  if (!r.ok()) return Fail(r.status().message());
+  auto spread = [](const bench::Spread& s) {
+    return Json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
+  };
+  if (options.json) {
+    PrintJson({{"model", options.model.model_path},
+               {"threads", pool->NumWorkers()},
+               {"prompt_tokens", o.prompt_tokens},
+               {"new_tokens", o.new_tokens},
+               {"streams", o.streams},
+               {"repeat", o.repeat},
+               {"cold_ttft_s", spread(r->cold_ttft_s)},
+               {"cold_prompt_s", spread(r->cold_prompt_s)},
+               {"warm_ttft_s", spread(r->warm_ttft_s)},
+               {"warm_prompt_s", spread(r->warm_prompt_s)},
+               {"warm_cached_tokens", r->warm_cached_tokens},
+               {"cold_over_warm_ttft", spread(r->cold_over_warm_ttft)},
+               {"partial_ttft_s", spread(r->partial_ttft_s)},
+               {"partial_prompt_s", spread(r->partial_prompt_s)},
+               {"partial_cached_tokens", r->partial_cached_tokens},
+               {"single_stream_tokens_per_s",
+                spread(r->single_stream_tokens_per_s)},
+               {"multi_stream_tokens_per_s",
+                spread(r->multi_stream_tokens_per_s)},
+               {"batching_speedup", spread(r->batching_speedup)},
+               {"bookkeeping_share", spread(r->bookkeeping_share)}});
+    return 0;
+  }
+  auto line = [](const char* name, const bench::Spread& s, double scale,
+                 const char* unit) {
+    std::printf("%-40s %10.3f %s (min %.3f, max %.3f)\n", name,
+                s.median * scale, unit, s.min * scale, s.max * scale);
+  };
+  std::printf("model %s, %zu threads, %d runs\n",
+              options.model.model_path.c_str(), pool->NumWorkers(), o.repeat);
+  line("cold prompt: TTFT", r->cold_ttft_s, 1e3, "ms");
+  line("cold prompt: prompt time", r->cold_prompt_s, 1e3, "ms");
+  line("same prompt again: TTFT", r->warm_ttft_s, 1e3, "ms");
+  line("same prompt again: prompt time", r->warm_prompt_s, 1e3, "ms");
+  line("cold TTFT / warm TTFT", r->cold_over_warm_ttft, 1, "x");
+  line("cached + new tokens: TTFT", r->partial_ttft_s, 1e3, "ms");
+  line("cached + new tokens: prompt time", r->partial_prompt_s, 1e3, "ms");
+  std::printf("%-40s %d and %d of %d\n", "cached tokens (warm, partial)",
+              r->warm_cached_tokens, r->partial_cached_tokens,
+              o.prompt_tokens);
+  line("decode, 1 stream", r->single_stream_tokens_per_s, 1, "tok/s");
+  line(("decode, " + std::to_string(o.streams) + " streams (aggregate)")
+           .c_str(),
+       r->multi_stream_tokens_per_s, 1, "tok/s");
+  line("batching speedup", r->batching_speedup, 1, "x");
+  line("bookkeeping share of step time", r->bookkeeping_share, 100, "%");
+  return 0;
+}
+
+}  // namespace kvstash::apps

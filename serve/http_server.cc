@@ -1,0 +1,562 @@
+#include "serve/http_server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <variant>
+
+#include "model/chat_template.h"
+#include "serve/metrics.h"
+#include "serve/openai_api.h"
+#include "serve/text_stream.h"
+
+namespace kvstash {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::json;
+
+constexpr std::string_view kJson = "application/json";
+
+void Reply(httplib::Response& res, const ApiError& e) {
+  res.status = e.http_status;
+  res.set_content(e.ToJson(), std::string(kJson));
+}
+
+void Reply(httplib::Response& res, const Json& body) {
+  res.status = 200;
+  res.set_content(body.dump(-1, ' ', false, Json::error_handler_t::replace),
+                  std::string(kJson));
+}
+
+ApiError FromStatus(const Status& st) {
+  switch (st.code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kOutOfRange:
+      return ApiError::BadRequest(st.message());
+    case StatusCode::kResourceExhausted:
+      return ApiError::TooManyRequests(st.message());
+    case StatusCode::kUnavailable:
+      return ApiError::Unavailable(st.message());
+    default:
+      return ApiError::Internal(st.message());
+  }
+}
+
+double Seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  const Model& model;
+  Scheduler& scheduler;
+  kvcache::KvManager& kv;
+  ServerOptions options;
+  ChatTemplateFamily chat_family;
+  int64_t created = std::time(nullptr);
+  httplib::Server http;
+  int port = 0;
+  std::mt19937_64 seeds{std::random_device{}()};
+  std::mutex seeds_mu;
+
+  MetricsRegistry metrics;
+  Counter* requests[2];
+  Counter* rejected;
+  Counter* finished_stop;
+  Counter* finished_length;
+  Counter* finished_cancelled;
+  Counter* finished_error;
+  Counter* prompt_tokens;
+  Counter* cached_tokens;
+  Counter* generated_tokens;
+  Counter* evictions;
+  Counter* preemptions;
+  Gauge* blocks_used;
+  Gauge* blocks_cached;
+  Gauge* blocks_free;
+  Gauge* queue_depth;
+  Gauge* running;
+  Histogram* ttft;
+  Histogram* itl;
+  Histogram* e2e;
+  std::mutex scrape_mu;  // evictions/preemptions catch up at scrape time
+
+  Impl(const Model& m, Scheduler& s, kvcache::KvManager& k,
+       const ServerOptions& o)
+      : model(m),
+        scheduler(s),
+        kv(k),
+        options(o),
+        chat_family(DetectChatTemplate(m.chat_template())) {
+    RegisterMetrics();
+    Routes();
+  }
+
+  void RegisterMetrics();
+  void Routes();
+  bool Authorized(const httplib::Request& req, httplib::Response& res) const;
+  // The prompt's token ids, or the error to send.
+  std::variant<std::vector<int32_t>, ApiError> PromptTokens(
+      const CompletionRequest& r) const;
+  void Complete(Endpoint endpoint, const httplib::Request& req,
+                httplib::Response& res);
+  void Lookup(const httplib::Request& req, httplib::Response& res);
+  Json KvStatsJson();
+  void RecordFinish(const RequestEvent& finish);
+  class Responder;
+  uint64_t NextSeed() {
+    std::lock_guard<std::mutex> lock(seeds_mu);
+    return seeds();
+  }
+};
+
+void HttpServer::Impl::RegisterMetrics() {
+  MetricsRegistry& m = metrics;
+  requests[0] = &m.AddCounter("kvstash_requests_total",
+                              "Generation requests accepted",
+                              {{"endpoint", "completions"}});
+  requests[1] = &m.AddCounter("kvstash_requests_total",
+                              "Generation requests accepted",
+                              {{"endpoint", "chat_completions"}});
+  rejected = &m.AddCounter("kvstash_requests_rejected_total",
+                           "Requests answered with an error status");
+  const char* kFinished = "Requests finished, by reason";
+  finished_stop = &m.AddCounter("kvstash_requests_finished_total", kFinished,
+                                {{"reason", "stop"}});
+  finished_length = &m.AddCounter("kvstash_requests_finished_total",
+                                  kFinished, {{"reason", "length"}});
+  finished_cancelled = &m.AddCounter("kvstash_requests_finished_total",
+                                     kFinished, {{"reason", "cancelled"}});
+  finished_error = &m.AddCounter("kvstash_requests_finished_total", kFinished,
+                                 {{"reason", "error"}});
+  prompt_tokens = &m.AddCounter("kvstash_prompt_tokens_total",
+                                "Prompt tokens of finished requests");
+  cached_tokens =
+      &m.AddCounter("kvstash_cached_prompt_tokens_total",
+                    "Prompt tokens whose K/V were mapped from the cache");
+  generated_tokens = &m.AddCounter("kvstash_generated_tokens_total",
+                                   "Tokens generated");
+  evictions = &m.AddCounter("kvstash_kv_evictions_total",
+                            "KV blocks evicted on allocation pressure");
+  preemptions = &m.AddCounter("kvstash_preemptions_total",
+                              "Sequences preempted for lack of KV blocks");
+  const char* kBlocks = "KV cache blocks by state";
+  blocks_used = &m.AddGauge("kvstash_kv_blocks", kBlocks, {{"state", "used"}});
+  blocks_cached =
+      &m.AddGauge("kvstash_kv_blocks", kBlocks, {{"state", "cached"}});
+  blocks_free = &m.AddGauge("kvstash_kv_blocks", kBlocks, {{"state", "free"}});
+  queue_depth = &m.AddGauge("kvstash_queue_depth",
+                            "Requests waiting to be scheduled");
+  running = &m.AddGauge("kvstash_running_sequences",
+                        "Sequences in the running batch");
+  ttft = &m.AddHistogram("kvstash_time_to_first_token_seconds",
+                         "Time from request arrival to its first token",
+                         LatencyBuckets());
+  itl = &m.AddHistogram("kvstash_inter_token_latency_seconds",
+                        "Time between consecutive tokens of a request",
+                        LatencyBuckets());
+  e2e = &m.AddHistogram("kvstash_request_duration_seconds",
+                        "Time from request arrival to its end",
+                        LatencyBuckets());
+}
+
+bool HttpServer::Impl::Authorized(const httplib::Request& req,
+                                  httplib::Response& res) const {
+  if (options.api_key.empty()) return true;
+  if (req.get_header_value("Authorization") == "Bearer " + options.api_key) {
+    return true;
+  }
+  Reply(res, ApiError::Unauthorized(
+                 "missing or wrong API key (Authorization: Bearer <key>)"));
+  return false;
+}
+
+std::variant<std::vector<int32_t>, ApiError> HttpServer::Impl::PromptTokens(
+    const CompletionRequest& r) const {
+  const Tokenizer& tok = model.tokenizer();
+  std::vector<int32_t> ids;
+  const char* param = "prompt";
+  if (r.endpoint == Endpoint::kChatCompletions) {
+    param = "messages";
+    Result<std::string> text = RenderChat(chat_family, r.messages, true);
+    if (!text.ok()) return ApiError::BadRequest(text.status().message(), param);
+    ids = tok.EncodeWithSpecialTokens(*text, /*add_bos=*/true);
+  } else if (const auto* text = std::get_if<std::string>(&r.prompt)) {
+    ids = tok.Encode(*text, /*add_bos=*/true);
+  } else {
+    ids = std::get<std::vector<int32_t>>(r.prompt);
+    for (int32_t id : ids) {
+      if (id >= tok.vocab_size()) {
+        return ApiError::BadRequest(
+            "token id " + std::to_string(id) + " is outside the vocabulary of " +
+                std::to_string(tok.vocab_size()),
+            param);
+      }
+    }
+  }
+  if (ids.empty()) return ApiError::BadRequest("the prompt is empty", param);
+  const int context = scheduler.options().context;
+  if (int(ids.size()) >= context) {
+    return ApiError::BadRequest(
+        "this model's context holds " + std::to_string(context) +
+            " tokens, prompt and completion together; the prompt has " +
+            std::to_string(ids.size()),
+        param);
+  }
+  return ids;
+}
+
+void HttpServer::Impl::RecordFinish(const RequestEvent& finish) {
+  switch (finish.finish) {
+    case RequestEnd::kStop:
+      finished_stop->Inc();
+      break;
+    case RequestEnd::kLength:
+      finished_length->Inc();
+      break;
+    case RequestEnd::kCancelled:
+      finished_cancelled->Inc();
+      break;
+    case RequestEnd::kError:
+      finished_error->Inc();
+      break;
+  }
+  prompt_tokens->Inc(finish.usage.prompt_tokens);
+  cached_tokens->Inc(finish.usage.cached_tokens);
+  generated_tokens->Inc(finish.usage.completion_tokens);
+}
+
+// One request's way from scheduler events to client text: detokenizes, cuts
+// at stop strings (cancelling the request there), and times the tokens.
+class HttpServer::Impl::Responder {
+ public:
+  Responder(HttpServer::Impl& server, std::shared_ptr<RequestHandle> handle,
+            const CompletionRequest& request, int32_t last_prompt_token)
+      : server_(server),
+        handle_(std::move(handle)),
+        text_(request.stop),
+        prev_(last_prompt_token) {}
+
+  // Waits up to `timeout` for the next event. Returns false on timeout;
+  // otherwise sets *text to what may be sent now and *finished once the
+  // request ended (then finish() is valid and *text holds the rest).
+  bool Next(std::chrono::milliseconds timeout, std::string* text,
+            bool* finished) {
+    RequestEvent ev;
+    *finished = false;
+    text->clear();
+    if (!handle_->Next(&ev, timeout)) return false;
+    if (ev.kind == RequestEvent::Kind::kToken) {
+      const std::string piece =
+          server_.model.tokenizer().DecodeToken(prev_, ev.token);
+      prev_ = ev.token;
+      *text = text_.Add(piece);
+      if (text_.stopped()) handle_->Cancel();
+      if (last_token_ == Clock::time_point()) {
+        server_.ttft->Observe(Seconds(handle_->submitted(), ev.time));
+      } else {
+        server_.itl->Observe(Seconds(last_token_, ev.time));
+      }
+      last_token_ = ev.time;
+      return true;
+    }
+    *text = text_.Flush();
+    *finished = true;
+    finish_ = ev;
+    server_.e2e->Observe(Seconds(handle_->submitted(), ev.time));
+    server_.RecordFinish(ev);
+    return true;
+  }
+
+  const RequestEvent& finish() const { return finish_; }
+  // The OpenAI finish reason; a stop string counts as "stop".
+  FinishReason reason() const {
+    return finish_.finish == RequestEnd::kLength && !text_.stopped()
+               ? FinishReason::kLength
+               : FinishReason::kStop;
+  }
+  Usage usage() const {
+    return {finish_.usage.prompt_tokens, finish_.usage.completion_tokens,
+            finish_.usage.cached_tokens};
+  }
+  bool failed() const {
+    return finish_.finish == RequestEnd::kError ||
+           (finish_.finish == RequestEnd::kCancelled && !text_.stopped());
+  }
+  void Cancel() { handle_->Cancel(); }
+
+ private:
+  HttpServer::Impl& server_;
+  std::shared_ptr<RequestHandle> handle_;
+  TextStream text_;
+  int32_t prev_;
+  Clock::time_point last_token_;
+  RequestEvent finish_;
+};
+
+void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
+                                httplib::Response& res) {
+  if (!Authorized(req, res)) return;
+  ParseLimits limits;
+  limits.max_body_bytes = options.max_body_bytes;
+  limits.max_tokens = scheduler.options().context;
+  auto parsed = ParseCompletionRequest(endpoint, req.body, limits);
+  if (auto* e = std::get_if<ApiError>(&parsed)) return Reply(res, *e);
+  const CompletionRequest& r = std::get<CompletionRequest>(parsed);
+  auto prompt = PromptTokens(r);
+  if (auto* e = std::get_if<ApiError>(&prompt)) return Reply(res, *e);
+  GenerationRequest g;
+  g.prompt = std::move(std::get<std::vector<int32_t>>(prompt));
+  const int room = scheduler.options().context - int(g.prompt.size());
+  if (r.max_tokens && *r.max_tokens > room) {
+    return Reply(res,
+                 ApiError::BadRequest(
+                     "max_tokens is " + std::to_string(*r.max_tokens) +
+                         " but the context leaves room for " +
+                         std::to_string(room) + " tokens after the prompt",
+                     endpoint == Endpoint::kChatCompletions &&
+                             req.body.find("max_completion_tokens") !=
+                                 std::string::npos
+                         ? "max_completion_tokens"
+                         : "max_tokens"));
+  }
+  g.max_tokens = r.max_tokens.value_or(std::min(options.default_max_tokens, room));
+  g.sampling.temperature = r.temperature;
+  g.sampling.top_p = r.top_p;
+  g.sampling.top_k = r.top_k;
+  g.sampling.min_p = r.min_p;
+  g.sampling.repetition_penalty = r.repetition_penalty;
+  g.sampling.seed = r.seed ? *r.seed : NextSeed();
+  g.cache_salt = r.cache_salt.value_or("");
+  const int32_t last_prompt_token = g.prompt.back();
+  Result<std::shared_ptr<RequestHandle>> handle =
+      scheduler.Submit(std::move(g));
+  if (!handle.ok()) return Reply(res, FromStatus(handle.status()));
+  requests[endpoint == Endpoint::kChatCompletions]->Inc();
+
+  ResponseMeta meta{endpoint, NewResponseId(endpoint), std::time(nullptr),
+                    options.model_id, r.include_usage};
+  auto responder = std::make_shared<Responder>(*this, std::move(*handle), r,
+                                               last_prompt_token);
+  if (!r.stream) {
+    std::string text, piece;
+    bool finished = false;
+    while (!finished) {
+      if (responder->Next(std::chrono::milliseconds(1000), &piece, &finished)) {
+        text += piece;
+      }
+    }
+    if (responder->failed()) {
+      return Reply(res, FromStatus(responder->finish().error.ok()
+                                       ? Status::Internal("request dropped")
+                                       : responder->finish().error));
+    }
+    res.status = 200;
+    res.set_content(
+        CompletionResponse(meta, text, responder->reason(), responder->usage()),
+        std::string(kJson));
+    return;
+  }
+  res.set_header("Cache-Control", "no-cache");
+  auto first = std::make_shared<bool>(true);
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [responder, meta, first](size_t, httplib::DataSink& sink) {
+        std::string text;
+        bool finished = false;
+        while (!responder->Next(std::chrono::milliseconds(100), &text,
+                                &finished)) {
+          if (!sink.is_writable()) {
+            responder->Cancel();
+            return false;
+          }
+        }
+        std::string out;
+        if (!text.empty()) {
+          out += SseEvent(StreamChunk(meta, text, *first));
+          *first = false;
+        }
+        if (finished) {
+          if (responder->failed()) {
+            const Status& e = responder->finish().error;
+            out += SseEvent(
+                FromStatus(e.ok() ? Status::Internal("request dropped") : e)
+                    .ToJson());
+          } else {
+            out += SseEvent(StreamFinalChunk(meta, responder->reason()));
+            if (meta.include_usage) {
+              out += SseEvent(StreamUsageChunk(meta, responder->usage()));
+            }
+          }
+          out += kSseDone;
+        }
+        if (!out.empty() && !sink.write(out.data(), out.size())) {
+          responder->Cancel();
+          return false;
+        }
+        if (finished) sink.done();
+        return true;
+      },
+      // Whatever way the stream ends, the request ends with it.
+      [responder](bool) { responder->Cancel(); });
+}
+
+Json HttpServer::Impl::KvStatsJson() {
+  const kvcache::KvStats s = kv.Stats();
+  const SchedulerStats q = scheduler.Stats();
+  return Json{
+      {"capacity_blocks", s.capacity_blocks},
+      {"used_blocks", s.used_blocks},
+      {"cached_blocks", s.cached_blocks},
+      {"free_blocks", s.free_blocks},
+      {"block_tokens", s.block_tokens},
+      {"block_bytes", s.block_bytes},
+      {"queried_tokens", s.queried_tokens},
+      {"hit_tokens", s.hit_tokens},
+      {"hit_rate", s.queried_tokens > 0
+                       ? double(s.hit_tokens) / double(s.queried_tokens)
+                       : 0.0},
+      {"evictions", s.evictions},
+      {"cow_copies", s.cow_copies},
+      {"scheduler",
+       {{"waiting", q.waiting},
+        {"running", q.running},
+        {"requests_submitted", q.requests_submitted},
+        {"requests_finished", q.requests_finished},
+        {"preemptions", q.preemptions},
+        {"prompt_tokens", q.prompt_tokens},
+        {"cached_tokens", q.cached_tokens},
+        {"generated_tokens", q.generated_tokens},
+        {"steps", q.steps},
+        {"bookkeeping_share",
+         q.step_seconds > 0 ? 1 - q.forward_seconds / q.step_seconds : 0.0}}}};
+}
+
+// POST /kv/lookup: a completions-style {"prompt": text | ids} or a chat-style
+// {"messages": [...]}, with an optional "cache_salt".
+void HttpServer::Impl::Lookup(const httplib::Request& req,
+                              httplib::Response& res) {
+  if (!Authorized(req, res)) return;
+  const Json body = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  const Endpoint endpoint = body.is_object() && body.contains("messages")
+                                ? Endpoint::kChatCompletions
+                                : Endpoint::kCompletions;
+  ParseLimits limits;
+  limits.max_body_bytes = options.max_body_bytes;
+  auto parsed = ParseCompletionRequest(endpoint, req.body, limits);
+  if (auto* e = std::get_if<ApiError>(&parsed)) return Reply(res, *e);
+  const CompletionRequest& r = std::get<CompletionRequest>(parsed);
+  auto prompt = PromptTokens(r);
+  if (auto* e = std::get_if<ApiError>(&prompt)) return Reply(res, *e);
+  const std::vector<int32_t>& ids = std::get<std::vector<int32_t>>(prompt);
+  Reply(res, Json{{"prompt_tokens", ids.size()},
+                  {"cached_tokens",
+                   scheduler.CachedPrefix(ids, r.cache_salt.value_or(""))}});
+}
+
+void HttpServer::Impl::Routes() {
+  http.set_payload_max_length(options.max_body_bytes);
+  const int threads = options.http_threads;
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http.Post("/v1/completions", [this](const auto& req, auto& res) {
+    Complete(Endpoint::kCompletions, req, res);
+  });
+  http.Post("/v1/chat/completions", [this](const auto& req, auto& res) {
+    Complete(Endpoint::kChatCompletions, req, res);
+  });
+  http.Get("/v1/models", [this](const auto& req, auto& res) {
+    if (!Authorized(req, res)) return;
+    res.set_content(ModelsResponse(options.model_id, created),
+                    std::string(kJson));
+  });
+  http.Get("/health", [](const auto&, auto& res) {
+    Reply(res, Json{{"status", "ok"}});
+  });
+  http.Get("/metrics", [this](const auto& req, auto& res) {
+    if (!Authorized(req, res)) return;
+    {
+      std::lock_guard<std::mutex> lock(scrape_mu);
+      const kvcache::KvStats s = kv.Stats();
+      const SchedulerStats q = scheduler.Stats();
+      evictions->Inc(s.evictions - evictions->Value());
+      preemptions->Inc(q.preemptions - preemptions->Value());
+      blocks_used->Set(double(s.used_blocks));
+      blocks_cached->Set(double(s.cached_blocks));
+      blocks_free->Set(double(s.free_blocks));
+      queue_depth->Set(double(q.waiting));
+      running->Set(double(q.running));
+    }
+    res.set_content(metrics.Render(), std::string(kPrometheusContentType));
+  });
+  http.Get("/kv/stats", [this](const auto& req, auto& res) {
+    if (!Authorized(req, res)) return;
+    Reply(res, KvStatsJson());
+  });
+  http.Post("/kv/lookup", [this](const auto& req, auto& res) {
+    Lookup(req, res);
+  });
+  http.Post("/kv/clear", [this](const auto& req, auto& res) {
+    if (!Authorized(req, res)) return;
+    Reply(res, Json{{"evicted_blocks", kv.Clear()}});
+  });
+  // Statuses set by httplib itself (unknown route 404, oversized body 413,
+  // unparsable request 400) get an OpenAI-style body too.
+  http.set_error_handler([this](const auto&, auto& res) {
+    if (!res.body.empty()) {
+      if (res.status >= 400) rejected->Inc();
+      return;
+    }
+    rejected->Inc();
+    ApiError e = res.status == 404 ? ApiError::NotFound("no such route")
+                 : res.status == 413
+                     ? ApiError::PayloadTooLarge(
+                           "the body exceeds " +
+                           std::to_string(options.max_body_bytes) + " bytes")
+                     : ApiError::BadRequest("malformed HTTP request");
+    e.http_status = res.status;
+    res.set_content(e.ToJson(), std::string(kJson));
+  });
+  http.set_exception_handler([](const auto&, auto& res, std::exception_ptr) {
+    Reply(res, ApiError::Internal("internal error"));
+  });
+}
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+Result<std::unique_ptr<HttpServer>> HttpServer::Create(
+    const Model& model, Scheduler& scheduler, kvcache::KvManager& kv,
+    const ServerOptions& options) {
+  auto impl = std::make_unique<Impl>(model, scheduler, kv, options);
+  if (options.port == 0) {
+    impl->port = impl->http.bind_to_any_port(options.host);
+  } else if (impl->http.bind_to_port(options.host, options.port)) {
+    impl->port = options.port;
+  } else {
+    impl->port = -1;
+  }
+  if (impl->port <= 0) {
+    return Status::IOError("cannot listen on " + options.host + ":" +
+                           std::to_string(options.port));
+  }
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+int HttpServer::port() const { return impl_->port; }
+
+Status HttpServer::Serve() {
+  if (!impl_->http.listen_after_bind()) {
+    return Status::IOError("the listening socket failed");
+  }
+  return Status::OK();
+}
+
+void HttpServer::Stop() { impl_->http.stop(); }
+
+}  // namespace kvstash

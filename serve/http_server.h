@@ -1,0 +1,74 @@
+// HttpServer: the OpenAI-compatible HTTP front of kvstash (cpp-httplib).
+//
+// Endpoints:
+//   POST /v1/completions, POST /v1/chat/completions  (streaming as SSE ending
+//        with "data: [DONE]", or one JSON body); usage reports
+//        prompt_tokens_details.cached_tokens;
+//   GET  /v1/models, GET /health, GET /metrics (Prometheus text format);
+//   GET  /kv/stats, POST /kv/lookup (a prompt, token ids or messages ->
+//        cached prefix length), POST /kv/clear (evict every unreferenced
+//        cached block).
+//
+// A request is parsed and validated (serve/openai_api.h), tokenized (chat
+// messages through the model's chat template family, model/chat_template.h),
+// checked against the context, and submitted to the Scheduler; its tokens
+// come back as events, are detokenized, cut at stop strings (TextStream) and
+// written out. A client that disconnects from a stream has its request
+// cancelled, which releases its blocks at the next scheduler step.
+//
+// Every error is an OpenAI-style JSON body with a 4xx/5xx status: malformed
+// or invalid requests 400, a wrong or missing API key 401, unknown routes
+// 404, bodies over the limit 413, a full queue 429. Nothing a client sends
+// can crash the server.
+//
+// Thread-safety: Serve() runs the accept loop on the calling thread and
+// handles requests on its own worker threads; Stop() may be called from any
+// thread.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "kvcache/kv_manager.h"
+#include "model/model.h"
+#include "serve/scheduler.h"
+
+namespace kvstash {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";  // loopback unless told otherwise
+  int port = 8080;                 // 0: any free port (see port())
+  // When set, every endpoint but /health requires
+  // "Authorization: Bearer <api_key>".
+  std::string api_key;
+  std::string model_id = "kvstash";  // the name /v1/models reports
+  size_t max_body_bytes = size_t{8} << 20;
+  int http_threads = 64;  // connections served at once (streams hold one)
+  // max_tokens when a request gives none (capped by the room left in the
+  // context).
+  int default_max_tokens = 256;
+};
+
+class HttpServer {
+ public:
+  // Binds host:port; IOError when that fails. The model, scheduler and KV
+  // manager must outlive the server.
+  static Result<std::unique_ptr<HttpServer>> Create(
+      const Model& model, Scheduler& scheduler, kvcache::KvManager& kv,
+      const ServerOptions& options);
+  ~HttpServer();
+
+  int port() const;
+  // Serves until Stop(). IOError if the listening socket fails.
+  Status Serve();
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvstash

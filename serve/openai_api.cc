@@ -1,0 +1,708 @@
+#include "serve/openai_api.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <utility>
+
+namespace kvstash {
+namespace {
+
+using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
+using MaybeError = std::optional<ApiError>;
+
+// Writes JSON with U+FFFD in place of invalid UTF-8; never throws for bad
+// text.
+std::string Dump(const ordered_json& j) {
+  return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+}
+
+ApiError MakeError(int status, std::string type, std::string message,
+                   std::string param) {
+  return ApiError{status, std::move(type), std::move(message),
+                  std::move(param)};
+}
+
+// The deepest array/object nesting in `text`, counting no further than
+// `limit + 1`. Brackets inside strings do not count. Malformed JSON is left
+// to the parser.
+int NestingDepth(std::string_view text, int limit) {
+  int depth = 0;
+  int max_depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      max_depth = std::max(max_depth, ++depth);
+      if (max_depth > limit) return max_depth;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+
+// nlohmann's message without its "[json.exception.<kind>.<id>] " prefix.
+std::string WithoutExceptionId(const nlohmann::json::exception& e) {
+  std::string_view what = e.what();
+  const size_t end = what.find("] ");
+  if (!what.empty() && what[0] == '[' && end != std::string_view::npos) {
+    what.remove_prefix(end + 2);
+  }
+  return std::string(what);
+}
+
+// The value of `key` in object `o`, or nullptr when absent or null.
+const json* Field(const json& o, const char* key) {
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+ApiError WrongType(const std::string& param, std::string_view expected) {
+  return ApiError::BadRequest(
+      "'" + param + "' must be " + std::string(expected), param);
+}
+
+ApiError Unsupported(const std::string& param, std::string_view what) {
+  return ApiError::BadRequest(
+      "'" + param + "': " + std::string(what) + " is not supported", param);
+}
+
+MaybeError ReadBool(const json& o, const char* key, bool* out) {
+  const json* v = Field(o, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_boolean()) return WrongType(key, "a boolean");
+  *out = v->get<bool>();
+  return std::nullopt;
+}
+
+MaybeError ReadNumber(const json& o, const char* key,
+                      std::optional<double>* out) {
+  const json* v = Field(o, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_number()) return WrongType(key, "a number");
+  *out = v->get<double>();
+  return std::nullopt;
+}
+
+// A number in [lo, hi] (or (lo, hi] when `open_low`), stored as float.
+MaybeError ReadRanged(const json& o, const char* key, double lo, double hi,
+                      bool open_low, float* out) {
+  std::optional<double> v;
+  if (MaybeError e = ReadNumber(o, key, &v)) return e;
+  if (!v) return std::nullopt;
+  const bool ok = (open_low ? *v > lo : *v >= lo) && *v <= hi;
+  if (!ok) {
+    char range[96];
+    std::snprintf(range, sizeof(range), "%s%g, %g]", open_low ? "(" : "[", lo,
+                  hi);
+    return ApiError::BadRequest(
+        "'" + std::string(key) + "' must be in " + range, key);
+  }
+  *out = static_cast<float>(*v);
+  return std::nullopt;
+}
+
+// An integer in [lo, hi].
+MaybeError ReadInt(const json& o, const char* key, int64_t lo, int64_t hi,
+                   std::optional<int64_t>* out) {
+  const json* v = Field(o, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_number_integer()) return WrongType(key, "an integer");
+  // Non-negative integers are stored unsigned, up to 2^64 - 1.
+  const bool fits =
+      !v->is_number_unsigned() ||
+      v->get<uint64_t>() <=
+          static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  const int64_t value = fits ? v->get<int64_t>() : 0;
+  if (!fits || value < lo || value > hi) {
+    return ApiError::BadRequest("'" + std::string(key) + "' must be between " +
+                                    std::to_string(lo) + " and " +
+                                    std::to_string(hi),
+                                key);
+  }
+  *out = value;
+  return std::nullopt;
+}
+
+MaybeError ReadString(const json& o, const char* key,
+                      std::optional<std::string>* out) {
+  const json* v = Field(o, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_string()) return WrongType(key, "a string");
+  *out = v->get<std::string>();
+  return std::nullopt;
+}
+
+MaybeError ReadMaxTokens(const json& o, const char* key, int limit,
+                         std::optional<int>* out) {
+  std::optional<int64_t> v;
+  if (MaybeError e = ReadInt(o, key, 1, limit, &v)) return e;
+  if (v) *out = static_cast<int>(*v);
+  return std::nullopt;
+}
+
+MaybeError ReadStop(const json& o, std::vector<std::string>* out) {
+  const json* v = Field(o, "stop");
+  if (v == nullptr) return std::nullopt;
+  if (v->is_string()) {
+    if (v->get_ref<const std::string&>().empty()) {
+      return ApiError::BadRequest("'stop' must not be an empty string", "stop");
+    }
+    out->push_back(v->get<std::string>());
+    return std::nullopt;
+  }
+  if (!v->is_array()) {
+    return WrongType("stop", "a string or an array of strings");
+  }
+  if (v->size() > 4) {
+    return ApiError::BadRequest("'stop' may hold at most 4 sequences", "stop");
+  }
+  for (size_t i = 0; i < v->size(); ++i) {
+    const json& s = (*v)[i];
+    const std::string param = "stop[" + std::to_string(i) + "]";
+    if (!s.is_string()) return WrongType(param, "a string");
+    if (s.get_ref<const std::string&>().empty()) {
+      return ApiError::BadRequest("'" + param + "' must not be empty", param);
+    }
+    out->push_back(s.get<std::string>());
+  }
+  return std::nullopt;
+}
+
+MaybeError ReadPrompt(const json& o,
+                      std::variant<std::string, std::vector<int32_t>>* out) {
+  const json* v = Field(o, "prompt");
+  if (v == nullptr) {
+    return ApiError::BadRequest("'prompt' is required", "prompt");
+  }
+  if (v->is_string()) {
+    *out = v->get<std::string>();
+    return std::nullopt;
+  }
+  const char* kExpected =
+      "a string, an array of token ids or an array holding one string";
+  if (!v->is_array()) return WrongType("prompt", kExpected);
+  if (v->empty()) {
+    return ApiError::BadRequest("'prompt' must not be an empty array",
+                                "prompt");
+  }
+  const json& first = v->front();
+  if (first.is_string() || first.is_array()) {
+    if (v->size() > 1 || first.is_array()) {
+      return ApiError::BadRequest(
+          "batch prompts are not supported: send one prompt per request",
+          "prompt");
+    }
+    *out = first.get<std::string>();
+    return std::nullopt;
+  }
+  std::vector<int32_t> ids;
+  ids.reserve(v->size());
+  for (size_t i = 0; i < v->size(); ++i) {
+    const json& t = (*v)[i];
+    const std::string param = "prompt[" + std::to_string(i) + "]";
+    if (!t.is_number_integer()) {
+      return WrongType(param, "a token id (an integer)");
+    }
+    const bool ok =
+        t.is_number_unsigned()
+            ? t.get<uint64_t>() <= std::numeric_limits<int32_t>::max()
+            : t.get<int64_t>() >= 0 &&
+                  t.get<int64_t>() <= std::numeric_limits<int32_t>::max();
+    if (!ok) {
+      return ApiError::BadRequest("'" + param + "' is not a valid token id",
+                                  param);
+    }
+    ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+  }
+  *out = std::move(ids);
+  return std::nullopt;
+}
+
+MaybeError ReadContent(const json& m, const std::string& prefix,
+                       const std::string& role, std::string* out) {
+  const std::string param = prefix + ".content";
+  const json* c = Field(m, "content");
+  if (c == nullptr) {
+    if (role == "assistant") return std::nullopt;
+    return ApiError::BadRequest("'" + param + "' is required", param);
+  }
+  if (c->is_string()) {
+    *out = c->get<std::string>();
+    return std::nullopt;
+  }
+  if (!c->is_array()) {
+    return WrongType(param, "a string or an array of text parts");
+  }
+  for (size_t j = 0; j < c->size(); ++j) {
+    const json& part = (*c)[j];
+    const std::string part_param = param + "[" + std::to_string(j) + "]";
+    if (!part.is_object()) return WrongType(part_param, "an object");
+    const json* type = Field(part, "type");
+    if (type == nullptr || !type->is_string()) {
+      return WrongType(part_param + ".type", "a string");
+    }
+    if (type->get_ref<const std::string&>() != "text") {
+      return Unsupported(
+          part_param + ".type",
+          "content part type '" + type->get<std::string>() + "'");
+    }
+    const json* text = Field(part, "text");
+    if (text == nullptr || !text->is_string()) {
+      return WrongType(part_param + ".text", "a string");
+    }
+    *out += text->get_ref<const std::string&>();
+  }
+  return std::nullopt;
+}
+
+MaybeError ReadMessages(const json& o, std::vector<ChatMessage>* out) {
+  const json* v = Field(o, "messages");
+  if (v == nullptr) {
+    return ApiError::BadRequest("'messages' is required", "messages");
+  }
+  if (!v->is_array()) return WrongType("messages", "an array");
+  if (v->empty()) {
+    return ApiError::BadRequest("'messages' must not be empty", "messages");
+  }
+  for (size_t i = 0; i < v->size(); ++i) {
+    const json& m = (*v)[i];
+    const std::string prefix = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) return WrongType(prefix, "an object");
+    const json* role_json = Field(m, "role");
+    const std::string role_param = prefix + ".role";
+    if (role_json == nullptr) {
+      return ApiError::BadRequest("'" + role_param + "' is required",
+                                  role_param);
+    }
+    if (!role_json->is_string()) return WrongType(role_param, "a string");
+    std::string role = role_json->get<std::string>();
+    if (role == "developer") role = "system";
+    if (role == "tool" || role == "function") {
+      return Unsupported(role_param, "role '" + role + "' (tool calling)");
+    }
+    if (role != "system" && role != "user" && role != "assistant") {
+      return ApiError::BadRequest(
+          "'" + role_param +
+              "' must be one of system, developer, user, "
+              "assistant",
+          role_param);
+    }
+    for (const char* key : {"tool_calls", "function_call"}) {
+      const json* calls = Field(m, key);
+      if (calls != nullptr && !(calls->is_array() && calls->empty())) {
+        return Unsupported(prefix + "." + key, "tool calling");
+      }
+    }
+    ChatMessage message{role, {}};
+    if (MaybeError e = ReadContent(m, prefix, role, &message.content)) {
+      return e;
+    }
+    out->push_back(std::move(message));
+  }
+  return std::nullopt;
+}
+
+// Fields whose only accepted values are the ones that change nothing.
+MaybeError RejectUnsupported(const json& o, Endpoint endpoint) {
+  std::optional<int64_t> i;
+  if (MaybeError e = ReadInt(o, "n", std::numeric_limits<int64_t>::min(),
+                             std::numeric_limits<int64_t>::max(), &i)) {
+    return e;
+  }
+  if (i && *i != 1) return Unsupported("n", "a value other than 1");
+
+  for (const char* key : {"presence_penalty", "frequency_penalty"}) {
+    std::optional<double> d;
+    if (MaybeError e = ReadNumber(o, key, &d)) return e;
+    if (d && *d != 0.0) return Unsupported(key, "a non-zero value");
+  }
+
+  if (const json* bias = Field(o, "logit_bias")) {
+    if (!bias->is_object()) return WrongType("logit_bias", "an object");
+    if (!bias->empty()) return Unsupported("logit_bias", "a non-empty map");
+  }
+
+  if (const json* format = Field(o, "response_format")) {
+    if (!format->is_object()) return WrongType("response_format", "an object");
+    const json* type = Field(*format, "type");
+    if (type == nullptr || !type->is_string()) {
+      return WrongType("response_format.type", "a string");
+    }
+    if (type->get_ref<const std::string&>() != "text") {
+      return Unsupported("response_format",
+                         "type '" + type->get<std::string>() + "'");
+    }
+  }
+
+  if (endpoint == Endpoint::kCompletions) {
+    if (const json* lp = Field(o, "logprobs")) {
+      if (!lp->is_number_integer()) return WrongType("logprobs", "an integer");
+      return Unsupported("logprobs", "returning log probabilities");
+    }
+    bool echo = false;
+    if (MaybeError e = ReadBool(o, "echo", &echo)) return e;
+    if (echo) return Unsupported("echo", "true");
+    if (MaybeError e =
+            ReadInt(o, "best_of", std::numeric_limits<int64_t>::min(),
+                    std::numeric_limits<int64_t>::max(), &i)) {
+      return e;
+    }
+    if (i && *i != 1) return Unsupported("best_of", "a value other than 1");
+    std::optional<std::string> suffix;
+    if (MaybeError e = ReadString(o, "suffix", &suffix)) return e;
+    if (suffix && !suffix->empty()) return Unsupported("suffix", "a suffix");
+    return std::nullopt;
+  }
+
+  bool logprobs = false;
+  if (MaybeError e = ReadBool(o, "logprobs", &logprobs)) return e;
+  if (logprobs) return Unsupported("logprobs", "true");
+  if (MaybeError e =
+          ReadInt(o, "top_logprobs", std::numeric_limits<int64_t>::min(),
+                  std::numeric_limits<int64_t>::max(), &i)) {
+    return e;
+  }
+  if (i && *i != 0) return Unsupported("top_logprobs", "a non-zero value");
+  for (const char* key : {"tools", "functions"}) {
+    if (const json* tools = Field(o, key)) {
+      if (!tools->is_array()) return WrongType(key, "an array");
+      if (!tools->empty()) return Unsupported(key, "tool calling");
+    }
+  }
+  for (const char* key : {"tool_choice", "function_call"}) {
+    if (const json* choice = Field(o, key)) {
+      if (!choice->is_string() && !choice->is_object()) {
+        return WrongType(key, "a string or an object");
+      }
+      if (choice->is_object() ||
+          (choice->get_ref<const std::string&>() != "none" &&
+           choice->get_ref<const std::string&>() != "auto")) {
+        return Unsupported(key, "tool calling");
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+MaybeError ReadSampling(const json& o, CompletionRequest* r) {
+  if (MaybeError e =
+          ReadRanged(o, "temperature", 0.0, 2.0, false, &r->temperature)) {
+    return e;
+  }
+  if (MaybeError e = ReadRanged(o, "top_p", 0.0, 1.0, true, &r->top_p)) {
+    return e;
+  }
+  if (MaybeError e = ReadRanged(o, "min_p", 0.0, 1.0, false, &r->min_p)) {
+    return e;
+  }
+  std::optional<int64_t> top_k;
+  if (MaybeError e = ReadInt(o, "top_k", -1,
+                             std::numeric_limits<int32_t>::max(), &top_k)) {
+    return e;
+  }
+  if (top_k) r->top_k = static_cast<int>(*top_k);
+
+  if (Field(o, "repetition_penalty") != nullptr &&
+      Field(o, "repeat_penalty") != nullptr) {
+    return ApiError::BadRequest(
+        "give only one of 'repetition_penalty' and 'repeat_penalty'",
+        "repeat_penalty");
+  }
+  for (const char* key : {"repetition_penalty", "repeat_penalty"}) {
+    std::optional<double> p;
+    if (MaybeError e = ReadNumber(o, key, &p)) return e;
+    if (!p) continue;
+    if (!(*p > 0.0 && *p <= std::numeric_limits<float>::max())) {
+      return ApiError::BadRequest(
+          "'" + std::string(key) + "' must be a positive number", key);
+    }
+    r->repetition_penalty = static_cast<float>(*p);
+  }
+
+  if (const json* seed = Field(o, "seed")) {
+    if (!seed->is_number_integer()) return WrongType("seed", "an integer");
+    if (!seed->is_number_unsigned()) {
+      return ApiError::BadRequest("'seed' must not be negative", "seed");
+    }
+    r->seed = seed->get<uint64_t>();
+  }
+  return ReadStop(o, &r->stop);
+}
+
+MaybeError ReadStreaming(const json& o, CompletionRequest* r) {
+  if (MaybeError e = ReadBool(o, "stream", &r->stream)) return e;
+  const json* options = Field(o, "stream_options");
+  if (options == nullptr) return std::nullopt;
+  if (!options->is_object()) return WrongType("stream_options", "an object");
+  if (!r->stream) {
+    return ApiError::BadRequest(
+        "'stream_options' is only allowed when 'stream' is true",
+        "stream_options");
+  }
+  if (const json* usage = Field(*options, "include_usage")) {
+    if (!usage->is_boolean()) {
+      return WrongType("stream_options.include_usage", "a boolean");
+    }
+    r->include_usage = usage->get<bool>();
+  }
+  return std::nullopt;
+}
+
+MaybeError ReadRequest(Endpoint endpoint, const json& o,
+                       const ParseLimits& limits, CompletionRequest* r) {
+  r->endpoint = endpoint;
+  if (MaybeError e = ReadString(o, "model", &r->model)) return e;
+  if (endpoint == Endpoint::kCompletions) {
+    if (MaybeError e = ReadPrompt(o, &r->prompt)) return e;
+  } else {
+    if (MaybeError e = ReadMessages(o, &r->messages)) return e;
+  }
+  if (MaybeError e = RejectUnsupported(o, endpoint)) return e;
+
+  if (MaybeError e =
+          ReadMaxTokens(o, "max_tokens", limits.max_tokens, &r->max_tokens)) {
+    return e;
+  }
+  if (endpoint == Endpoint::kChatCompletions) {
+    std::optional<int> completion_tokens;
+    if (MaybeError e = ReadMaxTokens(o, "max_completion_tokens",
+                                     limits.max_tokens, &completion_tokens)) {
+      return e;
+    }
+    if (completion_tokens) r->max_tokens = completion_tokens;
+  }
+
+  if (MaybeError e = ReadSampling(o, r)) return e;
+  if (MaybeError e = ReadStreaming(o, r)) return e;
+
+  if (MaybeError e = ReadString(o, "cache_salt", &r->cache_salt)) return e;
+  if (r->cache_salt &&
+      (r->cache_salt->empty() || r->cache_salt->size() > 256)) {
+    return ApiError::BadRequest("'cache_salt' must be 1 to 256 bytes long",
+                                "cache_salt");
+  }
+  return std::nullopt;
+}
+
+const char* ObjectName(Endpoint endpoint, bool chunk) {
+  if (endpoint == Endpoint::kCompletions) return "text_completion";
+  return chunk ? "chat.completion.chunk" : "chat.completion";
+}
+
+ordered_json UsageJson(const Usage& u) {
+  ordered_json j;
+  j["prompt_tokens"] = u.prompt_tokens;
+  j["completion_tokens"] = u.completion_tokens;
+  j["total_tokens"] = u.prompt_tokens + u.completion_tokens;
+  j["prompt_tokens_details"] = {{"cached_tokens", u.cached_tokens}};
+  return j;
+}
+
+// {"id","object","created","model"} of a response or chunk.
+ordered_json Envelope(const ResponseMeta& meta, bool chunk) {
+  ordered_json j;
+  j["id"] = meta.id;
+  j["object"] = ObjectName(meta.endpoint, chunk);
+  j["created"] = meta.created;
+  j["model"] = meta.model;
+  return j;
+}
+
+// One streamed choice: `delta` for chat, `text` for completions.
+ordered_json StreamChoice(const ResponseMeta& meta, std::string_view text,
+                          bool first, std::optional<FinishReason> finish) {
+  ordered_json choice;
+  if (meta.endpoint == Endpoint::kCompletions) {
+    choice["text"] = text;
+    choice["index"] = 0;
+  } else {
+    choice["index"] = 0;
+    ordered_json delta = ordered_json::object();
+    if (first) delta["role"] = "assistant";
+    if (!finish) delta["content"] = text;
+    choice["delta"] = std::move(delta);
+  }
+  choice["logprobs"] = nullptr;
+  if (finish) {
+    choice["finish_reason"] = FinishReasonName(*finish);
+  } else {
+    choice["finish_reason"] = nullptr;
+  }
+  return choice;
+}
+
+std::string Chunk(const ResponseMeta& meta, ordered_json choices) {
+  ordered_json j = Envelope(meta, /*chunk=*/true);
+  j["choices"] = std::move(choices);
+  if (meta.include_usage) j["usage"] = nullptr;
+  return Dump(j);
+}
+
+}  // namespace
+
+std::string ApiError::ToJson() const {
+  ordered_json e;
+  e["message"] = message;
+  e["type"] = type;
+  if (param.empty()) {
+    e["param"] = nullptr;
+  } else {
+    e["param"] = param;
+  }
+  e["code"] = nullptr;
+  ordered_json j;
+  j["error"] = std::move(e);
+  return Dump(j);
+}
+
+ApiError ApiError::BadRequest(std::string message, std::string param) {
+  return MakeError(400, "invalid_request_error", std::move(message),
+                   std::move(param));
+}
+ApiError ApiError::Unauthorized(std::string message) {
+  return MakeError(401, "authentication_error", std::move(message), {});
+}
+ApiError ApiError::NotFound(std::string message, std::string param) {
+  return MakeError(404, "not_found_error", std::move(message),
+                   std::move(param));
+}
+ApiError ApiError::PayloadTooLarge(std::string message) {
+  return MakeError(413, "invalid_request_error", std::move(message), {});
+}
+ApiError ApiError::TooManyRequests(std::string message) {
+  return MakeError(429, "rate_limit_error", std::move(message), {});
+}
+ApiError ApiError::Internal(std::string message) {
+  return MakeError(500, "server_error", std::move(message), {});
+}
+ApiError ApiError::Unavailable(std::string message) {
+  return MakeError(503, "unavailable_error", std::move(message), {});
+}
+
+std::variant<CompletionRequest, ApiError> ParseCompletionRequest(
+    Endpoint endpoint, std::string_view body, const ParseLimits& limits) {
+  if (body.size() > limits.max_body_bytes) {
+    return ApiError::PayloadTooLarge("request body of " +
+                                     std::to_string(body.size()) +
+                                     " bytes is larger than the limit of " +
+                                     std::to_string(limits.max_body_bytes));
+  }
+  if (NestingDepth(body, limits.max_depth) > limits.max_depth) {
+    return ApiError::BadRequest("request body is nested deeper than " +
+                                std::to_string(limits.max_depth) + " levels");
+  }
+  try {
+    const json o = json::parse(body);
+    if (!o.is_object()) {
+      return ApiError::BadRequest("request body must be a JSON object");
+    }
+    CompletionRequest request;
+    if (MaybeError e = ReadRequest(endpoint, o, limits, &request)) return *e;
+    return request;
+  } catch (const json::parse_error& e) {
+    return ApiError::BadRequest("request body is not valid JSON: " +
+                                WithoutExceptionId(e));
+  } catch (const json::out_of_range& e) {
+    // The parser's number overflow, e.g. 1e999.
+    return ApiError::BadRequest("request body holds a number out of range: " +
+                                WithoutExceptionId(e));
+  } catch (const json::exception& e) {
+    return ApiError::BadRequest("invalid request: " + WithoutExceptionId(e));
+  }
+}
+
+std::string_view FinishReasonName(FinishReason reason) {
+  return reason == FinishReason::kStop ? "stop" : "length";
+}
+
+std::string NewResponseId(Endpoint endpoint) {
+  thread_local std::mt19937_64 rng = [] {
+    std::random_device device;
+    std::seed_seq seq{device(), device(), device(), device()};
+    return std::mt19937_64(seq);
+  }();
+  char hex[33];
+  std::snprintf(hex, sizeof(hex), "%016llx%016llx",
+                static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng()));
+  return std::string(endpoint == Endpoint::kCompletions ? "cmpl-"
+                                                        : "chatcmpl-") +
+         hex;
+}
+
+std::string CompletionResponse(const ResponseMeta& meta, std::string_view text,
+                               FinishReason finish, const Usage& usage) {
+  ordered_json choice;
+  if (meta.endpoint == Endpoint::kCompletions) {
+    choice["text"] = text;
+    choice["index"] = 0;
+  } else {
+    choice["index"] = 0;
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = FinishReasonName(finish);
+  ordered_json j = Envelope(meta, /*chunk=*/false);
+  j["choices"] = ordered_json::array({std::move(choice)});
+  j["usage"] = UsageJson(usage);
+  return Dump(j);
+}
+
+std::string StreamChunk(const ResponseMeta& meta, std::string_view text,
+                        bool first) {
+  return Chunk(meta, ordered_json::array(
+                         {StreamChoice(meta, text, first, std::nullopt)}));
+}
+
+std::string StreamFinalChunk(const ResponseMeta& meta, FinishReason finish) {
+  return Chunk(meta, ordered_json::array(
+                         {StreamChoice(meta, "", /*first=*/false, finish)}));
+}
+
+std::string StreamUsageChunk(const ResponseMeta& meta, const Usage& usage) {
+  ordered_json j = Envelope(meta, /*chunk=*/true);
+  j["choices"] = ordered_json::array();
+  j["usage"] = UsageJson(usage);
+  return Dump(j);
+}
+
+std::string SseEvent(std::string_view json_text) {
+  std::string out;
+  out.reserve(json_text.size() + 8);
+  out += "data: ";
+  out += json_text;
+  out += "\n\n";
+  return out;
+}
+
+std::string ModelsResponse(std::string_view model_id, int64_t created) {
+  ordered_json model;
+  model["id"] = model_id;
+  model["object"] = "model";
+  model["created"] = created;
+  model["owned_by"] = "kvstash";
+  ordered_json j;
+  j["object"] = "list";
+  j["data"] = ordered_json::array({std::move(model)});
+  return Dump(j);
+}
+
+}  // namespace kvstash

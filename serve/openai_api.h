@@ -1,0 +1,179 @@
+// OpenAI API: the JSON side of POST /v1/completions, POST
+// /v1/chat/completions and GET /v1/models. ParseCompletionRequest turns a
+// request body into a validated CompletionRequest or the ApiError to send
+// back; the builders below write the response bodies and Server-Sent-Events
+// chunks. No HTTP here: the transport calls these.
+//
+// Parsing contract:
+//  - The body must be a JSON object of at most ParseLimits::max_body_bytes
+//    (else 413) nested at most ParseLimits::max_depth deep (else 400), in
+//    valid UTF-8 (the JSON parser rejects invalid UTF-8 and lone surrogates).
+//  - Unknown fields are ignored. A known field set to null counts as absent.
+//    A known field of the wrong JSON type is a 400 naming it in `param`, and
+//    so is a value out of range or one this server does not support (n != 1,
+//    logprobs, echo, best_of != 1, non-zero presence/frequency penalties,
+//    tools/functions, tool_choice other than "none"/"auto", response_format
+//    other than "text", non-empty logit_bias, non-empty suffix).
+//  - Batch prompts (several strings, or arrays of token-id arrays) are a 400.
+//  - Nested parameters are named with dots and indexes:
+//    "stream_options.include_usage", "messages[2].content[0].type".
+//
+// Response builders never fail: text that is not valid UTF-8 (e.g. a token
+// that ends mid-character) is written with U+FFFD in place of the bad bytes.
+//
+// Everything here is a pure function of its arguments, except NewResponseId
+// (random); all of it is thread-safe and throws nothing.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "model/chat_template.h"
+
+namespace kvstash {
+
+// An error response: OpenAI's body
+//   {"error":{"message":..,"type":..,"param":..|null,"code":null}}
+// sent with `http_status`.
+struct ApiError {
+  int http_status = 400;
+  std::string type;     // "invalid_request_error", "server_error", ...
+  std::string message;  // for people
+  std::string param;    // the request field at fault; empty: null
+
+  std::string ToJson() const;
+
+  // 400 invalid_request_error.
+  static ApiError BadRequest(std::string message, std::string param = {});
+  // 401 authentication_error.
+  static ApiError Unauthorized(std::string message);
+  // 404 not_found_error (e.g. an unknown model: param "model").
+  static ApiError NotFound(std::string message, std::string param = {});
+  // 413 invalid_request_error.
+  static ApiError PayloadTooLarge(std::string message);
+  // 429 rate_limit_error: too many requests in flight or queued.
+  static ApiError TooManyRequests(std::string message);
+  // 500 server_error.
+  static ApiError Internal(std::string message);
+  // 503 unavailable_error (e.g. loading or shutting down).
+  static ApiError Unavailable(std::string message);
+};
+
+enum class Endpoint {
+  kCompletions,      // POST /v1/completions
+  kChatCompletions,  // POST /v1/chat/completions
+};
+
+struct ParseLimits {
+  size_t max_body_bytes = 8 << 20;  // a larger body: 413
+  int max_depth = 64;               // deeper arrays/objects: 400
+  int max_tokens = 1 << 20;         // a larger max_tokens: 400 (the server
+                                    // passes its context length)
+};
+
+// A validated request. Fields not given keep the defaults below, which are
+// OpenAI's (sampling extensions default to off).
+struct CompletionRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::optional<std::string> model;
+
+  // kCompletions only: "prompt" as text (a string, or an array holding one
+  // string; may be empty) or as token ids (a non-empty array of integers in
+  // [0, 2^31), not checked against the vocabulary here).
+  std::variant<std::string, std::vector<int32_t>> prompt;
+
+  // kChatCompletions only: "messages", non-empty, roles "system", "user" or
+  // "assistant" ("developer" is taken as "system"); content is a string or
+  // the concatenation of an array of {"type":"text","text":..} parts (no
+  // separator); an assistant message without content has "".
+  std::vector<ChatMessage> messages;
+
+  // "max_tokens" in [1, ParseLimits::max_tokens]; for chat,
+  // "max_completion_tokens" (same range) wins when both are given. Absent:
+  // the server's choice.
+  std::optional<int> max_tokens;
+
+  float temperature = 1.0f;         // [0, 2]; 0: greedy
+  float top_p = 1.0f;               // (0, 1]
+  int top_k = 0;                    // extension; -1 or 0: off
+  float min_p = 0.0f;               // extension; [0, 1]; 0: off
+  float repetition_penalty = 1.0f;  // extension ("repetition_penalty" or
+                                    // llama.cpp's "repeat_penalty"); > 0
+  std::optional<uint64_t> seed;     // "seed", a non-negative integer
+  std::vector<std::string> stop;    // "stop": a string or an array; at most
+                                    // 4, each non-empty
+  bool stream = false;
+  bool include_usage = false;             // "stream_options.include_usage";
+                                          // stream_options needs stream: true
+  std::optional<std::string> cache_salt;  // 1 to 256 bytes
+};
+
+// The request in `body`, or the error to answer with. Never throws.
+std::variant<CompletionRequest, ApiError> ParseCompletionRequest(
+    Endpoint endpoint, std::string_view body, const ParseLimits& limits);
+
+enum class FinishReason { kStop, kLength };
+
+// "stop" or "length".
+std::string_view FinishReasonName(FinishReason reason);
+
+// Token counts of one request. Written as
+//   {"prompt_tokens":P,"completion_tokens":C,"total_tokens":P+C,
+//    "prompt_tokens_details":{"cached_tokens":K}}.
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens whose K/V came from the cache
+};
+
+// What the responses and chunks of one request share.
+struct ResponseMeta {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string id;       // from NewResponseId
+  int64_t created = 0;  // unix seconds
+  std::string model;
+  // Streaming with stream_options.include_usage: every chunk carries
+  // "usage": null and StreamUsageChunk follows the final chunk.
+  bool include_usage = false;
+};
+
+// "cmpl-<32 hex digits>" or "chatcmpl-<32 hex digits>", random.
+std::string NewResponseId(Endpoint endpoint);
+
+// The non-streaming response: {"id","object":"text_completion","created",
+// "model","choices":[{"text","index":0,"logprobs":null,"finish_reason"}],
+// "usage"}, or for chat "object":"chat.completion" and choices[0].message =
+// {"role":"assistant","content":text}.
+std::string CompletionResponse(const ResponseMeta& meta, std::string_view text,
+                               FinishReason finish, const Usage& usage);
+
+// A streamed piece of text, finish_reason null: a "text_completion" object
+// with choices[0].text, or a "chat.completion.chunk" with choices[0].delta =
+// {"content":text}, plus "role":"assistant" when `first` (the first chunk of
+// a chat stream must carry it; `first` is ignored for completions).
+std::string StreamChunk(const ResponseMeta& meta, std::string_view text,
+                        bool first);
+
+// The last chunk with choices: empty text (completions) or an empty delta
+// (chat), and finish_reason.
+std::string StreamFinalChunk(const ResponseMeta& meta, FinishReason finish);
+
+// The usage chunk sent after the final one when meta.include_usage:
+// "choices":[] and "usage".
+std::string StreamUsageChunk(const ResponseMeta& meta, const Usage& usage);
+
+// "data: <json>\n\n".
+std::string SseEvent(std::string_view json);
+// Ends a stream.
+inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
+
+// GET /v1/models: {"object":"list","data":[{"id","object":"model","created",
+// "owned_by":"kvstash"}]}.
+std::string ModelsResponse(std::string_view model_id, int64_t created);
+
+}  // namespace kvstash
