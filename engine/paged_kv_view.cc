@@ -36,11 +36,12 @@ void PagedKvView::Read(int layer, int kv_head, int n,
                        std::vector<kernels::KvRun>* runs) const {
   KV_DCHECK(n > 0 && n <= capacity());
   runs->clear();
+  const size_t k_offset = layout_.Offset(layer, 0, kv_head, 0);
+  const size_t v_offset = layout_.Offset(layer, 1, kv_head, 0);
   const int bt = layout_.block_tokens;
   for (int i = 0, left = n; left > 0; ++i, left -= bt) {
     const uint8_t* block = Block(i);
-    runs->push_back({block + layout_.Offset(layer, 0, kv_head, 0),
-                     block + layout_.Offset(layer, 1, kv_head, 0),
+    runs->push_back({block + k_offset, block + v_offset,
                      size_t(std::min(left, bt))});
   }
 }

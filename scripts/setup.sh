@@ -9,4 +9,5 @@ $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends \
   g++ cmake ninja-build pkg-config \
   libhwy-dev libcli11-dev nlohmann-json3-dev libpcre2-dev libxxhash-dev \
+  libcpp-httplib-dev \
   libgtest-dev libgmock-dev
