@@ -56,7 +56,7 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   so.max_batch_tokens = o.max_batch_tokens;
   so.max_running = o.max_running;
   so.max_queue = o.max_queue;
-  so.context = o.ctx > 0 ? o.ctx
+  so.context = o.ctx > 0              ? o.ctx
                : c.context_length > 0 ? c.context_length
                                       : 2048;
   KV_ASSIGN_OR_RETURN(s.scheduler,
@@ -68,8 +68,8 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   server.model_id = o.model_id.empty()
                         ? std::filesystem::path(model_path).filename().string()
                         : o.model_id;
-  KV_ASSIGN_OR_RETURN(s.server, HttpServer::Create(*s.model, *s.scheduler,
-                                                   *s.kv, server));
+  KV_ASSIGN_OR_RETURN(
+      s.server, HttpServer::Create(*s.model, *s.scheduler, *s.kv, server));
   const kvcache::KvStats kv = s.kv->Stats();
   std::fprintf(stderr,
                "kvstash: serving %s on http://%s:%d (%zu threads, context %d, "
@@ -103,8 +103,8 @@ std::string DemoDocument(const Tokenizer& tok, int tokens) {
   std::string doc = "Customer service handbook.\n";
   for (int section = 1;; ++section) {
     for (const char* s : kSentences) {
-      std::string next = doc + "Section " + std::to_string(section) + ". " +
-                         s + "\n";
+      std::string next =
+          doc + "Section " + std::to_string(section) + ". " + s + "\n";
       if (int(tok.Encode(next, true).size()) > tokens) return doc;
       doc = std::move(next);
     }
@@ -147,7 +147,8 @@ Result<DemoReply> StreamCompletion(int port, const std::string& prompt) {
   httplib::Response res;
   httplib::Error error;
   if (!client.send(req, res, error)) {
-    return Status::IOError("demo: request failed: " + httplib::to_string(error));
+    return Status::IOError("demo: request failed: " +
+                           httplib::to_string(error));
   }
   reply.total_s = std::chrono::duration<double>(Clock::now() - start).count();
   if (res.status != 200) {
@@ -192,7 +193,8 @@ Result<std::string> DemoModel(const DemoCommandOptions& o, ThreadPool* pool) {
   const std::string dir = o.cache_dir.empty() ? DefaultCacheDir() : o.cache_dir;
   const std::string path = dir + "/demo-110m-q8_0.gguf";
   if (std::filesystem::exists(path)) return path;
-  const std::string vocab = o.vocab_path.empty() ? DefaultVocab() : o.vocab_path;
+  const std::string vocab =
+      o.vocab_path.empty() ? DefaultVocab() : o.vocab_path;
   if (!std::filesystem::exists(vocab)) {
     return Status::NotFound("demo: vocabulary '" + vocab +
                             "' not found; pass --vocab or set "
@@ -207,8 +209,10 @@ Result<std::string> DemoModel(const DemoCommandOptions& o, ThreadPool* pool) {
   KV_RETURN_IF_ERROR(ApplyRandomModelPreset("110m", &m));
   m.type = kernels::DType::kQ8_0;
   m.vocab_path = vocab;
-  std::fprintf(stderr, "kvstash demo: writing a random-weight 110m model to "
-                       "%s (once) ...\n", path.c_str());
+  std::fprintf(stderr,
+               "kvstash demo: writing a random-weight 110m model to "
+               "%s (once) ...\n",
+               path.c_str());
   KV_RETURN_IF_ERROR(WriteRandomModel(m, path, pool));
   return path;
 }
@@ -225,8 +229,8 @@ int RunServe(const ServeCommandOptions& options) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
-  Result<ServeStack> stack = StartStack(std::move(*model),
-                                        options.model.model_path, options.stack);
+  Result<ServeStack> stack =
+      StartStack(std::move(*model), options.model.model_path, options.stack);
   if (!stack.ok()) return Fail(stack.status().message());
   HttpServer& server = *stack->server;
   std::thread waiter([&] {
@@ -284,18 +288,20 @@ int RunDemo(const DemoCommandOptions& options) {
       break;
     }
     if (cold_ttft == 0) cold_ttft = r->ttft_s;
-    std::printf("%s\n   time to first token %8.3f s  (%5.1fx faster than "
-                "cold)   cached prompt tokens %d of %d\n   text: %.60s...\n",
-                step.what, r->ttft_s, cold_ttft / r->ttft_s, r->cached_tokens,
-                r->prompt_tokens, r->text.c_str());
+    std::printf(
+        "%s\n   time to first token %8.3f s  (%5.1fx faster than "
+        "cold)   cached prompt tokens %d of %d\n   text: %.60s...\n",
+        step.what, r->ttft_s, cold_ttft / r->ttft_s, r->cached_tokens,
+        r->prompt_tokens, r->text.c_str());
   }
   if (status == 0) {
     const kvcache::KvStats kv = stack->kv->Stats();
-    std::printf("\nKV cache: %zu blocks cached, %zu free; hit rate %.0f%% of "
-                "prompt tokens. Next: `kvstash serve --model %s`.\n",
-                kv.cached_blocks, kv.free_blocks,
-                100.0 * kv.hit_tokens / std::max<uint64_t>(1, kv.queried_tokens),
-                path->c_str());
+    std::printf(
+        "\nKV cache: %zu blocks cached, %zu free; hit rate %.0f%% of "
+        "prompt tokens. Next: `kvstash serve --model %s`.\n",
+        kv.cached_blocks, kv.free_blocks,
+        100.0 * kv.hit_tokens / std::max<uint64_t>(1, kv.queried_tokens),
+        path->c_str());
   }
   server.Stop();
   serving.join();
@@ -326,27 +332,26 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
     return Json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
   };
   if (options.json) {
-    PrintJson({{"model", options.model.model_path},
-               {"threads", pool->NumWorkers()},
-               {"prompt_tokens", o.prompt_tokens},
-               {"new_tokens", o.new_tokens},
-               {"streams", o.streams},
-               {"repeat", o.repeat},
-               {"cold_ttft_s", spread(r->cold_ttft_s)},
-               {"cold_prompt_s", spread(r->cold_prompt_s)},
-               {"warm_ttft_s", spread(r->warm_ttft_s)},
-               {"warm_prompt_s", spread(r->warm_prompt_s)},
-               {"warm_cached_tokens", r->warm_cached_tokens},
-               {"cold_over_warm_ttft", spread(r->cold_over_warm_ttft)},
-               {"partial_ttft_s", spread(r->partial_ttft_s)},
-               {"partial_prompt_s", spread(r->partial_prompt_s)},
-               {"partial_cached_tokens", r->partial_cached_tokens},
-               {"single_stream_tokens_per_s",
-                spread(r->single_stream_tokens_per_s)},
-               {"multi_stream_tokens_per_s",
-                spread(r->multi_stream_tokens_per_s)},
-               {"batching_speedup", spread(r->batching_speedup)},
-               {"bookkeeping_share", spread(r->bookkeeping_share)}});
+    PrintJson(
+        {{"model", options.model.model_path},
+         {"threads", pool->NumWorkers()},
+         {"prompt_tokens", o.prompt_tokens},
+         {"new_tokens", o.new_tokens},
+         {"streams", o.streams},
+         {"repeat", o.repeat},
+         {"cold_ttft_s", spread(r->cold_ttft_s)},
+         {"cold_prompt_s", spread(r->cold_prompt_s)},
+         {"warm_ttft_s", spread(r->warm_ttft_s)},
+         {"warm_prompt_s", spread(r->warm_prompt_s)},
+         {"warm_cached_tokens", r->warm_cached_tokens},
+         {"cold_over_warm_ttft", spread(r->cold_over_warm_ttft)},
+         {"partial_ttft_s", spread(r->partial_ttft_s)},
+         {"partial_prompt_s", spread(r->partial_prompt_s)},
+         {"partial_cached_tokens", r->partial_cached_tokens},
+         {"single_stream_tokens_per_s", spread(r->single_stream_tokens_per_s)},
+         {"multi_stream_tokens_per_s", spread(r->multi_stream_tokens_per_s)},
+         {"batching_speedup", spread(r->batching_speedup)},
+         {"bookkeeping_share", spread(r->bookkeeping_share)}});
     return 0;
   }
   auto line = [](const char* name, const bench::Spread& s, double scale,
@@ -364,12 +369,11 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
   line("cached + new tokens: TTFT", r->partial_ttft_s, 1e3, "ms");
   line("cached + new tokens: prompt time", r->partial_prompt_s, 1e3, "ms");
   std::printf("%-40s %d and %d of %d\n", "cached tokens (warm, partial)",
-              r->warm_cached_tokens, r->partial_cached_tokens,
-              o.prompt_tokens);
+              r->warm_cached_tokens, r->partial_cached_tokens, o.prompt_tokens);
   line("decode, 1 stream", r->single_stream_tokens_per_s, 1, "tok/s");
-  line(("decode, " + std::to_string(o.streams) + " streams (aggregate)")
-           .c_str(),
-       r->multi_stream_tokens_per_s, 1, "tok/s");
+  line(
+      ("decode, " + std::to_string(o.streams) + " streams (aggregate)").c_str(),
+      r->multi_stream_tokens_per_s, 1, "tok/s");
   line("batching speedup", r->batching_speedup, 1, "x");
   line("bookkeeping share of step time", r->bookkeeping_share, 100, "%");
   return 0;

@@ -2,10 +2,12 @@
 
 #include <httplib.h>
 
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 #include <variant>
 
 #include "model/chat_template.h"
@@ -85,6 +87,10 @@ struct HttpServer::Impl {
   Histogram* itl;
   Histogram* e2e;
   std::mutex scrape_mu;  // evictions/preemptions catch up at scrape time
+  // Stop() may come before Serve() listens (httplib's stop() is then a
+  // no-op): Serve() checks `stopped` first, Stop() waits for it to listen.
+  std::atomic<bool> stopped{false};
+  std::atomic<bool> serving{false};
 
   Impl(const Model& m, Scheduler& s, kvcache::KvManager& k,
        const ServerOptions& o)
@@ -117,19 +123,19 @@ struct HttpServer::Impl {
 
 void HttpServer::Impl::RegisterMetrics() {
   MetricsRegistry& m = metrics;
-  requests[0] = &m.AddCounter("kvstash_requests_total",
-                              "Generation requests accepted",
-                              {{"endpoint", "completions"}});
-  requests[1] = &m.AddCounter("kvstash_requests_total",
-                              "Generation requests accepted",
-                              {{"endpoint", "chat_completions"}});
+  requests[0] =
+      &m.AddCounter("kvstash_requests_total", "Generation requests accepted",
+                    {{"endpoint", "completions"}});
+  requests[1] =
+      &m.AddCounter("kvstash_requests_total", "Generation requests accepted",
+                    {{"endpoint", "chat_completions"}});
   rejected = &m.AddCounter("kvstash_requests_rejected_total",
                            "Requests answered with an error status");
   const char* kFinished = "Requests finished, by reason";
   finished_stop = &m.AddCounter("kvstash_requests_finished_total", kFinished,
                                 {{"reason", "stop"}});
-  finished_length = &m.AddCounter("kvstash_requests_finished_total",
-                                  kFinished, {{"reason", "length"}});
+  finished_length = &m.AddCounter("kvstash_requests_finished_total", kFinished,
+                                  {{"reason", "length"}});
   finished_cancelled = &m.AddCounter("kvstash_requests_finished_total",
                                      kFinished, {{"reason", "cancelled"}});
   finished_error = &m.AddCounter("kvstash_requests_finished_total", kFinished,
@@ -139,8 +145,8 @@ void HttpServer::Impl::RegisterMetrics() {
   cached_tokens =
       &m.AddCounter("kvstash_cached_prompt_tokens_total",
                     "Prompt tokens whose K/V were mapped from the cache");
-  generated_tokens = &m.AddCounter("kvstash_generated_tokens_total",
-                                   "Tokens generated");
+  generated_tokens =
+      &m.AddCounter("kvstash_generated_tokens_total", "Tokens generated");
   evictions = &m.AddCounter("kvstash_kv_evictions_total",
                             "KV blocks evicted on allocation pressure");
   preemptions = &m.AddCounter("kvstash_preemptions_total",
@@ -150,8 +156,8 @@ void HttpServer::Impl::RegisterMetrics() {
   blocks_cached =
       &m.AddGauge("kvstash_kv_blocks", kBlocks, {{"state", "cached"}});
   blocks_free = &m.AddGauge("kvstash_kv_blocks", kBlocks, {{"state", "free"}});
-  queue_depth = &m.AddGauge("kvstash_queue_depth",
-                            "Requests waiting to be scheduled");
+  queue_depth =
+      &m.AddGauge("kvstash_queue_depth", "Requests waiting to be scheduled");
   running = &m.AddGauge("kvstash_running_sequences",
                         "Sequences in the running batch");
   ttft = &m.AddHistogram("kvstash_time_to_first_token_seconds",
@@ -160,9 +166,9 @@ void HttpServer::Impl::RegisterMetrics() {
   itl = &m.AddHistogram("kvstash_inter_token_latency_seconds",
                         "Time between consecutive tokens of a request",
                         LatencyBuckets());
-  e2e = &m.AddHistogram("kvstash_request_duration_seconds",
-                        "Time from request arrival to its end",
-                        LatencyBuckets());
+  e2e =
+      &m.AddHistogram("kvstash_request_duration_seconds",
+                      "Time from request arrival to its end", LatencyBuckets());
 }
 
 bool HttpServer::Impl::Authorized(const httplib::Request& req,
@@ -192,10 +198,10 @@ std::variant<std::vector<int32_t>, ApiError> HttpServer::Impl::PromptTokens(
     ids = std::get<std::vector<int32_t>>(r.prompt);
     for (int32_t id : ids) {
       if (id >= tok.vocab_size()) {
-        return ApiError::BadRequest(
-            "token id " + std::to_string(id) + " is outside the vocabulary of " +
-                std::to_string(tok.vocab_size()),
-            param);
+        return ApiError::BadRequest("token id " + std::to_string(id) +
+                                        " is outside the vocabulary of " +
+                                        std::to_string(tok.vocab_size()),
+                                    param);
       }
     }
   }
@@ -255,6 +261,7 @@ class HttpServer::Impl::Responder {
       const std::string piece =
           server_.model.tokenizer().DecodeToken(prev_, ev.token);
       prev_ = ev.token;
+      if (!text_.stopped()) ++tokens_to_stop_;
       *text = text_.Add(piece);
       if (text_.stopped()) handle_->Cancel();
       if (last_token_ == Clock::time_point()) {
@@ -268,17 +275,32 @@ class HttpServer::Impl::Responder {
     *text = text_.Flush();
     *finished = true;
     finish_ = ev;
+    if (text_.stopped()) {
+      // We cancelled at the stop string: the request ended with "stop", and
+      // tokens the scheduler made before it saw the cancel do not count.
+      finish_.finish = RequestEnd::kStop;
+      finish_.usage.completion_tokens = tokens_to_stop_;
+    }
+    done_ = true;
     server_.e2e->Observe(Seconds(handle_->submitted(), ev.time));
-    server_.RecordFinish(ev);
+    server_.RecordFinish(finish_);
     return true;
+  }
+
+  // The client is gone: cancels the request and waits for its end, so that
+  // its blocks are released and its finish is counted.
+  void Abandon() {
+    handle_->Cancel();
+    std::string text;
+    bool finished = false;
+    while (!done_) Next(std::chrono::milliseconds(100), &text, &finished);
   }
 
   const RequestEvent& finish() const { return finish_; }
   // The OpenAI finish reason; a stop string counts as "stop".
   FinishReason reason() const {
-    return finish_.finish == RequestEnd::kLength && !text_.stopped()
-               ? FinishReason::kLength
-               : FinishReason::kStop;
+    return finish_.finish == RequestEnd::kLength ? FinishReason::kLength
+                                                 : FinishReason::kStop;
   }
   Usage usage() const {
     return {finish_.usage.prompt_tokens, finish_.usage.completion_tokens,
@@ -286,7 +308,7 @@ class HttpServer::Impl::Responder {
   }
   bool failed() const {
     return finish_.finish == RequestEnd::kError ||
-           (finish_.finish == RequestEnd::kCancelled && !text_.stopped());
+           finish_.finish == RequestEnd::kCancelled;
   }
   void Cancel() { handle_->Cancel(); }
 
@@ -297,6 +319,8 @@ class HttpServer::Impl::Responder {
   int32_t prev_;
   Clock::time_point last_token_;
   RequestEvent finish_;
+  int tokens_to_stop_ = 0;  // tokens received up to the stop string
+  bool done_ = false;       // the finish event arrived
 };
 
 void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
@@ -314,18 +338,18 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
   g.prompt = std::move(std::get<std::vector<int32_t>>(prompt));
   const int room = scheduler.options().context - int(g.prompt.size());
   if (r.max_tokens && *r.max_tokens > room) {
-    return Reply(res,
-                 ApiError::BadRequest(
-                     "max_tokens is " + std::to_string(*r.max_tokens) +
-                         " but the context leaves room for " +
-                         std::to_string(room) + " tokens after the prompt",
-                     endpoint == Endpoint::kChatCompletions &&
-                             req.body.find("max_completion_tokens") !=
-                                 std::string::npos
-                         ? "max_completion_tokens"
-                         : "max_tokens"));
+    return Reply(res, ApiError::BadRequest(
+                          "max_tokens is " + std::to_string(*r.max_tokens) +
+                              " but the context leaves room for " +
+                              std::to_string(room) + " tokens after the prompt",
+                          endpoint == Endpoint::kChatCompletions &&
+                                  req.body.find("max_completion_tokens") !=
+                                      std::string::npos
+                              ? "max_completion_tokens"
+                              : "max_tokens"));
   }
-  g.max_tokens = r.max_tokens.value_or(std::min(options.default_max_tokens, room));
+  g.max_tokens =
+      r.max_tokens.value_or(std::min(options.default_max_tokens, room));
   g.sampling.temperature = r.temperature;
   g.sampling.top_p = r.top_p;
   g.sampling.top_k = r.top_k;
@@ -371,10 +395,7 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
         bool finished = false;
         while (!responder->Next(std::chrono::milliseconds(100), &text,
                                 &finished)) {
-          if (!sink.is_writable()) {
-            responder->Cancel();
-            return false;
-          }
+          if (!sink.is_writable()) return false;  // the releaser cancels
         }
         std::string out;
         if (!text.empty()) {
@@ -396,14 +417,13 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
           out += kSseDone;
         }
         if (!out.empty() && !sink.write(out.data(), out.size())) {
-          responder->Cancel();
-          return false;
+          return false;  // the client is gone; the releaser cancels
         }
         if (finished) sink.done();
         return true;
       },
       // Whatever way the stream ends, the request ends with it.
-      [responder](bool) { responder->Cancel(); });
+      [responder](bool) { responder->Abandon(); });
 }
 
 Json HttpServer::Impl::KvStatsJson() {
@@ -497,9 +517,8 @@ void HttpServer::Impl::Routes() {
     if (!Authorized(req, res)) return;
     Reply(res, KvStatsJson());
   });
-  http.Post("/kv/lookup", [this](const auto& req, auto& res) {
-    Lookup(req, res);
-  });
+  http.Post("/kv/lookup",
+            [this](const auto& req, auto& res) { Lookup(req, res); });
   http.Post("/kv/clear", [this](const auto& req, auto& res) {
     if (!Authorized(req, res)) return;
     Reply(res, Json{{"evicted_blocks", kv.Clear()}});
@@ -551,12 +570,23 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(
 int HttpServer::port() const { return impl_->port; }
 
 Status HttpServer::Serve() {
-  if (!impl_->http.listen_after_bind()) {
-    return Status::IOError("the listening socket failed");
+  impl_->serving = true;
+  if (impl_->stopped) {
+    impl_->serving = false;
+    return Status::OK();
   }
+  const bool ok = impl_->http.listen_after_bind();
+  impl_->serving = false;
+  if (!ok) return Status::IOError("the listening socket failed");
   return Status::OK();
 }
 
-void HttpServer::Stop() { impl_->http.stop(); }
+void HttpServer::Stop() {
+  impl_->stopped = true;
+  while (impl_->serving && !impl_->http.is_running()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  impl_->http.stop();
+}
 
 }  // namespace kvstash

@@ -1,0 +1,1302 @@
+// End-to-end tests of the OpenAI-compatible HTTP server: a tiny random-weight
+// Llama model (real Llama 2 vocabulary) behind a real Scheduler, KvManager and
+// HttpServer on a loopback port, driven by an HTTP client (cpp-httplib) and,
+// for the disconnect test, by a raw socket. A random-weight model practically
+// never emits EOS, so every generation runs to max_tokens.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "kvcache/kv_manager.h"
+#include "model/model.h"
+#include "model/random_model.h"
+#include "serve/http_server.h"
+#include "serve/scheduler.h"
+#include "tests/testing/shared_data.h"
+
+namespace kvstash {
+namespace {
+
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr int kBlockTokens = 16;
+constexpr int kContext = 512;
+constexpr size_t kMaxBodyBytes = size_t{1} << 20;
+constexpr char kModelId[] = "kvstash-test";
+
+// ---------------------------------------------------------------------------
+// HTTP helpers.
+
+struct HttpReply {
+  int status = -1;  // -1: no response (the error is in `body`)
+  std::string body;
+  std::string content_type;
+};
+
+HttpReply FromResult(const httplib::Result& r) {
+  HttpReply out;
+  if (!r) {
+    out.body = "transport error: " + httplib::to_string(r.error());
+    return out;
+  }
+  out.status = r->status;
+  out.body = r->body;
+  out.content_type = r->get_header_value("Content-Type");
+  return out;
+}
+
+httplib::Client NewClient(int port) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(10);
+  c.set_read_timeout(60);
+  c.set_write_timeout(60);
+  return c;
+}
+
+HttpReply Post(int port, const std::string& path, const std::string& body,
+               const httplib::Headers& headers = {}) {
+  httplib::Client c = NewClient(port);
+  return FromResult(c.Post(path.c_str(), headers, body, "application/json"));
+}
+
+HttpReply Post(int port, const std::string& path, const Json& body,
+               const httplib::Headers& headers = {}) {
+  return Post(port, path, body.dump(), headers);
+}
+
+HttpReply Get(int port, const std::string& path,
+              const httplib::Headers& headers = {}) {
+  httplib::Client c = NewClient(port);
+  return FromResult(c.Get(path.c_str(), headers));
+}
+
+Json ParseJson(const std::string& text) {
+  return Json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
+// Checks that `r` is an OpenAI error: `status` and a body
+// {"error":{"message":..,"type":..,"param":..|null,"code":..}}; when `param`
+// is given, error.param must equal it.
+void ExpectApiError(const HttpReply& r, int status, const std::string& what,
+                    std::optional<std::string> param = std::nullopt) {
+  SCOPED_TRACE(what);
+  EXPECT_EQ(r.status, status) << r.body;
+  EXPECT_EQ(r.content_type.rfind("application/json", 0), 0u)
+      << "content type: " << r.content_type;
+  const Json j = ParseJson(r.body);
+  ASSERT_TRUE(j.is_object()) << "not a JSON object: " << r.body;
+  ASSERT_TRUE(j.contains("error") && j["error"].is_object()) << r.body;
+  const Json& e = j["error"];
+  EXPECT_TRUE(e.contains("message") && e["message"].is_string() &&
+              !e["message"].get<std::string>().empty())
+      << r.body;
+  EXPECT_TRUE(e.contains("type") && e["type"].is_string() &&
+              !e["type"].get<std::string>().empty())
+      << r.body;
+  EXPECT_TRUE(e.contains("param") &&
+              (e["param"].is_null() || e["param"].is_string()))
+      << r.body;
+  EXPECT_TRUE(e.contains("code")) << r.body;
+  if (param && e.contains("param")) {
+    EXPECT_EQ(e["param"], Json(*param)) << r.body;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Prompts.
+
+// A deterministic prompt of `n` words that starts with `tag` (unique per use,
+// so that no two tests share a cached first block).
+std::string Words(const std::string& tag, int n) {
+  static const char* const kWords[] = {
+      "the",    "little", "dog",    "ran",      "across",  "a",       "green",
+      "field",  "while",  "bright", "sun",      "was",     "shining", "over",
+      "old",    "river",  "and",    "children", "played",  "with",    "red",
+      "ball",   "near",   "tall",   "trees",    "where",   "birds",   "sang",
+      "songs",  "about",  "summer", "rain",     "house",   "window",  "quiet",
+      "garden", "flower", "stone",  "bridge",   "morning", "night",   "moon",
+      "cat",    "slept",  "warm",   "blanket",  "kitchen", "bread",   "apple",
+      "forest", "path",   "friend", "story",    "happy",   "small",   "boat"};
+  uint64_t h = 1469598103934665603ull;  // FNV-1a of the tag: a stable seed
+  for (unsigned char c : tag) h = (h ^ c) * 1099511628211ull;
+  std::mt19937_64 rng(h);
+  std::string s = tag;
+  for (int i = 0; i < n; ++i) {
+    s += ' ';
+    s += kWords[rng() % std::size(kWords)];
+  }
+  return s;
+}
+
+Json CompletionBody(const std::string& prompt, int max_tokens,
+                    bool stream = false, bool include_usage = false) {
+  Json b = {{"model", kModelId},
+            {"prompt", prompt},
+            {"max_tokens", max_tokens},
+            {"temperature", 0}};
+  if (stream) b["stream"] = true;
+  if (include_usage) b["stream_options"] = {{"include_usage", true}};
+  return b;
+}
+
+Json ChatBody(const std::string& user, int max_tokens, bool stream = false) {
+  Json b = {
+      {"model", kModelId},
+      {"messages", Json::array({{{"role", "system"}, {"content", "Be brief."}},
+                                {{"role", "user"}, {"content", user}}})},
+      {"max_tokens", max_tokens},
+      {"temperature", 0}};
+  if (stream) b["stream"] = true;
+  return b;
+}
+
+// ---------------------------------------------------------------------------
+// Server-Sent Events.
+
+struct Stream {
+  std::vector<Json> chunks;  // the JSON payloads before "data: [DONE]"
+  bool done = false;         // ended with "data: [DONE]", nothing after it
+};
+
+// Parses an SSE body made of "data: <payload>\n\n" events; anything else
+// is a test failure.
+Stream ParseSse(const std::string& body) {
+  Stream s;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    const size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) {
+      ADD_FAILURE() << "unterminated SSE event: " << body.substr(pos);
+      break;
+    }
+    const std::string event = body.substr(pos, end - pos);
+    pos = end + 2;
+    if (event.rfind("data: ", 0) != 0 ||
+        event.find('\n') != std::string::npos) {
+      ADD_FAILURE() << "not a single data line: " << event;
+      continue;
+    }
+    const std::string data = event.substr(6);
+    if (s.done) {
+      ADD_FAILURE() << "event after [DONE]: " << data;
+      continue;
+    }
+    if (data == "[DONE]") {
+      s.done = true;
+      continue;
+    }
+    const Json j = ParseJson(data);
+    if (!j.is_object()) ADD_FAILURE() << "chunk is not a JSON object: " << data;
+    s.chunks.push_back(j);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus text format.
+
+struct Sample {
+  std::string name;
+  std::map<std::string, std::string> labels;
+  double value = 0;
+};
+
+struct Exposition {
+  std::map<std::string, std::string> help;  // family -> help text
+  std::map<std::string, std::string> type;  // family -> type
+  std::vector<Sample> samples;
+};
+
+bool IsMetricName(std::string_view s) {
+  if (s.empty()) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    const bool ok = std::isalpha(static_cast<unsigned char>(c)) || c == '_' ||
+                    c == ':' ||
+                    (i > 0 && std::isdigit(static_cast<unsigned char>(c)));
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool IsLabelName(std::string_view s) {
+  return IsMetricName(s) && s.find(':') == std::string_view::npos;
+}
+
+std::optional<double> ParseValue(const std::string& s) {
+  if (s == "+Inf") return INFINITY;
+  if (s == "-Inf") return -INFINITY;
+  if (s == "NaN") return NAN;
+  if (s.empty()) return std::nullopt;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end != s.c_str() + s.size()) return std::nullopt;
+  if (!std::isfinite(v)) return std::nullopt;  // "inf", "nan": not the format
+  return v;
+}
+
+// The family a sample name belongs to: a histogram's _bucket/_sum/_count
+// samples belong to the histogram.
+std::string FamilyOf(const std::string& name, const Exposition& e) {
+  for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+    const std::string sfx = suffix;
+    if (name.size() > sfx.size() &&
+        name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0) {
+      const std::string base = name.substr(0, name.size() - sfx.size());
+      auto it = e.type.find(base);
+      if (it != e.type.end() && it->second == "histogram") return base;
+    }
+  }
+  return name;
+}
+
+// Parses the text exposition format 0.0.4 strictly; every malformed line is a
+// test failure (naming the line).
+Exposition ParsePrometheus(const std::string& text) {
+  Exposition e;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (line.empty()) continue;
+    if (line[0] == '#') {
+      std::istringstream in(line);
+      std::string hash, kind, name;
+      in >> hash >> kind >> name;
+      if (hash != "#" || (kind != "HELP" && kind != "TYPE") ||
+          !IsMetricName(name)) {
+        ADD_FAILURE() << "bad comment line: " << line;
+        continue;
+      }
+      const size_t text_at = line.find(name, 2 + kind.size()) + name.size();
+      std::string rest =
+          text_at < line.size() ? line.substr(text_at + 1) : std::string();
+      if (kind == "HELP") {
+        if (e.help.count(name)) ADD_FAILURE() << "second HELP: " << line;
+        if (rest.empty()) ADD_FAILURE() << "empty HELP: " << line;
+        e.help[name] = rest;
+      } else {
+        if (e.type.count(name)) ADD_FAILURE() << "second TYPE: " << line;
+        if (rest != "counter" && rest != "gauge" && rest != "histogram") {
+          ADD_FAILURE() << "bad TYPE: " << line;
+        }
+        e.type[name] = rest;
+      }
+      continue;
+    }
+    Sample s;
+    size_t i = 0;
+    while (i < line.size() && line[i] != '{' && line[i] != ' ') ++i;
+    s.name = line.substr(0, i);
+    bool ok = IsMetricName(s.name);
+    if (ok && i < line.size() && line[i] == '{') {
+      ++i;
+      while (ok && i < line.size() && line[i] != '}') {
+        const size_t eq = line.find('=', i);
+        if (eq == std::string::npos || eq + 1 >= line.size() ||
+            line[eq + 1] != '"') {
+          ok = false;
+          break;
+        }
+        const std::string key = line.substr(i, eq - i);
+        std::string value;
+        size_t j = eq + 2;
+        bool closed = false;
+        for (; j < line.size(); ++j) {
+          if (line[j] == '\\') {
+            if (j + 1 >= line.size()) break;
+            const char n = line[++j];
+            if (n == 'n') {
+              value += '\n';
+            } else if (n == '\\' || n == '"') {
+              value += n;
+            } else {
+              break;
+            }
+          } else if (line[j] == '"') {
+            closed = true;
+            break;
+          } else {
+            value += line[j];
+          }
+        }
+        if (!closed || !IsLabelName(key) || s.labels.count(key)) {
+          ok = false;
+          break;
+        }
+        s.labels[key] = value;
+        i = j + 1;
+        if (i < line.size() && line[i] == ',') ++i;
+      }
+      if (ok && (i >= line.size() || line[i] != '}')) ok = false;
+      ++i;
+    }
+    std::optional<double> value;
+    if (ok && i < line.size() && line[i] == ' ') {
+      value = ParseValue(line.substr(i + 1));
+    }
+    if (!ok || !value) {
+      ADD_FAILURE() << "bad sample line: " << line;
+      continue;
+    }
+    s.value = *value;
+    const std::string family = FamilyOf(s.name, e);
+    if (!e.help.count(family) || !e.type.count(family)) {
+      ADD_FAILURE() << "sample without HELP and TYPE before it: " << line;
+    }
+    e.samples.push_back(std::move(s));
+  }
+  return e;
+}
+
+// The value of the sample `name` with exactly `labels`, or nullopt.
+std::optional<double> Find(const Exposition& e, const std::string& name,
+                           const std::map<std::string, std::string>& labels) {
+  for (const Sample& s : e.samples) {
+    if (s.name == name && s.labels == labels) return s.value;
+  }
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------
+// Servers.
+
+// An HttpServer serving on its own thread until destroyed.
+class RunningServer {
+ public:
+  static std::unique_ptr<RunningServer> Start(const Model& model,
+                                              Scheduler& scheduler,
+                                              kvcache::KvManager& kv,
+                                              const ServerOptions& options) {
+    auto server = HttpServer::Create(model, scheduler, kv, options);
+    if (!server.ok()) {
+      ADD_FAILURE() << "HttpServer::Create: " << server.status().ToString();
+      return nullptr;
+    }
+    std::unique_ptr<RunningServer> r(new RunningServer);
+    r->server_ = std::move(server).value();
+    r->thread_ =
+        std::thread([s = r.get()] { s->served_ = s->server_->Serve(); });
+    // Ready once the accept loop answers (Stop() is only meaningful then).
+    const Clock::time_point deadline = Clock::now() + seconds(10);
+    while (Get(r->port(), "/health").status != 200) {
+      if (Clock::now() > deadline) {
+        ADD_FAILURE() << "the server never answered /health";
+        break;
+      }
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    return r;
+  }
+
+  ~RunningServer() {
+    server_->Stop();
+    thread_.join();
+    EXPECT_TRUE(served_.ok()) << served_.ToString();
+  }
+
+  int port() const { return server_->port(); }
+
+ private:
+  RunningServer() = default;
+  std::unique_ptr<HttpServer> server_;
+  std::thread thread_;
+  Status served_;
+};
+
+std::unique_ptr<kvcache::KvManager> NewKv(const Model& model) {
+  const ModelConfig& c = model.config();
+  kvcache::KvManagerOptions o;
+  o.layout = {c.n_layers, c.n_kv_heads, c.head_dim, kBlockTokens,
+              kernels::DType::kF16};
+  o.capacity_bytes = size_t{4} << 20;
+  o.prefault = false;
+  auto kv = kvcache::KvManager::Create(o);
+  if (!kv.ok()) {
+    ADD_FAILURE() << "KvManager::Create: " << kv.status().ToString();
+    return nullptr;
+  }
+  return std::move(kv).value();
+}
+
+std::unique_ptr<Scheduler> NewScheduler(const Model& model,
+                                        kvcache::KvManager& kv,
+                                        SchedulerOptions options) {
+  options.context = kContext;
+  auto s = Scheduler::Create(model, nullptr, kv, options);
+  if (!s.ok()) {
+    ADD_FAILURE() << "Scheduler::Create: " << s.status().ToString();
+    return nullptr;
+  }
+  return std::move(s).value();
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    RandomModelOptions o;
+    o.dim = 64;
+    o.n_layers = 2;
+    o.n_heads = 4;
+    o.n_kv_heads = 2;
+    o.ffn_dim = 128;
+    o.context_length = 1024;
+    o.type = kernels::DType::kF32;
+    o.seed = 11;
+    o.vocab_path = testing::SharedPath("vocab/ggml-vocab-llama-spm.gguf");
+    const std::string path = testing::TempDir("server_test") + "/model.gguf";
+    {
+      ThreadPool pool(ThreadPool::Options{.num_threads = 2});
+      const Status st = WriteRandomModel(o, path, &pool);
+      if (!st.ok()) {
+        ADD_FAILURE() << "WriteRandomModel: " << st.ToString();
+        return;
+      }
+    }
+    auto model = Model::Load(path, "");
+    if (!model.ok()) {
+      ADD_FAILURE() << "Model::Load: " << model.status().ToString();
+      return;
+    }
+    model_ = std::move(model).value().release();
+    kv_ = NewKv(*model_).release();
+    if (kv_ == nullptr) return;
+    scheduler_ = NewScheduler(*model_, *kv_, SchedulerOptions{}).release();
+    if (scheduler_ == nullptr) return;
+    ServerOptions so;
+    so.host = "127.0.0.1";
+    so.port = 0;
+    so.model_id = kModelId;
+    so.max_body_bytes = kMaxBodyBytes;
+    server_ = RunningServer::Start(*model_, *scheduler_, *kv_, so).release();
+  }
+
+  static void TearDownTestSuite() {
+    delete server_;
+    delete scheduler_;
+    delete kv_;
+    delete model_;
+    server_ = nullptr;
+    scheduler_ = nullptr;
+    kv_ = nullptr;
+    model_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr) << "the suite's server did not start";
+    port_ = server_->port();
+  }
+
+  static int PromptTokens(const std::string& prompt) {
+    return int(model_->tokenizer().Encode(prompt, /*add_bos=*/true).size());
+  }
+
+  // The cached_tokens a request reports for a prompt of `n` tokens whose
+  // blocks are all cached: every full block, but at least the last prompt
+  // token is computed (a prompt ending on a block boundary maps n - 1
+  // positions, the last block copied on write).
+  static int FullHit(int n) {
+    return n % kBlockTokens != 0 ? n / kBlockTokens * kBlockTokens : n - 1;
+  }
+
+  Json KvStats() {
+    const HttpReply r = Get(port_, "/kv/stats");
+    EXPECT_EQ(r.status, 200) << r.body;
+    return ParseJson(r.body);
+  }
+
+  Exposition Metrics() {
+    const HttpReply r = Get(port_, "/metrics");
+    EXPECT_EQ(r.status, 200) << r.body;
+    return ParsePrometheus(r.body);
+  }
+
+  // Polls /kv/stats (up to `timeout`) until no block is in use; checks that
+  // the block counts add up.
+  void ExpectNoBlocksUsed(milliseconds timeout = milliseconds(5000)) {
+    const Clock::time_point deadline = Clock::now() + timeout;
+    Json s = KvStats();
+    while (s.value("used_blocks", -1) != 0 && Clock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds(20));
+      s = KvStats();
+    }
+    EXPECT_EQ(s.value("used_blocks", -1), 0) << s.dump();
+    EXPECT_EQ(s.value("used_blocks", 0) + s.value("cached_blocks", 0) +
+                  s.value("free_blocks", 0),
+              s.value("capacity_blocks", -1))
+        << s.dump();
+  }
+
+  static inline Model* model_ = nullptr;
+  static inline kvcache::KvManager* kv_ = nullptr;
+  static inline Scheduler* scheduler_ = nullptr;
+  static inline RunningServer* server_ = nullptr;
+  int port_ = 0;
+};
+
+// Checks a non-streaming /v1/completions response; returns it parsed.
+Json ExpectCompletion(const HttpReply& r, int max_tokens) {
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type.rfind("application/json", 0), 0u) << r.content_type;
+  Json j = ParseJson(r.body);
+  EXPECT_TRUE(j.is_object()) << r.body;
+  if (!j.is_object()) return Json::object();
+  EXPECT_EQ(j.value("object", ""), "text_completion") << r.body;
+  EXPECT_EQ(j.value("model", ""), kModelId);
+  EXPECT_EQ(j.value("id", "").rfind("cmpl-", 0), 0u) << r.body;
+  EXPECT_TRUE(j.contains("created") && j["created"].is_number_integer());
+  EXPECT_TRUE(j.contains("choices") && j["choices"].is_array() &&
+              j["choices"].size() == 1)
+      << r.body;
+  if (!j.contains("choices") || j["choices"].empty()) return Json::object();
+  const Json& c = j["choices"][0];
+  EXPECT_TRUE(c.contains("text") && c["text"].is_string()) << r.body;
+  EXPECT_EQ(c.value("index", -1), 0);
+  EXPECT_EQ(c.value("finish_reason", ""), "length") << r.body;
+  const Json& u = j["usage"];
+  EXPECT_TRUE(u.is_object()) << r.body;
+  EXPECT_EQ(u.value("completion_tokens", -1), max_tokens) << r.body;
+  EXPECT_EQ(u.value("total_tokens", -1),
+            u.value("prompt_tokens", -1) + u.value("completion_tokens", -1))
+      << r.body;
+  EXPECT_TRUE(u.contains("prompt_tokens_details") &&
+              u["prompt_tokens_details"].contains("cached_tokens"))
+      << r.body;
+  return j;
+}
+
+int CachedTokens(const Json& response) {
+  return response["usage"]["prompt_tokens_details"].value("cached_tokens", -1);
+}
+
+// The text of a streamed completion (checks every chunk's shape, the final
+// chunk's finish_reason and the [DONE] end); *usage gets the usage chunk,
+// which must be there exactly when `include_usage`.
+std::string ExpectCompletionStream(const HttpReply& r, bool include_usage,
+                                   Json* usage = nullptr) {
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type.rfind("text/event-stream", 0), 0u) << r.content_type;
+  const Stream s = ParseSse(r.body);
+  EXPECT_TRUE(s.done) << "no final data: [DONE]\n" << r.body;
+  std::string text;
+  std::set<std::string> ids;
+  int finals = 0;
+  bool saw_usage = false;
+  for (size_t i = 0; i < s.chunks.size(); ++i) {
+    const Json& c = s.chunks[i];
+    SCOPED_TRACE("chunk " + std::to_string(i) + ": " + c.dump());
+    EXPECT_EQ(c.value("object", ""), "text_completion");
+    EXPECT_EQ(c.value("model", ""), kModelId);
+    ids.insert(c.value("id", ""));
+    EXPECT_EQ(c.contains("usage"), include_usage);
+    if (!c.contains("choices") || !c["choices"].is_array()) {
+      ADD_FAILURE() << "no choices array";
+      continue;
+    }
+    if (c["choices"].empty()) {
+      // The usage chunk: last, after the final chunk.
+      EXPECT_TRUE(include_usage);
+      EXPECT_EQ(i + 1, s.chunks.size()) << "usage chunk is not the last";
+      EXPECT_EQ(finals, 1) << "usage chunk before the final chunk";
+      EXPECT_TRUE(c["usage"].is_object());
+      saw_usage = true;
+      if (usage != nullptr) *usage = c["usage"];
+      continue;
+    }
+    const Json& choice = c["choices"][0];
+    if (c["choices"].size() != 1 || !choice.contains("text") ||
+        !choice["text"].is_string()) {
+      ADD_FAILURE() << "expected one choice with a text";
+      continue;
+    }
+    EXPECT_EQ(finals, 0) << "a chunk after the final one";
+    if (choice["finish_reason"].is_null()) {
+      text += choice["text"].get<std::string>();
+    } else {
+      ++finals;
+      EXPECT_EQ(choice["finish_reason"], "length");
+      EXPECT_EQ(choice["text"], "");
+      if (include_usage) {
+        EXPECT_TRUE(c["usage"].is_null());
+      }
+    }
+  }
+  EXPECT_EQ(finals, 1) << "expected one chunk with a finish_reason";
+  EXPECT_EQ(saw_usage, include_usage);
+  EXPECT_EQ(ids.size(), 1u) << "chunks of one stream carry different ids";
+  EXPECT_EQ(ids.begin()->rfind("cmpl-", 0), 0u);
+  return text;
+}
+
+// ---------------------------------------------------------------------------
+// 1. Non-streaming completions and the prefix cache.
+
+TEST_F(ServerTest, CompletionReportsUsageAndHitsTheCacheOnRepeat) {
+  const std::string prompt = Words("completion-usage", 100);
+  const int n = PromptTokens(prompt);
+  ASSERT_GT(n, 2 * kBlockTokens);
+  const int kMax = 24;
+
+  const Json first = ExpectCompletion(
+      Post(port_, "/v1/completions", CompletionBody(prompt, kMax)), kMax);
+  ASSERT_TRUE(first.contains("usage"));
+  const std::string text = first["choices"][0].value("text", "");
+  EXPECT_FALSE(text.empty());
+  EXPECT_EQ(first["usage"].value("prompt_tokens", -1), n);
+  EXPECT_EQ(CachedTokens(first), 0) << "a fresh prompt hit the cache";
+
+  const Json again = ExpectCompletion(
+      Post(port_, "/v1/completions", CompletionBody(prompt, kMax)), kMax);
+  ASSERT_TRUE(again.contains("usage"));
+  EXPECT_EQ(again["choices"][0].value("text", ""), text)
+      << "greedy output changed when served from the cache";
+  EXPECT_EQ(again["usage"].value("prompt_tokens", -1), n);
+  const int cached = CachedTokens(again);
+  EXPECT_GT(cached, 0);
+  EXPECT_LT(cached, n);
+  EXPECT_EQ(cached, FullHit(n));
+  EXPECT_NE(again.value("id", ""), first.value("id", ""));
+}
+
+// 2. Streaming completions.
+
+TEST_F(ServerTest, StreamedCompletionEqualsTheNonStreamedOne) {
+  const std::string prompt = Words("completion-stream", 100);
+  const int n = PromptTokens(prompt);
+  const int kMax = 24;
+  const Json whole = ExpectCompletion(
+      Post(port_, "/v1/completions", CompletionBody(prompt, kMax)), kMax);
+  ASSERT_TRUE(whole.contains("choices"));
+  const std::string text = whole["choices"][0].value("text", "");
+  ASSERT_FALSE(text.empty());
+
+  const HttpReply plain =
+      Post(port_, "/v1/completions", CompletionBody(prompt, kMax, true));
+  EXPECT_EQ(ExpectCompletionStream(plain, /*include_usage=*/false), text);
+
+  Json usage;
+  const HttpReply with_usage = Post(
+      port_, "/v1/completions",
+      CompletionBody(prompt, kMax, /*stream=*/true, /*include_usage=*/true));
+  EXPECT_EQ(ExpectCompletionStream(with_usage, true, &usage), text);
+  ASSERT_TRUE(usage.is_object());
+  EXPECT_EQ(usage.value("prompt_tokens", -1), n);
+  EXPECT_EQ(usage.value("completion_tokens", -1), kMax);
+  EXPECT_EQ(usage.value("total_tokens", -1), n + kMax);
+  ASSERT_TRUE(usage.contains("prompt_tokens_details"));
+  EXPECT_EQ(usage["prompt_tokens_details"].value("cached_tokens", -1),
+            FullHit(n));
+}
+
+// 3. Chat completions.
+
+TEST_F(ServerTest, ChatCompletionStreamedAndNot) {
+  const std::string user = Words("chat", 60);
+  const int kMax = 20;
+  const HttpReply r = Post(port_, "/v1/chat/completions", ChatBody(user, kMax));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const Json j = ParseJson(r.body);
+  ASSERT_TRUE(j.is_object()) << r.body;
+  EXPECT_EQ(j.value("object", ""), "chat.completion");
+  EXPECT_EQ(j.value("id", "").rfind("chatcmpl-", 0), 0u) << r.body;
+  ASSERT_TRUE(j.contains("choices") && j["choices"].size() == 1) << r.body;
+  const Json& choice = j["choices"][0];
+  EXPECT_EQ(choice.value("finish_reason", ""), "length");
+  ASSERT_TRUE(choice.contains("message")) << r.body;
+  EXPECT_EQ(choice["message"].value("role", ""), "assistant");
+  const std::string content = choice["message"].value("content", "");
+  EXPECT_FALSE(content.empty());
+  const Json& u = j["usage"];
+  EXPECT_EQ(u.value("completion_tokens", -1), kMax);
+  EXPECT_GT(u.value("prompt_tokens", 0), 60);
+  EXPECT_EQ(u.value("total_tokens", -1),
+            u.value("prompt_tokens", 0) + u.value("completion_tokens", 0));
+
+  const HttpReply s =
+      Post(port_, "/v1/chat/completions", ChatBody(user, kMax, true));
+  ASSERT_EQ(s.status, 200) << s.body;
+  EXPECT_EQ(s.content_type.rfind("text/event-stream", 0), 0u);
+  const Stream stream = ParseSse(s.body);
+  EXPECT_TRUE(stream.done) << s.body;
+  ASSERT_GE(stream.chunks.size(), 2u) << s.body;
+  std::string streamed;
+  int finals = 0;
+  for (size_t i = 0; i < stream.chunks.size(); ++i) {
+    const Json& c = stream.chunks[i];
+    SCOPED_TRACE("chunk " + std::to_string(i) + ": " + c.dump());
+    EXPECT_EQ(c.value("object", ""), "chat.completion.chunk");
+    EXPECT_EQ(c.value("id", "").rfind("chatcmpl-", 0), 0u);
+    EXPECT_FALSE(c.contains("usage"));
+    ASSERT_TRUE(c.contains("choices") && c["choices"].size() == 1);
+    const Json& ch = c["choices"][0];
+    ASSERT_TRUE(ch.contains("delta") && ch["delta"].is_object());
+    const Json& delta = ch["delta"];
+    if (i == 0) {
+      EXPECT_EQ(delta.value("role", ""), "assistant");
+    } else {
+      EXPECT_FALSE(delta.contains("role"));
+    }
+    if (ch["finish_reason"].is_null()) {
+      ASSERT_TRUE(delta.contains("content") && delta["content"].is_string());
+      streamed += delta["content"].get<std::string>();
+    } else {
+      ++finals;
+      EXPECT_EQ(i + 1, stream.chunks.size());
+      EXPECT_EQ(ch["finish_reason"], "length");
+      EXPECT_FALSE(delta.contains("content"));
+    }
+  }
+  EXPECT_EQ(finals, 1);
+  EXPECT_EQ(streamed, content);
+}
+
+// 4. Token-id prompts.
+
+TEST_F(ServerTest, TokenIdPrompts) {
+  Json body = {
+      {"prompt", {1, 15043, 3186}}, {"max_tokens", 8}, {"temperature", 0}};
+  const Json j = ExpectCompletion(Post(port_, "/v1/completions", body), 8);
+  ASSERT_TRUE(j.contains("usage"));
+  EXPECT_EQ(j["usage"].value("prompt_tokens", -1), 3);
+  EXPECT_FALSE(j["choices"][0].value("text", "").empty());
+
+  body["prompt"] = {1, 15043, 32000};
+  ExpectApiError(Post(port_, "/v1/completions", body), 400,
+                 "token id == vocabulary size", "prompt");
+  body["prompt"] = {1, 999999};
+  ExpectApiError(Post(port_, "/v1/completions", body), 400,
+                 "token id far outside the vocabulary", "prompt");
+  body["prompt"] = {1, -3};
+  ExpectApiError(Post(port_, "/v1/completions", body), 400,
+                 "negative token id");
+}
+
+// 5. Concurrency.
+
+TEST_F(ServerTest, ConcurrentRequestsAgreeAndReleaseTheirBlocks) {
+  // Three prompts sharing a long prefix (so some requests map blocks others
+  // computed), each sent by four threads, two streaming and two not.
+  const std::string prefix = Words("concurrent", 90);
+  const std::vector<std::string> prompts = {prefix + " " + Words("first", 12),
+                                            prefix + " " + Words("second", 12),
+                                            prefix + " " + Words("third", 12)};
+  const int kThreads = 12;
+  const int kMax = 16;
+  std::vector<HttpReply> replies(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const bool stream = t % 2 == 1;
+      replies[t] = Post(port_, "/v1/completions",
+                        CompletionBody(prompts[t / 2 % 3], kMax, stream));
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::vector<std::set<std::string>> texts(prompts.size());
+  for (int t = 0; t < kThreads; ++t) {
+    SCOPED_TRACE("thread " + std::to_string(t));
+    const HttpReply& r = replies[t];
+    ASSERT_EQ(r.status, 200) << r.body;
+    std::string text;
+    if (t % 2 == 1) {
+      text = ExpectCompletionStream(r, false);
+    } else {
+      const Json j = ExpectCompletion(r, kMax);
+      ASSERT_TRUE(j.contains("choices"));
+      text = j["choices"][0].value("text", "");
+    }
+    EXPECT_FALSE(text.empty());
+    texts[t / 2 % 3].insert(text);
+  }
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    EXPECT_EQ(texts[p].size(), 1u)
+        << "prompt " << p << " gave different greedy texts";
+  }
+  ExpectNoBlocksUsed();
+}
+
+// 6. Metrics.
+
+TEST_F(ServerTest, MetricsAreValidPrometheusText) {
+  ExpectCompletion(
+      Post(port_, "/v1/completions", CompletionBody(Words("metrics", 30), 4)),
+      4);
+  const HttpReply r = Get(port_, "/metrics");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type.rfind("text/plain", 0), 0u) << r.content_type;
+  const Exposition e = ParsePrometheus(r.body);
+  ASSERT_FALSE(e.samples.empty()) << r.body;
+  for (const auto& [name, type] : e.type) {
+    EXPECT_TRUE(e.help.count(name)) << "TYPE without HELP: " << name;
+  }
+
+  double requests = 0;
+  int request_series = 0;
+  for (const Sample& s : e.samples) {
+    if (s.name == "kvstash_requests_total") {
+      requests += s.value;
+      ++request_series;
+      EXPECT_TRUE(s.labels.count("endpoint"));
+    }
+  }
+  const auto type_of = [&](const std::string& family) {
+    auto it = e.type.find(family);
+    return it == e.type.end() ? std::string() : it->second;
+  };
+  EXPECT_EQ(type_of("kvstash_requests_total"), "counter");
+  EXPECT_GT(request_series, 0);
+  EXPECT_GT(requests, 0);
+  EXPECT_GE(Find(e, "kvstash_requests_total", {{"endpoint", "completions"}})
+                .value_or(0),
+            1);
+  for (const char* state : {"used", "cached", "free"}) {
+    EXPECT_TRUE(Find(e, "kvstash_kv_blocks", {{"state", state}}).has_value())
+        << state;
+  }
+  EXPECT_EQ(type_of("kvstash_kv_blocks"), "gauge");
+
+  // The TTFT histogram: cumulative buckets ending in +Inf == _count > 0.
+  const std::string h = "kvstash_time_to_first_token_seconds";
+  EXPECT_EQ(type_of(h), "histogram");
+  std::vector<std::pair<double, double>> buckets;  // (le, count)
+  for (const Sample& s : e.samples) {
+    if (s.name != h + "_bucket") continue;
+    ASSERT_TRUE(s.labels.count("le"));
+    const std::optional<double> le = ParseValue(s.labels.at("le"));
+    ASSERT_TRUE(le.has_value()) << s.labels.at("le");
+    buckets.push_back({*le, s.value});
+  }
+  ASSERT_GE(buckets.size(), 2u);
+  for (size_t i = 1; i < buckets.size(); ++i) {
+    EXPECT_LT(buckets[i - 1].first, buckets[i].first);
+    EXPECT_LE(buckets[i - 1].second, buckets[i].second);
+  }
+  EXPECT_TRUE(std::isinf(buckets.back().first));
+  const std::optional<double> count = Find(e, h + "_count", {});
+  ASSERT_TRUE(count.has_value());
+  EXPECT_EQ(*count, buckets.back().second);
+  EXPECT_GT(*count, 0);
+  EXPECT_TRUE(Find(e, h + "_sum", {}).has_value());
+}
+
+// 7. Models and health.
+
+TEST_F(ServerTest, ModelsAndHealth) {
+  const HttpReply m = Get(port_, "/v1/models");
+  ASSERT_EQ(m.status, 200) << m.body;
+  const Json j = ParseJson(m.body);
+  ASSERT_TRUE(j.is_object()) << m.body;
+  EXPECT_EQ(j.value("object", ""), "list");
+  ASSERT_TRUE(j.contains("data") && j["data"].is_array() &&
+              j["data"].size() == 1)
+      << m.body;
+  EXPECT_EQ(j["data"][0].value("id", ""), kModelId);
+  EXPECT_EQ(j["data"][0].value("object", ""), "model");
+
+  const HttpReply h = Get(port_, "/health");
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_EQ(ParseJson(h.body), Json({{"status", "ok"}})) << h.body;
+}
+
+// 8. Admin endpoints: lookup, cache salts, clear.
+
+TEST_F(ServerTest, KvLookupSaltAndClear) {
+  const std::string prompt = Words("admin", 100);
+  const int n = PromptTokens(prompt);
+  const int full_blocks = n / kBlockTokens * kBlockTokens;
+  ExpectCompletion(Post(port_, "/v1/completions", CompletionBody(prompt, 8)),
+                   8);
+
+  const Json lookup =
+      ParseJson(Post(port_, "/kv/lookup", Json{{"prompt", prompt}}).body);
+  ASSERT_TRUE(lookup.is_object());
+  EXPECT_EQ(lookup.value("prompt_tokens", -1), n) << lookup.dump();
+  EXPECT_GT(lookup.value("cached_tokens", -1), 0) << lookup.dump();
+  EXPECT_EQ(lookup.value("cached_tokens", -1), full_blocks) << lookup.dump();
+
+  // Another tenant sees nothing of it.
+  const Json salted = ParseJson(
+      Post(port_, "/kv/lookup", Json{{"prompt", prompt}, {"cache_salt", "b"}})
+          .body);
+  EXPECT_EQ(salted.value("cached_tokens", -1), 0) << salted.dump();
+  Json body = CompletionBody(prompt, 8);
+  body["cache_salt"] = "b";
+  const Json other = ExpectCompletion(Post(port_, "/v1/completions", body), 8);
+  ASSERT_TRUE(other.contains("usage"));
+  EXPECT_EQ(CachedTokens(other), 0);
+  const Json other_again =
+      ExpectCompletion(Post(port_, "/v1/completions", body), 8);
+  ASSERT_TRUE(other_again.contains("usage"));
+  EXPECT_EQ(CachedTokens(other_again), FullHit(n));
+
+  // Chat lookups render the messages like the chat endpoint does.
+  const Json chat = ChatBody(Words("admin-chat", 60), 4);
+  ASSERT_EQ(Post(port_, "/v1/chat/completions", chat).status, 200);
+  const Json chat_lookup = ParseJson(
+      Post(port_, "/kv/lookup", Json{{"messages", chat["messages"]}}).body);
+  EXPECT_GT(chat_lookup.value("cached_tokens", -1), 0) << chat_lookup.dump();
+
+  // Clear evicts every cached block; nothing is found afterwards.
+  const HttpReply cleared = Post(port_, "/kv/clear", std::string("{}"));
+  ASSERT_EQ(cleared.status, 200) << cleared.body;
+  EXPECT_GT(ParseJson(cleared.body).value("evicted_blocks", -1), 0)
+      << cleared.body;
+  const Json after =
+      ParseJson(Post(port_, "/kv/lookup", Json{{"prompt", prompt}}).body);
+  EXPECT_EQ(after.value("cached_tokens", -1), 0) << after.dump();
+  EXPECT_EQ(after.value("prompt_tokens", -1), n);
+  const Json stats = KvStats();
+  EXPECT_EQ(stats.value("cached_blocks", -1), 0) << stats.dump();
+
+  ExpectApiError(Post(port_, "/kv/lookup", std::string("{")), 400,
+                 "lookup of malformed JSON");
+}
+
+// 9. Bad requests.
+
+TEST_F(ServerTest, BadRequestsGetOpenAiErrors) {
+  const std::string ok_prompt = Words("bad-requests", 20);
+  auto completion = [&](Json patch) {
+    Json b = CompletionBody(ok_prompt, 8);
+    b.merge_patch(patch);
+    return Post(port_, "/v1/completions", b);
+  };
+  ExpectApiError(
+      Post(port_, "/v1/completions", std::string("{\"prompt\": \"x\", ")), 400,
+      "malformed JSON");
+  ExpectApiError(Post(port_, "/v1/completions", std::string("[1, 2]")), 400,
+                 "body not an object");
+  ExpectApiError(Post(port_, "/v1/completions", std::string("")), 400,
+                 "empty body");
+  ExpectApiError(completion({{"max_tokens", "ten"}}), 400,
+                 "max_tokens a string", "max_tokens");
+  ExpectApiError(completion({{"max_tokens", -5}}), 400, "negative max_tokens",
+                 "max_tokens");
+  ExpectApiError(completion({{"max_tokens", 100000}}), 400,
+                 "max_tokens over the context", "max_tokens");
+  ExpectApiError(completion({{"max_tokens", kContext - 5}}), 400,
+                 "max_tokens over the room the prompt leaves", "max_tokens");
+  ExpectApiError(completion({{"temperature", 7}}), 400, "temperature 7",
+                 "temperature");
+  ExpectApiError(completion({{"n", 2}}), 400, "n = 2", "n");
+  ExpectApiError(completion({{"prompt", Words("too-long", 3000)}}), 400,
+                 "prompt longer than the context", "prompt");
+  ExpectApiError(completion({{"prompt", nullptr}}), 400, "no prompt", "prompt");
+  ExpectApiError(Post(port_, "/v1/chat/completions",
+                      Json{{"messages", Json::array()}, {"max_tokens", 4}}),
+                 400, "empty messages", "messages");
+  ExpectApiError(
+      Post(port_, "/v1/chat/completions",
+           Json{{"messages", {{{"role", "wizard"}, {"content", "hi"}}}}}),
+      400, "unknown role", "messages[0].role");
+
+  // A body over max_body_bytes: 413.
+  std::string big = "{\"prompt\": \"";
+  big.append(2 * kMaxBodyBytes, 'a');
+  big += "\"}";
+  ExpectApiError(Post(port_, "/v1/completions", big), 413, "2 MiB body");
+
+  ExpectApiError(Get(port_, "/v1/nope"), 404, "unknown GET route");
+  ExpectApiError(Post(port_, "/nope", std::string("{}")), 404,
+                 "unknown POST route");
+
+  // The server still serves.
+  ExpectCompletion(completion(Json::object()), 8);
+  EXPECT_EQ(Get(port_, "/health").status, 200);
+}
+
+// 10. API key.
+
+TEST_F(ServerTest, ApiKeyIsRequiredWhenSet) {
+  ServerOptions so;
+  so.port = 0;
+  so.model_id = kModelId;
+  so.api_key = "sekret";
+  auto keyed = RunningServer::Start(*model_, *scheduler_, *kv_, so);
+  ASSERT_NE(keyed, nullptr);
+  const int port = keyed->port();
+  ASSERT_NE(port, port_);
+  const Json body = CompletionBody(Words("api-key", 20), 4);
+
+  ExpectApiError(Post(port, "/v1/completions", body), 401, "no key");
+  ExpectApiError(
+      Post(port, "/v1/completions", body, {{"Authorization", "Bearer wrong"}}),
+      401, "wrong key");
+  ExpectApiError(
+      Post(port, "/v1/completions", body, {{"Authorization", "sekret"}}), 401,
+      "key without Bearer");
+  ExpectApiError(Get(port, "/v1/models"), 401, "models without a key");
+  ExpectApiError(Get(port, "/metrics"), 401, "metrics without a key");
+  ExpectApiError(Get(port, "/kv/stats"), 401, "kv stats without a key");
+  ExpectApiError(Post(port, "/kv/clear", std::string("{}")), 401,
+                 "kv clear without a key");
+
+  const httplib::Headers auth = {{"Authorization", "Bearer sekret"}};
+  ExpectCompletion(Post(port, "/v1/completions", body, auth), 4);
+  EXPECT_EQ(Get(port, "/v1/models", auth).status, 200);
+  const HttpReply health = Get(port, "/health");
+  EXPECT_EQ(health.status, 200) << health.body;
+  // The first server has no key.
+  EXPECT_EQ(Get(port_, "/v1/models").status, 200);
+}
+
+// 11. A full queue answers 429.
+
+TEST_F(ServerTest, FullQueueAnswers429) {
+  auto kv = NewKv(*model_);
+  ASSERT_NE(kv, nullptr);
+  SchedulerOptions sched_options;
+  sched_options.max_running = 1;
+  sched_options.max_queue = 1;
+  auto scheduler = NewScheduler(*model_, *kv, sched_options);
+  ASSERT_NE(scheduler, nullptr);
+  ServerOptions so;
+  so.port = 0;
+  so.model_id = kModelId;
+  auto server = RunningServer::Start(*model_, *scheduler, *kv, so);
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+
+  const int kRequests = 8;
+  std::vector<HttpReply> replies(kRequests);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&, i] {
+      replies[i] =
+          Post(port, "/v1/completions",
+               CompletionBody(Words("queue-" + std::to_string(i), 20), 200));
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  int rejected = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    SCOPED_TRACE("request " + std::to_string(i));
+    if (replies[i].status == 429) {
+      ++rejected;
+      ExpectApiError(replies[i], 429, "queue full");
+    } else {
+      ExpectCompletion(replies[i], 200);
+    }
+  }
+  EXPECT_GE(rejected, 1);
+  EXPECT_LE(rejected, kRequests - 1);
+  // Rejections are counted.
+  const Exposition e = ParsePrometheus(Get(port, "/metrics").body);
+  EXPECT_EQ(Find(e, "kvstash_requests_rejected_total", {}).value_or(-1),
+            rejected);
+}
+
+// 12. A client that disconnects mid-stream has its request cancelled.
+
+// Connects to 127.0.0.1:port; -1 on failure.
+int Connect(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{.tv_sec = 10, .tv_usec = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+TEST_F(ServerTest, DisconnectMidStreamCancelsAndFreesBlocks) {
+  const auto cancelled = [&] {
+    return Find(Metrics(), "kvstash_requests_finished_total",
+                {{"reason", "cancelled"}});
+  };
+  const std::optional<double> before = cancelled();
+  ASSERT_TRUE(before.has_value());
+  const Json stats_before = KvStats();
+  const int64_t finished_before =
+      stats_before["scheduler"].value("requests_finished", int64_t{-1});
+  const int64_t generated_before =
+      stats_before["scheduler"].value("generated_tokens", int64_t{-1});
+
+  const std::string body =
+      CompletionBody(Words("disconnect", 40), 400, /*stream=*/true).dump();
+  const std::string request =
+      "POST /v1/completions HTTP/1.1\r\n"
+      "Host: 127.0.0.1\r\n"
+      "Content-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  const int fd = Connect(port_);
+  ASSERT_GE(fd, 0) << "connect failed";
+  size_t sent = 0;
+  while (sent < request.size()) {
+    const ssize_t n =
+        ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    ASSERT_GT(n, 0) << "send failed";
+    sent += size_t(n);
+  }
+  std::string received;
+  char buf[4096];
+  while (received.find("data:") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    received.append(buf, size_t(n));
+  }
+  ::close(fd);
+  ASSERT_NE(received.find("data:"), std::string::npos)
+      << "no stream data before the timeout: " << received;
+  EXPECT_EQ(received.rfind("HTTP/1.1 200", 0), 0u) << received;
+
+  // The request is cancelled and counted as such, and its blocks come back.
+  const Clock::time_point deadline = Clock::now() + seconds(10);
+  std::optional<double> now = cancelled();
+  while (now.value_or(0) < *before + 1 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(20));
+    now = cancelled();
+  }
+  EXPECT_EQ(now.value_or(-1), *before + 1)
+      << "the disconnect was not counted as a cancelled request";
+  ExpectNoBlocksUsed(milliseconds(10000));
+  // It ended early (cancelled), not after its 400 tokens.
+  const Json s = KvStats();
+  EXPECT_EQ(s["scheduler"].value("requests_finished", int64_t{-1}),
+            finished_before + 1)
+      << s.dump();
+  EXPECT_LT(
+      s["scheduler"].value("generated_tokens", int64_t{0}) - generated_before,
+      400)
+      << s.dump();
+  // Still serving.
+  ExpectCompletion(
+      Post(port_, "/v1/completions", CompletionBody(Words("after", 10), 4)), 4);
+}
+
+// 13. A stop string ends the request as "stop", for the client and in the
+// metrics.
+
+// The bytes of `n` whole UTF-8 characters of `s` from the first character
+// boundary at or after `from`.
+std::string Utf8Chars(const std::string& s, size_t from, int n) {
+  auto continuation = [&](size_t i) {
+    return i < s.size() && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80;
+  };
+  while (continuation(from)) ++from;
+  size_t end = from;
+  for (int i = 0; i < n && end < s.size(); ++i) {
+    ++end;
+    while (continuation(end)) ++end;
+  }
+  return s.substr(from, end - from);
+}
+
+TEST_F(ServerTest, StopStringEndsTheRequestAsStop) {
+  const std::string prompt = Words("stop-string", 50);
+  const int kMax = 32;
+  const Json whole = ExpectCompletion(
+      Post(port_, "/v1/completions", CompletionBody(prompt, kMax)), kMax);
+  ASSERT_TRUE(whole.contains("choices"));
+  const std::string text = whole["choices"][0].value("text", "");
+  ASSERT_GT(text.size(), 8u) << text;
+  const std::string stop = Utf8Chars(text, text.size() / 2, 2);
+  ASSERT_FALSE(stop.empty());
+  const std::string expected = text.substr(0, text.find(stop));
+
+  auto finished = [&](const char* reason) {
+    return Find(Metrics(), "kvstash_requests_finished_total",
+                {{"reason", reason}})
+        .value_or(-1);
+  };
+  const double stop_before = finished("stop");
+  const double cancelled_before = finished("cancelled");
+
+  Json body = CompletionBody(prompt, kMax);
+  body["stop"] = stop;
+  const HttpReply r = Post(port_, "/v1/completions", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const Json j = ParseJson(r.body);
+  ASSERT_TRUE(j.contains("choices")) << r.body;
+  EXPECT_EQ(j["choices"][0].value("text", ""), expected);
+  EXPECT_EQ(j["choices"][0].value("finish_reason", ""), "stop");
+
+  body["stream"] = true;
+  const Stream stream = ParseSse(Post(port_, "/v1/completions", body).body);
+  EXPECT_TRUE(stream.done);
+  std::string streamed;
+  std::string reason;
+  for (const Json& c : stream.chunks) {
+    if (!c.contains("choices") || c["choices"].empty()) continue;
+    const Json& ch = c["choices"][0];
+    streamed += ch.value("text", "");
+    if (ch["finish_reason"].is_string()) reason = ch["finish_reason"];
+  }
+  EXPECT_EQ(streamed, expected);
+  EXPECT_EQ(reason, "stop");
+
+  // Both requests ended at their stop string: finished as "stop", not as
+  // cancelled (no client went away).
+  ExpectNoBlocksUsed();
+  EXPECT_EQ(finished("stop"), stop_before + 2);
+  EXPECT_EQ(finished("cancelled"), cancelled_before);
+}
+
+// 14. Stop() is not lost when it comes before Serve() runs.
+
+TEST_F(ServerTest, StopBeforeServeIsNotLost) {
+  ServerOptions so;
+  so.port = 0;
+  auto server = HttpServer::Create(*model_, *scheduler_, *kv_, so);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  HttpServer& http = **server;
+  http.Stop();  // e.g. a shutdown signal during start-up
+  std::atomic<bool> returned{false};
+  std::thread serving([&] {
+    const Status ignored = http.Serve();
+    (void)ignored;
+    returned = true;
+  });
+  const Clock::time_point deadline = Clock::now() + seconds(5);
+  while (!returned && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_TRUE(returned) << "Serve() kept serving after Stop()";
+  // Unblock it if needed: once it runs, Stop() takes effect.
+  const Clock::time_point give_up = Clock::now() + seconds(30);
+  while (!returned) {
+    if (Clock::now() > give_up) {
+      std::fprintf(stderr, "Serve() ignores Stop(); aborting\n");
+      std::abort();
+    }
+    http.Stop();
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  serving.join();
+}
+
+}  // namespace
+}  // namespace kvstash
