@@ -122,6 +122,7 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Create(
     return Status::InvalidArgument(
         "scheduler: the KV cache layout does not match the model");
   }
+  model.identity();  // hash the weights now, not in the first request
   std::unique_ptr<Scheduler> s(new Scheduler(model, pool, kv, options));
   s->thread_ = std::thread([p = s.get()] { p->Loop(); });
   return s;
