@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds kvstash and runs the whole test suite: every test in a Release build,
 # then the parsing tests (GGUF, llama2.c, tokenizers, hostile files, OpenAI
-# request bodies, text streams, Prometheus text) again under AddressSanitizer +
-# UndefinedBehaviorSanitizer.
+# request bodies, text streams, Prometheus text, tier objects and the disk
+# tier) again under AddressSanitizer + UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="${JOBS:-$(nproc)}"
@@ -15,5 +15,5 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DKVSTASH_SANITIZE=address,undefined
 # Only the binaries that hold tests labelled "parsing".
 cmake --build build-asan -j "$JOBS" --target base_test model_test \
-  tokenizer_test hostile_files_test serve_test
+  tokenizer_test hostile_files_test serve_test store_test
 ctest --test-dir build-asan -L parsing --output-on-failure -j "$JOBS"

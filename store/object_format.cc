@@ -1,0 +1,251 @@
+#include "store/object_format.h"
+
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "base/check.h"
+
+namespace kvstash::store {
+namespace {
+
+using kernels::DType;
+
+// Byte offsets of the header fields (see object_format.h).
+constexpr size_t kMagicAt = 0;
+constexpr size_t kVersionAt = 4;
+constexpr size_t kFingerprintAt = 8;
+constexpr size_t kKeyAt = 24;
+constexpr size_t kTokenCountAt = 40;
+constexpr size_t kNLayersAt = 44;
+constexpr size_t kNKvHeadsAt = 48;
+constexpr size_t kHeadDimAt = 52;
+constexpr size_t kBlockTokensAt = 56;
+constexpr size_t kDTypeAt = 60;
+constexpr size_t kCodecAt = 61;
+constexpr size_t kReserved1At = 62;
+constexpr size_t kPayloadBytesAt = 64;
+constexpr size_t kReserved2At = 72;
+constexpr size_t kChecksumAt = 112;
+static_assert(kChecksumAt + 16 == kObjectHeaderBytes);
+
+// "KVSO" as a little-endian u32.
+constexpr uint32_t kMagic = uint32_t('K') | uint32_t('V') << 8 |
+                            uint32_t('S') << 16 | uint32_t('O') << 24;
+
+void PutU32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+void PutU64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+void PutHash(uint8_t* p, const Hash128& h) {
+  PutU64(p, h.lo);
+  PutU64(p + 8, h.hi);
+}
+uint32_t GetU32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= uint32_t(p[i]) << (8 * i);
+  return v;
+}
+uint64_t GetU64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t(p[i]) << (8 * i);
+  return v;
+}
+Hash128 GetHash(const uint8_t* p) { return {GetU64(p), GetU64(p + 8)}; }
+
+// Wire codes of the KV dtypes, independent of the in-memory enum's order.
+bool DTypeToCode(DType t, uint8_t* code) {
+  switch (t) {
+    case DType::kF32:
+      *code = 0;
+      return true;
+    case DType::kF16:
+      *code = 1;
+      return true;
+    case DType::kBF16:
+      *code = 2;
+      return true;
+    default:
+      return false;
+  }
+}
+bool CodeToDType(uint8_t code, DType* t) {
+  static constexpr DType kByCode[] = {DType::kF32, DType::kF16, DType::kBF16};
+  if (code >= std::size(kByCode)) return false;
+  *t = kByCode[code];
+  return true;
+}
+
+bool AllZero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
+Hash128 Checksum(const uint8_t* header, std::span<const uint8_t> payload) {
+  Hasher128 h;
+  h.Add(header, kChecksumAt).Add(payload.data(), payload.size());
+  return h.Finish();
+}
+
+// A layout dimension read from the header: 1 .. INT32_MAX.
+bool ReadDim(const uint8_t* header, size_t at, int* out) {
+  const uint32_t v = GetU32(header + at);
+  if (v == 0 || v > uint32_t(std::numeric_limits<int32_t>::max())) return false;
+  *out = int(v);
+  return true;
+}
+
+Status Mismatch(const char* field, const std::string& got,
+                const std::string& want) {
+  return Status::InvalidArgument("object " + std::string(field) + " " + got +
+                                 " does not match the expected " + want);
+}
+
+}  // namespace
+
+std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
+                                  const Hash128& key,
+                                  const kvcache::BlockLayout& layout,
+                                  uint32_t token_count,
+                                  std::span<const uint8_t> payload) {
+  uint8_t dtype_code = 0;
+  KV_CHECK(DTypeToCode(layout.kv_type, &dtype_code));
+  KV_CHECK(layout.n_layers > 0 && layout.n_kv_heads > 0 &&
+           layout.head_dim > 0 && layout.block_tokens > 0);
+  KV_CHECK(token_count > 0 && token_count % uint32_t(layout.block_tokens) == 0);
+  KV_CHECK(payload.size() ==
+           token_count / uint32_t(layout.block_tokens) * layout.block_bytes());
+
+  std::vector<uint8_t> out(kObjectHeaderBytes + payload.size(), 0);
+  uint8_t* h = out.data();
+  PutU32(h + kMagicAt, kMagic);
+  PutU32(h + kVersionAt, kObjectFormatVersion);
+  PutHash(h + kFingerprintAt, fingerprint);
+  PutHash(h + kKeyAt, key);
+  PutU32(h + kTokenCountAt, token_count);
+  PutU32(h + kNLayersAt, uint32_t(layout.n_layers));
+  PutU32(h + kNKvHeadsAt, uint32_t(layout.n_kv_heads));
+  PutU32(h + kHeadDimAt, uint32_t(layout.head_dim));
+  PutU32(h + kBlockTokensAt, uint32_t(layout.block_tokens));
+  h[kDTypeAt] = dtype_code;
+  h[kCodecAt] = uint8_t(Codec::kRaw);
+  PutU64(h + kPayloadBytesAt, payload.size());
+  if (!payload.empty()) {
+    std::memcpy(h + kObjectHeaderBytes, payload.data(), payload.size());
+  }
+  PutHash(h + kChecksumAt, Checksum(h, payload));
+  return out;
+}
+
+Result<ObjectHeader> ParseObjectHeader(std::span<const uint8_t> bytes) {
+  if (bytes.size() < kObjectHeaderBytes) {
+    return Status::Corruption("object of " + std::to_string(bytes.size()) +
+                              " bytes is shorter than its header (" +
+                              std::to_string(kObjectHeaderBytes) + ")");
+  }
+  const uint8_t* h = bytes.data();
+  if (GetU32(h + kMagicAt) != kMagic) {
+    return Status::Corruption("bad object magic");
+  }
+  const uint32_t version = GetU32(h + kVersionAt);
+  if (version != kObjectFormatVersion) {
+    return Status::Corruption("object format version " +
+                              std::to_string(version) + ", this build reads " +
+                              std::to_string(kObjectFormatVersion));
+  }
+  if (!AllZero(h + kReserved1At, kPayloadBytesAt - kReserved1At) ||
+      !AllZero(h + kReserved2At, kChecksumAt - kReserved2At)) {
+    return Status::Corruption("object header reserved bytes are not zero");
+  }
+  ObjectHeader header;
+  header.fingerprint = GetHash(h + kFingerprintAt);
+  header.key = GetHash(h + kKeyAt);
+  header.payload_bytes = GetU64(h + kPayloadBytesAt);
+  if (header.payload_bytes != bytes.size() - kObjectHeaderBytes) {
+    return Status::Corruption(
+        "object header says " + std::to_string(header.payload_bytes) +
+        " payload bytes, " + std::to_string(bytes.size() - kObjectHeaderBytes) +
+        " follow it");
+  }
+  kvcache::BlockLayout& layout = header.layout;
+  if (!ReadDim(h, kNLayersAt, &layout.n_layers) ||
+      !ReadDim(h, kNKvHeadsAt, &layout.n_kv_heads) ||
+      !ReadDim(h, kHeadDimAt, &layout.head_dim) ||
+      !ReadDim(h, kBlockTokensAt, &layout.block_tokens)) {
+    return Status::Corruption("object layout has a zero or oversized field");
+  }
+  if (!CodeToDType(h[kDTypeAt], &layout.kv_type)) {
+    return Status::Corruption("unknown object kv dtype code " +
+                              std::to_string(h[kDTypeAt]));
+  }
+  header.token_count = GetU32(h + kTokenCountAt);
+  if (header.token_count == 0 ||
+      header.token_count % uint32_t(layout.block_tokens) != 0) {
+    return Status::Corruption("object token count " +
+                              std::to_string(header.token_count) +
+                              " is not a positive multiple of its block size " +
+                              std::to_string(layout.block_tokens));
+  }
+  header.codec = Codec(h[kCodecAt]);
+  return header;
+}
+
+Result<ObjectView> ParseObject(std::span<const uint8_t> bytes) {
+  KV_ASSIGN_OR_RETURN(ObjectHeader header, ParseObjectHeader(bytes));
+  const std::span<const uint8_t> payload = bytes.subspan(kObjectHeaderBytes);
+  if (Checksum(bytes.data(), payload) != GetHash(bytes.data() + kChecksumAt)) {
+    return Status::Corruption("object checksum mismatch");
+  }
+  return ObjectView{header, payload};
+}
+
+Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
+                                const Hash128& fingerprint, const Hash128& key,
+                                const kvcache::BlockLayout& layout) {
+  KV_ASSIGN_OR_RETURN(ObjectView view, ParseObject(bytes));
+  const ObjectHeader& h = view.header;
+  if (h.fingerprint != fingerprint) {
+    return Mismatch(
+        "fingerprint", h.fingerprint.Hex(),
+        fingerprint.Hex() + " (another model, layout or namespace)");
+  }
+  if (h.key != key) return Mismatch("key", h.key.Hex(), key.Hex());
+  const struct {
+    const char* name;
+    int got, want;
+  } dims[] = {{"n_layers", h.layout.n_layers, layout.n_layers},
+              {"n_kv_heads", h.layout.n_kv_heads, layout.n_kv_heads},
+              {"head_dim", h.layout.head_dim, layout.head_dim},
+              {"block_tokens", h.layout.block_tokens, layout.block_tokens}};
+  for (const auto& d : dims) {
+    if (d.got != d.want) {
+      return Mismatch(d.name, std::to_string(d.got), std::to_string(d.want));
+    }
+  }
+  if (h.layout.kv_type != layout.kv_type) {
+    return Mismatch("kv dtype",
+                    std::string(kernels::DTypeName(h.layout.kv_type)),
+                    std::string(kernels::DTypeName(layout.kv_type)));
+  }
+  if (h.codec != Codec::kRaw) {
+    return Status::NotSupported("object codec " +
+                                std::to_string(unsigned(h.codec)) +
+                                " is not supported by this build");
+  }
+  // The layout now equals the caller's, so block_bytes() cannot overflow.
+  const uint64_t blocks = h.token_count / uint32_t(layout.block_tokens);
+  if (view.payload.size() / layout.block_bytes() != blocks ||
+      view.payload.size() % layout.block_bytes() != 0) {
+    return Status::Corruption(
+        "raw object payload of " + std::to_string(view.payload.size()) +
+        " bytes is not " + std::to_string(blocks) + " blocks of " +
+        std::to_string(layout.block_bytes()) + " bytes");
+  }
+  return view;
+}
+
+}  // namespace kvstash::store

@@ -1,0 +1,99 @@
+// The object a tier stores: a fixed 128-byte little-endian header followed by
+// the payload (the K/V bytes of one or more consecutive full blocks).
+//
+//   offset size  field
+//        0    4  magic            'K' 'V' 'S' 'O'
+//        4    4  format version   kObjectFormatVersion
+//        8   16  fingerprint      h_0 of the namespace (lo, hi)
+//       24   16  key              h_i of the LAST block held (lo, hi)
+//       40    4  token count      a positive multiple of block_tokens
+//       44   16  layout           n_layers, n_kv_heads, head_dim, block_tokens
+//       60    1  kv dtype         0 f32, 1 f16, 2 bf16
+//       61    1  codec            0 raw (see Codec)
+//       62    2  reserved         zero
+//       64    8  payload length   bytes after the header
+//       72   40  reserved         zero
+//      112   16  checksum         XXH3-128 of bytes [0, 112) || payload
+//      128       payload          raw: [block][layer][K|V][kv_head][token][dim]
+//
+// Keying: an object holds k >= 1 consecutive full blocks and is keyed by the
+// hash of its last block. h_i commits to every token of the prefix up to block
+// i, so the key names exactly the bytes the object holds (a key of the first
+// block would not cover the tokens of the blocks after it, and two different
+// continuations would collide). The integration step writes one block per
+// object, which makes a lookup along a hash chain one batched Exists over
+// h_1..h_n whose hit is the longest leading run; chunks (k > 1, probed at
+// chunk boundaries) are allowed by the format for when object counts matter.
+//
+// Parse and Decode accept any byte string (no undefined behaviour, no
+// allocation beyond the result) and separate two kinds of refusal:
+//   Corruption       the bytes are not an intact object (magic, version,
+//                    lengths, reserved bytes, checksum, header values):
+//                    a tier drops such an object;
+//   InvalidArgument  an intact object of another namespace, key or layout:
+//                    the reader must not use it (a model mismatch is not
+//                    damage); NotSupported for a codec this build lacks.
+// Pure functions; thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/hash.h"
+#include "base/status.h"
+#include "kvcache/block_layout.h"
+
+namespace kvstash::store {
+
+inline constexpr uint32_t kObjectFormatVersion = 1;
+inline constexpr size_t kObjectHeaderBytes = 128;
+
+// How the payload encodes the blocks. Values are part of the format.
+enum class Codec : uint8_t {
+  kRaw = 0,  // the blocks' bytes as laid out in the block pool
+};
+
+struct ObjectHeader {
+  Hash128 fingerprint;  // h_0 of the namespace
+  Hash128 key;          // h_i of the last block held
+  uint32_t token_count = 0;
+  kvcache::BlockLayout layout;
+  Codec codec = Codec::kRaw;  // may hold a value this build does not know
+  uint64_t payload_bytes = 0;
+};
+
+// A parsed object; `payload` points into the parsed bytes.
+struct ObjectView {
+  ObjectHeader header;
+  std::span<const uint8_t> payload;
+};
+
+// Header + raw payload of the `token_count / layout.block_tokens` blocks in
+// `payload`. REQUIRES (checked): layout.kv_type is f32, f16 or bf16; every
+// layout dimension > 0; token_count a positive multiple of block_tokens;
+// payload.size() == token_count / block_tokens * layout.block_bytes().
+std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
+                                  const Hash128& key,
+                                  const kvcache::BlockLayout& layout,
+                                  uint32_t token_count,
+                                  std::span<const uint8_t> payload);
+
+// Checks the framing only (magic, version, reserved bytes, header values, and
+// that the payload length matches bytes.size()), not the checksum: cheap,
+// for writers that validate what they are handed. Corruption otherwise.
+Result<ObjectHeader> ParseObjectHeader(std::span<const uint8_t> bytes);
+
+// ParseObjectHeader and the checksum: the bytes are an intact object.
+Result<ObjectView> ParseObject(std::span<const uint8_t> bytes);
+
+// ParseObject, then refuses an object that is not the one expected:
+// InvalidArgument when the fingerprint, the key or any layout field differs,
+// NotSupported for an unknown codec, Corruption when a raw payload's length
+// is not whole blocks of the layout.
+Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
+                                const Hash128& fingerprint, const Hash128& key,
+                                const kvcache::BlockLayout& layout);
+
+}  // namespace kvstash::store

@@ -1,0 +1,89 @@
+// Tier: one storage level of the KV cache below DRAM (local disk, Redis),
+// holding objects (store/object_format.h) by BlockKey.
+//
+// A tier knows nothing about sequences, models or attention: it stores and
+// returns encoded objects. What it guarantees is integrity: Get returns only
+// complete objects whose checksum verified and whose header key is the key
+// asked for; anything else is a miss (and is dropped and counted where the
+// tier can delete it). Meaning is the reader's job: DecodeObject with the
+// expected namespace fingerprint and layout refuses objects of another model.
+//
+// Threading contract: every method is thread-safe and may be called from any
+// thread, concurrently. Get and Exists are synchronous and do their I/O on
+// the calling thread (to overlap a load with compute, call Get from a pool
+// thread). Put is write-behind: it validates, enqueues and returns without
+// waiting for I/O or for a lock held across I/O; an accepted object is
+// visible to Exists and Get at once (served from the queue) and stored
+// later. Put never blocks: when the queue is full the write is dropped and
+// counted. Flush waits until every Put accepted before it is stored or has
+// failed.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/hash.h"
+#include "base/status.h"
+
+namespace kvstash::store {
+
+// h_i of a block: the key of the object that ends with that block.
+using BlockKey = Hash128;
+
+// Counters since the tier was opened, and current occupancy.
+struct TierStats {
+  uint64_t hits = 0;             // Get keys returned
+  uint64_t misses = 0;           // Get keys not returned (absent, bad, error)
+  uint64_t bytes_read = 0;       // object bytes read from the medium
+  uint64_t bytes_written = 0;    // object bytes stored
+  uint64_t writes = 0;           // objects stored
+  uint64_t dropped_writes = 0;   // Puts refused: queue full or over capacity
+  uint64_t errors = 0;           // failed I/O (read, write, sync, rename...)
+  uint64_t evictions = 0;        // objects removed to stay within capacity
+  uint64_t corrupt_dropped = 0;  // objects that failed verification, deleted
+  uint64_t objects = 0;          // objects stored now
+  uint64_t bytes_used = 0;       // their bytes
+  uint64_t queue_objects = 0;    // accepted Puts not yet stored or failed
+  uint64_t queue_bytes = 0;      // their bytes
+  std::string last_error;        // the latest error or corruption, or ""
+};
+
+class Tier {
+ public:
+  virtual ~Tier() = default;
+
+  // Short name for metrics and messages ("disk", "redis").
+  virtual std::string_view name() const = 0;
+
+  // Queues `object` (an encoded object whose header key is `key`) for
+  // storage. OK when queued or already stored; InvalidArgument when `object`
+  // is not a well-framed object for `key`; ResourceExhausted when dropped
+  // (queue full, or larger than the tier can hold), counted in
+  // dropped_writes. Storing is best effort: a failed write is counted.
+  virtual Status Put(const BlockKey& key, std::vector<uint8_t> object) = 0;
+
+  // Per key, the verified object or nullopt. A hit refreshes the key's
+  // recency; keys are refreshed from last to first, so that when `keys` is a
+  // hash chain in order, its head ends up the most recently used.
+  virtual std::vector<std::optional<std::vector<uint8_t>>> Get(
+      std::span<const BlockKey> keys) = 0;
+
+  // Per key, whether the tier holds (or has queued) it. Not verified: a
+  // later Get may still miss. Does not refresh recency or count hits.
+  virtual std::vector<bool> Exists(std::span<const BlockKey> keys) = 0;
+
+  // Removes `key` (stored or queued); OK when it was absent. IOError naming
+  // the file when the medium refuses.
+  virtual Status Erase(const BlockKey& key) = 0;
+
+  // Returns once every Put accepted before the call is stored or has failed.
+  virtual void Flush() = 0;
+
+  virtual TierStats Stats() const = 0;
+};
+
+}  // namespace kvstash::store
