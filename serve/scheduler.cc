@@ -388,22 +388,34 @@ bool Scheduler::Step() {
   const Status st = transformer_->Forward(batch, logits_.data());
   const Clock::time_point forward_end = Clock::now();
 
-  std::vector<std::pair<Sequence*, RequestEnd>> finished;
-  uint64_t generated = 0;
-  size_t row = 0;
+  if (!st.ok()) {
+    for (const Planned& p : plan_) Finish(p.seq, RequestEnd::kError, st);
+    return true;
+  }
+  // Every sequence whose chunk reached the end of its tokens samples its next
+  // token; the samplers are independent, so they run in parallel.
+  sampling_.clear();
   for (const Planned& p : plan_) {
     Sequence* seq = p.seq;
-    if (!st.ok()) {
-      Finish(seq, RequestEnd::kError, st);
-      continue;
-    }
     seq->n_computed += p.n;
     kv_.Commit(std::span(seq->tokens).first(seq->n_computed), &seq->kv);
-    if (seq->pending() > 0) continue;
-    std::span<float> logits(&logits_[row++ * vocab], vocab);
-    const int32_t token = seq->sampler.Sample(logits, seq->tokens);
+    if (seq->pending() == 0) sampling_.push_back({seq, -1});
+  }
+  auto sample = [&](size_t i, size_t) {
+    Sequence* seq = sampling_[i].seq;
+    sampling_[i].token = seq->sampler.Sample(
+        std::span<float>(&logits_[i * vocab], vocab), seq->tokens);
+  };
+  if (pool_ != nullptr && sampling_.size() > 1) {
+    pool_->ParallelFor(sampling_.size(), sample);
+  } else {
+    for (size_t i = 0; i < sampling_.size(); ++i) sample(i, 0);
+  }
+  std::vector<std::pair<Sequence*, RequestEnd>> finished;
+  for (const Sampled& sampled : sampling_) {
+    Sequence* seq = sampled.seq;
+    const int32_t token = sampled.token;
     ++seq->usage.completion_tokens;
-    ++generated;
     if (!seq->has_first_token) {
       seq->has_first_token = true;
       seq->first_token = forward_end;
@@ -423,7 +435,7 @@ bool Scheduler::Step() {
   std::lock_guard<std::mutex> lock(mu_);
   stats_.waiting = waiting_.size();
   stats_.running = running_.size();
-  stats_.generated_tokens += generated;
+  stats_.generated_tokens += sampling_.size();
   ++stats_.steps;
   stats_.forward_seconds += Seconds(forward_start, forward_end);
   stats_.step_seconds += Seconds(start, Clock::now());

@@ -187,6 +187,12 @@ class Scheduler {
     int n;  // tokens computed for it this step
   };
   std::vector<Planned> plan_;  // the current step's batch
+  struct Sampled {
+    Sequence* seq;
+    int32_t token;
+  };
+  // Sequences sampling this step, in logits-row order.
+  std::vector<Sampled> sampling_;
   std::vector<float> logits_;
 
   std::thread thread_;
