@@ -35,6 +35,8 @@ struct Transformer::Buffers {
   std::vector<uint8_t> prepared_storage[5];
   // K/V runs of one (layer, kv head); one vector per worker.
   std::vector<std::vector<kernels::KvRun>> runs;
+  // Attend's tiles of tokens: tile i is [tile_begin[i], tile_begin[i + 1]).
+  std::vector<size_t> tile_begin;
 
   void* Prepared(kernels::DType t, size_t bytes) {
     std::vector<uint8_t>& s = prepared_storage[static_cast<int>(t)];
@@ -124,27 +126,46 @@ void Transformer::Project(const float* x, size_t n,
 }
 
 // att[t] = causal attention of q[t] over positions [0, pos_t] of its
-// sequence, one task per (kv head, token).
+// sequence. One task per (kv head, tile), a tile being up to
+// kAttentionPassRows / group consecutive tokens of one batch entry, which one
+// pass of the kernel serves with all their heads of the group: the K/V are
+// read once per tile.
 void Transformer::Attend(int layer, std::span<const BatchEntry> batch,
                          size_t n) {
   const ModelConfig& c = model_.config();
   const size_t hd = c.head_dim;
+  const size_t q_dim = c.q_dim();
   const size_t group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  constexpr size_t kMaxTile = kernels::kAttentionPassRows;
+  const size_t tile = std::max<size_t>(1, kMaxTile / group);
   Buffers& b = *buf_;
+  b.tile_begin.clear();
+  for (size_t t = 0; t < n; ++t) {
+    if (b.tile_begin.empty() || t - b.tile_begin.back() == tile ||
+        b.token_entry[t] != b.token_entry[b.tile_begin.back()]) {
+      b.tile_begin.push_back(t);
+    }
+  }
+  const size_t n_tiles = b.tile_begin.size();
+  b.tile_begin.push_back(n);
   auto run = [&](size_t task, size_t worker) {
-    const int g = static_cast<int>(task / n);
-    const size_t t = task % n;
-    const KvView& kv = *batch[b.token_entry[t]].kv;
-    const int n_ctx = b.token_pos[t] + 1;
+    const int g = static_cast<int>(task / n_tiles);
+    const size_t t0 = b.tile_begin[task % n_tiles];
+    const size_t n_tokens = b.tile_begin[task % n_tiles + 1] - t0;
+    size_t n_ctx[kMaxTile];
+    for (size_t j = 0; j < n_tokens; ++j) {
+      n_ctx[j] = size_t(b.token_pos[t0 + j]) + 1;
+    }
+    const KvView& kv = *batch[b.token_entry[t0]].kv;
     std::vector<kernels::KvRun>& runs = b.runs[worker];
-    kv.Read(layer, g, n_ctx, &runs);
-    const size_t head0 = size_t(g) * group;
-    kernels::AttentionFast(&b.q[t * c.q_dim() + head0 * hd], group, hd,
-                           kv.kv_type(), runs, n_ctx, scale,
-                           &b.att[t * c.q_dim() + head0 * hd]);
+    kv.Read(layer, g, static_cast<int>(n_ctx[n_tokens - 1]), &runs);
+    const size_t offset = t0 * q_dim + size_t(g) * group * hd;
+    kernels::AttentionFastTokens(&b.q[offset], q_dim, n_tokens, group, hd,
+                                 kv.kv_type(), runs, n_ctx, scale,
+                                 &b.att[offset], q_dim);
   };
-  const size_t n_tasks = size_t(c.n_kv_heads) * n;
+  const size_t n_tasks = size_t(c.n_kv_heads) * n_tiles;
   if (pool_ != nullptr) {
     pool_->ParallelFor(n_tasks, run);
   } else {

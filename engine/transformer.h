@@ -14,12 +14,13 @@
 //   logits = RMSNorm(x) · Wout
 //
 // The products and attention run on the fast kernels (kernels/*_fast.h),
-// split over the rows of each matrix and over (kv head, token) pairs across
-// the workers of a ThreadPool. K/V are reached only through KvView. Scratch
-// buffers are owned by the Transformer and grow to the largest batch seen, so
-// steady-state decode allocates nothing. Not thread-safe: one Transformer per
-// sequence being computed at a time; the Model and the pool may be shared
-// with other Transformers used one after another.
+// split over the rows of each matrix and over (kv head, tile of consecutive
+// tokens of a sequence) pairs across the workers of a ThreadPool. K/V are
+// reached only through KvView. Scratch buffers are owned by the Transformer
+// and grow to the largest batch seen, so steady-state decode allocates
+// nothing. Not thread-safe: one Transformer per sequence being computed at a
+// time; the Model and the pool may be shared with other Transformers used
+// one after another.
 //
 // Results do not depend on batching: a token's logits and K/V are computed by
 // the same operations whatever else is in the batch (the kernels are

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "hwy/tests/hwy_gtest.h"
@@ -181,6 +183,95 @@ TEST_P(AttentionFastTest, OnePositionReturnsItsValue) {
     const std::vector<float> out = RunFast(q, 2, 19, type, kv.runs(), 1, 1.0f);
     for (size_t i = 0; i < out.size(); ++i) {
       EXPECT_EQ(out[i], kv.V(0, i % 19)) << DTypeName(type) << " " << i;
+    }
+  }
+}
+
+// n_tokens context lengths, non-decreasing from 1..200: steps of 0 (tokens
+// that end together), 1 (the tokens of a prefill) and more (across tiles).
+std::vector<size_t> RandomContexts(std::mt19937& rng, size_t n_tokens) {
+  constexpr size_t kSteps[] = {0, 1, 1, 1, 2, 31, 45};
+  std::uniform_int_distribution<size_t> step(0, std::size(kSteps) - 1);
+  std::vector<size_t> n_ctx = {
+      std::uniform_int_distribution<size_t>(1, 200)(rng)};
+  while (n_ctx.size() < n_tokens) {
+    n_ctx.push_back(n_ctx.back() + kSteps[step(rng)]);
+  }
+  return n_ctx;
+}
+
+// AttentionFastTokens over random K/V up to n_ctx.back() in runs of odd
+// sizes, with q and out rows spaced wider than n_q heads, equals AttentionFast
+// of each token alone bit for bit and leaves the gaps between out rows alone.
+void ExpectTokensEqualEachAlone(std::mt19937& rng, DType type, size_t head_dim,
+                                size_t n_q, const std::vector<size_t>& n_ctx) {
+  const size_t n_tokens = n_ctx.size();
+  TestKv kv(type, head_dim, RandomRunSizes(rng, n_ctx.back()), rng);
+  const size_t row = n_q * head_dim;
+  const size_t q_stride = row + 3;
+  const size_t out_stride = row + 5;
+  const std::vector<float> q =
+      RandomFloats(rng, n_tokens * q_stride, -2.0f, 2.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  constexpr float kGuard = 12345.0f;
+  std::vector<float> out(n_tokens * out_stride, kGuard);
+  for (size_t j = 0; j < n_tokens; ++j) {
+    std::fill_n(out.begin() + j * out_stride, row, NAN);
+  }
+  AttentionFastTokens(q.data(), q_stride, n_tokens, n_q, head_dim, type,
+                      kv.runs(), n_ctx.data(), scale, out.data(), out_stride);
+  for (size_t j = 0; j < n_tokens; ++j) {
+    const std::vector<float> q_j(q.begin() + j * q_stride,
+                                 q.begin() + j * q_stride + row);
+    const std::vector<float> alone =
+        RunFast(q_j, n_q, head_dim, type, kv.runs(), n_ctx[j], scale);
+    const float* got = out.data() + j * out_stride;
+    ASSERT_EQ(std::memcmp(got, alone.data(), row * sizeof(float)), 0)
+        << DTypeName(type) << " head_dim " << head_dim << " n_q " << n_q
+        << " n_tokens " << n_tokens << ": token " << j << " of n_ctx "
+        << n_ctx[j];
+    for (size_t i = row; i < out_stride; ++i) {
+      ASSERT_EQ(got[i], kGuard) << "wrote between the out rows of token " << j;
+    }
+  }
+}
+
+TEST_P(AttentionFastTest, TokensEqualEachTokenAlone) {
+  std::mt19937 rng(47);
+  for (DType type : kKvTypes) {
+    for (size_t head_dim : {8, 64, 80, 128}) {
+      for (size_t n_q : {1, 3, 4, 8}) {
+        for (size_t n_tokens = 1; n_tokens <= 9; ++n_tokens) {
+          ExpectTokensEqualEachAlone(rng, type, head_dim, n_q,
+                                     RandomContexts(rng, n_tokens));
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+// Contexts ending before, at and after tile edges (tiles of 32 positions).
+TEST_P(AttentionFastTest, TokensAtTileEdgesEqualEachTokenAlone) {
+  std::mt19937 rng(48);
+  for (DType type : kKvTypes) {
+    ExpectTokensEqualEachAlone(rng, type, 64, 3,
+                               {1, 31, 32, 32, 33, 63, 64, 65, 96});
+    if (HasFatalFailure()) return;
+  }
+}
+
+// More rows than one pass holds (kAttentionPassRows = 16) take several passes:
+// of whole tokens, or of heads for larger groups.
+TEST_P(AttentionFastTest, TokensInSeveralPassesEqualEachTokenAlone) {
+  std::mt19937 rng(49);
+  const std::pair<size_t, size_t> kShapes[] = {
+      {1, 20}, {3, 7}, {12, 3}, {17, 2}, {20, 3}};  // n_q, n_tokens
+  for (DType type : kKvTypes) {
+    for (const auto& [n_q, n_tokens] : kShapes) {
+      ExpectTokensEqualEachAlone(rng, type, 40, n_q,
+                                 RandomContexts(rng, n_tokens));
+      if (HasFatalFailure()) return;
     }
   }
 }
