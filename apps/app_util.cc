@@ -14,6 +14,12 @@ void PrintJson(const Json& j) {
             << std::endl;
 }
 
+Json SpreadJson(const bench::Spread& s) {
+  return Json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
+}
+
+void PrintProgress(const std::string& line) { std::cerr << line << std::endl; }
+
 Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options) {
   if (options.model_path.empty()) {
     return Status::InvalidArgument("--model is required");

@@ -11,6 +11,7 @@
 #include "apps/commands.h"
 #include "base/status.h"
 #include "base/thread_pool.h"
+#include "bench/llm_bench.h"
 #include "kernels/dtype.h"
 #include "model/model.h"
 
@@ -21,6 +22,12 @@ using Json = nlohmann::json;
 // Prints `j` on one line of stdout; invalid UTF-8 in strings (a byte token
 // cut mid-character) is replaced, never thrown on.
 void PrintJson(const Json& j);
+
+// {"median", "min", "max"} of a benchmark figure.
+Json SpreadJson(const bench::Spread& s);
+
+// Benchmark progress lines, to stderr.
+void PrintProgress(const std::string& line);
 
 // InvalidArgument when --model is missing; else Model::Load's result.
 Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options);

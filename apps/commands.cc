@@ -52,9 +52,9 @@ int RunGenerate(const GenerateCommandOptions& options) {
   if (!options.json) {
     std::cout << std::endl;
     std::cerr << "prefill: " << r->prompt_ids.size() << " tokens, "
-              << r->prefill_tokens_per_s() << " tok/s; decode: "
-              << r->gen_ids.size() << " tokens, " << r->decode_tokens_per_s()
-              << " tok/s\n";
+              << r->prefill_tokens_per_s()
+              << " tok/s; decode: " << r->gen_ids.size() << " tokens, "
+              << r->decode_tokens_per_s() << " tok/s\n";
     return 0;
   }
   PrintJson({{"prompt_ids", r->prompt_ids},
@@ -79,13 +79,13 @@ int RunPerplexity(const PerplexityCommandOptions& options) {
   if (!text.ok()) return Fail(text.status().message());
   const std::vector<int32_t> ids = (*model)->tokenizer().Encode(*text, false);
   Transformer transformer(**model, pool.get());
-  Result<PerplexityResult> r = Perplexity(
-      transformer, ids, options.ctx, options.windows, kv_type,
-      [](int done, int total) {
-        std::cerr << "\rperplexity: window " << done << "/" << total
-                  << std::flush;
-        if (done == total) std::cerr << "\n";
-      });
+  Result<PerplexityResult> r =
+      Perplexity(transformer, ids, options.ctx, options.windows, kv_type,
+                 [](int done, int total) {
+                   std::cerr << "\rperplexity: window " << done << "/" << total
+                             << std::flush;
+                   if (done == total) std::cerr << "\n";
+                 });
   if (!r.ok()) return Fail(r.status().message());
   if (options.json) {
     PrintJson({{"nll", r->nll},
@@ -95,10 +95,11 @@ int RunPerplexity(const PerplexityCommandOptions& options) {
                {"windows", r->windows},
                {"ctx", options.ctx}});
   } else {
-    std::printf("windows %d x %d tokens, %lld predicted: nll %.4f  ppl %.4f  "
-                "top1 %.4f\n",
-                r->windows, options.ctx, static_cast<long long>(r->tokens),
-                r->nll, r->ppl, r->top1);
+    std::printf(
+        "windows %d x %d tokens, %lld predicted: nll %.4f  ppl %.4f  "
+        "top1 %.4f\n",
+        r->windows, options.ctx, static_cast<long long>(r->tokens), r->nll,
+        r->ppl, r->top1);
   }
   return 0;
 }
@@ -112,9 +113,9 @@ int RunInfo(const InfoCommandOptions& options) {
             << (model.format() == ModelFormat::kGguf ? "GGUF" : "llama2.c")
             << ")\n"
             << model.config().ToString()
-            << "tokenizer: " << model.tokenizer().vocab_size() << " tokens, bos "
-            << model.tokenizer().bos() << ", eos " << model.tokenizer().eos()
-            << "\n"
+            << "tokenizer: " << model.tokenizer().vocab_size()
+            << " tokens, bos " << model.tokenizer().bos() << ", eos "
+            << model.tokenizer().eos() << "\n"
             << "tensors: " << model.tensors().size() << "\n";
   std::map<std::string, std::pair<int, uint64_t>> by_type;
   uint64_t params = 0;
@@ -173,10 +174,12 @@ int RunGenModel(const GenModelCommandOptions& options) {
                 "' is not one of f32, f16, bf16, q8_0, q4_0");
   }
   if (options.threads < 0) return Fail("--threads must be >= 0");
-  for (auto [value, field] :
-       {std::pair{options.dim, &o.dim}, {options.layers, &o.n_layers},
-        {options.heads, &o.n_heads}, {options.kv_heads, &o.n_kv_heads},
-        {options.ffn, &o.ffn_dim}, {options.ctx, &o.context_length}}) {
+  for (auto [value, field] : {std::pair{options.dim, &o.dim},
+                              {options.layers, &o.n_layers},
+                              {options.heads, &o.n_heads},
+                              {options.kv_heads, &o.n_kv_heads},
+                              {options.ffn, &o.ffn_dim},
+                              {options.ctx, &o.context_length}}) {
     if (value < 0) return Fail("shape flags must be positive");
     if (value > 0) *field = value;
   }
@@ -187,17 +190,17 @@ int RunGenModel(const GenModelCommandOptions& options) {
   if (Status s = WriteRandomModel(o, options.out_path, pool.get()); !s.ok()) {
     return Fail(s.message());
   }
-  const double seconds = std::chrono::duration<double>(
-                              std::chrono::steady_clock::now() - start)
-                              .count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   Result<std::unique_ptr<MappedFile>> written =
       MappedFile::Open(options.out_path);
   const uint64_t bytes = written.ok() ? (*written)->size() : 0;
-  std::printf("wrote %s: %s, dim %d, %d layers, %d/%d heads, ffn %d, %s "
-              "weights (random N(0, 0.02); its text is noise) in %.1f s\n",
-              options.out_path.c_str(), HumanBytes(bytes).c_str(), o.dim,
-              o.n_layers, o.n_heads, o.n_kv_heads, o.ffn_dim,
-              options.type.c_str(), seconds);
+  std::printf(
+      "wrote %s: %s, dim %d, %d layers, %d/%d heads, ffn %d, %s "
+      "weights (random N(0, 0.02); its text is noise) in %.1f s\n",
+      options.out_path.c_str(), HumanBytes(bytes).c_str(), o.dim, o.n_layers,
+      o.n_heads, o.n_kv_heads, o.ffn_dim, options.type.c_str(), seconds);
   return 0;
 }
 
@@ -213,18 +216,14 @@ int RunBench(const BenchCommandOptions& options) {
   o.repeat = options.repeat;
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
-  Result<bench::LlmBenchResult> r = bench::RunLlmBench(
-      **model, *pool, o,
-      [](const std::string& line) { std::cerr << line << std::endl; });
+  Result<bench::LlmBenchResult> r =
+      bench::RunLlmBench(**model, *pool, o, PrintProgress);
   if (!r.ok()) return Fail(r.status().message());
   const size_t rss = bench::ResidentBytes();
   const double kv_cache_bytes =
       double(std::max(o.prompt_tokens, o.depth + o.gen_tokens)) *
       kernels::RowBytes(o.kv_type, (*model)->config().head_dim) * 2 *
       (*model)->config().n_kv_heads * (*model)->config().n_layers;
-  auto spread = [](const bench::Spread& s) {
-    return Json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
-  };
   if (options.json) {
     PrintJson({{"model", options.model.model_path},
                {"weight_type", kernels::DTypeName(r->weight_type)},
@@ -234,8 +233,8 @@ int RunBench(const BenchCommandOptions& options) {
                {"gen_tokens", o.gen_tokens},
                {"depth", o.depth},
                {"repeat", o.repeat},
-               {"prefill_tokens_per_s", spread(r->prefill_tokens_per_s)},
-               {"decode_tokens_per_s", spread(r->decode_tokens_per_s)},
+               {"prefill_tokens_per_s", SpreadJson(r->prefill_tokens_per_s)},
+               {"decode_tokens_per_s", SpreadJson(r->decode_tokens_per_s)},
                {"decode_bytes_per_token",
                 r->weight_bytes_per_token + r->kv_bytes_per_token},
                {"read_bandwidth_gb_s", r->read_bandwidth / 1e9},

@@ -10,8 +10,9 @@ namespace {
 // `required`: false where a nested subcommand may take the flags instead.
 void AddModelFlags(CLI::App* cmd, kvstash::apps::ModelOptions* m,
                    bool required = true) {
-  CLI::Option* model = cmd->add_option(
-      "--model,-m", m->model_path, "model file: GGUF, or a llama2.c checkpoint");
+  CLI::Option* model =
+      cmd->add_option("--model,-m", m->model_path,
+                      "model file: GGUF, or a llama2.c checkpoint");
   if (required) model->required();
   cmd->add_option("--tokenizer", m->tokenizer_path,
                   "tokenizer.bin of a llama2.c checkpoint (GGUF files carry "
@@ -97,7 +98,8 @@ int main(int argc, char** argv) {
 
   ConvertCommandOptions conv;
   CLI::App* convert = app.add_subcommand(
-      "convert", "write a model (GGUF or llama2.c) as a GGUF of one weight type");
+      "convert",
+      "write a model (GGUF or llama2.c) as a GGUF of one weight type");
   AddModelFlags(convert, &conv.model);
   convert->add_option("--type", conv.type,
                       "weight type: f32, f16, bf16, q8_0, q4_0 (f16)");
@@ -111,9 +113,10 @@ int main(int argc, char** argv) {
   gen_model->add_option("--preset", genm.preset, "110m or 1b (110m)");
   gen_model->add_option("--type", genm.type,
                         "weight type: f32, f16, bf16, q8_0, q4_0 (f16)");
-  gen_model->add_option("--vocab", genm.vocab_path,
-                        "vocabulary GGUF to copy tokenizer.* metadata from, "
-                        "e.g. ../shared/vocab/ggml-vocab-llama-spm.gguf")
+  gen_model
+      ->add_option("--vocab", genm.vocab_path,
+                   "vocabulary GGUF to copy tokenizer.* metadata from, "
+                   "e.g. ../shared/vocab/ggml-vocab-llama-spm.gguf")
       ->required();
   gen_model->add_option("--out,-o", genm.out_path, "output .gguf path")
       ->required();
@@ -135,8 +138,7 @@ int main(int argc, char** argv) {
   AddRunFlags(bench_cmd, &bench.run);
   bench_cmd->add_option("--prompt-tokens", bench.prompt_tokens,
                         "prefill batch (512)");
-  bench_cmd->add_option("--gen-tokens", bench.gen_tokens,
-                        "decode steps (128)");
+  bench_cmd->add_option("--gen-tokens", bench.gen_tokens, "decode steps (128)");
   bench_cmd->add_option("--depth", bench.depth,
                         "context filled before decode is measured (0)");
   bench_cmd->add_option("--repeat", bench.repeat, "runs (3)");

@@ -324,34 +324,31 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
   o.max_batch_tokens = options.max_batch_tokens;
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
-  Result<bench::ServeBenchResult> r = bench::RunServeBench(
-      **model, *pool, o,
-      [](const std::string& line) { std::cerr << line << std::endl; });
+  Result<bench::ServeBenchResult> r =
+      bench::RunServeBench(**model, *pool, o, PrintProgress);
   if (!r.ok()) return Fail(r.status().message());
-  auto spread = [](const bench::Spread& s) {
-    return Json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
-  };
   if (options.json) {
-    PrintJson(
-        {{"model", options.model.model_path},
-         {"threads", pool->NumWorkers()},
-         {"prompt_tokens", o.prompt_tokens},
-         {"new_tokens", o.new_tokens},
-         {"streams", o.streams},
-         {"repeat", o.repeat},
-         {"cold_ttft_s", spread(r->cold_ttft_s)},
-         {"cold_prompt_s", spread(r->cold_prompt_s)},
-         {"warm_ttft_s", spread(r->warm_ttft_s)},
-         {"warm_prompt_s", spread(r->warm_prompt_s)},
-         {"warm_cached_tokens", r->warm_cached_tokens},
-         {"cold_over_warm_ttft", spread(r->cold_over_warm_ttft)},
-         {"partial_ttft_s", spread(r->partial_ttft_s)},
-         {"partial_prompt_s", spread(r->partial_prompt_s)},
-         {"partial_cached_tokens", r->partial_cached_tokens},
-         {"single_stream_tokens_per_s", spread(r->single_stream_tokens_per_s)},
-         {"multi_stream_tokens_per_s", spread(r->multi_stream_tokens_per_s)},
-         {"batching_speedup", spread(r->batching_speedup)},
-         {"bookkeeping_share", spread(r->bookkeeping_share)}});
+    PrintJson({{"model", options.model.model_path},
+               {"threads", pool->NumWorkers()},
+               {"prompt_tokens", o.prompt_tokens},
+               {"new_tokens", o.new_tokens},
+               {"streams", o.streams},
+               {"repeat", o.repeat},
+               {"cold_ttft_s", SpreadJson(r->cold_ttft_s)},
+               {"cold_prompt_s", SpreadJson(r->cold_prompt_s)},
+               {"warm_ttft_s", SpreadJson(r->warm_ttft_s)},
+               {"warm_prompt_s", SpreadJson(r->warm_prompt_s)},
+               {"warm_cached_tokens", r->warm_cached_tokens},
+               {"cold_over_warm_ttft", SpreadJson(r->cold_over_warm_ttft)},
+               {"partial_ttft_s", SpreadJson(r->partial_ttft_s)},
+               {"partial_prompt_s", SpreadJson(r->partial_prompt_s)},
+               {"partial_cached_tokens", r->partial_cached_tokens},
+               {"single_stream_tokens_per_s",
+                SpreadJson(r->single_stream_tokens_per_s)},
+               {"multi_stream_tokens_per_s",
+                SpreadJson(r->multi_stream_tokens_per_s)},
+               {"batching_speedup", SpreadJson(r->batching_speedup)},
+               {"bookkeeping_share", SpreadJson(r->bookkeeping_share)}});
     return 0;
   }
   auto line = [](const char* name, const bench::Spread& s, double scale,

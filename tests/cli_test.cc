@@ -99,5 +99,20 @@ TEST(CliTest, ErrorsAreOneLine) {
                          "", "--tokenizer");
 }
 
+TEST(CliTest, ServingCommandErrorsAreOneLine) {
+  const std::string small = ModelFlags() + " --kv-cache-mb 1";
+  ExpectOneLineError("serve --model /no/such/file", "/no/such/file");
+  ExpectOneLineError("serve " + small + " --block-tokens 0", "--block-tokens");
+  ExpectOneLineError("serve " + small + " --port 70000", "--port");
+  ExpectOneLineError("serve " + small + " --max-running 0", "max_running");
+  ExpectOneLineError("serve " + small + " --kv-type q4_0", "--kv-type");
+  ExpectOneLineError("bench serve " + ModelFlags() + " --new-tokens 0",
+                     "new_tokens");
+  ExpectOneLineError("bench --threads 2", "--model is required");
+  ExpectOneLineError("demo --vocab /no/such/vocab.gguf --cache-dir " +
+                         testing::TempDir("cli_demo"),
+                     "/no/such/vocab.gguf");
+}
+
 }  // namespace
 }  // namespace kvstash
