@@ -4,7 +4,7 @@
 
 namespace kvstash {
 
-PagedKvView::PagedKvView(const kvcache::BlockLayout& layout, uint8_t* arena,
+PagedKvView::PagedKvView(const kernels::BlockLayout& layout, uint8_t* arena,
                          std::span<const int32_t> blocks)
     : layout_(layout),
       block_bytes_(layout.block_bytes()),

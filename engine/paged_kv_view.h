@@ -2,7 +2,7 @@
 // through its block table (paged attention).
 //
 // Position p lives in block blocks[p / B] at token p % B, laid out as
-// kvcache::BlockLayout says; a Read of positions [0, n) returns one run per
+// kernels::BlockLayout says; a Read of positions [0, n) returns one run per
 // block. The view owns nothing: the arena and the block table belong to the
 // KV cache manager and the sequence, and must outlive the view and stay
 // unchanged while a forward pass uses it. The caller guarantees that the
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "engine/kv_cache.h"
-#include "kvcache/block_layout.h"
+#include "kernels/block_layout.h"
 
 namespace kvstash {
 
@@ -24,7 +24,7 @@ class PagedKvView final : public KvView {
   // `arena` is the start of block 0; block b starts at arena + b *
   // layout.block_bytes(). capacity() = blocks.size() * block_tokens.
   // REQUIRES: kernels::IsAttentionKvType(layout.kv_type).
-  PagedKvView(const kvcache::BlockLayout& layout, uint8_t* arena,
+  PagedKvView(const kernels::BlockLayout& layout, uint8_t* arena,
               std::span<const int32_t> blocks);
 
   int capacity() const override;
@@ -38,7 +38,7 @@ class PagedKvView final : public KvView {
     return arena_ + size_t(blocks_[index]) * block_bytes_;
   }
 
-  kvcache::BlockLayout layout_;
+  kernels::BlockLayout layout_;
   size_t block_bytes_;
   uint8_t* arena_;
   std::span<const int32_t> blocks_;

@@ -603,7 +603,7 @@ TEST_P(TransformerRefTest, IncrementalDecodeMatchesBatchedPrefill) {
 TEST_P(TransformerRefTest, BatchedPagedStepsEqualSeparateRuns) {
   const ModelConfig& c = model().config();
   const size_t vocab = c.vocab_size;
-  const kvcache::BlockLayout layout{c.n_layers, c.n_kv_heads, c.head_dim,
+  const kernels::BlockLayout layout{c.n_layers, c.n_kv_heads, c.head_dim,
                                     /*block_tokens=*/4, DType::kF32};
   constexpr int kBlocksPerSeq = 4;
   std::vector<uint8_t> arena(3 * kBlocksPerSeq * layout.block_bytes());

@@ -14,9 +14,11 @@
 #include <string_view>
 
 #include "base/hash.h"
-#include "kvcache/block_layout.h"
+#include "kernels/block_layout.h"
 
 namespace kvstash::kvcache {
+
+using kernels::BlockLayout;
 
 // h_0 of a namespace. `model_identity` is the hash of the model's weights
 // (Model::identity()); `salt` isolates tenants ("" = shared namespace).

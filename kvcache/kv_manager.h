@@ -40,9 +40,11 @@
 
 #include "base/hash.h"
 #include "base/status.h"
-#include "kvcache/block_layout.h"
+#include "kernels/block_layout.h"
 
 namespace kvstash::kvcache {
+
+using kernels::BlockLayout;
 
 using BlockId = int32_t;
 

@@ -116,7 +116,7 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Create(
     const SchedulerOptions& options) {
   KV_RETURN_IF_ERROR(options.Validate());
   const ModelConfig& c = model.config();
-  const kvcache::BlockLayout& layout = kv.layout();
+  const kernels::BlockLayout& layout = kv.layout();
   if (layout.n_layers != c.n_layers || layout.n_kv_heads != c.n_kv_heads ||
       layout.head_dim != c.head_dim) {
     return Status::InvalidArgument(

@@ -23,7 +23,7 @@ namespace kvstash::store {
 namespace {
 
 namespace fs = std::filesystem;
-using kvcache::BlockLayout;
+using kernels::BlockLayout;
 using Bytes = std::vector<uint8_t>;
 
 BlockLayout TestLayout() {

@@ -109,7 +109,7 @@ Status Mismatch(const char* field, const std::string& got,
 
 std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
                                   const Hash128& key,
-                                  const kvcache::BlockLayout& layout,
+                                  const kernels::BlockLayout& layout,
                                   uint32_t token_count,
                                   std::span<const uint8_t> payload) {
   uint8_t dtype_code = 0;
@@ -171,7 +171,7 @@ Result<ObjectHeader> ParseObjectHeader(std::span<const uint8_t> bytes) {
         " payload bytes, " + std::to_string(bytes.size() - kObjectHeaderBytes) +
         " follow it");
   }
-  kvcache::BlockLayout& layout = header.layout;
+  kernels::BlockLayout& layout = header.layout;
   if (!ReadDim(h, kNLayersAt, &layout.n_layers) ||
       !ReadDim(h, kNKvHeadsAt, &layout.n_kv_heads) ||
       !ReadDim(h, kHeadDimAt, &layout.head_dim) ||
@@ -205,7 +205,7 @@ Result<ObjectView> ParseObject(std::span<const uint8_t> bytes) {
 
 Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
                                 const Hash128& fingerprint, const Hash128& key,
-                                const kvcache::BlockLayout& layout) {
+                                const kernels::BlockLayout& layout) {
   KV_ASSIGN_OR_RETURN(ObjectView view, ParseObject(bytes));
   const ObjectHeader& h = view.header;
   if (h.fingerprint != fingerprint) {

@@ -43,7 +43,7 @@
 
 #include "base/hash.h"
 #include "base/status.h"
-#include "kvcache/block_layout.h"
+#include "kernels/block_layout.h"
 
 namespace kvstash::store {
 
@@ -59,7 +59,7 @@ struct ObjectHeader {
   Hash128 fingerprint;  // h_0 of the namespace
   Hash128 key;          // h_i of the last block held
   uint32_t token_count = 0;
-  kvcache::BlockLayout layout;
+  kernels::BlockLayout layout;
   Codec codec = Codec::kRaw;  // may hold a value this build does not know
   uint64_t payload_bytes = 0;
 };
@@ -76,7 +76,7 @@ struct ObjectView {
 // payload.size() == token_count / block_tokens * layout.block_bytes().
 std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
                                   const Hash128& key,
-                                  const kvcache::BlockLayout& layout,
+                                  const kernels::BlockLayout& layout,
                                   uint32_t token_count,
                                   std::span<const uint8_t> payload);
 
@@ -94,6 +94,6 @@ Result<ObjectView> ParseObject(std::span<const uint8_t> bytes);
 // is not whole blocks of the layout.
 Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
                                 const Hash128& fingerprint, const Hash128& key,
-                                const kvcache::BlockLayout& layout);
+                                const kernels::BlockLayout& layout);
 
 }  // namespace kvstash::store

@@ -11,7 +11,7 @@ namespace kvstash::store {
 namespace {
 
 using kernels::DType;
-using kvcache::BlockLayout;
+using kernels::BlockLayout;
 
 using Bytes = std::vector<uint8_t>;
 

@@ -8,24 +8,24 @@
 //
 // so the keys (or values) of one (layer, kv head) over the block's tokens are
 // one contiguous run of [block_tokens][head_dim], which is what the attention
-// kernels read. Pure arithmetic; shared by the block pool (kvcache/) and the
-// paged KV view of the forward pass (engine/).
+// kernels read. Pure arithmetic; shared by the block pool (kvcache/), the
+// tier objects (store/) and the paged KV view of the forward pass (engine/).
 #pragma once
 
 #include <cstddef>
 
 #include "kernels/dtype.h"
 
-namespace kvstash::kvcache {
+namespace kvstash::kernels {
 
 struct BlockLayout {
   int n_layers = 0;
   int n_kv_heads = 0;
   int head_dim = 0;
   int block_tokens = 16;
-  kernels::DType kv_type = kernels::DType::kF16;  // f32, f16 or bf16
+  DType kv_type = DType::kF16;  // f32, f16 or bf16
 
-  size_t elem_bytes() const { return kernels::RowBytes(kv_type, 1); }
+  size_t elem_bytes() const { return RowBytes(kv_type, 1); }
   // Bytes of one run: [block_tokens][head_dim].
   size_t run_bytes() const {
     return size_t(block_tokens) * size_t(head_dim) * elem_bytes();
@@ -42,4 +42,4 @@ struct BlockLayout {
   }
 };
 
-}  // namespace kvstash::kvcache
+}  // namespace kvstash::kernels
