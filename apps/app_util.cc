@@ -18,6 +18,12 @@ Json SpreadJson(const bench::Spread& s) {
   return Json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
 }
 
+void PrintSpreadLine(const std::string& name, const bench::Spread& s,
+                     double scale, const char* unit) {
+  std::printf("%-40s %10.3f %s (min %.3f, max %.3f)\n", name.c_str(),
+              s.median * scale, unit, s.min * scale, s.max * scale);
+}
+
 void PrintProgress(const std::string& line) { std::cerr << line << std::endl; }
 
 Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options) {

@@ -26,6 +26,10 @@ void PrintJson(const Json& j);
 // {"median", "min", "max"} of a benchmark figure.
 Json SpreadJson(const bench::Spread& s);
 
+// One benchmark row on stdout: "<name> <median*scale> <unit> (min .., max ..)".
+void PrintSpreadLine(const std::string& name, const bench::Spread& s,
+                     double scale, const char* unit);
+
 // Benchmark progress lines, to stderr.
 void PrintProgress(const std::string& line);
 

@@ -76,6 +76,18 @@ struct BenchCommandOptions {
 };
 int RunBench(const BenchCommandOptions& options);
 
+// The KV tiers below DRAM (apps/tiers.h opens them).
+struct TierFlags {
+  std::string disk_cache;        // directory; empty: no disk tier
+  double disk_cache_gb = 16;     // capacity of the disk tier
+  std::string disk_io = "auto";  // auto, direct (O_DIRECT + io_uring), buffered
+  std::string disk_write = "commit";  // commit or second-use
+  std::string redis;  // redis://HOST:PORT[,HOST:PORT...]; empty: no Redis
+  std::string redis_prefix = "kvstash:";
+  int redis_ttl = 0;  // seconds, 0 = no expiry
+  std::string redis_write = "commit";  // commit or second-use
+};
+
 // The serving stack: a KV cache pool, the scheduler and the HTTP server.
 struct ServeStackOptions {
   RunOptions run;
@@ -89,6 +101,7 @@ struct ServeStackOptions {
   int ctx = 0;  // 0: the model's context length (2048 when it has none)
   std::string api_key;
   std::string model_id;  // empty: the model file's name
+  TierFlags tiers;
 };
 
 struct ServeCommandOptions {
@@ -104,6 +117,32 @@ struct DemoCommandOptions {
   ServeStackOptions stack;
 };
 int RunDemo(const DemoCommandOptions& options);
+
+struct BenchTiersCommandOptions {
+  ModelOptions model;
+  RunOptions run;
+  std::string disk_cache;  // empty: no disk rows
+  std::string disk_io = "auto";
+  std::string redis;  // empty: no Redis rows
+  int prompt_tokens = 4096;
+  int gen_tokens = 32;
+  int streams = 4;
+  int decode_tokens = 128;
+  int repeat = 3;
+  int block_tokens = 16;
+  size_t kv_cache_mb = 1024;
+  bool json = false;
+};
+int RunBenchTiers(const BenchTiersCommandOptions& options);
+
+// `kvstash cache stats|verify|clear --disk-cache DIR`.
+struct CacheCommandOptions {
+  std::string action;  // stats, verify or clear
+  std::string dir;
+  bool remove_bad = false;  // verify: delete the objects that fail
+  bool json = false;
+};
+int RunCache(const CacheCommandOptions& options);
 
 struct BenchServeCommandOptions {
   ModelOptions model;

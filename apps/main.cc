@@ -25,6 +25,27 @@ void AddRunFlags(CLI::App* cmd, kvstash::apps::RunOptions* r) {
                   "KV cache element type: f32, f16, bf16 (f16)");
 }
 
+void AddTierFlags(CLI::App* cmd, kvstash::apps::TierFlags* t) {
+  cmd->add_option("--disk-cache", t->disk_cache,
+                  "directory of a persistent KV cache tier (none)");
+  cmd->add_option("--disk-cache-gb", t->disk_cache_gb,
+                  "disk tier capacity in GiB (16)");
+  cmd->add_option("--disk-io", t->disk_io,
+                  "disk tier I/O: auto, direct (O_DIRECT + io_uring), "
+                  "buffered (auto)");
+  cmd->add_option("--disk-write", t->disk_write,
+                  "write blocks to disk on commit or on second-use (commit)");
+  cmd->add_option("--redis", t->redis,
+                  "Redis KV tier shared by servers: "
+                  "redis://HOST:PORT[,HOST:PORT...] (none)");
+  cmd->add_option("--redis-prefix", t->redis_prefix,
+                  "prefix of Redis keys (kvstash:)");
+  cmd->add_option("--redis-ttl", t->redis_ttl,
+                  "Redis key expiry in seconds, 0 = none (0)");
+  cmd->add_option("--redis-write", t->redis_write,
+                  "write blocks to Redis on commit or on second-use (commit)");
+}
+
 void AddStackFlags(CLI::App* cmd, kvstash::apps::ServeStackOptions* s,
                    bool network) {
   AddRunFlags(cmd, &s->run);
@@ -49,6 +70,7 @@ void AddStackFlags(CLI::App* cmd, kvstash::apps::ServeStackOptions* s,
                   "waiting requests before 429 (256)");
   cmd->add_option("--ctx", s->ctx,
                   "positions per sequence, 0 = the model's context (0)");
+  AddTierFlags(cmd, &s->tiers);
 }
 
 }  // namespace
@@ -170,6 +192,36 @@ int main(int argc, char** argv) {
   bench_serve_cmd->add_flag("--json", bench_serve.json,
                             "print one JSON object");
 
+  BenchTiersCommandOptions bench_tiers;
+  CLI::App* bench_tiers_cmd = bench_cmd->add_subcommand(
+      "tiers",
+      "KV tier benchmark: restore throughput from disk and Redis against "
+      "probes of the same media, warm vs cold TTFT, decode with write-behind "
+      "on and off");
+  AddModelFlags(bench_tiers_cmd, &bench_tiers.model);
+  AddRunFlags(bench_tiers_cmd, &bench_tiers.run);
+  bench_tiers_cmd->add_option("--disk-cache", bench_tiers.disk_cache,
+                              "disk tier directory (none: no disk rows)");
+  bench_tiers_cmd->add_option("--disk-io", bench_tiers.disk_io,
+                              "auto, direct or buffered (auto)");
+  bench_tiers_cmd->add_option("--redis", bench_tiers.redis,
+                              "redis://HOST:PORT[,...] (none: no Redis rows)");
+  bench_tiers_cmd->add_option("--prompt-tokens", bench_tiers.prompt_tokens,
+                              "prompt restored from the tiers (4096)");
+  bench_tiers_cmd->add_option("--gen-tokens", bench_tiers.gen_tokens,
+                              "tokens generated after it (32)");
+  bench_tiers_cmd->add_option("--streams", bench_tiers.streams,
+                              "decode streams for the write-behind rows (4)");
+  bench_tiers_cmd->add_option("--decode-tokens", bench_tiers.decode_tokens,
+                              "tokens per decode stream (128)");
+  bench_tiers_cmd->add_option("--repeat", bench_tiers.repeat, "runs (3)");
+  bench_tiers_cmd->add_option("--block-tokens", bench_tiers.block_tokens,
+                              "tokens per KV block (16)");
+  bench_tiers_cmd->add_option("--kv-cache-mb", bench_tiers.kv_cache_mb,
+                              "KV block pool in MiB (1024)");
+  bench_tiers_cmd->add_flag("--json", bench_tiers.json,
+                            "print one JSON object");
+
   ServeCommandOptions serve;
   CLI::App* serve_cmd = app.add_subcommand(
       "serve",
@@ -192,6 +244,18 @@ int main(int argc, char** argv) {
                        "length of the shared prompt (1500)");
   AddStackFlags(demo_cmd, &demo.stack, /*network=*/false);
 
+  CacheCommandOptions cache;
+  CLI::App* cache_cmd = app.add_subcommand(
+      "cache", "inspect a disk KV cache: stats, verify (checksums), clear");
+  cache_cmd->add_option("action", cache.action, "stats, verify or clear")
+      ->required()
+      ->check(CLI::IsMember({"stats", "verify", "clear"}));
+  cache_cmd->add_option("--disk-cache", cache.dir, "the cache directory")
+      ->required();
+  cache_cmd->add_flag("--remove-bad", cache.remove_bad,
+                      "verify: delete the objects that fail");
+  cache_cmd->add_flag("--json", cache.json, "print one JSON object");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -204,8 +268,10 @@ int main(int argc, char** argv) {
   if (convert->parsed()) return RunConvert(conv);
   if (gen_model->parsed()) return RunGenModel(genm);
   if (bench_serve_cmd->parsed()) return RunBenchServe(bench_serve);
+  if (bench_tiers_cmd->parsed()) return RunBenchTiers(bench_tiers);
   if (bench_cmd->parsed()) return RunBench(bench);
   if (serve_cmd->parsed()) return RunServe(serve);
   if (demo_cmd->parsed()) return RunDemo(demo);
+  if (cache_cmd->parsed()) return RunCache(cache);
   return Fail("no subcommand");
 }

@@ -14,6 +14,7 @@
 
 #include "apps/app_util.h"
 #include "apps/commands.h"
+#include "apps/tiers.h"
 #include "bench/serve_bench.h"
 #include "kvcache/kv_manager.h"
 #include "model/random_model.h"
@@ -29,6 +30,7 @@ using Clock = std::chrono::steady_clock;
 struct ServeStack {
   std::unique_ptr<Model> model;
   std::unique_ptr<ThreadPool> pool;
+  OpenedTiers tiers;  // used by kv
   std::unique_ptr<kvcache::KvManager> kv;
   std::unique_ptr<Scheduler> scheduler;
   std::unique_ptr<HttpServer> server;
@@ -51,6 +53,8 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   kvcache::KvManagerOptions kvo;
   kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens, kv_type};
   kvo.capacity_bytes = o.kv_cache_mb << 20;
+  KV_ASSIGN_OR_RETURN(s.tiers, OpenTiers(o.tiers));
+  kvo.tiers = s.tiers.options;
   KV_ASSIGN_OR_RETURN(s.kv, kvcache::KvManager::Create(kvo));
   SchedulerOptions so;
   so.max_batch_tokens = o.max_batch_tokens;
@@ -78,6 +82,9 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
                s.pool->NumWorkers(), so.context,
                HumanBytes(kv.capacity_blocks * kv.block_bytes).c_str(),
                kv.capacity_blocks, kv.block_tokens);
+  for (const std::string& tier : s.tiers.descriptions) {
+    std::fprintf(stderr, "kvstash: KV tier %s\n", tier.c_str());
+  }
   return s;
 }
 
@@ -351,11 +358,7 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
                {"bookkeeping_share", SpreadJson(r->bookkeeping_share)}});
     return 0;
   }
-  auto line = [](const char* name, const bench::Spread& s, double scale,
-                 const char* unit) {
-    std::printf("%-40s %10.3f %s (min %.3f, max %.3f)\n", name,
-                s.median * scale, unit, s.min * scale, s.max * scale);
-  };
+  const auto& line = PrintSpreadLine;
   std::printf("model %s, %zu threads, %d runs\n",
               options.model.model_path.c_str(), pool->NumWorkers(), o.repeat);
   line("cold prompt: TTFT", r->cold_ttft_s, 1e3, "ms");
@@ -368,9 +371,8 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
   std::printf("%-40s %d and %d of %d\n", "cached tokens (warm, partial)",
               r->warm_cached_tokens, r->partial_cached_tokens, o.prompt_tokens);
   line("decode, 1 stream", r->single_stream_tokens_per_s, 1, "tok/s");
-  line(
-      ("decode, " + std::to_string(o.streams) + " streams (aggregate)").c_str(),
-      r->multi_stream_tokens_per_s, 1, "tok/s");
+  line("decode, " + std::to_string(o.streams) + " streams (aggregate)",
+       r->multi_stream_tokens_per_s, 1, "tok/s");
   line("batching speedup", r->batching_speedup, 1, "x");
   line("bookkeeping share of step time", r->bookkeeping_share, 100, "%");
   return 0;

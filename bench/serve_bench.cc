@@ -6,93 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "bench/requests.h"
 #include "kvcache/kv_manager.h"
 #include "serve/scheduler.h"
 
 namespace kvstash::bench {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double>(to - from).count();
-}
-
-struct Run {
-  std::vector<Clock::time_point> token_times;
-  RequestEvent finish;
-  Clock::time_point submitted;
-  double ttft() const { return Seconds(submitted, token_times.front()); }
-};
-
-// Submits `request` and waits for its end.
-Result<Run> RunOne(Scheduler& scheduler, GenerationRequest request) {
-  KV_ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> h,
-                      scheduler.Submit(std::move(request)));
-  Run run;
-  run.submitted = h->submitted();
-  RequestEvent ev;
-  while (h->Next(&ev, std::chrono::minutes(10))) {
-    if (ev.kind == RequestEvent::Kind::kToken) {
-      run.token_times.push_back(ev.time);
-      continue;
-    }
-    if (ev.finish == RequestEnd::kError) return ev.error;
-    if (run.token_times.empty()) {
-      return Status::Internal("bench: a request ended without a token");
-    }
-    run.finish = ev;
-    return run;
-  }
-  return Status::Internal("bench: a request did not finish in 10 minutes");
-}
-
-class Prompts {
- public:
-  Prompts(const Model& model, uint64_t seed)
-      : rng_(seed),
-        vocab_(model.config().vocab_size),
-        bos_(model.tokenizer().bos()) {}
-  // BOS (when the model has one) and n - 1 random ids.
-  std::vector<int32_t> Random(int n) {
-    std::vector<int32_t> p;
-    if (bos_ >= 0) p.push_back(bos_);
-    std::uniform_int_distribution<int32_t> id(0, vocab_ - 1);
-    while (int(p.size()) < n) p.push_back(id(rng_));
-    return p;
-  }
-
- private:
-  std::mt19937_64 rng_;
-  int vocab_;
-  int32_t bos_;
-};
-
-GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
-  GenerationRequest r;
-  r.prompt = std::move(prompt);
-  r.max_tokens = max_tokens;
-  r.sampling.temperature = 0;
-  r.stop_at_eos = false;
-  return r;
-}
-
-// Aggregate tokens/s over the window where every stream decodes: from the
-// latest first token to the earliest last token.
-double AggregateDecodeRate(const std::vector<Run>& runs) {
-  Clock::time_point begin = runs[0].token_times.front();
-  Clock::time_point end = runs[0].token_times.back();
-  for (const Run& r : runs) {
-    begin = std::max(begin, r.token_times.front());
-    end = std::min(end, r.token_times.back());
-  }
-  size_t tokens = 0;
-  for (const Run& r : runs) {
-    for (Clock::time_point t : r.token_times) tokens += t > begin && t <= end;
-  }
-  const double s = Seconds(begin, end);
-  return s > 0 ? tokens / s : 0;
-}
 
 Status Validate(const ServeBenchOptions& o, const Model& model) {
   if (o.prompt_tokens < 2 || o.new_tokens < 1 ||

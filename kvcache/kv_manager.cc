@@ -1,11 +1,13 @@
 #include "kvcache/kv_manager.h"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/check.h"
@@ -13,6 +15,7 @@
 #include "kvcache/block_hash.h"
 #include "kvcache/block_pool.h"
 #include "kvcache/prefix_index.h"
+#include "store/object_format.h"
 
 namespace kvstash::kvcache {
 
@@ -36,6 +39,30 @@ Status CheckLayout(const BlockLayout& l) {
   return Status::OK();
 }
 
+Status CheckTiers(const std::vector<TierOptions>& tiers) {
+  if (tiers.size() > kMaxTiers) {
+    return Status::InvalidArgument("kv cache: " + std::to_string(tiers.size()) +
+                                   " tiers, at most " +
+                                   std::to_string(kMaxTiers));
+  }
+  for (const TierOptions& t : tiers) {
+    if (t.tier == nullptr) {
+      return Status::InvalidArgument("kv cache: a tier is null");
+    }
+  }
+  return Status::OK();
+}
+
+// How many leading entries are true.
+size_t LeadingRun(const std::vector<bool>& present) {
+  return size_t(std::find(present.begin(), present.end(), false) -
+                present.begin());
+}
+
+// Objects read from a tier per Get call during a Prefetch: bounds the memory
+// held in flight while keeping each call batched.
+constexpr size_t kLoadBatchBlocks = 16;
+
 Status Broken(size_t seq, const std::string& what) {
   return Status::Internal("kv cache: sequence " + std::to_string(seq) + ": " +
                           what);
@@ -43,12 +70,33 @@ Status Broken(size_t seq, const std::string& what) {
 
 }  // namespace
 
+const char* TierWritePolicyName(TierWritePolicy policy) {
+  return policy == TierWritePolicy::kOnCommit ? "commit" : "second-use";
+}
+
+int PrefixHit::total() const {
+  int n = dram_tokens;
+  for (const int t : tier_tokens) n += t;
+  return n;
+}
+
 // `mu` guards the pool's and the index's contents and the counters; the
 // layout and the arena's address never change (BlockData reads them without
 // the lock). Every helper requires `mu` held.
 struct KvManager::State {
-  State(const BlockLayout& layout, std::unique_ptr<BlockPool> pool)
-      : layout(layout), pool(std::move(pool)), index(this->pool.get()) {}
+  State(const BlockLayout& layout, std::unique_ptr<BlockPool> pool,
+        std::vector<TierOptions> tier_options)
+      : layout(layout),
+        pool(std::move(pool)),
+        index(this->pool.get()),
+        tiers(std::move(tier_options)) {
+    for (const TierOptions& t : tiers) {
+      TierCounters c;
+      c.name = std::string(t.tier->name());
+      c.write = t.write;
+      tier_counters.push_back(std::move(c));
+    }
+  }
 
   size_t block_tokens() const { return size_t(layout.block_tokens); }
   std::span<const int32_t> BlockTokens(std::span<const int32_t> tokens,
@@ -64,6 +112,32 @@ struct KvManager::State {
   size_t MapPrefix(std::span<const int32_t> tokens, SequenceKv* seq);
   bool PrivatizeLastBlock(SequenceKv* seq);
 
+  void ReleaseLocked(SequenceKv* seq);
+  // h_1..h_n of the n full blocks of `tokens` under `root`.
+  std::vector<Hash128> Chain(std::span<const int32_t> tokens,
+                             const Hash128& root) const;
+  // Per tier t, how many of `keys` from offset start_t on it holds as a
+  // leading run, where start_0 = 0 and start_{t+1} = start_t + run_t.
+  std::vector<size_t> TierRuns(std::span<const Hash128> keys) const;
+  void CommitLocked(std::span<const int32_t> tokens, SequenceKv* seq);
+
+  // A block to write behind: encoded from the pool after `mu` is released,
+  // while a sequence still holds it.
+  struct PendingWrite {
+    BlockId block;
+    Hash128 parent;  // h_{i-1} (the root for a chain's first block)
+    Hash128 key;     // h_i
+    uint8_t tiers;   // bit t: queue to tier t
+  };
+  // Bits of the tiers that follow `policy`.
+  uint8_t TiersWith(TierWritePolicy policy) const;
+  // Marks seq's indexed block i as queued to the `wanted` tiers it is not in
+  // yet, and adds it to `out` when that leaves any.
+  void CollectWrite(const SequenceKv& seq, size_t i, uint8_t wanted,
+                    std::vector<PendingWrite>* out);
+  // Encodes and queues each write. Called without `mu`.
+  void WriteBehind(const Hash128& root, std::span<const PendingWrite> writes);
+
   Status ValidateTables(std::span<const SequenceKv* const> live) const;
   Status ValidateFreeList() const;
   Status ValidateNodes() const;
@@ -76,6 +150,10 @@ struct KvManager::State {
   uint64_t hit_tokens = 0;
   uint64_t evictions = 0;
   uint64_t cow_copies = 0;
+
+  const std::vector<TierOptions> tiers;
+  std::vector<TierCounters> tier_counters;  // guarded by mu, name/policy fixed
+  LoadObserver load_observer;               // set before any Prefetch
 };
 
 // A free block (refcount 1), evicting LRU cached leaves while none is free;
@@ -149,6 +227,48 @@ bool KvManager::State::PrivatizeLastBlock(SequenceKv* seq) {
   return copy >= 0;
 }
 
+uint8_t KvManager::State::TiersWith(TierWritePolicy policy) const {
+  uint8_t bits = 0;
+  for (size_t t = 0; t < tiers.size(); ++t) {
+    if (tiers[t].write == policy) bits |= uint8_t(1u << t);
+  }
+  return bits;
+}
+
+void KvManager::State::CollectWrite(const SequenceKv& seq, size_t i,
+                                    uint8_t wanted,
+                                    std::vector<PendingWrite>* out) {
+  if (!seq.indexed[i]) return;
+  const Hash128& key = seq.chain[i];
+  const uint8_t missing = wanted & ~index.Find(key)->in_tiers;
+  if (missing == 0) return;
+  index.MarkInTiers(key, missing);
+  out->push_back(
+      {seq.blocks[i], i == 0 ? seq.root : seq.chain[i - 1], key, missing});
+}
+
+void KvManager::State::WriteBehind(const Hash128& root,
+                                   std::span<const PendingWrite> writes) {
+  if (writes.empty()) return;
+  std::vector<uint64_t> queued(tiers.size(), 0);
+  for (const PendingWrite& w : writes) {
+    std::vector<uint8_t> object = store::EncodeObject(
+        root, w.parent, w.key, layout, uint32_t(layout.block_tokens),
+        std::span<const uint8_t>(pool->data(w.block), pool->block_bytes()));
+    for (size_t t = 0; t < tiers.size(); ++t) {
+      if ((w.tiers >> t & 1) == 0) continue;
+      const bool last = (w.tiers >> (t + 1)) == 0;
+      // A refused write is counted by the tier (dropped_writes).
+      queued[t] +=
+          tiers[t].tier->Put(w.key, last ? std::move(object) : object).ok();
+    }
+  }
+  std::lock_guard lock(mu);
+  for (size_t t = 0; t < tiers.size(); ++t) {
+    tier_counters[t].queued_blocks += queued[t];
+  }
+}
+
 Result<std::unique_ptr<KvManager>> KvManager::Create(
     const KvManagerOptions& options) {
   KV_RETURN_IF_ERROR(CheckLayout(options.layout));
@@ -160,11 +280,12 @@ Result<std::unique_ptr<KvManager>> KvManager::Create(
         "kv cache: capacity " + std::to_string(options.capacity_bytes) +
         " bytes is below one block of " + std::to_string(block_bytes));
   }
+  KV_RETURN_IF_ERROR(CheckTiers(options.tiers));
   KV_ASSIGN_OR_RETURN(
       std::unique_ptr<BlockPool> pool,
       BlockPool::Create(block_bytes, BlockId(n_blocks), options.prefault));
-  return std::unique_ptr<KvManager>(
-      new KvManager(std::make_unique<State>(options.layout, std::move(pool))));
+  return std::unique_ptr<KvManager>(new KvManager(
+      std::make_unique<State>(options.layout, std::move(pool), options.tiers)));
 }
 
 KvManager::KvManager(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -181,13 +302,24 @@ int KvManager::Admit(std::span<const int32_t> tokens, SequenceKv* seq) {
   KV_CHECK(!tokens.empty());
   KV_CHECK(seq->blocks.empty() && seq->chain.empty() && seq->indexed.empty());
   State& s = *state_;
-  std::lock_guard lock(s.mu);
-  const int n = int(tokens.size());
-  const int b = int(s.block_tokens());
-  int cached = int(s.MapPrefix(tokens, seq)) * b;
-  if (cached == n) cached = s.PrivatizeLastBlock(seq) ? n - 1 : n - b;
-  s.queried_tokens += uint64_t(n);
-  s.hit_tokens += uint64_t(cached);
+  std::vector<State::PendingWrite> writes;
+  int cached;
+  {
+    std::lock_guard lock(s.mu);
+    const int n = int(tokens.size());
+    const int b = int(s.block_tokens());
+    cached = int(s.MapPrefix(tokens, seq)) * b;
+    if (cached == n) cached = s.PrivatizeLastBlock(seq) ? n - 1 : n - b;
+    s.queried_tokens += uint64_t(n);
+    s.hit_tokens += uint64_t(cached);
+    // Second use: the blocks this sequence now holds (so they stay intact
+    // while being encoded below).
+    const uint8_t second_use = s.TiersWith(TierWritePolicy::kOnSecondUse);
+    for (size_t i = 0; second_use != 0 && i < seq->chain.size(); ++i) {
+      s.CollectWrite(*seq, i, second_use, &writes);
+    }
+  }
+  s.WriteBehind(seq->root, writes);
   return cached;
 }
 
@@ -216,35 +348,52 @@ Status KvManager::Reserve(int n_tokens, SequenceKv* seq) {
 
 void KvManager::Commit(std::span<const int32_t> tokens, SequenceKv* seq) {
   State& s = *state_;
-  std::lock_guard lock(s.mu);
-  const size_t b = s.block_tokens();
+  std::vector<State::PendingWrite> writes;
+  {
+    std::lock_guard lock(s.mu);
+    const size_t first_new = seq->chain.size();
+    s.CommitLocked(tokens, seq);
+    const uint8_t on_commit = s.TiersWith(TierWritePolicy::kOnCommit);
+    for (size_t i = first_new; on_commit != 0 && i < seq->chain.size(); ++i) {
+      if (seq->indexed[i]) s.CollectWrite(*seq, i, on_commit, &writes);
+    }
+  }
+  s.WriteBehind(seq->root, writes);
+}
+
+void KvManager::State::CommitLocked(std::span<const int32_t> tokens,
+                                    SequenceKv* seq) {
+  const size_t b = block_tokens();
   const size_t full = std::min(tokens.size() / b, seq->blocks.size());
   std::optional<Hash128> deepest_indexed;
   for (size_t i = seq->chain.size(); i < full; ++i) {
     const std::optional<Hash128> parent =
         i == 0 ? std::nullopt : std::optional(seq->chain[i - 1]);
     const Hash128 h =
-        BlockHash(parent ? *parent : seq->root, s.BlockTokens(tokens, i));
+        BlockHash(parent ? *parent : seq->root, BlockTokens(tokens, i));
     seq->chain.push_back(h);
-    const bool parent_indexed = !parent || s.index.Find(*parent) != nullptr;
-    const bool insert = parent_indexed && s.index.Find(h) == nullptr;
-    if (insert) s.index.Insert(h, seq->blocks[i], parent);
+    const bool parent_indexed = !parent || index.Find(*parent) != nullptr;
+    const bool insert = parent_indexed && index.Find(h) == nullptr;
+    if (insert) index.Insert(h, seq->blocks[i], parent);
     seq->indexed.push_back(insert);
-    if (s.index.Find(h) != nullptr) deepest_indexed = h;
+    if (index.Find(h) != nullptr) deepest_indexed = h;
   }
-  if (deepest_indexed) s.index.Touch(*deepest_indexed);
+  if (deepest_indexed) index.Touch(*deepest_indexed);
 }
 
-void KvManager::Release(SequenceKv* seq) {
-  State& s = *state_;
-  std::lock_guard lock(s.mu);
+void KvManager::State::ReleaseLocked(SequenceKv* seq) {
   for (size_t i = 0; i < seq->blocks.size(); ++i) {
     const bool indexed = i < seq->indexed.size() && seq->indexed[i];
-    s.Unref(seq->blocks[i], indexed ? &seq->chain[i] : nullptr);
+    Unref(seq->blocks[i], indexed ? &seq->chain[i] : nullptr);
   }
   seq->blocks.clear();
   seq->chain.clear();
   seq->indexed.clear();
+}
+
+void KvManager::Release(SequenceKv* seq) {
+  std::lock_guard lock(state_->mu);
+  state_->ReleaseLocked(seq);
 }
 
 int KvManager::Lookup(std::span<const int32_t> tokens,
@@ -259,6 +408,178 @@ int KvManager::Lookup(std::span<const int32_t> tokens,
     if (s.index.Find(prev) == nullptr) break;
   }
   return int(hit * s.block_tokens());
+}
+
+std::vector<Hash128> KvManager::State::Chain(std::span<const int32_t> tokens,
+                                             const Hash128& root) const {
+  std::vector<Hash128> chain(tokens.size() / block_tokens());
+  Hash128 prev = root;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    prev = chain[i] = BlockHash(prev, BlockTokens(tokens, i));
+  }
+  return chain;
+}
+
+std::vector<size_t> KvManager::State::TierRuns(
+    std::span<const Hash128> keys) const {
+  std::vector<size_t> runs(tiers.size(), 0);
+  size_t p = 0;
+  for (size_t t = 0; t < tiers.size() && p < keys.size(); ++t) {
+    runs[t] = LeadingRun(tiers[t].tier->Exists(keys.subspan(p)));
+    p += runs[t];
+  }
+  return runs;
+}
+
+PrefixHit KvManager::Probe(std::span<const int32_t> tokens,
+                           const Hash128& root) const {
+  const State& s = *state_;
+  const size_t b = s.block_tokens();
+  PrefixHit hit;
+  hit.dram_tokens = Lookup(tokens, root);
+  const std::vector<Hash128> chain = s.Chain(tokens, root);
+  const std::vector<size_t> runs = s.TierRuns(
+      std::span<const Hash128>(chain).subspan(size_t(hit.dram_tokens) / b));
+  for (const size_t run : runs) hit.tier_tokens.push_back(int(run * b));
+  return hit;
+}
+
+PrefixHit KvManager::Prefetch(std::span<const int32_t> tokens,
+                              const Hash128& root) {
+  State& s = *state_;
+  const size_t b = s.block_tokens();
+  PrefixHit hit;
+  hit.tier_tokens.assign(s.tiers.size(), 0);
+  // `pin` holds the DRAM prefix (so the loaded blocks' parents stay indexed)
+  // and then each loaded block, until they are all indexed.
+  SequenceKv pin;
+  pin.root = root;
+  {
+    std::lock_guard lock(s.mu);
+    hit.dram_tokens = int(s.MapPrefix(tokens, &pin) * b);
+  }
+  const std::vector<Hash128> chain = s.Chain(tokens, root);
+  const size_t mapped = pin.chain.size();
+  const std::span<const Hash128> keys =
+      std::span<const Hash128>(chain).subspan(mapped);
+  const std::vector<size_t> runs = s.TierRuns(keys);
+  size_t wanted = 0;
+  for (const size_t run : runs) wanted += run;
+
+  std::vector<BlockId> fresh;  // fresh[i] receives keys[i]
+  if (wanted > 0) {
+    std::lock_guard lock(s.mu);
+    while (fresh.size() < wanted) {
+      const BlockId id = s.AllocateEvicting();
+      if (id < 0) break;
+      fresh.push_back(id);
+    }
+  }
+  // Read, verify and copy, tier by tier along the chain, without the lock;
+  // the first missing or bad object ends the load.
+  std::vector<uint8_t> source(fresh.size(), 0);  // tier index per block
+  std::vector<uint64_t> failures(s.tiers.size(), 0);
+  size_t loaded = 0;
+  bool broken = false;
+  for (size_t t = 0, begin = 0; t < s.tiers.size() && !broken; ++t) {
+    const size_t end = std::min(begin + runs[t], fresh.size());
+    // Tiers above t that take promoted blocks at once.
+    std::vector<store::Tier*> promote_to;
+    for (size_t u = 0; u < t; ++u) {
+      if (s.tiers[u].write == TierWritePolicy::kOnCommit) {
+        promote_to.push_back(s.tiers[u].tier);
+      }
+    }
+    for (size_t i = begin; i < end && !broken; i += kLoadBatchBlocks) {
+      const size_t n = std::min(kLoadBatchBlocks, end - i);
+      const auto start = std::chrono::steady_clock::now();
+      std::vector<std::optional<std::vector<uint8_t>>> objects =
+          s.tiers[t].tier->Get(keys.subspan(i, n));
+      for (size_t j = 0; j < n && !broken; ++j) {
+        Result<store::ObjectView> view =
+            objects[j]
+                ? store::DecodeObject(*objects[j], root, keys[i + j], s.layout)
+                : Result<store::ObjectView>(Status::NotFound(""));
+        if (!view.ok() || view->payload.size() != s.pool->block_bytes()) {
+          ++failures[t];
+          broken = true;
+          break;
+        }
+        std::memcpy(s.pool->data(fresh[i + j]), view->payload.data(),
+                    view->payload.size());
+        source[i + j] = uint8_t(t);
+        for (store::Tier* up : promote_to) {
+          // A refused write is counted by that tier (dropped_writes).
+          (void)up->Put(keys[i + j], *objects[j]);
+        }
+        ++loaded;
+      }
+      if (s.load_observer) {
+        s.load_observer(t,
+                        std::chrono::duration<double>(
+                            std::chrono::steady_clock::now() - start)
+                            .count(),
+                        n);
+      }
+    }
+    begin = end;
+  }
+
+  std::lock_guard lock(s.mu);
+  for (size_t i = 0; i < loaded; ++i) {
+    const Hash128& h = keys[i];
+    const std::optional<Hash128> parent =
+        pin.chain.empty() ? std::nullopt : std::optional(pin.chain.back());
+    // Bits of the tiers that now hold the block: its source, and the tiers
+    // above it that the block was queued to.
+    uint8_t in_tiers = uint8_t(1u << source[i]);
+    for (size_t u = 0; u < source[i]; ++u) {
+      if (s.tiers[u].write == TierWritePolicy::kOnCommit) {
+        in_tiers |= uint8_t(1u << u);
+      }
+    }
+    if (const PrefixIndex::Node* node = s.index.Find(h)) {
+      // Another sequence computed or loaded it meanwhile: use that one.
+      s.Unref(fresh[i], nullptr);
+      if (s.pool->IncRef(node->block) == 1) s.index.SyncEvictable(h);
+      pin.blocks.push_back(node->block);
+    } else {
+      s.index.Insert(h, fresh[i], parent);
+      pin.blocks.push_back(fresh[i]);
+    }
+    s.index.MarkInTiers(h, in_tiers);
+    pin.chain.push_back(h);
+    pin.indexed.push_back(true);
+    ++s.tier_counters[source[i]].loaded_blocks;
+    hit.tier_tokens[source[i]] += int(b);
+  }
+  for (size_t i = loaded; i < fresh.size(); ++i) s.Unref(fresh[i], nullptr);
+  for (size_t t = 0; t < s.tiers.size(); ++t) {
+    s.tier_counters[t].load_failures += failures[t];
+  }
+  if (!pin.chain.empty()) s.index.Touch(pin.chain.back());
+  s.ReleaseLocked(&pin);
+  return hit;
+}
+
+size_t KvManager::tier_count() const { return state_->tiers.size(); }
+
+std::vector<TierCounters> KvManager::TierStats() const {
+  const State& s = *state_;
+  std::vector<TierCounters> out;
+  {
+    std::lock_guard lock(s.mu);
+    out = s.tier_counters;
+  }
+  for (size_t t = 0; t < out.size(); ++t) {
+    out[t].store = s.tiers[t].tier->Stats();
+  }
+  return out;
+}
+
+void KvManager::SetLoadObserver(LoadObserver observer) {
+  std::lock_guard lock(state_->mu);
+  state_->load_observer = std::move(observer);
 }
 
 size_t KvManager::Clear() {

@@ -14,6 +14,22 @@
 //   Release  drops a finished (or preempted, or cancelled) sequence: its
 //            indexed blocks stay cached (evictable), the rest are freed.
 //
+// Below DRAM sit the tiers (store/tier.h: local disk, Redis), searched in the
+// order given. They hold the same blocks as objects keyed by block hash, so
+// they outlive the process and are shared between servers:
+//   Prefetch walks the hash chain DRAM -> tier 0 -> tier 1 ..., loads what
+//            the tiers hold past the DRAM prefix into fresh blocks (the I/O
+//            runs without the lock, so other threads keep working) and
+//            indexes them: a hit in a lower tier is promoted into DRAM, and
+//            the next Admit maps it like any cached block;
+//   write-behind: a block newly indexed by Commit is encoded and queued to
+//            every tier whose policy is kOnCommit (the tier's Put never
+//            blocks); a kOnSecondUse tier gets it when an Admit maps it from
+//            DRAM. A block loaded from tier t is also queued to the tiers
+//            above t that follow kOnCommit (a Redis hit fills the local disk).
+// Objects are verified on load (checksum, namespace root, key, layout); a
+// bad or missing object ends the load there and its tokens are recomputed.
+//
 // Facts that hold (checked by Validate):
 //   - used + cached + free = capacity, where used = blocks referenced by a
 //     sequence, cached = indexed blocks no sequence references, free = the
@@ -34,19 +50,36 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/hash.h"
 #include "base/status.h"
 #include "kernels/block_layout.h"
+#include "store/tier.h"
 
 namespace kvstash::kvcache {
 
 using kernels::BlockLayout;
 
 using BlockId = int32_t;
+
+// When a committed block is written behind to a tier.
+enum class TierWritePolicy {
+  kOnCommit,     // as soon as it is full and indexed (the default)
+  kOnSecondUse,  // when a later request maps it from DRAM: only reused blocks
+};
+const char* TierWritePolicyName(TierWritePolicy policy);
+
+struct TierOptions {
+  store::Tier* tier = nullptr;  // not owned; must outlive the KvManager
+  TierWritePolicy write = TierWritePolicy::kOnCommit;
+};
+
+inline constexpr size_t kMaxTiers = 8;
 
 struct KvManagerOptions {
   BlockLayout layout;
@@ -56,6 +89,8 @@ struct KvManagerOptions {
   // Touch every page at start (page faults during a step cost more than the
   // copy they serve); off in unit tests that create many small pools.
   bool prefault = true;
+  // The tiers below DRAM, searched in this order (at most kMaxTiers).
+  std::vector<TierOptions> tiers;
 };
 
 // One sequence's view of the cache. Owned by the caller (one per running
@@ -80,6 +115,24 @@ struct KvStats {
   uint64_t hit_tokens = 0;      // of which mapped from the cache
   uint64_t evictions = 0;       // blocks evicted on allocation pressure
   uint64_t cow_copies = 0;
+};
+
+// How the cached prefix of a prompt splits over DRAM and the tiers (tokens,
+// whole blocks each; the parts follow each other along the prompt).
+struct PrefixHit {
+  int dram_tokens = 0;
+  std::vector<int> tier_tokens;  // per tier, in KvManagerOptions::tiers order
+  int total() const;
+};
+
+// One tier's counters as the KvManager sees it, beside the tier's own.
+struct TierCounters {
+  std::string name;
+  TierWritePolicy write = TierWritePolicy::kOnCommit;
+  uint64_t loaded_blocks = 0;  // blocks brought into DRAM from the tier
+  uint64_t load_failures = 0;  // announced by Exists, then missing or bad
+  uint64_t queued_blocks = 0;  // blocks handed to the tier's Put and accepted
+  store::TierStats store;
 };
 
 class KvManager {
@@ -124,6 +177,30 @@ class KvManager {
   // Tokens of the longest indexed prefix of `tokens` under `root` (a multiple
   // of the block size). No side effects.
   int Lookup(std::span<const int32_t> tokens, const Hash128& root) const;
+
+  // The split of the longest cached prefix of `tokens` (full blocks only)
+  // over DRAM and the tiers, asking each tier's Exists along the chain past
+  // the part above it. Nothing is loaded or refreshed.
+  PrefixHit Probe(std::span<const int32_t> tokens, const Hash128& root) const;
+
+  // Loads into DRAM the blocks of `tokens`' prefix (full blocks only) that
+  // DRAM lacks and the tiers hold, as described above, and returns the split
+  // it found: dram_tokens as mapped before loading, tier_tokens as loaded.
+  // The loaded blocks are indexed and unreferenced (cached): an Admit of the
+  // same prompt maps them, unless pool pressure evicted them in between.
+  // Stops early, without error, when blocks run out or an object is missing
+  // or bad (counted). Callers pass tokens.first(n - 1) for an n-token prompt:
+  // Admit never maps the block holding the last prompt token.
+  PrefixHit Prefetch(std::span<const int32_t> tokens, const Hash128& root);
+
+  size_t tier_count() const;
+  std::vector<TierCounters> TierStats() const;
+  // Called after each batch of objects a Prefetch read from tier `tier`:
+  // its wall time and block count (for latency histograms). Set once, before
+  // any Prefetch; called without the lock, from Prefetch's thread.
+  using LoadObserver =
+      std::function<void(size_t tier, double seconds, size_t blocks)>;
+  void SetLoadObserver(LoadObserver observer);
 
   // Evicts every cached block no sequence references; returns the count.
   size_t Clear();

@@ -63,6 +63,10 @@ void PrefixIndex::Touch(const Hash128& hash) {
   }
 }
 
+void PrefixIndex::MarkInTiers(const Hash128& hash, uint8_t tiers) {
+  Mutable(hash)->in_tiers |= tiers;
+}
+
 void PrefixIndex::SyncEvictable(const Hash128& hash) {
   UpdateEvictable(Mutable(hash));
 }

@@ -41,6 +41,9 @@ class PrefixIndex {
     // always 0 today, and eviction is plain LRU.
     int32_t priority = 0;
     bool evictable = false;  // in the LRU set
+    // Bit t set: the block is stored in (or queued for) the KvManager's tier
+    // t, so it need not be written there again.
+    uint8_t in_tiers = 0;
   };
 
   struct Evicted {
@@ -68,6 +71,10 @@ class PrefixIndex {
   // Refreshes the last access of node `hash` and of all its ancestors.
   // REQUIRES (checked): `hash` is indexed.
   void Touch(const Hash128& hash);
+
+  // Sets bits `tiers` in node `hash`'s in_tiers. REQUIRES (checked): `hash`
+  // is indexed.
+  void MarkInTiers(const Hash128& hash, uint8_t tiers);
 
   // Re-reads the refcount of node `hash`'s block: call after it moved
   // between 0 and nonzero. REQUIRES (checked): `hash` is indexed.

@@ -52,6 +52,11 @@ double Seconds(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
+// Brings a counter that mirrors a monotonic total up to it.
+void CatchUp(Counter* counter, uint64_t total) {
+  if (total > counter->Value()) counter->Inc(total - counter->Value());
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -86,6 +91,27 @@ struct HttpServer::Impl {
   Histogram* ttft;
   Histogram* itl;
   Histogram* e2e;
+  // One per tier below DRAM, in the KV manager's order.
+  struct TierMetrics {
+    std::string name;
+    Counter* hits;
+    Counter* misses;
+    Counter* read_bytes;
+    Counter* written_bytes;
+    Counter* errors;
+    Counter* evictions;
+    Counter* corrupt;
+    Counter* dropped_writes;
+    Counter* loaded_blocks;
+    Counter* load_failures;
+    Counter* cached_tokens;
+    Gauge* objects;
+    Gauge* bytes;
+    Gauge* queue_objects;
+    Gauge* queue_bytes;
+    Histogram* load_seconds;
+  };
+  std::vector<TierMetrics> tier_metrics;
   std::mutex scrape_mu;  // evictions/preemptions catch up at scrape time
   // Stop() may come before Serve() listens (httplib's stop() is then a
   // no-op): Serve() checks `stopped` first, Stop() waits for it to listen.
@@ -113,6 +139,8 @@ struct HttpServer::Impl {
                 httplib::Response& res);
   void Lookup(const httplib::Request& req, httplib::Response& res);
   Json KvStatsJson();
+  // Mirrors the tiers' counters into tier_metrics. REQUIRES: scrape_mu held.
+  void ScrapeTiers();
   void RecordFinish(const RequestEvent& finish);
   class Responder;
   uint64_t NextSeed() {
@@ -169,6 +197,76 @@ void HttpServer::Impl::RegisterMetrics() {
   e2e =
       &m.AddHistogram("kvstash_request_duration_seconds",
                       "Time from request arrival to its end", LatencyBuckets());
+  for (const kvcache::TierCounters& c : kv.TierStats()) {
+    const MetricLabels l = {{"tier", c.name}};
+    TierMetrics t;
+    t.name = c.name;
+    t.hits = &m.AddCounter("kvstash_tier_hits_total",
+                           "Objects a tier returned on a read", l);
+    t.misses = &m.AddCounter("kvstash_tier_misses_total",
+                             "Objects a tier did not return on a read", l);
+    t.read_bytes = &m.AddCounter("kvstash_tier_read_bytes_total",
+                                 "Bytes read from a tier", l);
+    t.written_bytes = &m.AddCounter("kvstash_tier_written_bytes_total",
+                                    "Bytes stored in a tier", l);
+    t.errors = &m.AddCounter("kvstash_tier_errors_total",
+                             "Failed tier operations (I/O, network)", l);
+    t.evictions =
+        &m.AddCounter("kvstash_tier_evictions_total",
+                      "Objects a tier removed to stay in capacity", l);
+    t.corrupt = &m.AddCounter("kvstash_tier_corrupt_dropped_total",
+                              "Objects that failed verification, deleted", l);
+    t.dropped_writes =
+        &m.AddCounter("kvstash_tier_dropped_writes_total",
+                      "Writes a tier refused (queue full, too large)", l);
+    t.loaded_blocks =
+        &m.AddCounter("kvstash_tier_loaded_blocks_total",
+                      "KV blocks loaded from a tier into DRAM", l);
+    t.load_failures =
+        &m.AddCounter("kvstash_tier_load_failures_total",
+                      "Loads that found an object missing or bad", l);
+    t.cached_tokens =
+        &m.AddCounter("kvstash_tier_cached_prompt_tokens_total",
+                      "Prompt tokens whose K/V were loaded from a tier", l);
+    t.objects = &m.AddGauge("kvstash_tier_objects", "Objects in a tier", l);
+    t.bytes =
+        &m.AddGauge("kvstash_tier_bytes", "Bytes of objects in a tier", l);
+    t.queue_objects =
+        &m.AddGauge("kvstash_tier_queue_objects",
+                    "Objects queued for writing to a tier (write-behind)", l);
+    t.queue_bytes = &m.AddGauge("kvstash_tier_queue_bytes",
+                                "Bytes queued for writing to a tier", l);
+    t.load_seconds = &m.AddHistogram(
+        "kvstash_tier_load_seconds",
+        "Wall time of one batched read of KV blocks from a tier",
+        LatencyBuckets(), l);
+    tier_metrics.push_back(t);
+  }
+  kv.SetLoadObserver([this](size_t tier, double seconds, size_t) {
+    tier_metrics[tier].load_seconds->Observe(seconds);
+  });
+}
+
+void HttpServer::Impl::ScrapeTiers() {
+  const std::vector<kvcache::TierCounters> stats = kv.TierStats();
+  for (size_t i = 0; i < stats.size(); ++i) {
+    const kvcache::TierCounters& c = stats[i];
+    TierMetrics& t = tier_metrics[i];
+    CatchUp(t.hits, c.store.hits);
+    CatchUp(t.misses, c.store.misses);
+    CatchUp(t.read_bytes, c.store.bytes_read);
+    CatchUp(t.written_bytes, c.store.bytes_written);
+    CatchUp(t.errors, c.store.errors);
+    CatchUp(t.evictions, c.store.evictions);
+    CatchUp(t.corrupt, c.store.corrupt_dropped);
+    CatchUp(t.dropped_writes, c.store.dropped_writes);
+    CatchUp(t.loaded_blocks, c.loaded_blocks);
+    CatchUp(t.load_failures, c.load_failures);
+    t.objects->Set(double(c.store.objects));
+    t.bytes->Set(double(c.store.bytes_used));
+    t.queue_objects->Set(double(c.store.queue_objects));
+    t.queue_bytes->Set(double(c.store.queue_bytes));
+  }
 }
 
 bool HttpServer::Impl::Authorized(const httplib::Request& req,
@@ -234,6 +332,10 @@ void HttpServer::Impl::RecordFinish(const RequestEvent& finish) {
   }
   prompt_tokens->Inc(finish.usage.prompt_tokens);
   cached_tokens->Inc(finish.usage.cached_tokens);
+  const std::vector<int>& by_tier = finish.usage.tier_cached_tokens;
+  for (size_t t = 0; t < by_tier.size() && t < tier_metrics.size(); ++t) {
+    tier_metrics[t].cached_tokens->Inc(uint64_t(by_tier[t]));
+  }
   generated_tokens->Inc(finish.usage.completion_tokens);
 }
 
@@ -303,8 +405,16 @@ class HttpServer::Impl::Responder {
                                                  : FinishReason::kStop;
   }
   Usage usage() const {
-    return {finish_.usage.prompt_tokens, finish_.usage.completion_tokens,
-            finish_.usage.cached_tokens};
+    Usage u{finish_.usage.prompt_tokens,
+            finish_.usage.completion_tokens,
+            finish_.usage.cached_tokens,
+            {}};
+    const std::vector<int>& by_tier = finish_.usage.tier_cached_tokens;
+    for (size_t t = 0; t < by_tier.size(); ++t) {
+      u.tier_cached_tokens.push_back(
+          {server_.tier_metrics[t].name, by_tier[t]});
+    }
+    return u;
   }
   bool failed() const {
     return finish_.finish == RequestEnd::kError ||
@@ -429,6 +539,28 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
 Json HttpServer::Impl::KvStatsJson() {
   const kvcache::KvStats s = kv.Stats();
   const SchedulerStats q = scheduler.Stats();
+  Json tiers = Json::array();
+  for (const kvcache::TierCounters& c : kv.TierStats()) {
+    tiers.push_back({{"name", c.name},
+                     {"write_policy", kvcache::TierWritePolicyName(c.write)},
+                     {"loaded_blocks", c.loaded_blocks},
+                     {"load_failures", c.load_failures},
+                     {"queued_blocks", c.queued_blocks},
+                     {"hits", c.store.hits},
+                     {"misses", c.store.misses},
+                     {"bytes_read", c.store.bytes_read},
+                     {"bytes_written", c.store.bytes_written},
+                     {"writes", c.store.writes},
+                     {"dropped_writes", c.store.dropped_writes},
+                     {"errors", c.store.errors},
+                     {"evictions", c.store.evictions},
+                     {"corrupt_dropped", c.store.corrupt_dropped},
+                     {"objects", c.store.objects},
+                     {"bytes_used", c.store.bytes_used},
+                     {"queue_objects", c.store.queue_objects},
+                     {"queue_bytes", c.store.queue_bytes},
+                     {"last_error", c.store.last_error}});
+  }
   return Json{
       {"capacity_blocks", s.capacity_blocks},
       {"used_blocks", s.used_blocks},
@@ -443,6 +575,7 @@ Json HttpServer::Impl::KvStatsJson() {
                        : 0.0},
       {"evictions", s.evictions},
       {"cow_copies", s.cow_copies},
+      {"tiers", tiers},
       {"scheduler",
        {{"waiting", q.waiting},
         {"running", q.running},
@@ -451,6 +584,7 @@ Json HttpServer::Impl::KvStatsJson() {
         {"preemptions", q.preemptions},
         {"prompt_tokens", q.prompt_tokens},
         {"cached_tokens", q.cached_tokens},
+        {"loading", q.loading},
         {"generated_tokens", q.generated_tokens},
         {"steps", q.steps},
         {"bookkeeping_share",
@@ -474,9 +608,15 @@ void HttpServer::Impl::Lookup(const httplib::Request& req,
   auto prompt = PromptTokens(r);
   if (auto* e = std::get_if<ApiError>(&prompt)) return Reply(res, *e);
   const std::vector<int32_t>& ids = std::get<std::vector<int32_t>>(prompt);
+  const kvcache::PrefixHit hit =
+      scheduler.CachedPrefix(ids, r.cache_salt.value_or(""));
+  Json by_tier = {{"dram", hit.dram_tokens}};
+  for (size_t t = 0; t < hit.tier_tokens.size(); ++t) {
+    by_tier[tier_metrics[t].name] = hit.tier_tokens[t];
+  }
   Reply(res, Json{{"prompt_tokens", ids.size()},
-                  {"cached_tokens",
-                   scheduler.CachedPrefix(ids, r.cache_salt.value_or(""))}});
+                  {"cached_tokens", hit.total()},
+                  {"cached_tokens_by_tier", by_tier}});
 }
 
 void HttpServer::Impl::Routes() {
@@ -503,8 +643,9 @@ void HttpServer::Impl::Routes() {
       std::lock_guard<std::mutex> lock(scrape_mu);
       const kvcache::KvStats s = kv.Stats();
       const SchedulerStats q = scheduler.Stats();
-      evictions->Inc(s.evictions - evictions->Value());
-      preemptions->Inc(q.preemptions - preemptions->Value());
+      CatchUp(evictions, s.evictions);
+      CatchUp(preemptions, q.preemptions);
+      ScrapeTiers();
       blocks_used->Set(double(s.used_blocks));
       blocks_cached->Set(double(s.cached_blocks));
       blocks_free->Set(double(s.free_blocks));

@@ -512,7 +512,14 @@ ordered_json UsageJson(const Usage& u) {
   j["prompt_tokens"] = u.prompt_tokens;
   j["completion_tokens"] = u.completion_tokens;
   j["total_tokens"] = u.prompt_tokens + u.completion_tokens;
-  j["prompt_tokens_details"] = {{"cached_tokens", u.cached_tokens}};
+  ordered_json by_tier;
+  int64_t below_dram = 0;
+  for (const auto& [tier, tokens] : u.tier_cached_tokens) below_dram += tokens;
+  by_tier["dram"] = u.cached_tokens - below_dram;
+  for (const auto& [tier, tokens] : u.tier_cached_tokens)
+    by_tier[tier] = tokens;
+  j["prompt_tokens_details"] = {{"cached_tokens", u.cached_tokens},
+                                {"kvstash_cached_tokens_by_tier", by_tier}};
   return j;
 }
 

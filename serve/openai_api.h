@@ -30,6 +30,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -124,11 +125,16 @@ std::string_view FinishReasonName(FinishReason reason);
 
 // Token counts of one request. Written as
 //   {"prompt_tokens":P,"completion_tokens":C,"total_tokens":P+C,
-//    "prompt_tokens_details":{"cached_tokens":K}}.
+//    "prompt_tokens_details":{"cached_tokens":K,
+//        "kvstash_cached_tokens_by_tier":{"dram":D,"disk":S,"redis":R}}}
+// where the kvstash-specific object splits K by where the K/V were found
+// (DRAM, then each configured tier in search order; D + S + R = K).
 struct Usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t cached_tokens = 0;  // prompt tokens whose K/V came from the cache
+  // Of cached_tokens, those loaded from each tier below DRAM (name, tokens).
+  std::vector<std::pair<std::string, int64_t>> tier_cached_tokens;
 };
 
 // What the responses and chunks of one request share.

@@ -33,6 +33,21 @@ RequestEvent FinishEvent(RequestEnd reason, Status error) {
   return e;
 }
 
+// Of `cached` tokens mapped at admission, those loaded from each tier by the
+// request's prefetch: the prefix parts follow each other, DRAM first, so the
+// tiers are credited in order; blocks that reached DRAM some other way in
+// between (another request computed them) count as DRAM.
+std::vector<int> SplitCached(int cached, const kvcache::PrefixHit& prefetched,
+                             size_t n_tiers) {
+  int rest = std::max(0, cached - prefetched.dram_tokens);
+  std::vector<int> tiers(n_tiers, 0);
+  for (size_t t = 0; t < prefetched.tier_tokens.size(); ++t) {
+    tiers[t] = std::min(rest, prefetched.tier_tokens[t]);
+    rest -= tiers[t];
+  }
+  return tiers;
+}
+
 }  // namespace
 
 Status SchedulerOptions::Validate() const {
@@ -91,6 +106,8 @@ struct Scheduler::Sequence {
   int n_prompt = 0;
   int n_computed = 0;
   bool admitted_once = false;
+  bool tiers_probed = false;      // sent to the loader (or found no need)
+  kvcache::PrefixHit prefetched;  // what the loader found (tiers only)
   uint64_t arrival = 0;
   RequestUsage usage;
   kvcache::SequenceKv kv;
@@ -134,6 +151,7 @@ Scheduler::~Scheduler() {
     stopping_ = true;
   }
   wake_.notify_all();
+  loader_wake_.notify_all();
   thread_.join();
 }
 
@@ -195,9 +213,9 @@ Result<std::shared_ptr<RequestHandle>> Scheduler::Submit(
   return handle;
 }
 
-int Scheduler::CachedPrefix(std::span<const int32_t> tokens,
-                            const std::string& cache_salt) const {
-  return kv_.Lookup(tokens, RootFor(cache_salt));
+kvcache::PrefixHit Scheduler::CachedPrefix(
+    std::span<const int32_t> tokens, const std::string& cache_salt) const {
+  return kv_.Probe(tokens, RootFor(cache_salt));
 }
 
 SchedulerStats Scheduler::Stats() const {
@@ -205,13 +223,44 @@ SchedulerStats Scheduler::Stats() const {
   return stats_;
 }
 
+void Scheduler::LoaderLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    loader_wake_.wait(lock, [&] { return stopping_ || !to_load_.empty(); });
+    if (stopping_) return;
+    Sequence* seq = to_load_.front();
+    to_load_.pop_front();
+    lock.unlock();
+    // The last prompt token is always computed: its block is not loaded.
+    seq->prefetched = kv_.Prefetch(
+        std::span(seq->tokens).first(seq->tokens.size() - 1), seq->kv.root);
+    lock.lock();
+    loaded_.push_back(seq);
+    wake_.notify_all();
+  }
+}
+
+void Scheduler::TakeLoaded() {
+  for (Sequence* seq : loaded_) {
+    auto it = std::find_if(loading_.begin(), loading_.end(),
+                           [&](const auto& s) { return s.get() == seq; });
+    auto pos = std::find_if(waiting_.begin(), waiting_.end(),
+                            [&](auto& s) { return s->arrival > seq->arrival; });
+    waiting_.insert(pos, std::move(*it));
+    loading_.erase(it);
+  }
+  loaded_.clear();
+  stats_.loading = loading_.size();
+}
+
 void Scheduler::Loop() {
+  if (kv_.tier_count() > 0) loader_ = std::thread([this] { LoaderLoop(); });
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [&] {
         return stopping_ || !submitted_.empty() || !running_.empty() ||
-               !waiting_.empty();
+               !waiting_.empty() || !loaded_.empty();
       });
       if (stopping_) break;
       for (auto& seq : submitted_) {
@@ -219,6 +268,7 @@ void Scheduler::Loop() {
         waiting_.push_back(std::move(seq));
       }
       submitted_.clear();
+      TakeLoaded();
       stats_.waiting = waiting_.size();
     }
     if (!Step()) {
@@ -228,7 +278,14 @@ void Scheduler::Loop() {
       wake_.wait_for(lock, std::chrono::milliseconds(1));
     }
   }
+  if (loader_.joinable()) loader_.join();  // ends after its current load
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    TakeLoaded();
+  }
   const Status gone = Status::Unavailable("the server is shutting down");
+  while (!loading_.empty())
+    Finish(loading_.back().get(), RequestEnd::kError, gone);
   while (!running_.empty())
     Finish(running_.back().get(), RequestEnd::kError, gone);
   while (!waiting_.empty())
@@ -259,6 +316,9 @@ void Scheduler::Finish(Sequence* seq, RequestEnd reason, Status error) {
   if (auto it = std::find_if(running_.begin(), running_.end(), owner);
       it != running_.end()) {
     running_.erase(it);
+  } else if (auto l = std::find_if(loading_.begin(), loading_.end(), owner);
+             l != loading_.end()) {
+    loading_.erase(l);
   } else {
     waiting_.erase(std::find_if(waiting_.begin(), waiting_.end(), owner));
   }
@@ -316,6 +376,21 @@ void Scheduler::Admit(int* budget) {
   while (*budget > 0 && !waiting_.empty() &&
          running_.size() < size_t(options_.max_running)) {
     Sequence* seq = waiting_.front().get();
+    if (!seq->tiers_probed && kv_.tier_count() > 0) {
+      seq->tiers_probed = true;
+      const int loadable = int(seq->tokens.size() - 1) /
+                           kv_.layout().block_tokens *
+                           kv_.layout().block_tokens;
+      if (kv_.Lookup(seq->tokens, seq->kv.root) < loadable) {
+        loading_.push_back(std::move(waiting_.front()));
+        waiting_.pop_front();
+        std::lock_guard<std::mutex> lock(mu_);
+        to_load_.push_back(seq);
+        stats_.loading = loading_.size();
+        loader_wake_.notify_one();
+        continue;
+      }
+    }
     const int cached = kv_.Admit(seq->tokens, &seq->kv);
     const int n =
         std::min(static_cast<int>(seq->tokens.size()) - cached, *budget);
@@ -331,10 +406,17 @@ void Scheduler::Admit(int* budget) {
     if (!seq->admitted_once) {
       seq->admitted_once = true;
       seq->usage.cached_tokens = cached;
+      seq->usage.tier_cached_tokens =
+          SplitCached(cached, seq->prefetched, kv_.tier_count());
       seq->first_scheduled = Clock::now();
       std::lock_guard<std::mutex> lock(mu_);
       stats_.prompt_tokens += seq->n_prompt;
       stats_.cached_tokens += cached;
+      const std::vector<int>& tiers = seq->usage.tier_cached_tokens;
+      stats_.tier_cached_tokens.resize(tiers.size(), 0);
+      for (size_t t = 0; t < tiers.size(); ++t) {
+        stats_.tier_cached_tokens[t] += uint64_t(tiers[t]);
+      }
     }
     auto pos = std::find_if(running_.begin(), running_.end(),
                             [&](auto& s) { return s->arrival > seq->arrival; });

@@ -10,6 +10,11 @@
 //   3. waiting requests are admitted in arrival order (FCFS): the KV manager
 //      maps the longest cached prefix of the prompt, and the rest is
 //      prefilled in chunks from the next free position.
+// When the KV manager has tiers (disk, Redis) and DRAM lacks part of a new
+// request's prefix, the request first goes to a loader thread, which
+// prefetches what the tiers hold into DRAM (KvManager::Prefetch) while the
+// steps go on for everyone else; then it rejoins the queue in arrival order
+// and is admitted as above, mapping the loaded blocks.
 // When the pool cannot give a sequence its blocks, the most recently arrived
 // running sequence is preempted: its blocks are released (its full blocks
 // stay cached) and it goes back to the head of the queue with the tokens it
@@ -67,7 +72,10 @@ const char* RequestEndName(RequestEnd reason);
 
 struct RequestUsage {
   int prompt_tokens = 0;
-  int cached_tokens = 0;      // prompt tokens mapped from the cache
+  int cached_tokens = 0;  // prompt tokens mapped from the cache
+  // Of cached_tokens, those loaded from each tier for this request (in the
+  // KV manager's tier order; empty without tiers); the rest were in DRAM.
+  std::vector<int> tier_cached_tokens;
   int completion_tokens = 0;  // generated, EOS included
 };
 
@@ -115,6 +123,8 @@ struct SchedulerStats {
   uint64_t preemptions = 0;
   uint64_t prompt_tokens = 0;  // of admitted requests (first admission)
   uint64_t cached_tokens = 0;  // of which mapped from the cache
+  std::vector<uint64_t> tier_cached_tokens;  // of which loaded, per tier
+  size_t loading = 0;  // requests whose prefix is being loaded from tiers
   uint64_t generated_tokens = 0;
   uint64_t steps = 0;
   double step_seconds = 0;     // wall time of all steps
@@ -137,9 +147,10 @@ class Scheduler {
   // when the queue is full.
   Result<std::shared_ptr<RequestHandle>> Submit(GenerationRequest request);
 
-  // Tokens of the longest cached prefix of `tokens` under `cache_salt`.
-  int CachedPrefix(std::span<const int32_t> tokens,
-                   const std::string& cache_salt) const;
+  // The longest cached prefix of `tokens` under `cache_salt`, split over
+  // DRAM and the tiers (KvManager::Probe).
+  kvcache::PrefixHit CachedPrefix(std::span<const int32_t> tokens,
+                                  const std::string& cache_salt) const;
 
   SchedulerStats Stats() const;
   const SchedulerOptions& options() const { return options_; }
@@ -150,6 +161,11 @@ class Scheduler {
             const SchedulerOptions& options);
 
   void Loop();
+  // The loader thread: prefetches the prefixes of queued requests.
+  void LoaderLoop();
+  // Moves requests whose prefetch finished from loading_ back to waiting_.
+  // REQUIRES: mu_ held.
+  void TakeLoaded();
   // One step over the current sets; false when there was nothing to do.
   bool Step();
   // Drops cancelled requests from both sets.
@@ -175,12 +191,18 @@ class Scheduler {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<std::unique_ptr<Sequence>> submitted_;
+  std::deque<Sequence*> to_load_;  // for the loader, in order
+  std::vector<Sequence*> loaded_;  // by the loader, for the loop thread
+  std::condition_variable loader_wake_;
   bool stopping_ = false;
   SchedulerStats stats_;  // guarded by mu_
 
   // Loop thread only.
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;  // in arrival order
+  // Owned here while the loader works on them (it reads their tokens and
+  // writes their prefetch result; nothing else touches them meanwhile).
+  std::vector<std::unique_ptr<Sequence>> loading_;
   uint64_t next_arrival_ = 0;
   struct Planned {
     Sequence* seq;
@@ -196,6 +218,7 @@ class Scheduler {
   std::vector<float> logits_;
 
   std::thread thread_;
+  std::thread loader_;  // started and joined by the loop thread
 };
 
 }  // namespace kvstash

@@ -7,61 +7,27 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <fstream>
-#include <map>
 #include <random>
-#include <sstream>
 #include <thread>
 
-#include "engine/generate.h"
 #include "kvcache/kv_manager.h"
-#include "tests/testing/shared_data.h"
+#include "tests/testing/stories.h"
 
 namespace kvstash {
 namespace {
 
 using std::chrono::milliseconds;
 
-std::unique_ptr<Model> LoadStories() {
-  auto m =
-      Model::Load(testing::SharedPath("models/stories260K/stories260K.bin"),
-                  testing::SharedPath("models/stories260K/tok512.bin"));
-  KV_CHECK(m.ok());
-  return std::move(m).value();
-}
-
-std::vector<int32_t> StoryTokens(const Model& model) {
-  std::ifstream in(testing::SharedPath("data/tinystories_val.txt"));
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string s = text.str().substr(0, 60000);
-  return model.tokenizer().Encode(s, /*add_bos=*/false);
-}
-
-struct Outcome {
-  std::vector<int32_t> tokens;
-  RequestEvent finish;
-};
-
-// Drains a handle until its finish event.
-Outcome Collect(RequestHandle& h) {
-  Outcome out;
-  RequestEvent ev;
-  while (true) {
-    EXPECT_TRUE(h.Next(&ev, milliseconds(60000))) << "request timed out";
-    if (ev.kind == RequestEvent::Kind::kFinish) {
-      out.finish = ev;
-      return out;
-    }
-    out.tokens.push_back(ev.token);
-  }
-}
+using testing::Collect;
+using testing::Greedy;
+using testing::Outcome;
 
 class SchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    model_ = LoadStories();
-    story_ = StoryTokens(*model_);
+    model_ = testing::LoadStories();
+    story_ = testing::StoryTokens(*model_);
+    alone_ = std::make_unique<testing::AloneReference>(*model_);
     ASSERT_GT(story_.size(), 5000u);
   }
 
@@ -81,30 +47,7 @@ class SchedulerTest : public ::testing::Test {
   // Greedy output of `prompt` computed alone by the plain generate loop.
   const std::vector<int32_t>& Alone(const std::vector<int32_t>& prompt,
                                     int max_tokens) {
-    auto key = std::make_pair(prompt, max_tokens);
-    auto it = reference_.find(key);
-    if (it != reference_.end()) return it->second;
-    Transformer tf(*model_);
-    GenerateOptions o;
-    o.n_predict = max_tokens;
-    o.sampling.temperature = 0;
-    std::vector<int32_t> out;
-    auto r = Generate(tf, prompt, o, [&](int32_t t) {
-      if (t != model_->tokenizer().eos()) out.push_back(t);
-      return true;
-    });
-    KV_CHECK(r.ok());
-    return reference_.emplace(key, out).first->second;
-  }
-
-  GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens,
-                           std::string salt = "") {
-    GenerationRequest r;
-    r.prompt = std::move(prompt);
-    r.max_tokens = max_tokens;
-    r.sampling.temperature = 0;
-    r.cache_salt = std::move(salt);
-    return r;
+    return alone_->Get(prompt, max_tokens);
   }
 
   std::vector<int32_t> Prompt(size_t begin, size_t n) {
@@ -124,8 +67,7 @@ class SchedulerTest : public ::testing::Test {
 
   std::unique_ptr<Model> model_;
   std::vector<int32_t> story_;
-  std::map<std::pair<std::vector<int32_t>, int>, std::vector<int32_t>>
-      reference_;
+  std::unique_ptr<testing::AloneReference> alone_;
 };
 
 // 200 mixes of concurrent requests whose prompts share prefixes of random
@@ -202,8 +144,8 @@ TEST_F(SchedulerTest, SamePromptAgainIsServedFromTheCache) {
   Outcome cold = Collect(**(*sched)->Submit(Greedy(prompt, 8)));
   EXPECT_EQ(cold.finish.usage.cached_tokens, 0);
   EXPECT_EQ(cold.finish.finish, RequestEnd::kLength);
-  EXPECT_EQ((*sched)->CachedPrefix(prompt, ""), 192);  // full blocks
-  EXPECT_EQ((*sched)->CachedPrefix(prompt, "other"), 0);
+  EXPECT_EQ((*sched)->CachedPrefix(prompt, "").total(), 192);  // full blocks
+  EXPECT_EQ((*sched)->CachedPrefix(prompt, "other").total(), 0);
   Outcome warm = Collect(**(*sched)->Submit(Greedy(prompt, 8)));
   // 200 = 12.5 blocks: 12 full blocks are mapped, the rest computed.
   EXPECT_EQ(warm.finish.usage.cached_tokens, 192);

@@ -33,6 +33,7 @@
 #include "model/random_model.h"
 #include "serve/http_server.h"
 #include "serve/scheduler.h"
+#include "store/disk_tier.h"
 #include "tests/testing/shared_data.h"
 
 namespace kvstash {
@@ -430,13 +431,15 @@ class RunningServer {
   Status served_;
 };
 
-std::unique_ptr<kvcache::KvManager> NewKv(const Model& model) {
+std::unique_ptr<kvcache::KvManager> NewKv(
+    const Model& model, std::vector<kvcache::TierOptions> tiers = {}) {
   const ModelConfig& c = model.config();
   kvcache::KvManagerOptions o;
   o.layout = {c.n_layers, c.n_kv_heads, c.head_dim, kBlockTokens,
               kernels::DType::kF16};
   o.capacity_bytes = size_t{4} << 20;
   o.prefault = false;
+  o.tiers = std::move(tiers);
   auto kv = kvcache::KvManager::Create(o);
   if (!kv.ok()) {
     ADD_FAILURE() << "KvManager::Create: " << kv.status().ToString();
@@ -1296,6 +1299,62 @@ TEST_F(ServerTest, StopBeforeServeIsNotLost) {
     std::this_thread::sleep_for(milliseconds(10));
   }
   serving.join();
+}
+
+// A server over a disk tier, restarted on the same directory: the second
+// one reports the prompt's blocks as loaded from disk in the usage, in
+// /kv/lookup, /kv/stats and /metrics.
+TEST_F(ServerTest, DiskTierBreakdownOverHttp) {
+  store::DiskTierOptions disk_options;
+  disk_options.dir = testing::TempDir("server_disk_tier");
+  const std::string prompt = Words("disk tier", 120);
+  ServerOptions so;
+  so.port = 0;
+  so.model_id = kModelId;
+  std::string cold_text;
+  for (int round = 0; round < 2; ++round) {
+    auto disk = store::DiskTier::Open(disk_options);
+    ASSERT_TRUE(disk.ok()) << disk.status().ToString();
+    auto kv = NewKv(*model_, {{disk->get()}});
+    auto scheduler = NewScheduler(*model_, *kv, SchedulerOptions{});
+    auto server = RunningServer::Start(*model_, *scheduler, *kv, so);
+    ASSERT_NE(server, nullptr);
+    const int port = server->port();
+    const Json lookup =
+        ParseJson(Post(port, "/kv/lookup", Json{{"prompt", prompt}}).body);
+    const Json j = ExpectCompletion(
+        Post(port, "/v1/completions", CompletionBody(prompt, 6)), 6);
+    const Json& by_tier =
+        j["usage"]["prompt_tokens_details"]["kvstash_cached_tokens_by_tier"];
+    ASSERT_TRUE(by_tier.is_object()) << j.dump();
+    if (round == 0) {
+      EXPECT_EQ(CachedTokens(j), 0);
+      EXPECT_EQ(lookup["cached_tokens_by_tier"].value("disk", -1), 0);
+      cold_text = j["choices"][0]["text"];
+      continue;
+    }
+    const int cached = CachedTokens(j);
+    EXPECT_GT(cached, 0) << j.dump();
+    EXPECT_EQ(by_tier.value("disk", -1), cached) << j.dump();
+    EXPECT_EQ(by_tier.value("dram", -1), 0) << j.dump();
+    EXPECT_GE(lookup["cached_tokens_by_tier"].value("disk", -1), cached)
+        << lookup.dump();
+    EXPECT_EQ(j["choices"][0]["text"], cold_text);
+    const Json stats = ParseJson(Get(port, "/kv/stats").body);
+    ASSERT_EQ(stats["tiers"].size(), 1u) << stats.dump();
+    EXPECT_EQ(stats["tiers"][0].value("name", ""), "disk");
+    EXPECT_EQ(stats["tiers"][0].value("loaded_blocks", -1),
+              cached / kBlockTokens);
+    const Exposition e = ParsePrometheus(Get(port, "/metrics").body);
+    EXPECT_EQ(Find(e, "kvstash_tier_loaded_blocks_total", {{"tier", "disk"}}),
+              double(cached / kBlockTokens));
+    EXPECT_EQ(Find(e, "kvstash_tier_cached_prompt_tokens_total",
+                   {{"tier", "disk"}}),
+              double(cached));
+    EXPECT_GE(Find(e, "kvstash_tier_load_seconds_count", {{"tier", "disk"}})
+                  .value_or(0),
+              1.0);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,164 @@
+// `kvstash bench tiers` and `kvstash cache stats|verify|clear`: the KV tiers
+// measured, and a disk cache inspected or emptied.
+#include <cstdio>
+
+#include "apps/app_util.h"
+#include "apps/commands.h"
+#include "apps/tiers.h"
+#include "bench/tier_bench.h"
+#include "store/disk_cache_admin.h"
+
+namespace kvstash::apps {
+namespace {
+
+Json TierRowsJson(const bench::TierRows& t) {
+  return {{"mode", t.mode},
+          {"restore_bytes_per_s", SpreadJson(t.restore_bytes_per_s)},
+          {"probe_bytes_per_s", SpreadJson(t.probe_bytes_per_s)},
+          {"restore_over_probe", SpreadJson(t.restore_over_probe)},
+          {"warm_ttft_s", SpreadJson(t.warm_ttft_s)},
+          {"cold_over_warm_ttft", SpreadJson(t.cold_over_warm_ttft)}};
+}
+
+void PrintTierRows(const std::string& name, const bench::TierRows& t) {
+  std::printf("%s tier: %s\n", name.c_str(), t.mode.c_str());
+  PrintSpreadLine("  restore throughput", t.restore_bytes_per_s, 1e-9, "GB/s");
+  PrintSpreadLine("  probe of the same medium", t.probe_bytes_per_s, 1e-9,
+                  "GB/s");
+  PrintSpreadLine("  restore / probe", t.restore_over_probe, 1, "x");
+  PrintSpreadLine("  warm TTFT", t.warm_ttft_s, 1e3, "ms");
+  PrintSpreadLine("  cold TTFT / warm TTFT", t.cold_over_warm_ttft, 1, "x");
+}
+
+Json ReportJson(const store::DiskCacheReport& r) {
+  Json namespaces = Json::array();
+  for (const store::DiskCacheNamespace& n : r.namespaces) {
+    namespaces.push_back({{"fingerprint", n.fingerprint},
+                          {"objects", n.objects},
+                          {"bytes", n.bytes},
+                          {"tokens", n.tokens}});
+  }
+  Json bad = Json::array();
+  for (const store::DiskCacheBadFile& b : r.bad) {
+    bad.push_back({{"path", b.path}, {"reason", b.reason}});
+  }
+  return {{"dir", r.dir},
+          {"objects", r.objects},
+          {"bytes", r.bytes},
+          {"temp_files", r.temp_files},
+          {"temp_bytes", r.temp_bytes},
+          {"namespaces", namespaces},
+          {"verified", r.verified},
+          {"bad", bad},
+          {"removed_files", r.removed_files},
+          {"removed_bytes", r.removed_bytes}};
+}
+
+void PrintReport(const store::DiskCacheReport& r) {
+  std::printf("%s: %llu objects, %s", r.dir.c_str(),
+              static_cast<unsigned long long>(r.objects),
+              HumanBytes(r.bytes).c_str());
+  if (r.temp_files > 0) {
+    std::printf(", %llu temporary files (%s)",
+                static_cast<unsigned long long>(r.temp_files),
+                HumanBytes(r.temp_bytes).c_str());
+  }
+  std::printf("\n");
+  for (const store::DiskCacheNamespace& n : r.namespaces) {
+    std::printf(
+        "  namespace %s: %llu objects, %llu tokens, %s\n",
+        n.fingerprint.c_str(), static_cast<unsigned long long>(n.objects),
+        static_cast<unsigned long long>(n.tokens), HumanBytes(n.bytes).c_str());
+  }
+  for (const store::DiskCacheBadFile& b : r.bad) {
+    std::printf("  bad: %s: %s\n", b.path.c_str(), b.reason.c_str());
+  }
+  if (r.verified) {
+    std::printf("verified every object: %zu bad\n", r.bad.size());
+  }
+  if (r.removed_files > 0) {
+    std::printf("removed %llu files (%s)\n",
+                static_cast<unsigned long long>(r.removed_files),
+                HumanBytes(r.removed_bytes).c_str());
+  }
+}
+
+}  // namespace
+
+int RunCache(const CacheCommandOptions& options) {
+  Result<store::DiskCacheReport> report =
+      options.action == "clear"
+          ? store::ClearDiskCache(options.dir)
+          : store::ScanDiskCache(options.dir, options.action == "verify",
+                                 options.remove_bad);
+  if (!report.ok()) return Fail(report.status().message());
+  if (options.json) {
+    PrintJson(ReportJson(*report));
+  } else {
+    PrintReport(*report);
+  }
+  // verify fails (exit 1) when bad objects remain.
+  const bool bad_left = !report->bad.empty() &&
+                        !(options.remove_bad && options.action == "verify");
+  return options.action == "verify" && bad_left ? 1 : 0;
+}
+
+int RunBenchTiers(const BenchTiersCommandOptions& options) {
+  std::unique_ptr<ThreadPool> pool;
+  bench::TierBenchOptions o;
+  if (Status s = ParseRunOptions(options.run, &pool, &o.kv_type); !s.ok()) {
+    return Fail(s.message());
+  }
+  Result<store::DiskTierOptions::DiskIo> io = ParseDiskIo(options.disk_io);
+  if (!io.ok()) return Fail(io.status().message());
+  o.disk_io = *io;
+  o.disk_dir = options.disk_cache;
+  o.redis_url = options.redis;
+  o.prompt_tokens = options.prompt_tokens;
+  o.gen_tokens = options.gen_tokens;
+  o.streams = options.streams;
+  o.decode_tokens = options.decode_tokens;
+  o.repeat = options.repeat;
+  o.block_tokens = options.block_tokens;
+  o.kv_cache_mb = options.kv_cache_mb;
+  Result<std::unique_ptr<Model>> model = LoadModel(options.model);
+  if (!model.ok()) return Fail(model.status().message());
+  Result<bench::TierBenchResult> r =
+      bench::RunTierBench(**model, *pool, o, PrintProgress);
+  if (!r.ok()) return Fail(r.status().message());
+  if (options.json) {
+    Json j = {{"model", options.model.model_path},
+              {"threads", pool->NumWorkers()},
+              {"prompt_tokens", o.prompt_tokens},
+              {"repeat", o.repeat},
+              {"restore_bytes", r->restore_bytes},
+              {"cold_ttft_s", SpreadJson(r->cold_ttft_s)}};
+    if (r->disk.present) {
+      j["disk"] = TierRowsJson(r->disk);
+      j["decode_tokens_per_s_disk_off"] =
+          SpreadJson(r->decode_off_tokens_per_s);
+      j["decode_tokens_per_s_disk_on"] = SpreadJson(r->decode_on_tokens_per_s);
+      j["decode_on_over_off"] = SpreadJson(r->decode_on_over_off);
+    }
+    if (r->redis.present) j["redis"] = TierRowsJson(r->redis);
+    PrintJson(j);
+    return 0;
+  }
+  std::printf("model %s, %zu threads, %d runs, %d-token prompt (%s of KV)\n",
+              options.model.model_path.c_str(), pool->NumWorkers(), o.repeat,
+              o.prompt_tokens, HumanBytes(r->restore_bytes).c_str());
+  PrintSpreadLine("cold TTFT", r->cold_ttft_s, 1e3, "ms");
+  if (r->disk.present) PrintTierRows("disk", r->disk);
+  if (r->redis.present) PrintTierRows("redis", r->redis);
+  if (r->disk.present) {
+    const std::string streams = std::to_string(o.streams) + " streams";
+    PrintSpreadLine("decode, " + streams + ", disk tier off",
+                    r->decode_off_tokens_per_s, 1, "tok/s");
+    PrintSpreadLine("decode, " + streams + ", disk tier on",
+                    r->decode_on_tokens_per_s, 1, "tok/s");
+    PrintSpreadLine("decode on / off", r->decode_on_over_off, 1, "x");
+  }
+  return 0;
+}
+
+}  // namespace kvstash::apps

@@ -1,0 +1,73 @@
+#include "apps/tiers.h"
+
+#include <cmath>
+
+#include "apps/app_util.h"
+#include "store/redis_tier.h"
+
+namespace kvstash::apps {
+namespace {
+
+Result<kvcache::TierWritePolicy> ParseWritePolicy(const std::string& flag,
+                                                  const std::string& value) {
+  if (value == "commit") return kvcache::TierWritePolicy::kOnCommit;
+  if (value == "second-use") return kvcache::TierWritePolicy::kOnSecondUse;
+  return Status::InvalidArgument(flag + " must be commit or second-use, not '" +
+                                 value + "'");
+}
+
+}  // namespace
+
+Result<store::DiskTierOptions::DiskIo> ParseDiskIo(const std::string& value) {
+  if (value == "auto") return store::DiskTierOptions::DiskIo::kAuto;
+  if (value == "direct") return store::DiskTierOptions::DiskIo::kDirectUring;
+  if (value == "buffered") return store::DiskTierOptions::DiskIo::kBuffered;
+  return Status::InvalidArgument(
+      "--disk-io must be auto, direct or buffered, not '" + value + "'");
+}
+
+Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
+  OpenedTiers out;
+  if (!flags.disk_cache.empty()) {
+    if (!(flags.disk_cache_gb > 0) || !std::isfinite(flags.disk_cache_gb)) {
+      return Status::InvalidArgument("--disk-cache-gb must be > 0");
+    }
+    KV_ASSIGN_OR_RETURN(kvcache::TierWritePolicy write,
+                        ParseWritePolicy("--disk-write", flags.disk_write));
+    store::DiskTierOptions o;
+    o.dir = flags.disk_cache;
+    o.capacity_bytes = uint64_t(flags.disk_cache_gb * double(1ull << 30));
+    KV_ASSIGN_OR_RETURN(o.io, ParseDiskIo(flags.disk_io));
+    KV_ASSIGN_OR_RETURN(std::unique_ptr<store::DiskTier> disk,
+                        store::DiskTier::Open(o));
+    out.descriptions.push_back("disk " + o.dir + ": " +
+                               HumanBytes(o.capacity_bytes) + ", " +
+                               std::string(disk->io_mode()) + ", write on " +
+                               kvcache::TierWritePolicyName(write));
+    out.options.push_back({disk.get(), write});
+    out.tiers.push_back(std::move(disk));
+  }
+  if (!flags.redis.empty()) {
+    if (flags.redis_ttl < 0) {
+      return Status::InvalidArgument("--redis-ttl must be >= 0");
+    }
+    KV_ASSIGN_OR_RETURN(kvcache::TierWritePolicy write,
+                        ParseWritePolicy("--redis-write", flags.redis_write));
+    store::RedisTierOptions o;
+    o.url = flags.redis;
+    o.key_prefix = flags.redis_prefix;
+    o.ttl_seconds = flags.redis_ttl;
+    KV_ASSIGN_OR_RETURN(std::unique_ptr<store::RedisTier> redis,
+                        store::RedisTier::Open(o));
+    out.descriptions.push_back(
+        "redis " + redis->Describe() + ", keys '" + o.key_prefix + "...', " +
+        (o.ttl_seconds > 0 ? "TTL " + std::to_string(o.ttl_seconds) + " s"
+                           : std::string("no TTL")) +
+        ", write on " + kvcache::TierWritePolicyName(write));
+    out.options.push_back({redis.get(), write});
+    out.tiers.push_back(std::move(redis));
+  }
+  return out;
+}
+
+}  // namespace kvstash::apps

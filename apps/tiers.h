@@ -1,0 +1,36 @@
+// Opening the KV tiers a command's flags name (--disk-cache, --redis), for
+// the serving stack, the tier benchmark and anything else that builds a
+// KvManager with tiers.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "apps/commands.h"
+#include "base/status.h"
+#include "kvcache/kv_manager.h"
+#include "store/disk_tier.h"
+#include "store/tier.h"
+
+namespace kvstash::apps {
+
+// The tiers, owned, and how the KvManager uses them (same order: disk, then
+// Redis). The Tier objects must outlive the KvManager built from `options`.
+struct OpenedTiers {
+  std::vector<std::unique_ptr<store::Tier>> tiers;
+  std::vector<kvcache::TierOptions> options;
+  // One line per tier for the start-up log ("disk /var/cache/kv: 16.00 GiB,
+  // direct+io_uring, write on commit").
+  std::vector<std::string> descriptions;
+};
+
+// --disk-io: auto, direct or buffered.
+Result<store::DiskTierOptions::DiskIo> ParseDiskIo(const std::string& value);
+
+// InvalidArgument naming the flag for a bad value; the tier's own error when
+// it cannot open (a locked or unwritable disk cache). A Redis that is down
+// is not an error: the tier retries in the background.
+Result<OpenedTiers> OpenTiers(const TierFlags& flags);
+
+}  // namespace kvstash::apps

@@ -1,0 +1,277 @@
+#include "bench/tier_bench.h"
+
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/requests.h"
+#include "kvcache/block_hash.h"
+#include "kvcache/kv_manager.h"
+#include "serve/scheduler.h"
+#include "store/disk_probe.h"
+#include "store/redis_probe.h"
+#include "store/redis_tier.h"
+
+namespace kvstash::bench {
+namespace {
+
+Status Validate(const TierBenchOptions& o, const Model& model) {
+  if (o.disk_dir.empty() && o.redis_url.empty()) {
+    return Status::InvalidArgument(
+        "bench tiers: give a disk cache directory, a Redis URL, or both");
+  }
+  if (o.block_tokens < 1 || o.prompt_tokens < 2 * o.block_tokens + 1) {
+    return Status::InvalidArgument(
+        "bench tiers: prompt_tokens must cover at least two blocks");
+  }
+  const int ctx = model.config().context_length;
+  if (ctx > 0 && o.prompt_tokens + o.gen_tokens > ctx) {
+    return Status::InvalidArgument(
+        "bench tiers: prompt_tokens + gen_tokens exceeds the model's context "
+        "of " +
+        std::to_string(ctx));
+  }
+  if (o.gen_tokens < 1 || o.repeat < 1 || o.streams < 1 ||
+      o.decode_tokens < 2 * o.block_tokens) {
+    return Status::InvalidArgument(
+        "bench tiers: need gen_tokens >= 1, repeat >= 1, streams >= 1 and "
+        "decode_tokens >= two blocks");
+  }
+  return Status::OK();
+}
+
+// Per-run figures, summarized at the end.
+struct TierSamples {
+  std::vector<double> restore, probe, ratio, warm, cold_over_warm;
+};
+
+class Bench {
+ public:
+  Bench(const Model& model, ThreadPool& pool, const TierBenchOptions& o,
+        const BenchProgress& progress)
+      : model_(model), pool_(pool), o_(o), progress_(progress) {
+    const ModelConfig& c = model.config();
+    layout_ = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens, o.kv_type};
+  }
+
+  Status OpenTiers() {
+    if (!o_.disk_dir.empty()) {
+      store::DiskTierOptions d;
+      d.dir = o_.disk_dir;
+      d.io = o_.disk_io;
+      d.capacity_bytes = uint64_t{64} << 30;
+      KV_ASSIGN_OR_RETURN(disk_, store::DiskTier::Open(d));
+      tiers_.push_back(disk_.get());
+    }
+    if (!o_.redis_url.empty()) {
+      store::RedisTierOptions r;
+      r.url = o_.redis_url;
+      r.key_prefix = "kvstash-bench:";
+      KV_ASSIGN_OR_RETURN(redis_, store::RedisTier::Open(r));
+      tiers_.push_back(redis_.get());
+    }
+    return Status::OK();
+  }
+
+  Result<TierBenchResult> Run();
+
+ private:
+  Result<std::unique_ptr<kvcache::KvManager>> NewKv(
+      const std::vector<store::Tier*>& tiers) const {
+    kvcache::KvManagerOptions k;
+    k.layout = layout_;
+    k.capacity_bytes = o_.kv_cache_mb << 20;
+    for (store::Tier* t : tiers) k.tiers.push_back({t});
+    return kvcache::KvManager::Create(k);
+  }
+
+  // One request on a fresh server over `tiers`.
+  Result<bench::Run> Serve(const std::vector<store::Tier*>& tiers,
+                           GenerationRequest request) {
+    KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv, NewKv(tiers));
+    KV_ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> s,
+                        Scheduler::Create(model_, &pool_, *kv, {}));
+    return RunOne(*s, std::move(request));
+  }
+
+  // Restore throughput and warm TTFT of `prompt` (salted `salt`) from `tier`.
+  Status MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
+                     const std::string& salt, double cold_ttft,
+                     TierSamples* out, uint64_t* restore_bytes);
+
+  // Aggregate decode tokens/s of o_.streams streams on a fresh server.
+  Result<double> Decode(const std::vector<store::Tier*>& tiers,
+                        Prompts& prompts, const std::string& salt);
+
+  const Model& model_;
+  ThreadPool& pool_;
+  const TierBenchOptions& o_;
+  const BenchProgress& progress_;
+  kernels::BlockLayout layout_;
+  std::unique_ptr<store::DiskTier> disk_;
+  std::unique_ptr<store::RedisTier> redis_;
+  std::vector<store::Tier*> tiers_;  // disk first
+};
+
+Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
+                          const std::string& salt, double cold_ttft,
+                          TierSamples* out, uint64_t* restore_bytes) {
+  {
+    KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv, NewKv({tier}));
+    const Hash128 root = kvcache::RootHash(model_.identity(), layout_, salt);
+    const auto start = Clock::now();
+    const kvcache::PrefixHit hit =
+        kv->Prefetch(std::span(prompt).first(prompt.size() - 1), root);
+    const double seconds = Seconds(start, Clock::now());
+    const uint64_t blocks = uint64_t(hit.tier_tokens[0] / o_.block_tokens);
+    if (blocks == 0) {
+      return Status::Internal("bench tiers: the " + std::string(tier->name()) +
+                              " tier returned nothing of the prompt");
+    }
+    *restore_bytes = blocks * layout_.block_bytes();
+    out->restore.push_back(double(*restore_bytes) / seconds);
+    double probe = 0;
+    if (tier == disk_.get()) {
+      KV_ASSIGN_OR_RETURN(
+          store::DiskProbeResult p,
+          store::DirectSequentialReadProbe(o_.disk_dir, *restore_bytes));
+      probe = p.bytes_per_second;
+    } else {
+      KV_ASSIGN_OR_RETURN(
+          probe, store::PipelinedGetProbe(
+                     o_.redis_url, layout_.block_bytes() + 128, int(blocks)));
+    }
+    out->probe.push_back(probe);
+    out->ratio.push_back(out->restore.back() / probe);
+  }
+  GenerationRequest r = Greedy(prompt, o_.gen_tokens);
+  r.cache_salt = salt;
+  KV_ASSIGN_OR_RETURN(bench::Run warm, Serve({tier}, std::move(r)));
+  out->warm.push_back(warm.ttft());
+  out->cold_over_warm.push_back(cold_ttft / warm.ttft());
+  progress_(
+      "  " + std::string(tier->name()) + ": restore " +
+      std::to_string(out->restore.back() / 1e9).substr(0, 5) + " GB/s (probe " +
+      std::to_string(out->probe.back() / 1e9).substr(0, 5) +
+      " GB/s), warm TTFT " + std::to_string(warm.ttft()).substr(0, 6) + " s, " +
+      std::to_string(warm.finish.usage.cached_tokens) + " tokens cached");
+  return Status::OK();
+}
+
+Result<double> Bench::Decode(const std::vector<store::Tier*>& tiers,
+                             Prompts& prompts, const std::string& salt) {
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv, NewKv(tiers));
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> s,
+                      Scheduler::Create(model_, &pool_, *kv, {}));
+  std::vector<bench::Run> runs(size_t(o_.streams));
+  // One waiting thread per stream: the streams decode together.
+  std::vector<std::thread> waiters;
+  std::vector<Status> errors(size_t(o_.streams));
+  for (int i = 0; i < o_.streams; ++i) {
+    GenerationRequest r =
+        Greedy(prompts.Random(2 * o_.block_tokens), o_.decode_tokens);
+    r.cache_salt = salt;
+    waiters.emplace_back([&, i, r = std::move(r)]() mutable {
+      Result<bench::Run> run = RunOne(*s, std::move(r));
+      if (run.ok()) {
+        runs[size_t(i)] = std::move(*run);
+      } else {
+        errors[size_t(i)] = run.status();
+      }
+    });
+  }
+  for (std::thread& t : waiters) t.join();
+  for (const Status& e : errors) KV_RETURN_IF_ERROR(e);
+  if (!tiers.empty()) tiers[0]->Flush();
+  return AggregateDecodeRate(runs);
+}
+
+Result<TierBenchResult> Bench::Run() {
+  KV_RETURN_IF_ERROR(OpenTiers());
+  TierBenchResult result;
+  result.disk.present = disk_ != nullptr;
+  result.redis.present = redis_ != nullptr;
+  if (disk_) result.disk.mode = std::string(disk_->io_mode());
+  if (redis_) result.redis.mode = redis_->Describe();
+  // A fresh namespace per run and per invocation: the disk cache keeps what
+  // earlier invocations wrote, and "cold" must be cold.
+  const uint64_t nonce = std::random_device{}();
+  Prompts prompts(model_, o_.seed);
+  std::vector<double> cold;
+  TierSamples disk, redis;
+  for (int r = 0; r < o_.repeat; ++r) {
+    const std::string salt =
+        "tier-bench " + std::to_string(nonce) + "/" + std::to_string(r);
+    const std::vector<int32_t> prompt = prompts.Random(o_.prompt_tokens);
+    GenerationRequest req = Greedy(prompt, o_.gen_tokens);
+    req.cache_salt = salt;
+    KV_ASSIGN_OR_RETURN(bench::Run c, Serve(tiers_, std::move(req)));
+    for (store::Tier* t : tiers_) t->Flush();
+    cold.push_back(c.ttft());
+    progress_("run " + std::to_string(r + 1) + "/" + std::to_string(o_.repeat) +
+              ": cold TTFT " + std::to_string(c.ttft()).substr(0, 6) + " s (" +
+              std::to_string(o_.prompt_tokens) + " tokens)");
+    if (disk_) {
+      KV_RETURN_IF_ERROR(MeasureTier(disk_.get(), prompt, salt, cold.back(),
+                                     &disk, &result.restore_bytes));
+    }
+    if (redis_) {
+      KV_RETURN_IF_ERROR(MeasureTier(redis_.get(), prompt, salt, cold.back(),
+                                     &redis, &result.restore_bytes));
+    }
+  }
+  result.cold_ttft_s = SpreadOf(cold);
+  auto summarize = [](const TierSamples& s, TierRows* rows) {
+    rows->restore_bytes_per_s = SpreadOf(s.restore);
+    rows->probe_bytes_per_s = SpreadOf(s.probe);
+    rows->restore_over_probe = SpreadOf(s.ratio);
+    rows->warm_ttft_s = SpreadOf(s.warm);
+    rows->cold_over_warm_ttft = SpreadOf(s.cold_over_warm);
+  };
+  if (disk_) summarize(disk, &result.disk);
+  if (redis_) summarize(redis, &result.redis);
+
+  if (disk_) {
+    std::vector<double> off, on, ratio;
+    for (int r = 0; r < o_.repeat; ++r) {
+      const std::string salt = "tier-bench decode " + std::to_string(nonce) +
+                               "/" + std::to_string(r);
+      double rate[2];
+      // Alternate which goes first, so drift hits both alike.
+      for (int k = 0; k < 2; ++k) {
+        const bool with_disk = (k + r) % 2 == 0;
+        KV_ASSIGN_OR_RETURN(
+            rate[with_disk],
+            Decode(with_disk ? std::vector<store::Tier*>{disk_.get()}
+                             : std::vector<store::Tier*>{},
+                   prompts, salt + (with_disk ? " on" : " off")));
+      }
+      off.push_back(rate[0]);
+      on.push_back(rate[1]);
+      ratio.push_back(rate[1] / rate[0]);
+      progress_("decode run " + std::to_string(r + 1) + ": " +
+                std::to_string(rate[1]).substr(0, 6) +
+                " tok/s with the disk "
+                "tier, " +
+                std::to_string(rate[0]).substr(0, 6) + " without");
+    }
+    result.decode_off_tokens_per_s = SpreadOf(off);
+    result.decode_on_tokens_per_s = SpreadOf(on);
+    result.decode_on_over_off = SpreadOf(ratio);
+  }
+  return result;
+}
+
+}  // namespace
+
+Result<TierBenchResult> RunTierBench(const Model& model, ThreadPool& pool,
+                                     const TierBenchOptions& options,
+                                     const BenchProgress& progress) {
+  KV_RETURN_IF_ERROR(Validate(options, model));
+  Bench bench(model, pool, options, progress);
+  return bench.Run();
+}
+
+}  // namespace kvstash::bench

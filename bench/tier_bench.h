@@ -1,0 +1,72 @@
+// The KV tier benchmark behind `kvstash bench tiers`: what loading a prefix
+// from the disk tier or from Redis buys against recomputing it, measured
+// in-process through KvManager and the Scheduler, as ratios taken in the
+// same run:
+//   cold:     a `prompt_tokens` prompt nobody has seen (fresh namespace salt
+//             per run): TTFT; its blocks are written behind to the tiers;
+//   restore:  a fresh DRAM pool over one tier loads the prefix
+//             (KvManager::Prefetch): bytes/s, over a probe of the same medium
+//             in the same run (an O_DIRECT sequential read of the disk
+//             cache's directory; pipelined GETs of same-size values);
+//   warm:     a fresh server over one tier answers the prompt: TTFT, and cold
+//             TTFT over it;
+//   decode:   `streams` greedy streams of short prompts generate
+//             `gen_tokens` each (a block fills every block_tokens tokens and
+//             is written behind), with the disk tier on and off, alternating:
+//             aggregate tokens/s and on/off.
+// Either tier may be absent (empty dir or URL); its rows are then skipped.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "bench/llm_bench.h"
+#include "kernels/dtype.h"
+#include "model/model.h"
+#include "store/disk_tier.h"
+
+namespace kvstash::bench {
+
+struct TierBenchOptions {
+  std::string disk_dir;  // empty: no disk rows
+  store::DiskTierOptions::DiskIo disk_io =
+      store::DiskTierOptions::DiskIo::kAuto;
+  std::string redis_url;  // empty: no Redis rows
+  int prompt_tokens = 4096;
+  int gen_tokens = 32;
+  int streams = 4;
+  int decode_tokens = 128;  // per stream in the decode phase
+  int repeat = 3;
+  int block_tokens = 16;
+  size_t kv_cache_mb = 1024;
+  kernels::DType kv_type = kernels::DType::kF16;
+  uint64_t seed = 1;
+};
+
+struct TierRows {
+  bool present = false;
+  std::string mode;  // "direct+io_uring", "buffered", "standalone ...", ...
+  Spread restore_bytes_per_s;
+  Spread probe_bytes_per_s;
+  Spread restore_over_probe;  // per run
+  Spread warm_ttft_s;
+  Spread cold_over_warm_ttft;  // per run
+  int warm_cached_tokens = 0;
+};
+
+struct TierBenchResult {
+  uint64_t restore_bytes = 0;  // KV bytes of the loadable prefix
+  Spread cold_ttft_s;
+  TierRows disk, redis;
+  Spread decode_off_tokens_per_s;
+  Spread decode_on_tokens_per_s;
+  Spread decode_on_over_off;  // per run
+};
+
+Result<TierBenchResult> RunTierBench(const Model& model, ThreadPool& pool,
+                                     const TierBenchOptions& options,
+                                     const BenchProgress& progress);
+
+}  // namespace kvstash::bench

@@ -1,0 +1,395 @@
+// End-to-end tests of the KV tiers under the scheduler, on the real
+// stories260K model with real files and real redis-server processes: a
+// prefix computed once is loaded, not recomputed, after a restart, by
+// another server, and after crashes; damaged objects, a full disk and a dead
+// Redis only cost recomputation. In every case the greedy output equals the
+// prompt computed alone on a cold cache.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "kvcache/kv_manager.h"
+#include "serve/scheduler.h"
+#include "store/disk_cache_admin.h"
+#include "store/disk_tier.h"
+#include "store/redis_tier.h"
+#include "tests/testing/redis_server.h"
+#include "tests/testing/stories.h"
+
+namespace kvstash {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Collect;
+using testing::Greedy;
+using testing::Outcome;
+
+constexpr int kBlockTokens = 16;
+
+// One server's cache and scheduler over tiers it does not own.
+struct Stack {
+  std::unique_ptr<kvcache::KvManager> kv;
+  std::unique_ptr<Scheduler> scheduler;
+
+  Outcome Run(std::vector<int32_t> prompt, int max_tokens,
+              std::string salt = "") {
+    auto handle =
+        scheduler->Submit(Greedy(std::move(prompt), max_tokens, salt));
+    KV_CHECK(handle.ok());
+    return Collect(**handle);
+  }
+};
+
+class TiersTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = testing::LoadStories();
+    story_ = testing::StoryTokens(*model_);
+    alone_ = std::make_unique<testing::AloneReference>(*model_);
+  }
+
+  // A stack whose DRAM pool holds `blocks` blocks, over `tiers` (in order).
+  Stack NewStack(std::vector<store::Tier*> tiers, size_t blocks = 512) {
+    const ModelConfig& c = model_->config();
+    kvcache::KvManagerOptions o;
+    o.layout = {c.n_layers, c.n_kv_heads, c.head_dim, kBlockTokens,
+                kernels::DType::kF16};
+    o.capacity_bytes = blocks * o.layout.block_bytes();
+    o.prefault = false;
+    for (store::Tier* t : tiers) o.tiers.push_back({t});
+    Stack s;
+    s.kv = std::move(kvcache::KvManager::Create(o)).value();
+    s.scheduler =
+        std::move(Scheduler::Create(*model_, nullptr, *s.kv, {})).value();
+    return s;
+  }
+
+  std::unique_ptr<store::DiskTier> OpenDisk(const std::string& dir,
+                                            uint64_t capacity = 1ull << 30) {
+    store::DiskTierOptions o;
+    o.dir = dir;
+    o.capacity_bytes = capacity;
+    auto disk = store::DiskTier::Open(o);
+    KV_CHECK_MSG(disk.ok(), disk.status().ToString().c_str());
+    return std::move(disk).value();
+  }
+
+  std::unique_ptr<store::RedisTier> OpenRedis(const std::string& url) {
+    store::RedisTierOptions o;
+    o.url = url;
+    o.connect_timeout = std::chrono::milliseconds(100);
+    o.command_timeout = std::chrono::milliseconds(300);
+    o.min_backoff = std::chrono::milliseconds(20);
+    o.max_backoff = std::chrono::milliseconds(200);
+    auto redis = store::RedisTier::Open(o);
+    KV_CHECK_MSG(redis.ok(), redis.status().ToString().c_str());
+    return std::move(redis).value();
+  }
+
+  // BOS + n story tokens from `begin`.
+  std::vector<int32_t> Prompt(size_t begin, size_t n) const {
+    std::vector<int32_t> p = {model_->tokenizer().bos()};
+    p.insert(p.end(), story_.begin() + begin, story_.begin() + begin + n);
+    return p;
+  }
+
+  const std::vector<int32_t>& Alone(const std::vector<int32_t>& prompt,
+                                    int max_tokens) {
+    return alone_->Get(prompt, max_tokens);
+  }
+
+  // Tokens of the full blocks before the last token of `prompt`: what a
+  // tier can serve of it.
+  static int Loadable(const std::vector<int32_t>& prompt) {
+    return int(prompt.size() - 1) / kBlockTokens * kBlockTokens;
+  }
+
+  std::unique_ptr<Model> model_;
+  std::vector<int32_t> story_;
+  std::unique_ptr<testing::AloneReference> alone_;
+};
+
+TEST_F(TiersTest, RestartLoadsThePrefixFromDisk) {
+  const std::string dir = testing::TempDir("restart");
+  const std::vector<int32_t> prompt = Prompt(0, 299);  // 300 tokens
+  std::vector<int32_t> cold_tokens;
+  {
+    auto disk = OpenDisk(dir);
+    Stack a = NewStack({disk.get()});
+    Outcome cold = a.Run(prompt, 12);
+    EXPECT_EQ(cold.finish.usage.cached_tokens, 0);
+    cold_tokens = cold.tokens;
+  }  // A stops; the disk tier stores its queue and unlocks
+  EXPECT_EQ(cold_tokens, Alone(prompt, 12));
+
+  auto disk = OpenDisk(dir);
+  Stack b = NewStack({disk.get()});
+  EXPECT_EQ(b.scheduler->CachedPrefix(prompt, "").tier_tokens[0],
+            int(prompt.size()) / kBlockTokens * kBlockTokens);  // full blocks
+  Outcome warm = b.Run(prompt, 12);
+  EXPECT_EQ(warm.finish.usage.cached_tokens, Loadable(prompt));
+  ASSERT_EQ(warm.finish.usage.tier_cached_tokens.size(), 1u);
+  EXPECT_EQ(warm.finish.usage.tier_cached_tokens[0], Loadable(prompt));
+  EXPECT_EQ(warm.tokens, cold_tokens);
+  EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks,
+            uint64_t(Loadable(prompt) / kBlockTokens));
+
+  // The same prompt again is a DRAM hit; another tenant's salt (a different
+  // namespace fingerprint) shares nothing with what is on disk.
+  Outcome dram = b.Run(prompt, 12);
+  EXPECT_EQ(dram.finish.usage.cached_tokens, Loadable(prompt));
+  EXPECT_EQ(dram.finish.usage.tier_cached_tokens[0], 0);
+  Outcome other = b.Run(prompt, 12, "other tenant");
+  EXPECT_EQ(other.finish.usage.cached_tokens, 0);
+  EXPECT_EQ(other.tokens, cold_tokens);
+  EXPECT_TRUE(b.kv->Validate({}).ok());
+}
+
+// A longer prompt that extends a prefix on disk loads the prefix and
+// computes (and stores) only the rest.
+TEST_F(TiersTest, DiskPrefixOfALongerPrompt) {
+  const std::string dir = testing::TempDir("extend");
+  const std::vector<int32_t> head = Prompt(1000, 160);
+  const std::vector<int32_t> longer = Prompt(1000, 250);
+  {
+    auto disk = OpenDisk(dir);
+    Stack a = NewStack({disk.get()});
+    a.Run(head, 4);
+  }
+  auto disk = OpenDisk(dir);
+  Stack b = NewStack({disk.get()});
+  Outcome out = b.Run(longer, 10);
+  EXPECT_EQ(out.finish.usage.tier_cached_tokens[0],
+            (int(head.size()) / kBlockTokens) * kBlockTokens);
+  EXPECT_EQ(out.tokens, Alone(longer, 10));
+}
+
+// Bytes flipped in stored objects (payload and header) are misses: the load
+// stops at the first bad object, the object is deleted and counted, and the
+// output is what a cold run gives.
+TEST_F(TiersTest, CorruptObjectsAreMissesNeverWrongOutput) {
+  const std::string dir = testing::TempDir("corrupt");
+  const std::vector<int32_t> prompt = Prompt(2000, 200);
+  {
+    auto disk = OpenDisk(dir);
+    Stack a = NewStack({disk.get()});
+    a.Run(prompt, 8);
+  }
+  std::vector<fs::path> objects;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.path().extension() == ".kvo") objects.push_back(e.path());
+  }
+  ASSERT_GE(objects.size(), 10u);
+  std::mt19937 rng(7);
+  size_t flipped = 0;
+  for (const fs::path& p : objects) {
+    if (rng() % 3 != 0) continue;
+    std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+    const auto size = fs::file_size(p);
+    // Header bytes for some, payload bytes for others.
+    const std::streamoff at = std::streamoff(
+        flipped % 2 == 0 ? rng() % 112 : 128 + rng() % (size - 128));
+    f.seekg(at);
+    char c = 0;
+    f.read(&c, 1);
+    c = char(c ^ 0x5a);
+    f.seekp(at);
+    f.write(&c, 1);
+    ++flipped;
+  }
+  ASSERT_GT(flipped, 0u);
+  auto disk = OpenDisk(dir);
+  Stack b = NewStack({disk.get()});
+  Outcome out = b.Run(prompt, 8);
+  EXPECT_EQ(out.tokens, Alone(prompt, 8));
+  EXPECT_LT(out.finish.usage.cached_tokens, Loadable(prompt));
+  const kvcache::TierCounters c = b.kv->TierStats()[0];
+  EXPECT_GE(c.store.corrupt_dropped + c.load_failures, 1u);
+  // The recomputed blocks were written again: a second server loads all.
+  b = Stack();
+  disk.reset();
+  disk = OpenDisk(dir);
+  Stack c2 = NewStack({disk.get()});
+  Outcome again = c2.Run(prompt, 8);
+  EXPECT_EQ(again.finish.usage.cached_tokens, Loadable(prompt));
+  EXPECT_EQ(again.tokens, Alone(prompt, 8));
+}
+
+// A capacity far below what the prompts need: no failure, the tier stays
+// within its limit by evicting, and outputs are unchanged.
+TEST_F(TiersTest, FullDiskEvictsAndNeverFails) {
+  const std::string dir = testing::TempDir("full");
+  const ModelConfig& c = model_->config();
+  const kernels::BlockLayout layout{c.n_layers, c.n_kv_heads, c.head_dim,
+                                    kBlockTokens, kernels::DType::kF16};
+  const uint64_t object_bytes = 4096 + layout.block_bytes();  // upper bound
+  const uint64_t capacity = 12 * object_bytes;
+  auto disk = OpenDisk(dir, capacity);
+  Stack s = NewStack({disk.get()});
+  for (int i = 0; i < 6; ++i) {
+    const std::vector<int32_t> prompt = Prompt(3000 + 400 * i, 120);
+    Outcome out = s.Run(prompt, 6);
+    EXPECT_EQ(out.tokens, Alone(prompt, 6));
+  }
+  disk->Flush();
+  const store::TierStats st = disk->Stats();
+  EXPECT_LE(st.bytes_used, capacity);
+  EXPECT_GT(st.evictions, 0u);
+  uint64_t on_disk = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.path().extension() == ".kvo") on_disk += fs::file_size(e.path());
+  }
+  EXPECT_LE(on_disk, capacity);
+}
+
+// A writer process is killed with SIGKILL at random moments while it
+// computes and writes blocks. After each kill the directory opens, every
+// object in it verifies (torn writes are never visible), and a server on it
+// produces the cold outputs.
+TEST_F(TiersTest, SurvivesKillNineWhileWriting) {
+  const std::string dir = testing::TempDir("crash");
+  std::mt19937 rng(11);
+  const std::vector<int32_t> probe = Prompt(9000, 150);
+  for (int round = 0; round < 20; ++round) {
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      // The writer: new prompts as fast as it can, each block written behind.
+      auto disk = OpenDisk(dir);
+      Stack w = NewStack({disk.get()}, 64);
+      for (int i = 0;; ++i) {
+        w.Run(Prompt(size_t(5000 + (round * 37 + i * 101) % 3000), 90), 2);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(30 + rng() % 150));
+    kill(child, SIGKILL);
+    int status = 0;
+    waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        << "the writer died on its own (status " << status << ")";
+
+    auto scan = store::ScanDiskCache(dir, /*verify=*/true,
+                                     /*remove_bad=*/false);
+    ASSERT_TRUE(scan.ok()) << scan.status().ToString();
+    EXPECT_TRUE(scan->bad.empty())
+        << "round " << round << ": " << scan->bad.front().path;
+    if (round % 5 == 4) {
+      auto disk = OpenDisk(dir);
+      Stack r = NewStack({disk.get()});
+      EXPECT_EQ(r.Run(probe, 6).tokens, Alone(probe, 6)) << "round " << round;
+      const std::vector<int32_t> written =
+          Prompt(5000 + (round * 37) % 3000, 90);
+      EXPECT_EQ(r.Run(written, 2).tokens, Alone(written, 2));
+    }
+  }
+}
+
+// Servers A and B with separate disk caches and one Redis: B gets what A
+// computed from Redis (and keeps a copy on its own disk), output identical.
+TEST_F(TiersTest, TwoServersShareThroughRedis) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto redis_server = testing::RedisServer::Start();
+  ASSERT_TRUE(redis_server.ok()) << redis_server.status().ToString();
+  const std::string url = (*redis_server)->url();
+  const std::vector<int32_t> prompt = Prompt(4000, 260);
+
+  auto disk_a = OpenDisk(testing::TempDir("share-a"));
+  auto redis_a = OpenRedis(url);
+  Stack a = NewStack({disk_a.get(), redis_a.get()});
+  Outcome first = a.Run(prompt, 10);
+  EXPECT_EQ(first.tokens, Alone(prompt, 10));
+  redis_a->Flush();
+
+  auto disk_b = OpenDisk(testing::TempDir("share-b"));
+  auto redis_b = OpenRedis(url);
+  Stack b = NewStack({disk_b.get(), redis_b.get()});
+  Outcome second = b.Run(prompt, 10);
+  EXPECT_EQ(second.tokens, first.tokens);
+  EXPECT_EQ(second.finish.usage.cached_tokens, Loadable(prompt));
+  EXPECT_EQ(second.finish.usage.tier_cached_tokens,
+            (std::vector<int>{0, Loadable(prompt)}));
+  // The Redis hit was promoted to B's disk.
+  disk_b->Flush();
+  EXPECT_EQ(disk_b->Stats().objects, size_t(Loadable(prompt) / kBlockTokens));
+}
+
+// Redis down from the start, then a Redis killed mid-run: every request
+// succeeds with the cold output and the errors are counted.
+TEST_F(TiersTest, DeadRedisNeverFailsARequest) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  {
+    auto redis = OpenRedis("redis://127.0.0.1:1");  // nothing listens
+    Stack s = NewStack({redis.get()});
+    const std::vector<int32_t> prompt = Prompt(6000, 100);
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(s.Run(prompt, 6).tokens, Alone(prompt, 6));
+    EXPECT_EQ(s.Run(prompt, 6).tokens, Alone(prompt, 6));
+    EXPECT_LT(std::chrono::steady_clock::now() - start,
+              std::chrono::seconds(20));
+    s = Stack();
+    redis->Flush();
+    EXPECT_GT(redis->Stats().errors + redis->Stats().dropped_writes, 0u);
+  }
+  auto server = testing::RedisServer::Start();
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto redis = OpenRedis((*server)->url());
+  Stack s = NewStack({redis.get()});
+  const std::vector<int32_t> before = Prompt(6500, 120);
+  EXPECT_EQ(s.Run(before, 6).tokens, Alone(before, 6));
+  redis->Flush();
+  (*server)->Kill();
+  // A new server of the same stack finds Redis gone: recompute.
+  Stack t = NewStack({redis.get()});
+  EXPECT_EQ(t.Run(before, 6).tokens, Alone(before, 6));
+  const std::vector<int32_t> after = Prompt(7000, 120);
+  EXPECT_EQ(t.Run(after, 6).tokens, Alone(after, 6));
+  EXPECT_GT(redis->Stats().errors, 0u);
+}
+
+// A Redis Cluster of 3 masters: blocks spread over all of them, a second
+// server hits them all; one master killed, requests still succeed.
+TEST_F(TiersTest, RedisClusterSpreadsAndSurvivesALostMaster) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto cluster = testing::RedisCluster::Start(3);
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  const std::string url = (*cluster)->url();
+  const std::vector<int32_t> prompt = Prompt(8000, 600);
+  {
+    auto redis = OpenRedis(url);
+    Stack a = NewStack({redis.get()});
+    EXPECT_EQ(a.Run(prompt, 6).tokens, Alone(prompt, 6));
+    a = Stack();
+    redis->Flush();
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto client = testing::RedisClient::Connect((*cluster)->node(i).port());
+    ASSERT_TRUE(client.ok());
+    EXPECT_GT((*client)->Integer({"DBSIZE"}), 0) << "node " << i;
+  }
+  {
+    auto redis = OpenRedis(url);
+    Stack b = NewStack({redis.get()});
+    Outcome warm = b.Run(prompt, 6);
+    EXPECT_EQ(warm.finish.usage.cached_tokens, Loadable(prompt));
+    EXPECT_EQ(warm.tokens, Alone(prompt, 6));
+  }
+  (*cluster)->Kill(1);
+  auto redis = OpenRedis(url);
+  Stack c = NewStack({redis.get()});
+  Outcome degraded = c.Run(prompt, 6);
+  EXPECT_EQ(degraded.tokens, Alone(prompt, 6));
+  EXPECT_LT(degraded.finish.usage.cached_tokens, Loadable(prompt));
+  const std::vector<int32_t> fresh = Prompt(9500, 200);
+  EXPECT_EQ(c.Run(fresh, 6).tokens, Alone(fresh, 6));
+  EXPECT_GT(redis->Stats().errors, 0u);
+}
+
+}  // namespace
+}  // namespace kvstash
