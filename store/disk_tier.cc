@@ -1,8 +1,5 @@
 #include "store/disk_tier.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,229 +7,48 @@
 #include <bitset>
 #include <cerrno>
 #include <condition_variable>
-#include <cstring>
 #include <filesystem>
 #include <list>
+#include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <utility>
 
 #include "base/check.h"
+#include "store/disk_files.h"
 #include "store/object_format.h"
 
 namespace kvstash::store {
 namespace {
-
-constexpr std::string_view kObjectSuffix = ".kvo";
-constexpr std::string_view kTempSuffix = ".tmp";
-constexpr size_t kKeyHexDigits = 32;
-
-Status ErrnoStatus(std::string_view what, const std::string& path, int err) {
-  return Status::IOError(std::string(what) + " '" + path +
-                         "': " + std::strerror(err));
-}
-
-// Closes a file descriptor when it goes out of scope.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  // Closes now and reports the result; the destructor then does nothing.
-  int Close() {
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
 
 std::string HexByte(unsigned b) {
   static constexpr char kDigits[] = "0123456789abcdef";
   return {kDigits[b >> 4], kDigits[b & 15]};
 }
 
-// A lowercase hex digit (the case Hash128::Hex() writes).
-bool HexDigit(char c, unsigned* digit) {
-  if (c >= '0' && c <= '9') {
-    *digit = unsigned(c - '0');
-  } else if (c >= 'a' && c <= 'f') {
-    *digit = unsigned(c - 'a' + 10);
-  } else {
-    return false;
-  }
-  return true;
-}
-
-// A fan-out directory name: two lowercase hex digits.
-bool ParseHexByte(std::string_view name, unsigned* b) {
-  unsigned hi, lo;
-  if (name.size() != 2 || !HexDigit(name[0], &hi) || !HexDigit(name[1], &lo)) {
-    return false;
-  }
-  *b = hi << 4 | lo;
-  return true;
-}
-
-// Inverse of Hash128::Hex(): exactly 32 lowercase hex digits, hi then lo.
-bool ParseKeyHex(std::string_view hex, BlockKey* key) {
-  if (hex.size() != kKeyHexDigits) return false;
-  uint64_t half[2] = {0, 0};
-  for (size_t i = 0; i < kKeyHexDigits; ++i) {
-    unsigned digit;
-    if (!HexDigit(hex[i], &digit)) return false;
-    half[i / 16] = half[i / 16] << 4 | digit;
-  }
-  key->hi = half[0];
-  key->lo = half[1];
-  return true;
-}
-
-// Calls fn(directory fd, entry name) for the entries of `path` but "." and
-// "..", in directory order, stopping at the first error.
-template <typename F>
-Status ForEachEntry(const std::string& path, F fn) {
-  DIR* d = ::opendir(path.c_str());
-  if (d == nullptr) return ErrnoStatus("cannot list", path, errno);
-  const std::unique_ptr<DIR, int (*)(DIR*)> closer(d, ::closedir);
-  for (;;) {
-    errno = 0;
-    const dirent* ent = ::readdir(d);
-    if (ent == nullptr) {
-      if (errno != 0) return ErrnoStatus("cannot list", path, errno);
-      return Status::OK();
-    }
-    const std::string_view name = ent->d_name;
-    if (name == "." || name == "..") continue;
-    KV_RETURN_IF_ERROR(fn(::dirfd(d), ent->d_name));
-  }
-}
-
-// An object file found by Open.
-struct Found {
-  BlockKey key;
-  uint64_t bytes;
-  int64_t mtime_ns;
-};
-
-// Indexes the objects of fan-out directory `path` (named `hh`) into `found`
-// and deletes the temporary files a killed writer left there. Other entries
-// are left alone.
-Status ScanSubdir(const std::string& path, std::string_view hh,
-                  std::vector<Found>* found) {
-  return ForEachEntry(path, [&](int dir_fd, const char* name_cstr) -> Status {
-    const std::string_view name = name_cstr;
-    if (name.ends_with(kTempSuffix)) {
-      if (::unlinkat(dir_fd, name_cstr, 0) != 0 && errno != ENOENT) {
-        return ErrnoStatus("cannot delete", path + "/" + name_cstr, errno);
-      }
-      return Status::OK();
-    }
-    BlockKey key;
-    if (name.size() != kKeyHexDigits + kObjectSuffix.size() ||
-        !name.ends_with(kObjectSuffix) || !name.starts_with(hh) ||
-        !ParseKeyHex(name.substr(0, kKeyHexDigits), &key)) {
-      return Status::OK();
-    }
-    struct stat st;
-    if (::fstatat(dir_fd, name_cstr, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      return ErrnoStatus("cannot stat", path + "/" + name_cstr, errno);
-    }
-    if (S_ISREG(st.st_mode)) {
-      found->push_back(
-          {key, uint64_t(st.st_size),
-           int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec});
-    }
-    return Status::OK();
-  });
-}
-
-// Writes `bytes` to a new file at `path` and fdatasyncs it.
-Status WriteFileSynced(const std::string& path,
-                       const std::vector<uint8_t>& bytes) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.get() < 0) return ErrnoStatus("cannot create", path, errno);
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::pwrite(fd.get(), bytes.data() + done,
-                               bytes.size() - done, off_t(done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("cannot write", path, errno);
-    }
-    done += size_t(n);
-  }
-  if (::fdatasync(fd.get()) != 0) {
-    return ErrnoStatus("cannot sync", path, errno);
-  }
-  if (fd.Close() != 0) return ErrnoStatus("cannot close", path, errno);
-  return Status::OK();
-}
-
-// Reads and verifies the object file of `key`: NotFound when the file is
-// gone, IOError when it cannot be read, Corruption when it is not an intact
-// object of `key` (or is larger than `max_bytes`, which no stored object is).
-Result<std::vector<uint8_t>> ReadObjectFile(const std::string& path,
-                                            const BlockKey& key,
-                                            uint64_t max_bytes) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    if (errno == ENOENT) return Status::NotFound("'" + path + "' vanished");
-    return ErrnoStatus("cannot open", path, errno);
-  }
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) {
-    return ErrnoStatus("cannot stat", path, errno);
-  }
-  if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) > max_bytes) {
-    return Status::Corruption("'" + path +
-                              "' is not a regular file within capacity");
-  }
-  std::vector<uint8_t> bytes(size_t(st.st_size));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::pread(fd.get(), bytes.data() + done,
-                              bytes.size() - done, off_t(done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("cannot read", path, errno);
-    }
-    if (n == 0) return Status::Corruption("'" + path + "' shrank while read");
-    done += size_t(n);
-  }
-  Result<ObjectView> view = ParseObject(bytes);
-  if (!view.ok()) return view.status().WithPrefix("'" + path + "'");
-  if (view->header.key != key) {
-    return Status::Corruption("'" + path + "' holds the object of key " +
-                              view->header.key.Hex());
-  }
-  return bytes;
-}
-
 }  // namespace
 
 struct DiskTier::State {
   struct Entry {
-    uint64_t bytes = 0;
-    uint64_t seq = 0;  // distinguishes a re-stored key from the one read
-    std::list<BlockKey>::iterator lru;
+    uint64_t bytes = 0;  // of the file
+    uint64_t seq = 0;    // distinguishes a re-stored key from the one read
+    uint64_t used = 0;   // recency tick: the key of the entry in `recency`
+    BlockKey parent;
   };
   struct Write {
     BlockKey key;
+    BlockKey parent;
     std::shared_ptr<const std::vector<uint8_t>> bytes;
     uint64_t ticket = 0;  // order of acceptance, for Flush
   };
 
   DiskTierOptions options;
-  int lock_fd = -1;
+  std::optional<DirLock> dir_lock;
+  std::unique_ptr<ObjectFileIo> io;
   std::thread writer;
   // Fan-out directories known to exist (created on first write). Set by
   // Open, then used by the writer thread only.
@@ -241,13 +57,20 @@ struct DiskTier::State {
   mutable std::mutex mu;
   std::condition_variable work_cv;  // queue non-empty, or stop
   std::condition_variable done_cv;  // a queued write finished or went away
-  // Guarded by mu. Invariant: index and lru hold the same keys, and the
-  // directory holds exactly the files of index, except for the files of the
-  // write in flight and of the victims it evicted (see Evict).
+  // Guarded by mu. Invariants: index and recency hold the same keys; leaves
+  // holds exactly those of them that are not in children; children counts,
+  // per key, the indexed, queued and in-flight objects (not cancelled ones
+  // too, until their write ends) that name it as parent (a parent equal to
+  // the object's own key is not counted); the directory holds exactly the
+  // files of index, except for the files of the write in flight and of the
+  // victims it evicted (see Evict).
   std::unordered_map<BlockKey, Entry, Hash128Hasher> index;
-  std::list<BlockKey> lru;  // front = most recently used
+  std::map<uint64_t, BlockKey> recency;  // by Entry::used, oldest first
+  std::map<uint64_t, BlockKey> leaves;   // by Entry::used, oldest first
+  std::unordered_map<BlockKey, uint64_t, Hash128Hasher> children;
   uint64_t bytes_used = 0;
   uint64_t next_seq = 0;
+  uint64_t clock = 0;  // the latest recency tick given out
   // Guarded by mu. A key is in at most one of index, queue and in_flight
   // (not cancelled).
   std::list<Write> queue;  // FIFO, tickets ascending
@@ -261,9 +84,7 @@ struct DiskTier::State {
   TierStats stats;  // counters only; occupancy is filled in by Stats()
 
   std::string Path(const BlockKey& key) const {
-    const std::string hex = key.Hex();
-    return options.dir + "/" + hex.substr(0, 2) + "/" + hex +
-           std::string(kObjectSuffix);
+    return ObjectFilePath(options.dir, key);
   }
 
   // Creates fan-out directory `b` unless it is known to exist. Writer
@@ -283,24 +104,71 @@ struct DiskTier::State {
     stats.last_error = s.ToString();
   }
 
-  void Touch(Entry& e) { lru.splice(lru.begin(), lru, e.lru); }
+  // The recency lists, for an indexed key. REQUIRES: mu held (for all
+  // the methods below).
+  void List(const BlockKey& key, const Entry& e) {
+    recency.emplace(e.used, key);
+    if (!children.contains(key)) leaves.emplace(e.used, key);
+  }
+  void Unlist(const Entry& e) {
+    recency.erase(e.used);
+    leaves.erase(e.used);
+  }
 
-  void Insert(const BlockKey& key, uint64_t bytes) {
+  void Touch(const BlockKey& key, Entry& e) {
+    Unlist(e);
+    e.used = ++clock;
+    List(key, e);
+  }
+
+  // `child` (stored or queued) names `parent`: the parent is no leaf.
+  void AddChild(const BlockKey& parent, const BlockKey& child) {
+    if (parent == child) return;  // would pin the object for good
+    if (children[parent]++ > 0) return;
+    if (auto it = index.find(parent); it != index.end()) {
+      leaves.erase(it->second.used);
+    }
+  }
+
+  // `child` is gone (or will not be stored): its parent may become a leaf.
+  void DropChild(const BlockKey& parent, const BlockKey& child) {
+    if (parent == child) return;
+    const auto it = children.find(parent);
+    KV_CHECK(it != children.end());
+    if (--it->second > 0) return;
+    children.erase(it);
+    if (auto p = index.find(parent); p != index.end()) {
+      leaves.emplace(p->second.used, parent);
+    }
+  }
+
+  // Indexes a stored object as the most recently used. Its own link to
+  // `parent` is AddChild's, made when it was queued.
+  void Insert(const BlockKey& key, const BlockKey& parent, uint64_t bytes) {
     KV_CHECK(!index.contains(key));
-    lru.push_front(key);
-    index.emplace(key, Entry{bytes, next_seq++, lru.begin()});
+    const Entry& e =
+        index.emplace(key, Entry{bytes, next_seq++, ++clock, parent})
+            .first->second;
+    List(key, e);
     bytes_used += bytes;
   }
 
-  // Drops `key` from the index and deletes its file. REQUIRES: mu held,
-  // key indexed.
-  Status Remove(const BlockKey& key) {
-    auto it = index.find(key);
+  // Drops `key` from the index and returns its file, for the caller to
+  // delete. REQUIRES: key indexed.
+  std::string Unindex(const BlockKey& key) {
+    const auto it = index.find(key);
     KV_CHECK(it != index.end());
+    Unlist(it->second);
     bytes_used -= it->second.bytes;
-    lru.erase(it->second.lru);
+    const BlockKey parent = it->second.parent;
     index.erase(it);
-    const std::string path = Path(key);
+    DropChild(parent, key);
+    return Path(key);
+  }
+
+  // Unindex, and deletes the file now. REQUIRES: key indexed.
+  Status Remove(const BlockKey& key) {
+    const std::string path = Unindex(key);
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
       const Status s = ErrnoStatus("cannot delete", path, errno);
       Fail(s);
@@ -309,22 +177,19 @@ struct DiskTier::State {
     return Status::OK();
   }
 
-  // Drops least recently used objects from the index until `incoming` more
-  // bytes fit, and returns their files for the caller to delete. Deleting
-  // outside mu is safe for the writer thread: a dropped key is no longer
-  // indexed (Get and Erase leave its file alone), and only the writer
-  // publishes files, so none can reappear under a victim's name before the
-  // writer has deleted it. REQUIRES: mu held, incoming <= capacity.
+  // Drops objects from the index, least recently used leaf first (see the
+  // Capacity paragraph of disk_tier.h), until `incoming` more bytes fit, and
+  // returns their files for the caller to delete. Deleting outside mu is
+  // safe for the writer thread: a dropped key is no longer indexed (Get and
+  // Erase leave its file alone), and only the writer publishes files, so
+  // none can reappear under a victim's name before the writer has deleted
+  // it. REQUIRES: incoming <= capacity.
   std::vector<std::string> Evict(uint64_t incoming) {
     std::vector<std::string> victims;
     while (bytes_used + incoming > options.capacity_bytes) {
-      KV_CHECK(!lru.empty());
-      const BlockKey key = lru.back();
-      auto it = index.find(key);
-      bytes_used -= it->second.bytes;
-      lru.pop_back();
-      index.erase(it);
-      victims.push_back(Path(key));
+      KV_CHECK(!recency.empty());
+      const BlockKey key = (leaves.empty() ? recency : leaves).begin()->second;
+      victims.push_back(Unindex(key));
       ++stats.evictions;
     }
     return victims;
@@ -333,6 +198,50 @@ struct DiskTier::State {
   bool Pending(const BlockKey& key) const {
     return queued.contains(key) ||
            (in_flight && in_flight->key == key && !in_flight_cancelled);
+  }
+
+  // Indexes the directory for Open: deletes temporary files and files whose
+  // header is bad, indexes the rest by mtime, evicts down to capacity.
+  Status Load() {
+    KV_ASSIGN_OR_RETURN(CacheDirListing listing, ListCacheDir(options.dir));
+    made_dirs = listing.fanout_dirs;
+    for (const TempFile& t : listing.temps) {
+      if (::unlink(t.path.c_str()) != 0 && errno != ENOENT) {
+        return ErrnoStatus("cannot delete", t.path, errno);
+      }
+    }
+    const std::vector<Result<ObjectHeader>> headers =
+        io->ReadHeaders(listing.objects);
+    std::vector<size_t> good;
+    for (size_t i = 0; i < headers.size(); ++i) {
+      const Status& error = headers[i].status();
+      if (error.ok()) {
+        good.push_back(i);
+      } else if (error.code() == StatusCode::kCorruption) {
+        ++stats.corrupt_dropped;
+        stats.last_error = error.ToString();
+        const std::string& path = listing.objects[i].path;
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+          Fail(ErrnoStatus("cannot delete", path, errno));
+        }
+      } else if (error.code() != StatusCode::kNotFound) {
+        Fail(error);  // unreadable now: left alone, not indexed
+      }
+    }
+    std::sort(good.begin(), good.end(), [&](size_t x, size_t y) {
+      return listing.objects[x].mtime_ns < listing.objects[y].mtime_ns;
+    });
+    for (const size_t i : good) {  // the newest ends up the most recent
+      const ObjectFile& f = listing.objects[i];
+      Insert(f.key, headers[i]->parent, f.bytes);
+      AddChild(headers[i]->parent, f.key);
+    }
+    for (const std::string& victim : Evict(0)) {
+      if (::unlink(victim.c_str()) != 0 && errno != ENOENT) {
+        return ErrnoStatus("cannot delete", victim, errno);
+      }
+    }
+    return Status::OK();
   }
 };
 
@@ -352,60 +261,19 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(
     return Status::IOError("cannot create disk cache directory '" +
                            options.dir + "': " + ec.message());
   }
+  Result<DirLock> lock = DirLock::Acquire(options.dir);
+  if (!lock.ok()) {
+    if (lock.status().code() != StatusCode::kUnavailable) return lock.status();
+    return Status::Unavailable(lock.status().message() +
+                               "; give each kvstash process its own directory");
+  }
 
   auto state = std::make_unique<State>();
   state->options = options;
-  const std::string lock_path = options.dir + "/LOCK";
-  const int lock_fd =
-      ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd < 0) return ErrnoStatus("cannot open", lock_path, errno);
-  // From here on the tier owns lock_fd (closed by ~DiskTier, which the
-  // error returns below run through).
-  state->lock_fd = lock_fd;
+  state->dir_lock.emplace(std::move(lock).value());
+  KV_ASSIGN_OR_RETURN(state->io, ObjectFileIo::Open(options.dir, options.io));
+  KV_RETURN_IF_ERROR(state->Load());
   std::unique_ptr<DiskTier> tier(new DiskTier(std::move(state)));
-  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK) {
-      return ErrnoStatus("cannot lock", lock_path, errno);
-    }
-    char pid[32] = {};
-    const ssize_t n = ::pread(lock_fd, pid, sizeof(pid) - 1, 0);
-    const std::string holder =
-        n > 0 ? std::string(pid, size_t(n)) : std::string("unknown");
-    return Status::Unavailable(
-        "disk cache directory '" + options.dir + "' is already open (pid " +
-        holder + " holds the lock on '" + lock_path +
-        "'); give each kvstash process its own directory");
-  }
-  const std::string my_pid = std::to_string(::getpid());
-  if (::ftruncate(lock_fd, 0) != 0 ||
-      ::pwrite(lock_fd, my_pid.data(), my_pid.size(), 0) !=
-          ssize_t(my_pid.size())) {
-    return ErrnoStatus("cannot write", lock_path, errno);
-  }
-
-  State& s = *tier->state_;
-  std::vector<Found> found;
-  KV_RETURN_IF_ERROR(
-      ForEachEntry(options.dir, [&](int dir_fd, const char* name) -> Status {
-        unsigned b = 0;
-        struct stat st;
-        if (!ParseHexByte(name, &b)) return Status::OK();  // LOCK, foreign
-        if (::fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-          return ErrnoStatus("cannot stat", options.dir + "/" + name, errno);
-        }
-        if (!S_ISDIR(st.st_mode)) return Status::OK();
-        s.made_dirs[b] = true;
-        return ScanSubdir(options.dir + "/" + name, name, &found);
-      }));
-  std::sort(found.begin(), found.end(), [](const Found& x, const Found& y) {
-    return x.mtime_ns < y.mtime_ns;
-  });
-  for (const Found& f : found) s.Insert(f.key, f.bytes);  // newest at front
-  for (const std::string& victim : s.Evict(0)) {
-    if (::unlink(victim.c_str()) != 0 && errno != ENOENT) {
-      return ErrnoStatus("cannot delete", victim, errno);
-    }
-  }
   tier->state_->writer = std::thread([t = tier.get()] { t->WriterLoop(); });
   return tier;
 }
@@ -414,16 +282,15 @@ DiskTier::DiskTier(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 DiskTier::~DiskTier() {
   State& s = *state_;
-  if (s.writer.joinable()) {
-    {
-      const std::lock_guard<std::mutex> lock(s.mu);
-      s.stop = true;
-    }
-    s.work_cv.notify_all();
-    s.writer.join();
+  {
+    const std::lock_guard<std::mutex> lock(s.mu);
+    s.stop = true;
   }
-  if (s.lock_fd >= 0) ::close(s.lock_fd);
+  s.work_cv.notify_all();
+  s.writer.join();
 }
+
+std::string_view DiskTier::io_mode() const { return state_->io->mode(); }
 
 std::string DiskTier::ObjectPath(const BlockKey& key) const {
   return state_->Path(key);
@@ -445,15 +312,17 @@ Status DiskTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
   const uint64_t size = object.size();
   const std::lock_guard<std::mutex> lock(s.mu);
   if (auto it = s.index.find(key); it != s.index.end()) {
-    s.Touch(it->second);
+    s.Touch(key, it->second);
     return Status::OK();
   }
   if (s.Pending(key)) return Status::OK();
-  if (size > s.options.capacity_bytes) {
+  if (ObjectFileBytes(size) > s.options.capacity_bytes) {
     ++s.stats.dropped_writes;
     return Status::ResourceExhausted("disk cache '" + s.options.dir +
                                      "': object of " + std::to_string(size) +
-                                     " bytes exceeds the capacity of " +
+                                     " bytes (" +
+                                     std::to_string(ObjectFileBytes(size)) +
+                                     " on disk) exceeds the capacity of " +
                                      std::to_string(s.options.capacity_bytes));
   }
   if (s.queue_bytes + size > s.options.max_queue_bytes) {
@@ -463,10 +332,12 @@ Status DiskTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
         std::to_string(s.queue_bytes) + " bytes queued)");
   }
   s.queue.push_back(
-      {key, std::make_shared<const std::vector<uint8_t>>(std::move(object)),
+      {key, header->parent,
+       std::make_shared<const std::vector<uint8_t>>(std::move(object)),
        ++s.last_ticket});
   s.queued.emplace(key, std::prev(s.queue.end()));
   s.queue_bytes += size;
+  s.AddChild(header->parent, key);
   s.work_cv.notify_one();
   return Status::OK();
 }
@@ -478,17 +349,18 @@ std::vector<std::optional<std::vector<uint8_t>>> DiskTier::Get(
   struct FileRead {
     size_t i;
     uint64_t seq;
-    Result<std::vector<uint8_t>> bytes = Status::Internal("not read");
   };
   std::vector<FileRead> reads;
+  std::vector<BlockKey> read_keys;
   std::vector<std::pair<size_t, std::shared_ptr<const std::vector<uint8_t>>>>
       queued;
   {
     const std::lock_guard<std::mutex> lock(s.mu);
     for (size_t i = keys.size(); i-- > 0;) {
       if (auto it = s.index.find(keys[i]); it != s.index.end()) {
-        s.Touch(it->second);
+        s.Touch(keys[i], it->second);
         reads.push_back({i, it->second.seq});
+        read_keys.push_back(keys[i]);
       } else if (auto q = s.queued.find(keys[i]); q != s.queued.end()) {
         queued.emplace_back(i, q->second->bytes);
       } else if (s.Pending(keys[i])) {
@@ -500,34 +372,33 @@ std::vector<std::optional<std::vector<uint8_t>>> DiskTier::Get(
     s.stats.hits += queued.size();
   }
   for (auto& [i, bytes] : queued) out[i] = *bytes;
-  for (FileRead& r : reads) {
-    r.bytes =
-        ReadObjectFile(s.Path(keys[r.i]), keys[r.i], s.options.capacity_bytes);
-  }
+  std::vector<Result<std::vector<uint8_t>>> got =
+      s.io->ReadObjects(read_keys, s.options.capacity_bytes);
 
   const std::lock_guard<std::mutex> lock(s.mu);
-  for (FileRead& r : reads) {
-    if (r.bytes.ok()) {
+  for (size_t r = 0; r < reads.size(); ++r) {
+    const size_t i = reads[r].i;
+    if (got[r].ok()) {
       ++s.stats.hits;
-      s.stats.bytes_read += r.bytes->size();
-      out[r.i] = std::move(r.bytes).value();
+      s.stats.bytes_read += got[r]->size();
+      out[i] = std::move(got[r]).value();
       continue;
     }
     ++s.stats.misses;
-    const Status& error = r.bytes.status();
-    const auto it = s.index.find(keys[r.i]);
+    const Status& error = got[r].status();
+    const auto it = s.index.find(keys[i]);
     // Otherwise the object was evicted or erased while being read.
-    const bool same = it != s.index.end() && it->second.seq == r.seq;
+    const bool same = it != s.index.end() && it->second.seq == reads[r].seq;
     if (error.code() == StatusCode::kCorruption) {
       if (same) {
         ++s.stats.corrupt_dropped;
         s.stats.last_error = error.ToString();
-        (void)s.Remove(keys[r.i]);  // a failure is counted
+        (void)s.Remove(keys[i]);  // a failure is counted
       }
     } else if (error.code() == StatusCode::kNotFound) {
       if (same) {  // deleted behind the tier's back
         s.Fail(error);
-        (void)s.Remove(keys[r.i]);
+        (void)s.Remove(keys[i]);
       }
     } else {
       s.Fail(error);  // unreadable now; kept, it may read later
@@ -551,6 +422,7 @@ Status DiskTier::Erase(const BlockKey& key) {
   const std::lock_guard<std::mutex> lock(s.mu);
   if (auto q = s.queued.find(key); q != s.queued.end()) {
     s.queue_bytes -= q->second->bytes->size();
+    s.DropChild(q->second->parent, key);
     s.queue.erase(q->second);
     s.queued.erase(q);
     s.done_cv.notify_all();
@@ -592,9 +464,11 @@ void DiskTier::WriterLoop() {
     s.queued.erase(s.in_flight->key);
     s.in_flight_cancelled = false;
     const BlockKey key = s.in_flight->key;
+    const BlockKey parent = s.in_flight->parent;
     const std::shared_ptr<const std::vector<uint8_t>> bytes =
         s.in_flight->bytes;
-    const std::vector<std::string> victims = s.Evict(bytes->size());
+    const uint64_t file_bytes = ObjectFileBytes(bytes->size());
+    const std::vector<std::string> victims = s.Evict(file_bytes);
 
     // The I/O, outside mu: evictions, the temporary file, its publication.
     lock.unlock();
@@ -605,9 +479,9 @@ void DiskTier::WriterLoop() {
       }
     }
     const std::string path = s.Path(key);
-    const std::string tmp = path + std::string(kTempSuffix);
+    const std::string tmp = path + std::string(kTempFileSuffix);
     Status status = s.MakeDir(unsigned(key.hi >> 56));
-    if (status.ok()) status = WriteFileSynced(tmp, *bytes);
+    if (status.ok()) status = s.io->WriteSynced(tmp, *bytes);
     if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
       status = ErrnoStatus("cannot rename into", path, errno);
     }
@@ -620,16 +494,15 @@ void DiskTier::WriterLoop() {
     // Until now the key was in flight (Get served it from memory, Put
     // deduplicated it, Erase marked it cancelled), so nobody else touched
     // its file.
-    if (status.ok()) {
-      if (s.in_flight_cancelled) {
-        if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-          failures.push_back(ErrnoStatus("cannot delete", path, errno));
-        }
-      } else {
-        s.Insert(key, bytes->size());
-        ++s.stats.writes;
-        s.stats.bytes_written += bytes->size();
+    if (status.ok() && !s.in_flight_cancelled) {
+      s.Insert(key, parent, file_bytes);
+      ++s.stats.writes;
+      s.stats.bytes_written += bytes->size();
+    } else {
+      if (status.ok() && ::unlink(path.c_str()) != 0 && errno != ENOENT) {
+        failures.push_back(ErrnoStatus("cannot delete", path, errno));
       }
+      s.DropChild(parent, key);
     }
     for (const Status& f : failures) s.Fail(f);
     s.queue_bytes -= bytes->size();

@@ -3,7 +3,11 @@
 // Layout: one file per object, `<dir>/<hh>/<32 hex digits of the key>.kvo`,
 // where <hh> is the key's first two hex digits (Hash128::Hex order; the
 // fan-out directory is made on its first write), and `<dir>/LOCK`, which
-// holds the owner's pid. Other files in the directory are left alone.
+// holds the owner's pid. An object file holds the encoded object followed by
+// zero bytes up to the next multiple of 4096 (the header gives the object's
+// length), whatever the I/O mode, so that O_DIRECT reads and writes whole
+// files. Open may write and remove `<dir>/DIRECT_IO_PROBE` (see I/O below).
+// Other files in the directory are left alone.
 //
 // What survives what:
 //   - kill -9 at any moment: an object is written to `<file>.tmp` beside its
@@ -11,25 +15,53 @@
 //     so a visible object is always complete; temporary files left behind
 //     are removed at the next Open. Objects still in the write-behind queue
 //     are lost (it is a cache).
-//   - restart: Open rebuilds the index by scanning the directory (recency
-//     order from file mtimes); objects are verified lazily, when read.
+//   - restart: Open rebuilds the index by reading the 128-byte header of
+//     every object file (recency order from file mtimes); a file whose header
+//     does not parse, names another key or gives a length that does not fill
+//     the file is deleted and counted (corrupt_dropped). Checksums are
+//     verified lazily, when an object is read.
 //   - power loss: the directory is not fsync'ed after a rename, so a recently
 //     published object may vanish, but it is never torn.
-//   - damage: Get reads the whole file and checks framing, checksum and that
-//     the header key matches the file's key; a bad object is a miss, is
-//     deleted and counted (corrupt_dropped).
+//   - damage: Get reads the whole file and checks framing, padding, checksum
+//     and that the header key matches the file's key; a bad object is a
+//     miss, is deleted and counted (corrupt_dropped).
 //
-// Capacity: the bytes of stored objects stay <= capacity_bytes. Before a
-// write, least recently used objects are evicted (recency in memory; Get
-// refreshes it, Open seeds it from mtimes). Leaf-first order along hash
-// chains is the caller's to impose (the tier does not know chains).
+// Capacity: the bytes of object files (padding included) stay <=
+// capacity_bytes. Eviction is leaf-first LRU along hash chains: the tier
+// knows each object's parent key (from its header), and an object is a leaf
+// while no stored or queued object names it as parent. Before a write, the
+// least recently used leaf is evicted until the object fits; evicting a leaf
+// may make its parent a leaf, which then competes by its own recency. So a
+// chain loses its tail before its head, and a head shared by many chains
+// stays while any of them does. Only when no stored object is a leaf (every
+// one is the parent of a stored or queued object, or parents form a cycle,
+// which no real chain does) does the least recently used object go. Recency
+// lives in memory: Get refreshes it (a chain's head last, see tier.h), Put
+// of a stored key refreshes it, Open seeds it from mtimes.
 //
 // One process per directory: Open takes an exclusive, non-blocking flock on
 // `<dir>/LOCK`, held until the tier is destroyed. A second Open of the same
 // directory, from this process or another, fails with Unavailable naming the
 // directory and the holder's pid; give each process its own directory (share
 // between servers through the Redis tier). The kernel drops the lock when the
-// holder dies, kill -9 included.
+// holder dies, kill -9 included. The tools of store/disk_cache_admin.h take
+// the same lock.
+//
+// I/O: with DiskIo::kDirectUring (or kAuto where the directory allows it),
+// files are read and written with O_DIRECT from 4096-aligned buffers, so
+// cached KV bytes do not also fill the page cache, and the reads of one Get
+// are submitted together on an io_uring ring, 64 at a time. kAuto decides at
+// Open by writing a scratch file with O_DIRECT and reading it back through a
+// ring (ProbeDirectUring in store/disk_io.h). A ring is not thread-safe: the
+// tier keeps a pool of rings; each batch of reads takes one (creating one
+// when all are taken) and gives it back, so concurrent Gets never wait for
+// each other's I/O, and the pool holds at most as many rings as there were
+// concurrent Gets. The writer thread writes each file with pwrite (one write
+// and one fdatasync per object, which a ring would not speed up).
+// DiskIo::kBuffered is ordinary buffered pread/pwrite, the run-time fallback
+// of kAuto where the kernel refuses io_uring (a seccomp filter, an old
+// kernel) or the file system refuses O_DIRECT. Objects are returned in
+// std::vectors, so a direct read costs one copy out of its aligned buffer.
 //
 // Threads: see tier.h. One background thread drains the write-behind queue
 // (bounded by max_queue_bytes); it alone creates, renames and evicts files,
@@ -37,9 +69,6 @@
 // outside the mutex too. Only Erase and the deletion of a corrupt object
 // unlink a file under the mutex (rare, and keeps the index and the directory
 // in step).
-//
-// I/O is ordinary buffered pread/pwrite for now; O_DIRECT through io_uring
-// (with this path as the run-time fallback) is a later step.
 #pragma once
 
 #include <cstdint>
@@ -56,19 +85,29 @@
 namespace kvstash::store {
 
 struct DiskTierOptions {
+  // How object files are read and written (see the I/O paragraph above).
+  enum class DiskIo {
+    kAuto,         // kDirectUring where it works, else kBuffered
+    kDirectUring,  // O_DIRECT through io_uring; Open fails without it
+    kBuffered,     // buffered pread/pwrite
+  };
+
   // The cache directory; created (with its parents) when missing.
   std::string dir;
-  // Most bytes of stored objects (headers included); must be > 0.
+  // Most bytes of object files (headers and padding included); must be > 0.
   uint64_t capacity_bytes = uint64_t{16} << 30;
   // Most bytes of objects accepted by Put and not yet stored; must be > 0.
   uint64_t max_queue_bytes = uint64_t{256} << 20;
+  DiskIo io = DiskIo::kAuto;
 };
 
 class DiskTier final : public Tier {
  public:
-  // Locks and indexes options.dir, removes stale temporary files, evicts down
-  // to capacity, starts the writer thread. InvalidArgument for bad options,
-  // Unavailable when another holder has the directory locked, IOError
+  // Locks and indexes options.dir, removes stale temporary files and files
+  // with bad headers, evicts down to capacity, starts the writer thread.
+  // InvalidArgument for bad options, Unavailable when another holder has the
+  // directory locked, NotSupported (or IOError) when options.io is
+  // kDirectUring and the kernel or the file system refuses it, IOError
   // (naming the path) when the directory cannot be created, locked or read.
   static Result<std::unique_ptr<DiskTier>> Open(const DiskTierOptions& options);
 
@@ -78,6 +117,9 @@ class DiskTier final : public Tier {
   DiskTier& operator=(const DiskTier&) = delete;
 
   std::string_view name() const override { return "disk"; }
+  // The I/O mode in use: "direct+io_uring" or "buffered" (for logs and
+  // metrics; kAuto resolves to one of them at Open).
+  std::string_view io_mode() const;
   Status Put(const BlockKey& key, std::vector<uint8_t> object) override;
   std::vector<std::optional<std::vector<uint8_t>>> Get(
       std::span<const BlockKey> keys) override;

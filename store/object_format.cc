@@ -25,7 +25,8 @@ constexpr size_t kDTypeAt = 60;
 constexpr size_t kCodecAt = 61;
 constexpr size_t kReserved1At = 62;
 constexpr size_t kPayloadBytesAt = 64;
-constexpr size_t kReserved2At = 72;
+constexpr size_t kParentAt = 72;
+constexpr size_t kReserved2At = 88;
 constexpr size_t kChecksumAt = 112;
 static_assert(kChecksumAt + 16 == kObjectHeaderBytes);
 
@@ -108,7 +109,7 @@ Status Mismatch(const char* field, const std::string& got,
 }  // namespace
 
 std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
-                                  const Hash128& key,
+                                  const Hash128& parent, const Hash128& key,
                                   const kernels::BlockLayout& layout,
                                   uint32_t token_count,
                                   std::span<const uint8_t> payload) {
@@ -134,6 +135,7 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
   h[kDTypeAt] = dtype_code;
   h[kCodecAt] = uint8_t(Codec::kRaw);
   PutU64(h + kPayloadBytesAt, payload.size());
+  PutHash(h + kParentAt, parent);
   if (!payload.empty()) {
     std::memcpy(h + kObjectHeaderBytes, payload.data(), payload.size());
   }
@@ -141,7 +143,7 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
   return out;
 }
 
-Result<ObjectHeader> ParseObjectHeader(std::span<const uint8_t> bytes) {
+Result<ObjectHeader> ParseHeaderPrefix(std::span<const uint8_t> bytes) {
   if (bytes.size() < kObjectHeaderBytes) {
     return Status::Corruption("object of " + std::to_string(bytes.size()) +
                               " bytes is shorter than its header (" +
@@ -164,13 +166,8 @@ Result<ObjectHeader> ParseObjectHeader(std::span<const uint8_t> bytes) {
   ObjectHeader header;
   header.fingerprint = GetHash(h + kFingerprintAt);
   header.key = GetHash(h + kKeyAt);
+  header.parent = GetHash(h + kParentAt);
   header.payload_bytes = GetU64(h + kPayloadBytesAt);
-  if (header.payload_bytes != bytes.size() - kObjectHeaderBytes) {
-    return Status::Corruption(
-        "object header says " + std::to_string(header.payload_bytes) +
-        " payload bytes, " + std::to_string(bytes.size() - kObjectHeaderBytes) +
-        " follow it");
-  }
   kernels::BlockLayout& layout = header.layout;
   if (!ReadDim(h, kNLayersAt, &layout.n_layers) ||
       !ReadDim(h, kNKvHeadsAt, &layout.n_kv_heads) ||
@@ -191,6 +188,17 @@ Result<ObjectHeader> ParseObjectHeader(std::span<const uint8_t> bytes) {
                               std::to_string(layout.block_tokens));
   }
   header.codec = Codec(h[kCodecAt]);
+  return header;
+}
+
+Result<ObjectHeader> ParseObjectHeader(std::span<const uint8_t> bytes) {
+  KV_ASSIGN_OR_RETURN(ObjectHeader header, ParseHeaderPrefix(bytes));
+  if (header.payload_bytes != bytes.size() - kObjectHeaderBytes) {
+    return Status::Corruption(
+        "object header says " + std::to_string(header.payload_bytes) +
+        " payload bytes, " + std::to_string(bytes.size() - kObjectHeaderBytes) +
+        " follow it");
+  }
   return header;
 }
 

@@ -12,9 +12,16 @@
 //       61    1  codec            0 raw (see Codec)
 //       62    2  reserved         zero
 //       64    8  payload length   bytes after the header
-//       72   40  reserved         zero
+//       72   16  parent           h_{i-1} of the block before the FIRST block
+//                                 held (lo, hi); h_0, i.e. the fingerprint,
+//                                 when that block starts its chain
+//       88   24  reserved         zero
 //      112   16  checksum         XXH3-128 of bytes [0, 112) || payload
 //      128       payload          raw: [block][layer][K|V][kv_head][token][dim]
+//
+// Versions: 2 added the parent key (a tier orders eviction along chains by
+// it). Any other version, 1 included, is refused as Corruption: a tier is a
+// cache, and an object it cannot read is recomputed.
 //
 // Keying: an object holds k >= 1 consecutive full blocks and is keyed by the
 // hash of its last block. h_i commits to every token of the prefix up to block
@@ -47,7 +54,7 @@
 
 namespace kvstash::store {
 
-inline constexpr uint32_t kObjectFormatVersion = 1;
+inline constexpr uint32_t kObjectFormatVersion = 2;
 inline constexpr size_t kObjectHeaderBytes = 128;
 
 // How the payload encodes the blocks. Values are part of the format.
@@ -58,6 +65,7 @@ enum class Codec : uint8_t {
 struct ObjectHeader {
   Hash128 fingerprint;  // h_0 of the namespace
   Hash128 key;          // h_i of the last block held
+  Hash128 parent;       // h_{i-k} for k blocks held (h_0 starts a chain)
   uint32_t token_count = 0;
   kernels::BlockLayout layout;
   Codec codec = Codec::kRaw;  // may hold a value this build does not know
@@ -71,11 +79,12 @@ struct ObjectView {
 };
 
 // Header + raw payload of the `token_count / layout.block_tokens` blocks in
-// `payload`. REQUIRES (checked): layout.kv_type is f32, f16 or bf16; every
+// `payload`, keyed by `key` and chained to `parent` (see the table).
+// REQUIRES (checked): layout.kv_type is f32, f16 or bf16; every
 // layout dimension > 0; token_count a positive multiple of block_tokens;
 // payload.size() == token_count / block_tokens * layout.block_bytes().
 std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
-                                  const Hash128& key,
+                                  const Hash128& parent, const Hash128& key,
                                   const kernels::BlockLayout& layout,
                                   uint32_t token_count,
                                   std::span<const uint8_t> payload);
@@ -84,6 +93,11 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
 // that the payload length matches bytes.size()), not the checksum: cheap,
 // for writers that validate what they are handed. Corruption otherwise.
 Result<ObjectHeader> ParseObjectHeader(std::span<const uint8_t> bytes);
+
+// The checks of ParseObjectHeader on the first kObjectHeaderBytes of `bytes`
+// alone: the payload need not follow (header.payload_bytes says how long it
+// is). For readers that look at headers without reading whole objects.
+Result<ObjectHeader> ParseHeaderPrefix(std::span<const uint8_t> bytes);
 
 // ParseObjectHeader and the checksum: the bytes are an intact object.
 Result<ObjectView> ParseObject(std::span<const uint8_t> bytes);

@@ -1,0 +1,386 @@
+#include "store/disk_files.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "base/check.h"
+
+namespace kvstash::store {
+namespace {
+
+constexpr size_t kKeyHexDigits = 32;
+
+// A lowercase hex digit (the case Hash128::Hex() writes).
+bool HexDigit(char c, unsigned* digit) {
+  if (c >= '0' && c <= '9') {
+    *digit = unsigned(c - '0');
+  } else if (c >= 'a' && c <= 'f') {
+    *digit = unsigned(c - 'a' + 10);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// A fan-out directory name: two lowercase hex digits.
+bool ParseHexByte(std::string_view name, unsigned* b) {
+  unsigned hi, lo;
+  if (name.size() != 2 || !HexDigit(name[0], &hi) || !HexDigit(name[1], &lo)) {
+    return false;
+  }
+  *b = hi << 4 | lo;
+  return true;
+}
+
+// Inverse of Hash128::Hex(): exactly 32 lowercase hex digits, hi then lo.
+bool ParseKeyHex(std::string_view hex, BlockKey* key) {
+  if (hex.size() != kKeyHexDigits) return false;
+  uint64_t half[2] = {0, 0};
+  for (size_t i = 0; i < kKeyHexDigits; ++i) {
+    unsigned digit;
+    if (!HexDigit(hex[i], &digit)) return false;
+    half[i / 16] = half[i / 16] << 4 | digit;
+  }
+  key->hi = half[0];
+  key->lo = half[1];
+  return true;
+}
+
+// Calls fn(directory fd, entry name) for the entries of `path` but "." and
+// "..", in directory order, stopping at the first error.
+template <typename F>
+Status ForEachEntry(const std::string& path, F fn) {
+  DIR* d = ::opendir(path.c_str());
+  if (d == nullptr) return ErrnoStatus("cannot list", path, errno);
+  const std::unique_ptr<DIR, int (*)(DIR*)> closer(d, ::closedir);
+  for (;;) {
+    errno = 0;
+    const dirent* ent = ::readdir(d);
+    if (ent == nullptr) {
+      if (errno != 0) return ErrnoStatus("cannot list", path, errno);
+      return Status::OK();
+    }
+    const std::string_view name = ent->d_name;
+    if (name == "." || name == "..") continue;
+    KV_RETURN_IF_ERROR(fn(::dirfd(d), ent->d_name));
+  }
+}
+
+// Adds the object and temporary files of fan-out directory `path` (named
+// `hh`) to `listing`.
+Status ListSubdir(const std::string& path, std::string_view hh,
+                  CacheDirListing* listing) {
+  return ForEachEntry(path, [&](int dir_fd, const char* name_cstr) -> Status {
+    const std::string_view name = name_cstr;
+    BlockKey key;
+    const bool temp = name.ends_with(kTempFileSuffix);
+    const bool object =
+        name.size() == kKeyHexDigits + kObjectFileSuffix.size() &&
+        name.ends_with(kObjectFileSuffix) && name.starts_with(hh) &&
+        ParseKeyHex(name.substr(0, kKeyHexDigits), &key);
+    if (!temp && !object) return Status::OK();
+    const std::string file = path + "/" + name_cstr;
+    struct stat st;
+    if (::fstatat(dir_fd, name_cstr, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      return ErrnoStatus("cannot stat", file, errno);
+    }
+    if (temp && !S_ISDIR(st.st_mode)) {
+      listing->temps.push_back({file, uint64_t(st.st_size)});
+    } else if (object && S_ISREG(st.st_mode)) {
+      listing->objects.push_back(
+          {key, file, uint64_t(st.st_size),
+           int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec});
+    }
+    return Status::OK();
+  });
+}
+
+// What the header says against the file that holds it.
+Status CheckHeader(const ObjectHeader& header, const BlockKey& key,
+                   uint64_t file_bytes, const std::string& path) {
+  if (header.key != key) {
+    return Status::Corruption("'" + path + "' holds the object of key " +
+                              header.key.Hex());
+  }
+  if (header.payload_bytes > file_bytes ||
+      ObjectFileBytes(kObjectHeaderBytes + header.payload_bytes) !=
+          file_bytes) {
+    return Status::Corruption(
+        "'" + path + "' has " + std::to_string(file_bytes) +
+        " bytes, its object of " + std::to_string(header.payload_bytes) +
+        " payload bytes takes " +
+        std::to_string(
+            ObjectFileBytes(kObjectHeaderBytes + header.payload_bytes)));
+  }
+  return Status::OK();
+}
+
+// The length of the verified object at the start of `file` (the whole
+// object file of `key`).
+Result<size_t> CheckObjectFile(std::span<const uint8_t> file,
+                               const BlockKey& key, const std::string& path) {
+  Result<ObjectHeader> header = ParseHeaderPrefix(file);
+  if (!header.ok()) return header.status().WithPrefix("'" + path + "'");
+  KV_RETURN_IF_ERROR(CheckHeader(*header, key, file.size(), path));
+  const size_t object = kObjectHeaderBytes + size_t(header->payload_bytes);
+  if (!std::all_of(file.begin() + ptrdiff_t(object), file.end(),
+                   [](uint8_t b) { return b == 0; })) {
+    return Status::Corruption("'" + path + "' has non-zero padding");
+  }
+  const Status intact = ParseObject(file.first(object)).status();
+  if (!intact.ok()) return intact.WithPrefix("'" + path + "'");
+  return object;
+}
+
+}  // namespace
+
+std::string ObjectFilePath(const std::string& dir, const BlockKey& key) {
+  const std::string hex = key.Hex();
+  return dir + "/" + hex.substr(0, 2) + "/" + hex +
+         std::string(kObjectFileSuffix);
+}
+
+Result<DirLock> DirLock::Acquire(const std::string& dir) {
+  const std::string path = dir + "/LOCK";
+  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (fd.get() < 0) return ErrnoStatus("cannot open", path, errno);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) return ErrnoStatus("cannot lock", path, errno);
+    char pid[32] = {};
+    const ssize_t n = ::pread(fd.get(), pid, sizeof(pid) - 1, 0);
+    const std::string holder =
+        n > 0 ? std::string(pid, size_t(n)) : std::string("unknown");
+    return Status::Unavailable("disk cache directory '" + dir +
+                               "' is in use (pid " + holder +
+                               " holds the lock on '" + path + "')");
+  }
+  const std::string my_pid = std::to_string(::getpid());
+  if (::ftruncate(fd.get(), 0) != 0 ||
+      ::pwrite(fd.get(), my_pid.data(), my_pid.size(), 0) !=
+          ssize_t(my_pid.size())) {
+    return ErrnoStatus("cannot write", path, errno);
+  }
+  return DirLock(std::move(fd));
+}
+
+Result<CacheDirListing> ListCacheDir(const std::string& dir) {
+  CacheDirListing listing;
+  KV_RETURN_IF_ERROR(
+      ForEachEntry(dir, [&](int dir_fd, const char* name) -> Status {
+        unsigned b = 0;
+        if (!ParseHexByte(name, &b)) return Status::OK();  // LOCK, foreign
+        struct stat st;
+        if (::fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+          return ErrnoStatus("cannot stat", dir + "/" + name, errno);
+        }
+        if (!S_ISDIR(st.st_mode)) return Status::OK();
+        listing.fanout_dirs[b] = true;
+        return ListSubdir(dir + "/" + name, name, &listing);
+      }));
+  return listing;
+}
+
+// One file being read: its descriptor, the buffer the read fills, and what
+// went wrong before the read (the read is skipped unless status is OK).
+struct ObjectFileIo::FileRead {
+  std::string path;
+  Status status;
+  Fd fd;
+  uint64_t file_bytes = 0;     // as fstat saw it, where the caller asked
+  AlignedBuffer aligned;       // the buffer, with O_DIRECT
+  std::vector<uint8_t> plain;  // the buffer, buffered
+  ReadOp op;
+
+  // Opens `file` for reading; false (and status set) when it cannot.
+  bool Open(std::string file, bool direct) {
+    path = std::move(file);
+    fd = Fd(
+        ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0)));
+    if (fd.get() >= 0) return true;
+    status = errno == ENOENT ? Status::NotFound("'" + path + "' vanished")
+                             : ErrnoStatus("cannot open", path, errno);
+    return false;
+  }
+
+  // Points `op` at a buffer for reading `want` bytes from the start of the
+  // file; O_DIRECT reads whole aligned blocks of up to `length` bytes.
+  void Prepare(bool direct, uint64_t want, uint64_t length) {
+    uint8_t* dst;
+    if (direct) {
+      aligned = AlignedBuffer(AlignUp(std::max<uint64_t>(length, 1)));
+      dst = aligned.data();
+      length = aligned.size();
+    } else {
+      plain.resize(size_t(length));
+      dst = plain.data();
+    }
+    op = ReadOp{.fd = fd.get(), .dst = dst, .length = length, .want = want};
+  }
+};
+
+Result<std::unique_ptr<ObjectFileIo>> ObjectFileIo::Open(
+    const std::string& dir, DiskTierOptions::DiskIo mode) {
+  bool direct = false;
+  if (mode != DiskTierOptions::DiskIo::kBuffered) {
+    const Status probe = ProbeDirectUring(dir);
+    if (!probe.ok() && mode == DiskTierOptions::DiskIo::kDirectUring) {
+      return probe.WithPrefix("disk cache '" + dir +
+                              "': direct I/O through io_uring unavailable");
+    }
+    direct = probe.ok();
+  }
+  return std::unique_ptr<ObjectFileIo>(new ObjectFileIo(dir, direct));
+}
+
+std::string_view ObjectFileIo::mode() const {
+  return direct_ ? "direct+io_uring" : "buffered";
+}
+
+void ObjectFileIo::Run(std::span<FileRead> files) {
+  std::vector<ReadOp> ops;
+  for (const FileRead& f : files) {
+    if (f.status.ok()) ops.push_back(f.op);
+  }
+  std::unique_ptr<IoRing> ring;
+  if (direct_) {
+    {
+      const std::lock_guard<std::mutex> lock(rings_mu_);
+      if (!free_rings_.empty()) {
+        ring = std::move(free_rings_.back());
+        free_rings_.pop_back();
+      }
+    }
+    if (ring == nullptr) {
+      // A ring the kernel refuses now (it passed the probe) leaves the same
+      // O_DIRECT reads to pread.
+      Result<std::unique_ptr<IoRing>> created = IoRing::Create(kReadBatch);
+      if (created.ok()) ring = std::move(created).value();
+    }
+  }
+  if (ring != nullptr) {
+    ring->ReadAll(ops);
+    const std::lock_guard<std::mutex> lock(rings_mu_);
+    free_rings_.push_back(std::move(ring));
+  } else {
+    ReadAllSync(ops);
+  }
+  size_t next = 0;
+  for (FileRead& f : files) {
+    if (f.status.ok()) f.op = ops[next++];
+  }
+}
+
+template <typename T, typename Prepare, typename Finish>
+std::vector<Result<T>> ObjectFileIo::ReadInBatches(size_t n, Prepare prepare,
+                                                   Finish finish) {
+  std::vector<Result<T>> out;
+  out.reserve(n);
+  for (size_t start = 0; start < n; start += kReadBatch) {
+    std::vector<FileRead> reads(std::min<size_t>(kReadBatch, n - start));
+    for (size_t i = 0; i < reads.size(); ++i) prepare(start + i, reads[i]);
+    Run(reads);
+    for (size_t i = 0; i < reads.size(); ++i) {
+      FileRead& r = reads[i];
+      if (r.status.ok() && r.op.error != 0) {
+        r.status = ErrnoStatus("cannot read", r.path, r.op.error);
+      }
+      if (!r.status.ok()) {
+        out.push_back(r.status);
+        continue;
+      }
+      out.push_back(
+          finish(start + i, r, std::span<const uint8_t>(r.op.dst, r.op.done)));
+    }
+  }
+  return out;
+}
+
+std::vector<Result<ObjectHeader>> ObjectFileIo::ReadHeaders(
+    std::span<const ObjectFile> files) {
+  return ReadInBatches<ObjectHeader>(
+      files.size(),
+      [&](size_t i, FileRead& r) {
+        if (r.Open(files[i].path, direct_)) {
+          r.Prepare(direct_, kObjectHeaderBytes, kObjectHeaderBytes);
+        }
+      },
+      [&](size_t i, FileRead& r,
+          std::span<const uint8_t> bytes) -> Result<ObjectHeader> {
+        Result<ObjectHeader> header = ParseHeaderPrefix(bytes);
+        if (!header.ok()) return header.status().WithPrefix("'" + r.path + "'");
+        KV_RETURN_IF_ERROR(
+            CheckHeader(*header, files[i].key, files[i].bytes, r.path));
+        return header;
+      });
+}
+
+std::vector<Result<std::vector<uint8_t>>> ObjectFileIo::ReadObjects(
+    std::span<const BlockKey> keys, uint64_t max_file_bytes) {
+  return ReadInBatches<std::vector<uint8_t>>(
+      keys.size(),
+      [&](size_t i, FileRead& r) {
+        if (!r.Open(ObjectFilePath(dir_, keys[i]), direct_)) return;
+        struct stat st;
+        if (::fstat(r.fd.get(), &st) != 0) {
+          r.status = ErrnoStatus("cannot stat", r.path, errno);
+        } else if (!S_ISREG(st.st_mode) ||
+                   uint64_t(st.st_size) > max_file_bytes) {
+          r.status = Status::Corruption(
+              "'" + r.path + "' is not a regular file within capacity");
+        } else {
+          r.file_bytes = uint64_t(st.st_size);
+          r.Prepare(direct_, r.file_bytes, r.file_bytes);
+        }
+      },
+      [&](size_t i, FileRead& r,
+          std::span<const uint8_t> bytes) -> Result<std::vector<uint8_t>> {
+        if (bytes.size() < r.file_bytes) {
+          return Status::Corruption("'" + r.path + "' shrank while read");
+        }
+        const std::span<const uint8_t> file = bytes.first(r.file_bytes);
+        KV_ASSIGN_OR_RETURN(const size_t object,
+                            CheckObjectFile(file, keys[i], r.path));
+        if (direct_) {
+          return std::vector<uint8_t>(file.begin(),
+                                      file.begin() + ptrdiff_t(object));
+        }
+        r.plain.resize(object);  // drops the padding
+        return std::move(r.plain);
+      });
+}
+
+Status ObjectFileIo::WriteSynced(const std::string& path,
+                                 std::span<const uint8_t> object) const {
+  const AlignedBuffer file(ObjectFileBytes(object.size()));
+  std::memcpy(file.data(), object.data(), object.size());
+  Fd fd(::open(
+      path.c_str(),
+      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (direct_ ? O_DIRECT : 0),
+      0644));
+  if (fd.get() < 0) return ErrnoStatus("cannot create", path, errno);
+  size_t done = 0;
+  while (done < file.size()) {
+    const ssize_t n =
+        ::pwrite(fd.get(), file.data() + done, file.size() - done, off_t(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("cannot write", path, errno);
+    }
+    done += size_t(n);
+  }
+  if (::fdatasync(fd.get()) != 0) {
+    return ErrnoStatus("cannot sync", path, errno);
+  }
+  if (fd.Close() != 0) return ErrnoStatus("cannot close", path, errno);
+  return Status::OK();
+}
+
+}  // namespace kvstash::store

@@ -1,0 +1,141 @@
+// The files of a disk cache directory (layout in store/disk_tier.h), shared
+// by DiskTier and the offline tools of store/disk_cache_admin.h so that both
+// name, lock, list, read and write them the same way.
+//
+// An object file holds the encoded object (store/object_format.h) followed
+// by zero bytes up to the next multiple of kDirectIoAlign, in every I/O mode,
+// so that O_DIRECT can read and write whole files and a directory written in
+// one mode reads in the other. The header gives the object's length.
+//
+// Internal to store/. ObjectFileIo is thread-safe; the rest are functions
+// and move-only values.
+#pragma once
+
+#include <bitset>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "store/disk_io.h"
+#include "store/disk_tier.h"
+#include "store/object_format.h"
+#include "store/tier.h"
+
+namespace kvstash::store {
+
+inline constexpr std::string_view kObjectFileSuffix = ".kvo";
+inline constexpr std::string_view kTempFileSuffix = ".tmp";
+
+// Bytes of the file that holds an object of `object_bytes`.
+constexpr uint64_t ObjectFileBytes(uint64_t object_bytes) {
+  return AlignUp(object_bytes);
+}
+
+// `<dir>/<hh>/<32 hex digits of key>.kvo`.
+std::string ObjectFilePath(const std::string& dir, const BlockKey& key);
+
+// The exclusive, non-blocking flock on `<dir>/LOCK` that makes one process
+// the owner of a cache directory; released when destroyed (or when the
+// process dies). Move-only.
+class DirLock {
+ public:
+  // Creates `<dir>/LOCK` when missing, locks it and writes this process's
+  // pid into it. Unavailable naming the directory and the holder's pid when
+  // another open file holds the lock (one of this process included);
+  // IOError naming the path otherwise.
+  static Result<DirLock> Acquire(const std::string& dir);
+
+ private:
+  explicit DirLock(Fd fd) : fd_(std::move(fd)) {}
+  Fd fd_;
+};
+
+// A file named like an object: `<dir>/<hh>/<key hex>.kvo`, a regular file.
+struct ObjectFile {
+  BlockKey key;
+  std::string path;
+  uint64_t bytes = 0;
+  int64_t mtime_ns = 0;
+};
+
+// A temporary file a writer left in a fan-out directory (`*.tmp`).
+struct TempFile {
+  std::string path;
+  uint64_t bytes = 0;
+};
+
+struct CacheDirListing {
+  std::vector<ObjectFile> objects;
+  std::vector<TempFile> temps;
+  std::bitset<256> fanout_dirs;  // the `<hh>` directories that exist
+};
+
+// Lists the object and temporary files of the fan-out directories of `dir`,
+// in directory order; other entries are left out. IOError naming the path
+// when a directory cannot be read.
+Result<CacheDirListing> ListCacheDir(const std::string& dir);
+
+// Reads and writes the object files of one directory, with O_DIRECT through
+// io_uring or with buffered pread/pwrite (chosen by Open). Reads of many
+// files are submitted together, up to kReadBatch at a time, on a ring taken
+// from a pool: a ring is used by one thread at a time, a caller that finds
+// none free creates one, and rings return to the pool after each call (so
+// the pool holds as many rings as there were concurrent readers at most).
+class ObjectFileIo {
+ public:
+  static constexpr unsigned kReadBatch = 64;
+
+  // kAuto: O_DIRECT through io_uring when ProbeDirectUring(dir) passes,
+  // buffered otherwise; kDirectUring: the probe's NotSupported or IOError,
+  // prefixed with the directory, when it fails; kBuffered: no probe.
+  // REQUIRES: `dir` exists and the caller holds its lock.
+  static Result<std::unique_ptr<ObjectFileIo>> Open(
+      const std::string& dir, DiskTierOptions::DiskIo mode);
+
+  // "direct+io_uring" or "buffered".
+  std::string_view mode() const;
+
+  // Per file, its header when the file is the object its name says: the
+  // header parses, names the file's key, and gives a length that fills
+  // exactly `bytes` of file. Corruption (naming the path) otherwise;
+  // NotFound when the file is gone; IOError when it cannot be read.
+  // Reads the first block of each file only.
+  std::vector<Result<ObjectHeader>> ReadHeaders(
+      std::span<const ObjectFile> files);
+
+  // Per key, the object of its file, verified: as ReadHeaders, and the
+  // checksum holds and the padding is zero. Corruption also for a file that
+  // is not regular or is larger than `max_file_bytes`.
+  std::vector<Result<std::vector<uint8_t>>> ReadObjects(
+      std::span<const BlockKey> keys, uint64_t max_file_bytes);
+
+  // Writes `object` and its padding to a new file at `path` and fdatasyncs
+  // it. IOError naming the path. REQUIRES: `object` is not empty.
+  Status WriteSynced(const std::string& path,
+                     std::span<const uint8_t> object) const;
+
+ private:
+  struct FileRead;
+  ObjectFileIo(std::string dir, bool direct)
+      : dir_(std::move(dir)), direct_(direct) {}
+  // Runs the reads of `files` (those whose status is OK) together.
+  void Run(std::span<FileRead> files);
+  // Reads n files, kReadBatch at a time: prepare(i, FileRead&) opens file i
+  // and aims its read (or sets its status), finish(i, FileRead&, bytes read)
+  // turns what was read into result i.
+  template <typename T, typename Prepare, typename Finish>
+  std::vector<Result<T>> ReadInBatches(size_t n, Prepare prepare,
+                                       Finish finish);
+
+  const std::string dir_;
+  const bool direct_;
+  std::mutex rings_mu_;
+  std::vector<std::unique_ptr<IoRing>> free_rings_;  // guarded by rings_mu_
+};
+
+}  // namespace kvstash::store
