@@ -10,8 +10,8 @@
 namespace kvstash::store {
 namespace {
 
-using kernels::DType;
 using kernels::BlockLayout;
+using kernels::DType;
 
 using Bytes = std::vector<uint8_t>;
 
@@ -29,6 +29,7 @@ BlockLayout TestLayout(DType t = DType::kF16) {
 
 const Hash128 kFingerprint = HashBytes("namespace", 9);
 const Hash128 kKey = HashBytes("key", 3);
+const Hash128 kParent = HashBytes("parent", 6);
 
 std::vector<uint8_t> Payload(size_t n, uint8_t seed) {
   std::vector<uint8_t> p(n);
@@ -38,7 +39,8 @@ std::vector<uint8_t> Payload(size_t n, uint8_t seed) {
 
 std::vector<uint8_t> Encode(int blocks = 1,
                             const BlockLayout& l = TestLayout()) {
-  return EncodeObject(kFingerprint, kKey, l, uint32_t(blocks * l.block_tokens),
+  return EncodeObject(kFingerprint, kParent, kKey, l,
+                      uint32_t(blocks * l.block_tokens),
                       Payload(size_t(blocks) * l.block_bytes(), 3));
 }
 
@@ -65,14 +67,16 @@ TEST(ObjectFormatTest, RoundTripsOneAndSeveralBlocks) {
       const BlockLayout l = TestLayout(t);
       const std::vector<uint8_t> payload =
           Payload(size_t(blocks) * l.block_bytes(), uint8_t(blocks));
-      const std::vector<uint8_t> obj = EncodeObject(
-          kFingerprint, kKey, l, uint32_t(blocks * l.block_tokens), payload);
+      const std::vector<uint8_t> obj =
+          EncodeObject(kFingerprint, kParent, kKey, l,
+                       uint32_t(blocks * l.block_tokens), payload);
       ASSERT_EQ(obj.size(), kObjectHeaderBytes + payload.size());
 
       Result<ObjectView> v = DecodeObject(obj, kFingerprint, kKey, l);
       ASSERT_TRUE(v.ok()) << v.status().ToString();
       EXPECT_EQ(v->header.fingerprint, kFingerprint);
       EXPECT_EQ(v->header.key, kKey);
+      EXPECT_EQ(v->header.parent, kParent);
       EXPECT_EQ(v->header.token_count, uint32_t(blocks * l.block_tokens));
       EXPECT_EQ(v->header.layout.n_layers, l.n_layers);
       EXPECT_EQ(v->header.layout.n_kv_heads, l.n_kv_heads);
@@ -93,7 +97,7 @@ TEST(ObjectFormatTest, RoundTripsOneAndSeveralBlocks) {
 TEST(ObjectFormatTest, EncodingIsLittleEndianAndStable) {
   const std::vector<uint8_t> obj = Encode(2);
   EXPECT_EQ(std::string(obj.begin(), obj.begin() + 4), "KVSO");
-  EXPECT_EQ(obj[4], 1);  // version
+  EXPECT_EQ(obj[4], 2);  // version
   EXPECT_EQ(obj[5] | obj[6] | obj[7], 0);
   EXPECT_EQ(obj[8], uint8_t(kFingerprint.lo));
   EXPECT_EQ(obj[16], uint8_t(kFingerprint.hi));
@@ -105,8 +109,11 @@ TEST(ObjectFormatTest, EncodingIsLittleEndianAndStable) {
   EXPECT_EQ(obj[61], 0);                    // raw
   EXPECT_EQ(obj[64] | obj[65] << 8, 1024);  // payload bytes
   EXPECT_EQ(obj[kObjectHeaderBytes], 3);    // first payload byte
+  EXPECT_EQ(obj[72], uint8_t(kParent.lo));
+  EXPECT_EQ(obj[80], uint8_t(kParent.hi));
+  for (size_t i = 88; i < kChecksumAt; ++i) EXPECT_EQ(obj[i], 0) << i;
   EXPECT_EQ(HashBytes(obj.data(), obj.size()).Hex(),
-            "518658ff9cdac653c2eb821fbf907691");
+            "88071b1ad4b41f97fb61118ef5a2378b");
 }
 
 TEST(ObjectFormatTest, ObjectOfAnotherNamespaceKeyOrLayoutIsRefused) {
@@ -149,6 +156,42 @@ TEST(ObjectFormatTest, ObjectOfAnotherNamespaceKeyOrLayoutIsRefused) {
   EXPECT_TRUE(ParseObject(obj).ok());
 }
 
+// The first block of a chain names h_0 (the fingerprint) as its parent; a
+// later object names the key of the object before it.
+TEST(ObjectFormatTest, ParentChainsObjects) {
+  const BlockLayout l = TestLayout();
+  const Bytes payload = Payload(l.block_bytes(), 1);
+  const Bytes first = EncodeObject(kFingerprint, kFingerprint, kParent, l,
+                                   uint32_t(l.block_tokens), payload);
+  const Bytes second = EncodeObject(kFingerprint, kParent, kKey, l,
+                                    uint32_t(l.block_tokens), payload);
+  Result<ObjectView> a = DecodeObject(first, kFingerprint, kParent, l);
+  Result<ObjectView> b = DecodeObject(second, kFingerprint, kKey, l);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->header.parent, kFingerprint);
+  EXPECT_EQ(b->header.parent, a->header.key);
+}
+
+// A header read on its own, without the payload behind it.
+TEST(ObjectFormatTest, HeaderPrefixParsesWithoutThePayload) {
+  const Bytes obj = Encode(3);
+  const std::span<const uint8_t> header(obj.data(), kObjectHeaderBytes);
+  EXPECT_FALSE(ParseObjectHeader(header).ok());  // the payload is missing
+  Result<ObjectHeader> h = ParseHeaderPrefix(header);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->key, kKey);
+  EXPECT_EQ(h->parent, kParent);
+  EXPECT_EQ(h->payload_bytes, obj.size() - kObjectHeaderBytes);
+  EXPECT_TRUE(ParseHeaderPrefix(obj).ok());  // what follows is not read
+  EXPECT_EQ(
+      ParseHeaderPrefix(header.first(kObjectHeaderBytes - 1)).status().code(),
+      StatusCode::kCorruption);
+  Bytes damaged(header.begin(), header.end());
+  damaged[90] = 1;  // reserved
+  EXPECT_EQ(ParseHeaderPrefix(damaged).status().code(),
+            StatusCode::kCorruption);
+}
+
 TEST(ObjectFormatTest, UnknownCodecIsNotSupported) {
   std::vector<uint8_t> obj = Encode();
   obj[61] = 7;
@@ -169,7 +212,8 @@ TEST(ObjectFormatTest, BadHeaderValuesAreCorruption) {
   };
   const Case cases[] = {
       {"magic", [](Bytes& b) { b[0] = 'X'; }, "magic"},
-      {"version", [](Bytes& b) { PutU32(b, 4, 2); }, "version 2"},
+      {"version 1 (no parent)", [](Bytes& b) { PutU32(b, 4, 1); }, "version 1"},
+      {"version 3", [](Bytes& b) { PutU32(b, 4, 3); }, "version 3"},
       {"reserved 1", [](Bytes& b) { b[63] = 1; }, "reserved"},
       {"reserved 2", [](Bytes& b) { b[100] = 1; }, "reserved"},
       {"payload length", [](Bytes& b) { PutU32(b, 64, 100); }, "payload"},
@@ -190,6 +234,8 @@ TEST(ObjectFormatTest, BadHeaderValuesAreCorruption) {
     EXPECT_NE(v.status().message().find(c.message), std::string::npos)
         << c.what << ": " << v.status().message();
     EXPECT_FALSE(ParseObjectHeader(obj).ok()) << c.what;
+    // A header read alone cannot know how many bytes follow it.
+    EXPECT_EQ(ParseHeaderPrefix(obj).ok(), c.message == "payload") << c.what;
   }
 }
 
