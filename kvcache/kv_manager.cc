@@ -4,6 +4,8 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <deque>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -59,9 +61,12 @@ size_t LeadingRun(const std::vector<bool>& present) {
                 present.begin());
 }
 
-// Objects read from a tier per Get call during a Prefetch: bounds the memory
-// held in flight while keeping each call batched.
-constexpr size_t kLoadBatchBlocks = 16;
+// A Prefetch reads a tier in Get calls of about kLoadBatchBytes, with up to
+// kLoadBatchesInFlight of them outstanding (each on its own thread), so the
+// medium always has the next reads queued while a batch is verified and
+// copied into the pool; bounds the memory held in flight to ~16 MiB.
+constexpr size_t kLoadBatchBytes = size_t{4} << 20;
+constexpr size_t kLoadBatchesInFlight = 4;
 
 Status Broken(size_t seq, const std::string& what) {
   return Status::Internal("kv cache: sequence " + std::to_string(seq) + ": " +
@@ -135,6 +140,14 @@ struct KvManager::State {
   // yet, and adds it to `out` when that leaves any.
   void CollectWrite(const SequenceKv& seq, size_t i, uint8_t wanted,
                     std::vector<PendingWrite>* out);
+  // Reads keys[i] from tier t into blocks[i] and queues each object to the
+  // `promote_to` tiers, in batches, with the next batches' reads in flight
+  // while one is verified and copied. Stops at the first missing or bad
+  // object; returns how many leading blocks were filled. Called without
+  // `mu`; the caller holds `blocks`.
+  size_t LoadRun(size_t t, const Hash128& root, std::span<const Hash128> keys,
+                 std::span<const BlockId> blocks,
+                 std::span<store::Tier* const> promote_to);
   // Encodes and queues each write. Called without `mu`.
   void WriteBehind(const Hash128& root, std::span<const PendingWrite> writes);
 
@@ -245,6 +258,59 @@ void KvManager::State::CollectWrite(const SequenceKv& seq, size_t i,
   index.MarkInTiers(key, missing);
   out->push_back(
       {seq.blocks[i], i == 0 ? seq.root : seq.chain[i - 1], key, missing});
+}
+
+size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
+                                 std::span<const Hash128> keys,
+                                 std::span<const BlockId> blocks,
+                                 std::span<store::Tier* const> promote_to) {
+  using Objects = std::vector<std::optional<std::vector<uint8_t>>>;
+  store::Tier* tier = tiers[t].tier;
+  const size_t batch_blocks =
+      std::max<size_t>(1, kLoadBatchBytes / pool->block_bytes());
+  size_t issued = 0;  // keys [0, issued) have a read issued
+  std::deque<std::future<Objects>> reads;
+  auto issue = [&] {
+    const std::span<const Hash128> batch =
+        keys.subspan(issued, std::min(batch_blocks, keys.size() - issued));
+    issued += batch.size();
+    reads.push_back(std::async(std::launch::async, [this, t, tier, batch] {
+      const auto start = std::chrono::steady_clock::now();
+      Objects objects = tier->Get(batch);
+      if (load_observer) {
+        load_observer(t,
+                      std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - start)
+                          .count(),
+                      batch.size());
+      }
+      return objects;
+    }));
+  };
+  // Reads still in flight when a bad object ends the load are waited for
+  // by the futures' destructors.
+  for (size_t i = 0; i < keys.size();) {
+    while (issued < keys.size() && reads.size() < kLoadBatchesInFlight) {
+      issue();
+    }
+    Objects objects = reads.front().get();
+    reads.pop_front();
+    for (size_t j = 0; j < objects.size(); ++j, ++i) {
+      if (!objects[j]) return i;
+      Result<store::ObjectView> view =
+          store::DecodeObject(*objects[j], root, keys[i], layout);
+      if (!view.ok() || view->payload.size() != pool->block_bytes()) {
+        return i;
+      }
+      std::memcpy(pool->data(blocks[i]), view->payload.data(),
+                  view->payload.size());
+      for (store::Tier* up : promote_to) {
+        // A refused write is counted by that tier (dropped_writes).
+        (void)up->Put(keys[i], *objects[j]);
+      }
+    }
+  }
+  return keys.size();
 }
 
 void KvManager::State::WriteBehind(const Hash128& root,
@@ -480,9 +546,8 @@ PrefixHit KvManager::Prefetch(std::span<const int32_t> tokens,
   std::vector<uint8_t> source(fresh.size(), 0);  // tier index per block
   std::vector<uint64_t> failures(s.tiers.size(), 0);
   size_t loaded = 0;
-  bool broken = false;
-  for (size_t t = 0, begin = 0; t < s.tiers.size() && !broken; ++t) {
-    const size_t end = std::min(begin + runs[t], fresh.size());
+  for (size_t t = 0; t < s.tiers.size() && loaded < fresh.size(); ++t) {
+    const size_t end = std::min(loaded + runs[t], fresh.size());
     // Tiers above t that take promoted blocks at once.
     std::vector<store::Tier*> promote_to;
     for (size_t u = 0; u < t; ++u) {
@@ -490,39 +555,15 @@ PrefixHit KvManager::Prefetch(std::span<const int32_t> tokens,
         promote_to.push_back(s.tiers[u].tier);
       }
     }
-    for (size_t i = begin; i < end && !broken; i += kLoadBatchBlocks) {
-      const size_t n = std::min(kLoadBatchBlocks, end - i);
-      const auto start = std::chrono::steady_clock::now();
-      std::vector<std::optional<std::vector<uint8_t>>> objects =
-          s.tiers[t].tier->Get(keys.subspan(i, n));
-      for (size_t j = 0; j < n && !broken; ++j) {
-        Result<store::ObjectView> view =
-            objects[j]
-                ? store::DecodeObject(*objects[j], root, keys[i + j], s.layout)
-                : Result<store::ObjectView>(Status::NotFound(""));
-        if (!view.ok() || view->payload.size() != s.pool->block_bytes()) {
-          ++failures[t];
-          broken = true;
-          break;
-        }
-        std::memcpy(s.pool->data(fresh[i + j]), view->payload.data(),
-                    view->payload.size());
-        source[i + j] = uint8_t(t);
-        for (store::Tier* up : promote_to) {
-          // A refused write is counted by that tier (dropped_writes).
-          (void)up->Put(keys[i + j], *objects[j]);
-        }
-        ++loaded;
-      }
-      if (s.load_observer) {
-        s.load_observer(t,
-                        std::chrono::duration<double>(
-                            std::chrono::steady_clock::now() - start)
-                            .count(),
-                        n);
-      }
+    const size_t n =
+        s.LoadRun(t, root, keys.subspan(loaded, end - loaded),
+                  std::span(fresh).subspan(loaded, end - loaded), promote_to);
+    std::fill(source.begin() + loaded, source.begin() + loaded + n, uint8_t(t));
+    loaded += n;
+    if (loaded < end) {
+      ++failures[t];
+      break;
     }
-    begin = end;
   }
 
   std::lock_guard lock(s.mu);
