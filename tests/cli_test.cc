@@ -4,6 +4,9 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "tests/testing/shared_data.h"
@@ -30,16 +33,19 @@ Output RunKvstash(const std::string& args) {
 }
 
 std::string ModelFlags() {
-  return "--model " + testing::SharedPath("models/stories260K/stories260K.bin") +
+  return "--model " +
+         testing::SharedPath("models/stories260K/stories260K.bin") +
          " --tokenizer " + testing::SharedPath("models/stories260K/tok512.bin");
 }
 
 TEST(CliTest, GenerateJson) {
-  Output o = RunKvstash("generate " + ModelFlags() +
+  Output o =
+      RunKvstash("generate " + ModelFlags() +
                  " --prompt 'Once upon a time' --n-predict 20 --temp 0 --json");
   ASSERT_EQ(o.exit_code, 0) << o.out;
-  for (const char* key : {"\"prompt_ids\"", "\"gen_ids\"", "\"text\"",
-                          "\"prefill_tokens_per_s\"", "\"decode_tokens_per_s\""}) {
+  for (const char* key :
+       {"\"prompt_ids\"", "\"gen_ids\"", "\"text\"", "\"prefill_tokens_per_s\"",
+        "\"decode_tokens_per_s\""}) {
     EXPECT_NE(o.out.find(key), std::string::npos) << key << " in " << o.out;
   }
   EXPECT_NE(o.out.find("there was a little girl named Lily"), std::string::npos)
@@ -48,7 +54,7 @@ TEST(CliTest, GenerateJson) {
 
 TEST(CliTest, GenerateStreamsText) {
   Output o = RunKvstash("generate " + ModelFlags() +
-                 " --prompt 'Once upon a time' --n-predict 30 --temp 0");
+                        " --prompt 'Once upon a time' --n-predict 30 --temp 0");
   ASSERT_EQ(o.exit_code, 0) << o.out;
   EXPECT_EQ(o.out.rfind("Once upon a time, there was a little girl", 0), 0u)
       << o.out;
@@ -56,8 +62,8 @@ TEST(CliTest, GenerateStreamsText) {
 
 TEST(CliTest, PerplexityJson) {
   Output o = RunKvstash("perplexity " + ModelFlags() + " --file " +
-                 testing::SharedPath("data/tinystories_val.txt") +
-                 " --ctx 128 --windows 2 --json");
+                        testing::SharedPath("data/tinystories_val.txt") +
+                        " --ctx 128 --windows 2 --json");
   ASSERT_EQ(o.exit_code, 0) << o.out;
   for (const char* key : {"\"nll\"", "\"ppl\"", "\"top1\"", "\"tokens\":254"}) {
     EXPECT_NE(o.out.find(key), std::string::npos) << key << " in " << o.out;
@@ -65,7 +71,8 @@ TEST(CliTest, PerplexityJson) {
 }
 
 TEST(CliTest, InfoListsConfigAndTensors) {
-  Output o = RunKvstash("info --model " +
+  Output o =
+      RunKvstash("info --model " +
                  testing::SharedPath("models/stories260K/stories260K.gguf"));
   ASSERT_EQ(o.exit_code, 0) << o.out;
   EXPECT_NE(o.out.find("n_kv_heads: 4"), std::string::npos) << o.out;
@@ -84,10 +91,11 @@ void ExpectOneLineError(const std::string& args, const std::string& needle) {
 TEST(CliTest, ErrorsAreOneLine) {
   ExpectOneLineError("generate --model /no/such/file --prompt x",
                      "/no/such/file");
-  ExpectOneLineError("generate --model " +
-                         testing::SharedPath("models/stories260K/stories260K.bin") +
-                         " --prompt x",
-                     "--tokenizer");
+  ExpectOneLineError(
+      "generate --model " +
+          testing::SharedPath("models/stories260K/stories260K.bin") +
+          " --prompt x",
+      "--tokenizer");
   ExpectOneLineError("generate " + ModelFlags() + " --prompt x --temp -1",
                      "temperature");
   ExpectOneLineError("generate " + ModelFlags() + " --prompt x --bogus",
@@ -96,7 +104,8 @@ TEST(CliTest, ErrorsAreOneLine) {
                      "/no/such/text");
   ExpectOneLineError("info --model " +
                          testing::SharedPath("models/stories260K/tok512.bin") +
-                         "", "--tokenizer");
+                         "",
+                     "--tokenizer");
 }
 
 TEST(CliTest, ServingCommandErrorsAreOneLine) {
@@ -112,6 +121,68 @@ TEST(CliTest, ServingCommandErrorsAreOneLine) {
   ExpectOneLineError("demo --vocab /no/such/vocab.gguf --cache-dir " +
                          testing::TempDir("cli_demo"),
                      "/no/such/vocab.gguf");
+}
+
+// The demo writes its prompts' blocks to a disk cache; `kvstash cache`
+// reports, verifies (finding a damaged object), repairs and clears it.
+TEST(CliTest, CacheCommandOnADemoDiskCache) {
+  const std::string disk = testing::TempDir("cli_disk_cache");
+  Output demo =
+      RunKvstash("demo --cache-dir " + testing::TempDir("cli_demo2") +
+                 " --prompt-tokens 200 --kv-cache-mb 64 --disk-cache " + disk);
+  ASSERT_EQ(demo.exit_code, 0) << demo.out;
+  EXPECT_NE(demo.out.find("KV tier disk " + disk), std::string::npos)
+      << demo.out;
+
+  Output stats = RunKvstash("cache stats --json --disk-cache " + disk);
+  ASSERT_EQ(stats.exit_code, 0) << stats.out;
+  const auto j = nlohmann::json::parse(stats.out);
+  const int objects = j.value("objects", 0);
+  EXPECT_GE(objects, 12) << stats.out;  // the 200-token document's blocks
+  ASSERT_EQ(j["namespaces"].size(), 1u) << stats.out;
+  EXPECT_EQ(j["namespaces"][0].value("tokens", 0), objects * 16);
+
+  EXPECT_EQ(RunKvstash("cache verify --disk-cache " + disk).exit_code, 0);
+  std::string victim;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(disk)) {
+    if (e.path().extension() == ".kvo") victim = e.path();
+  }
+  {
+    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1000);
+    f.put('\x55');
+    f.put('\x66');
+  }
+  Output bad = RunKvstash("cache verify --disk-cache " + disk);
+  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_NE(bad.out.find(victim), std::string::npos) << bad.out;
+  Output repaired =
+      RunKvstash("cache verify --remove-bad --disk-cache " + disk);
+  EXPECT_EQ(repaired.exit_code, 0) << repaired.out;
+  EXPECT_NE(repaired.out.find("removed 1 files"), std::string::npos)
+      << repaired.out;
+  Output cleared = RunKvstash("cache clear --json --disk-cache " + disk);
+  ASSERT_EQ(cleared.exit_code, 0) << cleared.out;
+  EXPECT_EQ(nlohmann::json::parse(cleared.out).value("removed_files", 0),
+            objects - 1);
+  Output empty = RunKvstash("cache stats --json --disk-cache " + disk);
+  EXPECT_EQ(nlohmann::json::parse(empty.out).value("objects", -1), 0);
+
+  ExpectOneLineError("cache stats --disk-cache /no/such/cache",
+                     "/no/such/cache");
+  ExpectOneLineError("cache bogus --disk-cache " + disk, "bogus");
+}
+
+TEST(CliTest, TierFlagErrorsAreOneLine) {
+  const std::string small = ModelFlags() + " --kv-cache-mb 1";
+  ExpectOneLineError("serve " + small + " --disk-cache " +
+                         testing::TempDir("cli_flags") + " --disk-write later",
+                     "--disk-write");
+  ExpectOneLineError("serve " + small + " --disk-cache " +
+                         testing::TempDir("cli_flags2") + " --disk-cache-gb 0",
+                     "--disk-cache-gb");
+  ExpectOneLineError("serve " + small + " --redis http://x", "redis://");
+  ExpectOneLineError("bench tiers " + ModelFlags(), "disk cache directory");
 }
 
 }  // namespace
