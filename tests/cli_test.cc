@@ -127,9 +127,10 @@ TEST(CliTest, ServingCommandErrorsAreOneLine) {
 // reports, verifies (finding a damaged object), repairs and clears it.
 TEST(CliTest, CacheCommandOnADemoDiskCache) {
   const std::string disk = testing::TempDir("cli_disk_cache");
-  Output demo =
-      RunKvstash("demo --cache-dir " + testing::TempDir("cli_demo2") +
-                 " --prompt-tokens 200 --kv-cache-mb 64 --disk-cache " + disk);
+  Output demo = RunKvstash(
+      "demo --vocab " + testing::SharedPath("vocab/ggml-vocab-llama-spm.gguf") +
+      " --cache-dir " + testing::TempDir("cli_demo2") +
+      " --prompt-tokens 200 --kv-cache-mb 64 --disk-cache " + disk);
   ASSERT_EQ(demo.exit_code, 0) << demo.out;
   EXPECT_NE(demo.out.find("KV tier disk " + disk), std::string::npos)
       << demo.out;

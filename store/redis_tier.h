@@ -1,0 +1,138 @@
+// RedisTier: a Tier shared by many kvstash servers, over one Redis server or
+// a Redis Cluster.
+//
+// Data: one Redis string per object, key = key_prefix + the 32 hex digits of
+// the BlockKey (Hash128::Hex), value = the encoded object's bytes, written
+// with SET (binary-safe), with EX ttl_seconds when a TTL is set. Get verifies
+// every value (framing, checksum, header key == the key asked for); a bad
+// value is a miss, is DELeted and counted in corrupt_dropped. A hit refreshes
+// the key in Redis's LRU clock and, with a TTL, restarts the TTL (GETEX,
+// Redis >= 6.2). What Redis evicts or expires is Redis's business (configure
+// maxmemory-policy); a Redis that is full (an OOM reply to SET) costs a
+// counted error and the write, never a failure of the caller.
+//
+// Topology: the first seed of the URL that answers decides. When it answers
+// CLUSTER SLOTS, the tier runs in cluster mode: each key goes to the master
+// of its slot (store/crc16.h; a key_prefix holding a {hash tag} therefore
+// sends every key to one slot), -MOVED updates the slot map, retries at the
+// named node and schedules a refresh of the whole map (CLUSTER SLOTS, asked of
+// the known nodes in turn, at most once per min_backoff); -ASK sends ASKING
+// and the command to the named node, once; a connection error also schedules
+// a refresh. Otherwise the tier uses that seed as one standalone server (list
+// several endpoints only for a cluster). Until some seed answers, the
+// topology is unknown and every call tries to learn it (within the backoff).
+//
+// Failure: Open succeeds whatever the state of Redis. Each node has a state
+// of its own: after a failed connect or a broken connection, the node is in
+// backoff for min_backoff, doubling with each further failure up to
+// max_backoff, and calls that need it fail at once, without touching the
+// network: a Get misses, an Exists answers false, a queued write is dropped;
+// all are counted in errors. The first call after the backoff reconnects.
+// A dead cluster master costs the keys of its slots; the others keep working.
+// No wait of a call lasts longer than connect_timeout for a connect, or
+// command_timeout for a node that sends or accepts nothing (or for a free
+// pooled connection); a call waits more than once only to learn or refresh
+// the topology (one seed after another) or to follow a redirection.
+//
+// Wire: connections are plain non-blocking TCP sockets driven by poll, with
+// hiredis formatting commands and parsing replies (its blocking API bounds
+// each read, not a call, and serves one node at a time). A batch is split by
+// node and pipelined on one connection per node, all nodes at once, with at
+// most kRedisPipelineDepth commands awaiting their replies per connection (a
+// sliding window, so that neither side buffers a whole batch). Values are
+// parsed straight into the buffers Get returns. Each node has a pool of up
+// to pool_size connections, shared by the calling threads and the writer
+// thread; a caller that finds them all busy waits for one.
+//
+// Threads: see tier.h. One background writer thread drains the write-behind
+// queue (bounded by max_queue_bytes) in batches of up to 256 objects or
+// 64 MiB, pipelining the SETs of a batch to all its nodes at once. Objects
+// larger than 512 MiB (Redis's largest value by default) are refused. Get
+// and Exists serve queued and in-flight objects from memory.
+//
+// Stats: objects and bytes_used stay 0 (Redis is shared by every server; ask
+// Redis with INFO / DBSIZE). errors counts failed key commands (one per key
+// of a batch whose node is unreachable).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "store/tier.h"
+
+namespace kvstash::store {
+
+// Commands sent on one connection before their replies are read.
+inline constexpr int kRedisPipelineDepth = 64;
+
+struct RedisTierOptions {
+  // "redis://HOST:PORT[,HOST:PORT...]": a standalone server, or seed nodes of
+  // a cluster (any reachable one is enough).
+  std::string url;
+  // Prepended to the hex digits of every key; lets servers of different
+  // deployments share one Redis.
+  std::string key_prefix = "kvstash:";
+  // 0 = objects never expire; otherwise their TTL in seconds, restarted on
+  // every write and hit. Must be >= 0.
+  int ttl_seconds = 0;
+  // Most connections per node; must be > 0.
+  int pool_size = 4;
+  // Limits of one connect, and of one wait for a node to accept or send a
+  // byte (or to free a pooled connection); must be > 0.
+  std::chrono::milliseconds connect_timeout{200};
+  std::chrono::milliseconds command_timeout{500};
+  // Most bytes of objects accepted by Put and not yet stored; must be > 0.
+  uint64_t max_queue_bytes = uint64_t{256} << 20;
+  // Backoff of an unreachable node: 0 < min_backoff <= max_backoff.
+  std::chrono::milliseconds min_backoff{100};
+  std::chrono::milliseconds max_backoff{5000};
+};
+
+class RedisTier final : public Tier {
+ public:
+  // Validates options, starts the writer thread and tries (once, within the
+  // timeouts) to learn the topology. InvalidArgument for a bad URL or bad
+  // options; never fails because Redis is unreachable.
+  static Result<std::unique_ptr<RedisTier>> Open(
+      const RedisTierOptions& options);
+
+  // Tries to store everything still queued (dropping what a dead Redis
+  // refuses), stops the writer, closes the connections.
+  ~RedisTier() override;
+  RedisTier(const RedisTier&) = delete;
+  RedisTier& operator=(const RedisTier&) = delete;
+
+  std::string_view name() const override { return "redis"; }
+  Status Put(const BlockKey& key, std::vector<uint8_t> object) override;
+  std::vector<std::optional<std::vector<uint8_t>>> Get(
+      std::span<const BlockKey> keys) override;
+  std::vector<bool> Exists(std::span<const BlockKey> keys) override;
+  // Unavailable when the key's node is in backoff, IOError naming the node
+  // when the DEL failed.
+  Status Erase(const BlockKey& key) override;
+  void Flush() override;
+  TierStats Stats() const override;
+
+  // The topology as known now: "standalone HOST:PORT", "cluster, N masters"
+  // or "unknown (<why>)".
+  std::string Describe() const;
+
+  // The Redis key of `key`.
+  std::string RedisKey(const BlockKey& key) const;
+
+ private:
+  struct State;
+  explicit RedisTier(std::unique_ptr<State> state);
+  void WriterLoop();
+
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace kvstash::store
