@@ -1,5 +1,6 @@
 #include "bench/tier_bench.h"
 
+#include <algorithm>
 #include <memory>
 #include <random>
 #include <string>
@@ -78,6 +79,14 @@ class Bench {
   Result<TierBenchResult> Run();
 
  private:
+  SchedulerOptions SchedulerOptionsFor() const {
+    SchedulerOptions so;
+    so.context = std::max(o_.prompt_tokens + o_.gen_tokens,
+                          2 * o_.block_tokens + o_.decode_tokens) +
+                 1;
+    return so;
+  }
+
   Result<std::unique_ptr<kvcache::KvManager>> NewKv(
       const std::vector<store::Tier*>& tiers) const {
     kvcache::KvManagerOptions k;
@@ -91,8 +100,9 @@ class Bench {
   Result<bench::Run> Serve(const std::vector<store::Tier*>& tiers,
                            GenerationRequest request) {
     KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv, NewKv(tiers));
-    KV_ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> s,
-                        Scheduler::Create(model_, &pool_, *kv, {}));
+    KV_ASSIGN_OR_RETURN(
+        std::unique_ptr<Scheduler> s,
+        Scheduler::Create(model_, &pool_, *kv, SchedulerOptionsFor()));
     return RunOne(*s, std::move(request));
   }
 
@@ -163,8 +173,9 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
 Result<double> Bench::Decode(const std::vector<store::Tier*>& tiers,
                              Prompts& prompts, const std::string& salt) {
   KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv, NewKv(tiers));
-  KV_ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> s,
-                      Scheduler::Create(model_, &pool_, *kv, {}));
+  KV_ASSIGN_OR_RETURN(
+      std::unique_ptr<Scheduler> s,
+      Scheduler::Create(model_, &pool_, *kv, SchedulerOptionsFor()));
   std::vector<bench::Run> runs(size_t(o_.streams));
   // One waiting thread per stream: the streams decode together.
   std::vector<std::thread> waiters;

@@ -298,7 +298,7 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
     for (size_t j = 0; j < objects.size(); ++j, ++i) {
       if (!objects[j]) return i;
       Result<store::ObjectView> view =
-          store::DecodeObject(*objects[j], root, keys[i], layout);
+          store::DecodeVerifiedObject(*objects[j], root, keys[i], layout);
       if (!view.ok() || view->payload.size() != pool->block_bytes()) {
         return i;
       }

@@ -211,10 +211,12 @@ Result<ObjectView> ParseObject(std::span<const uint8_t> bytes) {
   return ObjectView{header, payload};
 }
 
-Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
-                                const Hash128& fingerprint, const Hash128& key,
-                                const kernels::BlockLayout& layout) {
-  KV_ASSIGN_OR_RETURN(ObjectView view, ParseObject(bytes));
+namespace {
+
+// The checks DecodeObject adds to parsing: `view` is the object expected.
+Result<ObjectView> Expect(ObjectView view, const Hash128& fingerprint,
+                          const Hash128& key,
+                          const kernels::BlockLayout& layout) {
   const ObjectHeader& h = view.header;
   if (h.fingerprint != fingerprint) {
     return Mismatch(
@@ -254,6 +256,24 @@ Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
         std::to_string(layout.block_bytes()) + " bytes");
   }
   return view;
+}
+
+}  // namespace
+
+Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
+                                const Hash128& fingerprint, const Hash128& key,
+                                const kernels::BlockLayout& layout) {
+  KV_ASSIGN_OR_RETURN(ObjectView view, ParseObject(bytes));
+  return Expect(view, fingerprint, key, layout);
+}
+
+Result<ObjectView> DecodeVerifiedObject(std::span<const uint8_t> bytes,
+                                        const Hash128& fingerprint,
+                                        const Hash128& key,
+                                        const kernels::BlockLayout& layout) {
+  KV_ASSIGN_OR_RETURN(ObjectHeader header, ParseObjectHeader(bytes));
+  return Expect(ObjectView{header, bytes.subspan(kObjectHeaderBytes)},
+                fingerprint, key, layout);
 }
 
 }  // namespace kvstash::store

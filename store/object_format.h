@@ -110,4 +110,12 @@ Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
                                 const Hash128& fingerprint, const Hash128& key,
                                 const kernels::BlockLayout& layout);
 
+// DecodeObject without the checksum, for bytes whose checksum was just
+// verified (what a Tier's Get returns): the framing and identity checks
+// stay, the second pass over the payload goes.
+Result<ObjectView> DecodeVerifiedObject(std::span<const uint8_t> bytes,
+                                        const Hash128& fingerprint,
+                                        const Hash128& key,
+                                        const kernels::BlockLayout& layout);
+
 }  // namespace kvstash::store

@@ -146,11 +146,13 @@ TEST(ObjectFormatTest, ObjectOfAnotherNamespaceKeyOrLayoutIsRefused) {
   m.kv_type = DType::kQ8_0;
   cases.push_back({"kv dtype", kFingerprint, kKey, m});
   for (const Case& c : cases) {
-    Result<ObjectView> v = DecodeObject(obj, c.fingerprint, c.key, c.layout);
-    ASSERT_FALSE(v.ok()) << c.field;
-    EXPECT_EQ(v.status().code(), StatusCode::kInvalidArgument) << c.field;
-    EXPECT_NE(v.status().message().find(c.field), std::string::npos)
-        << v.status().message();
+    for (const auto decode : {&DecodeObject, &DecodeVerifiedObject}) {
+      Result<ObjectView> v = decode(obj, c.fingerprint, c.key, c.layout);
+      ASSERT_FALSE(v.ok()) << c.field;
+      EXPECT_EQ(v.status().code(), StatusCode::kInvalidArgument) << c.field;
+      EXPECT_NE(v.status().message().find(c.field), std::string::npos)
+          << v.status().message();
+    }
   }
   // The object itself is intact.
   EXPECT_TRUE(ParseObject(obj).ok());
@@ -259,6 +261,17 @@ TEST(ObjectFormatTest, DamageIsCaughtByTheChecksum) {
   EXPECT_EQ(v.status().code(), StatusCode::kCorruption);
   EXPECT_NE(v.status().message().find("checksum"), std::string::npos);
   EXPECT_TRUE(ParseObjectHeader(obj).ok());  // framing alone cannot tell
+  // DecodeVerifiedObject trusts a checksum verified before: it checks the
+  // framing and the identity only.
+  Result<ObjectView> trusted =
+      DecodeVerifiedObject(obj, kFingerprint, kKey, TestLayout());
+  ASSERT_TRUE(trusted.ok()) << trusted.status().ToString();
+  EXPECT_EQ(trusted->payload.size(), TestLayout().block_bytes());
+  obj.pop_back();
+  EXPECT_EQ(DecodeVerifiedObject(obj, kFingerprint, kKey, TestLayout())
+                .status()
+                .code(),
+            StatusCode::kCorruption);
 }
 
 // 2000 random mutations (byte flips, truncations, extensions, splices) of an
