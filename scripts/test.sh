@@ -2,7 +2,8 @@
 # Builds kvstash and runs the whole test suite: every test in a Release build,
 # then the parsing tests (GGUF, llama2.c, tokenizers, hostile files, OpenAI
 # request bodies, text streams, Prometheus text, tier objects and the disk
-# tier) again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# tier) and the Redis tier's tests (replies parsed off the network) again
+# under AddressSanitizer + UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="${JOBS:-$(nproc)}"
@@ -13,7 +14,7 @@ ctest --test-dir build --output-on-failure -j "$JOBS"
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DKVSTASH_SANITIZE=address,undefined
-# Only the binaries that hold tests labelled "parsing".
+# Only the binaries that hold tests labelled "parsing" or "redis".
 cmake --build build-asan -j "$JOBS" --target base_test model_test \
-  tokenizer_test hostile_files_test serve_test store_test
-ctest --test-dir build-asan -L parsing --output-on-failure -j "$JOBS"
+  tokenizer_test hostile_files_test serve_test store_test redis_tier_test
+ctest --test-dir build-asan -L 'parsing|redis' --output-on-failure -j "$JOBS"
