@@ -201,7 +201,8 @@ Result<std::shared_ptr<RequestHandle>> Scheduler::Submit(
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return Status::Unavailable("the server is shutting down");
-    if (submitted_.size() + stats_.waiting >= size_t(options_.max_queue)) {
+    if (submitted_.size() + stats_.waiting + stats_.loading >=
+        size_t(options_.max_queue)) {
       return Status::ResourceExhausted("the request queue is full (" +
                                        std::to_string(options_.max_queue) +
                                        " waiting)");

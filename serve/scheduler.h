@@ -53,8 +53,9 @@ namespace kvstash {
 struct SchedulerOptions {
   int max_batch_tokens = 512;  // tokens per forward step (all sequences)
   int max_running = 64;        // sequences decoding or prefilling at once
-  int max_queue = 256;         // waiting requests; beyond: ResourceExhausted
-  int context = 2048;          // positions per sequence (prompt + generated)
+  int max_queue =
+      256;  // waiting (or loading) requests; beyond: ResourceExhausted
+  int context = 2048;  // positions per sequence (prompt + generated)
 
   Status Validate() const;
 };

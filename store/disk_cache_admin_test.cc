@@ -12,6 +12,7 @@
 
 #include "store/disk_tier.h"
 #include "store/object_format.h"
+#include "store/tier_test_util.h"
 #include "tests/testing/shared_data.h"
 
 namespace kvstash::store {
@@ -23,21 +24,9 @@ using Bytes = std::vector<uint8_t>;
 const Hash128 kNamespaceA = HashBytes("namespace a", 11);
 const Hash128 kNamespaceB = HashBytes("namespace b", 11);
 
-BlockKey KeyOf(uint64_t id) {
-  return Hasher128().Add("admin-key").AddU64(id).Finish();
-}
-
 // Object `id` of namespace `fingerprint`: `blocks` blocks of 4 tokens.
 Bytes MakeObject(const Hash128& fingerprint, uint64_t id, int blocks) {
-  kernels::BlockLayout l;
-  l.n_layers = 2;
-  l.n_kv_heads = 2;
-  l.head_dim = 8;
-  l.block_tokens = 4;
-  l.kv_type = kernels::DType::kF16;
-  Bytes payload(size_t(blocks) * l.block_bytes(), uint8_t(id));
-  return EncodeObject(fingerprint, fingerprint, KeyOf(id), l,
-                      uint32_t(blocks * l.block_tokens), payload);
+  return store::MakeObject(id, blocks, fingerprint, fingerprint);
 }
 
 uint64_t FileBytes(const Bytes& object) {

@@ -298,17 +298,8 @@ std::string DiskTier::ObjectPath(const BlockKey& key) const {
 
 Status DiskTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
   State& s = *state_;
-  Result<ObjectHeader> header = ParseObjectHeader(object);
-  if (!header.ok()) {
-    return Status::InvalidArgument(
-        "disk cache Put of " + key.Hex() +
-        ": not an object: " + header.status().message());
-  }
-  if (header->key != key) {
-    return Status::InvalidArgument("disk cache Put of " + key.Hex() +
-                                   ": the object's key is " +
-                                   header->key.Hex());
-  }
+  KV_ASSIGN_OR_RETURN(const ObjectHeader header,
+                      ParseObjectForPut("disk cache", key, object));
   const uint64_t size = object.size();
   const std::lock_guard<std::mutex> lock(s.mu);
   if (auto it = s.index.find(key); it != s.index.end()) {
@@ -332,12 +323,12 @@ Status DiskTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
         std::to_string(s.queue_bytes) + " bytes queued)");
   }
   s.queue.push_back(
-      {key, header->parent,
+      {key, header.parent,
        std::make_shared<const std::vector<uint8_t>>(std::move(object)),
        ++s.last_ticket});
   s.queued.emplace(key, std::prev(s.queue.end()));
   s.queue_bytes += size;
-  s.AddChild(header->parent, key);
+  s.AddChild(header.parent, key);
   s.work_cv.notify_one();
   return Status::OK();
 }

@@ -23,6 +23,7 @@
 
 #include "store/disk_io.h"
 #include "store/object_format.h"
+#include "store/tier_test_util.h"
 #include "tests/testing/shared_data.h"
 
 namespace kvstash::store {
@@ -31,36 +32,6 @@ namespace {
 namespace fs = std::filesystem;
 using kernels::BlockLayout;
 using Bytes = std::vector<uint8_t>;
-
-BlockLayout TestLayout() {
-  BlockLayout l;
-  l.n_layers = 2;
-  l.n_kv_heads = 2;
-  l.head_dim = 8;
-  l.block_tokens = 4;
-  l.kv_type = kernels::DType::kF16;
-  return l;  // 512-byte blocks
-}
-
-const Hash128 kFingerprint = HashBytes("namespace", 9);
-
-BlockKey KeyOf(uint64_t id) {
-  return Hasher128().Add("test-key").AddU64(id).Finish();
-}
-
-// Object `id`: `blocks` blocks whose payload starts with id (little-endian)
-// and continues with bytes derived from it, chained to `parent` (by default
-// the first object of its chain).
-Bytes MakeObject(uint64_t id, int blocks = 1,
-                 const Hash128& parent = kFingerprint) {
-  const BlockLayout l = TestLayout();
-  Bytes payload(size_t(blocks) * l.block_bytes());
-  for (size_t i = 0; i < payload.size(); ++i) {
-    payload[i] = i < 8 ? uint8_t(id >> (8 * i)) : uint8_t(id * 31 + i * 7);
-  }
-  return EncodeObject(kFingerprint, parent, KeyOf(id), l,
-                      uint32_t(blocks * l.block_tokens), payload);
-}
 
 const uint64_t kOneBlockObject = MakeObject(0).size();  // 640 bytes
 // Object files are padded to whole pages: one page holds up to 7 blocks.

@@ -202,6 +202,22 @@ Result<ObjectHeader> ParseObjectHeader(std::span<const uint8_t> bytes) {
   return header;
 }
 
+Result<ObjectHeader> ParseObjectForPut(std::string_view tier,
+                                       const Hash128& key,
+                                       std::span<const uint8_t> object) {
+  const std::string what = std::string(tier) + " Put of " + key.Hex();
+  Result<ObjectHeader> header = ParseObjectHeader(object);
+  if (!header.ok()) {
+    return Status::InvalidArgument(
+        what + ": not an object: " + header.status().message());
+  }
+  if (header->key != key) {
+    return Status::InvalidArgument(what + ": the object's key is " +
+                                   header->key.Hex());
+  }
+  return header;
+}
+
 Result<ObjectView> ParseObject(std::span<const uint8_t> bytes) {
   KV_ASSIGN_OR_RETURN(ObjectHeader header, ParseObjectHeader(bytes));
   const std::span<const uint8_t> payload = bytes.subspan(kObjectHeaderBytes);

@@ -46,6 +46,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "base/hash.h"
@@ -98,6 +99,13 @@ Result<ObjectHeader> ParseObjectHeader(std::span<const uint8_t> bytes);
 // alone: the payload need not follow (header.payload_bytes says how long it
 // is). For readers that look at headers without reading whole objects.
 Result<ObjectHeader> ParseHeaderPrefix(std::span<const uint8_t> bytes);
+
+// What a tier's Put checks before it queues `object`: that it is framed
+// (ParseObjectHeader) and keyed `key`; returns its header. InvalidArgument
+// naming `tier` (e.g. "disk cache") and the key otherwise.
+Result<ObjectHeader> ParseObjectForPut(std::string_view tier,
+                                       const Hash128& key,
+                                       std::span<const uint8_t> object);
 
 // ParseObjectHeader and the checksum: the bytes are an intact object.
 Result<ObjectView> ParseObject(std::span<const uint8_t> bytes);

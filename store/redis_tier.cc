@@ -1004,17 +1004,7 @@ std::string RedisTier::Describe() const {
 
 Status RedisTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
   State& s = *state_;
-  Result<ObjectHeader> header = ParseObjectHeader(object);
-  if (!header.ok()) {
-    return Status::InvalidArgument(
-        "redis cache Put of " + key.Hex() +
-        ": not an object: " + header.status().message());
-  }
-  if (header->key != key) {
-    return Status::InvalidArgument("redis cache Put of " + key.Hex() +
-                                   ": the object's key is " +
-                                   header->key.Hex());
-  }
+  KV_RETURN_IF_ERROR(ParseObjectForPut("redis cache", key, object).status());
   const uint64_t size = object.size();
   const std::lock_guard<std::mutex> lock(s.mu);
   if (s.Pending(key) != nullptr) return Status::OK();

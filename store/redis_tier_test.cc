@@ -12,6 +12,7 @@
 #include "store/object_format.h"
 #include "store/redis_probe.h"
 #include "store/redis_url.h"
+#include "store/tier_test_util.h"
 #include "tests/testing/redis_server.h"
 
 namespace kvstash::store {
@@ -24,33 +25,6 @@ using testing::RedisCluster;
 using testing::RedisServer;
 using Bytes = std::vector<uint8_t>;
 using Clock = std::chrono::steady_clock;
-
-BlockLayout TestLayout() {
-  BlockLayout l;
-  l.n_layers = 2;
-  l.n_kv_heads = 2;
-  l.head_dim = 8;
-  l.block_tokens = 4;
-  l.kv_type = kernels::DType::kF16;
-  return l;  // 512-byte blocks
-}
-
-const Hash128 kFingerprint = HashBytes("namespace", 9);
-
-BlockKey KeyOf(uint64_t id) {
-  return Hasher128().Add("redis-test-key").AddU64(id).Finish();
-}
-
-// Object `id` of `blocks` blocks; every third payload byte is zero.
-Bytes MakeObject(uint64_t id, int blocks = 1) {
-  const BlockLayout l = TestLayout();
-  Bytes payload(size_t(blocks) * l.block_bytes());
-  for (size_t i = 0; i < payload.size(); ++i) {
-    payload[i] = i % 3 == 0 ? 0 : uint8_t(id * 31 + i * 7);
-  }
-  return EncodeObject(kFingerprint, kFingerprint, KeyOf(id), l,
-                      uint32_t(blocks * l.block_tokens), payload);
-}
 
 std::vector<BlockKey> Keys(uint64_t first, uint64_t count) {
   std::vector<BlockKey> keys;
