@@ -127,13 +127,18 @@ TEST(CliTest, ServingCommandErrorsAreOneLine) {
 // reports, verifies (finding a damaged object), repairs and clears it.
 TEST(CliTest, CacheCommandOnADemoDiskCache) {
   const std::string disk = testing::TempDir("cli_disk_cache");
-  Output demo = RunKvstash(
+  const std::string demo_args =
       "demo --vocab " + testing::SharedPath("vocab/ggml-vocab-llama-spm.gguf") +
       " --cache-dir " + testing::TempDir("cli_demo2") +
-      " --prompt-tokens 200 --kv-cache-mb 64 --disk-cache " + disk);
+      " --prompt-tokens 200 --kv-cache-mb 64 --disk-cache " + disk;
+  Output demo = RunKvstash(demo_args);
   ASSERT_EQ(demo.exit_code, 0) << demo.out;
   EXPECT_NE(demo.out.find("KV tier disk " + disk), std::string::npos)
       << demo.out;
+  // A second demo (a new server) loads the document from the disk cache.
+  Output again = RunKvstash(demo_args);
+  ASSERT_EQ(again.exit_code, 0) << again.out;
+  EXPECT_NE(again.out.find(", from disk "), std::string::npos) << again.out;
 
   Output stats = RunKvstash("cache stats --json --disk-cache " + disk);
   ASSERT_EQ(stats.exit_code, 0) << stats.out;
