@@ -10,8 +10,10 @@ namespace {
 
 Result<kvcache::TierWritePolicy> ParseWritePolicy(const std::string& flag,
                                                   const std::string& value) {
-  if (value == "commit") return kvcache::TierWritePolicy::kOnCommit;
-  if (value == "second-use") return kvcache::TierWritePolicy::kOnSecondUse;
+  for (const auto policy : {kvcache::TierWritePolicy::kOnCommit,
+                            kvcache::TierWritePolicy::kOnSecondUse}) {
+    if (value == kvcache::TierWritePolicyName(policy)) return policy;
+  }
   return Status::InvalidArgument(flag + " must be commit or second-use, not '" +
                                  value + "'");
 }

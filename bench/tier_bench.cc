@@ -161,12 +161,11 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
   KV_ASSIGN_OR_RETURN(bench::Run warm, Serve({tier}, std::move(r)));
   out->warm.push_back(warm.ttft());
   out->cold_over_warm.push_back(cold_ttft / warm.ttft());
-  progress_(
-      "  " + std::string(tier->name()) + ": restore " +
-      std::to_string(out->restore.back() / 1e9).substr(0, 5) + " GB/s (probe " +
-      std::to_string(out->probe.back() / 1e9).substr(0, 5) +
-      " GB/s), warm TTFT " + std::to_string(warm.ttft()).substr(0, 6) + " s, " +
-      std::to_string(warm.finish.usage.cached_tokens) + " tokens cached");
+  progress_("  " + std::string(tier->name()) + ": restore " +
+            std::to_string(out->restore.back() / 1e9) + " GB/s (probe " +
+            std::to_string(out->probe.back() / 1e9) + " GB/s), warm TTFT " +
+            std::to_string(warm.ttft()) + " s, " +
+            std::to_string(warm.finish.usage.cached_tokens) + " tokens cached");
   return Status::OK();
 }
 
@@ -222,7 +221,7 @@ Result<TierBenchResult> Bench::Run() {
     for (store::Tier* t : tiers_) t->Flush();
     cold.push_back(c.ttft());
     progress_("run " + std::to_string(r + 1) + "/" + std::to_string(o_.repeat) +
-              ": cold TTFT " + std::to_string(c.ttft()).substr(0, 6) + " s (" +
+              ": cold TTFT " + std::to_string(c.ttft()) + " s (" +
               std::to_string(o_.prompt_tokens) + " tokens)");
     if (disk_) {
       KV_RETURN_IF_ERROR(MeasureTier(disk_.get(), prompt, salt, cold.back(),
@@ -263,10 +262,10 @@ Result<TierBenchResult> Bench::Run() {
       on.push_back(rate[1]);
       ratio.push_back(rate[1] / rate[0]);
       progress_("decode run " + std::to_string(r + 1) + ": " +
-                std::to_string(rate[1]).substr(0, 6) +
+                std::to_string(rate[1]) +
                 " tok/s with the disk "
                 "tier, " +
-                std::to_string(rate[0]).substr(0, 6) + " without");
+                std::to_string(rate[0]) + " without");
     }
     result.decode_off_tokens_per_s = SpreadOf(off);
     result.decode_on_tokens_per_s = SpreadOf(on);

@@ -114,7 +114,11 @@ struct KvManager::State {
   // Drops one reference to `block`; `indexed_as` names the index node whose
   // block it is (null for a private block, which is freed at refcount 0).
   void Unref(BlockId block, const Hash128* indexed_as);
-  size_t MapPrefix(std::span<const int32_t> tokens, SequenceKv* seq);
+  // How many leading entries of `chain` (h_1, h_2 ...) are indexed.
+  size_t IndexedRun(std::span<const Hash128> chain) const;
+  // Maps the indexed blocks at the head of `chain` into `seq` (which holds
+  // none) and refreshes their path; returns how many.
+  size_t MapChain(std::span<const Hash128> chain, SequenceKv* seq);
   bool PrivatizeLastBlock(SequenceKv* seq);
 
   void ReleaseLocked(SequenceKv* seq);
@@ -140,14 +144,18 @@ struct KvManager::State {
   // yet, and adds it to `out` when that leaves any.
   void CollectWrite(const SequenceKv& seq, size_t i, uint8_t wanted,
                     std::vector<PendingWrite>* out);
+  // Bits of the tiers above tier t that take a block loaded from t at once
+  // (those that follow kOnCommit).
+  uint8_t PromotedFrom(size_t t) const {
+    return TiersWith(TierWritePolicy::kOnCommit) & uint8_t((1u << t) - 1);
+  }
   // Reads keys[i] from tier t into blocks[i] and queues each object to the
-  // `promote_to` tiers, in batches, with the next batches' reads in flight
-  // while one is verified and copied. Stops at the first missing or bad
-  // object; returns how many leading blocks were filled. Called without
+  // PromotedFrom(t) tiers, in batches, with the next batches' reads in
+  // flight while one is verified and copied. Stops at the first missing or
+  // bad object; returns how many leading blocks were filled. Called without
   // `mu`; the caller holds `blocks`.
   size_t LoadRun(size_t t, const Hash128& root, std::span<const Hash128> keys,
-                 std::span<const BlockId> blocks,
-                 std::span<store::Tier* const> promote_to);
+                 std::span<const BlockId> blocks);
   // Encodes and queues each write. Called without `mu`.
   void WriteBehind(const Hash128& root, std::span<const PendingWrite> writes);
 
@@ -199,21 +207,20 @@ void KvManager::State::Unref(BlockId block, const Hash128* indexed_as) {
   }
 }
 
-// Maps the indexed full blocks at the head of `tokens` into `seq` and
-// refreshes their path; returns how many.
-size_t KvManager::State::MapPrefix(std::span<const int32_t> tokens,
-                                   SequenceKv* seq) {
-  const size_t full = tokens.size() / block_tokens();
-  Hash128 prev = seq->root;
-  for (size_t i = 0; i < full; ++i) {
-    const Hash128 h = BlockHash(prev, BlockTokens(tokens, i));
-    const PrefixIndex::Node* node = index.Find(h);
-    if (node == nullptr) break;
-    if (pool->IncRef(node->block) == 1) index.SyncEvictable(h);
-    seq->blocks.push_back(node->block);
+size_t KvManager::State::IndexedRun(std::span<const Hash128> chain) const {
+  size_t n = 0;
+  while (n < chain.size() && index.Find(chain[n]) != nullptr) ++n;
+  return n;
+}
+
+size_t KvManager::State::MapChain(std::span<const Hash128> chain,
+                                  SequenceKv* seq) {
+  for (const Hash128& h : chain.first(IndexedRun(chain))) {
+    const BlockId block = index.Find(h)->block;
+    if (pool->IncRef(block) == 1) index.SyncEvictable(h);
+    seq->blocks.push_back(block);
     seq->chain.push_back(h);
     seq->indexed.push_back(true);
-    prev = h;
   }
   if (!seq->chain.empty()) index.Touch(seq->chain.back());
   return seq->chain.size();
@@ -262,8 +269,8 @@ void KvManager::State::CollectWrite(const SequenceKv& seq, size_t i,
 
 size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
                                  std::span<const Hash128> keys,
-                                 std::span<const BlockId> blocks,
-                                 std::span<store::Tier* const> promote_to) {
+                                 std::span<const BlockId> blocks) {
+  const uint8_t promote_to = PromotedFrom(t);
   using Objects = std::vector<std::optional<std::vector<uint8_t>>>;
   store::Tier* tier = tiers[t].tier;
   const size_t batch_blocks =
@@ -304,9 +311,9 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
       }
       std::memcpy(pool->data(blocks[i]), view->payload.data(),
                   view->payload.size());
-      for (store::Tier* up : promote_to) {
+      for (size_t u = 0; u < t; ++u) {
         // A refused write is counted by that tier (dropped_writes).
-        (void)up->Put(keys[i], *objects[j]);
+        if (promote_to >> u & 1) (void)tiers[u].tier->Put(keys[i], *objects[j]);
       }
     }
   }
@@ -369,12 +376,13 @@ int KvManager::Admit(std::span<const int32_t> tokens, SequenceKv* seq) {
   KV_CHECK(seq->blocks.empty() && seq->chain.empty() && seq->indexed.empty());
   State& s = *state_;
   std::vector<State::PendingWrite> writes;
+  const std::vector<Hash128> chain = s.Chain(tokens, seq->root);
   int cached;
   {
     std::lock_guard lock(s.mu);
     const int n = int(tokens.size());
     const int b = int(s.block_tokens());
-    cached = int(s.MapPrefix(tokens, seq)) * b;
+    cached = int(s.MapChain(chain, seq)) * b;
     if (cached == n) cached = s.PrivatizeLastBlock(seq) ? n - 1 : n - b;
     s.queried_tokens += uint64_t(n);
     s.hit_tokens += uint64_t(cached);
@@ -465,15 +473,9 @@ void KvManager::Release(SequenceKv* seq) {
 int KvManager::Lookup(std::span<const int32_t> tokens,
                       const Hash128& root) const {
   const State& s = *state_;
+  const std::vector<Hash128> chain = s.Chain(tokens, root);
   std::lock_guard lock(s.mu);
-  const size_t full = tokens.size() / s.block_tokens();
-  Hash128 prev = root;
-  size_t hit = 0;
-  for (; hit < full; ++hit) {
-    prev = BlockHash(prev, s.BlockTokens(tokens, hit));
-    if (s.index.Find(prev) == nullptr) break;
-  }
-  return int(hit * s.block_tokens());
+  return int(s.IndexedRun(chain) * s.block_tokens());
 }
 
 std::vector<Hash128> KvManager::State::Chain(std::span<const int32_t> tokens,
@@ -501,11 +503,16 @@ PrefixHit KvManager::Probe(std::span<const int32_t> tokens,
                            const Hash128& root) const {
   const State& s = *state_;
   const size_t b = s.block_tokens();
-  PrefixHit hit;
-  hit.dram_tokens = Lookup(tokens, root);
   const std::vector<Hash128> chain = s.Chain(tokens, root);
-  const std::vector<size_t> runs = s.TierRuns(
-      std::span<const Hash128>(chain).subspan(size_t(hit.dram_tokens) / b));
+  size_t in_dram;
+  {
+    std::lock_guard lock(s.mu);
+    in_dram = s.IndexedRun(chain);
+  }
+  PrefixHit hit;
+  hit.dram_tokens = int(in_dram * b);
+  const std::vector<size_t> runs =
+      s.TierRuns(std::span<const Hash128>(chain).subspan(in_dram));
   for (const size_t run : runs) hit.tier_tokens.push_back(int(run * b));
   return hit;
 }
@@ -520,11 +527,11 @@ PrefixHit KvManager::Prefetch(std::span<const int32_t> tokens,
   // and then each loaded block, until they are all indexed.
   SequenceKv pin;
   pin.root = root;
+  const std::vector<Hash128> chain = s.Chain(tokens, root);
   {
     std::lock_guard lock(s.mu);
-    hit.dram_tokens = int(s.MapPrefix(tokens, &pin) * b);
+    hit.dram_tokens = int(s.MapChain(chain, &pin) * b);
   }
-  const std::vector<Hash128> chain = s.Chain(tokens, root);
   const size_t mapped = pin.chain.size();
   const std::span<const Hash128> keys =
       std::span<const Hash128>(chain).subspan(mapped);
@@ -548,16 +555,8 @@ PrefixHit KvManager::Prefetch(std::span<const int32_t> tokens,
   size_t loaded = 0;
   for (size_t t = 0; t < s.tiers.size() && loaded < fresh.size(); ++t) {
     const size_t end = std::min(loaded + runs[t], fresh.size());
-    // Tiers above t that take promoted blocks at once.
-    std::vector<store::Tier*> promote_to;
-    for (size_t u = 0; u < t; ++u) {
-      if (s.tiers[u].write == TierWritePolicy::kOnCommit) {
-        promote_to.push_back(s.tiers[u].tier);
-      }
-    }
-    const size_t n =
-        s.LoadRun(t, root, keys.subspan(loaded, end - loaded),
-                  std::span(fresh).subspan(loaded, end - loaded), promote_to);
+    const size_t n = s.LoadRun(t, root, keys.subspan(loaded, end - loaded),
+                               std::span(fresh).subspan(loaded, end - loaded));
     std::fill(source.begin() + loaded, source.begin() + loaded + n, uint8_t(t));
     loaded += n;
     if (loaded < end) {
@@ -571,14 +570,10 @@ PrefixHit KvManager::Prefetch(std::span<const int32_t> tokens,
     const Hash128& h = keys[i];
     const std::optional<Hash128> parent =
         pin.chain.empty() ? std::nullopt : std::optional(pin.chain.back());
-    // Bits of the tiers that now hold the block: its source, and the tiers
-    // above it that the block was queued to.
-    uint8_t in_tiers = uint8_t(1u << source[i]);
-    for (size_t u = 0; u < source[i]; ++u) {
-      if (s.tiers[u].write == TierWritePolicy::kOnCommit) {
-        in_tiers |= uint8_t(1u << u);
-      }
-    }
+    // The tiers that now hold the block: its source, and those it was
+    // promoted to.
+    const uint8_t in_tiers =
+        uint8_t(1u << source[i]) | s.PromotedFrom(source[i]);
     if (const PrefixIndex::Node* node = s.index.Find(h)) {
       // Another sequence computed or loaded it meanwhile: use that one.
       s.Unref(fresh[i], nullptr);

@@ -48,6 +48,15 @@ std::vector<int> SplitCached(int cached, const kvcache::PrefixHit& prefetched,
   return tiers;
 }
 
+// Inserts `seq` into `list` (ordered by arrival) before the first later one.
+template <typename List, typename Seq>
+void InsertByArrival(List* list, Seq seq) {
+  auto later = std::find_if(list->begin(), list->end(), [&](const auto& s) {
+    return s->arrival > seq->arrival;
+  });
+  list->insert(later, std::move(seq));
+}
+
 }  // namespace
 
 Status SchedulerOptions::Validate() const {
@@ -245,9 +254,7 @@ void Scheduler::TakeLoaded() {
   for (Sequence* seq : loaded_) {
     auto it = std::find_if(loading_.begin(), loading_.end(),
                            [&](const auto& s) { return s.get() == seq; });
-    auto pos = std::find_if(waiting_.begin(), waiting_.end(),
-                            [&](auto& s) { return s->arrival > seq->arrival; });
-    waiting_.insert(pos, std::move(*it));
+    InsertByArrival(&waiting_, std::move(*it));
     loading_.erase(it);
   }
   loaded_.clear();
@@ -419,9 +426,7 @@ void Scheduler::Admit(int* budget) {
         stats_.tier_cached_tokens[t] += uint64_t(tiers[t]);
       }
     }
-    auto pos = std::find_if(running_.begin(), running_.end(),
-                            [&](auto& s) { return s->arrival > seq->arrival; });
-    running_.insert(pos, std::move(waiting_.front()));
+    InsertByArrival(&running_, std::move(waiting_.front()));
     waiting_.pop_front();
     plan_.push_back({seq, n});
     *budget -= n;
