@@ -15,10 +15,11 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "base/check.h"
-#include "kernels/dtype.h"
 #include "hwy/cache_control.h"
+#include "kernels/dtype.h"
 
 #ifndef KVSTASH_KERNELS_MATMUL_FAST_SHARED_
 #define KVSTASH_KERNELS_MATMUL_FAST_SHARED_
@@ -33,10 +34,14 @@ inline size_t Bf16RowStride(size_t cols) {
   return (cols + kBf16RowPad - 1) / kBf16RowPad * kBf16RowPad;
 }
 
-// Prepared quantized activations: int8 [n][cols], then at this offset the f32
+// Prepared quantized activations: int8 [n][cols], then at these offsets the
+// int32 sums of each block's int8 values [n][cols / kQuantBlock] and the f32
 // scales [n][cols / kQuantBlock].
-inline size_t QuantScalesOffset(size_t cols, size_t n) {
+inline size_t QuantSumsOffset(size_t cols, size_t n) {
   return (n * cols + 63) / 64 * 64;
+}
+inline size_t QuantScalesOffset(size_t cols, size_t n) {
+  return QuantSumsOffset(cols, n) + n * (cols / kQuantBlock) * sizeof(int32_t);
 }
 
 // Columns are summed in chunks of 4 KiB of activations per token (1024 f32,
@@ -314,10 +319,13 @@ struct WidenKernel {
 struct QuantActivations {
   QuantActivations(const void* prepared, size_t cols, size_t n)
       : q(static_cast<const int8_t*>(prepared)),
+        sums(reinterpret_cast<const int32_t*>(
+            static_cast<const uint8_t*>(prepared) + QuantSumsOffset(cols, n))),
         d(reinterpret_cast<const float*>(static_cast<const uint8_t*>(prepared) +
                                          QuantScalesOffset(cols, n))) {}
-  const int8_t* q;  // [n][cols]
-  const float* d;   // [n][cols / kQuantBlock]
+  const int8_t* q;      // [n][cols]
+  const int32_t* sums;  // [n][cols / kQuantBlock]
+  const float* d;       // [n][cols / kQuantBlock]
 };
 
 // Portable: one block per step; int8 widened to int16, pairwise multiplied
@@ -420,73 +428,85 @@ bool CpuHasAvx512Bf16() {
   return has;
 }
 
-// [a x 8, b x 8] from the two low lanes of `ab`.
-HWY_INLINE __m512 SpreadPair(__m128 ab) {
-  const __m512i index =
-      _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  return _mm512_permutexvar_ps(index, _mm512_castps128_ps512(ab));
+// --------------------------------------- AVX-512 VNNI: quantized panels
+//
+// For q8_0 and q4_0 weights, y[t][r] is computed block by block, in order:
+//   acc = fma(float(dot_b), d_w[r][b] * d_x[t][b], acc),  acc starting at 0,
+// where dot_b is the exact integer dot product of block b's weights and
+// activations. An integer sum is exact in any order, so 32 rows are computed
+// at once with rows on the vector lanes: a "panel" holds a 32-row tile's
+// weights for up to kPanelBlocks blocks, transposed so that one vector holds
+// one 4-byte group of a block for 16 rows. vpdpbusd multiplies those unsigned
+// weight bytes by the token's 4 activation bytes broadcast to every lane:
+//   q8_0: the weights are stored + 128 (xor 0x80), and the integer sum starts
+//         from -128 * (sum of the block's activations);
+//   q4_0: the nibbles are stored as they are (0..15), and the sum starts from
+//         -8 * (sum of the block's activations).
+// Every (row, token) goes through the same operations whatever the batch and
+// the row range, and decode (one token) uses the same kernel as prefill.
+
+constexpr size_t kPanelRows = 32;    // two vectors of 16 int32 lanes
+constexpr size_t kPanelBlocks = 32;  // 1024 columns: a 32 KiB panel
+constexpr size_t kPanelTokens = 6;   // 12 int32 and 12 f32 accumulators
+constexpr size_t kGroups = kQuantBlock / 4;
+
+struct QuantPanel {
+  // [block][group][row]: 4 weight bytes, unsigned as described above.
+  alignas(64) uint32_t q[kPanelBlocks][kGroups][kPanelRows];
+  alignas(64) float d[kPanelBlocks][kPanelRows];  // weight scales
+};
+
+// In place: z[j] lane i becomes z[i] lane j (a 16 x 16 transpose of int32).
+HWY_INLINE void Transpose16x16(__m512i (&z)[16]) {
+  __m512i a[16];
+  for (size_t i = 0; i < 16; i += 2) {
+    a[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
+    a[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
+  }
+  // b[4i + m], 128-bit lane k: rows 4i..4i+3 of element 4k + m.
+  __m512i b[16];
+  for (size_t i = 0; i < 16; i += 4) {
+    b[i] = _mm512_unpacklo_epi64(a[i], a[i + 2]);
+    b[i + 1] = _mm512_unpackhi_epi64(a[i], a[i + 2]);
+    b[i + 2] = _mm512_unpacklo_epi64(a[i + 1], a[i + 3]);
+    b[i + 3] = _mm512_unpackhi_epi64(a[i + 1], a[i + 3]);
+  }
+  constexpr int kEven = _MM_SHUFFLE(2, 0, 2, 0);
+  constexpr int kOdd = _MM_SHUFFLE(3, 1, 3, 1);
+  for (size_t m = 0; m < 4; ++m) {
+    const __m512i e0 = _mm512_shuffle_i32x4(b[m], b[4 + m], kEven);
+    const __m512i e1 = _mm512_shuffle_i32x4(b[m], b[4 + m], kOdd);
+    const __m512i e2 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], kEven);
+    const __m512i e3 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], kOdd);
+    z[m] = _mm512_shuffle_i32x4(e0, e2, kEven);
+    z[4 + m] = _mm512_shuffle_i32x4(e1, e3, kEven);
+    z[8 + m] = _mm512_shuffle_i32x4(e0, e2, kOdd);
+    z[12 + m] = _mm512_shuffle_i32x4(e1, e3, kOdd);
+  }
 }
 
-// AVX-512 VNNI: two blocks per step; lanes 0-7 hold block 2s, lanes 8-15
-// block 2s + 1. vpdpbusd multiplies unsigned by signed bytes and sums groups of
-// 4 into int32 lanes, so one operand is made unsigned and the sum corrected:
-//   Q8_0: activations + 128 (xor 0x80) times signed weights, starting from
-//         -128 * (sums of 4 weights), computed once per weight register;
-//   Q4_0: the unsigned nibbles times signed activations, starting from
-//         -8 * (sums of 4 activations), computed once per activation
-//         register.
 template <DType kType>
-struct VnniKernel {
-  static constexpr size_t kRows = 4;
-  static constexpr size_t kTokens = 3;
-  static constexpr size_t kStepElems = 2 * kQuantBlock;
-  static constexpr size_t kChunkElems = kChunkActivationBytes;
+struct QuantFormat {
   static constexpr bool kQ8 = kType == DType::kQ8_0;
-  struct W {
-    __m512i q;     // both blocks, element order
-    __m512i corr;  // Q8_0: starting sums (unused for Q4_0)
-    __m512 d;      // [d_a x 8, d_b x 8]
-  };
-  struct X {
-    __m512i q;
-    __m512i corr;  // Q4_0: starting sums (unused for Q8_0)
-    __m512 d;
-  };
-  using Acc = __m512;
+  using Block = std::conditional_t<kQ8, BlockQ8_0, BlockQ4_0>;
+  static constexpr int kOffset = kQ8 ? 128 : 8;
 
-  VnniKernel(const void* prepared, size_t cols, size_t n)
-      : xa(prepared, cols, n),
-        cols(cols),
-        blocks(cols / kQuantBlock),
-        steps(blocks / 2),
-        has_tail(blocks % 2 != 0) {}
-
-  // -scale * (sums of 4 bytes of `q` per lane).
-  static __m512i NegSums(char scale, __m512i q) {
-    return _mm512_sub_epi32(_mm512_setzero_si512(),
-                            _mm512_dpbusd_epi32(_mm512_setzero_si512(),
-                                                _mm512_set1_epi8(scale), q));
-  }
-
-  // Weights of block `b` (the low 256 bits) and, if `two`, block b + 1;
-  // zeros in place of a missing block.
-  static W MakeW(const uint8_t* row, size_t b, bool two) {
-    W w{};
-    uint32_t d_bits;
+  // The unsigned weight bytes of block b (low 256 bits) and, if `two`, of
+  // block b + 1 (high 256 bits; zeros otherwise), in element order.
+  static __m512i LoadPair(const uint8_t* row, size_t b, bool two) {
+    const Block* blk = reinterpret_cast<const Block*>(row) + b;
     if constexpr (kQ8) {
-      const auto* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
       const __m256i lo =
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[0].qs));
-      w.q = two ? _mm512_inserti64x4(
-                      _mm512_castsi256_si512(lo),
-                      _mm256_loadu_si256(
-                          reinterpret_cast<const __m256i*>(blk[1].qs)),
-                      1)
-                : _mm512_zextsi256_si512(lo);
-      w.corr = NegSums(static_cast<char>(0x80), w.q);
-      d_bits = blk[0].d | (two ? static_cast<uint32_t>(blk[1].d) << 16 : 0);
+      const __m512i q =
+          two ? _mm512_inserti64x4(
+                    _mm512_castsi256_si512(lo),
+                    _mm256_loadu_si256(
+                        reinterpret_cast<const __m256i*>(blk[1].qs)),
+                    1)
+              : _mm512_zextsi256_si512(lo);
+      return _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
     } else {
-      const auto* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
       const __m128i a =
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[0].qs));
       const __m128i c =
@@ -497,60 +517,282 @@ struct VnniKernel {
       const __m512i aacc = _mm512_permutexvar_epi64(
           _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0),
           _mm512_castsi256_si512(_mm256_set_m128i(c, a)));
-      w.q = _mm512_and_si512(
+      return _mm512_and_si512(
           _mm512_srlv_epi64(aacc, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0)),
           _mm512_set1_epi8(0xF));
-      d_bits = blk[0].d | (two ? static_cast<uint32_t>(blk[1].d) << 16 : 0);
     }
-    w.d = SpreadPair(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d_bits))));
-    return w;
   }
-  W LoadW(const uint8_t* row, size_t s) const {
-    PrefetchNextTile(row + 2 * s * kBlockBytes, prefetch_ahead);
-    return MakeW(row, 2 * s, true);
-  }
-  W LoadWTail(const uint8_t* row) const { return MakeW(row, 2 * steps, false); }
 
-  X MakeX(size_t t, size_t b, bool two) const {
-    const int8_t* q = xa.q + t * cols + b * kQuantBlock;
-    const float* d = xa.d + t * blocks + b;
-    X xv{};
-    xv.q = two ? _mm512_loadu_si512(q)
-               : _mm512_zextsi256_si512(
-                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
-    if constexpr (kQ8) {
-      // The zero half of a tail becomes 128, which meets zero weights.
-      xv.q = _mm512_xor_si512(xv.q, _mm512_set1_epi8(static_cast<char>(0x80)));
-    } else {
-      xv.corr = NegSums(8, xv.q);
+  // Fills the panel with blocks [b0, b0 + nb) of `rows` rows from w (stride
+  // row_bytes); rows past `rows` hold zeros.
+  static void Pack(const uint8_t* w, size_t row_bytes, size_t rows, size_t b0,
+                   size_t nb, QuantPanel& p) {
+    for (size_t half = 0; half < kPanelRows; half += 16) {
+      for (size_t b = 0; b < nb; b += 2) {
+        const bool two = b + 1 < nb;
+        __m512i z[16];
+        for (size_t i = 0; i < 16; ++i) {
+          z[i] = half + i < rows
+                     ? LoadPair(w + (half + i) * row_bytes, b0 + b, two)
+                     : _mm512_setzero_si512();
+        }
+        Transpose16x16(z);
+        for (size_t g = 0; g < kGroups; ++g) {
+          _mm512_store_si512(&p.q[b][g][half], z[g]);
+          if (two) _mm512_store_si512(&p.q[b + 1][g][half], z[kGroups + g]);
+        }
+      }
     }
-    xv.d = SpreadPair(two ? _mm_castsi128_ps(_mm_loadl_epi64(
-                                reinterpret_cast<const __m128i*>(d)))
-                          : _mm_load_ss(d));
-    return xv;
+    for (size_t b = 0; b < nb; ++b) {
+      alignas(32) uint16_t bits[kPanelRows] = {};
+      for (size_t r = 0; r < rows; ++r) {
+        bits[r] =
+            (reinterpret_cast<const Block*>(w + r * row_bytes) + b0 + b)->d;
+      }
+      for (size_t half = 0; half < kPanelRows; half += 16) {
+        _mm512_store_ps(&p.d[b][half],
+                        _mm512_cvtph_ps(_mm256_load_si256(
+                            reinterpret_cast<const __m256i*>(bits + half))));
+      }
+    }
   }
-  X LoadX(size_t t, size_t s) const { return MakeX(t, 2 * s, true); }
-  X LoadXTail(size_t t) const { return MakeX(t, 2 * steps, false); }
-
-  Acc Zero() const { return _mm512_setzero_ps(); }
-  Acc Mac(Acc acc, const W& w, const X& xv) const {
-    const __m512i dot = kQ8 ? _mm512_dpbusd_epi32(w.corr, xv.q, w.q)
-                            : _mm512_dpbusd_epi32(xv.corr, w.q, xv.q);
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w.d, xv.d),
-                           acc);
-  }
-  float Reduce(Acc acc) const { return _mm512_reduce_add_ps(acc); }
-
-  static constexpr size_t kBlockBytes =
-      kQ8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
-
-  QuantActivations xa;
-  size_t cols;
-  size_t blocks;  // per row
-  size_t steps;   // block pairs per row
-  bool has_tail;  // an odd last block
-  size_t prefetch_ahead = kRows * blocks * kBlockBytes;  // one row tile
 };
+
+// The first min(count, 16) lanes.
+HWY_INLINE __mmask16 LiveLanes(size_t count) {
+  return static_cast<__mmask16>(count >= 16 ? 0xFFFF : (1u << count) - 1);
+}
+
+// y[t0 + t][r] for the panel's rows r < rows (y points at row 0 of the panel)
+// and kT tokens from t0, over the panel's nb blocks, which are blocks
+// [b0, b0 + nb) of the activations. The first panel of a row starts from 0,
+// later ones continue from y.
+template <size_t kT>
+HWY_INLINE void QuantPanelTile(const QuantPanel& p, size_t nb, int offset,
+                               const QuantActivations& xa, size_t cols,
+                               size_t b0, size_t t0, size_t rows, bool first,
+                               float* y, size_t ldy) {
+  const size_t blocks = cols / kQuantBlock;
+  const __mmask16 live[2] = {LiveLanes(rows),
+                             LiveLanes(rows - std::min<size_t>(rows, 16))};
+  __m512 acc[2][kT];
+#pragma GCC unroll 8
+  for (size_t t = 0; t < kT; ++t) {
+    for (size_t v = 0; v < 2; ++v) {
+      acc[v][t] =
+          first ? _mm512_setzero_ps()
+                : _mm512_maskz_loadu_ps(live[v], y + (t0 + t) * ldy + 16 * v);
+    }
+  }
+  for (size_t b = 0; b < nb; ++b) {
+    const size_t xb = b0 + b;
+    __m512i dot[2][kT];
+    const int8_t* xq[kT];
+#pragma GCC unroll 8
+    for (size_t t = 0; t < kT; ++t) {
+      dot[0][t] = dot[1][t] =
+          _mm512_set1_epi32(-offset * xa.sums[(t0 + t) * blocks + xb]);
+      xq[t] = xa.q + (t0 + t) * cols + xb * kQuantBlock;
+    }
+#pragma GCC unroll 8
+    for (size_t g = 0; g < kGroups; ++g) {
+      const __m512i w0 = _mm512_load_si512(&p.q[b][g][0]);
+      const __m512i w1 = _mm512_load_si512(&p.q[b][g][16]);
+#pragma GCC unroll 8
+      for (size_t t = 0; t < kT; ++t) {
+        int32_t x4;
+        std::memcpy(&x4, xq[t] + 4 * g, sizeof(x4));
+        const __m512i xv = _mm512_set1_epi32(x4);
+        dot[0][t] = _mm512_dpbusd_epi32(dot[0][t], w0, xv);
+        dot[1][t] = _mm512_dpbusd_epi32(dot[1][t], w1, xv);
+      }
+    }
+    const __m512 d0 = _mm512_load_ps(&p.d[b][0]);
+    const __m512 d1 = _mm512_load_ps(&p.d[b][16]);
+#pragma GCC unroll 8
+    for (size_t t = 0; t < kT; ++t) {
+      const __m512 dx = _mm512_set1_ps(xa.d[(t0 + t) * blocks + xb]);
+      acc[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[0][t]),
+                                  _mm512_mul_ps(d0, dx), acc[0][t]);
+      acc[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[1][t]),
+                                  _mm512_mul_ps(d1, dx), acc[1][t]);
+    }
+  }
+#pragma GCC unroll 8
+  for (size_t t = 0; t < kT; ++t) {
+    for (size_t v = 0; v < 2; ++v) {
+      _mm512_mask_storeu_ps(y + (t0 + t) * ldy + 16 * v, live[v], acc[v][t]);
+    }
+  }
+}
+
+// In-register reduction for decode: p[i] lanes 0-7 hold partial sums of row
+// i's block b, lanes 8-15 of block b + 1; returns {lane i = row i's sum for
+// block b, lane i = row i's sum for block b + 1}.
+HWY_INLINE std::pair<__m512i, __m512i> SumBlockHalves(__m512i (&p)[16]) {
+  __m512i a[8];  // rows 2i, 2i + 1
+  for (size_t i = 0; i < 8; ++i) {
+    a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2 * i], p[2 * i + 1]),
+                            _mm512_unpackhi_epi32(p[2 * i], p[2 * i + 1]));
+  }
+  // c[i], 128-bit lane k: rows 4i..4i+3 summed over elements 4k..4k+3.
+  __m512i c[4];
+  for (size_t i = 0; i < 4; ++i) {
+    c[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * i], a[2 * i + 1]),
+                            _mm512_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
+  }
+  constexpr int kEven = _MM_SHUFFLE(2, 0, 2, 0);
+  constexpr int kOdd = _MM_SHUFFLE(3, 1, 3, 1);
+  // f[j]: [rows 8j..8j+3 of block b, of block b + 1, rows 8j+4..8j+7 ...].
+  __m512i f[2];
+  for (size_t j = 0; j < 2; ++j) {
+    f[j] = _mm512_add_epi32(_mm512_shuffle_i32x4(c[2 * j], c[2 * j + 1], kEven),
+                            _mm512_shuffle_i32x4(c[2 * j], c[2 * j + 1], kOdd));
+  }
+  return {_mm512_shuffle_i32x4(f[0], f[1], kEven),
+          _mm512_shuffle_i32x4(f[0], f[1], kOdd)};
+}
+
+// The same results as the panels for kT tokens from t0, without packing:
+// rows [r0, r0 + rows) (rows <= 16) are read as they are stored, one block
+// pair of 16 rows at a time, and their integer dot products are reduced onto
+// the row lanes in registers. For decode, where packing would cost more than
+// the products.
+template <DType kType, size_t kT>
+void QuantRowsTile(const uint8_t* w, size_t row_bytes, size_t rows,
+                   const QuantActivations& xa, size_t cols, size_t t0, float* y,
+                   size_t ldy) {
+  using F = QuantFormat<kType>;
+  const size_t blocks = cols / kQuantBlock;
+  const __mmask16 live = LiveLanes(rows);
+  const __m512i row_offsets = _mm512_mullo_epi32(
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+      _mm512_set1_epi32(static_cast<int32_t>(row_bytes)));
+  __m512 acc[kT];
+  for (size_t t = 0; t < kT; ++t) acc[t] = _mm512_setzero_ps();
+  for (size_t b = 0; b < blocks; b += 2) {
+    const bool two = b + 1 < blocks;
+    __m512i z[16];
+#pragma GCC unroll 16
+    for (size_t i = 0; i < 16; ++i) {
+      if (i < rows) {
+        const uint8_t* row = w + i * row_bytes;
+        // The same columns of the next 16 rows, which the next call reads.
+        const uint8_t* pair = row + b * sizeof(typename F::Block);
+        PrefetchNextTile(pair, 16 * row_bytes);
+        PrefetchNextTile(pair + 2 * sizeof(typename F::Block) - 1,
+                         16 * row_bytes);
+        z[i] = F::LoadPair(row, b, two);
+      } else {
+        z[i] = _mm512_setzero_si512();
+      }
+    }
+    // The f16 scales of blocks b and b + 1 of each row (the low half of the
+    // 4 bytes at each block's start).
+    __m512 dw[2];
+    for (size_t h = 0; h < 2; ++h) {
+      const __m512i bits = _mm512_mask_i32gather_epi32(
+          _mm512_setzero_si512(), live, row_offsets,
+          w + (b + h) * sizeof(typename F::Block), 1);
+      dw[h] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits));
+    }
+#pragma GCC unroll 4
+    for (size_t t = 0; t < kT; ++t) {
+      const int8_t* xq = xa.q + (t0 + t) * cols + b * kQuantBlock;
+      const __m512i xv = two ? _mm512_loadu_si512(xq)
+                             : _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                   reinterpret_cast<const __m256i*>(xq)));
+      __m512i p[16];
+#pragma GCC unroll 16
+      for (size_t i = 0; i < 16; ++i) {
+        p[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z[i], xv);
+      }
+      const auto [sum0, sum1] = SumBlockHalves(p);
+      const size_t xb = (t0 + t) * blocks + b;
+      acc[t] = _mm512_fmadd_ps(
+          _mm512_cvtepi32_ps(_mm512_add_epi32(
+              sum0, _mm512_set1_epi32(-F::kOffset * xa.sums[xb]))),
+          _mm512_mul_ps(dw[0], _mm512_set1_ps(xa.d[xb])), acc[t]);
+      if (two) {
+        acc[t] = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(_mm512_add_epi32(
+                sum1, _mm512_set1_epi32(-F::kOffset * xa.sums[xb + 1]))),
+            _mm512_mul_ps(dw[1], _mm512_set1_ps(xa.d[xb + 1])), acc[t]);
+      }
+    }
+  }
+  for (size_t t = 0; t < kT; ++t) {
+    _mm512_mask_storeu_ps(y + (t0 + t) * ldy, live, acc[t]);
+  }
+}
+
+// Up to this many tokens are computed without panels.
+constexpr size_t kRowsTileTokens = 3;
+
+template <DType kType>
+void RunQuantPanels(const uint8_t* w, size_t row_bytes, size_t cols,
+                    const void* prepared, size_t n, size_t row_begin,
+                    size_t row_end, float* y, size_t ldy) {
+  using F = QuantFormat<kType>;
+  const QuantActivations xa(prepared, cols, n);
+  const size_t blocks = cols / kQuantBlock;
+  if (n <= kRowsTileTokens) {
+    for (size_t r0 = row_begin; r0 < row_end; r0 += 16) {
+      const size_t rows = std::min<size_t>(16, row_end - r0);
+      const auto tile = [&](auto tokens) {
+        QuantRowsTile<kType, decltype(tokens)::value>(
+            w + r0 * row_bytes, row_bytes, rows, xa, cols, 0, y + r0, ldy);
+      };
+      switch (n) {
+        case 1:
+          tile(std::integral_constant<size_t, 1>());
+          break;
+        case 2:
+          tile(std::integral_constant<size_t, 2>());
+          break;
+        default:
+          tile(std::integral_constant<size_t, 3>());
+          break;
+      }
+    }
+    return;
+  }
+  QuantPanel panel;
+  for (size_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
+    const size_t rows = std::min(kPanelRows, row_end - r0);
+    for (size_t b0 = 0; b0 < blocks; b0 += kPanelBlocks) {
+      const size_t nb = std::min(kPanelBlocks, blocks - b0);
+      F::Pack(w + r0 * row_bytes, row_bytes, rows, b0, nb, panel);
+      for (size_t t0 = 0; t0 < n; t0 += kPanelTokens) {
+        const auto tile = [&](auto tokens) {
+          QuantPanelTile<decltype(tokens)::value>(panel, nb, F::kOffset, xa,
+                                                  cols, b0, t0, rows, b0 == 0,
+                                                  y + r0, ldy);
+        };
+        switch (std::min(kPanelTokens, n - t0)) {
+          case 1:
+            tile(std::integral_constant<size_t, 1>());
+            break;
+          case 2:
+            tile(std::integral_constant<size_t, 2>());
+            break;
+          case 3:
+            tile(std::integral_constant<size_t, 3>());
+            break;
+          case 4:
+            tile(std::integral_constant<size_t, 4>());
+            break;
+          case 5:
+            tile(std::integral_constant<size_t, 5>());
+            break;
+          default:
+            tile(std::integral_constant<size_t, 6>());
+            break;
+        }
+      }
+    }
+  }
+}
 
 // AVX512_BF16: vdpbf16ps on bf16 weights and bf16-rounded activations, 32
 // elements per step.
@@ -627,9 +869,12 @@ void RoundRowToBf16(const float* x, size_t cols, uint16_t* out) {
 }
 
 // One row of Q8_0-like blocks: per 32 elements d = max|x| / 127 (f32) and
-// q = round-half-even(x * (1 / d)), or 0 where d = 0.
-void QuantizeRowQ8(const float* x, size_t cols, int8_t* q, float* d) {
+// q = round-half-even(x * (1 / d)), or 0 where d = 0; `sum` is the sum of the
+// block's q.
+void QuantizeRowQ8(const float* x, size_t cols, int8_t* q, int32_t* sum,
+                   float* d) {
   const DF df;
+  const hn::RebindToSigned<DF> di;
   const hn::Rebind<int8_t, DF> d8;
   const size_t lanes = hn::Lanes(df);
   static_assert(kQuantBlock % HWY_LANES(float) == 0);
@@ -641,11 +886,14 @@ void QuantizeRowQ8(const float* x, size_t cols, int8_t* q, float* d) {
     }
     const float scale = hn::GetLane(hn::MaxOfLanes(df, amax)) / 127.0f;
     const hn::Vec<DF> inv = hn::Set(df, scale != 0.0f ? 1.0f / scale : 0.0f);
+    hn::Vec<decltype(di)> qsum = hn::Zero(di);
     for (size_t j = 0; j < kQuantBlock; j += lanes) {
-      const hn::Vec<DF> v = hn::Mul(hn::LoadU(df, xb + j), inv);
-      hn::StoreU(hn::DemoteTo(d8, hn::NearestInt(v)), d8,
-                 q + b * kQuantBlock + j);
+      const hn::Vec<decltype(di)> qi =
+          hn::NearestInt(hn::Mul(hn::LoadU(df, xb + j), inv));
+      qsum = hn::Add(qsum, qi);
+      hn::StoreU(hn::DemoteTo(d8, qi), d8, q + b * kQuantBlock + j);
     }
+    sum[b] = hn::GetLane(hn::SumOfLanes(di, qsum));
     d[b] = scale;
   }
 }
@@ -667,12 +915,14 @@ void PrepareActivationsImpl(DType wt, const float* x, size_t cols, size_t n,
       return;
     case DType::kQ8_0:
     case DType::kQ4_0: {
-      auto* q = static_cast<int8_t*>(prepared);
-      auto* d = reinterpret_cast<float*>(static_cast<uint8_t*>(prepared) +
-                                         QuantScalesOffset(cols, n));
+      auto* base = static_cast<uint8_t*>(prepared);
+      auto* q = reinterpret_cast<int8_t*>(base);
+      auto* sums = reinterpret_cast<int32_t*>(base + QuantSumsOffset(cols, n));
+      auto* d = reinterpret_cast<float*>(base + QuantScalesOffset(cols, n));
       const size_t blocks = cols / kQuantBlock;
       for (size_t t = 0; t < n; ++t) {
-        QuantizeRowQ8(x + t * cols, cols, q + t * cols, d + t * blocks);
+        QuantizeRowQ8(x + t * cols, cols, q + t * cols, sums + t * blocks,
+                      d + t * blocks);
       }
       return;
     }
@@ -700,14 +950,16 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
     case DType::kQ8_0:
 #if HWY_TARGET == HWY_AVX3_DL
       if (CpuHasAvx512Vnni()) {
-        return run(VnniKernel<DType::kQ8_0>(prepared, cols, n));
+        return RunQuantPanels<DType::kQ8_0>(w8, row_bytes, cols, prepared, n,
+                                            row_begin, row_end, y, ldy);
       }
 #endif
       return run(IntKernel<DType::kQ8_0>(prepared, cols, n));
     case DType::kQ4_0:
 #if HWY_TARGET == HWY_AVX3_DL
       if (CpuHasAvx512Vnni()) {
-        return run(VnniKernel<DType::kQ4_0>(prepared, cols, n));
+        return RunQuantPanels<DType::kQ4_0>(w8, row_bytes, cols, prepared, n,
+                                            row_begin, row_end, y, ldy);
       }
 #endif
       return run(IntKernel<DType::kQ4_0>(prepared, cols, n));
@@ -736,7 +988,7 @@ size_t PreparedActivationBytes(DType wt, size_t cols, size_t n) {
     case DType::kQ8_0:
     case DType::kQ4_0:
       return matmul_fast::QuantScalesOffset(cols, n) +
-             n * (cols / kQuantBlock) * sizeof(float);
+             n * (cols / kQuantBlock) * sizeof(float);  // after q and sums
   }
   KV_CHECK_MSG(false, "unknown DType");
 }

@@ -4,10 +4,18 @@
 // has them). A caller splits the rows of W across threads and calls
 // MatMulRows once per range; the activations are prepared once, before that.
 //
-// Each tile of up to 4 rows x 6 tokens keeps one vector accumulator per
-// (row, token), so a weight vector is loaded once per 6 tokens. Columns are
-// summed in fixed chunks (4 KiB of activations per token), and a batch walks
-// blocks of rows x tokens whose chunk of weights and activations stays in L2.
+// Float weights: each tile of up to 4 rows x 6 tokens keeps one vector
+// accumulator per (row, token), so a weight vector is loaded once per 6
+// tokens. Columns are summed in fixed chunks (4 KiB of activations per token),
+// and a batch walks blocks of rows x tokens whose chunk of weights and
+// activations stays in L2; f16 (and bf16 without AVX512_BF16) weights are
+// widened to f32 once per such block, not once per tile.
+// Quantized weights with AVX-512 VNNI: per block, the exact integer dot
+// product of weights and quantized activations is scaled into an f32 sum,
+// 32 rows at a time on the vector lanes. A batch packs 32 rows x 1024 columns
+// of weights into a transposed panel that every token then reads from L1; one
+// to three tokens (decode) read the rows as stored and reduce in registers,
+// with the same results.
 //
 // Accuracy against MatMul (S = sum_i |W[r,i] x[t,i]|):
 //   f32, f16: f32 products and sums in another order: within the usual
@@ -17,7 +25,8 @@
 //     as f32.
 //   q8_0, q4_0: the activations are quantized like Q8_0 (per block b of 32:
 //     d_b = max|x|/127 stored as f32, q = round-half-even(x * (1 / d_b))), and
-//     integer dot products are scaled per block, so
+//     integer dot products are scaled per block (with VNNI:
+//     acc = fma(float(dot_b), d_w,b * d_b, acc) over the blocks in order), so
 //     |error| <= sum_b (d_b / 2) sum_{i in b} |W[r,i]| + 1e-5 S.
 //
 // Determinism: on one CPU target, y[t][r] is computed by the same operations
@@ -36,8 +45,10 @@ namespace kvstash::kernels {
 size_t PreparedActivationBytes(DType wt, size_t cols, size_t n);
 
 // Converts x ([n][cols] f32) into the form MatMulRows reads for weights of type
-// `wt`: bf16 copies for bf16 weights, Q8_0-like int8 blocks with f32 scales for
-// q8_0 and q4_0 weights. The result does not depend on the CPU target.
+// `wt`: bf16 copies for bf16 weights; for q8_0 and q4_0 weights Q8_0-like int8
+// blocks [n][cols], then the int32 sum of each block's int8 values
+// [n][cols / 32], then the f32 scales [n][cols / 32]. The result does not
+// depend on the CPU target.
 // REQUIRES: `prepared` holds PreparedActivationBytes(wt, cols, n) bytes and is
 // 64-byte aligned; cols > 0; cols % DTypeBlockElems(wt) == 0; x is finite.
 void PrepareActivations(DType wt, const float* x, size_t cols, size_t n,
