@@ -161,54 +161,60 @@ TEST_P(MatMulFastTest, MatchesScalarReferenceForLargeShapes) {
   }
 }
 
-// Results are bit-identical whatever the row split and batch composition, and
-// MatMulRows writes exactly its rows of y.
-TEST_P(MatMulFastTest, ResultsDoNotDependOnRowRangeOrBatch) {
-  std::mt19937 rng(24);
-  constexpr size_t kRows = 19;
+// Expects results bit-identical whatever the row split and batch composition,
+// and MatMulRows to write exactly its rows of y, for one shape.
+void ExpectInvariant(DType t, size_t rows, size_t cols, std::mt19937& rng) {
   constexpr size_t kTokens = 17;
-  constexpr size_t kLdy = kRows + 3;
+  const size_t ldy = rows + 3;
   constexpr float kUntouched = -12345.0f;
-  for (DType t : kAllDTypes) {
-    const size_t cols = DTypeBlockElems(t) == 1 ? 47 : 96;
-    const Weights w(t, kRows, cols, rng);
-    const std::vector<float> x = RandomFloats(rng, kTokens * cols);
-    const auto prepared = Prepare(t, x.data(), cols, kTokens);
+  const Weights w(t, rows, cols, rng);
+  const std::vector<float> x = RandomFloats(rng, kTokens * cols);
+  const auto prepared = Prepare(t, x.data(), cols, kTokens);
 
-    std::vector<float> whole(kTokens * kLdy, kUntouched);
-    MatMulRows(t, w.bytes.data(), cols, x.data(), prepared.get(), kTokens, 0,
-               kRows, whole.data(), kLdy);
+  std::vector<float> whole(kTokens * ldy, kUntouched);
+  MatMulRows(t, w.bytes.data(), cols, x.data(), prepared.get(), kTokens, 0,
+             rows, whole.data(), ldy);
 
-    // Rows in uneven pieces: each call writes its rows only.
-    std::vector<float> pieces(kTokens * kLdy, kUntouched);
-    const size_t cuts[] = {0, 1, 6, 7, 13, kRows};
-    for (size_t i = 0; i + 1 < std::size(cuts); ++i) {
-      MatMulRows(t, w.bytes.data(), cols, x.data(), prepared.get(), kTokens,
-                 cuts[i], cuts[i + 1], pieces.data(), kLdy);
-      for (size_t tok = 0; tok < kTokens; ++tok) {
-        for (size_t r = cuts[i + 1]; r < kLdy; ++r) {
-          ASSERT_EQ(pieces[tok * kLdy + r], kUntouched)
-              << DTypeName(t) << " row " << r << " written early";
-        }
+  // Rows in uneven pieces: each call writes its rows only.
+  std::vector<float> pieces(kTokens * ldy, kUntouched);
+  const size_t cuts[] = {0, 1, 6, 7, 13, rows};
+  ASSERT_LT(13u, rows);
+  for (size_t i = 0; i + 1 < std::size(cuts); ++i) {
+    MatMulRows(t, w.bytes.data(), cols, x.data(), prepared.get(), kTokens,
+               cuts[i], cuts[i + 1], pieces.data(), ldy);
+    for (size_t tok = 0; tok < kTokens; ++tok) {
+      for (size_t r = cuts[i + 1]; r < ldy; ++r) {
+        ASSERT_EQ(pieces[tok * ldy + r], kUntouched)
+            << DTypeName(t) << " row " << r << " written early";
       }
     }
-    ASSERT_EQ(
-        std::memcmp(pieces.data(), whole.data(), whole.size() * sizeof(float)),
-        0)
-        << DTypeName(t);
+  }
+  ASSERT_EQ(
+      std::memcmp(pieces.data(), whole.data(), whole.size() * sizeof(float)), 0)
+      << DTypeName(t);
 
-    // Each token alone (decode) gives the bits it got inside the batch.
-    for (size_t tok = 0; tok < kTokens; ++tok) {
-      const float* xt = x.data() + tok * cols;
-      const auto one = Prepare(t, xt, cols, 1);
-      std::vector<float> y(kRows);
-      MatMulRows(t, w.bytes.data(), cols, xt, one.get(), 1, 0, kRows, y.data(),
-                 kRows);
-      ASSERT_EQ(std::memcmp(y.data(), whole.data() + tok * kLdy,
-                            kRows * sizeof(float)),
-                0)
-          << DTypeName(t) << " token " << tok;
-    }
+  // Each token alone (decode) gives the bits it got inside the batch.
+  for (size_t tok = 0; tok < kTokens; ++tok) {
+    const float* xt = x.data() + tok * cols;
+    const auto one = Prepare(t, xt, cols, 1);
+    std::vector<float> y(rows);
+    MatMulRows(t, w.bytes.data(), cols, xt, one.get(), 1, 0, rows, y.data(),
+               rows);
+    ASSERT_EQ(
+        std::memcmp(y.data(), whole.data() + tok * ldy, rows * sizeof(float)),
+        0)
+        << DTypeName(t) << " token " << tok;
+  }
+}
+
+// Shapes: a small one, and one with several 32-row panels, a partial one and
+// more than one 1024-column chunk with an odd number of blocks.
+TEST_P(MatMulFastTest, ResultsDoNotDependOnRowRangeOrBatch) {
+  std::mt19937 rng(24);
+  for (DType t : kAllDTypes) {
+    const bool quant = DTypeBlockElems(t) != 1;
+    ExpectInvariant(t, 19, quant ? 96 : 47, rng);
+    ExpectInvariant(t, 77, quant ? 33 * kQuantBlock : 1100, rng);
   }
 }
 
@@ -260,6 +266,7 @@ TEST_P(MatMulFastTest, PreparedActivationsFollowTheirDefinition) {
     const size_t bytes = PreparedActivationBytes(t, kCols, kTokens);
     const auto* d = reinterpret_cast<const float*>(
         got.get() + bytes - kTokens * kBlocks * sizeof(float));
+    const auto* sums = reinterpret_cast<const int32_t*>(d) - kTokens * kBlocks;
     for (size_t b = 0; b < kTokens * kBlocks; ++b) {
       float amax = 0;
       for (size_t i = 0; i < kQuantBlock; ++i) {
@@ -268,11 +275,14 @@ TEST_P(MatMulFastTest, PreparedActivationsFollowTheirDefinition) {
       const float want_d = amax / 127.0f;
       ASSERT_EQ(d[b], want_d) << "block " << b;
       const float inv = want_d != 0 ? 1.0f / want_d : 0.0f;
+      int32_t want_sum = 0;
       for (size_t i = 0; i < kQuantBlock; ++i) {
         const size_t e = b * kQuantBlock + i;
         ASSERT_EQ(q[e], static_cast<int8_t>(std::nearbyint(x[e] * inv)))
             << "element " << e;
+        want_sum += q[e];
       }
+      ASSERT_EQ(sums[b], want_sum) << "block " << b;
     }
   }
 }
