@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "base/check.h"
+#include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "kernels/dtype.h"
 
@@ -312,6 +313,71 @@ struct WidenKernel {
   bool has_tail;
   size_t prefetch_ahead = kRows * cols * sizeof(T);  // one row tile
 };
+
+// WidenKernel<float> over f32 copies of one chunk of another WidenKernel's
+// weights: `row` points at a copied row whose first element is step `base`.
+// The copies hold exactly what WidenKernel<T> would have loaded (zeros past a
+// partial last step), so every product is the same.
+struct WidenedChunkKernel : WidenKernel<float> {
+  using WidenKernel<float>::WidenKernel;
+  W LoadW(const uint8_t* row, size_t s) const {
+    return hn::Load(DF(), reinterpret_cast<const float*>(row) +
+                              (s - base) * hn::Lanes(DF()));
+  }
+  W LoadWTail(const uint8_t* row) const { return LoadW(row, steps); }
+  size_t base = 0;
+};
+
+// A batch for weights widened from T: as RunKernel, but each block of rows x
+// tokens widens its chunk of weights once, into a per-thread f32 buffer that
+// all of the block's token tiles read, instead of once per token tile.
+template <typename T>
+void RunWidened(const WidenKernel<T>& k, const uint8_t* w, size_t row_bytes,
+                size_t n, size_t row_begin, size_t row_end, float* y,
+                size_t ldy) {
+  using K = WidenKernel<T>;
+  constexpr size_t kBlockRows =
+      kRowBlockBytes / kChunkActivationBytes / K::kRows * K::kRows;
+  constexpr size_t kBufRowBytes = K::kChunkElems * sizeof(float);
+  static thread_local hwy::AlignedFreeUniquePtr<float[]> buffer;
+  if (!buffer)
+    buffer = hwy::AllocateAligned<float>(kBlockRows * K::kChunkElems);
+  auto* buf = reinterpret_cast<uint8_t*>(buffer.get());
+  WidenedChunkKernel view(k.x, k.cols);
+  const Chunks<K> chunks(k);
+  const Chunks<WidenedChunkKernel> view_chunks(view);
+  const size_t lanes = hn::Lanes(DF());
+  const size_t block_tokens =
+      std::max(K::kTokens, kTokenBlockBytes / kChunkActivationBytes /
+                               K::kTokens * K::kTokens);
+  for (size_t rb = row_begin; rb < row_end; rb += kBlockRows) {
+    const size_t re = std::min(row_end, rb + kBlockRows);
+    for (size_t tb = 0; tb < n; tb += block_tokens) {
+      const size_t te = std::min(n, tb + block_tokens);
+      for (size_t c = 0; c < chunks.count(); ++c) {
+        const Chunk chunk = chunks[c];
+        for (size_t r = rb; r < re; ++r) {
+          const uint8_t* row = w + r * row_bytes;
+          float* out = reinterpret_cast<float*>(buf + (r - rb) * kBufRowBytes);
+          for (size_t s = chunk.step_begin; s < chunk.step_end; ++s) {
+            hn::Store(k.LoadW(row, s), DF(),
+                      out + (s - chunk.step_begin) * lanes);
+          }
+          if (chunk.tail) {
+            hn::Store(k.LoadWTail(row), DF(),
+                      out + (k.steps - chunk.step_begin) * lanes);
+          }
+        }
+        view.base = chunk.step_begin;
+        for (size_t t0 = tb; t0 < te; t0 += K::kTokens) {
+          TokenTile(view, buf, kBufRowBytes, 0, re - rb, t0,
+                    std::min(K::kTokens, te - t0), view_chunks, c, c + 1,
+                    y + rb, ldy);
+        }
+      }
+    }
+  }
+}
 
 // ------------------------------------------------------- quantized kernels
 
@@ -937,16 +1003,20 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
   auto run = [&](const auto& kernel) {
     RunKernel(kernel, w8, row_bytes, cols, n, row_begin, row_end, y, ldy);
   };
+  auto run_widened = [&](const auto& kernel) {
+    if (n <= kFloatTokens) return run(kernel);
+    RunWidened(kernel, w8, row_bytes, n, row_begin, row_end, y, ldy);
+  };
   switch (wt) {
     case DType::kF32:
       return run(WidenKernel<float>(x, cols));
     case DType::kF16:
-      return run(WidenKernel<hwy::float16_t>(x, cols));
+      return run_widened(WidenKernel<hwy::float16_t>(x, cols));
     case DType::kBF16:
 #if HWY_TARGET == HWY_AVX3_DL
       if (CpuHasAvx512Bf16()) return run(Bf16DotKernel(prepared, cols));
 #endif
-      return run(WidenKernel<hwy::bfloat16_t>(x, cols));
+      return run_widened(WidenKernel<hwy::bfloat16_t>(x, cols));
     case DType::kQ8_0:
 #if HWY_TARGET == HWY_AVX3_DL
       if (CpuHasAvx512Vnni()) {
