@@ -720,75 +720,97 @@ HWY_INLINE std::pair<__m512i, __m512i> SumBlockHalves(__m512i (&p)[16]) {
 }
 
 // The same results as the panels for kT tokens from t0, without packing:
-// rows [r0, r0 + rows) (rows <= 16) are read as they are stored, one block
-// pair of 16 rows at a time, and their integer dot products are reduced onto
-// the row lanes in registers. For decode, where packing would cost more than
-// the products.
+// rows [0, rows) (rows <= 8) from w are read as they are stored, four blocks
+// of each at a time, and their integer dot products are reduced in registers
+// onto lanes (row, block); the f32 sums run on 8 lanes, one per row. For
+// decode, where packing would cost more than the products.
 template <DType kType, size_t kT>
 void QuantRowsTile(const uint8_t* w, size_t row_bytes, size_t rows,
                    const QuantActivations& xa, size_t cols, size_t t0, float* y,
                    size_t ldy) {
   using F = QuantFormat<kType>;
+  constexpr size_t kBlockBytes = sizeof(typename F::Block);
   const size_t blocks = cols / kQuantBlock;
   const __mmask16 live = LiveLanes(rows);
-  const __m512i row_offsets = _mm512_mullo_epi32(
-      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-      _mm512_set1_epi32(static_cast<int32_t>(row_bytes)));
-  __m512 acc[kT];
-  for (size_t t = 0; t < kT; ++t) acc[t] = _mm512_setzero_ps();
-  for (size_t b = 0; b < blocks; b += 2) {
-    const bool two = b + 1 < blocks;
+  // Lane i < 8: row i; lane 8 + i: row i two blocks on.
+  const __m512i offsets = _mm512_add_epi32(
+      _mm512_mullo_epi32(
+          _mm512_set_epi32(7, 6, 5, 4, 3, 2, 1, 0, 7, 6, 5, 4, 3, 2, 1, 0),
+          _mm512_set1_epi32(static_cast<int32_t>(row_bytes))),
+      _mm512_set_epi32(2 * kBlockBytes, 2 * kBlockBytes, 2 * kBlockBytes,
+                       2 * kBlockBytes, 2 * kBlockBytes, 2 * kBlockBytes,
+                       2 * kBlockBytes, 2 * kBlockBytes, 0, 0, 0, 0, 0, 0, 0,
+                       0));
+  __m256 acc[kT];
+  for (size_t t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  for (size_t b = 0; b < blocks; b += 4) {
+    const size_t nb = std::min<size_t>(4, blocks - b);
+    // z[i]: row i's blocks b, b + 1; z[8 + i]: its blocks b + 2, b + 3.
     __m512i z[16];
-#pragma GCC unroll 16
-    for (size_t i = 0; i < 16; ++i) {
+#pragma GCC unroll 8
+    for (size_t i = 0; i < 8; ++i) {
       if (i < rows) {
         const uint8_t* row = w + i * row_bytes;
-        // The same columns of the next 16 rows, which the next call reads.
-        const uint8_t* pair = row + b * sizeof(typename F::Block);
-        PrefetchNextTile(pair, 16 * row_bytes);
-        PrefetchNextTile(pair + 2 * sizeof(typename F::Block) - 1,
-                         16 * row_bytes);
-        z[i] = F::LoadPair(row, b, two);
+        // The same columns of the next 8 rows, which the next call reads.
+        for (size_t line = 0; line < 3; ++line) {
+          PrefetchNextTile(row + b * kBlockBytes + 64 * line, 8 * row_bytes);
+        }
+        z[i] = F::LoadPair(row, b, nb >= 2);
+        z[8 + i] =
+            nb >= 3 ? F::LoadPair(row, b + 2, nb == 4) : _mm512_setzero_si512();
       } else {
-        z[i] = _mm512_setzero_si512();
+        z[i] = z[8 + i] = _mm512_setzero_si512();
       }
     }
-    // The f16 scales of blocks b and b + 1 of each row (the low half of the
-    // 4 bytes at each block's start).
+    // The f16 scales (the low half of the 4 bytes at each block's start), in
+    // the lanes of the sums below: dw[0] blocks b | b + 2, dw[1] b + 1 | b + 3.
     __m512 dw[2];
     for (size_t h = 0; h < 2; ++h) {
-      const __m512i bits = _mm512_mask_i32gather_epi32(
-          _mm512_setzero_si512(), live, row_offsets,
-          w + (b + h) * sizeof(typename F::Block), 1);
+      const __mmask16 present = static_cast<__mmask16>(
+          (h < nb ? live : 0) | (h + 2 < nb ? live << 8 : 0));
+      const __m512i bits =
+          _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), present, offsets,
+                                      w + (b + h) * kBlockBytes, 1);
       dw[h] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits));
     }
 #pragma GCC unroll 4
     for (size_t t = 0; t < kT; ++t) {
       const int8_t* xq = xa.q + (t0 + t) * cols + b * kQuantBlock;
-      const __m512i xv = two ? _mm512_loadu_si512(xq)
-                             : _mm512_zextsi256_si512(_mm256_loadu_si256(
-                                   reinterpret_cast<const __m256i*>(xq)));
+      const auto load_x = [&](size_t first, size_t count) {
+        return count >= 2 ? _mm512_loadu_si512(xq + first * kQuantBlock)
+                          : _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                reinterpret_cast<const __m256i*>(
+                                    xq + first * kQuantBlock)));
+      };
+      const __m512i x01 = load_x(0, nb);
+      const __m512i x23 = nb >= 3 ? load_x(2, nb - 2) : _mm512_setzero_si512();
       __m512i p[16];
-#pragma GCC unroll 16
-      for (size_t i = 0; i < 16; ++i) {
-        p[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z[i], xv);
+#pragma GCC unroll 8
+      for (size_t i = 0; i < 8; ++i) {
+        p[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z[i], x01);
+        p[8 + i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z[8 + i], x23);
       }
+      // sums[0]: blocks b | b + 2, sums[1]: b + 1 | b + 3, row i in lane i.
       const auto [sum0, sum1] = SumBlockHalves(p);
-      const size_t xb = (t0 + t) * blocks + b;
-      acc[t] = _mm512_fmadd_ps(
-          _mm512_cvtepi32_ps(_mm512_add_epi32(
-              sum0, _mm512_set1_epi32(-F::kOffset * xa.sums[xb]))),
-          _mm512_mul_ps(dw[0], _mm512_set1_ps(xa.d[xb])), acc[t]);
-      if (two) {
-        acc[t] = _mm512_fmadd_ps(
-            _mm512_cvtepi32_ps(_mm512_add_epi32(
-                sum1, _mm512_set1_epi32(-F::kOffset * xa.sums[xb + 1]))),
-            _mm512_mul_ps(dw[1], _mm512_set1_ps(xa.d[xb + 1])), acc[t]);
+      const __m512i sums[2] = {sum0, sum1};
+      for (size_t k = 0; k < nb; ++k) {
+        const size_t xb = (t0 + t) * blocks + b + k;
+        const __m512i dot = sums[k % 2];
+        const __m512 d = dw[k % 2];
+        const __m256i dot8 = k < 2 ? _mm512_castsi512_si256(dot)
+                                   : _mm512_extracti64x4_epi64(dot, 1);
+        const __m256 d8 =
+            k < 2 ? _mm512_castps512_ps256(d) : _mm512_extractf32x8_ps(d, 1);
+        acc[t] = _mm256_fmadd_ps(
+            _mm256_cvtepi32_ps(_mm256_add_epi32(
+                dot8, _mm256_set1_epi32(-F::kOffset * xa.sums[xb]))),
+            _mm256_mul_ps(d8, _mm256_set1_ps(xa.d[xb])), acc[t]);
       }
     }
   }
   for (size_t t = 0; t < kT; ++t) {
-    _mm512_mask_storeu_ps(y + (t0 + t) * ldy, live, acc[t]);
+    _mm256_mask_storeu_ps(y + (t0 + t) * ldy, static_cast<__mmask8>(live),
+                          acc[t]);
   }
 }
 
@@ -803,8 +825,8 @@ void RunQuantPanels(const uint8_t* w, size_t row_bytes, size_t cols,
   const QuantActivations xa(prepared, cols, n);
   const size_t blocks = cols / kQuantBlock;
   if (n <= kRowsTileTokens) {
-    for (size_t r0 = row_begin; r0 < row_end; r0 += 16) {
-      const size_t rows = std::min<size_t>(16, row_end - r0);
+    for (size_t r0 = row_begin; r0 < row_end; r0 += 8) {
+      const size_t rows = std::min<size_t>(8, row_end - r0);
       const auto tile = [&](auto tokens) {
         QuantRowsTile<kType, decltype(tokens)::value>(
             w + r0 * row_bytes, row_bytes, rows, xa, cols, 0, y + r0, ldy);
