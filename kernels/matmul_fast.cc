@@ -18,7 +18,6 @@
 #include <utility>
 
 #include "base/check.h"
-#include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "kernels/dtype.h"
 
@@ -34,6 +33,12 @@ inline constexpr size_t kBf16RowPad = 32;
 inline size_t Bf16RowStride(size_t cols) {
   return (cols + kBf16RowPad - 1) / kBf16RowPad * kBf16RowPad;
 }
+
+// Prepared activations for f32 and f16 weights: f32 rows of this stride, so
+// that the rows of the tokens of a tile, and of the widened weights of a
+// block (see RunWidened), do not all fall into the same L1 cache sets (as
+// rows a multiple of 4 KiB apart would).
+inline size_t FloatRowStride(size_t cols) { return (cols + 15) / 16 * 16 + 16; }
 
 // Prepared quantized activations: int8 [n][cols], then at these offsets the
 // int32 sums of each block's int8 values [n][cols / kQuantBlock] and the f32
@@ -269,8 +274,10 @@ struct WidenKernel {
   using X = hn::Vec<DF>;
   using Acc = hn::Vec<DF>;
 
-  WidenKernel(const float* x, size_t cols)
+  // x: [n] rows of `cols` activations, `x_stride` floats apart.
+  WidenKernel(const float* x, size_t cols, size_t x_stride)
       : x(x),
+        x_stride(x_stride),
         cols(cols),
         steps(cols / hn::Lanes(DF())),
         has_tail(cols % hn::Lanes(DF()) != 0) {}
@@ -295,19 +302,20 @@ struct WidenKernel {
     return Widen(buf);
   }
   X LoadX(size_t t, size_t s) const {
-    return hn::LoadU(DF(), x + t * cols + s * hn::Lanes(DF()));
+    return hn::LoadU(DF(), x + t * x_stride + s * hn::Lanes(DF()));
   }
   X LoadXTail(size_t t) const {
     HWY_ALIGN float buf[kLanes] = {};
     const size_t done = steps * hn::Lanes(DF());
-    std::memcpy(buf, x + t * cols + done, (cols - done) * sizeof(float));
+    std::memcpy(buf, x + t * x_stride + done, (cols - done) * sizeof(float));
     return hn::Load(DF(), buf);
   }
   Acc Zero() const { return hn::Zero(DF()); }
   Acc Mac(Acc acc, W w, X xv) const { return hn::MulAdd(w, xv, acc); }
   float Reduce(Acc acc) const { return hn::GetLane(hn::SumOfLanes(DF(), acc)); }
 
-  const float* x;  // [n][cols]
+  const float* x;
+  size_t x_stride;
   size_t cols;
   size_t steps;  // whole vectors per row
   bool has_tail;
@@ -338,12 +346,13 @@ void RunWidened(const WidenKernel<T>& k, const uint8_t* w, size_t row_bytes,
   using K = WidenKernel<T>;
   constexpr size_t kBlockRows =
       kRowBlockBytes / kChunkActivationBytes / K::kRows * K::kRows;
-  constexpr size_t kBufRowBytes = K::kChunkElems * sizeof(float);
-  static thread_local hwy::AlignedFreeUniquePtr<float[]> buffer;
-  if (!buffer)
-    buffer = hwy::AllocateAligned<float>(kBlockRows * K::kChunkElems);
-  auto* buf = reinterpret_cast<uint8_t*>(buffer.get());
-  WidenedChunkKernel view(k.x, k.cols);
+  // Rows one cache line longer than a chunk: see FloatRowStride.
+  constexpr size_t kBufRowBytes = K::kChunkElems * sizeof(float) + 64;
+  // Zero-initialized thread storage: no allocation; pages are touched on use.
+  alignas(64) static thread_local float
+      buffer[kBlockRows * kBufRowBytes / sizeof(float)];
+  auto* buf = reinterpret_cast<uint8_t*>(buffer);
+  WidenedChunkKernel view(k.x, k.cols, k.x_stride);
   const Chunks<K> chunks(k);
   const Chunks<WidenedChunkKernel> view_chunks(view);
   const size_t lanes = hn::Lanes(DF());
@@ -992,8 +1001,15 @@ void PrepareActivationsImpl(DType wt, const float* x, size_t cols, size_t n,
                             void* prepared) {
   switch (wt) {
     case DType::kF32:
-    case DType::kF16:
+    case DType::kF16: {
+      auto* out = static_cast<float*>(prepared);
+      const size_t stride = FloatRowStride(cols);
+      for (size_t t = 0; t < n; ++t) {
+        std::memcpy(out + t * stride, x + t * cols, cols * sizeof(float));
+        std::fill(out + t * stride + cols, out + (t + 1) * stride, 0.0f);
+      }
       return;
+    }
     case DType::kBF16:
       for (size_t t = 0; t < n; ++t) {
         RoundRowToBf16(
@@ -1031,14 +1047,16 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
   };
   switch (wt) {
     case DType::kF32:
-      return run(WidenKernel<float>(x, cols));
+      return run(WidenKernel<float>(static_cast<const float*>(prepared), cols,
+                                    FloatRowStride(cols)));
     case DType::kF16:
-      return run_widened(WidenKernel<hwy::float16_t>(x, cols));
+      return run_widened(WidenKernel<hwy::float16_t>(
+          static_cast<const float*>(prepared), cols, FloatRowStride(cols)));
     case DType::kBF16:
 #if HWY_TARGET == HWY_AVX3_DL
       if (CpuHasAvx512Bf16()) return run(Bf16DotKernel(prepared, cols));
 #endif
-      return run_widened(WidenKernel<hwy::bfloat16_t>(x, cols));
+      return run_widened(WidenKernel<hwy::bfloat16_t>(x, cols, cols));
     case DType::kQ8_0:
 #if HWY_TARGET == HWY_AVX3_DL
       if (CpuHasAvx512Vnni()) {
@@ -1074,7 +1092,7 @@ size_t PreparedActivationBytes(DType wt, size_t cols, size_t n) {
   switch (wt) {
     case DType::kF32:
     case DType::kF16:
-      return 0;
+      return n * matmul_fast::FloatRowStride(cols) * sizeof(float);
     case DType::kBF16:
       return n * matmul_fast::Bf16RowStride(cols) * sizeof(uint16_t);
     case DType::kQ8_0:

@@ -41,11 +41,13 @@
 namespace kvstash::kernels {
 
 // Bytes of the buffer PrepareActivations fills for `n` tokens of `cols`
-// activations, for weights of type `wt` (0 for f32 and f16).
+// activations, for weights of type `wt`.
 size_t PreparedActivationBytes(DType wt, size_t cols, size_t n);
 
 // Converts x ([n][cols] f32) into the form MatMulRows reads for weights of type
-// `wt`: bf16 copies for bf16 weights; for q8_0 and q4_0 weights Q8_0-like int8
+// `wt`: for f32 and f16 weights f32 copies in rows padded past a multiple of
+// 4 KiB (so that a tile's token rows do not share L1 cache sets); bf16 copies
+// for bf16 weights; for q8_0 and q4_0 weights Q8_0-like int8
 // blocks [n][cols], then the int32 sum of each block's int8 values
 // [n][cols / 32], then the f32 scales [n][cols / 32]. The result does not
 // depend on the CPU target.
