@@ -518,7 +518,9 @@ bool CpuHasAvx512Bf16() {
 //   q4_0: the nibbles are stored as they are (0..15), and the sum starts from
 //         -8 * (sum of the block's activations).
 // Every (row, token) goes through the same operations whatever the batch and
-// the row range, and decode (one token) uses the same kernel as prefill.
+// the row range. Decode (up to kRowsTileTokens tokens) skips the panel and
+// reduces the integer sums in registers instead (QuantRowsTile): the same
+// integers, hence the same bits.
 
 constexpr size_t kPanelRows = 32;    // two vectors of 16 int32 lanes
 constexpr size_t kPanelBlocks = 32;  // 1024 columns: a 32 KiB panel
