@@ -825,8 +825,19 @@ void QuantRowsTile(const uint8_t* w, size_t row_bytes, size_t rows,
   }
 }
 
-// Up to this many tokens are computed without panels.
+// Up to this many tokens are computed without panels, QuantRowsTile's rows at
+// a time.
 constexpr size_t kRowsTileTokens = 3;
+constexpr size_t kRowsTileRows = 8;
+
+// Calls tile(std::integral_constant<size_t, min(n, kMax)>()), n >= 1.
+template <size_t kMax, class Tile>
+HWY_INLINE void WithTokenCount(size_t n, const Tile& tile) {
+  if constexpr (kMax > 1) {
+    if (n < kMax) return WithTokenCount<kMax - 1>(n, tile);
+  }
+  tile(std::integral_constant<size_t, kMax>());
+}
 
 template <DType kType>
 void RunQuantPanels(const uint8_t* w, size_t row_bytes, size_t cols,
@@ -836,23 +847,12 @@ void RunQuantPanels(const uint8_t* w, size_t row_bytes, size_t cols,
   const QuantActivations xa(prepared, cols, n);
   const size_t blocks = cols / kQuantBlock;
   if (n <= kRowsTileTokens) {
-    for (size_t r0 = row_begin; r0 < row_end; r0 += 8) {
-      const size_t rows = std::min<size_t>(8, row_end - r0);
-      const auto tile = [&](auto tokens) {
+    for (size_t r0 = row_begin; r0 < row_end; r0 += kRowsTileRows) {
+      const size_t rows = std::min(kRowsTileRows, row_end - r0);
+      WithTokenCount<kRowsTileTokens>(n, [&](auto tokens) {
         QuantRowsTile<kType, decltype(tokens)::value>(
             w + r0 * row_bytes, row_bytes, rows, xa, cols, 0, y + r0, ldy);
-      };
-      switch (n) {
-        case 1:
-          tile(std::integral_constant<size_t, 1>());
-          break;
-        case 2:
-          tile(std::integral_constant<size_t, 2>());
-          break;
-        default:
-          tile(std::integral_constant<size_t, 3>());
-          break;
-      }
+      });
     }
     return;
   }
@@ -863,31 +863,11 @@ void RunQuantPanels(const uint8_t* w, size_t row_bytes, size_t cols,
       const size_t nb = std::min(kPanelBlocks, blocks - b0);
       F::Pack(w + r0 * row_bytes, row_bytes, rows, b0, nb, panel);
       for (size_t t0 = 0; t0 < n; t0 += kPanelTokens) {
-        const auto tile = [&](auto tokens) {
+        WithTokenCount<kPanelTokens>(n - t0, [&](auto tokens) {
           QuantPanelTile<decltype(tokens)::value>(panel, nb, F::kOffset, xa,
                                                   cols, b0, t0, rows, b0 == 0,
                                                   y + r0, ldy);
-        };
-        switch (std::min(kPanelTokens, n - t0)) {
-          case 1:
-            tile(std::integral_constant<size_t, 1>());
-            break;
-          case 2:
-            tile(std::integral_constant<size_t, 2>());
-            break;
-          case 3:
-            tile(std::integral_constant<size_t, 3>());
-            break;
-          case 4:
-            tile(std::integral_constant<size_t, 4>());
-            break;
-          case 5:
-            tile(std::integral_constant<size_t, 5>());
-            break;
-          default:
-            tile(std::integral_constant<size_t, 6>());
-            break;
-        }
+        });
       }
     }
   }
