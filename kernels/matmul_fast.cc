@@ -218,6 +218,25 @@ void TokenTile(const K& k, const uint8_t* w, size_t row_bytes, size_t r_begin,
   }
 }
 
+// Calls block(rb, re, tb, te, c) for the blocks of a batch: rows [rb, re) in
+// blocks of block_rows, tokens [tb, te) in blocks whose chunk of activations
+// stays in L2, and for each such block chunk c after chunk.
+template <class K, class Block>
+void ForEachBatchBlock(size_t row_begin, size_t row_end, size_t n,
+                       size_t block_rows, size_t chunk_count,
+                       const Block& block) {
+  const size_t block_tokens =
+      std::max(K::kTokens, kTokenBlockBytes / kChunkActivationBytes /
+                               K::kTokens * K::kTokens);
+  for (size_t rb = row_begin; rb < row_end; rb += block_rows) {
+    const size_t re = std::min(row_end, rb + block_rows);
+    for (size_t tb = 0; tb < n; tb += block_tokens) {
+      const size_t te = std::min(n, tb + block_tokens);
+      for (size_t c = 0; c < chunk_count; ++c) block(rb, re, tb, te, c);
+    }
+  }
+}
+
 template <class K>
 void RunKernel(const K& k, const uint8_t* w, size_t row_bytes, size_t cols,
                size_t n, size_t row_begin, size_t row_end, float* y,
@@ -234,21 +253,14 @@ void RunKernel(const K& k, const uint8_t* w, size_t row_bytes, size_t cols,
   const size_t chunk_bytes = row_bytes * std::min(cols, K::kChunkElems) / cols;
   const size_t block_rows =
       std::max(K::kRows, kRowBlockBytes / chunk_bytes / K::kRows * K::kRows);
-  const size_t block_tokens =
-      std::max(K::kTokens, kTokenBlockBytes / kChunkActivationBytes /
-                               K::kTokens * K::kTokens);
-  for (size_t rb = row_begin; rb < row_end; rb += block_rows) {
-    const size_t re = std::min(row_end, rb + block_rows);
-    for (size_t tb = 0; tb < n; tb += block_tokens) {
-      const size_t te = std::min(n, tb + block_tokens);
-      for (size_t c = 0; c < chunks.count(); ++c) {
+  ForEachBatchBlock<K>(
+      row_begin, row_end, n, block_rows, chunks.count(),
+      [&](size_t rb, size_t re, size_t tb, size_t te, size_t c) {
         for (size_t t0 = tb; t0 < te; t0 += K::kTokens) {
           TokenTile(k, w, row_bytes, rb, re, t0, std::min(K::kTokens, te - t0),
                     chunks, c, c + 1, y, ldy);
         }
-      }
-    }
-  }
+      });
 }
 
 // Weight rows stream from DRAM in tiles of K::kRows rows. Each kernel's
@@ -356,14 +368,9 @@ void RunWidened(const WidenKernel<T>& k, const uint8_t* w, size_t row_bytes,
   const Chunks<K> chunks(k);
   const Chunks<WidenedChunkKernel> view_chunks(view);
   const size_t lanes = hn::Lanes(DF());
-  const size_t block_tokens =
-      std::max(K::kTokens, kTokenBlockBytes / kChunkActivationBytes /
-                               K::kTokens * K::kTokens);
-  for (size_t rb = row_begin; rb < row_end; rb += kBlockRows) {
-    const size_t re = std::min(row_end, rb + kBlockRows);
-    for (size_t tb = 0; tb < n; tb += block_tokens) {
-      const size_t te = std::min(n, tb + block_tokens);
-      for (size_t c = 0; c < chunks.count(); ++c) {
+  ForEachBatchBlock<K>(
+      row_begin, row_end, n, kBlockRows, chunks.count(),
+      [&](size_t rb, size_t re, size_t tb, size_t te, size_t c) {
         const Chunk chunk = chunks[c];
         for (size_t r = rb; r < re; ++r) {
           const uint8_t* row = w + r * row_bytes;
@@ -383,9 +390,7 @@ void RunWidened(const WidenKernel<T>& k, const uint8_t* w, size_t row_bytes,
                     std::min(K::kTokens, te - t0), view_chunks, c, c + 1,
                     y + rb, ldy);
         }
-      }
-    }
-  }
+      });
 }
 
 // ------------------------------------------------------- quantized kernels
