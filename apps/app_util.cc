@@ -51,14 +51,32 @@ std::unique_ptr<ThreadPool> MakePool(int threads) {
   return std::make_unique<ThreadPool>(ThreadPool::Options{.num_threads = n});
 }
 
-Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,
-                       kernels::DType* kv_type) {
-  if (run.threads < 0) return Status::InvalidArgument("--threads must be >= 0");
-  if (!kernels::ParseDType(run.kv_type, kv_type) ||
-      !kernels::IsAttentionKvType(*kv_type)) {
-    return Status::InvalidArgument("--kv-type '" + run.kv_type +
-                                   "' is not one of f32, f16, bf16");
+Status ParseKvFormat(const RunOptions& run, kernels::KvFormat* format) {
+  const struct {
+    const char* flag;
+    const std::string& value;
+    kernels::KvType* out;
+  } sides[] = {{"--kv-type-k", run.kv_type_k.empty() ? run.kv_type : run.kv_type_k,
+                &format->k},
+               {"--kv-type-v", run.kv_type_v.empty() ? run.kv_type : run.kv_type_v,
+                &format->v}};
+  for (const auto& side : sides) {
+    if (!kernels::ParseKvType(side.value, side.out)) {
+      const bool own = std::string_view(side.flag) == "--kv-type-k"
+                           ? !run.kv_type_k.empty()
+                           : !run.kv_type_v.empty();
+      return Status::InvalidArgument(std::string(own ? side.flag : "--kv-type") +
+                                     " '" + side.value + "' is not one of " +
+                                     kernels::KvTypeNames());
+    }
   }
+  return Status::OK();
+}
+
+Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,
+                       kernels::KvFormat* kv_format) {
+  if (run.threads < 0) return Status::InvalidArgument("--threads must be >= 0");
+  KV_RETURN_IF_ERROR(ParseKvFormat(run, kv_format));
   *pool = MakePool(run.threads);
   return Status::OK();
 }

@@ -13,6 +13,7 @@
 #include "base/thread_pool.h"
 #include "bench/llm_bench.h"
 #include "kernels/dtype.h"
+#include "kernels/kv_format.h"
 #include "model/model.h"
 
 namespace kvstash::apps {
@@ -42,8 +43,12 @@ std::string HumanBytes(uint64_t bytes);
 // A pool of `threads` workers (0: one per core).
 std::unique_ptr<ThreadPool> MakePool(int threads);
 
-// Checks `run` and fills the pool and the KV type it names.
+// The KV types `run` names (--kv-type for both sides, --kv-type-k /
+// --kv-type-v overriding one); InvalidArgument naming the flag otherwise.
+Status ParseKvFormat(const RunOptions& run, kernels::KvFormat* format);
+
+// Checks `run` and fills the pool and the KV types it names.
 Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,
-                       kernels::DType* kv_type);
+                       kernels::KvFormat* kv_format);
 
 }  // namespace kvstash::apps

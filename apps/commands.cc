@@ -21,7 +21,7 @@ int RunGenerate(const GenerateCommandOptions& options) {
   if (options.n_predict < 0) return Fail("--n-predict must be >= 0");
   std::unique_ptr<ThreadPool> pool;
   GenerateOptions gen;
-  if (Status s = ParseRunOptions(options.run, &pool, &gen.kv_type); !s.ok()) {
+  if (Status s = ParseRunOptions(options.run, &pool, &gen.kv_format); !s.ok()) {
     return Fail(s.message());
   }
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
@@ -69,8 +69,8 @@ int RunPerplexity(const PerplexityCommandOptions& options) {
   if (options.ctx < 2) return Fail("--ctx must be >= 2");
   if (options.windows < 0) return Fail("--windows must be >= 0");
   std::unique_ptr<ThreadPool> pool;
-  kernels::DType kv_type;
-  if (Status s = ParseRunOptions(options.run, &pool, &kv_type); !s.ok()) {
+  kernels::KvFormat kv_format;
+  if (Status s = ParseRunOptions(options.run, &pool, &kv_format); !s.ok()) {
     return Fail(s.message());
   }
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
@@ -80,7 +80,7 @@ int RunPerplexity(const PerplexityCommandOptions& options) {
   const std::vector<int32_t> ids = (*model)->tokenizer().Encode(*text, false);
   Transformer transformer(**model, pool.get());
   Result<PerplexityResult> r =
-      Perplexity(transformer, ids, options.ctx, options.windows, kv_type,
+      Perplexity(transformer, ids, options.ctx, options.windows, kv_format,
                  [](int done, int total) {
                    std::cerr << "\rperplexity: window " << done << "/" << total
                              << std::flush;
@@ -207,7 +207,7 @@ int RunGenModel(const GenModelCommandOptions& options) {
 int RunBench(const BenchCommandOptions& options) {
   std::unique_ptr<ThreadPool> pool;
   bench::LlmBenchOptions o;
-  if (Status s = ParseRunOptions(options.run, &pool, &o.kv_type); !s.ok()) {
+  if (Status s = ParseRunOptions(options.run, &pool, &o.kv_format); !s.ok()) {
     return Fail(s.message());
   }
   o.prompt_tokens = options.prompt_tokens;
@@ -220,14 +220,14 @@ int RunBench(const BenchCommandOptions& options) {
       bench::RunLlmBench(**model, *pool, o, PrintProgress);
   if (!r.ok()) return Fail(r.status().message());
   const size_t rss = bench::ResidentBytes();
-  const double kv_cache_bytes =
-      double(std::max(o.prompt_tokens, o.depth + o.gen_tokens)) *
-      kernels::RowBytes(o.kv_type, (*model)->config().head_dim) * 2 *
-      (*model)->config().n_kv_heads * (*model)->config().n_layers;
+  const std::string kv_name = kernels::KvFormatName(o.kv_format);
   if (options.json) {
     PrintJson({{"model", options.model.model_path},
                {"weight_type", kernels::DTypeName(r->weight_type)},
-               {"kv_type", options.run.kv_type},
+               {"kv_type", kv_name},
+               {"kv_type_k", kernels::KvTypeName(o.kv_format.k)},
+               {"kv_type_v", kernels::KvTypeName(o.kv_format.v)},
+               {"kv_bytes_per_position", r->kv_bytes_per_position},
                {"threads", pool->NumWorkers()},
                {"prompt_tokens", o.prompt_tokens},
                {"gen_tokens", o.gen_tokens},
@@ -244,20 +244,21 @@ int RunBench(const BenchCommandOptions& options) {
                {"peak_instruction", r->peak.instruction},
                {"prefill_peak_ratio", r->prefill_peak_ratio},
                {"file_bytes", (*model)->file_bytes()},
-               {"kv_cache_bytes", kv_cache_bytes},
+               {"kv_cache_bytes", r->kv_cache_bytes},
                {"rss_bytes", rss}});
     return 0;
   }
   std::printf(
       "model %s (%s weights, %s KV), %zu threads\n"
-      "prefill pp%d: %.1f tok/s (min %.1f, max %.1f)  %.1f GFLOP/s = %.2f of "
+      "prefill pp%d at depth %d: %.1f tok/s (min %.1f, max %.1f)  %.1f "
+      "GFLOP/s = %.2f of "
       "%s peak %.1f GOP/s\n"
       "decode  tg%d at depth %d: %.2f tok/s (min %.2f, max %.2f)  %.2f GB/s "
       "= %.2f of read bandwidth %.2f GB/s\n"
       "memory: RSS %s, file %s, KV cache %s\n",
       options.model.model_path.c_str(),
       std::string(kernels::DTypeName(r->weight_type)).c_str(),
-      options.run.kv_type.c_str(), pool->NumWorkers(), o.prompt_tokens,
+      kv_name.c_str(), pool->NumWorkers(), o.prompt_tokens, o.depth,
       r->prefill_tokens_per_s.median, r->prefill_tokens_per_s.min,
       r->prefill_tokens_per_s.max,
       r->prefill_tokens_per_s.median * r->prefill_flop_per_token / 1e9,
@@ -269,7 +270,7 @@ int RunBench(const BenchCommandOptions& options) {
           (r->weight_bytes_per_token + r->kv_bytes_per_token) / 1e9,
       r->decode_bandwidth_ratio, r->read_bandwidth / 1e9,
       HumanBytes(rss).c_str(), HumanBytes((*model)->file_bytes()).c_str(),
-      HumanBytes(uint64_t(kv_cache_bytes)).c_str());
+      HumanBytes(uint64_t(r->kv_cache_bytes)).c_str());
   return 0;
 }
 

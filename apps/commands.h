@@ -15,10 +15,12 @@ struct ModelOptions {
   std::string tokenizer_path;  // llama2.c checkpoints only
 };
 
-// How a forward pass runs: threads and the KV cache's element type.
+// How a forward pass runs: threads and the KV cache's types.
 struct RunOptions {
   int threads = 0;              // 0: one per core
-  std::string kv_type = "f16";  // f32, f16, bf16
+  std::string kv_type = "f16";  // K and V (kernels/kv_format.h)
+  std::string kv_type_k;        // overrides kv_type for K when set
+  std::string kv_type_v;        // overrides kv_type for V when set
 };
 
 struct GenerateCommandOptions {

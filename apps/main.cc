@@ -22,7 +22,12 @@ void AddModelFlags(CLI::App* cmd, kvstash::apps::ModelOptions* m,
 void AddRunFlags(CLI::App* cmd, kvstash::apps::RunOptions* r) {
   cmd->add_option("--threads,-t", r->threads, "threads, 0 = one per core (0)");
   cmd->add_option("--kv-type", r->kv_type,
-                  "KV cache element type: f32, f16, bf16 (f16)");
+                  "KV cache type of K and V: f32, f16, bf16, q8, q4, q4h, "
+                  "kivi2, kivi4 (f16)");
+  cmd->add_option("--kv-type-k", r->kv_type_k,
+                  "KV type of the keys (overrides --kv-type)");
+  cmd->add_option("--kv-type-v", r->kv_type_v,
+                  "KV type of the values (overrides --kv-type)");
 }
 
 void AddTierFlags(CLI::App* cmd, kvstash::apps::TierFlags* t) {

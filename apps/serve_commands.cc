@@ -41,8 +41,8 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
                               const ServeStackOptions& o) {
   ServeStack s;
   s.model = std::move(model);
-  kernels::DType kv_type;
-  KV_RETURN_IF_ERROR(ParseRunOptions(o.run, &s.pool, &kv_type));
+  kernels::KvFormat kv_format;
+  KV_RETURN_IF_ERROR(ParseRunOptions(o.run, &s.pool, &kv_format));
   if (o.block_tokens < 1 || o.block_tokens > 1024) {
     return Status::InvalidArgument("--block-tokens must be in [1, 1024]");
   }
@@ -51,7 +51,7 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   }
   const ModelConfig& c = s.model->config();
   kvcache::KvManagerOptions kvo;
-  kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens, kv_type};
+  kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens, kv_format};
   kvo.capacity_bytes = o.kv_cache_mb << 20;
   KV_ASSIGN_OR_RETURN(s.tiers, OpenTiers(o.tiers));
   kvo.tiers = s.tiers.options;
@@ -77,11 +77,14 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   const kvcache::KvStats kv = s.kv->Stats();
   std::fprintf(stderr,
                "kvstash: serving %s on http://%s:%d (%zu threads, context %d, "
-               "KV cache %s = %zu blocks of %zu tokens)\n",
+               "KV cache %s = %zu blocks of %zu tokens = %zu tokens at %s, "
+               "%.0f bytes/token)\n",
                server.model_id.c_str(), o.host.c_str(), s.server->port(),
                s.pool->NumWorkers(), so.context,
                HumanBytes(kv.capacity_blocks * kv.block_bytes).c_str(),
-               kv.capacity_blocks, kv.block_tokens);
+               kv.capacity_blocks, kv.block_tokens, kv.capacity_tokens(),
+               kernels::KvFormatName(kv.kv_format).c_str(),
+               kv.bytes_per_token);
   for (const std::string& tier : s.tiers.descriptions) {
     std::fprintf(stderr, "kvstash: KV tier %s\n", tier.c_str());
   }
@@ -326,7 +329,7 @@ int RunDemo(const DemoCommandOptions& options) {
 int RunBenchServe(const BenchServeCommandOptions& options) {
   std::unique_ptr<ThreadPool> pool;
   bench::ServeBenchOptions o;
-  if (Status s = ParseRunOptions(options.run, &pool, &o.kv_type); !s.ok()) {
+  if (Status s = ParseRunOptions(options.run, &pool, &o.kv_format); !s.ok()) {
     return Fail(s.message());
   }
   o.prompt_tokens = options.prompt_tokens;

@@ -106,7 +106,7 @@ int RunCache(const CacheCommandOptions& options) {
 int RunBenchTiers(const BenchTiersCommandOptions& options) {
   std::unique_ptr<ThreadPool> pool;
   bench::TierBenchOptions o;
-  if (Status s = ParseRunOptions(options.run, &pool, &o.kv_type); !s.ok()) {
+  if (Status s = ParseRunOptions(options.run, &pool, &o.kv_format); !s.ok()) {
     return Fail(s.message());
   }
   Result<store::DiskTierOptions::DiskIo> io = ParseDiskIo(options.disk_io);

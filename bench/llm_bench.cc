@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/generate.h"
 #include "engine/kv_cache.h"
 #include "engine/transformer.h"
 
@@ -74,10 +75,12 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
         "bench: prompt and gen tokens and repeat must be >= 1, depth >= 0");
   }
   const ModelConfig& c = model.config();
-  const int capacity = std::max(o.prompt_tokens, o.depth + o.gen_tokens);
+  KV_RETURN_IF_ERROR(CheckKvFormat(o.kv_format, c));
+  const int capacity =
+      o.depth + std::max(o.prompt_tokens, o.gen_tokens);
   std::mt19937 rng(o.seed);
   std::uniform_int_distribution<int32_t> token(0, c.vocab_size - 1);
-  std::vector<int32_t> prompt(std::max(o.prompt_tokens, o.depth));
+  std::vector<int32_t> prompt(size_t(o.depth) + o.prompt_tokens);
   for (int32_t& t : prompt) t = token(rng);
 
   LlmBenchResult r;
@@ -88,29 +91,36 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
   progress("probe: compute peak");
   r.peak = MeasureComputePeak(pool, r.weight_type, 3);
 
-  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity,
-                       o.kv_type);
+  LocalKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity,
+                  o.kv_format);
+  r.kv_bytes_per_position = kv.bytes_per_position();
+  r.kv_cache_bytes =
+      kv.bytes_per_position() *
+      double((capacity + kv.layout().block_tokens - 1) /
+             kv.layout().block_tokens * kv.layout().block_tokens);
   Transformer transformer(model, &pool);
   std::vector<float> logits(c.vocab_size);
   std::vector<double> prefill, decode;
   for (int run = 0; run < o.repeat; ++run) {
-    progress("prefill run " + std::to_string(run + 1) + "/" +
-             std::to_string(o.repeat) + ": " +
-             std::to_string(o.prompt_tokens) + " tokens");
-    auto start = Clock::now();
-    KV_RETURN_IF_ERROR(transformer.Forward(
-        std::span(prompt).first(o.prompt_tokens), 0, kv, false,
-        logits.data()));
-    prefill.push_back(o.prompt_tokens /
-                      std::chrono::duration<double>(Clock::now() - start)
-                          .count());
-
-    // Fill the context up to `depth` (untimed), then decode.
+    // Fill the context up to `depth` (untimed), then time the prefill after
+    // it, then decode from `depth` on (over the prefill's positions).
     for (int pos = 0; pos < o.depth; pos += o.prompt_tokens) {
       const int n = std::min(o.prompt_tokens, o.depth - pos);
       KV_RETURN_IF_ERROR(transformer.Forward(
           std::span(prompt).subspan(pos, n), pos, kv, false, logits.data()));
     }
+    progress("prefill run " + std::to_string(run + 1) + "/" +
+             std::to_string(o.repeat) + ": " +
+             std::to_string(o.prompt_tokens) + " tokens at depth " +
+             std::to_string(o.depth));
+    auto start = Clock::now();
+    KV_RETURN_IF_ERROR(transformer.Forward(
+        std::span(prompt).subspan(o.depth, o.prompt_tokens), o.depth, kv,
+        false, logits.data()));
+    prefill.push_back(o.prompt_tokens /
+                      std::chrono::duration<double>(Clock::now() - start)
+                          .count());
+
     progress("decode run " + std::to_string(run + 1) + "/" +
              std::to_string(o.repeat) + ": " + std::to_string(o.gen_tokens) +
              " tokens at depth " + std::to_string(o.depth));
@@ -131,12 +141,11 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
   r.decode_tokens_per_s = SpreadOf(decode);
 
   // Decode step i reads the K/V of positions [0, depth + i].
-  const double kv_row = double(kernels::RowBytes(o.kv_type, c.head_dim)) * 2 *
-                        c.n_kv_heads * c.n_layers;
-  r.kv_bytes_per_token = kv_row * (o.depth + (o.gen_tokens + 1) / 2.0);
+  r.kv_bytes_per_token =
+      r.kv_bytes_per_position * (o.depth + (o.gen_tokens + 1) / 2.0);
   // Attention of prompt token t: 4 * head_dim FLOP per query head and
-  // position for QK^T and PV, over t + 1 positions.
-  const double mean_ctx = (o.prompt_tokens + 1) / 2.0;
+  // position for QK^T and PV, over depth + t + 1 positions.
+  const double mean_ctx = o.depth + (o.prompt_tokens + 1) / 2.0;
   r.prefill_flop_per_token = 2 * MatrixParams(model) +
                              4.0 * c.n_heads * c.head_dim * mean_ctx *
                                  c.n_layers;

@@ -16,6 +16,7 @@
 #include "base/thread_pool.h"
 #include "bench/probes.h"
 #include "kernels/dtype.h"
+#include "kernels/kv_format.h"
 #include "model/model.h"
 
 namespace kvstash::bench {
@@ -23,9 +24,12 @@ namespace kvstash::bench {
 struct LlmBenchOptions {
   int prompt_tokens = 512;  // prefill batch (pp)
   int gen_tokens = 128;     // decode steps (tg)
-  int depth = 0;            // context filled before decode is measured
+  // Context filled (untimed) before prefill and decode are measured: the
+  // prefill covers positions [depth, depth + prompt_tokens), the decode
+  // steps positions depth, depth + 1, ... (as llama-bench -d).
+  int depth = 0;
   int repeat = 3;           // runs; figures are median and min-max
-  kernels::DType kv_type = kernels::DType::kF16;
+  kernels::KvFormat kv_format;  // the KV cache's types
   uint64_t seed = 1;        // random token ids
   size_t probe_bytes = size_t{512} << 20;
 };
@@ -41,6 +45,8 @@ struct LlmBenchResult {
   Spread decode_tokens_per_s;
   double weight_bytes_per_token = 0;  // every matrix read once
   double kv_bytes_per_token = 0;      // mean K/V read per decode step
+  double kv_bytes_per_position = 0;   // K/V stored per position, all layers
+  double kv_cache_bytes = 0;          // the cache the run allocated
   double prefill_flop_per_token = 0;  // mean over the prompt
   double read_bandwidth = 0;          // probe, bytes/s
   ComputePeak peak;                   // probe

@@ -42,7 +42,7 @@ Result<ServeBenchResult> RunServeBench(const Model& model, ThreadPool& pool,
   const ModelConfig& c = model.config();
   kvcache::KvManagerOptions kvo;
   kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, options.block_tokens,
-                options.kv_type};
+                options.kv_format};
   kvo.capacity_bytes = options.kv_cache_mb << 20;
   KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv,
                       kvcache::KvManager::Create(kvo));

@@ -21,6 +21,7 @@
 #include "base/thread_pool.h"
 #include "bench/llm_bench.h"
 #include "kernels/dtype.h"
+#include "kernels/kv_format.h"
 #include "model/model.h"
 
 namespace kvstash::bench {
@@ -34,7 +35,7 @@ struct ServeBenchOptions {
   int block_tokens = 16;
   int max_batch_tokens = 512;
   size_t kv_cache_mb = 1024;
-  kernels::DType kv_type = kernels::DType::kF16;
+  kernels::KvFormat kv_format;  // the KV cache's types
   uint64_t seed = 1;
 };
 

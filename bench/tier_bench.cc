@@ -54,7 +54,7 @@ class Bench {
         const BenchProgress& progress)
       : model_(model), pool_(pool), o_(o), progress_(progress) {
     const ModelConfig& c = model.config();
-    layout_ = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens, o.kv_type};
+    layout_ = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens, o.kv_format};
   }
 
   Status OpenTiers() {

@@ -24,6 +24,7 @@
 #include "base/thread_pool.h"
 #include "bench/llm_bench.h"
 #include "kernels/dtype.h"
+#include "kernels/kv_format.h"
 #include "model/model.h"
 #include "store/disk_tier.h"
 
@@ -41,7 +42,7 @@ struct TierBenchOptions {
   int repeat = 3;
   int block_tokens = 16;
   size_t kv_cache_mb = 1024;
-  kernels::DType kv_type = kernels::DType::kF16;
+  kernels::KvFormat kv_format;  // the KV cache's types
   uint64_t seed = 1;
 };
 

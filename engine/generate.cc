@@ -23,6 +23,15 @@ double GenerateResult::decode_tokens_per_s() const {
   return decode_seconds > 0 ? steps / decode_seconds : 0;
 }
 
+Status CheckKvFormat(const kernels::KvFormat& format,
+                     const ModelConfig& config) {
+  for (const kernels::KvType t : {format.k, format.v}) {
+    const std::string why = kernels::KvFormatSupports(t, size_t(config.head_dim));
+    if (!why.empty()) return Status::InvalidArgument(why);
+  }
+  return Status::OK();
+}
+
 Result<GenerateResult> Generate(Transformer& transformer,
                                 std::span<const int32_t> prompt,
                                 const GenerateOptions& options,
@@ -32,18 +41,16 @@ Result<GenerateResult> Generate(Transformer& transformer,
     return Status::InvalidArgument("generate: n_predict must be >= 0");
   }
   KV_RETURN_IF_ERROR(options.sampling.Validate());
-  if (!kernels::IsAttentionKvType(options.kv_type)) {
-    return Status::InvalidArgument("generate: KV type must be f32, f16 or bf16");
-  }
   const Model& model = transformer.model();
   const ModelConfig& c = model.config();
+  KV_RETURN_IF_ERROR(CheckKvFormat(options.kv_format, c));
   GenerateResult result;
   result.prompt_ids.assign(prompt.begin(), prompt.end());
   if (options.n_predict == 0) return result;
 
   const int capacity = static_cast<int>(prompt.size()) + options.n_predict;
-  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity,
-                       options.kv_type);
+  LocalKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity,
+                  options.kv_format);
   Sampler sampler(options.sampling);
   std::vector<float> logits(c.vocab_size);
   std::vector<int32_t> history(prompt.begin(), prompt.end());
@@ -74,12 +81,11 @@ Result<GenerateResult> Generate(Transformer& transformer,
 Result<PerplexityResult> Perplexity(Transformer& transformer,
                                     std::span<const int32_t> text_ids,
                                     int ctx, int max_windows,
-                                    kernels::DType kv_type,
+                                    kernels::KvFormat kv_format,
                                     const ProgressCallback& progress) {
   if (ctx < 2) return Status::InvalidArgument("perplexity: ctx must be >= 2");
-  if (!kernels::IsAttentionKvType(kv_type)) {
-    return Status::InvalidArgument("perplexity: KV type must be f32, f16 or bf16");
-  }
+  KV_RETURN_IF_ERROR(
+      CheckKvFormat(kv_format, transformer.model().config()));
   const size_t per_window = ctx - 1;
   int windows = static_cast<int>(text_ids.size() / per_window);
   if (max_windows > 0) windows = std::min(windows, max_windows);
@@ -93,7 +99,7 @@ Result<PerplexityResult> Perplexity(Transformer& transformer,
   if (bos < 0) {
     return Status::InvalidArgument("perplexity: the vocabulary has no BOS");
   }
-  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, ctx, kv_type);
+  LocalKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, ctx, kv_format);
   std::vector<float> logits(size_t(ctx) * c.vocab_size);
   std::vector<int32_t> window(ctx);
   double nll_sum = 0;

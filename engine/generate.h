@@ -22,7 +22,7 @@ namespace kvstash {
 struct GenerateOptions {
   int n_predict = 128;       // tokens to generate at most
   bool stop_at_eos = true;   // end early when the model emits EOS
-  kernels::DType kv_type = kernels::DType::kF16;  // f32, f16 or bf16
+  kernels::KvFormat kv_format;  // the types K and V are kept in
   SamplerOptions sampling;
 };
 
@@ -59,12 +59,16 @@ using ProgressCallback = std::function<void(int done, int total)>;
 // Splits `text_ids` (without BOS) into consecutive windows of ctx - 1 tokens,
 // scores each as BOS + window in one forward pass, and predicts every token
 // of the window. At most `max_windows` windows (0: as many as fit). K/V are
-// kept as `kv_type`. InvalidArgument when ctx < 2 or there is not one full
-// window.
+// kept as `kv_format`. InvalidArgument when ctx < 2, there is not one full
+// window, or the model's heads cannot be stored in `kv_format`.
 Result<PerplexityResult> Perplexity(Transformer& transformer,
                                     std::span<const int32_t> text_ids,
                                     int ctx, int max_windows,
-                                    kernels::DType kv_type,
+                                    kernels::KvFormat kv_format,
                                     const ProgressCallback& progress);
+
+// OK when the heads of `config` can be stored in `format`, else
+// InvalidArgument naming the type and why.
+Status CheckKvFormat(const kernels::KvFormat& format, const ModelConfig& config);
 
 }  // namespace kvstash

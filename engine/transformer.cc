@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels/attention_fast.h"
+#include "kernels/kv_format.h"
 #include "kernels/matmul_fast.h"
 #include "kernels/ops.h"
 #include "kernels/ops_fast.h"
@@ -140,10 +141,16 @@ void Transformer::Attend(int layer, std::span<const BatchEntry> batch,
   constexpr size_t kMaxTile = kernels::kAttentionPassRows;
   const size_t tile = std::max<size_t>(1, kMaxTile / group);
   Buffers& b = *buf_;
+  // A tile's tokens share their runs: one entry, one read window.
+  auto window = [&](size_t t) {
+    const int w = batch[b.token_entry[t]].kv->read_window();
+    return w == 0 ? 0 : b.token_pos[t] / w;
+  };
   b.tile_begin.clear();
   for (size_t t = 0; t < n; ++t) {
     if (b.tile_begin.empty() || t - b.tile_begin.back() == tile ||
-        b.token_entry[t] != b.token_entry[b.tile_begin.back()]) {
+        b.token_entry[t] != b.token_entry[b.tile_begin.back()] ||
+        window(t) != window(b.tile_begin.back())) {
       b.tile_begin.push_back(t);
     }
   }
@@ -158,12 +165,23 @@ void Transformer::Attend(int layer, std::span<const BatchEntry> batch,
       n_ctx[j] = size_t(b.token_pos[t0 + j]) + 1;
     }
     const KvView& kv = *batch[b.token_entry[t0]].kv;
+    const kernels::KvFormat format = kv.format();
     std::vector<kernels::KvRun>& runs = b.runs[worker];
     kv.Read(layer, g, static_cast<int>(n_ctx[n_tokens - 1]), &runs);
     const size_t offset = t0 * q_dim + size_t(g) * group * hd;
+    // Rotated keys are met by rotated queries (q is read by attention
+    // only); rotated values give rotated outputs, rotated back.
+    auto rotate = [&](float* rows) {
+      for (size_t j = 0; j < n_tokens; ++j) {
+        for (size_t h = 0; h < group; ++h) {
+          kernels::KvRotate(rows + j * q_dim + h * hd, hd);
+        }
+      }
+    };
+    if (kernels::KvRotated(format.k)) rotate(&b.q[offset]);
     kernels::AttentionFastTokens(&b.q[offset], q_dim, n_tokens, group, hd,
-                                 kv.kv_type(), runs, n_ctx, scale,
-                                 &b.att[offset], q_dim);
+                                 runs, n_ctx, scale, &b.att[offset], q_dim);
+    if (kernels::KvRotated(format.v)) rotate(&b.att[offset]);
   };
   const size_t n_tasks = size_t(c.n_kv_heads) * n_tiles;
   if (pool_ != nullptr) {
@@ -254,6 +272,9 @@ Status Transformer::Forward(std::span<const BatchEntry> batch, float* logits) {
     }
   });
 
+  for (const BatchEntry& entry : batch) {
+    entry.kv->BeginWrite(entry.pos, entry.pos + int(entry.tokens.size()));
+  }
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = w.layers[l];
     ForRanges(n, [&](size_t lo, size_t hi) {
@@ -283,6 +304,9 @@ Status Transformer::Forward(std::span<const BatchEntry> batch, float* logits) {
         batch[b.token_entry[t]].kv->Write(l, b.token_pos[t], k, v);
       }
     });
+    for (const BatchEntry& entry : batch) {
+      entry.kv->Seal(l, entry.pos, entry.pos + int(entry.tokens.size()));
+    }
     Attend(l, batch, n);
     const Product out[] = {{&lw.wo, b.proj.data()}};
     Project(b.att.data(), n, out);

@@ -12,6 +12,16 @@
 //      kValueRows rows in registers.
 // At the end out[r] /= l[r].
 //
+// KV types: every K and V row is read through LoadKv, which widens the
+// stored row to f32 in registers, one vector of head_dim at a time (f16 and
+// bf16 by conversion, q8 / q4 codes times their group's scale, KIVI codes
+// times scale plus min); nothing is decoded to memory. A tile holds positions
+// of one (K type, V type) pair only, so the tile walk of a sequence whose own
+// block is an f16 residual splits there; the split depends only on the runs,
+// so a row's result still depends only on its query, n_ctx and the K/V. The
+// phases are compiled per type (ScoreTile, AccumulateTile) and chosen per
+// tile from tables.
+//
 // Bit-identical rows: the operations on a row's values, and their order,
 // depend neither on the other rows nor on the register block that computes
 // it, and its tiles always start at 0, kTile, 2 kTile, ... with
@@ -26,7 +36,9 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #include "base/check.h"
@@ -109,19 +121,201 @@ HWY_INLINE void Reduce4(VF a, VF b, VF c, VF d, float scale, float* out) {
 
 #endif  // HWY_TARGET == HWY_SCALAR
 
+// ------------------------------------------------------------------ loaders
+
+// One position's stored row: `data` is the row ([scales][codes] or
+// elements), `params` the start of its run (KIVI keys' per-channel scales and
+// mins).
+struct RowRef {
+  const uint8_t* data;
+  const uint8_t* params;
+};
+
+// The shape of one KV type's rows for a head_dim, as LoadKv needs it.
+struct Geo {
+  size_t head_dim = 0;
+  size_t group_shift = 0;  // log2(KvGroupSize)
+  size_t n_groups = 0;
+  size_t stripe_shift = 0;  // log2(KvPackStripe)
+  size_t chunk_shift = 0;   // log2(stripe * 8 / bits)
+  // Every vector ForEachVector hands out lies within one scale group and one
+  // field of packed codes (else LoadKv decodes lane by lane).
+  bool fast = true;
+};
+
+size_t Log2(size_t n) { return size_t(std::countr_zero(n)); }
+
+Geo MakeGeo(KvType t, size_t head_dim) {
+  Geo g;
+  g.head_dim = head_dim;
+  if (KvIsFloat(t)) return g;
+  const size_t group = KvGroupSize(head_dim);
+  g.group_shift = Log2(group);
+  g.n_groups = head_dim / group;
+  const int bits = KvBits(t);
+  const size_t lanes = hn::Lanes(DF());
+  g.fast = lanes <= group || KvIsKivi(t);
+  if (bits < 8) {
+    const size_t stripe = KvPackStripe(bits, head_dim);
+    g.stripe_shift = Log2(stripe);
+    g.chunk_shift = Log2(stripe * 8 / size_t(bits));
+    g.fast = g.fast && lanes <= stripe;
+  }
+  return g;
+}
+
+// IEEE half to float (normals, subnormals, zeros, inf, NaN).
+HWY_INLINE float HalfToFloat(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, sizeof(h));
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t em = h & 0x7fffu;
+  uint32_t bits;
+  if (em >= 0x7c00u) {
+    bits = sign | 0x7f800000u | ((em & 0x3ffu) << 13);
+  } else {
+    float f;
+    const uint32_t shifted = em << 13;
+    std::memcpy(&f, &shifted, sizeof(f));
+    f *= 0x1.0p112f;  // rebias the exponent; exact, subnormals included
+    std::memcpy(&bits, &f, sizeof(bits));
+    bits |= sign;
+  }
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+constexpr int BitsOf(KvType t) {
+  return t == KvType::kQ8 ? 8 : t == KvType::kKivi2 ? 2 : 4;
+}
+
+// Bytes of the scales before a per-token row's codes.
+template <KvType kT, KvSide kS>
+HWY_INLINE size_t ScaleBytes(const Geo& g) {
+  if constexpr (KvIsKivi(kT)) {
+    return kS == KvSide::kK ? 0 : 4 * g.n_groups;
+  } else {
+    return 2 * g.n_groups;
+  }
+}
+
+// Element i of a row, decoded one at a time (the reference formulas).
+template <KvType kT, KvSide kS>
+float ElemAt(const RowRef& r, size_t i, const Geo& g) {
+  const uint8_t* codes = r.data + ScaleBytes<kT, kS>(g);
+  uint32_t q;
+  if constexpr (kT == KvType::kQ8) {
+    q = 0;
+    return HalfToFloat(r.data + 2 * (i >> g.group_shift)) *
+           float(int8_t(codes[i]));
+  } else {
+    constexpr int kBits = BitsOf(kT);
+    const size_t c = i >> g.chunk_shift, rem = i & ((size_t(1) << g.chunk_shift) - 1);
+    const size_t field = rem >> g.stripe_shift;
+    const size_t j = rem & ((size_t(1) << g.stripe_shift) - 1);
+    q = (codes[(c << g.stripe_shift) + j] >> (field * kBits)) &
+        ((1u << kBits) - 1);
+  }
+  if constexpr (kT == KvType::kQ4 || kT == KvType::kQ4H) {
+    return HalfToFloat(r.data + 2 * (i >> g.group_shift)) * float(int(q) - 8);
+  } else if constexpr (kS == KvSide::kK) {
+    return std::fma(HalfToFloat(r.params + 2 * i), float(q),
+                    HalfToFloat(r.params + 2 * (g.head_dim + i)));
+  } else {
+    const uint8_t* sm = r.data + 4 * (i >> g.group_shift);
+    return std::fma(HalfToFloat(sm), float(q), HalfToFloat(sm + 2));
+  }
+}
+
+using DI = hn::RebindToSigned<DF>;
+using VI = hn::Vec<DI>;
+
+// Lanes of bytes at p (type B: uint8_t or int8_t) widened to int32; a
+// Partial part reads only its n bytes.
+template <typename B>
+HWY_INLINE VI LoadBytes(Full, const uint8_t* p) {
+  return hn::PromoteTo(DI(), hn::LoadU(hn::Rebind<B, DI>(),
+                                       reinterpret_cast<const B*>(p)));
+}
+template <typename B>
+HWY_INLINE VI LoadBytes(Partial part, const uint8_t* p) {
+  HWY_ALIGN uint8_t buf[HWY_LANES(float)] = {};
+  std::memcpy(buf, p, part.n);
+  return LoadBytes<B>(Full(), buf);
+}
+
+// Codes of elements [i, i + lanes) of a packed row as f32. REQUIRES: the
+// lanes lie within one field (Geo::fast).
+template <int kBits, class Part>
+HWY_INLINE VF LoadCodes(Part part, const uint8_t* codes, size_t i,
+                        const Geo& g) {
+  const size_t c = i >> g.chunk_shift;
+  const size_t rem = i & ((size_t(1) << g.chunk_shift) - 1);
+  const size_t field = rem >> g.stripe_shift;
+  const size_t j = rem & ((size_t(1) << g.stripe_shift) - 1);
+  const VI bytes = LoadBytes<uint8_t>(part, codes + (c << g.stripe_shift) + j);
+  const VI q = hn::And(hn::ShiftRightSame(bytes, int(field) * kBits),
+                       hn::Set(DI(), (1 << kBits) - 1));
+  return hn::ConvertTo(DF(), q);
+}
+
+// Elements [i, i + lanes) of a row of type kT (side kS), widened to f32.
+template <KvType kT, KvSide kS, class Part>
+HWY_INLINE VF LoadKv(Part part, const RowRef& r, size_t i, const Geo& g) {
+  const DF df;
+  if constexpr (kT == KvType::kF32) {
+    return Load(part, reinterpret_cast<const float*>(r.data) + i);
+  } else if constexpr (kT == KvType::kF16) {
+    return Load(part, reinterpret_cast<const hwy::float16_t*>(r.data) + i);
+  } else if constexpr (kT == KvType::kBF16) {
+    return Load(part, reinterpret_cast<const hwy::bfloat16_t*>(r.data) + i);
+  } else {
+    if (HWY_UNLIKELY(!g.fast)) {
+      HWY_ALIGN float buf[HWY_LANES(float)] = {};
+      size_t n = hn::Lanes(df);
+      if constexpr (std::is_same_v<Part, Partial>) n = part.n;
+      for (size_t l = 0; l < n; ++l) buf[l] = ElemAt<kT, kS>(r, i + l, g);
+      return hn::Load(df, buf);
+    }
+    const uint8_t* codes = r.data + ScaleBytes<kT, kS>(g);
+    if constexpr (kT == KvType::kQ8) {
+      const VF q = hn::ConvertTo(df, LoadBytes<int8_t>(part, codes + i));
+      return hn::Mul(q, hn::Set(df, HalfToFloat(r.data + 2 * (i >> g.group_shift))));
+    } else if constexpr (kT == KvType::kQ4 || kT == KvType::kQ4H) {
+      const float d = HalfToFloat(r.data + 2 * (i >> g.group_shift));
+      return hn::MulAdd(LoadCodes<4>(part, codes, i, g), hn::Set(df, d),
+                        hn::Set(df, -8.0f * d));
+    } else if constexpr (kS == KvSide::kK) {
+      const auto* params = reinterpret_cast<const hwy::float16_t*>(r.params);
+      return hn::MulAdd(LoadCodes<BitsOf(kT)>(part, codes, i, g),
+                        Load(part, params + i),
+                        Load(part, params + g.head_dim + i));
+    } else {
+      const uint8_t* sm = r.data + 4 * (i >> g.group_shift);
+      return hn::MulAdd(LoadCodes<BitsOf(kT)>(part, codes, i, g),
+                        hn::Set(df, HalfToFloat(sm)),
+                        hn::Set(df, HalfToFloat(sm + 2)));
+    }
+  }
+}
+
+// ------------------------------------------------------------------ scores
+
 // s[r * kTile + j] = scale * dot(q[r], k[j]) for r < kH, j < kPosBlock.
-// q: kH rows of [head_dim]; k: kPosBlock rows of [head_dim].
-template <size_t kH, typename T>
-HWY_INLINE void ScoreBlock(const float* const* q,
-                           const T* const (&k)[kPosBlock], size_t head_dim,
-                           float scale, float* s) {
+// q: kH rows of [head_dim]; k: kPosBlock rows of type kT.
+template <size_t kH, KvType kT>
+HWY_INLINE void ScoreBlock(const float* const* q, const RowRef* k,
+                           const Geo& g, float scale, float* s) {
   VF acc[kH][kPosBlock];
   for (size_t r = 0; r < kH; ++r) {
     for (size_t j = 0; j < kPosBlock; ++j) acc[r][j] = hn::Zero(DF());
   }
-  ForEachVector(head_dim, [&](size_t i, auto part) {
+  ForEachVector(g.head_dim, [&](size_t i, auto part) {
     VF kv[kPosBlock];
-    for (size_t j = 0; j < kPosBlock; ++j) kv[j] = Load(part, k[j] + i);
+    for (size_t j = 0; j < kPosBlock; ++j) {
+      kv[j] = LoadKv<kT, KvSide::kK>(part, k[j], i, g);
+    }
     for (size_t r = 0; r < kH; ++r) {
       const VF qv = Load(part, q[r] + i);
       for (size_t j = 0; j < kPosBlock; ++j) {
@@ -136,26 +330,24 @@ HWY_INLINE void ScoreBlock(const float* const* q,
 }
 
 // ScoreBlock<n_rows>. REQUIRES: 0 < n_rows <= kH.
-template <size_t kH = kScoreRows, typename T>
+template <KvType kT, size_t kH = kScoreRows>
 HWY_INLINE void ScoreBlockOf(size_t n_rows, const float* const* q,
-                             const T* const (&k)[kPosBlock], size_t head_dim,
-                             float scale, float* s) {
+                             const RowRef* k, const Geo& g, float scale,
+                             float* s) {
   if constexpr (kH > 1) {
-    if (n_rows < kH) {
-      return ScoreBlockOf<kH - 1>(n_rows, q, k, head_dim, scale, s);
-    }
+    if (n_rows < kH) return ScoreBlockOf<kT, kH - 1>(n_rows, q, k, g, scale, s);
   }
-  ScoreBlock<kH>(q, k, head_dim, scale, s);
+  ScoreBlock<kH, kT>(q, k, g, scale, s);
 }
 
 // ScoreBlock for consecutive blocks of rows, blocks[b] rows each (b <
 // n_blocks, 0 < blocks[b] <= kScoreRows). s: [rows][kTile].
-template <typename T>
+template <KvType kT>
 HWY_INLINE void ScoreRows(const size_t* blocks, size_t n_blocks,
-                          const float* const* q, const T* const (&k)[kPosBlock],
-                          size_t head_dim, float scale, float* s) {
+                          const float* const* q, const RowRef* k, const Geo& g,
+                          float scale, float* s) {
   for (size_t b = 0; b < n_blocks; ++b) {
-    ScoreBlockOf(blocks[b], q, k, head_dim, scale, s);
+    ScoreBlockOf<kT>(blocks[b], q, k, g, scale, s);
     q += blocks[b];
     s += blocks[b] * kTile;
   }
@@ -163,14 +355,43 @@ HWY_INLINE void ScoreRows(const size_t* blocks, size_t n_blocks,
 
 // ScoreBlock for kRows rows in as few blocks as kScoreRows allows, of sizes at
 // most one apart. s: [kRows][kTile].
-template <size_t kRows, typename T>
-HWY_INLINE void ScoreFixedRows(const float* const* q,
-                               const T* const (&k)[kPosBlock], size_t head_dim,
-                               float scale, float* s) {
+template <size_t kRows, KvType kT>
+HWY_INLINE void ScoreFixedRows(const float* const* q, const RowRef* k,
+                               const Geo& g, float scale, float* s) {
   constexpr size_t kH = kRows / ((kRows + kScoreRows - 1) / kScoreRows);
-  ScoreBlock<kH>(q, k, head_dim, scale, s);
+  ScoreBlock<kH, kT>(q, k, g, scale, s);
   if constexpr (kRows > kH) {
-    ScoreFixedRows<kRows - kH>(q + kH, k, head_dim, scale, s + kH * kTile);
+    ScoreFixedRows<kRows - kH, kT>(q + kH, k, g, scale, s + kH * kTile);
+  }
+}
+
+// The blocks of ScoreRows for n_rows rows: as few as kScoreRows allows, of
+// sizes at most one apart. Returns their number.
+size_t ScoreBlocks(size_t n_rows, size_t* blocks) {
+  const size_t n_blocks = (n_rows + kScoreRows - 1) / kScoreRows;
+  for (size_t b = 0, r = 0; b < n_blocks; r += blocks[b++]) {
+    blocks[b] = (n_rows - r) / (n_blocks - b);
+  }
+  return n_blocks;
+}
+
+// Scores of n_rows rows against the n positions of a tile: s[r][p] for
+// p < n (kTile floats per row; positions past n repeat row n - 1 and are
+// dropped by SoftmaxStep). kRows: n_rows if compiled for it, else 0.
+template <size_t kRows, KvType kT>
+void ScoreTile(const float* const* q, size_t n_rows, const RowRef* k,
+               size_t n, const Geo& g, float scale, float* s) {
+  [[maybe_unused]] size_t blocks[kMaxRows];
+  [[maybe_unused]] size_t n_blocks = 0;
+  if constexpr (kRows == 0) n_blocks = ScoreBlocks(n_rows, blocks);
+  for (size_t p0 = 0; p0 < n; p0 += kPosBlock) {
+    RowRef kb[kPosBlock];
+    for (size_t j = 0; j < kPosBlock; ++j) kb[j] = k[std::min(p0 + j, n - 1)];
+    if constexpr (kRows == 0) {
+      ScoreRows<kT>(blocks, n_blocks, q, kb, g, scale, s + p0);
+    } else {
+      ScoreFixedRows<kRows, kT>(q, kb, g, scale, s + p0);
+    }
   }
 }
 
@@ -224,12 +445,11 @@ constexpr size_t kMinChains = 8;
 
 // out[r][i + j * Lanes + lane] = corr[r] * out[...] + sum_{p < n} w[r][p] *
 // v[p][same] for r < G, j < kJ: kJ vectors of every row in one pass over the
-// positions. out: G rows of [head_dim]; w: [G][kTile]; v: n rows of
-// [head_dim].
-template <size_t G, size_t kJ, typename T, class Part>
-HWY_INLINE void AccumulateVectors(const T* const* v, size_t n, const float* w,
+// positions. out: G rows of [head_dim]; w: [G][kTile]; v: n rows of kT.
+template <size_t G, size_t kJ, KvType kT, class Part>
+HWY_INLINE void AccumulateVectors(const RowRef* v, size_t n, const float* w,
                                   const float* corr, float* const* out,
-                                  size_t i, Part part) {
+                                  size_t i, Part part, const Geo& g) {
   const DF df;
   const size_t lanes = hn::Lanes(df);
   VF acc[kJ][G];
@@ -241,7 +461,7 @@ HWY_INLINE void AccumulateVectors(const T* const* v, size_t n, const float* w,
   }
   for (size_t p = 0; p < n; ++p) {
     for (size_t j = 0; j < kJ; ++j) {
-      const VF vv = Load(part, v[p] + i + j * lanes);
+      const VF vv = LoadKv<kT, KvSide::kV>(part, v[p], i + j * lanes, g);
       for (size_t r = 0; r < G; ++r) {
         acc[j][r] = hn::MulAdd(hn::Set(df, w[r * kTile + p]), vv, acc[j][r]);
       }
@@ -257,43 +477,95 @@ HWY_INLINE void AccumulateVectors(const T* const* v, size_t n, const float* w,
 // out[r] = corr[r] * out[r] + sum_{p < n} w[r][p] * v[p] for r < G, from dim
 // i on, in blocks of kJ vectors, then kJ / 2, ..., then single (and partial)
 // vectors.
-template <size_t G,
-          size_t kJ = std::bit_floor(std::max<size_t>(1, kMinChains / G)),
-          typename T>
-HWY_INLINE void AccumulateV(const T* const* v, size_t n, const float* w,
-                            const float* corr, size_t head_dim,
+template <size_t G, KvType kT,
+          size_t kJ = std::bit_floor(std::max<size_t>(1, kMinChains / G))>
+HWY_INLINE void AccumulateV(const RowRef* v, size_t n, const float* w,
+                            const float* corr, const Geo& g,
                             float* const* out, size_t i = 0) {
   if constexpr (kJ > 1) {
     const size_t block = kJ * hn::Lanes(DF());
-    for (; i + block <= head_dim; i += block) {
-      AccumulateVectors<G, kJ>(v, n, w, corr, out, i, Full());
+    for (; i + block <= g.head_dim; i += block) {
+      AccumulateVectors<G, kJ, kT>(v, n, w, corr, out, i, Full(), g);
     }
-    AccumulateV<G, kJ / 2>(v, n, w, corr, head_dim, out, i);
+    AccumulateV<G, kT, kJ / 2>(v, n, w, corr, g, out, i);
   } else {
-    ForEachVector(head_dim - i, [&](size_t di, auto part) {
-      AccumulateVectors<G, 1>(v, n, w, corr, out, i + di, part);
+    ForEachVector(g.head_dim - i, [&](size_t di, auto part) {
+      AccumulateVectors<G, 1, kT>(v, n, w, corr, out, i + di, part, g);
     });
   }
 }
 
 // AccumulateV for rows [0, n_rows) in blocks of G rows, the rest in smaller
 // blocks. w: [n_rows][kTile].
-template <size_t G = kValueRows, typename T>
-HWY_INLINE void AccumulateRows(size_t n_rows, const T* const* v, size_t n,
+template <KvType kT, size_t G = kValueRows>
+HWY_INLINE void AccumulateRows(size_t n_rows, const RowRef* v, size_t n,
                                const float* w, const float* corr,
-                               size_t head_dim, float* const* out) {
+                               const Geo& g, float* const* out) {
   for (; n_rows >= G; n_rows -= G, w += G * kTile, corr += G, out += G) {
-    AccumulateV<G>(v, n, w, corr, head_dim, out);
+    AccumulateV<G, kT>(v, n, w, corr, g, out);
   }
   if constexpr (G > 1) {
-    if (n_rows > 0) AccumulateRows<G - 1>(n_rows, v, n, w, corr, head_dim, out);
+    if (n_rows > 0) AccumulateRows<kT, G - 1>(n_rows, v, n, w, corr, g, out);
+  }
+}
+
+// The values phase of a tile for n_rows rows (kRows: n_rows if compiled for
+// it, else 0).
+template <size_t kRows, KvType kT>
+void AccumulateTile(size_t n_rows, const RowRef* v, size_t n, const float* w,
+                    const float* corr, const Geo& g, float* const* out) {
+  if constexpr (kRows == 0) {
+    AccumulateRows<kT>(n_rows, v, n, w, corr, g, out);
+  } else {
+    AccumulateV<kRows, kT>(v, n, w, corr, g, out);
   }
 }
 
 // ------------------------------------------------------------------ driver
 
-// Walks positions [begin, end) of the runs in tiles of up to kTile.
-template <typename T>
+using ScoreFn = void (*)(const float* const*, size_t, const RowRef*, size_t,
+                         const Geo&, float, float*);
+using AccumulateFn = void (*)(size_t, const RowRef*, size_t, const float*,
+                              const float*, const Geo&, float* const*);
+
+// Per KV type (index) and number of rows (0 = counted at run time, 1 ..
+// kMaxGroup compiled), the score and the value phase of a tile.
+struct PhaseTables {
+  ScoreFn score[kKvTypeCount][kMaxGroup + 1];
+  AccumulateFn accumulate[kKvTypeCount][kMaxGroup + 1];
+};
+
+template <KvType kT, size_t... kR>
+constexpr void FillType(PhaseTables& t, std::index_sequence<kR...>) {
+  ((t.score[size_t(kT)][kR] = &ScoreTile<kR, kT>), ...);
+  ((t.accumulate[size_t(kT)][kR] = &AccumulateTile<kR, kT>), ...);
+}
+
+template <size_t... kT>
+constexpr PhaseTables MakeTables(std::index_sequence<kT...>) {
+  PhaseTables t{};
+  (FillType<KvType(kT)>(t, std::make_index_sequence<kMaxGroup + 1>()), ...);
+  return t;
+}
+
+constexpr PhaseTables kPhases =
+    MakeTables(std::make_index_sequence<kKvTypeCount>());
+
+// Where a run's rows are, per side.
+struct RunRows {
+  const uint8_t* params;
+  const uint8_t* rows;
+  size_t row_bytes;
+};
+
+RunRows RowsOf(const void* run, KvType t, KvSide side, size_t head_dim) {
+  const auto* p = static_cast<const uint8_t*>(run);
+  return {p, p + KvRunParamBytes(t, side, head_dim),
+          KvRowBytes(t, side, head_dim)};
+}
+
+// Walks positions [begin, end) of the runs in tiles of up to kTile that hold
+// one (K type, V type) pair each.
 class TileCursor {
  public:
   TileCursor(std::span<const KvRun> runs, size_t head_dim, size_t begin,
@@ -305,18 +577,25 @@ class TileCursor {
     }
   }
 
-  // Points k[p], v[p] at the rows of the next positions and returns how many
-  // (at most kTile; 0 at the end).
-  size_t Next(const T** k, const T** v) {
+  // Points k[p], v[p] at the rows of the next positions, sets the types of
+  // the tile and returns how many (at most kTile; 0 at the end).
+  size_t Next(RowRef* k, RowRef* v, KvType* k_type, KvType* v_type) {
     size_t n = 0;
     while (n < kTile && left_ > 0) {
       KV_CHECK_MSG(run_ < runs_.size(), "n_ctx exceeds the tokens in runs");
       const KvRun& run = runs_[run_];
+      if (n == 0) {
+        *k_type = run.k_type;
+        *v_type = run.v_type;
+      } else if (run.k_type != *k_type || run.v_type != *v_type) {
+        break;
+      }
+      const RunRows kr = RowsOf(run.k, run.k_type, KvSide::kK, head_dim_);
+      const RunRows vr = RowsOf(run.v, run.v_type, KvSide::kV, head_dim_);
       const size_t take = std::min({kTile - n, run.n_tokens - pos_, left_});
       for (size_t j = 0; j < take; ++j, ++n) {
-        const size_t offset = (pos_ + j) * head_dim_;
-        k[n] = static_cast<const T*>(run.k) + offset;
-        v[n] = static_cast<const T*>(run.v) + offset;
+        k[n] = {kr.rows + (pos_ + j) * kr.row_bytes, kr.params};
+        v[n] = {vr.rows + (pos_ + j) * vr.row_bytes, vr.params};
       }
       pos_ += take;
       left_ -= take;
@@ -336,18 +615,12 @@ class TileCursor {
   size_t pos_;      // next position within it
 };
 
-// Asks for the cache lines of the n rows (of head_dim elements) of k and v.
-template <typename T>
-HWY_INLINE void PrefetchRows(const T* const* k, const T* const* v, size_t n,
-                             size_t head_dim) {
+// Asks for the cache lines of the n rows of `row_bytes` at rows[p].data.
+HWY_INLINE void PrefetchRows(const RowRef* rows, size_t n, size_t row_bytes) {
   constexpr size_t kLine = 64;
-  const size_t row_bytes = head_dim * sizeof(T);
   for (size_t p = 0; p < n; ++p) {
-    const auto* k_row = reinterpret_cast<const uint8_t*>(k[p]);
-    const auto* v_row = reinterpret_cast<const uint8_t*>(v[p]);
     for (size_t b = 0; b < row_bytes; b += kLine) {
-      hwy::Prefetch(k_row + b);
-      hwy::Prefetch(v_row + b);
+      hwy::Prefetch(rows[p].data + b);
     }
   }
 }
@@ -362,78 +635,49 @@ struct Rows {
 
 // Takes positions [begin, end) into rows [r0, r1): in tiles of up to kTile
 // from `begin`, all of them for every row. While a tile is computed, the rows
-// of the next one are prefetched. kRows: r1 - r0 if compiled for it, else 0.
+// of the next one are prefetched.
 // REQUIRES: begin a multiple of kTile; r0 < r1 <= kMaxRows.
-template <size_t kRows, typename T>
 void Walk(Rows& rows, size_t r0, size_t r1, size_t head_dim,
           std::span<const KvRun> runs, size_t begin, size_t end, float scale) {
-  const size_t n_rows = kRows != 0 ? kRows : r1 - r0;
+  const size_t n_rows = r1 - r0;
+  const size_t fixed = n_rows <= kMaxGroup ? n_rows : 0;
   const float* const* q = rows.q + r0;
   float* const* out = rows.out + r0;
   float corr[kMaxRows];
   HWY_ALIGN float s[kMaxRows * kTile];  // [n_rows][kTile] scores, then weights
-  const T* k_rows[2][kTile];            // this tile's rows and the next one's
-  const T* v_rows[2][kTile];
-  // Without kRows, the blocks of ScoreRows: as few as kScoreRows allows, of
-  // sizes at most one apart.
-  [[maybe_unused]] size_t blocks[kMaxRows];
-  [[maybe_unused]] const size_t n_blocks =
-      (n_rows + kScoreRows - 1) / kScoreRows;
-  if constexpr (kRows == 0) {
-    for (size_t b = 0, r = 0; b < n_blocks; r += blocks[b++]) {
-      blocks[b] = (n_rows - r) / (n_blocks - b);
-    }
-  }
-  TileCursor<T> cursor(runs, head_dim, begin, end);
-  size_t n = cursor.Next(k_rows[0], v_rows[0]);
+  RowRef k_rows[2][kTile];              // this tile's rows and the next one's
+  RowRef v_rows[2][kTile];
+  KvType types[2][2];  // [tile][K, V]
+  Geo geo[2];          // K, V of the current types
+  KvType geo_types[2] = {};
+  bool have_geo = false;
+  TileCursor cursor(runs, head_dim, begin, end);
+  size_t n = cursor.Next(k_rows[0], v_rows[0], &types[0][0], &types[0][1]);
   for (size_t cur = 0; n != 0; cur ^= 1) {
-    const size_t n_next = cursor.Next(k_rows[cur ^ 1], v_rows[cur ^ 1]);
-    for (size_t p0 = 0; p0 < n; p0 += kPosBlock) {
-      if (p0 < n_next) {
-        PrefetchRows(k_rows[cur ^ 1] + p0, v_rows[cur ^ 1] + p0,
-                     std::min(kPosBlock, n_next - p0), head_dim);
-      }
-      // Positions past n repeat row n - 1; SoftmaxStep drops their scores.
-      const T* k[kPosBlock];
-      for (size_t j = 0; j < kPosBlock; ++j) {
-        k[j] = k_rows[cur][std::min(p0 + j, n - 1)];
-      }
-      if constexpr (kRows == 0) {
-        ScoreRows(blocks, n_blocks, q, k, head_dim, scale, s + p0);
-      } else {
-        ScoreFixedRows<kRows>(q, k, head_dim, scale, s + p0);
-      }
+    const size_t nxt = cur ^ 1;
+    const size_t n_next = cursor.Next(k_rows[nxt], v_rows[nxt], &types[nxt][0],
+                                      &types[nxt][1]);
+    const KvType kt = types[cur][0], vt = types[cur][1];
+    if (!have_geo || kt != geo_types[0] || vt != geo_types[1]) {
+      geo[0] = MakeGeo(kt, head_dim);
+      geo[1] = MakeGeo(vt, head_dim);
+      geo_types[0] = kt;
+      geo_types[1] = vt;
+      have_geo = true;
     }
+    if (n_next != 0) {
+      PrefetchRows(k_rows[nxt], n_next,
+                   KvRowBytes(types[nxt][0], KvSide::kK, head_dim));
+      PrefetchRows(v_rows[nxt], n_next,
+                   KvRowBytes(types[nxt][1], KvSide::kV, head_dim));
+    }
+    kPhases.score[size_t(kt)][fixed](q, n_rows, k_rows[cur], n, geo[0], scale,
+                                     s);
     SoftmaxStep(n_rows, n, s, rows.state + r0, corr);
-    if constexpr (kRows == 0) {
-      AccumulateRows(n_rows, v_rows[cur], n, s, corr, head_dim, out);
-    } else {
-      AccumulateV<kRows>(v_rows[cur], n, s, corr, head_dim, out);
-    }
+    kPhases.accumulate[size_t(vt)][fixed](n_rows, v_rows[cur], n, s, corr,
+                                          geo[1], out);
     n = n_next;
   }
-}
-
-using WalkFn = void (*)(Rows&, size_t, size_t, size_t, std::span<const KvRun>,
-                        size_t, size_t, float);
-
-// Walk<kI, T> for kI = 0 .. kMaxGroup, indexed by kI.
-template <typename T, size_t... kI>
-constexpr std::array<WalkFn, sizeof...(kI)> WalkTable(
-    std::index_sequence<kI...>) {
-  return {&Walk<kI, T>...};
-}
-
-// Walk, compiled for r1 - r0 rows where there is one.
-template <typename T>
-void WalkRows(Rows& rows, size_t r0, size_t r1, size_t head_dim,
-              std::span<const KvRun> runs, size_t begin, size_t end,
-              float scale) {
-  static constexpr std::array<WalkFn, kMaxGroup + 1> kWalks =
-      WalkTable<T>(std::make_index_sequence<kMaxGroup + 1>());
-  const size_t n_rows = r1 - r0;
-  kWalks[n_rows <= kMaxGroup ? n_rows : 0](rows, r0, r1, head_dim, runs, begin,
-                                           end, scale);
 }
 
 // Attention of n_tokens tokens x g heads, row j * g + h for (token j, head h)
@@ -442,7 +686,6 @@ void WalkRows(Rows& rows, size_t r0, size_t r1, size_t head_dim,
 // takes in the tiles that are whole for all of them (up to n_ctx[j0] rounded
 // down to kTile, or to n_ctx[j0] itself when no later token is left), then
 // tokens [j0, j1) take their last, partial tile alone.
-template <typename T>
 void Pass(const float* q, size_t q_stride, size_t n_tokens, size_t g,
           size_t head_dim, std::span<const KvRun> runs, const size_t* n_ctx,
           float scale, float* out, size_t out_stride) {
@@ -466,12 +709,11 @@ void Pass(const float* q, size_t q_stride, size_t n_tokens, size_t g,
     const size_t shared =
         j1 == n_tokens ? n_ctx[j0] : n_ctx[j0] / kTile * kTile;
     if (shared > taken) {
-      WalkRows<T>(rows, j0 * g, n_rows, head_dim, runs, taken, shared, scale);
+      Walk(rows, j0 * g, n_rows, head_dim, runs, taken, shared, scale);
       taken = shared;
     }
     if (n_ctx[j0] > taken) {
-      WalkRows<T>(rows, j0 * g, j1 * g, head_dim, runs, taken, n_ctx[j0],
-                  scale);
+      Walk(rows, j0 * g, j1 * g, head_dim, runs, taken, n_ctx[j0], scale);
     }
     for (size_t r = j0 * g; r < j1 * g; ++r) {
       const VF inv_l = hn::Set(DF(), 1.0f / rows.state[r].l);
@@ -483,43 +725,22 @@ void Pass(const float* q, size_t q_stride, size_t n_tokens, size_t g,
   }
 }
 
+}  // namespace
+
 // Pass over every block of up to kMaxRows heads and, for each, of as many
 // whole tokens as fit beside them.
-template <typename T>
-void RunPasses(const float* q, size_t q_stride, size_t n_tokens, size_t n_q,
-               size_t head_dim, std::span<const KvRun> runs,
-               const size_t* n_ctx, float scale, float* out,
-               size_t out_stride) {
+void AttentionFastTokensImpl(const float* q, size_t q_stride, size_t n_tokens,
+                             size_t n_q, size_t head_dim,
+                             std::span<const KvRun> runs, const size_t* n_ctx,
+                             float scale, float* out, size_t out_stride) {
   for (size_t h0 = 0; h0 < n_q; h0 += kMaxRows) {
     const size_t g = std::min(kMaxRows, n_q - h0);
     const size_t tokens = kMaxRows / g;
     for (size_t j0 = 0; j0 < n_tokens; j0 += tokens) {
-      Pass<T>(q + j0 * q_stride + h0 * head_dim, q_stride,
-              std::min(tokens, n_tokens - j0), g, head_dim, runs, n_ctx + j0,
-              scale, out + j0 * out_stride + h0 * head_dim, out_stride);
+      Pass(q + j0 * q_stride + h0 * head_dim, q_stride,
+           std::min(tokens, n_tokens - j0), g, head_dim, runs, n_ctx + j0,
+           scale, out + j0 * out_stride + h0 * head_dim, out_stride);
     }
-  }
-}
-
-}  // namespace
-
-void AttentionFastTokensImpl(const float* q, size_t q_stride, size_t n_tokens,
-                             size_t n_q, size_t head_dim, DType kv_type,
-                             std::span<const KvRun> runs, const size_t* n_ctx,
-                             float scale, float* out, size_t out_stride) {
-  switch (kv_type) {
-    case DType::kF32:
-      return RunPasses<float>(q, q_stride, n_tokens, n_q, head_dim, runs, n_ctx,
-                              scale, out, out_stride);
-    case DType::kF16:
-      return RunPasses<hwy::float16_t>(q, q_stride, n_tokens, n_q, head_dim,
-                                       runs, n_ctx, scale, out, out_stride);
-    case DType::kBF16:
-      return RunPasses<hwy::bfloat16_t>(q, q_stride, n_tokens, n_q, head_dim,
-                                        runs, n_ctx, scale, out, out_stride);
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-      break;  // rejected by AttentionFastTokens
   }
 }
 
@@ -532,22 +753,24 @@ namespace kvstash::kernels {
 HWY_EXPORT(AttentionFastTokensImpl);
 
 void AttentionFastTokens(const float* q, size_t q_stride, size_t n_tokens,
-                         size_t n_q, size_t head_dim, DType kv_type,
+                         size_t n_q, size_t head_dim,
                          std::span<const KvRun> runs, const size_t* n_ctx,
                          float scale, float* out, size_t out_stride) {
-  KV_CHECK(IsAttentionKvType(kv_type));
+  for (const KvRun& run : runs) {
+    KV_CHECK(KvFormatSupports(run.k_type, head_dim).empty() &&
+             KvFormatSupports(run.v_type, head_dim).empty());
+  }
   for (size_t j = 0; j < n_tokens; ++j) {
     KV_CHECK(n_ctx[j] > 0 && (j == 0 || n_ctx[j] >= n_ctx[j - 1]));
   }
   HWY_DYNAMIC_DISPATCH(AttentionFastTokensImpl)
-  (q, q_stride, n_tokens, n_q, head_dim, kv_type, runs, n_ctx, scale, out,
-   out_stride);
+  (q, q_stride, n_tokens, n_q, head_dim, runs, n_ctx, scale, out, out_stride);
 }
 
-void AttentionFast(const float* q, size_t n_q, size_t head_dim, DType kv_type,
+void AttentionFast(const float* q, size_t n_q, size_t head_dim,
                    std::span<const KvRun> runs, size_t n_ctx, float scale,
                    float* out) {
-  AttentionFastTokens(q, n_q * head_dim, 1, n_q, head_dim, kv_type, runs,
+  AttentionFastTokens(q, n_q * head_dim, 1, n_q, head_dim, runs,
                       &n_ctx, scale, out, n_q * head_dim);
 }
 

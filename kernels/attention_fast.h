@@ -13,7 +13,8 @@
 // prefetched meanwhile. A token's last, partial tile is taken by its own rows
 // alone. Nothing of size n_ctx is kept and nothing allocated.
 //
-// Accuracy: the same f32 inputs as Attention (K/V widened exactly), sums in
+// Accuracy: the same f32 inputs as Attention (K/V rows decoded as
+// KvDecodeRow does, KIVI's min + scale * code with one FMA), sums in
 // another order (with FMA), exp from Highway (<= 1 ulp off std::exp). With
 // |v| <= 1 and scores |scale * q.k| up to 23, measured |out - exact| <= 1.3e-6
 // and |out - Attention| <= 5e-6 (the reference's own error is the larger);
@@ -30,7 +31,6 @@
 #include <span>
 
 #include "kernels/attention.h"
-#include "kernels/dtype.h"
 
 namespace kvstash::kernels {
 
@@ -42,9 +42,9 @@ inline constexpr size_t kAttentionPassRows = 16;
 //   out[h] = sum_{t < n_ctx} softmax_t(scale * dot(q[h], k_t)) * v_t
 // q: [n_q][head_dim], out: [n_q][head_dim]. Does not allocate; safe to call
 // from several threads with disjoint `out`.
-// REQUIRES: IsAttentionKvType(kv_type); 0 < n_ctx <= total tokens in `runs`;
+// REQUIRES: every run's types support head_dim; 0 < n_ctx <= total tokens in `runs`;
 // out does not overlap q or the K/V.
-void AttentionFast(const float* q, size_t n_q, size_t head_dim, DType kv_type,
+void AttentionFast(const float* q, size_t n_q, size_t head_dim,
                    std::span<const KvRun> runs, size_t n_ctx, float scale,
                    float* out);
 
@@ -54,10 +54,10 @@ void AttentionFast(const float* q, size_t n_q, size_t head_dim, DType kv_type,
 //     AttentionFast of q[j * q_stride + h * head_dim ..] over n_ctx[j]
 // bit for bit. Does not allocate; safe to call from several threads with
 // disjoint `out`.
-// REQUIRES: IsAttentionKvType(kv_type); n_ctx non-decreasing;
+// REQUIRES: every run's types support head_dim; n_ctx non-decreasing;
 // 0 < n_ctx[j] <= total tokens in `runs`; out does not overlap q or the K/V.
 void AttentionFastTokens(const float* q, size_t q_stride, size_t n_tokens,
-                         size_t n_q, size_t head_dim, DType kv_type,
+                         size_t n_q, size_t head_dim,
                          std::span<const KvRun> runs, const size_t* n_ctx,
                          float scale, float* out, size_t out_stride);
 

@@ -24,20 +24,8 @@ namespace kvstash::kvcache {
 namespace {
 
 Status CheckLayout(const BlockLayout& l) {
-  if (!kernels::IsAttentionKvType(l.kv_type)) {
-    return Status::InvalidArgument("kv cache: kv_type " +
-                                   std::string(kernels::DTypeName(l.kv_type)) +
-                                   " is not f32, f16 or bf16");
-  }
-  if (l.n_layers <= 0 || l.n_kv_heads <= 0 || l.head_dim <= 0 ||
-      l.block_tokens <= 0) {
-    return Status::InvalidArgument(
-        "kv cache: layout sizes must be positive (n_layers " +
-        std::to_string(l.n_layers) + ", n_kv_heads " +
-        std::to_string(l.n_kv_heads) + ", head_dim " +
-        std::to_string(l.head_dim) + ", block_tokens " +
-        std::to_string(l.block_tokens) + ")");
-  }
+  const std::string why = l.Check();
+  if (!why.empty()) return Status::InvalidArgument("kv cache: " + why);
   return Status::OK();
 }
 
@@ -228,14 +216,18 @@ size_t KvManager::State::MapChain(std::span<const Hash128> chain,
 
 // The sequence will write its last prompt token into its last mapped block,
 // which others can see: replaces it by a private copy (left unnamed, so
-// Commit names it as a duplicate), or drops it when no block can be had.
-// Returns whether the copy was made.
+// Commit names it as a duplicate), or drops it when no block can be had or
+// its types keep a full-precision residual (a sealed block cannot be
+// written into again: its tokens are recomputed, as a cold run computes
+// them). Returns whether the copy was made.
 bool KvManager::State::PrivatizeLastBlock(SequenceKv* seq) {
   const BlockId shared = seq->blocks.back();
   const Hash128 hash = seq->chain.back();
   seq->chain.pop_back();
   seq->indexed.pop_back();
-  const BlockId copy = AllocateEvicting();
+  const BlockId copy = kernels::KvHasResidual(layout.kv)
+                           ? BlockId{-1}
+                           : AllocateEvicting();
   if (copy >= 0) {
     std::memcpy(pool->data(copy), pool->data(shared), pool->block_bytes());
     seq->blocks.back() = copy;
@@ -639,6 +631,8 @@ KvStats KvManager::Stats() const {
   st.cached_blocks = st.capacity_blocks - st.used_blocks - st.free_blocks;
   st.block_tokens = s.block_tokens();
   st.block_bytes = s.pool->block_bytes();
+  st.kv_format = s.layout.kv;
+  st.bytes_per_token = s.layout.bytes_per_token();
   st.queried_tokens = s.queried_tokens;
   st.hit_tokens = s.hit_tokens;
   st.evictions = s.evictions;

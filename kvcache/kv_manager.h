@@ -39,7 +39,8 @@
 //     never a block a sequence references;
 //   - a partial block is never shared; a sequence never writes into a block
 //     another holder can see (Admit copies the last shared block when the
-//     prompt ends inside it: copy-on-write);
+//     prompt ends inside it: copy-on-write; for KV types with a
+//     full-precision residual the block is dropped and recomputed instead);
 //   - Admit always leaves at least the last prompt token to compute, so the
 //     request gets logits.
 //
@@ -111,6 +112,9 @@ struct KvStats {
   size_t free_blocks = 0;
   size_t block_tokens = 0;
   size_t block_bytes = 0;
+  kernels::KvFormat kv_format;  // the types K and V are stored in
+  double bytes_per_token = 0;   // K/V bytes per cached token, scales included
+  size_t capacity_tokens() const { return capacity_blocks * block_tokens; }
   uint64_t queried_tokens = 0;  // prompt tokens passed to Admit
   uint64_t hit_tokens = 0;      // of which mapped from the cache
   uint64_t evictions = 0;       // blocks evicted on allocation pressure

@@ -10,6 +10,7 @@
 #include <thread>
 #include <variant>
 
+#include "kernels/kv_format.h"
 #include "model/chat_template.h"
 #include "serve/metrics.h"
 #include "serve/openai_api.h"
@@ -184,6 +185,15 @@ void HttpServer::Impl::RegisterMetrics() {
   blocks_cached =
       &m.AddGauge("kvstash_kv_blocks", kBlocks, {{"state", "cached"}});
   blocks_free = &m.AddGauge("kvstash_kv_blocks", kBlocks, {{"state", "free"}});
+  const kvcache::KvStats kv_stats = kv.Stats();
+  m.AddGauge("kvstash_kv_capacity_tokens",
+             "Tokens the KV block pool holds at its KV types")
+      .Set(double(kv_stats.capacity_tokens()));
+  m.AddGauge("kvstash_kv_bytes_per_token",
+             "K/V bytes per cached token (all layers, scales included)",
+             {{"k", std::string(kernels::KvTypeName(kv_stats.kv_format.k))},
+              {"v", std::string(kernels::KvTypeName(kv_stats.kv_format.v))}})
+      .Set(kv_stats.bytes_per_token);
   queue_depth =
       &m.AddGauge("kvstash_queue_depth", "Requests waiting to be scheduled");
   running = &m.AddGauge("kvstash_running_sequences",
@@ -568,6 +578,10 @@ Json HttpServer::Impl::KvStatsJson() {
       {"free_blocks", s.free_blocks},
       {"block_tokens", s.block_tokens},
       {"block_bytes", s.block_bytes},
+      {"capacity_tokens", s.capacity_tokens()},
+      {"kv_type_k", kernels::KvTypeName(s.kv_format.k)},
+      {"kv_type_v", kernels::KvTypeName(s.kv_format.v)},
+      {"bytes_per_token", s.bytes_per_token},
       {"queried_tokens", s.queried_tokens},
       {"hit_tokens", s.hit_tokens},
       {"hit_rate", s.queried_tokens > 0

@@ -120,6 +120,7 @@ struct Scheduler::Sequence {
   uint64_t arrival = 0;
   RequestUsage usage;
   kvcache::SequenceKv kv;
+  KvResidual residual;  // full-precision blocks of residual KV types
   Sampler sampler;
   Clock::time_point first_scheduled;
   Clock::time_point first_token;
@@ -353,6 +354,7 @@ void Scheduler::ReapCancelled() {
 
 void Scheduler::Preempt(Sequence* seq) {
   kv_.Release(&seq->kv);
+  seq->residual.Reset();
   seq->n_computed = 0;
   auto it = std::find_if(running_.begin(), running_.end(),
                          [&](const auto& s) { return s.get() == seq; });
@@ -462,7 +464,8 @@ bool Scheduler::Step() {
   size_t n_logits = 0;
   for (const Planned& p : plan_) {
     Sequence* seq = p.seq;
-    views.emplace_back(kv_.layout(), kv_.BlockData(0), seq->kv.blocks);
+    views.emplace_back(kv_.layout(), kv_.BlockData(0), seq->kv.blocks,
+                       &seq->residual);
     const bool last = seq->n_computed + p.n == int(seq->tokens.size());
     n_logits += last;
     batch.push_back(

@@ -9,7 +9,7 @@
 namespace kvstash::store {
 namespace {
 
-using kernels::DType;
+using kernels::KvType;
 
 // Byte offsets of the header fields (see object_format.h).
 constexpr size_t kMagicAt = 0;
@@ -21,9 +21,10 @@ constexpr size_t kNLayersAt = 44;
 constexpr size_t kNKvHeadsAt = 48;
 constexpr size_t kHeadDimAt = 52;
 constexpr size_t kBlockTokensAt = 56;
-constexpr size_t kDTypeAt = 60;
+constexpr size_t kKTypeAt = 60;
 constexpr size_t kCodecAt = 61;
-constexpr size_t kReserved1At = 62;
+constexpr size_t kVTypeAt = 62;
+constexpr size_t kReserved1At = 63;
 constexpr size_t kPayloadBytesAt = 64;
 constexpr size_t kParentAt = 72;
 constexpr size_t kReserved2At = 88;
@@ -56,26 +57,10 @@ uint64_t GetU64(const uint8_t* p) {
 }
 Hash128 GetHash(const uint8_t* p) { return {GetU64(p), GetU64(p + 8)}; }
 
-// Wire codes of the KV dtypes, independent of the in-memory enum's order.
-bool DTypeToCode(DType t, uint8_t* code) {
-  switch (t) {
-    case DType::kF32:
-      *code = 0;
-      return true;
-    case DType::kF16:
-      *code = 1;
-      return true;
-    case DType::kBF16:
-      *code = 2;
-      return true;
-    default:
-      return false;
-  }
-}
-bool CodeToDType(uint8_t code, DType* t) {
-  static constexpr DType kByCode[] = {DType::kF32, DType::kF16, DType::kBF16};
-  if (code >= std::size(kByCode)) return false;
-  *t = kByCode[code];
+// The KV type of a wire code: KvType's values are part of the format.
+bool CodeToKvType(uint8_t code, KvType* t) {
+  if (code >= kernels::kKvTypeCount) return false;
+  *t = KvType(code);
   return true;
 }
 
@@ -113,10 +98,7 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
                                   const kernels::BlockLayout& layout,
                                   uint32_t token_count,
                                   std::span<const uint8_t> payload) {
-  uint8_t dtype_code = 0;
-  KV_CHECK(DTypeToCode(layout.kv_type, &dtype_code));
-  KV_CHECK(layout.n_layers > 0 && layout.n_kv_heads > 0 &&
-           layout.head_dim > 0 && layout.block_tokens > 0);
+  KV_CHECK(layout.Check().empty());
   KV_CHECK(token_count > 0 && token_count % uint32_t(layout.block_tokens) == 0);
   KV_CHECK(payload.size() ==
            token_count / uint32_t(layout.block_tokens) * layout.block_bytes());
@@ -132,7 +114,8 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
   PutU32(h + kNKvHeadsAt, uint32_t(layout.n_kv_heads));
   PutU32(h + kHeadDimAt, uint32_t(layout.head_dim));
   PutU32(h + kBlockTokensAt, uint32_t(layout.block_tokens));
-  h[kDTypeAt] = dtype_code;
+  h[kKTypeAt] = uint8_t(layout.kv.k);
+  h[kVTypeAt] = uint8_t(layout.kv.v);
   h[kCodecAt] = uint8_t(Codec::kRaw);
   PutU64(h + kPayloadBytesAt, payload.size());
   PutHash(h + kParentAt, parent);
@@ -175,9 +158,14 @@ Result<ObjectHeader> ParseHeaderPrefix(std::span<const uint8_t> bytes) {
       !ReadDim(h, kBlockTokensAt, &layout.block_tokens)) {
     return Status::Corruption("object layout has a zero or oversized field");
   }
-  if (!CodeToDType(h[kDTypeAt], &layout.kv_type)) {
-    return Status::Corruption("unknown object kv dtype code " +
-                              std::to_string(h[kDTypeAt]));
+  if (!CodeToKvType(h[kKTypeAt], &layout.kv.k) ||
+      !CodeToKvType(h[kVTypeAt], &layout.kv.v)) {
+    return Status::Corruption("unknown object kv type codes " +
+                              std::to_string(h[kKTypeAt]) + ", " +
+                              std::to_string(h[kVTypeAt]));
+  }
+  if (!layout.Check().empty()) {
+    return Status::Corruption("object layout: " + layout.Check());
   }
   header.token_count = GetU32(h + kTokenCountAt);
   if (header.token_count == 0 ||
@@ -252,10 +240,9 @@ Result<ObjectView> Expect(ObjectView view, const Hash128& fingerprint,
       return Mismatch(d.name, std::to_string(d.got), std::to_string(d.want));
     }
   }
-  if (h.layout.kv_type != layout.kv_type) {
-    return Mismatch("kv dtype",
-                    std::string(kernels::DTypeName(h.layout.kv_type)),
-                    std::string(kernels::DTypeName(layout.kv_type)));
+  if (h.layout.kv != layout.kv) {
+    return Mismatch("kv types", kernels::KvFormatName(h.layout.kv),
+                    kernels::KvFormatName(layout.kv));
   }
   if (h.codec != Codec::kRaw) {
     return Status::NotSupported("object codec " +

@@ -8,9 +8,11 @@
 //       24   16  key              h_i of the LAST block held (lo, hi)
 //       40    4  token count      a positive multiple of block_tokens
 //       44   16  layout           n_layers, n_kv_heads, head_dim, block_tokens
-//       60    1  kv dtype         0 f32, 1 f16, 2 bf16
+//       60    1  K type           kernels::KvType (0 f32, 1 f16, 2 bf16, 3 q8,
+//                                 4 q4, 5 q4h, 6 kivi2, 7 kivi4)
 //       61    1  codec            0 raw (see Codec)
-//       62    2  reserved         zero
+//       62    1  V type           kernels::KvType
+//       63    1  reserved         zero
 //       64    8  payload length   bytes after the header
 //       72   16  parent           h_{i-1} of the block before the FIRST block
 //                                 held (lo, hi); h_0, i.e. the fingerprint,
@@ -20,7 +22,8 @@
 //      128       payload          raw: [block][layer][K|V][kv_head][token][dim]
 //
 // Versions: 2 added the parent key (a tier orders eviction along chains by
-// it). Any other version, 1 included, is refused as Corruption: a tier is a
+// it); 3 the V type (compressed KV types, each side its own). Any other
+// version, 1 and 2 included, is refused as Corruption: a tier is a
 // cache, and an object it cannot read is recomputed.
 //
 // Keying: an object holds k >= 1 consecutive full blocks and is keyed by the
@@ -55,7 +58,7 @@
 
 namespace kvstash::store {
 
-inline constexpr uint32_t kObjectFormatVersion = 2;
+inline constexpr uint32_t kObjectFormatVersion = 3;
 inline constexpr size_t kObjectHeaderBytes = 128;
 
 // How the payload encodes the blocks. Values are part of the format.
@@ -81,8 +84,7 @@ struct ObjectView {
 
 // Header + raw payload of the `token_count / layout.block_tokens` blocks in
 // `payload`, keyed by `key` and chained to `parent` (see the table).
-// REQUIRES (checked): layout.kv_type is f32, f16 or bf16; every
-// layout dimension > 0; token_count a positive multiple of block_tokens;
+// REQUIRES (checked): layout.Check() is empty; token_count a positive multiple of block_tokens;
 // payload.size() == token_count / block_tokens * layout.block_bytes().
 std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
                                   const Hash128& parent, const Hash128& key,
