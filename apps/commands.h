@@ -78,6 +78,21 @@ struct BenchCommandOptions {
 };
 int RunBench(const BenchCommandOptions& options);
 
+// `kvstash eval`: a candidate KV configuration (run.kv_type...) against a
+// baseline one on the same model and text (engine/eval.h).
+struct EvalCommandOptions {
+  ModelOptions model;
+  RunOptions run;                     // the candidate's KV types
+  std::string baseline_kv_type = "f16";
+  std::string file;                   // teacher-forced text
+  int ctx = 256;
+  int windows = 32;                   // 0: every full window of the file
+  std::string gen_prompts;            // one prompt per line; empty: none
+  int gen_tokens = 128;
+  bool json = false;
+};
+int RunEval(const EvalCommandOptions& options);
+
 // The KV tiers below DRAM (apps/tiers.h opens them).
 struct TierFlags {
   std::string disk_cache;        // directory; empty: no disk tier

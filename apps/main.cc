@@ -227,6 +227,28 @@ int main(int argc, char** argv) {
   bench_tiers_cmd->add_flag("--json", bench_tiers.json,
                             "print one JSON object");
 
+  EvalCommandOptions eval;
+  CLI::App* eval_cmd = app.add_subcommand(
+      "eval",
+      "what a lossy KV configuration costs: perplexity ratio, KL divergence, "
+      "top-1 agreement and greedy divergence against a baseline, and the "
+      "KV bytes per token of both");
+  AddModelFlags(eval_cmd, &eval.model);
+  AddRunFlags(eval_cmd, &eval.run);
+  eval_cmd->add_option("--baseline-kv-type", eval.baseline_kv_type,
+                       "KV type of the baseline, K and V (f16)");
+  eval_cmd->add_option("--file,-f", eval.file, "UTF-8 text file")->required();
+  eval_cmd->add_option("--ctx", eval.ctx,
+                       "window length in tokens, BOS first (256)");
+  eval_cmd->add_option("--windows", eval.windows,
+                       "teacher-forced windows, 0 = all that fit (32)");
+  eval_cmd->add_option("--gen-prompts", eval.gen_prompts,
+                       "file of prompts, one per line, for greedy generation "
+                       "(none)");
+  eval_cmd->add_option("--gen-tokens", eval.gen_tokens,
+                       "greedy tokens per prompt (128)");
+  eval_cmd->add_flag("--json", eval.json, "print one JSON object");
+
   ServeCommandOptions serve;
   CLI::App* serve_cmd = app.add_subcommand(
       "serve",
@@ -275,6 +297,7 @@ int main(int argc, char** argv) {
   if (bench_serve_cmd->parsed()) return RunBenchServe(bench_serve);
   if (bench_tiers_cmd->parsed()) return RunBenchTiers(bench_tiers);
   if (bench_cmd->parsed()) return RunBench(bench);
+  if (eval_cmd->parsed()) return RunEval(eval);
   if (serve_cmd->parsed()) return RunServe(serve);
   if (demo_cmd->parsed()) return RunDemo(demo);
   if (cache_cmd->parsed()) return RunCache(cache);

@@ -88,8 +88,8 @@ struct Side {
   }
 
   LocalKvCache kv;
-  std::vector<float> logits;     // [ctx][vocab]
-  std::vector<double> log_probs; // [vocab], of the row last scored
+  std::vector<float> logits;      // [ctx][vocab]
+  std::vector<double> log_probs;  // [vocab], of the row last scored
   double nll_sum = 0;
   int64_t correct = 0;
 };
@@ -150,7 +150,9 @@ Result<EvalResult> Evaluate(Transformer& transformer,
   KV_RETURN_IF_ERROR(CheckSideFormat("baseline", options.baseline, c));
   KV_RETURN_IF_ERROR(CheckSideFormat("candidate", options.candidate, c));
   const int32_t bos = transformer.model().tokenizer().bos();
-  if (bos < 0) return Status::InvalidArgument("eval: the vocabulary has no BOS");
+  if (bos < 0) {
+    return Status::InvalidArgument("eval: the vocabulary has no BOS");
+  }
   KV_ASSIGN_OR_RETURN(const int windows,
                       CountWindows(text_ids.size(), ctx, options.windows));
 
@@ -173,8 +175,8 @@ Result<EvalResult> Evaluate(Transformer& transformer,
       const int top_cand = cand.Score(t, vocab, target);
       agree += top_base == top_cand;
       kls.push_back(KlDivergence(base.log_probs, cand.log_probs));
-      const double dp = std::exp(cand.log_probs[target]) -
-                        std::exp(base.log_probs[target]);
+      const double dp =
+          std::exp(cand.log_probs[target]) - std::exp(base.log_probs[target]);
       dp_sq_sum += dp * dp;
     }
     if (progress) {
@@ -210,9 +212,8 @@ Result<EvalResult> Evaluate(Transformer& transformer,
     KV_ASSIGN_OR_RETURN(
         const std::vector<int32_t> out_cand,
         Greedy(transformer, prompt, options.gen_tokens, options.candidate));
-    const auto diff =
-        std::mismatch(out_base.begin(), out_base.end(), out_cand.begin(),
-                      out_cand.end());
+    const auto diff = std::mismatch(out_base.begin(), out_base.end(),
+                                    out_cand.begin(), out_cand.end());
     const int first = static_cast<int>(diff.first - out_base.begin());
     r.first_divergence.push_back(first);
     identical += out_base == out_cand;

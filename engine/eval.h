@@ -39,9 +39,9 @@
 namespace kvstash {
 
 struct EvalOptions {
-  int ctx = 256;      // window length in tokens, BOS first
-  int windows = 32;   // teacher-forced windows at most (0: all that fit)
-  kernels::KvFormat baseline;   // f16/f16 by default
+  int ctx = 256;     // window length in tokens, BOS first
+  int windows = 32;  // teacher-forced windows at most (0: all that fit)
+  kernels::KvFormat baseline;  // f16/f16 by default
   kernels::KvFormat candidate;
   // Greedy prompts: token ids, BOS first as the caller tokenized them.
   std::vector<std::vector<int32_t>> gen_prompts;
@@ -67,9 +67,9 @@ struct EvalResult {
   int windows = 0;
   // Greedy.
   int gen_prompts = 0;
-  double greedy_identical = 0;  // fraction of prompts with equal outputs
+  double greedy_identical = 0;        // fraction of prompts with equal outputs
   std::vector<int> first_divergence;  // per prompt; gen_tokens if none
-  double kv_bytes_ratio = 0;  // candidate / baseline kv_bytes_per_token
+  double kv_bytes_ratio = 0;          // candidate / baseline kv_bytes_per_token
 };
 
 // Called with one short line per window ("window 3/32") and per greedy

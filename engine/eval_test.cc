@@ -21,8 +21,9 @@ using kernels::KvFormat;
 using kernels::KvType;
 
 std::unique_ptr<Model> LoadStories() {
-  auto m = Model::Load(testing::SharedPath("models/stories260K/stories260K.bin"),
-                       testing::SharedPath("models/stories260K/tok512.bin"));
+  auto m =
+      Model::Load(testing::SharedPath("models/stories260K/stories260K.bin"),
+                  testing::SharedPath("models/stories260K/tok512.bin"));
   EXPECT_TRUE(m.ok()) << m.status().ToString();
   return m.ok() ? std::move(m).value() : nullptr;
 }
@@ -37,8 +38,7 @@ std::vector<int32_t> TextTokens(const Model& model) {
 }
 
 // ctx 64, 4 windows, 2 prompts (BOS + 8 text tokens) x 16 greedy tokens.
-EvalOptions SmallOptions(const Model& model,
-                         const std::vector<int32_t>& text) {
+EvalOptions SmallOptions(const Model& model, const std::vector<int32_t>& text) {
   EvalOptions o;
   o.ctx = 64;
   o.windows = 4;
@@ -69,8 +69,8 @@ TEST_F(EvalTest, SameFormatGivesExactlyNoDifference) {
   Transformer tf(*model_);
   EvalOptions o = SmallOptions(*model_, text_);
   std::vector<std::string> lines;
-  auto r = Evaluate(tf, text_, o,
-                    [&](const std::string& l) { lines.push_back(l); });
+  auto r =
+      Evaluate(tf, text_, o, [&](const std::string& l) { lines.push_back(l); });
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->windows, 4);
   EXPECT_EQ(r->tokens, 4 * 63);
@@ -135,15 +135,14 @@ TEST_F(EvalTest, Q8IsCloseToF16ButMeasurablyDifferent) {
     EXPECT_GE(d, 0);
     EXPECT_LE(d, 16);
   }
-  ::testing::Test::RecordProperty(
-      "summary", "ppl_ratio=" + std::to_string(r->ppl_ratio) +
-                     " kl_mean=" + std::to_string(r->kl_mean) +
-                     " kl_p99=" + std::to_string(r->kl_p99) +
-                     " kl_max=" + std::to_string(r->kl_max) +
-                     " top1_agreement=" + std::to_string(r->top1_agreement) +
-                     " rms_dp=" + std::to_string(r->rms_dp) +
-                     " greedy_identical=" +
-                     std::to_string(r->greedy_identical));
+  RecordProperty(
+      "summary",
+      "ppl_ratio=" + std::to_string(r->ppl_ratio) + " kl_mean=" +
+          std::to_string(r->kl_mean) + " kl_p99=" + std::to_string(r->kl_p99) +
+          " kl_max=" + std::to_string(r->kl_max) +
+          " top1_agreement=" + std::to_string(r->top1_agreement) +
+          " rms_dp=" + std::to_string(r->rms_dp) +
+          " greedy_identical=" + std::to_string(r->greedy_identical));
 }
 
 TEST_F(EvalTest, ZeroWindowsScoresAllThatFit) {

@@ -12,13 +12,16 @@
 namespace kvstash::kvcache {
 namespace {
 
-BlockLayout TestLayout() {
+using kernels::KvFormat;
+using kernels::KvType;
+
+BlockLayout TestLayout(KvFormat kv = {}) {
   BlockLayout l;
   l.n_layers = 2;
   l.n_kv_heads = 2;
   l.head_dim = 8;
   l.block_tokens = 16;
-  l.kv_type = kernels::DType::kF16;
+  l.kv = kv;
   return l;
 }
 
@@ -48,13 +51,30 @@ TEST(BlockHashTest, GoldenValues) {
             "15b7b07818d46bb8d8c5fa862aab7b13");
 }
 
+// The root names the K and V types and, per side, the scale group, the
+// packing stripe (0 for float types) and whether the head is rotated.
 TEST(BlockHashTest, RootEncodesTheLittleEndianFields) {
   Hasher128 h;
-  h.Add(std::string_view("kvstash-kv-v1")).Add(HashBytes("model", 5));
-  h.AddU32(2).AddU32(2).AddU32(8).AddU32(16).AddU32(
-      uint32_t(kernels::DType::kF16));
+  h.Add(std::string_view("kvstash-kv-v2")).Add(HashBytes("model", 5));
+  h.AddU32(2).AddU32(2).AddU32(8).AddU32(16);
+  h.AddU32(1).AddU32(1);  // K f16, V f16
+  h.AddU32(8).AddU32(0).AddU32(0);  // K: group 8, not packed, not rotated
+  h.AddU32(8).AddU32(0).AddU32(0);  // V
   h.AddU64(3).Add(std::string_view("abc"));
   EXPECT_EQ(ModelRoot("abc"), h.Finish());
+
+  // K q4h: 4-bit codes in stripes of 4 (4 * 2 codes per 8 dims), rotated;
+  // V kivi2: 2-bit codes in stripes of 2 (2 * 4 per 8 dims).
+  Hasher128 q;
+  q.Add(std::string_view("kvstash-kv-v2")).Add(HashBytes("model", 5));
+  q.AddU32(2).AddU32(2).AddU32(8).AddU32(16);
+  q.AddU32(uint32_t(KvType::kQ4H)).AddU32(uint32_t(KvType::kKivi2));
+  q.AddU32(8).AddU32(4).AddU32(1);
+  q.AddU32(8).AddU32(2).AddU32(0);
+  q.AddU64(0);
+  EXPECT_EQ(RootHash(HashBytes("model", 5),
+                     TestLayout({KvType::kQ4H, KvType::kKivi2}), ""),
+            q.Finish());
 }
 
 TEST(BlockHashTest, BlockEncodesParentThenTokens) {
@@ -74,9 +94,23 @@ TEST(BlockHashTest, SaltModelAndLayoutSeparateNamespaces) {
   EXPECT_NE(ModelRoot("tenant-a"), ModelRoot("tenant-b"));
   EXPECT_NE(ChainHex("tenant-a"), ChainHex(""));
   EXPECT_NE(RootHash(HashBytes("other", 5), TestLayout(), ""), ModelRoot(""));
-  BlockLayout bf16 = TestLayout();
-  bf16.kv_type = kernels::DType::kBF16;
-  EXPECT_NE(RootHash(HashBytes("model", 5), bf16, ""), ModelRoot(""));
+  // Every pair of K and V types is its own namespace (K q8 + V q4h is not
+  // K q4h + V q8): a block is never read as another type's bytes.
+  std::vector<Hash128> roots;
+  for (int k = 0; k < kernels::kKvTypeCount; ++k) {
+    for (int v = 0; v < kernels::kKvTypeCount; ++v) {
+      roots.push_back(RootHash(HashBytes("model", 5),
+                               TestLayout({KvType(k), KvType(v)}), ""));
+    }
+  }
+  for (size_t i = 0; i < roots.size(); ++i) {
+    for (size_t j = i + 1; j < roots.size(); ++j) {
+      EXPECT_NE(roots[i], roots[j]) << i << " vs " << j;
+    }
+  }
+  EXPECT_EQ(roots[size_t(KvType::kF16) * kernels::kKvTypeCount +
+                  size_t(KvType::kF16)],
+            ModelRoot(""));
   BlockLayout b32 = TestLayout();
   b32.block_tokens = 32;
   EXPECT_NE(RootHash(HashBytes("model", 5), b32, ""), ModelRoot(""));

@@ -14,6 +14,8 @@ namespace kvstash::kvcache {
 namespace {
 
 using namespace testing;  // NOLINT: the helpers of kv_test_util.h
+using kernels::KvFormat;
+using kernels::KvType;
 
 TEST(KvManagerTest, CreateRejectsBadOptions) {
   KvManagerOptions o;
@@ -22,8 +24,13 @@ TEST(KvManagerTest, CreateRejectsBadOptions) {
   o.capacity_bytes = o.layout.block_bytes() - 1;
   EXPECT_EQ(KvManager::Create(o).status().code(), StatusCode::kInvalidArgument);
   o.capacity_bytes = 8 * o.layout.block_bytes();
-  o.layout.kv_type = kernels::DType::kQ8_0;
-  EXPECT_EQ(KvManager::Create(o).status().code(), StatusCode::kInvalidArgument);
+  // Quantized types need head_dim % 8 == 0.
+  o.layout.head_dim = 12;
+  o.layout.kv = {KvType::kF16, KvType::kQ8};
+  const Status bad_type = KvManager::Create(o).status();
+  EXPECT_EQ(bad_type.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_type.message().find("kv cache: "), std::string::npos)
+      << bad_type.message();
   o.layout = SmallLayout();
   o.layout.block_tokens = 0;
   EXPECT_EQ(KvManager::Create(o).status().code(), StatusCode::kInvalidArgument);
@@ -33,6 +40,43 @@ TEST(KvManagerTest, CreateRejectsBadOptions) {
   EXPECT_EQ((*m)->Stats().capacity_blocks, 8u);
   EXPECT_EQ((*m)->Stats().block_bytes, o.layout.block_bytes());
   EXPECT_EQ((*m)->Stats().block_tokens, size_t(kB));
+  EXPECT_EQ((*m)->Stats().kv_format, KvFormat{});
+  EXPECT_EQ((*m)->Stats().capacity_tokens(), size_t(8 * kB));
+  EXPECT_EQ((*m)->Stats().bytes_per_token,
+            double(o.layout.block_bytes()) / kB);
+}
+
+// Stats name the pool's types; a compressed type holds more tokens in the
+// same bytes.
+TEST(KvManagerTest, StatsReportTypesAndTokenCapacity) {
+  BlockLayout f16 = SmallLayout();
+  f16.head_dim = 32;
+  for (const KvFormat kv :
+       {KvFormat{KvType::kF16, KvType::kF16},
+        KvFormat{KvType::kQ8, KvType::kQ4H},
+        KvFormat{KvType::kKivi2, KvType::kKivi2},
+        KvFormat{KvType::kKivi4, KvType::kQ4H}}) {
+    SCOPED_TRACE(kernels::KvFormatName(kv));
+    KvManagerOptions o;
+    o.layout = SmallLayout(kv);
+    o.layout.head_dim = 32;  // one geometry for all
+    o.prefault = false;
+    o.capacity_bytes = 64 * f16.block_bytes();  // 64 f16 blocks
+    Result<std::unique_ptr<KvManager>> m = KvManager::Create(o);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    const KvStats st = (*m)->Stats();
+    EXPECT_EQ(st.kv_format, kv);
+    EXPECT_EQ(st.bytes_per_token, o.layout.bytes_per_token());
+    EXPECT_EQ(st.block_bytes, o.layout.block_bytes());
+    EXPECT_EQ(st.capacity_blocks, o.capacity_bytes / o.layout.block_bytes());
+    EXPECT_EQ(st.capacity_tokens(), st.capacity_blocks * size_t(kB));
+    if (kv != KvFormat{}) {
+      EXPECT_LT(st.bytes_per_token, f16.bytes_per_token());
+      EXPECT_GT(st.capacity_tokens(), size_t(64 * kB));
+    } else {
+      EXPECT_EQ(st.capacity_tokens(), size_t(64 * kB));
+    }
+  }
 }
 
 TEST(KvManagerTest, SecondAdmitOfAPromptHitsItsFullBlocks) {
@@ -110,6 +154,59 @@ TEST(KvManagerTest, BlockAlignedPromptCopiesItsLastBlock) {
   m->Release(&s);
   m->Release(&other);
   EXPECT_TRUE(Valid(*m, {}).ok());
+}
+
+// Types with a full-precision residual (KIVI) cannot write into a sealed
+// block: a prompt ending on a cached block boundary drops that block and
+// recomputes its tokens (as a cold run computes them) instead of copying it.
+class KvManagerResidualTest : public ::testing::TestWithParam<KvFormat> {};
+
+INSTANTIATE_TEST_SUITE_P(
+    ResidualTypes, KvManagerResidualTest,
+    ::testing::Values(KvFormat{KvType::kKivi2, KvType::kKivi2},
+                      KvFormat{KvType::kKivi4, KvType::kKivi4},
+                      KvFormat{KvType::kKivi4, KvType::kQ4H},
+                      KvFormat{KvType::kF16, KvType::kKivi2}),
+    [](const auto& info) {
+      return std::string(kernels::KvTypeName(info.param.k)) + "_" +
+             std::string(kernels::KvTypeName(info.param.v));
+    });
+
+TEST_P(KvManagerResidualTest, BlockAlignedPromptDropsItsLastBlock) {
+  const KvFormat kv = GetParam();
+  std::unique_ptr<KvManager> m = MakeManager(8, {}, kv);
+  const Hash128 root = Root("", kv);
+  const std::vector<int32_t> prompt = Range(10, 8);
+  CacheRun(*m, prompt, root);
+  EXPECT_EQ(m->Lookup(prompt, root), 8);
+  SequenceKv s = Seq(root);
+  EXPECT_EQ(m->Admit(prompt, &s), kB);  // the whole last block is recomputed
+  ASSERT_EQ(s.blocks.size(), 1u);
+  EXPECT_EQ(s.chain.size(), 1u);
+  KvStats st = m->Stats();
+  EXPECT_EQ(st.cow_copies, 0u);
+  EXPECT_EQ(st.hit_tokens, uint64_t(kB));
+  EXPECT_EQ(st.cached_blocks, 1u);  // the dropped block stays cached
+  EXPECT_TRUE(Computed(*m, prompt, kB, s));
+  EXPECT_TRUE(Valid(*m, {&s}).ok());
+  // Recomputing the block gives a private duplicate of the indexed one.
+  ASSERT_TRUE(m->Reserve(8, &s).ok());
+  ASSERT_EQ(s.blocks.size(), 2u);
+  Compute(*m, prompt, kB, 8, s);
+  m->Commit(prompt, &s);
+  EXPECT_EQ(s.indexed, (std::vector<bool>{true, false}));
+  EXPECT_TRUE(Computed(*m, prompt, 8, s));
+  EXPECT_TRUE(Valid(*m, {&s}).ok());
+  m->Release(&s);
+  EXPECT_EQ(m->Lookup(prompt, root), 8);
+  // A prompt that goes past the cached blocks maps them all: no block is
+  // written into.
+  SequenceKv t = Seq(root);
+  EXPECT_EQ(m->Admit(Range(10, 9), &t), 8);
+  EXPECT_EQ(m->Stats().cow_copies, 0u);
+  m->Release(&t);
+  EXPECT_TRUE(Valid(*m, {}).ok());
+  EXPECT_EQ(m->Stats().used_blocks, 0u);
 }
 
 TEST(KvManagerTest, CopyOfAnUnchangedPromptStaysPrivate) {
@@ -336,16 +433,30 @@ TEST(KvManagerTest, ThreadsShareOneManager) {
 // clears over sequences with shared prefixes in a pool so small that nearly
 // every allocation evicts. Every operation is followed by Validate and by a
 // check that every live sequence still sees the K/V it computed.
-TEST(KvManagerTest, RandomOperationsKeepEveryFact) {
+class KvManagerRandomTest : public ::testing::TestWithParam<KvFormat> {};
+
+INSTANTIATE_TEST_SUITE_P(
+    KvTypes, KvManagerRandomTest,
+    ::testing::Values(KvFormat{KvType::kF16, KvType::kF16},
+                      KvFormat{KvType::kQ8, KvType::kQ4H},
+                      KvFormat{KvType::kKivi4, KvType::kKivi2}),
+    [](const auto& info) {
+      return std::string(kernels::KvTypeName(info.param.k)) + "_" +
+             std::string(kernels::KvTypeName(info.param.v));
+    });
+
+TEST_P(KvManagerRandomTest, RandomOperationsKeepEveryFact) {
   constexpr int kSeqs = 5, kPool = 14, kMaxLen = 40, kOps = 4000;
-  std::unique_ptr<KvManager> m = MakeManager(kPool);
+  const KvFormat kv = GetParam();
+  const bool residual = kernels::KvHasResidual(kv);
+  std::unique_ptr<KvManager> m = MakeManager(kPool, {}, kv);
   std::mt19937 rng(12345);
   auto rand = [&rng](int n) { return int(rng() % uint32_t(n)); };
   std::vector<std::vector<int32_t>> bases(3);
   for (std::vector<int32_t>& b : bases) {
     for (int i = 0; i < 24; ++i) b.push_back(rand(3));
   }
-  const Hash128 roots[2] = {Root(""), Root("tenant")};
+  const Hash128 roots[2] = {Root("", kv), Root("tenant", kv)};
 
   // Besides the tag, each run stamps the positions it computes with its own
   // id (in V): a run that wrote into a block another run can see would
@@ -362,7 +473,7 @@ TEST(KvManagerTest, RandomOperationsKeepEveryFact) {
   auto intact = [&m](const Sim& s) {
     for (int p = s.own_from; p < s.done; ++p) {
       uint64_t stamp;
-      std::memcpy(&stamp, Slot(*m, s.kv, p, 1), sizeof(stamp));
+      std::memcpy(&stamp, Slot(*m, s.kv, p, kernels::KvSide::kV), sizeof(stamp));
       if (stamp != s.run) return false;
     }
     return Computed(*m, s.tokens, s.done, s.kv);
@@ -383,8 +494,11 @@ TEST(KvManagerTest, RandomOperationsKeepEveryFact) {
     s.done = m->Admit(s.tokens, &s.kv);
     s.own_from = s.done;
     s.run = ++runs;
-    ASSERT_TRUE(s.done == std::min(known, n - 1) ||
-                (known == n && s.done == n - kB))
+    // A block-aligned prompt cached whole: copy-on-write (n - 1), or the
+    // last block dropped (n - kB: always for residual types).
+    ASSERT_TRUE(residual && known == n ? s.done == n - kB
+                                       : s.done == std::min(known, n - 1) ||
+                                             (known == n && s.done == n - kB))
         << "lookup " << known << " admit " << s.done << " of " << n;
     s.active = true;
   };
@@ -400,7 +514,7 @@ TEST(KvManagerTest, RandomOperationsKeepEveryFact) {
     }
     Compute(*m, s.tokens, s.done, target, s.kv);
     for (int p = s.done; p < target; ++p) {
-      std::memcpy(Slot(*m, s.kv, p, 1), &s.run, sizeof(s.run));
+      std::memcpy(Slot(*m, s.kv, p, kernels::KvSide::kV), &s.run, sizeof(s.run));
     }
     s.done = target;
     m->Commit(std::span(s.tokens).first(size_t(s.done)), &s.kv);
@@ -434,7 +548,11 @@ TEST(KvManagerTest, RandomOperationsKeepEveryFact) {
   const KvStats mid = m->Stats();
   EXPECT_GT(mid.evictions, 100u);
   EXPECT_GT(mid.hit_tokens, 0u);
-  EXPECT_GT(mid.cow_copies, 0u);
+  if (residual) {
+    EXPECT_EQ(mid.cow_copies, 0u);
+  } else {
+    EXPECT_GT(mid.cow_copies, 0u);
+  }
   for (Sim& s : sims) release(s);
   ASSERT_TRUE(m->Validate({}).ok());  // every refcount is 0
   const KvStats st = m->Stats();

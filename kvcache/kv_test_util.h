@@ -17,20 +17,24 @@ namespace kvstash::kvcache::testing {
 
 constexpr int kB = 4;  // block_tokens of the test layout
 
-inline BlockLayout SmallLayout() {
+// The test layout in `kv` (f16 by default). Heads of 8 dims for the float
+// types; 32 for the quantized ones, so that a row of every type holds the
+// 8-byte tags Compute stores.
+inline BlockLayout SmallLayout(kernels::KvFormat kv = {}) {
   BlockLayout l;
   l.n_layers = 2;
   l.n_kv_heads = 2;
-  l.head_dim = 8;
+  l.head_dim = kernels::KvIsFloat(kv.k) && kernels::KvIsFloat(kv.v) ? 8 : 32;
   l.block_tokens = kB;
-  l.kv_type = kernels::DType::kF16;
+  l.kv = kv;
   return l;
 }
 
 inline std::unique_ptr<KvManager> MakeManager(
-    int blocks, std::vector<TierOptions> tiers = {}) {
+    int blocks, std::vector<TierOptions> tiers = {},
+    kernels::KvFormat kv = {}) {
   KvManagerOptions o;
-  o.layout = SmallLayout();
+  o.layout = SmallLayout(kv);
   o.capacity_bytes = size_t(blocks) * o.layout.block_bytes();
   o.prefault = false;
   o.tiers = std::move(tiers);
@@ -45,8 +49,8 @@ inline SequenceKv Seq(const Hash128& root) {
   return s;
 }
 
-inline Hash128 Root(std::string_view salt) {
-  return RootHash(HashBytes("model", 5), SmallLayout(), salt);
+inline Hash128 Root(std::string_view salt, kernels::KvFormat kv = {}) {
+  return RootHash(HashBytes("model", 5), SmallLayout(kv), salt);
 }
 
 inline std::vector<int32_t> Range(int32_t first, int n) {
@@ -73,11 +77,11 @@ inline uint64_t Tag(const Hash128& root, std::span<const int32_t> tokens,
   return h;
 }
 
-// Where position p's K (k_or_v 0) or V (1) of layer 0, head 0 starts.
+// Where position p's K or V row of layer 0, head 0 starts.
 inline uint8_t* Slot(const KvManager& m, const SequenceKv& seq, int p,
-                     int k_or_v = 0) {
+                     kernels::KvSide side = kernels::KvSide::kK) {
   return m.BlockData(seq.blocks[size_t(p / kB)]) +
-         m.layout().Offset(0, k_or_v, 0, p % kB);
+         m.layout().Offset(0, side, 0, p % kB);
 }
 
 // Stands in for the forward pass over positions [from, to).

@@ -11,20 +11,33 @@ namespace kvstash::store {
 namespace {
 
 using kernels::BlockLayout;
-using kernels::DType;
+using kernels::KvFormat;
+using kernels::KvType;
 
 using Bytes = std::vector<uint8_t>;
 
 constexpr size_t kChecksumAt = 112;
 
-BlockLayout TestLayout(DType t = DType::kF16) {
+BlockLayout TestLayout(KvFormat kv = {}) {
   BlockLayout l;
   l.n_layers = 2;
   l.n_kv_heads = 2;
   l.head_dim = 8;
   l.block_tokens = 4;
-  l.kv_type = t;
+  l.kv = kv;
   return l;
+}
+
+// Every type on both sides, and pairs whose sides differ.
+std::vector<KvFormat> AllFormats() {
+  std::vector<KvFormat> f;
+  for (int t = 0; t < kernels::kKvTypeCount; ++t) {
+    f.push_back({KvType(t), KvType(t)});
+  }
+  f.push_back({KvType::kQ8, KvType::kQ4H});
+  f.push_back({KvType::kKivi4, KvType::kQ4H});
+  f.push_back({KvType::kF16, KvType::kKivi2});
+  return f;
 }
 
 const Hash128 kFingerprint = HashBytes("namespace", 9);
@@ -62,9 +75,10 @@ void Reseal(std::vector<uint8_t>& b) {
 }
 
 TEST(ObjectFormatTest, RoundTripsOneAndSeveralBlocks) {
-  for (const DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+  for (const KvFormat& f : AllFormats()) {
+    SCOPED_TRACE(kernels::KvFormatName(f));
     for (const int blocks : {1, 3}) {
-      const BlockLayout l = TestLayout(t);
+      const BlockLayout l = TestLayout(f);
       const std::vector<uint8_t> payload =
           Payload(size_t(blocks) * l.block_bytes(), uint8_t(blocks));
       const std::vector<uint8_t> obj =
@@ -82,7 +96,11 @@ TEST(ObjectFormatTest, RoundTripsOneAndSeveralBlocks) {
       EXPECT_EQ(v->header.layout.n_kv_heads, l.n_kv_heads);
       EXPECT_EQ(v->header.layout.head_dim, l.head_dim);
       EXPECT_EQ(v->header.layout.block_tokens, l.block_tokens);
-      EXPECT_EQ(v->header.layout.kv_type, t);
+      EXPECT_EQ(v->header.layout.kv, f);
+      EXPECT_EQ(v->header.layout.block_bytes(), l.block_bytes());
+      // Header bytes 60 and 62 hold the K and V types.
+      EXPECT_EQ(obj[60], uint8_t(f.k));
+      EXPECT_EQ(obj[62], uint8_t(f.v));
       EXPECT_EQ(v->header.codec, Codec::kRaw);
       EXPECT_EQ(v->header.payload_bytes, payload.size());
       EXPECT_EQ(v->payload.data(), obj.data() + kObjectHeaderBytes);
@@ -97,7 +115,7 @@ TEST(ObjectFormatTest, RoundTripsOneAndSeveralBlocks) {
 TEST(ObjectFormatTest, EncodingIsLittleEndianAndStable) {
   const std::vector<uint8_t> obj = Encode(2);
   EXPECT_EQ(std::string(obj.begin(), obj.begin() + 4), "KVSO");
-  EXPECT_EQ(obj[4], 2);  // version
+  EXPECT_EQ(obj[4], 3);  // version
   EXPECT_EQ(obj[5] | obj[6] | obj[7], 0);
   EXPECT_EQ(obj[8], uint8_t(kFingerprint.lo));
   EXPECT_EQ(obj[16], uint8_t(kFingerprint.hi));
@@ -105,8 +123,10 @@ TEST(ObjectFormatTest, EncodingIsLittleEndianAndStable) {
   EXPECT_EQ(obj[40], 8);                    // tokens
   EXPECT_EQ(obj[44], 2);                    // n_layers
   EXPECT_EQ(obj[52], 8);                    // head_dim
-  EXPECT_EQ(obj[60], 1);                    // f16
+  EXPECT_EQ(obj[60], 1);                    // K f16
   EXPECT_EQ(obj[61], 0);                    // raw
+  EXPECT_EQ(obj[62], 1);                    // V f16
+  EXPECT_EQ(obj[63], 0);                    // reserved
   EXPECT_EQ(obj[64] | obj[65] << 8, 1024);  // payload bytes
   EXPECT_EQ(obj[kObjectHeaderBytes], 3);    // first payload byte
   EXPECT_EQ(obj[72], uint8_t(kParent.lo));
@@ -140,11 +160,19 @@ TEST(ObjectFormatTest, ObjectOfAnotherNamespaceKeyOrLayoutIsRefused) {
   m = l;
   m.block_tokens = 2;
   cases.push_back({"block_tokens", kFingerprint, kKey, m});
+  for (const KvFormat& f : AllFormats()) {
+    if (f == l.kv) continue;
+    m = l;
+    m.kv = f;
+    cases.push_back({"kv types", kFingerprint, kKey, m});
+  }
+  // One side differing is enough.
   m = l;
-  m.kv_type = DType::kBF16;
-  cases.push_back({"kv dtype", kFingerprint, kKey, m});
-  m.kv_type = DType::kQ8_0;
-  cases.push_back({"kv dtype", kFingerprint, kKey, m});
+  m.kv.v = KvType::kQ8;
+  cases.push_back({"kv types", kFingerprint, kKey, m});
+  m = l;
+  m.kv.k = KvType::kKivi4;
+  cases.push_back({"kv types", kFingerprint, kKey, m});
   for (const Case& c : cases) {
     for (const auto decode : {&DecodeObject, &DecodeVerifiedObject}) {
       Result<ObjectView> v = decode(obj, c.fingerprint, c.key, c.layout);
@@ -215,7 +243,9 @@ TEST(ObjectFormatTest, BadHeaderValuesAreCorruption) {
   const Case cases[] = {
       {"magic", [](Bytes& b) { b[0] = 'X'; }, "magic"},
       {"version 1 (no parent)", [](Bytes& b) { PutU32(b, 4, 1); }, "version 1"},
-      {"version 3", [](Bytes& b) { PutU32(b, 4, 3); }, "version 3"},
+      {"version 2 (no V type)", [](Bytes& b) { PutU32(b, 4, 2); },
+       "version 2"},
+      {"version 4", [](Bytes& b) { PutU32(b, 4, 4); }, "version 4"},
       {"reserved 1", [](Bytes& b) { b[63] = 1; }, "reserved"},
       {"reserved 2", [](Bytes& b) { b[100] = 1; }, "reserved"},
       {"payload length", [](Bytes& b) { PutU32(b, 64, 100); }, "payload"},
@@ -224,7 +254,15 @@ TEST(ObjectFormatTest, BadHeaderValuesAreCorruption) {
       {"partial block", [](Bytes& b) { PutU32(b, 40, 6); }, "token count"},
       {"zero layers", [](Bytes& b) { PutU32(b, 44, 0); }, "layout"},
       {"huge head_dim", [](Bytes& b) { PutU32(b, 52, 0x80000000u); }, "layout"},
-      {"dtype", [](Bytes& b) { b[60] = 3; }, "dtype code 3"},
+      {"K type", [](Bytes& b) { b[60] = 8; }, "kv type codes 8, 1"},
+      {"V type", [](Bytes& b) { b[62] = 200; }, "kv type codes 1, 200"},
+      // A known type the layout cannot hold: q8 needs head_dim % 8 == 0.
+      {"type for head_dim",
+       [](Bytes& b) {
+         b[60] = uint8_t(KvType::kQ8);
+         PutU32(b, 52, 12);
+       },
+       "object layout"},
   };
   for (const Case& c : cases) {
     std::vector<uint8_t> obj = Encode();

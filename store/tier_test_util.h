@@ -20,7 +20,7 @@ inline kernels::BlockLayout TestLayout() {
   l.n_kv_heads = 2;
   l.head_dim = 8;
   l.block_tokens = 4;
-  l.kv_type = kernels::DType::kF16;
+  l.kv = {kernels::KvType::kF16, kernels::KvType::kF16};
   return l;  // 512-byte blocks
 }
 
