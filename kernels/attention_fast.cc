@@ -300,22 +300,99 @@ HWY_INLINE VF LoadKv(Part part, const RowRef& r, size_t i, const Geo& g) {
   }
 }
 
+// Codes of elements [i, i + lanes) of a quantized row as f32, without any
+// scale: q8 codes, q4 codes - 8, KIVI codes. REQUIRES: Geo::fast.
+template <KvType kT, class Part>
+HWY_INLINE VF LoadCodesOf(Part part, const uint8_t* codes, size_t i,
+                          const Geo& g) {
+  if constexpr (kT == KvType::kQ8) {
+    return hn::ConvertTo(DF(), LoadBytes<int8_t>(part, codes + i));
+  } else if constexpr (kT == KvType::kQ4 || kT == KvType::kQ4H) {
+    return hn::Sub(LoadCodes<4>(part, codes, i, g), hn::Set(DF(), 8.0f));
+  } else {
+    return LoadCodes<BitsOf(kT)>(part, codes, i, g);
+  }
+}
+
+constexpr bool IsPerTokenQuant(KvType t) {
+  return t == KvType::kQ8 || t == KvType::kQ4 || t == KvType::kQ4H;
+}
+
+// Per-position group scales (and mins, for KIVI values) of the n rows of a
+// tile, as f32: scale[p * n_groups + g].
+template <KvType kT, KvSide kS>
+void TileScales(const RowRef* rows, size_t n, const Geo& g, float* scale,
+                float* min) {
+  for (size_t p = 0; p < n; ++p) {
+    for (size_t gi = 0; gi < g.n_groups; ++gi) {
+      if constexpr (KvIsKivi(kT)) {
+        scale[p * g.n_groups + gi] = HalfToFloat(rows[p].data + 4 * gi);
+        min[p * g.n_groups + gi] = HalfToFloat(rows[p].data + 4 * gi + 2);
+      } else {
+        scale[p * g.n_groups + gi] = HalfToFloat(rows[p].data + 2 * gi);
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------ scores
+//
+// ScoreBlock reads the kPosBlock key rows through a row view: Get(part, j, i)
+// is elements [i, i + lanes) of row j as f32.
+
+template <typename T>
+struct FloatRows {  // f32, f16, bf16 rows
+  const T* row[kPosBlock];
+  template <class Part>
+  HWY_INLINE VF Get(Part part, size_t j, size_t i) const {
+    return Load(part, row[j] + i);
+  }
+};
+
+template <KvType kT>
+struct ScaledRows {  // q8 / q4 rows times their group's scale (per tile)
+  const uint8_t* codes[kPosBlock];
+  const float* scale[kPosBlock];  // the row's group scales
+  const Geo* g;
+  template <class Part>
+  HWY_INLINE VF Get(Part part, size_t j, size_t i) const {
+    return hn::Mul(LoadCodesOf<kT>(part, codes[j], i, *g),
+                   hn::Set(DF(), scale[j][i >> g->group_shift]));
+  }
+};
+
+template <KvType kT>
+struct CodeRows {  // KIVI key codes (scales folded into the query)
+  const uint8_t* codes[kPosBlock];
+  const Geo* g;
+  template <class Part>
+  HWY_INLINE VF Get(Part part, size_t j, size_t i) const {
+    return LoadCodesOf<kT>(part, codes[j], i, *g);
+  }
+};
+
+template <KvType kT>
+struct GenericRows {  // any row, decoded by LoadKv
+  RowRef row[kPosBlock];
+  const Geo* g;
+  template <class Part>
+  HWY_INLINE VF Get(Part part, size_t j, size_t i) const {
+    return LoadKv<kT, KvSide::kK>(part, row[j], i, *g);
+  }
+};
 
 // s[r * kTile + j] = scale * dot(q[r], k[j]) for r < kH, j < kPosBlock.
-// q: kH rows of [head_dim]; k: kPosBlock rows of type kT.
-template <size_t kH, KvType kT>
-HWY_INLINE void ScoreBlock(const float* const* q, const RowRef* k,
-                           const Geo& g, float scale, float* s) {
+// q: kH rows of [head_dim]; k: a row view of kPosBlock rows.
+template <size_t kH, class Rows>
+HWY_INLINE void ScoreBlock(const float* const* q, const Rows& k,
+                           size_t head_dim, float scale, float* s) {
   VF acc[kH][kPosBlock];
   for (size_t r = 0; r < kH; ++r) {
     for (size_t j = 0; j < kPosBlock; ++j) acc[r][j] = hn::Zero(DF());
   }
-  ForEachVector(g.head_dim, [&](size_t i, auto part) {
+  ForEachVector(head_dim, [&](size_t i, auto part) {
     VF kv[kPosBlock];
-    for (size_t j = 0; j < kPosBlock; ++j) {
-      kv[j] = LoadKv<kT, KvSide::kK>(part, k[j], i, g);
-    }
+    for (size_t j = 0; j < kPosBlock; ++j) kv[j] = k.Get(part, j, i);
     for (size_t r = 0; r < kH; ++r) {
       const VF qv = Load(part, q[r] + i);
       for (size_t j = 0; j < kPosBlock; ++j) {
@@ -330,24 +407,26 @@ HWY_INLINE void ScoreBlock(const float* const* q, const RowRef* k,
 }
 
 // ScoreBlock<n_rows>. REQUIRES: 0 < n_rows <= kH.
-template <KvType kT, size_t kH = kScoreRows>
+template <size_t kH = kScoreRows, class Rows>
 HWY_INLINE void ScoreBlockOf(size_t n_rows, const float* const* q,
-                             const RowRef* k, const Geo& g, float scale,
+                             const Rows& k, size_t head_dim, float scale,
                              float* s) {
   if constexpr (kH > 1) {
-    if (n_rows < kH) return ScoreBlockOf<kT, kH - 1>(n_rows, q, k, g, scale, s);
+    if (n_rows < kH) {
+      return ScoreBlockOf<kH - 1>(n_rows, q, k, head_dim, scale, s);
+    }
   }
-  ScoreBlock<kH, kT>(q, k, g, scale, s);
+  ScoreBlock<kH>(q, k, head_dim, scale, s);
 }
 
 // ScoreBlock for consecutive blocks of rows, blocks[b] rows each (b <
 // n_blocks, 0 < blocks[b] <= kScoreRows). s: [rows][kTile].
-template <KvType kT>
+template <class Rows>
 HWY_INLINE void ScoreRows(const size_t* blocks, size_t n_blocks,
-                          const float* const* q, const RowRef* k, const Geo& g,
-                          float scale, float* s) {
+                          const float* const* q, const Rows& k,
+                          size_t head_dim, float scale, float* s) {
   for (size_t b = 0; b < n_blocks; ++b) {
-    ScoreBlockOf<kT>(blocks[b], q, k, g, scale, s);
+    ScoreBlockOf(blocks[b], q, k, head_dim, scale, s);
     q += blocks[b];
     s += blocks[b] * kTile;
   }
@@ -355,13 +434,13 @@ HWY_INLINE void ScoreRows(const size_t* blocks, size_t n_blocks,
 
 // ScoreBlock for kRows rows in as few blocks as kScoreRows allows, of sizes at
 // most one apart. s: [kRows][kTile].
-template <size_t kRows, KvType kT>
-HWY_INLINE void ScoreFixedRows(const float* const* q, const RowRef* k,
-                               const Geo& g, float scale, float* s) {
+template <size_t kRows, class Rows>
+HWY_INLINE void ScoreFixedRows(const float* const* q, const Rows& k,
+                               size_t head_dim, float scale, float* s) {
   constexpr size_t kH = kRows / ((kRows + kScoreRows - 1) / kScoreRows);
-  ScoreBlock<kH, kT>(q, k, g, scale, s);
+  ScoreBlock<kH>(q, k, head_dim, scale, s);
   if constexpr (kRows > kH) {
-    ScoreFixedRows<kRows - kH, kT>(q + kH, k, g, scale, s + kH * kTile);
+    ScoreFixedRows<kRows - kH>(q + kH, k, head_dim, scale, s + kH * kTile);
   }
 }
 
@@ -375,22 +454,129 @@ size_t ScoreBlocks(size_t n_rows, size_t* blocks) {
   return n_blocks;
 }
 
+// Largest shapes of the quantized fast paths (kept on the stack): scale
+// groups per row, and floats of a folded query (rows x head_dim) or of the
+// folded value weights (rows x groups x kTile). Larger shapes take LoadKv.
+constexpr size_t kMaxGroups = 16;
+constexpr size_t kMaxFolded = 4096;
+
+// The query rows with a KIVI key run's scales folded in: qs[r] = q[r] *
+// scale (elementwise, in `folded`: [n_rows][head_dim]) and row_min[r] =
+// score_scale * dot(q[r], min).
+void FoldQuery(const float* const* q, size_t n_rows, const uint8_t* run,
+               size_t hd, float score_scale, float* folded, float* row_min,
+               const float** qs) {
+  const auto* params = reinterpret_cast<const hwy::float16_t*>(run);
+  for (size_t r = 0; r < n_rows; ++r) {
+    float* qr = folded + r * hd;
+    VF dot = hn::Zero(DF());
+    ForEachVector(hd, [&](size_t i, auto part) {
+      const VF qv = Load(part, q[r] + i);
+      Store(part, hn::Mul(qv, Load(part, params + i)), qr + i);
+      dot = hn::MulAdd(qv, Load(part, params + hd + i), dot);
+    });
+    row_min[r] = score_scale * hn::GetLane(hn::SumOfLanes(DF(), dot));
+    qs[r] = qr;
+  }
+}
+
 // Scores of n_rows rows against the n positions of a tile: s[r][p] for
 // p < n (kTile floats per row; positions past n repeat row n - 1 and are
 // dropped by SoftmaxStep). kRows: n_rows if compiled for it, else 0.
+//   f32 / f16 / bf16   rows widened as they are loaded;
+//   q8 / q4 / q4h      codes times their group's scale (converted once per
+//                      tile);
+//   KIVI keys          q . (min + scale * code) = (q * scale) . code +
+//                      q . min: the query is scaled once per run (block)
+//                      and the codes are read bare.
+// Rows of a shape whose vectors would span scale groups or code fields
+// (Geo::fast false) go through LoadKv lane by lane.
 template <size_t kRows, KvType kT>
 void ScoreTile(const float* const* q, size_t n_rows, const RowRef* k,
                size_t n, const Geo& g, float scale, float* s) {
   [[maybe_unused]] size_t blocks[kMaxRows];
   [[maybe_unused]] size_t n_blocks = 0;
   if constexpr (kRows == 0) n_blocks = ScoreBlocks(n_rows, blocks);
-  for (size_t p0 = 0; p0 < n; p0 += kPosBlock) {
-    RowRef kb[kPosBlock];
-    for (size_t j = 0; j < kPosBlock; ++j) kb[j] = k[std::min(p0 + j, n - 1)];
+  const size_t hd = g.head_dim;
+  auto score = [&](const float* const* qr, const auto& rows, float* out) {
     if constexpr (kRows == 0) {
-      ScoreRows<kT>(blocks, n_blocks, q, kb, g, scale, s + p0);
+      ScoreRows(blocks, n_blocks, qr, rows, hd, scale, out);
     } else {
-      ScoreFixedRows<kRows, kT>(q, kb, g, scale, s + p0);
+      ScoreFixedRows<kRows>(qr, rows, hd, scale, out);
+    }
+  };
+  auto generic = [&](const size_t* idx, size_t p0) {
+    GenericRows<kT> rows;
+    rows.g = &g;
+    for (size_t j = 0; j < kPosBlock; ++j) rows.row[j] = k[idx[j]];
+    score(q, rows, s + p0);
+  };
+  // Per-tile state of the quantized paths.
+  [[maybe_unused]] HWY_ALIGN float scales[kTile * kMaxGroups];
+  [[maybe_unused]] const uint8_t* folded_run = nullptr;
+  [[maybe_unused]] HWY_ALIGN float folded[kMaxFolded];
+  [[maybe_unused]] float row_min[kMaxRows];
+  [[maybe_unused]] const float* qs[kMaxRows];
+  if constexpr (IsPerTokenQuant(kT)) {
+    if (g.fast && g.n_groups <= kMaxGroups) {
+      TileScales<kT, KvSide::kK>(k, n, g, scales, nullptr);
+    }
+  }
+  for (size_t p0 = 0; p0 < n; p0 += kPosBlock) {
+    size_t idx[kPosBlock];
+    for (size_t j = 0; j < kPosBlock; ++j) idx[j] = std::min(p0 + j, n - 1);
+    if constexpr (KvIsFloat(kT)) {
+      using T = std::conditional_t<
+          kT == KvType::kF32, float,
+          std::conditional_t<kT == KvType::kF16, hwy::float16_t,
+                             hwy::bfloat16_t>>;
+      FloatRows<T> rows;
+      for (size_t j = 0; j < kPosBlock; ++j) {
+        rows.row[j] = reinterpret_cast<const T*>(k[idx[j]].data);
+      }
+      score(q, rows, s + p0);
+    } else if constexpr (IsPerTokenQuant(kT)) {
+      if (!g.fast || g.n_groups > kMaxGroups) {
+        generic(idx, p0);
+        continue;
+      }
+      ScaledRows<kT> rows;
+      rows.g = &g;
+      for (size_t j = 0; j < kPosBlock; ++j) {
+        rows.codes[j] = k[idx[j]].data + 2 * g.n_groups;
+        rows.scale[j] = scales + idx[j] * g.n_groups;
+      }
+      score(q, rows, s + p0);
+    } else if constexpr (KvIsKivi(kT)) {
+      if (!g.fast || n_rows * hd > kMaxFolded) {
+        generic(idx, p0);
+        continue;
+      }
+      // The positions of a block may come from two runs (blocks of a size
+      // that is not a multiple of kPosBlock): each run's positions are
+      // scored with that run's folded query, the others computed and
+      // dropped (a position's score depends on its own row only).
+      for (size_t j0 = 0; j0 < kPosBlock;) {
+        const uint8_t* run = k[idx[j0]].params;
+        size_t j1 = j0 + 1;
+        while (j1 < kPosBlock && k[idx[j1]].params == run) ++j1;
+        if (run != folded_run) {
+          FoldQuery(q, n_rows, run, hd, scale, folded, row_min, qs);
+          folded_run = run;
+        }
+        CodeRows<kT> rows;
+        rows.g = &g;
+        for (size_t j = 0; j < kPosBlock; ++j) rows.codes[j] = k[idx[j]].data;
+        HWY_ALIGN float part[kMaxRows * kTile];
+        float* out = j0 == 0 && j1 == kPosBlock ? s : part;
+        score(qs, rows, out + p0);
+        for (size_t r = 0; r < n_rows; ++r) {
+          for (size_t j = j0; j < j1; ++j) {
+            s[r * kTile + p0 + j] = out[r * kTile + p0 + j] + row_min[r];
+          }
+        }
+        j0 = j1;
+      }
     }
   }
 }
@@ -443,13 +629,69 @@ constexpr size_t kMinChains = 16;
 constexpr size_t kMinChains = 8;
 #endif
 
-// out[r][i + j * Lanes + lane] = corr[r] * out[...] + sum_{p < n} w[r][p] *
-// v[p][same] for r < G, j < kJ: kJ vectors of every row in one pass over the
-// positions. out: G rows of [head_dim]; w: [G][kTile]; v: n rows of kT.
-template <size_t G, size_t kJ, KvType kT, class Part>
-HWY_INLINE void AccumulateVectors(const RowRef* v, size_t n, const float* w,
+// AccumulateVectors reads the value rows through a view: Get(part, p, i) is
+// elements [i, i + lanes) of row p as f32, Weight(r, p, i) the weight of row
+// p for output row r at those elements, and Bias(r, i) a term added to the
+// output row once per tile (0 where the view has none).
+
+template <typename T>
+struct FloatVRows {  // f32, f16, bf16 rows, weights as they are
+  const RowRef* v;
+  const float* w;  // [rows][kTile]
+  static constexpr bool kHasBias = false;
+  template <class Part>
+  HWY_INLINE VF Get(Part part, size_t p, size_t i) const {
+    return Load(part, reinterpret_cast<const T*>(v[p].data) + i);
+  }
+  HWY_INLINE float Weight(size_t r, size_t p, size_t /*i*/) const {
+    return w[r * kTile + p];
+  }
+  HWY_INLINE float Bias(size_t, size_t) const { return 0.0f; }
+};
+
+template <KvType kT>
+struct QuantVRows {  // codes, with each row's group scale in its weight
+  const RowRef* v;
+  const float* w;     // [rows][n_groups][kTile]: weight * scale
+  const float* bias;  // [rows][n_groups]: sum of weight * min (KIVI)
+  const Geo* g;
+  static constexpr bool kHasBias = KvIsKivi(kT);
+  template <class Part>
+  HWY_INLINE VF Get(Part part, size_t p, size_t i) const {
+    return LoadCodesOf<kT>(part, v[p].data + ScaleBytes<kT, KvSide::kV>(*g), i,
+                           *g);
+  }
+  HWY_INLINE float Weight(size_t r, size_t p, size_t i) const {
+    return w[(r * g->n_groups + (i >> g->group_shift)) * kTile + p];
+  }
+  HWY_INLINE float Bias(size_t r, size_t i) const {
+    return bias[r * g->n_groups + (i >> g->group_shift)];
+  }
+};
+
+template <KvType kT>
+struct GenericVRows {  // any row, decoded by LoadKv
+  const RowRef* v;
+  const float* w;
+  const Geo* g;
+  static constexpr bool kHasBias = false;
+  template <class Part>
+  HWY_INLINE VF Get(Part part, size_t p, size_t i) const {
+    return LoadKv<kT, KvSide::kV>(part, v[p], i, *g);
+  }
+  HWY_INLINE float Weight(size_t r, size_t p, size_t /*i*/) const {
+    return w[r * kTile + p];
+  }
+  HWY_INLINE float Bias(size_t, size_t) const { return 0.0f; }
+};
+
+// out[r][i + j * Lanes + lane] = corr[r] * out[...] + sum_{p < n} weight *
+// v[p][same] (+ bias) for rows r0 + r, r < G, j < kJ: kJ vectors of every
+// row in one pass over the positions. out: G rows of [head_dim].
+template <size_t G, size_t kJ, class VRows, class Part>
+HWY_INLINE void AccumulateVectors(const VRows& v, size_t r0, size_t n,
                                   const float* corr, float* const* out,
-                                  size_t i, Part part, const Geo& g) {
+                                  size_t i, Part part) {
   const DF df;
   const size_t lanes = hn::Lanes(df);
   VF acc[kJ][G];
@@ -461,63 +703,104 @@ HWY_INLINE void AccumulateVectors(const RowRef* v, size_t n, const float* w,
   }
   for (size_t p = 0; p < n; ++p) {
     for (size_t j = 0; j < kJ; ++j) {
-      const VF vv = LoadKv<kT, KvSide::kV>(part, v[p], i + j * lanes, g);
+      const VF vv = v.Get(part, p, i + j * lanes);
       for (size_t r = 0; r < G; ++r) {
-        acc[j][r] = hn::MulAdd(hn::Set(df, w[r * kTile + p]), vv, acc[j][r]);
+        acc[j][r] = hn::MulAdd(hn::Set(df, v.Weight(r0 + r, p, i + j * lanes)),
+                               vv, acc[j][r]);
       }
     }
   }
   for (size_t j = 0; j < kJ; ++j) {
     for (size_t r = 0; r < G; ++r) {
+      if constexpr (VRows::kHasBias) {
+        acc[j][r] =
+            hn::Add(acc[j][r], hn::Set(df, v.Bias(r0 + r, i + j * lanes)));
+      }
       Store(part, acc[j][r], out[r] + i + j * lanes);
     }
   }
 }
 
-// out[r] = corr[r] * out[r] + sum_{p < n} w[r][p] * v[p] for r < G, from dim
-// i on, in blocks of kJ vectors, then kJ / 2, ..., then single (and partial)
-// vectors.
-template <size_t G, KvType kT,
-          size_t kJ = std::bit_floor(std::max<size_t>(1, kMinChains / G))>
-HWY_INLINE void AccumulateV(const RowRef* v, size_t n, const float* w,
-                            const float* corr, const Geo& g,
+// out[r] = corr[r] * out[r] + sum_{p < n} weight * v[p] for rows r0 + r,
+// r < G, from dim i on, in blocks of kJ vectors, then kJ / 2, ..., then
+// single (and partial) vectors.
+template <size_t G,
+          size_t kJ = std::bit_floor(std::max<size_t>(1, kMinChains / G)),
+          class VRows>
+HWY_INLINE void AccumulateV(const VRows& v, size_t r0, size_t n,
+                            const float* corr, size_t head_dim,
                             float* const* out, size_t i = 0) {
   if constexpr (kJ > 1) {
     const size_t block = kJ * hn::Lanes(DF());
-    for (; i + block <= g.head_dim; i += block) {
-      AccumulateVectors<G, kJ, kT>(v, n, w, corr, out, i, Full(), g);
+    for (; i + block <= head_dim; i += block) {
+      AccumulateVectors<G, kJ>(v, r0, n, corr, out, i, Full());
     }
-    AccumulateV<G, kT, kJ / 2>(v, n, w, corr, g, out, i);
+    AccumulateV<G, kJ / 2>(v, r0, n, corr, head_dim, out, i);
   } else {
-    ForEachVector(g.head_dim - i, [&](size_t di, auto part) {
-      AccumulateVectors<G, 1, kT>(v, n, w, corr, out, i + di, part, g);
+    ForEachVector(head_dim - i, [&](size_t di, auto part) {
+      AccumulateVectors<G, 1>(v, r0, n, corr, out, i + di, part);
     });
   }
 }
 
-// AccumulateV for rows [0, n_rows) in blocks of G rows, the rest in smaller
-// blocks. w: [n_rows][kTile].
-template <KvType kT, size_t G = kValueRows>
-HWY_INLINE void AccumulateRows(size_t n_rows, const RowRef* v, size_t n,
-                               const float* w, const float* corr,
-                               const Geo& g, float* const* out) {
-  for (; n_rows >= G; n_rows -= G, w += G * kTile, corr += G, out += G) {
-    AccumulateV<G, kT>(v, n, w, corr, g, out);
+// AccumulateV for rows [r0, r0 + n_rows) in blocks of G rows, the rest in
+// smaller blocks.
+template <size_t G = kValueRows, class VRows>
+HWY_INLINE void AccumulateRows(size_t n_rows, const VRows& v, size_t r0,
+                               size_t n, const float* corr, size_t head_dim,
+                               float* const* out) {
+  for (; n_rows >= G; n_rows -= G, r0 += G) {
+    AccumulateV<G>(v, r0, n, corr + r0, head_dim, out + r0);
   }
   if constexpr (G > 1) {
-    if (n_rows > 0) AccumulateRows<kT, G - 1>(n_rows, v, n, w, corr, g, out);
+    if (n_rows > 0) {
+      AccumulateRows<G - 1>(n_rows, v, r0, n, corr, head_dim, out);
+    }
   }
 }
 
 // The values phase of a tile for n_rows rows (kRows: n_rows if compiled for
-// it, else 0).
+// it, else 0): f32 / f16 / bf16 rows widened as loaded; quantized rows read
+// as bare codes, each position's group scale folded into its weights (and a
+// KIVI value's min into a per-group bias) once per tile.
 template <size_t kRows, KvType kT>
 void AccumulateTile(size_t n_rows, const RowRef* v, size_t n, const float* w,
                     const float* corr, const Geo& g, float* const* out) {
-  if constexpr (kRows == 0) {
-    AccumulateRows<kT>(n_rows, v, n, w, corr, g, out);
+  auto run = [&](const auto& rows) {
+    if constexpr (kRows == 0) {
+      AccumulateRows(n_rows, rows, 0, n, corr, g.head_dim, out);
+    } else {
+      AccumulateV<kRows>(rows, 0, n, corr, g.head_dim, out);
+    }
+  };
+  if constexpr (KvIsFloat(kT)) {
+    using T = std::conditional_t<
+        kT == KvType::kF32, float,
+        std::conditional_t<kT == KvType::kF16, hwy::float16_t,
+                           hwy::bfloat16_t>>;
+    run(FloatVRows<T>{v, w});
   } else {
-    AccumulateV<kRows, kT>(v, n, w, corr, g, out);
+    const size_t ng = g.n_groups;
+    if (!g.fast || ng > kMaxGroups || n_rows * ng * kTile > kMaxFolded) {
+      return run(GenericVRows<kT>{v, w, &g});
+    }
+    HWY_ALIGN float scale[kTile * kMaxGroups];  // [kTile][ng]
+    HWY_ALIGN float min[kTile * kMaxGroups];    // [kTile][ng]
+    HWY_ALIGN float wq[kMaxFolded];             // [n_rows][ng][kTile]
+    float bias[kMaxRows * kMaxGroups];          // [n_rows][ng]
+    TileScales<kT, KvSide::kV>(v, n, g, scale, min);
+    for (size_t r = 0; r < n_rows; ++r) {
+      for (size_t gi = 0; gi < ng; ++gi) {
+        float* wr = wq + (r * ng + gi) * kTile;
+        float b = 0.0f;
+        for (size_t p = 0; p < n; ++p) {
+          wr[p] = w[r * kTile + p] * scale[p * ng + gi];
+          if constexpr (KvIsKivi(kT)) b += w[r * kTile + p] * min[p * ng + gi];
+        }
+        bias[r * ng + gi] = b;
+      }
+    }
+    run(QuantVRows<kT>{v, wq, bias, &g});
   }
 }
 
@@ -570,7 +853,11 @@ class TileCursor {
  public:
   TileCursor(std::span<const KvRun> runs, size_t head_dim, size_t begin,
              size_t end)
-      : runs_(runs), head_dim_(head_dim), left_(end - begin), pos_(begin) {
+      : runs_(runs),
+        head_dim_(head_dim),
+        left_(end - begin),
+        at_(begin),
+        pos_(begin) {
     while (run_ < runs_.size() && pos_ >= runs_[run_].n_tokens) {
       pos_ -= runs_[run_].n_tokens;
       ++run_;
@@ -578,10 +865,13 @@ class TileCursor {
   }
 
   // Points k[p], v[p] at the rows of the next positions, sets the types of
-  // the tile and returns how many (at most kTile; 0 at the end).
+  // the tile and returns how many (0 at the end). A tile ends at the next
+  // multiple of kTile or where the types change, whichever comes first: the
+  // same tiles whatever position the walk started from.
   size_t Next(RowRef* k, RowRef* v, KvType* k_type, KvType* v_type) {
     size_t n = 0;
-    while (n < kTile && left_ > 0) {
+    const size_t limit = kTile - at_ % kTile;
+    while (n < limit && left_ > 0) {
       KV_CHECK_MSG(run_ < runs_.size(), "n_ctx exceeds the tokens in runs");
       const KvRun& run = runs_[run_];
       if (n == 0) {
@@ -592,13 +882,14 @@ class TileCursor {
       }
       const RunRows kr = RowsOf(run.k, run.k_type, KvSide::kK, head_dim_);
       const RunRows vr = RowsOf(run.v, run.v_type, KvSide::kV, head_dim_);
-      const size_t take = std::min({kTile - n, run.n_tokens - pos_, left_});
+      const size_t take = std::min({limit - n, run.n_tokens - pos_, left_});
       for (size_t j = 0; j < take; ++j, ++n) {
         k[n] = {kr.rows + (pos_ + j) * kr.row_bytes, kr.params};
         v[n] = {vr.rows + (pos_ + j) * vr.row_bytes, vr.params};
       }
       pos_ += take;
       left_ -= take;
+      at_ += take;
       if (pos_ == run.n_tokens) {
         ++run_;
         pos_ = 0;
@@ -611,6 +902,7 @@ class TileCursor {
   std::span<const KvRun> runs_;
   size_t head_dim_;
   size_t left_;     // positions not yet handed out
+  size_t at_;       // the next position, counted from the first run's start
   size_t run_ = 0;  // current run
   size_t pos_;      // next position within it
 };

@@ -13,16 +13,25 @@
 // prefetched meanwhile. A token's last, partial tile is taken by its own rows
 // alone. Nothing of size n_ctx is kept and nothing allocated.
 //
+// Quantized K/V are read as they are stored, never decoded to memory: codes
+// are widened in registers; a per-token scale multiplies the codes of a key
+// and is folded into a value's weight; a KIVI key run's per-channel scales
+// are folded into the query once per run (q . (min + s * c) = (q * s) . c +
+// q . min). Tiles hold runs of one (K type, V type) pair: a tile also ends
+// where the types change (a KIVI sequence's own block is f16).
+//
 // Accuracy: the same f32 inputs as Attention (K/V rows decoded as
 // KvDecodeRow does, KIVI's min + scale * code with one FMA), sums in
-// another order (with FMA), exp from Highway (<= 1 ulp off std::exp). With
+// another order (with FMA, scales applied per group or folded as above),
+// exp from Highway (<= 1 ulp off std::exp). With
 // |v| <= 1 and scores |scale * q.k| up to 23, measured |out - exact| <= 1.3e-6
 // and |out - Attention| <= 5e-6 (the reference's own error is the larger);
 // both grow with the range of the scores. The tests hold it to 1e-5 max |v|.
 //
 // Determinism: on one CPU target, the output of a (token, head) depends only
 // on its query, its n_ctx and the K/V: not on how the positions are split
-// into runs, nor on the other heads and tokens computed beside it. So
+// into runs (where runs of other types begin does matter), nor on the other
+// heads and tokens computed beside it. So
 // AttentionFastTokens gives every row bit for bit what AttentionFast gives
 // for that token alone.
 #pragma once
@@ -42,8 +51,8 @@ inline constexpr size_t kAttentionPassRows = 16;
 //   out[h] = sum_{t < n_ctx} softmax_t(scale * dot(q[h], k_t)) * v_t
 // q: [n_q][head_dim], out: [n_q][head_dim]. Does not allocate; safe to call
 // from several threads with disjoint `out`.
-// REQUIRES: every run's types support head_dim; 0 < n_ctx <= total tokens in `runs`;
-// out does not overlap q or the K/V.
+// REQUIRES: every run's types support head_dim; 0 < n_ctx <= total tokens
+// in `runs`; out does not overlap q or the K/V.
 void AttentionFast(const float* q, size_t n_q, size_t head_dim,
                    std::span<const KvRun> runs, size_t n_ctx, float scale,
                    float* out);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "kernels/attention_test_util.h"
@@ -14,9 +15,12 @@
 namespace kvstash::kernels {
 namespace {
 
-using testing::kKvTypes;
+using testing::kAllKvTypes;
+using testing::LegalDim;
 using testing::RandomFloats;
+using testing::SplitRuns;
 using testing::TestKv;
+using testing::Uniform;
 
 // out[h] = sum_t softmax_t(scale q[h].k_t) v_t over the first n_ctx positions
 // of `kv`, in double.
@@ -49,13 +53,12 @@ std::vector<double> NaiveAttention(const std::vector<float>& q, size_t n_q,
 // Runs Attention with a scores buffer of exactly n_ctx floats followed by a
 // guard value that must survive.
 std::vector<float> RunAttention(const std::vector<float>& q, size_t n_q,
-                                size_t head_dim, DType kv_type,
-                                std::span<const KvRun> runs, size_t n_ctx,
-                                float scale) {
+                                size_t head_dim, std::span<const KvRun> runs,
+                                size_t n_ctx, float scale) {
   constexpr float kGuard = 12345.0f;
   std::vector<float> scores(n_ctx + 1, kGuard);
   std::vector<float> out(n_q * head_dim, NAN);
-  Attention(q.data(), n_q, head_dim, kv_type, runs, n_ctx, scale, scores.data(),
+  Attention(q.data(), n_q, head_dim, runs, n_ctx, scale, scores.data(),
             out.data());
   EXPECT_EQ(scores[n_ctx], kGuard) << "wrote past n_ctx scores";
   return out;
@@ -63,7 +66,7 @@ std::vector<float> RunAttention(const std::vector<float>& q, size_t n_q,
 
 struct AttentionCase {
   size_t n_q;
-  size_t head_dim;
+  size_t head_dim;  // LegalDim of it for quantized types
   std::vector<size_t> run_sizes;
   size_t n_ctx;
 };
@@ -78,38 +81,96 @@ const AttentionCase kCases[] = {
     {2, 70, {40, 30}, 70},          // rows longer than the decode chunk
 };
 
+// The formats of the reference tests: every type for both sides, some
+// mixed pairs, and KIVI sequences whose last run is the f16 residual.
+struct FormatCase {
+  KvFormat format;
+  bool f16_last = false;
+};
+
+std::vector<FormatCase> TestFormats() {
+  std::vector<FormatCase> formats;
+  for (KvType t : kAllKvTypes) formats.push_back({Uniform(t)});
+  formats.push_back({{KvType::kQ8, KvType::kQ4H}});
+  formats.push_back({{KvType::kKivi2, KvType::kKivi4}});
+  formats.push_back({{KvType::kKivi4, KvType::kQ8}});
+  formats.push_back({{KvType::kBF16, KvType::kKivi2}});
+  formats.push_back({Uniform(KvType::kKivi4), true});
+  formats.push_back({{KvType::kKivi2, KvType::kQ4}, true});
+  return formats;
+}
+
+std::string Name(const FormatCase& f) {
+  return KvFormatName(f.format) + (f.f16_last ? " +f16 residual" : "");
+}
+
 TEST(AttentionTest, MatchesNaiveDouble) {
   std::mt19937 rng(31);
-  for (DType type : kKvTypes) {
+  for (const FormatCase& f : TestFormats()) {
     for (const AttentionCase& c : kCases) {
-      TestKv kv(type, c.head_dim, c.run_sizes, rng);
+      const size_t head_dim = LegalDim(f.format, c.head_dim);
+      TestKv kv(f.format, head_dim, c.run_sizes, rng, f.f16_last);
       const std::vector<float> q =
-          RandomFloats(rng, c.n_q * c.head_dim, -2.0f, 2.0f);
-      const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+          RandomFloats(rng, c.n_q * head_dim, -2.0f, 2.0f);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
       const std::vector<float> out =
-          RunAttention(q, c.n_q, c.head_dim, type, kv.runs(), c.n_ctx, scale);
+          RunAttention(q, c.n_q, head_dim, kv.runs(), c.n_ctx, scale);
       const std::vector<double> ref =
-          NaiveAttention(q, c.n_q, c.head_dim, kv, c.n_ctx, scale);
+          NaiveAttention(q, c.n_q, head_dim, kv, c.n_ctx, scale);
+      // Float error of the scores, softmax and the weighted sum: 1e-5 for
+      // |v| <= 1 (K and V are drawn from [-1, 1]; decoded q4h values, in the
+      // rotated basis, can be larger, and the error grows with them).
+      const double tolerance = 1e-5 * std::max(1.0f, kv.MaxAbsV());
       for (size_t i = 0; i < out.size(); ++i) {
-        // |v| <= 1: float error of the scores, softmax and the weighted sum.
-        EXPECT_NEAR(out[i], ref[i], 1e-5)
-            << DTypeName(type) << " n_ctx " << c.n_ctx << " " << i;
+        EXPECT_NEAR(out[i], ref[i], tolerance)
+            << Name(f) << " n_ctx " << c.n_ctx << " " << i;
       }
     }
   }
 }
 
+// Any sequence of run types: every run in its own format.
+TEST(AttentionTest, RunsOfDifferentTypesMatchNaiveDouble) {
+  std::mt19937 rng(35);
+  std::uniform_int_distribution<size_t> type(0, std::size(kAllKvTypes) - 1);
+  const std::vector<size_t> run_sizes = {16, 16, 3, 16, 0, 9};
+  for (int iter = 0; iter < 20; ++iter) {
+    std::vector<KvFormat> formats;
+    for (size_t r = 0; r < run_sizes.size(); ++r) {
+      formats.push_back({kAllKvTypes[type(rng)], kAllKvTypes[type(rng)]});
+    }
+    const size_t head_dim = 24;
+    TestKv kv(formats, head_dim, run_sizes, rng);
+    const std::vector<float> q = RandomFloats(rng, 3 * head_dim, -2.0f, 2.0f);
+    for (size_t n_ctx : {1, 16, 17, 35, 51, 60}) {
+      const std::vector<float> out =
+          RunAttention(q, 3, head_dim, kv.runs(), n_ctx, 0.4f);
+      const std::vector<double> ref =
+          NaiveAttention(q, 3, head_dim, kv, n_ctx, 0.4f);
+      const double tolerance = 1e-5 * std::max(1.0f, kv.MaxAbsV());
+      for (size_t i = 0; i < out.size(); ++i) {
+        ASSERT_NEAR(out[i], ref[i], tolerance)
+            << "iteration " << iter << " n_ctx " << n_ctx << " " << i;
+      }
+    }
+  }
+}
+
+// The positions of one run, split into runs (of the same type and values),
+// give the same result.
 TEST(AttentionTest, SplitRunsEqualOneRun) {
   std::mt19937 rng(32);
-  for (DType type : kKvTypes) {
+  for (KvType t : kAllKvTypes) {
     for (const AttentionCase& c : kCases) {
-      TestKv kv(type, c.head_dim, c.run_sizes, rng);
-      const std::vector<float> q = RandomFloats(rng, c.n_q * c.head_dim);
-      const KvRun whole[] = {kv.Whole()};
-      EXPECT_EQ(
-          RunAttention(q, c.n_q, c.head_dim, type, kv.runs(), c.n_ctx, 0.3f),
-          RunAttention(q, c.n_q, c.head_dim, type, whole, c.n_ctx, 0.3f))
-          << DTypeName(type) << " n_ctx " << c.n_ctx;
+      const size_t head_dim = LegalDim(Uniform(t), c.head_dim);
+      size_t total = 0;
+      for (size_t n : c.run_sizes) total += n;
+      TestKv kv(Uniform(t), head_dim, {total}, rng);
+      const SplitRuns split(kv.runs()[0], head_dim, c.run_sizes);
+      const std::vector<float> q = RandomFloats(rng, c.n_q * head_dim);
+      EXPECT_EQ(RunAttention(q, c.n_q, head_dim, split.runs(), c.n_ctx, 0.3f),
+                RunAttention(q, c.n_q, head_dim, kv.runs(), c.n_ctx, 0.3f))
+          << KvTypeName(t) << " n_ctx " << c.n_ctx;
     }
   }
 }
@@ -117,34 +178,34 @@ TEST(AttentionTest, SplitRunsEqualOneRun) {
 TEST(AttentionTest, HeadsOfAGroupAreIndependent) {
   std::mt19937 rng(33);
   constexpr size_t kNq = 4;
-  constexpr size_t kDim = 12;
-  for (DType type : kKvTypes) {
-    TestKv kv(type, kDim, {10, 6}, rng);
-    const std::vector<float> q = RandomFloats(rng, kNq * kDim);
+  for (const FormatCase& f : TestFormats()) {
+    const size_t dim = LegalDim(f.format, 12);
+    TestKv kv(f.format, dim, {10, 6}, rng, f.f16_last);
+    const std::vector<float> q = RandomFloats(rng, kNq * dim);
     const std::vector<float> group =
-        RunAttention(q, kNq, kDim, type, kv.runs(), 14, 0.5f);
+        RunAttention(q, kNq, dim, kv.runs(), 14, 0.5f);
     for (size_t h = 0; h < kNq; ++h) {
-      const std::vector<float> qh(q.begin() + h * kDim,
-                                  q.begin() + (h + 1) * kDim);
+      const std::vector<float> qh(q.begin() + h * dim,
+                                  q.begin() + (h + 1) * dim);
       const std::vector<float> alone =
-          RunAttention(qh, 1, kDim, type, kv.runs(), 14, 0.5f);
-      EXPECT_EQ(std::vector<float>(group.begin() + h * kDim,
-                                   group.begin() + (h + 1) * kDim),
+          RunAttention(qh, 1, dim, kv.runs(), 14, 0.5f);
+      EXPECT_EQ(std::vector<float>(group.begin() + h * dim,
+                                   group.begin() + (h + 1) * dim),
                 alone)
-          << DTypeName(type) << " head " << h;
+          << Name(f) << " head " << h;
     }
   }
 }
 
 TEST(AttentionTest, OnePositionReturnsItsValue) {
   std::mt19937 rng(34);
-  for (DType type : kKvTypes) {
-    TestKv kv(type, 9, {4}, rng);
-    const std::vector<float> q = RandomFloats(rng, 9);
-    const std::vector<float> out =
-        RunAttention(q, 1, 9, type, kv.runs(), 1, 1.0f);
-    for (size_t i = 0; i < 9; ++i) {
-      EXPECT_EQ(out[i], kv.V(0, i)) << DTypeName(type) << " " << i;
+  for (KvType t : kAllKvTypes) {
+    const size_t dim = LegalDim(Uniform(t), 9);
+    TestKv kv(Uniform(t), dim, {4}, rng);
+    const std::vector<float> q = RandomFloats(rng, dim);
+    const std::vector<float> out = RunAttention(q, 1, dim, kv.runs(), 1, 1.0f);
+    for (size_t i = 0; i < dim; ++i) {
+      EXPECT_EQ(out[i], kv.V(0, i)) << KvTypeName(t) << " " << i;
     }
   }
 }

@@ -219,6 +219,7 @@ size_t KvRunBytes(KvType t, KvSide side, size_t head_dim,
 
 void KvEncodeRow(KvType t, KvSide side, const float* x, size_t head_dim,
                  uint8_t* row) {
+  KV_CHECK(KvFormatSupports(t, head_dim).empty());
   switch (t) {
     case KvType::kF32:
       std::memcpy(row, x, 4 * head_dim);
@@ -263,6 +264,7 @@ void KvSealRun(KvType t, KvSide side, const uint16_t* f16_rows,
                size_t n_tokens, size_t head_dim, size_t block_tokens,
                uint8_t* run) {
   KV_CHECK(KvHasResidual(t) && n_tokens <= block_tokens && n_tokens > 0);
+  KV_CHECK(KvFormatSupports(t, head_dim).empty());
   std::memset(run, 0, KvRunBytes(t, side, head_dim, block_tokens));
   const size_t row_bytes = KvRowBytes(t, side, head_dim);
   thread_local std::vector<float> x;
@@ -294,6 +296,7 @@ void KvSealRun(KvType t, KvSide side, const uint16_t* f16_rows,
 
 void KvDecodeRow(KvType t, KvSide side, const uint8_t* run, size_t token,
                  size_t head_dim, float* out) {
+  KV_CHECK(KvFormatSupports(t, head_dim).empty());
   const uint8_t* row = run + KvRunParamBytes(t, side, head_dim) +
                        token * KvRowBytes(t, side, head_dim);
   switch (t) {
