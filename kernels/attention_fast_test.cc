@@ -517,13 +517,12 @@ TEST_P(AttentionFastTest, ResidualWindowsEqualEachTokenAlone) {
   }
 }
 
-// DISABLED: fails on every target (a bug of attention_fast.cc). With blocks
-// of 20 (or 48, ...: any --block-tokens that puts the residual off a tile
-// edge, past the window's first tile), a window's tokens in one
+// Blocks of 20 (or 48, ...: any --block-tokens that puts the residual off a
+// tile edge, past the window's first tile): a window's tokens in one
 // AttentionFastTokens call take the positions before n_ctx[0] / 32 * 32
-// together, in tiles cut at the type boundary (runs 20:kivi4 16:f16, n_ctx
-// 33..36: tiles [0, 20) [20, 32), then [32, 33) alone), while the token
-// alone walks [0, 20) [20, 33): other sums, other bits.
+// together, the token alone walks to its n_ctx; both must cut the tiles at
+// the same places (multiples of 32 and the type boundary: runs 20:kivi4
+// 16:f16, n_ctx 33..36 give [0, 20) [20, 32) [32, 33) either way).
 TEST_P(AttentionFastTest,
        ResidualWindowsOffTileEdgesEqualEachTokenAlone) {
   std::mt19937 rng(54);

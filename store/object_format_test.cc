@@ -133,7 +133,7 @@ TEST(ObjectFormatTest, EncodingIsLittleEndianAndStable) {
   EXPECT_EQ(obj[80], uint8_t(kParent.hi));
   for (size_t i = 88; i < kChecksumAt; ++i) EXPECT_EQ(obj[i], 0) << i;
   EXPECT_EQ(HashBytes(obj.data(), obj.size()).Hex(),
-            "88071b1ad4b41f97fb61118ef5a2378b");
+            "78fe009c46809ba17b6e2429fed33b26");
 }
 
 TEST(ObjectFormatTest, ObjectOfAnotherNamespaceKeyOrLayoutIsRefused) {

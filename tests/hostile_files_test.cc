@@ -51,7 +51,7 @@ bool LoadAndUse(const std::string& model_path,
   if (ids.empty()) ids.push_back(0);
   ids.resize(std::min<size_t>(ids.size(), 4));
   const ModelConfig& c = m.config();
-  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, ids.size());
+  LocalKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, int(ids.size()));
   std::vector<float> logits(c.vocab_size);
   Transformer t(m);
   EXPECT_TRUE(t.Forward(ids, 0, kv, false, logits.data()).ok());

@@ -1,7 +1,9 @@
 // End-to-end tests of continuous batching with prefix reuse on the real
 // stories260K model: every request's greedy output, computed among others
 // with cache hits, chunked prefill, eviction and preemption, must equal the
-// same request computed alone on a cold cache by the plain generate loop.
+// same request computed alone on a cold cache by the plain generate loop,
+// with K/V in the same types (for every KV type: a compressed block gives
+// the same bits however the positions were batched and chunked).
 #include "serve/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -27,16 +29,19 @@ class SchedulerTest : public ::testing::Test {
   void SetUp() override {
     model_ = testing::LoadStories();
     story_ = testing::StoryTokens(*model_);
-    alone_ = std::make_unique<testing::AloneReference>(*model_);
+    alone_ = std::make_unique<testing::AloneReference>(*model_, kv_format());
     ASSERT_GT(story_.size(), 5000u);
   }
+
+  // The types of the cache (and of the alone reference).
+  virtual kernels::KvFormat kv_format() const { return {}; }
 
   std::unique_ptr<kvcache::KvManager> NewKv(size_t blocks,
                                             int block_tokens = 16) {
     const ModelConfig& c = model_->config();
     kvcache::KvManagerOptions o;
     o.layout = {c.n_layers, c.n_kv_heads, c.head_dim, block_tokens,
-                kernels::DType::kF16};
+                kv_format()};
     o.capacity_bytes = blocks * o.layout.block_bytes();
     o.prefault = false;
     auto kv = kvcache::KvManager::Create(o);
@@ -70,12 +75,32 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<testing::AloneReference> alone_;
 };
 
-// 200 mixes of concurrent requests whose prompts share prefixes of random
-// length (and some tenants with their own salt), arriving in random order
-// from several threads, on a pool small enough that blocks are evicted and
-// sequences preempted all the time.
-TEST_F(SchedulerTest, RandomMixesEqualColdRunsAlone) {
-  auto kv = NewKv(/*blocks=*/48);
+// The tests that run in every KV format.
+class SchedulerKvTypeTest
+    : public SchedulerTest,
+      public ::testing::WithParamInterface<kernels::KvFormat> {
+ protected:
+  kernels::KvFormat kv_format() const override { return GetParam(); }
+};
+
+INSTANTIATE_TEST_SUITE_P(KvTypes, SchedulerKvTypeTest,
+                         ::testing::ValuesIn(testing::AllKvFormats()),
+                         [](const auto& info) {
+                           return testing::KvFormatTestName(info.param);
+                         });
+
+// Mixes of concurrent requests whose prompts share prefixes of random length
+// (and some tenants with their own salt), arriving in random order from
+// several threads, on a pool small enough that blocks are evicted and
+// sequences preempted all the time: 200 mixes over 48 blocks in f16; in each
+// other format the first 16 of the same mixes over 28 blocks (pools are
+// sized in blocks, so every format is under the same pressure), which
+// preempts every few mixes: each format sees hits, chunked prefill, eviction
+// and preemption in about 4 s.
+TEST_P(SchedulerKvTypeTest, RandomMixesEqualColdRunsAlone) {
+  const bool f16 = kv_format() == kernels::KvFormat{};
+  const int mixes = f16 ? 200 : 16;
+  auto kv = NewKv(/*blocks=*/f16 ? 48 : 28);
   ThreadPool pool(ThreadPool::Options{.num_threads = 2});
   SchedulerOptions so;
   so.max_batch_tokens = 96;
@@ -88,7 +113,7 @@ TEST_F(SchedulerTest, RandomMixesEqualColdRunsAlone) {
     return std::uniform_int_distribution<int>(lo, hi)(rng);
   };
   uint64_t total_cached = 0;
-  for (int mix = 0; mix < 200; ++mix) {
+  for (int mix = 0; mix < mixes; ++mix) {
     SCOPED_TRACE("mix " + std::to_string(mix));
     const size_t base = uniform(0, 4000);
     struct Planned {
@@ -136,7 +161,39 @@ TEST_F(SchedulerTest, RandomMixesEqualColdRunsAlone) {
   EXPECT_EQ(s.cached_tokens, total_cached);
 }
 
-TEST_F(SchedulerTest, SamePromptAgainIsServedFromTheCache) {
+// The same requests, submitted together, under step budgets that cut the
+// prefills into chunks of every alignment to the 16-token blocks (5 and 37
+// tokens, shared between the sequences of a step): the outputs are the
+// generate loop's, bit for bit, in every format.
+TEST_P(SchedulerKvTypeTest, ChunkSizesDoNotChangeOutputs) {
+  std::vector<GenerationRequest> requests = {
+      Greedy(Prompt(300, 70), 6), Greedy(Prompt(300, 45), 9),
+      Greedy(Prompt(1200, 33), 5)};
+  for (const int budget : {5, 16, 37}) {
+    SCOPED_TRACE("max_batch_tokens " + std::to_string(budget));
+    auto kv = NewKv(64);
+    SchedulerOptions so;
+    so.max_batch_tokens = budget;
+    so.max_running = 3;
+    auto sched = Scheduler::Create(*model_, nullptr, *kv, so);
+    ASSERT_TRUE(sched.ok()) << sched.status().ToString();
+    std::vector<std::shared_ptr<RequestHandle>> handles;
+    for (const GenerationRequest& r : requests) {
+      auto h = (*sched)->Submit(r);
+      ASSERT_TRUE(h.ok()) << h.status().ToString();
+      handles.push_back(std::move(h).value());
+    }
+    for (size_t i = 0; i < requests.size(); ++i) {
+      EXPECT_EQ(Collect(*handles[i]).tokens,
+                Alone(requests[i].prompt, requests[i].max_tokens))
+          << "request " << i;
+    }
+    ExpectQuiescent(*kv);
+  }
+}
+
+TEST_P(SchedulerKvTypeTest, SamePromptAgainIsServedFromTheCache) {
+  const bool residual = kernels::KvHasResidual(kv_format());
   auto kv = NewKv(256);
   auto sched = Scheduler::Create(*model_, nullptr, *kv, SchedulerOptions{});
   ASSERT_TRUE(sched.ok());
@@ -150,12 +207,18 @@ TEST_F(SchedulerTest, SamePromptAgainIsServedFromTheCache) {
   // 200 = 12.5 blocks: 12 full blocks are mapped, the rest computed.
   EXPECT_EQ(warm.finish.usage.cached_tokens, 192);
   EXPECT_EQ(warm.tokens, cold.tokens);
-  // A block-aligned prompt hits everything but its last token.
+  EXPECT_EQ(cold.tokens, Alone(prompt, 8));
+  // A block-aligned prompt hits everything but its last token: its last
+  // block is copied on write, or, for types with a full-precision residual
+  // (KIVI), dropped and its 16 tokens recomputed.
   const std::vector<int32_t> aligned = Prompt(100, 191);  // 192 tokens
-  Collect(**(*sched)->Submit(Greedy(aligned, 4)));
+  Outcome first = Collect(**(*sched)->Submit(Greedy(aligned, 4)));
+  const uint64_t copies = kv->Stats().cow_copies;
   Outcome again = Collect(**(*sched)->Submit(Greedy(aligned, 4)));
-  EXPECT_EQ(again.finish.usage.cached_tokens, 191);
+  EXPECT_EQ(again.finish.usage.cached_tokens, residual ? 176 : 191);
+  EXPECT_EQ(kv->Stats().cow_copies, copies + (residual ? 0 : 1));
   EXPECT_EQ(again.tokens, Alone(aligned, 4));
+  EXPECT_EQ(first.tokens, Alone(aligned, 4));
   // Another tenant shares nothing.
   Outcome other = Collect(**(*sched)->Submit(Greedy(prompt, 8, "other")));
   EXPECT_EQ(other.finish.usage.cached_tokens, 0);

@@ -432,11 +432,11 @@ class RunningServer {
 };
 
 std::unique_ptr<kvcache::KvManager> NewKv(
-    const Model& model, std::vector<kvcache::TierOptions> tiers = {}) {
+    const Model& model, std::vector<kvcache::TierOptions> tiers = {},
+    kernels::KvFormat kv_format = {}) {
   const ModelConfig& c = model.config();
   kvcache::KvManagerOptions o;
-  o.layout = {c.n_layers, c.n_kv_heads, c.head_dim, kBlockTokens,
-              kernels::DType::kF16};
+  o.layout = {c.n_layers, c.n_kv_heads, c.head_dim, kBlockTokens, kv_format};
   o.capacity_bytes = size_t{4} << 20;
   o.prefault = false;
   o.tiers = std::move(tiers);
@@ -883,6 +883,26 @@ TEST_F(ServerTest, MetricsAreValidPrometheusText) {
         << state;
   }
   EXPECT_EQ(type_of("kvstash_kv_blocks"), "gauge");
+  // The pool's size in tokens and the bytes of a cached token, labelled
+  // with the K and V types; /kv/stats says the same.
+  const kernels::BlockLayout& layout = kv_->layout();
+  const Json stats = KvStats();
+  EXPECT_EQ(stats.value("kv_type_k", ""), "f16") << stats.dump();
+  EXPECT_EQ(stats.value("kv_type_v", ""), "f16") << stats.dump();
+  EXPECT_EQ(stats.value("bytes_per_token", -1.0), layout.bytes_per_token())
+      << stats.dump();
+  // f16 K and V of 2 layers x 2 kv heads x 16 dims.
+  EXPECT_EQ(layout.bytes_per_token(), 2.0 * 2 * 2 * 16 * 2);
+  EXPECT_EQ(stats.value("capacity_tokens", -1),
+            stats.value("capacity_blocks", -2) * kBlockTokens)
+      << stats.dump();
+  EXPECT_GT(stats.value("capacity_tokens", -1), 0) << stats.dump();
+  EXPECT_EQ(type_of("kvstash_kv_capacity_tokens"), "gauge");
+  EXPECT_EQ(Find(e, "kvstash_kv_capacity_tokens", {}),
+            double(stats.value("capacity_tokens", -1)));
+  EXPECT_EQ(type_of("kvstash_kv_bytes_per_token"), "gauge");
+  EXPECT_EQ(Find(e, "kvstash_kv_bytes_per_token", {{"k", "f16"}, {"v", "f16"}}),
+            layout.bytes_per_token());
 
   // The TTFT histogram: cumulative buckets ending in +Inf == _count > 0.
   const std::string h = "kvstash_time_to_first_token_seconds";
@@ -906,6 +926,50 @@ TEST_F(ServerTest, MetricsAreValidPrometheusText) {
   EXPECT_EQ(*count, buckets.back().second);
   EXPECT_GT(*count, 0);
   EXPECT_TRUE(Find(e, h + "_sum", {}).has_value());
+}
+
+// A server whose cache keeps K and V in compressed types names them in
+// /kv/stats and /metrics, holds more tokens in the same bytes, and serves.
+TEST_F(ServerTest, CompressedKvTypesInStatsAndMetrics) {
+  using kernels::KvType;
+  const kernels::KvFormat format = {KvType::kQ8, KvType::kKivi4};
+  auto kv = NewKv(*model_, {}, format);
+  ASSERT_NE(kv, nullptr);
+  auto scheduler = NewScheduler(*model_, *kv, SchedulerOptions{});
+  ASSERT_NE(scheduler, nullptr);
+  ServerOptions so;
+  so.port = 0;
+  so.model_id = kModelId;
+  auto server = RunningServer::Start(*model_, *scheduler, *kv, so);
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+  const std::string prompt = Words("compressed", 60);
+  const Json cold = ExpectCompletion(
+      Post(port, "/v1/completions", CompletionBody(prompt, 6)), 6);
+  const Json warm = ExpectCompletion(
+      Post(port, "/v1/completions", CompletionBody(prompt, 6)), 6);
+  EXPECT_GT(CachedTokens(warm), 0) << warm.dump();
+  EXPECT_EQ(warm["choices"][0]["text"], cold["choices"][0]["text"]);
+
+  const double f16_bytes = 2.0 * 2 * 2 * 16 * 2;  // as the suite's server
+  const Json stats = ParseJson(Get(port, "/kv/stats").body);
+  EXPECT_EQ(stats.value("kv_type_k", ""), "q8") << stats.dump();
+  EXPECT_EQ(stats.value("kv_type_v", ""), "kivi4") << stats.dump();
+  EXPECT_EQ(stats.value("bytes_per_token", -1.0),
+            kv->layout().bytes_per_token());
+  EXPECT_LT(stats.value("bytes_per_token", -1.0), f16_bytes / 2);
+  EXPECT_EQ(stats.value("capacity_tokens", -1),
+            stats.value("capacity_blocks", -2) * kBlockTokens);
+  // The same 4 MiB hold more than twice the tokens of f16.
+  EXPECT_GT(stats.value("capacity_tokens", 0.0),
+            2 * double(size_t{4} << 20) / f16_bytes)
+      << stats.dump();
+  const Exposition e = ParsePrometheus(Get(port, "/metrics").body);
+  EXPECT_EQ(Find(e, "kvstash_kv_capacity_tokens", {}),
+            double(stats.value("capacity_tokens", -1)));
+  EXPECT_EQ(
+      Find(e, "kvstash_kv_bytes_per_token", {{"k", "q8"}, {"v", "kivi4"}}),
+      kv->layout().bytes_per_token());
 }
 
 // 7. Models and health.

@@ -50,7 +50,7 @@ std::vector<float> AllLogits(const Model& model,
                              const std::vector<int32_t>& ids) {
   const ModelConfig& c = model.config();
   Transformer t(model);
-  ContiguousKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, ids.size());
+  LocalKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, int(ids.size()));
   std::vector<float> logits(ids.size() * c.vocab_size);
   Status s = t.Forward(ids, 0, kv, true, logits.data());
   EXPECT_TRUE(s.ok()) << s.ToString();
@@ -68,14 +68,16 @@ float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
 
 // `windows` windows of BOS + 256 tokens from the start of the validation
 // text, scored as SOURCE.md describes.
-PerplexityResult ValidationPerplexity(const Model& model, int windows) {
+PerplexityResult ValidationPerplexity(
+    const Model& model, int windows,
+    kernels::KvFormat kv = {kernels::KvType::kF32, kernels::KvType::kF32}) {
   auto text = ReadFile(testing::SharedPath("data/tinystories_val.txt"));
   EXPECT_TRUE(text.ok());
   // A prefix of the text holds enough tokens and encodes much faster.
   const std::vector<int32_t> ids =
       model.tokenizer().Encode(text->substr(0, 12000 * windows), false);
   Transformer t(model);
-  auto r = Perplexity(t, ids, 257, windows, kernels::DType::kF32, nullptr);
+  auto r = Perplexity(t, ids, 257, windows, kv, nullptr);
   EXPECT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->windows, windows);
   return r.ok() ? *r : PerplexityResult{};
@@ -145,6 +147,51 @@ TEST(StoriesTest, ForeignGgufMatchesLlama2c) {
     // The converter declares a 128-token context.
     EXPECT_EQ(Greedy(*l2c, a, 100), Greedy(*gguf, b, 100)) << prompt;
   }
+}
+
+// Perplexity over 256 tokens with K/V in each type, against the f32 cache's.
+// Bounds are the ratios measured on this model (head_dim 8) with margin:
+// f16 1.0000, bf16 1.0018, q8 0.9975, kivi4 1.0023, k=q8,v=q4h 1.009,
+// k=kivi4,v=q4h 1.012, kivi2 1.137, q4h 1.53, q4 2.13. Per-token 4-bit keys
+// are what costs: per-channel KIVI keys (and the f16 own block) keep even
+// 2-bit caches close.
+struct KvTypeBound {
+  kernels::KvFormat kv;
+  double max_ppl_ratio;
+};
+
+class KvTypePerplexityTest : public ::testing::TestWithParam<KvTypeBound> {};
+
+INSTANTIATE_TEST_SUITE_P(
+    KvTypes, KvTypePerplexityTest,
+    ::testing::Values(
+        KvTypeBound{{kernels::KvType::kF32, kernels::KvType::kF32}, 1.0},
+        KvTypeBound{{kernels::KvType::kF16, kernels::KvType::kF16}, 1.001},
+        KvTypeBound{{kernels::KvType::kBF16, kernels::KvType::kBF16}, 1.01},
+        KvTypeBound{{kernels::KvType::kQ8, kernels::KvType::kQ8}, 1.01},
+        KvTypeBound{{kernels::KvType::kQ4, kernels::KvType::kQ4}, 2.5},
+        KvTypeBound{{kernels::KvType::kQ4H, kernels::KvType::kQ4H}, 1.8},
+        KvTypeBound{{kernels::KvType::kKivi2, kernels::KvType::kKivi2}, 1.3},
+        KvTypeBound{{kernels::KvType::kKivi4, kernels::KvType::kKivi4}, 1.02},
+        KvTypeBound{{kernels::KvType::kQ8, kernels::KvType::kQ4H}, 1.03},
+        KvTypeBound{{kernels::KvType::kKivi4, kernels::KvType::kQ4H}, 1.04}),
+    [](const auto& info) {
+      const kernels::KvFormat& f = info.param.kv;
+      return std::string(kernels::KvTypeName(f.k)) + "_" +
+             std::string(kernels::KvTypeName(f.v));
+    });
+
+TEST_P(KvTypePerplexityTest, StaysNearTheF32Cache) {
+  auto model = LoadLlama2c();
+  ASSERT_NE(model, nullptr);
+  const double ppl_f32 = Perplexity256(*model).ppl;
+  const PerplexityResult r = ValidationPerplexity(*model, 1, GetParam().kv);
+  EXPECT_EQ(r.tokens, 256);
+  std::printf("[ kv type ] %-12s ppl %.4f (f32 %.4f) ratio %.4f\n",
+              kernels::KvFormatName(GetParam().kv).c_str(), r.ppl, ppl_f32,
+              r.ppl / ppl_f32);
+  EXPECT_LE(r.ppl / ppl_f32, GetParam().max_ppl_ratio);
+  EXPECT_GE(r.ppl / ppl_f32, 1.0 / GetParam().max_ppl_ratio);
 }
 
 struct RoundTrip {

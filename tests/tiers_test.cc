@@ -3,7 +3,8 @@
 // prefix computed once is loaded, not recomputed, after a restart, by
 // another server, and after crashes; damaged objects, a full disk and a dead
 // Redis only cost recomputation. In every case the greedy output equals the
-// prompt computed alone on a cold cache.
+// prompt computed alone on a cold cache. The restart tests run in every KV
+// type, and blocks of one type are never loaded as another's.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -12,13 +13,16 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 
+#include "kvcache/block_hash.h"
 #include "kvcache/kv_manager.h"
 #include "serve/scheduler.h"
 #include "store/disk_cache_admin.h"
 #include "store/disk_tier.h"
+#include "store/object_format.h"
 #include "store/redis_tier.h"
 #include "tests/testing/redis_server.h"
 #include "tests/testing/stories.h"
@@ -52,15 +56,19 @@ class TiersTest : public ::testing::Test {
   void SetUp() override {
     model_ = testing::LoadStories();
     story_ = testing::StoryTokens(*model_);
-    alone_ = std::make_unique<testing::AloneReference>(*model_);
   }
 
-  // A stack whose DRAM pool holds `blocks` blocks, over `tiers` (in order).
-  Stack NewStack(std::vector<store::Tier*> tiers, size_t blocks = 512) {
+  kernels::BlockLayout Layout(kernels::KvFormat kv = {}) const {
     const ModelConfig& c = model_->config();
+    return {c.n_layers, c.n_kv_heads, c.head_dim, kBlockTokens, kv};
+  }
+
+  // A stack whose DRAM pool holds `blocks` blocks of `kv`, over `tiers` (in
+  // order).
+  Stack NewStack(std::vector<store::Tier*> tiers, size_t blocks = 512,
+                 kernels::KvFormat kv = {}) {
     kvcache::KvManagerOptions o;
-    o.layout = {c.n_layers, c.n_kv_heads, c.head_dim, kBlockTokens,
-                kernels::DType::kF16};
+    o.layout = Layout(kv);
     o.capacity_bytes = blocks * o.layout.block_bytes();
     o.prefault = false;
     for (store::Tier* t : tiers) o.tiers.push_back({t});
@@ -100,9 +108,16 @@ class TiersTest : public ::testing::Test {
     return p;
   }
 
+  // The greedy output of `prompt` computed alone with K/V in `kv`.
   const std::vector<int32_t>& Alone(const std::vector<int32_t>& prompt,
-                                    int max_tokens) {
-    return alone_->Get(prompt, max_tokens);
+                                    int max_tokens,
+                                    kernels::KvFormat kv = {}) {
+    std::unique_ptr<testing::AloneReference>& a =
+        alone_[{uint8_t(kv.k), uint8_t(kv.v)}];
+    if (a == nullptr) {
+      a = std::make_unique<testing::AloneReference>(*model_, kv);
+    }
+    return a->Get(prompt, max_tokens);
   }
 
   // Tokens of the full blocks before the last token of `prompt`: what a
@@ -113,24 +128,43 @@ class TiersTest : public ::testing::Test {
 
   std::unique_ptr<Model> model_;
   std::vector<int32_t> story_;
-  std::unique_ptr<testing::AloneReference> alone_;
+  std::map<std::pair<uint8_t, uint8_t>,
+           std::unique_ptr<testing::AloneReference>>
+      alone_;
 };
 
-TEST_F(TiersTest, RestartLoadsThePrefixFromDisk) {
-  const std::string dir = testing::TempDir("restart");
+// The tests that run in every KV format.
+class TiersKvTypeTest
+    : public TiersTest,
+      public ::testing::WithParamInterface<kernels::KvFormat> {
+ protected:
+  kernels::KvFormat kv() const { return GetParam(); }
+  std::string Dir(const std::string& name) const {
+    return testing::TempDir(name + "_" + testing::KvFormatTestName(kv()));
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(KvTypes, TiersKvTypeTest,
+                         ::testing::ValuesIn(testing::AllKvFormats()),
+                         [](const auto& info) {
+                           return testing::KvFormatTestName(info.param);
+                         });
+
+TEST_P(TiersKvTypeTest, RestartLoadsThePrefixFromDisk) {
+  const std::string dir = Dir("restart");
   const std::vector<int32_t> prompt = Prompt(0, 299);  // 300 tokens
   std::vector<int32_t> cold_tokens;
   {
     auto disk = OpenDisk(dir);
-    Stack a = NewStack({disk.get()});
+    Stack a = NewStack({disk.get()}, 512, kv());
     Outcome cold = a.Run(prompt, 12);
     EXPECT_EQ(cold.finish.usage.cached_tokens, 0);
     cold_tokens = cold.tokens;
   }  // A stops; the disk tier stores its queue and unlocks
-  EXPECT_EQ(cold_tokens, Alone(prompt, 12));
+  EXPECT_EQ(cold_tokens, Alone(prompt, 12, kv()));
 
   auto disk = OpenDisk(dir);
-  Stack b = NewStack({disk.get()});
+  Stack b = NewStack({disk.get()}, 512, kv());
   EXPECT_EQ(b.scheduler->CachedPrefix(prompt, "").tier_tokens[0],
             int(prompt.size()) / kBlockTokens * kBlockTokens);  // full blocks
   Outcome warm = b.Run(prompt, 12);
@@ -149,37 +183,146 @@ TEST_F(TiersTest, RestartLoadsThePrefixFromDisk) {
   Outcome other = b.Run(prompt, 12, "other tenant");
   EXPECT_EQ(other.finish.usage.cached_tokens, 0);
   EXPECT_EQ(other.tokens, cold_tokens);
+  // A prompt ending on a boundary of the loaded blocks: its last block is
+  // copied on write, or dropped and recomputed for KIVI types.
+  const std::vector<int32_t> aligned = Prompt(0, 287);  // 288 tokens
+  Outcome edge = b.Run(aligned, 5);
+  EXPECT_EQ(edge.finish.usage.cached_tokens,
+            kernels::KvHasResidual(kv()) ? 288 - kBlockTokens : 287);
+  EXPECT_EQ(edge.tokens, Alone(aligned, 5, kv()));
   EXPECT_TRUE(b.kv->Validate({}).ok());
 }
 
 // A longer prompt that extends a prefix on disk loads the prefix and
 // computes (and stores) only the rest.
-TEST_F(TiersTest, DiskPrefixOfALongerPrompt) {
-  const std::string dir = testing::TempDir("extend");
+TEST_P(TiersKvTypeTest, DiskPrefixOfALongerPrompt) {
+  const std::string dir = Dir("extend");
   const std::vector<int32_t> head = Prompt(1000, 160);
   const std::vector<int32_t> longer = Prompt(1000, 250);
   {
     auto disk = OpenDisk(dir);
-    Stack a = NewStack({disk.get()});
+    Stack a = NewStack({disk.get()}, 512, kv());
     a.Run(head, 4);
   }
   auto disk = OpenDisk(dir);
-  Stack b = NewStack({disk.get()});
+  Stack b = NewStack({disk.get()}, 512, kv());
   Outcome out = b.Run(longer, 10);
   EXPECT_EQ(out.finish.usage.tier_cached_tokens[0],
             (int(head.size()) / kBlockTokens) * kBlockTokens);
-  EXPECT_EQ(out.tokens, Alone(longer, 10));
+  EXPECT_EQ(out.tokens, Alone(longer, 10, kv()));
+}
+
+// Blocks written in one type are never loaded by a server of another type
+// over the same disk: the namespace root names both types, so the keys
+// differ, and an object of one type filed under the other's name (a forged
+// or misfiled object) is refused when it is decoded.
+TEST_F(TiersTest, CompressedBlocksNeverLoadUnderAnotherType) {
+  using kernels::KvType;
+  const std::vector<int32_t> prompt = Prompt(1500, 120);  // 121 tokens
+  const kernels::KvFormat f16 = {};
+  for (const kernels::KvFormat written :
+       {kernels::KvFormat{KvType::kKivi4, KvType::kKivi4},
+        kernels::KvFormat{KvType::kQ8, KvType::kQ8}}) {
+    SCOPED_TRACE(kernels::KvFormatName(written));
+    const std::string dir =
+        testing::TempDir("types_" + testing::KvFormatTestName(written));
+    {
+      auto disk = OpenDisk(dir);
+      Stack a = NewStack({disk.get()}, 512, written);
+      EXPECT_EQ(a.Run(prompt, 6).tokens, Alone(prompt, 6, written));
+    }
+    auto disk = OpenDisk(dir);
+    const uint64_t objects = disk->Stats().objects;
+    ASSERT_GE(objects, uint64_t(Loadable(prompt) / kBlockTokens));
+
+    // Servers of other formats (f16; the same K type with another V type)
+    // find nothing and compute the cold output of their own type.
+    for (const kernels::KvFormat other :
+         {f16, kernels::KvFormat{written.k, KvType::kQ4H}}) {
+      SCOPED_TRACE("read as " + kernels::KvFormatName(other));
+      Stack b = NewStack({disk.get()}, 512, other);
+      const kvcache::PrefixHit probe = b.scheduler->CachedPrefix(prompt, "");
+      EXPECT_EQ(probe.dram_tokens, 0);
+      EXPECT_EQ(probe.tier_tokens, std::vector<int>{0});
+      EXPECT_EQ(b.kv->Prefetch(prompt, kvcache::RootHash(model_->identity(),
+                                                         Layout(other), ""))
+                    .total(),
+                0);
+      Outcome out = b.Run(prompt, 6);
+      EXPECT_EQ(out.finish.usage.cached_tokens, 0);
+      EXPECT_EQ(out.tokens, Alone(prompt, 6, other));
+      EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks, 0u);
+      EXPECT_EQ(b.kv->TierStats()[0].load_failures, 0u);
+    }
+
+    // The first block as `written` stored it, and the names of that block
+    // in the f16 namespace.
+    const Hash128 root_w =
+        kvcache::RootHash(model_->identity(), Layout(written), "");
+    const Hash128 root_f16 =
+        kvcache::RootHash(model_->identity(), Layout(f16), "");
+    ASSERT_NE(root_w, root_f16);
+    const std::span<const int32_t> first(prompt.data(), kBlockTokens);
+    const Hash128 key_w = kvcache::BlockHash(root_w, first);
+    const Hash128 key_f16 = kvcache::BlockHash(root_f16, first);
+    auto got = disk->Get(std::vector<store::BlockKey>{key_w});
+    ASSERT_TRUE(got[0].has_value());
+    const std::vector<uint8_t>& stored = *got[0];
+    Result<store::ObjectView> own =
+        store::DecodeObject(stored, root_w, key_w, Layout(written));
+    ASSERT_TRUE(own.ok()) << own.status().ToString();
+    EXPECT_EQ(own->header.layout.kv, written);
+    // Presented under the f16 namespace, it is refused by its fingerprint.
+    Result<store::ObjectView> as_f16 =
+        store::DecodeObject(stored, root_f16, key_w, Layout(f16));
+    ASSERT_FALSE(as_f16.ok());
+    EXPECT_EQ(as_f16.status().code(), StatusCode::kInvalidArgument);
+    // Filed under the f16 fingerprint and key, it is refused by its types.
+    const std::vector<uint8_t> forged = store::EncodeObject(
+        root_f16, root_f16, key_f16, Layout(written),
+        uint32_t(kBlockTokens), own->payload);
+    for (const auto decode :
+         {&store::DecodeObject, &store::DecodeVerifiedObject}) {
+      Result<store::ObjectView> v =
+          decode(forged, root_f16, key_f16, Layout(f16));
+      ASSERT_FALSE(v.ok());
+      EXPECT_EQ(v.status().code(), StatusCode::kInvalidArgument);
+      EXPECT_NE(v.status().message().find("kv types"), std::string::npos)
+          << v.status().message();
+    }
+    // Through the tier: an f16 server that finds an object of `written`
+    // filed under its own fingerprint and key refuses it, counts the
+    // failure, and computes cold. (In a namespace of its own: the f16
+    // servers above wrote the prompt's f16 blocks to this disk.)
+    const Hash128 root_x =
+        kvcache::RootHash(model_->identity(), Layout(f16), "misfiled");
+    const Hash128 key_x = kvcache::BlockHash(root_x, first);
+    ASSERT_TRUE(disk->Put(key_x, store::EncodeObject(
+                                     root_x, root_x, key_x, Layout(written),
+                                     uint32_t(kBlockTokens), own->payload))
+                    .ok());
+    disk->Flush();
+    Stack c = NewStack({disk.get()}, 512, f16);
+    EXPECT_EQ(c.scheduler->CachedPrefix(prompt, "misfiled").tier_tokens,
+              std::vector<int>{kBlockTokens});  // Exists does not verify
+    Outcome out = c.Run(prompt, 6, "misfiled");
+    EXPECT_EQ(out.finish.usage.cached_tokens, 0);
+    EXPECT_EQ(out.tokens, Alone(prompt, 6, f16));
+    EXPECT_EQ(c.kv->TierStats()[0].loaded_blocks, 0u);
+    EXPECT_EQ(c.kv->TierStats()[0].load_failures, 1u);
+    EXPECT_TRUE(c.kv->Validate({}).ok());
+  }
 }
 
 // Bytes flipped in stored objects (payload and header) are misses: the load
 // stops at the first bad object, the object is deleted and counted, and the
 // output is what a cold run gives.
-TEST_F(TiersTest, CorruptObjectsAreMissesNeverWrongOutput) {
-  const std::string dir = testing::TempDir("corrupt");
+TEST_P(TiersKvTypeTest, CorruptObjectsAreMissesNeverWrongOutput) {
+  const std::string dir = Dir("corrupt");
   const std::vector<int32_t> prompt = Prompt(2000, 200);
   {
     auto disk = OpenDisk(dir);
-    Stack a = NewStack({disk.get()});
+    Stack a = NewStack({disk.get()}, 512, kv());
     a.Run(prompt, 8);
   }
   std::vector<fs::path> objects;
@@ -206,29 +349,39 @@ TEST_F(TiersTest, CorruptObjectsAreMissesNeverWrongOutput) {
   }
   ASSERT_GT(flipped, 0u);
   auto disk = OpenDisk(dir);
-  Stack b = NewStack({disk.get()});
+  Stack b = NewStack({disk.get()}, 512, kv());
   Outcome out = b.Run(prompt, 8);
-  EXPECT_EQ(out.tokens, Alone(prompt, 8));
+  EXPECT_EQ(out.tokens, Alone(prompt, 8, kv()));
   EXPECT_LT(out.finish.usage.cached_tokens, Loadable(prompt));
   const kvcache::TierCounters c = b.kv->TierStats()[0];
   EXPECT_GE(c.store.corrupt_dropped + c.load_failures, 1u);
-  // The recomputed blocks were written again: a second server loads all.
-  b = Stack();
-  disk.reset();
-  disk = OpenDisk(dir);
-  Stack c2 = NewStack({disk.get()});
-  Outcome again = c2.Run(prompt, 8);
-  EXPECT_EQ(again.finish.usage.cached_tokens, Loadable(prompt));
-  EXPECT_EQ(again.tokens, Alone(prompt, 8));
+  // The recomputed blocks were written again, so each later server loads
+  // further, until one loads all. (A block recomputed because an earlier
+  // object was bad is not rewritten while its own damaged object is still
+  // indexed: DiskTier::Put keeps a key it holds, and payload damage is only
+  // found when the object is read. So it can take one server per damaged
+  // object, in chain order.)
+  int cached = out.finish.usage.cached_tokens;
+  for (size_t round = 0; round <= flipped && cached < Loadable(prompt);
+       ++round) {
+    SCOPED_TRACE("server " + std::to_string(round + 2));
+    b = Stack();
+    disk.reset();
+    disk = OpenDisk(dir);
+    Stack c2 = NewStack({disk.get()}, 512, kv());
+    Outcome again = c2.Run(prompt, 8);
+    EXPECT_GT(again.finish.usage.cached_tokens, cached);
+    EXPECT_EQ(again.tokens, Alone(prompt, 8, kv()));
+    cached = again.finish.usage.cached_tokens;
+  }
+  EXPECT_EQ(cached, Loadable(prompt));
 }
 
 // A capacity far below what the prompts need: no failure, the tier stays
 // within its limit by evicting, and outputs are unchanged.
 TEST_F(TiersTest, FullDiskEvictsAndNeverFails) {
   const std::string dir = testing::TempDir("full");
-  const ModelConfig& c = model_->config();
-  const kernels::BlockLayout layout{c.n_layers, c.n_kv_heads, c.head_dim,
-                                    kBlockTokens, kernels::DType::kF16};
+  const kernels::BlockLayout layout = Layout();
   const uint64_t object_bytes = 4096 + layout.block_bytes();  // upper bound
   const uint64_t capacity = 12 * object_bytes;
   auto disk = OpenDisk(dir, capacity);

@@ -17,6 +17,7 @@
 
 #include "base/check.h"
 #include "engine/generate.h"
+#include "kernels/kv_format.h"
 #include "model/model.h"
 #include "serve/scheduler.h"
 #include "tests/testing/shared_data.h"
@@ -37,6 +38,26 @@ inline std::vector<int32_t> StoryTokens(const Model& model) {
   text << in.rdbuf();
   const std::string s = text.str().substr(0, 60000);
   return model.tokenizer().Encode(s, /*add_bos=*/false);
+}
+
+// The KV formats the end-to-end tests run in: every type on both sides, and
+// two pairs of different types.
+inline std::vector<kernels::KvFormat> AllKvFormats() {
+  using kernels::KvType;
+  std::vector<kernels::KvFormat> f;
+  for (int t = 0; t < kernels::kKvTypeCount; ++t) {
+    f.push_back({KvType(t), KvType(t)});
+  }
+  f.push_back({KvType::kQ8, KvType::kQ4H});
+  f.push_back({KvType::kKivi4, KvType::kQ4H});
+  return f;
+}
+
+// A test name for a format: "q8", or "k_q8_v_q4h".
+inline std::string KvFormatTestName(const kernels::KvFormat& f) {
+  if (f.k == f.v) return std::string(kernels::KvTypeName(f.k));
+  return "k_" + std::string(kernels::KvTypeName(f.k)) + "_v_" +
+         std::string(kernels::KvTypeName(f.v));
 }
 
 struct Outcome {
@@ -69,11 +90,16 @@ inline GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens,
   return r;
 }
 
-// Greedy outputs of prompts computed alone by the plain generate loop,
-// memoized (EOS is not part of the output, as in the scheduler's events).
+// Greedy outputs of prompts computed alone by the plain generate loop with
+// K/V kept in `kv_format`, memoized (EOS is not part of the output, as in the
+// scheduler's events).
 class AloneReference {
  public:
-  explicit AloneReference(const Model& model) : model_(model) {}
+  explicit AloneReference(const Model& model,
+                          kernels::KvFormat kv_format = {})
+      : model_(model), kv_format_(kv_format) {}
+
+  kernels::KvFormat kv_format() const { return kv_format_; }
 
   const std::vector<int32_t>& Get(const std::vector<int32_t>& prompt,
                                   int max_tokens) {
@@ -84,6 +110,7 @@ class AloneReference {
     GenerateOptions o;
     o.n_predict = max_tokens;
     o.sampling.temperature = 0;
+    o.kv_format = kv_format_;
     std::vector<int32_t> out;
     auto r = Generate(tf, prompt, o, [&](int32_t t) {
       if (t != model_.tokenizer().eos()) out.push_back(t);
@@ -95,6 +122,7 @@ class AloneReference {
 
  private:
   const Model& model_;
+  kernels::KvFormat kv_format_;
   std::map<std::pair<std::vector<int32_t>, int>, std::vector<int32_t>> memo_;
 };
 
