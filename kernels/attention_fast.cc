@@ -319,18 +319,23 @@ constexpr bool IsPerTokenQuant(KvType t) {
 }
 
 // Per-position group scales (and mins, for KIVI values) of the n rows of a
-// tile, as f32: scale[p * n_groups + g].
-template <KvType kT, KvSide kS>
+// tile, as f32: scale[g * kTile + p], 0 for p in [n, kTile).
+template <KvType kT>
 void TileScales(const RowRef* rows, size_t n, const Geo& g, float* scale,
                 float* min) {
-  for (size_t p = 0; p < n; ++p) {
-    for (size_t gi = 0; gi < g.n_groups; ++gi) {
+  for (size_t gi = 0; gi < g.n_groups; ++gi) {
+    float* sg = scale + gi * kTile;
+    for (size_t p = 0; p < n; ++p) {
       if constexpr (KvIsKivi(kT)) {
-        scale[p * g.n_groups + gi] = HalfToFloat(rows[p].data + 4 * gi);
-        min[p * g.n_groups + gi] = HalfToFloat(rows[p].data + 4 * gi + 2);
+        sg[p] = HalfToFloat(rows[p].data + 4 * gi);
+        min[gi * kTile + p] = HalfToFloat(rows[p].data + 4 * gi + 2);
       } else {
-        scale[p * g.n_groups + gi] = HalfToFloat(rows[p].data + 2 * gi);
+        sg[p] = HalfToFloat(rows[p].data + 2 * gi);
       }
+    }
+    std::fill(sg + n, sg + kTile, 0.0f);
+    if constexpr (KvIsKivi(kT)) {
+      std::fill(min + gi * kTile + n, min + (gi + 1) * kTile, 0.0f);
     }
   }
 }
@@ -352,12 +357,14 @@ struct FloatRows {  // f32, f16, bf16 rows
 template <KvType kT>
 struct ScaledRows {  // q8 / q4 rows times their group's scale (per tile)
   const uint8_t* codes[kPosBlock];
-  const float* scale[kPosBlock];  // the row's group scales
+  size_t pos[kPosBlock];  // the rows' positions in the tile
+  const float* scales;    // TileScales: [n_groups][kTile]
   const Geo* g;
   template <class Part>
   HWY_INLINE VF Get(Part part, size_t j, size_t i) const {
-    return hn::Mul(LoadCodesOf<kT>(part, codes[j], i, *g),
-                   hn::Set(DF(), scale[j][i >> g->group_shift]));
+    return hn::Mul(
+        LoadCodesOf<kT>(part, codes[j], i, *g),
+        hn::Set(DF(), scales[(i >> g->group_shift) * kTile + pos[j]]));
   }
 };
 
@@ -519,7 +526,7 @@ void ScoreTile(const float* const* q, size_t n_rows, const RowRef* k,
   [[maybe_unused]] const float* qs[kMaxRows];
   if constexpr (IsPerTokenQuant(kT)) {
     if (g.fast && g.n_groups <= kMaxGroups) {
-      TileScales<kT, KvSide::kK>(k, n, g, scales, nullptr);
+      TileScales<kT>(k, n, g, scales, nullptr);
     }
   }
   for (size_t p0 = 0; p0 < n; p0 += kPosBlock) {
@@ -542,9 +549,10 @@ void ScoreTile(const float* const* q, size_t n_rows, const RowRef* k,
       }
       ScaledRows<kT> rows;
       rows.g = &g;
+      rows.scales = scales;
       for (size_t j = 0; j < kPosBlock; ++j) {
         rows.codes[j] = k[idx[j]].data + 2 * g.n_groups;
-        rows.scale[j] = scales + idx[j] * g.n_groups;
+        rows.pos[j] = idx[j];
       }
       score(q, rows, s + p0);
     } else if constexpr (KvIsKivi(kT)) {
@@ -784,20 +792,26 @@ void AccumulateTile(size_t n_rows, const RowRef* v, size_t n, const float* w,
     if (!g.fast || ng > kMaxGroups || n_rows * ng * kTile > kMaxFolded) {
       return run(GenericVRows<kT>{v, w, &g});
     }
-    HWY_ALIGN float scale[kTile * kMaxGroups];  // [kTile][ng]
-    HWY_ALIGN float min[kTile * kMaxGroups];    // [kTile][ng]
+    HWY_ALIGN float scale[kTile * kMaxGroups];  // [ng][kTile]
+    HWY_ALIGN float min[kTile * kMaxGroups];    // [ng][kTile]
     HWY_ALIGN float wq[kMaxFolded];             // [n_rows][ng][kTile]
     float bias[kMaxRows * kMaxGroups];          // [n_rows][ng]
-    TileScales<kT, KvSide::kV>(v, n, g, scale, min);
+    TileScales<kT>(v, n, g, scale, min);
+    // Weights past n are 0 (SoftmaxStep), and so are the scales.
+    const DF df;
     for (size_t r = 0; r < n_rows; ++r) {
       for (size_t gi = 0; gi < ng; ++gi) {
         float* wr = wq + (r * ng + gi) * kTile;
-        float b = 0.0f;
-        for (size_t p = 0; p < n; ++p) {
-          wr[p] = w[r * kTile + p] * scale[p * ng + gi];
-          if constexpr (KvIsKivi(kT)) b += w[r * kTile + p] * min[p * ng + gi];
+        VF b = hn::Zero(df);
+        for (size_t p = 0; p < kTile; p += hn::Lanes(df)) {
+          const VF wv = hn::Load(df, w + r * kTile + p);
+          hn::Store(hn::Mul(wv, hn::Load(df, scale + gi * kTile + p)), df,
+                    wr + p);
+          if constexpr (KvIsKivi(kT)) {
+            b = hn::MulAdd(wv, hn::Load(df, min + gi * kTile + p), b);
+          }
         }
-        bias[r * ng + gi] = b;
+        bias[r * ng + gi] = hn::GetLane(hn::SumOfLanes(df, b));
       }
     }
     run(QuantVRows<kT>{v, wq, bias, &g});
