@@ -466,6 +466,7 @@ size_t ScoreBlocks(size_t n_rows, size_t* blocks) {
 // folded value weights (rows x groups x kTile). Larger shapes take LoadKv.
 constexpr size_t kMaxGroups = 16;
 constexpr size_t kMaxFolded = 4096;
+constexpr size_t kMaxStagedDim = 512;  // head_dim of ScoreTile's staging
 
 // The query rows with a KIVI key run's scales folded in: qs[r] = q[r] *
 // scale (elementwise, in `folded`: [n_rows][head_dim]) and row_min[r] =
@@ -505,12 +506,31 @@ void ScoreTile(const float* const* q, size_t n_rows, const RowRef* k,
   [[maybe_unused]] size_t n_blocks = 0;
   if constexpr (kRows == 0) n_blocks = ScoreBlocks(n_rows, blocks);
   const size_t hd = g.head_dim;
+  // With more rows than one register block, the kPosBlock rows are widened
+  // once into `stage` (the same f32 values the loads give, so the same
+  // bits) and every block reads them from there, instead of widening them
+  // again per block.
+  constexpr bool kWiden = kT != KvType::kF32;
+  const bool staged = kWiden && n_rows > kScoreRows && hd <= kMaxStagedDim;
+  [[maybe_unused]] HWY_ALIGN float stage[kPosBlock * kMaxStagedDim];
   auto score = [&](const float* const* qr, const auto& rows, float* out) {
-    if constexpr (kRows == 0) {
-      ScoreRows(blocks, n_blocks, qr, rows, hd, scale, out);
-    } else {
-      ScoreFixedRows<kRows>(qr, rows, hd, scale, out);
+    auto blocks_over = [&](const auto& view) {
+      if constexpr (kRows == 0) {
+        ScoreRows(blocks, n_blocks, qr, view, hd, scale, out);
+      } else {
+        ScoreFixedRows<kRows>(qr, view, hd, scale, out);
+      }
+    };
+    if (!staged) return blocks_over(rows);
+    FloatRows<float> widened;
+    for (size_t j = 0; j < kPosBlock; ++j) {
+      float* row = stage + j * hd;
+      ForEachVector(hd, [&](size_t i, auto part) {
+        Store(part, rows.Get(part, j, i), row + i);
+      });
+      widened.row[j] = row;
     }
+    blocks_over(widened);
   };
   auto generic = [&](const size_t* idx, size_t p0) {
     GenericRows<kT> rows;

@@ -2,8 +2,9 @@
 # Builds kvstash and runs the whole test suite: every test in a Release build,
 # then the parsing tests (GGUF, llama2.c, tokenizers, hostile files, OpenAI
 # request bodies, text streams, Prometheus text, tier objects and the disk
-# tier) and the Redis tier's tests (replies parsed off the network) again
-# under AddressSanitizer + UndefinedBehaviorSanitizer.
+# tier), the Redis tier's tests (replies parsed off the network) and the
+# kernels' tests (KV formats packed and read byte by byte, attention over
+# every KV type) again under AddressSanitizer + UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="${JOBS:-$(nproc)}"
@@ -14,7 +15,9 @@ ctest --test-dir build --output-on-failure -j "$JOBS"
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DKVSTASH_SANITIZE=address,undefined
-# Only the binaries that hold tests labelled "parsing" or "redis".
+# Only the binaries that hold tests labelled "parsing", "redis" or "kvformat".
 cmake --build build-asan -j "$JOBS" --target base_test model_test \
-  tokenizer_test hostile_files_test serve_test store_test redis_tier_test
-ctest --test-dir build-asan -L 'parsing|redis' --output-on-failure -j "$JOBS"
+  tokenizer_test hostile_files_test serve_test store_test redis_tier_test \
+  kernels_test
+ctest --test-dir build-asan -L 'parsing|redis|kvformat' --output-on-failure \
+  -j "$JOBS"
