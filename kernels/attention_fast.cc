@@ -255,8 +255,16 @@ HWY_INLINE VF LoadCodes(Part part, const uint8_t* codes, size_t i,
   const size_t field = rem >> g.stripe_shift;
   const size_t j = rem & ((size_t(1) << g.stripe_shift) - 1);
   const VI bytes = LoadBytes<uint8_t>(part, codes + (c << g.stripe_shift) + j);
-  const VI q = hn::And(hn::ShiftRightSame(bytes, int(field) * kBits),
-                       hn::Set(DI(), (1 << kBits) - 1));
+  const VI mask = hn::Set(DI(), (1 << kBits) - 1);
+  // The lowest field needs no shift, the highest no mask.
+  VI q;
+  if (field == 0) {
+    q = hn::And(bytes, mask);
+  } else if (field + 1 == size_t(8 / kBits)) {
+    q = hn::ShiftRightSame(bytes, int(field) * kBits);
+  } else {
+    q = hn::And(hn::ShiftRightSame(bytes, int(field) * kBits), mask);
+  }
   return hn::ConvertTo(DF(), q);
 }
 
@@ -300,43 +308,49 @@ HWY_INLINE VF LoadKv(Part part, const RowRef& r, size_t i, const Geo& g) {
   }
 }
 
-// Codes of elements [i, i + lanes) of a quantized row as f32, without any
-// scale: q8 codes, q4 codes - 8, KIVI codes. REQUIRES: Geo::fast.
+// Codes of elements [i, i + lanes) of a quantized row as f32, as stored
+// (q8 signed; q4 and KIVI unsigned: q4's offset of 8 is applied by the
+// callers). REQUIRES: Geo::fast.
 template <KvType kT, class Part>
 HWY_INLINE VF LoadCodesOf(Part part, const uint8_t* codes, size_t i,
                           const Geo& g) {
   if constexpr (kT == KvType::kQ8) {
     return hn::ConvertTo(DF(), LoadBytes<int8_t>(part, codes + i));
-  } else if constexpr (kT == KvType::kQ4 || kT == KvType::kQ4H) {
-    return hn::Sub(LoadCodes<4>(part, codes, i, g), hn::Set(DF(), 8.0f));
   } else {
     return LoadCodes<BitsOf(kT)>(part, codes, i, g);
   }
+}
+
+// The value a stored code of 0 stands for, in units of the scale: q4 codes
+// are offset by 8.
+constexpr float CodeOffset(KvType t) {
+  return t == KvType::kQ4 || t == KvType::kQ4H ? -8.0f : 0.0f;
 }
 
 constexpr bool IsPerTokenQuant(KvType t) {
   return t == KvType::kQ8 || t == KvType::kQ4 || t == KvType::kQ4H;
 }
 
-// Per-position group scales (and mins, for KIVI values) of the n rows of a
-// tile, as f32: scale[g * kTile + p], 0 for p in [n, kTile).
+// Per-position group scales and offsets of the n rows of a tile, as f32:
+// scale[g * kTile + p], and offset[...] = the min (KIVI values) or
+// CodeOffset * scale; 0 for p in [n, kTile).
 template <KvType kT>
 void TileScales(const RowRef* rows, size_t n, const Geo& g, float* scale,
-                float* min) {
+                float* offset) {
   for (size_t gi = 0; gi < g.n_groups; ++gi) {
     float* sg = scale + gi * kTile;
+    float* og = offset + gi * kTile;
     for (size_t p = 0; p < n; ++p) {
       if constexpr (KvIsKivi(kT)) {
         sg[p] = HalfToFloat(rows[p].data + 4 * gi);
-        min[gi * kTile + p] = HalfToFloat(rows[p].data + 4 * gi + 2);
+        og[p] = HalfToFloat(rows[p].data + 4 * gi + 2);
       } else {
         sg[p] = HalfToFloat(rows[p].data + 2 * gi);
+        og[p] = CodeOffset(kT) * sg[p];
       }
     }
     std::fill(sg + n, sg + kTile, 0.0f);
-    if constexpr (KvIsKivi(kT)) {
-      std::fill(min + gi * kTile + n, min + (gi + 1) * kTile, 0.0f);
-    }
+    std::fill(og + n, og + kTile, 0.0f);
   }
 }
 
@@ -362,10 +376,16 @@ struct ScaledRows {  // q8 / q4 rows times their group's scale (per tile)
   const Geo* g;
   template <class Part>
   HWY_INLINE VF Get(Part part, size_t j, size_t i) const {
-    return hn::Mul(
-        LoadCodesOf<kT>(part, codes[j], i, *g),
-        hn::Set(DF(), scales[(i >> g->group_shift) * kTile + pos[j]]));
+    const size_t at = (i >> g->group_shift) * kTile + pos[j];
+    const VF codes_f = LoadCodesOf<kT>(part, codes[j], i, *g);
+    if constexpr (CodeOffset(kT) != 0.0f) {  // d * (c - 8) = c * d - 8 d
+      return hn::MulAdd(codes_f, hn::Set(DF(), scales[at]),
+                        hn::Set(DF(), offsets[at]));
+    } else {
+      return hn::Mul(codes_f, hn::Set(DF(), scales[at]));
+    }
   }
+  const float* offsets;  // CodeOffset * scale, as `scales`
 };
 
 template <KvType kT>
@@ -540,13 +560,14 @@ void ScoreTile(const float* const* q, size_t n_rows, const RowRef* k,
   };
   // Per-tile state of the quantized paths.
   [[maybe_unused]] HWY_ALIGN float scales[kTile * kMaxGroups];
+  [[maybe_unused]] HWY_ALIGN float offsets[kTile * kMaxGroups];
   [[maybe_unused]] const uint8_t* folded_run = nullptr;
   [[maybe_unused]] HWY_ALIGN float folded[kMaxFolded];
   [[maybe_unused]] float row_min[kMaxRows];
   [[maybe_unused]] const float* qs[kMaxRows];
   if constexpr (IsPerTokenQuant(kT)) {
     if (g.fast && g.n_groups <= kMaxGroups) {
-      TileScales<kT>(k, n, g, scales, nullptr);
+      TileScales<kT>(k, n, g, scales, offsets);
     }
   }
   for (size_t p0 = 0; p0 < n; p0 += kPosBlock) {
@@ -570,6 +591,7 @@ void ScoreTile(const float* const* q, size_t n_rows, const RowRef* k,
       ScaledRows<kT> rows;
       rows.g = &g;
       rows.scales = scales;
+      rows.offsets = offsets;
       for (size_t j = 0; j < kPosBlock; ++j) {
         rows.codes[j] = k[idx[j]].data + 2 * g.n_groups;
         rows.pos[j] = idx[j];
@@ -681,9 +703,9 @@ template <KvType kT>
 struct QuantVRows {  // codes, with each row's group scale in its weight
   const RowRef* v;
   const float* w;     // [rows][n_groups][kTile]: weight * scale
-  const float* bias;  // [rows][n_groups]: sum of weight * min (KIVI)
+  const float* bias;  // [rows][n_groups]: sum of weight * offset
   const Geo* g;
-  static constexpr bool kHasBias = KvIsKivi(kT);
+  static constexpr bool kHasBias = KvIsKivi(kT) || CodeOffset(kT) != 0.0f;
   template <class Part>
   HWY_INLINE VF Get(Part part, size_t p, size_t i) const {
     return LoadCodesOf<kT>(part, v[p].data + ScaleBytes<kT, KvSide::kV>(*g), i,
@@ -789,8 +811,9 @@ HWY_INLINE void AccumulateRows(size_t n_rows, const VRows& v, size_t r0,
 
 // The values phase of a tile for n_rows rows (kRows: n_rows if compiled for
 // it, else 0): f32 / f16 / bf16 rows widened as loaded; quantized rows read
-// as bare codes, each position's group scale folded into its weights (and a
-// KIVI value's min into a per-group bias) once per tile.
+// as bare codes, each position's group scale folded into its weights and
+// its offset (a KIVI value's min, q4's -8 d) into a per-group bias, once per
+// tile.
 template <size_t kRows, KvType kT>
 void AccumulateTile(size_t n_rows, const RowRef* v, size_t n, const float* w,
                     const float* corr, const Geo& g, float* const* out) {
@@ -813,7 +836,7 @@ void AccumulateTile(size_t n_rows, const RowRef* v, size_t n, const float* w,
       return run(GenericVRows<kT>{v, w, &g});
     }
     HWY_ALIGN float scale[kTile * kMaxGroups];  // [ng][kTile]
-    HWY_ALIGN float min[kTile * kMaxGroups];    // [ng][kTile]
+    HWY_ALIGN float min[kTile * kMaxGroups];    // [ng][kTile]: offsets
     HWY_ALIGN float wq[kMaxFolded];             // [n_rows][ng][kTile]
     float bias[kMaxRows * kMaxGroups];          // [n_rows][ng]
     TileScales<kT>(v, n, g, scale, min);
@@ -827,9 +850,7 @@ void AccumulateTile(size_t n_rows, const RowRef* v, size_t n, const float* w,
           const VF wv = hn::Load(df, w + r * kTile + p);
           hn::Store(hn::Mul(wv, hn::Load(df, scale + gi * kTile + p)), df,
                     wr + p);
-          if constexpr (KvIsKivi(kT)) {
-            b = hn::MulAdd(wv, hn::Load(df, min + gi * kTile + p), b);
-          }
+          b = hn::MulAdd(wv, hn::Load(df, min + gi * kTile + p), b);
         }
         bias[r * ng + gi] = hn::GetLane(hn::SumOfLanes(df, b));
       }
