@@ -164,26 +164,13 @@ Geo MakeGeo(KvType t, size_t head_dim) {
   return g;
 }
 
-// IEEE half to float (normals, subnormals, zeros, inf, NaN).
+// The IEEE half at p as a float (one lane of PromoteTo: F16C where the
+// target has it).
 HWY_INLINE float HalfToFloat(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, sizeof(h));
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  const uint32_t em = h & 0x7fffu;
-  uint32_t bits;
-  if (em >= 0x7c00u) {
-    bits = sign | 0x7f800000u | ((em & 0x3ffu) << 13);
-  } else {
-    float f;
-    const uint32_t shifted = em << 13;
-    std::memcpy(&f, &shifted, sizeof(f));
-    f *= 0x1.0p112f;  // rebias the exponent; exact, subnormals included
-    std::memcpy(&bits, &f, sizeof(bits));
-    bits |= sign;
-  }
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
+  const hn::CappedTag<hwy::float16_t, 1> dh;
+  const hn::Rebind<float, decltype(dh)> df1;
+  return hn::GetLane(hn::PromoteTo(
+      df1, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p))));
 }
 
 constexpr int BitsOf(KvType t) {
@@ -850,9 +837,13 @@ void AccumulateTile(size_t n_rows, const RowRef* v, size_t n, const float* w,
           const VF wv = hn::Load(df, w + r * kTile + p);
           hn::Store(hn::Mul(wv, hn::Load(df, scale + gi * kTile + p)), df,
                     wr + p);
-          b = hn::MulAdd(wv, hn::Load(df, min + gi * kTile + p), b);
+          if constexpr (QuantVRows<kT>::kHasBias) {
+            b = hn::MulAdd(wv, hn::Load(df, min + gi * kTile + p), b);
+          }
         }
-        bias[r * ng + gi] = hn::GetLane(hn::SumOfLanes(df, b));
+        if constexpr (QuantVRows<kT>::kHasBias) {
+          bias[r * ng + gi] = hn::GetLane(hn::SumOfLanes(df, b));
+        }
       }
     }
     run(QuantVRows<kT>{v, wq, bias, &g});
