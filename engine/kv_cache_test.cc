@@ -14,6 +14,7 @@
 #include "kernels/attention_fast.h"
 #include "kernels/dtype.h"
 #include "kernels/kv_format.h"
+#include "kernels/kv_format_testing.h"
 
 namespace kvstash {
 namespace {
@@ -26,26 +27,15 @@ using kernels::KvType;
 
 constexpr int kLayers = 2, kHeads = 3, kHd = 8, kBt = 16;
 
-std::string FormatParamName(const KvFormat& f) {
-  return std::string(kernels::KvTypeName(f.k)) + "_" +
-         std::string(kernels::KvTypeName(f.v));
-}
+using kernels::testing::AllKvFormats;
 
-// Every type on both sides, and pairs of two types.
-std::vector<KvFormat> AllFormats() {
-  std::vector<KvFormat> f;
-  for (int t = 0; t < kernels::kKvTypeCount; ++t) {
-    f.push_back({KvType(t), KvType(t)});
-  }
-  f.push_back({KvType::kQ8, KvType::kQ4H});
-  f.push_back({KvType::kKivi4, KvType::kQ4H});
-  f.push_back({KvType::kF16, KvType::kKivi2});
-  return f;
+std::string FormatParamName(const KvFormat& f) {
+  return kernels::testing::KvFormatTestName(f);
 }
 
 std::vector<KvFormat> ResidualFormats() {
   std::vector<KvFormat> f;
-  for (const KvFormat& x : AllFormats()) {
+  for (const KvFormat& x : AllKvFormats()) {
     if (kernels::KvHasResidual(x)) f.push_back(x);
   }
   return f;
@@ -130,7 +120,7 @@ std::vector<uint8_t> RunBytes(const KvRun& run, KvSide side) {
 class LocalKvCacheTest : public ::testing::TestWithParam<KvFormat> {};
 
 INSTANTIATE_TEST_SUITE_P(KvTypes, LocalKvCacheTest,
-                         ::testing::ValuesIn(AllFormats()),
+                         ::testing::ValuesIn(AllKvFormats()),
                          [](const auto& info) {
                            return FormatParamName(info.param);
                          });
@@ -326,7 +316,7 @@ Reads WriteInPasses(Paged& s, const std::vector<int>& cuts, int end) {
 class PagedKvViewTest : public ::testing::TestWithParam<KvFormat> {};
 
 INSTANTIATE_TEST_SUITE_P(KvTypes, PagedKvViewTest,
-                         ::testing::ValuesIn(AllFormats()),
+                         ::testing::ValuesIn(AllKvFormats()),
                          [](const auto& info) {
                            return FormatParamName(info.param);
                          });

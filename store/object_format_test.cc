@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/kv_format_testing.h"
+
 namespace kvstash::store {
 namespace {
 
@@ -28,17 +30,7 @@ BlockLayout TestLayout(KvFormat kv = {}) {
   return l;
 }
 
-// Every type on both sides, and pairs whose sides differ.
-std::vector<KvFormat> AllFormats() {
-  std::vector<KvFormat> f;
-  for (int t = 0; t < kernels::kKvTypeCount; ++t) {
-    f.push_back({KvType(t), KvType(t)});
-  }
-  f.push_back({KvType::kQ8, KvType::kQ4H});
-  f.push_back({KvType::kKivi4, KvType::kQ4H});
-  f.push_back({KvType::kF16, KvType::kKivi2});
-  return f;
-}
+using kernels::testing::AllKvFormats;
 
 const Hash128 kFingerprint = HashBytes("namespace", 9);
 const Hash128 kKey = HashBytes("key", 3);
@@ -75,7 +67,7 @@ void Reseal(std::vector<uint8_t>& b) {
 }
 
 TEST(ObjectFormatTest, RoundTripsOneAndSeveralBlocks) {
-  for (const KvFormat& f : AllFormats()) {
+  for (const KvFormat& f : AllKvFormats()) {
     SCOPED_TRACE(kernels::KvFormatName(f));
     for (const int blocks : {1, 3}) {
       const BlockLayout l = TestLayout(f);
@@ -160,7 +152,7 @@ TEST(ObjectFormatTest, ObjectOfAnotherNamespaceKeyOrLayoutIsRefused) {
   m = l;
   m.block_tokens = 2;
   cases.push_back({"block_tokens", kFingerprint, kKey, m});
-  for (const KvFormat& f : AllFormats()) {
+  for (const KvFormat& f : AllKvFormats()) {
     if (f == l.kv) continue;
     m = l;
     m.kv = f;

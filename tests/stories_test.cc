@@ -10,6 +10,7 @@
 
 #include "base/file.h"
 #include "engine/generate.h"
+#include "kernels/kv_format_testing.h"
 #include "model/gguf_export.h"
 #include "model/model.h"
 #include "tests/testing/shared_data.h"
@@ -176,9 +177,7 @@ INSTANTIATE_TEST_SUITE_P(
         KvTypeBound{{kernels::KvType::kQ8, kernels::KvType::kQ4H}, 1.03},
         KvTypeBound{{kernels::KvType::kKivi4, kernels::KvType::kQ4H}, 1.04}),
     [](const auto& info) {
-      const kernels::KvFormat& f = info.param.kv;
-      return std::string(kernels::KvTypeName(f.k)) + "_" +
-             std::string(kernels::KvTypeName(f.v));
+      return kernels::testing::KvFormatTestName(info.param.kv);
     });
 
 TEST_P(KvTypePerplexityTest, StaysNearTheF32Cache) {

@@ -18,6 +18,7 @@
 #include "base/check.h"
 #include "engine/generate.h"
 #include "kernels/kv_format.h"
+#include "kernels/kv_format_testing.h"
 #include "model/model.h"
 #include "serve/scheduler.h"
 #include "tests/testing/shared_data.h"
@@ -40,25 +41,8 @@ inline std::vector<int32_t> StoryTokens(const Model& model) {
   return model.tokenizer().Encode(s, /*add_bos=*/false);
 }
 
-// The KV formats the end-to-end tests run in: every type on both sides, and
-// two pairs of different types.
-inline std::vector<kernels::KvFormat> AllKvFormats() {
-  using kernels::KvType;
-  std::vector<kernels::KvFormat> f;
-  for (int t = 0; t < kernels::kKvTypeCount; ++t) {
-    f.push_back({KvType(t), KvType(t)});
-  }
-  f.push_back({KvType::kQ8, KvType::kQ4H});
-  f.push_back({KvType::kKivi4, KvType::kQ4H});
-  return f;
-}
-
-// A test name for a format: "q8", or "k_q8_v_q4h".
-inline std::string KvFormatTestName(const kernels::KvFormat& f) {
-  if (f.k == f.v) return std::string(kernels::KvTypeName(f.k));
-  return "k_" + std::string(kernels::KvTypeName(f.k)) + "_v_" +
-         std::string(kernels::KvTypeName(f.v));
-}
+using kernels::testing::AllKvFormats;
+using kernels::testing::KvFormatTestName;
 
 struct Outcome {
   std::vector<int32_t> tokens;
