@@ -141,9 +141,9 @@ struct TierCounters {
 
 class KvManager {
  public:
-  // InvalidArgument for a bad layout (kv_type not f32/f16/bf16, zero sizes)
-  // or a capacity below one block; ResourceExhausted when the arena cannot be
-  // mapped.
+  // InvalidArgument for a bad layout (BlockLayout::Check: zero sizes, a KV
+  // type that cannot store the heads) or a capacity below one block;
+  // ResourceExhausted when the arena cannot be mapped.
   static Result<std::unique_ptr<KvManager>> Create(
       const KvManagerOptions& options);
   ~KvManager();
