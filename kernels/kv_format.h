@@ -34,7 +34,8 @@
 // field of S consecutive bytes (what a SIMD loader wants). The byte layout is
 // the same on every machine: blocks are shared through the tiers.
 //
-// Quantized types need head_dim % 8 == 0 (KvFormatSupports says why not).
+// Quantized types need head_dim % 8 == 0 and head_dim <= 512
+// (KvFormatSupports says why not).
 #pragma once
 
 #include <cstddef>
