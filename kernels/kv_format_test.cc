@@ -636,8 +636,7 @@ TEST(KvFormatTest, RotateIsAnOrthonormalInvolution) {
     // A unit vector spreads over its block only, as +-1 / sqrt(block).
     const size_t block = d & (~d + 1);  // lowest set bit
     std::vector<float> e(d, 0.0f);
-    e[block] = d > block ? 1.0f : 0.0f;
-    if (d == block) e[0] = 1.0f;
+    e[d > block ? block : 0] = 1.0f;
     KvRotate(e.data(), d);
     const size_t b0 = d > block ? block : 0;
     for (size_t i = 0; i < d; ++i) {
