@@ -52,25 +52,17 @@ std::unique_ptr<ThreadPool> MakePool(int threads) {
 }
 
 Status ParseKvFormat(const RunOptions& run, kernels::KvFormat* format) {
-  const struct {
-    const char* flag;
-    const std::string& value;
-    kernels::KvType* out;
-  } sides[] = {{"--kv-type-k", run.kv_type_k.empty() ? run.kv_type : run.kv_type_k,
-                &format->k},
-               {"--kv-type-v", run.kv_type_v.empty() ? run.kv_type : run.kv_type_v,
-                &format->v}};
-  for (const auto& side : sides) {
-    if (!kernels::ParseKvType(side.value, side.out)) {
-      const bool own = std::string_view(side.flag) == "--kv-type-k"
-                           ? !run.kv_type_k.empty()
-                           : !run.kv_type_v.empty();
-      return Status::InvalidArgument(std::string(own ? side.flag : "--kv-type") +
-                                     " '" + side.value + "' is not one of " +
-                                     kernels::KvTypeNames());
-    }
-  }
-  return Status::OK();
+  // A side's own flag when given, else --kv-type.
+  auto parse = [&](const std::string& own, const char* own_flag,
+                   kernels::KvType* out) {
+    const std::string& value = own.empty() ? run.kv_type : own;
+    if (kernels::ParseKvType(value, out)) return Status::OK();
+    return Status::InvalidArgument(
+        std::string(own.empty() ? "--kv-type" : own_flag) + " '" + value +
+        "' is not one of " + kernels::KvTypeNames());
+  };
+  KV_RETURN_IF_ERROR(parse(run.kv_type_k, "--kv-type-k", &format->k));
+  return parse(run.kv_type_v, "--kv-type-v", &format->v);
 }
 
 Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,

@@ -214,6 +214,14 @@ int RunBench(const BenchCommandOptions& options) {
   o.gen_tokens = options.gen_tokens;
   o.depth = options.depth;
   o.repeat = options.repeat;
+  if (!options.baseline_kv_type.empty()) {
+    kernels::KvType t;
+    if (!kernels::ParseKvType(options.baseline_kv_type, &t)) {
+      return Fail("--baseline-kv-type '" + options.baseline_kv_type +
+                  "' is not one of " + kernels::KvTypeNames());
+    }
+    o.baseline = kernels::KvFormat{t, t};
+  }
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
   Result<bench::LlmBenchResult> r =
@@ -222,6 +230,18 @@ int RunBench(const BenchCommandOptions& options) {
   const size_t rss = bench::ResidentBytes();
   const std::string kv_name = kernels::KvFormatName(o.kv_format);
   if (options.json) {
+    Json baseline = nullptr;
+    if (o.baseline) {
+      baseline = {{"kv_type", kernels::KvFormatName(*o.baseline)},
+                  {"prefill_tokens_per_s",
+                   SpreadJson(r->baseline_prefill_tokens_per_s)},
+                  {"decode_tokens_per_s",
+                   SpreadJson(r->baseline_decode_tokens_per_s)},
+                  {"prefill_over_baseline",
+                   SpreadJson(r->prefill_over_baseline)},
+                  {"decode_over_baseline",
+                   SpreadJson(r->decode_over_baseline)}};
+    }
     PrintJson({{"model", options.model.model_path},
                {"weight_type", kernels::DTypeName(r->weight_type)},
                {"kv_type", kv_name},
@@ -245,7 +265,8 @@ int RunBench(const BenchCommandOptions& options) {
                {"prefill_peak_ratio", r->prefill_peak_ratio},
                {"file_bytes", (*model)->file_bytes()},
                {"kv_cache_bytes", r->kv_cache_bytes},
-               {"rss_bytes", rss}});
+               {"rss_bytes", rss},
+               {"baseline", baseline}});
     return 0;
   }
   std::printf(
@@ -271,6 +292,23 @@ int RunBench(const BenchCommandOptions& options) {
       r->decode_bandwidth_ratio, r->read_bandwidth / 1e9,
       HumanBytes(rss).c_str(), HumanBytes((*model)->file_bytes()).c_str(),
       HumanBytes(uint64_t(r->kv_cache_bytes)).c_str());
+  if (o.baseline) {
+    auto ratio = [](const bench::Spread& s) {
+      char buf[64];
+      std::snprintf(buf, sizeof(buf), "%.2fx (%.2f-%.2f)", s.median, s.min,
+                    s.max);
+      return std::string(buf);
+    };
+    std::printf(
+        "baseline %s KV in the same runs: prefill %.1f tok/s, decode %.2f "
+        "tok/s; %s / %s: prefill %s, decode %s\n",
+        kernels::KvFormatName(*o.baseline).c_str(),
+        r->baseline_prefill_tokens_per_s.median,
+        r->baseline_decode_tokens_per_s.median, kv_name.c_str(),
+        kernels::KvFormatName(*o.baseline).c_str(),
+        ratio(r->prefill_over_baseline).c_str(),
+        ratio(r->decode_over_baseline).c_str());
+  }
   return 0;
 }
 

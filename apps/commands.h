@@ -74,6 +74,7 @@ struct BenchCommandOptions {
   int gen_tokens = 128;
   int depth = 0;
   int repeat = 3;
+  std::string baseline_kv_type;  // also measure this KV type; empty: none
   bool json = false;
 };
 int RunBench(const BenchCommandOptions& options);

@@ -35,12 +35,12 @@ int RunEval(const EvalCommandOptions& options) {
       !s.ok()) {
     return Fail(s.message());
   }
-  RunOptions baseline;
-  baseline.kv_type = options.baseline_kv_type;
-  if (Status s = ParseKvFormat(baseline, &eval.baseline); !s.ok()) {
+  kernels::KvType baseline;
+  if (!kernels::ParseKvType(options.baseline_kv_type, &baseline)) {
     return Fail("--baseline-kv-type '" + options.baseline_kv_type +
                 "' is not one of " + kernels::KvTypeNames());
   }
+  eval.baseline = {baseline, baseline};
   eval.ctx = options.ctx;
   eval.windows = options.windows;
   eval.gen_tokens = options.gen_tokens;

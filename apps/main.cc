@@ -169,6 +169,10 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--depth", bench.depth,
                         "context filled before decode is measured (0)");
   bench_cmd->add_option("--repeat", bench.repeat, "runs (3)");
+  bench_cmd->add_option("--baseline-kv-type", bench.baseline_kv_type,
+                        "also measure a KV cache of this type (K and V) in "
+                        "each run, before the one of --kv-type, and report "
+                        "the ratios (none)");
   bench_cmd->add_flag("--json", bench.json, "print one JSON object");
 
   BenchServeCommandOptions bench_serve;

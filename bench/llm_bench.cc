@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -94,48 +95,72 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
   LocalKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity,
                   o.kv_format);
   r.kv_bytes_per_position = kv.bytes_per_position();
-  r.kv_cache_bytes =
-      kv.bytes_per_position() *
-      double((capacity + kv.layout().block_tokens - 1) /
-             kv.layout().block_tokens * kv.layout().block_tokens);
+  r.kv_cache_bytes = double(kv.arena_bytes());
+  std::unique_ptr<LocalKvCache> base_kv;
+  if (o.baseline) {
+    base_kv = std::make_unique<LocalKvCache>(c.n_layers, c.n_kv_heads,
+                                             c.head_dim, capacity, *o.baseline);
+  }
   Transformer transformer(model, &pool);
   std::vector<float> logits(c.vocab_size);
-  std::vector<double> prefill, decode;
-  for (int run = 0; run < o.repeat; ++run) {
-    // Fill the context up to `depth` (untimed), then time the prefill after
-    // it, then decode from `depth` on (over the prefill's positions).
+  // One run on `cache`: fill the context up to `depth` (untimed), time the
+  // prefill after it, then decode from `depth` on (over the prefill's
+  // positions); appends tokens/s to `pp` and `tg`.
+  auto measure = [&](LocalKvCache& cache, const std::string& what,
+                     std::vector<double>* pp,
+                     std::vector<double>* tg) -> Status {
     for (int pos = 0; pos < o.depth; pos += o.prompt_tokens) {
       const int n = std::min(o.prompt_tokens, o.depth - pos);
       KV_RETURN_IF_ERROR(transformer.Forward(
-          std::span(prompt).subspan(pos, n), pos, kv, false, logits.data()));
+          std::span(prompt).subspan(pos, n), pos, cache, false, logits.data()));
     }
-    progress("prefill run " + std::to_string(run + 1) + "/" +
-             std::to_string(o.repeat) + ": " +
-             std::to_string(o.prompt_tokens) + " tokens at depth " +
-             std::to_string(o.depth));
+    progress(what + "prefill: " + std::to_string(o.prompt_tokens) +
+             " tokens at depth " + std::to_string(o.depth));
     auto start = Clock::now();
     KV_RETURN_IF_ERROR(transformer.Forward(
-        std::span(prompt).subspan(o.depth, o.prompt_tokens), o.depth, kv,
+        std::span(prompt).subspan(o.depth, o.prompt_tokens), o.depth, cache,
         false, logits.data()));
-    prefill.push_back(o.prompt_tokens /
-                      std::chrono::duration<double>(Clock::now() - start)
-                          .count());
-
-    progress("decode run " + std::to_string(run + 1) + "/" +
-             std::to_string(o.repeat) + ": " + std::to_string(o.gen_tokens) +
+    pp->push_back(o.prompt_tokens /
+                  std::chrono::duration<double>(Clock::now() - start).count());
+    progress(what + "decode: " + std::to_string(o.gen_tokens) +
              " tokens at depth " + std::to_string(o.depth));
-    int32_t next = token(rng);
+    int32_t next = prompt[0];
     start = Clock::now();
     for (int i = 0; i < o.gen_tokens; ++i) {
-      KV_RETURN_IF_ERROR(
-          transformer.Forward({&next, 1}, o.depth + i, kv, false,
-                              logits.data()));
+      KV_RETURN_IF_ERROR(transformer.Forward({&next, 1}, o.depth + i, cache,
+                                             false, logits.data()));
       next = static_cast<int32_t>(
           std::max_element(logits.begin(), logits.end()) - logits.begin());
     }
-    decode.push_back(o.gen_tokens /
-                     std::chrono::duration<double>(Clock::now() - start)
-                         .count());
+    tg->push_back(o.gen_tokens /
+                  std::chrono::duration<double>(Clock::now() - start).count());
+    return Status::OK();
+  };
+  std::vector<double> prefill, decode, base_prefill, base_decode;
+  for (int run = 0; run < o.repeat; ++run) {
+    const std::string of = "run " + std::to_string(run + 1) + "/" +
+                           std::to_string(o.repeat) + ", ";
+    // The baseline and the candidate alternate, so that both see the same
+    // machine.
+    if (base_kv) {
+      KV_RETURN_IF_ERROR(measure(
+          *base_kv, of + kernels::KvFormatName(*o.baseline) + " KV, ",
+          &base_prefill, &base_decode));
+    }
+    KV_RETURN_IF_ERROR(measure(
+        kv, of + kernels::KvFormatName(o.kv_format) + " KV, ", &prefill,
+        &decode));
+  }
+  if (base_kv) {
+    r.baseline_prefill_tokens_per_s = SpreadOf(base_prefill);
+    r.baseline_decode_tokens_per_s = SpreadOf(base_decode);
+    std::vector<double> pp_ratio, tg_ratio;
+    for (int run = 0; run < o.repeat; ++run) {
+      pp_ratio.push_back(prefill[run] / base_prefill[run]);
+      tg_ratio.push_back(decode[run] / base_decode[run]);
+    }
+    r.prefill_over_baseline = SpreadOf(pp_ratio);
+    r.decode_over_baseline = SpreadOf(tg_ratio);
   }
   r.prefill_tokens_per_s = SpreadOf(prefill);
   r.decode_tokens_per_s = SpreadOf(decode);

@@ -5,10 +5,13 @@
 //   decode:  bytes streamed per second (every weight matrix once per token,
 //            plus the K/V read by attention) over the read-bandwidth probe;
 //   prefill: FLOP per second (2 per weight per token, plus attention) over the
-//            compute peak of the instruction family the weights use.
+//            compute peak of the instruction family the weights use;
+//   and, with a baseline KV type, the candidate's speed over the baseline's
+//   measured run by run in the same process (compressed KV against f16).
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +33,10 @@ struct LlmBenchOptions {
   int depth = 0;
   int repeat = 3;           // runs; figures are median and min-max
   kernels::KvFormat kv_format;  // the KV cache's types
+  // When set, every run also measures a cache of these types just before
+  // the one of kv_format (same model, tokens and machine state), and the
+  // result holds the ratios run by run.
+  std::optional<kernels::KvFormat> baseline;
   uint64_t seed = 1;        // random token ids
   size_t probe_bytes = size_t{512} << 20;
 };
@@ -50,6 +57,10 @@ struct LlmBenchResult {
   double prefill_flop_per_token = 0;  // mean over the prompt
   double read_bandwidth = 0;          // probe, bytes/s
   ComputePeak peak;                   // probe
+  // With LlmBenchOptions::baseline: its figures, and candidate / baseline
+  // per run (median and min-max of the runs' ratios).
+  Spread baseline_prefill_tokens_per_s, baseline_decode_tokens_per_s;
+  Spread prefill_over_baseline, decode_over_baseline;
   kernels::DType weight_type = kernels::DType::kF32;  // of most weight bytes
   // decode bytes/s (median) / read_bandwidth
   double decode_bandwidth_ratio = 0;

@@ -90,6 +90,8 @@ class LocalKvCache final : public KvView {
   const kernels::BlockLayout& layout() const { return layout_; }
   // Bytes of K and V stored per position (all layers, scales included).
   double bytes_per_position() const { return layout_.bytes_per_token(); }
+  // Bytes of the block arena.
+  size_t arena_bytes() const { return blocks_.size() * layout_.block_bytes(); }
   void BeginWrite(int begin, int end) override;
   void Write(int layer, int pos, const float* k, const float* v) override;
   void Seal(int layer, int begin, int end) override;

@@ -84,9 +84,9 @@ void PagedKvView::Seal(int layer, int begin, int end) {
   if (!has_residual_) return;
   const int bt = layout_.block_tokens;
   const size_t hd = layout_.head_dim;
-  // Blocks whose last position is in [begin, end).
+  // Blocks whose last position is in [begin, end): from the block holding
+  // `begin` on.
   for (int index = begin / bt; (index + 1) * bt <= end; ++index) {
-    if ((index + 1) * bt <= begin) continue;
     const uint8_t* copy = ResidualBlock(index);
     uint8_t* block = Block(index);
     for (const KvSide side : {KvSide::kK, KvSide::kV}) {

@@ -191,27 +191,26 @@ HWY_INLINE size_t ScaleBytes(const Geo& g) {
 template <KvType kT, KvSide kS>
 float ElemAt(const RowRef& r, size_t i, const Geo& g) {
   const uint8_t* codes = r.data + ScaleBytes<kT, kS>(g);
-  uint32_t q;
   if constexpr (kT == KvType::kQ8) {
-    q = 0;
     return HalfToFloat(r.data + 2 * (i >> g.group_shift)) *
            float(int8_t(codes[i]));
   } else {
     constexpr int kBits = BitsOf(kT);
-    const size_t c = i >> g.chunk_shift, rem = i & ((size_t(1) << g.chunk_shift) - 1);
+    const size_t c = i >> g.chunk_shift;
+    const size_t rem = i & ((size_t(1) << g.chunk_shift) - 1);
     const size_t field = rem >> g.stripe_shift;
     const size_t j = rem & ((size_t(1) << g.stripe_shift) - 1);
-    q = (codes[(c << g.stripe_shift) + j] >> (field * kBits)) &
-        ((1u << kBits) - 1);
-  }
-  if constexpr (kT == KvType::kQ4 || kT == KvType::kQ4H) {
-    return HalfToFloat(r.data + 2 * (i >> g.group_shift)) * float(int(q) - 8);
-  } else if constexpr (kS == KvSide::kK) {
-    return std::fma(HalfToFloat(r.params + 2 * i), float(q),
-                    HalfToFloat(r.params + 2 * (g.head_dim + i)));
-  } else {
-    const uint8_t* sm = r.data + 4 * (i >> g.group_shift);
-    return std::fma(HalfToFloat(sm), float(q), HalfToFloat(sm + 2));
+    const float q = float((codes[(c << g.stripe_shift) + j] >> (field * kBits)) &
+                          ((1u << kBits) - 1));
+    if constexpr (kT == KvType::kQ4 || kT == KvType::kQ4H) {
+      return HalfToFloat(r.data + 2 * (i >> g.group_shift)) * (q - 8.0f);
+    } else if constexpr (kS == KvSide::kK) {
+      return std::fma(HalfToFloat(r.params + 2 * i), q,
+                      HalfToFloat(r.params + 2 * (g.head_dim + i)));
+    } else {
+      const uint8_t* sm = r.data + 4 * (i >> g.group_shift);
+      return std::fma(HalfToFloat(sm), q, HalfToFloat(sm + 2));
+    }
   }
 }
 
@@ -255,10 +254,12 @@ HWY_INLINE VF LoadCodes(Part part, const uint8_t* codes, size_t i,
   return hn::ConvertTo(DF(), q);
 }
 
-// Elements [i, i + lanes) of a row of type kT (side kS), widened to f32.
+// Elements [i, i + lanes) of a row of type kT (side kS), widened to f32:
+// float rows as vectors, quantized ones lane by lane (ElemAt). The path of
+// shapes the tile phases cannot take whole (Geo::fast false, or larger
+// than their stack buffers).
 template <KvType kT, KvSide kS, class Part>
 HWY_INLINE VF LoadKv(Part part, const RowRef& r, size_t i, const Geo& g) {
-  const DF df;
   if constexpr (kT == KvType::kF32) {
     return Load(part, reinterpret_cast<const float*>(r.data) + i);
   } else if constexpr (kT == KvType::kF16) {
@@ -266,32 +267,12 @@ HWY_INLINE VF LoadKv(Part part, const RowRef& r, size_t i, const Geo& g) {
   } else if constexpr (kT == KvType::kBF16) {
     return Load(part, reinterpret_cast<const hwy::bfloat16_t*>(r.data) + i);
   } else {
-    if (HWY_UNLIKELY(!g.fast)) {
-      HWY_ALIGN float buf[HWY_LANES(float)] = {};
-      size_t n = hn::Lanes(df);
-      if constexpr (std::is_same_v<Part, Partial>) n = part.n;
-      for (size_t l = 0; l < n; ++l) buf[l] = ElemAt<kT, kS>(r, i + l, g);
-      return hn::Load(df, buf);
-    }
-    const uint8_t* codes = r.data + ScaleBytes<kT, kS>(g);
-    if constexpr (kT == KvType::kQ8) {
-      const VF q = hn::ConvertTo(df, LoadBytes<int8_t>(part, codes + i));
-      return hn::Mul(q, hn::Set(df, HalfToFloat(r.data + 2 * (i >> g.group_shift))));
-    } else if constexpr (kT == KvType::kQ4 || kT == KvType::kQ4H) {
-      const float d = HalfToFloat(r.data + 2 * (i >> g.group_shift));
-      return hn::MulAdd(LoadCodes<4>(part, codes, i, g), hn::Set(df, d),
-                        hn::Set(df, -8.0f * d));
-    } else if constexpr (kS == KvSide::kK) {
-      const auto* params = reinterpret_cast<const hwy::float16_t*>(r.params);
-      return hn::MulAdd(LoadCodes<BitsOf(kT)>(part, codes, i, g),
-                        Load(part, params + i),
-                        Load(part, params + g.head_dim + i));
-    } else {
-      const uint8_t* sm = r.data + 4 * (i >> g.group_shift);
-      return hn::MulAdd(LoadCodes<BitsOf(kT)>(part, codes, i, g),
-                        hn::Set(df, HalfToFloat(sm)),
-                        hn::Set(df, HalfToFloat(sm + 2)));
-    }
+    const DF df;
+    HWY_ALIGN float buf[HWY_LANES(float)] = {};
+    size_t n = hn::Lanes(df);
+    if constexpr (std::is_same_v<Part, Partial>) n = part.n;
+    for (size_t l = 0; l < n; ++l) buf[l] = ElemAt<kT, kS>(r, i + l, g);
+    return hn::Load(df, buf);
   }
 }
 

@@ -1,4 +1,4 @@
-// Runs the real `kvstash` binary: generation with --json, perplexity, info,
+// Runs the real `kvstash` binary: generation with --json, perplexity, eval, info,
 // and the one-line errors with a non-zero exit status.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -88,6 +88,28 @@ void ExpectOneLineError(const std::string& args, const std::string& needle) {
   EXPECT_NE(o.out.find(needle), std::string::npos) << o.out;
 }
 
+TEST(CliTest, EvalJsonAgainstF16) {
+  const std::string prompts = testing::TempDir("cli_eval") + "/prompts.txt";
+  std::ofstream(prompts) << "Once upon a time\n\nTom had a red ball.\n";
+  Output o = RunKvstash(
+      "eval " + ModelFlags() + " --file " +
+      testing::SharedPath("data/tinystories_val.txt") +
+      " --ctx 64 --windows 2 --gen-prompts " + prompts +
+      " --gen-tokens 8 --kv-type-k kivi4 --kv-type-v q8 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  const nlohmann::json j =
+      nlohmann::json::parse(o.out.substr(o.out.find('{')), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << o.out;
+  EXPECT_EQ(j["tokens"], 126);
+  EXPECT_EQ(j["gen_prompts"], 2);  // the empty line is not a prompt
+  EXPECT_EQ(j["candidate"]["kv_type_k"], "kivi4");
+  EXPECT_EQ(j["candidate"]["kv_type_v"], "q8");
+  EXPECT_EQ(j["baseline"]["kv_type_k"], "f16");
+  EXPECT_GT(j["kl_mean"].get<double>(), 0.0);
+  EXPECT_LT(j["kv_bytes_ratio"].get<double>(), 1.0);
+  EXPECT_EQ(j["first_divergence"].size(), 2u);
+}
+
 TEST(CliTest, ErrorsAreOneLine) {
   ExpectOneLineError("generate --model /no/such/file --prompt x",
                      "/no/such/file");
@@ -118,6 +140,18 @@ TEST(CliTest, ServingCommandErrorsAreOneLine) {
   ExpectOneLineError("bench serve " + ModelFlags() + " --new-tokens 0",
                      "new_tokens");
   ExpectOneLineError("bench --threads 2", "--model is required");
+  ExpectOneLineError("bench " + ModelFlags() + " --baseline-kv-type q5",
+                     "--baseline-kv-type");
+  ExpectOneLineError("generate " + ModelFlags() + " --prompt x --kv-type-v q3",
+                     "--kv-type-v");
+  ExpectOneLineError("eval " + ModelFlags() + " --file " +
+                         testing::SharedPath("data/tinystories_val.txt") +
+                         " --baseline-kv-type int8",
+                     "--baseline-kv-type");
+  ExpectOneLineError("eval " + ModelFlags() + " --file " +
+                         testing::SharedPath("data/tinystories_val.txt") +
+                         " --ctx 1",
+                     "--ctx");
   ExpectOneLineError("demo --vocab /no/such/vocab.gguf --cache-dir " +
                          testing::TempDir("cli_demo"),
                      "/no/such/vocab.gguf");
