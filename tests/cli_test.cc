@@ -1,5 +1,5 @@
-// Runs the real `kvstash` binary: generation with --json, perplexity, eval, info,
-// and the one-line errors with a non-zero exit status.
+// Runs the real `kvstash` binary: generation with --json, perplexity,
+// eval, info, and the one-line errors with a non-zero exit status.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
