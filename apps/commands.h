@@ -100,10 +100,17 @@ struct TierFlags {
   double disk_cache_gb = 16;     // capacity of the disk tier
   std::string disk_io = "auto";  // auto, direct (O_DIRECT + io_uring), buffered
   std::string disk_write = "commit";  // commit or second-use
-  std::string redis;  // redis://HOST:PORT[,HOST:PORT...]; empty: no Redis
+  std::string redis;  // redis://[USER:PASSWORD@]HOST:PORT[,...]; empty: none
+  // Holds the password (overriding the URL's); empty: none.
+  std::string redis_password_file;
   std::string redis_prefix = "kvstash:";
   int redis_ttl = 0;  // seconds, 0 = no expiry
   std::string redis_write = "commit";  // commit or second-use
+  // The fleet's tier key (store/object_mac.h): a secret file, else
+  // KVSTASH_TIER_KEY; none: the disk tier makes its own, Redis refuses to
+  // start unless redis_insecure.
+  std::string tier_key_file;
+  bool redis_insecure = false;
 };
 
 // The serving stack: a KV cache pool, the scheduler and the HTTP server.
@@ -142,6 +149,7 @@ struct BenchTiersCommandOptions {
   std::string disk_cache;  // empty: no disk rows
   std::string disk_io = "auto";
   std::string redis;  // empty: no Redis rows
+  std::string tier_key_file;  // empty: KVSTASH_TIER_KEY, else a random key
   int prompt_tokens = 4096;
   int gen_tokens = 32;
   int streams = 4;
@@ -155,8 +163,9 @@ int RunBenchTiers(const BenchTiersCommandOptions& options);
 
 // `kvstash cache stats|verify|clear --disk-cache DIR`.
 struct CacheCommandOptions {
-  std::string action;  // stats, verify or clear
+  std::string action;  // stats, verify, clear or rekey
   std::string dir;
+  std::string tier_key_file;  // verify: the servers' key (else the dir's)
   bool remove_bad = false;  // verify: delete the objects that fail
   bool json = false;
 };

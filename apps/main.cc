@@ -42,13 +42,24 @@ void AddTierFlags(CLI::App* cmd, kvstash::apps::TierFlags* t) {
                   "write blocks to disk on commit or on second-use (commit)");
   cmd->add_option("--redis", t->redis,
                   "Redis KV tier shared by servers: "
-                  "redis://HOST:PORT[,HOST:PORT...] (none)");
+                  "redis://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...] (none)");
+  cmd->add_option("--redis-password-file", t->redis_password_file,
+                  "file holding the Redis password (AUTH; overrides the "
+                  "URL's, keeps its user) (none)");
   cmd->add_option("--redis-prefix", t->redis_prefix,
                   "prefix of Redis keys (kvstash:)");
   cmd->add_option("--redis-ttl", t->redis_ttl,
                   "Redis key expiry in seconds, 0 = none (0)");
   cmd->add_option("--redis-write", t->redis_write,
                   "write blocks to Redis on commit or on second-use (commit)");
+  cmd->add_option("--tier-key-file", t->tier_key_file,
+                  "file (mode 600) holding the secret that seals and "
+                  "verifies tier objects, the same on every server of a "
+                  "fleet; or KVSTASH_TIER_KEY in the environment (none: the "
+                  "disk tier makes its own, Redis needs one)");
+  cmd->add_flag("--redis-insecure", t->redis_insecure,
+                "use Redis without a tier key: whoever can write to it "
+                "controls the KV every server reads");
 }
 
 void AddStackFlags(CLI::App* cmd, kvstash::apps::ServeStackOptions* s,
@@ -214,7 +225,11 @@ int main(int argc, char** argv) {
   bench_tiers_cmd->add_option("--disk-io", bench_tiers.disk_io,
                               "auto, direct or buffered (auto)");
   bench_tiers_cmd->add_option("--redis", bench_tiers.redis,
-                              "redis://HOST:PORT[,...] (none: no Redis rows)");
+                              "redis://[USER:PASSWORD@]HOST:PORT[,...] "
+                              "(none: no Redis rows)");
+  bench_tiers_cmd->add_option(
+      "--tier-key-file", bench_tiers.tier_key_file,
+      "tier key secret (else KVSTASH_TIER_KEY, else a random key)");
   bench_tiers_cmd->add_option("--prompt-tokens", bench_tiers.prompt_tokens,
                               "prompt restored from the tiers (4096)");
   bench_tiers_cmd->add_option("--gen-tokens", bench_tiers.gen_tokens,
@@ -277,14 +292,19 @@ int main(int argc, char** argv) {
 
   CacheCommandOptions cache;
   CLI::App* cache_cmd = app.add_subcommand(
-      "cache", "inspect a disk KV cache: stats, verify (checksums), clear");
-  cache_cmd->add_option("action", cache.action, "stats, verify or clear")
+      "cache",
+      "inspect a disk KV cache: stats, verify (MACs and checksums), clear, "
+      "rekey (clear, and drop the directory's own key)");
+  cache_cmd->add_option("action", cache.action, "stats, verify, clear or rekey")
       ->required()
-      ->check(CLI::IsMember({"stats", "verify", "clear"}));
+      ->check(CLI::IsMember({"stats", "verify", "clear", "rekey"}));
   cache_cmd->add_option("--disk-cache", cache.dir, "the cache directory")
       ->required();
   cache_cmd->add_flag("--remove-bad", cache.remove_bad,
                       "verify: delete the objects that fail");
+  cache_cmd->add_option("--tier-key-file", cache.tier_key_file,
+                        "verify: the key the servers use (else "
+                        "KVSTASH_TIER_KEY, else the directory's TIER_KEY)");
   cache_cmd->add_flag("--json", cache.json, "print one JSON object");
 
   try {

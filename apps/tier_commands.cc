@@ -1,4 +1,4 @@
-// `kvstash bench tiers` and `kvstash cache stats|verify|clear`: the KV tiers
+// `kvstash bench tiers` and `kvstash cache stats|verify|clear|rekey`: the KV tiers
 // measured, and a disk cache inspected or emptied.
 #include <cstdio>
 
@@ -49,9 +49,12 @@ Json ReportJson(const store::DiskCacheReport& r) {
           {"temp_bytes", r.temp_bytes},
           {"namespaces", namespaces},
           {"verified", r.verified},
+          {"authenticated", r.authenticated},
+          {"forged", r.forged},
           {"bad", bad},
           {"removed_files", r.removed_files},
-          {"removed_bytes", r.removed_bytes}};
+          {"removed_bytes", r.removed_bytes},
+          {"key_removed", r.key_removed}};
 }
 
 void PrintReport(const store::DiskCacheReport& r) {
@@ -74,7 +77,14 @@ void PrintReport(const store::DiskCacheReport& r) {
     std::printf("  bad: %s: %s\n", b.path.c_str(), b.reason.c_str());
   }
   if (r.verified) {
-    std::printf("verified every object: %zu bad\n", r.bad.size());
+    std::printf("verified every object (%s): %zu bad, %llu of them forged\n",
+                r.authenticated ? "MACs and checksums"
+                                : "checksums only: no tier key",
+                r.bad.size(), static_cast<unsigned long long>(r.forged));
+  }
+  if (r.key_removed) {
+    std::printf("removed the directory's TIER_KEY: a new one is made at the "
+                "next start without --tier-key-file\n");
   }
   if (r.removed_files > 0) {
     std::printf("removed %llu files (%s)\n",
@@ -86,11 +96,14 @@ void PrintReport(const store::DiskCacheReport& r) {
 }  // namespace
 
 int RunCache(const CacheCommandOptions& options) {
+  Result<std::optional<store::ObjectAuthenticator>> key =
+      LoadTierKey(options.tier_key_file);
+  if (!key.ok()) return Fail(key.status().message());
+  const bool clear = options.action == "clear" || options.action == "rekey";
   Result<store::DiskCacheReport> report =
-      options.action == "clear"
-          ? store::ClearDiskCache(options.dir)
-          : store::ScanDiskCache(options.dir, options.action == "verify",
-                                 options.remove_bad);
+      clear ? store::ClearDiskCache(options.dir, options.action == "rekey")
+            : store::ScanDiskCache(options.dir, options.action == "verify",
+                                   options.remove_bad, *key);
   if (!report.ok()) return Fail(report.status().message());
   if (options.json) {
     PrintJson(ReportJson(*report));
@@ -114,6 +127,13 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
   o.disk_io = *io;
   o.disk_dir = options.disk_cache;
   o.redis_url = options.redis;
+  Result<std::optional<store::ObjectAuthenticator>> key =
+      LoadTierKey(options.tier_key_file);
+  if (!key.ok()) return Fail(key.status().message());
+  Result<store::ObjectAuthenticator> ephemeral =
+      store::ObjectAuthenticator::Ephemeral();
+  if (!ephemeral.ok()) return Fail(ephemeral.status().message());
+  o.tier_key = key->value_or(*ephemeral);
   o.prompt_tokens = options.prompt_tokens;
   o.gen_tokens = options.gen_tokens;
   o.streams = options.streams;

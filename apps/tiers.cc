@@ -1,8 +1,10 @@
 #include "apps/tiers.h"
 
 #include <cmath>
+#include <cstdlib>
 
 #include "apps/app_util.h"
+#include "base/file.h"
 #include "store/redis_tier.h"
 
 namespace kvstash::apps {
@@ -18,7 +20,47 @@ Result<kvcache::TierWritePolicy> ParseWritePolicy(const std::string& flag,
                                  value + "'");
 }
 
+// The password of --redis-password-file `path` (ReadSecretFile's rules: one
+// private file, trailing newline stripped); InvalidArgument naming the flag
+// and the path otherwise.
+Result<std::string> ReadRedisPassword(const std::string& path) {
+  Result<std::string> password = ReadSecretFile(path);
+  if (!password.ok()) {
+    return Status::InvalidArgument("--redis-password-file: " +
+                                   password.status().message());
+  }
+  return password;
+}
+
+// The key of `secret`, or InvalidArgument naming where it came from.
+Result<std::optional<store::ObjectAuthenticator>> KeyFrom(
+    const std::string& source, const std::string& secret) {
+  Result<store::ObjectAuthenticator> key =
+      store::ObjectAuthenticator::FromSecret(secret);
+  if (!key.ok()) {
+    return Status::InvalidArgument(source + ": " + key.status().message());
+  }
+  return std::optional<store::ObjectAuthenticator>(*key);
+}
+
 }  // namespace
+
+Result<std::optional<store::ObjectAuthenticator>> LoadTierKey(
+    const std::string& key_file) {
+  if (!key_file.empty()) {
+    Result<std::string> secret = ReadSecretFile(key_file);
+    if (!secret.ok()) {
+      return Status::InvalidArgument("--tier-key-file: " +
+                                     secret.status().message());
+    }
+    return KeyFrom("--tier-key-file '" + key_file + "'", *secret);
+  }
+  const char* env = std::getenv("KVSTASH_TIER_KEY");
+  if (env != nullptr && *env != '\0') {
+    return KeyFrom("KVSTASH_TIER_KEY", env);
+  }
+  return std::optional<store::ObjectAuthenticator>();
+}
 
 Result<store::DiskTierOptions::DiskIo> ParseDiskIo(const std::string& value) {
   if (value == "auto") return store::DiskTierOptions::DiskIo::kAuto;
@@ -30,6 +72,9 @@ Result<store::DiskTierOptions::DiskIo> ParseDiskIo(const std::string& value) {
 
 Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
   OpenedTiers out;
+  if (flags.disk_cache.empty() && flags.redis.empty()) return out;
+  KV_ASSIGN_OR_RETURN(const std::optional<store::ObjectAuthenticator> key,
+                      LoadTierKey(flags.tier_key_file));
   if (!flags.disk_cache.empty()) {
     if (!(flags.disk_cache_gb > 0) || !std::isfinite(flags.disk_cache_gb)) {
       return Status::InvalidArgument("--disk-cache-gb must be > 0");
@@ -40,12 +85,14 @@ Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
     o.dir = flags.disk_cache;
     o.capacity_bytes = uint64_t(flags.disk_cache_gb * double(1ull << 30));
     KV_ASSIGN_OR_RETURN(o.io, ParseDiskIo(flags.disk_io));
+    o.authenticator = key;  // none: the directory's own
     KV_ASSIGN_OR_RETURN(std::unique_ptr<store::DiskTier> disk,
                         store::DiskTier::Open(o));
     out.descriptions.push_back("disk " + o.dir + ": " +
                                HumanBytes(o.capacity_bytes) + ", " +
                                std::string(disk->io_mode()) + ", write on " +
-                               kvcache::TierWritePolicyName(write));
+                               kvcache::TierWritePolicyName(write) +
+                               (key ? ", fleet key" : ", its own key"));
     out.options.push_back({disk.get(), write});
     out.tiers.push_back(std::move(disk));
   }
@@ -59,13 +106,20 @@ Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
     o.url = flags.redis;
     o.key_prefix = flags.redis_prefix;
     o.ttl_seconds = flags.redis_ttl;
+    if (key) o.authenticator = *key;
+    o.insecure = flags.redis_insecure;
+    if (!flags.redis_password_file.empty()) {
+      KV_ASSIGN_OR_RETURN(o.password,
+                          ReadRedisPassword(flags.redis_password_file));
+    }
     KV_ASSIGN_OR_RETURN(std::unique_ptr<store::RedisTier> redis,
                         store::RedisTier::Open(o));
     out.descriptions.push_back(
         "redis " + redis->Describe() + ", keys '" + o.key_prefix + "...', " +
         (o.ttl_seconds > 0 ? "TTL " + std::to_string(o.ttl_seconds) + " s"
                            : std::string("no TTL")) +
-        ", write on " + kvcache::TierWritePolicyName(write));
+        ", write on " + kvcache::TierWritePolicyName(write) +
+        (key ? ", fleet key" : ", INSECURE (no tier key)"));
     out.options.push_back({redis.get(), write});
     out.tiers.push_back(std::move(redis));
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "base/status.h"
 #include "kvcache/kv_manager.h"
 #include "store/disk_tier.h"
+#include "store/object_mac.h"
 #include "store/tier.h"
 
 namespace kvstash::apps {
@@ -27,6 +29,12 @@ struct OpenedTiers {
 
 // --disk-io: auto, direct or buffered.
 Result<store::DiskTierOptions::DiskIo> ParseDiskIo(const std::string& value);
+
+// The fleet's tier key: the secret of `key_file` (--tier-key-file), else
+// of KVSTASH_TIER_KEY in the environment, else nullopt. InvalidArgument
+// naming the flag or the variable when the secret is unreadable or short.
+Result<std::optional<store::ObjectAuthenticator>> LoadTierKey(
+    const std::string& key_file);
 
 // InvalidArgument naming the flag for a bad value; the tier's own error when
 // it cannot open (a locked or unwritable disk cache). A Redis that is down

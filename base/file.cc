@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -55,6 +56,25 @@ MappedFile::~MappedFile() {
 Result<std::string> ReadFile(const std::string& path) {
   KV_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
   return std::string(reinterpret_cast<const char*>(file->data()), file->size());
+}
+
+Result<std::string> ReadSecretFile(const std::string& path) {
+  KV_ASSIGN_OR_RETURN(std::string secret, ReadFile(path));
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus("cannot stat", path);
+  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    return Status::PermissionDenied(
+        "secret file '" + path + "' may be read or written by group or " +
+        "others; run `chmod 600 " + path + "`");
+  }
+  while (!secret.empty() && std::isspace(static_cast<unsigned char>(
+                                secret.back()))) {
+    secret.pop_back();
+  }
+  if (secret.empty()) {
+    return Status::InvalidArgument("secret file '" + path + "' is empty");
+  }
+  return secret;
 }
 
 Result<std::unique_ptr<AtomicFileWriter>> AtomicFileWriter::Create(

@@ -39,6 +39,13 @@ class MappedFile {
 
 Result<std::string> ReadFile(const std::string& path);
 
+// The secret a file holds (a key, a password), trailing whitespace (the
+// newline an editor or `echo` adds) stripped. PermissionDenied, with the
+// chmod that fixes it, when group or others may read or write the file (as
+// ssh does: a secret others can read is no secret); InvalidArgument when it
+// holds nothing but whitespace; the error of ReadFile otherwise.
+Result<std::string> ReadSecretFile(const std::string& path);
+
 // Streams a file into place atomically: bytes go to "<path>.tmp.<pid>", and
 // Commit() fsyncs and renames it to `path`. A writer destroyed without a
 // successful Commit() removes its temporary file, so `path` is either left

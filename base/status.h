@@ -27,6 +27,8 @@ enum class StatusCode {
   kResourceExhausted,
   kUnavailable,
   kInternal,
+  // Credentials refused, or data not authenticated by the key it needs.
+  kPermissionDenied,
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -64,6 +66,9 @@ class [[nodiscard]] Status {
   }
   static Status Internal(std::string m) {
     return Status(StatusCode::kInternal, std::move(m));
+  }
+  static Status PermissionDenied(std::string m) {
+    return Status(StatusCode::kPermissionDenied, std::move(m));
   }
 
   bool ok() const { return code_ == StatusCode::kOk; }

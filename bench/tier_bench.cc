@@ -61,6 +61,7 @@ class Bench {
     if (!o_.disk_dir.empty()) {
       store::DiskTierOptions d;
       d.dir = o_.disk_dir;
+      d.authenticator = o_.tier_key;
       d.io = o_.disk_io;
       d.capacity_bytes = uint64_t{64} << 30;
       KV_ASSIGN_OR_RETURN(disk_, store::DiskTier::Open(d));
@@ -70,6 +71,7 @@ class Bench {
       store::RedisTierOptions r;
       r.url = o_.redis_url;
       r.key_prefix = "kvstash-bench:";
+      r.authenticator = o_.tier_key;
       KV_ASSIGN_OR_RETURN(redis_, store::RedisTier::Open(r));
       tiers_.push_back(redis_.get());
     }

@@ -27,6 +27,7 @@
 #include "kernels/kv_format.h"
 #include "model/model.h"
 #include "store/disk_tier.h"
+#include "store/object_mac.h"
 
 namespace kvstash::bench {
 
@@ -35,6 +36,9 @@ struct TierBenchOptions {
   store::DiskTierOptions::DiskIo disk_io =
       store::DiskTierOptions::DiskIo::kAuto;
   std::string redis_url;  // empty: no Redis rows
+  // Seals and verifies the objects of both tiers (a benchmark reads back
+  // only what it wrote: ObjectAuthenticator::Ephemeral() will do).
+  store::ObjectAuthenticator tier_key;
   int prompt_tokens = 4096;
   int gen_tokens = 32;
   int streams = 4;

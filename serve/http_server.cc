@@ -102,6 +102,7 @@ struct HttpServer::Impl {
     Counter* errors;
     Counter* evictions;
     Counter* corrupt;
+    Counter* forged;
     Counter* dropped_writes;
     Counter* loaded_blocks;
     Counter* load_failures;
@@ -225,7 +226,10 @@ void HttpServer::Impl::RegisterMetrics() {
         &m.AddCounter("kvstash_tier_evictions_total",
                       "Objects a tier removed to stay in capacity", l);
     t.corrupt = &m.AddCounter("kvstash_tier_corrupt_dropped_total",
-                              "Objects that failed verification, deleted", l);
+                              "Objects found damaged, deleted", l);
+    t.forged = &m.AddCounter(
+        "kvstash_tier_forged_dropped_total",
+        "Intact objects not sealed with the tier key (forged), deleted", l);
     t.dropped_writes =
         &m.AddCounter("kvstash_tier_dropped_writes_total",
                       "Writes a tier refused (queue full, too large)", l);
@@ -269,6 +273,7 @@ void HttpServer::Impl::ScrapeTiers() {
     CatchUp(t.errors, c.store.errors);
     CatchUp(t.evictions, c.store.evictions);
     CatchUp(t.corrupt, c.store.corrupt_dropped);
+    CatchUp(t.forged, c.store.forged_dropped);
     CatchUp(t.dropped_writes, c.store.dropped_writes);
     CatchUp(t.loaded_blocks, c.loaded_blocks);
     CatchUp(t.load_failures, c.load_failures);
@@ -565,6 +570,7 @@ Json HttpServer::Impl::KvStatsJson() {
                      {"errors", c.store.errors},
                      {"evictions", c.store.evictions},
                      {"corrupt_dropped", c.store.corrupt_dropped},
+                     {"forged_dropped", c.store.forged_dropped},
                      {"objects", c.store.objects},
                      {"bytes_used", c.store.bytes_used},
                      {"queue_objects", c.store.queue_objects},

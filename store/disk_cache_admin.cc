@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 
 #include "store/disk_files.h"
@@ -54,17 +55,34 @@ Status Remove(const std::string& path, uint64_t bytes,
   return Status::OK();
 }
 
+// The key ScanDiskCache verifies with: `key`, else the directory's own,
+// else none (checksums only).
+Result<ObjectAuthenticator> ScanKey(
+    const std::string& dir, const std::optional<ObjectAuthenticator>& key) {
+  if (key) return *key;
+  Result<ObjectAuthenticator> own = DirKey(dir, false);
+  if (own.status().code() == StatusCode::kNotFound) {
+    return ObjectAuthenticator();
+  }
+  return own;
+}
+
 }  // namespace
 
-Result<DiskCacheReport> ScanDiskCache(const std::string& dir, bool verify,
-                                      bool remove_bad) {
+Result<DiskCacheReport> ScanDiskCache(
+    const std::string& dir, bool verify, bool remove_bad,
+    const std::optional<ObjectAuthenticator>& key) {
   KV_ASSIGN_OR_RETURN(const DirLock lock, LockForMaintenance(dir));
   KV_ASSIGN_OR_RETURN(const CacheDirListing listing, ListCacheDir(dir));
+  KV_ASSIGN_OR_RETURN(const ObjectAuthenticator authenticator,
+                      ScanKey(dir, key));
   KV_ASSIGN_OR_RETURN(const std::unique_ptr<ObjectFileIo> io,
-                      ObjectFileIo::Open(dir, DiskTierOptions::DiskIo::kAuto));
+                      ObjectFileIo::Open(dir, DiskTierOptions::DiskIo::kAuto,
+                                         authenticator));
   DiskCacheReport report;
   report.dir = dir;
   report.verified = verify;
+  report.authenticated = verify && authenticator.keyed();
   CountFiles(listing, &report);
 
   const std::vector<ObjectFile>& files = listing.objects;
@@ -101,6 +119,7 @@ Result<DiskCacheReport> ScanDiskCache(const std::string& dir, bool verify,
       ns.tokens += headers[i]->token_count;
       continue;
     }
+    if (verdicts[i].code() == StatusCode::kPermissionDenied) ++report.forged;
     report.bad.push_back({files[i].path, verdicts[i].message()});
     if (remove_bad) {
       KV_RETURN_IF_ERROR(Remove(files[i].path, files[i].bytes, &report));
@@ -113,7 +132,7 @@ Result<DiskCacheReport> ScanDiskCache(const std::string& dir, bool verify,
   return report;
 }
 
-Result<DiskCacheReport> ClearDiskCache(const std::string& dir) {
+Result<DiskCacheReport> ClearDiskCache(const std::string& dir, bool rekey) {
   KV_ASSIGN_OR_RETURN(const DirLock lock, LockForMaintenance(dir));
   KV_ASSIGN_OR_RETURN(const CacheDirListing listing, ListCacheDir(dir));
   DiskCacheReport report;
@@ -124,6 +143,13 @@ Result<DiskCacheReport> ClearDiskCache(const std::string& dir) {
   }
   for (const TempFile& t : listing.temps) {
     KV_RETURN_IF_ERROR(Remove(t.path, t.bytes, &report));
+  }
+  if (rekey) {
+    const std::string key = DirKeyPath(dir);
+    if (::unlink(key.c_str()) != 0 && errno != ENOENT) {
+      return ErrnoStatus("cannot delete", key, errno);
+    }
+    report.key_removed = true;
   }
   return report;
 }

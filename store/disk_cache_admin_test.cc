@@ -12,6 +12,7 @@
 
 #include "store/disk_tier.h"
 #include "store/object_format.h"
+#include "store/object_testing.h"
 #include "store/tier_test_util.h"
 #include "tests/testing/shared_data.h"
 
@@ -176,6 +177,50 @@ TEST(DiskCacheAdminTest, VerifyFindsExactlyTheBadFilesAndRemovesThem) {
                                       KeyOf(6), KeyOf(8), KeyOf(9)};
   for (const auto& got : (*tier)->Get(keys)) EXPECT_TRUE(got.has_value());
   EXPECT_EQ((*tier)->Stats().corrupt_dropped, 0u);
+}
+
+// verify checks MACs under the key the servers use (given), else the
+// directory's own; without any key, checksums only, and says so.
+TEST(DiskCacheAdminTest, VerifyChecksMacsAndCountsForgedObjects) {
+  const TestCache c = MakeCache("admin_mac", 3, 1);
+  Bytes object = ReadBytes(c.paths[0]);
+  object.resize(MakeObject(kNamespaceA, 0, 1).size());
+  object[kObjectHeaderBytes + 1] ^= 1;
+  RecomputeChecksum(object);
+  object.resize(FileBytes(object), 0);
+  WriteBytes(c.paths[0], object);
+
+  Result<DiskCacheReport> r = ScanDiskCache(c.dir, true, false);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->authenticated);
+  EXPECT_EQ(r->forged, 1u);
+  EXPECT_EQ(BadPaths(*r), std::vector<std::string>{c.paths[0]});
+  EXPECT_NE(r->bad[0].reason.find("MAC"), std::string::npos) << r->bad[0].reason;
+
+  const ObjectAuthenticator other =
+      ObjectAuthenticator::FromSecret(std::string(32, 'o')).value();
+  r = ScanDiskCache(c.dir, true, false, other);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->forged, 4u);  // every object: sealed under the dir's key
+
+  fs::remove(c.dir + "/TIER_KEY");
+  r = ScanDiskCache(c.dir, true, false);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->authenticated);
+  EXPECT_TRUE(r->bad.empty());  // intact, as far as checksums tell
+}
+
+TEST(DiskCacheAdminTest, RekeyClearsObjectsAndTheDirectorysKey) {
+  const TestCache c = MakeCache("admin_rekey", 2, 0);
+  const Bytes old_key = ReadBytes(c.dir + "/TIER_KEY");
+  Result<DiskCacheReport> r = ClearDiskCache(c.dir, true);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->key_removed);
+  EXPECT_EQ(r->removed_files, 2u);
+  EXPECT_FALSE(fs::exists(c.dir + "/TIER_KEY"));
+  Result<std::unique_ptr<DiskTier>> tier = DiskTier::Open({.dir = c.dir});
+  ASSERT_TRUE(tier.ok()) << tier.status().ToString();
+  EXPECT_NE(ReadBytes(c.dir + "/TIER_KEY"), old_key);
 }
 
 TEST(DiskCacheAdminTest, ClearRemovesObjectsAndTempFilesOnly) {

@@ -3,15 +3,19 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "base/check.h"
+#include "base/file.h"
 
 namespace kvstash::store {
 namespace {
@@ -126,7 +130,8 @@ Status CheckHeader(const ObjectHeader& header, const BlockKey& key,
 // The length of the verified object at the start of `file` (the whole
 // object file of `key`).
 Result<size_t> CheckObjectFile(std::span<const uint8_t> file,
-                               const BlockKey& key, const std::string& path) {
+                               const BlockKey& key, const std::string& path,
+                               const ObjectAuthenticator& authenticator) {
   Result<ObjectHeader> header = ParseHeaderPrefix(file);
   if (!header.ok()) return header.status().WithPrefix("'" + path + "'");
   KV_RETURN_IF_ERROR(CheckHeader(*header, key, file.size(), path));
@@ -135,9 +140,40 @@ Result<size_t> CheckObjectFile(std::span<const uint8_t> file,
                    [](uint8_t b) { return b == 0; })) {
     return Status::Corruption("'" + path + "' has non-zero padding");
   }
-  const Status intact = ParseObject(file.first(object)).status();
+  const Status intact = authenticator.Verify(file.first(object)).status();
   if (!intact.ok()) return intact.WithPrefix("'" + path + "'");
   return object;
+}
+
+// Creates `path` with `contents`, mode 0600, failing if anything is there.
+Status CreatePrivateFile(const std::string& path, std::string_view contents) {
+  Fd fd(::open(path.c_str(),
+               O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+               kCacheFileMode));
+  if (fd.get() < 0) return ErrnoStatus("cannot create", path, errno);
+  if (::write(fd.get(), contents.data(), contents.size()) !=
+          ssize_t(contents.size()) ||
+      ::fsync(fd.get()) != 0) {
+    return ErrnoStatus("cannot write", path, errno);
+  }
+  if (fd.Close() != 0) return ErrnoStatus("cannot close", path, errno);
+  return Status::OK();
+}
+
+// 32 random bytes as 64 lowercase hex digits.
+Result<std::string> RandomSecret() {
+  uint8_t bytes[32];
+  if (::getrandom(bytes, sizeof(bytes), 0) != ssize_t(sizeof(bytes))) {
+    return Status::IOError(std::string("getrandom failed: ") +
+                           std::strerror(errno));
+  }
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (uint8_t b : bytes) {
+    hex += kDigits[b >> 4];
+    hex += kDigits[b & 15];
+  }
+  return hex;
 }
 
 }  // namespace
@@ -148,9 +184,53 @@ std::string ObjectFilePath(const std::string& dir, const BlockKey& key) {
          std::string(kObjectFileSuffix);
 }
 
+std::string DirKeyPath(const std::string& dir) { return dir + "/TIER_KEY"; }
+
+Result<ObjectAuthenticator> DirKey(const std::string& dir, bool create) {
+  const std::string path = DirKeyPath(dir);
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return ErrnoStatus("cannot stat", path, errno);
+    if (!create) return Status::NotFound("no tier key at '" + path + "'");
+    KV_ASSIGN_OR_RETURN(const std::string secret, RandomSecret());
+    KV_RETURN_IF_ERROR(CreatePrivateFile(path, secret + "\n"));
+    KV_RETURN_IF_ERROR(SyncDir(dir));
+  }
+  KV_ASSIGN_OR_RETURN(const std::string secret, ReadSecretFile(path));
+  Result<ObjectAuthenticator> key = ObjectAuthenticator::FromSecret(secret);
+  if (!key.ok()) return key.status().WithPrefix("'" + path + "'");
+  return key;
+}
+
+Status MakePrivateDir(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) {
+    return Status::IOError("cannot create directory '" + path +
+                           "': " + ec.message());
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return ErrnoStatus("cannot stat", path, errno);
+  }
+  if ((st.st_mode & 07777) != kCacheDirMode &&
+      ::chmod(path.c_str(), kCacheDirMode) != 0) {
+    return ErrnoStatus("cannot make private (chmod 700)", path, errno);
+  }
+  return Status::OK();
+}
+
+Status SyncDir(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoStatus("cannot open", path, errno);
+  if (::fsync(fd.get()) != 0) return ErrnoStatus("cannot sync", path, errno);
+  return Status::OK();
+}
+
 Result<DirLock> DirLock::Acquire(const std::string& dir) {
   const std::string path = dir + "/LOCK";
-  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+               kCacheFileMode));
   if (fd.get() < 0) return ErrnoStatus("cannot open", path, errno);
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK) return ErrnoStatus("cannot lock", path, errno);
@@ -227,7 +307,8 @@ struct ObjectFileIo::FileRead {
 };
 
 Result<std::unique_ptr<ObjectFileIo>> ObjectFileIo::Open(
-    const std::string& dir, DiskTierOptions::DiskIo mode) {
+    const std::string& dir, DiskTierOptions::DiskIo mode,
+    const ObjectAuthenticator& authenticator) {
   bool direct = false;
   if (mode != DiskTierOptions::DiskIo::kBuffered) {
     const Status probe = ProbeDirectUring(dir);
@@ -237,7 +318,8 @@ Result<std::unique_ptr<ObjectFileIo>> ObjectFileIo::Open(
     }
     direct = probe.ok();
   }
-  return std::unique_ptr<ObjectFileIo>(new ObjectFileIo(dir, direct));
+  return std::unique_ptr<ObjectFileIo>(
+      new ObjectFileIo(dir, direct, authenticator));
 }
 
 std::string_view ObjectFileIo::mode() const {
@@ -347,7 +429,8 @@ std::vector<Result<std::vector<uint8_t>>> ObjectFileIo::ReadObjects(
         }
         const std::span<const uint8_t> file = bytes.first(r.file_bytes);
         KV_ASSIGN_OR_RETURN(const size_t object,
-                            CheckObjectFile(file, keys[i], r.path));
+                            CheckObjectFile(file, keys[i], r.path,
+                                            authenticator_));
         if (direct_) {
           return std::vector<uint8_t>(file.begin(),
                                       file.begin() + ptrdiff_t(object));
@@ -361,10 +444,12 @@ Status ObjectFileIo::WriteSynced(const std::string& path,
                                  std::span<const uint8_t> object) const {
   const AlignedBuffer file(ObjectFileBytes(object.size()));
   std::memcpy(file.data(), object.data(), object.size());
-  Fd fd(::open(
-      path.c_str(),
-      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (direct_ ? O_DIRECT : 0),
-      0644));
+  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
+                    (direct_ ? O_DIRECT : 0);
+  Fd fd(::open(path.c_str(), flags, kCacheFileMode));
+  if (fd.get() < 0 && errno == EEXIST && ::unlink(path.c_str()) == 0) {
+    fd = Fd(::open(path.c_str(), flags, kCacheFileMode));
+  }
   if (fd.get() < 0) return ErrnoStatus("cannot create", path, errno);
   size_t done = 0;
   while (done < file.size()) {

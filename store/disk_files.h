@@ -24,6 +24,7 @@
 #include "store/disk_io.h"
 #include "store/disk_tier.h"
 #include "store/object_format.h"
+#include "store/object_mac.h"
 #include "store/tier.h"
 
 namespace kvstash::store {
@@ -38,6 +39,32 @@ constexpr uint64_t ObjectFileBytes(uint64_t object_bytes) {
 
 // `<dir>/<hh>/<32 hex digits of key>.kvo`.
 std::string ObjectFilePath(const std::string& dir, const BlockKey& key);
+
+// Modes of what a cache directory holds: only its owner may read or write
+// (other local users would read every tenant's KV, or plant objects).
+inline constexpr mode_t kCacheDirMode = 0700;
+inline constexpr mode_t kCacheFileMode = 0600;
+
+// `<dir>/TIER_KEY`: the secret a disk tier without a fleet key seals its
+// objects with.
+std::string DirKeyPath(const std::string& dir);
+
+// The key of ReadSecretFile(DirKeyPath(dir)). When the file is missing:
+// with `create`, a fresh secret (32 random bytes as 64 hex digits) is
+// written there first (mode 0600, O_EXCL | O_NOFOLLOW, synced with its
+// directory); without, NotFound. The errors of ReadSecretFile and
+// ObjectAuthenticator::FromSecret otherwise. REQUIRES: the caller holds the
+// directory's lock.
+Result<ObjectAuthenticator> DirKey(const std::string& dir, bool create);
+
+// Makes `path` a directory only its owner can use: creates it (and its
+// parents) with mode 0700 when missing, and takes group and other access
+// away from an existing one. IOError naming the path.
+Status MakePrivateDir(const std::string& path);
+
+// fsyncs directory `path`, so that the renames and creations in it survive
+// a power cut. IOError naming the path.
+Status SyncDir(const std::string& path);
 
 // The exclusive, non-blocking flock on `<dir>/LOCK` that makes one process
 // the owner of a cache directory; released when destroyed (or when the
@@ -93,9 +120,11 @@ class ObjectFileIo {
   // kAuto: O_DIRECT through io_uring when ProbeDirectUring(dir) passes,
   // buffered otherwise; kDirectUring: the probe's NotSupported or IOError,
   // prefixed with the directory, when it fails; kBuffered: no probe.
+  // Objects read are verified with `authenticator`.
   // REQUIRES: `dir` exists and the caller holds its lock.
   static Result<std::unique_ptr<ObjectFileIo>> Open(
-      const std::string& dir, DiskTierOptions::DiskIo mode);
+      const std::string& dir, DiskTierOptions::DiskIo mode,
+      const ObjectAuthenticator& authenticator);
 
   // "direct+io_uring" or "buffered".
   std::string_view mode() const;
@@ -108,21 +137,25 @@ class ObjectFileIo {
   std::vector<Result<ObjectHeader>> ReadHeaders(
       std::span<const ObjectFile> files);
 
-  // Per key, the object of its file, verified: as ReadHeaders, and the
-  // checksum holds and the padding is zero. Corruption also for a file that
-  // is not regular or is larger than `max_file_bytes`.
+  // Per key, the object of its file, verified: as ReadHeaders, the padding
+  // is zero and ObjectAuthenticator::Verify passes (so PermissionDenied for
+  // a forged object). Corruption also for a file that is not regular or is
+  // larger than `max_file_bytes`.
   std::vector<Result<std::vector<uint8_t>>> ReadObjects(
       std::span<const BlockKey> keys, uint64_t max_file_bytes);
 
-  // Writes `object` and its padding to a new file at `path` and fdatasyncs
-  // it. IOError naming the path. REQUIRES: `object` is not empty.
+  // Writes `object` and its padding to a new file at `path` (mode 0600,
+  // created with O_EXCL | O_NOFOLLOW: a file or link planted at `path` is
+  // removed first, never written through) and fdatasyncs it. IOError naming
+  // the path. REQUIRES: `object` is not empty.
   Status WriteSynced(const std::string& path,
                      std::span<const uint8_t> object) const;
 
  private:
   struct FileRead;
-  ObjectFileIo(std::string dir, bool direct)
-      : dir_(std::move(dir)), direct_(direct) {}
+  ObjectFileIo(std::string dir, bool direct,
+               const ObjectAuthenticator& authenticator)
+      : dir_(std::move(dir)), direct_(direct), authenticator_(authenticator) {}
   // Runs the reads of `files` (those whose status is OK) together.
   void Run(std::span<FileRead> files);
   // Reads n files, kReadBatch at a time: prepare(i, FileRead&) opens file i
@@ -134,6 +167,7 @@ class ObjectFileIo {
 
   const std::string dir_;
   const bool direct_;
+  const ObjectAuthenticator authenticator_;
   std::mutex rings_mu_;
   std::vector<std::unique_ptr<IoRing>> free_rings_;  // guarded by rings_mu_
 };

@@ -166,8 +166,9 @@ void IoRing::ReadAll(std::span<ReadOp> ops) {
 Status ProbeDirectUring(const std::string& dir) {
   KV_ASSIGN_OR_RETURN(std::unique_ptr<IoRing> ring, IoRing::Create(1));
   const std::string path = dir + "/DIRECT_IO_PROBE";
-  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC,
-               0644));
+  Fd fd(::open(path.c_str(),
+               O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | O_NOFOLLOW | O_CLOEXEC,
+               0600));
   if (fd.get() < 0) {
     if (errno == EINVAL) {
       return Status::NotSupported("the file system of '" + dir +

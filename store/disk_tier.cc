@@ -7,13 +7,11 @@
 #include <bitset>
 #include <cerrno>
 #include <condition_variable>
-#include <filesystem>
 #include <list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -47,12 +45,19 @@ struct DiskTier::State {
   };
 
   DiskTierOptions options;
+  ObjectAuthenticator authenticator;  // keyed
   std::optional<DirLock> dir_lock;
   std::unique_ptr<ObjectFileIo> io;
   std::thread writer;
   // Fan-out directories known to exist (created on first write). Set by
   // Open, then used by the writer thread only.
   std::bitset<256> made_dirs;
+  // Writer thread only: the directories changed since their last fsync
+  // (fan-out directories by index; the top one when a fan-out directory was
+  // made) and the objects renamed since.
+  std::bitset<256> unsynced_dirs;
+  bool unsynced_top = false;
+  int unsynced_objects = 0;
 
   mutable std::mutex mu;
   std::condition_variable work_cv;  // queue non-empty, or stop
@@ -81,6 +86,7 @@ struct DiskTier::State {
   uint64_t queue_bytes = 0;          // queue and in_flight
   uint64_t last_ticket = 0;
   bool stop = false;
+  bool writer_paused = false;
   TierStats stats;  // counters only; occupancy is filled in by Stats()
 
   std::string Path(const BlockKey& key) const {
@@ -92,11 +98,30 @@ struct DiskTier::State {
   Status MakeDir(unsigned b) {
     if (made_dirs[b]) return Status::OK();
     const std::string sub = options.dir + "/" + HexByte(b);
-    if (::mkdir(sub.c_str(), 0755) != 0 && errno != EEXIST) {
+    if (::mkdir(sub.c_str(), kCacheDirMode) != 0 && errno != EEXIST) {
       return ErrnoStatus("cannot create", sub, errno);
     }
     made_dirs[b] = true;
+    unsynced_top = true;
     return Status::OK();
+  }
+
+  // fsyncs the directories changed since the last call. Writer thread only.
+  std::vector<Status> SyncDirs() {
+    std::vector<Status> failures;
+    for (unsigned b = 0; b < 256; ++b) {
+      if (!unsynced_dirs[b]) continue;
+      Status st = SyncDir(options.dir + "/" + HexByte(b));
+      if (!st.ok()) failures.push_back(std::move(st));
+    }
+    if (unsynced_top) {
+      Status st = SyncDir(options.dir);
+      if (!st.ok()) failures.push_back(std::move(st));
+    }
+    unsynced_dirs.reset();
+    unsynced_top = false;
+    unsynced_objects = 0;
+    return failures;
   }
 
   void Fail(const Status& s) {
@@ -255,12 +280,11 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(
         "disk cache '" + options.dir +
         "': capacity and write queue size must be > 0");
   }
-  std::error_code ec;
-  std::filesystem::create_directories(options.dir, ec);
-  if (ec) {
-    return Status::IOError("cannot create disk cache directory '" +
-                           options.dir + "': " + ec.message());
+  if (options.authenticator && !options.authenticator->keyed()) {
+    return Status::InvalidArgument("disk cache '" + options.dir +
+                                   "': its authenticator has no key");
   }
+  KV_RETURN_IF_ERROR(MakePrivateDir(options.dir).WithPrefix("disk cache"));
   Result<DirLock> lock = DirLock::Acquire(options.dir);
   if (!lock.ok()) {
     if (lock.status().code() != StatusCode::kUnavailable) return lock.status();
@@ -271,7 +295,13 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(
   auto state = std::make_unique<State>();
   state->options = options;
   state->dir_lock.emplace(std::move(lock).value());
-  KV_ASSIGN_OR_RETURN(state->io, ObjectFileIo::Open(options.dir, options.io));
+  if (options.authenticator) {
+    state->authenticator = *options.authenticator;
+  } else {
+    KV_ASSIGN_OR_RETURN(state->authenticator, DirKey(options.dir, true));
+  }
+  KV_ASSIGN_OR_RETURN(state->io, ObjectFileIo::Open(options.dir, options.io,
+                                                    state->authenticator));
   KV_RETURN_IF_ERROR(state->Load());
   std::unique_ptr<DiskTier> tier(new DiskTier(std::move(state)));
   tier->state_->writer = std::thread([t = tier.get()] { t->WriterLoop(); });
@@ -292,6 +322,14 @@ DiskTier::~DiskTier() {
 
 std::string_view DiskTier::io_mode() const { return state_->io->mode(); }
 
+void DiskTier::PauseWriterForTesting(bool paused) {
+  {
+    const std::lock_guard<std::mutex> lock(state_->mu);
+    state_->writer_paused = paused;
+  }
+  state_->work_cv.notify_all();
+}
+
 std::string DiskTier::ObjectPath(const BlockKey& key) const {
   return state_->Path(key);
 }
@@ -300,6 +338,7 @@ Status DiskTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
   State& s = *state_;
   KV_ASSIGN_OR_RETURN(const ObjectHeader header,
                       ParseObjectForPut("disk cache", key, object));
+  s.authenticator.Seal(object);
   const uint64_t size = object.size();
   const std::lock_guard<std::mutex> lock(s.mu);
   if (auto it = s.index.find(key); it != s.index.end()) {
@@ -380,9 +419,11 @@ std::vector<std::optional<std::vector<uint8_t>>> DiskTier::Get(
     const auto it = s.index.find(keys[i]);
     // Otherwise the object was evicted or erased while being read.
     const bool same = it != s.index.end() && it->second.seq == reads[r].seq;
-    if (error.code() == StatusCode::kCorruption) {
+    if (error.code() == StatusCode::kCorruption ||
+        error.code() == StatusCode::kPermissionDenied) {
       if (same) {
-        ++s.stats.corrupt_dropped;
+        ++(error.code() == StatusCode::kCorruption ? s.stats.corrupt_dropped
+                                                   : s.stats.forged_dropped);
         s.stats.last_error = error.ToString();
         (void)s.Remove(keys[i]);  // a failure is counted
       }
@@ -448,12 +489,15 @@ void DiskTier::WriterLoop() {
   State& s = *state_;
   std::unique_lock<std::mutex> lock(s.mu);
   for (;;) {
-    s.work_cv.wait(lock, [&] { return s.stop || !s.queue.empty(); });
+    s.work_cv.wait(lock, [&] {
+      return s.stop || (!s.queue.empty() && !s.writer_paused);
+    });
     if (s.queue.empty()) return;  // stopping, and everything is stored
     s.in_flight = std::move(s.queue.front());
     s.queue.pop_front();
     s.queued.erase(s.in_flight->key);
     s.in_flight_cancelled = false;
+    const bool last_queued = s.queue.empty();
     const BlockKey key = s.in_flight->key;
     const BlockKey parent = s.in_flight->parent;
     const std::shared_ptr<const std::vector<uint8_t>> bytes =
@@ -476,9 +520,15 @@ void DiskTier::WriterLoop() {
     if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
       status = ErrnoStatus("cannot rename into", path, errno);
     }
-    if (!status.ok()) {
+    if (status.ok()) {
+      s.unsynced_dirs[unsigned(key.hi >> 56)] = true;
+      ++s.unsynced_objects;
+    } else {
       ::unlink(tmp.c_str());
       failures.push_back(status);
+    }
+    if (last_queued || s.unsynced_objects >= kDirSyncBatch) {
+      for (Status& f : s.SyncDirs()) failures.push_back(std::move(f));
     }
     lock.lock();
 

@@ -20,11 +20,22 @@
 //     does not parse, names another key or gives a length that does not fill
 //     the file is deleted and counted (corrupt_dropped). Checksums are
 //     verified lazily, when an object is read.
-//   - power loss: the directory is not fsync'ed after a rename, so a recently
-//     published object may vanish, but it is never torn.
-//   - damage: Get reads the whole file and checks framing, padding, checksum
-//     and that the header key matches the file's key; a bad object is a
-//     miss, is deleted and counted (corrupt_dropped).
+//   - damage: Get reads the whole file and checks framing, padding, the
+//     MAC and that the header key matches the file's key; a bad object is a
+//     miss, is deleted and counted (corrupt_dropped when damaged,
+//     forged_dropped when intact but not sealed with the tier's key).
+//   - power loss: the writer fsyncs the directories it renamed into after
+//     every kDirSyncBatch objects, and whenever the queue runs empty, so a
+//     power cut loses at most the objects of the last batch (never a torn
+//     one).
+//
+// Trust: every object is sealed with a key (store/object_mac.h) and
+// verified on every read, so that bytes written by anyone without the key
+// are never loaded. The key is options.authenticator or, without one, the
+// directory's own (`<dir>/TIER_KEY`, made on first Open). The directory and
+// its fan-out directories are 0700 (an existing cache directory is made so
+// at Open), every file 0600, and a file is created with O_EXCL | O_NOFOLLOW,
+// never through a link planted in its place.
 //
 // Capacity: the bytes of object files (padding included) stay <=
 // capacity_bytes. Eviction is leaf-first LRU along hash chains: the tier
@@ -80,9 +91,13 @@
 #include <vector>
 
 #include "base/status.h"
+#include "store/object_mac.h"
 #include "store/tier.h"
 
 namespace kvstash::store {
+
+// Objects renamed into place between two fsyncs of their directories.
+inline constexpr int kDirSyncBatch = 64;
 
 struct DiskTierOptions {
   // How object files are read and written (see the I/O paragraph above).
@@ -99,13 +114,18 @@ struct DiskTierOptions {
   // Most bytes of objects accepted by Put and not yet stored; must be > 0.
   uint64_t max_queue_bytes = uint64_t{256} << 20;
   DiskIo io = DiskIo::kAuto;
+  // The key objects are sealed and verified with; it must be keyed. Unset:
+  // the key of `<dir>/TIER_KEY`, made when missing (store/disk_files.h),
+  // so the directory's objects stay readable across restarts.
+  std::optional<ObjectAuthenticator> authenticator;
 };
 
 class DiskTier final : public Tier {
  public:
-  // Locks and indexes options.dir, removes stale temporary files and files
-  // with bad headers, evicts down to capacity, starts the writer thread.
-  // InvalidArgument for bad options, Unavailable when another holder has the
+  // Makes options.dir private, locks and indexes it, removes stale temporary
+  // files and files with bad headers, evicts down to capacity, starts the
+  // writer thread. InvalidArgument for bad options (an unkeyed
+  // authenticator included), Unavailable when another holder has the
   // directory locked, NotSupported (or IOError) when options.io is
   // kDirectUring and the kernel or the file system refuses it, IOError
   // (naming the path) when the directory cannot be created, locked or read.
@@ -127,6 +147,11 @@ class DiskTier final : public Tier {
   Status Erase(const BlockKey& key) override;
   void Flush() override;
   TierStats Stats() const override;
+
+  // For tests that need a full queue: while paused, the writer takes
+  // nothing from the queue (a Flush then waits until it is resumed; the
+  // destructor stores the queue anyway).
+  void PauseWriterForTesting(bool paused);
 
   // The file that holds (or would hold) `key`; its temporary twin while being
   // written is this path + ".tmp".

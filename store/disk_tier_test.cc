@@ -23,6 +23,7 @@
 
 #include "store/disk_io.h"
 #include "store/object_format.h"
+#include "store/object_testing.h"
 #include "store/tier_test_util.h"
 #include "tests/testing/shared_data.h"
 
@@ -168,7 +169,7 @@ TEST_P(DiskTierTest, PutGetExistsErase) {
   std::vector<std::optional<Bytes>> got = tier->Get(keys);
   for (uint64_t i = 0; i < 10; ++i) {
     ASSERT_TRUE(got[i].has_value());
-    EXPECT_EQ(*got[i], MakeObject(i, 1 + int(i % 3) * 9));
+    EXPECT_EQ(Unsealed(*got[i]), MakeObject(i, 1 + int(i % 3) * 9));
   }
   tier->Flush();
   TierStats st = tier->Stats();
@@ -186,7 +187,7 @@ TEST_P(DiskTierTest, PutGetExistsErase) {
   got = tier->Get(keys);
   for (uint64_t i = 0; i < 10; ++i) {
     ASSERT_TRUE(got[i].has_value());
-    EXPECT_EQ(*got[i], MakeObject(i, 1 + int(i % 3) * 9));
+    EXPECT_EQ(Unsealed(*got[i]), MakeObject(i, 1 + int(i % 3) * 9));
     Result<ObjectView> v =
         DecodeObject(*got[i], kFingerprint, keys[i], TestLayout());
     ASSERT_TRUE(v.ok()) << v.status().ToString();
@@ -265,7 +266,7 @@ TEST_P(DiskTierTest, RestartFindsAndVerifiesObjects) {
   const std::vector<std::optional<Bytes>> got = tier->Get(keys);
   for (uint64_t i = 0; i < 50; ++i) {
     ASSERT_TRUE(got[i].has_value()) << i;
-    EXPECT_EQ(*got[i], MakeObject(i, 1 + int(i % 4)));
+    EXPECT_EQ(Unsealed(*got[i]), MakeObject(i, 1 + int(i % 4)));
   }
   st = tier->Stats();
   EXPECT_EQ(st.hits, 50u);
@@ -288,7 +289,7 @@ TEST_P(DiskTierTest, DamagedObjectIsMissDeletedAndCounted) {
       {"header byte flipped", false,
        [](Bytes& b, const Bytes&) { b[41] ^= 1; }},
       {"checksum byte flipped", false,
-       [](Bytes& b, const Bytes&) { b[120] ^= 0x80; }},
+       [](Bytes& b, const Bytes&) { b[90] ^= 0x80; }},
       {"padding byte set", false,
        [](Bytes& b, const Bytes&) { b[b.size() - 3] = 1; }},
       {"magic", true, [](Bytes& b, const Bytes&) { b[0] = 'X'; }},
@@ -337,6 +338,119 @@ TEST_P(DiskTierTest, DamagedObjectIsMissDeletedAndCounted) {
       ExpectDirectoryMatchesIndex(dir, *tier);
     }
   }
+}
+
+// The attack of issue 13: whoever can write a cache file edits an object
+// and recomputes its checksum, or plants an object of their own. Neither is
+// ever returned: both are misses, deleted and counted as forged, before and
+// after a restart, and the intact neighbour still reads.
+TEST_P(DiskTierTest, ForgedObjectsAreRefusedDeletedAndCounted) {
+  for (const bool reopen : {false, true}) {
+    SCOPED_TRACE(reopen ? "after reopen" : "live");
+    const std::string dir = testing::TempDir("disk_forged");
+    std::unique_ptr<DiskTier> tier = OpenTier(dir);
+    const BlockKey edited = KeyOf(1), planted = KeyOf(3), good = KeyOf(2);
+    ASSERT_TRUE(tier->Put(edited, MakeObject(1, 2)).ok());
+    ASSERT_TRUE(tier->Put(good, MakeObject(2, 2)).ok());
+    tier->Flush();
+    Bytes object = ReadBytes(tier->ObjectPath(edited));
+    object.resize(MakeObject(1, 2).size());  // the padding off
+    object[kObjectHeaderBytes + 9] ^= 0x40;  // a K/V value
+    RecomputeChecksum(object);
+    WriteBytes(tier->ObjectPath(edited), FileOf(object));
+    // An unsealed object, as anyone can encode one.
+    fs::create_directories(fs::path(tier->ObjectPath(planted)).parent_path());
+    WriteBytes(tier->ObjectPath(planted), FileOf(MakeObject(3, 1)));
+    tier.reset();  // a planted file is indexed at Open
+    tier = OpenTier(dir);
+    if (reopen) {
+      tier.reset();
+      tier = OpenTier(dir);
+    }
+    const BlockKey keys[] = {edited, planted, good};
+    const std::vector<std::optional<Bytes>> got = tier->Get(keys);
+    EXPECT_FALSE(got[0].has_value());
+    EXPECT_FALSE(got[1].has_value());
+    ASSERT_TRUE(got[2].has_value());
+    EXPECT_EQ(Unsealed(*got[2]), MakeObject(2, 2));
+    EXPECT_FALSE(fs::exists(tier->ObjectPath(edited)));
+    EXPECT_FALSE(fs::exists(tier->ObjectPath(planted)));
+    const TierStats st = tier->Stats();
+    EXPECT_EQ(st.forged_dropped, 2u);
+    EXPECT_EQ(st.corrupt_dropped, 0u);
+    EXPECT_EQ(st.objects, 1u);
+    EXPECT_NE(st.last_error.find("PermissionDenied"), std::string::npos)
+        << st.last_error;
+  }
+}
+
+// A directory's objects are sealed with the key it is given (or its own
+// TIER_KEY): reopened under another key, they are refused as forged.
+TEST_P(DiskTierTest, ObjectsOfAnotherKeyAreRefused) {
+  const std::string dir = testing::TempDir("disk_keys");
+  const auto key = [](char c) {
+    return ObjectAuthenticator::FromSecret(std::string(40, c)).value();
+  };
+  DiskTierOptions a = Opts(dir);
+  a.authenticator = key('a');
+  {
+    std::unique_ptr<DiskTier> tier = OpenTierWith(a);
+    ASSERT_TRUE(tier->Put(KeyOf(1), MakeObject(1)).ok());
+    ASSERT_TRUE(tier->Put(KeyOf(2), MakeObject(2)).ok());
+  }
+  EXPECT_FALSE(fs::exists(dir + "/TIER_KEY"));  // a key was given
+  {
+    std::unique_ptr<DiskTier> tier = OpenTierWith(a);  // the same key
+    const BlockKey k = KeyOf(1);
+    EXPECT_TRUE(tier->Get({&k, 1})[0].has_value());
+  }
+  DiskTierOptions b = Opts(dir);
+  b.authenticator = key('b');
+  std::unique_ptr<DiskTier> tier = OpenTierWith(b);
+  const BlockKey k = KeyOf(2);
+  EXPECT_FALSE(tier->Get({&k, 1})[0].has_value());
+  EXPECT_EQ(tier->Stats().forged_dropped, 1u);
+  tier.reset();
+
+  DiskTierOptions none = Opts(dir);
+  none.authenticator = ObjectAuthenticator();
+  const Result<std::unique_ptr<DiskTier>> refused = DiskTier::Open(none);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+}
+
+// Only the owner can read or write what the cache holds: directories 0700
+// (an existing one is made so), files 0600, the generated key included.
+TEST_P(DiskTierTest, FilesAndDirectoriesArePrivate) {
+  const std::string dir = testing::TempDir("disk_modes");
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
+  std::unique_ptr<DiskTier> tier = OpenTier(dir);
+  ASSERT_TRUE(tier->Put(KeyOf(1), MakeObject(1)).ok());
+  tier->Flush();
+  const auto mode = [](const std::string& path) {
+    struct stat st;
+    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+    return st.st_mode & 07777;
+  };
+  const std::string object = tier->ObjectPath(KeyOf(1));
+  EXPECT_EQ(mode(dir), 0700u);
+  EXPECT_EQ(mode(fs::path(object).parent_path().string()), 0700u);
+  EXPECT_EQ(mode(object), 0600u);
+  EXPECT_EQ(mode(dir + "/LOCK"), 0600u);
+  EXPECT_EQ(mode(dir + "/TIER_KEY"), 0600u);
+  EXPECT_EQ(ReadBytes(dir + "/TIER_KEY").size(), 65u);  // 64 hex digits, \n
+  // The generated key survives the restart, so the object still reads.
+  tier.reset();
+  tier = OpenTier(dir);
+  const BlockKey k = KeyOf(1);
+  EXPECT_TRUE(tier->Get({&k, 1})[0].has_value());
+  // A key file others may read is refused, with the fix in the message.
+  tier.reset();
+  ASSERT_EQ(::chmod((dir + "/TIER_KEY").c_str(), 0644), 0);
+  const Result<std::unique_ptr<DiskTier>> open = DiskTier::Open(Opts(dir));
+  ASSERT_FALSE(open.ok());
+  EXPECT_EQ(open.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(open.status().message().find("chmod 600"), std::string::npos);
 }
 
 TEST_P(DiskTierTest, FileDeletedBehindTheTiersBackIsMissAndError) {
@@ -574,7 +688,7 @@ TEST_P(DiskTierTest, KillNineNeverLeavesATornObject) {
       ASSERT_EQ(tier->ObjectPath(v->header.key), f.string());
       uint64_t id = 0;
       for (int i = 0; i < 8; ++i) id |= uint64_t(v->payload[i]) << (8 * i);
-      ASSERT_EQ(b, FileOf(MakeObject(id, 1 + int(id % 4)))) << f;
+      ASSERT_EQ(Unsealed(b), FileOf(MakeObject(id, 1 + int(id % 4)))) << f;
       keys.push_back(v->header.key);
     }
     EXPECT_TRUE(FilesEndingWith(dir, ".tmp").empty());
@@ -591,18 +705,23 @@ TEST_P(DiskTierTest, KillNineNeverLeavesATornObject) {
   RecordProperty("temps_seen", int(temps_seen));
 }
 
-// The writer is held inside open() of its temporary file (a FIFO put in its
-// place): the queue fills, further Puts are dropped and counted at once,
-// queued objects stay readable, and Erase takes one out of the queue.
+// The writer is paused: the queue fills, further Puts are dropped and
+// counted at once, queued objects stay readable, and Erase takes one out of
+// the queue. Then what was planted at the writer's temporary paths neither
+// stalls it (a FIFO is replaced, never opened: O_EXCL | O_NOFOLLOW) nor is
+// written through; a directory there fails that write, counted.
 TEST_P(DiskTierTest, FullQueueDropsWritesWithoutBlocking) {
   const std::string dir = testing::TempDir("disk_queue");
   std::unique_ptr<DiskTier> tier =
       OpenTier(dir, uint64_t{1} << 30, 3 * kOneBlockObject);
   std::vector<BlockKey> keys;
   for (uint64_t i = 0; i < 200; ++i) keys.push_back(KeyOf(i));
-  const std::string fifo = tier->ObjectPath(keys[0]) + ".tmp";
+  const std::string blocked = tier->ObjectPath(keys[0]) + ".tmp";
+  const std::string fifo = tier->ObjectPath(keys[1]) + ".tmp";
+  fs::create_directories(blocked);
   fs::create_directories(fs::path(fifo).parent_path());
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  tier->PauseWriterForTesting(true);
 
   const auto start = std::chrono::steady_clock::now();
   for (uint64_t i = 0; i < 3; ++i) {
@@ -623,7 +742,7 @@ TEST_P(DiskTierTest, FullQueueDropsWritesWithoutBlocking) {
             (std::vector<bool>{true, true, true, false}));
   std::optional<Bytes> queued = tier->Get({&keys[1], 1})[0];
   ASSERT_TRUE(queued.has_value());
-  EXPECT_EQ(*queued, MakeObject(1));
+  EXPECT_EQ(Unsealed(*queued), MakeObject(1));
 
   ASSERT_TRUE(tier->Erase(keys[2]).ok());
   EXPECT_FALSE(tier->Exists({&keys[2], 1})[0]);
@@ -632,26 +751,21 @@ TEST_P(DiskTierTest, FullQueueDropsWritesWithoutBlocking) {
   EXPECT_EQ(tier->Put(keys[4], MakeObject(4)).code(),
             StatusCode::kResourceExhausted);
 
-  // Release the writer: its write into the FIFO fails and is counted; the
-  // rest is stored.
-  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
-  ASSERT_GE(reader, 0);
+  tier->PauseWriterForTesting(false);
   tier->Flush();
-  ::close(reader);
   st = tier->Stats();
   EXPECT_EQ(st.errors, 1u);
-  EXPECT_NE(st.last_error.find(fifo), std::string::npos) << st.last_error;
+  EXPECT_NE(st.last_error.find(blocked), std::string::npos) << st.last_error;
   EXPECT_EQ(st.writes, 2u);
   EXPECT_EQ(st.queue_objects, 0u);
   EXPECT_EQ(st.dropped_writes, 198u);
   EXPECT_EQ(tier->Exists({keys.data(), 5}),
             (std::vector<bool>{false, true, false, true, false}));
+  EXPECT_FALSE(fs::exists(fifo));
+  fs::remove(blocked);
   ExpectDirectoryMatchesIndex(dir, *tier);
 }
 
-// Puts, Gets, Erases and Exists from several threads over a small key set
-// and a small capacity: every Get returns the right object or nothing, and
-// afterwards the directory holds exactly the index.
 TEST_P(DiskTierTest, ConcurrentUseKeepsDirectoryAndIndexInStep) {
   const std::string dir = testing::TempDir("disk_concurrent");
   const uint64_t capacity = 12 * kPage;
@@ -670,7 +784,9 @@ TEST_P(DiskTierTest, ConcurrentUseKeepsDirectoryAndIndexInStep) {
             break;
           case 1: {
             const std::optional<Bytes> got = tier->Get({&key, 1})[0];
-            if (got && *got != MakeObject(id, 1 + int(id % 3))) ++wrong;
+            if (got && Unsealed(*got) != MakeObject(id, 1 + int(id % 3))) {
+              ++wrong;
+            }
             break;
           }
           case 2:
@@ -815,7 +931,9 @@ bool RoundTrips(DiskTier& tier) {
   tier.Flush();
   const std::vector<std::optional<Bytes>> got = tier.Get(keys);
   for (uint64_t id = 0; id < 5; ++id) {
-    if (got[id] != MakeObject(id, 1 + int(id) * 5)) return false;
+    if (!got[id] || Unsealed(*got[id]) != MakeObject(id, 1 + int(id) * 5)) {
+      return false;
+    }
   }
   return tier.Stats().objects == 5;
 }

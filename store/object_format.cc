@@ -27,9 +27,12 @@ constexpr size_t kVTypeAt = 62;
 constexpr size_t kReserved1At = 63;
 constexpr size_t kPayloadBytesAt = 64;
 constexpr size_t kParentAt = 72;
-constexpr size_t kReserved2At = 88;
-constexpr size_t kChecksumAt = 112;
-static_assert(kChecksumAt + 16 == kObjectHeaderBytes);
+constexpr size_t kChecksumAt = 88;
+constexpr size_t kReserved2At = kObjectMacAlgorithmAt + 1;
+static_assert(kChecksumAt + 8 == kObjectMacNonceAt);
+static_assert(kObjectMacNonceAt + kObjectMacNonceBytes ==
+              kObjectMacAlgorithmAt);
+static_assert(kObjectMacTagAt + kObjectMacTagBytes == kObjectHeaderBytes);
 
 // "KVSO" as a little-endian u32.
 constexpr uint32_t kMagic = uint32_t('K') | uint32_t('V') << 8 |
@@ -71,10 +74,12 @@ bool AllZero(const uint8_t* p, size_t n) {
   return true;
 }
 
-Hash128 Checksum(const uint8_t* header, std::span<const uint8_t> payload) {
+// The low half of XXH3-128: 64 bits are plenty to catch damage, and
+// forgery is the MAC's job.
+uint64_t Checksum(const uint8_t* header, std::span<const uint8_t> payload) {
   Hasher128 h;
   h.Add(header, kChecksumAt).Add(payload.data(), payload.size());
-  return h.Finish();
+  return h.Finish().lo;
 }
 
 // A layout dimension read from the header: 1 .. INT32_MAX.
@@ -122,7 +127,7 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
   if (!payload.empty()) {
     std::memcpy(h + kObjectHeaderBytes, payload.data(), payload.size());
   }
-  PutHash(h + kChecksumAt, Checksum(h, payload));
+  PutU64(h + kChecksumAt, Checksum(h, payload));
   return out;
 }
 
@@ -143,8 +148,18 @@ Result<ObjectHeader> ParseHeaderPrefix(std::span<const uint8_t> bytes) {
                               std::to_string(kObjectFormatVersion));
   }
   if (!AllZero(h + kReserved1At, kPayloadBytesAt - kReserved1At) ||
-      !AllZero(h + kReserved2At, kChecksumAt - kReserved2At)) {
+      !AllZero(h + kReserved2At, kObjectMacTagAt - kReserved2At)) {
     return Status::Corruption("object header reserved bytes are not zero");
+  }
+  const uint8_t mac = h[kObjectMacAlgorithmAt];
+  if (mac > uint8_t(MacAlgorithm::kGmacAes256)) {
+    return Status::Corruption("unknown object MAC algorithm " +
+                              std::to_string(mac));
+  }
+  if (MacAlgorithm(mac) == MacAlgorithm::kNone &&
+      (!AllZero(h + kObjectMacNonceAt, kObjectMacNonceBytes) ||
+       !AllZero(h + kObjectMacTagAt, kObjectMacTagBytes))) {
+    return Status::Corruption("unsealed object with a MAC nonce or tag");
   }
   ObjectHeader header;
   header.fingerprint = GetHash(h + kFingerprintAt);
@@ -176,6 +191,7 @@ Result<ObjectHeader> ParseHeaderPrefix(std::span<const uint8_t> bytes) {
                               std::to_string(layout.block_tokens));
   }
   header.codec = Codec(h[kCodecAt]);
+  header.mac = MacAlgorithm(mac);
   return header;
 }
 
@@ -208,11 +224,15 @@ Result<ObjectHeader> ParseObjectForPut(std::string_view tier,
 
 Result<ObjectView> ParseObject(std::span<const uint8_t> bytes) {
   KV_ASSIGN_OR_RETURN(ObjectHeader header, ParseObjectHeader(bytes));
-  const std::span<const uint8_t> payload = bytes.subspan(kObjectHeaderBytes);
-  if (Checksum(bytes.data(), payload) != GetHash(bytes.data() + kChecksumAt)) {
+  if (!ObjectChecksumHolds(bytes)) {
     return Status::Corruption("object checksum mismatch");
   }
-  return ObjectView{header, payload};
+  return ObjectView{header, bytes.subspan(kObjectHeaderBytes)};
+}
+
+bool ObjectChecksumHolds(std::span<const uint8_t> bytes) {
+  return Checksum(bytes.data(), bytes.subspan(kObjectHeaderBytes)) ==
+         GetU64(bytes.data() + kChecksumAt);
 }
 
 namespace {

@@ -17,14 +17,26 @@
 //       72   16  parent           h_{i-1} of the block before the FIRST block
 //                                 held (lo, hi); h_0, i.e. the fingerprint,
 //                                 when that block starts its chain
-//       88   24  reserved         zero
-//      112   16  checksum         XXH3-128 of bytes [0, 112) || payload
-//      128       payload          raw: [block][layer][K|V][kv_head][token][dim]
+//       88    8  checksum         XXH3-64 of bytes [0, 88) || payload
+//       96   12  MAC nonce        random per sealed object (zero: unsealed)
+//      108    1  MAC algorithm    0 none (unsealed), 1 GMAC-AES-256
+//      109    3  reserved         zero
+//      112   16  MAC tag          over bytes [0, 112) || payload (zero:
+//                                 unsealed); see store/object_mac.h
+//      128       payload          raw: [block][layer][K|V][kv_head] runs
 //
 // Versions: 2 added the parent key (a tier orders eviction along chains by
-// it); 3 the V type (compressed KV types, each side its own). Any other
-// version, 1 and 2 included, is refused as Corruption: a tier is a
-// cache, and an object it cannot read is recomputed.
+// it); 3 the V type (compressed KV types, each side its own); 4 the MAC
+// (authenticated objects: the XXH3-128 checksum became a 64-bit XXH3
+// checksum that tells damage from forgery). Any other version is refused as
+// Corruption: a tier is a cache, and an object it cannot read is
+// recomputed.
+//
+// Sealing: EncodeObject makes an unsealed object (checksum set, MAC fields
+// zero). A tier seals what it stores with its key (ObjectAuthenticator::Seal
+// writes the nonce, the algorithm and the tag) and verifies what it reads;
+// the checksum lets a reader whose MAC check failed say whether the bytes
+// were damaged or forged.
 //
 // Keying: an object holds k >= 1 consecutive full blocks and is keyed by the
 // hash of its last block. h_i commits to every token of the prefix up to block
@@ -38,7 +50,8 @@
 // Parse and Decode accept any byte string (no undefined behaviour, no
 // allocation beyond the result) and separate two kinds of refusal:
 //   Corruption       the bytes are not an intact object (magic, version,
-//                    lengths, reserved bytes, checksum, header values):
+//                    lengths, reserved bytes, MAC algorithm, checksum,
+//                    header values):
 //                    a tier drops such an object;
 //   InvalidArgument  an intact object of another namespace, key or layout:
 //                    the reader must not use it (a model mismatch is not
@@ -58,13 +71,27 @@
 
 namespace kvstash::store {
 
-inline constexpr uint32_t kObjectFormatVersion = 3;
+inline constexpr uint32_t kObjectFormatVersion = 4;
 inline constexpr size_t kObjectHeaderBytes = 128;
 
 // How the payload encodes the blocks. Values are part of the format.
 enum class Codec : uint8_t {
   kRaw = 0,  // the blocks' bytes as laid out in the block pool
 };
+
+// How an object is authenticated (the MAC algorithm byte). Values are part
+// of the format.
+enum class MacAlgorithm : uint8_t {
+  kNone = 0,        // unsealed: the checksum is all a reader can check
+  kGmacAes256 = 1,  // see store/object_mac.h
+};
+
+// Where the MAC fields lie in the header (see the table).
+inline constexpr size_t kObjectMacNonceAt = 96;
+inline constexpr size_t kObjectMacNonceBytes = 12;
+inline constexpr size_t kObjectMacAlgorithmAt = 108;
+inline constexpr size_t kObjectMacTagAt = 112;
+inline constexpr size_t kObjectMacTagBytes = 16;
 
 struct ObjectHeader {
   Hash128 fingerprint;  // h_0 of the namespace
@@ -73,6 +100,7 @@ struct ObjectHeader {
   uint32_t token_count = 0;
   kernels::BlockLayout layout;
   Codec codec = Codec::kRaw;  // may hold a value this build does not know
+  MacAlgorithm mac = MacAlgorithm::kNone;
   uint64_t payload_bytes = 0;
 };
 
@@ -109,8 +137,12 @@ Result<ObjectHeader> ParseObjectForPut(std::string_view tier,
                                        const Hash128& key,
                                        std::span<const uint8_t> object);
 
-// ParseObjectHeader and the checksum: the bytes are an intact object.
+// ParseObjectHeader and the checksum: the bytes are an intact object (which
+// says nothing of who made it: see ObjectAuthenticator::Verify).
 Result<ObjectView> ParseObject(std::span<const uint8_t> bytes);
+
+// Whether the checksum of framed `bytes` (ParseObjectHeader passed) holds.
+bool ObjectChecksumHolds(std::span<const uint8_t> bytes);
 
 // ParseObject, then refuses an object that is not the one expected:
 // InvalidArgument when the fingerprint, the key or any layout field differs,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/kv_format_testing.h"
+#include "store/object_testing.h"
 
 namespace kvstash::store {
 namespace {
@@ -17,8 +18,6 @@ using kernels::KvFormat;
 using kernels::KvType;
 
 using Bytes = std::vector<uint8_t>;
-
-constexpr size_t kChecksumAt = 112;
 
 BlockLayout TestLayout(KvFormat kv = {}) {
   BlockLayout l;
@@ -55,16 +54,7 @@ void PutU32(std::vector<uint8_t>& b, size_t at, uint32_t v) {
 
 // Recomputes the checksum, so that a test can make an intact object with
 // header values no writer of this build produces.
-void Reseal(std::vector<uint8_t>& b) {
-  Hasher128 h;
-  h.Add(b.data(), kChecksumAt)
-      .Add(b.data() + kObjectHeaderBytes, b.size() - kObjectHeaderBytes);
-  const Hash128 sum = h.Finish();
-  for (int i = 0; i < 8; ++i) {
-    b[kChecksumAt + size_t(i)] = uint8_t(sum.lo >> (8 * i));
-    b[kChecksumAt + 8 + size_t(i)] = uint8_t(sum.hi >> (8 * i));
-  }
-}
+void Reseal(std::vector<uint8_t>& b) { RecomputeChecksum(b); }
 
 TEST(ObjectFormatTest, RoundTripsOneAndSeveralBlocks) {
   for (const KvFormat& f : AllKvFormats()) {
@@ -107,7 +97,7 @@ TEST(ObjectFormatTest, RoundTripsOneAndSeveralBlocks) {
 TEST(ObjectFormatTest, EncodingIsLittleEndianAndStable) {
   const std::vector<uint8_t> obj = Encode(2);
   EXPECT_EQ(std::string(obj.begin(), obj.begin() + 4), "KVSO");
-  EXPECT_EQ(obj[4], 3);  // version
+  EXPECT_EQ(obj[4], 4);  // version
   EXPECT_EQ(obj[5] | obj[6] | obj[7], 0);
   EXPECT_EQ(obj[8], uint8_t(kFingerprint.lo));
   EXPECT_EQ(obj[16], uint8_t(kFingerprint.hi));
@@ -123,9 +113,11 @@ TEST(ObjectFormatTest, EncodingIsLittleEndianAndStable) {
   EXPECT_EQ(obj[kObjectHeaderBytes], 3);    // first payload byte
   EXPECT_EQ(obj[72], uint8_t(kParent.lo));
   EXPECT_EQ(obj[80], uint8_t(kParent.hi));
-  for (size_t i = 88; i < kChecksumAt; ++i) EXPECT_EQ(obj[i], 0) << i;
+  for (size_t i = 96; i < kObjectHeaderBytes; ++i) {
+    EXPECT_EQ(obj[i], 0) << i;  // unsealed: no MAC nonce, algorithm or tag
+  }
   EXPECT_EQ(HashBytes(obj.data(), obj.size()).Hex(),
-            "78fe009c46809ba17b6e2429fed33b26");
+            "ee418992ca066ac50b0739542583046a");
 }
 
 TEST(ObjectFormatTest, ObjectOfAnotherNamespaceKeyOrLayoutIsRefused) {
@@ -209,7 +201,7 @@ TEST(ObjectFormatTest, HeaderPrefixParsesWithoutThePayload) {
       ParseHeaderPrefix(header.first(kObjectHeaderBytes - 1)).status().code(),
       StatusCode::kCorruption);
   Bytes damaged(header.begin(), header.end());
-  damaged[90] = 1;  // reserved
+  damaged[110] = 1;  // reserved
   EXPECT_EQ(ParseHeaderPrefix(damaged).status().code(),
             StatusCode::kCorruption);
 }
@@ -237,9 +229,13 @@ TEST(ObjectFormatTest, BadHeaderValuesAreCorruption) {
       {"version 1 (no parent)", [](Bytes& b) { PutU32(b, 4, 1); }, "version 1"},
       {"version 2 (no V type)", [](Bytes& b) { PutU32(b, 4, 2); },
        "version 2"},
-      {"version 4", [](Bytes& b) { PutU32(b, 4, 4); }, "version 4"},
+      {"version 3 (no MAC)", [](Bytes& b) { PutU32(b, 4, 3); }, "version 3"},
+      {"version 5", [](Bytes& b) { PutU32(b, 4, 5); }, "version 5"},
       {"reserved 1", [](Bytes& b) { b[63] = 1; }, "reserved"},
-      {"reserved 2", [](Bytes& b) { b[100] = 1; }, "reserved"},
+      {"reserved 2", [](Bytes& b) { b[110] = 1; }, "reserved"},
+      {"MAC algorithm", [](Bytes& b) { b[108] = 2; }, "MAC algorithm"},
+      {"unsealed with a tag", [](Bytes& b) { b[120] = 1; }, "unsealed"},
+      {"unsealed with a nonce", [](Bytes& b) { b[96] = 1; }, "unsealed"},
       {"payload length", [](Bytes& b) { PutU32(b, 64, 100); }, "payload"},
       {"payload length high", [](Bytes& b) { b[71] = 0x80; }, "payload"},
       {"zero tokens", [](Bytes& b) { PutU32(b, 40, 0); }, "token count"},

@@ -41,18 +41,6 @@ struct Client {
   }
 };
 
-Result<Client> Connect(const RedisEndpoint& endpoint) {
-  Client client{endpoint,
-                Context(redisConnectWithTimeout(
-                    endpoint.host.c_str(), endpoint.port, kConnectTimeout))};
-  if (client.c == nullptr) return client.Error("out of memory");
-  if (client.c->err != 0) return client.Error(client.c->errstr);
-  if (redisSetTimeout(client.c.get(), kCommandTimeout) != REDIS_OK) {
-    return client.Error("cannot set the timeout");
-  }
-  return client;
-}
-
 // Appends one command given as argv.
 void Append(Client& client, std::initializer_list<std::string_view> args) {
   std::vector<const char*> argv;
@@ -77,6 +65,26 @@ Result<Reply> NextReply(Client& client) {
   return reply;
 }
 
+// A client of `endpoint`, logged in with the credentials of `url`, if any.
+Result<Client> Connect(const RedisEndpoint& endpoint, const RedisUrl& url) {
+  Client client{endpoint,
+                Context(redisConnectWithTimeout(
+                    endpoint.host.c_str(), endpoint.port, kConnectTimeout))};
+  if (client.c == nullptr) return client.Error("out of memory");
+  if (client.c->err != 0) return client.Error(client.c->errstr);
+  if (redisSetTimeout(client.c.get(), kCommandTimeout) != REDIS_OK) {
+    return client.Error("cannot set the timeout");
+  }
+  if (url.password.empty()) return client;
+  if (url.user.empty()) {
+    Append(client, {"AUTH", url.password});
+  } else {
+    Append(client, {"AUTH", url.user, url.password});
+  }
+  KV_RETURN_IF_ERROR(NextReply(client).status());
+  return client;
+}
+
 // Runs commands 0..count-1 (appended by `append`) with at most
 // kRedisPipelineDepth awaiting replies; `check` judges each reply.
 Status Pipelined(Client& client, int count,
@@ -94,12 +102,12 @@ Status Pipelined(Client& client, int count,
   return first_error;
 }
 
-// The first seed that answers, redirected to the master of `key`'s slot.
-Result<Client> ConnectToOwner(const std::vector<RedisEndpoint>& seeds,
-                              const std::string& key) {
+// The first seed of `url` that answers, redirected to the master of `key`'s
+// slot.
+Result<Client> ConnectToOwner(const RedisUrl& url, const std::string& key) {
   Status why;
-  for (const RedisEndpoint& seed : seeds) {
-    Result<Client> client = Connect(seed);
+  for (const RedisEndpoint& seed : url.endpoints) {
+    Result<Client> client = Connect(seed, url);
     for (int hop = 0; client.ok() && hop < kMaxRedirects; ++hop) {
       Append(*client, {"EXISTS", key});
       Result<Reply> r = NextReply(*client);
@@ -114,7 +122,7 @@ Result<Client> ConnectToOwner(const std::vector<RedisEndpoint>& seeds,
       if (where.starts_with(':')) where = client->endpoint.host + where;
       Result<RedisEndpoint> to = ParseRedisEndpoint(where);
       if (!to.ok()) return client->Error("bad redirection '" + text + "'");
-      client = Connect(*to);
+      client = Connect(*to, url);
     }
     why =
         client.ok() ? client->Error("too many redirections") : client.status();
@@ -130,14 +138,13 @@ Result<double> PipelinedGetProbe(const std::string& url, size_t value_bytes,
     return Status::InvalidArgument(
         "redis probe: value size and count must be > 0");
   }
-  KV_ASSIGN_OR_RETURN(const std::vector<RedisEndpoint> seeds,
-                      ParseRedisUrl(url));
+  KV_ASSIGN_OR_RETURN(const RedisUrl parsed, ParseRedisUrl(url));
   const std::string prefix =
       "kvstash:probe:{" + std::to_string(::getpid()) + "-" +
       std::to_string(Clock::now().time_since_epoch().count()) + "}:";
   std::vector<std::string> keys(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) keys[size_t(i)] = prefix + std::to_string(i);
-  KV_ASSIGN_OR_RETURN(Client client, ConnectToOwner(seeds, keys[0]));
+  KV_ASSIGN_OR_RETURN(Client client, ConnectToOwner(parsed, keys[0]));
 
   std::string value(value_bytes, '\0');
   for (size_t i = 0; i < value_bytes; ++i) value[i] = char(i * 131 + 7);

@@ -9,6 +9,8 @@
 // tier. Its keys, "kvstash:probe:{<pid>-<time>}:<i>", share one hash tag:
 // on a cluster they live in one slot, and the probe measures the one master
 // that serves it (it follows the -MOVED from the first seed that answers).
+// With credentials in the URL, it sends AUTH on each connection (to the
+// redirected node too: the probe trusts the Redis it measures).
 // Leaves nothing behind unless the process dies mid-probe. Thread-safe.
 #pragma once
 

@@ -47,6 +47,9 @@ constexpr size_t kReadChunk = size_t{64} << 10;
 // grown again for the next large reply).
 constexpr size_t kKeptParseBuffer = size_t{4} << 20;
 constexpr uint16_t kNoMaster = UINT16_MAX;
+constexpr char kHowToLogIn[] =
+    "give credentials as redis://user:password@host:port, "
+    "redis://:password@host:port or --redis-password-file PATH";
 
 // A reply, built by hiredis's parser through kValueFunctions, so that a
 // string reply lands in the buffer that Get hands to its caller (hiredis's
@@ -412,21 +415,53 @@ void RunPipelines(std::span<Pipeline> pipelines, milliseconds idle_timeout) {
   }
 }
 
+// Why the node `name` refused access, with Redis's error reply `reply`
+// (Redis never echoes a password in it).
+Status AccessRefused(const std::string& name, std::string_view reply) {
+  return Status::PermissionDenied("redis " + name +
+                                  " refused access: " + std::string(reply));
+}
+
+// Whether the error reply `text` refuses access: credentials missing or
+// wrong, or a user without the right to the command.
+bool RefusesAccess(std::string_view text) {
+  return text.starts_with("NOAUTH") || text.starts_with("WRONGPASS") ||
+         text.starts_with("NOPERM") || text.starts_with("ERR invalid password");
+}
+
+// Sends `auth` (an AUTH command) on the new connection `c` to the node
+// `name`, and reads its reply within `timeout`: OK when accepted, else
+// AccessRefused, or why the connection failed.
+Status LogIn(Connection& c, const Command& auth, const std::string& name,
+             milliseconds timeout) {
+  Pipeline p;
+  p.conn = &c;
+  p.commands = {auth.bytes()};
+  RunPipelines({&p, 1}, timeout);
+  if (!p.status.ok()) return p.status.WithPrefix("redis " + name + ": AUTH");
+  const Value& reply = *p.replies.front();
+  if (reply.type == REDIS_REPLY_ERROR) return AccessRefused(name, reply.text());
+  return Status::OK();
+}
+
 // One Redis server (a cluster node or the standalone server): its pool of
 // connections and its backoff. Thread-safe.
 class Node {
  public:
-  Node(RedisEndpoint endpoint, const RedisTierOptions& options)
+  // `auth`: sent on each new connection; null for none.
+  Node(RedisEndpoint endpoint, const RedisTierOptions& options,
+       const Command* auth)
       : endpoint_(std::move(endpoint)),
         name_(endpoint_.ToString()),
-        options_(options) {}
+        options_(options),
+        auth_(auth) {}
 
   const RedisEndpoint& endpoint() const { return endpoint_; }
   const std::string& name() const { return name_; }
 
   // An idle pooled connection, else a new one while the pool has room, else
   // the first one released within command_timeout. Unavailable at once
-  // while in backoff; the connect error when connecting fails.
+  // while in backoff; the connect (or AUTH) error when connecting fails.
   Result<std::unique_ptr<Connection>> Acquire() {
     std::unique_lock<std::mutex> lock(mu_);
     const Clock::time_point give_up = Clock::now() + options_.command_timeout;
@@ -445,8 +480,7 @@ class Node {
         ++open_;
         const uint64_t generation = generation_;
         lock.unlock();
-        Result<std::unique_ptr<Connection>> c = Connection::Open(
-            endpoint_, name_, options_.connect_timeout, generation);
+        Result<std::unique_ptr<Connection>> c = Connect(generation);
         lock.lock();
         if (c.ok()) {
           failures_ = 0;
@@ -487,6 +521,17 @@ class Node {
   }
 
  private:
+  // A new connection, logged in when the tier has credentials.
+  Result<std::unique_ptr<Connection>> Connect(uint64_t generation) {
+    KV_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c,
+                        Connection::Open(endpoint_, name_,
+                                         options_.connect_timeout, generation));
+    if (auth_ != nullptr) {
+      KV_RETURN_IF_ERROR(LogIn(*c, *auth_, name_, options_.command_timeout));
+    }
+    return c;
+  }
+
   // Starts (or, when already backing off, keeps) the backoff, and closes the
   // idle connections: after one broke, the others are suspect.
   void FailLocked(const Status& why) {
@@ -507,6 +552,7 @@ class Node {
   const RedisEndpoint endpoint_;
   const std::string name_;
   const RedisTierOptions& options_;  // owned by the tier, outlives the node
+  const Command* const auth_;        // likewise
 
   std::mutex mu_;
   std::condition_variable cv_;  // a connection was released or closed
@@ -595,12 +641,14 @@ struct KeyCommand {
   Status error;
 };
 
-// OK when `reply` holds an intact object of `key`; Corruption otherwise.
-Status Verify(const Value& reply, const BlockKey& key) {
+// OK when `reply` holds an object of `key` that `authenticator` verifies;
+// Corruption or PermissionDenied (forged) otherwise.
+Status Verify(const Value& reply, const BlockKey& key,
+              const ObjectAuthenticator& authenticator) {
   if (reply.type != REDIS_REPLY_STRING) {
     return Status::Corruption("not a string");
   }
-  Result<ObjectView> view = ParseObject(reply.bytes);
+  Result<ObjectView> view = authenticator.Verify(reply.bytes);
   if (!view.ok()) return view.status();
   if (view->header.key != key) {
     return Status::Corruption("holds the object of key " +
@@ -631,11 +679,14 @@ struct RedisTier::State {
 
   RedisTierOptions options;
   std::vector<RedisEndpoint> seeds;
+  // AUTH [user] password; none without a password.
+  std::optional<Command> auth;
   std::string ttl_text;  // "" when no TTL
   std::thread writer;
 
   mutable std::mutex topo_mu;
-  // Guarded by topo_mu. Nodes are never forgotten (a cluster has few).
+  // Guarded by topo_mu. Nodes are never forgotten (a cluster has few). The
+  // seeds and the nodes CLUSTER SLOTS named: the only ones redirections go to.
   std::map<std::string, std::shared_ptr<Node>> nodes;
   std::shared_ptr<const Topology> topology;  // null until learned
   Status topology_error = Status::Unavailable("no seed tried yet");
@@ -682,8 +733,18 @@ struct RedisTier::State {
   std::shared_ptr<Node> NodeAt(const RedisEndpoint& endpoint) {
     const std::lock_guard<std::mutex> lock(topo_mu);
     std::shared_ptr<Node>& node = nodes[endpoint.ToString()];
-    if (node == nullptr) node = std::make_shared<Node>(endpoint, options);
+    if (node == nullptr) {
+      node = std::make_shared<Node>(endpoint, options,
+                                    auth.has_value() ? &*auth : nullptr);
+    }
     return node;
+  }
+
+  // The node at `endpoint` when it is known (see nodes), else null.
+  std::shared_ptr<Node> KnownNode(const RedisEndpoint& endpoint) const {
+    const std::lock_guard<std::mutex> lock(topo_mu);
+    const auto it = nodes.find(endpoint.ToString());
+    return it == nodes.end() ? nullptr : it->second;
   }
 
   void ScheduleRefresh() {
@@ -740,6 +801,9 @@ struct RedisTier::State {
   Status Learn(const Value& reply, const std::shared_ptr<Node>& asked) {
     auto t = std::make_shared<Topology>();
     if (reply.type == REDIS_REPLY_ERROR) {
+      if (RefusesAccess(reply.text())) {
+        return AccessRefused(asked->name(), reply.text());
+      }
       if (reply.text().find("cluster support disabled") ==
           std::string_view::npos) {
         return Status::IOError("redis " + asked->name() +
@@ -785,12 +849,15 @@ struct RedisTier::State {
 
   // Asks the known masters, then the seeds, for the topology until one
   // answers, and publishes the answer. Leaves the topology as it was when
-  // none answers, and returns why.
+  // none answers, and returns why. While the topology is unknown, a node
+  // that refuses access answers too: its AccessRefused is returned at once.
   Status Discover() {
     std::vector<std::shared_ptr<Node>> candidates;
+    bool learning;
     {
       const std::lock_guard<std::mutex> lock(topo_mu);
-      if (topology != nullptr) candidates = topology->masters;
+      learning = topology == nullptr;
+      if (!learning) candidates = topology->masters;
     }
     for (const RedisEndpoint& seed : seeds) {
       std::shared_ptr<Node> node = NodeAt(seed);
@@ -805,6 +872,7 @@ struct RedisTier::State {
       Run({&b, 1});
       why = b.status.ok() ? Learn(*b.replies.front(), node) : b.status;
       if (why.ok()) return why;
+      if (learning && why.code() == StatusCode::kPermissionDenied) break;
     }
     const std::lock_guard<std::mutex> lock(topo_mu);
     if (topology == nullptr) topology_error = why;
@@ -919,7 +987,15 @@ struct RedisTier::State {
           }
           Reply& reply = batch.replies[k];
           if (std::optional<Redirect> r = ParseRedirect(*reply, *batch.node)) {
-            std::shared_ptr<Node> to = NodeAt(r->to);
+            std::shared_ptr<Node> to = KnownNode(r->to);
+            if (to == nullptr) {
+              cmd.error = Status::IOError(
+                  "redis " + batch.node->name() + ": " +
+                  std::string(reply->text()) +
+                  ": not followed, not a known node of the cluster");
+              ScheduleRefresh();
+              continue;
+            }
             if (!r->ask) Moved(r->slot, to);
             next.push_back({h->i, std::move(to), r->ask});
           } else if (reply->type == REDIS_REPLY_ERROR) {
@@ -937,12 +1013,19 @@ struct RedisTier::State {
 
 Result<std::unique_ptr<RedisTier>> RedisTier::Open(
     const RedisTierOptions& options) {
-  Result<std::vector<RedisEndpoint>> seeds = ParseRedisUrl(options.url);
-  if (!seeds.ok()) return seeds.status();
+  Result<RedisUrl> url = ParseRedisUrl(options.url);
+  if (!url.ok()) return url.status();
   const auto bad = [&](std::string_view what) {
-    return Status::InvalidArgument("redis cache '" + options.url +
+    return Status::InvalidArgument("redis cache '" +
+                                   RedactRedisUrl(options.url) +
                                    "': " + std::string(what));
   };
+  const std::string& user = options.user.empty() ? url->user : options.user;
+  const std::string& password =
+      options.password.empty() ? url->password : options.password;
+  if (!user.empty() && password.empty()) {
+    return bad(std::string("a user needs a password; ") + kHowToLogIn);
+  }
   if (options.ttl_seconds < 0) return bad("ttl_seconds must be >= 0");
   if (options.pool_size <= 0) return bad("pool_size must be > 0");
   if (options.connect_timeout.count() <= 0 ||
@@ -954,14 +1037,30 @@ Result<std::unique_ptr<RedisTier>> RedisTier::Open(
       options.max_backoff < options.min_backoff) {
     return bad("backoff must satisfy 0 < min_backoff <= max_backoff");
   }
+  if (!options.authenticator.keyed() && !options.insecure) {
+    return bad(
+        "objects in a shared Redis must be authenticated: give every server "
+        "of the fleet the same tier key (--tier-key-file FILE, or "
+        "KVSTASH_TIER_KEY in the environment), or accept that whoever can "
+        "write to this Redis controls the KV every server reads "
+        "(--redis-insecure)");
+  }
   auto state = std::make_unique<State>();
   state->options = options;
-  state->seeds = std::move(seeds).value();
+  state->seeds = std::move(url->endpoints);
+  if (!password.empty()) {
+    // AUTH password, or AUTH user password (the user in the key's place).
+    state->auth.emplace(Command("AUTH", user, {password}));
+  }
   if (options.ttl_seconds > 0) {
     state->ttl_text = std::to_string(options.ttl_seconds);
   }
   std::unique_ptr<RedisTier> tier(new RedisTier(std::move(state)));
-  (void)tier->state_->Routing();  // a failure is kept for Describe
+  // Other failures are kept for Describe.
+  const Status learned = tier->state_->Discover();
+  if (learned.code() == StatusCode::kPermissionDenied) {
+    return Status::PermissionDenied(learned.message() + "; " + kHowToLogIn);
+  }
   tier->state_->writer = std::thread([t = tier.get()] { t->WriterLoop(); });
   return tier;
 }
@@ -1005,6 +1104,7 @@ std::string RedisTier::Describe() const {
 Status RedisTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
   State& s = *state_;
   KV_RETURN_IF_ERROR(ParseObjectForPut("redis cache", key, object).status());
+  s.options.authenticator.Seal(object);
   const uint64_t size = object.size();
   const std::lock_guard<std::mutex> lock(s.mu);
   if (s.Pending(key) != nullptr) return Status::OK();
@@ -1067,7 +1167,8 @@ std::vector<std::optional<std::vector<uint8_t>>> RedisTier::Get(
       continue;
     }
     if (g.reply->type == REDIS_REPLY_NIL) continue;
-    const Status verified = Verify(*g.reply, keys[remote[j]]);
+    const Status verified =
+        Verify(*g.reply, keys[remote[j]], s.options.authenticator);
     if (verified.ok()) {
       ++hits;
       bytes_read += g.reply->bytes.size();
@@ -1085,7 +1186,8 @@ std::vector<std::optional<std::vector<uint8_t>>> RedisTier::Get(
   s.stats.bytes_read += bytes_read;
   for (const Status& e : errors) s.Fail(e);
   for (const Status& c : corrupt) {
-    ++s.stats.corrupt_dropped;
+    ++(c.code() == StatusCode::kPermissionDenied ? s.stats.forged_dropped
+                                                 : s.stats.corrupt_dropped);
     s.stats.last_error = c.ToString();
   }
   for (const KeyCommand& d : dels) {

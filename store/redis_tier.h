@@ -3,9 +3,11 @@
 //
 // Data: one Redis string per object, key = key_prefix + the 32 hex digits of
 // the BlockKey (Hash128::Hex), value = the encoded object's bytes, written
-// with SET (binary-safe), with EX ttl_seconds when a TTL is set. Get verifies
-// every value (framing, checksum, header key == the key asked for); a bad
-// value is a miss, is DELeted and counted in corrupt_dropped. A hit refreshes
+// with SET (binary-safe), with EX ttl_seconds when a TTL is set; Put seals
+// each object with the fleet's key. Get verifies every value (framing, MAC,
+// header key == the key asked for); a bad value is a miss, is DELeted and
+// counted in corrupt_dropped (damaged) or forged_dropped (intact, but not
+// sealed with this key). A hit refreshes
 // the key in Redis's LRU clock and, with a TTL, restarts the TTL (GETEX,
 // Redis >= 6.2). What Redis evicts or expires is Redis's business (configure
 // maxmemory-policy); a Redis that is full (an OOM reply to SET) costs a
@@ -21,14 +23,32 @@
 // a refresh. Otherwise the tier uses that seed as one standalone server (list
 // several endpoints only for a cluster). Until some seed answers, the
 // topology is unknown and every call tries to learn it (within the backoff).
+// Redirections are followed only to known nodes: the seeds and the nodes
+// named by CLUSTER SLOTS of a known node. One to another endpoint is not
+// followed (whoever can answer for a node must not send the tier's
+// credentials and objects elsewhere): the command fails (a Get misses, a
+// write is dropped), counted in errors, and a refresh is scheduled, after
+// which a node that CLUSTER SLOTS names is followed.
 //
-// Failure: Open succeeds whatever the state of Redis. Each node has a state
-// of its own: after a failed connect or a broken connection, the node is in
+// Access control: with credentials (in the URL, or in the options), every
+// new connection to every node sends AUTH [user] password before anything
+// else, and a connection whose AUTH is refused is a failed connect. The
+// password is never logged, nor put in a Status, Describe() or last_error.
+//
+// Failure: Open succeeds whatever the state of Redis, with one exception: it
+// fails (PermissionDenied naming the node, Redis's reply and how to give
+// credentials) when the first seed that answers refuses access (a wrong
+// password or user: WRONGPASS, ERR invalid password; no password given to a
+// Redis that needs one: NOAUTH; a user without the rights: NOPERM). Later
+// refusals (a node learned afterwards, a password changed) are node
+// failures, as follows. Each node has a state of its own: after a failed
+// connect (AUTH refused included) or a broken connection, the node is in
 // backoff for min_backoff, doubling with each further failure up to
 // max_backoff, and calls that need it fail at once, without touching the
 // network: a Get misses, an Exists answers false, a queued write is dropped;
-// all are counted in errors. The first call after the backoff reconnects.
-// A dead cluster master costs the keys of its slots; the others keep working.
+// all are counted in errors (last_error says why). The first call after the
+// backoff reconnects. A dead cluster master costs the keys of its slots; the
+// others keep working.
 // No wait of a call lasts longer than connect_timeout for a connect, or
 // command_timeout for a node that sends or accepts nothing (or for a free
 // pooled connection); a call waits more than once only to learn or refresh
@@ -65,6 +85,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "store/object_mac.h"
 #include "store/tier.h"
 
 namespace kvstash::store {
@@ -73,9 +94,16 @@ namespace kvstash::store {
 inline constexpr int kRedisPipelineDepth = 64;
 
 struct RedisTierOptions {
-  // "redis://HOST:PORT[,HOST:PORT...]": a standalone server, or seed nodes of
-  // a cluster (any reachable one is enough).
+  // "redis://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]" (store/redis_url.h):
+  // a standalone server, or seed nodes of a cluster (any reachable one is
+  // enough).
   std::string url;
+  // Credentials for every node; each overrides the URL's when non-empty
+  // (a password read from a file need not be in the URL). A user needs a
+  // password; no password: no AUTH. ({}: designated initializers may leave
+  // them out without -Wmissing-field-initializers.)
+  std::string user{};
+  std::string password{};
   // Prepended to the hex digits of every key; lets servers of different
   // deployments share one Redis.
   std::string key_prefix = "kvstash:";
@@ -93,13 +121,21 @@ struct RedisTierOptions {
   // Backoff of an unreachable node: 0 < min_backoff <= max_backoff.
   std::chrono::milliseconds min_backoff{100};
   std::chrono::milliseconds max_backoff{5000};
+  // Seals what is stored and verifies what is read (store/object_mac.h);
+  // every server of a fleet needs the same key. Unkeyed, a value is trusted
+  // on its checksum alone, so anyone who can write to Redis can make every
+  // server attend to keys and values of their choosing: Open refuses that
+  // unless `insecure`.
+  ObjectAuthenticator authenticator{};
+  bool insecure = false;
 };
 
 class RedisTier final : public Tier {
  public:
   // Validates options, starts the writer thread and tries (once, within the
   // timeouts) to learn the topology. InvalidArgument for a bad URL or bad
-  // options; never fails because Redis is unreachable.
+  // options; PermissionDenied when the first seed that answers refuses
+  // access; never fails because Redis is unreachable.
   static Result<std::unique_ptr<RedisTier>> Open(
       const RedisTierOptions& options);
 

@@ -1,15 +1,21 @@
 #include "store/redis_tier.h"
 
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "store/crc16.h"
 #include "store/object_format.h"
+#include "store/object_testing.h"
 #include "store/redis_probe.h"
 #include "store/redis_url.h"
 #include "store/tier_test_util.h"
@@ -32,7 +38,26 @@ std::vector<BlockKey> Keys(uint64_t first, uint64_t count) {
   return keys;
 }
 
+// What Get returned, with its MAC fields zeroed (nullopt stays nullopt).
+std::optional<Bytes> Unsealed(std::optional<Bytes> got) {
+  if (got) *got = store::Unsealed(std::move(*got));
+  return got;
+}
+
+// The tier key of these tests' fleet.
+const ObjectAuthenticator& FleetKey() {
+  static const ObjectAuthenticator key =
+      ObjectAuthenticator::FromSecret("redis tier tests' fleet secret, 40 B")
+          .value();
+  return key;
+}
+
+// Opens a tier of the fleet: keyed with FleetKey() unless `options` name
+// another key or ask for an insecure tier.
 std::unique_ptr<RedisTier> OpenTier(RedisTierOptions options) {
+  if (!options.authenticator.keyed() && !options.insecure) {
+    options.authenticator = FleetKey();
+  }
   Result<std::unique_ptr<RedisTier>> tier = RedisTier::Open(options);
   KV_CHECK_MSG(tier.ok(), tier.status().ToString().c_str());
   return std::move(tier).value();
@@ -42,6 +67,7 @@ std::unique_ptr<RedisTier> OpenTier(RedisTierOptions options) {
 RedisTierOptions FastOptions(const std::string& url) {
   RedisTierOptions o;
   o.url = url;
+  o.authenticator = FleetKey();
   o.connect_timeout = milliseconds(200);
   o.command_timeout = milliseconds(300);
   o.min_backoff = milliseconds(50);
@@ -62,8 +88,8 @@ std::unique_ptr<RedisCluster> StartCluster() {
   return std::move(c).value();
 }
 
-std::unique_ptr<RedisClient> Client(int port) {
-  Result<std::unique_ptr<RedisClient>> c = RedisClient::Connect(port);
+std::unique_ptr<RedisClient> Client(int port, std::string_view password = "") {
+  Result<std::unique_ptr<RedisClient>> c = RedisClient::Connect(port, password);
   KV_CHECK_MSG(c.ok(), c.status().ToString().c_str());
   return std::move(c).value();
 }
@@ -96,7 +122,7 @@ bool WorksAgainWithin(RedisTier& tier, milliseconds timeout, uint64_t id) {
     EXPECT_TRUE(tier.Put(KeyOf(id), MakeObject(id)).ok());
     tier.Flush();
     const BlockKey key = KeyOf(id);
-    if (tier.Get({&key, 1})[0] == MakeObject(id)) return true;
+    if (Unsealed(tier.Get({&key, 1})[0]) == MakeObject(id)) return true;
     std::this_thread::sleep_for(milliseconds(20));
   }
   return false;
@@ -117,38 +143,103 @@ TEST(Crc16Test, SpecValuesAndHashTags) {
 }
 
 TEST(RedisUrlTest, ParsesEndpoints) {
-  Result<std::vector<RedisEndpoint>> one = ParseRedisUrl("redis://h:6379");
+  Result<RedisUrl> one = ParseRedisUrl("redis://h:6379");
   ASSERT_TRUE(one.ok()) << one.status().ToString();
-  EXPECT_EQ(*one, (std::vector<RedisEndpoint>{{"h", 6379}}));
-  Result<std::vector<RedisEndpoint>> many =
+  EXPECT_EQ(one->endpoints, (std::vector<RedisEndpoint>{{"h", 6379}}));
+  EXPECT_EQ(one->user, "");
+  EXPECT_EQ(one->password, "");
+  Result<RedisUrl> many =
       ParseRedisUrl("redis://10.0.0.1:7000,[::1]:7001,name.example:1");
   ASSERT_TRUE(many.ok()) << many.status().ToString();
-  EXPECT_EQ(*many,
+  EXPECT_EQ(many->endpoints,
             (std::vector<RedisEndpoint>{
                 {"10.0.0.1", 7000}, {"::1", 7001}, {"name.example", 1}}));
-  EXPECT_EQ((*many)[1].ToString(), "[::1]:7001");
+  EXPECT_EQ(many->endpoints[1].ToString(), "[::1]:7001");
   Result<RedisEndpoint> moved = ParseRedisEndpoint("::1:7002");
   ASSERT_TRUE(moved.ok());
   EXPECT_EQ(*moved, (RedisEndpoint{"::1", 7002}));
 }
 
 TEST(RedisUrlTest, RefusesBadUrlsClearly) {
-  for (const char* url :
-       {"", "http://h:1", "redis://", "redis://h", "redis://h:", "redis://:1",
-        "redis://h:0", "redis://h:65536", "redis://h:12a", "redis://h:1,",
-        "redis://u:p@h:1", "redis://h:1/0", "redis://h:1?x=y"}) {
-    Result<std::vector<RedisEndpoint>> r = ParseRedisUrl(url);
+  for (const char* url : {"",
+                          "http://h:1",
+                          "redis://",
+                          "redis://h",
+                          "redis://h:",
+                          "redis://:1",
+                          "redis://h:0",
+                          "redis://h:65536",
+                          "redis://h:12a",
+                          "redis://h:1,",
+                          "redis://h:1/0",
+                          "redis://h:1?x=y",
+                          "redis://@h:1",
+                          "redis://:@h:1",
+                          "redis://u:p@",
+                          "redis://u:p@:1",
+                          "redis://u:p@h",
+                          "redis://u:p%4@h:1",
+                          "redis://u:p%zz@h:1",
+                          "redis://u%:p@h:1",
+                          "redis://u:p@h:1/0",
+                          "redis://u:p@h@:1"}) {
+    Result<RedisUrl> r = ParseRedisUrl(url);
     ASSERT_FALSE(r.ok()) << url;
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << url;
-    EXPECT_NE(r.status().message().find("expected redis://HOST:PORT"),
-              std::string::npos)
+    EXPECT_NE(
+        r.status().message().find("expected redis://[USER:PASSWORD@]HOST:PORT"),
+        std::string::npos)
+        << r.status().message();
+  }
+}
+
+TEST(RedisUrlTest, ParsesCredentials) {
+  struct Case {
+    const char* url;
+    const char* user;
+    const char* password;
+  };
+  for (const Case& c : {
+           Case{"redis://alice:secret@h:1", "alice", "secret"},
+           Case{"redis://:secret@h:1", "", "secret"},
+           Case{"redis://alice@h:1", "alice", ""},
+           Case{"redis://a%3Ab:p%40ss%3a%25@h:1", "a:b", "p@ss:%"},
+           // The last '@' ends the credentials; the first ':' the user.
+           Case{"redis://u:p@s:s/w?d@h:1", "u", "p@s:s/w?d"},
+       }) {
+    Result<RedisUrl> r = ParseRedisUrl(c.url);
+    ASSERT_TRUE(r.ok()) << c.url << ": " << r.status().ToString();
+    EXPECT_EQ(r->user, c.user) << c.url;
+    EXPECT_EQ(r->password, c.password) << c.url;
+    EXPECT_EQ(r->endpoints, (std::vector<RedisEndpoint>{{"h", 1}})) << c.url;
+  }
+  Result<RedisUrl> two = ParseRedisUrl("redis://:pw@h:1,[::1]:2");
+  ASSERT_TRUE(two.ok()) << two.status().ToString();
+  EXPECT_EQ(two->endpoints, (std::vector<RedisEndpoint>{{"h", 1}, {"::1", 2}}));
+  EXPECT_EQ(two->password, "pw");
+}
+
+TEST(RedisUrlTest, MessagesNeverShowThePassword) {
+  EXPECT_EQ(RedactRedisUrl("redis://alice:s3cr3t@h:1,h:2"),
+            "redis://***@h:1,h:2");
+  EXPECT_EQ(RedactRedisUrl("redis://h:1"), "redis://h:1");
+  EXPECT_EQ(RedactRedisUrl("u:s3cr3t@h:1"), "***@h:1");
+  for (const char* url :
+       {"redis://alice:s3cr3t@h:0", "redis://:s3cr3t@h",
+        "redis://:s3cr3t@h:1/0", "redis://:s3cr3t%@h:1",
+        "rediss://:s3cr3t@h:1", "http://:s3cr3t@h:1"}) {
+    Result<RedisUrl> r = ParseRedisUrl(url);
+    ASSERT_FALSE(r.ok()) << url;
+    EXPECT_EQ(r.status().message().find("s3cr3t"), std::string::npos)
+        << r.status().message();
+    EXPECT_NE(r.status().message().find("://***@h"), std::string::npos)
         << r.status().message();
   }
 }
 
 TEST(RedisTierTest, OpenRefusesBadOptions) {
   const RedisTierOptions good = FastOptions("redis://127.0.0.1:1");
-  std::vector<RedisTierOptions> bad(7, good);
+  std::vector<RedisTierOptions> bad(9, good);
   bad[0].url = "127.0.0.1:6379";
   bad[1].ttl_seconds = -1;
   bad[2].pool_size = 0;
@@ -156,11 +247,20 @@ TEST(RedisTierTest, OpenRefusesBadOptions) {
   bad[4].max_queue_bytes = 0;
   bad[5].min_backoff = milliseconds(0);
   bad[6].max_backoff = milliseconds(10);
+  bad[7].url = "redis://alice@127.0.0.1:1";  // a user without a password
+  bad[8].url = "redis://:s3cr3t@127.0.0.1:1";
+  bad[8].pool_size = 0;
   for (const RedisTierOptions& o : bad) {
     Result<std::unique_ptr<RedisTier>> t = RedisTier::Open(o);
     ASSERT_FALSE(t.ok());
     EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(t.status().message().find("s3cr3t"), std::string::npos)
+        << t.status().message();
   }
+  RedisTierOptions from_options = good;
+  from_options.user = "alice";
+  EXPECT_EQ(RedisTier::Open(from_options).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST(RedisTierTest, PutGetExistsEraseRoundTrip) {
@@ -185,12 +285,12 @@ TEST(RedisTierTest, PutGetExistsEraseRoundTrip) {
   auto raw = Client(server->port());
   EXPECT_EQ(tier->RedisKey(keys[2]), "kvstash:" + keys[2].Hex());
   const std::string stored = raw->Text({"GET", tier->RedisKey(keys[2])});
-  EXPECT_EQ(Bytes(stored.begin(), stored.end()), MakeObject(2, 3));
+  EXPECT_EQ(Unsealed(Bytes(stored.begin(), stored.end())), MakeObject(2, 3));
 
   const auto got = tier->Get(keys);
   for (uint64_t i = 0; i < 5; ++i) {
     ASSERT_TRUE(got[i].has_value()) << i;
-    EXPECT_EQ(*got[i], MakeObject(i, 1 + int(i % 3)));
+    EXPECT_EQ(Unsealed(*got[i]), MakeObject(i, 1 + int(i % 3)));
   }
   const BlockKey absent = KeyOf(99);
   EXPECT_FALSE(tier->Get({&absent, 1})[0].has_value());
@@ -243,7 +343,7 @@ TEST(RedisTierTest, PipelinedBatchOf500) {
   keys.push_back(KeyOf(1000));  // absent
   const auto got = tier->Get(keys);
   for (uint64_t i = 0; i < 500; ++i) {
-    ASSERT_EQ(got[i], MakeObject(i)) << i;
+    ASSERT_EQ(Unsealed(got[i]), MakeObject(i)) << i;
   }
   EXPECT_FALSE(got[500].has_value());
   std::vector<bool> want(501, true);
@@ -270,7 +370,8 @@ TEST(RedisTierTest, ConcurrentCallersShareASmallPool) {
         if (!tier->Put(KeyOf(i), MakeObject(i)).ok()) ++bad;
         const std::vector<BlockKey> keys = Keys(t * 100, i - t * 100 + 1);
         const auto got = tier->Get(keys);
-        if (got.back() != MakeObject(i)) ++bad;  // served from the queue
+        // Served from the queue.
+        if (Unsealed(got.back()) != MakeObject(i)) ++bad;
         if (tier->Exists(keys) != std::vector<bool>(keys.size(), true)) ++bad;
       }
     });
@@ -299,8 +400,79 @@ TEST(RedisTierTest, TtlIsSetAndRestartedByHits) {
   EXPECT_LE(ttl, 100);
   EXPECT_EQ(raw->Integer({"EXPIRE", key, "5"}), 1);
   const BlockKey k = KeyOf(1);
-  EXPECT_EQ(tier->Get({&k, 1})[0], MakeObject(1));
+  EXPECT_EQ(Unsealed(tier->Get({&k, 1})[0]), MakeObject(1));
   EXPECT_GT(raw->Integer({"TTL", key}), 90);
+}
+
+// The attack of issue 13 on a shared Redis: a value edited with its
+// checksum recomputed, and a value planted unsealed, are misses, DELeted and
+// counted as forged. Another server of the fleet (same key) reads what the
+// tier wrote; a tier of another key reads nothing.
+TEST(RedisTierTest, ForgedValuesAreRefusedDeletedAndCounted) {
+  auto server = StartServer();
+  auto tier = OpenTier({.url = server->url()});
+  PutAll(*tier, 0, 3);
+  auto raw = Client(server->port());
+  const std::string stored = raw->Text({"GET", tier->RedisKey(KeyOf(0))});
+  Bytes edited(stored.begin(), stored.end());
+  ASSERT_EQ(edited.size(), MakeObject(0).size());
+  edited[kObjectHeaderBytes + 5] ^= 1;
+  RecomputeChecksum(edited);
+  const Bytes planted = MakeObject(1);
+  const auto text = [](const Bytes& b) {
+    return std::string(b.begin(), b.end());
+  };
+  ASSERT_EQ(raw->Text({"SET", tier->RedisKey(KeyOf(0)), text(edited)}), "OK");
+  ASSERT_EQ(raw->Text({"SET", tier->RedisKey(KeyOf(1)), text(planted)}),
+            "OK");
+
+  const std::vector<std::optional<Bytes>> got = tier->Get(Keys(0, 3));
+  EXPECT_FALSE(got[0].has_value());
+  EXPECT_FALSE(got[1].has_value());
+  EXPECT_EQ(Unsealed(got[2]), MakeObject(2));
+  for (uint64_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(raw->Integer({"EXISTS", tier->RedisKey(KeyOf(i))}), 0) << i;
+  }
+  TierStats st = tier->Stats();
+  EXPECT_EQ(st.forged_dropped, 2u);
+  EXPECT_EQ(st.corrupt_dropped, 0u);
+  EXPECT_NE(st.last_error.find("PermissionDenied"), std::string::npos)
+      << st.last_error;
+
+  auto peer = OpenTier({.url = server->url()});
+  const BlockKey k2 = KeyOf(2);
+  EXPECT_EQ(Unsealed(peer->Get({&k2, 1})[0]), MakeObject(2));
+  auto stranger = OpenTier(
+      {.url = server->url(),
+       .authenticator =
+           ObjectAuthenticator::FromSecret(std::string(32, 'x')).value()});
+  EXPECT_FALSE(stranger->Get({&k2, 1})[0].has_value());
+  EXPECT_EQ(stranger->Stats().forged_dropped, 1u);
+}
+
+// Without a key, Open refuses and says how to give one, unless the tier is
+// asked to be insecure: then it stores unsealed objects and reads on
+// checksums alone, and a keyed tier refuses what it wrote.
+TEST(RedisTierTest, UnkeyedTierIsRefusedUnlessInsecure) {
+  RedisTierOptions o = FastOptions("redis://127.0.0.1:1");
+  o.authenticator = ObjectAuthenticator();
+  const Result<std::unique_ptr<RedisTier>> refused = RedisTier::Open(o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  for (const char* hint : {"--tier-key-file", "KVSTASH_TIER_KEY",
+                           "--redis-insecure"}) {
+    EXPECT_NE(refused.status().message().find(hint), std::string::npos)
+        << refused.status().message();
+  }
+
+  auto server = StartServer();
+  auto insecure = OpenTier({.url = server->url(), .insecure = true});
+  PutAll(*insecure, 0, 2);
+  const BlockKey k = KeyOf(1);
+  EXPECT_EQ(insecure->Get({&k, 1})[0], MakeObject(1));  // unsealed
+  auto keyed = OpenTier({.url = server->url()});
+  EXPECT_FALSE(keyed->Get({&k, 1})[0].has_value());
+  EXPECT_EQ(keyed->Stats().forged_dropped, 1u);
 }
 
 TEST(RedisTierTest, CorruptValuesMissAreDeletedAndCounted) {
@@ -312,7 +484,8 @@ TEST(RedisTierTest, CorruptValuesMissAreDeletedAndCounted) {
   std::string garbage("garbage\0bytes", 13);
   Bytes flipped = MakeObject(1);
   flipped.back() ^= 1;
-  const Bytes other = MakeObject(9);
+  Bytes other = MakeObject(9);  // sealed: intact, of another key
+  FleetKey().Seal(other);
   const auto text = [](const Bytes& b) {
     return std::string(b.begin(), b.end());
   };
@@ -481,7 +654,7 @@ TEST(RedisClusterTierTest, KeysSpreadOverAllMastersAndAllHit) {
   }
   EXPECT_EQ(total, 300);
   const auto got = tier->Get(Keys(0, 300));
-  for (uint64_t i = 0; i < 300; ++i) ASSERT_EQ(got[i], MakeObject(i)) << i;
+  for (uint64_t i = 0; i < 300; ++i) ASSERT_EQ(Unsealed(got[i]), MakeObject(i)) << i;
   EXPECT_EQ(tier->Exists(Keys(0, 300)), std::vector<bool>(300, true));
   EXPECT_TRUE(tier->Erase(KeyOf(0)).ok());
   EXPECT_FALSE(tier->Exists(Keys(0, 1))[0]);
@@ -529,7 +702,7 @@ TEST(RedisClusterTierTest, FollowsAskAndMovedWhileASlotMigrates) {
   // Mid-migration: the old master answers -ASK for keys it no longer has,
   // for reads and for writes of new keys.
   const BlockKey key = KeyOf(0);
-  EXPECT_EQ(tier->Get({&key, 1})[0], MakeObject(0));
+  EXPECT_EQ(Unsealed(tier->Get({&key, 1})[0]), MakeObject(0));
   PutAll(*tier, sibling, 1);
   EXPECT_EQ(raw[to]->Text({"ASKING"}), "OK");
   EXPECT_EQ(raw[to]->Integer({"EXISTS", tier->RedisKey(KeyOf(sibling))}), 1);
@@ -540,8 +713,8 @@ TEST(RedisClusterTierTest, FollowsAskAndMovedWhileASlotMigrates) {
   }
   const std::vector<BlockKey> both = {KeyOf(0), KeyOf(sibling)};
   const auto got = tier->Get(both);
-  EXPECT_EQ(got[0], MakeObject(0));
-  EXPECT_EQ(got[1], MakeObject(sibling));
+  EXPECT_EQ(Unsealed(got[0]), MakeObject(0));
+  EXPECT_EQ(Unsealed(got[1]), MakeObject(sibling));
   EXPECT_EQ(tier->Exists(both), std::vector<bool>(2, true));
   const TierStats st = tier->Stats();
   EXPECT_EQ(st.errors, 0u) << st.last_error;
@@ -569,7 +742,7 @@ TEST(RedisClusterTierTest, DeadMasterCostsOnlyItsKeys) {
         if (n == 2) {
           EXPECT_FALSE(got[i].has_value()) << i;
         } else {
-          EXPECT_EQ(got[i], MakeObject(i)) << i;
+          EXPECT_EQ(Unsealed(got[i]), MakeObject(i)) << i;
         }
       }
     }
@@ -581,6 +754,274 @@ TEST(RedisClusterTierTest, DeadMasterCostsOnlyItsKeys) {
   // Writes to the live masters still land.
   PutAll(*tier, 1000, 30);
   EXPECT_GT(CountHits(tier->Get(Keys(1000, 30))), 0u);
+}
+
+// `url` ("redis://...") with `credentials` ("USER:PASSWORD" or ":PASSWORD").
+std::string WithCredentials(const std::string& url,
+                            const std::string& credentials) {
+  return "redis://" + credentials + "@" + url.substr(8);
+}
+
+// Open's refusal for `o`, which must be PermissionDenied naming `endpoint`,
+// Redis's reply `reply` and how to give credentials.
+void ExpectOpenRefused(const RedisTierOptions& o, const std::string& endpoint,
+                       const std::string& reply) {
+  Result<std::unique_ptr<RedisTier>> t = RedisTier::Open(o);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), StatusCode::kPermissionDenied);
+  const std::string& m = t.status().message();
+  for (const std::string& part :
+       {endpoint, reply, std::string("redis://user:password@host:port"),
+        std::string("redis://:password@host:port"),
+        std::string("--redis-password-file")}) {
+    EXPECT_NE(m.find(part), std::string::npos) << part << " not in: " << m;
+  }
+  EXPECT_EQ(m.find("wr0ng"), std::string::npos) << m;
+}
+
+TEST(RedisAuthTest, PasswordInTheUrlOrTheOptions) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto server = StartServer({.password = "pw-1"});
+  auto tier = OpenTier(FastOptions(WithCredentials(server->url(), ":pw-1")));
+  EXPECT_EQ(tier->Describe(), "standalone " + server->endpoint());
+  EXPECT_EQ(tier->Describe().find("pw-1"), std::string::npos);
+  PutAll(*tier, 0, 20);
+  EXPECT_EQ(CountHits(tier->Get(Keys(0, 20))), 20u);
+  EXPECT_EQ(tier->Stats().errors, 0u) << tier->Stats().last_error;
+  EXPECT_EQ(Client(server->port(), "pw-1")->Integer({"DBSIZE"}), 20);
+
+  // The options' password, as from --redis-password-file, overrides the URL's.
+  RedisTierOptions o = FastOptions(WithCredentials(server->url(), ":wr0ng"));
+  o.password = "pw-1";
+  EXPECT_EQ(CountHits(OpenTier(o)->Get(Keys(0, 20))), 20u);
+  o.url = server->url();
+  EXPECT_EQ(CountHits(OpenTier(o)->Get(Keys(0, 20))), 20u);
+
+  // The probe logs in too.
+  Result<double> rate =
+      PipelinedGetProbe(WithCredentials(server->url(), ":pw-1"), 4096, 20);
+  EXPECT_TRUE(rate.ok()) << rate.status().ToString();
+  EXPECT_EQ(PipelinedGetProbe(server->url(), 4096, 20).status().code(),
+            StatusCode::kIOError);
+}
+
+TEST(RedisAuthTest, WrongOrMissingPasswordFailsOpenClearly) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto server = StartServer({.password = "pw-1"});
+  ExpectOpenRefused(FastOptions(WithCredentials(server->url(), ":wr0ng")),
+                    server->endpoint(), "WRONGPASS");
+  RedisTierOptions o = FastOptions(WithCredentials(server->url(), ":pw-1"));
+  o.password = "wr0ng";
+  ExpectOpenRefused(o, server->endpoint(), "WRONGPASS");
+  ExpectOpenRefused(FastOptions(server->url()), server->endpoint(), "NOAUTH");
+
+  // An unreachable Redis still never fails Open, credentials or not.
+  const std::string url = WithCredentials(server->url(), ":wr0ng");
+  server->Kill();
+  auto tier = OpenTier(FastOptions(url));
+  EXPECT_EQ(tier->Describe().rfind("unknown (", 0), 0u) << tier->Describe();
+}
+
+TEST(RedisAuthTest, AclUser) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto server = StartServer({.password = "admin-pw"});
+  ASSERT_EQ(
+      Client(server->port(), "admin-pw")
+          ->Text({"ACL", "SETUSER", "alice", "on", ">s3:cr@t", "~*", "+@all"}),
+      "OK");
+  auto tier = OpenTier(
+      FastOptions(WithCredentials(server->url(), "alice:s3%3Acr%40t")));
+  PutAll(*tier, 0, 10);
+  EXPECT_EQ(CountHits(tier->Get(Keys(0, 10))), 10u);
+  EXPECT_EQ(tier->Stats().errors, 0u) << tier->Stats().last_error;
+
+  // The URL's user with the password of the options.
+  RedisTierOptions o = FastOptions(WithCredentials(server->url(), "alice"));
+  o.password = "s3:cr@t";
+  EXPECT_EQ(CountHits(OpenTier(o)->Get(Keys(0, 10))), 10u);
+
+  ExpectOpenRefused(FastOptions(WithCredentials(server->url(), "alice:wr0ng")),
+                    server->endpoint(), "WRONGPASS");
+  ExpectOpenRefused(FastOptions(WithCredentials(server->url(), "bob:s3:cr@t")),
+                    server->endpoint(), "WRONGPASS");
+}
+
+TEST(RedisAuthTest, RefusedAfterStartIsACountedNodeFailure) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto server = StartServer({.password = "pw-1"});
+  auto tier = OpenTier(FastOptions(WithCredentials(server->url(), ":pw-1")));
+  PutAll(*tier, 0, 5);
+  auto admin = Client(server->port(), "pw-1");
+  ASSERT_EQ(admin->Text({"CONFIG", "SET", "requirepass", "pw-2"}), "OK");
+  ASSERT_GT(
+      admin->Integer({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"}), 0);
+  // The pooled connections broke; the next connect's AUTH is refused.
+  const Clock::time_point give_up = Clock::now() + milliseconds(3000);
+  while (tier->Stats().last_error.find("WRONGPASS") == std::string::npos &&
+         Clock::now() < give_up) {
+    EXPECT_EQ(CountHits(tier->Get(Keys(0, 5))), 0u);
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  const TierStats st = tier->Stats();
+  EXPECT_NE(st.last_error.find("WRONGPASS"), std::string::npos)
+      << st.last_error;
+  EXPECT_NE(st.last_error.find(server->endpoint()), std::string::npos)
+      << st.last_error;
+  EXPECT_EQ(st.last_error.find("pw-1"), std::string::npos) << st.last_error;
+  EXPECT_GE(st.errors, 5u);
+}
+
+TEST(RedisAuthTest, ClusterWhoseNodesAllNeedAuth) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  Result<std::unique_ptr<RedisCluster>> started = RedisCluster::Start(3, "cpw");
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  RedisCluster& cluster = **started;
+  // One seed: the other masters are learned, and logged in to, later.
+  auto tier =
+      OpenTier(FastOptions(WithCredentials(cluster.node(1).url(), ":cpw")));
+  EXPECT_EQ(tier->Describe(), "cluster, 3 masters");
+  PutAll(*tier, 0, 300);
+  EXPECT_EQ(tier->Stats().errors, 0u) << tier->Stats().last_error;
+  for (int n = 0; n < 3; ++n) {
+    EXPECT_GT(Client(cluster.node(n).port(), "cpw")->Integer({"DBSIZE"}), 50)
+        << "node " << n;
+  }
+  const auto got = tier->Get(Keys(0, 300));
+  for (uint64_t i = 0; i < 300; ++i) ASSERT_EQ(Unsealed(got[i]), MakeObject(i)) << i;
+  EXPECT_EQ(tier->Stats().errors, 0u) << tier->Stats().last_error;
+  ExpectOpenRefused(FastOptions(cluster.url()), cluster.node(0).endpoint(),
+                    "NOAUTH");
+}
+
+// A stand-in for a Redis Cluster node on a free loopback port. CLUSTER SLOTS
+// names it the master of every slot (of every slot but 0, which goes to
+// 127.0.0.1:`moved_to`, once AnnounceSlotZero is called); every other command
+// gets "-MOVED 0 127.0.0.1:`moved_to`". One thread per connection.
+class FakeClusterNode {
+ public:
+  explicit FakeClusterNode(int moved_to) : moved_to_(moved_to) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    KV_CHECK(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), len) == 0);
+    KV_CHECK(::listen(listen_fd_, 16) == 0);
+    KV_CHECK(::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) ==
+             0);
+    port_ = ntohs(a.sin_port);
+    acceptor_ = std::thread([this] { AcceptLoop(); });
+  }
+
+  ~FakeClusterNode() {
+    {
+      const std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+      for (const int fd : open_fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    acceptor_.join();
+    for (std::thread& t : servers_) t.join();
+    for (const int fd : open_fds_) ::close(fd);
+    ::close(listen_fd_);
+  }
+
+  std::string url() const {
+    return "redis://127.0.0.1:" + std::to_string(port_);
+  }
+  void AnnounceSlotZero() { slot_zero_moved_ = true; }
+
+ private:
+  void AcceptLoop() {
+    for (;;) {
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      const std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) {
+        ::close(fd);
+        return;
+      }
+      open_fds_.push_back(fd);
+      servers_.emplace_back([this, fd] { Serve(fd); });
+    }
+  }
+
+  void Serve(int fd) {
+    redisReader* reader = redisReaderCreate();
+    std::vector<char> buffer(1 << 16);
+    ssize_t n;
+    while ((n = ::recv(fd, buffer.data(), buffer.size(), 0)) > 0) {
+      redisReaderFeed(reader, buffer.data(), size_t(n));
+      void* r = nullptr;
+      while (redisReaderGetReply(reader, &r) == REDIS_OK && r != nullptr) {
+        const std::string answer = Answer(*static_cast<redisReply*>(r));
+        freeReplyObject(r);
+        ::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL);
+      }
+    }
+    redisReaderFree(reader);
+  }
+
+  std::string Answer(const redisReply& command) const {
+    const bool slots = command.type == REDIS_REPLY_ARRAY &&
+                       command.elements > 0 &&
+                       std::string(command.element[0]->str) == "CLUSTER";
+    const std::string other = std::to_string(moved_to_);
+    if (!slots) return "-MOVED 0 127.0.0.1:" + other + "\r\n";
+    const auto range = [](int first, int last, const std::string& port) {
+      return "*3\r\n:" + std::to_string(first) +
+             "\r\n:" + std::to_string(last) +
+             "\r\n*2\r\n$9\r\n127.0.0.1\r\n:" + port + "\r\n";
+    };
+    const std::string self = std::to_string(port_);
+    if (!slot_zero_moved_) return "*1\r\n" + range(0, 16383, self);
+    return "*2\r\n" + range(0, 0, other) + range(1, 16383, self);
+  }
+
+  const int moved_to_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> slot_zero_moved_{false};
+  std::thread acceptor_;
+  std::mutex mu_;
+  bool stopping_ = false;             // guarded by mu_
+  std::vector<int> open_fds_;         // guarded by mu_
+  std::vector<std::thread> servers_;  // guarded by mu_
+};
+
+TEST(RedisClusterTierTest, RedirectsGoOnlyToNodesTheClusterNames) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto outsider = StartServer();  // stores whatever reaches it
+  auto raw = Client(outsider->port());
+  FakeClusterNode fake(outsider->port());
+  const RedisTierOptions o = FastOptions(fake.url());
+  auto tier = OpenTier(o);
+  EXPECT_EQ(tier->Describe(), "cluster, 1 masters");
+  uint64_t id = 0;  // a key of the fake's slots even once slot 0 has moved
+  while (RedisClusterSlot(tier->RedisKey(KeyOf(id))) == 0) ++id;
+  const BlockKey key = KeyOf(id);
+
+  // -MOVED to an endpoint no CLUSTER SLOTS named: not followed.
+  PutAll(*tier, id, 1);
+  EXPECT_FALSE(tier->Get({&key, 1})[0].has_value());
+  EXPECT_EQ(raw->Integer({"DBSIZE"}), 0);
+  TierStats st = tier->Stats();
+  EXPECT_EQ(st.writes, 0u);
+  EXPECT_EQ(st.errors, 2u);
+  EXPECT_NE(st.last_error.find("not followed"), std::string::npos)
+      << st.last_error;
+
+  // Once CLUSTER SLOTS names it, the refresh that the refusal scheduled
+  // learns it, and the redirections to it are followed.
+  fake.AnnounceSlotZero();
+  std::this_thread::sleep_for(2 * o.min_backoff);
+  PutAll(*tier, id, 1);
+  EXPECT_EQ(raw->Integer({"DBSIZE"}), 1);
+  EXPECT_EQ(Unsealed(tier->Get({&key, 1})[0]), MakeObject(id));
+  EXPECT_EQ(tier->Describe(), "cluster, 2 masters");
+  st = tier->Stats();
+  EXPECT_EQ(st.writes, 1u);
+  EXPECT_EQ(st.errors, 2u) << st.last_error;
 }
 
 }  // namespace

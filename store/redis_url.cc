@@ -7,7 +7,35 @@ namespace {
 
 constexpr std::string_view kScheme = "redis://";
 constexpr std::string_view kExpected =
-    "expected redis://HOST:PORT[,HOST:PORT...]";
+    "expected redis://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]";
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// `text` with each "%XX" replaced by the byte 0xXX; InvalidArgument for a
+// '%' without two hex digits after it.
+Result<std::string> PercentDecode(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out.push_back(text[i]);
+      continue;
+    }
+    const int high = i + 2 < text.size() ? HexDigit(text[i + 1]) : -1;
+    const int low = high >= 0 ? HexDigit(text[i + 2]) : -1;
+    if (low < 0) {
+      return Status::InvalidArgument(
+          "credentials hold a '%' not followed by two hex digits");
+    }
+    out.push_back(char(high * 16 + low));
+    i += 2;
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -44,28 +72,54 @@ Result<RedisEndpoint> ParseRedisEndpoint(std::string_view text) {
   return RedisEndpoint{std::string(host), port};
 }
 
-Result<std::vector<RedisEndpoint>> ParseRedisUrl(std::string_view url) {
+std::string RedactRedisUrl(std::string_view url) {
+  const size_t at = url.rfind('@');
+  if (at == std::string_view::npos) return std::string(url);
+  const size_t scheme = url.find("://");
+  const size_t start = scheme < at ? scheme + 3 : 0;
+  std::string out(url.substr(0, start));
+  out.append("***").append(url.substr(at));
+  return out;
+}
+
+Result<RedisUrl> ParseRedisUrl(std::string_view url) {
   const auto bad = [&](std::string_view why) {
-    return Status::InvalidArgument("redis URL '" + std::string(url) +
+    return Status::InvalidArgument("redis URL '" + RedactRedisUrl(url) +
                                    "': " + std::string(why) + "; " +
                                    std::string(kExpected));
   };
+  if (url.starts_with("rediss://")) {
+    return bad("TLS (rediss://) is not supported");
+  }
   if (!url.starts_with(kScheme)) return bad("no redis:// scheme");
   std::string_view rest = url.substr(kScheme.size());
-  if (rest.find('@') != std::string_view::npos) {
-    return bad("credentials are not supported");
+  RedisUrl out;
+  if (const size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    const std::string_view credentials = rest.substr(0, at);
+    const size_t colon = credentials.find(':');
+    Result<std::string> user = PercentDecode(credentials.substr(0, colon));
+    if (!user.ok()) return bad(user.status().message());
+    Result<std::string> password = PercentDecode(
+        colon == std::string_view::npos ? std::string_view()
+                                        : credentials.substr(colon + 1));
+    if (!password.ok()) return bad(password.status().message());
+    if (user->empty() && password->empty()) {
+      return bad("'@' with no user nor password before it");
+    }
+    out.user = std::move(user).value();
+    out.password = std::move(password).value();
+    rest = rest.substr(credentials.size() + 1);
   }
   if (rest.find('/') != std::string_view::npos ||
       rest.find('?') != std::string_view::npos) {
     return bad("database numbers and options are not supported");
   }
-  std::vector<RedisEndpoint> endpoints;
   for (;;) {
     const size_t comma = rest.find(',');
     Result<RedisEndpoint> endpoint = ParseRedisEndpoint(rest.substr(0, comma));
     if (!endpoint.ok()) return bad(endpoint.status().message());
-    endpoints.push_back(std::move(endpoint).value());
-    if (comma == std::string_view::npos) return endpoints;
+    out.endpoints.push_back(std::move(endpoint).value());
+    if (comma == std::string_view::npos) return out;
     rest = rest.substr(comma + 1);
   }
 }

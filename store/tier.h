@@ -2,10 +2,12 @@
 // holding objects (store/object_format.h) by BlockKey.
 //
 // A tier knows nothing about sequences, models or attention: it stores and
-// returns encoded objects. What it guarantees is integrity: Get returns only
-// complete objects whose checksum verified and whose header key is the key
-// asked for; anything else is a miss (and is dropped and counted where the
-// tier can delete it). Meaning is the reader's job: DecodeObject with the
+// returns encoded objects. What it guarantees is integrity and, with a key,
+// authenticity: Put seals each object with the tier's key, and Get returns
+// only complete objects that verify (store/object_mac.h: the MAC under the
+// tier's key, or the checksum alone for a tier run without a key) and whose
+// header key is the key asked for; anything else is a miss (and is dropped
+// and counted, as damaged or as forged, where the tier can delete it). Meaning is the reader's job: DecodeObject with the
 // expected namespace fingerprint and layout refuses objects of another model.
 //
 // Threading contract: every method is thread-safe and may be called from any
@@ -44,7 +46,8 @@ struct TierStats {
   uint64_t dropped_writes = 0;   // Puts refused: queue full or over capacity
   uint64_t errors = 0;           // failed I/O (read, write, sync, rename...)
   uint64_t evictions = 0;        // objects removed to stay within capacity
-  uint64_t corrupt_dropped = 0;  // objects that failed verification, deleted
+  uint64_t corrupt_dropped = 0;  // objects found damaged, deleted
+  uint64_t forged_dropped = 0;   // intact objects whose MAC failed, deleted
   uint64_t objects = 0;          // objects stored now
   uint64_t bytes_used = 0;       // their bytes
   uint64_t queue_objects = 0;    // accepted Puts not yet stored or failed

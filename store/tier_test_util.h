@@ -10,6 +10,7 @@
 #include "base/hash.h"
 #include "kernels/block_layout.h"
 #include "store/object_format.h"
+#include "store/object_testing.h"
 #include "store/tier.h"
 
 namespace kvstash::store {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/testing/redis_server.h"
 #include "tests/testing/shared_data.h"
 
 namespace kvstash {
@@ -223,6 +224,47 @@ TEST(CliTest, TierFlagErrorsAreOneLine) {
                      "--disk-cache-gb");
   ExpectOneLineError("serve " + small + " --redis http://x", "redis://");
   ExpectOneLineError("bench tiers " + ModelFlags(), "disk cache directory");
+}
+
+// --redis-password-file: its password (a private file, trailing newline
+// stripped) reaches Redis; a wrong one, or a bad file, is a one-line start-up
+// error that names the flag and never shows the password.
+TEST(CliTest, RedisPasswordFile) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  Result<std::unique_ptr<testing::RedisServer>> redis =
+      testing::RedisServer::Start({.password = "pw-9"});
+  ASSERT_TRUE(redis.ok()) << redis.status().ToString();
+  const std::string file = testing::TempDir("cli_redis_password") + "/pw";
+  const auto write = [&](const std::string& text) {
+    std::ofstream(file, std::ios::trunc) << text;
+    std::filesystem::permissions(file, std::filesystem::perms::owner_read |
+                                           std::filesystem::perms::owner_write);
+  };
+  const std::string demo =
+      "demo --vocab " + testing::SharedPath("vocab/ggml-vocab-llama-spm.gguf") +
+      " --cache-dir " + testing::TempDir("cli_demo3") +
+      " --prompt-tokens 64 --kv-cache-mb 64 --redis-insecure --redis " +
+      (*redis)->url() + " --redis-password-file " + file;
+  write("pw-9\n");
+  Output o = RunKvstash(demo);
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_NE(o.out.find("KV tier redis standalone"), std::string::npos)
+      << o.out;
+  Result<std::unique_ptr<testing::RedisClient>> raw =
+      testing::RedisClient::Connect((*redis)->port(), "pw-9");
+  ASSERT_TRUE(raw.ok()) << raw.status().ToString();
+  EXPECT_GT((*raw)->Integer({"DBSIZE"}), 0);
+
+  write("wr0ng-9\n");
+  ExpectOneLineError(demo, "WRONGPASS");
+  o = RunKvstash(demo);
+  EXPECT_NE(o.out.find("--redis-password-file"), std::string::npos) << o.out;
+  EXPECT_EQ(o.out.find("wr0ng-9"), std::string::npos) << o.out;
+  write("\n");
+  ExpectOneLineError(demo, "--redis-password-file: secret file '" + file +
+                               "' is empty");
+  std::filesystem::remove(file);
+  ExpectOneLineError(demo, "--redis-password-file: cannot open '" + file);
 }
 
 }  // namespace

@@ -23,6 +23,8 @@
 #include "store/disk_cache_admin.h"
 #include "store/disk_tier.h"
 #include "store/object_format.h"
+#include "store/object_mac.h"
+#include "store/object_testing.h"
 #include "store/redis_tier.h"
 #include "tests/testing/redis_server.h"
 #include "tests/testing/stories.h"
@@ -89,9 +91,11 @@ class TiersTest : public ::testing::Test {
     return std::move(disk).value();
   }
 
+  // A Redis tier of this test's fleet (every server shares its key).
   std::unique_ptr<store::RedisTier> OpenRedis(const std::string& url) {
     store::RedisTierOptions o;
     o.url = url;
+    o.authenticator = FleetKey();
     o.connect_timeout = std::chrono::milliseconds(100);
     o.command_timeout = std::chrono::milliseconds(300);
     o.min_backoff = std::chrono::milliseconds(20);
@@ -99,6 +103,14 @@ class TiersTest : public ::testing::Test {
     auto redis = store::RedisTier::Open(o);
     KV_CHECK_MSG(redis.ok(), redis.status().ToString().c_str());
     return std::move(redis).value();
+  }
+
+  static const store::ObjectAuthenticator& FleetKey() {
+    static const store::ObjectAuthenticator key =
+        store::ObjectAuthenticator::FromSecret(
+            "the tier key of the tiers test fleet")
+            .value();
+    return key;
   }
 
   // BOS + n story tokens from `begin`.
@@ -354,7 +366,10 @@ TEST_P(TiersKvTypeTest, CorruptObjectsAreMissesNeverWrongOutput) {
   EXPECT_EQ(out.tokens, Alone(prompt, 8, kv()));
   EXPECT_LT(out.finish.usage.cached_tokens, Loadable(prompt));
   const kvcache::TierCounters c = b.kv->TierStats()[0];
-  EXPECT_GE(c.store.corrupt_dropped + c.load_failures, 1u);
+  // Header flips in the MAC nonce or tag leave the bytes intact but unsealed
+  // (forged); the others are damage.
+  EXPECT_GE(c.store.corrupt_dropped + c.store.forged_dropped + c.load_failures,
+            1u);
   // The recomputed blocks were written again, so each later server loads
   // further, until one loads all. (A block recomputed because an earlier
   // object was bad is not rewritten while its own damaged object is still
@@ -471,6 +486,98 @@ TEST_F(TiersTest, TwoServersShareThroughRedis) {
   // The Redis hit was promoted to B's disk.
   disk_b->Flush();
   EXPECT_EQ(disk_b->Stats().objects, size_t(Loadable(prompt) / kBlockTokens));
+}
+
+// The attack of issue 13, end to end: every object a server stored, on disk
+// and in Redis, is edited (one K/V byte) and its checksum recomputed. Before
+// objects were sealed, such edits were loaded and changed the output. Now
+// the next server loads nothing, computes the cold output, and every edited
+// object is refused, deleted and counted as forged.
+TEST_F(TiersTest, ForgedObjectsAreNeverLoaded) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto redis_server = testing::RedisServer::Start();
+  ASSERT_TRUE(redis_server.ok()) << redis_server.status().ToString();
+  const std::string url = (*redis_server)->url();
+  const std::string dir = testing::TempDir("forged");
+  const std::vector<int32_t> prompt = Prompt(5000, 200);
+  {
+    auto disk = OpenDisk(dir);
+    auto redis = OpenRedis(url);
+    Stack a = NewStack({disk.get(), redis.get()});
+    EXPECT_EQ(a.Run(prompt, 8).tokens, Alone(prompt, 8));
+    redis->Flush();
+  }
+  const auto forge = [](std::vector<uint8_t> object) {
+    object[store::kObjectHeaderBytes + 11] ^= 0x21;
+    store::RecomputeChecksum(object);
+    return object;
+  };
+  // On disk: the object, its padding kept.
+  std::vector<store::BlockKey> disk_keys;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.path().extension() != ".kvo") continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    std::vector<uint8_t> file((std::istreambuf_iterator<char>(in)), {});
+    const store::ObjectHeader h = store::ParseHeaderPrefix(file).value();
+    const size_t length = store::kObjectHeaderBytes + h.payload_bytes;
+    std::vector<uint8_t> object(file.begin(), file.begin() + length);
+    object = forge(std::move(object));
+    std::copy(object.begin(), object.end(), file.begin());
+    std::ofstream(e.path(), std::ios::binary | std::ios::trunc)
+        .write(reinterpret_cast<const char*>(file.data()),
+               std::streamsize(file.size()));
+    disk_keys.push_back(h.key);
+  }
+  // The prompt's blocks, and those its generated tokens completed.
+  const size_t n = disk_keys.size();
+  ASSERT_GE(n, size_t(Loadable(prompt) / kBlockTokens));
+  // In Redis: every value under the tier's prefix.
+  auto raw = testing::RedisClient::Connect((*redis_server)->port()).value();
+  std::vector<store::BlockKey> redis_keys;
+  {
+    auto redis = OpenRedis(url);
+    for (const store::BlockKey& k : disk_keys) {
+      const std::string name = redis->RedisKey(k);
+      const std::string value = raw->Text({"GET", name});
+      ASSERT_FALSE(value.empty()) << name;
+      const std::vector<uint8_t> edited =
+          forge(std::vector<uint8_t>(value.begin(), value.end()));
+      ASSERT_EQ(raw->Text({"SET", name, std::string(edited.begin(),
+                                                    edited.end())}),
+                "OK");
+      redis_keys.push_back(k);
+    }
+  }
+
+  // Redis: a server of the fleet reading every key refuses every value.
+  {
+    auto redis = OpenRedis(url);
+    for (const auto& got : redis->Get(redis_keys)) {
+      EXPECT_FALSE(got.has_value());
+    }
+    EXPECT_EQ(redis->Stats().forged_dropped, n);
+    EXPECT_EQ(redis->Stats().corrupt_dropped, 0u);
+    EXPECT_EQ(raw->Integer({"DBSIZE"}), 0);  // all DELeted
+  }
+  // Disk: a server asked for the prompt loads nothing and computes it cold;
+  // the objects its load did not reach are refused when read.
+  auto disk = OpenDisk(dir);
+  auto redis = OpenRedis(url);
+  Stack b = NewStack({disk.get(), redis.get()});
+  Outcome out = b.Run(prompt, 8);
+  EXPECT_EQ(out.tokens, Alone(prompt, 8));
+  EXPECT_EQ(out.finish.usage.cached_tokens, 0);
+  EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks, 0u);
+  EXPECT_GE(disk->Stats().forged_dropped, 1u);
+  disk->Flush();
+  // What the load read was dropped and rewritten by the cold run; whatever
+  // it did not read is refused now: every forged object once.
+  const std::vector<std::optional<std::vector<uint8_t>>> got =
+      disk->Get(disk_keys);
+  size_t hits = 0;
+  for (const auto& g : got) hits += g.has_value();
+  EXPECT_EQ(disk->Stats().forged_dropped, n) << hits << " hits";
+  EXPECT_EQ(disk->Stats().corrupt_dropped, 0u);
 }
 
 // Redis down from the start, then a Redis killed mid-run: every request

@@ -154,6 +154,10 @@ Result<std::unique_ptr<RedisServer>> RedisServer::Start(
                    dir + "/nodes.conf", "--cluster-node-timeout", "2000",
                    "--cluster-require-full-coverage", "no"});
     }
+    if (!options.password.empty()) {
+      argv.insert(argv.end(), {"--requirepass", options.password,
+                               "--masterauth", options.password});
+    }
     const pid_t pid = Spawn(argv, log);
     if (pid < 0) return Status::IOError("cannot start redis-server");
     std::unique_ptr<RedisServer> server(new RedisServer(port, dir, pid));
@@ -163,7 +167,8 @@ Result<std::unique_ptr<RedisServer>> RedisServer::Start(
         server->pid_ = -1;
         return true;
       }
-      Result<std::unique_ptr<RedisClient>> c = RedisClient::Connect(port);
+      Result<std::unique_ptr<RedisClient>> c =
+          RedisClient::Connect(port, options.password);
       return c.ok() && (*c)->Text({"PING"}) == "PONG";
     });
     if (up && server->alive()) return server;
@@ -202,19 +207,22 @@ void RedisServer::Resume() {
   if (pid_ > 0) ::kill(pid_, SIGCONT);
 }
 
-Result<std::unique_ptr<RedisCluster>> RedisCluster::Start(int masters) {
+Result<std::unique_ptr<RedisCluster>> RedisCluster::Start(
+    int masters, const std::string& password) {
   if (masters < 3) {
     return Status::InvalidArgument("a Redis Cluster needs >= 3 masters");
   }
   std::unique_ptr<RedisCluster> cluster(new RedisCluster);
   std::vector<std::string> argv = {kRedisCliBinary, "--cluster", "create"};
   for (int i = 0; i < masters; ++i) {
-    KV_ASSIGN_OR_RETURN(std::unique_ptr<RedisServer> node,
-                        RedisServer::Start({.cluster = true}));
+    KV_ASSIGN_OR_RETURN(
+        std::unique_ptr<RedisServer> node,
+        RedisServer::Start({.cluster = true, .password = password}));
     argv.push_back(node->endpoint());
     cluster->nodes_.push_back(std::move(node));
   }
   argv.insert(argv.end(), {"--cluster-replicas", "0", "--cluster-yes"});
+  if (!password.empty()) argv.insert(argv.end(), {"-a", password});
   const std::string log = cluster->nodes_[0]->dir() + "/cluster-create.log";
   const pid_t pid = Spawn(argv, log);
   if (pid < 0) return Status::IOError("cannot start redis-cli");
@@ -223,7 +231,8 @@ Result<std::unique_ptr<RedisCluster>> RedisCluster::Start(int masters) {
                                Tail(log));
   }
   for (const auto& node : cluster->nodes_) {
-    Result<std::unique_ptr<RedisClient>> c = RedisClient::Connect(node->port());
+    Result<std::unique_ptr<RedisClient>> c =
+        RedisClient::Connect(node->port(), password);
     if (!c.ok()) return c.status();
     if (!WaitFor(milliseconds(30000), [&] {
           return (*c)->Text({"CLUSTER", "INFO"}).find("cluster_state:ok") !=
@@ -244,7 +253,8 @@ std::string RedisCluster::url() const {
   return url;
 }
 
-Result<std::unique_ptr<RedisClient>> RedisClient::Connect(int port) {
+Result<std::unique_ptr<RedisClient>> RedisClient::Connect(
+    int port, std::string_view password) {
   redisContext* c = redisConnectWithTimeout("127.0.0.1", port, {1, 0});
   if (c == nullptr || c->err != 0) {
     const std::string why = c != nullptr ? c->errstr : "out of memory";
@@ -253,7 +263,12 @@ Result<std::unique_ptr<RedisClient>> RedisClient::Connect(int port) {
         "cannot connect to 127.0.0.1:" + std::to_string(port) + ": " + why);
   }
   redisSetTimeout(c, {5, 0});
-  return std::unique_ptr<RedisClient>(new RedisClient(c));
+  std::unique_ptr<RedisClient> client(new RedisClient(c));
+  if (!password.empty() && client->Text({"AUTH", password}) != "OK") {
+    return Status::Unavailable("127.0.0.1:" + std::to_string(port) +
+                               " refused the password");
+  }
+  return client;
 }
 
 RedisClient::~RedisClient() { redisFree(c_); }

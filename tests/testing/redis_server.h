@@ -2,8 +2,8 @@
 // a free loopback port, in a temporary directory of its own, without
 // persistence; RedisCluster runs N of them as the masters of a Redis Cluster
 // (created with redis-cli --cluster create, no replicas) and waits until the
-// cluster is ok. RedisClient is a plain hiredis connection for checking what
-// the servers hold.
+// cluster is ok. Either may require a password (requirepass). RedisClient is
+// a plain hiredis connection for checking what the servers hold.
 //
 // Servers are killed (SIGKILL) and their directories removed when their
 // owner is destroyed; they are also killed when the thread that started them
@@ -56,6 +56,8 @@ struct RedisServerOptions {
   // Run as a cluster node (cluster-enabled, node timeout 2 s, slots of a dead
   // master fail alone: cluster-require-full-coverage no).
   bool cluster = false;
+  // Non-empty: clients must AUTH with it (requirepass; masterauth too).
+  std::string password{};
 };
 
 class RedisServer {
@@ -94,9 +96,11 @@ class RedisServer {
 
 class RedisCluster {
  public:
-  // Starts `masters` (>= 3) nodes, creates the cluster (slots spread evenly)
-  // and waits until every node reports cluster_state:ok (within 30 s).
-  static Result<std::unique_ptr<RedisCluster>> Start(int masters);
+  // Starts `masters` (>= 3) nodes, each requiring `password` when not
+  // empty, creates the cluster (slots spread evenly) and waits until every
+  // node reports cluster_state:ok (within 30 s).
+  static Result<std::unique_ptr<RedisCluster>> Start(
+      int masters, const std::string& password = "");
 
   int size() const { return int(nodes_.size()); }
   RedisServer& node(int i) { return *nodes_[size_t(i)]; }
@@ -117,8 +121,10 @@ using RedisReply = std::unique_ptr<redisReply, RedisReplyDeleter>;
 // A blocking hiredis connection to one server on 127.0.0.1.
 class RedisClient {
  public:
-  // Unavailable when the server does not accept the connection within 1 s.
-  static Result<std::unique_ptr<RedisClient>> Connect(int port);
+  // Unavailable when the server does not accept the connection within 1 s,
+  // or (with a `password`: AUTH password) refuses the password.
+  static Result<std::unique_ptr<RedisClient>> Connect(
+      int port, std::string_view password = "");
   ~RedisClient();
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;
