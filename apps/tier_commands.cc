@@ -16,6 +16,7 @@ Json TierRowsJson(const bench::TierRows& t) {
           {"restore_bytes_per_s", SpreadJson(t.restore_bytes_per_s)},
           {"probe_bytes_per_s", SpreadJson(t.probe_bytes_per_s)},
           {"restore_over_probe", SpreadJson(t.restore_over_probe)},
+          {"mac_share_of_restore", SpreadJson(t.mac_share_of_restore)},
           {"warm_ttft_s", SpreadJson(t.warm_ttft_s)},
           {"cold_over_warm_ttft", SpreadJson(t.cold_over_warm_ttft)}};
 }
@@ -26,6 +27,7 @@ void PrintTierRows(const std::string& name, const bench::TierRows& t) {
   PrintSpreadLine("  probe of the same medium", t.probe_bytes_per_s, 1e-9,
                   "GB/s");
   PrintSpreadLine("  restore / probe", t.restore_over_probe, 1, "x");
+  PrintSpreadLine("  MAC share of restore", t.mac_share_of_restore, 1, "x");
   PrintSpreadLine("  warm TTFT", t.warm_ttft_s, 1e3, "ms");
   PrintSpreadLine("  cold TTFT / warm TTFT", t.cold_over_warm_ttft, 1, "x");
 }

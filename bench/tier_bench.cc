@@ -11,7 +11,9 @@
 #include "kvcache/block_hash.h"
 #include "kvcache/kv_manager.h"
 #include "serve/scheduler.h"
+#include "base/check.h"
 #include "store/disk_probe.h"
+#include "store/object_format.h"
 #include "store/redis_probe.h"
 #include "store/redis_tier.h"
 
@@ -45,8 +47,37 @@ Status Validate(const TierBenchOptions& o, const Model& model) {
 
 // Per-run figures, summarized at the end.
 struct TierSamples {
-  std::vector<double> restore, probe, ratio, warm, cold_over_warm;
+  std::vector<double> restore, probe, ratio, warm, cold_over_warm, mac_share;
 };
+
+// Seconds to verify `objects` with `key`.
+double VerifySeconds(const std::vector<std::vector<uint8_t>>& objects,
+                     const store::ObjectAuthenticator& key) {
+  const auto start = Clock::now();
+  for (const std::vector<uint8_t>& o : objects) {
+    KV_CHECK(key.Verify(o).ok());
+  }
+  return Seconds(start, Clock::now());
+}
+
+// The seconds verifying `blocks` one-block objects of `layout` with `key`
+// takes beyond verifying their checksums alone, on this thread.
+double MacSeconds(const kernels::BlockLayout& layout, uint64_t blocks,
+                  const store::ObjectAuthenticator& key) {
+  std::mt19937_64 rng(blocks);
+  std::vector<std::vector<uint8_t>> objects;
+  std::vector<uint8_t> payload(layout.block_bytes());
+  for (uint64_t b = 0; b < blocks; ++b) {
+    for (uint8_t& byte : payload) byte = uint8_t(rng());
+    const Hash128 k{b, ~b};
+    objects.push_back(store::EncodeObject(k, k, k, layout,
+                                          uint32_t(layout.block_tokens),
+                                          payload));
+    key.Seal(objects.back());
+  }
+  return VerifySeconds(objects, key) -
+         VerifySeconds(objects, store::ObjectAuthenticator());
+}
 
 class Bench {
  public:
@@ -157,6 +188,8 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
     }
     out->probe.push_back(probe);
     out->ratio.push_back(out->restore.back() / probe);
+    out->mac_share.push_back(MacSeconds(layout_, blocks, o_.tier_key) /
+                             seconds);
   }
   GenerationRequest r = Greedy(prompt, o_.gen_tokens);
   r.cache_salt = salt;
@@ -239,6 +272,7 @@ Result<TierBenchResult> Bench::Run() {
     rows->restore_bytes_per_s = SpreadOf(s.restore);
     rows->probe_bytes_per_s = SpreadOf(s.probe);
     rows->restore_over_probe = SpreadOf(s.ratio);
+    rows->mac_share_of_restore = SpreadOf(s.mac_share);
     rows->warm_ttft_s = SpreadOf(s.warm);
     rows->cold_over_warm_ttft = SpreadOf(s.cold_over_warm);
   };

@@ -56,6 +56,10 @@ struct TierRows {
   Spread restore_bytes_per_s;
   Spread probe_bytes_per_s;
   Spread restore_over_probe;  // per run
+  // Per run: the share of the restore's time that verifying MACs adds over
+  // verifying checksums alone (both timed on the restored bytes, one
+  // thread, as a tier's Get verifies them): what the MAC costs a restore.
+  Spread mac_share_of_restore;
   Spread warm_ttft_s;
   Spread cold_over_warm_ttft;  // per run
   int warm_cached_tokens = 0;

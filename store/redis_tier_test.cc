@@ -224,10 +224,9 @@ TEST(RedisUrlTest, MessagesNeverShowThePassword) {
             "redis://***@h:1,h:2");
   EXPECT_EQ(RedactRedisUrl("redis://h:1"), "redis://h:1");
   EXPECT_EQ(RedactRedisUrl("u:s3cr3t@h:1"), "***@h:1");
-  for (const char* url :
-       {"redis://alice:s3cr3t@h:0", "redis://:s3cr3t@h",
-        "redis://:s3cr3t@h:1/0", "redis://:s3cr3t%@h:1",
-        "rediss://:s3cr3t@h:1", "http://:s3cr3t@h:1"}) {
+  for (const char* url : {"redis://alice:s3cr3t@h:0", "redis://:s3cr3t@h",
+                          "redis://:s3cr3t@h:1/0", "redis://:s3cr3t%@h:1",
+                          "rediss://:s3cr3t@h:1", "http://:s3cr3t@h:1"}) {
     Result<RedisUrl> r = ParseRedisUrl(url);
     ASSERT_FALSE(r.ok()) << url;
     EXPECT_EQ(r.status().message().find("s3cr3t"), std::string::npos)

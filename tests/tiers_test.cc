@@ -419,12 +419,15 @@ TEST_F(TiersTest, FullDiskEvictsAndNeverFails) {
 
 // A writer process is killed with SIGKILL at random moments while it
 // computes and writes blocks. After each kill the directory opens, every
-// object in it verifies (torn writes are never visible), and a server on it
-// produces the cold outputs.
+// object in it verifies (torn writes are never visible), objects were
+// written, at least one kill landed inside a write (a temporary file was
+// left), and a server on it produces the cold outputs.
 TEST_F(TiersTest, SurvivesKillNineWhileWriting) {
   const std::string dir = testing::TempDir("crash");
   std::mt19937 rng(11);
   const std::vector<int32_t> probe = Prompt(9000, 150);
+  uint64_t objects = 0;
+  int mid_write_kills = 0;
   for (int round = 0; round < 20; ++round) {
     const pid_t child = fork();
     ASSERT_GE(child, 0);
@@ -446,8 +449,15 @@ TEST_F(TiersTest, SurvivesKillNineWhileWriting) {
     auto scan = store::ScanDiskCache(dir, /*verify=*/true,
                                      /*remove_bad=*/false);
     ASSERT_TRUE(scan.ok()) << scan.status().ToString();
+    EXPECT_TRUE(scan->authenticated);  // MACs checked under the dir's key
     EXPECT_TRUE(scan->bad.empty())
         << "round " << round << ": " << scan->bad.front().path;
+    // The writer did write (objects only accumulate: nothing is evicted at
+    // this capacity), and a temporary file left behind means the kill
+    // landed inside a write.
+    EXPECT_GE(scan->objects, objects) << "round " << round;
+    objects = scan->objects;
+    mid_write_kills += scan->temp_files > 0;
     if (round % 5 == 4) {
       auto disk = OpenDisk(dir);
       Stack r = NewStack({disk.get()});
@@ -457,6 +467,10 @@ TEST_F(TiersTest, SurvivesKillNineWhileWriting) {
       EXPECT_EQ(r.Run(written, 2).tokens, Alone(written, 2));
     }
   }
+  EXPECT_GT(objects, 0u);
+  EXPECT_GE(mid_write_kills, 1);
+  RecordProperty("mid_write_kills", mid_write_kills);
+  RecordProperty("objects", int(objects));
 }
 
 // Servers A and B with separate disk caches and one Redis: B gets what A
