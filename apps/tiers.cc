@@ -20,16 +20,16 @@ Result<kvcache::TierWritePolicy> ParseWritePolicy(const std::string& flag,
                                  value + "'");
 }
 
-// The password of --redis-password-file `path` (ReadSecretFile's rules: one
-// private file, trailing newline stripped); InvalidArgument naming the flag
-// and the path otherwise.
-Result<std::string> ReadRedisPassword(const std::string& path) {
-  Result<std::string> password = ReadSecretFile(path);
-  if (!password.ok()) {
-    return Status::InvalidArgument("--redis-password-file: " +
-                                   password.status().message());
+// The secret in file `path` given by `flag` (ReadSecretFile's rules: a
+// private file, trailing whitespace stripped); InvalidArgument naming the
+// flag and the path otherwise.
+Result<std::string> ReadFlagSecret(const std::string& flag,
+                                   const std::string& path) {
+  Result<std::string> secret = ReadSecretFile(path);
+  if (!secret.ok()) {
+    return Status::InvalidArgument(flag + ": " + secret.status().message());
   }
-  return password;
+  return secret;
 }
 
 // The key of `secret`, or InvalidArgument naming where it came from.
@@ -48,12 +48,9 @@ Result<std::optional<store::ObjectAuthenticator>> KeyFrom(
 Result<std::optional<store::ObjectAuthenticator>> LoadTierKey(
     const std::string& key_file) {
   if (!key_file.empty()) {
-    Result<std::string> secret = ReadSecretFile(key_file);
-    if (!secret.ok()) {
-      return Status::InvalidArgument("--tier-key-file: " +
-                                     secret.status().message());
-    }
-    return KeyFrom("--tier-key-file '" + key_file + "'", *secret);
+    KV_ASSIGN_OR_RETURN(const std::string secret,
+                        ReadFlagSecret("--tier-key-file", key_file));
+    return KeyFrom("--tier-key-file '" + key_file + "'", secret);
   }
   const char* env = std::getenv("KVSTASH_TIER_KEY");
   if (env != nullptr && *env != '\0') {
@@ -110,7 +107,8 @@ Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
     o.insecure = flags.redis_insecure;
     if (!flags.redis_password_file.empty()) {
       KV_ASSIGN_OR_RETURN(o.password,
-                          ReadRedisPassword(flags.redis_password_file));
+                          ReadFlagSecret("--redis-password-file",
+                                         flags.redis_password_file));
     }
     KV_ASSIGN_OR_RETURN(std::unique_ptr<store::RedisTier> redis,
                         store::RedisTier::Open(o));

@@ -69,6 +69,9 @@ Status SchedulerOptions::Validate() const {
   }
   if (max_queue < 1) return Status::InvalidArgument("max_queue must be >= 1");
   if (context < 2) return Status::InvalidArgument("context must be >= 2");
+  if (loader_threads < 1) {
+    return Status::InvalidArgument("loader_threads must be >= 1");
+  }
   return Status::OK();
 }
 
@@ -263,7 +266,11 @@ void Scheduler::TakeLoaded() {
 }
 
 void Scheduler::Loop() {
-  if (kv_.tier_count() > 0) loader_ = std::thread([this] { LoaderLoop(); });
+  if (kv_.tier_count() > 0) {
+    for (int i = 0; i < options_.loader_threads; ++i) {
+      loaders_.emplace_back([this] { LoaderLoop(); });
+    }
+  }
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -287,7 +294,7 @@ void Scheduler::Loop() {
       wake_.wait_for(lock, std::chrono::milliseconds(1));
     }
   }
-  if (loader_.joinable()) loader_.join();  // ends after its current load
+  for (std::thread& t : loaders_) t.join();  // each after its current load
   {
     std::lock_guard<std::mutex> lock(mu_);
     TakeLoaded();

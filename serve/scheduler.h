@@ -11,10 +11,13 @@
 //      maps the longest cached prefix of the prompt, and the rest is
 //      prefilled in chunks from the next free position.
 // When the KV manager has tiers (disk, Redis) and DRAM lacks part of a new
-// request's prefix, the request first goes to a loader thread, which
-// prefetches what the tiers hold into DRAM (KvManager::Prefetch) while the
-// steps go on for everyone else; then it rejoins the queue in arrival order
-// and is admitted as above, mapping the loaded blocks.
+// request's prefix, the request first goes to one of loader_threads loader
+// threads, which prefetches what the tiers hold into DRAM
+// (KvManager::Prefetch) while the steps go on for everyone else; loads of
+// different requests run side by side (two loads of one prefix are safe:
+// the KV manager keeps the first block indexed and frees the other); then
+// the request rejoins the queue in arrival order and is admitted as above,
+// mapping the loaded blocks.
 // When the pool cannot give a sequence its blocks, the most recently arrived
 // running sequence is preempted: its blocks are released (its full blocks
 // stay cached) and it goes back to the head of the queue with the tokens it
@@ -56,6 +59,9 @@ struct SchedulerOptions {
   int max_queue =
       256;  // waiting (or loading) requests; beyond: ResourceExhausted
   int context = 2048;  // positions per sequence (prompt + generated)
+  // Loads from the tiers that run at once (one thread each; started only
+  // when the KV manager has tiers). A load mostly waits on I/O.
+  int loader_threads = 4;
 
   Status Validate() const;
 };
@@ -162,7 +168,7 @@ class Scheduler {
             const SchedulerOptions& options);
 
   void Loop();
-  // The loader thread: prefetches the prefixes of queued requests.
+  // A loader thread: prefetches the prefixes of queued requests.
   void LoaderLoop();
   // Moves requests whose prefetch finished from loading_ back to waiting_.
   // REQUIRES: mu_ held.
@@ -219,7 +225,7 @@ class Scheduler {
   std::vector<float> logits_;
 
   std::thread thread_;
-  std::thread loader_;  // started and joined by the loop thread
+  std::vector<std::thread> loaders_;  // started and joined by the loop thread
 };
 
 }  // namespace kvstash

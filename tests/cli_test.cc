@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -265,6 +266,36 @@ TEST(CliTest, RedisPasswordFile) {
                                "' is empty");
   std::filesystem::remove(file);
   ExpectOneLineError(demo, "--redis-password-file: cannot open '" + file);
+}
+
+// The fleet's tier key: Redis without one is refused at start, saying how
+// to give one; a key file others may read, or a short secret, is refused;
+// with a key, both tiers say they use it.
+TEST(CliTest, TierKey) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  Result<std::unique_ptr<testing::RedisServer>> redis =
+      testing::RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status().ToString();
+  const std::string dir = testing::TempDir("cli_tier_key");
+  const std::string key = dir + "/tier.key";
+  std::ofstream(key) << std::string(64, 'a') << "\n";
+  const std::string demo =
+      "demo --vocab " + testing::SharedPath("vocab/ggml-vocab-llama-spm.gguf") +
+      " --cache-dir " + testing::TempDir("cli_demo4") +
+      " --prompt-tokens 64 --kv-cache-mb 64 --redis " + (*redis)->url();
+  std::filesystem::permissions(key, std::filesystem::perms(0600));
+  const Output o = RunKvstash(demo + " --tier-key-file " + key +
+                              " --disk-cache " + dir + "/disk");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_NE(o.out.find("write on commit, fleet key"), std::string::npos)
+      << o.out;
+  ExpectOneLineError(demo, "--tier-key-file FILE");
+  ExpectOneLineError(demo, "--redis-insecure");
+  std::filesystem::permissions(key, std::filesystem::perms(0644));
+  ExpectOneLineError(demo + " --tier-key-file " + key, "chmod 600 " + key);
+  ASSERT_EQ(::setenv("KVSTASH_TIER_KEY", "too short", 1), 0);
+  ExpectOneLineError(demo, "KVSTASH_TIER_KEY: a tier key needs a secret of");
+  ASSERT_EQ(::unsetenv("KVSTASH_TIER_KEY"), 0);
 }
 
 }  // namespace

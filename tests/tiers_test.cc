@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -592,6 +594,93 @@ TEST_F(TiersTest, ForgedObjectsAreNeverLoaded) {
   for (const auto& g : got) hits += g.has_value();
   EXPECT_EQ(disk->Stats().forged_dropped, n) << hits << " hits";
   EXPECT_EQ(disk->Stats().corrupt_dropped, 0u);
+}
+
+// A tier whose Get waits, up to `patience`, until `want` Gets are inside at
+// once; it records the most it saw. Everything else goes to `inner`.
+class GatedTier final : public store::Tier {
+ public:
+  GatedTier(store::Tier* inner, int want, std::chrono::milliseconds patience)
+      : inner_(inner), want_(want), patience_(patience) {}
+
+  std::string_view name() const override { return inner_->name(); }
+  Status Put(const store::BlockKey& key, std::vector<uint8_t> o) override {
+    return inner_->Put(key, std::move(o));
+  }
+  std::vector<std::optional<std::vector<uint8_t>>> Get(
+      std::span<const store::BlockKey> keys) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      most_ = std::max(most_, ++inside_);
+      if (inside_ >= want_) open_ = true;
+      cv_.notify_all();
+      cv_.wait_for(lock, patience_, [&] { return open_; });
+    }
+    auto out = inner_->Get(keys);
+    std::lock_guard<std::mutex> lock(mu_);
+    --inside_;
+    return out;
+  }
+  std::vector<bool> Exists(std::span<const store::BlockKey> keys) override {
+    return inner_->Exists(keys);
+  }
+  Status Erase(const store::BlockKey& key) override {
+    return inner_->Erase(key);
+  }
+  void Flush() override { inner_->Flush(); }
+  store::TierStats Stats() const override { return inner_->Stats(); }
+
+  int most() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return most_;
+  }
+
+ private:
+  store::Tier* const inner_;
+  const int want_;
+  const std::chrono::milliseconds patience_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  int inside_ = 0, most_ = 0;
+  bool open_ = false;
+};
+
+// Two requests whose prefixes are on disk are loaded side by side (one
+// loader thread each), not one after the other; outputs are the cold ones.
+TEST_F(TiersTest, LoadsOfDifferentRequestsRunSideBySide) {
+  const std::string dir = testing::TempDir("parallel_loads");
+  const std::vector<int32_t> prompts[] = {Prompt(7000, 120), Prompt(7500, 120)};
+  {
+    auto disk = OpenDisk(dir);
+    Stack a = NewStack({disk.get()});
+    for (const auto& p : prompts) a.Run(p, 4);
+  }
+  for (const int loaders : {4, 1}) {
+    SCOPED_TRACE(std::to_string(loaders) + " loader threads");
+    auto disk = OpenDisk(dir);
+    // With one loader the gate can never open: it gives up quickly.
+    GatedTier gate(disk.get(), 2,
+                   std::chrono::milliseconds(loaders > 1 ? 20000 : 300));
+    kvcache::KvManagerOptions o;
+    o.layout = Layout();
+    o.capacity_bytes = 512 * o.layout.block_bytes();
+    o.prefault = false;
+    o.tiers.push_back({&gate});
+    auto kv = kvcache::KvManager::Create(o).value();
+    SchedulerOptions so;
+    so.loader_threads = loaders;
+    auto scheduler = Scheduler::Create(*model_, nullptr, *kv, so).value();
+    std::vector<std::shared_ptr<RequestHandle>> handles;
+    for (const auto& p : prompts) {
+      handles.push_back(scheduler->Submit(Greedy(p, 4)).value());
+    }
+    for (size_t i = 0; i < 2; ++i) {
+      const Outcome out = Collect(*handles[i]);
+      EXPECT_EQ(out.tokens, Alone(prompts[i], 4));
+      EXPECT_EQ(out.finish.usage.cached_tokens, Loadable(prompts[i]));
+    }
+    EXPECT_EQ(gate.most(), loaders > 1 ? 2 : 1);
+  }
 }
 
 // Redis down from the start, then a Redis killed mid-run: every request
