@@ -505,15 +505,24 @@ TEST_F(TiersTest, TwoServersShareThroughRedis) {
 }
 
 // The attack of issue 13, end to end: every object a server stored, on disk
-// and in Redis, is edited (one K/V byte) and its checksum recomputed. Before
+// and in a password-protected Redis, is edited (one K/V byte) and its
+// checksum recomputed. Before
 // objects were sealed, such edits were loaded and changed the output. Now
 // the next server loads nothing, computes the cold output, and every edited
 // object is refused, deleted and counted as forged.
 TEST_F(TiersTest, ForgedObjectsAreNeverLoaded) {
   KVSTASH_REQUIRE_REDIS_SERVER();
-  auto redis_server = testing::RedisServer::Start();
+  // A Redis that needs a password, used by the servers as an ACL user: the
+  // forger is whoever else can write to it (here, the default user).
+  auto redis_server = testing::RedisServer::Start({.password = "adm1n"});
   ASSERT_TRUE(redis_server.ok()) << redis_server.status().ToString();
-  const std::string url = (*redis_server)->url();
+  auto raw =
+      testing::RedisClient::Connect((*redis_server)->port(), "adm1n").value();
+  ASSERT_EQ(raw->Text({"ACL", "SETUSER", "kv", "on", ">kv-s3cret", "~*",
+                       "+@all"}),
+            "OK");
+  const std::string url = "redis://kv:kv-s3cret@127.0.0.1:" +
+                          std::to_string((*redis_server)->port());
   const std::string dir = testing::TempDir("forged");
   const std::vector<int32_t> prompt = Prompt(5000, 200);
   {
@@ -548,7 +557,6 @@ TEST_F(TiersTest, ForgedObjectsAreNeverLoaded) {
   const size_t n = disk_keys.size();
   ASSERT_GE(n, size_t(Loadable(prompt) / kBlockTokens));
   // In Redis: every value under the tier's prefix.
-  auto raw = testing::RedisClient::Connect((*redis_server)->port()).value();
   std::vector<store::BlockKey> redis_keys;
   {
     auto redis = OpenRedis(url);
