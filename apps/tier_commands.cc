@@ -17,6 +17,8 @@ Json TierRowsJson(const bench::TierRows& t) {
           {"probe_bytes_per_s", SpreadJson(t.probe_bytes_per_s)},
           {"restore_over_probe", SpreadJson(t.restore_over_probe)},
           {"mac_share_of_restore", SpreadJson(t.mac_share_of_restore)},
+          {"concurrent_restores", bench::kConcurrentRestores},
+          {"concurrent_over_one", SpreadJson(t.concurrent_over_one)},
           {"warm_ttft_s", SpreadJson(t.warm_ttft_s)},
           {"cold_over_warm_ttft", SpreadJson(t.cold_over_warm_ttft)}};
 }
@@ -28,6 +30,9 @@ void PrintTierRows(const std::string& name, const bench::TierRows& t) {
                   "GB/s");
   PrintSpreadLine("  restore / probe", t.restore_over_probe, 1, "x");
   PrintSpreadLine("  MAC share of restore", t.mac_share_of_restore, 1, "x");
+  PrintSpreadLine("  " + std::to_string(bench::kConcurrentRestores) +
+                      " restores at once / one",
+                  t.concurrent_over_one, 1, "x");
   PrintSpreadLine("  warm TTFT", t.warm_ttft_s, 1e3, "ms");
   PrintSpreadLine("  cold TTFT / warm TTFT", t.cold_over_warm_ttft, 1, "x");
 }

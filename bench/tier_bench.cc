@@ -48,7 +48,8 @@ Status Validate(const TierBenchOptions& o, const Model& model) {
 
 // Per-run figures, summarized at the end.
 struct TierSamples {
-  std::vector<double> restore, probe, ratio, warm, cold_over_warm, mac_share;
+  std::vector<double> restore, probe, ratio, warm, cold_over_warm, mac_share,
+      concurrent;
 };
 
 // Seconds to verify `objects` with `key`.
@@ -144,6 +145,12 @@ class Bench {
     return RunOne(*s, std::move(request));
   }
 
+  // Seconds `n` restores of `prompt` (salted `salt`) from `tier` take, run
+  // at once, each into a fresh KV manager.
+  Result<double> RestoreAtOnce(store::Tier* tier,
+                               const std::vector<int32_t>& prompt,
+                               const std::string& salt, int n) const;
+
   // Restore throughput and warm TTFT of `prompt` (salted `salt`) from `tier`.
   Status MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
                      const std::string& salt, double cold_ttft,
@@ -162,6 +169,36 @@ class Bench {
   std::unique_ptr<store::RedisTier> redis_;
   std::vector<store::Tier*> tiers_;  // disk first
 };
+
+Result<double> Bench::RestoreAtOnce(store::Tier* tier,
+                                    const std::vector<int32_t>& prompt,
+                                    const std::string& salt, int n) const {
+  std::vector<std::unique_ptr<kvcache::KvManager>> kvs;
+  for (int i = 0; i < n; ++i) {
+    KV_ASSIGN_OR_RETURN(kvs.emplace_back(), NewKv({tier}));
+  }
+  const Hash128 root = kvcache::RootHash(model_.identity(), layout_, salt);
+  const std::span<const int32_t> prefix =
+      std::span(prompt).first(prompt.size() - 1);
+  std::vector<int> loaded(size_t(n), 0);
+  std::vector<std::thread> threads;
+  const auto start = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      loaded[size_t(i)] = kvs[size_t(i)]->Prefetch(prefix, root).tier_tokens[0];
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  const double seconds = Seconds(start, Clock::now());
+  for (const int l : loaded) {
+    if (l != loaded[0] || l == 0) {
+      return Status::Internal("bench tiers: concurrent restores from the " +
+                              std::string(tier->name()) +
+                              " tier loaded different lengths");
+    }
+  }
+  return seconds;
+}
 
 Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
                           const std::string& salt, double cold_ttft,
@@ -195,6 +232,10 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
     out->ratio.push_back(out->restore.back() / probe);
     out->mac_share.push_back(MacSeconds(layout_, blocks, o_.tier_key) /
                              seconds);
+    KV_ASSIGN_OR_RETURN(const double one, RestoreAtOnce(tier, prompt, salt, 1));
+    KV_ASSIGN_OR_RETURN(const double many, RestoreAtOnce(tier, prompt, salt,
+                                                         kConcurrentRestores));
+    out->concurrent.push_back(many / one);
   }
   GenerationRequest r = Greedy(prompt, o_.gen_tokens);
   r.cache_salt = salt;
@@ -278,6 +319,7 @@ Result<TierBenchResult> Bench::Run() {
     rows->probe_bytes_per_s = SpreadOf(s.probe);
     rows->restore_over_probe = SpreadOf(s.ratio);
     rows->mac_share_of_restore = SpreadOf(s.mac_share);
+    rows->concurrent_over_one = SpreadOf(s.concurrent);
     rows->warm_ttft_s = SpreadOf(s.warm);
     rows->cold_over_warm_ttft = SpreadOf(s.cold_over_warm);
   };

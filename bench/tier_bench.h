@@ -50,6 +50,9 @@ struct TierBenchOptions {
   uint64_t seed = 1;
 };
 
+// Restores run at once for TierRows::concurrent_over_one.
+inline constexpr int kConcurrentRestores = 4;
+
 struct TierRows {
   bool present = false;
   std::string mode;  // "direct+io_uring", "buffered", "standalone ...", ...
@@ -60,6 +63,11 @@ struct TierRows {
   // verifying checksums alone (both timed on the restored bytes, one
   // thread, as a tier's Get verifies them): what the MAC costs a restore.
   Spread mac_share_of_restore;
+  // Per run: the wall time of kConcurrentRestores restores of the prefix at
+  // once (each into its own fresh DRAM pool, one thread each) over the time
+  // of one: 1 when loads overlap perfectly, kConcurrentRestores when they
+  // serialize (or share a saturated medium).
+  Spread concurrent_over_one;
   Spread warm_ttft_s;
   Spread cold_over_warm_ttft;  // per run
   int warm_cached_tokens = 0;
