@@ -4,7 +4,9 @@
 # request bodies, text streams, Prometheus text, tier objects and the disk
 # tier), the Redis tier's tests (replies parsed off the network) and the
 # kernels' tests (KV formats packed and read byte by byte, attention over
-# every KV type) again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# every KV type) again under AddressSanitizer + UndefinedBehaviorSanitizer
+# (whose build compiles the SIMD kernels for the scalar and AVX-512 targets
+# only: see CMakeLists.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="${JOBS:-$(nproc)}"
