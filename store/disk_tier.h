@@ -2,8 +2,8 @@
 //
 // Layout: one file per object, `<dir>/<hh>/<32 hex digits of the key>.kvo`,
 // where <hh> is the key's first two hex digits (Hash128::Hex order; the
-// fan-out directory is made on its first write), and `<dir>/LOCK`, which
-// holds the owner's pid. An object file holds the encoded object followed by
+// fan-out directory is made on its first write), `<dir>/LOCK`, which holds
+// the owner's pid, and `<dir>/TIER_KEY` when the tier makes its own key. An object file holds the encoded object followed by
 // zero bytes up to the next multiple of 4096 (the header gives the object's
 // length), whatever the I/O mode, so that O_DIRECT reads and writes whole
 // files. Open may write and remove `<dir>/DIRECT_IO_PROBE` (see I/O below).
@@ -18,7 +18,7 @@
 //   - restart: Open rebuilds the index by reading the 128-byte header of
 //     every object file (recency order from file mtimes); a file whose header
 //     does not parse, names another key or gives a length that does not fill
-//     the file is deleted and counted (corrupt_dropped). Checksums are
+//     the file is deleted and counted (corrupt_dropped). MACs are
 //     verified lazily, when an object is read.
 //   - damage: Get reads the whole file and checks framing, padding, the
 //     MAC and that the header key matches the file's key; a bad object is a
