@@ -145,11 +145,15 @@ class Bench {
     return RunOne(*s, std::move(request));
   }
 
-  // Seconds `n` restores of `prompt` (salted `salt`) from `tier` take, run
-  // at once, each into a fresh KV manager.
-  Result<double> RestoreAtOnce(store::Tier* tier,
-                               const std::vector<int32_t>& prompt,
-                               const std::string& salt, int n) const;
+  // `n` restores of `prompt` (salted `salt`) from `tier` run at once, each
+  // into a fresh KV manager: their wall time, and the tokens each loaded.
+  struct Restores {
+    double seconds = 0;
+    int tokens = 0;
+  };
+  Result<Restores> RestoreAtOnce(store::Tier* tier,
+                                 const std::vector<int32_t>& prompt,
+                                 const std::string& salt, int n) const;
 
   // Restore throughput and warm TTFT of `prompt` (salted `salt`) from `tier`.
   Status MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
@@ -170,9 +174,9 @@ class Bench {
   std::vector<store::Tier*> tiers_;  // disk first
 };
 
-Result<double> Bench::RestoreAtOnce(store::Tier* tier,
-                                    const std::vector<int32_t>& prompt,
-                                    const std::string& salt, int n) const {
+Result<Bench::Restores> Bench::RestoreAtOnce(
+    store::Tier* tier, const std::vector<int32_t>& prompt,
+    const std::string& salt, int n) const {
   std::vector<std::unique_ptr<kvcache::KvManager>> kvs;
   for (int i = 0; i < n; ++i) {
     KV_ASSIGN_OR_RETURN(kvs.emplace_back(), NewKv({tier}));
@@ -190,33 +194,29 @@ Result<double> Bench::RestoreAtOnce(store::Tier* tier,
   }
   for (std::thread& t : threads) t.join();
   const double seconds = Seconds(start, Clock::now());
+  if (loaded[0] == 0) {
+    return Status::Internal("bench tiers: the " + std::string(tier->name()) +
+                            " tier returned nothing of the prompt");
+  }
   for (const int l : loaded) {
-    if (l != loaded[0] || l == 0) {
+    if (l != loaded[0]) {
       return Status::Internal("bench tiers: concurrent restores from the " +
                               std::string(tier->name()) +
                               " tier loaded different lengths");
     }
   }
-  return seconds;
+  return Restores{seconds, loaded[0]};
 }
 
 Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
                           const std::string& salt, double cold_ttft,
                           TierSamples* out, uint64_t* restore_bytes) {
   {
-    KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv, NewKv({tier}));
-    const Hash128 root = kvcache::RootHash(model_.identity(), layout_, salt);
-    const auto start = Clock::now();
-    const kvcache::PrefixHit hit =
-        kv->Prefetch(std::span(prompt).first(prompt.size() - 1), root);
-    const double seconds = Seconds(start, Clock::now());
-    const uint64_t blocks = uint64_t(hit.tier_tokens[0] / o_.block_tokens);
-    if (blocks == 0) {
-      return Status::Internal("bench tiers: the " + std::string(tier->name()) +
-                              " tier returned nothing of the prompt");
-    }
+    KV_ASSIGN_OR_RETURN(const Restores one,
+                        RestoreAtOnce(tier, prompt, salt, 1));
+    const uint64_t blocks = uint64_t(one.tokens / o_.block_tokens);
     *restore_bytes = blocks * layout_.block_bytes();
-    out->restore.push_back(double(*restore_bytes) / seconds);
+    out->restore.push_back(double(*restore_bytes) / one.seconds);
     double probe = 0;
     if (tier == disk_.get()) {
       KV_ASSIGN_OR_RETURN(
@@ -231,11 +231,11 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
     out->probe.push_back(probe);
     out->ratio.push_back(out->restore.back() / probe);
     out->mac_share.push_back(MacSeconds(layout_, blocks, o_.tier_key) /
-                             seconds);
-    KV_ASSIGN_OR_RETURN(const double one, RestoreAtOnce(tier, prompt, salt, 1));
-    KV_ASSIGN_OR_RETURN(const double many, RestoreAtOnce(tier, prompt, salt,
-                                                         kConcurrentRestores));
-    out->concurrent.push_back(many / one);
+                             one.seconds);
+    KV_ASSIGN_OR_RETURN(
+        const Restores many,
+        RestoreAtOnce(tier, prompt, salt, kConcurrentRestores));
+    out->concurrent.push_back(many.seconds / one.seconds);
   }
   GenerationRequest r = Greedy(prompt, o_.gen_tokens);
   r.cache_salt = salt;

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -160,22 +159,6 @@ Status CreatePrivateFile(const std::string& path, std::string_view contents) {
   return Status::OK();
 }
 
-// 32 random bytes as 64 lowercase hex digits.
-Result<std::string> RandomSecret() {
-  uint8_t bytes[32];
-  if (::getrandom(bytes, sizeof(bytes), 0) != ssize_t(sizeof(bytes))) {
-    return Status::IOError(std::string("getrandom failed: ") +
-                           std::strerror(errno));
-  }
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  for (uint8_t b : bytes) {
-    hex += kDigits[b >> 4];
-    hex += kDigits[b & 15];
-  }
-  return hex;
-}
-
 }  // namespace
 
 std::string ObjectFilePath(const std::string& dir, const BlockKey& key) {
@@ -192,7 +175,8 @@ Result<ObjectAuthenticator> DirKey(const std::string& dir, bool create) {
   if (::lstat(path.c_str(), &st) != 0) {
     if (errno != ENOENT) return ErrnoStatus("cannot stat", path, errno);
     if (!create) return Status::NotFound("no tier key at '" + path + "'");
-    KV_ASSIGN_OR_RETURN(const std::string secret, RandomSecret());
+    KV_ASSIGN_OR_RETURN(const std::string secret,
+                        ObjectAuthenticator::NewSecret());
     KV_RETURN_IF_ERROR(CreatePrivateFile(path, secret + "\n"));
     KV_RETURN_IF_ERROR(SyncDir(dir));
   }

@@ -50,7 +50,7 @@ inline constexpr mode_t kCacheFileMode = 0600;
 std::string DirKeyPath(const std::string& dir);
 
 // The key of ReadSecretFile(DirKeyPath(dir)). When the file is missing:
-// with `create`, a fresh secret (32 random bytes as 64 hex digits) is
+// with `create`, a fresh secret (ObjectAuthenticator::NewSecret) is
 // written there first (mode 0600, O_EXCL | O_NOFOLLOW, synced with its
 // directory); without, NotFound. The errors of ReadSecretFile and
 // ObjectAuthenticator::FromSecret otherwise. REQUIRES: the caller holds the

@@ -74,12 +74,22 @@ Result<ObjectAuthenticator> ObjectAuthenticator::FromSecret(
   return out;
 }
 
-Result<ObjectAuthenticator> ObjectAuthenticator::Ephemeral() {
-  std::string secret(kMinSecretBytes, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(secret.data()),
-                 int(secret.size())) != 1) {
+Result<std::string> ObjectAuthenticator::NewSecret() {
+  uint8_t bytes[32];
+  if (RAND_bytes(bytes, int(sizeof(bytes))) != 1) {
     return Status::Internal("libcrypto could not draw a random secret");
   }
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (const uint8_t b : bytes) {
+    hex += kDigits[b >> 4];
+    hex += kDigits[b & 15];
+  }
+  return hex;
+}
+
+Result<ObjectAuthenticator> ObjectAuthenticator::Ephemeral() {
+  KV_ASSIGN_OR_RETURN(const std::string secret, NewSecret());
   return FromSecret(secret);
 }
 

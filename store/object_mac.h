@@ -37,6 +37,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "base/status.h"
@@ -55,8 +56,12 @@ class ObjectAuthenticator {
   // saying how to make one otherwise; Internal when libcrypto fails.
   static Result<ObjectAuthenticator> FromSecret(std::string_view secret);
 
-  // Keyed by a fresh random secret that no other process knows: for a
-  // process that reads back only what it wrote itself (a benchmark).
+  // A fresh secret: 32 random bytes from libcrypto as 64 hex digits (text,
+  // so it can be kept in a key file). Internal when libcrypto fails.
+  static Result<std::string> NewSecret();
+
+  // Keyed by NewSecret(), which no other process knows: for a process that
+  // reads back only what it wrote itself (a benchmark).
   static Result<ObjectAuthenticator> Ephemeral();
 
   bool keyed() const { return keyed_; }
