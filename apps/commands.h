@@ -83,13 +83,16 @@ int RunBench(const BenchCommandOptions& options);
 // baseline one on the same model and text (engine/eval.h).
 struct EvalCommandOptions {
   ModelOptions model;
-  RunOptions run;                     // the candidate's KV types
+  RunOptions run;  // the candidate's KV types
   std::string baseline_kv_type = "f16";
-  std::string file;                   // teacher-forced text
+  std::string file;  // teacher-forced text
   int ctx = 256;
-  int windows = 32;                   // 0: every full window of the file
-  std::string gen_prompts;            // one prompt per line; empty: none
+  int windows = 32;         // 0: every full window of the file
+  std::string gen_prompts;  // one prompt per line; empty: none
   int gen_tokens = 128;
+  // Tier codec whose round trip the candidate's blocks pass through
+  // (EvalOptions::candidate_blocks); "none": no round trip.
+  std::string tier_codec = "none";
   bool json = false;
 };
 int RunEval(const EvalCommandOptions& options);
@@ -104,13 +107,14 @@ struct TierFlags {
   // Holds the password (overriding the URL's); empty: none.
   std::string redis_password_file;
   std::string redis_prefix = "kvstash:";
-  int redis_ttl = 0;  // seconds, 0 = no expiry
+  int redis_ttl = 0;                   // seconds, 0 = no expiry
   std::string redis_write = "commit";  // commit or second-use
   // The fleet's tier key (store/object_mac.h): a secret file, else
   // KVSTASH_TIER_KEY; none: the disk tier makes its own, Redis refuses to
   // start unless redis_insecure.
   std::string tier_key_file;
   bool redis_insecure = false;
+  std::string tier_codec = "none";  // none, zstd or cachegen (store/kv_codec.h)
 };
 
 // The serving stack: a KV cache pool, the scheduler and the HTTP server.
@@ -148,8 +152,9 @@ struct BenchTiersCommandOptions {
   RunOptions run;
   std::string disk_cache;  // empty: no disk rows
   std::string disk_io = "auto";
-  std::string redis;  // empty: no Redis rows
+  std::string redis;          // empty: no Redis rows
   std::string tier_key_file;  // empty: KVSTASH_TIER_KEY, else a random key
+  std::string tier_codec = "none";
   int prompt_tokens = 4096;
   int gen_tokens = 32;
   int streams = 4;
@@ -161,12 +166,25 @@ struct BenchTiersCommandOptions {
 };
 int RunBenchTiers(const BenchTiersCommandOptions& options);
 
+// `kvstash bench codec`: bench/codec_bench.h.
+struct BenchCodecCommandOptions {
+  ModelOptions model;
+  RunOptions run;
+  std::string file;  // text to prefill (BOS first); empty: random token ids
+  int prompt_tokens = 1024;
+  int object_blocks = 1;
+  int block_tokens = 16;
+  int repeat = 3;
+  bool json = false;
+};
+int RunBenchCodec(const BenchCodecCommandOptions& options);
+
 // `kvstash cache stats|verify|clear --disk-cache DIR`.
 struct CacheCommandOptions {
   std::string action;  // stats, verify, clear or rekey
   std::string dir;
   std::string tier_key_file;  // verify: the servers' key (else the dir's)
-  bool remove_bad = false;  // verify: delete the objects that fail
+  bool remove_bad = false;    // verify: delete the objects that fail
   bool json = false;
 };
 int RunCache(const CacheCommandOptions& options);

@@ -6,8 +6,11 @@
 
 #include "apps/app_util.h"
 #include "apps/commands.h"
+#include "apps/tiers.h"
 #include "base/file.h"
 #include "engine/eval.h"
+#include "store/kv_codec.h"
+#include "store/object_format.h"
 
 namespace kvstash::apps {
 namespace {
@@ -21,6 +24,18 @@ std::vector<std::string> Lines(const std::string& text) {
     if (!line.empty()) lines.push_back(line);
   }
   return lines;
+}
+
+// The round trip of a block through `codec` (encode, decode in place); the
+// bytes stored are the object's: its header and the encoded payload.
+BlockTransform CodecRoundTrip(store::Codec codec,
+                              const kernels::BlockLayout& layout) {
+  return [codec, layout](std::span<uint8_t> block) -> Result<size_t> {
+    const std::vector<uint8_t> payload =
+        store::EncodePayload(codec, layout, block);
+    KV_RETURN_IF_ERROR(store::DecodePayload(codec, layout, payload, block));
+    return store::kObjectHeaderBytes + payload.size();
+  };
 }
 
 }  // namespace
@@ -44,9 +59,19 @@ int RunEval(const EvalCommandOptions& options) {
   eval.ctx = options.ctx;
   eval.windows = options.windows;
   eval.gen_tokens = options.gen_tokens;
+  Result<store::Codec> codec = ParseTierCodec(options.tier_codec);
+  if (!codec.ok()) return Fail(codec.status().message());
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
   const Tokenizer& tok = (*model)->tokenizer();
+  if (*codec != store::Codec::kRaw) {
+    const ModelConfig& c = (*model)->config();
+    const kernels::BlockLayout layout{c.n_layers, c.n_kv_heads, c.head_dim, 16,
+                                      eval.candidate};
+    const std::string why = store::CodecSupports(*codec, layout);
+    if (!why.empty()) return Fail("--tier-codec: " + why);
+    eval.candidate_blocks = CodecRoundTrip(*codec, layout);
+  }
   Result<std::string> text = ReadFile(options.file);
   if (!text.ok()) return Fail(text.status().message());
   const std::vector<int32_t> ids = tok.Encode(*text, false);
@@ -76,7 +101,8 @@ int RunEval(const EvalCommandOptions& options) {
                   {"ppl", s.ppl},
                   {"nll", s.nll},
                   {"top1", s.top1},
-                  {"kv_bytes_per_token", s.kv_bytes_per_token}};
+                  {"kv_bytes_per_token", s.kv_bytes_per_token},
+                  {"stored_bytes_per_token", s.stored_bytes_per_token}};
     };
     PrintJson({{"model", options.model.model_path},
                {"file", options.file},
@@ -99,7 +125,9 @@ int RunEval(const EvalCommandOptions& options) {
                {"first_divergence", r->first_divergence},
                {"kv_bytes_per_token_base", r->baseline.kv_bytes_per_token},
                {"kv_bytes_per_token", r->candidate.kv_bytes_per_token},
-               {"kv_bytes_ratio", r->kv_bytes_ratio}});
+               {"kv_bytes_ratio", r->kv_bytes_ratio},
+               {"tier_codec", options.tier_codec},
+               {"stored_bytes_ratio", r->stored_bytes_ratio}});
     return 0;
   }
   std::printf(
@@ -115,10 +143,18 @@ int RunEval(const EvalCommandOptions& options) {
       r->ppl_ratio, r->baseline.top1, r->candidate.top1, r->top1_agreement,
       r->baseline.kv_bytes_per_token, r->candidate.kv_bytes_per_token,
       r->kv_bytes_ratio, r->kl_mean, r->kl_p99, r->kl_max, r->rms_dp);
+  if (eval.candidate_blocks) {
+    std::printf(
+        "  tier codec %s: %.1f bytes/token stored (objects), %.4f of "
+        "the baseline's KV\n",
+        options.tier_codec.c_str(), r->candidate.stored_bytes_per_token,
+        r->stored_bytes_ratio);
+  }
   if (r->gen_prompts > 0) {
-    std::printf("  greedy: %d prompts x %d tokens, identical %.3f, first "
-                "divergence",
-                r->gen_prompts, options.gen_tokens, r->greedy_identical);
+    std::printf(
+        "  greedy: %d prompts x %d tokens, identical %.3f, first "
+        "divergence",
+        r->gen_prompts, options.gen_tokens, r->greedy_identical);
     for (int d : r->first_divergence) std::printf(" %d", d);
     std::printf("\n");
   }

@@ -30,6 +30,13 @@ void AddRunFlags(CLI::App* cmd, kvstash::apps::RunOptions* r) {
                   "KV type of the values (overrides --kv-type)");
 }
 
+void AddTierCodecFlag(CLI::App* cmd, std::string* codec) {
+  cmd->add_option("--tier-codec", *codec,
+                  "how blocks are stored in the tiers: none, zstd "
+                  "(lossless), cachegen (lossy, float KV types; measure it "
+                  "with kvstash eval --tier-codec) (none)");
+}
+
 void AddTierFlags(CLI::App* cmd, kvstash::apps::TierFlags* t) {
   cmd->add_option("--disk-cache", t->disk_cache,
                   "directory of a persistent KV cache tier (none)");
@@ -60,6 +67,7 @@ void AddTierFlags(CLI::App* cmd, kvstash::apps::TierFlags* t) {
   cmd->add_flag("--redis-insecure", t->redis_insecure,
                 "use Redis without a tier key: whoever can write to it "
                 "controls the KV every server reads");
+  AddTierCodecFlag(cmd, &t->tier_codec);
 }
 
 void AddStackFlags(CLI::App* cmd, kvstash::apps::ServeStackOptions* s,
@@ -230,6 +238,7 @@ int main(int argc, char** argv) {
   bench_tiers_cmd->add_option(
       "--tier-key-file", bench_tiers.tier_key_file,
       "tier key secret (else KVSTASH_TIER_KEY, else a random key)");
+  AddTierCodecFlag(bench_tiers_cmd, &bench_tiers.tier_codec);
   bench_tiers_cmd->add_option("--prompt-tokens", bench_tiers.prompt_tokens,
                               "prompt restored from the tiers (4096)");
   bench_tiers_cmd->add_option("--gen-tokens", bench_tiers.gen_tokens,
@@ -244,6 +253,26 @@ int main(int argc, char** argv) {
   bench_tiers_cmd->add_option("--kv-cache-mb", bench_tiers.kv_cache_mb,
                               "KV block pool in MiB (1024)");
   bench_tiers_cmd->add_flag("--json", bench_tiers.json,
+                            "print one JSON object");
+
+  BenchCodecCommandOptions bench_codec;
+  CLI::App* bench_codec_cmd = bench_cmd->add_subcommand(
+      "codec",
+      "tier codec benchmark: object size against f16 and encode / decode "
+      "throughput of none, zstd and cachegen on the model's real KV blocks, "
+      "one thread");
+  AddModelFlags(bench_codec_cmd, &bench_codec.model);
+  AddRunFlags(bench_codec_cmd, &bench_codec.run);
+  bench_codec_cmd->add_option("--file,-f", bench_codec.file,
+                              "UTF-8 text to prefill (random token ids)");
+  bench_codec_cmd->add_option("--prompt-tokens", bench_codec.prompt_tokens,
+                              "tokens prefilled (1024)");
+  bench_codec_cmd->add_option("--object-blocks", bench_codec.object_blocks,
+                              "blocks per object (1)");
+  bench_codec_cmd->add_option("--block-tokens", bench_codec.block_tokens,
+                              "tokens per KV block (16)");
+  bench_codec_cmd->add_option("--repeat", bench_codec.repeat, "runs (3)");
+  bench_codec_cmd->add_flag("--json", bench_codec.json,
                             "print one JSON object");
 
   EvalCommandOptions eval;
@@ -266,6 +295,7 @@ int main(int argc, char** argv) {
                        "(none)");
   eval_cmd->add_option("--gen-tokens", eval.gen_tokens,
                        "greedy tokens per prompt (128)");
+  AddTierCodecFlag(eval_cmd, &eval.tier_codec);
   eval_cmd->add_flag("--json", eval.json, "print one JSON object");
 
   ServeCommandOptions serve;
@@ -320,6 +350,7 @@ int main(int argc, char** argv) {
   if (gen_model->parsed()) return RunGenModel(genm);
   if (bench_serve_cmd->parsed()) return RunBenchServe(bench_serve);
   if (bench_tiers_cmd->parsed()) return RunBenchTiers(bench_tiers);
+  if (bench_codec_cmd->parsed()) return RunBenchCodec(bench_codec);
   if (bench_cmd->parsed()) return RunBench(bench);
   if (eval_cmd->parsed()) return RunEval(eval);
   if (serve_cmd->parsed()) return RunServe(serve);

@@ -51,10 +51,12 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   }
   const ModelConfig& c = s.model->config();
   kvcache::KvManagerOptions kvo;
-  kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens, kv_format};
+  kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens,
+                kv_format};
   kvo.capacity_bytes = o.kv_cache_mb << 20;
   KV_ASSIGN_OR_RETURN(s.tiers, OpenTiers(o.tiers));
   kvo.tiers = s.tiers.options;
+  kvo.tier_codec = s.tiers.codec;
   KV_ASSIGN_OR_RETURN(s.kv, kvcache::KvManager::Create(kvo));
   SchedulerOptions so;
   so.max_batch_tokens = o.max_batch_tokens;
@@ -83,8 +85,7 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
                s.pool->NumWorkers(), so.context,
                HumanBytes(kv.capacity_blocks * kv.block_bytes).c_str(),
                kv.capacity_blocks, kv.block_tokens, kv.capacity_tokens(),
-               kernels::KvFormatName(kv.kv_format).c_str(),
-               kv.bytes_per_token);
+               kernels::KvFormatName(kv.kv_format).c_str(), kv.bytes_per_token);
   for (const std::string& tier : s.tiers.descriptions) {
     std::fprintf(stderr, "kvstash: KV tier %s\n", tier.c_str());
   }

@@ -1,10 +1,13 @@
-// `kvstash bench tiers` and `kvstash cache stats|verify|clear|rekey`: the KV tiers
-// measured, and a disk cache inspected or emptied.
+// `kvstash bench tiers`, `kvstash bench codec` and `kvstash cache
+// stats|verify|clear|rekey`: the KV tiers and their codecs measured, and a
+// disk cache inspected or emptied.
 #include <cstdio>
 
 #include "apps/app_util.h"
 #include "apps/commands.h"
 #include "apps/tiers.h"
+#include "base/file.h"
+#include "bench/codec_bench.h"
 #include "bench/tier_bench.h"
 #include "store/disk_cache_admin.h"
 
@@ -84,14 +87,15 @@ void PrintReport(const store::DiskCacheReport& r) {
     std::printf("  bad: %s: %s\n", b.path.c_str(), b.reason.c_str());
   }
   if (r.verified) {
-    std::printf("verified every object (%s): %zu bad, %llu of them forged\n",
-                r.authenticated ? "MACs and checksums"
-                                : "checksums only: no tier key",
-                r.bad.size(), static_cast<unsigned long long>(r.forged));
+    std::printf(
+        "verified every object (%s): %zu bad, %llu of them forged\n",
+        r.authenticated ? "MACs and checksums" : "checksums only: no tier key",
+        r.bad.size(), static_cast<unsigned long long>(r.forged));
   }
   if (r.key_removed) {
-    std::printf("removed the directory's TIER_KEY: a new one is made at the "
-                "next start without --tier-key-file\n");
+    std::printf(
+        "removed the directory's TIER_KEY: a new one is made at the "
+        "next start without --tier-key-file\n");
   }
   if (r.removed_files > 0) {
     std::printf("removed %llu files (%s)\n",
@@ -134,6 +138,9 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
   o.disk_io = *io;
   o.disk_dir = options.disk_cache;
   o.redis_url = options.redis;
+  Result<store::Codec> codec = ParseTierCodec(options.tier_codec);
+  if (!codec.ok()) return Fail(codec.status().message());
+  o.tier_codec = *codec;
   Result<std::optional<store::ObjectAuthenticator>> key =
       LoadTierKey(options.tier_key_file);
   if (!key.ok()) return Fail(key.status().message());
@@ -157,6 +164,7 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
     Json j = {{"model", options.model.model_path},
               {"threads", pool->NumWorkers()},
               {"prompt_tokens", o.prompt_tokens},
+              {"tier_codec", store::CodecName(o.tier_codec)},
               {"repeat", o.repeat},
               {"restore_bytes", r->restore_bytes},
               {"cold_ttft_s", SpreadJson(r->cold_ttft_s)}};
@@ -171,9 +179,12 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
     PrintJson(j);
     return 0;
   }
-  std::printf("model %s, %zu threads, %d runs, %d-token prompt (%s of KV)\n",
-              options.model.model_path.c_str(), pool->NumWorkers(), o.repeat,
-              o.prompt_tokens, HumanBytes(r->restore_bytes).c_str());
+  std::printf(
+      "model %s, %zu threads, %d runs, %d-token prompt (%s of KV), tier "
+      "codec %s\n",
+      options.model.model_path.c_str(), pool->NumWorkers(), o.repeat,
+      o.prompt_tokens, HumanBytes(r->restore_bytes).c_str(),
+      store::CodecName(o.tier_codec));
   PrintSpreadLine("cold TTFT", r->cold_ttft_s, 1e3, "ms");
   if (r->disk.present) PrintTierRows("disk", r->disk);
   if (r->redis.present) PrintTierRows("redis", r->redis);
@@ -184,6 +195,73 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
     PrintSpreadLine("decode, " + streams + ", disk tier on",
                     r->decode_on_tokens_per_s, 1, "tok/s");
     PrintSpreadLine("decode on / off", r->decode_on_over_off, 1, "x");
+  }
+  return 0;
+}
+
+int RunBenchCodec(const BenchCodecCommandOptions& options) {
+  std::unique_ptr<ThreadPool> pool;
+  bench::CodecBenchOptions o;
+  if (Status s = ParseRunOptions(options.run, &pool, &o.kv_format); !s.ok()) {
+    return Fail(s.message());
+  }
+  o.prompt_tokens = options.prompt_tokens;
+  o.object_blocks = options.object_blocks;
+  o.block_tokens = options.block_tokens;
+  o.repeat = options.repeat;
+  Result<std::unique_ptr<Model>> model = LoadModel(options.model);
+  if (!model.ok()) return Fail(model.status().message());
+  if (!options.file.empty()) {
+    Result<std::string> text = ReadFile(options.file);
+    if (!text.ok()) return Fail(text.status().message());
+    o.tokens = (*model)->tokenizer().Encode(*text, true);
+  }
+  Result<bench::CodecBenchResult> r =
+      bench::RunCodecBench(**model, *pool, o, PrintProgress);
+  if (!r.ok()) return Fail(r.status().message());
+  if (options.json) {
+    Json rows = Json::array();
+    for (const bench::CodecRow& row : r->rows) {
+      Json j = {{"codec", store::CodecName(row.codec)},
+                {"supported", row.supported}};
+      if (!row.supported) {
+        j["why"] = row.why;
+      } else {
+        j["object_over_raw"] = row.object_over_raw;
+        j["object_over_f16"] = row.object_over_f16;
+        j["encode_bytes_per_s"] = SpreadJson(row.encode_bytes_per_s);
+        j["decode_bytes_per_s"] = SpreadJson(row.decode_bytes_per_s);
+      }
+      rows.push_back(j);
+    }
+    PrintJson({{"model", options.model.model_path},
+               {"kv_type_k", kernels::KvTypeName(o.kv_format.k)},
+               {"kv_type_v", kernels::KvTypeName(o.kv_format.v)},
+               {"objects", r->objects},
+               {"object_blocks", o.object_blocks},
+               {"block_tokens", o.block_tokens},
+               {"raw_bytes", r->raw_bytes},
+               {"repeat", o.repeat},
+               {"codecs", rows}});
+    return 0;
+  }
+  std::printf(
+      "model %s, KV %s, %d objects of %d x %d tokens (%s), %d runs, "
+      "one thread\n",
+      options.model.model_path.c_str(),
+      kernels::KvFormatName(o.kv_format).c_str(), r->objects, o.object_blocks,
+      o.block_tokens, HumanBytes(uint64_t(r->raw_bytes)).c_str(), o.repeat);
+  for (const bench::CodecRow& row : r->rows) {
+    const std::string name = store::CodecName(row.codec);
+    if (!row.supported) {
+      std::printf("%s: not for these KV types (%s)\n", name.c_str(),
+                  row.why.c_str());
+      continue;
+    }
+    std::printf("%s: objects %.4f of the pool's bytes, %.4f of f16\n",
+                name.c_str(), row.object_over_raw, row.object_over_f16);
+    PrintSpreadLine("  encode", row.encode_bytes_per_s, 1e-9, "GB/s of KV");
+    PrintSpreadLine("  decode", row.decode_bytes_per_s, 1e-9, "GB/s of KV");
   }
   return 0;
 }

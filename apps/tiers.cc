@@ -67,8 +67,15 @@ Result<store::DiskTierOptions::DiskIo> ParseDiskIo(const std::string& value) {
       "--disk-io must be auto, direct or buffered, not '" + value + "'");
 }
 
+Result<store::Codec> ParseTierCodec(const std::string& value) {
+  Result<store::Codec> codec = store::ParseCodec(value);
+  if (!codec.ok()) return codec.status().WithPrefix("--tier-codec");
+  return codec;
+}
+
 Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
   OpenedTiers out;
+  KV_ASSIGN_OR_RETURN(out.codec, ParseTierCodec(flags.tier_codec));
   if (flags.disk_cache.empty() && flags.redis.empty()) return out;
   KV_ASSIGN_OR_RETURN(const std::optional<store::ObjectAuthenticator> key,
                       LoadTierKey(flags.tier_key_file));
@@ -89,7 +96,8 @@ Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
                                HumanBytes(o.capacity_bytes) + ", " +
                                std::string(disk->io_mode()) + ", write on " +
                                kvcache::TierWritePolicyName(write) +
-                               (key ? ", fleet key" : ", its own key"));
+                               (key ? ", fleet key" : ", its own key") +
+                               ", codec " + store::CodecName(out.codec));
     out.options.push_back({disk.get(), write});
     out.tiers.push_back(std::move(disk));
   }
@@ -106,9 +114,9 @@ Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
     if (key) o.authenticator = *key;
     o.insecure = flags.redis_insecure;
     if (!flags.redis_password_file.empty()) {
-      KV_ASSIGN_OR_RETURN(o.password,
-                          ReadFlagSecret("--redis-password-file",
-                                         flags.redis_password_file));
+      KV_ASSIGN_OR_RETURN(
+          o.password,
+          ReadFlagSecret("--redis-password-file", flags.redis_password_file));
     }
     KV_ASSIGN_OR_RETURN(std::unique_ptr<store::RedisTier> redis,
                         store::RedisTier::Open(o));
@@ -117,7 +125,8 @@ Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
         (o.ttl_seconds > 0 ? "TTL " + std::to_string(o.ttl_seconds) + " s"
                            : std::string("no TTL")) +
         ", write on " + kvcache::TierWritePolicyName(write) +
-        (key ? ", fleet key" : ", INSECURE (no tier key)"));
+        (key ? ", fleet key" : ", INSECURE (no tier key)") + ", codec " +
+        store::CodecName(out.codec));
     out.options.push_back({redis.get(), write});
     out.tiers.push_back(std::move(redis));
   }

@@ -12,6 +12,7 @@
 #include "base/status.h"
 #include "kvcache/kv_manager.h"
 #include "store/disk_tier.h"
+#include "store/kv_codec.h"
 #include "store/object_mac.h"
 #include "store/tier.h"
 
@@ -25,6 +26,7 @@ struct OpenedTiers {
   // One line per tier for the start-up log ("disk /var/cache/kv: 16.00 GiB,
   // direct+io_uring, write on commit").
   std::vector<std::string> descriptions;
+  store::Codec codec = store::Codec::kRaw;  // --tier-codec
 };
 
 // --disk-io: auto, direct or buffered.
@@ -35,6 +37,9 @@ Result<store::DiskTierOptions::DiskIo> ParseDiskIo(const std::string& value);
 // naming the flag or the variable when the secret is unreadable or short.
 Result<std::optional<store::ObjectAuthenticator>> LoadTierKey(
     const std::string& key_file);
+
+// --tier-codec: none, zstd or cachegen; InvalidArgument naming the flag.
+Result<store::Codec> ParseTierCodec(const std::string& value);
 
 // InvalidArgument naming the flag for a bad value; the tier's own error when
 // it cannot open (a locked or unwritable disk cache). A Redis that is down

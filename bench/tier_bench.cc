@@ -8,11 +8,11 @@
 #include <thread>
 #include <vector>
 
+#include "base/check.h"
 #include "bench/requests.h"
 #include "kvcache/block_hash.h"
 #include "kvcache/kv_manager.h"
 #include "serve/scheduler.h"
-#include "base/check.h"
 #include "store/disk_probe.h"
 #include "store/object_format.h"
 #include "store/redis_probe.h"
@@ -76,9 +76,8 @@ double MacSeconds(const kernels::BlockLayout& layout, uint64_t blocks,
                   std::min<size_t>(8, payload.size() - i));
     }
     const Hash128 k{b, ~b};
-    objects.push_back(store::EncodeObject(k, k, k, layout,
-                                          uint32_t(layout.block_tokens),
-                                          payload));
+    objects.push_back(store::EncodeObject(
+        k, k, k, layout, uint32_t(layout.block_tokens), payload));
     key.Seal(objects.back());
   }
   return VerifySeconds(objects, key) -
@@ -91,7 +90,8 @@ class Bench {
         const BenchProgress& progress)
       : model_(model), pool_(pool), o_(o), progress_(progress) {
     const ModelConfig& c = model.config();
-    layout_ = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens, o.kv_format};
+    layout_ = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens,
+               o.kv_format};
   }
 
   Status OpenTiers() {
@@ -131,6 +131,7 @@ class Bench {
     kvcache::KvManagerOptions k;
     k.layout = layout_;
     k.capacity_bytes = o_.kv_cache_mb << 20;
+    k.tier_codec = o_.tier_codec;
     for (store::Tier* t : tiers) k.tiers.push_back({t});
     return kvcache::KvManager::Create(k);
   }
@@ -174,14 +175,16 @@ class Bench {
   std::vector<store::Tier*> tiers_;  // disk first
 };
 
-Result<Bench::Restores> Bench::RestoreAtOnce(
-    store::Tier* tier, const std::vector<int32_t>& prompt,
-    const std::string& salt, int n) const {
+Result<Bench::Restores> Bench::RestoreAtOnce(store::Tier* tier,
+                                             const std::vector<int32_t>& prompt,
+                                             const std::string& salt,
+                                             int n) const {
   std::vector<std::unique_ptr<kvcache::KvManager>> kvs;
   for (int i = 0; i < n; ++i) {
     KV_ASSIGN_OR_RETURN(kvs.emplace_back(), NewKv({tier}));
   }
-  const Hash128 root = kvcache::RootHash(model_.identity(), layout_, salt);
+  const Hash128 root =
+      kvcache::RootHash(model_.identity(), layout_, kvs[0]->tier_codec(), salt);
   const std::span<const int32_t> prefix =
       std::span(prompt).first(prompt.size() - 1);
   std::vector<int> loaded(size_t(n), 0);
@@ -232,9 +235,8 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
     out->ratio.push_back(out->restore.back() / probe);
     out->mac_share.push_back(MacSeconds(layout_, blocks, o_.tier_key) /
                              one.seconds);
-    KV_ASSIGN_OR_RETURN(
-        const Restores many,
-        RestoreAtOnce(tier, prompt, salt, kConcurrentRestores));
+    KV_ASSIGN_OR_RETURN(const Restores many,
+                        RestoreAtOnce(tier, prompt, salt, kConcurrentRestores));
     out->concurrent.push_back(many.seconds / one.seconds);
   }
   GenerationRequest r = Greedy(prompt, o_.gen_tokens);

@@ -46,7 +46,8 @@ struct TierBenchOptions {
   int repeat = 3;
   int block_tokens = 16;
   size_t kv_cache_mb = 1024;
-  kernels::KvFormat kv_format;  // the KV cache's types
+  kernels::KvFormat kv_format;                   // the KV cache's types
+  store::Codec tier_codec = store::Codec::kRaw;  // of the tiers' objects
   uint64_t seed = 1;
 };
 

@@ -62,9 +62,28 @@ struct Side {
         logits(size_t(ctx) * c.vocab_size),
         log_probs(c.vocab_size) {}
 
-  Status Run(Transformer& transformer, std::span<const int32_t> window) {
-    return transformer.Forward(window, 0, kv, /*all_logits=*/true,
-                               logits.data());
+  // Computes every logit of `window` (from position 0); with a transform,
+  // in passes of one block, transforming the blocks each pass fills.
+  Status Run(Transformer& transformer, std::span<const int32_t> window,
+             const BlockTransform& transform) {
+    if (!transform) {
+      return transformer.Forward(window, 0, kv, /*all_logits=*/true,
+                                 logits.data());
+    }
+    const int n = static_cast<int>(window.size());
+    const int b = kv.layout().block_tokens;
+    const size_t vocab = logits.size() / window.size();
+    for (int pos = 0; pos < n; pos += b) {
+      const int end = std::min(n, pos + b);
+      KV_RETURN_IF_ERROR(transformer.Forward(
+          window.subspan(size_t(pos), size_t(end - pos)), pos, kv,
+          /*all_logits=*/true, logits.data() + size_t(pos) * vocab));
+      KV_ASSIGN_OR_RETURN(const size_t bytes,
+                          kv.TransformFilledBlocks(pos, end, transform));
+      stored_bytes += bytes;
+      stored_positions += uint64_t(end / b * b - pos / b * b);
+    }
+    return Status::OK();
   }
 
   // Scores row t of the last window against `target`; fills log_probs and
@@ -84,6 +103,9 @@ struct Side {
     s.ppl = std::exp(s.nll);
     s.top1 = double(correct) / double(scored);
     s.kv_bytes_per_token = kv.bytes_per_position();
+    s.stored_bytes_per_token =
+        stored_positions == 0 ? 0
+                              : double(stored_bytes) / double(stored_positions);
     return s;
   }
 
@@ -92,6 +114,8 @@ struct Side {
   std::vector<double> log_probs;  // [vocab], of the row last scored
   double nll_sum = 0;
   int64_t correct = 0;
+  uint64_t stored_bytes = 0;      // returned by the block transform
+  uint64_t stored_positions = 0;  // in the blocks it transformed
 };
 
 // KL(p || q) from log-probabilities; exactly 0 when they are equal.
@@ -115,11 +139,13 @@ double NearestRank(std::vector<double>& values, double q) {
 
 Result<std::vector<int32_t>> Greedy(Transformer& transformer,
                                     std::span<const int32_t> prompt, int n,
-                                    const kernels::KvFormat& format) {
+                                    const kernels::KvFormat& format,
+                                    const BlockTransform& prefix_transform) {
   GenerateOptions o;
   o.n_predict = n;
   o.stop_at_eos = false;
   o.kv_format = format;
+  o.prefix_transform = prefix_transform;
   o.sampling.temperature = 0;
   KV_ASSIGN_OR_RETURN(GenerateResult r,
                       Generate(transformer, prompt, o, nullptr));
@@ -167,8 +193,8 @@ Result<EvalResult> Evaluate(Transformer& transformer,
   double dp_sq_sum = 0;
   for (int w = 0; w < windows; ++w) {
     FillWindow(text_ids, w, bos, &window);
-    KV_RETURN_IF_ERROR(base.Run(transformer, window));
-    KV_RETURN_IF_ERROR(cand.Run(transformer, window));
+    KV_RETURN_IF_ERROR(base.Run(transformer, window, {}));
+    KV_RETURN_IF_ERROR(cand.Run(transformer, window, options.candidate_blocks));
     for (int t = 0; t + 1 < ctx; ++t) {
       const int32_t target = window[t + 1];
       const int top_base = base.Score(t, vocab, target);
@@ -200,6 +226,8 @@ Result<EvalResult> Evaluate(Transformer& transformer,
   r.rms_dp = std::sqrt(dp_sq_sum / double(r.tokens));
   r.kv_bytes_ratio =
       r.candidate.kv_bytes_per_token / r.baseline.kv_bytes_per_token;
+  r.stored_bytes_ratio =
+      r.candidate.stored_bytes_per_token / r.baseline.kv_bytes_per_token;
 
   // Greedy continuations.
   const int n_prompts = static_cast<int>(options.gen_prompts.size());
@@ -208,10 +236,10 @@ Result<EvalResult> Evaluate(Transformer& transformer,
     const std::vector<int32_t>& prompt = options.gen_prompts[i];
     KV_ASSIGN_OR_RETURN(
         const std::vector<int32_t> out_base,
-        Greedy(transformer, prompt, options.gen_tokens, options.baseline));
-    KV_ASSIGN_OR_RETURN(
-        const std::vector<int32_t> out_cand,
-        Greedy(transformer, prompt, options.gen_tokens, options.candidate));
+        Greedy(transformer, prompt, options.gen_tokens, options.baseline, {}));
+    KV_ASSIGN_OR_RETURN(const std::vector<int32_t> out_cand,
+                        Greedy(transformer, prompt, options.gen_tokens,
+                               options.candidate, options.candidate_blocks));
     const auto diff = std::mismatch(out_base.begin(), out_base.end(),
                                     out_cand.begin(), out_cand.end());
     const int first = static_cast<int>(diff.first - out_base.begin());

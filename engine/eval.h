@@ -21,6 +21,14 @@
 // the first differing token, or gen_tokens when none differs. kv_bytes_per_
 // token is what a cache of the format stores per position over all layers,
 // scales and run params included; kv_bytes_ratio = candidate / baseline.
+// With a candidate block transform (e.g. a tier codec's round trip), the
+// candidate also pays for storing its blocks: each window runs in passes of
+// block_tokens tokens and the blocks a pass fills are transformed before the
+// next pass, so every token reads all earlier full blocks as restored from a
+// store (its own block as computed); each greedy prompt's prefix is restored
+// that way (GenerateOptions::prefix_transform). stored_bytes_per_token is
+// what the transform stored per position, and stored_bytes_ratio that over
+// the baseline's kv_bytes_per_token (0 without a transform).
 // InvalidArgument when ctx < 2, windows < 0, gen_tokens < 0, a prompt is
 // empty, the model's heads cannot be stored in either format, the vocabulary
 // has no BOS, or the text holds no full window.
@@ -33,6 +41,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "engine/kv_cache.h"
 #include "engine/transformer.h"
 #include "kernels/kv_format.h"
 
@@ -43,6 +52,8 @@ struct EvalOptions {
   int windows = 32;  // teacher-forced windows at most (0: all that fit)
   kernels::KvFormat baseline;  // f16/f16 by default
   kernels::KvFormat candidate;
+  // Empty: none. See the header comment.
+  BlockTransform candidate_blocks;
   // Greedy prompts: token ids, BOS first as the caller tokenized them.
   std::vector<std::vector<int32_t>> gen_prompts;
   int gen_tokens = 128;  // greedy tokens per prompt
@@ -54,6 +65,7 @@ struct EvalSide {
   double nll = 0;   // nats per scored token
   double top1 = 0;  // fraction of targets that were the argmax
   double kv_bytes_per_token = 0;
+  double stored_bytes_per_token = 0;  // through the block transform, or 0
 };
 
 struct EvalResult {
@@ -70,6 +82,9 @@ struct EvalResult {
   double greedy_identical = 0;        // fraction of prompts with equal outputs
   std::vector<int> first_divergence;  // per prompt; gen_tokens if none
   double kv_bytes_ratio = 0;          // candidate / baseline kv_bytes_per_token
+  // candidate.stored_bytes_per_token / baseline.kv_bytes_per_token; 0
+  // without a block transform.
+  double stored_bytes_ratio = 0;
 };
 
 // Called with one short line per window ("window 3/32") and per greedy

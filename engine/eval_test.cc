@@ -145,6 +145,55 @@ TEST_F(EvalTest, Q8IsCloseToF16ButMeasurablyDifferent) {
           " greedy_identical=" + std::to_string(r->greedy_identical));
 }
 
+// A block transform that gives every block back unchanged changes nothing:
+// the candidate's windows run in passes of one block and its greedy prompts
+// restore their prefix first, and both give the bits of one pass (the
+// forward pass is chunking-invariant). Every full block passes through it
+// once per window and once per prompt prefix.
+TEST_F(EvalTest, IdentityBlockTransformChangesNothing) {
+  Transformer tf(*model_);
+  EvalOptions o = SmallOptions(*model_, text_);
+  for (std::vector<int32_t>& p : o.gen_prompts) {
+    p.insert(p.end(), text_.begin() + 1000, text_.begin() + 1030);  // 39
+  }
+  int calls = 0;
+  o.candidate_blocks = [&](std::span<uint8_t> block) -> Result<size_t> {
+    ++calls;
+    return block.size();
+  };
+  auto r = Evaluate(tf, text_, o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->ppl_ratio, 1.0);
+  EXPECT_EQ(r->kl_max, 0.0);
+  EXPECT_EQ(r->top1_agreement, 1.0);
+  EXPECT_EQ(r->greedy_identical, 1.0);
+  // ctx 64 = 4 blocks per window; 39-token prompts restore 2 blocks.
+  EXPECT_EQ(calls, 4 * 4 + 2 * 2);
+  EXPECT_EQ(r->candidate.stored_bytes_per_token,
+            r->candidate.kv_bytes_per_token);
+  EXPECT_EQ(r->stored_bytes_ratio, 1.0);
+  EXPECT_EQ(r->baseline.stored_bytes_per_token, 0.0);
+}
+
+// A lossy transform (f16 values with the low 7 of their 10 mantissa bits
+// cleared) is measured like a lossy KV type, and what it says it stored is
+// reported against the baseline's bytes.
+TEST_F(EvalTest, LossyBlockTransformIsMeasured) {
+  Transformer tf(*model_);
+  EvalOptions o = SmallOptions(*model_, text_);
+  o.candidate_blocks = [&](std::span<uint8_t> block) -> Result<size_t> {
+    for (size_t i = 0; i + 1 < block.size(); i += 2) block[i] &= 0x80;
+    return block.size() / 4;
+  };
+  auto r = Evaluate(tf, text_, o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_NE(r->ppl_ratio, 1.0);
+  EXPECT_GT(r->kl_mean, 0.0);
+  EXPECT_LT(r->top1_agreement, 1.0);
+  EXPECT_EQ(r->kv_bytes_ratio, 1.0);  // the pool's format is unchanged
+  EXPECT_EQ(r->stored_bytes_ratio, 0.25);
+}
+
 TEST_F(EvalTest, ZeroWindowsScoresAllThatFit) {
   Transformer tf(*model_);
   EvalOptions o = SmallOptions(*model_, text_);

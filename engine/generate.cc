@@ -26,7 +26,8 @@ double GenerateResult::decode_tokens_per_s() const {
 Status CheckKvFormat(const kernels::KvFormat& format,
                      const ModelConfig& config) {
   for (const kernels::KvType t : {format.k, format.v}) {
-    const std::string why = kernels::KvFormatSupports(t, size_t(config.head_dim));
+    const std::string why =
+        kernels::KvFormatSupports(t, size_t(config.head_dim));
     if (!why.empty()) return Status::InvalidArgument(why);
   }
   return Status::OK();
@@ -56,8 +57,22 @@ Result<GenerateResult> Generate(Transformer& transformer,
   std::vector<int32_t> history(prompt.begin(), prompt.end());
 
   auto start = std::chrono::steady_clock::now();
-  KV_RETURN_IF_ERROR(
-      transformer.Forward(prompt, 0, kv, /*all_logits=*/false, logits.data()));
+  int restored = 0;  // positions of the prefix passed through the transform
+  if (options.prefix_transform) {
+    const int b = kv.layout().block_tokens;
+    restored = (static_cast<int>(prompt.size()) - 1) / b * b;
+  }
+  if (restored > 0) {
+    KV_RETURN_IF_ERROR(transformer.Forward(prompt.first(size_t(restored)), 0,
+                                           kv, /*all_logits=*/false,
+                                           logits.data()));
+    KV_RETURN_IF_ERROR(
+        kv.TransformFilledBlocks(0, restored, options.prefix_transform)
+            .status());
+  }
+  KV_RETURN_IF_ERROR(transformer.Forward(prompt.subspan(size_t(restored)),
+                                         restored, kv, /*all_logits=*/false,
+                                         logits.data()));
   result.prefill_seconds = SecondsSince(start);
 
   start = std::chrono::steady_clock::now();
@@ -79,13 +94,12 @@ Result<GenerateResult> Generate(Transformer& transformer,
 }
 
 Result<PerplexityResult> Perplexity(Transformer& transformer,
-                                    std::span<const int32_t> text_ids,
-                                    int ctx, int max_windows,
+                                    std::span<const int32_t> text_ids, int ctx,
+                                    int max_windows,
                                     kernels::KvFormat kv_format,
                                     const ProgressCallback& progress) {
   if (ctx < 2) return Status::InvalidArgument("perplexity: ctx must be >= 2");
-  KV_RETURN_IF_ERROR(
-      CheckKvFormat(kv_format, transformer.model().config()));
+  KV_RETURN_IF_ERROR(CheckKvFormat(kv_format, transformer.model().config()));
   const size_t per_window = ctx - 1;
   int windows = static_cast<int>(text_ids.size() / per_window);
   if (max_windows > 0) windows = std::min(windows, max_windows);

@@ -14,23 +14,29 @@
 #include <vector>
 
 #include "base/status.h"
+#include "engine/kv_cache.h"
 #include "engine/sampler.h"
 #include "engine/transformer.h"
 
 namespace kvstash {
 
 struct GenerateOptions {
-  int n_predict = 128;       // tokens to generate at most
-  bool stop_at_eos = true;   // end early when the model emits EOS
+  int n_predict = 128;          // tokens to generate at most
+  bool stop_at_eos = true;      // end early when the model emits EOS
   kernels::KvFormat kv_format;  // the types K and V are kept in
   SamplerOptions sampling;
+  // Empty: none. Else the prompt is computed as a server computes a prompt
+  // whose prefix it restored from a tier: its full blocks before the last
+  // token first, then those blocks pass through the transform, then the
+  // rest of the prompt; generated tokens' blocks are not transformed.
+  BlockTransform prefix_transform;
 };
 
 struct GenerateResult {
   std::vector<int32_t> prompt_ids;
   std::vector<int32_t> gen_ids;
   double prefill_seconds = 0;
-  double decode_seconds = 0;   // total over gen_ids.size() - 1 decode steps
+  double decode_seconds = 0;  // total over gen_ids.size() - 1 decode steps
   double prefill_tokens_per_s() const;
   double decode_tokens_per_s() const;
 };
@@ -46,10 +52,10 @@ Result<GenerateResult> Generate(Transformer& transformer,
                                 const TokenCallback& on_token);
 
 struct PerplexityResult {
-  double nll = 0;     // mean negative log-likelihood, nats per token
-  double ppl = 0;     // exp(nll)
-  double top1 = 0;    // fraction of tokens that were the argmax
-  int64_t tokens = 0; // predicted tokens scored
+  double nll = 0;      // mean negative log-likelihood, nats per token
+  double ppl = 0;      // exp(nll)
+  double top1 = 0;     // fraction of tokens that were the argmax
+  int64_t tokens = 0;  // predicted tokens scored
   int windows = 0;
 };
 
@@ -62,13 +68,14 @@ using ProgressCallback = std::function<void(int done, int total)>;
 // kept as `kv_format`. InvalidArgument when ctx < 2, there is not one full
 // window, or the model's heads cannot be stored in `kv_format`.
 Result<PerplexityResult> Perplexity(Transformer& transformer,
-                                    std::span<const int32_t> text_ids,
-                                    int ctx, int max_windows,
+                                    std::span<const int32_t> text_ids, int ctx,
+                                    int max_windows,
                                     kernels::KvFormat kv_format,
                                     const ProgressCallback& progress);
 
 // OK when the heads of `config` can be stored in `format`, else
 // InvalidArgument naming the type and why.
-Status CheckKvFormat(const kernels::KvFormat& format, const ModelConfig& config);
+Status CheckKvFormat(const kernels::KvFormat& format,
+                     const ModelConfig& config);
 
 }  // namespace kvstash

@@ -9,8 +9,8 @@ LocalKvCache::LocalKvCache(const kernels::BlockLayout& layout, int capacity)
     : layout_(layout), capacity_(capacity) {
   KV_CHECK_MSG(layout.Check().empty(), layout.Check().c_str());
   KV_CHECK(capacity > 0);
-  const int n_blocks = (capacity + layout.block_tokens - 1) /
-                       layout.block_tokens;
+  const int n_blocks =
+      (capacity + layout.block_tokens - 1) / layout.block_tokens;
   arena_ = std::make_unique<uint8_t[]>(size_t(n_blocks) * layout.block_bytes());
   blocks_.resize(size_t(n_blocks));
   for (int i = 0; i < n_blocks; ++i) blocks_[size_t(i)] = i;
@@ -21,9 +21,9 @@ LocalKvCache::LocalKvCache(const kernels::BlockLayout& layout, int capacity)
 
 LocalKvCache::LocalKvCache(int n_layers, int n_kv_heads, int head_dim,
                            int capacity, kernels::KvFormat format)
-    : LocalKvCache(kernels::BlockLayout{n_layers, n_kv_heads, head_dim, 16,
-                                        format},
-                   capacity) {}
+    : LocalKvCache(
+          kernels::BlockLayout{n_layers, n_kv_heads, head_dim, 16, format},
+          capacity) {}
 
 LocalKvCache::~LocalKvCache() = default;
 
@@ -49,6 +49,21 @@ void LocalKvCache::Read(int layer, int kv_head, int n,
                         std::vector<kernels::KvRun>* runs) const {
   KV_DCHECK(n > 0 && n <= capacity_);
   view_->Read(layer, kv_head, n, runs);
+}
+
+Result<size_t> LocalKvCache::TransformFilledBlocks(
+    int before, int after, const BlockTransform& transform) {
+  KV_CHECK(0 <= before && before <= after && after <= capacity_);
+  const size_t bytes = layout_.block_bytes();
+  size_t stored = 0;
+  for (int b = before / layout_.block_tokens; b < after / layout_.block_tokens;
+       ++b) {
+    KV_ASSIGN_OR_RETURN(
+        const size_t n,
+        transform({arena_.get() + size_t(blocks_[size_t(b)]) * bytes, bytes}));
+    stored += n;
+  }
+  return stored;
 }
 
 }  // namespace kvstash

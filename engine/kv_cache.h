@@ -20,9 +20,12 @@
 // computed here gives the same bits as in the server.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
+#include "base/status.h"
 #include "kernels/attention.h"
 #include "kernels/block_layout.h"
 #include "kernels/kv_format.h"
@@ -72,6 +75,12 @@ class KvView {
 class PagedKvView;
 struct KvResidual;
 
+// Rewrites one full block in place (the bytes of BlockLayout: all layers, K
+// and V) as a store would give it back, and returns the bytes it was stored
+// as: e.g. a tier codec's encode + decode (apps/ wires store/kv_codec.h),
+// so that tools can measure what a lossy store costs.
+using BlockTransform = std::function<Result<size_t>(std::span<uint8_t> block)>;
+
 // One sequence's K/V in a private arena of ceil(capacity / block_tokens)
 // blocks of `layout`. Writes to distinct (layer, pos) may run concurrently;
 // otherwise thread-compatible.
@@ -97,6 +106,14 @@ class LocalKvCache final : public KvView {
   void Seal(int layer, int begin, int end) override;
   void Read(int layer, int kv_head, int n,
             std::vector<kernels::KvRun>* runs) const override;
+
+  // Applies `transform` to each block that is full at `after` positions but
+  // was not at `before` (blocks [before / B, after / B)), as if those blocks
+  // had been written to a store and read back; returns the bytes they were
+  // stored as. Call between forward passes. REQUIRES: 0 <= before <= after
+  // <= capacity().
+  Result<size_t> TransformFilledBlocks(int before, int after,
+                                       const BlockTransform& transform);
 
  private:
   kernels::BlockLayout layout_;

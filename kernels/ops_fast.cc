@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "base/check.h"
+#include "kernels/dtype.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/ops_fast.cc"
@@ -109,6 +110,46 @@ void SiluMulImpl(float* gate, const float* up, size_t n) {
   });
 }
 
+// Highway emulates f16 conversions on x86 targets without F16C (SSE4,
+// SSSE3) and on the scalar target, without infinities, NaN or
+// round-to-nearest-even; those targets convert element by element.
+#undef KVSTASH_F16_BY_ELEMENT
+#if (HWY_ARCH_X86 && HWY_TARGET > HWY_AVX2) || HWY_TARGET == HWY_SCALAR || \
+    HWY_TARGET == HWY_EMU128
+#define KVSTASH_F16_BY_ELEMENT 1
+#else
+#define KVSTASH_F16_BY_ELEMENT 0
+#endif
+
+void F16RowToF32Impl(const uint16_t* h, size_t n, float* out) {
+#if KVSTASH_F16_BY_ELEMENT
+  for (size_t i = 0; i < n; ++i) out[i] = F16ToF32(h[i]);
+#else
+  const auto* p = reinterpret_cast<const hwy::float16_t*>(h);
+  ForEachVector(
+      n, [&](size_t i, auto part) { Store(part, Load(part, p + i), out + i); });
+#endif
+}
+
+void F32RowToF16Impl(const float* x, size_t n, uint16_t* out) {
+#if KVSTASH_F16_BY_ELEMENT
+  for (size_t i = 0; i < n; ++i) out[i] = F32ToF16(x[i]);
+#else
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  auto* p = reinterpret_cast<hwy::float16_t*>(out);
+  ForEachVector(n, [&](size_t i, auto part) {
+    const auto h = hn::DemoteTo(dh, Load(part, x + i));
+    if constexpr (std::is_same_v<decltype(part), Full>) {
+      hn::StoreU(h, dh, p + i);
+    } else {
+      HWY_ALIGN hwy::float16_t buf[HWY_LANES(float)];
+      hn::Store(h, dh, buf);
+      std::memcpy(p + i, buf, part.n * sizeof(uint16_t));
+    }
+  });
+#endif
+}
+
 }  // namespace kvstash::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -118,6 +159,8 @@ namespace kvstash::kernels {
 HWY_EXPORT(RmsNormImpl);
 HWY_EXPORT(RopeImpl);
 HWY_EXPORT(SiluMulImpl);
+HWY_EXPORT(F16RowToF32Impl);
+HWY_EXPORT(F32RowToF16Impl);
 
 void RmsNormFast(const float* x, const float* weight, size_t n, float eps,
                  float* out) {
@@ -147,6 +190,14 @@ void RopeFast(float* x, size_t n_heads, size_t head_dim, size_t rot_dims,
 
 void SiluMulFast(float* gate, const float* up, size_t n) {
   HWY_DYNAMIC_DISPATCH(SiluMulImpl)(gate, up, n);
+}
+
+void F16RowToF32Fast(const uint16_t* h, size_t n, float* out) {
+  HWY_DYNAMIC_DISPATCH(F16RowToF32Impl)(h, n, out);
+}
+
+void F32RowToF16Fast(const float* x, size_t n, uint16_t* out) {
+  HWY_DYNAMIC_DISPATCH(F32RowToF16Impl)(x, n, out);
 }
 
 }  // namespace kvstash::kernels

@@ -10,9 +10,13 @@
 //   SiluMulFast: exp from Highway (<= 1 ulp off std::exp); relative error
 //     <= 8 * 2^-24 more than the reference's. Where exp(-x) overflows (x below
 //     about -88.7) both give -0 or a value below 1e-36 in magnitude.
+//   F16RowToF32Fast, F32RowToF16Fast: bit-identical to F16ToF32 / F32ToF16
+//     (kernels/dtype.h) element by element (exact widening; narrowing rounds
+//     to nearest even, with infinities, NaN and subnormals).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels/ops.h"
 
@@ -44,5 +48,9 @@ void RopeFast(float* x, size_t n_heads, size_t head_dim, size_t rot_dims,
 
 // gate[i] = silu(gate[i]) * up[i], in place.
 void SiluMulFast(float* gate, const float* up, size_t n);
+
+// IEEE half rows to and from f32 (the f16 KV type's rows), n elements.
+void F16RowToF32Fast(const uint16_t* h, size_t n, float* out);
+void F32RowToF16Fast(const float* x, size_t n, uint16_t* out);
 
 }  // namespace kvstash::kernels

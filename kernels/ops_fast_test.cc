@@ -2,11 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "hwy/tests/hwy_gtest.h"
+#include "kernels/dtype.h"
 #include "kernels/ops.h"
 #include "kernels/test_util.h"
 
@@ -109,6 +111,64 @@ TEST_P(OpsFastTest, SiluMulMatchesReference) {
       // Where exp(-x) nears overflow, silu(x) is below 1e-36 in magnitude.
       EXPECT_NEAR(fast[i], ref[i], 8 * kU * std::fabs(ref[i]) + 1e-36)
           << "gate " << gate0[i];
+    }
+  }
+}
+
+bool IsF16Nan(uint16_t h) { return (h & 0x7C00) == 0x7C00 && (h & 0x3FF) != 0; }
+
+// Every half: widened exactly as F16ToF32 does (NaNs stay NaNs).
+TEST_P(OpsFastTest, F16RowToF32EqualsScalarForEveryHalf) {
+  std::vector<uint16_t> h(65536 + 3);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = uint16_t(i);
+  std::vector<float> out(h.size() + 1, 7.0f);
+  F16RowToF32Fast(h.data(), h.size(), out.data());
+  EXPECT_EQ(out[h.size()], 7.0f) << "wrote past out";
+  for (size_t i = 0; i < h.size(); ++i) {
+    const float want = F16ToF32(h[i]);
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(out[i])) << i;
+    } else {
+      EXPECT_EQ(std::bit_cast<uint32_t>(out[i]), std::bit_cast<uint32_t>(want))
+          << i;
+    }
+  }
+}
+
+// Floats around every rounding boundary of halves (each half's value, the
+// midpoints to its neighbours and one ulp either side), subnormals,
+// overflow, infinities and NaN: narrowed exactly as F32ToF16 does.
+TEST_P(OpsFastTest, F32RowToF16EqualsScalar) {
+  std::vector<float> x;
+  for (uint32_t i = 0; i < 0x7C00; i += 3) {
+    const float v = F16ToF32(uint16_t(i));
+    const float next = F16ToF32(uint16_t(i + 1));
+    const float mid = v + (next - v) / 2;
+    for (const float f :
+         {v, mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e30f)}) {
+      x.push_back(f);
+      x.push_back(-f);
+    }
+  }
+  for (const float f : {65504.0f, 65519.0f, 65520.0f, 1e9f, INFINITY, NAN,
+                        0x1p-25f, 0x1p-26f, 1e-30f, -0.0f}) {
+    x.push_back(f);
+    x.push_back(-f);
+  }
+  std::mt19937 rng(53);
+  for (const float f : RandomFloats(rng, 1001, -70000.0f, 70000.0f)) {
+    x.push_back(f);
+    x.push_back(f * 1e-6f);
+  }
+  std::vector<uint16_t> out(x.size() + 1, 0x1234);
+  F32RowToF16Fast(x.data(), x.size(), out.data());
+  EXPECT_EQ(out[x.size()], 0x1234) << "wrote past out";
+  for (size_t i = 0; i < x.size(); ++i) {
+    const uint16_t want = F32ToF16(x[i]);
+    if (IsF16Nan(want)) {
+      EXPECT_TRUE(IsF16Nan(out[i])) << i;
+    } else {
+      ASSERT_EQ(out[i], want) << i << ": " << x[i];
     }
   }
 }

@@ -7,11 +7,11 @@ namespace kvstash::kvcache {
 namespace {
 // Versions the encoding below: change it whenever the encoding changes, so
 // that names from an older encoding can never be mistaken for current ones.
-constexpr std::string_view kDomainTag = "kvstash-kv-v2";
+constexpr std::string_view kDomainTag = "kvstash-kv-v3";
 }  // namespace
 
 Hash128 RootHash(const Hash128& model_identity, const BlockLayout& layout,
-                 std::string_view salt) {
+                 store::Codec codec, std::string_view salt) {
   Hasher128 h;
   h.Add(kDomainTag).Add(model_identity);
   h.AddU32(uint32_t(layout.n_layers))
@@ -23,15 +23,17 @@ Hash128 RootHash(const Hash128& model_identity, const BlockLayout& layout,
   // Every parameter that changes a quantized block's bytes: the scale group,
   // the packing stripe and the rotation (the domain tag versions the
   // formulas of kernels/kv_format.h themselves).
-  for (const kernels::KvSide side : {kernels::KvSide::kK, kernels::KvSide::kV}) {
+  for (const kernels::KvSide side :
+       {kernels::KvSide::kK, kernels::KvSide::kV}) {
     const kernels::KvType t = layout.kv.type(side);
     h.AddU32(uint32_t(kernels::KvGroupSize(size_t(layout.head_dim))))
-        .AddU32(kernels::KvIsFloat(t) ? 0u
-                                      : uint32_t(kernels::KvPackStripe(
-                                            kernels::KvBits(t),
-                                            size_t(layout.head_dim))))
+        .AddU32(kernels::KvIsFloat(t)
+                    ? 0u
+                    : uint32_t(kernels::KvPackStripe(kernels::KvBits(t),
+                                                     size_t(layout.head_dim))))
         .AddU32(uint32_t(kernels::KvRotated(t)));
   }
+  h.AddU32(uint32_t(codec));
   h.AddU64(salt.size()).Add(salt);
   return h.Finish();
 }

@@ -25,8 +25,10 @@ BlockLayout TestLayout(KvFormat kv = {}) {
   return l;
 }
 
+constexpr store::Codec kRaw = store::Codec::kRaw;
+
 Hash128 ModelRoot(std::string_view salt) {
-  return RootHash(HashBytes("model", 5), TestLayout(), salt);
+  return RootHash(HashBytes("model", 5), TestLayout(), kRaw, salt);
 }
 
 std::vector<int32_t> Tokens16() {
@@ -46,34 +48,37 @@ std::string ChainHex(std::string_view salt) {
 // Pins the canonical encoding: a change here invalidates every stored block.
 TEST(BlockHashTest, GoldenValues) {
   const Hash128 root = ModelRoot("");
-  EXPECT_EQ(root.Hex(), "d76da4dfc113cc3cd5755c3290217cdc");
+  EXPECT_EQ(root.Hex(), "d8dd7134710fdb90a98c8ae4a8f229d0");
   EXPECT_EQ(BlockHash(root, Tokens16()).Hex(),
-            "2a18859273094df09e1557e63ebbad81");
+            "96361638a915d64be9074bdbd9e8b475");
 }
 
 // The root names the K and V types and, per side, the scale group, the
 // packing stripe (0 for float types) and whether the head is rotated.
 TEST(BlockHashTest, RootEncodesTheLittleEndianFields) {
   Hasher128 h;
-  h.Add(std::string_view("kvstash-kv-v2")).Add(HashBytes("model", 5));
+  h.Add(std::string_view("kvstash-kv-v3")).Add(HashBytes("model", 5));
   h.AddU32(2).AddU32(2).AddU32(8).AddU32(16);
-  h.AddU32(1).AddU32(1);  // K f16, V f16
+  h.AddU32(1).AddU32(1);            // K f16, V f16
   h.AddU32(8).AddU32(0).AddU32(0);  // K: group 8, not packed, not rotated
   h.AddU32(8).AddU32(0).AddU32(0);  // V
+  h.AddU32(0);                      // tier codec none
   h.AddU64(3).Add(std::string_view("abc"));
   EXPECT_EQ(ModelRoot("abc"), h.Finish());
 
   // K q4h: 4-bit codes in stripes of 4 (4 * 2 codes per 8 dims), rotated;
   // V kivi2: 2-bit codes in stripes of 2 (2 * 4 per 8 dims).
   Hasher128 q;
-  q.Add(std::string_view("kvstash-kv-v2")).Add(HashBytes("model", 5));
+  q.Add(std::string_view("kvstash-kv-v3")).Add(HashBytes("model", 5));
   q.AddU32(2).AddU32(2).AddU32(8).AddU32(16);
   q.AddU32(uint32_t(KvType::kQ4H)).AddU32(uint32_t(KvType::kKivi2));
   q.AddU32(8).AddU32(4).AddU32(1);
   q.AddU32(8).AddU32(2).AddU32(0);
+  q.AddU32(1);  // tier codec zstd
   q.AddU64(0);
   EXPECT_EQ(RootHash(HashBytes("model", 5),
-                     TestLayout({KvType::kQ4H, KvType::kKivi2}), ""),
+                     TestLayout({KvType::kQ4H, KvType::kKivi2}),
+                     store::Codec::kZstd, ""),
             q.Finish());
 }
 
@@ -93,14 +98,24 @@ TEST(BlockHashTest, SaltModelAndLayoutSeparateNamespaces) {
   EXPECT_NE(ModelRoot("tenant-a"), ModelRoot(""));
   EXPECT_NE(ModelRoot("tenant-a"), ModelRoot("tenant-b"));
   EXPECT_NE(ChainHex("tenant-a"), ChainHex(""));
-  EXPECT_NE(RootHash(HashBytes("other", 5), TestLayout(), ""), ModelRoot(""));
+  EXPECT_NE(RootHash(HashBytes("other", 5), TestLayout(), kRaw, ""),
+            ModelRoot(""));
+  // Each tier codec is its own namespace: a cachegen block (lossy) is never
+  // looked up as a raw one.
+  EXPECT_NE(RootHash(HashBytes("model", 5), TestLayout(),
+                     store::Codec::kCacheGen, ""),
+            ModelRoot(""));
+  EXPECT_NE(
+      RootHash(HashBytes("model", 5), TestLayout(), store::Codec::kZstd, ""),
+      RootHash(HashBytes("model", 5), TestLayout(), store::Codec::kCacheGen,
+               ""));
   // Every pair of K and V types is its own namespace (K q8 + V q4h is not
   // K q4h + V q8): a block is never read as another type's bytes.
   std::vector<Hash128> roots;
   for (int k = 0; k < kernels::kKvTypeCount; ++k) {
     for (int v = 0; v < kernels::kKvTypeCount; ++v) {
       roots.push_back(RootHash(HashBytes("model", 5),
-                               TestLayout({KvType(k), KvType(v)}), ""));
+                               TestLayout({KvType(k), KvType(v)}), kRaw, ""));
     }
   }
   for (size_t i = 0; i < roots.size(); ++i) {
@@ -113,7 +128,7 @@ TEST(BlockHashTest, SaltModelAndLayoutSeparateNamespaces) {
             ModelRoot(""));
   BlockLayout b32 = TestLayout();
   b32.block_tokens = 32;
-  EXPECT_NE(RootHash(HashBytes("model", 5), b32, ""), ModelRoot(""));
+  EXPECT_NE(RootHash(HashBytes("model", 5), b32, kRaw, ""), ModelRoot(""));
 }
 
 TEST(BlockHashTest, ChainDependsOnEveryToken) {

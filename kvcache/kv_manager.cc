@@ -78,11 +78,12 @@ int PrefixHit::total() const {
 // the lock). Every helper requires `mu` held.
 struct KvManager::State {
   State(const BlockLayout& layout, std::unique_ptr<BlockPool> pool,
-        std::vector<TierOptions> tier_options)
+        std::vector<TierOptions> tier_options, store::Codec codec)
       : layout(layout),
         pool(std::move(pool)),
         index(this->pool.get()),
-        tiers(std::move(tier_options)) {
+        tiers(std::move(tier_options)),
+        codec(codec) {
     for (const TierOptions& t : tiers) {
       TierCounters c;
       c.name = std::string(t.tier->name());
@@ -161,6 +162,7 @@ struct KvManager::State {
   uint64_t cow_copies = 0;
 
   const std::vector<TierOptions> tiers;
+  const store::Codec codec;  // of the objects written to and read from tiers
   std::vector<TierCounters> tier_counters;  // guarded by mu, name/policy fixed
   LoadObserver load_observer;               // set before any Prefetch
 };
@@ -225,9 +227,8 @@ bool KvManager::State::PrivatizeLastBlock(SequenceKv* seq) {
   const Hash128 hash = seq->chain.back();
   seq->chain.pop_back();
   seq->indexed.pop_back();
-  const BlockId copy = kernels::KvHasResidual(layout.kv)
-                           ? BlockId{-1}
-                           : AllocateEvicting();
+  const BlockId copy =
+      kernels::KvHasResidual(layout.kv) ? BlockId{-1} : AllocateEvicting();
   if (copy >= 0) {
     std::memcpy(pool->data(copy), pool->data(shared), pool->block_bytes());
     seq->blocks.back() = copy;
@@ -296,13 +297,15 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
     reads.pop_front();
     for (size_t j = 0; j < objects.size(); ++j, ++i) {
       if (!objects[j]) return i;
-      Result<store::ObjectView> view =
-          store::DecodeVerifiedObject(*objects[j], root, keys[i], layout);
-      if (!view.ok() || view->payload.size() != pool->block_bytes()) {
+      Result<store::ObjectView> view = store::DecodeVerifiedObject(
+          *objects[j], root, keys[i], layout, codec);
+      if (!view.ok() || view->header.token_count != block_tokens() ||
+          !store::DecodeObjectBlocks(
+               *view, layout,
+               std::span<uint8_t>(pool->data(blocks[i]), pool->block_bytes()))
+               .ok()) {
         return i;
       }
-      std::memcpy(pool->data(blocks[i]), view->payload.data(),
-                  view->payload.size());
       for (size_t u = 0; u < t; ++u) {
         // A refused write is counted by that tier (dropped_writes).
         if (promote_to >> u & 1) (void)tiers[u].tier->Put(keys[i], *objects[j]);
@@ -319,7 +322,8 @@ void KvManager::State::WriteBehind(const Hash128& root,
   for (const PendingWrite& w : writes) {
     std::vector<uint8_t> object = store::EncodeObject(
         root, w.parent, w.key, layout, uint32_t(layout.block_tokens),
-        std::span<const uint8_t>(pool->data(w.block), pool->block_bytes()));
+        std::span<const uint8_t>(pool->data(w.block), pool->block_bytes()),
+        codec);
     for (size_t t = 0; t < tiers.size(); ++t) {
       if ((w.tiers >> t & 1) == 0) continue;
       const bool last = (w.tiers >> (t + 1)) == 0;
@@ -346,17 +350,23 @@ Result<std::unique_ptr<KvManager>> KvManager::Create(
         " bytes is below one block of " + std::to_string(block_bytes));
   }
   KV_RETURN_IF_ERROR(CheckTiers(options.tiers));
+  const std::string codec_why =
+      store::CodecSupports(options.tier_codec, options.layout);
+  if (!codec_why.empty()) {
+    return Status::InvalidArgument("kv cache: " + codec_why);
+  }
   KV_ASSIGN_OR_RETURN(
       std::unique_ptr<BlockPool> pool,
       BlockPool::Create(block_bytes, BlockId(n_blocks), options.prefault));
-  return std::unique_ptr<KvManager>(new KvManager(
-      std::make_unique<State>(options.layout, std::move(pool), options.tiers)));
+  return std::unique_ptr<KvManager>(new KvManager(std::make_unique<State>(
+      options.layout, std::move(pool), options.tiers, options.tier_codec)));
 }
 
 KvManager::KvManager(std::unique_ptr<State> state) : state_(std::move(state)) {}
 KvManager::~KvManager() = default;
 
 const BlockLayout& KvManager::layout() const { return state_->layout; }
+store::Codec KvManager::tier_codec() const { return state_->codec; }
 
 uint8_t* KvManager::BlockData(BlockId id) const {
   KV_DCHECK(id >= 0 && id < state_->pool->capacity());

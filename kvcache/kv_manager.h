@@ -27,8 +27,9 @@
 //            blocks); a kOnSecondUse tier gets it when an Admit maps it from
 //            DRAM. A block loaded from tier t is also queued to the tiers
 //            above t that follow kOnCommit (a Redis hit fills the local disk).
-// Objects are verified on load (checksum, namespace root, key, layout); a
-// bad or missing object ends the load there and its tokens are recomputed.
+// Objects are verified on load (checksum, namespace root, key, layout,
+// codec) and decoded by the tier codec; a bad or missing object ends the load
+// there and its tokens are recomputed.
 //
 // Facts that hold (checked by Validate):
 //   - used + cached + free = capacity, where used = blocks referenced by a
@@ -60,6 +61,7 @@
 #include "base/hash.h"
 #include "base/status.h"
 #include "kernels/block_layout.h"
+#include "store/kv_codec.h"
 #include "store/tier.h"
 
 namespace kvstash::kvcache {
@@ -92,6 +94,10 @@ struct KvManagerOptions {
   bool prefault = true;
   // The tiers below DRAM, searched in this order (at most kMaxTiers).
   std::vector<TierOptions> tiers;
+  // How blocks are encoded in tier objects (store/kv_codec.h); part of the
+  // namespace: pass it to RootHash. InvalidArgument at Create when it cannot
+  // code the layout's KV types.
+  store::Codec tier_codec = store::Codec::kRaw;
 };
 
 // One sequence's view of the cache. Owned by the caller (one per running
@@ -149,6 +155,7 @@ class KvManager {
   ~KvManager();
 
   const BlockLayout& layout() const;
+  store::Codec tier_codec() const;
   // Start of a block's bytes ([layer][K|V][kv_head][token][head_dim]).
   uint8_t* BlockData(BlockId id) const;
 

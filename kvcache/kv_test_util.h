@@ -50,7 +50,8 @@ inline SequenceKv Seq(const Hash128& root) {
 }
 
 inline Hash128 Root(std::string_view salt, kernels::KvFormat kv = {}) {
-  return RootHash(HashBytes("model", 5), SmallLayout(kv), salt);
+  return RootHash(HashBytes("model", 5), SmallLayout(kv), store::Codec::kRaw,
+                  salt);
 }
 
 inline std::vector<int32_t> Range(int32_t first, int n) {

@@ -9,6 +9,7 @@ $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends \
   g++ cmake ninja-build pkg-config \
   libhwy-dev libcli11-dev nlohmann-json3-dev libpcre2-dev libxxhash-dev \
-  libcpp-httplib-dev libhiredis-dev liburing-dev libssl-dev redis-server \
+  libcpp-httplib-dev libhiredis-dev liburing-dev libssl-dev libzstd-dev \
+  redis-server \
   redis-tools \
   libgtest-dev libgmock-dev

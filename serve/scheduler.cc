@@ -169,7 +169,8 @@ Scheduler::~Scheduler() {
 }
 
 Hash128 Scheduler::RootFor(const std::string& salt) const {
-  return kvcache::RootHash(model_.identity(), kv_.layout(), salt);
+  return kvcache::RootHash(model_.identity(), kv_.layout(), kv_.tier_codec(),
+                           salt);
 }
 
 Result<std::shared_ptr<RequestHandle>> Scheduler::Submit(

@@ -102,11 +102,17 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
                                   const Hash128& parent, const Hash128& key,
                                   const kernels::BlockLayout& layout,
                                   uint32_t token_count,
-                                  std::span<const uint8_t> payload) {
+                                  std::span<const uint8_t> blocks,
+                                  Codec codec) {
   KV_CHECK(layout.Check().empty());
   KV_CHECK(token_count > 0 && token_count % uint32_t(layout.block_tokens) == 0);
-  KV_CHECK(payload.size() ==
+  KV_CHECK(blocks.size() ==
            token_count / uint32_t(layout.block_tokens) * layout.block_bytes());
+  const std::vector<uint8_t> encoded =
+      codec == Codec::kRaw ? std::vector<uint8_t>()
+                           : EncodePayload(codec, layout, blocks);
+  const std::span<const uint8_t> payload =
+      codec == Codec::kRaw ? blocks : std::span<const uint8_t>(encoded);
 
   std::vector<uint8_t> out(kObjectHeaderBytes + payload.size(), 0);
   uint8_t* h = out.data();
@@ -121,7 +127,7 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
   PutU32(h + kBlockTokensAt, uint32_t(layout.block_tokens));
   h[kKTypeAt] = uint8_t(layout.kv.k);
   h[kVTypeAt] = uint8_t(layout.kv.v);
-  h[kCodecAt] = uint8_t(Codec::kRaw);
+  h[kCodecAt] = uint8_t(codec);
   PutU64(h + kPayloadBytesAt, payload.size());
   PutHash(h + kParentAt, parent);
   if (!payload.empty()) {
@@ -240,7 +246,7 @@ namespace {
 // The checks DecodeObject adds to parsing: `view` is the object expected.
 Result<ObjectView> Expect(ObjectView view, const Hash128& fingerprint,
                           const Hash128& key,
-                          const kernels::BlockLayout& layout) {
+                          const kernels::BlockLayout& layout, Codec codec) {
   const ObjectHeader& h = view.header;
   if (h.fingerprint != fingerprint) {
     return Mismatch(
@@ -264,10 +270,19 @@ Result<ObjectView> Expect(ObjectView view, const Hash128& fingerprint,
     return Mismatch("kv types", kernels::KvFormatName(h.layout.kv),
                     kernels::KvFormatName(layout.kv));
   }
-  if (h.codec != Codec::kRaw) {
+  if (!CodecKnown(uint8_t(h.codec))) {
     return Status::NotSupported("object codec " +
                                 std::to_string(unsigned(h.codec)) +
                                 " is not supported by this build");
+  }
+  if (h.codec != codec) {
+    return Mismatch("codec", CodecName(h.codec), CodecName(codec));
+  }
+  if (h.codec != Codec::kRaw) {
+    if (view.payload.empty()) {
+      return Status::Corruption("encoded object payload is empty");
+    }
+    return view;  // its length is checked by DecodeObjectBlocks
   }
   // The layout now equals the caller's, so block_bytes() cannot overflow.
   const uint64_t blocks = h.token_count / uint32_t(layout.block_tokens);
@@ -285,18 +300,32 @@ Result<ObjectView> Expect(ObjectView view, const Hash128& fingerprint,
 
 Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
                                 const Hash128& fingerprint, const Hash128& key,
-                                const kernels::BlockLayout& layout) {
+                                const kernels::BlockLayout& layout,
+                                Codec codec) {
   KV_ASSIGN_OR_RETURN(ObjectView view, ParseObject(bytes));
-  return Expect(view, fingerprint, key, layout);
+  return Expect(view, fingerprint, key, layout, codec);
 }
 
 Result<ObjectView> DecodeVerifiedObject(std::span<const uint8_t> bytes,
                                         const Hash128& fingerprint,
                                         const Hash128& key,
-                                        const kernels::BlockLayout& layout) {
+                                        const kernels::BlockLayout& layout,
+                                        Codec codec) {
   KV_ASSIGN_OR_RETURN(ObjectHeader header, ParseObjectHeader(bytes));
   return Expect(ObjectView{header, bytes.subspan(kObjectHeaderBytes)},
-                fingerprint, key, layout);
+                fingerprint, key, layout, codec);
+}
+
+Status DecodeObjectBlocks(const ObjectView& view,
+                          const kernels::BlockLayout& layout,
+                          std::span<uint8_t> blocks) {
+  const uint64_t n = view.header.token_count / uint32_t(layout.block_tokens);
+  if (blocks.size() != n * layout.block_bytes()) {
+    return Status::InvalidArgument("object of " + std::to_string(n) +
+                                   " blocks decoded into " +
+                                   std::to_string(blocks.size()) + " bytes");
+  }
+  return DecodePayload(view.header.codec, layout, view.payload, blocks);
 }
 
 }  // namespace kvstash::store

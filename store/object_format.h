@@ -10,7 +10,8 @@
 //       44   16  layout           n_layers, n_kv_heads, head_dim, block_tokens
 //       60    1  K type           kernels::KvType (0 f32, 1 f16, 2 bf16, 3 q8,
 //                                 4 q4, 5 q4h, 6 kivi2, 7 kivi4)
-//       61    1  codec            0 raw (see Codec)
+//       61    1  codec            0 raw, 1 zstd, 2 cachegen
+//                                 (store/kv_codec.h)
 //       62    1  V type           kernels::KvType
 //       63    1  reserved         zero
 //       64    8  payload length   bytes after the header
@@ -23,7 +24,8 @@
 //      109    3  reserved         zero
 //      112   16  MAC tag          over bytes [0, 112) || payload (zero:
 //                                 unsealed); see store/object_mac.h
-//      128       payload          raw: [block][layer][K|V][kv_head] runs
+//      128       payload          raw: [block][layer][K|V][kv_head] runs;
+//                                 else the codec's encoding of those bytes
 //
 // Versions: 2 added the parent key (a tier orders eviction along chains by
 // it); 3 the V type (compressed KV types, each side its own); 4 the MAC
@@ -68,16 +70,12 @@
 #include "base/hash.h"
 #include "base/status.h"
 #include "kernels/block_layout.h"
+#include "store/kv_codec.h"
 
 namespace kvstash::store {
 
 inline constexpr uint32_t kObjectFormatVersion = 4;
 inline constexpr size_t kObjectHeaderBytes = 128;
-
-// How the payload encodes the blocks. Values are part of the format.
-enum class Codec : uint8_t {
-  kRaw = 0,  // the blocks' bytes as laid out in the block pool
-};
 
 // How an object is authenticated (the MAC algorithm byte). Values are part
 // of the format.
@@ -110,15 +108,18 @@ struct ObjectView {
   std::span<const uint8_t> payload;
 };
 
-// Header + raw payload of the `token_count / layout.block_tokens` blocks in
-// `payload`, keyed by `key` and chained to `parent` (see the table).
-// REQUIRES (checked): layout.Check() is empty; token_count a positive multiple of block_tokens;
-// payload.size() == token_count / block_tokens * layout.block_bytes().
+// Header + payload of the `token_count / layout.block_tokens` blocks in
+// `blocks` (as the pool holds them), encoded by `codec`, keyed by `key` and
+// chained to `parent` (see the table).
+// REQUIRES (checked): layout.Check() and CodecSupports(codec, layout) are
+// empty; token_count a positive multiple of block_tokens;
+// blocks.size() == token_count / block_tokens * layout.block_bytes().
 std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
                                   const Hash128& parent, const Hash128& key,
                                   const kernels::BlockLayout& layout,
                                   uint32_t token_count,
-                                  std::span<const uint8_t> payload);
+                                  std::span<const uint8_t> blocks,
+                                  Codec codec = Codec::kRaw);
 
 // Checks the framing only (magic, version, reserved bytes, header values, and
 // that the payload length matches bytes.size()), not the checksum: cheap,
@@ -145,12 +146,15 @@ Result<ObjectView> ParseObject(std::span<const uint8_t> bytes);
 bool ObjectChecksumHolds(std::span<const uint8_t> bytes);
 
 // ParseObject, then refuses an object that is not the one expected:
-// InvalidArgument when the fingerprint, the key or any layout field differs,
-// NotSupported for an unknown codec, Corruption when a raw payload's length
-// is not whole blocks of the layout.
+// InvalidArgument when the fingerprint, the key, any layout field or the
+// codec differs, NotSupported for a codec this build does not know,
+// Corruption when a raw payload's length is not whole blocks of the layout
+// (or an encoded payload is empty). The payload stays encoded: see
+// DecodeObjectBlocks.
 Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
                                 const Hash128& fingerprint, const Hash128& key,
-                                const kernels::BlockLayout& layout);
+                                const kernels::BlockLayout& layout,
+                                Codec codec = Codec::kRaw);
 
 // DecodeObject without the checksum, for bytes whose checksum was just
 // verified (what a Tier's Get returns): the framing and identity checks
@@ -158,6 +162,14 @@ Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
 Result<ObjectView> DecodeVerifiedObject(std::span<const uint8_t> bytes,
                                         const Hash128& fingerprint,
                                         const Hash128& key,
-                                        const kernels::BlockLayout& layout);
+                                        const kernels::BlockLayout& layout,
+                                        Codec codec = Codec::kRaw);
+
+// The blocks of a view DecodeObject accepted, decoded by its codec into
+// `blocks` (token_count / block_tokens blocks of `layout`, else
+// InvalidArgument); Corruption when the payload does not decode to them.
+Status DecodeObjectBlocks(const ObjectView& view,
+                          const kernels::BlockLayout& layout,
+                          std::span<uint8_t> blocks);
 
 }  // namespace kvstash::store

@@ -159,7 +159,8 @@ TEST(ObjectFormatTest, ObjectOfAnotherNamespaceKeyOrLayoutIsRefused) {
   cases.push_back({"kv types", kFingerprint, kKey, m});
   for (const Case& c : cases) {
     for (const auto decode : {&DecodeObject, &DecodeVerifiedObject}) {
-      Result<ObjectView> v = decode(obj, c.fingerprint, c.key, c.layout);
+      Result<ObjectView> v =
+          decode(obj, c.fingerprint, c.key, c.layout, Codec::kRaw);
       ASSERT_FALSE(v.ok()) << c.field;
       EXPECT_EQ(v.status().code(), StatusCode::kInvalidArgument) << c.field;
       EXPECT_NE(v.status().message().find(c.field), std::string::npos)
@@ -227,8 +228,7 @@ TEST(ObjectFormatTest, BadHeaderValuesAreCorruption) {
   const Case cases[] = {
       {"magic", [](Bytes& b) { b[0] = 'X'; }, "magic"},
       {"version 1 (no parent)", [](Bytes& b) { PutU32(b, 4, 1); }, "version 1"},
-      {"version 2 (no V type)", [](Bytes& b) { PutU32(b, 4, 2); },
-       "version 2"},
+      {"version 2 (no V type)", [](Bytes& b) { PutU32(b, 4, 2); }, "version 2"},
       {"version 3 (no MAC)", [](Bytes& b) { PutU32(b, 4, 3); }, "version 3"},
       {"version 5", [](Bytes& b) { PutU32(b, 4, 5); }, "version 5"},
       {"reserved 1", [](Bytes& b) { b[63] = 1; }, "reserved"},

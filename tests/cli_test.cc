@@ -93,11 +93,11 @@ void ExpectOneLineError(const std::string& args, const std::string& needle) {
 TEST(CliTest, EvalJsonAgainstF16) {
   const std::string prompts = testing::TempDir("cli_eval") + "/prompts.txt";
   std::ofstream(prompts) << "Once upon a time\n\nTom had a red ball.\n";
-  Output o = RunKvstash(
-      "eval " + ModelFlags() + " --file " +
-      testing::SharedPath("data/tinystories_val.txt") +
-      " --ctx 64 --windows 2 --gen-prompts " + prompts +
-      " --gen-tokens 8 --kv-type-k kivi4 --kv-type-v q8 --json");
+  Output o =
+      RunKvstash("eval " + ModelFlags() + " --file " +
+                 testing::SharedPath("data/tinystories_val.txt") +
+                 " --ctx 64 --windows 2 --gen-prompts " + prompts +
+                 " --gen-tokens 8 --kv-type-k kivi4 --kv-type-v q8 --json");
   ASSERT_EQ(o.exit_code, 0) << o.out;
   const nlohmann::json j =
       nlohmann::json::parse(o.out.substr(o.out.find('{')), nullptr, false);
@@ -225,6 +225,56 @@ TEST(CliTest, TierFlagErrorsAreOneLine) {
                      "--disk-cache-gb");
   ExpectOneLineError("serve " + small + " --redis http://x", "redis://");
   ExpectOneLineError("bench tiers " + ModelFlags(), "disk cache directory");
+  ExpectOneLineError("serve " + small + " --tier-codec lz4", "--tier-codec");
+  ExpectOneLineError("serve " + small + " --kv-type q8 --disk-cache " +
+                         testing::TempDir("cli_flags3") +
+                         " --tier-codec cachegen",
+                     "float KV types");
+  ExpectOneLineError("eval " + ModelFlags() + " --file " +
+                         testing::SharedPath("data/tinystories_val.txt") +
+                         " --kv-type q8 --tier-codec cachegen",
+                     "--tier-codec");
+}
+
+// eval --tier-codec: the candidate's blocks pass through the codec's round
+// trip; what it stores is reported against the baseline's KV.
+TEST(CliTest, EvalThroughATierCodec) {
+  Output o = RunKvstash("eval " + ModelFlags() + " --file " +
+                        testing::SharedPath("data/tinystories_val.txt") +
+                        " --ctx 64 --windows 2 --tier-codec cachegen --json");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  const nlohmann::json j =
+      nlohmann::json::parse(o.out.substr(o.out.find('{')), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << o.out;
+  EXPECT_EQ(j["tier_codec"], "cachegen");
+  EXPECT_GT(j["kl_mean"].get<double>(), 0.0);
+  EXPECT_EQ(j["kv_bytes_ratio"].get<double>(), 1.0);
+  EXPECT_GT(j["stored_bytes_ratio"].get<double>(), 0.1);
+  EXPECT_LT(j["stored_bytes_ratio"].get<double>(), 0.5);
+}
+
+// bench codec: one row per codec, on the model's real KV.
+TEST(CliTest, BenchCodecJson) {
+  Output o = RunKvstash("bench codec " + ModelFlags() +
+                        " --prompt-tokens 128 --repeat 1 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  const nlohmann::json j =
+      nlohmann::json::parse(o.out.substr(o.out.find('{')), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << o.out;
+  EXPECT_EQ(j["objects"], 8);
+  ASSERT_EQ(j["codecs"].size(), 3u);
+  for (const nlohmann::json& row : j["codecs"]) {
+    EXPECT_TRUE(row["supported"].get<bool>()) << row;
+    EXPECT_GT(row["decode_bytes_per_s"]["median"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(j["codecs"][0]["codec"], "none");
+  EXPECT_LT(j["codecs"][2]["object_over_f16"].get<double>(), 0.5);
+  o = RunKvstash("bench codec " + ModelFlags() +
+                 " --prompt-tokens 128 --repeat 1 --kv-type q8 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  const nlohmann::json q =
+      nlohmann::json::parse(o.out.substr(o.out.find('{')), nullptr, false);
+  EXPECT_FALSE(q["codecs"][2]["supported"].get<bool>()) << o.out;
 }
 
 // --redis-password-file: its password (a private file, trailing newline
@@ -249,8 +299,7 @@ TEST(CliTest, RedisPasswordFile) {
   write("pw-9\n");
   Output o = RunKvstash(demo);
   ASSERT_EQ(o.exit_code, 0) << o.out;
-  EXPECT_NE(o.out.find("KV tier redis standalone"), std::string::npos)
-      << o.out;
+  EXPECT_NE(o.out.find("KV tier redis standalone"), std::string::npos) << o.out;
   Result<std::unique_ptr<testing::RedisClient>> raw =
       testing::RedisClient::Connect((*redis)->port(), "pw-9");
   ASSERT_TRUE(raw.ok()) << raw.status().ToString();
@@ -262,8 +311,8 @@ TEST(CliTest, RedisPasswordFile) {
   EXPECT_NE(o.out.find("--redis-password-file"), std::string::npos) << o.out;
   EXPECT_EQ(o.out.find("wr0ng-9"), std::string::npos) << o.out;
   write("\n");
-  ExpectOneLineError(demo, "--redis-password-file: secret file '" + file +
-                               "' is empty");
+  ExpectOneLineError(
+      demo, "--redis-password-file: secret file '" + file + "' is empty");
   std::filesystem::remove(file);
   ExpectOneLineError(demo, "--redis-password-file: cannot open '" + file);
 }

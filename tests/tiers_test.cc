@@ -19,11 +19,13 @@
 #include <random>
 #include <thread>
 
+#include "engine/generate.h"
 #include "kvcache/block_hash.h"
 #include "kvcache/kv_manager.h"
 #include "serve/scheduler.h"
 #include "store/disk_cache_admin.h"
 #include "store/disk_tier.h"
+#include "store/kv_codec.h"
 #include "store/object_format.h"
 #include "store/object_mac.h"
 #include "store/object_testing.h"
@@ -70,9 +72,11 @@ class TiersTest : public ::testing::Test {
   // A stack whose DRAM pool holds `blocks` blocks of `kv`, over `tiers` (in
   // order).
   Stack NewStack(std::vector<store::Tier*> tiers, size_t blocks = 512,
-                 kernels::KvFormat kv = {}) {
+                 kernels::KvFormat kv = {},
+                 store::Codec codec = store::Codec::kRaw) {
     kvcache::KvManagerOptions o;
     o.layout = Layout(kv);
+    o.tier_codec = codec;
     o.capacity_bytes = blocks * o.layout.block_bytes();
     o.prefault = false;
     for (store::Tier* t : tiers) o.tiers.push_back({t});
@@ -124,8 +128,7 @@ class TiersTest : public ::testing::Test {
 
   // The greedy output of `prompt` computed alone with K/V in `kv`.
   const std::vector<int32_t>& Alone(const std::vector<int32_t>& prompt,
-                                    int max_tokens,
-                                    kernels::KvFormat kv = {}) {
+                                    int max_tokens, kernels::KvFormat kv = {}) {
     std::unique_ptr<testing::AloneReference>& a =
         alone_[{uint8_t(kv.k), uint8_t(kv.v)}];
     if (a == nullptr) {
@@ -226,6 +229,92 @@ TEST_P(TiersKvTypeTest, DiskPrefixOfALongerPrompt) {
   EXPECT_EQ(out.tokens, Alone(longer, 10, kv()));
 }
 
+// Tier codecs end to end: a server restores what another stored through
+// its codec. zstd gives the cold output back; cachegen (lossy) gives exactly
+// the output of the prompt computed alone with its restorable prefix passed
+// through the codec's round trip (GenerateOptions::prefix_transform), in
+// fewer bytes on disk. Each codec is its own namespace: a server of another
+// codec over the same disk finds nothing.
+TEST_F(TiersTest, CodecsRestoreWhatTheyStored) {
+  const std::vector<int32_t> prompt = Prompt(2500, 200);  // 201 tokens
+  const int blocks = Loadable(prompt) / kBlockTokens;
+  std::map<store::Codec, uint64_t> disk_bytes;
+  for (const store::Codec codec :
+       {store::Codec::kRaw, store::Codec::kZstd, store::Codec::kCacheGen}) {
+    SCOPED_TRACE(store::CodecName(codec));
+    const std::string dir =
+        testing::TempDir(std::string("codec_") + store::CodecName(codec));
+    std::vector<int32_t> cold_tokens;
+    {
+      auto disk = OpenDisk(dir);
+      Stack a = NewStack({disk.get()}, 512, {}, codec);
+      Outcome cold = a.Run(prompt, 12);
+      EXPECT_EQ(cold.finish.usage.cached_tokens, 0);
+      cold_tokens = cold.tokens;
+      disk->Flush();
+      // Object bytes (files are padded to 4 KiB pages for O_DIRECT).
+      disk_bytes[codec] = disk->Stats().bytes_written;
+      EXPECT_GE(disk->Stats().objects, uint64_t(blocks));
+    }
+    EXPECT_EQ(cold_tokens, Alone(prompt, 12));
+
+    auto disk = OpenDisk(dir);
+    Stack b = NewStack({disk.get()}, 512, {}, codec);
+    Outcome warm = b.Run(prompt, 12);
+    EXPECT_EQ(warm.finish.usage.tier_cached_tokens[0], Loadable(prompt));
+    EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks, uint64_t(blocks));
+    EXPECT_EQ(b.kv->TierStats()[0].load_failures, 0u);
+    if (!store::CodecIsLossy(codec)) {
+      EXPECT_EQ(warm.tokens, cold_tokens);
+    } else {
+      Transformer tf(*model_);
+      GenerateOptions o;
+      o.n_predict = 12;
+      o.sampling.temperature = 0;
+      const kernels::BlockLayout layout = Layout();
+      o.prefix_transform = [&](std::span<uint8_t> block) -> Result<size_t> {
+        const std::vector<uint8_t> payload =
+            store::EncodePayload(codec, layout, block);
+        KV_RETURN_IF_ERROR(store::DecodePayload(codec, layout, payload, block));
+        return payload.size();
+      };
+      std::vector<int32_t> restored;
+      ASSERT_TRUE(Generate(tf, prompt, o, [&](int32_t t) {
+                    if (t != model_->tokenizer().eos()) restored.push_back(t);
+                    return true;
+                  }).ok());
+      EXPECT_EQ(warm.tokens, restored);
+    }
+    // A server of another codec over the same disk finds nothing.
+    const store::Codec other = codec == store::Codec::kRaw
+                                   ? store::Codec::kCacheGen
+                                   : store::Codec::kRaw;
+    Stack c = NewStack({disk.get()}, 512, {}, other);
+    EXPECT_EQ(c.scheduler->CachedPrefix(prompt, "").tier_tokens[0], 0);
+    Outcome foreign = c.Run(prompt, 12);
+    EXPECT_EQ(foreign.finish.usage.cached_tokens, 0);
+    EXPECT_EQ(c.kv->TierStats()[0].load_failures, 0u);
+    EXPECT_TRUE(b.kv->Validate({}).ok());
+  }
+  EXPECT_LT(disk_bytes[store::Codec::kZstd], disk_bytes[store::Codec::kRaw]);
+  EXPECT_LT(double(disk_bytes[store::Codec::kCacheGen]),
+            0.5 * double(disk_bytes[store::Codec::kRaw]));
+}
+
+// A lossy codec needs float KV: a server asked for cachegen over q8 blocks
+// refuses to start, saying why.
+TEST_F(TiersTest, CacheGenOverQuantizedKvIsRefused) {
+  kvcache::KvManagerOptions o;
+  o.layout = Layout({kernels::KvType::kQ8, kernels::KvType::kQ8});
+  o.capacity_bytes = 64 * o.layout.block_bytes();
+  o.prefault = false;
+  o.tier_codec = store::Codec::kCacheGen;
+  auto kv = kvcache::KvManager::Create(o);
+  ASSERT_FALSE(kv.ok());
+  EXPECT_EQ(kv.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(kv.status().message().find("float KV types"), std::string::npos);
+}
+
 // Blocks written in one type are never loaded by a server of another type
 // over the same disk: the namespace root names both types, so the keys
 // differ, and an object of one type filed under the other's name (a forged
@@ -258,10 +347,9 @@ TEST_F(TiersTest, CompressedBlocksNeverLoadUnderAnotherType) {
       const kvcache::PrefixHit probe = b.scheduler->CachedPrefix(prompt, "");
       EXPECT_EQ(probe.dram_tokens, 0);
       EXPECT_EQ(probe.tier_tokens, std::vector<int>{0});
-      EXPECT_EQ(b.kv->Prefetch(prompt, kvcache::RootHash(model_->identity(),
-                                                         Layout(other), ""))
-                    .total(),
-                0);
+      const Hash128 root = kvcache::RootHash(model_->identity(), Layout(other),
+                                             store::Codec::kRaw, "");
+      EXPECT_EQ(b.kv->Prefetch(prompt, root).total(), 0);
       Outcome out = b.Run(prompt, 6);
       EXPECT_EQ(out.finish.usage.cached_tokens, 0);
       EXPECT_EQ(out.tokens, Alone(prompt, 6, other));
@@ -271,10 +359,10 @@ TEST_F(TiersTest, CompressedBlocksNeverLoadUnderAnotherType) {
 
     // The first block as `written` stored it, and the names of that block
     // in the f16 namespace.
-    const Hash128 root_w =
-        kvcache::RootHash(model_->identity(), Layout(written), "");
-    const Hash128 root_f16 =
-        kvcache::RootHash(model_->identity(), Layout(f16), "");
+    const Hash128 root_w = kvcache::RootHash(
+        model_->identity(), Layout(written), store::Codec::kRaw, "");
+    const Hash128 root_f16 = kvcache::RootHash(model_->identity(), Layout(f16),
+                                               store::Codec::kRaw, "");
     ASSERT_NE(root_w, root_f16);
     const std::span<const int32_t> first(prompt.data(), kBlockTokens);
     const Hash128 key_w = kvcache::BlockHash(root_w, first);
@@ -292,13 +380,13 @@ TEST_F(TiersTest, CompressedBlocksNeverLoadUnderAnotherType) {
     ASSERT_FALSE(as_f16.ok());
     EXPECT_EQ(as_f16.status().code(), StatusCode::kInvalidArgument);
     // Filed under the f16 fingerprint and key, it is refused by its types.
-    const std::vector<uint8_t> forged = store::EncodeObject(
-        root_f16, root_f16, key_f16, Layout(written),
-        uint32_t(kBlockTokens), own->payload);
+    const std::vector<uint8_t> forged =
+        store::EncodeObject(root_f16, root_f16, key_f16, Layout(written),
+                            uint32_t(kBlockTokens), own->payload);
     for (const auto decode :
          {&store::DecodeObject, &store::DecodeVerifiedObject}) {
       Result<store::ObjectView> v =
-          decode(forged, root_f16, key_f16, Layout(f16));
+          decode(forged, root_f16, key_f16, Layout(f16), store::Codec::kRaw);
       ASSERT_FALSE(v.ok());
       EXPECT_EQ(v.status().code(), StatusCode::kInvalidArgument);
       EXPECT_NE(v.status().message().find("kv types"), std::string::npos)
@@ -308,8 +396,8 @@ TEST_F(TiersTest, CompressedBlocksNeverLoadUnderAnotherType) {
     // filed under its own fingerprint and key refuses it, counts the
     // failure, and computes cold. (In a namespace of its own: the f16
     // servers above wrote the prompt's f16 blocks to this disk.)
-    const Hash128 root_x =
-        kvcache::RootHash(model_->identity(), Layout(f16), "misfiled");
+    const Hash128 root_x = kvcache::RootHash(model_->identity(), Layout(f16),
+                                             store::Codec::kRaw, "misfiled");
     const Hash128 key_x = kvcache::BlockHash(root_x, first);
     ASSERT_TRUE(disk->Put(key_x, store::EncodeObject(
                                      root_x, root_x, key_x, Layout(written),
@@ -518,9 +606,9 @@ TEST_F(TiersTest, ForgedObjectsAreNeverLoaded) {
   ASSERT_TRUE(redis_server.ok()) << redis_server.status().ToString();
   auto raw =
       testing::RedisClient::Connect((*redis_server)->port(), "adm1n").value();
-  ASSERT_EQ(raw->Text({"ACL", "SETUSER", "kv", "on", ">kv-s3cret", "~*",
-                       "+@all"}),
-            "OK");
+  ASSERT_EQ(
+      raw->Text({"ACL", "SETUSER", "kv", "on", ">kv-s3cret", "~*", "+@all"}),
+      "OK");
   const std::string url = "redis://kv:kv-s3cret@127.0.0.1:" +
                           std::to_string((*redis_server)->port());
   const std::string dir = testing::TempDir("forged");
@@ -566,9 +654,9 @@ TEST_F(TiersTest, ForgedObjectsAreNeverLoaded) {
       ASSERT_FALSE(value.empty()) << name;
       const std::vector<uint8_t> edited =
           forge(std::vector<uint8_t>(value.begin(), value.end()));
-      ASSERT_EQ(raw->Text({"SET", name, std::string(edited.begin(),
-                                                    edited.end())}),
-                "OK");
+      ASSERT_EQ(
+          raw->Text({"SET", name, std::string(edited.begin(), edited.end())}),
+          "OK");
       redis_keys.push_back(k);
     }
   }
