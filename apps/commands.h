@@ -115,6 +115,7 @@ struct TierFlags {
   std::string tier_key_file;
   bool redis_insecure = false;
   std::string tier_codec = "none";  // none, zstd or cachegen (store/kv_codec.h)
+  int tier_chunk_blocks = 0;        // blocks per tier object, 0: auto
 };
 
 // The serving stack: a KV cache pool, the scheduler and the HTTP server.
@@ -155,7 +156,9 @@ struct BenchTiersCommandOptions {
   std::string redis;          // empty: no Redis rows
   std::string tier_key_file;  // empty: KVSTASH_TIER_KEY, else a random key
   std::string tier_codec = "none";
+  int tier_chunk_blocks = 0;
   int prompt_tokens = 4096;
+  int suffix_tokens = 512;
   int gen_tokens = 32;
   int streams = 4;
   int decode_tokens = 128;

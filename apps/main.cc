@@ -37,6 +37,13 @@ void AddTierCodecFlag(CLI::App* cmd, std::string* codec) {
                   "with kvstash eval --tier-codec) (none)");
 }
 
+void AddTierChunkFlag(CLI::App* cmd, int* blocks) {
+  cmd->add_option("--tier-chunk-blocks", *blocks,
+                  "blocks per tier object: chunks of N consecutive blocks, "
+                  "the blocks after a request's last chunk one by one; 1: "
+                  "one object per block; 0: as many as fit in 512 KiB (0)");
+}
+
 void AddTierFlags(CLI::App* cmd, kvstash::apps::TierFlags* t) {
   cmd->add_option("--disk-cache", t->disk_cache,
                   "directory of a persistent KV cache tier (none)");
@@ -68,6 +75,7 @@ void AddTierFlags(CLI::App* cmd, kvstash::apps::TierFlags* t) {
                 "use Redis without a tier key: whoever can write to it "
                 "controls the KV every server reads");
   AddTierCodecFlag(cmd, &t->tier_codec);
+  AddTierChunkFlag(cmd, &t->tier_chunk_blocks);
 }
 
 void AddStackFlags(CLI::App* cmd, kvstash::apps::ServeStackOptions* s,
@@ -239,10 +247,15 @@ int main(int argc, char** argv) {
       "--tier-key-file", bench_tiers.tier_key_file,
       "tier key secret (else KVSTASH_TIER_KEY, else a random key)");
   AddTierCodecFlag(bench_tiers_cmd, &bench_tiers.tier_codec);
+  AddTierChunkFlag(bench_tiers_cmd, &bench_tiers.tier_chunk_blocks);
   bench_tiers_cmd->add_option("--prompt-tokens", bench_tiers.prompt_tokens,
                               "prompt restored from the tiers (4096)");
   bench_tiers_cmd->add_option("--gen-tokens", bench_tiers.gen_tokens,
                               "tokens generated after it (32)");
+  bench_tiers_cmd->add_option(
+      "--suffix-tokens", bench_tiers.suffix_tokens,
+      "new tokens after the restored prompt for the suffix rows, 0 = none "
+      "(512)");
   bench_tiers_cmd->add_option("--streams", bench_tiers.streams,
                               "decode streams for the write-behind rows (4)");
   bench_tiers_cmd->add_option("--decode-tokens", bench_tiers.decode_tokens,

@@ -57,6 +57,7 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   KV_ASSIGN_OR_RETURN(s.tiers, OpenTiers(o.tiers));
   kvo.tiers = s.tiers.options;
   kvo.tier_codec = s.tiers.codec;
+  kvo.chunk_blocks = s.tiers.chunk_blocks;
   KV_ASSIGN_OR_RETURN(s.kv, kvcache::KvManager::Create(kvo));
   SchedulerOptions so;
   so.max_batch_tokens = o.max_batch_tokens;

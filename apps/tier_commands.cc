@@ -23,7 +23,9 @@ Json TierRowsJson(const bench::TierRows& t) {
           {"concurrent_restores", bench::kConcurrentRestores},
           {"concurrent_over_one", SpreadJson(t.concurrent_over_one)},
           {"warm_ttft_s", SpreadJson(t.warm_ttft_s)},
-          {"cold_over_warm_ttft", SpreadJson(t.cold_over_warm_ttft)}};
+          {"cold_over_warm_ttft", SpreadJson(t.cold_over_warm_ttft)},
+          {"suffix_ttft_s", SpreadJson(t.suffix_ttft_s)},
+          {"suffix_over_parts", SpreadJson(t.suffix_over_parts)}};
 }
 
 void PrintTierRows(const std::string& name, const bench::TierRows& t) {
@@ -38,6 +40,10 @@ void PrintTierRows(const std::string& name, const bench::TierRows& t) {
                   t.concurrent_over_one, 1, "x");
   PrintSpreadLine("  warm TTFT", t.warm_ttft_s, 1e3, "ms");
   PrintSpreadLine("  cold TTFT / warm TTFT", t.cold_over_warm_ttft, 1, "x");
+  PrintSpreadLine("  TTFT, prompt restored + suffix computed", t.suffix_ttft_s,
+                  1e3, "ms");
+  PrintSpreadLine("  that / (restore alone + suffix alone)",
+                  t.suffix_over_parts, 1, "x");
 }
 
 Json ReportJson(const store::DiskCacheReport& r) {
@@ -141,6 +147,9 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
   Result<store::Codec> codec = ParseTierCodec(options.tier_codec);
   if (!codec.ok()) return Fail(codec.status().message());
   o.tier_codec = *codec;
+  Result<size_t> chunk = ParseTierChunkBlocks(options.tier_chunk_blocks);
+  if (!chunk.ok()) return Fail(chunk.status().message());
+  o.chunk_blocks = *chunk;
   Result<std::optional<store::ObjectAuthenticator>> key =
       LoadTierKey(options.tier_key_file);
   if (!key.ok()) return Fail(key.status().message());
@@ -150,6 +159,7 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
   o.tier_key = key->value_or(*ephemeral);
   o.prompt_tokens = options.prompt_tokens;
   o.gen_tokens = options.gen_tokens;
+  o.suffix_tokens = options.suffix_tokens;
   o.streams = options.streams;
   o.decode_tokens = options.decode_tokens;
   o.repeat = options.repeat;
@@ -165,6 +175,7 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
               {"threads", pool->NumWorkers()},
               {"prompt_tokens", o.prompt_tokens},
               {"tier_codec", store::CodecName(o.tier_codec)},
+              {"tier_chunk_blocks", o.chunk_blocks},
               {"repeat", o.repeat},
               {"restore_bytes", r->restore_bytes},
               {"cold_ttft_s", SpreadJson(r->cold_ttft_s)}};
@@ -181,10 +192,10 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
   }
   std::printf(
       "model %s, %zu threads, %d runs, %d-token prompt (%s of KV), tier "
-      "codec %s\n",
+      "codec %s, %zu-block chunks\n",
       options.model.model_path.c_str(), pool->NumWorkers(), o.repeat,
       o.prompt_tokens, HumanBytes(r->restore_bytes).c_str(),
-      store::CodecName(o.tier_codec));
+      store::CodecName(o.tier_codec), o.chunk_blocks);
   PrintSpreadLine("cold TTFT", r->cold_ttft_s, 1e3, "ms");
   if (r->disk.present) PrintTierRows("disk", r->disk);
   if (r->redis.present) PrintTierRows("redis", r->redis);

@@ -73,9 +73,31 @@ Result<store::Codec> ParseTierCodec(const std::string& value) {
   return codec;
 }
 
+namespace {
+
+// "chunks of N blocks", or of the automatic size.
+std::string ChunkWords(size_t chunk_blocks) {
+  return chunk_blocks == 0
+             ? std::string("chunks of up to 512 KiB")
+             : "chunks of " + std::to_string(chunk_blocks) + " blocks";
+}
+
+}  // namespace
+
+Result<size_t> ParseTierChunkBlocks(int value) {
+  if (value < 0 || size_t(value) > kvcache::kMaxChunkBlocks) {
+    return Status::InvalidArgument("--tier-chunk-blocks must be in [0, " +
+                                   std::to_string(kvcache::kMaxChunkBlocks) +
+                                   "], not " + std::to_string(value));
+  }
+  return size_t(value);
+}
+
 Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
   OpenedTiers out;
   KV_ASSIGN_OR_RETURN(out.codec, ParseTierCodec(flags.tier_codec));
+  KV_ASSIGN_OR_RETURN(out.chunk_blocks,
+                      ParseTierChunkBlocks(flags.tier_chunk_blocks));
   if (flags.disk_cache.empty() && flags.redis.empty()) return out;
   KV_ASSIGN_OR_RETURN(const std::optional<store::ObjectAuthenticator> key,
                       LoadTierKey(flags.tier_key_file));
@@ -92,12 +114,12 @@ Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
     o.authenticator = key;  // none: the directory's own
     KV_ASSIGN_OR_RETURN(std::unique_ptr<store::DiskTier> disk,
                         store::DiskTier::Open(o));
-    out.descriptions.push_back("disk " + o.dir + ": " +
-                               HumanBytes(o.capacity_bytes) + ", " +
-                               std::string(disk->io_mode()) + ", write on " +
-                               kvcache::TierWritePolicyName(write) +
-                               (key ? ", fleet key" : ", its own key") +
-                               ", codec " + store::CodecName(out.codec));
+    out.descriptions.push_back(
+        "disk " + o.dir + ": " + HumanBytes(o.capacity_bytes) + ", " +
+        std::string(disk->io_mode()) + ", write on " +
+        kvcache::TierWritePolicyName(write) +
+        (key ? ", fleet key" : ", its own key") + ", codec " +
+        store::CodecName(out.codec) + ", " + ChunkWords(out.chunk_blocks));
     out.options.push_back({disk.get(), write});
     out.tiers.push_back(std::move(disk));
   }
@@ -126,7 +148,7 @@ Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
                            : std::string("no TTL")) +
         ", write on " + kvcache::TierWritePolicyName(write) +
         (key ? ", fleet key" : ", INSECURE (no tier key)") + ", codec " +
-        store::CodecName(out.codec));
+        store::CodecName(out.codec) + ", " + ChunkWords(out.chunk_blocks));
     out.options.push_back({redis.get(), write});
     out.tiers.push_back(std::move(redis));
   }

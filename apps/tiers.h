@@ -27,6 +27,7 @@ struct OpenedTiers {
   // direct+io_uring, write on commit").
   std::vector<std::string> descriptions;
   store::Codec codec = store::Codec::kRaw;  // --tier-codec
+  size_t chunk_blocks = 0;                  // --tier-chunk-blocks, 0: auto
 };
 
 // --disk-io: auto, direct or buffered.
@@ -40,6 +41,9 @@ Result<std::optional<store::ObjectAuthenticator>> LoadTierKey(
 
 // --tier-codec: none, zstd or cachegen; InvalidArgument naming the flag.
 Result<store::Codec> ParseTierCodec(const std::string& value);
+// --tier-chunk-blocks: 0 (automatic) to kvcache::kMaxChunkBlocks;
+// InvalidArgument naming the flag.
+Result<size_t> ParseTierChunkBlocks(int value);
 
 // InvalidArgument naming the flag for a bad value; the tier's own error when
 // it cannot open (a locked or unwritable disk cache). A Redis that is down

@@ -30,11 +30,15 @@ Status Validate(const TierBenchOptions& o, const Model& model) {
     return Status::InvalidArgument(
         "bench tiers: prompt_tokens must cover at least two blocks");
   }
+  if (o.suffix_tokens < 0) {
+    return Status::InvalidArgument("bench tiers: suffix_tokens must be >= 0");
+  }
   const int ctx = model.config().context_length;
-  if (ctx > 0 && o.prompt_tokens + o.gen_tokens > ctx) {
+  if (ctx > 0 &&
+      o.prompt_tokens + std::max(o.gen_tokens, o.suffix_tokens + 1) > ctx) {
     return Status::InvalidArgument(
-        "bench tiers: prompt_tokens + gen_tokens exceeds the model's context "
-        "of " +
+        "bench tiers: prompt_tokens + gen_tokens (or suffix_tokens + 1) "
+        "exceeds the model's context of " +
         std::to_string(ctx));
   }
   if (o.gen_tokens < 1 || o.repeat < 1 || o.streams < 1 ||
@@ -49,7 +53,7 @@ Status Validate(const TierBenchOptions& o, const Model& model) {
 // Per-run figures, summarized at the end.
 struct TierSamples {
   std::vector<double> restore, probe, ratio, warm, cold_over_warm, mac_share,
-      concurrent;
+      concurrent, suffix, suffix_over_parts;
 };
 
 // Seconds to verify `objects` with `key`.
@@ -120,8 +124,9 @@ class Bench {
  private:
   SchedulerOptions SchedulerOptionsFor() const {
     SchedulerOptions so;
-    so.context = std::max(o_.prompt_tokens + o_.gen_tokens,
-                          2 * o_.block_tokens + o_.decode_tokens) +
+    so.context = std::max({o_.prompt_tokens + o_.gen_tokens,
+                           o_.prompt_tokens + o_.suffix_tokens + 1,
+                           2 * o_.block_tokens + o_.decode_tokens}) +
                  1;
     return so;
   }
@@ -132,6 +137,7 @@ class Bench {
     k.layout = layout_;
     k.capacity_bytes = o_.kv_cache_mb << 20;
     k.tier_codec = o_.tier_codec;
+    k.chunk_blocks = o_.chunk_blocks;
     for (store::Tier* t : tiers) k.tiers.push_back({t});
     return kvcache::KvManager::Create(k);
   }
@@ -157,9 +163,15 @@ class Bench {
                                  const std::string& salt, int n) const;
 
   // Restore throughput and warm TTFT of `prompt` (salted `salt`) from `tier`.
+  // The suffix rows of `tier` (TierRows::suffix_over_parts), given the time
+  // one restore of the prompt took.
+  Status MeasureSuffix(store::Tier* tier, const std::vector<int32_t>& prompt,
+                       const std::string& salt, double restore_seconds,
+                       Prompts& prompts, TierSamples* out);
   Status MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
                      const std::string& salt, double cold_ttft,
-                     TierSamples* out, uint64_t* restore_bytes);
+                     Prompts& prompts, TierSamples* out,
+                     uint64_t* restore_bytes);
 
   // Aggregate decode tokens/s of o_.streams streams on a fresh server.
   Result<double> Decode(const std::vector<store::Tier*>& tiers,
@@ -185,14 +197,12 @@ Result<Bench::Restores> Bench::RestoreAtOnce(store::Tier* tier,
   }
   const Hash128 root =
       kvcache::RootHash(model_.identity(), layout_, kvs[0]->tier_codec(), salt);
-  const std::span<const int32_t> prefix =
-      std::span(prompt).first(prompt.size() - 1);
   std::vector<int> loaded(size_t(n), 0);
   std::vector<std::thread> threads;
   const auto start = Clock::now();
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
-      loaded[size_t(i)] = kvs[size_t(i)]->Prefetch(prefix, root).tier_tokens[0];
+      loaded[size_t(i)] = kvs[size_t(i)]->Prefetch(prompt, root).tier_tokens[0];
     });
   }
   for (std::thread& t : threads) t.join();
@@ -211,9 +221,33 @@ Result<Bench::Restores> Bench::RestoreAtOnce(store::Tier* tier,
   return Restores{seconds, loaded[0]};
 }
 
+Status Bench::MeasureSuffix(store::Tier* tier,
+                            const std::vector<int32_t>& prompt,
+                            const std::string& salt, double restore_seconds,
+                            Prompts& prompts, TierSamples* out) {
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv, NewKv({tier}));
+  KV_ASSIGN_OR_RETURN(
+      std::unique_ptr<Scheduler> s,
+      Scheduler::Create(model_, &pool_, *kv, SchedulerOptionsFor()));
+  double ttft[2];  // from the tier, then from DRAM
+  for (double& t : ttft) {
+    std::vector<int32_t> p = prompt;
+    const std::vector<int32_t> suffix = prompts.Random(o_.suffix_tokens + 1);
+    p.insert(p.end(), suffix.begin() + 1, suffix.end());  // without its BOS
+    GenerationRequest r = Greedy(std::move(p), 1);
+    r.cache_salt = salt;
+    KV_ASSIGN_OR_RETURN(bench::Run run, RunOne(*s, std::move(r)));
+    t = run.ttft();
+  }
+  out->suffix.push_back(ttft[0]);
+  out->suffix_over_parts.push_back(ttft[0] / (restore_seconds + ttft[1]));
+  return Status::OK();
+}
+
 Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
                           const std::string& salt, double cold_ttft,
-                          TierSamples* out, uint64_t* restore_bytes) {
+                          Prompts& prompts, TierSamples* out,
+                          uint64_t* restore_bytes) {
   {
     KV_ASSIGN_OR_RETURN(const Restores one,
                         RestoreAtOnce(tier, prompt, salt, 1));
@@ -227,9 +261,16 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
           store::DirectSequentialReadProbe(o_.disk_dir, *restore_bytes));
       probe = p.bytes_per_second;
     } else {
+      // Values of the size of the objects the restore reads (chunks).
+      const uint64_t chunk = std::min<uint64_t>(
+          o_.chunk_blocks > 0 ? o_.chunk_blocks
+                              : kvcache::AutoChunkBlocks(layout_),
+          blocks);
       KV_ASSIGN_OR_RETURN(
           probe, store::PipelinedGetProbe(
-                     o_.redis_url, layout_.block_bytes() + 128, int(blocks)));
+                     o_.redis_url,
+                     chunk * layout_.block_bytes() + store::kObjectHeaderBytes,
+                     int((blocks + chunk - 1) / chunk)));
     }
     out->probe.push_back(probe);
     out->ratio.push_back(out->restore.back() / probe);
@@ -238,6 +279,10 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
     KV_ASSIGN_OR_RETURN(const Restores many,
                         RestoreAtOnce(tier, prompt, salt, kConcurrentRestores));
     out->concurrent.push_back(many.seconds / one.seconds);
+    if (o_.suffix_tokens > 0) {
+      KV_RETURN_IF_ERROR(
+          MeasureSuffix(tier, prompt, salt, one.seconds, prompts, out));
+    }
   }
   GenerationRequest r = Greedy(prompt, o_.gen_tokens);
   r.cache_salt = salt;
@@ -308,11 +353,11 @@ Result<TierBenchResult> Bench::Run() {
               std::to_string(o_.prompt_tokens) + " tokens)");
     if (disk_) {
       KV_RETURN_IF_ERROR(MeasureTier(disk_.get(), prompt, salt, cold.back(),
-                                     &disk, &result.restore_bytes));
+                                     prompts, &disk, &result.restore_bytes));
     }
     if (redis_) {
       KV_RETURN_IF_ERROR(MeasureTier(redis_.get(), prompt, salt, cold.back(),
-                                     &redis, &result.restore_bytes));
+                                     prompts, &redis, &result.restore_bytes));
     }
   }
   result.cold_ttft_s = SpreadOf(cold);
@@ -324,6 +369,10 @@ Result<TierBenchResult> Bench::Run() {
     rows->concurrent_over_one = SpreadOf(s.concurrent);
     rows->warm_ttft_s = SpreadOf(s.warm);
     rows->cold_over_warm_ttft = SpreadOf(s.cold_over_warm);
+    if (!s.suffix.empty()) {
+      rows->suffix_ttft_s = SpreadOf(s.suffix);
+      rows->suffix_over_parts = SpreadOf(s.suffix_over_parts);
+    }
   };
   if (disk_) summarize(disk, &result.disk);
   if (redis_) summarize(redis, &result.redis);

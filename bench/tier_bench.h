@@ -41,6 +41,8 @@ struct TierBenchOptions {
   store::ObjectAuthenticator tier_key;
   int prompt_tokens = 4096;
   int gen_tokens = 32;
+  // New tokens after the restored prompt for the suffix rows (0: none).
+  int suffix_tokens = 512;
   int streams = 4;
   int decode_tokens = 128;  // per stream in the decode phase
   int repeat = 3;
@@ -48,6 +50,7 @@ struct TierBenchOptions {
   size_t kv_cache_mb = 1024;
   kernels::KvFormat kv_format;                   // the KV cache's types
   store::Codec tier_codec = store::Codec::kRaw;  // of the tiers' objects
+  size_t chunk_blocks = 0;  // blocks per tier object (KvManagerOptions)
   uint64_t seed = 1;
 };
 
@@ -72,6 +75,14 @@ struct TierRows {
   Spread warm_ttft_s;
   Spread cold_over_warm_ttft;  // per run
   int warm_cached_tokens = 0;
+  // Per run, with suffix_tokens new tokens after the prompt: the TTFT of a
+  // fresh server that restores the prompt from this tier and computes the
+  // suffix, over the sum of its parts alone: the restore time and the TTFT
+  // of the same request with the prompt already in DRAM (another suffix).
+  // 1 + overhead when load and compute run one after the other; below 1
+  // when they overlap.
+  Spread suffix_ttft_s;
+  Spread suffix_over_parts;
 };
 
 struct TierBenchResult {

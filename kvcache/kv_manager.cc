@@ -78,12 +78,13 @@ int PrefixHit::total() const {
 // the lock). Every helper requires `mu` held.
 struct KvManager::State {
   State(const BlockLayout& layout, std::unique_ptr<BlockPool> pool,
-        std::vector<TierOptions> tier_options, store::Codec codec)
+        std::vector<TierOptions> tier_options, store::Codec codec, size_t chunk)
       : layout(layout),
         pool(std::move(pool)),
         index(this->pool.get()),
         tiers(std::move(tier_options)),
-        codec(codec) {
+        codec(codec),
+        chunk(chunk) {
     for (const TierOptions& t : tiers) {
       TierCounters c;
       c.name = std::string(t.tier->name());
@@ -114,37 +115,62 @@ struct KvManager::State {
   // h_1..h_n of the n full blocks of `tokens` under `root`.
   std::vector<Hash128> Chain(std::span<const int32_t> tokens,
                              const Hash128& root) const;
-  // Per tier t, how many of `keys` from offset start_t on it holds as a
-  // leading run, where start_0 = 0 and start_{t+1} = start_t + run_t.
-  std::vector<size_t> TierRuns(std::span<const Hash128> keys) const;
+  // One object along a chain: the blocks chain[first, first + count),
+  // keyed by the last of them.
+  struct Piece {
+    size_t first;
+    size_t count;
+  };
+  // Where the tiers hold the chain past its first `start` blocks: per tier,
+  // the objects it serves (tier t continues where tier t - 1 stopped; a
+  // chunk may begin before that point), and the chain position reached.
+  struct TierPlan {
+    std::vector<std::vector<Piece>> pieces;  // per tier
+    std::vector<size_t> ends;                // per tier: position reached
+    size_t end = 0;                          // position reached by all
+  };
+  // Asks each tier's Exists for the chunk objects (chunk k holds blocks
+  // [k C, (k + 1) C), keyed by its last) and the single-block objects past
+  // `start`, and walks the chain: a chunk where one is held, else a single
+  // block, else that tier stops. Called without `mu`.
+  TierPlan PlanTiers(std::span<const Hash128> chain, size_t start) const;
   void CommitLocked(std::span<const int32_t> tokens, SequenceKv* seq);
 
-  // A block to write behind: encoded from the pool after `mu` is released,
-  // while a sequence still holds it.
+  // An object to write behind: consecutive blocks encoded from the pool
+  // after `mu` is released, while a sequence still holds them.
   struct PendingWrite {
-    BlockId block;
-    Hash128 parent;  // h_{i-1} (the root for a chain's first block)
-    Hash128 key;     // h_i
+    std::vector<BlockId> blocks;
+    Hash128 parent;  // h of the block before the first (the root for none)
+    Hash128 key;     // h of the last block
     uint8_t tiers;   // bit t: queue to tier t
   };
   // Bits of the tiers that follow `policy`.
   uint8_t TiersWith(TierWritePolicy policy) const;
-  // Marks seq's indexed block i as queued to the `wanted` tiers it is not in
-  // yet, and adds it to `out` when that leaves any.
-  void CollectWrite(const SequenceKv& seq, size_t i, uint8_t wanted,
-                    std::vector<PendingWrite>* out);
+  // Queues seq's blocks [first, first + count) as one object to the
+  // `wanted` tiers its key (the last block, which must be indexed) is not in
+  // yet, marking each of its indexed blocks as held there.
+  void CollectObject(const SequenceKv& seq, size_t first, size_t count,
+                     uint8_t wanted, std::vector<PendingWrite>* out);
+  // The chunk objects whose last block lies in [begin, end) and, with
+  // `tail`, single-block objects for the blocks of [begin, end) after the
+  // last whole chunk before `end`.
+  void CollectWrites(const SequenceKv& seq, size_t begin, size_t end,
+                     uint8_t wanted, bool tail, std::vector<PendingWrite>* out);
   // Bits of the tiers above tier t that take a block loaded from t at once
   // (those that follow kOnCommit).
   uint8_t PromotedFrom(size_t t) const {
     return TiersWith(TierWritePolicy::kOnCommit) & uint8_t((1u << t) - 1);
   }
-  // Reads keys[i] from tier t into blocks[i] and queues each object to the
-  // PromotedFrom(t) tiers, in batches, with the next batches' reads in
-  // flight while one is verified and copied. Stops at the first missing or
-  // bad object; returns how many leading blocks were filled. Called without
-  // `mu`; the caller holds `blocks`.
-  size_t LoadRun(size_t t, const Hash128& root, std::span<const Hash128> keys,
-                 std::span<const BlockId> blocks);
+  // Reads the objects `pieces` of tier t along `chain`, decoding block
+  // chain[i] into fresh[i - base] for from <= i < base + fresh.size() (the
+  // blocks of a piece outside that range are decoded and dropped), and
+  // queues each object to the PromotedFrom(t) tiers; in batches, with the
+  // next batches' reads in flight while one is verified and decoded. Stops
+  // at the first missing or bad object; returns the chain position filled
+  // up to. Called without `mu`; the caller holds `fresh`.
+  size_t LoadRun(size_t t, const Hash128& root, std::span<const Hash128> chain,
+                 std::span<const Piece> pieces, size_t from, size_t base,
+                 std::span<const BlockId> fresh);
   // Encodes and queues each write. Called without `mu`.
   void WriteBehind(const Hash128& root, std::span<const PendingWrite> writes);
 
@@ -163,6 +189,7 @@ struct KvManager::State {
 
   const std::vector<TierOptions> tiers;
   const store::Codec codec;  // of the objects written to and read from tiers
+  const size_t chunk;        // blocks per chunk object
   std::vector<TierCounters> tier_counters;  // guarded by mu, name/policy fixed
   LoadObserver load_observer;               // set before any Prefetch
 };
@@ -248,88 +275,126 @@ uint8_t KvManager::State::TiersWith(TierWritePolicy policy) const {
   return bits;
 }
 
-void KvManager::State::CollectWrite(const SequenceKv& seq, size_t i,
-                                    uint8_t wanted,
-                                    std::vector<PendingWrite>* out) {
-  if (!seq.indexed[i]) return;
-  const Hash128& key = seq.chain[i];
-  const uint8_t missing = wanted & ~index.Find(key)->in_tiers;
+void KvManager::State::CollectObject(const SequenceKv& seq, size_t first,
+                                     size_t count, uint8_t wanted,
+                                     std::vector<PendingWrite>* out) {
+  const size_t last = first + count - 1;
+  if (!seq.indexed[last]) return;
+  const uint8_t missing = wanted & ~index.Find(seq.chain[last])->in_tiers;
   if (missing == 0) return;
-  index.MarkInTiers(key, missing);
-  out->push_back(
-      {seq.blocks[i], i == 0 ? seq.root : seq.chain[i - 1], key, missing});
+  PendingWrite w{{},
+                 first == 0 ? seq.root : seq.chain[first - 1],
+                 seq.chain[last],
+                 missing};
+  for (size_t i = first; i <= last; ++i) {
+    if (seq.indexed[i]) index.MarkInTiers(seq.chain[i], missing);
+    w.blocks.push_back(seq.blocks[i]);
+  }
+  out->push_back(std::move(w));
+}
+
+void KvManager::State::CollectWrites(const SequenceKv& seq, size_t begin,
+                                     size_t end, uint8_t wanted, bool tail,
+                                     std::vector<PendingWrite>* out) {
+  if (wanted == 0) return;
+  for (size_t i = begin; i < end; ++i) {
+    if ((i + 1) % chunk == 0)
+      CollectObject(seq, i + 1 - chunk, chunk, wanted, out);
+  }
+  if (!tail) return;
+  for (size_t i = std::max(begin, end / chunk * chunk); i < end; ++i) {
+    CollectObject(seq, i, 1, wanted, out);
+  }
 }
 
 size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
-                                 std::span<const Hash128> keys,
-                                 std::span<const BlockId> blocks) {
+                                 std::span<const Hash128> chain,
+                                 std::span<const Piece> pieces, size_t from,
+                                 size_t base, std::span<const BlockId> fresh) {
   const uint8_t promote_to = PromotedFrom(t);
   using Objects = std::vector<std::optional<std::vector<uint8_t>>>;
   store::Tier* tier = tiers[t].tier;
-  const size_t batch_blocks =
-      std::max<size_t>(1, kLoadBatchBytes / pool->block_bytes());
-  size_t issued = 0;  // keys [0, issued) have a read issued
+  const size_t limit = base + fresh.size();  // positions that have a block
+  // Blocks of a piece that are not wanted are decoded here and dropped.
+  std::vector<uint8_t> scratch(pool->block_bytes());
+  size_t issued = 0;  // pieces [0, issued) have a read issued
   std::deque<std::future<Objects>> reads;
   auto issue = [&] {
-    const std::span<const Hash128> batch =
-        keys.subspan(issued, std::min(batch_blocks, keys.size() - issued));
-    issued += batch.size();
-    reads.push_back(std::async(std::launch::async, [this, t, tier, batch] {
-      const auto start = std::chrono::steady_clock::now();
-      Objects objects = tier->Get(batch);
-      if (load_observer) {
-        load_observer(t,
-                      std::chrono::duration<double>(
-                          std::chrono::steady_clock::now() - start)
-                          .count(),
-                      batch.size());
-      }
-      return objects;
-    }));
+    std::vector<Hash128> keys;
+    size_t bytes = 0;
+    while (issued < pieces.size() &&
+           (keys.empty() || bytes < kLoadBatchBytes)) {
+      const Piece& p = pieces[issued++];
+      keys.push_back(chain[p.first + p.count - 1]);
+      bytes += p.count * pool->block_bytes();
+    }
+    reads.push_back(std::async(
+        std::launch::async, [this, t, tier, keys = std::move(keys), bytes] {
+          const auto start = std::chrono::steady_clock::now();
+          Objects objects = tier->Get(keys);
+          if (load_observer) {
+            load_observer(t,
+                          std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - start)
+                              .count(),
+                          bytes / pool->block_bytes());
+          }
+          return objects;
+        }));
   };
   // Reads still in flight when a bad object ends the load are waited for
   // by the futures' destructors.
-  for (size_t i = 0; i < keys.size();) {
-    while (issued < keys.size() && reads.size() < kLoadBatchesInFlight) {
+  size_t reached = from;
+  std::vector<uint8_t*> into;
+  for (size_t next = 0; next < pieces.size();) {
+    while (issued < pieces.size() && reads.size() < kLoadBatchesInFlight) {
       issue();
     }
     Objects objects = reads.front().get();
     reads.pop_front();
-    for (size_t j = 0; j < objects.size(); ++j, ++i) {
-      if (!objects[j]) return i;
-      Result<store::ObjectView> view = store::DecodeVerifiedObject(
-          *objects[j], root, keys[i], layout, codec);
-      if (!view.ok() || view->header.token_count != block_tokens() ||
-          !store::DecodeObjectBlocks(
-               *view, layout,
-               std::span<uint8_t>(pool->data(blocks[i]), pool->block_bytes()))
-               .ok()) {
-        return i;
+    for (size_t j = 0; j < objects.size(); ++j, ++next) {
+      const Piece& p = pieces[next];
+      const Hash128& key = chain[p.first + p.count - 1];
+      if (!objects[j]) return reached;
+      Result<store::ObjectView> view =
+          store::DecodeVerifiedObject(*objects[j], root, key, layout, codec);
+      if (!view.ok() || view->header.token_count != p.count * block_tokens()) {
+        return reached;
       }
+      into.clear();
+      for (size_t i = p.first; i < p.first + p.count; ++i) {
+        into.push_back(i >= from && i < limit ? pool->data(fresh[i - base])
+                                              : scratch.data());
+      }
+      if (!store::DecodeObjectBlocks(*view, layout, into).ok()) return reached;
+      reached = std::min(p.first + p.count, limit);
       for (size_t u = 0; u < t; ++u) {
         // A refused write is counted by that tier (dropped_writes).
-        if (promote_to >> u & 1) (void)tiers[u].tier->Put(keys[i], *objects[j]);
+        if (promote_to >> u & 1) (void)tiers[u].tier->Put(key, *objects[j]);
       }
+      if (reached == limit) return reached;
     }
   }
-  return keys.size();
+  return reached;
 }
 
 void KvManager::State::WriteBehind(const Hash128& root,
                                    std::span<const PendingWrite> writes) {
   if (writes.empty()) return;
   std::vector<uint64_t> queued(tiers.size(), 0);
+  std::vector<const uint8_t*> blocks;
   for (const PendingWrite& w : writes) {
-    std::vector<uint8_t> object = store::EncodeObject(
-        root, w.parent, w.key, layout, uint32_t(layout.block_tokens),
-        std::span<const uint8_t>(pool->data(w.block), pool->block_bytes()),
-        codec);
+    blocks.clear();
+    for (const BlockId b : w.blocks) blocks.push_back(pool->data(b));
+    std::vector<uint8_t> object =
+        store::EncodeObject(root, w.parent, w.key, layout, blocks, codec);
     for (size_t t = 0; t < tiers.size(); ++t) {
       if ((w.tiers >> t & 1) == 0) continue;
       const bool last = (w.tiers >> (t + 1)) == 0;
       // A refused write is counted by the tier (dropped_writes).
-      queued[t] +=
-          tiers[t].tier->Put(w.key, last ? std::move(object) : object).ok();
+      if (tiers[t].tier->Put(w.key, last ? std::move(object) : object).ok()) {
+        queued[t] += w.blocks.size();
+      }
     }
   }
   std::lock_guard lock(mu);
@@ -350,6 +415,14 @@ Result<std::unique_ptr<KvManager>> KvManager::Create(
         " bytes is below one block of " + std::to_string(block_bytes));
   }
   KV_RETURN_IF_ERROR(CheckTiers(options.tiers));
+  if (options.chunk_blocks > kMaxChunkBlocks) {
+    return Status::InvalidArgument("kv cache: chunk_blocks must be at most " +
+                                   std::to_string(kMaxChunkBlocks) + ", not " +
+                                   std::to_string(options.chunk_blocks));
+  }
+  const size_t chunk = options.chunk_blocks > 0
+                           ? options.chunk_blocks
+                           : AutoChunkBlocks(options.layout);
   const std::string codec_why =
       store::CodecSupports(options.tier_codec, options.layout);
   if (!codec_why.empty()) {
@@ -358,8 +431,9 @@ Result<std::unique_ptr<KvManager>> KvManager::Create(
   KV_ASSIGN_OR_RETURN(
       std::unique_ptr<BlockPool> pool,
       BlockPool::Create(block_bytes, BlockId(n_blocks), options.prefault));
-  return std::unique_ptr<KvManager>(new KvManager(std::make_unique<State>(
-      options.layout, std::move(pool), options.tiers, options.tier_codec)));
+  return std::unique_ptr<KvManager>(new KvManager(
+      std::make_unique<State>(options.layout, std::move(pool), options.tiers,
+                              options.tier_codec, chunk)));
 }
 
 KvManager::KvManager(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -367,6 +441,12 @@ KvManager::~KvManager() = default;
 
 const BlockLayout& KvManager::layout() const { return state_->layout; }
 store::Codec KvManager::tier_codec() const { return state_->codec; }
+size_t KvManager::chunk_blocks() const { return state_->chunk; }
+
+size_t AutoChunkBlocks(const BlockLayout& layout) {
+  return std::clamp<size_t>(kTargetObjectBytes / layout.block_bytes(), 1,
+                            kMaxChunkBlocks);
+}
 
 uint8_t* KvManager::BlockData(BlockId id) const {
   KV_DCHECK(id >= 0 && id < state_->pool->capacity());
@@ -389,11 +469,10 @@ int KvManager::Admit(std::span<const int32_t> tokens, SequenceKv* seq) {
     s.queried_tokens += uint64_t(n);
     s.hit_tokens += uint64_t(cached);
     // Second use: the blocks this sequence now holds (so they stay intact
-    // while being encoded below).
-    const uint8_t second_use = s.TiersWith(TierWritePolicy::kOnSecondUse);
-    for (size_t i = 0; second_use != 0 && i < seq->chain.size(); ++i) {
-      s.CollectWrite(*seq, i, second_use, &writes);
-    }
+    // while being encoded below), in chunks and then single blocks.
+    s.CollectWrites(*seq, 0, seq->chain.size(),
+                    s.TiersWith(TierWritePolicy::kOnSecondUse),
+                    /*tail=*/true, &writes);
   }
   s.WriteBehind(seq->root, writes);
   return cached;
@@ -429,10 +508,11 @@ void KvManager::Commit(std::span<const int32_t> tokens, SequenceKv* seq) {
     std::lock_guard lock(s.mu);
     const size_t first_new = seq->chain.size();
     s.CommitLocked(tokens, seq);
-    const uint8_t on_commit = s.TiersWith(TierWritePolicy::kOnCommit);
-    for (size_t i = first_new; on_commit != 0 && i < seq->chain.size(); ++i) {
-      if (seq->indexed[i]) s.CollectWrite(*seq, i, on_commit, &writes);
-    }
+    // Each chunk as its last block is committed; the blocks after the last
+    // chunk when the sequence is released.
+    s.CollectWrites(*seq, first_new, seq->chain.size(),
+                    s.TiersWith(TierWritePolicy::kOnCommit), /*tail=*/false,
+                    &writes);
   }
   s.WriteBehind(seq->root, writes);
 }
@@ -468,8 +548,20 @@ void KvManager::State::ReleaseLocked(SequenceKv* seq) {
 }
 
 void KvManager::Release(SequenceKv* seq) {
-  std::lock_guard lock(state_->mu);
-  state_->ReleaseLocked(seq);
+  State& s = *state_;
+  std::vector<State::PendingWrite> writes;
+  {
+    // The blocks after the sequence's last whole chunk, written while it
+    // still holds them.
+    std::lock_guard lock(s.mu);
+    const size_t full = seq->chain.size();
+    s.CollectWrites(*seq, full / s.chunk * s.chunk, full,
+                    s.TiersWith(TierWritePolicy::kOnCommit), /*tail=*/true,
+                    &writes);
+  }
+  s.WriteBehind(seq->root, writes);
+  std::lock_guard lock(s.mu);
+  s.ReleaseLocked(seq);
 }
 
 int KvManager::Lookup(std::span<const int32_t> tokens,
@@ -490,15 +582,44 @@ std::vector<Hash128> KvManager::State::Chain(std::span<const int32_t> tokens,
   return chain;
 }
 
-std::vector<size_t> KvManager::State::TierRuns(
-    std::span<const Hash128> keys) const {
-  std::vector<size_t> runs(tiers.size(), 0);
-  size_t p = 0;
-  for (size_t t = 0; t < tiers.size() && p < keys.size(); ++t) {
-    runs[t] = LeadingRun(tiers[t].tier->Exists(keys.subspan(p)));
-    p += runs[t];
+KvManager::State::TierPlan KvManager::State::PlanTiers(
+    std::span<const Hash128> chain, size_t start) const {
+  const size_t n = chain.size();
+  TierPlan plan;
+  plan.pieces.resize(tiers.size());
+  plan.ends.assign(tiers.size(), start);
+  size_t p = start;
+  for (size_t t = 0; t < tiers.size() && p < n; ++t) {
+    // Keys: the chunks from the one holding block p on, then the single
+    // blocks from p on (with chunks of one block, the singles alone).
+    const size_t first_chunk = p / chunk;
+    const size_t chunks =
+        chunk > 1 ? n / chunk - std::min(n / chunk, first_chunk) : 0;
+    std::vector<Hash128> keys;
+    keys.reserve(chunks + (n - p));
+    for (size_t k = first_chunk; k < first_chunk + chunks; ++k) {
+      keys.push_back(chain[(k + 1) * chunk - 1]);
+    }
+    keys.insert(keys.end(), chain.begin() + ptrdiff_t(p), chain.end());
+    const std::vector<bool> held = tiers[t].tier->Exists(keys);
+    const size_t single0 = p;
+    while (p < n) {
+      const size_t k = p / chunk;
+      if (k < first_chunk + chunks && held[k - first_chunk]) {
+        plan.pieces[t].push_back({k * chunk, chunk});
+        p = (k + 1) * chunk;
+      } else if (held[chunks + (p - single0)]) {
+        plan.pieces[t].push_back({p, 1});
+        ++p;
+      } else {
+        break;
+      }
+    }
+    plan.ends[t] = p;
+    for (size_t u = t + 1; u < tiers.size(); ++u) plan.ends[u] = p;
   }
-  return runs;
+  plan.end = p;
+  return plan;
 }
 
 PrefixHit KvManager::Probe(std::span<const int32_t> tokens,
@@ -513,9 +634,12 @@ PrefixHit KvManager::Probe(std::span<const int32_t> tokens,
   }
   PrefixHit hit;
   hit.dram_tokens = int(in_dram * b);
-  const std::vector<size_t> runs =
-      s.TierRuns(std::span<const Hash128>(chain).subspan(in_dram));
-  for (const size_t run : runs) hit.tier_tokens.push_back(int(run * b));
+  const State::TierPlan plan = s.PlanTiers(chain, in_dram);
+  size_t at = in_dram;
+  for (const size_t end : plan.ends) {
+    hit.tier_tokens.push_back(int((end - at) * b));
+    at = end;
+  }
   return hit;
 }
 
@@ -535,13 +659,10 @@ PrefixHit KvManager::Prefetch(std::span<const int32_t> tokens,
     hit.dram_tokens = int(s.MapChain(chain, &pin) * b);
   }
   const size_t mapped = pin.chain.size();
-  const std::span<const Hash128> keys =
-      std::span<const Hash128>(chain).subspan(mapped);
-  const std::vector<size_t> runs = s.TierRuns(keys);
-  size_t wanted = 0;
-  for (const size_t run : runs) wanted += run;
+  const State::TierPlan plan = s.PlanTiers(chain, mapped);
+  const size_t wanted = plan.end - mapped;
 
-  std::vector<BlockId> fresh;  // fresh[i] receives keys[i]
+  std::vector<BlockId> fresh;  // fresh[i] receives chain[mapped + i]
   if (wanted > 0) {
     std::lock_guard lock(s.mu);
     while (fresh.size() < wanted) {
@@ -550,22 +671,28 @@ PrefixHit KvManager::Prefetch(std::span<const int32_t> tokens,
       fresh.push_back(id);
     }
   }
-  // Read, verify and copy, tier by tier along the chain, without the lock;
-  // the first missing or bad object ends the load.
+  // Read, verify and decode, tier by tier along the chain, without the
+  // lock; the first missing or bad object ends the load.
   std::vector<uint8_t> source(fresh.size(), 0);  // tier index per block
   std::vector<uint64_t> failures(s.tiers.size(), 0);
-  size_t loaded = 0;
-  for (size_t t = 0; t < s.tiers.size() && loaded < fresh.size(); ++t) {
-    const size_t end = std::min(loaded + runs[t], fresh.size());
-    const size_t n = s.LoadRun(t, root, keys.subspan(loaded, end - loaded),
-                               std::span(fresh).subspan(loaded, end - loaded));
-    std::fill(source.begin() + loaded, source.begin() + loaded + n, uint8_t(t));
-    loaded += n;
-    if (loaded < end) {
+  const size_t limit = mapped + fresh.size();
+  size_t reached = mapped;
+  for (size_t t = 0; t < s.tiers.size() && reached < limit; ++t) {
+    if (plan.pieces[t].empty()) continue;
+    const size_t end = std::min(plan.ends[t], limit);
+    const size_t got =
+        s.LoadRun(t, root, chain, plan.pieces[t], reached, mapped, fresh);
+    std::fill(source.begin() + ptrdiff_t(reached - mapped),
+              source.begin() + ptrdiff_t(got - mapped), uint8_t(t));
+    reached = got;
+    if (reached < end) {
       ++failures[t];
       break;
     }
   }
+  const size_t loaded = reached - mapped;
+  const std::span<const Hash128> keys =
+      std::span<const Hash128>(chain).subspan(mapped);
 
   std::lock_guard lock(s.mu);
   for (size_t i = 0; i < loaded; ++i) {

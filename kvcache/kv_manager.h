@@ -22,11 +22,23 @@
 //            runs without the lock, so other threads keep working) and
 //            indexes them: a hit in a lower tier is promoted into DRAM, and
 //            the next Admit maps it like any cached block;
-//   write-behind: a block newly indexed by Commit is encoded and queued to
+//   write-behind: blocks newly indexed by Commit are encoded and queued to
 //            every tier whose policy is kOnCommit (the tier's Put never
-//            blocks); a kOnSecondUse tier gets it when an Admit maps it from
-//            DRAM. A block loaded from tier t is also queued to the tiers
-//            above t that follow kOnCommit (a Redis hit fills the local disk).
+//            blocks); a kOnSecondUse tier gets them when an Admit maps them
+//            from DRAM. An object loaded from tier t is also queued to the
+//            tiers above t that follow kOnCommit (a Redis hit fills the local
+//            disk).
+// Objects: a tier object holds a chunk of C = chunk_blocks consecutive
+//   blocks (chunk k holds blocks [k C, (k + 1) C) of a chain, keyed by the
+//   hash of its last block), written when its last block is committed; the
+//   blocks after a sequence's last whole chunk are written as single-block
+//   objects when the sequence is released (or, second-use, mapped). A lookup
+//   asks for the chunks and the single blocks along the chain at once and
+//   walks it: a chunk where one is held, else a single block. So every
+//   prefix that ended a stored sequence is found whole, and a prefix that
+//   branches off inside another's chunk finds the chunks before the branch
+//   (the rest is recomputed); a chunk partly in DRAM is read whole and its
+//   other blocks dropped.
 // Objects are verified on load (checksum, namespace root, key, layout,
 // codec) and decoded by the tier codec; a bad or missing object ends the load
 // there and its tokens are recomputed.
@@ -83,6 +95,17 @@ struct TierOptions {
 };
 
 inline constexpr size_t kMaxTiers = 8;
+inline constexpr size_t kMaxChunkBlocks = 1024;
+// The object size chunk_blocks = 0 aims at. A local redis-server hands one
+// client 2.0-2.3 GB/s in values of 128-512 KiB, 1.4 at 1 MiB and 0.9-1.1 at
+// 2-8 MiB (PipelinedGetProbe, this machine); the disk's O_DIRECT reads gain
+// little past 512 KiB. So blocks are grouped up to 512 KiB: one block per
+// object at the 1b shape (512 KiB blocks), 2 at 110m, 51 for stories260K.
+inline constexpr size_t kTargetObjectBytes = size_t{512} << 10;
+
+// The chunk size chunk_blocks = 0 picks for `layout`: the most blocks whose
+// bytes stay within kTargetObjectBytes, at least 1.
+size_t AutoChunkBlocks(const BlockLayout& layout);
 
 struct KvManagerOptions {
   BlockLayout layout;
@@ -98,6 +121,11 @@ struct KvManagerOptions {
   // namespace: pass it to RootHash. InvalidArgument at Create when it cannot
   // code the layout's KV types.
   store::Codec tier_codec = store::Codec::kRaw;
+  // Blocks per tier object (see "Objects" above), at most kMaxChunkBlocks;
+  // 0: AutoChunkBlocks(layout); 1 writes one object per block at commit.
+  // Servers sharing a tier should agree on it (objects of another chunk
+  // size are found only where their keys coincide).
+  size_t chunk_blocks = 0;
 };
 
 // One sequence's view of the cache. Owned by the caller (one per running
@@ -156,6 +184,7 @@ class KvManager {
 
   const BlockLayout& layout() const;
   store::Codec tier_codec() const;
+  size_t chunk_blocks() const;  // resolved: >= 1
   // Start of a block's bytes ([layer][K|V][kv_head][token][head_dim]).
   uint8_t* BlockData(BlockId id) const;
 
@@ -200,8 +229,10 @@ class KvManager {
   // The loaded blocks are indexed and unreferenced (cached): an Admit of the
   // same prompt maps them, unless pool pressure evicted them in between.
   // Stops early, without error, when blocks run out or an object is missing
-  // or bad (counted). Callers pass tokens.first(n - 1) for an n-token prompt:
-  // Admit never maps the block holding the last prompt token.
+  // or bad (counted). Callers pass the whole prompt: a prompt that ends on a
+  // block boundary gets its last block too (Admit maps it and copies it on
+  // write, so one token is computed; the chunk holding it is found by its
+  // key, which a prompt cut before its last token could not name).
   PrefixHit Prefetch(std::span<const int32_t> tokens, const Hash128& root);
 
   size_t tier_count() const;

@@ -189,5 +189,121 @@ TEST(KvManagerTiersTest, APoolTooSmallLoadsWhatFits) {
   b->Release(&holder);
 }
 
+// Chunks of 4 blocks: a 10-block prompt is stored as chunk objects of
+// blocks [0, 4) and [4, 8), written as their last blocks are committed and
+// keyed by them, and single-block objects of blocks 8 and 9, written when
+// the sequence is released.
+TEST(KvManagerTiersTest, ChunksAtCommitAndTheTailAtRelease) {
+  auto disk = OpenDisk("chunks");
+  const std::vector<int32_t> prompt = Range(11, 10 * kB + 1);
+  const std::vector<Hash128> keys = Keys(prompt, Root(""));
+  auto held = [&] {
+    disk->Flush();
+    std::vector<size_t> at;
+    const std::vector<bool> e = disk->Exists(keys);
+    for (size_t i = 0; i < e.size(); ++i) {
+      if (e[i]) at.push_back(i);
+    }
+    return at;
+  };
+  {
+    auto a = MakeManager(32, {{disk.get()}}, {}, 4);
+    SequenceKv seq = Seq(Root(""));
+    Prefill(*a, prompt, &seq);
+    EXPECT_EQ(held(), (std::vector<size_t>{3, 7}));
+    EXPECT_EQ(a->TierStats()[0].queued_blocks, 8u);
+    a->Release(&seq);
+    EXPECT_EQ(held(), (std::vector<size_t>{3, 7, 8, 9}));
+    EXPECT_EQ(a->TierStats()[0].queued_blocks, 10u);
+  }
+
+  // A fresh manager finds and loads all ten blocks from the four objects.
+  auto b = MakeManager(32, {{disk.get()}}, {}, 4);
+  EXPECT_EQ(b->Probe(prompt, Root("")).tier_tokens, std::vector<int>{10 * kB});
+  EXPECT_EQ(b->Prefetch(prompt, Root("")).tier_tokens,
+            std::vector<int>{10 * kB});
+  SequenceKv seq = Seq(Root(""));
+  EXPECT_EQ(b->Admit(prompt, &seq), 10 * kB);
+  EXPECT_TRUE(Computed(*b, prompt, 10 * kB, seq));
+  EXPECT_TRUE(Valid(*b, {&seq}).ok());
+  b->Release(&seq);
+  EXPECT_EQ(b->TierStats()[0].loaded_blocks, 10u);
+  EXPECT_EQ(b->TierStats()[0].queued_blocks, 0u);  // nothing written back
+
+  // A stored prompt's prefix that ends inside its tail: chunks and singles.
+  auto c = MakeManager(32, {{disk.get()}}, {}, 4);
+  EXPECT_EQ(c->Prefetch(std::span(prompt).first(9 * kB + 1), Root("")).total(),
+            9 * kB);
+  // A prompt that branches off inside chunk [4, 8): the chunk before it.
+  std::vector<int32_t> branch = prompt;
+  branch[6 * kB + 3] = -5;
+  auto d = MakeManager(32, {{disk.get()}}, {}, 4);
+  EXPECT_EQ(d->Prefetch(branch, Root("")).total(), 4 * kB);
+  SequenceKv dseq = Seq(Root(""));
+  EXPECT_EQ(Prefill(*d, branch, &dseq), 4 * kB);
+  EXPECT_TRUE(Computed(*d, branch, int(branch.size()), dseq));
+  d->Release(&dseq);
+}
+
+// A chunk whose first blocks are in DRAM is read whole; only its missing
+// blocks are used.
+TEST(KvManagerTiersTest, AChunkPartlyInDramFillsTheRest) {
+  auto disk = OpenDisk("chunk-dram");
+  const std::vector<int32_t> prompt = Range(70, 8 * kB + 1);
+  {
+    auto a = MakeManager(32, {{disk.get()}}, {}, 4);
+    CacheRun(*a, prompt, Root(""));
+  }
+  disk->Flush();
+  auto b = MakeManager(32, {{disk.get()}}, {}, 4);
+  CacheRun(*b, std::span(prompt).first(2 * kB + 1), Root(""));  // 2 in DRAM
+  const PrefixHit hit = b->Prefetch(prompt, Root(""));
+  EXPECT_EQ(hit.dram_tokens, 2 * kB);
+  EXPECT_EQ(hit.tier_tokens, std::vector<int>{6 * kB});
+  SequenceKv seq = Seq(Root(""));
+  EXPECT_EQ(b->Admit(prompt, &seq), 8 * kB);
+  EXPECT_TRUE(Computed(*b, prompt, 8 * kB, seq));
+  EXPECT_TRUE(Valid(*b, {&seq}).ok());
+  b->Release(&seq);
+}
+
+// Chunks of one block: every block is its own object, written at commit.
+TEST(KvManagerTiersTest, ChunksOfOneBlockWriteEveryBlockAtCommit) {
+  auto disk = OpenDisk("chunk-one");
+  const std::vector<int32_t> prompt = Range(5, 5 * kB + 1);
+  auto a = MakeManager(16, {{disk.get()}}, {}, 1);
+  SequenceKv seq = Seq(Root(""));
+  Prefill(*a, prompt, &seq);
+  disk->Flush();
+  EXPECT_EQ(Held(*disk, Keys(prompt, Root(""))), 5u);
+  a->Release(&seq);
+}
+
+TEST(KvManagerTiersTest, ChunkSizeIsAutomaticOrWithinRange) {
+  KvManagerOptions o;
+  o.layout = SmallLayout();
+  o.capacity_bytes = 4 * o.layout.block_bytes();
+  o.prefault = false;
+  o.chunk_blocks = kMaxChunkBlocks + 1;
+  EXPECT_EQ(KvManager::Create(o).status().code(), StatusCode::kInvalidArgument);
+  // Automatic: objects of at most kTargetObjectBytes, at least one block.
+  o.chunk_blocks = 0;
+  auto m = KvManager::Create(o);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)->chunk_blocks(), AutoChunkBlocks(o.layout));
+  EXPECT_EQ(
+      AutoChunkBlocks(o.layout),
+      std::min(kMaxChunkBlocks, kTargetObjectBytes / o.layout.block_bytes()));
+  BlockLayout big = o.layout;
+  big.n_layers = 16;
+  big.n_kv_heads = 8;
+  big.head_dim = 64;
+  big.block_tokens = 16;
+  EXPECT_EQ(big.block_bytes(), size_t{512} << 10);  // the 1b shape
+  EXPECT_EQ(AutoChunkBlocks(big), 1u);
+  big.n_layers = 17;
+  EXPECT_EQ(AutoChunkBlocks(big), 1u);  // never 0
+}
+
 }  // namespace
 }  // namespace kvstash::kvcache

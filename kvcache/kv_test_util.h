@@ -31,13 +31,14 @@ inline BlockLayout SmallLayout(kernels::KvFormat kv = {}) {
 }
 
 inline std::unique_ptr<KvManager> MakeManager(
-    int blocks, std::vector<TierOptions> tiers = {},
-    kernels::KvFormat kv = {}) {
+    int blocks, std::vector<TierOptions> tiers = {}, kernels::KvFormat kv = {},
+    size_t chunk_blocks = 16) {  // 0: auto
   KvManagerOptions o;
   o.layout = SmallLayout(kv);
   o.capacity_bytes = size_t(blocks) * o.layout.block_bytes();
   o.prefault = false;
   o.tiers = std::move(tiers);
+  o.chunk_blocks = chunk_blocks;
   Result<std::unique_ptr<KvManager>> m = KvManager::Create(o);
   KV_CHECK(m.ok());
   return std::move(m).value();

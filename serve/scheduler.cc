@@ -246,9 +246,7 @@ void Scheduler::LoaderLoop() {
     Sequence* seq = to_load_.front();
     to_load_.pop_front();
     lock.unlock();
-    // The last prompt token is always computed: its block is not loaded.
-    seq->prefetched = kv_.Prefetch(
-        std::span(seq->tokens).first(seq->tokens.size() - 1), seq->kv.root);
+    seq->prefetched = kv_.Prefetch(seq->tokens, seq->kv.root);
     lock.lock();
     loaded_.push_back(seq);
     wake_.notify_all();
@@ -396,8 +394,7 @@ void Scheduler::Admit(int* budget) {
     Sequence* seq = waiting_.front().get();
     if (!seq->tiers_probed && kv_.tier_count() > 0) {
       seq->tiers_probed = true;
-      const int loadable = int(seq->tokens.size() - 1) /
-                           kv_.layout().block_tokens *
+      const int loadable = int(seq->tokens.size()) / kv_.layout().block_tokens *
                            kv_.layout().block_tokens;
       if (kv_.Lookup(seq->tokens, seq->kv.root) < loadable) {
         loading_.push_back(std::move(waiting_.front()));

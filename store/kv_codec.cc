@@ -44,33 +44,48 @@ size_t PlaneWidth(const BlockLayout& layout) {
   return k == width(layout.kv.v) ? k : 1;
 }
 
-// dst[j * n + i] = src[i * W + j] for n = size / W elements (and back), with
-// W a constant so that the loops vectorize.
+// Byte planes of an object's elements (W bytes each, W a constant so that
+// the loops vectorize): byte j of element i (counted across the blocks, e
+// elements a block) goes to planes[j * n + i], n the object's element
+// count; and back.
 template <size_t W>
-void ShuffleBy(const uint8_t* src, size_t size, uint8_t* dst) {
-  const size_t n = size / W;
-  for (size_t i = 0; i < n; ++i) {
-    for (size_t j = 0; j < W; ++j) dst[j * n + i] = src[i * W + j];
+void ShuffleBy(ConstBlocks blocks, size_t block_bytes, uint8_t* planes) {
+  const size_t e = block_bytes / W;
+  const size_t n = e * blocks.size();
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const uint8_t* src = blocks[b];
+    uint8_t* dst = planes + b * e;
+    for (size_t i = 0; i < e; ++i) {
+      for (size_t j = 0; j < W; ++j) dst[j * n + i] = src[i * W + j];
+    }
   }
 }
 template <size_t W>
-void UnshuffleBy(const uint8_t* src, size_t size, uint8_t* dst) {
-  const size_t n = size / W;
-  for (size_t i = 0; i < n; ++i) {
-    for (size_t j = 0; j < W; ++j) dst[i * W + j] = src[j * n + i];
+void UnshuffleBy(const uint8_t* planes, size_t block_bytes,
+                 MutableBlocks blocks) {
+  const size_t e = block_bytes / W;
+  const size_t n = e * blocks.size();
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const uint8_t* src = planes + b * e;
+    uint8_t* dst = blocks[b];
+    for (size_t i = 0; i < e; ++i) {
+      for (size_t j = 0; j < W; ++j) dst[i * W + j] = src[j * n + i];
+    }
   }
 }
 
-void Shuffle(std::span<const uint8_t> src, size_t w, uint8_t* dst) {
-  if (w == 2) return ShuffleBy<2>(src.data(), src.size(), dst);
-  if (w == 4) return ShuffleBy<4>(src.data(), src.size(), dst);
-  std::memcpy(dst, src.data(), src.size());
+void Shuffle(ConstBlocks blocks, size_t block_bytes, size_t w,
+             uint8_t* planes) {
+  if (w == 2) return ShuffleBy<2>(blocks, block_bytes, planes);
+  if (w == 4) return ShuffleBy<4>(blocks, block_bytes, planes);
+  return ShuffleBy<1>(blocks, block_bytes, planes);
 }
 
-void Unshuffle(const uint8_t* src, size_t w, std::span<uint8_t> dst) {
-  if (w == 2) return UnshuffleBy<2>(src, dst.size(), dst.data());
-  if (w == 4) return UnshuffleBy<4>(src, dst.size(), dst.data());
-  std::memcpy(dst.data(), src, dst.size());
+void Unshuffle(const uint8_t* planes, size_t block_bytes, size_t w,
+               MutableBlocks blocks) {
+  if (w == 2) return UnshuffleBy<2>(planes, block_bytes, blocks);
+  if (w == 4) return UnshuffleBy<4>(planes, block_bytes, blocks);
+  return UnshuffleBy<1>(planes, block_bytes, blocks);
 }
 
 struct ZstdFree {
@@ -260,8 +275,8 @@ void QuantizeRow(const float* __restrict x, const float* __restrict inv,
 }
 
 std::vector<uint8_t> EncodeCacheGen(const BlockLayout& layout,
-                                    std::span<const uint8_t> blocks) {
-  const size_t n_blocks = blocks.size() / layout.block_bytes();
+                                    ConstBlocks blocks) {
+  const size_t n_blocks = blocks.size();
   const size_t bt = size_t(layout.block_tokens);
   const size_t tokens = n_blocks * bt;
   const size_t d = size_t(layout.head_dim);
@@ -276,8 +291,8 @@ std::vector<uint8_t> EncodeCacheGen(const BlockLayout& layout,
   for (const RunRef& r : runs) {
     const KvType type = layout.kv.type(r.side);
     for (size_t b = 0; b < n_blocks; ++b) {
-      const uint8_t* run = blocks.data() + b * layout.block_bytes() +
-                           layout.RunOffset(r.layer, r.side, r.head);
+      const uint8_t* run =
+          blocks[b] + layout.RunOffset(r.layer, r.side, r.head);
       // A float type's run is its rows back to back: one conversion.
       RowToF32(type, run, bt * d, &values[b * bt * d]);
     }
@@ -301,9 +316,8 @@ std::vector<uint8_t> EncodeCacheGen(const BlockLayout& layout,
 }
 
 Status DecodeCacheGen(const BlockLayout& layout,
-                      std::span<const uint8_t> payload,
-                      std::span<uint8_t> blocks) {
-  const size_t n_blocks = blocks.size() / layout.block_bytes();
+                      std::span<const uint8_t> payload, MutableBlocks blocks) {
+  const size_t n_blocks = blocks.size();
   const size_t bt = size_t(layout.block_tokens);
   const size_t tokens = n_blocks * bt;
   const size_t d = size_t(layout.head_dim);
@@ -328,8 +342,7 @@ Status DecodeCacheGen(const BlockLayout& layout,
         for (size_t c = 0; c < d; ++c) row[c] = float(q[c]) * step[c];
       }
       F32ToRow(type, values.data(), bt * d,
-               blocks.data() + b * layout.block_bytes() +
-                   layout.RunOffset(r.layer, r.side, r.head));
+               blocks[b] + layout.RunOffset(r.layer, r.side, r.head));
     }
     steps += d;
     symbols += tokens * d;
@@ -390,17 +403,24 @@ int CacheGenLevels(int layer, int n_layers) {
 }
 
 std::vector<uint8_t> EncodePayload(Codec codec, const BlockLayout& layout,
-                                   std::span<const uint8_t> blocks) {
+                                   ConstBlocks blocks) {
   KV_CHECK(CodecSupports(codec, layout).empty());
-  KV_CHECK(!blocks.empty() && blocks.size() % layout.block_bytes() == 0);
+  KV_CHECK(!blocks.empty());
+  const size_t block_bytes = layout.block_bytes();
   switch (codec) {
-    case Codec::kRaw:
-      return {blocks.begin(), blocks.end()};
+    case Codec::kRaw: {
+      std::vector<uint8_t> out(blocks.size() * block_bytes);
+      for (size_t b = 0; b < blocks.size(); ++b) {
+        std::memcpy(out.data() + b * block_bytes, blocks[b], block_bytes);
+      }
+      return out;
+    }
     case Codec::kZstd: {
       thread_local std::vector<uint8_t> planes;
-      uint8_t* p = Scratch(planes, blocks.size());
-      Shuffle(blocks, PlaneWidth(layout), p);
-      return Compress({p, blocks.size()});
+      const size_t bytes = blocks.size() * block_bytes;
+      uint8_t* p = Scratch(planes, bytes);
+      Shuffle(blocks, block_bytes, PlaneWidth(layout), p);
+      return Compress({p, bytes});
     }
     case Codec::kCacheGen:
       return EncodeCacheGen(layout, blocks);
@@ -409,26 +429,32 @@ std::vector<uint8_t> EncodePayload(Codec codec, const BlockLayout& layout,
   return {};
 }
 
+std::vector<uint8_t> EncodePayload(Codec codec, const BlockLayout& layout,
+                                   std::span<const uint8_t> blocks) {
+  return EncodePayload(codec, layout, BlockPointers(layout, blocks));
+}
+
 Status DecodePayload(Codec codec, const BlockLayout& layout,
-                     std::span<const uint8_t> payload,
-                     std::span<uint8_t> blocks) {
-  if (blocks.empty() || blocks.size() % layout.block_bytes() != 0) {
-    return Status::InvalidArgument("tier codec: not whole blocks");
-  }
+                     std::span<const uint8_t> payload, MutableBlocks blocks) {
+  if (blocks.empty()) return Status::InvalidArgument("tier codec: no blocks");
+  const size_t block_bytes = layout.block_bytes();
+  const size_t bytes = blocks.size() * block_bytes;
   switch (codec) {
     case Codec::kRaw:
-      if (payload.size() != blocks.size()) {
-        return Status::Corruption(
-            "tier codec: a raw payload of " + std::to_string(payload.size()) +
-            " bytes is not " + std::to_string(blocks.size()));
+      if (payload.size() != bytes) {
+        return Status::Corruption("tier codec: a raw payload of " +
+                                  std::to_string(payload.size()) +
+                                  " bytes is not " + std::to_string(bytes));
       }
-      std::memcpy(blocks.data(), payload.data(), blocks.size());
+      for (size_t b = 0; b < blocks.size(); ++b) {
+        std::memcpy(blocks[b], payload.data() + b * block_bytes, block_bytes);
+      }
       return Status::OK();
     case Codec::kZstd: {
       thread_local std::vector<uint8_t> planes;
-      uint8_t* p = Scratch(planes, blocks.size());
-      KV_RETURN_IF_ERROR(Decompress(payload, {p, blocks.size()}));
-      Unshuffle(p, PlaneWidth(layout), blocks);
+      uint8_t* p = Scratch(planes, bytes);
+      KV_RETURN_IF_ERROR(Decompress(payload, {p, bytes}));
+      Unshuffle(p, block_bytes, PlaneWidth(layout), blocks);
       return Status::OK();
     }
     case Codec::kCacheGen: {
@@ -439,6 +465,29 @@ Status DecodePayload(Codec codec, const BlockLayout& layout,
   }
   return Status::NotSupported("tier codec " + std::to_string(unsigned(codec)) +
                               " is unknown to this build");
+}
+
+Status DecodePayload(Codec codec, const BlockLayout& layout,
+                     std::span<const uint8_t> payload,
+                     std::span<uint8_t> blocks) {
+  if (blocks.empty() || blocks.size() % layout.block_bytes() != 0) {
+    return Status::InvalidArgument("tier codec: not whole blocks");
+  }
+  std::vector<uint8_t*> pointers;
+  for (size_t at = 0; at < blocks.size(); at += layout.block_bytes()) {
+    pointers.push_back(blocks.data() + at);
+  }
+  return DecodePayload(codec, layout, payload, pointers);
+}
+
+std::vector<const uint8_t*> BlockPointers(const BlockLayout& layout,
+                                          std::span<const uint8_t> blocks) {
+  KV_CHECK(blocks.size() % layout.block_bytes() == 0);
+  std::vector<const uint8_t*> pointers;
+  for (size_t at = 0; at < blocks.size(); at += layout.block_bytes()) {
+    pointers.push_back(blocks.data() + at);
+  }
+  return pointers;
 }
 
 }  // namespace kvstash::store

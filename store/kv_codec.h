@@ -69,16 +69,33 @@ std::string CodecSupports(Codec codec, const kernels::BlockLayout& layout);
 // standard deviation over the object's tokens divided by this.
 int CacheGenLevels(int layer, int n_layers);
 
-// Encodes `blocks` (n whole blocks of `layout`, as the pool holds them).
-// REQUIRES: CodecSupports(codec, layout) is empty; blocks.size() a positive
+// The n blocks of an object, each layout.block_bytes() long, wherever they
+// lie (blocks of the pool are not contiguous).
+using ConstBlocks = std::span<const uint8_t* const>;
+using MutableBlocks = std::span<uint8_t* const>;
+
+// Pointers to the whole blocks of contiguous `blocks`. REQUIRES: its size a
 // multiple of layout.block_bytes().
+std::vector<const uint8_t*> BlockPointers(const kernels::BlockLayout& layout,
+                                          std::span<const uint8_t> blocks);
+
+// Encodes `blocks` (as the pool holds them). REQUIRES: CodecSupports(codec,
+// layout) is empty; blocks non-empty.
+std::vector<uint8_t> EncodePayload(Codec codec,
+                                   const kernels::BlockLayout& layout,
+                                   ConstBlocks blocks);
+// The same for contiguous blocks (a multiple of block_bytes()).
 std::vector<uint8_t> EncodePayload(Codec codec,
                                    const kernels::BlockLayout& layout,
                                    std::span<const uint8_t> blocks);
 
-// Decodes `payload` into `blocks` (the bytes of the n blocks it must hold).
-// Corruption when the payload does not decode to exactly blocks.size()
-// bytes of `layout`; NotSupported for an unknown codec.
+// Decodes `payload` into `blocks` (the n blocks it must hold). Corruption
+// when the payload does not decode to exactly n blocks of `layout`;
+// NotSupported for an unknown codec.
+Status DecodePayload(Codec codec, const kernels::BlockLayout& layout,
+                     std::span<const uint8_t> payload, MutableBlocks blocks);
+// The same into contiguous blocks (InvalidArgument unless a positive
+// multiple of block_bytes()).
 Status DecodePayload(Codec codec, const kernels::BlockLayout& layout,
                      std::span<const uint8_t> payload,
                      std::span<uint8_t> blocks);

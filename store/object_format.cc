@@ -101,26 +101,24 @@ Status Mismatch(const char* field, const std::string& got,
 std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
                                   const Hash128& parent, const Hash128& key,
                                   const kernels::BlockLayout& layout,
-                                  uint32_t token_count,
-                                  std::span<const uint8_t> blocks,
-                                  Codec codec) {
+                                  ConstBlocks blocks, Codec codec) {
   KV_CHECK(layout.Check().empty());
-  KV_CHECK(token_count > 0 && token_count % uint32_t(layout.block_tokens) == 0);
-  KV_CHECK(blocks.size() ==
-           token_count / uint32_t(layout.block_tokens) * layout.block_bytes());
+  KV_CHECK(!blocks.empty());
+  const size_t block_bytes = layout.block_bytes();
   const std::vector<uint8_t> encoded =
       codec == Codec::kRaw ? std::vector<uint8_t>()
                            : EncodePayload(codec, layout, blocks);
-  const std::span<const uint8_t> payload =
-      codec == Codec::kRaw ? blocks : std::span<const uint8_t>(encoded);
+  const size_t payload_bytes =
+      codec == Codec::kRaw ? blocks.size() * block_bytes : encoded.size();
 
-  std::vector<uint8_t> out(kObjectHeaderBytes + payload.size(), 0);
+  std::vector<uint8_t> out(kObjectHeaderBytes + payload_bytes, 0);
   uint8_t* h = out.data();
   PutU32(h + kMagicAt, kMagic);
   PutU32(h + kVersionAt, kObjectFormatVersion);
   PutHash(h + kFingerprintAt, fingerprint);
   PutHash(h + kKeyAt, key);
-  PutU32(h + kTokenCountAt, token_count);
+  PutU32(h + kTokenCountAt,
+         uint32_t(blocks.size() * size_t(layout.block_tokens)));
   PutU32(h + kNLayersAt, uint32_t(layout.n_layers));
   PutU32(h + kNKvHeadsAt, uint32_t(layout.n_kv_heads));
   PutU32(h + kHeadDimAt, uint32_t(layout.head_dim));
@@ -128,13 +126,32 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
   h[kKTypeAt] = uint8_t(layout.kv.k);
   h[kVTypeAt] = uint8_t(layout.kv.v);
   h[kCodecAt] = uint8_t(codec);
-  PutU64(h + kPayloadBytesAt, payload.size());
+  PutU64(h + kPayloadBytesAt, payload_bytes);
   PutHash(h + kParentAt, parent);
-  if (!payload.empty()) {
-    std::memcpy(h + kObjectHeaderBytes, payload.data(), payload.size());
+  uint8_t* payload = h + kObjectHeaderBytes;
+  if (codec == Codec::kRaw) {
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      std::memcpy(payload + b * block_bytes, blocks[b], block_bytes);
+    }
+  } else {
+    std::memcpy(payload, encoded.data(), encoded.size());
   }
-  PutU64(h + kChecksumAt, Checksum(h, payload));
+  PutU64(h + kChecksumAt, Checksum(h, {payload, payload_bytes}));
   return out;
+}
+
+std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
+                                  const Hash128& parent, const Hash128& key,
+                                  const kernels::BlockLayout& layout,
+                                  uint32_t token_count,
+                                  std::span<const uint8_t> blocks,
+                                  Codec codec) {
+  KV_CHECK(layout.Check().empty());
+  KV_CHECK(token_count > 0 && token_count % uint32_t(layout.block_tokens) == 0);
+  KV_CHECK(blocks.size() ==
+           token_count / uint32_t(layout.block_tokens) * layout.block_bytes());
+  return EncodeObject(fingerprint, parent, key, layout,
+                      BlockPointers(layout, blocks), codec);
 }
 
 Result<ObjectHeader> ParseHeaderPrefix(std::span<const uint8_t> bytes) {
@@ -324,6 +341,18 @@ Status DecodeObjectBlocks(const ObjectView& view,
     return Status::InvalidArgument("object of " + std::to_string(n) +
                                    " blocks decoded into " +
                                    std::to_string(blocks.size()) + " bytes");
+  }
+  return DecodePayload(view.header.codec, layout, view.payload, blocks);
+}
+
+Status DecodeObjectBlocks(const ObjectView& view,
+                          const kernels::BlockLayout& layout,
+                          MutableBlocks blocks) {
+  const uint64_t n = view.header.token_count / uint32_t(layout.block_tokens);
+  if (blocks.size() != n) {
+    return Status::InvalidArgument("object of " + std::to_string(n) +
+                                   " blocks decoded into " +
+                                   std::to_string(blocks.size()));
   }
   return DecodePayload(view.header.codec, layout, view.payload, blocks);
 }

@@ -120,6 +120,12 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
                                   uint32_t token_count,
                                   std::span<const uint8_t> blocks,
                                   Codec codec = Codec::kRaw);
+// The same for blocks wherever they lie (the object holds blocks.size()
+// blocks, in order). REQUIRES: blocks non-empty.
+std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
+                                  const Hash128& parent, const Hash128& key,
+                                  const kernels::BlockLayout& layout,
+                                  ConstBlocks blocks, Codec codec);
 
 // Checks the framing only (magic, version, reserved bytes, header values, and
 // that the payload length matches bytes.size()), not the checksum: cheap,
@@ -171,5 +177,10 @@ Result<ObjectView> DecodeVerifiedObject(std::span<const uint8_t> bytes,
 Status DecodeObjectBlocks(const ObjectView& view,
                           const kernels::BlockLayout& layout,
                           std::span<uint8_t> blocks);
+// The same into blocks wherever they lie (token_count / block_tokens of
+// them, else InvalidArgument).
+Status DecodeObjectBlocks(const ObjectView& view,
+                          const kernels::BlockLayout& layout,
+                          MutableBlocks blocks);
 
 }  // namespace kvstash::store

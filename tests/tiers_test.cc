@@ -73,10 +73,12 @@ class TiersTest : public ::testing::Test {
   // order).
   Stack NewStack(std::vector<store::Tier*> tiers, size_t blocks = 512,
                  kernels::KvFormat kv = {},
-                 store::Codec codec = store::Codec::kRaw) {
+                 store::Codec codec = store::Codec::kRaw,
+                 size_t chunk_blocks = 0) {
     kvcache::KvManagerOptions o;
     o.layout = Layout(kv);
     o.tier_codec = codec;
+    o.chunk_blocks = chunk_blocks;
     o.capacity_bytes = blocks * o.layout.block_bytes();
     o.prefault = false;
     for (store::Tier* t : tiers) o.tiers.push_back({t});
@@ -299,6 +301,33 @@ TEST_F(TiersTest, CodecsRestoreWhatTheyStored) {
   EXPECT_LT(disk_bytes[store::Codec::kZstd], disk_bytes[store::Codec::kRaw]);
   EXPECT_LT(double(disk_bytes[store::Codec::kCacheGen]),
             0.5 * double(disk_bytes[store::Codec::kRaw]));
+}
+
+// Chunk objects under the scheduler: a 300-token prompt is stored as four
+// chunks of 4 blocks and single blocks after them; a restarted server loads
+// its 18 full blocks from those objects (the last one too: the prompt's
+// last token is then the one computed) and answers as cold.
+TEST_F(TiersTest, ChunkObjectsRestoreThePrefix) {
+  const std::string dir = testing::TempDir("chunk_objects");
+  const std::vector<int32_t> prompt = Prompt(3000, 288);  // 289 tokens
+  std::vector<int32_t> cold_tokens;
+  {
+    auto disk = OpenDisk(dir);
+    Stack a = NewStack({disk.get()}, 512, {}, store::Codec::kRaw, 4);
+    cold_tokens = a.Run(prompt, 8).tokens;
+    disk->Flush();
+    // 289 + 7 positions written: 18 full blocks, 4 chunks and 2 singles.
+    EXPECT_EQ(disk->Stats().objects, 6u);
+  }
+  EXPECT_EQ(cold_tokens, Alone(prompt, 8));
+  auto disk = OpenDisk(dir);
+  Stack b = NewStack({disk.get()}, 512, {}, store::Codec::kRaw, 4);
+  Outcome warm = b.Run(prompt, 8);
+  EXPECT_EQ(warm.finish.usage.tier_cached_tokens[0], 288);
+  EXPECT_EQ(warm.finish.usage.cached_tokens, 288);
+  EXPECT_EQ(warm.tokens, cold_tokens);
+  EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks, 18u);
+  EXPECT_TRUE(b.kv->Validate({}).ok());
 }
 
 // A lossy codec needs float KV: a server asked for cachegen over q8 blocks
@@ -587,9 +616,14 @@ TEST_F(TiersTest, TwoServersShareThroughRedis) {
   EXPECT_EQ(second.finish.usage.cached_tokens, Loadable(prompt));
   EXPECT_EQ(second.finish.usage.tier_cached_tokens,
             (std::vector<int>{0, Loadable(prompt)}));
-  // The Redis hit was promoted to B's disk.
+  // The Redis hit was promoted to B's disk (16 blocks: fewer than one chunk
+  // of stories260K's 10 KiB blocks, so 16 single-block objects): a server
+  // over B's disk alone finds the whole prefix there.
   disk_b->Flush();
   EXPECT_EQ(disk_b->Stats().objects, size_t(Loadable(prompt) / kBlockTokens));
+  Stack c = NewStack({disk_b.get()});
+  EXPECT_EQ(c.scheduler->CachedPrefix(prompt, "").tier_tokens[0],
+            Loadable(prompt));
 }
 
 // The attack of issue 13, end to end: every object a server stored, on disk
