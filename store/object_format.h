@@ -44,10 +44,10 @@
 // hash of its last block. h_i commits to every token of the prefix up to block
 // i, so the key names exactly the bytes the object holds (a key of the first
 // block would not cover the tokens of the blocks after it, and two different
-// continuations would collide). The integration step writes one block per
-// object, which makes a lookup along a hash chain one batched Exists over
-// h_1..h_n whose hit is the longest leading run; chunks (k > 1, probed at
-// chunk boundaries) are allowed by the format for when object counts matter.
+// continuations would collide). The KV cache writes chunks of a fixed number
+// of blocks at chunk boundaries and the blocks after a request's last chunk
+// one per object (kvcache/kv_manager.h, "Objects"), so a lookup along a hash
+// chain is one batched Exists over the chunk keys and the block keys.
 //
 // Parse and Decode accept any byte string (no undefined behaviour, no
 // allocation beyond the result) and separate two kinds of refusal:
