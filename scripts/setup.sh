@@ -11,5 +11,5 @@ $SUDO apt-get install -y --no-install-recommends \
   libhwy-dev libcli11-dev nlohmann-json3-dev libpcre2-dev libxxhash-dev \
   libcpp-httplib-dev libhiredis-dev liburing-dev libssl-dev libzstd-dev \
   redis-server \
-  redis-tools \
+  redis-tools openssl stunnel4 \
   libgtest-dev libgmock-dev

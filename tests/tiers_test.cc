@@ -626,6 +626,51 @@ TEST_F(TiersTest, TwoServersShareThroughRedis) {
             Loadable(prompt));
 }
 
+// A TLS-only Redis (no plain port) reached the way the README says: through
+// stunnel in client mode, which verifies the server's certificate. Two
+// servers share a prefix through it, with a password and the fleet key; a
+// tunnel that trusts another certificate gets no connection, and its server
+// computes cold without failing the request.
+TEST_F(TiersTest, TwoServersShareThroughATlsRedis) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  KVSTASH_REQUIRE_TLS_TOOLS();
+  const std::string password = "tls-test-password";
+  auto redis_server =
+      testing::RedisServer::Start({.password = password, .tls = true});
+  ASSERT_TRUE(redis_server.ok()) << redis_server.status().ToString();
+  auto tunnel = testing::TlsTunnel::Start((*redis_server)->port(),
+                                          (*redis_server)->cert_path());
+  ASSERT_TRUE(tunnel.ok()) << tunnel.status().ToString();
+  const std::vector<int32_t> prompt = Prompt(4500, 100);
+
+  auto redis_a = OpenRedis((*tunnel)->url(password));
+  Stack a = NewStack({redis_a.get()});
+  Outcome first = a.Run(prompt, 8);
+  EXPECT_EQ(first.tokens, Alone(prompt, 8));
+  redis_a->Flush();
+  EXPECT_GT(redis_a->Stats().writes, 0u) << (*tunnel)->log();
+
+  auto redis_b = OpenRedis((*tunnel)->url(password));
+  Stack b = NewStack({redis_b.get()});
+  Outcome second = b.Run(prompt, 8);
+  EXPECT_EQ(second.tokens, first.tokens);
+  EXPECT_EQ(second.finish.usage.tier_cached_tokens,
+            std::vector<int>{Loadable(prompt)});
+
+  // A tunnel that trusts another certificate: the handshake fails.
+  const std::string other = testing::TempDir("tls_other_ca");
+  ASSERT_TRUE(testing::MakeSelfSignedCertificate(other).ok());
+  auto wrong =
+      testing::TlsTunnel::Start((*redis_server)->port(), other + "/cert.pem");
+  ASSERT_TRUE(wrong.ok()) << wrong.status().ToString();
+  auto redis_c = OpenRedis((*wrong)->url(password));
+  Stack c = NewStack({redis_c.get()});
+  Outcome third = c.Run(prompt, 8);
+  EXPECT_EQ(third.tokens, first.tokens);
+  EXPECT_EQ(third.finish.usage.cached_tokens, 0);
+  EXPECT_GT(redis_c->Stats().errors, 0u);
+}
+
 // The attack of issue 13, end to end: every object a server stored, on disk
 // and in a password-protected Redis, is edited (one K/V byte) and its
 // checksum recomputed. Before

@@ -116,6 +116,45 @@ bool HaveRedisServer() {
          ::access(kRedisCliBinary, X_OK) == 0;
 }
 
+bool HaveTlsTools() {
+  return ::access(kOpensslBinary, X_OK) == 0 &&
+         ::access(kStunnelBinary, X_OK) == 0;
+}
+
+Status MakeSelfSignedCertificate(const std::string& dir) {
+  const std::string log = dir + "/openssl.log";
+  const pid_t pid = Spawn(
+      {kOpensslBinary, "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+       "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-days", "2",
+       "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"},
+      log);
+  if (pid < 0 || WaitExit(pid, milliseconds(30000)) != 0) {
+    return Status::Unavailable("openssl could not make a certificate:\n" +
+                               Tail(log));
+  }
+  return Status::OK();
+}
+
+namespace {
+
+// Whether a TLS server on `port` answers PING (through redis-cli --tls,
+// verifying it with `ca_file`).
+bool TlsPing(int port, const std::string& ca_file, const std::string& password,
+             const std::string& log) {
+  std::vector<std::string> argv = {
+      kRedisCliBinary, "--tls", "--cacert",
+      ca_file,         "-p",    std::to_string(port)};
+  if (!password.empty()) {
+    argv.insert(argv.end(), {"-a", password, "--no-auth-warning"});
+  }
+  argv.push_back("PING");
+  const pid_t pid = Spawn(argv, log);
+  return pid > 0 && WaitExit(pid, milliseconds(2000)) == 0 &&
+         Tail(log).find("PONG") != std::string::npos;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<RedisServer>> RedisServer::Start(
     const RedisServerOptions& options) {
   Status why;
@@ -128,9 +167,10 @@ Result<std::unique_ptr<RedisServer>> RedisServer::Start(
     }
     const int port = options.port != 0 ? options.port : PickPort();
     const std::string log = dir + "/redis.log";
+    if (options.tls) KV_RETURN_IF_ERROR(MakeSelfSignedCertificate(dir));
     std::vector<std::string> argv = {kRedisServerBinary,
                                      "--port",
-                                     std::to_string(port),
+                                     options.tls ? "0" : std::to_string(port),
                                      "--bind",
                                      "127.0.0.1",
                                      "--save",
@@ -158,6 +198,13 @@ Result<std::unique_ptr<RedisServer>> RedisServer::Start(
       argv.insert(argv.end(), {"--requirepass", options.password,
                                "--masterauth", options.password});
     }
+    if (options.tls) {
+      argv.insert(argv.end(),
+                  {"--tls-port", std::to_string(port), "--tls-cert-file",
+                   dir + "/cert.pem", "--tls-key-file", dir + "/key.pem",
+                   "--tls-ca-cert-file", dir + "/cert.pem",
+                   "--tls-auth-clients", "no"});
+    }
     const pid_t pid = Spawn(argv, log);
     if (pid < 0) return Status::IOError("cannot start redis-server");
     std::unique_ptr<RedisServer> server(new RedisServer(port, dir, pid));
@@ -166,6 +213,10 @@ Result<std::unique_ptr<RedisServer>> RedisServer::Start(
       if (::waitpid(pid, &status, WNOHANG) == pid) {
         server->pid_ = -1;
         return true;
+      }
+      if (options.tls) {
+        return TlsPing(port, dir + "/cert.pem", options.password,
+                       dir + "/ping.log");
       }
       Result<std::unique_ptr<RedisClient>> c =
           RedisClient::Connect(port, options.password);
@@ -206,6 +257,56 @@ void RedisServer::Pause() {
 void RedisServer::Resume() {
   if (pid_ > 0) ::kill(pid_, SIGCONT);
 }
+
+Result<std::unique_ptr<TlsTunnel>> TlsTunnel::Start(
+    int tls_port, const std::string& ca_file) {
+  std::string dir =
+      (std::filesystem::temp_directory_path() / "kvstash_stunnel_XXXXXX")
+          .string();
+  if (::mkdtemp(dir.data()) == nullptr) {
+    return Status::IOError("cannot create a directory for stunnel");
+  }
+  const int port = PickPort();
+  {
+    std::ofstream conf(dir + "/stunnel.conf");
+    conf << "foreground = yes\npid =\n[redis]\nclient = yes\n"
+         << "accept = 127.0.0.1:" << port << "\n"
+         << "connect = 127.0.0.1:" << tls_port << "\n"
+         << "verifyChain = yes\nCAfile = " << ca_file << "\n"
+         << "checkIP = 127.0.0.1\n";
+  }
+  const std::string log = dir + "/stunnel.log";
+  const pid_t pid = Spawn({kStunnelBinary, dir + "/stunnel.conf"}, log);
+  if (pid < 0) return Status::IOError("cannot start stunnel");
+  std::unique_ptr<TlsTunnel> tunnel(new TlsTunnel(port, dir, pid));
+  const bool up = WaitFor(milliseconds(10000), [&] {
+    int status;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      tunnel->pid_ = -1;
+      return true;
+    }
+    return !PortFree(port);  // stunnel listens
+  });
+  if (up && tunnel->pid_ > 0) return tunnel;
+  return Status::Unavailable("stunnel did not come up; its log:\n" + Tail(log));
+}
+
+TlsTunnel::~TlsTunnel() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    int status;
+    ::waitpid(pid_, &status, 0);
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+std::string TlsTunnel::url(const std::string& password) const {
+  return "redis://" + (password.empty() ? "" : ":" + password + "@") +
+         "127.0.0.1:" + std::to_string(port_);
+}
+
+std::string TlsTunnel::log() const { return Tail(dir_ + "/stunnel.log"); }
 
 Result<std::unique_ptr<RedisCluster>> RedisCluster::Start(
     int masters, const std::string& password) {

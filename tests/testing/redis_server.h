@@ -14,7 +14,14 @@
 //
 // Tests that need Redis call KVSTASH_REQUIRE_REDIS_SERVER() first: it skips
 // the test, with the reason, when redis-server or redis-cli is missing (CI
-// installs both, so there the tests run). Not thread-safe.
+// installs both, so there the tests run).
+//
+// TLS: a server started with `tls` speaks TLS only (a self-signed
+// certificate for 127.0.0.1, made with the openssl command in its
+// directory), and TlsTunnel runs stunnel in client mode in front of it, as
+// the README tells users to reach a TLS Redis (hiredis on Debian 12 has no
+// TLS). Tests that need them call KVSTASH_REQUIRE_TLS_TOOLS(). Not
+// thread-safe.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -47,6 +54,25 @@ bool HaveRedisServer();
     }                                                                    \
   } while (0)
 
+inline constexpr char kOpensslBinary[] = "/usr/bin/openssl";
+inline constexpr char kStunnelBinary[] = "/usr/bin/stunnel4";
+
+// Whether kOpensslBinary and kStunnelBinary can be run.
+bool HaveTlsTools();
+
+#define KVSTASH_REQUIRE_TLS_TOOLS()                                  \
+  do {                                                               \
+    if (!::kvstash::testing::HaveTlsTools()) {                       \
+      GTEST_SKIP() << "needs " << ::kvstash::testing::kOpensslBinary \
+                   << " and " << ::kvstash::testing::kStunnelBinary  \
+                   << " (apt-get install openssl stunnel4)";         \
+    }                                                                \
+  } while (0)
+
+// Makes a self-signed certificate for 127.0.0.1 (cert.pem, key.pem) in
+// `dir`. Unavailable with openssl's output when it fails.
+Status MakeSelfSignedCertificate(const std::string& dir);
+
 struct RedisServerOptions {
   // 0: a free port; otherwise this one (to restart a killed server in place).
   int port = 0;
@@ -58,6 +84,9 @@ struct RedisServerOptions {
   bool cluster = false;
   // Non-empty: clients must AUTH with it (requirepass; masterauth too).
   std::string password{};
+  // TLS only: port() is the TLS port (no plain one); the certificate is
+  // cert_path(). Not with `cluster`.
+  bool tls = false;
 };
 
 class RedisServer {
@@ -76,6 +105,9 @@ class RedisServer {
   std::string endpoint() const;  // "127.0.0.1:PORT"
   std::string url() const;       // "redis://127.0.0.1:PORT"
   const std::string& dir() const { return dir_; }
+  // The server's certificate (self-signed: also the CA to verify it with),
+  // for a `tls` server.
+  std::string cert_path() const { return dir_ + "/cert.pem"; }
 
   // SIGKILLs the server and reaps it; a no-op once done.
   void Kill();
@@ -111,6 +143,33 @@ class RedisCluster {
 
  private:
   std::vector<std::unique_ptr<RedisServer>> nodes_;
+};
+
+// stunnel in client mode: accepts plain TCP on a loopback port and forwards
+// it over TLS to 127.0.0.1:`tls_port`, verifying the server's certificate
+// against `ca_file` (and that it names 127.0.0.1). Killed on destruction.
+class TlsTunnel {
+ public:
+  // Returns once the tunnel accepts connections (within 10 s); Unavailable
+  // with stunnel's log otherwise.
+  static Result<std::unique_ptr<TlsTunnel>> Start(int tls_port,
+                                                  const std::string& ca_file);
+  ~TlsTunnel();
+  TlsTunnel(const TlsTunnel&) = delete;
+  TlsTunnel& operator=(const TlsTunnel&) = delete;
+
+  int port() const { return port_; }
+  // "redis://[:PASSWORD@]127.0.0.1:PORT".
+  std::string url(const std::string& password = "") const;
+  // stunnel's log so far.
+  std::string log() const;
+
+ private:
+  TlsTunnel(int port, std::string dir, pid_t pid)
+      : port_(port), dir_(std::move(dir)), pid_(pid) {}
+  int port_;
+  std::string dir_;
+  pid_t pid_;
 };
 
 struct RedisReplyDeleter {
