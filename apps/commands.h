@@ -93,6 +93,7 @@ struct EvalCommandOptions {
   // Tier codec whose round trip the candidate's blocks pass through
   // (EvalOptions::candidate_blocks); "none": no round trip.
   std::string tier_codec = "none";
+  int tier_chunk_blocks = 1;  // blocks per object through the codec
   bool json = false;
 };
 int RunEval(const EvalCommandOptions& options);

@@ -30,10 +30,11 @@ std::vector<std::string> Lines(const std::string& text) {
 // bytes stored are the object's: its header and the encoded payload.
 BlockTransform CodecRoundTrip(store::Codec codec,
                               const kernels::BlockLayout& layout) {
-  return [codec, layout](std::span<uint8_t> block) -> Result<size_t> {
+  return [codec, layout](std::span<uint8_t* const> blocks) -> Result<size_t> {
+    const std::vector<const uint8_t*> in(blocks.begin(), blocks.end());
     const std::vector<uint8_t> payload =
-        store::EncodePayload(codec, layout, block);
-    KV_RETURN_IF_ERROR(store::DecodePayload(codec, layout, payload, block));
+        store::EncodePayload(codec, layout, store::ConstBlocks(in));
+    KV_RETURN_IF_ERROR(store::DecodePayload(codec, layout, payload, blocks));
     return store::kObjectHeaderBytes + payload.size();
   };
 }
@@ -72,6 +73,10 @@ int RunEval(const EvalCommandOptions& options) {
     if (!why.empty()) return Fail("--tier-codec: " + why);
     eval.candidate_blocks = CodecRoundTrip(*codec, layout);
   }
+  if (options.tier_chunk_blocks < 1) {
+    return Fail("--tier-chunk-blocks must be >= 1 for eval");
+  }
+  eval.candidate_chunk_blocks = options.tier_chunk_blocks;
   Result<std::string> text = ReadFile(options.file);
   if (!text.ok()) return Fail(text.status().message());
   const std::vector<int32_t> ids = tok.Encode(*text, false);
@@ -127,6 +132,7 @@ int RunEval(const EvalCommandOptions& options) {
                {"kv_bytes_per_token", r->candidate.kv_bytes_per_token},
                {"kv_bytes_ratio", r->kv_bytes_ratio},
                {"tier_codec", options.tier_codec},
+               {"tier_chunk_blocks", options.tier_chunk_blocks},
                {"stored_bytes_ratio", r->stored_bytes_ratio}});
     return 0;
   }

@@ -309,6 +309,9 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--gen-tokens", eval.gen_tokens,
                        "greedy tokens per prompt (128)");
   AddTierCodecFlag(eval_cmd, &eval.tier_codec);
+  eval_cmd->add_option("--tier-chunk-blocks", eval.tier_chunk_blocks,
+                       "blocks per object through --tier-codec: a chunk is "
+                       "restored once complete (1)");
   eval_cmd->add_flag("--json", eval.json, "print one JSON object");
 
   ServeCommandOptions serve;

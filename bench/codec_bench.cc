@@ -57,13 +57,15 @@ Result<CodecBenchResult> RunCodecBench(const Model& model, ThreadPool& pool,
   const size_t object_bytes = size_t(o.object_blocks) * layout.block_bytes();
   std::vector<uint8_t> raw;
   raw.reserve(size_t(objects) * object_bytes);
-  KV_RETURN_IF_ERROR(kv.TransformFilledBlocks(
-                           0, objects * object_tokens,
-                           [&](std::span<uint8_t> block) -> Result<size_t> {
-                             raw.insert(raw.end(), block.begin(), block.end());
-                             return block.size();
-                           })
-                         .status());
+  KV_RETURN_IF_ERROR(
+      kv.TransformFilledBlocks(
+            0, objects * object_tokens, 1,
+            [&](std::span<uint8_t* const> blocks) -> Result<size_t> {
+              raw.insert(raw.end(), blocks[0],
+                         blocks[0] + layout.block_bytes());
+              return layout.block_bytes();
+            })
+          .status());
 
   kernels::BlockLayout f16 = layout;
   f16.kv = {kernels::KvType::kF16, kernels::KvType::kF16};

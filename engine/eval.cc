@@ -65,7 +65,7 @@ struct Side {
   // Computes every logit of `window` (from position 0); with a transform,
   // in passes of one block, transforming the blocks each pass fills.
   Status Run(Transformer& transformer, std::span<const int32_t> window,
-             const BlockTransform& transform) {
+             const BlockTransform& transform, int chunk_blocks) {
     if (!transform) {
       return transformer.Forward(window, 0, kv, /*all_logits=*/true,
                                  logits.data());
@@ -78,10 +78,13 @@ struct Side {
       KV_RETURN_IF_ERROR(transformer.Forward(
           window.subspan(size_t(pos), size_t(end - pos)), pos, kv,
           /*all_logits=*/true, logits.data() + size_t(pos) * vocab));
-      KV_ASSIGN_OR_RETURN(const size_t bytes,
-                          kv.TransformFilledBlocks(pos, end, transform));
+      KV_ASSIGN_OR_RETURN(
+          const size_t bytes,
+          kv.TransformFilledBlocks(pos, end, chunk_blocks, transform));
+      const int object = chunk_blocks * b;  // positions per object
       stored_bytes += bytes;
-      stored_positions += uint64_t(end / b * b - pos / b * b);
+      stored_positions +=
+          uint64_t(end / object * object - pos / object * object);
     }
     return Status::OK();
   }
@@ -140,12 +143,14 @@ double NearestRank(std::vector<double>& values, double q) {
 Result<std::vector<int32_t>> Greedy(Transformer& transformer,
                                     std::span<const int32_t> prompt, int n,
                                     const kernels::KvFormat& format,
-                                    const BlockTransform& prefix_transform) {
+                                    const BlockTransform& prefix_transform,
+                                    int chunk_blocks) {
   GenerateOptions o;
   o.n_predict = n;
   o.stop_at_eos = false;
   o.kv_format = format;
   o.prefix_transform = prefix_transform;
+  o.prefix_chunk_blocks = chunk_blocks;
   o.sampling.temperature = 0;
   KV_ASSIGN_OR_RETURN(GenerateResult r,
                       Generate(transformer, prompt, o, nullptr));
@@ -165,6 +170,9 @@ Result<EvalResult> Evaluate(Transformer& transformer,
   }
   if (options.gen_tokens < 0) {
     return Status::InvalidArgument("eval: gen_tokens must be >= 0");
+  }
+  if (options.candidate_chunk_blocks < 1) {
+    return Status::InvalidArgument("eval: candidate_chunk_blocks must be >= 1");
   }
   for (size_t i = 0; i < options.gen_prompts.size(); ++i) {
     if (options.gen_prompts[i].empty()) {
@@ -193,8 +201,9 @@ Result<EvalResult> Evaluate(Transformer& transformer,
   double dp_sq_sum = 0;
   for (int w = 0; w < windows; ++w) {
     FillWindow(text_ids, w, bos, &window);
-    KV_RETURN_IF_ERROR(base.Run(transformer, window, {}));
-    KV_RETURN_IF_ERROR(cand.Run(transformer, window, options.candidate_blocks));
+    KV_RETURN_IF_ERROR(base.Run(transformer, window, {}, 1));
+    KV_RETURN_IF_ERROR(cand.Run(transformer, window, options.candidate_blocks,
+                                options.candidate_chunk_blocks));
     for (int t = 0; t + 1 < ctx; ++t) {
       const int32_t target = window[t + 1];
       const int top_base = base.Score(t, vocab, target);
@@ -234,12 +243,13 @@ Result<EvalResult> Evaluate(Transformer& transformer,
   int identical = 0;
   for (int i = 0; i < n_prompts; ++i) {
     const std::vector<int32_t>& prompt = options.gen_prompts[i];
-    KV_ASSIGN_OR_RETURN(
-        const std::vector<int32_t> out_base,
-        Greedy(transformer, prompt, options.gen_tokens, options.baseline, {}));
-    KV_ASSIGN_OR_RETURN(const std::vector<int32_t> out_cand,
+    KV_ASSIGN_OR_RETURN(const std::vector<int32_t> out_base,
                         Greedy(transformer, prompt, options.gen_tokens,
-                               options.candidate, options.candidate_blocks));
+                               options.baseline, {}, 1));
+    KV_ASSIGN_OR_RETURN(
+        const std::vector<int32_t> out_cand,
+        Greedy(transformer, prompt, options.gen_tokens, options.candidate,
+               options.candidate_blocks, options.candidate_chunk_blocks));
     const auto diff = std::mismatch(out_base.begin(), out_base.end(),
                                     out_cand.begin(), out_cand.end());
     const int first = static_cast<int>(diff.first - out_base.begin());

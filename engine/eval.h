@@ -23,15 +23,16 @@
 // scales and run params included; kv_bytes_ratio = candidate / baseline.
 // With a candidate block transform (e.g. a tier codec's round trip), the
 // candidate also pays for storing its blocks: each window runs in passes of
-// block_tokens tokens and the blocks a pass fills are transformed before the
-// next pass, so every token reads all earlier full blocks as restored from a
-// store (its own block as computed); each greedy prompt's prefix is restored
-// that way (GenerateOptions::prefix_transform). stored_bytes_per_token is
-// what the transform stored per position, and stored_bytes_ratio that over
-// the baseline's kv_bytes_per_token (0 without a transform).
-// InvalidArgument when ctx < 2, windows < 0, gen_tokens < 0, a prompt is
-// empty, the model's heads cannot be stored in either format, the vocabulary
-// has no BOS, or the text holds no full window.
+// block_tokens tokens, and each object of candidate_chunk_blocks blocks that
+// a pass completes is transformed before the next pass, so every token reads
+// the earlier complete objects as restored from a store (the blocks of an
+// incomplete object as computed); each greedy prompt's prefix is restored
+// that way (GenerateOptions::prefix_transform, chunks of the same size).
+// stored_bytes_per_token is what the transform stored per position, and
+// stored_bytes_ratio that over the baseline's kv_bytes_per_token (0 without a
+// transform). InvalidArgument when ctx < 2, windows < 0, gen_tokens < 0, a
+// prompt is empty, the model's heads cannot be stored in either format, the
+// vocabulary has no BOS, or the text holds no full window.
 #pragma once
 
 #include <cstdint>
@@ -54,6 +55,7 @@ struct EvalOptions {
   kernels::KvFormat candidate;
   // Empty: none. See the header comment.
   BlockTransform candidate_blocks;
+  int candidate_chunk_blocks = 1;  // blocks per object through the transform
   // Greedy prompts: token ids, BOS first as the caller tokenized them.
   std::vector<std::vector<int32_t>> gen_prompts;
   int gen_tokens = 128;  // greedy tokens per prompt

@@ -157,9 +157,9 @@ TEST_F(EvalTest, IdentityBlockTransformChangesNothing) {
     p.insert(p.end(), text_.begin() + 1000, text_.begin() + 1030);  // 39
   }
   int calls = 0;
-  o.candidate_blocks = [&](std::span<uint8_t> block) -> Result<size_t> {
+  o.candidate_blocks = [&](std::span<uint8_t* const> blocks) -> Result<size_t> {
     ++calls;
-    return block.size();
+    return blocks.size() * 1000;
   };
   auto r = Evaluate(tf, text_, o, nullptr);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -169,10 +169,18 @@ TEST_F(EvalTest, IdentityBlockTransformChangesNothing) {
   EXPECT_EQ(r->greedy_identical, 1.0);
   // ctx 64 = 4 blocks per window; 39-token prompts restore 2 blocks.
   EXPECT_EQ(calls, 4 * 4 + 2 * 2);
-  EXPECT_EQ(r->candidate.stored_bytes_per_token,
-            r->candidate.kv_bytes_per_token);
-  EXPECT_EQ(r->stored_bytes_ratio, 1.0);
+  EXPECT_EQ(r->candidate.stored_bytes_per_token, 1000.0 / 16);
   EXPECT_EQ(r->baseline.stored_bytes_per_token, 0.0);
+
+  // Objects of 2 blocks: half the calls; the same numbers.
+  calls = 0;
+  o.candidate_chunk_blocks = 2;
+  auto r2 = Evaluate(tf, text_, o, nullptr);
+  ASSERT_TRUE(r2.ok()) << r2.status().ToString();
+  EXPECT_EQ(r2->kl_max, 0.0);
+  EXPECT_EQ(r2->greedy_identical, 1.0);
+  EXPECT_EQ(calls, 4 * 2 + 2 * 1);
+  EXPECT_EQ(r2->candidate.stored_bytes_per_token, 1000.0 / 16);
 }
 
 // A lossy transform (f16 values with the low 7 of their 10 mantissa bits
@@ -181,9 +189,16 @@ TEST_F(EvalTest, IdentityBlockTransformChangesNothing) {
 TEST_F(EvalTest, LossyBlockTransformIsMeasured) {
   Transformer tf(*model_);
   EvalOptions o = SmallOptions(*model_, text_);
-  o.candidate_blocks = [&](std::span<uint8_t> block) -> Result<size_t> {
-    for (size_t i = 0; i + 1 < block.size(); i += 2) block[i] &= 0x80;
-    return block.size() / 4;
+  const size_t block_bytes =
+      LocalKvCache(model_->config().n_layers, model_->config().n_kv_heads,
+                   model_->config().head_dim, 16)
+          .layout()
+          .block_bytes();
+  o.candidate_blocks = [&](std::span<uint8_t* const> blocks) -> Result<size_t> {
+    for (uint8_t* block : blocks) {
+      for (size_t i = 0; i + 1 < block_bytes; i += 2) block[i] &= 0x80;
+    }
+    return blocks.size() * block_bytes / 4;
   };
   auto r = Evaluate(tf, text_, o, nullptr);
   ASSERT_TRUE(r.ok()) << r.status().ToString();

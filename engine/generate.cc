@@ -41,6 +41,10 @@ Result<GenerateResult> Generate(Transformer& transformer,
   if (options.n_predict < 0) {
     return Status::InvalidArgument("generate: n_predict must be >= 0");
   }
+  if (options.prefix_chunk_blocks < 1) {
+    return Status::InvalidArgument(
+        "generate: prefix_chunk_blocks must be >= 1");
+  }
   KV_RETURN_IF_ERROR(options.sampling.Validate());
   const Model& model = transformer.model();
   const ModelConfig& c = model.config();
@@ -57,22 +61,31 @@ Result<GenerateResult> Generate(Transformer& transformer,
   std::vector<int32_t> history(prompt.begin(), prompt.end());
 
   auto start = std::chrono::steady_clock::now();
+  const int n = static_cast<int>(prompt.size());
   int restored = 0;  // positions of the prefix passed through the transform
   if (options.prefix_transform) {
     const int b = kv.layout().block_tokens;
-    restored = (static_cast<int>(prompt.size()) - 1) / b * b;
+    restored = (kernels::KvHasResidual(options.kv_format) ? n - 1 : n) / b * b;
   }
   if (restored > 0) {
     KV_RETURN_IF_ERROR(transformer.Forward(prompt.first(size_t(restored)), 0,
                                            kv, /*all_logits=*/false,
                                            logits.data()));
+    const int chunk =
+        options.prefix_chunk_blocks * kv.layout().block_tokens;  // positions
+    const int chunked = restored / chunk * chunk;
+    KV_RETURN_IF_ERROR(kv.TransformFilledBlocks(0, chunked,
+                                                options.prefix_chunk_blocks,
+                                                options.prefix_transform)
+                           .status());
     KV_RETURN_IF_ERROR(
-        kv.TransformFilledBlocks(0, restored, options.prefix_transform)
+        kv.TransformFilledBlocks(chunked, restored, 1, options.prefix_transform)
             .status());
   }
-  KV_RETURN_IF_ERROR(transformer.Forward(prompt.subspan(size_t(restored)),
-                                         restored, kv, /*all_logits=*/false,
-                                         logits.data()));
+  const int computed_from = std::min(restored, n - 1);
+  KV_RETURN_IF_ERROR(transformer.Forward(prompt.subspan(size_t(computed_from)),
+                                         computed_from, kv,
+                                         /*all_logits=*/false, logits.data()));
   result.prefill_seconds = SecondsSince(start);
 
   start = std::chrono::steady_clock::now();

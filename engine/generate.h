@@ -26,10 +26,15 @@ struct GenerateOptions {
   kernels::KvFormat kv_format;  // the types K and V are kept in
   SamplerOptions sampling;
   // Empty: none. Else the prompt is computed as a server computes a prompt
-  // whose prefix it restored from a tier: its full blocks before the last
-  // token first, then those blocks pass through the transform, then the
-  // rest of the prompt; generated tokens' blocks are not transformed.
+  // whose prefix it restored from a tier: its full blocks first (all of
+  // them, but for KV types with a residual the one holding the last token),
+  // stored as a tier stores them: chunks of prefix_chunk_blocks blocks, the
+  // blocks after the last chunk one by one; those objects pass through the
+  // transform; then the rest of the prompt is computed, at least its last
+  // token (whose K/V is written again). Generated tokens' blocks are not
+  // transformed.
   BlockTransform prefix_transform;
+  int prefix_chunk_blocks = 1;
 };
 
 struct GenerateResult {

@@ -52,15 +52,18 @@ void LocalKvCache::Read(int layer, int kv_head, int n,
 }
 
 Result<size_t> LocalKvCache::TransformFilledBlocks(
-    int before, int after, const BlockTransform& transform) {
-  KV_CHECK(0 <= before && before <= after && after <= capacity_);
-  const size_t bytes = layout_.block_bytes();
+    int before, int after, int group, const BlockTransform& transform) {
+  KV_CHECK(0 <= before && before <= after && after <= capacity_ && group >= 1);
+  const int span = group * layout_.block_tokens;  // positions per group
   size_t stored = 0;
-  for (int b = before / layout_.block_tokens; b < after / layout_.block_tokens;
-       ++b) {
-    KV_ASSIGN_OR_RETURN(
-        const size_t n,
-        transform({arena_.get() + size_t(blocks_[size_t(b)]) * bytes, bytes}));
+  std::vector<uint8_t*> blocks;
+  for (int g = before / span; g < after / span; ++g) {
+    blocks.clear();
+    for (int b = g * group; b < (g + 1) * group; ++b) {
+      blocks.push_back(arena_.get() +
+                       size_t(blocks_[size_t(b)]) * layout_.block_bytes());
+    }
+    KV_ASSIGN_OR_RETURN(const size_t n, transform(blocks));
     stored += n;
   }
   return stored;

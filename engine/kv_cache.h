@@ -75,11 +75,13 @@ class KvView {
 class PagedKvView;
 struct KvResidual;
 
-// Rewrites one full block in place (the bytes of BlockLayout: all layers, K
-// and V) as a store would give it back, and returns the bytes it was stored
-// as: e.g. a tier codec's encode + decode (apps/ wires store/kv_codec.h),
-// so that tools can measure what a lossy store costs.
-using BlockTransform = std::function<Result<size_t>(std::span<uint8_t> block)>;
+// Rewrites a group of consecutive full blocks in place (each the bytes of
+// BlockLayout: all layers, K and V) as a store would give them back when
+// they are stored as one object, and returns the bytes they were stored as:
+// e.g. a tier codec's encode + decode (apps/ wires store/kv_codec.h), so
+// that tools can measure what a lossy store costs.
+using BlockTransform =
+    std::function<Result<size_t>(std::span<uint8_t* const> blocks)>;
 
 // One sequence's K/V in a private arena of ceil(capacity / block_tokens)
 // blocks of `layout`. Writes to distinct (layer, pos) may run concurrently;
@@ -107,12 +109,12 @@ class LocalKvCache final : public KvView {
   void Read(int layer, int kv_head, int n,
             std::vector<kernels::KvRun>* runs) const override;
 
-  // Applies `transform` to each block that is full at `after` positions but
-  // was not at `before` (blocks [before / B, after / B)), as if those blocks
-  // had been written to a store and read back; returns the bytes they were
-  // stored as. Call between forward passes. REQUIRES: 0 <= before <= after
-  // <= capacity().
-  Result<size_t> TransformFilledBlocks(int before, int after,
+  // Applies `transform` to each group of `group` blocks [k group, (k + 1)
+  // group) that is full at `after` positions but was not at `before`, as if
+  // each group had been written to a store as one object and read back;
+  // returns the bytes they were stored as. Call between forward passes.
+  // REQUIRES: 0 <= before <= after <= capacity(); group >= 1.
+  Result<size_t> TransformFilledBlocks(int before, int after, int group,
                                        const BlockTransform& transform);
 
  private:

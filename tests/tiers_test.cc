@@ -139,6 +139,35 @@ class TiersTest : public ::testing::Test {
     return a->Get(prompt, max_tokens);
   }
 
+  // The greedy output of `prompt` computed alone after its prefix went
+  // through `codec`'s round trip in objects of `chunk_blocks` blocks, as a
+  // server restoring it from a tier computes it.
+  std::vector<int32_t> Restored(const std::vector<int32_t>& prompt,
+                                int max_tokens, store::Codec codec,
+                                int chunk_blocks) {
+    Transformer tf(*model_);
+    GenerateOptions o;
+    o.n_predict = max_tokens;
+    o.sampling.temperature = 0;
+    o.prefix_chunk_blocks = chunk_blocks;
+    const kernels::BlockLayout layout = Layout();
+    o.prefix_transform =
+        [&](std::span<uint8_t* const> blocks) -> Result<size_t> {
+      const std::vector<const uint8_t*> in(blocks.begin(), blocks.end());
+      const std::vector<uint8_t> payload =
+          store::EncodePayload(codec, layout, store::ConstBlocks(in));
+      KV_RETURN_IF_ERROR(store::DecodePayload(codec, layout, payload, blocks));
+      return payload.size();
+    };
+    std::vector<int32_t> out;
+    const Status s = Generate(tf, prompt, o, [&](int32_t t) {
+                       if (t != model_->tokenizer().eos()) out.push_back(t);
+                       return true;
+                     }).status();
+    KV_CHECK_MSG(s.ok(), s.ToString().c_str());
+    return out;
+  }
+
   // Tokens of the full blocks before the last token of `prompt`: what a
   // tier can serve of it.
   static int Loadable(const std::vector<int32_t>& prompt) {
@@ -269,23 +298,7 @@ TEST_F(TiersTest, CodecsRestoreWhatTheyStored) {
     if (!store::CodecIsLossy(codec)) {
       EXPECT_EQ(warm.tokens, cold_tokens);
     } else {
-      Transformer tf(*model_);
-      GenerateOptions o;
-      o.n_predict = 12;
-      o.sampling.temperature = 0;
-      const kernels::BlockLayout layout = Layout();
-      o.prefix_transform = [&](std::span<uint8_t> block) -> Result<size_t> {
-        const std::vector<uint8_t> payload =
-            store::EncodePayload(codec, layout, block);
-        KV_RETURN_IF_ERROR(store::DecodePayload(codec, layout, payload, block));
-        return payload.size();
-      };
-      std::vector<int32_t> restored;
-      ASSERT_TRUE(Generate(tf, prompt, o, [&](int32_t t) {
-                    if (t != model_->tokenizer().eos()) restored.push_back(t);
-                    return true;
-                  }).ok());
-      EXPECT_EQ(warm.tokens, restored);
+      EXPECT_EQ(warm.tokens, Restored(prompt, 12, codec, 1));
     }
     // A server of another codec over the same disk finds nothing.
     const store::Codec other = codec == store::Codec::kRaw
@@ -328,6 +341,27 @@ TEST_F(TiersTest, ChunkObjectsRestoreThePrefix) {
   EXPECT_EQ(warm.tokens, cold_tokens);
   EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks, 18u);
   EXPECT_TRUE(b.kv->Validate({}).ok());
+}
+
+// cachegen in chunk objects, on a prompt that ends on a block boundary: the
+// restoring server loads all 12 blocks (3 chunks of 4), copies the last on
+// write and computes the last token, and answers exactly as the prompt
+// computed alone with those 3 objects passed through the round trip.
+TEST_F(TiersTest, CacheGenChunksOfAnAlignedPrompt) {
+  const std::string dir = testing::TempDir("cachegen_chunks");
+  const std::vector<int32_t> prompt = Prompt(5200, 191);  // 192 tokens
+  const store::Codec codec = store::Codec::kCacheGen;
+  {
+    auto disk = OpenDisk(dir);
+    Stack a = NewStack({disk.get()}, 512, {}, codec, 4);
+    EXPECT_EQ(a.Run(prompt, 6).tokens, Alone(prompt, 6));
+  }
+  auto disk = OpenDisk(dir);
+  Stack b = NewStack({disk.get()}, 512, {}, codec, 4);
+  Outcome warm = b.Run(prompt, 6);
+  EXPECT_EQ(warm.finish.usage.cached_tokens, 191);
+  EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks, 12u);
+  EXPECT_EQ(warm.tokens, Restored(prompt, 6, codec, 4));
 }
 
 // A lossy codec needs float KV: a server asked for cachegen over q8 blocks
