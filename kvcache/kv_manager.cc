@@ -773,6 +773,8 @@ KvStats KvManager::Stats() const {
   st.block_bytes = s.pool->block_bytes();
   st.kv_format = s.layout.kv;
   st.bytes_per_token = s.layout.bytes_per_token();
+  st.tier_codec = s.codec;
+  st.tier_chunk_blocks = s.chunk;
   st.queried_tokens = s.queried_tokens;
   st.hit_tokens = s.hit_tokens;
   st.evictions = s.evictions;

@@ -148,6 +148,8 @@ struct KvStats {
   size_t block_bytes = 0;
   kernels::KvFormat kv_format;  // the types K and V are stored in
   double bytes_per_token = 0;   // K/V bytes per cached token, scales included
+  store::Codec tier_codec = store::Codec::kRaw;  // of the tiers' objects
+  size_t tier_chunk_blocks = 1;                  // blocks per chunk object
   size_t capacity_tokens() const { return capacity_blocks * block_tokens; }
   uint64_t queried_tokens = 0;  // prompt tokens passed to Admit
   uint64_t hit_tokens = 0;      // of which mapped from the cache

@@ -588,6 +588,8 @@ Json HttpServer::Impl::KvStatsJson() {
       {"kv_type_k", kernels::KvTypeName(s.kv_format.k)},
       {"kv_type_v", kernels::KvTypeName(s.kv_format.v)},
       {"bytes_per_token", s.bytes_per_token},
+      {"tier_codec", store::CodecName(s.tier_codec)},
+      {"tier_chunk_blocks", s.tier_chunk_blocks},
       {"queried_tokens", s.queried_tokens},
       {"hit_tokens", s.hit_tokens},
       {"hit_rate", s.queried_tokens > 0

@@ -960,6 +960,8 @@ TEST_F(ServerTest, CompressedKvTypesInStatsAndMetrics) {
   EXPECT_LT(stats.value("bytes_per_token", -1.0), f16_bytes / 2);
   EXPECT_EQ(stats.value("capacity_tokens", -1),
             stats.value("capacity_blocks", -2) * kBlockTokens);
+  EXPECT_EQ(stats.value("tier_codec", ""), "none") << stats.dump();
+  EXPECT_EQ(stats.value("tier_chunk_blocks", 0), kv->chunk_blocks());
   // The same 4 MiB hold more than twice the tokens of f16.
   EXPECT_GT(stats.value("capacity_tokens", 0.0),
             2 * double(size_t{4} << 20) / f16_bytes)
@@ -1412,9 +1414,9 @@ TEST_F(ServerTest, DiskTierBreakdownOverHttp) {
     const Exposition e = ParsePrometheus(Get(port, "/metrics").body);
     EXPECT_EQ(Find(e, "kvstash_tier_loaded_blocks_total", {{"tier", "disk"}}),
               double(cached / kBlockTokens));
-    EXPECT_EQ(Find(e, "kvstash_tier_cached_prompt_tokens_total",
-                   {{"tier", "disk"}}),
-              double(cached));
+    EXPECT_EQ(
+        Find(e, "kvstash_tier_cached_prompt_tokens_total", {{"tier", "disk"}}),
+        double(cached));
     EXPECT_GE(Find(e, "kvstash_tier_load_seconds_count", {{"tier", "disk"}})
                   .value_or(0),
               1.0);
