@@ -31,11 +31,9 @@ std::vector<std::string> Lines(const std::string& text) {
 BlockTransform CodecRoundTrip(store::Codec codec,
                               const kernels::BlockLayout& layout) {
   return [codec, layout](std::span<uint8_t* const> blocks) -> Result<size_t> {
-    const std::vector<const uint8_t*> in(blocks.begin(), blocks.end());
-    const std::vector<uint8_t> payload =
-        store::EncodePayload(codec, layout, store::ConstBlocks(in));
-    KV_RETURN_IF_ERROR(store::DecodePayload(codec, layout, payload, blocks));
-    return store::kObjectHeaderBytes + payload.size();
+    KV_ASSIGN_OR_RETURN(const size_t payload,
+                        store::RoundTrip(codec, layout, blocks));
+    return store::kObjectHeaderBytes + payload;
   };
 }
 

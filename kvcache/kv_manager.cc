@@ -318,8 +318,9 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
   using Objects = std::vector<std::optional<std::vector<uint8_t>>>;
   store::Tier* tier = tiers[t].tier;
   const size_t limit = base + fresh.size();  // positions that have a block
-  // Blocks of a piece that are not wanted are decoded here and dropped.
-  std::vector<uint8_t> scratch(pool->block_bytes());
+  // Blocks of a piece that are not wanted are decoded here and dropped
+  // (allocated on first use: most loads have none).
+  std::vector<uint8_t> scratch;
   size_t issued = 0;  // pieces [0, issued) have a read issued
   std::deque<std::future<Objects>> reads;
   auto issue = [&] {
@@ -366,8 +367,12 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
       }
       into.clear();
       for (size_t i = p.first; i < p.first + p.count; ++i) {
-        into.push_back(i >= from && i < limit ? pool->data(fresh[i - base])
-                                              : scratch.data());
+        if (i >= from && i < limit) {
+          into.push_back(pool->data(fresh[i - base]));
+        } else {
+          scratch.resize(pool->block_bytes());
+          into.push_back(scratch.data());
+        }
       }
       if (!store::DecodeObjectBlocks(*view, layout, into).ok()) return reached;
       reached = std::min(p.first + p.count, limit);

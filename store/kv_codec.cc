@@ -88,6 +88,18 @@ void Unshuffle(const uint8_t* planes, size_t block_bytes, size_t w,
   return UnshuffleBy<1>(planes, block_bytes, blocks);
 }
 
+// Pointers to the whole blocks of contiguous bytes (const or not).
+template <typename Byte>
+std::vector<Byte*> PointersTo(const BlockLayout& layout,
+                              std::span<Byte> blocks) {
+  KV_CHECK(blocks.size() % layout.block_bytes() == 0);
+  std::vector<Byte*> pointers;
+  for (size_t at = 0; at < blocks.size(); at += layout.block_bytes()) {
+    pointers.push_back(blocks.data() + at);
+  }
+  return pointers;
+}
+
 struct ZstdFree {
   void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
   void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
@@ -473,21 +485,20 @@ Status DecodePayload(Codec codec, const BlockLayout& layout,
   if (blocks.empty() || blocks.size() % layout.block_bytes() != 0) {
     return Status::InvalidArgument("tier codec: not whole blocks");
   }
-  std::vector<uint8_t*> pointers;
-  for (size_t at = 0; at < blocks.size(); at += layout.block_bytes()) {
-    pointers.push_back(blocks.data() + at);
-  }
-  return DecodePayload(codec, layout, payload, pointers);
+  return DecodePayload(codec, layout, payload, PointersTo(layout, blocks));
 }
 
 std::vector<const uint8_t*> BlockPointers(const BlockLayout& layout,
                                           std::span<const uint8_t> blocks) {
-  KV_CHECK(blocks.size() % layout.block_bytes() == 0);
-  std::vector<const uint8_t*> pointers;
-  for (size_t at = 0; at < blocks.size(); at += layout.block_bytes()) {
-    pointers.push_back(blocks.data() + at);
-  }
-  return pointers;
+  return PointersTo(layout, blocks);
+}
+
+Result<size_t> RoundTrip(Codec codec, const BlockLayout& layout,
+                         MutableBlocks blocks) {
+  const std::vector<const uint8_t*> in(blocks.begin(), blocks.end());
+  const std::vector<uint8_t> payload = EncodePayload(codec, layout, in);
+  KV_RETURN_IF_ERROR(DecodePayload(codec, layout, payload, blocks));
+  return payload.size();
 }
 
 }  // namespace kvstash::store

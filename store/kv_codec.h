@@ -100,4 +100,10 @@ Status DecodePayload(Codec codec, const kernels::BlockLayout& layout,
                      std::span<const uint8_t> payload,
                      std::span<uint8_t> blocks);
 
+// Encodes `blocks` and decodes the payload back into them: what a reader of
+// the object gets (the same bytes, for a lossless codec). Returns the
+// payload's size. For tools that measure a codec (kvstash eval).
+Result<size_t> RoundTrip(Codec codec, const kernels::BlockLayout& layout,
+                         MutableBlocks blocks);
+
 }  // namespace kvstash::store

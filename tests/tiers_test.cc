@@ -151,13 +151,8 @@ class TiersTest : public ::testing::Test {
     o.sampling.temperature = 0;
     o.prefix_chunk_blocks = chunk_blocks;
     const kernels::BlockLayout layout = Layout();
-    o.prefix_transform =
-        [&](std::span<uint8_t* const> blocks) -> Result<size_t> {
-      const std::vector<const uint8_t*> in(blocks.begin(), blocks.end());
-      const std::vector<uint8_t> payload =
-          store::EncodePayload(codec, layout, store::ConstBlocks(in));
-      KV_RETURN_IF_ERROR(store::DecodePayload(codec, layout, payload, blocks));
-      return payload.size();
+    o.prefix_transform = [&](std::span<uint8_t* const> blocks) {
+      return store::RoundTrip(codec, layout, blocks);
     };
     std::vector<int32_t> out;
     const Status s = Generate(tf, prompt, o, [&](int32_t t) {
