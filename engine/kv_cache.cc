@@ -1,5 +1,7 @@
 #include "engine/kv_cache.h"
 
+#include <string>
+
 #include "base/check.h"
 #include "engine/paged_kv_view.h"
 
@@ -16,7 +18,7 @@ LocalKvCache::LocalKvCache(const kernels::BlockLayout& layout, int capacity)
   for (int i = 0; i < n_blocks; ++i) blocks_[size_t(i)] = i;
   residual_ = std::make_unique<KvResidual>();
   view_ = std::make_unique<PagedKvView>(layout_, arena_.get(), blocks_,
-                                        residual_.get());
+                                        residual_.get(), &compaction_);
 }
 
 LocalKvCache::LocalKvCache(int n_layers, int n_kv_heads, int head_dim,
@@ -27,17 +29,22 @@ LocalKvCache::LocalKvCache(int n_layers, int n_kv_heads, int head_dim,
 
 LocalKvCache::~LocalKvCache() = default;
 
+int LocalKvCache::capacity() const {
+  if (!compaction_.compacted()) return capacity_;
+  return capacity_ + compaction_.end - compaction_.MaxRows(compaction_.end);
+}
+
 kernels::KvFormat LocalKvCache::format() const { return layout_.kv; }
 
 int LocalKvCache::read_window() const { return view_->read_window(); }
 
 void LocalKvCache::BeginWrite(int begin, int end) {
-  KV_CHECK(begin >= 0 && begin < end && end <= capacity_);
+  KV_CHECK(begin >= 0 && begin < end && end <= capacity());
   view_->BeginWrite(begin, end);
 }
 
 void LocalKvCache::Write(int layer, int pos, const float* k, const float* v) {
-  KV_DCHECK(pos >= 0 && pos < capacity_);
+  KV_DCHECK(pos >= 0 && pos < capacity());
   view_->Write(layer, pos, k, v);
 }
 
@@ -47,13 +54,32 @@ void LocalKvCache::Seal(int layer, int begin, int end) {
 
 void LocalKvCache::Read(int layer, int kv_head, int n,
                         std::vector<kernels::KvRun>* runs) const {
-  KV_DCHECK(n > 0 && n <= capacity_);
+  KV_DCHECK(n > 0 && n <= capacity());
   view_->Read(layer, kv_head, n, runs);
+}
+
+int LocalKvCache::Rows(int layer, int kv_head, int n) const {
+  return view_->Rows(layer, kv_head, n);
+}
+
+Status LocalKvCache::Compact(int n, const KvSelection& selection) {
+  if (n <= 0 || n > capacity()) {
+    return Status::InvalidArgument("compact: " + std::to_string(n) +
+                                   " positions outside the cache");
+  }
+  return CompactRows(layout_, arena_.get(), blocks_, n, selection,
+                     &compaction_);
+}
+
+int LocalKvCache::BlocksHeld(int n) const {
+  const int bt = layout_.block_tokens;
+  return (compaction_.MaxRows(n) + bt - 1) / bt;
 }
 
 Result<size_t> LocalKvCache::TransformFilledBlocks(
     int before, int after, int group, const BlockTransform& transform) {
-  KV_CHECK(0 <= before && before <= after && after <= capacity_ && group >= 1);
+  KV_CHECK(0 <= before && before <= after && after <= capacity_ && group >= 1 &&
+           !compaction_.compacted());
   const int span = group * layout_.block_tokens;  // positions per group
   size_t stored = 0;
   std::vector<uint8_t*> blocks;

@@ -10,21 +10,29 @@ namespace kvstash {
 using kernels::KvSide;
 
 PagedKvView::PagedKvView(const kernels::BlockLayout& layout, uint8_t* arena,
-                         std::span<const int32_t> blocks,
-                         KvResidual* residual)
+                         std::span<const int32_t> blocks, KvResidual* residual,
+                         const KvCompaction* compaction)
     : layout_(layout),
       residual_layout_(layout.residual_layout()),
       block_bytes_(layout.block_bytes()),
       arena_(arena),
       blocks_(blocks),
       residual_(residual),
+      compaction_(compaction),
       has_residual_(kernels::KvHasResidual(layout.kv)) {
   KV_CHECK_MSG(layout.Check().empty(), layout.Check().c_str());
   KV_CHECK(!has_residual_ || residual != nullptr);
 }
 
 int PagedKvView::capacity() const {
-  return static_cast<int>(blocks_.size()) * layout_.block_tokens;
+  const int rows = static_cast<int>(blocks_.size()) * layout_.block_tokens;
+  if (compaction_ == nullptr || !compaction_->compacted()) return rows;
+  return rows + compaction_->end - compaction_->MaxRows(compaction_->end);
+}
+
+int PagedKvView::Rows(int layer, int kv_head, int n) const {
+  if (compaction_ == nullptr || !compaction_->compacted()) return n;
+  return compaction_->Rows(layer * layout_.n_kv_heads + kv_head, n);
 }
 
 int PagedKvView::read_window() const {
@@ -63,19 +71,20 @@ void PagedKvView::BeginWrite(int begin, int end) {
 void PagedKvView::Write(int layer, int pos, const float* k, const float* v) {
   KV_DCHECK(layer >= 0 && layer < layout_.n_layers && pos >= 0 &&
             pos < capacity());
-  const int index = pos / layout_.block_tokens;
-  const int token = pos % layout_.block_tokens;
+  const int bt = layout_.block_tokens;
   const size_t hd = layout_.head_dim;
   for (const KvSide side : {KvSide::kK, KvSide::kV}) {
     const kernels::KvType type = layout_.kv.type(side);
     const float* x = side == KvSide::kK ? k : v;
     const bool residual = kernels::KvHasResidual(type);
-    uint8_t* block = residual ? ResidualBlock(index) : Block(index);
     const kernels::BlockLayout& l = residual ? residual_layout_ : layout_;
     const kernels::KvType stored = residual ? kernels::KvType::kF16 : type;
     for (int h = 0; h < layout_.n_kv_heads; ++h) {
+      // Residual types are never compacted: their row is the position.
+      const int row = Rows(layer, h, pos + 1) - 1;
+      uint8_t* block = residual ? ResidualBlock(row / bt) : Block(row / bt);
       kernels::KvEncodeRow(stored, side, x + h * hd, hd,
-                           block + l.Offset(layer, side, h, token));
+                           block + l.Offset(layer, side, h, row % bt));
     }
   }
 }
@@ -108,6 +117,7 @@ void PagedKvView::Read(int layer, int kv_head, int n,
                        std::vector<kernels::KvRun>* runs) const {
   KV_DCHECK(n > 0 && n <= capacity());
   runs->clear();
+  n = Rows(layer, kv_head, n);
   const int bt = layout_.block_tokens;
   const size_t k_offset = layout_.RunOffset(layer, KvSide::kK, kv_head);
   const size_t v_offset = layout_.RunOffset(layer, KvSide::kV, kv_head);

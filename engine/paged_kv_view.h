@@ -8,7 +8,9 @@
 // sequence's KvResidual (f16 copies of the blocks being written) and sealed
 // into the block by Seal when the block is full; a Read for a query in block
 // b returns blocks < b from the pool and block b from the residual, so the
-// query sees its own block at full precision (read_window() = B).
+// query sees its own block at full precision (read_window() = B). A
+// sequence whose tokens were evicted is seen through its KvCompaction: a
+// position's row in each (layer, head) is where the compaction put it.
 //
 // The view owns nothing: the arena, the block table and the residual belong
 // to the KV cache manager and the sequence, and must outlive the view and
@@ -23,7 +25,8 @@
 #include <span>
 #include <vector>
 
-#include "engine/kv_cache.h"
+#include "engine/kv_compaction.h"
+#include "engine/kv_view.h"
 #include "kernels/block_layout.h"
 
 namespace kvstash {
@@ -47,10 +50,12 @@ class PagedKvView final : public KvView {
  public:
   // `arena` is the start of block 0; block b starts at arena + b *
   // layout.block_bytes(). capacity() = blocks.size() * block_tokens.
-  // `residual` is needed (non-null) when KvHasResidual(layout.kv).
+  // `residual` is needed (non-null) when KvHasResidual(layout.kv);
+  // `compaction` (may be null: none) is the sequence's, read at each call.
   // REQUIRES: layout.Check() is empty.
   PagedKvView(const kernels::BlockLayout& layout, uint8_t* arena,
-              std::span<const int32_t> blocks, KvResidual* residual = nullptr);
+              std::span<const int32_t> blocks, KvResidual* residual = nullptr,
+              const KvCompaction* compaction = nullptr);
 
   int capacity() const override;
   kernels::KvFormat format() const override { return layout_.kv; }
@@ -60,6 +65,7 @@ class PagedKvView final : public KvView {
   void Seal(int layer, int begin, int end) override;
   void Read(int layer, int kv_head, int n,
             std::vector<kernels::KvRun>* runs) const override;
+  int Rows(int layer, int kv_head, int n) const override;
 
  private:
   uint8_t* Block(int index) const {
@@ -74,6 +80,7 @@ class PagedKvView final : public KvView {
   uint8_t* arena_;
   std::span<const int32_t> blocks_;
   KvResidual* residual_;
+  const KvCompaction* compaction_;
   bool has_residual_;
 };
 

@@ -161,13 +161,13 @@ void Transformer::Attend(int layer, std::span<const BatchEntry> batch,
     const size_t t0 = b.tile_begin[task % n_tiles];
     const size_t n_tokens = b.tile_begin[task % n_tiles + 1] - t0;
     size_t n_ctx[kMaxTile];
-    for (size_t j = 0; j < n_tokens; ++j) {
-      n_ctx[j] = size_t(b.token_pos[t0 + j]) + 1;
-    }
     const KvView& kv = *batch[b.token_entry[t0]].kv;
+    for (size_t j = 0; j < n_tokens; ++j) {
+      n_ctx[j] = size_t(kv.Rows(layer, g, b.token_pos[t0 + j] + 1));
+    }
     const kernels::KvFormat format = kv.format();
     std::vector<kernels::KvRun>& runs = b.runs[worker];
-    kv.Read(layer, g, static_cast<int>(n_ctx[n_tokens - 1]), &runs);
+    kv.Read(layer, g, b.token_pos[t0 + n_tokens - 1] + 1, &runs);
     const size_t offset = t0 * q_dim + size_t(g) * group * hd;
     // Rotated keys are met by rotated queries (q is read by attention
     // only); rotated values give rotated outputs, rotated back.
@@ -179,8 +179,8 @@ void Transformer::Attend(int layer, std::span<const BatchEntry> batch,
       }
     };
     if (kernels::KvRotated(format.k)) rotate(&b.q[offset]);
-    kernels::AttentionFastTokens(&b.q[offset], q_dim, n_tokens, group, hd,
-                                 runs, n_ctx, scale, &b.att[offset], q_dim);
+    kernels::AttentionFastTokens(&b.q[offset], q_dim, n_tokens, group, hd, runs,
+                                 n_ctx, scale, &b.att[offset], q_dim);
     if (kernels::KvRotated(format.v)) rotate(&b.att[offset]);
   };
   const size_t n_tasks = size_t(c.n_kv_heads) * n_tiles;
@@ -192,9 +192,10 @@ void Transformer::Attend(int layer, std::span<const BatchEntry> batch,
 }
 
 Status Transformer::Forward(std::span<const int32_t> tokens, int pos,
-                            KvView& kv, bool all_logits, float* logits) {
+                            KvView& kv, bool all_logits, float* logits,
+                            QueryObserver* queries) {
   const BatchEntry entry{tokens, pos, &kv,
-                         all_logits ? Logits::kAll : Logits::kLast};
+                         all_logits ? Logits::kAll : Logits::kLast, queries};
   return Forward(std::span<const BatchEntry>(&entry, 1), logits);
 }
 
@@ -273,7 +274,9 @@ Status Transformer::Forward(std::span<const BatchEntry> batch, float* logits) {
   });
 
   for (const BatchEntry& entry : batch) {
-    entry.kv->BeginWrite(entry.pos, entry.pos + int(entry.tokens.size()));
+    const int end = entry.pos + int(entry.tokens.size());
+    entry.kv->BeginWrite(entry.pos, end);
+    if (entry.queries != nullptr) entry.queries->BeginPass(entry.pos, end);
   }
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = w.layers[l];
@@ -301,7 +304,11 @@ Status Transformer::Forward(std::span<const BatchEntry> batch, float* logits) {
                           table);
         kernels::RopeFast(k, c.n_kv_heads, c.head_dim, c.rope_dims,
                           c.rope_style, table);
-        batch[b.token_entry[t]].kv->Write(l, b.token_pos[t], k, v);
+        const BatchEntry& entry = batch[b.token_entry[t]];
+        entry.kv->Write(l, b.token_pos[t], k, v);
+        if (entry.queries != nullptr) {
+          entry.queries->Observe(l, b.token_pos[t], q);
+        }
       }
     });
     for (const BatchEntry& entry : batch) {

@@ -35,7 +35,8 @@
 
 #include "base/status.h"
 #include "base/thread_pool.h"
-#include "engine/kv_cache.h"
+#include "engine/kv_compaction.h"
+#include "engine/kv_view.h"
 #include "model/model.h"
 
 namespace kvstash {
@@ -57,6 +58,8 @@ class Transformer {
     int pos = 0;
     KvView* kv = nullptr;  // holds positions [0, pos) already
     Logits logits = Logits::kLast;
+    // Sees the entry's queries (token eviction policies); may be null.
+    QueryObserver* queries = nullptr;
   };
 
   // Runs every entry, storing the K/V of its tokens through its KvView, and
@@ -67,9 +70,11 @@ class Transformer {
   // view.
   Status Forward(std::span<const BatchEntry> batch, float* logits);
 
-  // One sequence: Forward({{tokens, pos, &kv, all_logits ? kAll : kLast}}).
+  // One sequence: Forward({{tokens, pos, &kv, all_logits ? kAll : kLast,
+  // queries}}).
   Status Forward(std::span<const int32_t> tokens, int pos, KvView& kv,
-                 bool all_logits, float* logits);
+                 bool all_logits, float* logits,
+                 QueryObserver* queries = nullptr);
 
  private:
   struct Product {

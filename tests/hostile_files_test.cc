@@ -8,6 +8,7 @@
 #include <random>
 
 #include "base/file.h"
+#include "engine/kv_cache.h"
 #include "engine/transformer.h"
 #include "model/model.h"
 #include "tests/testing/shared_data.h"

@@ -1,0 +1,116 @@
+#include "engine/kv_compaction.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+namespace kvstash {
+
+using kernels::KvSide;
+
+int KvCompaction::MaxRows(int n) const {
+  if (end == 0) return n;
+  const int most =
+      kept.empty() ? 0 : *std::max_element(kept.begin(), kept.end());
+  return most + (n - end);
+}
+
+std::string KvCompactionSupports(const kernels::KvFormat& format) {
+  if (kernels::KvHasResidual(format)) {
+    return "KV format " + kernels::KvFormatName(format) +
+           " keeps per-channel scales over a block's tokens (KIVI), so its "
+           "tokens cannot be evicted one by one; use a per-token type "
+           "(f32, f16, bf16, q8, q4, q4h)";
+  }
+  return "";
+}
+
+namespace {
+
+Status CheckSelection(const kernels::BlockLayout& layout, int capacity_rows,
+                      int n, const KvSelection& selection,
+                      const KvCompaction& compaction) {
+  const size_t heads = size_t(layout.n_layers) * size_t(layout.n_kv_heads);
+  if (selection.rows.size() != heads) {
+    return Status::InvalidArgument(
+        "compact: " + std::to_string(selection.rows.size()) +
+        " row lists for " + std::to_string(heads) + " (layer, kv head) pairs");
+  }
+  if (n < compaction.end || compaction.MaxRows(n) > capacity_rows) {
+    return Status::InvalidArgument("compact: " + std::to_string(n) +
+                                   " positions are not all held");
+  }
+  for (size_t i = 0; i < heads; ++i) {
+    const std::vector<int32_t>& rows = selection.rows[i];
+    const int held = compaction.Rows(int(i), n);
+    for (size_t j = 0; j < rows.size(); ++j) {
+      if (rows[j] < 0 || rows[j] >= held || (j > 0 && rows[j] <= rows[j - 1])) {
+        return Status::InvalidArgument(
+            "compact: the rows of (layer " +
+            std::to_string(i / size_t(layout.n_kv_heads)) + ", kv head " +
+            std::to_string(i % size_t(layout.n_kv_heads)) +
+            ") are not ascending rows of the " + std::to_string(held) +
+            " held");
+      }
+    }
+  }
+  for (const KvSelection::RowUpdate& u : selection.updates) {
+    if (u.layer < 0 || u.layer >= layout.n_layers || u.kv_head < 0 ||
+        u.kv_head >= layout.n_kv_heads || u.row < 0 ||
+        u.row >= compaction.Rows(u.layer * layout.n_kv_heads + u.kv_head, n) ||
+        u.k.size() != size_t(layout.head_dim) ||
+        u.v.size() != size_t(layout.head_dim)) {
+      return Status::InvalidArgument("compact: a row update out of range");
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Status CompactRows(const kernels::BlockLayout& layout, uint8_t* arena,
+                   std::span<const int32_t> blocks, int n,
+                   const KvSelection& selection, KvCompaction* compaction) {
+  const std::string why = KvCompactionSupports(layout.kv);
+  if (!why.empty()) return Status::InvalidArgument("compact: " + why);
+  const int bt = layout.block_tokens;
+  KV_RETURN_IF_ERROR(CheckSelection(layout, int(blocks.size()) * bt, n,
+                                    selection, *compaction));
+  const size_t block_bytes = layout.block_bytes();
+  const size_t hd = size_t(layout.head_dim);
+  auto row_at = [&](int layer, KvSide side, int head, int row) {
+    return arena + size_t(blocks[size_t(row / bt)]) * block_bytes +
+           layout.Offset(layer, side, head, row % bt);
+  };
+  for (const KvSelection::RowUpdate& u : selection.updates) {
+    kernels::KvEncodeRow(layout.kv.k, KvSide::kK, u.k.data(), hd,
+                         row_at(u.layer, KvSide::kK, u.kv_head, u.row));
+    kernels::KvEncodeRow(layout.kv.v, KvSide::kV, u.v.data(), hd,
+                         row_at(u.layer, KvSide::kV, u.kv_head, u.row));
+  }
+  const int heads = layout.n_kv_heads;
+  for (int layer = 0; layer < layout.n_layers; ++layer) {
+    for (int head = 0; head < heads; ++head) {
+      const std::vector<int32_t>& rows =
+          selection.rows[size_t(layer * heads + head)];
+      for (const KvSide side : {KvSide::kK, KvSide::kV}) {
+        const size_t row_bytes = layout.row_bytes(side);
+        // rows[i] >= i: moving in ascending order never overwrites a row
+        // still to be moved.
+        for (size_t i = 0; i < rows.size(); ++i) {
+          if (rows[i] == int32_t(i)) continue;
+          std::memcpy(row_at(layer, side, head, int(i)),
+                      row_at(layer, side, head, rows[i]), row_bytes);
+        }
+      }
+    }
+  }
+  compaction->end = n;
+  compaction->kept.resize(selection.rows.size());
+  for (size_t i = 0; i < selection.rows.size(); ++i) {
+    compaction->kept[i] = int32_t(selection.rows[i].size());
+  }
+  return Status::OK();
+}
+
+}  // namespace kvstash

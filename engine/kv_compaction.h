@@ -1,0 +1,108 @@
+// Token eviction inside a sequence's cache: which rows of each (layer, kv
+// head) a compressed sequence still holds, and the hooks through which a
+// compression policy (compress/) sees the forward pass and compacts a cache.
+//
+// Rows. A cache stores, per (layer, kv head), one row of K and one of V per
+// kept token, rows in position order, row r in block r / B at token r % B
+// (kernels/block_layout.h). Uncompressed, row r holds position r. Compaction
+// keeps a subset of the rows of positions [0, end) per (layer, kv head), each
+// (layer, head) its own subset and its own count kept[l][h], moved down to
+// rows [0, kept[l][h]) in position order; a position p >= end is then stored
+// at row kept[l][h] + (p - end) of every head. Keys are stored after RoPE, so
+// attention over the kept rows needs neither their positions nor a mask: a
+// query at position n - 1 attends to rows [0, Rows(l, h, n)). Compacting
+// again (every N decode steps) applies the same rule to the current rows.
+// The blocks past the longest (layer, head) are free.
+//
+// Only per-token types can be compacted (a row moves with its scales); types
+// with a residual or per-channel run params (KIVI) cannot.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/kv_view.h"
+#include "kernels/block_layout.h"
+
+namespace kvstash {
+
+// The rows a compacted sequence holds (see the header comment). Empty (end
+// == 0): not compacted, row = position.
+struct KvCompaction {
+  int end = 0;                // positions [0, end) were compacted
+  std::vector<int32_t> kept;  // [layer * n_kv_heads + kv_head]: their rows
+
+  bool compacted() const { return end > 0; }
+  // Rows of (layer, kv head) a query at position n - 1 attends to.
+  // REQUIRES: n >= end.
+  int Rows(int index, int n) const {
+    return end == 0 ? n : kept[size_t(index)] + (n - end);
+  }
+  // The most rows any (layer, head) holds for positions [0, n).
+  int MaxRows(int n) const;
+};
+
+// What a compaction keeps: per (layer, kv head) the rows (ascending, each <
+// the rows that (layer, head) holds), and replacement K/V for some kept rows
+// (merging folds evicted tokens into kept ones).
+struct KvSelection {
+  struct RowUpdate {
+    int32_t layer = 0, kv_head = 0, row = 0;  // row before compaction
+    std::vector<float> k, v;                  // [head_dim] each, stored basis
+  };
+  std::vector<std::vector<int32_t>> rows;  // [layer * n_kv_heads + kv_head]
+  std::vector<RowUpdate> updates;
+};
+
+// Empty when `format` can be compacted, else why not.
+std::string KvCompactionSupports(const kernels::KvFormat& format);
+
+// Applies `selection` to the rows of positions [0, n) of a sequence whose
+// blocks are `blocks` in `arena` (block b at arena + b * block_bytes):
+// writes the updates, moves each (layer, head)'s kept rows down in order, and
+// sets `compaction` to end = n and the kept counts. InvalidArgument when the
+// selection does not fit the layout (wrong number of lists, rows unsorted or
+// out of range, bad update), or the format cannot be compacted; nothing is
+// changed then.
+Status CompactRows(const kernels::BlockLayout& layout, uint8_t* arena,
+                   std::span<const int32_t> blocks, int n,
+                   const KvSelection& selection, KvCompaction* compaction);
+
+// A KV cache whose tokens can be evicted.
+class CompactableKv : public KvView {
+ public:
+  // Keeps of positions [0, n) (all written) the rows `selection` names; see
+  // CompactRows. Between forward passes only.
+  virtual Status Compact(int n, const KvSelection& selection) = 0;
+  // Blocks the sequence needs for positions [0, n).
+  virtual int BlocksHeld(int n) const = 0;
+};
+
+// Receives the queries of a forward pass (after RoPE, in the model's basis,
+// [n_heads][head_dim] f32) of each token of one sequence, per layer, before
+// attention. Observe calls for distinct (layer, pos) may run concurrently.
+class QueryObserver {
+ public:
+  virtual ~QueryObserver() = default;
+  // Called once per forward pass, before its Observes.
+  virtual void BeginPass(int begin, int end) = 0;
+  virtual void Observe(int layer, int pos, const float* q) = 0;
+};
+
+// A compression policy bound to one sequence at a time: it observes the
+// forward passes of positions [0, n) and then evicts tokens of the cache.
+class KvCompressor {
+ public:
+  virtual ~KvCompressor() = default;
+  // Forgets what was observed (a new sequence starts).
+  virtual void Reset() = 0;
+  // To attach to the forward passes before Compress (may be null).
+  virtual QueryObserver* observer() = 0;
+  // Evicts tokens of positions [0, n) of `kv` (all written and observed).
+  virtual Status Compress(CompactableKv& kv, int n) = 0;
+};
+
+}  // namespace kvstash
