@@ -60,6 +60,11 @@ Result<GenerateResult> Generate(Transformer& transformer,
   std::vector<float> logits(c.vocab_size);
   std::vector<int32_t> history(prompt.begin(), prompt.end());
 
+  QueryObserver* observer = nullptr;
+  if (options.compressor != nullptr) {
+    options.compressor->Reset();
+    observer = options.compressor->observer();
+  }
   auto start = std::chrono::steady_clock::now();
   const int n = static_cast<int>(prompt.size());
   int restored = 0;  // positions of the prefix passed through the transform
@@ -70,7 +75,7 @@ Result<GenerateResult> Generate(Transformer& transformer,
   if (restored > 0) {
     KV_RETURN_IF_ERROR(transformer.Forward(prompt.first(size_t(restored)), 0,
                                            kv, /*all_logits=*/false,
-                                           logits.data()));
+                                           logits.data(), observer));
     const int chunk =
         options.prefix_chunk_blocks * kv.layout().block_tokens;  // positions
     const int chunked = restored / chunk * chunk;
@@ -83,10 +88,15 @@ Result<GenerateResult> Generate(Transformer& transformer,
             .status());
   }
   const int computed_from = std::min(restored, n - 1);
-  KV_RETURN_IF_ERROR(transformer.Forward(prompt.subspan(size_t(computed_from)),
-                                         computed_from, kv,
-                                         /*all_logits=*/false, logits.data()));
+  KV_RETURN_IF_ERROR(transformer.Forward(
+      prompt.subspan(size_t(computed_from)), computed_from, kv,
+      /*all_logits=*/false, logits.data(), observer));
   result.prefill_seconds = SecondsSince(start);
+  if (options.compressor != nullptr) {
+    start = std::chrono::steady_clock::now();
+    KV_RETURN_IF_ERROR(options.compressor->Compress(kv, n));
+    result.compress_seconds = SecondsSince(start);
+  }
 
   start = std::chrono::steady_clock::now();
   int pos = static_cast<int>(prompt.size());
@@ -103,6 +113,7 @@ Result<GenerateResult> Generate(Transformer& transformer,
     ++pos;
   }
   result.decode_seconds = SecondsSince(start);
+  result.kv_blocks_held = kv.BlocksHeld(pos);
   return result;
 }
 

@@ -35,13 +35,19 @@ struct GenerateOptions {
   // transformed.
   BlockTransform prefix_transform;
   int prefix_chunk_blocks = 1;
+  // Null: none. Else it observes the prompt's forward passes and evicts
+  // tokens of the prompt once it is computed (after the first token's
+  // logits), before the decode steps; it is Reset first.
+  KvCompressor* compressor = nullptr;
 };
 
 struct GenerateResult {
   std::vector<int32_t> prompt_ids;
   std::vector<int32_t> gen_ids;
   double prefill_seconds = 0;
-  double decode_seconds = 0;  // total over gen_ids.size() - 1 decode steps
+  double decode_seconds = 0;    // total over gen_ids.size() - 1 decode steps
+  double compress_seconds = 0;  // the compressor's step, 0 without one
+  int kv_blocks_held = 0;       // blocks the cache needed at the end
   double prefill_tokens_per_s() const;
   double decode_tokens_per_s() const;
 };

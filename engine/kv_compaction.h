@@ -51,7 +51,7 @@ struct KvCompaction {
 struct KvSelection {
   struct RowUpdate {
     int32_t layer = 0, kv_head = 0, row = 0;  // row before compaction
-    std::vector<float> k, v;                  // [head_dim] each, stored basis
+    std::vector<float> k, v;                  // [head_dim] each, model basis
   };
   std::vector<std::vector<int32_t>> rows;  // [layer * n_kv_heads + kv_head]
   std::vector<RowUpdate> updates;
