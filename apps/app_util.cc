@@ -5,6 +5,7 @@
 #include <iostream>
 #include <thread>
 
+#include "compress/policy.h"
 #include "kernels/attention.h"
 
 namespace kvstash::apps {
@@ -76,6 +77,16 @@ Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,
 int Fail(const std::string& message) {
   std::cerr << "kvstash: error: " << message << std::endl;
   return 1;
+}
+
+Result<std::unique_ptr<KvCompressor>> MakeKvCompressor(
+    const KvPolicyFlags& flags, const ModelConfig& config) {
+  if (flags.policy.empty()) return std::unique_ptr<KvCompressor>();
+  Result<std::unique_ptr<KvCompressor>> c = compress::MakeCompressor(
+      config, {flags.policy, flags.ratio, flags.merge});
+  // CheckPolicyOptions names the field: "policy: ..." or "ratio: ...".
+  if (!c.ok()) return Status::InvalidArgument("--kv-" + c.status().message());
+  return c;
 }
 
 }  // namespace kvstash::apps

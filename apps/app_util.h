@@ -12,6 +12,7 @@
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "bench/llm_bench.h"
+#include "engine/kv_compaction.h"
 #include "kernels/dtype.h"
 #include "kernels/kv_format.h"
 #include "model/model.h"
@@ -50,5 +51,10 @@ Status ParseKvFormat(const RunOptions& run, kernels::KvFormat* format);
 // Checks `run` and fills the pool and the KV types it names.
 Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,
                        kernels::KvFormat* kv_format);
+
+// The compressor `flags` name for `config`'s model, or null when no policy
+// is named; InvalidArgument naming the flag (--kv-policy, --kv-ratio).
+Result<std::unique_ptr<KvCompressor>> MakeKvCompressor(
+    const KvPolicyFlags& flags, const ModelConfig& config);
 
 }  // namespace kvstash::apps

@@ -23,6 +23,14 @@ struct RunOptions {
   std::string kv_type_v;        // overrides kv_type for V when set
 };
 
+// Token eviction (compress/policy.h): --kv-policy NAME --kv-ratio R
+// [--kv-merge]. An empty policy: none.
+struct KvPolicyFlags {
+  std::string policy;
+  double ratio = 0.5;
+  bool merge = false;
+};
+
 struct GenerateCommandOptions {
   ModelOptions model;
   RunOptions run;
@@ -94,6 +102,9 @@ struct EvalCommandOptions {
   // (EvalOptions::candidate_blocks); "none": no round trip.
   std::string tier_codec = "none";
   int tier_chunk_blocks = 1;  // blocks per object through the codec
+  KvPolicyFlags kv_policy;    // the candidate's token eviction
+  int compress_at = 0;        // 0: ctx / 2
+  bool sweep = false;         // every policy at every sweep ratio
   bool json = false;
 };
 int RunEval(const EvalCommandOptions& options);

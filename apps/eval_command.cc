@@ -8,6 +8,7 @@
 #include "apps/commands.h"
 #include "apps/tiers.h"
 #include "base/file.h"
+#include "compress/policy.h"
 #include "engine/eval.h"
 #include "store/kv_codec.h"
 #include "store/object_format.h"
@@ -35,6 +36,94 @@ BlockTransform CodecRoundTrip(store::Codec codec,
                         store::RoundTrip(codec, layout, blocks));
     return store::kObjectHeaderBytes + payload;
   };
+}
+
+void ShowProgress(const std::string& line) {
+  std::cerr << "\reval: " << line << "      " << std::flush;
+}
+
+int CompressAt(const EvalOptions& eval) {
+  return eval.compress_at > 0 ? eval.compress_at : eval.ctx / 2;
+}
+
+// The figures a sweep row and a single run share.
+Json ResultJson(const EvalCommandOptions& options, const EvalOptions& eval,
+                const EvalResult& r) {
+  Json j{{"ppl_ratio", r.ppl_ratio},
+         {"kl_mean", r.kl_mean},
+         {"top1_agreement", r.top1_agreement},
+         {"greedy_identical", r.greedy_identical}};
+  if (eval.compressor != nullptr) {
+    j["kv_policy"] = options.kv_policy.policy;
+    j["kv_ratio"] = options.kv_policy.ratio;
+    j["kv_merge"] = options.kv_policy.merge;
+    j["compress_at"] = CompressAt(eval);
+    j["kept_fraction"] = r.kept_fraction;
+    j["copy_accuracy_base"] = r.baseline.copy_accuracy;
+    j["copy_accuracy"] = r.candidate.copy_accuracy;
+    j["copy_tokens"] = r.copy_tokens;
+  }
+  return j;
+}
+
+// --sweep: every policy (or the one --kv-policy names) at every ratio of
+// kSweepRatios, one row each.
+constexpr double kSweepRatios[] = {0.25, 0.5, 0.75, 0.875};
+
+int RunSweep(const EvalCommandOptions& options, Transformer& transformer,
+             const std::vector<int32_t>& ids, EvalOptions eval) {
+  if (eval.candidate_blocks) {
+    return Fail("--sweep measures KV policies; drop --tier-codec");
+  }
+  std::vector<std::string> policies;
+  if (!options.kv_policy.policy.empty()) {
+    policies.push_back(options.kv_policy.policy);
+  } else {
+    for (const compress::PolicyInfo& p : compress::Policies()) {
+      policies.emplace_back(p.name);
+    }
+  }
+  if (!options.json) {
+    std::printf(
+        "eval sweep: ctx %d, %d windows, compressed at %d, candidate %s\n"
+        "%-10s %6s %7s %9s %9s %8s %8s %8s %8s\n",
+        options.ctx, options.windows, CompressAt(eval),
+        kernels::KvFormatName(eval.candidate).c_str(), "policy", "ratio",
+        "kept", "ppl_ratio", "kl_mean", "top1_agr", "copy_b", "copy_c",
+        "greedy");
+  }
+  for (const std::string& policy : policies) {
+    for (double ratio : kSweepRatios) {
+      EvalCommandOptions row = options;
+      row.kv_policy.policy = policy;
+      row.kv_policy.ratio = ratio;
+      Result<std::unique_ptr<KvCompressor>> compressor =
+          MakeKvCompressor(row.kv_policy, transformer.model().config());
+      if (!compressor.ok()) return Fail(compressor.status().message());
+      eval.compressor = compressor->get();
+      Result<EvalResult> r =
+          Evaluate(transformer, ids, eval, [&](const std::string& line) {
+            ShowProgress(policy + " " + std::to_string(ratio).substr(0, 5) +
+                         ": " + line);
+          });
+      std::cerr << "\r" << std::string(60, ' ') << "\r";
+      if (!r.ok()) return Fail(r.status().message());
+      if (options.json) {
+        Json j = ResultJson(row, eval, *r);
+        j["ctx"] = options.ctx;
+        j["windows"] = r->windows;
+        j["kv_type"] = kernels::KvFormatName(eval.candidate);
+        PrintJson(j);
+      } else {
+        std::printf("%-10s %6.3f %7.4f %9.4f %9.4f %8.4f %8.4f %8.4f %8.3f\n",
+                    policy.c_str(), ratio, r->kept_fraction, r->ppl_ratio,
+                    r->kl_mean, r->top1_agreement, r->baseline.copy_accuracy,
+                    r->candidate.copy_accuracy, r->greedy_identical);
+      }
+      std::fflush(stdout);
+    }
+  }
+  return 0;
 }
 
 }  // namespace
@@ -89,10 +178,24 @@ int RunEval(const EvalCommandOptions& options) {
     }
   }
   Transformer transformer(**model, pool.get());
-  Result<EvalResult> r =
-      Evaluate(transformer, ids, eval, [](const std::string& line) {
-        std::cerr << "\reval: " << line << "      " << std::flush;
-      });
+  if (options.compress_at < 0) return Fail("--compress-at must be >= 0");
+  eval.compress_at = options.compress_at;
+  if (!options.kv_policy.policy.empty() || options.sweep) {
+    const int at = CompressAt(eval);
+    if (at < 2 || at > options.ctx - 2) {
+      return Fail("--compress-at " + std::to_string(at) +
+                  " must be in [2, ctx - 2] = [2, " +
+                  std::to_string(options.ctx - 2) + "]");
+    }
+    const std::string why = KvCompactionSupports(eval.candidate);
+    if (!why.empty()) return Fail("--kv-policy: " + why);
+  }
+  if (options.sweep) return RunSweep(options, transformer, ids, eval);
+  Result<std::unique_ptr<KvCompressor>> compressor =
+      MakeKvCompressor(options.kv_policy, (*model)->config());
+  if (!compressor.ok()) return Fail(compressor.status().message());
+  eval.compressor = compressor->get();
+  Result<EvalResult> r = Evaluate(transformer, ids, eval, ShowProgress);
   std::cerr << "\n";
   if (!r.ok()) return Fail(r.status().message());
   const std::string base_name = kernels::KvFormatName(eval.baseline);
@@ -107,31 +210,29 @@ int RunEval(const EvalCommandOptions& options) {
                   {"kv_bytes_per_token", s.kv_bytes_per_token},
                   {"stored_bytes_per_token", s.stored_bytes_per_token}};
     };
-    PrintJson({{"model", options.model.model_path},
-               {"file", options.file},
-               {"ctx", options.ctx},
-               {"windows", r->windows},
-               {"tokens", r->tokens},
-               {"baseline", side(r->baseline, eval.baseline)},
-               {"candidate", side(r->candidate, eval.candidate)},
-               {"ppl_base", r->baseline.ppl},
-               {"ppl", r->candidate.ppl},
-               {"ppl_ratio", r->ppl_ratio},
-               {"kl_mean", r->kl_mean},
-               {"kl_p99", r->kl_p99},
-               {"kl_max", r->kl_max},
-               {"top1_agreement", r->top1_agreement},
-               {"rms_dp", r->rms_dp},
-               {"gen_prompts", r->gen_prompts},
-               {"gen_tokens", options.gen_tokens},
-               {"greedy_identical", r->greedy_identical},
-               {"first_divergence", r->first_divergence},
-               {"kv_bytes_per_token_base", r->baseline.kv_bytes_per_token},
-               {"kv_bytes_per_token", r->candidate.kv_bytes_per_token},
-               {"kv_bytes_ratio", r->kv_bytes_ratio},
-               {"tier_codec", options.tier_codec},
-               {"tier_chunk_blocks", options.tier_chunk_blocks},
-               {"stored_bytes_ratio", r->stored_bytes_ratio}});
+    Json j = ResultJson(options, eval, *r);
+    j["model"] = options.model.model_path;
+    j["file"] = options.file;
+    j["ctx"] = options.ctx;
+    j["windows"] = r->windows;
+    j["tokens"] = r->tokens;
+    j["baseline"] = side(r->baseline, eval.baseline);
+    j["candidate"] = side(r->candidate, eval.candidate);
+    j["ppl_base"] = r->baseline.ppl;
+    j["ppl"] = r->candidate.ppl;
+    j["kl_p99"] = r->kl_p99;
+    j["kl_max"] = r->kl_max;
+    j["rms_dp"] = r->rms_dp;
+    j["gen_prompts"] = r->gen_prompts;
+    j["gen_tokens"] = options.gen_tokens;
+    j["first_divergence"] = r->first_divergence;
+    j["kv_bytes_per_token_base"] = r->baseline.kv_bytes_per_token;
+    j["kv_bytes_per_token"] = r->candidate.kv_bytes_per_token;
+    j["kv_bytes_ratio"] = r->kv_bytes_ratio;
+    j["tier_codec"] = options.tier_codec;
+    j["tier_chunk_blocks"] = options.tier_chunk_blocks;
+    j["stored_bytes_ratio"] = r->stored_bytes_ratio;
+    PrintJson(j);
     return 0;
   }
   std::printf(
@@ -153,6 +254,16 @@ int RunEval(const EvalCommandOptions& options) {
         "the baseline's KV\n",
         options.tier_codec.c_str(), r->candidate.stored_bytes_per_token,
         r->stored_bytes_ratio);
+  }
+  if (eval.compressor != nullptr) {
+    std::printf(
+        "  kv policy %s%s at ratio %.3f, compressed at %d: kept %.4f of the "
+        "rows\n"
+        "  copy accuracy   %9.4f   %9.4f   (%lld copy tokens)\n",
+        options.kv_policy.policy.c_str(),
+        options.kv_policy.merge ? "+merge" : "", options.kv_policy.ratio,
+        CompressAt(eval), r->kept_fraction, r->baseline.copy_accuracy,
+        r->candidate.copy_accuracy, static_cast<long long>(r->copy_tokens));
   }
   if (r->gen_prompts > 0) {
     std::printf(

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "apps/commands.h"
+#include "compress/policy.h"
 
 namespace {
 
@@ -28,6 +29,16 @@ void AddRunFlags(CLI::App* cmd, kvstash::apps::RunOptions* r) {
                   "KV type of the keys (overrides --kv-type)");
   cmd->add_option("--kv-type-v", r->kv_type_v,
                   "KV type of the values (overrides --kv-type)");
+}
+
+void AddKvPolicyFlags(CLI::App* cmd, kvstash::apps::KvPolicyFlags* f) {
+  cmd->add_option(
+      "--kv-policy", f->policy,
+      "token eviction policy: " + kvstash::compress::PolicyNames() + " (none)");
+  cmd->add_option("--kv-ratio", f->ratio,
+                  "fraction of the tokens --kv-policy evicts, in [0, 1) (0.5)");
+  cmd->add_flag("--kv-merge", f->merge,
+                "fold each evicted token into its most similar kept token");
 }
 
 void AddTierCodecFlag(CLI::App* cmd, std::string* codec) {
@@ -312,6 +323,14 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--tier-chunk-blocks", eval.tier_chunk_blocks,
                        "blocks per object through --tier-codec: a chunk is "
                        "restored once complete (1)");
+  AddKvPolicyFlags(eval_cmd, &eval.kv_policy);
+  eval_cmd->add_option("--compress-at", eval.compress_at,
+                       "with --kv-policy: positions of each window computed "
+                       "before compressing; only later predictions are "
+                       "scored (ctx / 2)");
+  eval_cmd->add_flag("--sweep", eval.sweep,
+                     "every --kv-policy at ratios 0.25, 0.5, 0.75, 0.875: one "
+                     "table (with --json: one JSON object per line)");
   eval_cmd->add_flag("--json", eval.json, "print one JSON object");
 
   ServeCommandOptions serve;

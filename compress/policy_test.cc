@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/file.h"
+#include "engine/eval.h"
 #include "engine/generate.h"
 #include "engine/kv_cache.h"
 #include "engine/transformer.h"
@@ -265,6 +266,48 @@ TEST_F(PolicyTest, MergeFoldsEvictedRowsIntoKeptOnes) {
     }
   }
   EXPECT_GT(changed, 0);
+}
+
+// Evaluate with a compressor: ctx 64, compressed at 32, 4 windows.
+TEST_F(PolicyTest, EvalScoresWhatEvictionCosts) {
+  auto text = ReadFile(testing::SharedPath("data/tinystories_val.txt"));
+  ASSERT_TRUE(text.ok());
+  const std::vector<int32_t> ids =
+      model_->tokenizer().Encode(text->substr(0, 8000), false);
+  EvalOptions o;
+  o.ctx = 64;
+  o.windows = 4;
+  o.gen_tokens = 0;
+  auto none = MakeCompressor(config(), {"snapkv", 0.0});
+  o.compressor = none->get();
+  auto same = Evaluate(*transformer_, ids, o, nullptr);
+  ASSERT_TRUE(same.ok()) << same.status().ToString();
+  EXPECT_EQ(same->kl_mean, 0.0);
+  EXPECT_EQ(same->top1_agreement, 1.0);
+  EXPECT_EQ(same->kept_fraction, 1.0);
+  EXPECT_EQ(same->tokens, 4 * (64 - 32 - 1));  // rows 32 .. 62 scored
+  EXPECT_EQ(same->copy_tokens, 4 * (31 - 1));  // the copy holds 31 tokens
+  EXPECT_EQ(same->baseline.copy_accuracy, same->candidate.copy_accuracy);
+
+  auto half = MakeCompressor(config(), {"snapkv", 0.5});
+  o.compressor = half->get();
+  auto r = Evaluate(*transformer_, ids, o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->kept_fraction, 0.5);
+  EXPECT_GT(r->kl_mean, 0.0);
+  EXPECT_LT(r->top1_agreement, 1.0);
+  EXPECT_GT(r->top1_agreement, 0.8);
+  EXPECT_GT(r->candidate.copy_accuracy, 0.0);
+
+  o.compress_at = 63;
+  EXPECT_EQ(Evaluate(*transformer_, ids, o, nullptr).status().code(),
+            StatusCode::kInvalidArgument);
+  o.compress_at = 0;
+  o.candidate_blocks = [](std::span<uint8_t* const>) -> Result<size_t> {
+    return size_t(0);
+  };
+  EXPECT_EQ(Evaluate(*transformer_, ids, o, nullptr).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST(PolicyOptionsTest, BadInputNamesTheField) {

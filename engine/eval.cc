@@ -62,6 +62,32 @@ struct Side {
         logits(size_t(ctx) * c.vocab_size),
         log_probs(c.vocab_size) {}
 
+  // Computes every logit of `window` (from position 0), compressing the
+  // cache once `compress_at` positions are computed.
+  Status RunCompressed(Transformer& transformer,
+                       std::span<const int32_t> window,
+                       KvCompressor& compressor, int compress_at) {
+    const size_t vocab = size_t(transformer.model().config().vocab_size);
+    kv.Clear();
+    compressor.Reset();
+    KV_RETURN_IF_ERROR(transformer.Forward(
+        window.first(size_t(compress_at)), 0, kv, /*all_logits=*/true,
+        logits.data(), compressor.observer()));
+    KV_RETURN_IF_ERROR(compressor.Compress(kv, compress_at));
+    const ModelConfig& c = transformer.model().config();
+    int64_t kept = 0;
+    for (int l = 0; l < c.n_layers; ++l) {
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        kept += kv.Rows(l, h, compress_at);
+      }
+    }
+    kept_rows += kept;
+    rows_before += int64_t(compress_at) * c.n_layers * c.n_kv_heads;
+    return transformer.Forward(
+        window.subspan(size_t(compress_at)), compress_at, kv,
+        /*all_logits=*/true, logits.data() + size_t(compress_at) * vocab);
+  }
+
   // Computes every logit of `window` (from position 0); with a transform,
   // in passes of one block, transforming the blocks each pass fills.
   Status Run(Transformer& transformer, std::span<const int32_t> window,
@@ -100,8 +126,10 @@ struct Side {
     return top;
   }
 
-  EvalSide Finish(int64_t scored) const {
+  EvalSide Finish(int64_t scored, int64_t copy_tokens) const {
     EvalSide s;
+    s.copy_accuracy =
+        copy_tokens > 0 ? double(copied) / double(copy_tokens) : 0.0;
     s.nll = nll_sum / double(scored);
     s.ppl = std::exp(s.nll);
     s.top1 = double(correct) / double(scored);
@@ -117,8 +145,10 @@ struct Side {
   std::vector<double> log_probs;  // [vocab], of the row last scored
   double nll_sum = 0;
   int64_t correct = 0;
-  uint64_t stored_bytes = 0;      // returned by the block transform
-  uint64_t stored_positions = 0;  // in the blocks it transformed
+  uint64_t stored_bytes = 0;               // returned by the block transform
+  uint64_t stored_positions = 0;           // in the blocks it transformed
+  int64_t kept_rows = 0, rows_before = 0;  // over compressions
+  int64_t copied = 0;                      // copy tokens predicted
 };
 
 // KL(p || q) from log-probabilities; exactly 0 when they are equal.
@@ -144,8 +174,10 @@ Result<std::vector<int32_t>> Greedy(Transformer& transformer,
                                     std::span<const int32_t> prompt, int n,
                                     const kernels::KvFormat& format,
                                     const BlockTransform& prefix_transform,
-                                    int chunk_blocks) {
+                                    int chunk_blocks,
+                                    KvCompressor* compressor) {
   GenerateOptions o;
+  o.compressor = compressor;
   o.n_predict = n;
   o.stop_at_eos = false;
   o.kv_format = format;
@@ -173,6 +205,21 @@ Result<EvalResult> Evaluate(Transformer& transformer,
   }
   if (options.candidate_chunk_blocks < 1) {
     return Status::InvalidArgument("eval: candidate_chunk_blocks must be >= 1");
+  }
+  const int compress_at =
+      options.compress_at > 0 ? options.compress_at : ctx / 2;
+  KvCompressor* const compressor = options.compressor;
+  if (compressor != nullptr) {
+    if (compress_at < 2 || compress_at > ctx - 2) {
+      return Status::InvalidArgument(
+          "eval: compress_at " + std::to_string(compress_at) +
+          " must be in [2, ctx - 2] = [2, " + std::to_string(ctx - 2) + "]");
+    }
+    if (options.candidate_blocks) {
+      return Status::InvalidArgument(
+          "eval: a block transform (tier codec) and a KV compression policy "
+          "cannot be measured in one run");
+    }
   }
   for (size_t i = 0; i < options.gen_prompts.size(); ++i) {
     if (options.gen_prompts[i].empty()) {
@@ -202,9 +249,14 @@ Result<EvalResult> Evaluate(Transformer& transformer,
   for (int w = 0; w < windows; ++w) {
     FillWindow(text_ids, w, bos, &window);
     KV_RETURN_IF_ERROR(base.Run(transformer, window, {}, 1));
-    KV_RETURN_IF_ERROR(cand.Run(transformer, window, options.candidate_blocks,
-                                options.candidate_chunk_blocks));
-    for (int t = 0; t + 1 < ctx; ++t) {
+    if (compressor != nullptr) {
+      KV_RETURN_IF_ERROR(
+          cand.RunCompressed(transformer, window, *compressor, compress_at));
+    } else {
+      KV_RETURN_IF_ERROR(cand.Run(transformer, window, options.candidate_blocks,
+                                  options.candidate_chunk_blocks));
+    }
+    for (int t = compressor != nullptr ? compress_at : 0; t + 1 < ctx; ++t) {
       const int32_t target = window[t + 1];
       const int top_base = base.Score(t, vocab, target);
       const int top_cand = cand.Score(t, vocab, target);
@@ -221,10 +273,39 @@ Result<EvalResult> Evaluate(Transformer& transformer,
   }
 
   EvalResult r;
+  if (compressor != nullptr) {
+    // The copy test: BOS + S, compression, S again.
+    const int copy = std::min(ctx - compress_at, compress_at - 1);
+    std::vector<int32_t> copy_window(size_t(compress_at + copy));
+    for (int w = 0; w < windows; ++w) {
+      FillWindow(text_ids, w, bos, &window);
+      std::copy_n(window.begin(), compress_at, copy_window.begin());
+      std::copy_n(window.begin() + 1, copy, copy_window.begin() + compress_at);
+      KV_RETURN_IF_ERROR(base.Run(transformer, copy_window, {}, 1));
+      KV_RETURN_IF_ERROR(cand.RunCompressed(transformer, copy_window,
+                                            *compressor, compress_at));
+      for (int i = 0; i + 1 < copy; ++i) {
+        const int t = compress_at + i;
+        const int32_t target = copy_window[size_t(t + 1)];
+        for (Side* side : {&base, &cand}) {
+          side->copied +=
+              Argmax(&side->logits[size_t(t) * vocab], vocab) == target;
+        }
+      }
+      r.copy_tokens += copy - 1;
+      if (progress) {
+        progress("copy window " + std::to_string(w + 1) + "/" +
+                 std::to_string(windows));
+      }
+    }
+  }
   r.tokens = static_cast<int64_t>(kls.size());
   r.windows = windows;
-  r.baseline = base.Finish(r.tokens);
-  r.candidate = cand.Finish(r.tokens);
+  r.baseline = base.Finish(r.tokens, r.copy_tokens);
+  r.candidate = cand.Finish(r.tokens, r.copy_tokens);
+  if (cand.rows_before > 0) {
+    r.kept_fraction = double(cand.kept_rows) / double(cand.rows_before);
+  }
   r.ppl_ratio = r.candidate.ppl / r.baseline.ppl;
   double kl_sum = 0;
   for (double kl : kls) kl_sum += kl;
@@ -245,11 +326,12 @@ Result<EvalResult> Evaluate(Transformer& transformer,
     const std::vector<int32_t>& prompt = options.gen_prompts[i];
     KV_ASSIGN_OR_RETURN(const std::vector<int32_t> out_base,
                         Greedy(transformer, prompt, options.gen_tokens,
-                               options.baseline, {}, 1));
+                               options.baseline, {}, 1, nullptr));
     KV_ASSIGN_OR_RETURN(
         const std::vector<int32_t> out_cand,
         Greedy(transformer, prompt, options.gen_tokens, options.candidate,
-               options.candidate_blocks, options.candidate_chunk_blocks));
+               options.candidate_blocks, options.candidate_chunk_blocks,
+               options.compressor));
     const auto diff = std::mismatch(out_base.begin(), out_base.end(),
                                     out_cand.begin(), out_cand.end());
     const int first = static_cast<int>(diff.first - out_base.begin());

@@ -30,9 +30,21 @@
 // that way (GenerateOptions::prefix_transform, chunks of the same size).
 // stored_bytes_per_token is what the transform stored per position, and
 // stored_bytes_ratio that over the baseline's kv_bytes_per_token (0 without a
-// transform). InvalidArgument when ctx < 2, windows < 0, gen_tokens < 0, a
-// prompt is empty, the model's heads cannot be stored in either format, the
-// vocabulary has no BOS, or the text holds no full window.
+// transform). With a compressor (token eviction, compress/), each window's
+// first compress_at positions are computed, the candidate's cache is
+// compressed, and the rest is computed over what it kept; only the
+// predictions made after the compression (rows compress_at .. ctx - 2) are
+// scored, on both sides. A copy test then measures what the eviction lost
+// for retrieval: per window, BOS + S (compress_at - 1 text tokens) is
+// computed, compressed, and followed by S again (as much as the window
+// holds); copy_accuracy is the fraction of the copy's tokens after its first
+// that each side predicts (argmax). kept_fraction is the rows kept over the
+// rows held before compression, averaged over windows. Greedy prompts are
+// compressed after their prefill (GenerateOptions::compressor).
+// InvalidArgument when ctx < 2, windows < 0, gen_tokens < 0, a prompt is
+// empty, compress_at is outside [2, ctx - 2], both a transform and a
+// compressor are given, the model's heads cannot be stored in either format,
+// the vocabulary has no BOS, or the text holds no full window.
 #pragma once
 
 #include <cstdint>
@@ -59,6 +71,9 @@ struct EvalOptions {
   // Greedy prompts: token ids, BOS first as the caller tokenized them.
   std::vector<std::vector<int32_t>> gen_prompts;
   int gen_tokens = 128;  // greedy tokens per prompt
+  // Null: none. See the header comment. Not owned.
+  KvCompressor* compressor = nullptr;
+  int compress_at = 0;  // positions computed before compressing; 0: ctx / 2
 };
 
 // Teacher-forced scores of one format.
@@ -68,6 +83,7 @@ struct EvalSide {
   double top1 = 0;  // fraction of targets that were the argmax
   double kv_bytes_per_token = 0;
   double stored_bytes_per_token = 0;  // through the block transform, or 0
+  double copy_accuracy = 0;           // with a compressor, else 0
 };
 
 struct EvalResult {
@@ -87,6 +103,10 @@ struct EvalResult {
   // candidate.stored_bytes_per_token / baseline.kv_bytes_per_token; 0
   // without a block transform.
   double stored_bytes_ratio = 0;
+  // With a compressor: rows kept / rows before compression; copy tokens
+  // scored.
+  double kept_fraction = 0;
+  int64_t copy_tokens = 0;
 };
 
 // Called with one short line per window ("window 3/32") and per greedy

@@ -71,6 +71,11 @@ Status LocalKvCache::Compact(int n, const KvSelection& selection) {
                      &compaction_);
 }
 
+void LocalKvCache::Clear() {
+  compaction_ = KvCompaction();
+  residual_->Reset();
+}
+
 int LocalKvCache::BlocksHeld(int n) const {
   const int bt = layout_.block_tokens;
   return (compaction_.MaxRows(n) + bt - 1) / bt;

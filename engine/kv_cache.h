@@ -58,6 +58,8 @@ class LocalKvCache final : public CompactableKv {
   Status Compact(int n, const KvSelection& selection) override;
   int BlocksHeld(int n) const override;
   const KvCompaction& compaction() const { return compaction_; }
+  // Forgets every position (and any compaction): the next pass starts at 0.
+  void Clear();
 
   // Applies `transform` to each group of `group` blocks [k group, (k + 1)
   // group) that is full at `after` positions but was not at `before`, as if

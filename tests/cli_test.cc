@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 
 #include "tests/testing/redis_server.h"
@@ -258,6 +259,43 @@ TEST(CliTest, EvalThroughATierCodec) {
   EXPECT_EQ(j["kv_bytes_ratio"].get<double>(), 1.0);
   EXPECT_GT(j["stored_bytes_ratio"].get<double>(), 0.1);
   EXPECT_LT(j["stored_bytes_ratio"].get<double>(), 0.5);
+}
+
+// eval --kv-policy: the candidate's windows are compressed half way; a sweep
+// prints one JSON line per (policy, ratio); bad policy flags name the flag.
+TEST(CliTest, EvalKvPolicyAndSweep) {
+  const std::string eval = "eval " + ModelFlags() + " --file " +
+                           testing::SharedPath("data/tinystories_val.txt") +
+                           " --ctx 64 --windows 2";
+  Output o = RunKvstash(eval + " --kv-policy tova --kv-ratio 0.75 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  nlohmann::json j =
+      nlohmann::json::parse(o.out.substr(o.out.find('{')), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << o.out;
+  EXPECT_EQ(j["kv_policy"], "tova");
+  EXPECT_EQ(j["compress_at"], 32);
+  EXPECT_EQ(j["kept_fraction"].get<double>(), 0.25);
+  EXPECT_EQ(j["tokens"], 2 * 31);
+  EXPECT_GT(j["copy_tokens"].get<int>(), 0);
+  o = RunKvstash(eval + " --kv-policy streaming --sweep --json");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  std::istringstream lines(o.out);
+  int rows = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find('{') == std::string::npos) continue;  // progress only
+    j = nlohmann::json::parse(line.substr(line.find('{')), nullptr, false);
+    ASSERT_TRUE(j.is_object()) << line;
+    EXPECT_EQ(j["kv_policy"], "streaming");
+    EXPECT_NEAR(j["kept_fraction"].get<double>(),
+                1 - j["kv_ratio"].get<double>(), 0.02);
+    ++rows;
+  }
+  EXPECT_EQ(rows, 4);
+  ExpectOneLineError(eval + " --kv-policy nope", "--kv-policy");
+  ExpectOneLineError(eval + " --kv-policy snapkv --kv-ratio 1", "--kv-ratio");
+  ExpectOneLineError(eval + " --kv-policy snapkv --kv-type kivi4", "KIVI");
+  ExpectOneLineError(eval + " --kv-policy snapkv --compress-at 63",
+                     "--compress-at");
 }
 
 // bench codec: one row per codec, on the model's real KV.
