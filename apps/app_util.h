@@ -52,9 +52,10 @@ Status ParseKvFormat(const RunOptions& run, kernels::KvFormat* format);
 Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,
                        kernels::KvFormat* kv_format);
 
-// The compressor `flags` name for `config`'s model, or null when no policy
-// is named; InvalidArgument naming the flag (--kv-policy, --kv-ratio).
+// The compressor `flags` name for `config`'s model (scoring on `pool`), or
+// null when no policy is named; InvalidArgument naming the flag
+// (--kv-policy, --kv-ratio).
 Result<std::unique_ptr<KvCompressor>> MakeKvCompressor(
-    const KvPolicyFlags& flags, const ModelConfig& config);
+    const KvPolicyFlags& flags, const ModelConfig& config, ThreadPool* pool);
 
 }  // namespace kvstash::apps

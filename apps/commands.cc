@@ -224,6 +224,12 @@ int RunBench(const BenchCommandOptions& options) {
   }
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
+  Result<std::unique_ptr<KvCompressor>> compressor =
+      MakeKvCompressor(options.kv_policy, (*model)->config(), pool.get());
+  if (!compressor.ok()) return Fail(compressor.status().message());
+  o.compressor = compressor->get();
+  // Eviction is measured against the same types uncompressed.
+  if (o.compressor != nullptr && !o.baseline) o.baseline = o.kv_format;
   Result<bench::LlmBenchResult> r =
       bench::RunLlmBench(**model, *pool, o, PrintProgress);
   if (!r.ok()) return Fail(r.status().message());
@@ -232,15 +238,23 @@ int RunBench(const BenchCommandOptions& options) {
   if (options.json) {
     Json baseline = nullptr;
     if (o.baseline) {
-      baseline = {{"kv_type", kernels::KvFormatName(*o.baseline)},
-                  {"prefill_tokens_per_s",
-                   SpreadJson(r->baseline_prefill_tokens_per_s)},
-                  {"decode_tokens_per_s",
-                   SpreadJson(r->baseline_decode_tokens_per_s)},
-                  {"prefill_over_baseline",
-                   SpreadJson(r->prefill_over_baseline)},
-                  {"decode_over_baseline",
-                   SpreadJson(r->decode_over_baseline)}};
+      baseline = {
+          {"kv_type", kernels::KvFormatName(*o.baseline)},
+          {"prefill_tokens_per_s",
+           SpreadJson(r->baseline_prefill_tokens_per_s)},
+          {"decode_tokens_per_s", SpreadJson(r->baseline_decode_tokens_per_s)},
+          {"prefill_over_baseline", SpreadJson(r->prefill_over_baseline)},
+          {"decode_over_baseline", SpreadJson(r->decode_over_baseline)}};
+    }
+    Json policy = nullptr;
+    if (o.compressor != nullptr) {
+      policy = {{"kv_policy", options.kv_policy.policy},
+                {"kv_ratio", options.kv_policy.ratio},
+                {"kv_merge", options.kv_policy.merge},
+                {"kept_fraction", r->kept_fraction},
+                {"fill_seconds", SpreadJson(r->fill_seconds)},
+                {"compress_seconds", SpreadJson(r->compress_seconds)},
+                {"compress_over_fill", SpreadJson(r->compress_over_fill)}};
     }
     PrintJson({{"model", options.model.model_path},
                {"weight_type", kernels::DTypeName(r->weight_type)},
@@ -266,7 +280,8 @@ int RunBench(const BenchCommandOptions& options) {
                {"file_bytes", (*model)->file_bytes()},
                {"kv_cache_bytes", r->kv_cache_bytes},
                {"rss_bytes", rss},
-               {"baseline", baseline}});
+               {"baseline", baseline},
+               {"compression", policy}});
     return 0;
   }
   std::printf(
@@ -278,8 +293,8 @@ int RunBench(const BenchCommandOptions& options) {
       "= %.2f of read bandwidth %.2f GB/s\n"
       "memory: RSS %s, file %s, KV cache %s\n",
       options.model.model_path.c_str(),
-      std::string(kernels::DTypeName(r->weight_type)).c_str(),
-      kv_name.c_str(), pool->NumWorkers(), o.prompt_tokens, o.depth,
+      std::string(kernels::DTypeName(r->weight_type)).c_str(), kv_name.c_str(),
+      pool->NumWorkers(), o.prompt_tokens, o.depth,
       r->prefill_tokens_per_s.median, r->prefill_tokens_per_s.min,
       r->prefill_tokens_per_s.max,
       r->prefill_tokens_per_s.median * r->prefill_flop_per_token / 1e9,
@@ -308,6 +323,18 @@ int RunBench(const BenchCommandOptions& options) {
         kernels::KvFormatName(*o.baseline).c_str(),
         ratio(r->prefill_over_baseline).c_str(),
         ratio(r->decode_over_baseline).c_str());
+  }
+  if (o.compressor != nullptr) {
+    std::printf(
+        "kv policy %s%s at ratio %.3f: kept %.4f of the depth context's "
+        "rows; compression %.3f s = %.4f of the fill's prefill (%.2f s) "
+        "(min %.4f, max %.4f); the baseline above is the cache "
+        "uncompressed\n",
+        options.kv_policy.policy.c_str(),
+        options.kv_policy.merge ? "+merge" : "", options.kv_policy.ratio,
+        r->kept_fraction, r->compress_seconds.median,
+        r->compress_over_fill.median, r->fill_seconds.median,
+        r->compress_over_fill.min, r->compress_over_fill.max);
   }
   return 0;
 }

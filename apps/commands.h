@@ -83,6 +83,7 @@ struct BenchCommandOptions {
   int depth = 0;
   int repeat = 3;
   std::string baseline_kv_type;  // also measure this KV type; empty: none
+  KvPolicyFlags kv_policy;       // compress the depth context
   bool json = false;
 };
 int RunBench(const BenchCommandOptions& options);

@@ -71,7 +71,8 @@ Json ResultJson(const EvalCommandOptions& options, const EvalOptions& eval,
 constexpr double kSweepRatios[] = {0.25, 0.5, 0.75, 0.875};
 
 int RunSweep(const EvalCommandOptions& options, Transformer& transformer,
-             const std::vector<int32_t>& ids, EvalOptions eval) {
+             ThreadPool* pool, const std::vector<int32_t>& ids,
+             EvalOptions eval) {
   if (eval.candidate_blocks) {
     return Fail("--sweep measures KV policies; drop --tier-codec");
   }
@@ -98,7 +99,7 @@ int RunSweep(const EvalCommandOptions& options, Transformer& transformer,
       row.kv_policy.policy = policy;
       row.kv_policy.ratio = ratio;
       Result<std::unique_ptr<KvCompressor>> compressor =
-          MakeKvCompressor(row.kv_policy, transformer.model().config());
+          MakeKvCompressor(row.kv_policy, transformer.model().config(), pool);
       if (!compressor.ok()) return Fail(compressor.status().message());
       eval.compressor = compressor->get();
       Result<EvalResult> r =
@@ -190,9 +191,11 @@ int RunEval(const EvalCommandOptions& options) {
     const std::string why = KvCompactionSupports(eval.candidate);
     if (!why.empty()) return Fail("--kv-policy: " + why);
   }
-  if (options.sweep) return RunSweep(options, transformer, ids, eval);
+  if (options.sweep) {
+    return RunSweep(options, transformer, pool.get(), ids, eval);
+  }
   Result<std::unique_ptr<KvCompressor>> compressor =
-      MakeKvCompressor(options.kv_policy, (*model)->config());
+      MakeKvCompressor(options.kv_policy, (*model)->config(), pool.get());
   if (!compressor.ok()) return Fail(compressor.status().message());
   eval.compressor = compressor->get();
   Result<EvalResult> r = Evaluate(transformer, ids, eval, ShowProgress);

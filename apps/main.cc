@@ -201,6 +201,7 @@ int main(int argc, char** argv) {
       "probes measured in the same run");
   AddModelFlags(bench_cmd, &bench.model, /*required=*/false);
   AddRunFlags(bench_cmd, &bench.run);
+  AddKvPolicyFlags(bench_cmd, &bench.kv_policy);
   bench_cmd->add_option("--prompt-tokens", bench.prompt_tokens,
                         "prefill batch (512)");
   bench_cmd->add_option("--gen-tokens", bench.gen_tokens, "decode steps (128)");

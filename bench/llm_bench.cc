@@ -23,6 +23,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+double Seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 double MatrixBytes(const WeightMatrix& m) {
   return double(kernels::RowBytes(m.type, m.cols)) * m.rows;
 }
@@ -70,15 +74,13 @@ double MatrixParams(const Model& model) {
 Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
                                    const LlmBenchOptions& o,
                                    const BenchProgress& progress) {
-  if (o.prompt_tokens < 1 || o.gen_tokens < 1 || o.depth < 0 ||
-      o.repeat < 1) {
+  if (o.prompt_tokens < 1 || o.gen_tokens < 1 || o.depth < 0 || o.repeat < 1) {
     return Status::InvalidArgument(
         "bench: prompt and gen tokens and repeat must be >= 1, depth >= 0");
   }
   const ModelConfig& c = model.config();
   KV_RETURN_IF_ERROR(CheckKvFormat(o.kv_format, c));
-  const int capacity =
-      o.depth + std::max(o.prompt_tokens, o.gen_tokens);
+  const int capacity = o.depth + std::max(o.prompt_tokens, o.gen_tokens);
   std::mt19937 rng(o.seed);
   std::uniform_int_distribution<int32_t> token(0, c.vocab_size - 1);
   std::vector<int32_t> prompt(size_t(o.depth) + o.prompt_tokens);
@@ -86,40 +88,74 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
 
   LlmBenchResult r;
   r.weight_bytes_per_token = WeightBytesPerToken(model, &r.weight_type);
-  progress("probe: memory read bandwidth (" + std::to_string(pool.NumWorkers()) +
-           " threads)");
+  progress("probe: memory read bandwidth (" +
+           std::to_string(pool.NumWorkers()) + " threads)");
   r.read_bandwidth = MeasureReadBandwidth(pool, o.probe_bytes, 5);
   progress("probe: compute peak");
   r.peak = MeasureComputePeak(pool, r.weight_type, 3);
 
-  LocalKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity,
-                  o.kv_format);
+  LocalKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, capacity, o.kv_format);
   r.kv_bytes_per_position = kv.bytes_per_position();
   r.kv_cache_bytes = double(kv.arena_bytes());
   std::unique_ptr<LocalKvCache> base_kv;
-  if (o.baseline) {
-    base_kv = std::make_unique<LocalKvCache>(c.n_layers, c.n_kv_heads,
-                                             c.head_dim, capacity, *o.baseline);
+  std::optional<kernels::KvFormat> baseline = o.baseline;
+  if (o.compressor != nullptr) {
+    if (o.depth < 2) {
+      return Status::InvalidArgument(
+          "bench: a KV policy compresses the --depth context: give a depth");
+    }
+    const std::string why = KvCompactionSupports(o.kv_format);
+    if (!why.empty()) return Status::InvalidArgument("bench: " + why);
+    if (!baseline) baseline = o.kv_format;
   }
+  if (baseline) {
+    base_kv = std::make_unique<LocalKvCache>(c.n_layers, c.n_kv_heads,
+                                             c.head_dim, capacity, *baseline);
+  }
+  std::vector<double> fill_seconds, compress_seconds, compress_over_fill;
   Transformer transformer(model, &pool);
   std::vector<float> logits(c.vocab_size);
   // One run on `cache`: fill the context up to `depth` (untimed), time the
   // prefill after it, then decode from `depth` on (over the prefill's
   // positions); appends tokens/s to `pp` and `tg`.
   auto measure = [&](LocalKvCache& cache, const std::string& what,
-                     std::vector<double>* pp,
+                     KvCompressor* compressor, std::vector<double>* pp,
                      std::vector<double>* tg) -> Status {
+    cache.Clear();
+    if (compressor != nullptr) compressor->Reset();
+    QueryObserver* observer =
+        compressor != nullptr ? compressor->observer() : nullptr;
+    auto start = Clock::now();
     for (int pos = 0; pos < o.depth; pos += o.prompt_tokens) {
       const int n = std::min(o.prompt_tokens, o.depth - pos);
-      KV_RETURN_IF_ERROR(transformer.Forward(
-          std::span(prompt).subspan(pos, n), pos, cache, false, logits.data()));
+      KV_RETURN_IF_ERROR(transformer.Forward(std::span(prompt).subspan(pos, n),
+                                             pos, cache, false, logits.data(),
+                                             observer));
+    }
+    if (compressor != nullptr) {
+      const double fill = Seconds(start);
+      progress(what + "compressing the depth context");
+      start = Clock::now();
+      KV_RETURN_IF_ERROR(compressor->Compress(cache, o.depth));
+      const double compress = Seconds(start);
+      fill_seconds.push_back(fill);
+      compress_seconds.push_back(compress);
+      compress_over_fill.push_back(compress / fill);
+      int64_t kept = 0;
+      for (int l = 0; l < c.n_layers; ++l) {
+        for (int h = 0; h < c.n_kv_heads; ++h) {
+          kept += cache.Rows(l, h, o.depth);
+        }
+      }
+      r.kept_fraction =
+          double(kept) / (double(o.depth) * c.n_layers * c.n_kv_heads);
     }
     progress(what + "prefill: " + std::to_string(o.prompt_tokens) +
              " tokens at depth " + std::to_string(o.depth));
-    auto start = Clock::now();
-    KV_RETURN_IF_ERROR(transformer.Forward(
-        std::span(prompt).subspan(o.depth, o.prompt_tokens), o.depth, cache,
-        false, logits.data()));
+    start = Clock::now();
+    KV_RETURN_IF_ERROR(
+        transformer.Forward(std::span(prompt).subspan(o.depth, o.prompt_tokens),
+                            o.depth, cache, false, logits.data()));
     pp->push_back(o.prompt_tokens /
                   std::chrono::duration<double>(Clock::now() - start).count());
     progress(what + "decode: " + std::to_string(o.gen_tokens) +
@@ -143,13 +179,15 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
     // The baseline and the candidate alternate, so that both see the same
     // machine.
     if (base_kv) {
-      KV_RETURN_IF_ERROR(measure(
-          *base_kv, of + kernels::KvFormatName(*o.baseline) + " KV, ",
-          &base_prefill, &base_decode));
+      KV_RETURN_IF_ERROR(
+          measure(*base_kv, of + kernels::KvFormatName(*baseline) + " KV, ",
+                  nullptr, &base_prefill, &base_decode));
     }
-    KV_RETURN_IF_ERROR(measure(
-        kv, of + kernels::KvFormatName(o.kv_format) + " KV, ", &prefill,
-        &decode));
+    KV_RETURN_IF_ERROR(
+        measure(kv,
+                of + kernels::KvFormatName(o.kv_format) +
+                    (o.compressor != nullptr ? " KV compressed, " : " KV, "),
+                o.compressor, &prefill, &decode));
   }
   if (base_kv) {
     r.baseline_prefill_tokens_per_s = SpreadOf(base_prefill);
@@ -164,19 +202,27 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
   }
   r.prefill_tokens_per_s = SpreadOf(prefill);
   r.decode_tokens_per_s = SpreadOf(decode);
+  if (o.compressor != nullptr) {
+    r.fill_seconds = SpreadOf(fill_seconds);
+    r.compress_seconds = SpreadOf(compress_seconds);
+    r.compress_over_fill = SpreadOf(compress_over_fill);
+  }
 
-  // Decode step i reads the K/V of positions [0, depth + i].
+  // Decode step i reads the K/V of the rows of positions [0, depth + i]:
+  // the kept rows of the depth context when it was compressed.
+  const double depth_rows =
+      o.compressor != nullptr ? o.depth * r.kept_fraction : o.depth;
   r.kv_bytes_per_token =
-      r.kv_bytes_per_position * (o.depth + (o.gen_tokens + 1) / 2.0);
+      r.kv_bytes_per_position * (depth_rows + (o.gen_tokens + 1) / 2.0);
   // Attention of prompt token t: 4 * head_dim FLOP per query head and
   // position for QK^T and PV, over depth + t + 1 positions.
   const double mean_ctx = o.depth + (o.prompt_tokens + 1) / 2.0;
-  r.prefill_flop_per_token = 2 * MatrixParams(model) +
-                             4.0 * c.n_heads * c.head_dim * mean_ctx *
-                                 c.n_layers;
-  r.decode_bandwidth_ratio =
-      r.decode_tokens_per_s.median *
-      (r.weight_bytes_per_token + r.kv_bytes_per_token) / r.read_bandwidth;
+  r.prefill_flop_per_token =
+      2 * MatrixParams(model) +
+      4.0 * c.n_heads * c.head_dim * mean_ctx * c.n_layers;
+  r.decode_bandwidth_ratio = r.decode_tokens_per_s.median *
+                             (r.weight_bytes_per_token + r.kv_bytes_per_token) /
+                             r.read_bandwidth;
   r.prefill_peak_ratio = r.prefill_tokens_per_s.median *
                          r.prefill_flop_per_token / r.peak.ops_per_s;
   return r;

@@ -7,7 +7,11 @@
 //   prefill: FLOP per second (2 per weight per token, plus attention) over the
 //            compute peak of the instruction family the weights use;
 //   and, with a baseline KV type, the candidate's speed over the baseline's
-//   measured run by run in the same process (compressed KV against f16).
+//   measured run by run in the same process (compressed KV against f16);
+//   with a token eviction policy (a KvCompressor), the depth context is
+//   compressed once filled and the uncompressed cache is the baseline: the
+//   decode speed-up of eviction, and the compression step's time over the
+//   fill's prefill time.
 #pragma once
 
 #include <functional>
@@ -18,6 +22,7 @@
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "bench/probes.h"
+#include "engine/kv_compaction.h"
 #include "kernels/dtype.h"
 #include "kernels/kv_format.h"
 #include "model/model.h"
@@ -31,13 +36,17 @@ struct LlmBenchOptions {
   // prefill covers positions [depth, depth + prompt_tokens), the decode
   // steps positions depth, depth + 1, ... (as llama-bench -d).
   int depth = 0;
-  int repeat = 3;           // runs; figures are median and min-max
+  int repeat = 3;               // runs; figures are median and min-max
   kernels::KvFormat kv_format;  // the KV cache's types
   // When set, every run also measures a cache of these types just before
   // the one of kv_format (same model, tokens and machine state), and the
   // result holds the ratios run by run.
   std::optional<kernels::KvFormat> baseline;
-  uint64_t seed = 1;        // random token ids
+  // Null: none. Else it observes the depth fill and evicts tokens of it
+  // before prefill and decode are measured; the baseline is then the same KV
+  // types uncompressed (unless `baseline` names others). Not owned.
+  KvCompressor* compressor = nullptr;
+  uint64_t seed = 1;  // random token ids
   size_t probe_bytes = size_t{512} << 20;
 };
 
@@ -66,6 +75,10 @@ struct LlmBenchResult {
   double decode_bandwidth_ratio = 0;
   // prefill FLOP/s (median) / peak.ops_per_s
   double prefill_peak_ratio = 0;
+  // With a compressor: the depth fill's prefill time, the compression step's
+  // time, their ratio per run, and the rows kept over the rows filled.
+  Spread fill_seconds, compress_seconds, compress_over_fill;
+  double kept_fraction = 0;
 };
 
 // Called with a line of progress ("prefill run 2/3 ...").

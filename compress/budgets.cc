@@ -110,12 +110,12 @@ std::vector<int> CakeBudgets(const ScoreInput& in, double ratio, int window,
                              int floor) {
   const Bounds b = PairBounds(in, ratio, floor);
   const ModelConfig& c = in.config();
-  std::vector<double> layer_pref(size_t(c.n_layers), 0.0);
-  std::vector<float> probs;
-  for (int pair = 0; pair < in.pairs(); ++pair) {
+  std::vector<double> pair_pref(size_t(in.pairs()), 0.0);
+  in.ForEachPair([&](int pair) {
+    std::vector<float> probs;
     const int count = in.Attention(pair, in.n() - window, &probs);
     const size_t rows = size_t(in.rows(pair));
-    if (count == 0) continue;
+    if (count == 0) return;
     double entropy = 0, variance = 0;
     for (size_t r = 0; r < rows; ++r) {
       double mean = 0, sq = 0;
@@ -128,8 +128,12 @@ std::vector<int> CakeBudgets(const ScoreInput& in, double ratio, int window,
       variance += std::max(0.0, sq / count - mean * mean);
       if (mean > 0) entropy -= mean * std::log(mean);
     }
+    pair_pref[size_t(pair)] = entropy * variance;
+  });
+  std::vector<double> layer_pref(size_t(c.n_layers), 0.0);
+  for (int pair = 0; pair < in.pairs(); ++pair) {
     layer_pref[size_t(in.layer_of(pair))] +=
-        entropy * variance / double(c.n_kv_heads);
+        pair_pref[size_t(pair)] / double(c.n_kv_heads);
   }
   std::vector<double> weights;
   for (int pair = 0; pair < in.pairs(); ++pair) {

@@ -56,9 +56,9 @@ void ScoreExpected(const ScoreInput& in, Scores* scores) {
   const MeanRotation rotation(c, in.n());
   const QueryWindow& queries = in.queries();
   scores->resize(size_t(in.pairs()));
-  std::vector<float> keys, values, x(hd), mu(hd), cov(hd * hd), logits;
-  for (int pair = 0; pair < in.pairs(); ++pair) {
+  in.ForEachPair([&](int pair) {
     const int layer = in.layer_of(pair), kv_head = in.head_of(pair);
+    std::vector<float> keys, values, x(hd), held, y;
     in.Decode(pair, kernels::KvSide::kK, &keys);
     in.Decode(pair, kernels::KvSide::kV, &values);
     const size_t n_rows = keys.size() / hd;
@@ -67,13 +67,15 @@ void ScoreExpected(const ScoreInput& in, Scores* scores) {
     }
     std::vector<float>& s = (*scores)[size_t(pair)];
     s.assign(n_rows, 0.0f);
-    logits.resize(n_rows);
+    // [S rows][mu]: one product gives S k and mu . k for every key.
+    std::vector<float> stats((hd + 1) * hd);
+    float* cov = stats.data();
+    float* mu = stats.data() + hd * hd;
+    std::vector<float> logits(n_rows);
     for (int g = 0; g < group; ++g) {
       // Mean and covariance of the held queries before RoPE.
-      std::fill(mu.begin(), mu.end(), 0.0f);
-      std::fill(cov.begin(), cov.end(), 0.0f);
-      int count = 0;
-      std::vector<float> held;
+      std::fill(stats.begin(), stats.end(), 0.0f);
+      held.clear();
       for (int pos = std::max(queries.first(), kStatSinks); pos < in.n();
            ++pos) {
         const float* q = queries.Query(layer, pos);
@@ -83,13 +85,13 @@ void ScoreExpected(const ScoreInput& in, Scores* scores) {
         kernels::Rope(x.data(), 1, hd, size_t(c.rope_dims), -pos, c.rope_base,
                       c.rope_style);
         held.insert(held.end(), x.begin(), x.end());
-        ++count;
       }
-      for (int i = 0; i < count; ++i) {
+      const size_t count = held.size() / hd;
+      for (size_t i = 0; i < count; ++i) {
         for (size_t d = 0; d < hd; ++d)
           mu[d] += held[i * hd + d] / float(count);
       }
-      for (int i = 0; i < count; ++i) {
+      for (size_t i = 0; i < count; ++i) {
         const float* h = &held[i * hd];
         for (size_t a = 0; a < hd; ++a) {
           for (size_t b = 0; b < hd; ++b) {
@@ -98,38 +100,38 @@ void ScoreExpected(const ScoreInput& in, Scores* scores) {
         }
       }
       // The future queries' mean A mu and covariance A S A^T.
-      rotation.Apply(c, mu.data(), 1);
+      rotation.Apply(c, mu, 1);
       for (size_t col = 0; col < hd; ++col) rotation.Apply(c, &cov[col], hd);
       for (size_t row = 0; row < hd; ++row)
         rotation.Apply(c, &cov[row * hd], 1);
+      Dots(stats.data(), hd + 1, keys.data(), n_rows, hd, &y);
       float max = -INFINITY;
       for (size_t r = 0; r < n_rows; ++r) {
         const float* k = &keys[r * hd];
-        double mean = 0, quad = 0;
-        for (size_t a = 0; a < hd; ++a) {
-          mean += double(mu[a]) * k[a];
-          double row = 0;
-          for (size_t b = 0; b < hd; ++b) row += double(cov[a * hd + b]) * k[b];
-          quad += row * k[a];
-        }
+        const float* sk = &y[r * (hd + 1)];
+        double quad = 0;
+        for (size_t a = 0; a < hd; ++a) quad += double(sk[a]) * k[a];
         logits[r] =
-            float(mean / std::sqrt(double(hd)) + quad / (2.0 * double(hd)));
+            float(sk[hd] / std::sqrt(double(hd)) + quad / (2.0 * double(hd)));
         max = std::max(max, logits[r]);
       }
       double sum = 0;
-      for (size_t r = 0; r < n_rows; ++r)
-        sum += std::exp(double(logits[r] - max));
       for (size_t r = 0; r < n_rows; ++r) {
-        s[r] += float(std::exp(double(logits[r] - max)) / sum / group);
+        logits[r] = std::exp(logits[r] - max);
+        sum += logits[r];
+      }
+      for (size_t r = 0; r < n_rows; ++r) {
+        s[r] += float(logits[r] / sum / group);
       }
     }
     for (size_t r = 0; r < n_rows; ++r) {
       double sq = 0;
-      for (size_t d = 0; d < hd; ++d)
+      for (size_t d = 0; d < hd; ++d) {
         sq += double(values[r * hd + d]) * values[r * hd + d];
+      }
       s[r] *= float(std::sqrt(sq));
     }
-  }
+  });
 }
 
 }  // namespace kvstash::compress

@@ -7,8 +7,8 @@ namespace kvstash::compress {
 void ScoreKnorm(const ScoreInput& in, Scores* scores) {
   const size_t hd = size_t(in.config().head_dim);
   scores->resize(size_t(in.pairs()));
-  std::vector<float> keys;
-  for (int pair = 0; pair < in.pairs(); ++pair) {
+  in.ForEachPair([&](int pair) {
+    std::vector<float> keys;
     in.Decode(pair, kernels::KvSide::kK, &keys);
     std::vector<float>& s = (*scores)[size_t(pair)];
     s.resize(keys.size() / hd);
@@ -18,7 +18,7 @@ void ScoreKnorm(const ScoreInput& in, Scores* scores) {
         sq += double(keys[r * hd + d]) * keys[r * hd + d];
       s[r] = -float(std::sqrt(sq));
     }
-  }
+  });
 }
 
 }  // namespace kvstash::compress

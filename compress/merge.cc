@@ -22,11 +22,12 @@ void AddMerges(const ScoreInput& in, const Scores& scores, bool mass_weights,
                KvSelection* selection) {
   const size_t hd = size_t(in.config().head_dim);
   const int heads = in.config().n_kv_heads;
-  std::vector<float> keys, values, unit;
-  for (int pair = 0; pair < in.pairs(); ++pair) {
+  std::vector<std::vector<KvSelection::RowUpdate>> updates(size_t(in.pairs()));
+  in.ForEachPair([&](int pair) {
+    std::vector<float> keys, values, unit;
     const std::vector<int32_t>& kept = selection->rows[size_t(pair)];
     const size_t rows = size_t(in.rows(pair));
-    if (kept.size() == rows || kept.empty()) continue;
+    if (kept.size() == rows || kept.empty()) return;
     ModelBasis(in, pair, kernels::KvSide::kK, &keys);
     ModelBasis(in, pair, kernels::KvSide::kV, &values);
     unit = keys;
@@ -85,8 +86,11 @@ void AddMerges(const ScoreInput& in, const Scores& scores, bool mass_weights,
         u.k[d] = float(sum_k[i * hd + d] / sum_w[i]);
         u.v[d] = float(sum_v[i * hd + d] / sum_w[i]);
       }
-      selection->updates.push_back(std::move(u));
+      updates[size_t(pair)].push_back(std::move(u));
     }
+  });
+  for (auto& pair_updates : updates) {
+    for (auto& u : pair_updates) selection->updates.push_back(std::move(u));
   }
 }
 

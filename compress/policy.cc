@@ -102,8 +102,9 @@ bool MassScores(Kind kind) {
 class PolicyCompressor final : public KvCompressor {
  public:
   PolicyCompressor(const ModelConfig& config, const Def& def,
-                   const PolicyOptions& options)
+                   const PolicyOptions& options, ThreadPool* pool)
       : config_(config),
+        pool_(pool),
         def_(def),
         options_(options),
         window_(config.n_layers, config.q_dim(),
@@ -121,7 +122,7 @@ class PolicyCompressor final : public KvCompressor {
       return Status::InvalidArgument("kv policy " + options_.policy + ": " +
                                      why);
     }
-    const ScoreInput in(config_, kv, n, window_);
+    const ScoreInput in(config_, kv, n, window_, pool_);
     const int window = std::clamp(n / 16, 1, kMaxWindow);
     Protection protection;
     protection.recent.assign(size_t(in.pairs()), 0);
@@ -198,6 +199,7 @@ class PolicyCompressor final : public KvCompressor {
 
  private:
   const ModelConfig config_;
+  ThreadPool* pool_;
   const Def& def_;
   const PolicyOptions options_;
   QueryWindow window_;
@@ -243,10 +245,10 @@ Status CheckPolicyOptions(const PolicyOptions& options) {
 }
 
 Result<std::unique_ptr<KvCompressor>> MakeCompressor(
-    const ModelConfig& config, const PolicyOptions& options) {
+    const ModelConfig& config, const PolicyOptions& options, ThreadPool* pool) {
   KV_RETURN_IF_ERROR(CheckPolicyOptions(options));
   return std::unique_ptr<KvCompressor>(
-      new PolicyCompressor(config, *FindDef(options.policy), options));
+      new PolicyCompressor(config, *FindDef(options.policy), options, pool));
 }
 
 }  // namespace kvstash::compress

@@ -28,6 +28,7 @@
 #include <string_view>
 
 #include "base/status.h"
+#include "base/thread_pool.h"
 #include "engine/kv_compaction.h"
 #include "model/model_config.h"
 
@@ -57,10 +58,13 @@ const PolicyInfo* FindPolicy(std::string_view name);
 // outside [0, 1).
 Status CheckPolicyOptions(const PolicyOptions& options);
 
-// A compressor for sequences of `config`'s model. InvalidArgument as
-// CheckPolicyOptions. Its Compress refuses (InvalidArgument) a cache whose
-// KV format cannot evict tokens (KvCompactionSupports).
+// A compressor for sequences of `config`'s model, scoring the (layer, kv
+// head) pairs in parallel on `pool` (may be null; must outlive it).
+// InvalidArgument as CheckPolicyOptions. Its Compress refuses
+// (InvalidArgument) a cache whose KV format cannot evict tokens
+// (KvCompactionSupports).
 Result<std::unique_ptr<KvCompressor>> MakeCompressor(
-    const ModelConfig& config, const PolicyOptions& options);
+    const ModelConfig& config, const PolicyOptions& options,
+    ThreadPool* pool = nullptr);
 
 }  // namespace kvstash::compress

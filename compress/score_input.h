@@ -7,8 +7,10 @@
 // The plan and score types every policy file shares are here too.
 #pragma once
 
+#include <functional>
 #include <vector>
 
+#include "base/thread_pool.h"
 #include "compress/query_window.h"
 #include "engine/kv_view.h"
 #include "kernels/kv_format.h"
@@ -18,9 +20,13 @@ namespace kvstash::compress {
 
 class ScoreInput {
  public:
-  // All references must outlive the ScoreInput.
+  // All references must outlive the ScoreInput; `pool` may be null.
   ScoreInput(const ModelConfig& config, const KvView& kv, int n,
-             const QueryWindow& queries);
+             const QueryWindow& queries, ThreadPool* pool);
+
+  // Runs fn(pair) for every pair, spread over the pool's workers; calls for
+  // distinct pairs run concurrently.
+  void ForEachPair(const std::function<void(int pair)>& fn) const;
 
   const ModelConfig& config() const { return config_; }
   int n() const { return n_; }
@@ -55,7 +61,13 @@ class ScoreInput {
   const KvView& kv_;
   int n_;
   const QueryWindow& queries_;
+  ThreadPool* pool_;
 };
+
+// y[t * n_rows + r] = dot(rows[r], x[t]) for r < n_rows, t < n_x; rows and x
+// have `dim` f32 elements each (the SIMD matrix kernels).
+void Dots(const float* rows, size_t n_rows, const float* x, size_t n_x,
+          size_t dim, std::vector<float>* y);
 
 // A score per row of each pair: [pair][row]; higher is kept first.
 using Scores = std::vector<std::vector<float>>;

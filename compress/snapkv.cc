@@ -11,8 +11,8 @@ constexpr int kPoolKernel = 5;
 
 void ScoreSnapkv(const ScoreInput& in, int window, Scores* scores) {
   scores->resize(size_t(in.pairs()));
-  std::vector<float> mass;
-  for (int pair = 0; pair < in.pairs(); ++pair) {
+  in.ForEachPair([&](int pair) {
+    std::vector<float> mass;
     const int count = in.AttentionMass(pair, in.n() - window, &mass);
     const int n_rows = static_cast<int>(mass.size());
     std::vector<float>& s = (*scores)[size_t(pair)];
@@ -25,7 +25,7 @@ void ScoreSnapkv(const ScoreInput& in, int window, Scores* scores) {
       for (int j = lo; j < hi; ++j) sum += mass[size_t(j)];
       s[size_t(r)] = sum / norm;
     }
-  }
+  });
 }
 
 }  // namespace kvstash::compress
