@@ -145,6 +145,7 @@ struct ServeStackOptions {
   std::string api_key;
   std::string model_id;  // empty: the model file's name
   TierFlags tiers;
+  KvPolicyFlags kv_policy;  // requests' default token eviction
 };
 
 struct ServeCommandOptions {

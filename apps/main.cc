@@ -100,6 +100,7 @@ void AddStackFlags(CLI::App* cmd, kvstash::apps::ServeStackOptions* s,
                     "require 'Authorization: Bearer <key>' (all but /health)");
     cmd->add_option("--model-id", s->model_id,
                     "model name in the API (the file name)");
+    AddKvPolicyFlags(cmd, &s->kv_policy);
   }
   cmd->add_option("--kv-cache-mb", s->kv_cache_mb,
                   "KV block pool size in MiB, allocated at start (1024)");

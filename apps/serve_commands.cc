@@ -16,6 +16,7 @@
 #include "apps/commands.h"
 #include "apps/tiers.h"
 #include "bench/serve_bench.h"
+#include "compress/policy.h"
 #include "kvcache/kv_manager.h"
 #include "model/random_model.h"
 #include "serve/http_server.h"
@@ -50,6 +51,14 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
     return Status::InvalidArgument("--port must be in [0, 65535]");
   }
   const ModelConfig& c = s.model->config();
+  compress::PolicyOptions kv_compression;
+  if (!o.kv_policy.policy.empty()) {
+    kv_compression = {o.kv_policy.policy, o.kv_policy.ratio, o.kv_policy.merge};
+    const Status valid = compress::CheckPolicyOptions(kv_compression);
+    if (!valid.ok()) return Status::InvalidArgument("--kv-" + valid.message());
+    const std::string why = KvCompactionSupports(kv_format);
+    if (!why.empty()) return Status::InvalidArgument("--kv-policy: " + why);
+  }
   kvcache::KvManagerOptions kvo;
   kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, o.block_tokens,
                 kv_format};
@@ -72,6 +81,7 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   server.host = o.host;
   server.port = o.port;
   server.api_key = o.api_key;
+  server.kv_compression = kv_compression;
   server.model_id = o.model_id.empty()
                         ? std::filesystem::path(model_path).filename().string()
                         : o.model_id;

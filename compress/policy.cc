@@ -116,6 +116,11 @@ class PolicyCompressor final : public KvCompressor {
     return Capture(def_.kind) < 0 ? nullptr : &window_;
   }
 
+  int observed_tail() const override {
+    const int capture = Capture(def_.kind);
+    return capture < 0 ? 0 : capture == 0 ? -1 : capture;
+  }
+
   Status Compress(CompactableKv& kv, int n) override {
     const std::string why = KvCompactionSupports(kv.format());
     if (!why.empty()) {

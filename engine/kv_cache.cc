@@ -67,7 +67,7 @@ Status LocalKvCache::Compact(int n, const KvSelection& selection) {
     return Status::InvalidArgument("compact: " + std::to_string(n) +
                                    " positions outside the cache");
   }
-  return CompactRows(layout_, arena_.get(), blocks_, n, selection,
+  return CompactRows(layout_, arena_.get(), blocks_, blocks_, n, selection,
                      &compaction_);
 }
 

@@ -53,7 +53,8 @@ float Value(int l, int p, int h, int d, KvSide side) {
 std::vector<float> Row(int l, int p, KvSide side) {
   std::vector<float> x(size_t(kHeads) * kHd);
   for (int h = 0; h < kHeads; ++h) {
-    for (int d = 0; d < kHd; ++d) x[size_t(h * kHd + d)] = Value(l, p, h, d, side);
+    for (int d = 0; d < kHd; ++d)
+      x[size_t(h * kHd + d)] = Value(l, p, h, d, side);
   }
   return x;
 }
@@ -75,8 +76,8 @@ void Pass(KvView& kv, int begin, int end) {
 // Row `token` of a run decoded to f32, in the model's basis.
 std::vector<float> Decode(KvType t, KvSide side, const void* run, int token) {
   std::vector<float> x(kHd);
-  kernels::KvDecodeRow(t, side, static_cast<const uint8_t*>(run),
-                       size_t(token), kHd, x.data());
+  kernels::KvDecodeRow(t, side, static_cast<const uint8_t*>(run), size_t(token),
+                       kHd, x.data());
   if (kernels::KvRotated(t)) kernels::KvRotate(x.data(), kHd);
   return x;
 }
@@ -161,8 +162,8 @@ TEST_P(LocalKvCacheTest, ReadReturnsOneRunPerBlockOfWhatWasWritten) {
             float r = 0.0f;
             for (size_t p = 0; p < run.n_tokens; ++p) {
               for (int d = 0; d < kHd; ++d) {
-                r = std::max(r, std::fabs(Value(l, i * kBt + int(p), h, d,
-                                                side)));
+                r = std::max(r,
+                             std::fabs(Value(l, i * kBt + int(p), h, d, side)));
               }
             }
             for (size_t p = 0; p < run.n_tokens; ++p) {
@@ -171,8 +172,8 @@ TEST_P(LocalKvCacheTest, ReadReturnsOneRunPerBlockOfWhatWasWritten) {
               for (int d = 0; d < kHd; ++d) {
                 const float want = Value(l, pos, h, d, side);
                 ASSERT_LE(std::fabs(got[size_t(d)] - want), Tolerance(t, r))
-                    << kernels::KvTypeName(t) << " layer " << l << " head "
-                    << h << " position " << pos << " dim " << d;
+                    << kernels::KvTypeName(t) << " layer " << l << " head " << h
+                    << " position " << pos << " dim " << d;
                 if (t == KvType::kF16) {
                   // Exactly the f16 of the written value.
                   ASSERT_EQ(got[size_t(d)],
@@ -268,8 +269,8 @@ struct Paged {
       : layout{kLayers, kHeads, kHd, kBt, f},
         arena(size_t(n_blocks + 1) * layout.block_bytes(), 0xcd) {
     for (int i = 0; i < n_blocks; ++i) table.push_back(n_blocks - i);
-    view = std::make_unique<PagedKvView>(layout, arena.data(), table,
-                                         &residual);
+    view =
+        std::make_unique<PagedKvView>(layout, arena.data(), table, &residual);
   }
   std::vector<uint8_t> BlockBytes(int index) const {
     const uint8_t* b =
@@ -301,8 +302,8 @@ Reads WriteInPasses(Paged& s, const std::vector<int>& cuts, int end) {
             for (const KvSide side : {KvSide::kK, KvSide::kV}) {
               const std::vector<uint8_t> b = RunBytes(run, side);
               bytes.insert(bytes.end(), b.begin(), b.end());
-              bytes.push_back(uint8_t(side == KvSide::kK ? run.k_type
-                                                         : run.v_type));
+              bytes.push_back(
+                  uint8_t(side == KvSide::kK ? run.k_type : run.v_type));
             }
           }
         }
@@ -383,10 +384,9 @@ TEST_P(ResidualKvViewTest, OwnBlockIsTheResidualEarlierBlocksAreSealed) {
           const KvRun& run = runs[size_t(i)];
           const void* got = side == KvSide::kK ? run.k : run.v;
           const KvType got_type = side == KvSide::kK ? run.k_type : run.v_type;
-          const uint8_t* in_block = s.arena.data() +
-                                    size_t(s.table[size_t(i)]) *
-                                        s.layout.block_bytes() +
-                                    run_offset;
+          const uint8_t* in_block =
+              s.arena.data() +
+              size_t(s.table[size_t(i)]) * s.layout.block_bytes() + run_offset;
           if (i < 2 || !kernels::KvHasResidual(t)) {
             EXPECT_EQ(got, in_block) << "block " << i;
             EXPECT_EQ(got_type, t);
@@ -407,10 +407,8 @@ TEST_P(ResidualKvViewTest, OwnBlockIsTheResidualEarlierBlocksAreSealed) {
                   kernels::F32ToF16(Value(l, i * kBt + p, h, d, side));
             }
           }
-          std::vector<uint8_t> sealed(
-              kernels::KvRunBytes(t, side, kHd, kBt));
-          kernels::KvSealRun(t, side, f16.data(), kBt, kHd, kBt,
-                             sealed.data());
+          std::vector<uint8_t> sealed(kernels::KvRunBytes(t, side, kHd, kBt));
+          kernels::KvSealRun(t, side, f16.data(), kBt, kHd, kBt, sealed.data());
           EXPECT_EQ(std::memcmp(got, sealed.data(), sealed.size()), 0)
               << "layer " << l << " head " << h << " block " << i;
         }
@@ -423,9 +421,9 @@ TEST_P(ResidualKvViewTest, OwnBlockIsTheResidualEarlierBlocksAreSealed) {
   if (kernels::KvHasResidual(f.k)) {
     EXPECT_EQ(runs[0].k_type, f.k);
     EXPECT_EQ(runs[1].k_type, KvType::kF16);
-    EXPECT_EQ(Decode(KvType::kF16, KvSide::kK, runs[1].k, 3)[5],
-              kernels::F16ToF32(kernels::F32ToF16(Value(0, 19, 0, 5,
-                                                        KvSide::kK))));
+    EXPECT_EQ(
+        Decode(KvType::kF16, KvSide::kK, runs[1].k, 3)[5],
+        kernels::F16ToF32(kernels::F32ToF16(Value(0, 19, 0, 5, KvSide::kK))));
   }
 }
 
@@ -450,9 +448,8 @@ TEST_P(ResidualKvViewTest, BeginWriteKeepsAPartialBlockAcrossPasses) {
         const std::vector<float> got =
             Decode(KvType::kF16, side, side == KvSide::kK ? run.k : run.v, p);
         for (int d = 0; d < kHd; ++d) {
-          ASSERT_EQ(got[size_t(d)],
-                    kernels::F16ToF32(kernels::F32ToF16(
-                        Value(1, own * kBt + p, 2, d, side))))
+          ASSERT_EQ(got[size_t(d)], kernels::F16ToF32(kernels::F32ToF16(
+                                        Value(1, own * kBt + p, 2, d, side))))
               << "after the pass [" << begin << ", " << end << "): position "
               << own * kBt + p << " dim " << d;
         }

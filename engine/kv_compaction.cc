@@ -28,7 +28,7 @@ std::string KvCompactionSupports(const kernels::KvFormat& format) {
 namespace {
 
 Status CheckSelection(const kernels::BlockLayout& layout, int capacity_rows,
-                      int n, const KvSelection& selection,
+                      int to_rows, int n, const KvSelection& selection,
                       const KvCompaction& compaction) {
   const size_t heads = size_t(layout.n_layers) * size_t(layout.n_kv_heads);
   if (selection.rows.size() != heads) {
@@ -54,13 +54,28 @@ Status CheckSelection(const kernels::BlockLayout& layout, int capacity_rows,
       }
     }
   }
+  size_t most = 0;
+  for (const std::vector<int32_t>& rows : selection.rows) {
+    most = std::max(most, rows.size());
+  }
+  if (most > size_t(to_rows)) {
+    return Status::InvalidArgument("compact: " + std::to_string(most) +
+                                   " rows kept do not fit in " +
+                                   std::to_string(to_rows));
+  }
   for (const KvSelection::RowUpdate& u : selection.updates) {
     if (u.layer < 0 || u.layer >= layout.n_layers || u.kv_head < 0 ||
-        u.kv_head >= layout.n_kv_heads || u.row < 0 ||
-        u.row >= compaction.Rows(u.layer * layout.n_kv_heads + u.kv_head, n) ||
+        u.kv_head >= layout.n_kv_heads ||
         u.k.size() != size_t(layout.head_dim) ||
-        u.v.size() != size_t(layout.head_dim)) {
-      return Status::InvalidArgument("compact: a row update out of range");
+        u.v.size() != size_t(layout.head_dim) ||
+        !std::binary_search(
+            selection.rows[size_t(u.layer * layout.n_kv_heads + u.kv_head)]
+                .begin(),
+            selection.rows[size_t(u.layer * layout.n_kv_heads + u.kv_head)]
+                .end(),
+            u.row)) {
+      return Status::InvalidArgument(
+          "compact: a row update of a row not kept or of the wrong size");
     }
   }
   return Status::OK();
@@ -69,25 +84,23 @@ Status CheckSelection(const kernels::BlockLayout& layout, int capacity_rows,
 }  // namespace
 
 Status CompactRows(const kernels::BlockLayout& layout, uint8_t* arena,
-                   std::span<const int32_t> blocks, int n,
-                   const KvSelection& selection, KvCompaction* compaction) {
+                   std::span<const int32_t> from, std::span<const int32_t> to,
+                   int n, const KvSelection& selection,
+                   KvCompaction* compaction) {
   const std::string why = KvCompactionSupports(layout.kv);
   if (!why.empty()) return Status::InvalidArgument("compact: " + why);
   const int bt = layout.block_tokens;
-  KV_RETURN_IF_ERROR(CheckSelection(layout, int(blocks.size()) * bt, n,
-                                    selection, *compaction));
+  KV_RETURN_IF_ERROR(CheckSelection(layout, int(from.size()) * bt,
+                                    int(to.size()) * bt, n, selection,
+                                    *compaction));
   const size_t block_bytes = layout.block_bytes();
   const size_t hd = size_t(layout.head_dim);
-  auto row_at = [&](int layer, KvSide side, int head, int row) {
+  const bool in_place = from.data() == to.data();
+  auto row_at = [&](std::span<const int32_t> blocks, int layer, KvSide side,
+                    int head, int row) {
     return arena + size_t(blocks[size_t(row / bt)]) * block_bytes +
            layout.Offset(layer, side, head, row % bt);
   };
-  for (const KvSelection::RowUpdate& u : selection.updates) {
-    kernels::KvEncodeRow(layout.kv.k, KvSide::kK, u.k.data(), hd,
-                         row_at(u.layer, KvSide::kK, u.kv_head, u.row));
-    kernels::KvEncodeRow(layout.kv.v, KvSide::kV, u.v.data(), hd,
-                         row_at(u.layer, KvSide::kV, u.kv_head, u.row));
-  }
   const int heads = layout.n_kv_heads;
   for (int layer = 0; layer < layout.n_layers; ++layer) {
     for (int head = 0; head < heads; ++head) {
@@ -95,15 +108,25 @@ Status CompactRows(const kernels::BlockLayout& layout, uint8_t* arena,
           selection.rows[size_t(layer * heads + head)];
       for (const KvSide side : {KvSide::kK, KvSide::kV}) {
         const size_t row_bytes = layout.row_bytes(side);
-        // rows[i] >= i: moving in ascending order never overwrites a row
-        // still to be moved.
+        // In place, rows[i] >= i: moving in ascending order never overwrites
+        // a row still to be moved.
         for (size_t i = 0; i < rows.size(); ++i) {
-          if (rows[i] == int32_t(i)) continue;
-          std::memcpy(row_at(layer, side, head, int(i)),
-                      row_at(layer, side, head, rows[i]), row_bytes);
+          if (in_place && rows[i] == int32_t(i)) continue;
+          std::memcpy(row_at(to, layer, side, head, int(i)),
+                      row_at(from, layer, side, head, rows[i]), row_bytes);
         }
       }
     }
+  }
+  for (const KvSelection::RowUpdate& u : selection.updates) {
+    const std::vector<int32_t>& rows =
+        selection.rows[size_t(u.layer * heads + u.kv_head)];
+    const int at =
+        int(std::lower_bound(rows.begin(), rows.end(), u.row) - rows.begin());
+    kernels::KvEncodeRow(layout.kv.k, KvSide::kK, u.k.data(), hd,
+                         row_at(to, u.layer, KvSide::kK, u.kv_head, at));
+    kernels::KvEncodeRow(layout.kv.v, KvSide::kV, u.v.data(), hd,
+                         row_at(to, u.layer, KvSide::kV, u.kv_head, at));
   }
   compaction->end = n;
   compaction->kept.resize(selection.rows.size());

@@ -50,7 +50,7 @@ struct KvCompaction {
 // (merging folds evicted tokens into kept ones).
 struct KvSelection {
   struct RowUpdate {
-    int32_t layer = 0, kv_head = 0, row = 0;  // row before compaction
+    int32_t layer = 0, kv_head = 0, row = 0;  // a kept row, before compaction
     std::vector<float> k, v;                  // [head_dim] each, model basis
   };
   std::vector<std::vector<int32_t>> rows;  // [layer * n_kv_heads + kv_head]
@@ -61,15 +61,19 @@ struct KvSelection {
 std::string KvCompactionSupports(const kernels::KvFormat& format);
 
 // Applies `selection` to the rows of positions [0, n) of a sequence whose
-// blocks are `blocks` in `arena` (block b at arena + b * block_bytes):
-// writes the updates, moves each (layer, head)'s kept rows down in order, and
-// sets `compaction` to end = n and the kept counts. InvalidArgument when the
-// selection does not fit the layout (wrong number of lists, rows unsorted or
-// out of range, bad update), or the format cannot be compacted; nothing is
-// changed then.
+// blocks are `from` in `arena` (block b at arena + b * block_bytes): writes
+// each (layer, head)'s kept rows, in order, to rows [0, kept) of the blocks
+// `to` (which may be `from` itself: compaction in place; else fresh blocks,
+// so that blocks other sequences share are never written), encodes the
+// updates into their kept rows there, and sets `compaction` to end = n and
+// the kept counts. `to` must hold the most rows kept. InvalidArgument when
+// the selection does not fit the layout (wrong number of lists, rows
+// unsorted or out of range, an update of a row not kept), `to` is too short,
+// or the format cannot be compacted; nothing is changed then.
 Status CompactRows(const kernels::BlockLayout& layout, uint8_t* arena,
-                   std::span<const int32_t> blocks, int n,
-                   const KvSelection& selection, KvCompaction* compaction);
+                   std::span<const int32_t> from, std::span<const int32_t> to,
+                   int n, const KvSelection& selection,
+                   KvCompaction* compaction);
 
 // A KV cache whose tokens can be evicted.
 class CompactableKv : public KvView {
@@ -101,6 +105,10 @@ class KvCompressor {
   virtual void Reset() = 0;
   // To attach to the forward passes before Compress (may be null).
   virtual QueryObserver* observer() = 0;
+  // How many of the last positions before the compression point it must
+  // see computed (their queries): 0 none, -1 all. A cache that maps a
+  // prefix must leave at least these to compute.
+  virtual int observed_tail() const = 0;
   // Evicts tokens of positions [0, n) of `kv` (all written and observed).
   virtual Status Compress(CompactableKv& kv, int n) = 0;
 };

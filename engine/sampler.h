@@ -20,11 +20,11 @@
 namespace kvstash {
 
 struct SamplerOptions {
-  float temperature = 0.8f;        // <= 0: greedy
-  int top_k = 40;                  // <= 0: off
-  float top_p = 0.95f;             // >= 1: off
-  float min_p = 0.05f;             // <= 0: off
-  float repetition_penalty = 1.0f; // 1: off
+  float temperature = 0.8f;         // <= 0: greedy
+  int top_k = 40;                   // <= 0: off
+  float top_p = 0.95f;              // >= 1: off
+  float min_p = 0.05f;              // <= 0: off
+  float repetition_penalty = 1.0f;  // 1: off
   int repeat_last_n = 64;
   uint64_t seed = 0;
 

@@ -37,8 +37,8 @@ TEST(SamplerTest, RepetitionPenaltyDemotesRecentTokens) {
   std::vector<float> logits = {0.1f, 3.0f, -1.0f, 2.9f};
   const std::vector<int32_t> history = {1, 1, 2};
   EXPECT_EQ(s.Sample(logits, history), 3);
-  EXPECT_FLOAT_EQ(logits[1], 2.0f);    // divided once, not per occurrence
-  EXPECT_FLOAT_EQ(logits[2], -1.5f);   // negative logits are multiplied
+  EXPECT_FLOAT_EQ(logits[1], 2.0f);   // divided once, not per occurrence
+  EXPECT_FLOAT_EQ(logits[2], -1.5f);  // negative logits are multiplied
 }
 
 TEST(SamplerTest, SameSeedSameDraws) {

@@ -451,15 +451,13 @@ LocalKvCache NewCache(const Model& m, int capacity = kKvCapacity,
                       kernels::KvFormat kv_format = kF32Kv,
                       int block_tokens = 16) {
   const ModelConfig& c = m.config();
-  return LocalKvCache(kernels::BlockLayout{c.n_layers, c.n_kv_heads,
-                                           c.head_dim, block_tokens,
-                                           kv_format},
+  return LocalKvCache(kernels::BlockLayout{c.n_layers, c.n_kv_heads, c.head_dim,
+                                           block_tokens, kv_format},
                       capacity);
 }
 
 // All logits ([n][vocab]) of `tokens` run from position 0 in one call.
-std::vector<float> EngineLogits(const Model& m,
-                                std::span<const int32_t> tokens,
+std::vector<float> EngineLogits(const Model& m, std::span<const int32_t> tokens,
                                 kernels::KvFormat kv_format = kF32Kv,
                                 int block_tokens = 16) {
   Transformer tf(m);
@@ -777,15 +775,17 @@ std::vector<KvCase> KvCases() {
   for (int t = 0; t < kernels::kKvTypeCount; ++t) {
     const KvType type = KvType(t);
     cases.push_back({"llama_gqa_" + std::string(kernels::KvTypeName(type)),
-                     LlamaGqa(), {type, type}});
+                     LlamaGqa(),
+                     {type, type}});
   }
-  cases.push_back({"llama_gqa_k_q8_v_q4h", LlamaGqa(),
-                   {KvType::kQ8, KvType::kQ4H}});
-  cases.push_back({"llama_gqa_k_kivi4_v_q4h", LlamaGqa(),
-                   {KvType::kKivi4, KvType::kQ4H}});
+  cases.push_back(
+      {"llama_gqa_k_q8_v_q4h", LlamaGqa(), {KvType::kQ8, KvType::kQ4H}});
+  cases.push_back(
+      {"llama_gqa_k_kivi4_v_q4h", LlamaGqa(), {KvType::kKivi4, KvType::kQ4H}});
   // Head_dim 16 and one kv head.
   cases.push_back({"qwen2_kivi2", Qwen2(), {KvType::kKivi2, KvType::kKivi2}});
-  cases.push_back({"partial_rope_q4h_kivi4", LlamaPartialRope(),
+  cases.push_back({"partial_rope_q4h_kivi4",
+                   LlamaPartialRope(),
                    {KvType::kQ4H, KvType::kKivi4}});
   return cases;
 }
@@ -816,12 +816,11 @@ TEST_P(TransformerKvTypeTest, ChunkedAndIncrementalEqualOnePass) {
   const size_t vocab = GetParam().spec.vocab, n = tokens.size();
   const std::vector<float> full = EngineLogits(model(), tokens, kv(), 4);
   Transformer tf(model());
-  for (const std::vector<size_t>& cuts :
-       std::vector<std::vector<size_t>>{{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-                                         13},
-                                        {4, 8},
-                                        {3, 9, 10},
-                                        {6}}) {
+  for (const std::vector<size_t>& cuts : std::vector<std::vector<size_t>>{
+           {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13},
+           {4, 8},
+           {3, 9, 10},
+           {6}}) {
     SCOPED_TRACE("cuts at " + ::testing::PrintToString(cuts));
     LocalKvCache cache = NewCache(model(), kKvCapacity, kv(), 4);
     std::vector<float> logits(n * vocab);

@@ -115,6 +115,10 @@ struct KvManager::State {
   bool PrivatizeLastBlock(SequenceKv* seq);
 
   void ReleaseLocked(SequenceKv* seq);
+  // Writes the blocks after the sequence's last whole chunk behind to the
+  // kOnCommit tiers (as single-block objects) while it still holds them.
+  // Takes the lock.
+  void WriteTailBehind(const SequenceKv& seq);
   // h_1..h_n of the n full blocks of `tokens` under `root`.
   std::vector<Hash128> Chain(std::span<const int32_t> tokens,
                              const Hash128& root) const;
@@ -189,6 +193,7 @@ struct KvManager::State {
   uint64_t hit_tokens = 0;
   uint64_t evictions = 0;
   uint64_t cow_copies = 0;
+  uint64_t rewrites = 0, rewrite_blocks_before = 0, rewrite_blocks_after = 0;
 
   const std::vector<TierOptions> tiers;
   const store::Codec codec;  // of the objects written to and read from tiers
@@ -510,6 +515,7 @@ Status KvManager::Reserve(int n_tokens, SequenceKv* seq) {
 }
 
 void KvManager::Commit(std::span<const int32_t> tokens, SequenceKv* seq) {
+  if (seq->compacted) return;  // its blocks hold rows, not positions
   State& s = *state_;
   std::vector<State::PendingWrite> writes;
   {
@@ -545,6 +551,37 @@ void KvManager::State::CommitLocked(std::span<const int32_t> tokens,
   if (deepest_indexed) index.Touch(*deepest_indexed);
 }
 
+Status KvManager::Rewrite(size_t n_blocks, const RewriteFill& fill,
+                          SequenceKv* seq) {
+  State& s = *state_;
+  std::vector<BlockId> fresh;
+  {
+    std::lock_guard lock(s.mu);
+    if (!s.CanAllocate(n_blocks)) {
+      return Status::ResourceExhausted("kv cache: no " +
+                                       std::to_string(n_blocks) +
+                                       " blocks for a compacted sequence");
+    }
+    for (size_t i = 0; i < n_blocks; ++i) fresh.push_back(s.AllocateEvicting());
+  }
+  // The sequence holds both sets: nobody else writes or evicts them.
+  const Status filled = fill(seq->blocks, fresh);
+  if (!filled.ok()) {
+    std::lock_guard lock(s.mu);
+    for (BlockId id : fresh) s.Unref(id, nullptr);
+    return filled;
+  }
+  s.WriteTailBehind(*seq);
+  std::lock_guard lock(s.mu);
+  s.rewrite_blocks_before += seq->blocks.size();
+  s.rewrite_blocks_after += fresh.size();
+  ++s.rewrites;
+  s.ReleaseLocked(seq);
+  seq->blocks = std::move(fresh);
+  seq->compacted = true;
+  return Status::OK();
+}
+
 void KvManager::State::ReleaseLocked(SequenceKv* seq) {
   for (size_t i = 0; i < seq->blocks.size(); ++i) {
     const bool indexed = i < seq->indexed.size() && seq->indexed[i];
@@ -553,21 +590,24 @@ void KvManager::State::ReleaseLocked(SequenceKv* seq) {
   seq->blocks.clear();
   seq->chain.clear();
   seq->indexed.clear();
+  seq->compacted = false;
+}
+
+void KvManager::State::WriteTailBehind(const SequenceKv& seq) {
+  std::vector<PendingWrite> writes;
+  {
+    std::lock_guard lock(mu);
+    const size_t full = seq.chain.size();
+    CollectWrites(seq, full / chunk * chunk, full,
+                  TiersWith(TierWritePolicy::kOnCommit), /*tail=*/true,
+                  &writes);
+  }
+  WriteBehind(seq.root, writes);
 }
 
 void KvManager::Release(SequenceKv* seq) {
   State& s = *state_;
-  std::vector<State::PendingWrite> writes;
-  {
-    // The blocks after the sequence's last whole chunk, written while it
-    // still holds them.
-    std::lock_guard lock(s.mu);
-    const size_t full = seq->chain.size();
-    s.CollectWrites(*seq, full / s.chunk * s.chunk, full,
-                    s.TiersWith(TierWritePolicy::kOnCommit), /*tail=*/true,
-                    &writes);
-  }
-  s.WriteBehind(seq->root, writes);
+  s.WriteTailBehind(*seq);
   std::lock_guard lock(s.mu);
   s.ReleaseLocked(seq);
 }
@@ -784,6 +824,9 @@ KvStats KvManager::Stats() const {
   st.hit_tokens = s.hit_tokens;
   st.evictions = s.evictions;
   st.cow_copies = s.cow_copies;
+  st.rewrites = s.rewrites;
+  st.rewrite_blocks_before = s.rewrite_blocks_before;
+  st.rewrite_blocks_after = s.rewrite_blocks_after;
   return st;
 }
 

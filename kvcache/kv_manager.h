@@ -137,6 +137,10 @@ struct SequenceKv {
   // Per entry of `chain`: whether blocks[i] is the block the index maps that
   // hash to (false for a private duplicate or a copy-on-write copy).
   std::vector<bool> indexed;
+  // Rewritten by token eviction (Rewrite): its blocks hold per (layer, kv
+  // head) the rows it kept (engine/kv_compaction.h), not positions; they are
+  // private, never named or indexed, and Reserve counts rows.
+  bool compacted = false;
 };
 
 struct KvStats {
@@ -155,6 +159,9 @@ struct KvStats {
   uint64_t hit_tokens = 0;      // of which mapped from the cache
   uint64_t evictions = 0;       // blocks evicted on allocation pressure
   uint64_t cow_copies = 0;
+  uint64_t rewrites = 0;  // sequences compacted by token eviction
+  // Blocks those sequences held before, and after, their rewrite.
+  uint64_t rewrite_blocks_before = 0, rewrite_blocks_after = 0;
 };
 
 // How the cached prefix of a prompt splits over DRAM and the tiers (tokens,
@@ -199,7 +206,8 @@ class KvManager {
   // dropped so its tokens are recomputed). Counts queried and hit tokens.
   int Admit(std::span<const int32_t> tokens, SequenceKv* seq);
 
-  // Ensures seq->blocks covers positions [0, n_tokens), allocating fresh
+  // Ensures seq->blocks covers positions (rows, when compacted) [0,
+  // n_tokens), allocating fresh
   // blocks and evicting LRU cached leaves when the free list is short. All or
   // nothing: ResourceExhausted (seq unchanged) when the blocks cannot be had.
   Status Reserve(int n_tokens, SequenceKv* seq);
@@ -210,6 +218,17 @@ class KvManager {
   // parent can be gone only where the sequence holds a private duplicate of
   // it); such a block stays private to the sequence and is freed on Release.
   void Commit(std::span<const int32_t> tokens, SequenceKv* seq);
+
+  // Token eviction: gives the sequence `n_blocks` fresh private blocks,
+  // calls fill(from = its blocks, to = the fresh ones) without the lock to
+  // write what it keeps (engine/kv_compaction.h CompactRows), then drops its
+  // references to the old blocks as Release does (indexed ones stay cached,
+  // the tail is written behind to the tiers) and marks it compacted.
+  // ResourceExhausted when the blocks cannot be had, or fill's error; the
+  // sequence is unchanged then.
+  using RewriteFill = std::function<Status(std::span<const BlockId> from,
+                                           std::span<const BlockId> to)>;
+  Status Rewrite(size_t n_blocks, const RewriteFill& fill, SequenceKv* seq);
 
   // Drops the sequence's references (seq is left empty, root kept). Indexed
   // blocks nobody references become cached; the others return to the free

@@ -84,6 +84,9 @@ struct HttpServer::Impl {
   Counter* generated_tokens;
   Counter* evictions;
   Counter* preemptions;
+  Counter* compressions;
+  Counter* evicted_tokens;
+  Gauge* sequence_bytes;
   Gauge* blocks_used;
   Gauge* blocks_cached;
   Gauge* blocks_free;
@@ -181,6 +184,15 @@ void HttpServer::Impl::RegisterMetrics() {
                             "KV blocks evicted on allocation pressure");
   preemptions = &m.AddCounter("kvstash_preemptions_total",
                               "Sequences preempted for lack of KV blocks");
+  compressions =
+      &m.AddCounter("kvstash_kv_compressions_total",
+                    "Prompts whose tokens were evicted (kv_compression)");
+  evicted_tokens = &m.AddCounter(
+      "kvstash_kv_evicted_tokens_total",
+      "Prompt tokens evicted by kv_compression (mean per layer and kv head)");
+  sequence_bytes =
+      &m.AddGauge("kvstash_kv_sequence_bytes",
+                  "KV bytes held by the running sequences' blocks");
   const char* kBlocks = "KV cache blocks by state";
   blocks_used = &m.AddGauge("kvstash_kv_blocks", kBlocks, {{"state", "used"}});
   blocks_cached =
@@ -429,6 +441,10 @@ class HttpServer::Impl::Responder {
       u.tier_cached_tokens.push_back(
           {server_.tier_metrics[t].name, by_tier[t]});
     }
+    u.kv_policy = finish_.usage.kv_policy;
+    u.kv_kept_tokens = finish_.usage.kv_kept_tokens;
+    u.kv_blocks_before = finish_.usage.kv_blocks_before;
+    u.kv_blocks_after = finish_.usage.kv_blocks_after;
     return u;
   }
   bool failed() const {
@@ -482,6 +498,7 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
   g.sampling.repetition_penalty = r.repetition_penalty;
   g.sampling.seed = r.seed ? *r.seed : NextSeed();
   g.cache_salt = r.cache_salt.value_or("");
+  g.kv_compression = r.kv_compression.value_or(options.kv_compression);
   const int32_t last_prompt_token = g.prompt.back();
   Result<std::shared_ptr<RequestHandle>> handle =
       scheduler.Submit(std::move(g));
@@ -577,6 +594,14 @@ Json HttpServer::Impl::KvStatsJson() {
                      {"queue_bytes", c.store.queue_bytes},
                      {"last_error", c.store.last_error}});
   }
+  Json sequences = Json::array();
+  for (const SequenceHolding& h : q.sequences) {
+    sequences.push_back({{"id", h.id},
+                         {"positions", h.positions},
+                         {"blocks", h.blocks},
+                         {"bytes", uint64_t(h.blocks) * s.block_bytes},
+                         {"kv_policy", h.kv_policy}});
+  }
   return Json{
       {"capacity_blocks", s.capacity_blocks},
       {"used_blocks", s.used_blocks},
@@ -598,6 +623,14 @@ Json HttpServer::Impl::KvStatsJson() {
       {"evictions", s.evictions},
       {"cow_copies", s.cow_copies},
       {"tiers", tiers},
+      {"compression",
+       {{"compressions", q.compressions},
+        {"evicted_tokens", q.evicted_tokens},
+        {"failures", q.compression_failures},
+        {"seconds", q.compress_seconds},
+        {"blocks_before", s.rewrite_blocks_before},
+        {"blocks_after", s.rewrite_blocks_after}}},
+      {"sequences", sequences},
       {"scheduler",
        {{"waiting", q.waiting},
         {"running", q.running},
@@ -667,6 +700,13 @@ void HttpServer::Impl::Routes() {
       const SchedulerStats q = scheduler.Stats();
       CatchUp(evictions, s.evictions);
       CatchUp(preemptions, q.preemptions);
+      CatchUp(compressions, q.compressions);
+      CatchUp(evicted_tokens, uint64_t(q.evicted_tokens));
+      double held = 0;
+      for (const SequenceHolding& h : q.sequences) {
+        held += double(h.blocks) * double(s.block_bytes);
+      }
+      sequence_bytes->Set(held);
       ScrapeTiers();
       blocks_used->Set(double(s.used_blocks));
       blocks_cached->Set(double(s.cached_blocks));

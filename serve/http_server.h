@@ -5,6 +5,11 @@
 //        with "data: [DONE]", or one JSON body); usage reports
 //        prompt_tokens_details.cached_tokens;
 //   GET  /v1/models, GET /health, GET /metrics (Prometheus text format);
+//   A request may ask for token eviction once its prompt is computed:
+//   "kv_compression": {"policy": "snapkv", "ratio": 0.5} (compress/policy.h;
+//   "policy": "none" turns the server's default off); usage then reports
+//   kvstash_kv_compression (rows kept per layer and head, blocks before and
+//   after).
 //   GET  /kv/stats, POST /kv/lookup (a prompt, token ids or messages ->
 //        cached prefix length), POST /kv/clear (evict every unreferenced
 //        cached block).
@@ -49,6 +54,9 @@ struct ServerOptions {
   // max_tokens when a request gives none (capped by the room left in the
   // context).
   int default_max_tokens = 256;
+  // Token eviction for requests that do not ask ("kv_compression"); an
+  // empty policy: none.
+  compress::PolicyOptions kv_compression;
 };
 
 class HttpServer {

@@ -466,6 +466,54 @@ MaybeError ReadStreaming(const json& o, CompletionRequest* r) {
   return std::nullopt;
 }
 
+// "kv_compression": {"policy": NAME, "ratio": R, "merge": B}.
+MaybeError ReadKvCompression(const json& o,
+                             std::optional<compress::PolicyOptions>* out) {
+  const json* v = Field(o, "kv_compression");
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_object()) return WrongType("kv_compression", "an object");
+  for (const auto& [key, value] : v->items()) {
+    if (key != "policy" && key != "ratio" && key != "merge") {
+      return ApiError::BadRequest(
+          "'kv_compression." + key + "' is not a field (policy, ratio, merge)",
+          "kv_compression." + key);
+    }
+  }
+  compress::PolicyOptions options;
+  options.ratio = 0.5;
+  const json* policy = Field(*v, "policy");
+  if (policy == nullptr || !policy->is_string()) {
+    return WrongType("kv_compression.policy", "a policy name (string)");
+  }
+  options.policy = policy->get<std::string>();
+  if (const json* ratio = Field(*v, "ratio")) {
+    if (!ratio->is_number())
+      return WrongType("kv_compression.ratio", "a number");
+    options.ratio = ratio->get<double>();
+  }
+  if (const json* merge = Field(*v, "merge")) {
+    if (!merge->is_boolean()) {
+      return WrongType("kv_compression.merge", "a boolean");
+    }
+    options.merge = merge->get<bool>();
+  }
+  if (options.policy == "none") {
+    *out = compress::PolicyOptions{};
+    return std::nullopt;
+  }
+  const Status valid = compress::CheckPolicyOptions(options);
+  if (!valid.ok()) {
+    // The message starts with the field it names: "policy: ..." or
+    // "ratio: ...".
+    const std::string field =
+        "kv_compression." +
+        valid.message().substr(0, valid.message().find(':'));
+    return ApiError::BadRequest("'kv_compression." + valid.message(), field);
+  }
+  *out = options;
+  return std::nullopt;
+}
+
 MaybeError ReadRequest(Endpoint endpoint, const json& o,
                        const ParseLimits& limits, CompletionRequest* r) {
   r->endpoint = endpoint;
@@ -499,7 +547,7 @@ MaybeError ReadRequest(Endpoint endpoint, const json& o,
     return ApiError::BadRequest("'cache_salt' must be 1 to 256 bytes long",
                                 "cache_salt");
   }
-  return std::nullopt;
+  return ReadKvCompression(o, &r->kv_compression);
 }
 
 const char* ObjectName(Endpoint endpoint, bool chunk) {
@@ -520,6 +568,12 @@ ordered_json UsageJson(const Usage& u) {
     by_tier[tier] = tokens;
   j["prompt_tokens_details"] = {{"cached_tokens", u.cached_tokens},
                                 {"kvstash_cached_tokens_by_tier", by_tier}};
+  if (!u.kv_policy.empty()) {
+    j["kvstash_kv_compression"] = {{"policy", u.kv_policy},
+                                   {"kept_tokens", u.kv_kept_tokens},
+                                   {"blocks_before", u.kv_blocks_before},
+                                   {"blocks_after", u.kv_blocks_after}};
+  }
   return j;
 }
 

@@ -34,6 +34,7 @@
 #include <variant>
 #include <vector>
 
+#include "compress/policy.h"
 #include "model/chat_template.h"
 
 namespace kvstash {
@@ -112,6 +113,10 @@ struct CompletionRequest {
   bool include_usage = false;             // "stream_options.include_usage";
                                           // stream_options needs stream: true
   std::optional<std::string> cache_salt;  // 1 to 256 bytes
+  // Extension: "kv_compression": {"policy": NAME, "ratio": R, "merge": B}
+  // (compress/policy.h; ratio in [0, 1), default 0.5; "policy": "none"
+  // gives an empty policy: no compression). Absent: the server's default.
+  std::optional<compress::PolicyOptions> kv_compression;
 };
 
 // The request in `body`, or the error to answer with. Never throws.
@@ -135,6 +140,11 @@ struct Usage {
   int64_t cached_tokens = 0;  // prompt tokens whose K/V came from the cache
   // Of cached_tokens, those loaded from each tier below DRAM (name, tokens).
   std::vector<std::pair<std::string, int64_t>> tier_cached_tokens;
+  // Token eviction (written as "kvstash_kv_compression": {"policy",
+  // "kept_tokens", "blocks_before", "blocks_after"} when a policy ran).
+  std::string kv_policy;
+  double kv_kept_tokens = 0;
+  int64_t kv_blocks_before = 0, kv_blocks_after = 0;
 };
 
 // What the responses and chunks of one request share.

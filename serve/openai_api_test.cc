@@ -357,6 +357,39 @@ TEST(OpenAiParseTest, OtherFieldTypesAndCacheSalt) {
             256u);
 }
 
+TEST(OpenAiParseTest, KvCompression) {
+  const CompletionRequest r = ParseOk(
+      kCompletions,
+      R"({"prompt":"x","kv_compression":{"policy":"snapkv","ratio":0.75}})");
+  ASSERT_TRUE(r.kv_compression.has_value());
+  EXPECT_EQ(r.kv_compression->policy, "snapkv");
+  EXPECT_EQ(r.kv_compression->ratio, 0.75);
+  EXPECT_FALSE(r.kv_compression->merge);
+  const CompletionRequest chat =
+      ParseOk(kChat, R"({"messages":[{"role":"user","content":"x"}],
+        "kv_compression":{"policy":"knorm","merge":true}})");
+  EXPECT_EQ(chat.kv_compression->ratio, 0.5);  // the default
+  EXPECT_TRUE(chat.kv_compression->merge);
+  // "none" turns a server default off: an empty policy.
+  EXPECT_TRUE(ParseOk(kCompletions,
+                      R"({"prompt":"x","kv_compression":{"policy":"none"}})")
+                  .kv_compression->policy.empty());
+  EXPECT_FALSE(ParseOk(kCompletions, R"({"prompt":"x"})").kv_compression);
+  ExpectRejectedBoth(R"("kv_compression":"snapkv")", "kv_compression");
+  ExpectRejectedBoth(R"("kv_compression":{"ratio":0.5})",
+                     "kv_compression.policy");
+  ExpectRejectedBoth(R"("kv_compression":{"policy":"nope"})",
+                     "kv_compression.policy");
+  ExpectRejectedBoth(R"("kv_compression":{"policy":"snapkv","ratio":1})",
+                     "kv_compression.ratio");
+  ExpectRejectedBoth(R"("kv_compression":{"policy":"snapkv","ratio":-0.1})",
+                     "kv_compression.ratio");
+  ExpectRejectedBoth(R"("kv_compression":{"policy":"snapkv","ratio":"1"})",
+                     "kv_compression.ratio");
+  ExpectRejectedBoth(R"("kv_compression":{"policy":"snapkv","budget":3})",
+                     "kv_compression.budget");
+}
+
 TEST(OpenAiParseTest, MalformedBodies) {
   for (const char* body :
        {"", " ", "{", "[]", "null", "42", "\"str\"", "{\"prompt\":NaN}",

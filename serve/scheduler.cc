@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "engine/kv_compaction.h"
 #include "engine/paged_kv_view.h"
 #include "engine/transformer.h"
 #include "kvcache/block_hash.h"
@@ -56,6 +57,62 @@ void InsertByArrival(List* list, Seq seq) {
   });
   list->insert(later, std::move(seq));
 }
+
+// A sequence of the shared pool seen as a cache whose tokens can be evicted:
+// reads go through its PagedKvView, and a compaction writes the kept rows
+// into fresh private blocks (KvManager::Rewrite), leaving the blocks it
+// shared with the prefix index untouched.
+class CompactingView final : public CompactableKv {
+ public:
+  CompactingView(kvcache::KvManager& kv, kvcache::SequenceKv* seq,
+                 KvResidual* residual, KvCompaction* compaction)
+      : kv_(kv),
+        seq_(seq),
+        compaction_(compaction),
+        view_(kv.layout(), kv.BlockData(0), seq->blocks, residual, compaction) {
+  }
+
+  int capacity() const override { return view_.capacity(); }
+  kernels::KvFormat format() const override { return view_.format(); }
+  int read_window() const override { return view_.read_window(); }
+  void BeginWrite(int begin, int end) override { view_.BeginWrite(begin, end); }
+  void Write(int layer, int pos, const float* k, const float* v) override {
+    view_.Write(layer, pos, k, v);
+  }
+  void Seal(int layer, int begin, int end) override {
+    view_.Seal(layer, begin, end);
+  }
+  void Read(int layer, int kv_head, int n,
+            std::vector<kernels::KvRun>* runs) const override {
+    view_.Read(layer, kv_head, n, runs);
+  }
+  int Rows(int layer, int kv_head, int n) const override {
+    return view_.Rows(layer, kv_head, n);
+  }
+  int BlocksHeld(int n) const override {
+    const int bt = kv_.layout().block_tokens;
+    return (compaction_->MaxRows(n) + bt - 1) / bt;
+  }
+  Status Compact(int n, const KvSelection& selection) override {
+    size_t most = 1;
+    for (const auto& rows : selection.rows) most = std::max(most, rows.size());
+    const size_t bt = size_t(kv_.layout().block_tokens);
+    return kv_.Rewrite((most + bt - 1) / bt,
+                       [&](std::span<const kvcache::BlockId> from,
+                           std::span<const kvcache::BlockId> to) {
+                         return CompactRows(kv_.layout(), kv_.BlockData(0),
+                                            from, to, n, selection,
+                                            compaction_);
+                       },
+                       seq_);
+  }
+
+ private:
+  kvcache::KvManager& kv_;
+  kvcache::SequenceKv* seq_;
+  KvCompaction* compaction_;
+  PagedKvView view_;
+};
 
 }  // namespace
 
@@ -124,6 +181,11 @@ struct Scheduler::Sequence {
   RequestUsage usage;
   kvcache::SequenceKv kv;
   KvResidual residual;  // full-precision blocks of residual KV types
+  // Token eviction (request.kv_compression): applied once the prompt is
+  // computed; `compaction` says which rows each (layer, kv head) kept.
+  std::unique_ptr<KvCompressor> compressor;
+  KvCompaction compaction;
+  bool compressed = false;  // the compressor ran (or was skipped)
   Sampler sampler;
   Clock::time_point first_scheduled;
   Clock::time_point first_token;
@@ -131,6 +193,19 @@ struct Scheduler::Sequence {
 
   explicit Sequence(const SamplerOptions& options) : sampler(options) {}
   int pending() const { return static_cast<int>(tokens.size()) - n_computed; }
+  // Rows (per (layer, kv head), at most) that positions [0, n) need.
+  int Rows(int n) const { return compaction.MaxRows(n); }
+  // Whether the prompt is still to be compressed: its passes end at the
+  // prompt's end and its queries are observed.
+  bool compressing() const { return compressor != nullptr && !compressed; }
+  // The largest chunk from n_computed: at most `n`, not past the prompt's
+  // end while compressing.
+  int Chunk(int n) const {
+    if (compressing() && n_computed < n_prompt) {
+      n = std::min(n, n_prompt - n_computed);
+    }
+    return n;
+  }
 };
 
 Scheduler::Scheduler(const Model& model, ThreadPool* pool,
@@ -203,7 +278,22 @@ Result<std::shared_ptr<RequestHandle>> Scheduler::Submit(
         " tokens; the KV cache holds only " +
         std::to_string(kv_stats.capacity_blocks * kv_stats.block_tokens));
   }
+  std::unique_ptr<KvCompressor> compressor;
+  if (!request.kv_compression.policy.empty()) {
+    const Status valid = compress::CheckPolicyOptions(request.kv_compression);
+    if (!valid.ok()) {
+      return Status::InvalidArgument("kv_compression." + valid.message());
+    }
+    const std::string why = KvCompactionSupports(kv_.layout().kv);
+    if (!why.empty()) {
+      return Status::InvalidArgument("kv_compression: " + why);
+    }
+    KV_ASSIGN_OR_RETURN(
+        compressor, compress::MakeCompressor(model_.config(),
+                                             request.kv_compression, pool_));
+  }
   auto seq = std::make_unique<Sequence>(request.sampling);
+  seq->compressor = std::move(compressor);
   seq->handle = std::make_shared<RequestHandle>();
   seq->handle->submitted_ = Clock::now();
   seq->kv.root = RootFor(request.cache_salt);
@@ -362,6 +452,12 @@ void Scheduler::Preempt(Sequence* seq) {
   kv_.Release(&seq->kv);
   seq->residual.Reset();
   seq->n_computed = 0;
+  // Recomputed from the start: the prompt is compressed again, the same way.
+  seq->compaction = KvCompaction();
+  if (seq->compressor != nullptr) {
+    seq->compressor->Reset();
+    seq->compressed = false;
+  }
   auto it = std::find_if(running_.begin(), running_.end(),
                          [&](const auto& s) { return s.get() == seq; });
   waiting_.push_front(std::move(*it));
@@ -406,9 +502,18 @@ void Scheduler::Admit(int* budget) {
         continue;
       }
     }
-    const int cached = kv_.Admit(seq->tokens, &seq->kv);
-    const int n =
-        std::min(static_cast<int>(seq->tokens.size()) - cached, *budget);
+    std::span<const int32_t> mappable = seq->tokens;
+    if (seq->compressing()) {
+      // The compressor must see the queries of the prompt's last positions:
+      // those are computed, not mapped.
+      const int tail = seq->compressor->observed_tail();
+      const int limit = tail < 0 ? 0 : std::max(0, seq->n_prompt - tail);
+      mappable = mappable.first(std::min(mappable.size(), size_t(limit) + 1));
+    }
+    const int cached = kv_.Admit(mappable, &seq->kv);
+    seq->n_computed = cached;
+    const int n = seq->Chunk(
+        std::min(static_cast<int>(seq->tokens.size()) - cached, *budget));
     if (!kv_.Reserve(cached + n, &seq->kv).ok()) {
       if (running_.empty()) {
         Finish(seq, RequestEnd::kLength);
@@ -417,7 +522,6 @@ void Scheduler::Admit(int* budget) {
       kv_.Release(&seq->kv);
       return;  // wait for running sequences to free blocks
     }
-    seq->n_computed = cached;
     if (!seq->admitted_once) {
       seq->admitted_once = true;
       seq->usage.cached_tokens = cached;
@@ -440,6 +544,38 @@ void Scheduler::Admit(int* budget) {
   }
 }
 
+void Scheduler::Compress(Sequence* seq) {
+  const Clock::time_point start = Clock::now();
+  seq->compressed = true;
+  const int before = int(seq->kv.blocks.size());
+  CompactingView view(kv_, &seq->kv, &seq->residual, &seq->compaction);
+  const Status st = seq->compressor->Compress(view, seq->n_prompt);
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.compress_seconds += Seconds(start, Clock::now());
+  if (!st.ok()) {
+    // No blocks to compact into (the pool is full): the sequence goes on
+    // uncompressed, as computed. Any other error is a bug in the policy.
+    KV_CHECK_MSG(st.code() == StatusCode::kResourceExhausted,
+                 st.ToString().c_str());
+    ++stats_.compression_failures;
+    return;
+  }
+  const ModelConfig& c = model_.config();
+  double kept = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      kept += view.Rows(l, h, seq->n_prompt);
+    }
+  }
+  kept /= double(c.n_layers * c.n_kv_heads);
+  seq->usage.kv_policy = seq->request.kv_compression.policy;
+  seq->usage.kv_kept_tokens = kept;
+  seq->usage.kv_blocks_before = before;
+  seq->usage.kv_blocks_after = int(seq->kv.blocks.size());
+  ++stats_.compressions;
+  stats_.evicted_tokens += seq->n_prompt - kept;
+}
+
 bool Scheduler::Step() {
   const Clock::time_point start = Clock::now();
   ReapCancelled();
@@ -452,9 +588,9 @@ bool Scheduler::Step() {
   for (size_t i = 0; i < running_.size(); ++i) {
     Sequence* seq = running_[i].get();
     const int pending = seq->pending();
-    const int n = pending == 1 ? 1 : std::min(pending, budget);
+    const int n = seq->Chunk(pending == 1 ? 1 : std::min(pending, budget));
     if (n == 0) continue;
-    if (!ReserveOrPreempt(seq, seq->n_computed + n)) break;
+    if (!ReserveOrPreempt(seq, seq->Rows(seq->n_computed + n))) break;
     plan_.push_back({seq, n});
     if (pending > 1) budget -= n;
   }
@@ -470,13 +606,14 @@ bool Scheduler::Step() {
   for (const Planned& p : plan_) {
     Sequence* seq = p.seq;
     views.emplace_back(kv_.layout(), kv_.BlockData(0), seq->kv.blocks,
-                       &seq->residual);
+                       &seq->residual, &seq->compaction);
     const bool last = seq->n_computed + p.n == int(seq->tokens.size());
     n_logits += last;
     batch.push_back(
         {std::span(seq->tokens).subspan(seq->n_computed, p.n), seq->n_computed,
          &views.back(),
-         last ? Transformer::Logits::kLast : Transformer::Logits::kNone});
+         last ? Transformer::Logits::kLast : Transformer::Logits::kNone,
+         seq->compressing() ? seq->compressor->observer() : nullptr});
   }
   const size_t vocab = model_.config().vocab_size;
   if (logits_.size() < n_logits * vocab) logits_.resize(n_logits * vocab);
@@ -495,6 +632,7 @@ bool Scheduler::Step() {
     Sequence* seq = p.seq;
     seq->n_computed += p.n;
     kv_.Commit(std::span(seq->tokens).first(seq->n_computed), &seq->kv);
+    if (seq->compressing() && seq->n_computed == seq->n_prompt) Compress(seq);
     if (seq->pending() == 0) sampling_.push_back({seq, -1});
   }
   auto sample = [&](size_t i, size_t) {
@@ -528,7 +666,15 @@ bool Scheduler::Step() {
     }
   }
   for (auto [seq, reason] : finished) Finish(seq, reason);
+  std::vector<SequenceHolding> holdings;
+  for (const auto& s : running_) {
+    holdings.push_back({s->arrival, s->n_computed, int(s->kv.blocks.size()),
+                        s->compaction.compacted()
+                            ? s->request.kv_compression.policy
+                            : std::string()});
+  }
   std::lock_guard<std::mutex> lock(mu_);
+  stats_.sequences = std::move(holdings);
   stats_.waiting = waiting_.size();
   stats_.running = running_.size();
   stats_.generated_tokens += sampling_.size();

@@ -47,6 +47,7 @@
 
 #include "base/status.h"
 #include "base/thread_pool.h"
+#include "compress/policy.h"
 #include "engine/sampler.h"
 #include "kvcache/kv_manager.h"
 #include "model/model.h"
@@ -72,6 +73,9 @@ struct GenerationRequest {
   SamplerOptions sampling;
   bool stop_at_eos = true;
   std::string cache_salt;  // tenant namespace: different salts share nothing
+  // Token eviction once the prompt is computed (compress/policy.h); an
+  // empty policy: none.
+  compress::PolicyOptions kv_compression;
 };
 
 enum class RequestEnd { kStop, kLength, kCancelled, kError };
@@ -84,6 +88,20 @@ struct RequestUsage {
   // KV manager's tier order; empty without tiers); the rest were in DRAM.
   std::vector<int> tier_cached_tokens;
   int completion_tokens = 0;  // generated, EOS included
+  // With kv_compression: the prompt's rows kept per (layer, kv head), on
+  // average, and the blocks the sequence held before and after compaction
+  // (0 when it was not compressed: no policy, or no blocks to compact into).
+  std::string kv_policy;  // the policy that ran; empty: none
+  double kv_kept_tokens = 0;
+  int kv_blocks_before = 0, kv_blocks_after = 0;
+};
+
+// What one running sequence holds in the KV pool.
+struct SequenceHolding {
+  uint64_t id = 0;  // arrival order
+  int positions = 0;
+  int blocks = 0;
+  std::string kv_policy;  // empty: uncompressed
 };
 
 struct RequestEvent {
@@ -136,6 +154,14 @@ struct SchedulerStats {
   uint64_t steps = 0;
   double step_seconds = 0;     // wall time of all steps
   double forward_seconds = 0;  // of which in the forward pass
+  // Token eviction: prompts compressed, mean tokens evicted per (layer, kv
+  // head) summed over them, compressions skipped for want of blocks, and
+  // the time spent compressing.
+  uint64_t compressions = 0;
+  double evicted_tokens = 0;
+  uint64_t compression_failures = 0;
+  double compress_seconds = 0;
+  std::vector<SequenceHolding> sequences;  // running, after the last step
 };
 
 class Scheduler {
@@ -183,6 +209,9 @@ class Scheduler {
   bool ReserveOrPreempt(Sequence* seq, int n_tokens);
   void Preempt(Sequence* seq);
   void Finish(Sequence* seq, RequestEnd reason, Status error = Status::OK());
+  // Evicts tokens of `seq`'s computed prompt (its kv_compression) and moves
+  // it into fewer blocks.
+  void Compress(Sequence* seq);
   // Admits waiting requests into `running_` and the plan while budget and
   // room last.
   void Admit(int* budget);

@@ -12,6 +12,9 @@
 #include <random>
 #include <thread>
 
+#include "compress/policy.h"
+#include "engine/generate.h"
+#include "engine/transformer.h"
 #include "kvcache/kv_manager.h"
 #include "tests/testing/stories.h"
 
@@ -166,9 +169,9 @@ TEST_P(SchedulerKvTypeTest, RandomMixesEqualColdRunsAlone) {
 // tokens, shared between the sequences of a step): the outputs are the
 // generate loop's, bit for bit, in every format.
 TEST_P(SchedulerKvTypeTest, ChunkSizesDoNotChangeOutputs) {
-  std::vector<GenerationRequest> requests = {
-      Greedy(Prompt(300, 70), 6), Greedy(Prompt(300, 45), 9),
-      Greedy(Prompt(1200, 33), 5)};
+  std::vector<GenerationRequest> requests = {Greedy(Prompt(300, 70), 6),
+                                             Greedy(Prompt(300, 45), 9),
+                                             Greedy(Prompt(1200, 33), 5)};
   for (const int budget : {5, 16, 37}) {
     SCOPED_TRACE("max_batch_tokens " + std::to_string(budget));
     auto kv = NewKv(64);
@@ -281,6 +284,134 @@ TEST_F(SchedulerTest, SequenceLongerThanThePoolEndsWithLength) {
   EXPECT_EQ(out.finish.finish, RequestEnd::kLength);
   EXPECT_EQ(int(out.tokens.size()), 64 - 41 + 1);
   ExpectQuiescent(*kv);
+}
+
+// Token eviction in the server: a request with kv_compression computes its
+// prompt, compacts it into fewer blocks of the pool, and decodes over what
+// it kept, token for token what the plain generate loop gives with the same
+// policy on a private cache. A repeat maps the uncompressed prefix the first
+// left cached (all but the compressor's observation window) and gives the
+// same output again; the pool's books balance throughout.
+TEST_F(SchedulerTest, CompressedPromptsMatchGenerateAndFreeBlocks) {
+  auto kv = NewKv(/*blocks=*/64);
+  ThreadPool pool(ThreadPool::Options{.num_threads = 2});
+  SchedulerOptions so;
+  so.context = 512;
+  auto sched = Scheduler::Create(*model_, &pool, *kv, so);
+  ASSERT_TRUE(sched.ok()) << sched.status().ToString();
+  const std::vector<int32_t> prompt = Prompt(100, 319);  // 320 tokens
+  for (const char* policy : {"snapkv", "expected", "h2o"}) {
+    SCOPED_TRACE(policy);
+    const compress::PolicyOptions options{policy, 0.75};
+    auto compressor = compress::MakeCompressor(model_->config(), options);
+    ASSERT_TRUE(compressor.ok());
+    GenerateOptions g;
+    g.n_predict = 24;
+    g.stop_at_eos = false;
+    g.sampling.temperature = 0;
+    g.compressor = compressor->get();
+    Transformer transformer(*model_);
+    auto reference = Generate(transformer, prompt, g, nullptr);
+    ASSERT_TRUE(reference.ok()) << reference.status().ToString();
+    for (int round = 0; round < 2; ++round) {
+      GenerationRequest r;
+      r.prompt = prompt;
+      r.max_tokens = 24;
+      r.stop_at_eos = false;
+      r.sampling.temperature = 0;
+      r.kv_compression = options;
+      auto h = (*sched)->Submit(r);
+      ASSERT_TRUE(h.ok()) << h.status().ToString();
+      const Outcome out = Collect(**h);
+      EXPECT_EQ(out.tokens, reference->gen_ids) << "round " << round;
+      const RequestUsage& u = out.finish.usage;
+      EXPECT_EQ(u.kv_policy, policy);
+      EXPECT_EQ(u.kv_kept_tokens, 80.0);  // a quarter of 320 per head
+      EXPECT_EQ(u.kv_blocks_before, 20);
+      EXPECT_EQ(u.kv_blocks_after, 5);
+      if (round == 1 && std::string(policy) != "h2o") {
+        EXPECT_GT(u.cached_tokens, 0);  // the plain prefix, left cached
+      }
+      if (std::string(policy) == "h2o") EXPECT_EQ(u.cached_tokens, 0);
+      ExpectQuiescent(*kv);
+    }
+  }
+  const SchedulerStats stats = (*sched)->Stats();
+  EXPECT_EQ(stats.compressions, 6u);
+  EXPECT_EQ(stats.evicted_tokens, 6 * 240.0);
+  EXPECT_EQ(kv->Stats().rewrites, 6u);
+}
+
+// While a compressed request decodes, the pool holds its kept rows only:
+// 4096 prompt tokens at ratio 0.75 go from 256 blocks to 64 (+ the blocks
+// the decode adds), and the uncompressed ones are cached, evictable.
+TEST_F(SchedulerTest, CompressedSequenceHoldsAQuarterOfTheBlocks) {
+  auto kv = NewKv(/*blocks=*/320);
+  ThreadPool pool(ThreadPool::Options{.num_threads = 2});
+  SchedulerOptions so;
+  so.context = 4200;
+  auto sched = Scheduler::Create(*model_, &pool, *kv, so);
+  ASSERT_TRUE(sched.ok());
+  GenerationRequest r;
+  r.prompt = Prompt(0, 4095);
+  r.max_tokens = 64;
+  r.stop_at_eos = false;
+  r.sampling.temperature = 0;
+  r.kv_compression = {"knorm", 0.75};
+  auto h = (*sched)->Submit(r);
+  ASSERT_TRUE(h.ok());
+  RequestEvent ev;
+  ASSERT_TRUE((*h)->Next(&ev, milliseconds(60000)));  // the first token
+  size_t held = 0;
+  for (int i = 0; i < 3 && held == 0; ++i) {
+    for (const SequenceHolding& s : (*sched)->Stats().sequences) {
+      held = size_t(s.blocks);
+      EXPECT_EQ(s.kv_policy, "knorm");
+    }
+  }
+  EXPECT_GE(held, 64u);
+  EXPECT_LE(held, 69u);  // 64 kept + up to 64 generated rows
+  EXPECT_LE(kv->Stats().used_blocks, 69u);
+  const Outcome out = Collect(**h);
+  EXPECT_EQ(out.finish.usage.kv_blocks_before, 256);
+  EXPECT_EQ(out.finish.usage.kv_blocks_after, 64);
+  ExpectQuiescent(*kv);
+}
+
+TEST_F(SchedulerTest, BadCompressionRequestsAreRefused) {
+  auto kv = NewKv(/*blocks=*/32);
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, SchedulerOptions{});
+  ASSERT_TRUE(sched.ok());
+  GenerationRequest r;
+  r.prompt = Prompt(0, 20);
+  r.kv_compression = {"nope", 0.5};
+  auto bad = (*sched)->Submit(r);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("kv_compression.policy"),
+            std::string::npos);
+  r.kv_compression = {"snapkv", 1.0};
+  bad = (*sched)->Submit(r);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("kv_compression.ratio"),
+            std::string::npos);
+  const ModelConfig& c = model_->config();
+  kvcache::KvManagerOptions o;
+  o.layout = {c.n_layers,
+              c.n_kv_heads,
+              c.head_dim,
+              16,
+              {kernels::KvType::kKivi4, kernels::KvType::kKivi4}};
+  o.capacity_bytes = 32 * o.layout.block_bytes();
+  o.prefault = false;
+  auto kivi = kvcache::KvManager::Create(o);
+  ASSERT_TRUE(kivi.ok());
+  auto kivi_sched =
+      Scheduler::Create(*model_, nullptr, **kivi, SchedulerOptions{});
+  ASSERT_TRUE(kivi_sched.ok());
+  r.kv_compression = {"snapkv", 0.5};
+  bad = (*kivi_sched)->Submit(r);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("KIVI"), std::string::npos);
 }
 
 }  // namespace

@@ -974,6 +974,39 @@ TEST_F(ServerTest, CompressedKvTypesInStatsAndMetrics) {
       kv->layout().bytes_per_token());
 }
 
+// Token eviction per request: "kv_compression" compacts the prompt into
+// fewer blocks; usage, /kv/stats and /metrics say so; a bad policy is a 400
+// naming the field.
+TEST_F(ServerTest, KvCompressionPerRequest) {
+  Json body = CompletionBody(Words("evict", 200), 4);
+  body["kv_compression"] = {{"policy", "streaming"}, {"ratio", 0.75}};
+  const Json j = ExpectCompletion(Post(port_, "/v1/completions", body), 4);
+  const Json& kvc = j["usage"]["kvstash_kv_compression"];
+  ASSERT_TRUE(kvc.is_object()) << j.dump();
+  EXPECT_EQ(kvc.value("policy", ""), "streaming");
+  EXPECT_LT(kvc.value("blocks_after", 99), kvc.value("blocks_before", 0))
+      << j.dump();
+  EXPECT_NEAR(kvc.value("kept_tokens", 0.0),
+              j["usage"].value("prompt_tokens", 0) * 0.25, 1.0);
+  const Json stats = ParseJson(Get(port_, "/kv/stats").body);
+  EXPECT_GE(stats["compression"].value("compressions", 0), 1) << stats.dump();
+  EXPECT_GT(stats["compression"].value("evicted_tokens", 0.0), 0.0);
+  EXPECT_TRUE(stats["sequences"].is_array()) << stats.dump();
+  const Exposition e = ParsePrometheus(Get(port_, "/metrics").body);
+  EXPECT_GE(Find(e, "kvstash_kv_compressions_total", {}).value_or(0), 1.0);
+  EXPECT_GT(Find(e, "kvstash_kv_evicted_tokens_total", {}).value_or(0), 0.0);
+  // Plain requests report no compression.
+  const Json plain = ExpectCompletion(
+      Post(port_, "/v1/completions", CompletionBody("a plain one", 2)), 2);
+  EXPECT_FALSE(plain["usage"].contains("kvstash_kv_compression"));
+  body["kv_compression"] = {{"policy", "nope"}};
+  const HttpReply bad = Post(port_, "/v1/completions", body);
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(ParseJson(bad.body)["error"].value("param", ""),
+            "kv_compression.policy")
+      << bad.body;
+}
+
 // 7. Models and health.
 
 TEST_F(ServerTest, ModelsAndHealth) {
