@@ -36,6 +36,14 @@ int RunGenerate(const GenerateCommandOptions& options) {
               << "training context of " << ctx << "\n";
   }
 
+  Result<std::unique_ptr<KvCompressor>> compressor =
+      MakeKvCompressor(options.kv_policy, (*model)->config(), pool.get());
+  if (!compressor.ok()) return Fail(compressor.status().message());
+  if (*compressor != nullptr) {
+    const std::string why = KvCompactionSupports(gen.kv_format);
+    if (!why.empty()) return Fail("--kv-policy: " + why);
+  }
+  gen.compressor = compressor->get();
   Transformer transformer(**model, pool.get());
   gen.n_predict = options.n_predict;
   gen.sampling = options.sampling;
@@ -54,14 +62,22 @@ int RunGenerate(const GenerateCommandOptions& options) {
     std::cerr << "prefill: " << r->prompt_ids.size() << " tokens, "
               << r->prefill_tokens_per_s()
               << " tok/s; decode: " << r->gen_ids.size() << " tokens, "
-              << r->decode_tokens_per_s() << " tok/s\n";
+              << r->decode_tokens_per_s() << " tok/s";
+    if (gen.compressor != nullptr) {
+      std::cerr << "; " << options.kv_policy.policy << " compression "
+                << r->compress_seconds << " s, " << r->kv_blocks_held
+                << " KV blocks held";
+    }
+    std::cerr << "\n";
     return 0;
   }
   PrintJson({{"prompt_ids", r->prompt_ids},
              {"gen_ids", r->gen_ids},
              {"text", tok.Decode(r->gen_ids)},
              {"prefill_tokens_per_s", r->prefill_tokens_per_s()},
-             {"decode_tokens_per_s", r->decode_tokens_per_s()}});
+             {"decode_tokens_per_s", r->decode_tokens_per_s()},
+             {"compress_seconds", r->compress_seconds},
+             {"kv_blocks_held", r->kv_blocks_held}});
   return 0;
 }
 

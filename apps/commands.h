@@ -38,6 +38,7 @@ struct GenerateCommandOptions {
   int n_predict = 128;
   SamplerOptions sampling;
   bool json = false;
+  KvPolicyFlags kv_policy;  // evict prompt tokens after the prefill
 };
 int RunGenerate(const GenerateCommandOptions& options);
 

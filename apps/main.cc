@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
   CLI::App* generate = app.add_subcommand("generate", "generate text");
   AddModelFlags(generate, &gen.model);
   AddRunFlags(generate, &gen.run);
+  AddKvPolicyFlags(generate, &gen.kv_policy);
   generate->add_option("--prompt,-p", gen.prompt, "prompt text")->required();
   generate->add_option("--n-predict,-n", gen.n_predict,
                        "tokens to generate (default 128)");
