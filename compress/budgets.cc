@@ -10,11 +10,6 @@ namespace {
 constexpr double kPyramidBeta = 20;
 constexpr double kAdaKvFloor = 0.2;
 
-int Keep(int rows, double ratio) {
-  const int keep = static_cast<int>(std::lround((1.0 - ratio) * rows));
-  return std::clamp(keep, std::min(rows, 1), rows);
-}
-
 // Splits `total` into integers b_i within [floors_i, caps_i], as close to
 // proportional to `weights` as the bounds allow (water filling on a common
 // factor, then the largest remainders). REQUIRES: sum floors <= total <= sum
@@ -79,7 +74,7 @@ Bounds PairBounds(const ScoreInput& in, double ratio, int floor) {
   Bounds b;
   for (int pair = 0; pair < in.pairs(); ++pair) {
     const int rows = in.rows(pair);
-    b.uniform.push_back(Keep(rows, ratio));
+    b.uniform.push_back(KeptRows(rows, ratio));
     b.total += b.uniform.back();
     b.floors.push_back(std::min({floor, rows, b.uniform.back()}));
     b.caps.push_back(rows);
@@ -88,6 +83,11 @@ Bounds PairBounds(const ScoreInput& in, double ratio, int floor) {
 }
 
 }  // namespace
+
+int KeptRows(int rows, double ratio) {
+  const int keep = static_cast<int>(std::lround((1.0 - ratio) * rows));
+  return std::clamp(keep, std::min(rows, 1), rows);
+}
 
 std::vector<int> UniformBudgets(const ScoreInput& in, double ratio) {
   return PairBounds(in, ratio, 0).uniform;

@@ -47,7 +47,10 @@ void ScoreLadder(const ScoreInput& in, const Protection& protection,
                  const std::vector<int>& budgets, Scores* scores);
 
 // Budgets (budgets.cc): rows kept per pair for an eviction ratio r.
-// Uniform: round((1 - r) rows), at least 1.
+// The uniform budget of `rows` rows: round((1 - r) rows), at least 1 (when
+// rows > 0).
+int KeptRows(int rows, double ratio);
+// Uniform: KeptRows of each pair.
 std::vector<int> UniformBudgets(const ScoreInput& in, double ratio);
 // PyramidKV (Cai et al. 2024): the uniform total, split across layers on a
 // line from (2 - 1/beta) k at the first layer to k / beta at the last

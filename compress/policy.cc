@@ -121,6 +121,15 @@ class PolicyCompressor final : public KvCompressor {
     return capture < 0 ? 0 : capture == 0 ? -1 : capture;
   }
 
+  int MaxRowsKept(int n) const override {
+    // Budgets moved across layers or heads can reach every row.
+    if (def_.kind == Kind::kPyramid || def_.kind == Kind::kCake ||
+        def_.kind == Kind::kAdaKv) {
+      return n;
+    }
+    return KeptRows(n, options_.ratio);
+  }
+
   Status Compress(CompactableKv& kv, int n) override {
     const std::string why = KvCompactionSupports(kv.format());
     if (!why.empty()) {

@@ -109,6 +109,9 @@ class KvCompressor {
   // see computed (their queries): 0 none, -1 all. A cache that maps a
   // prefix must leave at least these to compute.
   virtual int observed_tail() const = 0;
+  // The most rows any (layer, kv head) keeps when positions [0, n) are
+  // compressed: the room a cache that compacts into fresh blocks reserves.
+  virtual int MaxRowsKept(int n) const = 0;
   // Evicts tokens of positions [0, n) of `kv` (all written and observed).
   virtual Status Compress(CompactableKv& kv, int n) = 0;
 };

@@ -551,33 +551,40 @@ void KvManager::State::CommitLocked(std::span<const int32_t> tokens,
   if (deepest_indexed) index.Touch(*deepest_indexed);
 }
 
-Status KvManager::Rewrite(size_t n_blocks, const RewriteFill& fill,
+Status KvManager::Rewrite(size_t held, size_t n_blocks, const RewriteFill& fill,
                           SequenceKv* seq) {
   State& s = *state_;
-  std::vector<BlockId> fresh;
+  KV_CHECK(held <= seq->blocks.size());
+  const std::vector<BlockId> from(seq->blocks.begin(),
+                                  seq->blocks.begin() + held);
+  // The spare blocks first, then fresh ones; spares past n_blocks stay.
+  std::vector<BlockId> to(seq->blocks.begin() + held, seq->blocks.end());
+  const size_t spare = to.size();
   {
     std::lock_guard lock(s.mu);
-    if (!s.CanAllocate(n_blocks)) {
+    const size_t needed = n_blocks > spare ? n_blocks - spare : 0;
+    if (!s.CanAllocate(needed)) {
       return Status::ResourceExhausted("kv cache: no " +
-                                       std::to_string(n_blocks) +
+                                       std::to_string(needed) +
                                        " blocks for a compacted sequence");
     }
-    for (size_t i = 0; i < n_blocks; ++i) fresh.push_back(s.AllocateEvicting());
+    for (size_t i = 0; i < needed; ++i) to.push_back(s.AllocateEvicting());
   }
   // The sequence holds both sets: nobody else writes or evicts them.
-  const Status filled = fill(seq->blocks, fresh);
+  const Status filled = fill(from, std::span(to).first(n_blocks));
   if (!filled.ok()) {
     std::lock_guard lock(s.mu);
-    for (BlockId id : fresh) s.Unref(id, nullptr);
+    for (size_t i = spare; i < to.size(); ++i) s.Unref(to[i], nullptr);
     return filled;
   }
   s.WriteTailBehind(*seq);
   std::lock_guard lock(s.mu);
-  s.rewrite_blocks_before += seq->blocks.size();
-  s.rewrite_blocks_after += fresh.size();
+  s.rewrite_blocks_before += held;
+  s.rewrite_blocks_after += to.size();
   ++s.rewrites;
+  seq->blocks = from;  // chain and indexed describe these
   s.ReleaseLocked(seq);
-  seq->blocks = std::move(fresh);
+  seq->blocks = std::move(to);
   seq->compacted = true;
   return Status::OK();
 }

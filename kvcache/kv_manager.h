@@ -219,16 +219,19 @@ class KvManager {
   // it); such a block stays private to the sequence and is freed on Release.
   void Commit(std::span<const int32_t> tokens, SequenceKv* seq);
 
-  // Token eviction: gives the sequence `n_blocks` fresh private blocks,
-  // calls fill(from = its blocks, to = the fresh ones) without the lock to
-  // write what it keeps (engine/kv_compaction.h CompactRows), then drops its
-  // references to the old blocks as Release does (indexed ones stay cached,
-  // the tail is written behind to the tiers) and marks it compacted.
-  // ResourceExhausted when the blocks cannot be had, or fill's error; the
-  // sequence is unchanged then.
+  // Token eviction: the sequence's blocks [0, held) hold what is compacted;
+  // `n_blocks` private blocks receive it: first the sequence's blocks past
+  // `held` (room Reserve gave it beforehand), then fresh ones. Calls
+  // fill(from = blocks [0, held), to = those blocks) without the lock, then
+  // drops the sequence's references to [0, held) as Release does (indexed
+  // ones stay cached, the tail is written behind to the tiers); the
+  // sequence keeps the receiving blocks and any spare ones after them, and
+  // is marked compacted. ResourceExhausted when the fresh blocks cannot be
+  // had, or fill's error; the sequence is unchanged then.
   using RewriteFill = std::function<Status(std::span<const BlockId> from,
                                            std::span<const BlockId> to)>;
-  Status Rewrite(size_t n_blocks, const RewriteFill& fill, SequenceKv* seq);
+  Status Rewrite(size_t held, size_t n_blocks, const RewriteFill& fill,
+                 SequenceKv* seq);
 
   // Drops the sequence's references (seq is left empty, root kept). Indexed
   // blocks nobody references become cached; the others return to the free

@@ -97,7 +97,9 @@ class CompactingView final : public CompactableKv {
     size_t most = 1;
     for (const auto& rows : selection.rows) most = std::max(most, rows.size());
     const size_t bt = size_t(kv_.layout().block_tokens);
-    return kv_.Rewrite((most + bt - 1) / bt,
+    // Blocks [0, ceil(n / B)) hold the prompt; the room reserved after them
+    // receives the kept rows.
+    return kv_.Rewrite((size_t(n) + bt - 1) / bt, (most + bt - 1) / bt,
                        [&](std::span<const kvcache::BlockId> from,
                            std::span<const kvcache::BlockId> to) {
                          return CompactRows(kv_.layout(), kv_.BlockData(0),
@@ -198,6 +200,17 @@ struct Scheduler::Sequence {
   // Whether the prompt is still to be compressed: its passes end at the
   // prompt's end and its queries are observed.
   bool compressing() const { return compressor != nullptr && !compressed; }
+  // Positions to reserve beyond n_computed + n: when that chunk completes
+  // a prompt to compress, room for the compacted copy (whole blocks past
+  // the prompt's), so that compaction never waits for blocks.
+  int Headroom(int n, int block_tokens) const {
+    if (!compressing() || n_computed + n != n_prompt) return 0;
+    const int rows = compressor->MaxRowsKept(n_prompt);
+    const int prompt_end =
+        (n_prompt + block_tokens - 1) / block_tokens * block_tokens;
+    return prompt_end - n_prompt +
+           (rows + block_tokens - 1) / block_tokens * block_tokens;
+  }
   // The largest chunk from n_computed: at most `n`, not past the prompt's
   // end while compressing.
   int Chunk(int n) const {
@@ -291,6 +304,21 @@ Result<std::shared_ptr<RequestHandle>> Scheduler::Submit(
     KV_ASSIGN_OR_RETURN(
         compressor, compress::MakeCompressor(model_.config(),
                                              request.kv_compression, pool_));
+  }
+  if (compressor != nullptr) {
+    // The prompt and the room its compacted copy is written to.
+    const size_t bt = kv_stats.block_tokens;
+    const size_t with_room =
+        (size_t(n) + bt - 1) / bt +
+        (size_t(compressor->MaxRowsKept(n)) + bt - 1) / bt + 1;
+    if (with_room > kv_stats.capacity_blocks) {
+      return Status::InvalidArgument("the prompt has " + std::to_string(n) +
+                                     " tokens; with kv_compression it needs " +
+                                     std::to_string(with_room) +
+                                     " KV blocks while it is compacted, "
+                                     "the pool holds " +
+                                     std::to_string(kv_stats.capacity_blocks));
+    }
   }
   auto seq = std::make_unique<Sequence>(request.sampling);
   seq->compressor = std::move(compressor);
@@ -514,7 +542,8 @@ void Scheduler::Admit(int* budget) {
     seq->n_computed = cached;
     const int n = seq->Chunk(
         std::min(static_cast<int>(seq->tokens.size()) - cached, *budget));
-    if (!kv_.Reserve(cached + n, &seq->kv).ok()) {
+    const int headroom = seq->Headroom(n, kv_.layout().block_tokens);
+    if (!kv_.Reserve(cached + n + headroom, &seq->kv).ok()) {
       if (running_.empty()) {
         Finish(seq, RequestEnd::kLength);
         continue;
@@ -547,7 +576,9 @@ void Scheduler::Admit(int* budget) {
 void Scheduler::Compress(Sequence* seq) {
   const Clock::time_point start = Clock::now();
   seq->compressed = true;
-  const int before = int(seq->kv.blocks.size());
+  // The prompt's blocks (the room reserved after them is not counted).
+  const int bt = kv_.layout().block_tokens;
+  const int before = (seq->n_prompt + bt - 1) / bt;
   CompactingView view(kv_, &seq->kv, &seq->residual, &seq->compaction);
   const Status st = seq->compressor->Compress(view, seq->n_prompt);
   std::lock_guard<std::mutex> lock(mu_);
@@ -590,7 +621,11 @@ bool Scheduler::Step() {
     const int pending = seq->pending();
     const int n = seq->Chunk(pending == 1 ? 1 : std::min(pending, budget));
     if (n == 0) continue;
-    if (!ReserveOrPreempt(seq, seq->Rows(seq->n_computed + n))) break;
+    if (!ReserveOrPreempt(seq,
+                          seq->Rows(seq->n_computed + n) +
+                              seq->Headroom(n, kv_.layout().block_tokens))) {
+      break;
+    }
     plan_.push_back({seq, n});
     if (pending > 1) budget -= n;
   }

@@ -346,7 +346,8 @@ TEST_F(SchedulerTest, CompressedPromptsMatchGenerateAndFreeBlocks) {
 // 4096 prompt tokens at ratio 0.75 go from 256 blocks to 64 (+ the blocks
 // the decode adds), and the uncompressed ones are cached, evictable.
 TEST_F(SchedulerTest, CompressedSequenceHoldsAQuarterOfTheBlocks) {
-  auto kv = NewKv(/*blocks=*/320);
+  // 256 blocks of prompt, 64 of room for the compacted copy, and spare.
+  auto kv = NewKv(/*blocks=*/330);
   ThreadPool pool(ThreadPool::Options{.num_threads = 2});
   SchedulerOptions so;
   so.context = 4200;
@@ -376,6 +377,53 @@ TEST_F(SchedulerTest, CompressedSequenceHoldsAQuarterOfTheBlocks) {
   const Outcome out = Collect(**h);
   EXPECT_EQ(out.finish.usage.kv_blocks_before, 256);
   EXPECT_EQ(out.finish.usage.kv_blocks_after, 64);
+  ExpectQuiescent(*kv);
+}
+
+// Under pool pressure: a compressed request that arrives after a long plain
+// one is preempted as it grows and recomputed (its prompt compressed again
+// the same way); the room for the compacted copy is reserved with the
+// prompt's last chunk, so the compaction itself never lacks blocks. Both
+// outputs equal their references.
+TEST_F(SchedulerTest, CompressedSequencesSurvivePreemption) {
+  auto kv = NewKv(/*blocks=*/40);
+  ThreadPool pool(ThreadPool::Options{.num_threads = 2});
+  SchedulerOptions so;
+  so.context = 700;
+  so.max_batch_tokens = 64;
+  auto sched = Scheduler::Create(*model_, &pool, *kv, so);
+  ASSERT_TRUE(sched.ok());
+  const compress::PolicyOptions options{"snapkv", 0.75};
+  GenerationRequest plain;
+  plain.prompt = Prompt(0, 99);
+  plain.max_tokens = 300;
+  plain.stop_at_eos = false;
+  plain.sampling.temperature = 0;
+  GenerationRequest compressed = plain;
+  compressed.prompt = Prompt(2000, 199);
+  compressed.kv_compression = options;
+  auto first = (*sched)->Submit(plain);
+  ASSERT_TRUE(first.ok());
+  auto second = (*sched)->Submit(compressed);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  const Outcome a = Collect(**first);
+  const Outcome b = Collect(**second);
+  EXPECT_EQ(a.tokens, Alone(plain.prompt, plain.max_tokens));
+  auto compressor = compress::MakeCompressor(model_->config(), options);
+  GenerateOptions g;
+  g.n_predict = compressed.max_tokens;
+  g.stop_at_eos = false;
+  g.sampling.temperature = 0;
+  g.compressor = compressor->get();
+  Transformer transformer(*model_);
+  auto reference = Generate(transformer, compressed.prompt, g, nullptr);
+  ASSERT_TRUE(reference.ok());
+  EXPECT_EQ(b.tokens, reference->gen_ids);
+  const SchedulerStats stats = (*sched)->Stats();
+  EXPECT_GT(stats.preemptions, 0u);
+  EXPECT_GE(stats.compressions, 2u);  // before and after the preemption
+  EXPECT_EQ(stats.compression_failures, 0u);
+  EXPECT_EQ(b.finish.usage.kv_blocks_after, 4);
   ExpectQuiescent(*kv);
 }
 
@@ -413,6 +461,13 @@ TEST_F(SchedulerTest, BadCompressionRequestsAreRefused) {
   bad = (*kivi_sched)->Submit(r);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("KIVI"), std::string::npos);
+  // A prompt that fits the pool, but not with room for its compacted copy.
+  r.prompt = Prompt(0, 399);  // 25 blocks; pyramid may keep every row
+  r.kv_compression = {"pyramid", 0.5};
+  bad = (*sched)->Submit(r);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("compacted"), std::string::npos)
+      << bad.status().ToString();
 }
 
 }  // namespace
