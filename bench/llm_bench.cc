@@ -141,14 +141,7 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
       fill_seconds.push_back(fill);
       compress_seconds.push_back(compress);
       compress_over_fill.push_back(compress / fill);
-      int64_t kept = 0;
-      for (int l = 0; l < c.n_layers; ++l) {
-        for (int h = 0; h < c.n_kv_heads; ++h) {
-          kept += cache.Rows(l, h, o.depth);
-        }
-      }
-      r.kept_fraction =
-          double(kept) / (double(o.depth) * c.n_layers * c.n_kv_heads);
+      r.kept_fraction = cache.compaction().MeanKept() / double(o.depth);
     }
     progress(what + "prefill: " + std::to_string(o.prompt_tokens) +
              " tokens at depth " + std::to_string(o.depth));

@@ -74,15 +74,8 @@ struct Side {
         window.first(size_t(compress_at)), 0, kv, /*all_logits=*/true,
         logits.data(), compressor.observer()));
     KV_RETURN_IF_ERROR(compressor.Compress(kv, compress_at));
-    const ModelConfig& c = transformer.model().config();
-    int64_t kept = 0;
-    for (int l = 0; l < c.n_layers; ++l) {
-      for (int h = 0; h < c.n_kv_heads; ++h) {
-        kept += kv.Rows(l, h, compress_at);
-      }
-    }
-    kept_rows += kept;
-    rows_before += int64_t(compress_at) * c.n_layers * c.n_kv_heads;
+    kept_rows += kv.compaction().MeanKept();
+    rows_before += compress_at;
     return transformer.Forward(
         window.subspan(size_t(compress_at)), compress_at, kv,
         /*all_logits=*/true, logits.data() + size_t(compress_at) * vocab);
@@ -145,10 +138,11 @@ struct Side {
   std::vector<double> log_probs;  // [vocab], of the row last scored
   double nll_sum = 0;
   int64_t correct = 0;
-  uint64_t stored_bytes = 0;               // returned by the block transform
-  uint64_t stored_positions = 0;           // in the blocks it transformed
-  int64_t kept_rows = 0, rows_before = 0;  // over compressions
-  int64_t copied = 0;                      // copy tokens predicted
+  uint64_t stored_bytes = 0;      // returned by the block transform
+  uint64_t stored_positions = 0;  // in the blocks it transformed
+  // Over compressions: rows kept per (layer, head), and positions before.
+  double kept_rows = 0, rows_before = 0;
+  int64_t copied = 0;  // copy tokens predicted
 };
 
 // KL(p || q) from log-probabilities; exactly 0 when they are equal.

@@ -77,8 +77,7 @@ void LocalKvCache::Clear() {
 }
 
 int LocalKvCache::BlocksHeld(int n) const {
-  const int bt = layout_.block_tokens;
-  return (compaction_.MaxRows(n) + bt - 1) / bt;
+  return compaction_.BlocksHeld(n, layout_.block_tokens);
 }
 
 Result<size_t> LocalKvCache::TransformFilledBlocks(

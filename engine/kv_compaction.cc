@@ -15,6 +15,12 @@ int KvCompaction::MaxRows(int n) const {
   return most + (n - end);
 }
 
+double KvCompaction::MeanKept() const {
+  double sum = 0;
+  for (int32_t k : kept) sum += k;
+  return sum / double(kept.size());
+}
+
 std::string KvCompactionSupports(const kernels::KvFormat& format) {
   if (kernels::KvHasResidual(format)) {
     return "KV format " + kernels::KvFormatName(format) +

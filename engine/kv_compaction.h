@@ -43,6 +43,13 @@ struct KvCompaction {
   }
   // The most rows any (layer, head) holds for positions [0, n).
   int MaxRows(int n) const;
+  // The blocks of `block_tokens` rows those need.
+  int BlocksHeld(int n, int block_tokens) const {
+    return (MaxRows(n) + block_tokens - 1) / block_tokens;
+  }
+  // The rows kept of positions [0, end), averaged over (layer, head).
+  // REQUIRES: compacted().
+  double MeanKept() const;
 };
 
 // What a compaction keeps: per (layer, kv head) the rows (ascending, each <

@@ -90,8 +90,7 @@ class CompactingView final : public CompactableKv {
     return view_.Rows(layer, kv_head, n);
   }
   int BlocksHeld(int n) const override {
-    const int bt = kv_.layout().block_tokens;
-    return (compaction_->MaxRows(n) + bt - 1) / bt;
+    return compaction_->BlocksHeld(n, kv_.layout().block_tokens);
   }
   Status Compact(int n, const KvSelection& selection) override {
     size_t most = 1;
@@ -591,14 +590,7 @@ void Scheduler::Compress(Sequence* seq) {
     ++stats_.compression_failures;
     return;
   }
-  const ModelConfig& c = model_.config();
-  double kept = 0;
-  for (int l = 0; l < c.n_layers; ++l) {
-    for (int h = 0; h < c.n_kv_heads; ++h) {
-      kept += view.Rows(l, h, seq->n_prompt);
-    }
-  }
-  kept /= double(c.n_layers * c.n_kv_heads);
+  const double kept = seq->compaction.MeanKept();
   seq->usage.kv_policy = seq->request.kv_compression.policy;
   seq->usage.kv_kept_tokens = kept;
   seq->usage.kv_blocks_before = before;
