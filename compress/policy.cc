@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 
 #include "compress/policies.h"
 #include "compress/query_window.h"
@@ -120,6 +121,8 @@ class PolicyCompressor final : public KvCompressor {
     const int capture = Capture(def_.kind);
     return capture < 0 ? 0 : capture == 0 ? -1 : capture;
   }
+
+  bool prefix_only() const override { return def_.info.query_agnostic; }
 
   int MaxRowsKept(int n) const override {
     // Budgets moved across layers or heads can reach every row.
@@ -256,6 +259,14 @@ Status CheckPolicyOptions(const PolicyOptions& options) {
         std::to_string(options.ratio));
   }
   return Status::OK();
+}
+
+std::string PolicyNamespace(const PolicyOptions& options) {
+  char ratio[32];
+  const auto end =
+      std::to_chars(ratio, ratio + sizeof(ratio), options.ratio).ptr;
+  return "policy=" + options.policy + ";ratio=" + std::string(ratio, end) +
+         ";merge=" + (options.merge ? "1" : "0");
 }
 
 Result<std::unique_ptr<KvCompressor>> MakeCompressor(

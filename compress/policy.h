@@ -58,6 +58,12 @@ const PolicyInfo* FindPolicy(std::string_view name);
 // outside [0, 1).
 Status CheckPolicyOptions(const PolicyOptions& options);
 
+// The canonical text of `options` that names the rows a prefix_only policy
+// keeps of a document (kvcache::RowsRoot): "policy=NAME;ratio=R;merge=0|1",
+// R the shortest decimal that reads back as the same double. Change the
+// rows' domain tag (kvcache/block_hash.cc) when a policy's choice changes.
+std::string PolicyNamespace(const PolicyOptions& options);
+
 // A compressor for sequences of `config`'s model, scoring the (layer, kv
 // head) pairs in parallel on `pool` (may be null; must outlive it).
 // InvalidArgument as CheckPolicyOptions. Its Compress refuses

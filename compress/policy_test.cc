@@ -161,6 +161,13 @@ TEST_F(PolicyTest, EveryPolicyKeepsItsBudgetAndItsPromises) {
           }
         }
       }
+      // A prefix_only policy keeps MaxRowsKept in every pair: what a
+      // cache that reuses its rows relies on.
+      EXPECT_EQ((*compressor)->prefix_only(), info.query_agnostic);
+      if (info.query_agnostic) {
+        EXPECT_EQ(most * pairs(), total);
+        EXPECT_EQ(most, (*compressor)->MaxRowsKept(kPrompt));
+      }
       // Budgets move across layers and heads, never in total.
       EXPECT_EQ(total, pairs() * Uniform(ratio));
       EXPECT_EQ(kv.BlocksHeld(kPrompt), (most + 15) / 16);
@@ -320,6 +327,24 @@ TEST(PolicyOptionsTest, BadInputNamesTheField) {
     EXPECT_NE(bad.message().find("ratio"), std::string::npos);
   }
   EXPECT_TRUE(CheckPolicyOptions({"snapkv", 0.0}).ok());
+}
+
+// Prefix-only policies compress the document before the last token (or the
+// caller's context boundary); the others the whole prompt.
+TEST_F(PolicyTest, CompressionPointAndNamespace) {
+  auto knorm = MakeCompressor(config(), {"knorm", 0.5});
+  auto snapkv = MakeCompressor(config(), {"snapkv", 0.5});
+  EXPECT_EQ(CompressionPoint(**knorm, 100), 99);
+  EXPECT_EQ(CompressionPoint(**knorm, 100, 60), 60);
+  EXPECT_EQ(CompressionPoint(**knorm, 100, 100), 99);
+  EXPECT_EQ(CompressionPoint(**knorm, 1), 1);
+  EXPECT_EQ(CompressionPoint(**snapkv, 100, 60), 100);
+
+  EXPECT_EQ(PolicyNamespace({"knorm", 0.5}), "policy=knorm;ratio=0.5;merge=0");
+  EXPECT_EQ(PolicyNamespace({"expected", 0.1, true}),
+            "policy=expected;ratio=0.1;merge=1");
+  EXPECT_NE(PolicyNamespace({"knorm", 0.5}),
+            PolicyNamespace({"knorm", 0.5000000000000001}));
 }
 
 TEST_F(PolicyTest, KiviCachesAreRefused) {

@@ -87,15 +87,35 @@ Result<GenerateResult> Generate(Transformer& transformer,
         kv.TransformFilledBlocks(chunked, restored, 1, options.prefix_transform)
             .status());
   }
-  const int computed_from = std::min(restored, n - 1);
+  int computed_from = std::min(restored, n - 1);
+  auto compress = [&](int at) -> Status {
+    const auto compress_start = std::chrono::steady_clock::now();
+    KV_RETURN_IF_ERROR(options.compressor->Compress(kv, at));
+    result.compress_seconds = SecondsSince(compress_start);
+    return Status::OK();
+  };
+  const int compress_at = options.compressor != nullptr
+                              ? CompressionPoint(*options.compressor, n)
+                              : n;
+  if (compress_at < n) {
+    // The document first, compressed; the rest over its kept rows.
+    computed_from = std::min(computed_from, compress_at);
+    if (computed_from < compress_at) {
+      KV_RETURN_IF_ERROR(transformer.Forward(
+          prompt.subspan(size_t(computed_from),
+                         size_t(compress_at - computed_from)),
+          computed_from, kv, /*all_logits=*/false, logits.data(), observer));
+    }
+    KV_RETURN_IF_ERROR(compress(compress_at));
+    computed_from = compress_at;
+    observer = nullptr;
+  }
   KV_RETURN_IF_ERROR(transformer.Forward(
       prompt.subspan(size_t(computed_from)), computed_from, kv,
       /*all_logits=*/false, logits.data(), observer));
-  result.prefill_seconds = SecondsSince(start);
-  if (options.compressor != nullptr) {
-    start = std::chrono::steady_clock::now();
-    KV_RETURN_IF_ERROR(options.compressor->Compress(kv, n));
-    result.compress_seconds = SecondsSince(start);
+  result.prefill_seconds = SecondsSince(start) - result.compress_seconds;
+  if (compress_at == n && options.compressor != nullptr) {
+    KV_RETURN_IF_ERROR(compress(n));
   }
 
   start = std::chrono::steady_clock::now();

@@ -36,8 +36,10 @@ struct GenerateOptions {
   BlockTransform prefix_transform;
   int prefix_chunk_blocks = 1;
   // Null: none. Else it observes the prompt's forward passes and evicts
-  // tokens of the prompt once it is computed (after the first token's
-  // logits), before the decode steps; it is Reset first.
+  // tokens of the prompt at its CompressionPoint: a prefix_only compressor
+  // compresses the prompt before its last token, which is then computed
+  // over the kept rows; others the whole prompt once it is computed (after
+  // the first token's logits). Before the decode steps; it is Reset first.
   KvCompressor* compressor = nullptr;
 };
 

@@ -31,6 +31,12 @@ std::string KvCompactionSupports(const kernels::KvFormat& format) {
   return "";
 }
 
+int CompressionPoint(const KvCompressor& compressor, int n_prompt,
+                     int context) {
+  if (!compressor.prefix_only() || n_prompt < 2) return n_prompt;
+  return context >= 1 && context < n_prompt ? context : n_prompt - 1;
+}
+
 namespace {
 
 Status CheckSelection(const kernels::BlockLayout& layout, int capacity_rows,

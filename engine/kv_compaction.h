@@ -118,9 +118,26 @@ class KvCompressor {
   virtual int observed_tail() const = 0;
   // The most rows any (layer, kv head) keeps when positions [0, n) are
   // compressed: the room a cache that compacts into fresh blocks reserves.
+  // For a prefix_only compressor every (layer, head) keeps exactly that many.
   virtual int MaxRowsKept(int n) const = 0;
+  // Whether what it keeps of positions [0, n) depends on their tokens alone
+  // (not on queries of later positions), with the same count kept by every
+  // (layer, head): then the compacted rows of a document can be stored and
+  // reused by later prompts that start with it (see CompressionPoint).
+  virtual bool prefix_only() const = 0;
   // Evicts tokens of positions [0, n) of `kv` (all written and observed).
   virtual Status Compress(CompactableKv& kv, int n) = 0;
 };
+
+// Where a prompt of `n_prompt` tokens is compressed. A prefix_only
+// compressor compresses the document, `context` positions (the caller's
+// boundary, e.g. a chat's messages before the last; used when in
+// [1, n_prompt)), else the prompt before its last token, and the positions
+// after it are computed over the compacted rows: so a later prompt with the
+// same document finds the same compacted rows. Other compressors score with
+// the prompt's last queries and compress the whole prompt once it is
+// computed (n_prompt).
+int CompressionPoint(const KvCompressor& compressor, int n_prompt,
+                     int context = 0);
 
 }  // namespace kvstash

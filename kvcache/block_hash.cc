@@ -8,6 +8,7 @@ namespace {
 // Versions the encoding below: change it whenever the encoding changes, so
 // that names from an older encoding can never be mistaken for current ones.
 constexpr std::string_view kDomainTag = "kvstash-kv-v3";
+constexpr std::string_view kRowsDomainTag = "kvstash-rows-v1";
 }  // namespace
 
 Hash128 RootHash(const Hash128& model_identity, const BlockLayout& layout,
@@ -47,6 +48,25 @@ Hash128 BlockHash(const Hash128& parent, std::span<const int32_t> tokens) {
     for (const int32_t t : tokens) h.AddU32(uint32_t(t));
   }
   return h.Finish();
+}
+
+Hash128 RowsRoot(const Hash128& root, std::string_view transform) {
+  Hasher128 h;
+  h.Add(kRowsDomainTag).Add(root);
+  h.AddU64(transform.size()).Add(transform);
+  return h.Finish();
+}
+
+std::vector<Hash128> RowsChain(const Hash128& rows_root,
+                               std::span<const int32_t> tokens,
+                               size_t n_blocks) {
+  std::vector<Hash128> chain(n_blocks);
+  Hash128 prev = BlockHash(rows_root, tokens);
+  for (size_t j = 0; j < n_blocks; ++j) {
+    const int32_t index = int32_t(j);
+    prev = chain[j] = BlockHash(prev, std::span(&index, 1));
+  }
+  return chain;
 }
 
 }  // namespace kvstash::kvcache

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "base/hash.h"
 #include "kernels/block_layout.h"
@@ -31,5 +32,19 @@ Hash128 RootHash(const Hash128& model_identity, const BlockLayout& layout,
 
 // h_i from h_{i-1} and the token ids of block i.
 Hash128 BlockHash(const Hash128& parent, std::span<const int32_t> tokens);
+
+// The rows a token eviction policy kept of a prefix (engine/kv_compaction.h)
+// are named apart from its positions, so that a compacted prefix is mapped
+// only by a request asking for the same compression:
+//   RowsRoot(h_0, transform) = XXH3-128(domain tag || h_0 || transform),
+//     `transform` the canonical text of the policy and its parameters
+//     (compress::PolicyNamespace);
+//   r_0 = XXH3-128(XXH3-128(rows root || tokens of the prefix) || int32 0),
+//   r_j = XXH3-128(r_{j-1} || int32 j) for the j-th block of its rows.
+Hash128 RowsRoot(const Hash128& root, std::string_view transform);
+// r_0 .. r_{n_blocks - 1} of the rows of the prefix `tokens`.
+std::vector<Hash128> RowsChain(const Hash128& rows_root,
+                               std::span<const int32_t> tokens,
+                               size_t n_blocks);
 
 }  // namespace kvstash::kvcache

@@ -94,6 +94,33 @@ TEST(BlockHashTest, BlockEncodesParentThenTokens) {
   EXPECT_EQ(BlockHash(parent, tokens), HashBytes(bytes, sizeof(bytes)));
 }
 
+// Rows of a compacted prefix: their own namespace per transform, a chain
+// over the whole prefix, one name per block of rows.
+TEST(BlockHashTest, RowsAreNamedApartFromPositionsAndPerTransform) {
+  const Hash128 root = ModelRoot("");
+  const Hash128 rows = RowsRoot(root, "policy=knorm;ratio=0.5");
+  Hasher128 h;
+  h.Add(std::string_view("kvstash-rows-v1")).Add(root);
+  h.AddU64(22).Add(std::string_view("policy=knorm;ratio=0.5"));
+  EXPECT_EQ(rows, h.Finish());
+  EXPECT_NE(rows, RowsRoot(root, "policy=knorm;ratio=0.75"));
+  EXPECT_NE(rows, RowsRoot(ModelRoot("tenant-a"), "policy=knorm;ratio=0.5"));
+
+  std::vector<int32_t> prefix = Tokens16();
+  prefix.push_back(7);  // need not end on a block boundary
+  const std::vector<Hash128> chain = RowsChain(rows, prefix, 3);
+  ASSERT_EQ(chain.size(), 3u);
+  const int32_t zero = 0, two = 2;
+  EXPECT_EQ(chain[0], BlockHash(BlockHash(rows, prefix), std::span(&zero, 1)));
+  EXPECT_EQ(chain[2], BlockHash(chain[1], std::span(&two, 1)));
+  // A longer chain of the same prefix extends it; another prefix shares
+  // nothing; the positions' chain never meets it.
+  EXPECT_EQ(RowsChain(rows, prefix, 4)[2], chain[2]);
+  prefix.back() = 8;
+  EXPECT_NE(RowsChain(rows, prefix, 1)[0], chain[0]);
+  EXPECT_NE(chain[0], BlockHash(root, Tokens16()));
+}
+
 TEST(BlockHashTest, SaltModelAndLayoutSeparateNamespaces) {
   EXPECT_NE(ModelRoot("tenant-a"), ModelRoot(""));
   EXPECT_NE(ModelRoot("tenant-a"), ModelRoot("tenant-b"));

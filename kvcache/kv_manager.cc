@@ -43,12 +43,6 @@ Status CheckTiers(const std::vector<TierOptions>& tiers) {
   return Status::OK();
 }
 
-// How many leading entries are true.
-size_t LeadingRun(const std::vector<bool>& present) {
-  return size_t(std::find(present.begin(), present.end(), false) -
-                present.begin());
-}
-
 // A Prefetch reads a tier in Get calls of about kLoadBatchBytes, with up to
 // kLoadBatchesInFlight of them outstanding (each on its own thread), so the
 // medium always has the next reads queued while a batch is verified and
@@ -180,6 +174,23 @@ struct KvManager::State {
                  std::span<const BlockId> fresh);
   // Encodes and queues each write. Called without `mu`.
   void WriteBehind(const Hash128& root, std::span<const PendingWrite> writes);
+  // Loads into DRAM what the tiers hold of `chain` (under `root`) past its
+  // indexed head; see KvManager::Prefetch. Called without `mu`.
+  PrefixHit PrefetchChain(std::span<const Hash128> chain, const Hash128& root);
+  // A rows chain mapped or published as seq's blocks [0, chain.size()):
+  // queues them to the `wanted` tiers (whole chunks and single blocks), and,
+  // with copy_last, moves the sequence onto `copy` (a fresh block) for the
+  // last one. The shared last block stays referenced for the writes and is
+  // returned: pass it to ReleaseShared after WriteBehind.
+  struct Shared {
+    BlockId block = -1;
+    Hash128 hash;
+    bool indexed = false;
+  };
+  Shared FinishRows(const Hash128& rows_root, size_t n, BlockId copy,
+                    uint8_t wanted, SequenceKv* seq,
+                    std::vector<PendingWrite>* writes);
+  void ReleaseShared(const Shared& shared);
 
   Status ValidateTables(std::span<const SequenceKv* const> live) const;
   Status ValidateFreeList() const;
@@ -194,6 +205,7 @@ struct KvManager::State {
   uint64_t evictions = 0;
   uint64_t cow_copies = 0;
   uint64_t rewrites = 0, rewrite_blocks_before = 0, rewrite_blocks_after = 0;
+  uint64_t rows_published = 0, rows_hits = 0;
 
   const std::vector<TierOptions> tiers;
   const store::Codec codec;  // of the objects written to and read from tiers
@@ -589,6 +601,109 @@ Status KvManager::Rewrite(size_t held, size_t n_blocks, const RewriteFill& fill,
   return Status::OK();
 }
 
+KvManager::State::Shared KvManager::State::FinishRows(
+    const Hash128& rows_root, size_t n, BlockId copy, uint8_t wanted,
+    SequenceKv* seq, std::vector<PendingWrite>* writes) {
+  SequenceKv rows;  // the rows chain as objects see it
+  rows.root = rows_root;
+  rows.blocks.assign(seq->blocks.begin(), seq->blocks.begin() + ptrdiff_t(n));
+  rows.chain = seq->chain;
+  rows.indexed = seq->indexed;
+  CollectWrites(rows, 0, n, wanted, /*tail=*/true, writes);
+  Shared shared;
+  if (copy < 0) return shared;
+  shared = {seq->blocks[n - 1], seq->chain.back(), seq->indexed.back()};
+  std::memcpy(pool->data(copy), pool->data(shared.block), pool->block_bytes());
+  seq->blocks[n - 1] = copy;
+  seq->chain.pop_back();
+  seq->indexed.pop_back();
+  ++cow_copies;
+  return shared;
+}
+
+void KvManager::State::ReleaseShared(const Shared& shared) {
+  if (shared.block < 0) return;
+  std::lock_guard lock(mu);
+  Unref(shared.block, shared.indexed ? &shared.hash : nullptr);
+}
+
+bool KvManager::PublishRows(const Hash128& rows_root,
+                            std::span<const Hash128> chain, bool copy_last,
+                            SequenceKv* seq) {
+  KV_CHECK(seq->compacted && seq->chain.empty() && !chain.empty() &&
+           chain.size() <= seq->blocks.size());
+  State& s = *state_;
+  std::vector<State::PendingWrite> writes;
+  State::Shared shared;
+  {
+    std::lock_guard lock(s.mu);
+    // The last block is indexed below unless another sequence published it
+    // first (then it stays private and needs no copy). The sequence holds
+    // its blocks: allocating cannot evict them.
+    BlockId copy = -1;
+    if (copy_last && s.index.Find(chain.back()) == nullptr &&
+        (copy = s.AllocateEvicting()) < 0) {
+      return false;
+    }
+    bool any = false;
+    for (size_t i = 0; i < chain.size(); ++i) {
+      const std::optional<Hash128> parent =
+          i == 0 ? std::nullopt : std::optional(chain[i - 1]);
+      const bool insert = (!parent || s.index.Find(*parent) != nullptr) &&
+                          s.index.Find(chain[i]) == nullptr;
+      if (insert) s.index.Insert(chain[i], seq->blocks[i], parent);
+      seq->chain.push_back(chain[i]);
+      seq->indexed.push_back(insert);
+      any |= insert;
+    }
+    KV_CHECK(copy < 0 || seq->indexed.back());
+    const size_t run = s.IndexedRun(chain);
+    if (run > 0) s.index.Touch(chain[run - 1]);
+    s.rows_published += any;
+    shared =
+        s.FinishRows(rows_root, chain.size(), copy,
+                     s.TiersWith(TierWritePolicy::kOnCommit), seq, &writes);
+  }
+  s.WriteBehind(rows_root, writes);
+  s.ReleaseShared(shared);
+  return true;
+}
+
+bool KvManager::AdmitRows(const Hash128& rows_root,
+                          std::span<const Hash128> chain, bool copy_last,
+                          SequenceKv* seq) {
+  KV_CHECK(!chain.empty());
+  KV_CHECK(seq->blocks.empty() && seq->chain.empty() && seq->indexed.empty());
+  State& s = *state_;
+  std::vector<State::PendingWrite> writes;
+  State::Shared shared;
+  {
+    std::lock_guard lock(s.mu);
+    if (s.IndexedRun(chain) < chain.size()) return false;
+    s.MapChain(chain, seq);
+    seq->compacted = true;
+    // The chain is referenced now: allocating cannot evict it.
+    const BlockId copy = copy_last ? s.AllocateEvicting() : BlockId{-1};
+    if (copy_last && copy < 0) {
+      s.ReleaseLocked(seq);
+      return false;
+    }
+    ++s.rows_hits;
+    shared =
+        s.FinishRows(rows_root, chain.size(), copy,
+                     s.TiersWith(TierWritePolicy::kOnSecondUse), seq, &writes);
+  }
+  s.WriteBehind(rows_root, writes);
+  s.ReleaseShared(shared);
+  return true;
+}
+
+bool KvManager::HoldsRows(std::span<const Hash128> chain) const {
+  const State& s = *state_;
+  std::lock_guard lock(s.mu);
+  return s.IndexedRun(chain) == chain.size();
+}
+
 void KvManager::State::ReleaseLocked(SequenceKv* seq) {
   for (size_t i = 0; i < seq->blocks.size(); ++i) {
     const bool indexed = i < seq->indexed.size() && seq->indexed[i];
@@ -601,6 +716,8 @@ void KvManager::State::ReleaseLocked(SequenceKv* seq) {
 }
 
 void KvManager::State::WriteTailBehind(const SequenceKv& seq) {
+  // A compacted sequence's published rows were written when published.
+  if (seq.compacted) return;
   std::vector<PendingWrite> writes;
   {
     std::lock_guard lock(mu);
@@ -700,7 +817,17 @@ PrefixHit KvManager::Probe(std::span<const int32_t> tokens,
 
 PrefixHit KvManager::Prefetch(std::span<const int32_t> tokens,
                               const Hash128& root) {
-  State& s = *state_;
+  return state_->PrefetchChain(state_->Chain(tokens, root), root);
+}
+
+PrefixHit KvManager::PrefetchRows(const Hash128& rows_root,
+                                  std::span<const Hash128> chain) {
+  return state_->PrefetchChain(chain, rows_root);
+}
+
+PrefixHit KvManager::State::PrefetchChain(std::span<const Hash128> chain,
+                                          const Hash128& root) {
+  State& s = *this;
   const size_t b = s.block_tokens();
   PrefixHit hit;
   hit.tier_tokens.assign(s.tiers.size(), 0);
@@ -708,7 +835,6 @@ PrefixHit KvManager::Prefetch(std::span<const int32_t> tokens,
   // and then each loaded block, until they are all indexed.
   SequenceKv pin;
   pin.root = root;
-  const std::vector<Hash128> chain = s.Chain(tokens, root);
   {
     std::lock_guard lock(s.mu);
     hit.dram_tokens = int(s.MapChain(chain, &pin) * b);
@@ -834,6 +960,8 @@ KvStats KvManager::Stats() const {
   st.rewrites = s.rewrites;
   st.rewrite_blocks_before = s.rewrite_blocks_before;
   st.rewrite_blocks_after = s.rewrite_blocks_after;
+  st.rows_published = s.rows_published;
+  st.rows_hits = s.rows_hits;
   return st;
 }
 

@@ -139,7 +139,9 @@ struct SequenceKv {
   std::vector<bool> indexed;
   // Rewritten by token eviction (Rewrite): its blocks hold per (layer, kv
   // head) the rows it kept (engine/kv_compaction.h), not positions; they are
-  // private, never named or indexed, and Reserve counts rows.
+  // private unless they hold a published compacted prefix (PublishRows,
+  // AdmitRows: then `chain` names them by their rows chain); Commit names
+  // nothing and Reserve counts rows.
   bool compacted = false;
 };
 
@@ -162,6 +164,8 @@ struct KvStats {
   uint64_t rewrites = 0;  // sequences compacted by token eviction
   // Blocks those sequences held before, and after, their rewrite.
   uint64_t rewrite_blocks_before = 0, rewrite_blocks_after = 0;
+  uint64_t rows_published = 0;  // compacted prefixes named (PublishRows)
+  uint64_t rows_hits = 0;       // compacted prefixes mapped (AdmitRows)
 };
 
 // How the cached prefix of a prompt splits over DRAM and the tiers (tokens,
@@ -232,6 +236,36 @@ class KvManager {
                                            std::span<const BlockId> to)>;
   Status Rewrite(size_t held, size_t n_blocks, const RewriteFill& fill,
                  SequenceKv* seq);
+
+  // Compacted prefixes that later requests reuse. The rows a token eviction
+  // policy kept of a prefix (engine/kv_compaction.h) are named by a rows
+  // chain (block_hash.h: RowsChain under the policy's RowsRoot) and live in
+  // the index and the tiers like any block: evicted leaf-first, written
+  // behind as objects of the rows root, loaded by PrefetchRows. Only a
+  // request that names the same policy, parameters and prefix can map them.
+  // `copy_last`: the last block is not full (its rows end inside it), so a
+  // sequence that goes on writing rows there gets a private copy of it.
+  //
+  // PublishRows: `seq` is compacted and its blocks [0, chain.size()) hold
+  // the prefix's rows, unnamed; names and indexes them (a block another
+  // sequence published meanwhile stays private), queues them to the
+  // kOnCommit tiers, and gives the sequence its copy of the last block.
+  // Returns whether they were published: not when that copy cannot be had.
+  bool PublishRows(const Hash128& rows_root, std::span<const Hash128> chain,
+                   bool copy_last, SequenceKv* seq);
+  // Maps every block of `chain` into `seq` (which must hold no blocks; it
+  // is marked compacted), refreshing them, queues them to the kOnSecondUse
+  // tiers and makes the copy of the last block. Returns false, leaving seq
+  // empty, when a block of the chain is not in DRAM or the copy cannot be
+  // had.
+  bool AdmitRows(const Hash128& rows_root, std::span<const Hash128> chain,
+                 bool copy_last, SequenceKv* seq);
+  // Whether every block of `chain` is in DRAM. No side effects.
+  bool HoldsRows(std::span<const Hash128> chain) const;
+  // Prefetch for a rows chain: loads what the tiers hold past the blocks in
+  // DRAM (counts in rows: block_tokens per block).
+  PrefixHit PrefetchRows(const Hash128& rows_root,
+                         std::span<const Hash128> chain);
 
   // Drops the sequence's references (seq is left empty, root kept). Indexed
   // blocks nobody references become cached; the others return to the free

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "kvcache/block_hash.h"
@@ -42,8 +43,7 @@ TEST(KvManagerTest, CreateRejectsBadOptions) {
   EXPECT_EQ((*m)->Stats().block_tokens, size_t(kB));
   EXPECT_EQ((*m)->Stats().kv_format, KvFormat{});
   EXPECT_EQ((*m)->Stats().capacity_tokens(), size_t(8 * kB));
-  EXPECT_EQ((*m)->Stats().bytes_per_token,
-            double(o.layout.block_bytes()) / kB);
+  EXPECT_EQ((*m)->Stats().bytes_per_token, double(o.layout.block_bytes()) / kB);
 }
 
 // Stats name the pool's types; a compressed type holds more tokens in the
@@ -51,11 +51,10 @@ TEST(KvManagerTest, CreateRejectsBadOptions) {
 TEST(KvManagerTest, StatsReportTypesAndTokenCapacity) {
   BlockLayout f16 = SmallLayout();
   f16.head_dim = 32;
-  for (const KvFormat kv :
-       {KvFormat{KvType::kF16, KvType::kF16},
-        KvFormat{KvType::kQ8, KvType::kQ4H},
-        KvFormat{KvType::kKivi2, KvType::kKivi2},
-        KvFormat{KvType::kKivi4, KvType::kQ4H}}) {
+  for (const KvFormat kv : {KvFormat{KvType::kF16, KvType::kF16},
+                            KvFormat{KvType::kQ8, KvType::kQ4H},
+                            KvFormat{KvType::kKivi2, KvType::kKivi2},
+                            KvFormat{KvType::kKivi4, KvType::kQ4H}}) {
     SCOPED_TRACE(kernels::KvFormatName(kv));
     KvManagerOptions o;
     o.layout = SmallLayout(kv);
@@ -429,6 +428,256 @@ TEST(KvManagerTest, ThreadsShareOneManager) {
   EXPECT_GT(m->Stats().hit_tokens, 0u);
 }
 
+// Rows of a compacted prefix (PublishRows, AdmitRows): a document whose
+// rows a policy kept, in 3 blocks named by their rows chain.
+struct Rows {
+  std::vector<int32_t> doc = Range(10, 13);
+  Hash128 root = RowsRoot(Root(""), "policy=knorm;ratio=0.5;merge=0");
+  std::vector<Hash128> chain = RowsChain(root, doc, 3);
+  std::vector<Hash128> Head(size_t n) const {
+    return {chain.begin(), chain.begin() + ptrdiff_t(n)};
+  }
+};
+
+// Publishing indexes the blocks and gives the publisher a copy of the
+// (partial) last one; a reader maps the same blocks and, with copy_last, its
+// own copy of the last; writing into the copies leaves the shared block as
+// it was; after release the chain stays cached.
+TEST(KvManagerRowsTest, AdmitRowsMapsPublishedBlocksAndCopiesTheLast) {
+  std::unique_ptr<KvManager> m = MakeManager(16);
+  const Rows r;
+  SequenceKv a = CompactedSeq(*m, Root(""), 3, /*seed=*/1);
+  const std::vector<BlockId> published = a.blocks;
+  ASSERT_TRUE(m->PublishRows(r.root, r.chain, /*copy_last=*/true, &a));
+  ASSERT_EQ(a.blocks.size(), 3u);
+  EXPECT_EQ(a.blocks[0], published[0]);
+  EXPECT_EQ(a.blocks[1], published[1]);
+  EXPECT_NE(a.blocks[2], published[2]);
+  EXPECT_TRUE(HasRows(*m, a.blocks[2], 1, 2));
+  EXPECT_EQ(a.chain, r.Head(2));
+  EXPECT_EQ(a.indexed, (std::vector<bool>{true, true}));
+  EXPECT_TRUE(m->HoldsRows(r.chain));
+  EXPECT_TRUE(Valid(*m, {&a}).ok());
+  KvStats st = m->Stats();
+  EXPECT_EQ(st.rows_published, 1u);
+  EXPECT_EQ(st.cow_copies, 1u);
+  EXPECT_EQ(st.used_blocks, 3u);
+  EXPECT_EQ(st.cached_blocks, 1u);  // the published last block
+
+  SequenceKv b = Seq(Root(""));
+  ASSERT_TRUE(m->AdmitRows(r.root, r.chain, /*copy_last=*/true, &b));
+  EXPECT_TRUE(b.compacted);
+  ASSERT_EQ(b.blocks.size(), 3u);
+  EXPECT_EQ(b.blocks[0], published[0]);
+  EXPECT_EQ(b.blocks[1], published[1]);
+  EXPECT_NE(b.blocks[2], published[2]);
+  EXPECT_NE(b.blocks[2], a.blocks[2]);
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(HasRows(*m, b.blocks[i], 1, i));
+  EXPECT_EQ(b.chain, r.Head(2));
+  EXPECT_EQ(b.indexed, (std::vector<bool>{true, true}));
+  EXPECT_TRUE(Valid(*m, {&a, &b}).ok());
+
+  SequenceKv c = Seq(Root(""));
+  ASSERT_TRUE(m->AdmitRows(r.root, r.chain, /*copy_last=*/false, &c));
+  EXPECT_EQ(c.blocks, published);
+  EXPECT_EQ(c.chain, r.chain);
+  EXPECT_EQ(c.indexed, (std::vector<bool>{true, true, true}));
+  EXPECT_TRUE(Valid(*m, {&a, &b, &c}).ok());
+  st = m->Stats();
+  EXPECT_EQ(st.rows_hits, 2u);
+  EXPECT_EQ(st.cow_copies, 2u);
+
+  // a and b go on writing rows into their copies.
+  std::memset(m->BlockData(a.blocks[2]), 0xa5, m->layout().block_bytes());
+  std::memset(m->BlockData(b.blocks[2]), 0x5a, m->layout().block_bytes());
+  EXPECT_TRUE(HasRows(*m, published[2], 1, 2));
+
+  m->Release(&a);
+  m->Release(&b);
+  m->Release(&c);
+  EXPECT_TRUE(Valid(*m, {}).ok());
+  st = m->Stats();
+  EXPECT_EQ(st.used_blocks, 0u);
+  EXPECT_EQ(st.cached_blocks, 3u);
+  EXPECT_EQ(st.free_blocks, 13u);
+  EXPECT_EQ(st.used_blocks + st.cached_blocks + st.free_blocks,
+            st.capacity_blocks);
+  EXPECT_TRUE(m->HoldsRows(r.chain));
+}
+
+// Only the same transform, namespace and prefix name the rows; a chain
+// longer than what is held is not mapped in part; and the positions' chain
+// of the same tokens never meets the rows.
+TEST(KvManagerRowsTest, RowsAreMappedOnlyUnderTheirOwnName) {
+  std::unique_ptr<KvManager> m = MakeManager(16);
+  const Rows r;
+  SequenceKv a = CompactedSeq(*m, Root(""), 3, /*seed=*/2);
+  ASSERT_TRUE(m->PublishRows(r.root, r.chain, /*copy_last=*/false, &a));
+  m->Release(&a);
+  ASSERT_EQ(m->Stats().cached_blocks, 3u);
+
+  const Hash128 other_policy =
+      RowsRoot(Root(""), "policy=knorm;ratio=0.75;merge=0");
+  const Hash128 other_tenant =
+      RowsRoot(Root("tenant"), "policy=knorm;ratio=0.5;merge=0");
+  const std::vector<std::pair<Hash128, std::vector<Hash128>>> others = {
+      {other_policy, RowsChain(other_policy, r.doc, 3)},
+      {other_tenant, RowsChain(other_tenant, r.doc, 3)},
+      {r.root, RowsChain(r.root, Concat(r.doc, {1}), 3)},
+      {r.root, RowsChain(r.root, r.doc, 4)},  // one block past the held ones
+  };
+  for (const auto& [root, chain] : others) {
+    EXPECT_FALSE(m->HoldsRows(chain));
+    SequenceKv s = Seq(Root(""));
+    EXPECT_FALSE(m->AdmitRows(root, chain, /*copy_last=*/true, &s));
+    EXPECT_TRUE(s.blocks.empty() && s.chain.empty() && s.indexed.empty());
+    EXPECT_FALSE(s.compacted);
+    EXPECT_TRUE(Valid(*m, {&s}).ok());
+  }
+  KvStats st = m->Stats();
+  EXPECT_EQ(st.rows_hits, 0u);
+  EXPECT_EQ(st.used_blocks, 0u);
+  EXPECT_EQ(st.cached_blocks, 3u);
+
+  EXPECT_EQ(m->Lookup(r.doc, Root("")), 0);
+  SequenceKv t = Seq(Root(""));
+  EXPECT_EQ(m->Admit(r.doc, &t), 0);
+  EXPECT_TRUE(t.blocks.empty());
+  m->Release(&t);
+  EXPECT_EQ(m->Stats().hit_tokens, 0u);
+}
+
+// A second sequence that publishes the same rows keeps its blocks private
+// (named, not indexed; its last block is already private, so no copy is
+// made): readers map the first publisher's blocks and nothing leaks.
+TEST(KvManagerRowsTest, PublishingTheSameRowsTwiceKeepsOneIndexedCopy) {
+  std::unique_ptr<KvManager> m = MakeManager(16);
+  const Rows r;
+  SequenceKv a = CompactedSeq(*m, Root(""), 3, /*seed=*/3);
+  SequenceKv b = CompactedSeq(*m, Root(""), 3, /*seed=*/3);
+  const std::vector<BlockId> a_blocks = a.blocks, b_blocks = b.blocks;
+  ASSERT_TRUE(m->PublishRows(r.root, r.chain, /*copy_last=*/false, &a));
+  ASSERT_TRUE(m->PublishRows(r.root, r.chain, /*copy_last=*/true, &b));
+  EXPECT_EQ(b.blocks, b_blocks);
+  EXPECT_EQ(b.chain, r.chain);
+  EXPECT_EQ(b.indexed, (std::vector<bool>{false, false, false}));
+  EXPECT_EQ(m->Stats().cow_copies, 0u);
+  EXPECT_TRUE(Valid(*m, {&a, &b}).ok());
+
+  SequenceKv c = Seq(Root(""));
+  ASSERT_TRUE(m->AdmitRows(r.root, r.chain, /*copy_last=*/false, &c));
+  EXPECT_EQ(c.blocks, a_blocks);
+  EXPECT_TRUE(Valid(*m, {&a, &b, &c}).ok());
+  m->Release(&b);  // its duplicates are freed
+  m->Release(&a);
+  m->Release(&c);
+  EXPECT_TRUE(Valid(*m, {}).ok());
+  const KvStats st = m->Stats();
+  EXPECT_EQ(st.used_blocks, 0u);
+  EXPECT_EQ(st.cached_blocks, 3u);
+  EXPECT_EQ(st.free_blocks, 13u);
+}
+
+// Pool pressure evicts the rows chain leaf first; then the chain is no
+// longer held, and a sequence publishing it again indexes only the missing
+// leaf, under the surviving head.
+TEST(KvManagerRowsTest, EvictionTakesTheRowsLeafFirst) {
+  std::unique_ptr<KvManager> m = MakeManager(7);
+  const Rows r;
+  SequenceKv a = CompactedSeq(*m, Root(""), 3, /*seed=*/4);
+  const std::vector<BlockId> a_blocks = a.blocks;
+  ASSERT_TRUE(m->PublishRows(r.root, r.chain, /*copy_last=*/false, &a));
+  m->Release(&a);
+  SequenceKv other = Seq(Root(""));
+  ASSERT_TRUE(m->Reserve(5 * kB, &other).ok());  // 4 free + 1 evicted
+  EXPECT_EQ(m->Stats().evictions, 1u);
+  EXPECT_FALSE(m->HoldsRows(r.chain));
+  EXPECT_TRUE(m->HoldsRows(r.Head(2)));
+  SequenceKv s = Seq(Root(""));
+  EXPECT_FALSE(m->AdmitRows(r.root, r.chain, /*copy_last=*/false, &s));
+  EXPECT_TRUE(s.blocks.empty());
+  EXPECT_TRUE(Valid(*m, {&other, &s}).ok());
+  m->Release(&other);
+
+  SequenceKv b = CompactedSeq(*m, Root(""), 3, /*seed=*/5);
+  const BlockId b_last = b.blocks[2];
+  ASSERT_TRUE(m->PublishRows(r.root, r.chain, /*copy_last=*/true, &b));
+  EXPECT_EQ(b.indexed, (std::vector<bool>{false, false}));  // + a copy
+  EXPECT_NE(b.blocks[2], b_last);
+  EXPECT_TRUE(Valid(*m, {&b}).ok());
+  ASSERT_TRUE(m->AdmitRows(r.root, r.chain, /*copy_last=*/false, &s));
+  EXPECT_EQ(s.blocks, (std::vector<BlockId>{a_blocks[0], a_blocks[1], b_last}));
+  EXPECT_TRUE(HasRows(*m, s.blocks[2], 5, 2));
+  EXPECT_TRUE(Valid(*m, {&b, &s}).ok());
+  m->Release(&b);
+  m->Release(&s);
+
+  ASSERT_TRUE(m->Reserve(7 * kB, &other).ok());  // the whole chain goes
+  EXPECT_FALSE(m->HoldsRows(r.Head(1)));
+  EXPECT_TRUE(Valid(*m, {&other}).ok());
+  m->Release(&other);
+}
+
+// Without a block for the copy of the last block, PublishRows publishes
+// nothing and AdmitRows maps nothing; without copy_last both succeed.
+TEST(KvManagerRowsTest, WithoutABlockForTheCopyNothingIsPublishedOrMapped) {
+  std::unique_ptr<KvManager> m = MakeManager(3);
+  const Rows r;
+  SequenceKv a = CompactedSeq(*m, Root(""), 3, /*seed=*/6);
+  const std::vector<BlockId> a_blocks = a.blocks;
+  EXPECT_FALSE(m->PublishRows(r.root, r.chain, /*copy_last=*/true, &a));
+  EXPECT_EQ(a.blocks, a_blocks);
+  EXPECT_TRUE(a.chain.empty() && a.indexed.empty());
+  EXPECT_FALSE(m->HoldsRows(r.Head(1)));
+  EXPECT_EQ(m->Stats().rows_published, 0u);
+  EXPECT_TRUE(Valid(*m, {&a}).ok());
+  ASSERT_TRUE(m->PublishRows(r.root, r.chain, /*copy_last=*/false, &a));
+
+  SequenceKv b = Seq(Root(""));
+  EXPECT_FALSE(m->AdmitRows(r.root, r.chain, /*copy_last=*/true, &b));
+  EXPECT_TRUE(b.blocks.empty() && b.chain.empty() && b.indexed.empty());
+  EXPECT_FALSE(b.compacted);
+  EXPECT_EQ(m->Stats().rows_hits, 0u);
+  EXPECT_TRUE(Valid(*m, {&a, &b}).ok());
+  ASSERT_TRUE(m->AdmitRows(r.root, r.chain, /*copy_last=*/false, &b));
+  EXPECT_EQ(b.blocks, a_blocks);
+  EXPECT_TRUE(Valid(*m, {&a, &b}).ok());
+  m->Release(&a);
+  m->Release(&b);
+  EXPECT_EQ(m->Stats().cached_blocks, 3u);
+}
+
+// The path a server takes: prefill, compact with Rewrite (13 positions into
+// rows that fill 2 blocks), publish; the positions stay cached under their
+// own chain beside the rows.
+TEST(KvManagerRowsTest, ARewrittenSequencePublishesItsRows) {
+  std::unique_ptr<KvManager> m = MakeManager(16);
+  const Rows r;
+  SequenceKv a = Seq(Root(""));
+  Prefill(*m, r.doc, &a);  // 4 blocks, 3 full
+  auto compact = [&](std::span<const BlockId>, std::span<const BlockId> to) {
+    for (size_t i = 0; i < to.size(); ++i) FillRows(*m, to[i], 7, i);
+    return Status::OK();
+  };
+  ASSERT_TRUE(m->Rewrite(4, 2, compact, &a).ok());
+  ASSERT_TRUE(a.compacted);
+  ASSERT_EQ(a.blocks.size(), 2u);
+  const std::vector<Hash128> chain = RowsChain(r.root, r.doc, 2);
+  ASSERT_TRUE(m->PublishRows(r.root, chain, /*copy_last=*/true, &a));
+  SequenceKv b = Seq(Root(""));
+  ASSERT_TRUE(m->AdmitRows(r.root, chain, /*copy_last=*/true, &b));
+  EXPECT_EQ(b.blocks[0], a.blocks[0]);
+  EXPECT_TRUE(HasRows(*m, b.blocks[0], 7, 0));
+  EXPECT_TRUE(HasRows(*m, b.blocks[1], 7, 1));
+  EXPECT_TRUE(Valid(*m, {&a, &b}).ok());
+  m->Release(&a);
+  m->Release(&b);
+  EXPECT_TRUE(Valid(*m, {}).ok());
+  EXPECT_EQ(m->Stats().cached_blocks, 3u + 2u);
+  EXPECT_EQ(m->Lookup(r.doc, Root("")), 3 * kB);
+  EXPECT_TRUE(m->HoldsRows(chain));
+}
+
 // Random admits, steps (prefill chunks, then decode), commits, releases and
 // clears over sequences with shared prefixes in a pool so small that nearly
 // every allocation evicts. Every operation is followed by Validate and by a
@@ -473,7 +722,8 @@ TEST_P(KvManagerRandomTest, RandomOperationsKeepEveryFact) {
   auto intact = [&m](const Sim& s) {
     for (int p = s.own_from; p < s.done; ++p) {
       uint64_t stamp;
-      std::memcpy(&stamp, Slot(*m, s.kv, p, kernels::KvSide::kV), sizeof(stamp));
+      std::memcpy(&stamp, Slot(*m, s.kv, p, kernels::KvSide::kV),
+                  sizeof(stamp));
       if (stamp != s.run) return false;
     }
     return Computed(*m, s.tokens, s.done, s.kv);
@@ -514,7 +764,8 @@ TEST_P(KvManagerRandomTest, RandomOperationsKeepEveryFact) {
     }
     Compute(*m, s.tokens, s.done, target, s.kv);
     for (int p = s.done; p < target; ++p) {
-      std::memcpy(Slot(*m, s.kv, p, kernels::KvSide::kV), &s.run, sizeof(s.run));
+      std::memcpy(Slot(*m, s.kv, p, kernels::KvSide::kV), &s.run,
+                  sizeof(s.run));
     }
     s.done = target;
     m->Commit(std::span(s.tokens).first(size_t(s.done)), &s.kv);

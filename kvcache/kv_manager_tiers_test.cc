@@ -4,6 +4,7 @@
 // object, a full pool, or another namespace.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <vector>
@@ -277,6 +278,139 @@ TEST(KvManagerTiersTest, ChunksOfOneBlockWriteEveryBlockAtCommit) {
   disk->Flush();
   EXPECT_EQ(Held(*disk, Keys(prompt, Root(""))), 5u);
   a->Release(&seq);
+}
+
+// Rows of a compacted prefix (PublishRows): a document whose rows a policy
+// kept, in 3 blocks named by their rows chain.
+struct Rows {
+  std::vector<int32_t> doc = Range(10, 13);
+  Hash128 root = RowsRoot(Root(""), "policy=knorm;ratio=0.5;merge=0");
+  std::vector<Hash128> chain = RowsChain(root, doc, 3);
+};
+
+// Published rows are written to a kOnCommit tier at once (the last block
+// too, before the publisher's copy of it is written into); a fresh manager
+// loads them with PrefetchRows and maps them with the bytes published.
+TEST(KvManagerTiersTest, PublishedRowsAreWrittenBehindAndPrefetched) {
+  auto disk = OpenDisk("rows");
+  const Rows r;
+  {
+    auto a = MakeManager(16, {{disk.get()}});
+    SequenceKv s = CompactedSeq(*a, Root(""), 3, /*seed=*/1);
+    ASSERT_TRUE(a->PublishRows(r.root, r.chain, /*copy_last=*/true, &s));
+    EXPECT_EQ(a->TierStats()[0].queued_blocks, 3u);
+    std::memset(a->BlockData(s.blocks[2]), 0, a->layout().block_bytes());
+    a->Release(&s);
+    EXPECT_EQ(a->TierStats()[0].queued_blocks, 3u);  // nothing at release
+  }
+  disk->Flush();
+  EXPECT_EQ(Held(*disk, r.chain), 3u);
+
+  auto b = MakeManager(16, {{disk.get()}});
+  EXPECT_FALSE(b->HoldsRows(r.chain));
+  const PrefixHit hit = b->PrefetchRows(r.root, r.chain);
+  EXPECT_EQ(hit.dram_tokens, 0);
+  EXPECT_EQ(hit.tier_tokens, std::vector<int>{3 * kB});
+  EXPECT_TRUE(b->HoldsRows(r.chain));
+  EXPECT_EQ(b->Stats().cached_blocks, 3u);
+  EXPECT_EQ(b->TierStats()[0].loaded_blocks, 3u);
+  SequenceKv seq = Seq(Root(""));
+  ASSERT_TRUE(b->AdmitRows(r.root, r.chain, /*copy_last=*/true, &seq));
+  ASSERT_EQ(seq.blocks.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(HasRows(*b, seq.blocks[i], 1, i)) << "block " << i;
+  }
+  EXPECT_TRUE(Valid(*b, {&seq}).ok());
+  b->Release(&seq);
+  EXPECT_EQ(b->TierStats()[0].queued_blocks, 0u);  // nothing written back
+  const PrefixHit again = b->PrefetchRows(r.root, r.chain);
+  EXPECT_EQ(again.dram_tokens, 3 * kB);
+  EXPECT_EQ(again.tier_tokens, std::vector<int>{0});
+}
+
+// The objects are bound to the rows root they were written under: read as
+// another transform's rows they fail verification and nothing is loaded.
+TEST(KvManagerTiersTest, RowsObjectsLoadOnlyUnderTheirRowsRoot) {
+  auto disk = OpenDisk("rows-root");
+  const Rows r;
+  {
+    auto a = MakeManager(16, {{disk.get()}});
+    SequenceKv s = CompactedSeq(*a, Root(""), 3, /*seed=*/2);
+    ASSERT_TRUE(a->PublishRows(r.root, r.chain, /*copy_last=*/false, &s));
+    a->Release(&s);
+  }
+  disk->Flush();
+  auto b = MakeManager(16, {{disk.get()}});
+  const Hash128 other = RowsRoot(Root(""), "policy=knorm;ratio=0.75;merge=0");
+  EXPECT_EQ(b->PrefetchRows(other, r.chain).total(), 0);
+  EXPECT_EQ(b->TierStats()[0].load_failures, 1u);
+  EXPECT_FALSE(b->HoldsRows(r.chain));
+  EXPECT_EQ(b->Stats().free_blocks, 16u);
+  EXPECT_EQ(b->PrefetchRows(r.root, r.chain).total(), 3 * kB);
+}
+
+// Chunks of 2 blocks: the 3 blocks of rows are stored as the chunk [0, 2)
+// and the single last block; evicting the leaf and prefetching again loads
+// it alone from its object, under the head still in DRAM.
+TEST(KvManagerTiersTest, RowsInChunksAndAnEvictedLeafReloaded) {
+  auto disk = OpenDisk("rows-chunks");
+  const Rows r;
+  auto m = MakeManager(6, {{disk.get()}}, {}, /*chunk_blocks=*/2);
+  SequenceKv s = CompactedSeq(*m, Root(""), 3, /*seed=*/3);
+  ASSERT_TRUE(m->PublishRows(r.root, r.chain, /*copy_last=*/false, &s));
+  m->Release(&s);
+  disk->Flush();
+  EXPECT_EQ(disk->Exists(r.chain), (std::vector<bool>{false, true, true}));
+
+  SequenceKv other = Seq(Root(""));
+  ASSERT_TRUE(m->Reserve(4 * kB, &other).ok());  // evicts the leaf
+  EXPECT_FALSE(m->HoldsRows(r.chain));
+  m->Release(&other);
+  const PrefixHit hit = m->PrefetchRows(r.root, r.chain);
+  EXPECT_EQ(hit.dram_tokens, 2 * kB);
+  EXPECT_EQ(hit.tier_tokens, std::vector<int>{kB});
+  SequenceKv seq = Seq(Root(""));
+  ASSERT_TRUE(m->AdmitRows(r.root, r.chain, /*copy_last=*/false, &seq));
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(HasRows(*m, seq.blocks[i], 3, i));
+  EXPECT_TRUE(Valid(*m, {&seq}).ok());
+  m->Release(&seq);
+
+  // A fresh manager reads the chunk and the single object.
+  auto b = MakeManager(6, {{disk.get()}}, {}, /*chunk_blocks=*/2);
+  EXPECT_EQ(b->PrefetchRows(r.root, r.chain).tier_tokens,
+            std::vector<int>{3 * kB});
+}
+
+// A kOnSecondUse tier gets the rows when a later request maps them, once.
+TEST(KvManagerTiersTest, SecondUseTierGetsRowsWhenMapped) {
+  auto disk = OpenDisk("rows-second-use");
+  const Rows r;
+  auto m = MakeManager(16, {{disk.get(), TierWritePolicy::kOnSecondUse}});
+  SequenceKv a = CompactedSeq(*m, Root(""), 3, /*seed=*/4);
+  ASSERT_TRUE(m->PublishRows(r.root, r.chain, /*copy_last=*/true, &a));
+  m->Release(&a);
+  disk->Flush();
+  EXPECT_EQ(Held(*disk, r.chain), 0u);
+  EXPECT_EQ(m->TierStats()[0].queued_blocks, 0u);
+
+  for (int use = 0; use < 2; ++use) {
+    SequenceKv b = Seq(Root(""));
+    ASSERT_TRUE(m->AdmitRows(r.root, r.chain, /*copy_last=*/true, &b));
+    m->Release(&b);
+  }
+  disk->Flush();
+  EXPECT_EQ(Held(*disk, r.chain), 3u);
+  EXPECT_EQ(m->TierStats()[0].queued_blocks, 3u);
+
+  auto fresh = MakeManager(16, {{disk.get(), TierWritePolicy::kOnSecondUse}});
+  EXPECT_EQ(fresh->PrefetchRows(r.root, r.chain).tier_tokens,
+            std::vector<int>{3 * kB});
+  SequenceKv c = Seq(Root(""));
+  ASSERT_TRUE(fresh->AdmitRows(r.root, r.chain, /*copy_last=*/false, &c));
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(HasRows(*fresh, c.blocks[i], 4, i));
+  }
+  fresh->Release(&c);
 }
 
 TEST(KvManagerTiersTest, ChunkSizeIsAutomaticOrWithinRange) {

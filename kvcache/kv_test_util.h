@@ -126,6 +126,38 @@ inline void CacheRun(KvManager& m, std::span<const int32_t> tokens,
   m.Release(&seq);
 }
 
+// Stands in for a compaction's output (rows, engine/kv_compaction.h): byte
+// k of the i-th block of a sequence filled with `seed`.
+inline uint8_t RowByte(int seed, size_t i, size_t k) {
+  return uint8_t(size_t(seed) * 131 + i * 29 + k * 7 + k / 256);
+}
+inline void FillRows(const KvManager& m, BlockId id, int seed, size_t i) {
+  uint8_t* p = m.BlockData(id);
+  for (size_t k = 0; k < m.layout().block_bytes(); ++k) {
+    p[k] = RowByte(seed, i, k);
+  }
+}
+// Whether block `id` holds what FillRows(seed, i) wrote.
+inline bool HasRows(const KvManager& m, BlockId id, int seed, size_t i) {
+  const uint8_t* p = m.BlockData(id);
+  for (size_t k = 0; k < m.layout().block_bytes(); ++k) {
+    if (p[k] != RowByte(seed, i, k)) return false;
+  }
+  return true;
+}
+
+// A compacted sequence as Rewrite leaves it: `n_blocks` private blocks,
+// filled by FillRows(seed), none named.
+inline SequenceKv CompactedSeq(KvManager& m, const Hash128& root,
+                               size_t n_blocks, int seed) {
+  SequenceKv seq = Seq(root);
+  seq.compacted = true;
+  const Status s = m.Reserve(int(n_blocks) * m.layout().block_tokens, &seq);
+  KV_CHECK_MSG(s.ok(), s.ToString().c_str());
+  for (size_t i = 0; i < n_blocks; ++i) FillRows(m, seq.blocks[i], seed, i);
+  return seq;
+}
+
 inline Status Valid(const KvManager& m, std::vector<const SequenceKv*> live) {
   return m.Validate(live);
 }

@@ -86,6 +86,7 @@ struct HttpServer::Impl {
   Counter* preemptions;
   Counter* compressions;
   Counter* evicted_tokens;
+  Counter* compressed_prefix_hits;
   Gauge* sequence_bytes;
   Gauge* blocks_used;
   Gauge* blocks_cached;
@@ -138,6 +139,11 @@ struct HttpServer::Impl {
   void Routes();
   bool Authorized(const httplib::Request& req, httplib::Response& res) const;
   // The prompt's token ids, or the error to send.
+  // The document of a chat request for kv_compression: the positions of
+  // `prompt` its messages before the last render to (their rendering's
+  // tokens that start `prompt`); 0 for a completion or a single message.
+  int ChatContext(const CompletionRequest& r,
+                  std::span<const int32_t> prompt) const;
   std::variant<std::vector<int32_t>, ApiError> PromptTokens(
       const CompletionRequest& r) const;
   void Complete(Endpoint endpoint, const httplib::Request& req,
@@ -190,6 +196,9 @@ void HttpServer::Impl::RegisterMetrics() {
   evicted_tokens = &m.AddCounter(
       "kvstash_kv_evicted_tokens_total",
       "Prompt tokens evicted by kv_compression (mean per layer and kv head)");
+  compressed_prefix_hits = &m.AddCounter(
+      "kvstash_kv_compressed_prefix_hits_total",
+      "Compressed documents mapped from the cache instead of recomputed");
   sequence_bytes =
       &m.AddGauge("kvstash_kv_sequence_bytes",
                   "KV bytes held by the running sequences' blocks");
@@ -305,6 +314,22 @@ bool HttpServer::Impl::Authorized(const httplib::Request& req,
   Reply(res, ApiError::Unauthorized(
                  "missing or wrong API key (Authorization: Bearer <key>)"));
   return false;
+}
+
+int HttpServer::Impl::ChatContext(const CompletionRequest& r,
+                                  std::span<const int32_t> prompt) const {
+  if (r.endpoint != Endpoint::kChatCompletions || r.messages.size() < 2) {
+    return 0;
+  }
+  Result<std::string> text = RenderChat(
+      chat_family, std::span(r.messages).first(r.messages.size() - 1),
+      /*add_generation_prompt=*/false);
+  if (!text.ok()) return 0;  // a prefix the template cannot render alone
+  const std::vector<int32_t> ids =
+      model.tokenizer().EncodeWithSpecialTokens(*text, /*add_bos=*/true);
+  const auto end =
+      std::mismatch(ids.begin(), ids.end(), prompt.begin(), prompt.end());
+  return int(end.first - ids.begin());
 }
 
 std::variant<std::vector<int32_t>, ApiError> HttpServer::Impl::PromptTokens(
@@ -445,6 +470,8 @@ class HttpServer::Impl::Responder {
     u.kv_kept_tokens = finish_.usage.kv_kept_tokens;
     u.kv_blocks_before = finish_.usage.kv_blocks_before;
     u.kv_blocks_after = finish_.usage.kv_blocks_after;
+    u.kv_compressed_tokens = finish_.usage.kv_compressed_tokens;
+    u.kv_cache = finish_.usage.kv_cache;
     return u;
   }
   bool failed() const {
@@ -499,6 +526,7 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
   g.sampling.seed = r.seed ? *r.seed : NextSeed();
   g.cache_salt = r.cache_salt.value_or("");
   g.kv_compression = r.kv_compression.value_or(options.kv_compression);
+  if (!g.kv_compression.policy.empty()) g.kv_context = ChatContext(r, g.prompt);
   const int32_t last_prompt_token = g.prompt.back();
   Result<std::shared_ptr<RequestHandle>> handle =
       scheduler.Submit(std::move(g));
@@ -629,7 +657,10 @@ Json HttpServer::Impl::KvStatsJson() {
         {"failures", q.compression_failures},
         {"seconds", q.compress_seconds},
         {"blocks_before", s.rewrite_blocks_before},
-        {"blocks_after", s.rewrite_blocks_after}}},
+        {"blocks_after", s.rewrite_blocks_after},
+        {"documents_stored", s.rows_published},
+        {"documents_mapped", q.compressed_prefix_hits},
+        {"document_tokens_mapped", q.compressed_prefix_tokens}}},
       {"sequences", sequences},
       {"scheduler",
        {{"waiting", q.waiting},
@@ -702,6 +733,7 @@ void HttpServer::Impl::Routes() {
       CatchUp(preemptions, q.preemptions);
       CatchUp(compressions, q.compressions);
       CatchUp(evicted_tokens, uint64_t(q.evicted_tokens));
+      CatchUp(compressed_prefix_hits, q.compressed_prefix_hits);
       double held = 0;
       for (const SequenceHolding& h : q.sequences) {
         held += double(h.blocks) * double(s.block_bytes);

@@ -569,10 +569,13 @@ ordered_json UsageJson(const Usage& u) {
   j["prompt_tokens_details"] = {{"cached_tokens", u.cached_tokens},
                                 {"kvstash_cached_tokens_by_tier", by_tier}};
   if (!u.kv_policy.empty()) {
-    j["kvstash_kv_compression"] = {{"policy", u.kv_policy},
-                                   {"kept_tokens", u.kv_kept_tokens},
-                                   {"blocks_before", u.kv_blocks_before},
-                                   {"blocks_after", u.kv_blocks_after}};
+    j["kvstash_kv_compression"] = {
+        {"policy", u.kv_policy},
+        {"compressed_tokens", u.kv_compressed_tokens},
+        {"kept_tokens", u.kv_kept_tokens},
+        {"blocks_before", u.kv_blocks_before},
+        {"blocks_after", u.kv_blocks_after},
+        {"cache", u.kv_cache}};
   }
   return j;
 }

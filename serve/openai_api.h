@@ -141,10 +141,13 @@ struct Usage {
   // Of cached_tokens, those loaded from each tier below DRAM (name, tokens).
   std::vector<std::pair<std::string, int64_t>> tier_cached_tokens;
   // Token eviction (written as "kvstash_kv_compression": {"policy",
-  // "kept_tokens", "blocks_before", "blocks_after"} when a policy ran).
+  // "compressed_tokens", "kept_tokens", "blocks_before", "blocks_after",
+  // "cache"} when a policy ran; see RequestUsage in serve/scheduler.h).
   std::string kv_policy;
+  int64_t kv_compressed_tokens = 0;
   double kv_kept_tokens = 0;
   int64_t kv_blocks_before = 0, kv_blocks_after = 0;
+  std::string kv_cache;
 };
 
 // What the responses and chunks of one request share.

@@ -187,6 +187,13 @@ struct Scheduler::Sequence {
   std::unique_ptr<KvCompressor> compressor;
   KvCompaction compaction;
   bool compressed = false;  // the compressor ran (or was skipped)
+  int compress_at = 0;      // its CompressionPoint
+  // A prefix_only policy's document is stored: the name of its compacted
+  // rows (rows_kept per (layer, kv head)); empty: not stored.
+  Hash128 rows_root;
+  std::vector<Hash128> rows_chain;
+  int rows_kept = 0;
+  bool rows_copy_last = false;  // the rows end inside their last block
   Sampler sampler;
   Clock::time_point first_scheduled;
   Clock::time_point first_token;
@@ -203,18 +210,18 @@ struct Scheduler::Sequence {
   // a prompt to compress, room for the compacted copy (whole blocks past
   // the prompt's), so that compaction never waits for blocks.
   int Headroom(int n, int block_tokens) const {
-    if (!compressing() || n_computed + n != n_prompt) return 0;
-    const int rows = compressor->MaxRowsKept(n_prompt);
-    const int prompt_end =
-        (n_prompt + block_tokens - 1) / block_tokens * block_tokens;
-    return prompt_end - n_prompt +
+    if (!compressing() || n_computed + n != compress_at) return 0;
+    const int rows = compressor->MaxRowsKept(compress_at);
+    const int document_end =
+        (compress_at + block_tokens - 1) / block_tokens * block_tokens;
+    return document_end - compress_at +
            (rows + block_tokens - 1) / block_tokens * block_tokens;
   }
-  // The largest chunk from n_computed: at most `n`, not past the prompt's
-  // end while compressing.
+  // The largest chunk from n_computed: at most `n`, not past the
+  // compression point while compressing.
   int Chunk(int n) const {
-    if (compressing() && n_computed < n_prompt) {
-      n = std::min(n, n_prompt - n_computed);
+    if (compressing() && n_computed < compress_at) {
+      n = std::min(n, compress_at - n_computed);
     }
     return n;
   }
@@ -320,10 +327,25 @@ Result<std::shared_ptr<RequestHandle>> Scheduler::Submit(
     }
   }
   auto seq = std::make_unique<Sequence>(request.sampling);
-  seq->compressor = std::move(compressor);
   seq->handle = std::make_shared<RequestHandle>();
   seq->handle->submitted_ = Clock::now();
   seq->kv.root = RootFor(request.cache_salt);
+  seq->compress_at = n;
+  if (compressor != nullptr) {
+    seq->compress_at = CompressionPoint(*compressor, n, request.kv_context);
+    if (compressor->prefix_only() && seq->compress_at < n) {
+      const int bt = int(kv_stats.block_tokens);
+      seq->rows_kept = compressor->MaxRowsKept(seq->compress_at);
+      seq->rows_copy_last = seq->rows_kept % bt != 0;
+      seq->rows_root = kvcache::RowsRoot(
+          seq->kv.root, compress::PolicyNamespace(request.kv_compression));
+      seq->rows_chain = kvcache::RowsChain(
+          seq->rows_root,
+          std::span(request.prompt).first(size_t(seq->compress_at)),
+          size_t((seq->rows_kept + bt - 1) / bt));
+    }
+  }
+  seq->compressor = std::move(compressor);
   seq->tokens = request.prompt;
   seq->n_prompt = n;
   seq->usage.prompt_tokens = n;
@@ -363,11 +385,30 @@ void Scheduler::LoaderLoop() {
     Sequence* seq = to_load_.front();
     to_load_.pop_front();
     lock.unlock();
-    seq->prefetched = kv_.Prefetch(seq->tokens, seq->kv.root);
+    seq->prefetched = Prefetch(*seq);
     lock.lock();
     loaded_.push_back(seq);
     wake_.notify_all();
   }
+}
+
+kvcache::PrefixHit Scheduler::Prefetch(const Sequence& seq) {
+  if (!seq.rows_chain.empty()) {
+    // The compressed document, else the prompt's positions.
+    const int bt = kv_.layout().block_tokens;
+    const int rows = int(seq.rows_chain.size()) * bt;
+    kvcache::PrefixHit hit = kv_.PrefetchRows(seq.rows_root, seq.rows_chain);
+    if (hit.total() == rows) {
+      // In document positions: each tier's share of the rows.
+      hit.dram_tokens = seq.compress_at;
+      for (int& t : hit.tier_tokens) {
+        t = int(int64_t(t) * seq.compress_at / rows);
+        hit.dram_tokens -= t;
+      }
+      return hit;
+    }
+  }
+  return kv_.Prefetch(seq.tokens, seq.kv.root);
 }
 
 void Scheduler::TakeLoaded() {
@@ -519,7 +560,11 @@ void Scheduler::Admit(int* budget) {
       seq->tiers_probed = true;
       const int loadable = int(seq->tokens.size()) / kv_.layout().block_tokens *
                            kv_.layout().block_tokens;
-      if (kv_.Lookup(seq->tokens, seq->kv.root) < loadable) {
+      const bool in_dram =
+          seq->compressing() && !seq->rows_chain.empty()
+              ? kv_.HoldsRows(seq->rows_chain)
+              : kv_.Lookup(seq->tokens, seq->kv.root) >= loadable;
+      if (!in_dram) {
         loading_.push_back(std::move(waiting_.front()));
         waiting_.pop_front();
         std::lock_guard<std::mutex> lock(mu_);
@@ -529,20 +574,28 @@ void Scheduler::Admit(int* budget) {
         continue;
       }
     }
-    std::span<const int32_t> mappable = seq->tokens;
-    if (seq->compressing()) {
-      // The compressor must see the queries of the prompt's last positions:
-      // those are computed, not mapped.
-      const int tail = seq->compressor->observed_tail();
-      const int limit = tail < 0 ? 0 : std::max(0, seq->n_prompt - tail);
-      mappable = mappable.first(std::min(mappable.size(), size_t(limit) + 1));
+    int cached;
+    if (seq->compressing() && !seq->rows_chain.empty() &&
+        kv_.AdmitRows(seq->rows_root, seq->rows_chain, seq->rows_copy_last,
+                      &seq->kv)) {
+      cached = seq->compress_at;
+      MapCompressed(seq);
+    } else {
+      std::span<const int32_t> mappable = seq->tokens;
+      if (seq->compressing()) {
+        // The compressor must see the queries of the document's last
+        // positions: those are computed, not mapped.
+        const int tail = seq->compressor->observed_tail();
+        const int limit = tail < 0 ? 0 : std::max(0, seq->compress_at - tail);
+        mappable = mappable.first(std::min(mappable.size(), size_t(limit) + 1));
+      }
+      cached = kv_.Admit(mappable, &seq->kv);
     }
-    const int cached = kv_.Admit(mappable, &seq->kv);
     seq->n_computed = cached;
     const int n = seq->Chunk(
         std::min(static_cast<int>(seq->tokens.size()) - cached, *budget));
     const int headroom = seq->Headroom(n, kv_.layout().block_tokens);
-    if (!kv_.Reserve(cached + n + headroom, &seq->kv).ok()) {
+    if (!kv_.Reserve(seq->Rows(cached + n) + headroom, &seq->kv).ok()) {
       if (running_.empty()) {
         Finish(seq, RequestEnd::kLength);
         continue;
@@ -572,14 +625,45 @@ void Scheduler::Admit(int* budget) {
   }
 }
 
+void Scheduler::MapCompressed(Sequence* seq) {
+  const kvcache::BlockLayout& layout = kv_.layout();
+  seq->compressed = true;
+  seq->compaction.end = seq->compress_at;
+  seq->compaction.kept.assign(size_t(layout.n_layers * layout.n_kv_heads),
+                              seq->rows_kept);
+  const int bt = layout.block_tokens;
+  RequestUsage& u = seq->usage;
+  u.kv_policy = seq->request.kv_compression.policy;
+  u.kv_kept_tokens = seq->rows_kept;
+  u.kv_blocks_before = (seq->compress_at + bt - 1) / bt;
+  u.kv_blocks_after = int(seq->rows_chain.size());
+  u.kv_cache = "mapped";
+  u.kv_compressed_tokens = seq->compress_at;
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.compressed_prefix_hits;
+  stats_.compressed_prefix_tokens += uint64_t(seq->compress_at);
+}
+
 void Scheduler::Compress(Sequence* seq) {
   const Clock::time_point start = Clock::now();
   seq->compressed = true;
-  // The prompt's blocks (the room reserved after them is not counted).
+  // The document's blocks (the room reserved after them is not counted).
   const int bt = kv_.layout().block_tokens;
-  const int before = (seq->n_prompt + bt - 1) / bt;
+  const int before = (seq->compress_at + bt - 1) / bt;
   CompactingView view(kv_, &seq->kv, &seq->residual, &seq->compaction);
-  const Status st = seq->compressor->Compress(view, seq->n_prompt);
+  const Status st = seq->compressor->Compress(view, seq->compress_at);
+  std::string cache = "per_request";
+  if (st.ok() && !seq->rows_chain.empty()) {
+    // Stored for reuse when the rows are what a later request will expect.
+    const bool as_named =
+        seq->kv.blocks.size() >= seq->rows_chain.size() &&
+        std::all_of(seq->compaction.kept.begin(), seq->compaction.kept.end(),
+                    [&](int32_t k) { return k == seq->rows_kept; });
+    cache = as_named && kv_.PublishRows(seq->rows_root, seq->rows_chain,
+                                        seq->rows_copy_last, &seq->kv)
+                ? "stored"
+                : "private";
+  }
   std::lock_guard<std::mutex> lock(mu_);
   stats_.compress_seconds += Seconds(start, Clock::now());
   if (!st.ok()) {
@@ -595,8 +679,10 @@ void Scheduler::Compress(Sequence* seq) {
   seq->usage.kv_kept_tokens = kept;
   seq->usage.kv_blocks_before = before;
   seq->usage.kv_blocks_after = int(seq->kv.blocks.size());
+  seq->usage.kv_cache = cache;
+  seq->usage.kv_compressed_tokens = seq->compress_at;
   ++stats_.compressions;
-  stats_.evicted_tokens += seq->n_prompt - kept;
+  stats_.evicted_tokens += seq->compress_at - kept;
 }
 
 bool Scheduler::Step() {
@@ -659,7 +745,9 @@ bool Scheduler::Step() {
     Sequence* seq = p.seq;
     seq->n_computed += p.n;
     kv_.Commit(std::span(seq->tokens).first(seq->n_computed), &seq->kv);
-    if (seq->compressing() && seq->n_computed == seq->n_prompt) Compress(seq);
+    if (seq->compressing() && seq->n_computed == seq->compress_at) {
+      Compress(seq);
+    }
     if (seq->pending() == 0) sampling_.push_back({seq, -1});
   }
   auto sample = [&](size_t i, size_t) {

@@ -73,9 +73,16 @@ struct GenerationRequest {
   SamplerOptions sampling;
   bool stop_at_eos = true;
   std::string cache_salt;  // tenant namespace: different salts share nothing
-  // Token eviction once the prompt is computed (compress/policy.h); an
-  // empty policy: none.
+  // Token eviction (compress/policy.h); an empty policy: none. Applied at
+  // the prompt's CompressionPoint (engine/kv_compaction.h): a query-agnostic
+  // policy compresses the document, its first `kv_context` positions (a
+  // chat's messages before the last; 0: the prompt before its last token),
+  // and stores its compacted rows in the cache (and the tiers) under the
+  // policy's name, so a later request with the same document and policy
+  // maps them instead of computing and compressing it again. Query-aware
+  // policies compress the whole prompt, for this request only.
   compress::PolicyOptions kv_compression;
+  int kv_context = 0;
 };
 
 enum class RequestEnd { kStop, kLength, kCancelled, kError };
@@ -94,6 +101,13 @@ struct RequestUsage {
   std::string kv_policy;  // the policy that ran; empty: none
   double kv_kept_tokens = 0;
   int kv_blocks_before = 0, kv_blocks_after = 0;
+  // Where the compressed prompt came from and went: "mapped" (a document
+  // compressed earlier, mapped from the cache), "stored" (compressed now
+  // and stored for reuse), "private" (compressed now, not stored: the
+  // same rows were being stored by another request, or no block was left),
+  // "per_request" (a query-aware policy: never stored).
+  std::string kv_cache;
+  int kv_compressed_tokens = 0;  // the positions compressed (the document)
 };
 
 // What one running sequence holds in the KV pool.
@@ -161,6 +175,10 @@ struct SchedulerStats {
   double evicted_tokens = 0;
   uint64_t compression_failures = 0;
   double compress_seconds = 0;
+  // Compressed documents mapped from the cache instead of being computed
+  // and compressed again, and the positions they covered.
+  uint64_t compressed_prefix_hits = 0;
+  uint64_t compressed_prefix_tokens = 0;
   std::vector<SequenceHolding> sequences;  // running, after the last step
 };
 
@@ -212,6 +230,12 @@ class Scheduler {
   // Evicts tokens of `seq`'s computed prompt (its kv_compression) and moves
   // it into fewer blocks.
   void Compress(Sequence* seq);
+  // `seq` mapped its compressed document (KvManager::AdmitRows): its
+  // compaction and usage say so.
+  void MapCompressed(Sequence* seq);
+  // The loader's work for `seq`: its compressed document's rows, else (or
+  // when they are not all found) its prompt's blocks, from the tiers.
+  kvcache::PrefixHit Prefetch(const Sequence& seq);
   // Admits waiting requests into `running_` and the plan while budget and
   // room last.
   void Admit(int* budget);

@@ -329,7 +329,18 @@ TEST_F(SchedulerTest, CompressedPromptsMatchGenerateAndFreeBlocks) {
       EXPECT_EQ(u.kv_kept_tokens, 80.0);  // a quarter of 320 per head
       EXPECT_EQ(u.kv_blocks_before, 20);
       EXPECT_EQ(u.kv_blocks_after, 5);
-      if (round == 1 && std::string(policy) != "h2o") {
+      const bool shared = std::string(policy) == "expected";
+      if (shared) {
+        // Query-agnostic: the document (the prompt before its last token)
+        // is compressed and stored once, then mapped.
+        EXPECT_EQ(u.kv_compressed_tokens, 319);
+        EXPECT_EQ(u.kv_cache, round == 0 ? "stored" : "mapped");
+        if (round == 1) EXPECT_EQ(u.cached_tokens, 319);
+      } else {
+        EXPECT_EQ(u.kv_compressed_tokens, 320);
+        EXPECT_EQ(u.kv_cache, "per_request");
+      }
+      if (round == 1 && std::string(policy) == "snapkv") {
         EXPECT_GT(u.cached_tokens, 0);  // the plain prefix, left cached
       }
       if (std::string(policy) == "h2o") EXPECT_EQ(u.cached_tokens, 0);
@@ -337,9 +348,13 @@ TEST_F(SchedulerTest, CompressedPromptsMatchGenerateAndFreeBlocks) {
     }
   }
   const SchedulerStats stats = (*sched)->Stats();
-  EXPECT_EQ(stats.compressions, 6u);
-  EXPECT_EQ(stats.evicted_tokens, 6 * 240.0);
-  EXPECT_EQ(kv->Stats().rewrites, 6u);
+  EXPECT_EQ(stats.compressions, 5u);
+  EXPECT_EQ(stats.evicted_tokens, 4 * 240.0 + 239);
+  EXPECT_EQ(stats.compressed_prefix_hits, 1u);
+  EXPECT_EQ(stats.compressed_prefix_tokens, 319u);
+  EXPECT_EQ(kv->Stats().rewrites, 5u);
+  EXPECT_EQ(kv->Stats().rows_published, 1u);
+  EXPECT_EQ(kv->Stats().rows_hits, 1u);
 }
 
 // While a compressed request decodes, the pool holds its kept rows only:
@@ -425,6 +440,103 @@ TEST_F(SchedulerTest, CompressedSequencesSurvivePreemption) {
   EXPECT_EQ(stats.compression_failures, 0u);
   EXPECT_EQ(b.finish.usage.kv_blocks_after, 4);
   ExpectQuiescent(*kv);
+}
+
+// Greedy output of `r` on a fresh pool and scheduler: what it computes cold.
+std::vector<int32_t> ColdOutput(const Model& model,
+                                std::unique_ptr<kvcache::KvManager> kv,
+                                const GenerationRequest& r) {
+  SchedulerOptions so;
+  so.context = 512;
+  auto sched = Scheduler::Create(model, nullptr, *kv, so);
+  KV_CHECK(sched.ok());
+  auto h = (*sched)->Submit(r);
+  KV_CHECK(h.ok());
+  return Collect(**h).tokens;
+}
+
+// A query-agnostic policy's compressed document is stored once and mapped by
+// later requests with the same document and policy, whatever question
+// follows it (kv_context), with the outputs they compute cold; a request
+// with another policy, other parameters or none never maps it, and the
+// compressed document is never mapped as plain positions.
+TEST_F(SchedulerTest, CompressedDocumentsAreReusedOnlyUnderTheirPolicy) {
+  auto kv = NewKv(/*blocks=*/96);
+  SchedulerOptions so;
+  so.context = 512;
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, so);
+  ASSERT_TRUE(sched.ok());
+  const std::vector<int32_t> document = Prompt(200, 299);  // 300 tokens
+  auto ask = [&](size_t question, const compress::PolicyOptions& policy) {
+    GenerationRequest r;
+    r.prompt = document;
+    r.prompt.insert(r.prompt.end(), story_.begin() + question,
+                    story_.begin() + question + 20);
+    r.max_tokens = 12;
+    r.stop_at_eos = false;
+    r.sampling.temperature = 0;
+    r.kv_compression = policy;
+    r.kv_context = int(document.size());
+    return r;
+  };
+  auto run = [&](const GenerationRequest& r) {
+    auto h = (*sched)->Submit(r);
+    KV_CHECK(h.ok());
+    Outcome out = Collect(**h);
+    EXPECT_EQ(out.tokens, ColdOutput(*model_, NewKv(96), r));
+    ExpectQuiescent(*kv);
+    return out.finish.usage;
+  };
+  const compress::PolicyOptions knorm{"knorm", 0.5};
+  RequestUsage u = run(ask(1000, knorm));
+  EXPECT_EQ(u.kv_cache, "stored");
+  EXPECT_EQ(u.kv_compressed_tokens, 300);
+  EXPECT_EQ(u.kv_kept_tokens, 150.0);
+  // Another question after the same document maps its compressed rows.
+  u = run(ask(2000, knorm));
+  EXPECT_EQ(u.kv_cache, "mapped");
+  EXPECT_EQ(u.cached_tokens, 300);
+  EXPECT_EQ(u.kv_blocks_after, 10);  // 150 rows in blocks of 16
+  // Other parameters, another policy, no policy: never the stored rows.
+  for (const compress::PolicyOptions& other :
+       {compress::PolicyOptions{"knorm", 0.25},
+        compress::PolicyOptions{"knorm", 0.5, /*merge=*/true},
+        compress::PolicyOptions{"streaming", 0.5}, compress::PolicyOptions{}}) {
+    SCOPED_TRACE(other.policy + " " + std::to_string(other.ratio));
+    u = run(ask(3000, other));
+    EXPECT_NE(u.kv_cache, "mapped");
+    // Plain positions of the document (cached by the first request) are
+    // mapped; never more than the document.
+    EXPECT_LE(u.cached_tokens, 300);
+  }
+  const SchedulerStats stats = (*sched)->Stats();
+  EXPECT_EQ(stats.compressed_prefix_hits, 1u);
+  // A policy's rows are mapped again once another policy stored its own.
+  u = run(ask(4000, knorm));
+  EXPECT_EQ(u.kv_cache, "mapped");
+  u = run(ask(4000, {"streaming", 0.5}));
+  EXPECT_EQ(u.kv_cache, "mapped");
+}
+
+// A prefix of the document is not the document: no partial reuse of rows
+// (they were chosen over all of it).
+TEST_F(SchedulerTest, CompressedRowsNeedTheWholeDocument) {
+  auto kv = NewKv(/*blocks=*/96);
+  SchedulerOptions so;
+  so.context = 512;
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, so);
+  ASSERT_TRUE(sched.ok());
+  GenerationRequest r;
+  r.prompt = Prompt(200, 299);
+  r.max_tokens = 4;
+  r.sampling.temperature = 0;
+  r.kv_compression = {"expected", 0.75};
+  for (const size_t n : {size_t(300), size_t(280)}) {
+    r.prompt.resize(n);
+    auto h = (*sched)->Submit(r);
+    ASSERT_TRUE(h.ok());
+    EXPECT_EQ(Collect(**h).finish.usage.kv_cache, "stored") << n;
+  }
 }
 
 TEST_F(SchedulerTest, BadCompressionRequestsAreRefused) {
