@@ -218,6 +218,7 @@ struct BenchServeCommandOptions {
   int block_tokens = 16;
   size_t kv_cache_mb = 1024;
   int max_batch_tokens = 512;
+  KvPolicyFlags kv_policy;
   bool json = false;
 };
 int RunBenchServe(const BenchServeCommandOptions& options);

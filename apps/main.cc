@@ -239,6 +239,7 @@ int main(int argc, char** argv) {
   bench_serve_cmd->add_option("--max-batch-tokens",
                               bench_serve.max_batch_tokens,
                               "tokens per forward step (512)");
+  AddKvPolicyFlags(bench_serve_cmd, &bench_serve.kv_policy);
   bench_serve_cmd->add_flag("--json", bench_serve.json,
                             "print one JSON object");
 

@@ -352,6 +352,12 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
   o.block_tokens = options.block_tokens;
   o.kv_cache_mb = options.kv_cache_mb;
   o.max_batch_tokens = options.max_batch_tokens;
+  o.kv_compression = {options.kv_policy.policy, options.kv_policy.ratio,
+                      options.kv_policy.merge};
+  if (!o.kv_compression.policy.empty()) {
+    const Status valid = compress::CheckPolicyOptions(o.kv_compression);
+    if (!valid.ok()) return Fail("--kv-" + valid.message());
+  }
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
   Result<bench::ServeBenchResult> r =
@@ -373,6 +379,10 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
                {"partial_ttft_s", SpreadJson(r->partial_ttft_s)},
                {"partial_prompt_s", SpreadJson(r->partial_prompt_s)},
                {"partial_cached_tokens", r->partial_cached_tokens},
+               {"kv_policy", o.kv_compression.policy},
+               {"kv_ratio", o.kv_compression.ratio},
+               {"cold_kv_cache", r->cold_kv_cache},
+               {"warm_kv_cache", r->warm_kv_cache},
                {"single_stream_tokens_per_s",
                 SpreadJson(r->single_stream_tokens_per_s)},
                {"multi_stream_tokens_per_s",
@@ -393,6 +403,11 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
   line("cached + new tokens: prompt time", r->partial_prompt_s, 1e3, "ms");
   std::printf("%-40s %d and %d of %d\n", "cached tokens (warm, partial)",
               r->warm_cached_tokens, r->partial_cached_tokens, o.prompt_tokens);
+  if (!o.kv_compression.policy.empty()) {
+    std::printf("%-40s %s %.3g: cold %s, warm %s\n", "kv compression",
+                o.kv_compression.policy.c_str(), o.kv_compression.ratio,
+                r->cold_kv_cache.c_str(), r->warm_kv_cache.c_str());
+  }
   line("decode, 1 stream", r->single_stream_tokens_per_s, 1, "tok/s");
   line("decode, " + std::to_string(o.streams) + " streams (aggregate)",
        r->multi_stream_tokens_per_s, 1, "tok/s");

@@ -64,13 +64,18 @@ Result<ServeBenchResult> RunServeBench(const Model& model, ThreadPool& pool,
     kv->Clear();
     Prompts prompts(model, options.seed + run);
     const std::vector<int32_t> prompt = prompts.Random(options.prompt_tokens);
-    KV_ASSIGN_OR_RETURN(Run cold, RunOne(*scheduler, Greedy(prompt, 1)));
-    KV_ASSIGN_OR_RETURN(Run warm, RunOne(*scheduler, Greedy(prompt, 1)));
+    auto first_token = [&](std::vector<int32_t> tokens) {
+      GenerationRequest g = Greedy(std::move(tokens), 1);
+      g.kv_compression = options.kv_compression;
+      return RunOne(*scheduler, std::move(g));
+    };
+    KV_ASSIGN_OR_RETURN(Run cold, first_token(prompt));
+    KV_ASSIGN_OR_RETURN(Run warm, first_token(prompt));
     std::vector<int32_t> partial(prompt.begin(),
                                  prompt.end() - options.new_tokens);
     const std::vector<int32_t> fresh = prompts.Random(options.new_tokens + 1);
     partial.insert(partial.end(), fresh.begin() + 1, fresh.end());
-    KV_ASSIGN_OR_RETURN(Run part, RunOne(*scheduler, Greedy(partial, 1)));
+    KV_ASSIGN_OR_RETURN(Run part, first_token(partial));
     cold_ttft.push_back(cold.ttft());
     cold_prompt.push_back(cold.finish.prompt_seconds);
     warm_ttft.push_back(warm.ttft());
@@ -80,6 +85,8 @@ Result<ServeBenchResult> RunServeBench(const Model& model, ThreadPool& pool,
     cold_over_warm.push_back(cold.ttft() / warm.ttft());
     r.warm_cached_tokens = warm.finish.usage.cached_tokens;
     r.partial_cached_tokens = part.finish.usage.cached_tokens;
+    r.cold_kv_cache = cold.finish.usage.kv_cache;
+    r.warm_kv_cache = warm.finish.usage.kv_cache;
     progress(tag + ": cold TTFT " + std::to_string(cold.ttft()) + " s, warm " +
              std::to_string(warm.ttft()) + " s, partial " +
              std::to_string(part.ttft()) + " s");

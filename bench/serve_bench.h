@@ -7,6 +7,8 @@
 //   partial: the first prompt_tokens - new_tokens tokens of that prompt
 //            followed by new_tokens fresh ones (the cached part mapped, the
 //            rest prefilled in one batched chunk);
+// With kv_compression all three carry it: a query-agnostic policy's warm
+// prompt maps the compressed document (the prompt before its last token).
 //   decode:  `streams` concurrent greedy streams against one alone: aggregate
 //            tokens/s of the steps where all streams decode, over the single
 //            stream's, and the share of step time spent outside the forward
@@ -20,6 +22,7 @@
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "bench/llm_bench.h"
+#include "compress/policy.h"
 #include "kernels/dtype.h"
 #include "kernels/kv_format.h"
 #include "model/model.h"
@@ -36,6 +39,10 @@ struct ServeBenchOptions {
   int max_batch_tokens = 512;
   size_t kv_cache_mb = 1024;
   kernels::KvFormat kv_format;  // the KV cache's types
+  // Token eviction for the cold, warm and partial prompts (empty policy:
+  // none). With a query-agnostic policy the warm prompt maps the cold
+  // one's compressed document instead of computing and compressing it.
+  compress::PolicyOptions kv_compression;
   uint64_t seed = 1;
 };
 
@@ -46,6 +53,9 @@ struct ServeBenchResult {
   Spread cold_over_warm_ttft;  // per run
   int warm_cached_tokens = 0;
   int partial_cached_tokens = 0;
+  // With kv_compression: what became of the cold and warm prompts'
+  // compression (RequestUsage::kv_cache: stored, mapped, per_request ...).
+  std::string cold_kv_cache, warm_kv_cache;
   Spread single_stream_tokens_per_s;
   Spread multi_stream_tokens_per_s;  // aggregate over `streams`
   Spread batching_speedup;           // multi / single, per run

@@ -114,6 +114,9 @@ Status CompactRows(const kernels::BlockLayout& layout, uint8_t* arena,
            layout.Offset(layer, side, head, row % bt);
   };
   const int heads = layout.n_kv_heads;
+  // The rows of `to` that end up past a pair's kept ones: those of the
+  // blocks that held positions [0, n).
+  const int cleared_end = std::min(int(to.size()), (n + bt - 1) / bt) * bt;
   for (int layer = 0; layer < layout.n_layers; ++layer) {
     for (int head = 0; head < heads; ++head) {
       const std::vector<int32_t>& rows =
@@ -126,6 +129,9 @@ Status CompactRows(const kernels::BlockLayout& layout, uint8_t* arena,
           if (in_place && rows[i] == int32_t(i)) continue;
           std::memcpy(row_at(to, layer, side, head, int(i)),
                       row_at(from, layer, side, head, rows[i]), row_bytes);
+        }
+        for (int r = int(rows.size()); r < cleared_end; ++r) {
+          std::memset(row_at(to, layer, side, head, r), 0, row_bytes);
         }
       }
     }

@@ -72,8 +72,10 @@ std::string KvCompactionSupports(const kernels::KvFormat& format);
 // each (layer, head)'s kept rows, in order, to rows [0, kept) of the blocks
 // `to` (which may be `from` itself: compaction in place; else fresh blocks,
 // so that blocks other sequences share are never written), encodes the
-// updates into their kept rows there, and sets `compaction` to end = n and
-// the kept counts. `to` must hold the most rows kept. InvalidArgument when
+// updates into their kept rows there, zeroes every other row of those blocks
+// up to row ceil(n / B) * B (nothing evicted, or left in a fresh block by an
+// earlier holder, stays readable: compacted blocks may be stored and
+// shared), and sets `compaction` to end = n and the kept counts. `to` must hold the most rows kept. InvalidArgument when
 // the selection does not fit the layout (wrong number of lists, rows
 // unsorted or out of range, an update of a row not kept), `to` is too short,
 // or the format cannot be compacted; nothing is changed then.

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -182,6 +183,48 @@ TEST_P(KvCompactionTest, LaterPositionsFollowTheKeptRowsAndFreeBlocks) {
   ASSERT_EQ(after.size(), before.size() + 20 * kDim);
   EXPECT_TRUE(std::equal(before.begin(), before.end(), after.begin()));
   EXPECT_EQ(kv.BlocksHeld(kPositions + 20), 3);  // 13 + 20 rows
+}
+
+// Into fresh blocks (as a server compacts): the kept rows are copied, every
+// other row of the receiving blocks is zeroed, whatever they held before.
+TEST_P(KvCompactionTest, FreshBlocksHoldTheKeptRowsAndNothingElse) {
+  kernels::BlockLayout layout{kLayers, kHeads, kDim, 16,
+                              KvFormat{GetParam(), GetParam()}};
+  const size_t bb = layout.block_bytes();
+  std::vector<uint8_t> arena(5 * bb);
+  std::mt19937 rng(5);
+  for (uint8_t& b : arena) b = uint8_t(rng());
+  const std::vector<int32_t> from = {0, 1, 2}, to = {4, 3};
+  KvSelection s;
+  for (int i = 0; i < kLayers * kHeads; ++i) {
+    std::vector<int32_t> kept;
+    for (int r = 0; r < 14 + 2 * i; ++r) kept.push_back(r * 2);  // 14..20
+    s.rows.push_back(kept);
+  }
+  const std::vector<uint8_t> source = arena;
+  KvCompaction c;
+  ASSERT_TRUE(
+      CompactRows(layout, arena.data(), from, to, kPositions, s, &c).ok());
+  for (int l = 0; l < kLayers; ++l) {
+    for (int h = 0; h < kHeads; ++h) {
+      const int kept = 14 + 2 * (l * kHeads + h);
+      for (const KvSide side : {KvSide::kK, KvSide::kV}) {
+        const size_t n = layout.row_bytes(side);
+        for (int r = 0; r < 32; ++r) {
+          const uint8_t* got = arena.data() + size_t(to[size_t(r / 16)]) * bb +
+                               layout.Offset(l, side, h, r % 16);
+          if (r < kept) {
+            const uint8_t* want = source.data() +
+                                  size_t(from[size_t(2 * r / 16)]) * bb +
+                                  layout.Offset(l, side, h, 2 * r % 16);
+            EXPECT_EQ(std::memcmp(got, want, n), 0) << l << h << r;
+          } else {
+            EXPECT_EQ(std::count(got, got + n, 0), ptrdiff_t(n)) << l << h << r;
+          }
+        }
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(PerTokenTypes, KvCompactionTest,

@@ -1007,6 +1007,46 @@ TEST_F(ServerTest, KvCompressionPerRequest) {
       << bad.body;
 }
 
+// A chat's earlier messages are the document a query-agnostic policy
+// compresses: stored once, then mapped by the next question about it; a
+// query-aware policy compresses per request and says so.
+TEST_F(ServerTest, CompressedChatDocumentsAreReused) {
+  auto ask = [&](const std::string& question, const char* policy) {
+    Json body = ChatBody(question, 3);
+    body["messages"][0]["content"] = Words("document", 150);
+    body["kv_compression"] = {{"policy", policy}, {"ratio", 0.5}};
+    const Json j = ParseJson(Post(port_, "/v1/chat/completions", body).body);
+    return j["usage"];
+  };
+  const Json first = ask("What happened first?", "knorm");
+  const Json& kvc = first["kvstash_kv_compression"];
+  ASSERT_TRUE(kvc.is_object()) << first.dump();
+  EXPECT_EQ(kvc.value("cache", ""), "stored");
+  const int document = kvc.value("compressed_tokens", 0);
+  // The system message, not the question.
+  EXPECT_GT(document, 150);
+  EXPECT_LT(document, first.value("prompt_tokens", 0) - 4);
+  EXPECT_NEAR(kvc.value("kept_tokens", 0.0), document / 2.0, 0.5);
+
+  const Json second = ask("And who was there at the end?", "knorm");
+  EXPECT_EQ(second["kvstash_kv_compression"].value("cache", ""), "mapped")
+      << second.dump();
+  EXPECT_EQ(second["prompt_tokens_details"].value("cached_tokens", 0),
+            document);
+  const Json snap = ask("What happened first?", "snapkv");
+  EXPECT_EQ(snap["kvstash_kv_compression"].value("cache", ""), "per_request");
+  EXPECT_EQ(snap["kvstash_kv_compression"].value("compressed_tokens", 0),
+            snap.value("prompt_tokens", -1));
+
+  const Json stats = ParseJson(Get(port_, "/kv/stats").body);
+  EXPECT_GE(stats["compression"].value("documents_stored", 0), 1)
+      << stats.dump();
+  EXPECT_GE(stats["compression"].value("documents_mapped", 0), 1);
+  const Exposition e = ParsePrometheus(Get(port_, "/metrics").body);
+  EXPECT_GE(Find(e, "kvstash_kv_compressed_prefix_hits_total", {}).value_or(0),
+            1.0);
+}
+
 // 7. Models and health.
 
 TEST_F(ServerTest, ModelsAndHealth) {
