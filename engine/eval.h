@@ -40,7 +40,8 @@
 // holds); copy_accuracy is the fraction of the copy's tokens after its first
 // that each side predicts (argmax). kept_fraction is the rows kept over the
 // rows held before compression, averaged over windows. Greedy prompts are
-// compressed after their prefill (GenerateOptions::compressor).
+// compressed as Generate compresses them (GenerateOptions::compressor: at
+// their CompressionPoint).
 // InvalidArgument when ctx < 2, windows < 0, gen_tokens < 0, a prompt is
 // empty, compress_at is outside [2, ctx - 2], both a transform and a
 // compressor are given, the model's heads cannot be stored in either format,

@@ -19,6 +19,7 @@
 #include <random>
 #include <thread>
 
+#include "compress/policy.h"
 #include "engine/generate.h"
 #include "kvcache/block_hash.h"
 #include "kvcache/kv_manager.h"
@@ -50,10 +51,18 @@ struct Stack {
 
   Outcome Run(std::vector<int32_t> prompt, int max_tokens,
               std::string salt = "") {
-    auto handle =
-        scheduler->Submit(Greedy(std::move(prompt), max_tokens, salt));
-    KV_CHECK(handle.ok());
+    return Run(Greedy(std::move(prompt), max_tokens, std::move(salt)));
+  }
+  Outcome Run(const GenerationRequest& request) {
+    auto handle = scheduler->Submit(request);
+    KV_CHECK_MSG(handle.ok(), handle.status().ToString().c_str());
     return Collect(**handle);
+  }
+  // Stops the server: the scheduler, then the cache (which queues what is
+  // left to write behind).
+  void Stop() {
+    scheduler.reset();
+    kv.reset();
   }
 };
 
@@ -161,6 +170,32 @@ class TiersTest : public ::testing::Test {
                      }).status();
     KV_CHECK_MSG(s.ok(), s.ToString().c_str());
     return out;
+  }
+
+  // A greedy request: `document` followed by a question (4 story tokens
+  // from `question`: a short one leaves the answer to the document, so how
+  // it was compressed shows in the output), its document (kv_context)
+  // compressed under `policy`.
+  GenerationRequest Ask(const std::vector<int32_t>& document, size_t question,
+                        const compress::PolicyOptions& policy,
+                        int max_tokens = 8) const {
+    GenerationRequest r = Greedy(document, max_tokens);
+    r.prompt.insert(r.prompt.end(), story_.begin() + ptrdiff_t(question),
+                    story_.begin() + ptrdiff_t(question + 4));
+    r.stop_at_eos = false;
+    r.kv_compression = policy;
+    r.kv_context = int(document.size());
+    return r;
+  }
+
+  // The greedy output of `r` on a fresh server without tiers: what it
+  // computes cold (its document compressed, nothing mapped).
+  std::vector<int32_t> Cold(const GenerationRequest& r) {
+    Stack s = NewStack({});
+    const Outcome out = s.Run(r);
+    EXPECT_EQ(out.finish.usage.cached_tokens, 0);
+    EXPECT_NE(out.finish.usage.kv_cache, "mapped");
+    return out.tokens;
   }
 
   // Tokens of the full blocks before the last token of `prompt`: what a
@@ -653,6 +688,181 @@ TEST_F(TiersTest, TwoServersShareThroughRedis) {
   Stack c = NewStack({disk_b.get()});
   EXPECT_EQ(c.scheduler->CachedPrefix(prompt, "").tier_tokens[0],
             Loadable(prompt));
+}
+
+// The rows chain (block_hash.h) under which a server of this test stores
+// `document` compressed by `policy`, keeping `kept` rows per (layer, head).
+std::vector<Hash128> CompressedRowsChain(const Model& model,
+                                         const kernels::BlockLayout& layout,
+                                         const std::vector<int32_t>& document,
+                                         const compress::PolicyOptions& policy,
+                                         int kept) {
+  const Hash128 rows_root = kvcache::RowsRoot(
+      kvcache::RootHash(model.identity(), layout, store::Codec::kRaw, ""),
+      compress::PolicyNamespace(policy));
+  return kvcache::RowsChain(rows_root, document,
+                            size_t((kept + kBlockTokens - 1) / kBlockTokens));
+}
+
+// A document compressed by a query-agnostic policy is stored (its compacted
+// rows, under the policy's namespace) and written behind to disk; after a
+// restart, a request with the same document, the same policy and another
+// question maps those rows from disk instead of computing and compressing
+// the document again, with the output it computes cold. Requests with the
+// same document under another policy, other parameters or none never map
+// them (they may load the document's plain positions) and also answer as
+// cold.
+TEST_F(TiersTest, CompressedDocumentsSurviveARestart) {
+  const std::string dir = testing::TempDir("compressed_restart");
+  const std::vector<int32_t> document = Prompt(1200, 299);  // 300 tokens
+  const int n_doc = int(document.size());
+  const compress::PolicyOptions knorm{"knorm", 0.5};
+  const int kept = 150;  // half of the document's rows
+  const int rows_blocks = (kept + kBlockTokens - 1) / kBlockTokens;  // 10
+  const std::vector<Hash128> rows =
+      CompressedRowsChain(*model_, Layout(), document, knorm, kept);
+  ASSERT_EQ(rows.size(), size_t(rows_blocks));
+
+  const GenerationRequest first = Ask(document, 3000, knorm);
+  {
+    auto disk = OpenDisk(dir);
+    Stack a = NewStack({disk.get()});
+    const Outcome out = a.Run(first);
+    const RequestUsage& u = out.finish.usage;
+    EXPECT_EQ(u.kv_cache, "stored");
+    EXPECT_EQ(u.kv_policy, "knorm");
+    EXPECT_EQ(u.kv_compressed_tokens, n_doc);
+    EXPECT_EQ(u.kv_kept_tokens, double(kept));
+    EXPECT_EQ(u.cached_tokens, 0);
+    EXPECT_EQ(out.tokens, Cold(first));
+    EXPECT_EQ(a.kv->Stats().rows_published, 1u);
+    a.Stop();  // every write-behind is queued
+    disk->Flush();
+    // Every block of the rows is on disk, under its rows chain.
+    EXPECT_EQ(disk->Exists(rows), std::vector<bool>(rows.size(), true));
+  }  // the disk tier stores its queue and unlocks
+
+  auto disk = OpenDisk(dir);
+  Stack b = NewStack({disk.get()});
+  EXPECT_EQ(disk->Exists(rows), std::vector<bool>(rows.size(), true));
+  const GenerationRequest second = Ask(document, 4000, knorm);
+  const Outcome warm = b.Run(second);
+  // The compressed document changes the answer: the equality with the cold
+  // output below tells which rows were used.
+  EXPECT_NE(Cold(second), Alone(second.prompt, second.max_tokens));
+  {
+    const RequestUsage& u = warm.finish.usage;
+    EXPECT_EQ(u.kv_cache, "mapped");
+    EXPECT_EQ(u.kv_policy, "knorm");
+    EXPECT_EQ(u.cached_tokens, n_doc);
+    ASSERT_EQ(u.tier_cached_tokens.size(), 1u);
+    EXPECT_EQ(u.tier_cached_tokens[0], n_doc);  // nothing was in DRAM
+    EXPECT_EQ(u.kv_compressed_tokens, n_doc);
+    EXPECT_EQ(u.kv_kept_tokens, double(kept));
+    EXPECT_EQ(u.kv_blocks_after, rows_blocks);
+  }
+  EXPECT_EQ(warm.tokens, Cold(second));
+  // The rows were loaded (not the document's plain positions) and nothing
+  // was compressed again.
+  EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks, uint64_t(rows_blocks));
+  EXPECT_EQ(b.kv->TierStats()[0].load_failures, 0u);
+  EXPECT_EQ(b.kv->Stats().rows_hits, 1u);
+  EXPECT_EQ(b.kv->Stats().rows_published, 0u);
+  EXPECT_EQ(b.scheduler->Stats().compressions, 0u);
+  EXPECT_EQ(b.scheduler->Stats().compressed_prefix_hits, 1u);
+
+  // Again: the rows are in DRAM now.
+  const GenerationRequest third = Ask(document, 6500, knorm);
+  const Outcome dram = b.Run(third);
+  EXPECT_EQ(dram.finish.usage.kv_cache, "mapped");
+  EXPECT_EQ(dram.finish.usage.cached_tokens, n_doc);
+  EXPECT_EQ(dram.finish.usage.tier_cached_tokens, std::vector<int>{0});
+  EXPECT_EQ(dram.tokens, Cold(third));
+
+  // The same document under other parameters, another policy or none:
+  // never the stored rows.
+  for (const compress::PolicyOptions& other :
+       {compress::PolicyOptions{"knorm", 0.25},
+        compress::PolicyOptions{"knorm", 0.5, /*merge=*/true},
+        compress::PolicyOptions{"expected", 0.5},
+        compress::PolicyOptions{"streaming", 0.5}, compress::PolicyOptions{}}) {
+    SCOPED_TRACE(other.policy + " " + std::to_string(other.ratio) +
+                 (other.merge ? " merge" : ""));
+    const GenerationRequest r = Ask(document, 6000, other);
+    const Outcome out = b.Run(r);
+    const RequestUsage& u = out.finish.usage;
+    EXPECT_NE(u.kv_cache, "mapped");
+    EXPECT_EQ(u.kv_cache, other.policy.empty() ? "" : "stored");
+    EXPECT_LE(u.cached_tokens, n_doc);
+    EXPECT_EQ(out.tokens, Cold(r));
+  }
+  EXPECT_EQ(b.kv->Stats().rows_hits, 2u);
+  EXPECT_EQ(b.scheduler->Stats().compressed_prefix_hits, 2u);
+  EXPECT_TRUE(b.kv->Validate({}).ok());
+}
+
+// Two servers over one Redis (each with its own disk): the first compresses
+// a document and stores its rows, the second maps them from Redis (and
+// keeps a copy on its disk, where a third server finds them), each with the
+// output it computes cold.
+TEST_F(TiersTest, CompressedDocumentsAreSharedThroughRedis) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto redis_server = testing::RedisServer::Start();
+  ASSERT_TRUE(redis_server.ok()) << redis_server.status().ToString();
+  const std::string url = (*redis_server)->url();
+  const std::vector<int32_t> document = Prompt(4200, 299);  // 300 tokens
+  const int n_doc = int(document.size());
+  const compress::PolicyOptions expected{"expected", 0.75};
+
+  auto disk_a = OpenDisk(testing::TempDir("compressed-share-a"));
+  auto redis_a = OpenRedis(url);
+  Stack a = NewStack({disk_a.get(), redis_a.get()});
+  const GenerationRequest first = Ask(document, 3000, expected);
+  const Outcome stored = a.Run(first);
+  EXPECT_EQ(stored.finish.usage.kv_cache, "stored");
+  EXPECT_EQ(stored.finish.usage.kv_compressed_tokens, n_doc);
+  EXPECT_EQ(stored.finish.usage.cached_tokens, 0);
+  EXPECT_EQ(stored.tokens, Cold(first));
+  const int kept = int(stored.finish.usage.kv_kept_tokens);
+  EXPECT_EQ(double(kept), stored.finish.usage.kv_kept_tokens);
+  EXPECT_GT(kept, 0);
+  EXPECT_LT(kept, n_doc);
+  const int rows_blocks = (kept + kBlockTokens - 1) / kBlockTokens;
+  redis_a->Flush();
+  const std::vector<Hash128> rows =
+      CompressedRowsChain(*model_, Layout(), document, expected, kept);
+  EXPECT_EQ(redis_a->Exists(rows), std::vector<bool>(rows.size(), true));
+
+  auto disk_b = OpenDisk(testing::TempDir("compressed-share-b"));
+  auto redis_b = OpenRedis(url);
+  Stack b = NewStack({disk_b.get(), redis_b.get()});
+  const GenerationRequest second = Ask(document, 6000, expected);
+  const Outcome mapped = b.Run(second);
+  // The compressed document changes the answer (see above).
+  EXPECT_NE(Cold(second), Alone(second.prompt, second.max_tokens));
+  {
+    const RequestUsage& u = mapped.finish.usage;
+    EXPECT_EQ(u.kv_cache, "mapped");
+    EXPECT_EQ(u.cached_tokens, n_doc);
+    EXPECT_EQ(u.tier_cached_tokens, (std::vector<int>{0, n_doc}));
+    EXPECT_EQ(u.kv_kept_tokens, double(kept));
+  }
+  EXPECT_EQ(mapped.tokens, Cold(second));
+  EXPECT_EQ(b.kv->TierStats()[1].loaded_blocks, uint64_t(rows_blocks));
+  EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks, 0u);
+  EXPECT_EQ(b.scheduler->Stats().compressions, 0u);
+
+  // The Redis hit was promoted to B's disk: a server over it alone maps
+  // the rows from there.
+  b.Stop();
+  disk_b->Flush();
+  EXPECT_EQ(disk_b->Exists(rows), std::vector<bool>(rows.size(), true));
+  Stack c = NewStack({disk_b.get()});
+  const GenerationRequest third = Ask(document, 4000, expected);
+  const Outcome local = c.Run(third);
+  EXPECT_EQ(local.finish.usage.kv_cache, "mapped");
+  EXPECT_EQ(local.finish.usage.tier_cached_tokens, std::vector<int>{n_doc});
+  EXPECT_EQ(local.tokens, Cold(third));
 }
 
 // A TLS-only Redis (no plain port) reached the way the README says: through
