@@ -82,8 +82,8 @@ int Fail(const std::string& message) {
 Result<std::unique_ptr<KvCompressor>> MakeKvCompressor(
     const KvPolicyFlags& flags, const ModelConfig& config, ThreadPool* pool) {
   if (flags.policy.empty()) return std::unique_ptr<KvCompressor>();
-  Result<std::unique_ptr<KvCompressor>> c = compress::MakeCompressor(
-      config, {flags.policy, flags.ratio, flags.merge}, pool);
+  Result<std::unique_ptr<KvCompressor>> c =
+      compress::MakeCompressor(config, flags, pool);
   // CheckPolicyOptions names the field: "policy: ..." or "ratio: ...".
   if (!c.ok()) return Status::InvalidArgument("--kv-" + c.status().message());
   return c;

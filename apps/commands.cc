@@ -65,8 +65,8 @@ int RunGenerate(const GenerateCommandOptions& options) {
               << r->decode_tokens_per_s() << " tok/s";
     if (gen.compressor != nullptr) {
       std::cerr << "; " << options.kv_policy.policy << " compression "
-                << r->compress_seconds << " s, " << r->kv_blocks_held
-                << " KV blocks held";
+                << r->compress_seconds << " s (" << 1 + r->recompressions
+                << " times), " << r->kv_blocks_held << " KV blocks held";
     }
     std::cerr << "\n";
     return 0;
@@ -77,6 +77,7 @@ int RunGenerate(const GenerateCommandOptions& options) {
              {"prefill_tokens_per_s", r->prefill_tokens_per_s()},
              {"decode_tokens_per_s", r->decode_tokens_per_s()},
              {"compress_seconds", r->compress_seconds},
+             {"recompressions", r->recompressions},
              {"kv_blocks_held", r->kv_blocks_held}});
   return 0;
 }
@@ -238,6 +239,11 @@ int RunBench(const BenchCommandOptions& options) {
     }
     o.baseline = kernels::KvFormat{t, t};
   }
+  if (options.kv_policy.every != 0) {
+    return Fail(
+        "--kv-every: bench measures one compression of the --depth context; "
+        "compression every N positions runs in generate, eval and serve");
+  }
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
   Result<std::unique_ptr<KvCompressor>> compressor =
@@ -267,6 +273,7 @@ int RunBench(const BenchCommandOptions& options) {
       policy = {{"kv_policy", options.kv_policy.policy},
                 {"kv_ratio", options.kv_policy.ratio},
                 {"kv_merge", options.kv_policy.merge},
+                {"kv_every", options.kv_policy.every},
                 {"kept_fraction", r->kept_fraction},
                 {"fill_seconds", SpreadJson(r->fill_seconds)},
                 {"compress_seconds", SpreadJson(r->compress_seconds)},

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "compress/policy.h"
 #include "engine/sampler.h"
 
 namespace kvstash::apps {
@@ -24,11 +25,9 @@ struct RunOptions {
 };
 
 // Token eviction (compress/policy.h): --kv-policy NAME --kv-ratio R
-// [--kv-merge]. An empty policy: none.
-struct KvPolicyFlags {
-  std::string policy;
-  double ratio = 0.5;
-  bool merge = false;
+// [--kv-merge] [--kv-every N]. An empty policy: none.
+struct KvPolicyFlags : compress::PolicyOptions {
+  KvPolicyFlags() { ratio = 0.5; }
 };
 
 struct GenerateCommandOptions {

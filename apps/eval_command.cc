@@ -57,6 +57,7 @@ Json ResultJson(const EvalCommandOptions& options, const EvalOptions& eval,
     j["kv_policy"] = options.kv_policy.policy;
     j["kv_ratio"] = options.kv_policy.ratio;
     j["kv_merge"] = options.kv_policy.merge;
+    j["kv_every"] = options.kv_policy.every;
     j["compress_at"] = CompressAt(eval);
     j["kept_fraction"] = r.kept_fraction;
     j["copy_accuracy_base"] = r.baseline.copy_accuracy;

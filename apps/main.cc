@@ -39,6 +39,10 @@ void AddKvPolicyFlags(CLI::App* cmd, kvstash::apps::KvPolicyFlags* f) {
                   "fraction of the tokens --kv-policy evicts, in [0, 1) (0.5)");
   cmd->add_flag("--kv-merge", f->merge,
                 "fold each evicted token into its most similar kept token");
+  cmd->add_option("--kv-every", f->every,
+                  "after the first compression, compress again every N "
+                  "positions back to its budget (a fixed budget while "
+                  "decoding); 0: once (0)");
 }
 
 void AddTierCodecFlag(CLI::App* cmd, std::string* codec) {

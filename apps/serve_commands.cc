@@ -53,7 +53,7 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   const ModelConfig& c = s.model->config();
   compress::PolicyOptions kv_compression;
   if (!o.kv_policy.policy.empty()) {
-    kv_compression = {o.kv_policy.policy, o.kv_policy.ratio, o.kv_policy.merge};
+    kv_compression = o.kv_policy;
     const Status valid = compress::CheckPolicyOptions(kv_compression);
     if (!valid.ok()) return Status::InvalidArgument("--kv-" + valid.message());
     const std::string why = KvCompactionSupports(kv_format);
@@ -352,8 +352,7 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
   o.block_tokens = options.block_tokens;
   o.kv_cache_mb = options.kv_cache_mb;
   o.max_batch_tokens = options.max_batch_tokens;
-  o.kv_compression = {options.kv_policy.policy, options.kv_policy.ratio,
-                      options.kv_policy.merge};
+  o.kv_compression = options.kv_policy;
   if (!o.kv_compression.policy.empty()) {
     const Status valid = compress::CheckPolicyOptions(o.kv_compression);
     if (!valid.ok()) return Fail("--kv-" + valid.message());

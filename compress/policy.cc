@@ -133,7 +133,25 @@ class PolicyCompressor final : public KvCompressor {
     return KeptRows(n, options_.ratio);
   }
 
+  int every() const override { return options_.every; }
+
   Status Compress(CompactableKv& kv, int n) override {
+    return Run(kv, n, nullptr);
+  }
+
+  Status Recompress(CompactableKv& kv, int n,
+                    std::span<const int32_t> budgets) override {
+    const std::vector<int> fixed(budgets.begin(), budgets.end());
+    if (fixed.size() != size_t(config_.n_layers * config_.n_kv_heads)) {
+      return Status::InvalidArgument("kv policy " + options_.policy +
+                                     ": a budget per (layer, kv head) needed");
+    }
+    return Run(kv, n, &fixed);
+  }
+
+ private:
+  // Compresses to the ratio's budgets, or to `fixed` ones.
+  Status Run(CompactableKv& kv, int n, const std::vector<int>* fixed) {
     const std::string why = KvCompactionSupports(kv.format());
     if (!why.empty()) {
       return Status::InvalidArgument("kv policy " + options_.policy + ": " +
@@ -156,50 +174,50 @@ class PolicyCompressor final : public KvCompressor {
     switch (def_.kind) {
       case Kind::kStreaming:
         protection.sinks = kSinks;
-        budgets = UniformBudgets(in, r);
+        budgets = fixed ? *fixed : UniformBudgets(in, r);
         ScoreStreaming(in, &scores);
         break;
       case Kind::kKnorm:
-        budgets = UniformBudgets(in, r);
+        budgets = fixed ? *fixed : UniformBudgets(in, r);
         ScoreKnorm(in, &scores);
         break;
       case Kind::kH2o:
-        budgets = UniformBudgets(in, r);
+        budgets = fixed ? *fixed : UniformBudgets(in, r);
         set_recent(2, true);
         ScoreH2o(in, &scores);
         break;
       case Kind::kTova:
-        budgets = UniformBudgets(in, r);
+        budgets = fixed ? *fixed : UniformBudgets(in, r);
         ScoreTova(in, &scores);
         break;
       case Kind::kSnapkv:
-        budgets = UniformBudgets(in, r);
+        budgets = fixed ? *fixed : UniformBudgets(in, r);
         set_recent(window, false);
         ScoreSnapkv(in, window, &scores);
         break;
       case Kind::kExpected:
         protection.sinks = kSinks;
-        budgets = UniformBudgets(in, r);
+        budgets = fixed ? *fixed : UniformBudgets(in, r);
         ScoreExpected(in, &scores);
         break;
       case Kind::kPyramid:
-        budgets = PyramidBudgets(in, r, window);
+        budgets = fixed ? *fixed : PyramidBudgets(in, r, window);
         set_recent(window, false);
         ScoreSnapkv(in, window, &scores);
         break;
       case Kind::kCake:
-        budgets = CakeBudgets(in, r, window, window);
+        budgets = fixed ? *fixed : CakeBudgets(in, r, window, window);
         set_recent(window, false);
         ScoreSnapkv(in, window, &scores);
         break;
       case Kind::kAdaKv:
         set_recent(window, false);
         ScoreSnapkv(in, window, &scores);
-        budgets = AdaKvBudgets(in, scores, protection, r);
+        budgets = fixed ? *fixed : AdaKvBudgets(in, scores, protection, r);
         break;
       case Kind::kLaCache:
         protection.sinks = kSinks;
-        budgets = UniformBudgets(in, r);
+        budgets = fixed ? *fixed : UniformBudgets(in, r);
         set_recent(4, true);
         ScoreLadder(in, protection, budgets, &scores);
         break;
@@ -214,7 +232,6 @@ class PolicyCompressor final : public KvCompressor {
     return Status::OK();
   }
 
- private:
   const ModelConfig config_;
   ThreadPool* pool_;
   const Def& def_;
@@ -257,6 +274,11 @@ Status CheckPolicyOptions(const PolicyOptions& options) {
     return Status::InvalidArgument(
         "ratio: the fraction of tokens evicted must be in [0, 1), not " +
         std::to_string(options.ratio));
+  }
+  if (options.every < 0) {
+    return Status::InvalidArgument(
+        "every: the positions between compressions must be >= 0, not " +
+        std::to_string(options.every));
   }
   return Status::OK();
 }

@@ -14,12 +14,11 @@
 // to the context: the observation window is n / 16 queries (1 to 64), sinks
 // are 4 rows.
 //
-// Applied once after a prefill (SnapKV-style; eval and generate do this), or
-// again later with the rows then held (each compaction keeps the budget of
-// the rows it sees). Query-agnostic policies (their choice depends only on
-// the document: streaming, knorm, expected, lacache) give the same cache for
-// the same text whatever follows it, which is what makes a compressed
-// prefix shareable.
+// Applied once after a prefill (SnapKV-style), and with `every` again every
+// N positions back to that first compaction's budget (Recompress).
+// Query-agnostic policies (their choice depends only on the document:
+// streaming, knorm, expected, lacache) give the same cache for the same text
+// whatever follows it, which is what makes a compressed prefix shareable.
 #pragma once
 
 #include <memory>
@@ -38,6 +37,11 @@ struct PolicyOptions {
   std::string policy;  // a PolicyInfo name
   double ratio = 0;    // fraction of rows evicted, in [0, 1)
   bool merge = false;  // fold evicted rows into the most similar kept row
+  // > 0: after the first compression, every `every` positions computed the
+  // cache is compressed again, back to the rows the first one kept per
+  // (layer, kv head): a fixed budget while decoding, as H2O, TOVA and
+  // StreamingLLM keep. 0: once.
+  int every = 0;
 };
 
 struct PolicyInfo {
@@ -55,7 +59,7 @@ std::string PolicyNames();
 const PolicyInfo* FindPolicy(std::string_view name);
 
 // OK, or InvalidArgument naming the field: an unknown policy, a ratio
-// outside [0, 1).
+// outside [0, 1), a negative `every`.
 Status CheckPolicyOptions(const PolicyOptions& options);
 
 // The canonical text of `options` that names the rows a prefix_only policy

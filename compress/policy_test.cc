@@ -252,6 +252,72 @@ TEST_F(PolicyTest, CompressedGenerationFreesBlocksAndStillSpeaks) {
   EXPECT_EQ(r->kv_blocks_held, (kPrompt / 4 + 31 + 15) / 16);
 }
 
+// Every N positions the cache goes back to the first compaction's budget,
+// per pair (budgeted policies too), keeping what each policy promises.
+TEST_F(PolicyTest, RecompressionKeepsAFixedBudget) {
+  for (const char* name : {"streaming", "h2o", "snapkv", "adakv"}) {
+    SCOPED_TRACE(name);
+    auto compressor = MakeCompressor(config(), {name, 0.5, false, 16});
+    ASSERT_TRUE(compressor.ok());
+    EXPECT_EQ((*compressor)->every(), 16);
+    LocalKvCache kv(config().n_layers, config().n_kv_heads, config().head_dim,
+                    2 * kPrompt);
+    Prefill(kv, compressor->get());
+    ASSERT_TRUE((*compressor)->Compress(kv, kPrompt).ok());
+    const std::vector<int32_t> budgets = kv.compaction().kept;
+    EXPECT_FALSE(RecompressDue(**compressor, kv.compaction(), kPrompt + 15));
+    EXPECT_TRUE(RecompressDue(**compressor, kv.compaction(), kPrompt + 16));
+    // 16 more positions, observed, then back to the budget.
+    std::vector<float> logits(size_t(config().vocab_size));
+    ASSERT_TRUE(transformer_
+                    ->Forward(std::span(tokens_).subspan(kPrompt, 16), kPrompt,
+                              kv, false, logits.data(),
+                              (*compressor)->observer())
+                    .ok());
+    ASSERT_TRUE((*compressor)->Recompress(kv, kPrompt + 16, budgets).ok());
+    EXPECT_EQ(kv.compaction().end, kPrompt + 16);
+    EXPECT_EQ(kv.compaction().kept, budgets);
+    if (std::string(name) == "streaming") {
+      // Sinks and the newest rows: the 16 new positions are all kept.
+      for (int pair = 0; pair < pairs(); ++pair) {
+        EXPECT_EQ(kv.Rows(pair / config().n_kv_heads,
+                          pair % config().n_kv_heads, kPrompt + 16),
+                  budgets[size_t(pair)]);
+      }
+    }
+    EXPECT_FALSE(RecompressDue(**compressor, kv.compaction(), kPrompt + 16));
+    EXPECT_EQ((*compressor)
+                  ->Recompress(kv, kPrompt + 16, std::vector<int32_t>(3, 1))
+                  .code(),
+              StatusCode::kInvalidArgument);
+  }
+}
+
+// Generation with a fixed budget holds at most budget + N rows per pair,
+// however long it runs; without `every` the cache grows with the output.
+TEST_F(PolicyTest, FixedBudgetGenerationHoldsItsBlocks) {
+  auto once = MakeCompressor(config(), {"h2o", 0.75});
+  auto every = MakeCompressor(config(), {"h2o", 0.75, false, 16});
+  GenerateOptions o;
+  o.n_predict = 100;
+  o.stop_at_eos = false;
+  o.sampling.temperature = 0;
+  o.compressor = once->get();
+  auto grows =
+      Generate(*transformer_, std::span(tokens_).first(kPrompt), o, nullptr);
+  o.compressor = every->get();
+  auto fixed =
+      Generate(*transformer_, std::span(tokens_).first(kPrompt), o, nullptr);
+  ASSERT_TRUE(grows.ok() && fixed.ok());
+  EXPECT_EQ(grows->recompressions, 0);
+  EXPECT_EQ(grows->kv_blocks_held, (32 + 99 + 15) / 16);  // 9
+  // 99 decode positions after the prompt: compressed before positions
+  // 144, 160, ... 224 (6 times); at most 32 + 16 rows, 3 blocks.
+  EXPECT_EQ(fixed->recompressions, 6);
+  EXPECT_EQ(fixed->kv_blocks_held, 3);  // 32 + 3 rows at the end
+  EXPECT_EQ(fixed->gen_ids.size(), 100u);
+}
+
 TEST_F(PolicyTest, MergeFoldsEvictedRowsIntoKeptOnes) {
   auto plain = MakeCompressor(config(), {"knorm", 0.5});
   auto merging = MakeCompressor(config(), {"knorm", 0.5, /*merge=*/true});
@@ -327,6 +393,9 @@ TEST(PolicyOptionsTest, BadInputNamesTheField) {
     EXPECT_NE(bad.message().find("ratio"), std::string::npos);
   }
   EXPECT_TRUE(CheckPolicyOptions({"snapkv", 0.0}).ok());
+  auto every = CheckPolicyOptions({"snapkv", 0.5, false, -1});
+  EXPECT_FALSE(every.ok());
+  EXPECT_EQ(every.message().rfind("every:", 0), 0u) << every.message();
 }
 
 // Prefix-only policies compress the document before the last token (or the

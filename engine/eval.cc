@@ -76,9 +76,22 @@ struct Side {
     KV_RETURN_IF_ERROR(compressor.Compress(kv, compress_at));
     kept_rows += kv.compaction().MeanKept();
     rows_before += compress_at;
-    return transformer.Forward(
-        window.subspan(size_t(compress_at)), compress_at, kv,
-        /*all_logits=*/true, logits.data() + size_t(compress_at) * vocab);
+    // The rest in one pass, or, compressing every N positions, in passes
+    // of N with the cache compressed back to its budget after each.
+    const int n = int(window.size());
+    const int step = compressor.every() > 0 ? compressor.every() : n;
+    for (int pos = compress_at; pos < n; pos += step) {
+      if (RecompressDue(compressor, kv.compaction(), pos)) {
+        const std::vector<int32_t> budgets = kv.compaction().kept;
+        KV_RETURN_IF_ERROR(compressor.Recompress(kv, pos, budgets));
+      }
+      const int end = std::min(n, pos + step);
+      KV_RETURN_IF_ERROR(transformer.Forward(
+          window.subspan(size_t(pos), size_t(end - pos)), pos, kv,
+          /*all_logits=*/true, logits.data() + size_t(pos) * vocab,
+          compressor.every() > 0 ? compressor.observer() : nullptr));
+    }
+    return Status::OK();
   }
 
   // Computes every logit of `window` (from position 0); with a transform,

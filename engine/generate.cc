@@ -91,7 +91,7 @@ Result<GenerateResult> Generate(Transformer& transformer,
   auto compress = [&](int at) -> Status {
     const auto compress_start = std::chrono::steady_clock::now();
     KV_RETURN_IF_ERROR(options.compressor->Compress(kv, at));
-    result.compress_seconds = SecondsSince(compress_start);
+    result.compress_seconds += SecondsSince(compress_start);
     return Status::OK();
   };
   const int compress_at = options.compressor != nullptr
@@ -108,7 +108,6 @@ Result<GenerateResult> Generate(Transformer& transformer,
     }
     KV_RETURN_IF_ERROR(compress(compress_at));
     computed_from = compress_at;
-    observer = nullptr;
   }
   KV_RETURN_IF_ERROR(transformer.Forward(
       prompt.subspan(size_t(computed_from)), computed_from, kv,
@@ -119,6 +118,7 @@ Result<GenerateResult> Generate(Transformer& transformer,
   }
 
   start = std::chrono::steady_clock::now();
+  double recompress_seconds = 0;
   int pos = static_cast<int>(prompt.size());
   while (true) {
     const int32_t next = sampler.Sample(logits, history);
@@ -127,12 +127,22 @@ Result<GenerateResult> Generate(Transformer& transformer,
     if (on_token && !on_token(next)) break;
     if (options.stop_at_eos && next == model.tokenizer().eos()) break;
     if (static_cast<int>(result.gen_ids.size()) >= options.n_predict) break;
+    if (options.compressor != nullptr &&
+        RecompressDue(*options.compressor, kv.compaction(), pos)) {
+      // A fixed budget: back to the rows the first compression kept.
+      const auto compress_start = std::chrono::steady_clock::now();
+      const std::vector<int32_t> budgets = kv.compaction().kept;
+      KV_RETURN_IF_ERROR(options.compressor->Recompress(kv, pos, budgets));
+      recompress_seconds += SecondsSince(compress_start);
+      ++result.recompressions;
+    }
     KV_RETURN_IF_ERROR(transformer.Forward({&next, 1}, pos, kv,
-                                           /*all_logits=*/false,
-                                           logits.data()));
+                                           /*all_logits=*/false, logits.data(),
+                                           observer));
     ++pos;
   }
-  result.decode_seconds = SecondsSince(start);
+  result.decode_seconds = SecondsSince(start) - recompress_seconds;
+  result.compress_seconds += recompress_seconds;
   result.kv_blocks_held = kv.BlocksHeld(pos);
   return result;
 }

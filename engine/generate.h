@@ -40,6 +40,8 @@ struct GenerateOptions {
   // compresses the prompt before its last token, which is then computed
   // over the kept rows; others the whole prompt once it is computed (after
   // the first token's logits). Before the decode steps; it is Reset first.
+  // With every() > 0 it observes the decode steps too and compresses again
+  // every that many positions, back to the first compression's budget.
   KvCompressor* compressor = nullptr;
 };
 
@@ -48,7 +50,8 @@ struct GenerateResult {
   std::vector<int32_t> gen_ids;
   double prefill_seconds = 0;
   double decode_seconds = 0;    // total over gen_ids.size() - 1 decode steps
-  double compress_seconds = 0;  // the compressor's step, 0 without one
+  double compress_seconds = 0;  // the compressor's steps, 0 without one
+  int recompressions = 0;       // compressions after the first (every)
   int kv_blocks_held = 0;       // blocks the cache needed at the end
   double prefill_tokens_per_s() const;
   double decode_tokens_per_s() const;

@@ -37,6 +37,12 @@ int CompressionPoint(const KvCompressor& compressor, int n_prompt,
   return context >= 1 && context < n_prompt ? context : n_prompt - 1;
 }
 
+bool RecompressDue(const KvCompressor& compressor,
+                   const KvCompaction& compaction, int n) {
+  return compressor.every() > 0 && compaction.compacted() &&
+         n - compaction.end >= compressor.every();
+}
+
 namespace {
 
 Status CheckSelection(const kernels::BlockLayout& layout, int capacity_rows,

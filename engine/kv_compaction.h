@@ -75,10 +75,11 @@ std::string KvCompactionSupports(const kernels::KvFormat& format);
 // updates into their kept rows there, zeroes every other row of those blocks
 // up to row ceil(n / B) * B (nothing evicted, or left in a fresh block by an
 // earlier holder, stays readable: compacted blocks may be stored and
-// shared), and sets `compaction` to end = n and the kept counts. `to` must hold the most rows kept. InvalidArgument when
-// the selection does not fit the layout (wrong number of lists, rows
-// unsorted or out of range, an update of a row not kept), `to` is too short,
-// or the format cannot be compacted; nothing is changed then.
+// shared), and sets `compaction` to end = n and the kept counts. `to` must hold
+// the most rows kept. InvalidArgument when the selection does not fit the
+// layout (wrong number of lists, rows unsorted or out of range, an update of a
+// row not kept), `to` is too short, or the format cannot be compacted; nothing
+// is changed then.
 Status CompactRows(const kernels::BlockLayout& layout, uint8_t* arena,
                    std::span<const int32_t> from, std::span<const int32_t> to,
                    int n, const KvSelection& selection,
@@ -129,6 +130,14 @@ class KvCompressor {
   virtual bool prefix_only() const = 0;
   // Evicts tokens of positions [0, n) of `kv` (all written and observed).
   virtual Status Compress(CompactableKv& kv, int n) = 0;
+  // Positions between compressions after the first (0: compress once); see
+  // RecompressDue.
+  virtual int every() const = 0;
+  // Evicts tokens of positions [0, n) of `kv`, compacted already, keeping
+  // budgets[layer * n_kv_heads + kv_head] rows of each pair (the first
+  // compaction's kept counts: a fixed budget).
+  virtual Status Recompress(CompactableKv& kv, int n,
+                            std::span<const int32_t> budgets) = 0;
 };
 
 // Where a prompt of `n_prompt` tokens is compressed. A prefix_only
@@ -141,5 +150,13 @@ class KvCompressor {
 // computed (n_prompt).
 int CompressionPoint(const KvCompressor& compressor, int n_prompt,
                      int context = 0);
+
+// Whether a cache compacted as `compaction`, holding positions [0, n), is
+// due to be compressed again: compressor.every() positions (> 0) written
+// since its last compaction. Then Recompress(kv, n, compaction.kept).
+// Checked between forward passes, before computing position n (generate,
+// eval and the server agree when their passes end at the same positions).
+bool RecompressDue(const KvCompressor& compressor,
+                   const KvCompaction& compaction, int n);
 
 }  // namespace kvstash

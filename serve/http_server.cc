@@ -472,6 +472,7 @@ class HttpServer::Impl::Responder {
     u.kv_blocks_after = finish_.usage.kv_blocks_after;
     u.kv_compressed_tokens = finish_.usage.kv_compressed_tokens;
     u.kv_cache = finish_.usage.kv_cache;
+    u.kv_recompressions = finish_.usage.kv_recompressions;
     return u;
   }
   bool failed() const {
@@ -658,6 +659,7 @@ Json HttpServer::Impl::KvStatsJson() {
         {"seconds", q.compress_seconds},
         {"blocks_before", s.rewrite_blocks_before},
         {"blocks_after", s.rewrite_blocks_after},
+        {"recompressions", q.recompressions},
         {"documents_stored", s.rows_published},
         {"documents_mapped", q.compressed_prefix_hits},
         {"document_tokens_mapped", q.compressed_prefix_tokens}}},

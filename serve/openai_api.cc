@@ -466,17 +466,18 @@ MaybeError ReadStreaming(const json& o, CompletionRequest* r) {
   return std::nullopt;
 }
 
-// "kv_compression": {"policy": NAME, "ratio": R, "merge": B}.
+// "kv_compression": {"policy": NAME, "ratio": R, "merge": B, "every": N}.
 MaybeError ReadKvCompression(const json& o,
                              std::optional<compress::PolicyOptions>* out) {
   const json* v = Field(o, "kv_compression");
   if (v == nullptr) return std::nullopt;
   if (!v->is_object()) return WrongType("kv_compression", "an object");
   for (const auto& [key, value] : v->items()) {
-    if (key != "policy" && key != "ratio" && key != "merge") {
-      return ApiError::BadRequest(
-          "'kv_compression." + key + "' is not a field (policy, ratio, merge)",
-          "kv_compression." + key);
+    if (key != "policy" && key != "ratio" && key != "merge" && key != "every") {
+      return ApiError::BadRequest("'kv_compression." + key +
+                                      "' is not a field (policy, ratio, "
+                                      "merge, every)",
+                                  "kv_compression." + key);
     }
   }
   compress::PolicyOptions options;
@@ -496,6 +497,14 @@ MaybeError ReadKvCompression(const json& o,
       return WrongType("kv_compression.merge", "a boolean");
     }
     options.merge = merge->get<bool>();
+  }
+  if (const json* every = Field(*v, "every")) {
+    if (!every->is_number_integer() || every->get<int64_t>() < 0 ||
+        every->get<int64_t>() > 1 << 30) {
+      return WrongType("kv_compression.every",
+                       "a count of positions (an integer >= 0)");
+    }
+    options.every = every->get<int>();
   }
   if (options.policy == "none") {
     *out = compress::PolicyOptions{};
@@ -575,7 +584,8 @@ ordered_json UsageJson(const Usage& u) {
         {"kept_tokens", u.kv_kept_tokens},
         {"blocks_before", u.kv_blocks_before},
         {"blocks_after", u.kv_blocks_after},
-        {"cache", u.kv_cache}};
+        {"cache", u.kv_cache},
+        {"recompressions", u.kv_recompressions}};
   }
   return j;
 }

@@ -142,12 +142,14 @@ struct Usage {
   std::vector<std::pair<std::string, int64_t>> tier_cached_tokens;
   // Token eviction (written as "kvstash_kv_compression": {"policy",
   // "compressed_tokens", "kept_tokens", "blocks_before", "blocks_after",
-  // "cache"} when a policy ran; see RequestUsage in serve/scheduler.h).
+  // "cache", "recompressions"} when a policy ran; see RequestUsage in
+  // serve/scheduler.h).
   std::string kv_policy;
   int64_t kv_compressed_tokens = 0;
   double kv_kept_tokens = 0;
   int64_t kv_blocks_before = 0, kv_blocks_after = 0;
   std::string kv_cache;
+  int64_t kv_recompressions = 0;
 };
 
 // What the responses and chunks of one request share.

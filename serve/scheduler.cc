@@ -92,20 +92,20 @@ class CompactingView final : public CompactableKv {
   int BlocksHeld(int n) const override {
     return compaction_->BlocksHeld(n, kv_.layout().block_tokens);
   }
+  // Blocks [0, BlocksHeld(n)) hold positions [0, n); the room reserved
+  // after them receives the kept rows.
   Status Compact(int n, const KvSelection& selection) override {
     size_t most = 1;
     for (const auto& rows : selection.rows) most = std::max(most, rows.size());
     const size_t bt = size_t(kv_.layout().block_tokens);
-    // Blocks [0, ceil(n / B)) hold the prompt; the room reserved after them
-    // receives the kept rows.
-    return kv_.Rewrite((size_t(n) + bt - 1) / bt, (most + bt - 1) / bt,
-                       [&](std::span<const kvcache::BlockId> from,
-                           std::span<const kvcache::BlockId> to) {
-                         return CompactRows(kv_.layout(), kv_.BlockData(0),
-                                            from, to, n, selection,
-                                            compaction_);
-                       },
-                       seq_);
+    return kv_.Rewrite(
+        size_t(BlocksHeld(n)), (most + bt - 1) / bt,
+        [&](std::span<const kvcache::BlockId> from,
+            std::span<const kvcache::BlockId> to) {
+          return CompactRows(kv_.layout(), kv_.BlockData(0), from, to, n,
+                             selection, compaction_);
+        },
+        seq_);
   }
 
  private:
@@ -206,6 +206,11 @@ struct Scheduler::Sequence {
   // Whether the prompt is still to be compressed: its passes end at the
   // prompt's end and its queries are observed.
   bool compressing() const { return compressor != nullptr && !compressed; }
+  // Whether its forward passes are observed: while compressing, and after
+  // it when it compresses again every N positions.
+  bool observing() const {
+    return compressing() || (compressor != nullptr && compressor->every() > 0);
+  }
   // Positions to reserve beyond n_computed + n: when that chunk completes
   // a prompt to compress, room for the compacted copy (whole blocks past
   // the prompt's), so that compaction never waits for blocks.
@@ -625,6 +630,30 @@ void Scheduler::Admit(int* budget) {
   }
 }
 
+void Scheduler::Recompress(Sequence* seq) {
+  const Clock::time_point start = Clock::now();
+  const int n = seq->n_computed;
+  const double rows_before =
+      seq->compaction.MeanKept() + double(n - seq->compaction.end);
+  const std::vector<int32_t> budgets = seq->compaction.kept;
+  CompactingView view(kv_, &seq->kv, &seq->residual, &seq->compaction);
+  const Status st = seq->compressor->Recompress(view, n, budgets);
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.compress_seconds += Seconds(start, Clock::now());
+  if (!st.ok()) {
+    // No blocks to compact into: it goes on holding more rows; the next
+    // step tries again.
+    KV_CHECK_MSG(st.code() == StatusCode::kResourceExhausted,
+                 st.ToString().c_str());
+    ++stats_.compression_failures;
+    return;
+  }
+  ++seq->usage.kv_recompressions;
+  seq->usage.kv_blocks_after = int(seq->kv.blocks.size());
+  ++stats_.recompressions;
+  stats_.evicted_tokens += rows_before - seq->compaction.MeanKept();
+}
+
 void Scheduler::MapCompressed(Sequence* seq) {
   const kvcache::BlockLayout& layout = kv_.layout();
   seq->compressed = true;
@@ -699,6 +728,11 @@ bool Scheduler::Step() {
     const int pending = seq->pending();
     const int n = seq->Chunk(pending == 1 ? 1 : std::min(pending, budget));
     if (n == 0) continue;
+    // Before computing position n_computed, as the generate loop does.
+    if (seq->compressor != nullptr &&
+        RecompressDue(*seq->compressor, seq->compaction, seq->n_computed)) {
+      Recompress(seq);
+    }
     if (!ReserveOrPreempt(seq,
                           seq->Rows(seq->n_computed + n) +
                               seq->Headroom(n, kv_.layout().block_tokens))) {
@@ -726,7 +760,7 @@ bool Scheduler::Step() {
         {std::span(seq->tokens).subspan(seq->n_computed, p.n), seq->n_computed,
          &views.back(),
          last ? Transformer::Logits::kLast : Transformer::Logits::kNone,
-         seq->compressing() ? seq->compressor->observer() : nullptr});
+         seq->observing() ? seq->compressor->observer() : nullptr});
   }
   const size_t vocab = model_.config().vocab_size;
   if (logits_.size() < n_logits * vocab) logits_.resize(n_logits * vocab);

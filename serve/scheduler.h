@@ -108,6 +108,7 @@ struct RequestUsage {
   // "per_request" (a query-aware policy: never stored).
   std::string kv_cache;
   int kv_compressed_tokens = 0;  // the positions compressed (the document)
+  int kv_recompressions = 0;     // compressions since (kv_compression.every)
 };
 
 // What one running sequence holds in the KV pool.
@@ -169,8 +170,8 @@ struct SchedulerStats {
   double step_seconds = 0;     // wall time of all steps
   double forward_seconds = 0;  // of which in the forward pass
   // Token eviction: prompts compressed, mean tokens evicted per (layer, kv
-  // head) summed over them, compressions skipped for want of blocks, and
-  // the time spent compressing.
+  // head) summed over every compression, compressions skipped for want of
+  // blocks, and the time spent compressing.
   uint64_t compressions = 0;
   double evicted_tokens = 0;
   uint64_t compression_failures = 0;
@@ -179,6 +180,9 @@ struct SchedulerStats {
   // and compressed again, and the positions they covered.
   uint64_t compressed_prefix_hits = 0;
   uint64_t compressed_prefix_tokens = 0;
+  // Compressions back to a fixed budget (kv_compression.every); their
+  // evicted rows count in evicted_tokens.
+  uint64_t recompressions = 0;
   std::vector<SequenceHolding> sequences;  // running, after the last step
 };
 
@@ -233,6 +237,9 @@ class Scheduler {
   // `seq` mapped its compressed document (KvManager::AdmitRows): its
   // compaction and usage say so.
   void MapCompressed(Sequence* seq);
+  // `seq` is due to be compressed again (kv_compression.every): back to its
+  // first compaction's budget.
+  void Recompress(Sequence* seq);
   // The loader's work for `seq`: its compressed document's rows, else (or
   // when they are not all found) its prompt's blocks, from the tiers.
   kvcache::PrefixHit Prefetch(const Sequence& seq);

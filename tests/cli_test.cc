@@ -296,6 +296,17 @@ TEST(CliTest, EvalKvPolicyAndSweep) {
   ExpectOneLineError(eval + " --kv-policy snapkv --kv-type kivi4", "KIVI");
   ExpectOneLineError(eval + " --kv-policy snapkv --compress-at 63",
                      "--compress-at");
+  // A fixed budget: compressed again every 8 positions of the scored part.
+  o = RunKvstash(eval + " --kv-policy h2o --kv-every 8 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  j = nlohmann::json::parse(o.out.substr(o.out.find('{')), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << o.out;
+  EXPECT_EQ(j["kv_every"], 8);
+  EXPECT_EQ(j["tokens"], 2 * 31);
+  ExpectOneLineError(eval + " --kv-policy h2o --kv-every -1", "--kv-every");
+  ExpectOneLineError(
+      "bench " + ModelFlags() + " --depth 64 --kv-policy h2o --kv-every 8",
+      "--kv-every");
 }
 
 // bench codec: one row per codec, on the model's real KV.

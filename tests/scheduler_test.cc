@@ -442,6 +442,55 @@ TEST_F(SchedulerTest, CompressedSequencesSurvivePreemption) {
   ExpectQuiescent(*kv);
 }
 
+// kv_compression.every: the server compresses again every N positions back
+// to the first compaction's budget, as the generate loop does, token for
+// token; the sequence's blocks stay bounded while it decodes.
+TEST_F(SchedulerTest, FixedBudgetDecodingMatchesGenerate) {
+  auto kv = NewKv(/*blocks=*/64);
+  ThreadPool pool(ThreadPool::Options{.num_threads = 2});
+  SchedulerOptions so;
+  so.context = 512;
+  auto sched = Scheduler::Create(*model_, &pool, *kv, so);
+  ASSERT_TRUE(sched.ok());
+  const std::vector<int32_t> prompt = Prompt(100, 199);  // 200 tokens
+  for (const char* policy : {"h2o", "streaming", "expected"}) {
+    SCOPED_TRACE(policy);
+    const compress::PolicyOptions options{policy, 0.75, false, 16};
+    auto compressor = compress::MakeCompressor(model_->config(), options);
+    ASSERT_TRUE(compressor.ok());
+    GenerateOptions g;
+    g.n_predict = 80;
+    g.stop_at_eos = false;
+    g.sampling.temperature = 0;
+    g.compressor = compressor->get();
+    Transformer transformer(*model_);
+    auto reference = Generate(transformer, prompt, g, nullptr);
+    ASSERT_TRUE(reference.ok()) << reference.status().ToString();
+    EXPECT_GE(reference->recompressions, 4);
+    for (int round = 0; round < 2; ++round) {
+      GenerationRequest r;
+      r.prompt = prompt;
+      r.max_tokens = 80;
+      r.stop_at_eos = false;
+      r.sampling.temperature = 0;
+      r.kv_compression = options;
+      auto h = (*sched)->Submit(r);
+      ASSERT_TRUE(h.ok());
+      const Outcome out = Collect(**h);
+      EXPECT_EQ(out.tokens, reference->gen_ids) << "round " << round;
+      const RequestUsage& u = out.finish.usage;
+      EXPECT_EQ(u.kv_recompressions, reference->recompressions);
+      // 50 rows kept, at most 16 more: never more than 5 blocks.
+      EXPECT_LE(u.kv_blocks_after, 5);
+      if (std::string(policy) == "expected") {
+        EXPECT_EQ(u.kv_cache, round == 0 ? "stored" : "mapped");
+      }
+      ExpectQuiescent(*kv);
+    }
+  }
+  EXPECT_GT((*sched)->Stats().recompressions, 0u);
+}
+
 // Greedy output of `r` on a fresh pool and scheduler: what it computes cold.
 std::vector<int32_t> ColdOutput(const Model& model,
                                 std::unique_ptr<kvcache::KvManager> kv,

@@ -1005,6 +1005,21 @@ TEST_F(ServerTest, KvCompressionPerRequest) {
   EXPECT_EQ(ParseJson(bad.body)["error"].value("param", ""),
             "kv_compression.policy")
       << bad.body;
+  // A fixed budget while decoding: compressed again every 8 positions.
+  body = CompletionBody(Words("evict", 100), 30);
+  body["kv_compression"] = {{"policy", "h2o"}, {"ratio", 0.5}, {"every", 8}};
+  const Json fixed = ExpectCompletion(Post(port_, "/v1/completions", body), 30);
+  EXPECT_GE(fixed["usage"]["kvstash_kv_compression"].value("recompressions", 0),
+            3)
+      << fixed.dump();
+  for (const Json every : {Json(-1), Json("8"), Json(1.5)}) {
+    body["kv_compression"]["every"] = every;
+    const HttpReply e = Post(port_, "/v1/completions", body);
+    EXPECT_EQ(e.status, 400) << e.body;
+    EXPECT_EQ(ParseJson(e.body)["error"].value("param", ""),
+              "kv_compression.every")
+        << e.body;
+  }
 }
 
 // A chat's earlier messages are the document a query-agnostic policy
