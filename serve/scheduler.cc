@@ -630,6 +630,17 @@ void Scheduler::Admit(int* budget) {
   }
 }
 
+bool Scheduler::CountCompression(const Status& st, Clock::time_point start) {
+  stats_.compress_seconds += Seconds(start, Clock::now());
+  if (st.ok()) return true;
+  // No blocks to compact into (the pool is full). Any other error is a bug
+  // in the policy.
+  KV_CHECK_MSG(st.code() == StatusCode::kResourceExhausted,
+               st.ToString().c_str());
+  ++stats_.compression_failures;
+  return false;
+}
+
 void Scheduler::Recompress(Sequence* seq) {
   const Clock::time_point start = Clock::now();
   const int n = seq->n_computed;
@@ -639,15 +650,8 @@ void Scheduler::Recompress(Sequence* seq) {
   CompactingView view(kv_, &seq->kv, &seq->residual, &seq->compaction);
   const Status st = seq->compressor->Recompress(view, n, budgets);
   std::lock_guard<std::mutex> lock(mu_);
-  stats_.compress_seconds += Seconds(start, Clock::now());
-  if (!st.ok()) {
-    // No blocks to compact into: it goes on holding more rows; the next
-    // step tries again.
-    KV_CHECK_MSG(st.code() == StatusCode::kResourceExhausted,
-                 st.ToString().c_str());
-    ++stats_.compression_failures;
-    return;
-  }
+  // Failed: it goes on holding more rows; the next step tries again.
+  if (!CountCompression(st, start)) return;
   ++seq->usage.kv_recompressions;
   seq->usage.kv_blocks_after = int(seq->kv.blocks.size());
   ++stats_.recompressions;
@@ -694,15 +698,8 @@ void Scheduler::Compress(Sequence* seq) {
                 : "private";
   }
   std::lock_guard<std::mutex> lock(mu_);
-  stats_.compress_seconds += Seconds(start, Clock::now());
-  if (!st.ok()) {
-    // No blocks to compact into (the pool is full): the sequence goes on
-    // uncompressed, as computed. Any other error is a bug in the policy.
-    KV_CHECK_MSG(st.code() == StatusCode::kResourceExhausted,
-                 st.ToString().c_str());
-    ++stats_.compression_failures;
-    return;
-  }
+  // Failed: the sequence goes on uncompressed, as computed.
+  if (!CountCompression(st, start)) return;
   const double kept = seq->compaction.MeanKept();
   seq->usage.kv_policy = seq->request.kv_compression.policy;
   seq->usage.kv_kept_tokens = kept;

@@ -240,6 +240,10 @@ class Scheduler {
   // `seq` is due to be compressed again (kv_compression.every): back to its
   // first compaction's budget.
   void Recompress(Sequence* seq);
+  // Counts a compression's time since `start` and, when `st` is not OK (no
+  // blocks to compact into), a failure; returns st.ok(). REQUIRES: mu_.
+  bool CountCompression(const Status& st,
+                        std::chrono::steady_clock::time_point start);
   // The loader's work for `seq`: its compressed document's rows, else (or
   // when they are not all found) its prompt's blocks, from the tiers.
   kvcache::PrefixHit Prefetch(const Sequence& seq);

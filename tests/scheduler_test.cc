@@ -64,6 +64,34 @@ class SchedulerTest : public ::testing::Test {
     return p;
   }
 
+  // Greedy output of `prompt` (max_tokens, no EOS stop) by the generate
+  // loop with `policy`.
+  GenerateResult GenerateWith(const std::vector<int32_t>& prompt,
+                              int max_tokens,
+                              const compress::PolicyOptions& policy) {
+    auto compressor = compress::MakeCompressor(model_->config(), policy);
+    KV_CHECK(compressor.ok());
+    GenerateOptions g;
+    g.n_predict = max_tokens;
+    g.stop_at_eos = false;
+    g.sampling.temperature = 0;
+    g.compressor = compressor->get();
+    Transformer transformer(*model_);
+    auto result = Generate(transformer, prompt, g, nullptr);
+    KV_CHECK_MSG(result.ok(), result.status().ToString().c_str());
+    return std::move(result).value();
+  }
+
+  // The same as a request.
+  static GenerationRequest WithPolicy(const std::vector<int32_t>& prompt,
+                                      int max_tokens,
+                                      const compress::PolicyOptions& policy) {
+    GenerationRequest r = Greedy(prompt, max_tokens);
+    r.stop_at_eos = false;
+    r.kv_compression = policy;
+    return r;
+  }
+
   static void ExpectQuiescent(const kvcache::KvManager& kv) {
     const kvcache::KvStats s = kv.Stats();
     EXPECT_EQ(s.used_blocks, 0u);
@@ -303,27 +331,12 @@ TEST_F(SchedulerTest, CompressedPromptsMatchGenerateAndFreeBlocks) {
   for (const char* policy : {"snapkv", "expected", "h2o"}) {
     SCOPED_TRACE(policy);
     const compress::PolicyOptions options{policy, 0.75};
-    auto compressor = compress::MakeCompressor(model_->config(), options);
-    ASSERT_TRUE(compressor.ok());
-    GenerateOptions g;
-    g.n_predict = 24;
-    g.stop_at_eos = false;
-    g.sampling.temperature = 0;
-    g.compressor = compressor->get();
-    Transformer transformer(*model_);
-    auto reference = Generate(transformer, prompt, g, nullptr);
-    ASSERT_TRUE(reference.ok()) << reference.status().ToString();
+    const GenerateResult reference = GenerateWith(prompt, 24, options);
     for (int round = 0; round < 2; ++round) {
-      GenerationRequest r;
-      r.prompt = prompt;
-      r.max_tokens = 24;
-      r.stop_at_eos = false;
-      r.sampling.temperature = 0;
-      r.kv_compression = options;
-      auto h = (*sched)->Submit(r);
+      auto h = (*sched)->Submit(WithPolicy(prompt, 24, options));
       ASSERT_TRUE(h.ok()) << h.status().ToString();
       const Outcome out = Collect(**h);
-      EXPECT_EQ(out.tokens, reference->gen_ids) << "round " << round;
+      EXPECT_EQ(out.tokens, reference.gen_ids) << "round " << round;
       const RequestUsage& u = out.finish.usage;
       EXPECT_EQ(u.kv_policy, policy);
       EXPECT_EQ(u.kv_kept_tokens, 80.0);  // a quarter of 320 per head
@@ -368,13 +381,7 @@ TEST_F(SchedulerTest, CompressedSequenceHoldsAQuarterOfTheBlocks) {
   so.context = 4200;
   auto sched = Scheduler::Create(*model_, &pool, *kv, so);
   ASSERT_TRUE(sched.ok());
-  GenerationRequest r;
-  r.prompt = Prompt(0, 4095);
-  r.max_tokens = 64;
-  r.stop_at_eos = false;
-  r.sampling.temperature = 0;
-  r.kv_compression = {"knorm", 0.75};
-  auto h = (*sched)->Submit(r);
+  auto h = (*sched)->Submit(WithPolicy(Prompt(0, 4095), 64, {"knorm", 0.75}));
   ASSERT_TRUE(h.ok());
   // After the second token, the step that compressed the prompt (and gave
   // the first) has published its holdings.
@@ -456,30 +463,15 @@ TEST_F(SchedulerTest, FixedBudgetDecodingMatchesGenerate) {
   for (const char* policy : {"h2o", "streaming", "expected"}) {
     SCOPED_TRACE(policy);
     const compress::PolicyOptions options{policy, 0.75, false, 16};
-    auto compressor = compress::MakeCompressor(model_->config(), options);
-    ASSERT_TRUE(compressor.ok());
-    GenerateOptions g;
-    g.n_predict = 80;
-    g.stop_at_eos = false;
-    g.sampling.temperature = 0;
-    g.compressor = compressor->get();
-    Transformer transformer(*model_);
-    auto reference = Generate(transformer, prompt, g, nullptr);
-    ASSERT_TRUE(reference.ok()) << reference.status().ToString();
-    EXPECT_GE(reference->recompressions, 4);
+    const GenerateResult reference = GenerateWith(prompt, 80, options);
+    EXPECT_GE(reference.recompressions, 4);
     for (int round = 0; round < 2; ++round) {
-      GenerationRequest r;
-      r.prompt = prompt;
-      r.max_tokens = 80;
-      r.stop_at_eos = false;
-      r.sampling.temperature = 0;
-      r.kv_compression = options;
-      auto h = (*sched)->Submit(r);
+      auto h = (*sched)->Submit(WithPolicy(prompt, 80, options));
       ASSERT_TRUE(h.ok());
       const Outcome out = Collect(**h);
-      EXPECT_EQ(out.tokens, reference->gen_ids) << "round " << round;
+      EXPECT_EQ(out.tokens, reference.gen_ids) << "round " << round;
       const RequestUsage& u = out.finish.usage;
-      EXPECT_EQ(u.kv_recompressions, reference->recompressions);
+      EXPECT_EQ(u.kv_recompressions, reference.recompressions);
       // 50 rows kept, at most 16 more: never more than 5 blocks.
       EXPECT_LE(u.kv_blocks_after, 5);
       if (std::string(policy) == "expected") {
@@ -517,14 +509,9 @@ TEST_F(SchedulerTest, CompressedDocumentsAreReusedOnlyUnderTheirPolicy) {
   ASSERT_TRUE(sched.ok());
   const std::vector<int32_t> document = Prompt(200, 299);  // 300 tokens
   auto ask = [&](size_t question, const compress::PolicyOptions& policy) {
-    GenerationRequest r;
-    r.prompt = document;
+    GenerationRequest r = WithPolicy(document, 12, policy);
     r.prompt.insert(r.prompt.end(), story_.begin() + question,
                     story_.begin() + question + 20);
-    r.max_tokens = 12;
-    r.stop_at_eos = false;
-    r.sampling.temperature = 0;
-    r.kv_compression = policy;
     r.kv_context = int(document.size());
     return r;
   };
@@ -575,11 +562,7 @@ TEST_F(SchedulerTest, CompressedRowsNeedTheWholeDocument) {
   so.context = 512;
   auto sched = Scheduler::Create(*model_, nullptr, *kv, so);
   ASSERT_TRUE(sched.ok());
-  GenerationRequest r;
-  r.prompt = Prompt(200, 299);
-  r.max_tokens = 4;
-  r.sampling.temperature = 0;
-  r.kv_compression = {"expected", 0.75};
+  GenerationRequest r = WithPolicy(Prompt(200, 299), 4, {"expected", 0.75});
   for (const size_t n : {size_t(300), size_t(280)}) {
     r.prompt.resize(n);
     auto h = (*sched)->Submit(r);
