@@ -142,7 +142,13 @@ struct ServeStackOptions {
   int max_running = 64;
   int max_queue = 256;
   int ctx = 0;  // 0: the model's context length (2048 when it has none)
-  std::string api_key;
+  // Who may call the server (at most one of these; KVSTASH_API_KEY in the
+  // environment is a fourth way to give one key).
+  std::string api_key;        // one key, visible in the process list
+  std::string api_key_file;   // one key, read from a private file
+  std::string api_keys_file;  // `KEY TENANT [admin]` lines, re-read on SIGHUP
+  std::vector<std::string> cors_origins;
+  size_t max_body_mb = 8;
   std::string model_id;  // empty: the model file's name
   TierFlags tiers;
   KvPolicyFlags kv_policy;  // requests' default token eviction

@@ -100,8 +100,21 @@ void AddStackFlags(CLI::App* cmd, kvstash::apps::ServeStackOptions* s,
     cmd->add_option("--host", s->host,
                     "address to bind (127.0.0.1: this machine only)");
     cmd->add_option("--port", s->port, "port (8080)");
+    cmd->add_option("--api-keys", s->api_keys_file,
+                    "a private file of API keys, one 'KEY TENANT [admin]' a "
+                    "line (or JSON): each tenant its own cache namespace; "
+                    "re-read on SIGHUP");
+    cmd->add_option("--api-key-file", s->api_key_file,
+                    "a private file holding one API key (an admin); also "
+                    "KVSTASH_API_KEY");
     cmd->add_option("--api-key", s->api_key,
-                    "require 'Authorization: Bearer <key>' (all but /health)");
+                    "one API key on the command line (others on this machine "
+                    "can read it: prefer --api-key-file)");
+    cmd->add_option("--cors-origin", s->cors_origins,
+                    "an origin whose web pages may call the server "
+                    "(repeatable; none by default)");
+    cmd->add_option("--max-body-mb", s->max_body_mb,
+                    "largest request body in MiB (8)");
     cmd->add_option("--model-id", s->model_id,
                     "model name in the API (the file name)");
     AddKvPolicyFlags(cmd, &s->kv_policy);

@@ -1,6 +1,7 @@
 // `kvstash serve`, `kvstash demo` and `kvstash bench serve`: the serving
 // stack (KV block pool, scheduler, HTTP server) wired from flags.
 #include <httplib.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -36,6 +37,44 @@ struct ServeStack {
   std::unique_ptr<Scheduler> scheduler;
   std::unique_ptr<HttpServer> server;
 };
+
+bool Loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+// The keys the flags or KVSTASH_API_KEY give (none: an empty set).
+Result<ApiKeys> ResolveApiKeys(const ServeStackOptions& o) {
+  const char* env = std::getenv("KVSTASH_API_KEY");
+  const bool from_env = env != nullptr && *env != '\0';
+  if (int(!o.api_keys_file.empty()) + int(!o.api_key_file.empty()) +
+          int(!o.api_key.empty()) + int(from_env) >
+      1) {
+    return Status::InvalidArgument(
+        "give one of --api-keys, --api-key-file, --api-key and "
+        "KVSTASH_API_KEY");
+  }
+  Result<ApiKeys> keys = ApiKeys();
+  std::string source;
+  if (!o.api_keys_file.empty()) {
+    source = "--api-keys";
+    keys = ApiKeys::Load(o.api_keys_file);
+  } else if (!o.api_key_file.empty()) {
+    source = "--api-key-file";
+    Result<std::string> key = ReadSecretFile(o.api_key_file);
+    keys = key.ok() ? ApiKeys::Single(*key) : Result<ApiKeys>(key.status());
+  } else if (from_env) {
+    source = "KVSTASH_API_KEY";
+    keys = ApiKeys::Single(env);
+  } else if (!o.api_key.empty()) {
+    source = "--api-key";
+    std::fprintf(stderr,
+                 "kvstash: warning: --api-key is visible to every user of "
+                 "this machine (ps); prefer --api-key-file\n");
+    keys = ApiKeys::Single(o.api_key);
+  }
+  if (!keys.ok()) return keys.status().WithPrefix(source);
+  return keys;
+}
 
 Result<ServeStack> StartStack(std::unique_ptr<Model> model,
                               const std::string& model_path,
@@ -80,7 +119,19 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   ServerOptions server;
   server.host = o.host;
   server.port = o.port;
-  server.api_key = o.api_key;
+  KV_ASSIGN_OR_RETURN(server.api_keys, ResolveApiKeys(o));
+  if (server.api_keys.empty() && !Loopback(o.host)) {
+    return Status::InvalidArgument(
+        "--host " + o.host +
+        " without API keys would let anyone who reaches it use and clear "
+        "the cache: give --api-keys, --api-key-file or KVSTASH_API_KEY, or "
+        "serve 127.0.0.1");
+  }
+  if (o.max_body_mb < 1 || o.max_body_mb > 1024) {
+    return Status::InvalidArgument("--max-body-mb must be in [1, 1024]");
+  }
+  server.max_body_bytes = o.max_body_mb << 20;
+  server.cors_origins = o.cors_origins;
   server.kv_compression = kv_compression;
   server.model_id = o.model_id.empty()
                         ? std::filesystem::path(model_path).filename().string()
@@ -99,6 +150,16 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
                kernels::KvFormatName(kv.kv_format).c_str(), kv.bytes_per_token);
   for (const std::string& tier : s.tiers.descriptions) {
     std::fprintf(stderr, "kvstash: KV tier %s\n", tier.c_str());
+  }
+  if (server.api_keys.empty()) {
+    std::fprintf(stderr,
+                 "kvstash: no API keys: one tenant, every caller an admin "
+                 "(loopback only)\n");
+  } else {
+    std::fprintf(stderr,
+                 "kvstash: %zu API keys; each tenant has its own cache "
+                 "namespace\n",
+                 server.api_keys.size());
   }
   return s;
 }
@@ -249,12 +310,19 @@ Result<std::string> DemoModel(const DemoCommandOptions& o, ThreadPool* pool) {
 }  // namespace
 
 int RunServe(const ServeCommandOptions& options) {
+  // Buffers of 1 MiB and more (request bodies, their parse) are mapped and
+  // unmapped, never kept in a worker thread's heap: a body near the limit
+  // does not grow the server's memory for good (glibc would otherwise raise
+  // the threshold after the first such free and keep the next ones).
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   // SIGINT/SIGTERM are taken by a waiting thread (every thread started from
   // here inherits the blocked mask) and stop the server cleanly.
+  // SIGHUP re-reads --api-keys.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
@@ -262,9 +330,22 @@ int RunServe(const ServeCommandOptions& options) {
       StartStack(std::move(*model), options.model.model_path, options.stack);
   if (!stack.ok()) return Fail(stack.status().message());
   HttpServer& server = *stack->server;
+  const std::string& keys_file = options.stack.api_keys_file;
   std::thread waiter([&] {
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    while (sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
+      if (keys_file.empty()) continue;
+      Result<ApiKeys> keys = ApiKeys::Load(keys_file);
+      if (!keys.ok()) {
+        std::fprintf(stderr,
+                     "kvstash: SIGHUP: keeping the API keys in force: %s\n",
+                     keys.status().message().c_str());
+        continue;
+      }
+      std::fprintf(stderr, "kvstash: SIGHUP: %zu API keys from %s\n",
+                   keys->size(), keys_file.c_str());
+      server.SetApiKeys(std::move(*keys));
+    }
     server.Stop();
   });
   const Status served = server.Serve();

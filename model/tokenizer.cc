@@ -328,6 +328,9 @@ void Tokenizer::Finish() {
                      return a.first.size() > b.first.size();
                    });
 
+  for (size_t i = 0; i < n; ++i) {
+    max_text_bytes_ = std::max(max_text_bytes_, TextOf(pieces_[i]).size());
+  }
   byte_ids_.fill(-1);
   text_ids_.reserve(n);
   for (size_t i = 0; i < n; ++i) {

@@ -116,6 +116,11 @@ class Tokenizer {
   bool add_bos() const { return add_bos_; }
   bool add_eos() const { return add_eos_; }
   bool add_space_prefix() const { return add_space_prefix_; }
+  // The most bytes of text one token can stand for (a special token's text
+  // included; at least 4, an unknown character): a text of B bytes encodes
+  // to at least B / max_text_bytes() tokens, so a server can refuse a prompt
+  // that cannot fit its context before tokenizing it.
+  size_t max_text_bytes() const { return max_text_bytes_; }
 
   // Writes this vocabulary as `tokenizer.ggml.*` metadata, so that FromGguf
   // on the written file gives a tokenizer that encodes and decodes alike
@@ -190,6 +195,7 @@ class Tokenizer {
   bool add_bos_ = false;
   bool add_eos_ = false;
   bool add_space_prefix_ = false;
+  size_t max_text_bytes_ = 4;
   // Control and user-defined tokens by their text, longest first.
   std::vector<std::pair<std::string, int32_t>> special_texts_;
   bool ignore_merges_ = false;  // BPE: a word that is a piece is not split

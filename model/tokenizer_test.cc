@@ -93,7 +93,17 @@ int CheckVocabCases(const std::string& name) {
     EXPECT_EQ(ids, c.ids);
     matched += ids == c.ids;
     EXPECT_EQ(t->Decode(ids), c.text);
+    // The bound a server refuses long prompts by, before tokenizing.
+    EXPECT_GE(ids.size() * t->max_text_bytes(), c.text.size());
   }
+  // Also over random bytes (unknown characters, byte fallback) and text.
+  std::mt19937 rng(7);
+  std::string noise(20000, '\0');
+  for (char& ch : noise) ch = char(rng());
+  for (const std::string& text : {noise, std::string(5000, 'a')}) {
+    EXPECT_GE(t->Encode(text, false).size() * t->max_text_bytes(), text.size());
+  }
+  EXPECT_LE(t->max_text_bytes(), 512u);  // GPT-2 has a 256-byte piece
   return matched;
 }
 

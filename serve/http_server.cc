@@ -5,8 +5,11 @@
 #include <atomic>
 #include <chrono>
 #include <ctime>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
+#include <semaphore>
 #include <thread>
 #include <variant>
 
@@ -59,6 +62,20 @@ void CatchUp(Counter* counter, uint64_t total) {
 }
 
 }  // namespace
+
+// Holds one of a counting semaphore's slots for its lifetime.
+class ParseSlot {
+ public:
+  explicit ParseSlot(std::counting_semaphore<>& slots) : slots_(slots) {
+    slots_.acquire();
+  }
+  ~ParseSlot() { slots_.release(); }
+  ParseSlot(const ParseSlot&) = delete;
+  ParseSlot& operator=(const ParseSlot&) = delete;
+
+ private:
+  std::counting_semaphore<>& slots_;
+};
 
 struct HttpServer::Impl {
   const Model& model;
@@ -119,6 +136,17 @@ struct HttpServer::Impl {
   };
   std::vector<TierMetrics> tier_metrics;
   std::mutex scrape_mu;  // evictions/preemptions catch up at scrape time
+  // The keys in force (SetApiKeys swaps them); null: no keys.
+  mutable std::mutex keys_mu;
+  std::shared_ptr<const ApiKeys> keys;
+  // Each tenant's own counters (with keys), for its /kv/stats.
+  struct TenantCounters {
+    uint64_t requests = 0, prompt_tokens = 0, cached_tokens = 0,
+             completion_tokens = 0;
+  };
+  std::mutex tenants_mu;
+  std::map<std::string, TenantCounters> tenants;
+  std::counting_semaphore<> parse_slots;
   // Stop() may come before Serve() listens (httplib's stop() is then a
   // no-op): Serve() checks `stopped` first, Stop() waits for it to listen.
   std::atomic<bool> stopped{false};
@@ -130,20 +158,36 @@ struct HttpServer::Impl {
         scheduler(s),
         kv(k),
         options(o),
-        chat_family(DetectChatTemplate(m.chat_template())) {
+        chat_family(DetectChatTemplate(m.chat_template())),
+        parse_slots(std::max(1, o.max_parsing)) {
+    if (!o.api_keys.empty()) {
+      keys = std::make_shared<const ApiKeys>(o.api_keys);
+    }
     RegisterMetrics();
     Routes();
   }
 
   void RegisterMetrics();
   void Routes();
-  bool Authorized(const httplib::Request& req, httplib::Response& res) const;
+  // The caller a request's key names (every caller is an admin of the one
+  // tenant without keys), or nullopt after answering 401.
+  std::optional<Caller> Authenticate(const httplib::Request& req,
+                                     httplib::Response& res) const;
+  // Authenticate, and answers 403 unless the caller is an admin.
+  bool Admin(const httplib::Request& req, httplib::Response& res) const;
+  // Origins and media types, before any route (see ServerOptions).
+  httplib::Server::HandlerResponse Screen(const httplib::Request& req,
+                                          httplib::Response& res) const;
   // The prompt's token ids, or the error to send.
   // The document of a chat request for kv_compression: the positions of
   // `prompt` its messages before the last render to (their rendering's
   // tokens that start `prompt`); 0 for a completion or a single message.
   int ChatContext(const CompletionRequest& r,
                   std::span<const int32_t> prompt) const;
+  // Limits before work: a 400 for a body longer than any request whose
+  // prompt fits the context can be, before it is parsed.
+  std::optional<ApiError> BodyTooLong(const httplib::Request& req,
+                                      Endpoint endpoint) const;
   std::variant<std::vector<int32_t>, ApiError> PromptTokens(
       const CompletionRequest& r) const;
   void Complete(Endpoint endpoint, const httplib::Request& req,
@@ -152,7 +196,7 @@ struct HttpServer::Impl {
   Json KvStatsJson();
   // Mirrors the tiers' counters into tier_metrics. REQUIRES: scrape_mu held.
   void ScrapeTiers();
-  void RecordFinish(const RequestEvent& finish);
+  void RecordFinish(const RequestEvent& finish, const std::string& tenant);
   class Responder;
   uint64_t NextSeed() {
     std::lock_guard<std::mutex> lock(seeds_mu);
@@ -305,15 +349,88 @@ void HttpServer::Impl::ScrapeTiers() {
   }
 }
 
-bool HttpServer::Impl::Authorized(const httplib::Request& req,
-                                  httplib::Response& res) const {
-  if (options.api_key.empty()) return true;
-  if (req.get_header_value("Authorization") == "Bearer " + options.api_key) {
-    return true;
+std::optional<Caller> HttpServer::Impl::Authenticate(
+    const httplib::Request& req, httplib::Response& res) const {
+  std::shared_ptr<const ApiKeys> current;
+  {
+    std::lock_guard<std::mutex> lock(keys_mu);
+    current = keys;
+  }
+  if (current == nullptr) return Caller{"", /*admin=*/true};
+  constexpr std::string_view kBearer = "Bearer ";
+  const std::string header = req.get_header_value("Authorization");
+  if (header.compare(0, kBearer.size(), kBearer) == 0) {
+    if (const Caller* caller =
+            current->Find(std::string_view(header).substr(kBearer.size()))) {
+      return *caller;
+    }
   }
   Reply(res, ApiError::Unauthorized(
                  "missing or wrong API key (Authorization: Bearer <key>)"));
+  return std::nullopt;
+}
+
+bool HttpServer::Impl::Admin(const httplib::Request& req,
+                             httplib::Response& res) const {
+  const std::optional<Caller> caller = Authenticate(req, res);
+  if (!caller) return false;
+  if (caller->admin) return true;
+  Reply(res, ApiError::Forbidden("this endpoint needs an admin key"));
   return false;
+}
+
+httplib::Server::HandlerResponse HttpServer::Impl::Screen(
+    const httplib::Request& req, httplib::Response& res) const {
+  using Handled = httplib::Server::HandlerResponse;
+  if (req.has_header("Origin")) {
+    const std::string origin = req.get_header_value("Origin");
+    if (std::find(options.cors_origins.begin(), options.cors_origins.end(),
+                  origin) == options.cors_origins.end()) {
+      Reply(res, ApiError::Forbidden("requests from origin '" + origin +
+                                     "' are not allowed (--cors-origin)"));
+      return Handled::Handled;
+    }
+    res.set_header("Access-Control-Allow-Origin", origin);
+    res.set_header("Vary", "Origin");
+    if (req.method == "OPTIONS") {  // a preflight
+      res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+      res.set_header("Access-Control-Allow-Headers",
+                     "Authorization, Content-Type");
+      res.set_header("Access-Control-Max-Age", "600");
+      res.status = 204;
+      return Handled::Handled;
+    }
+  }
+  // A POST with a body (a bodiless one, e.g. /kv/clear, has nothing to
+  // type).
+  if (req.method == "POST" &&
+      !(req.body.empty() && !req.has_header("Content-Type"))) {
+    // Only JSON: a browser sends a form or text/plain cross-origin without
+    // asking first, application/json only after a preflight.
+    const std::string type = req.get_header_value("Content-Type");
+    const std::string_view kJsonType = "application/json";
+    if (type.compare(0, kJsonType.size(), kJsonType) != 0 ||
+        (type.size() > kJsonType.size() && type[kJsonType.size()] != ';')) {
+      Reply(res, ApiError::UnsupportedMediaType(
+                     "POST bodies must be Content-Type: application/json"));
+      return Handled::Handled;
+    }
+  }
+  return Handled::Unhandled;
+}
+
+std::optional<ApiError> HttpServer::Impl::BodyTooLong(
+    const httplib::Request& req, Endpoint endpoint) const {
+  // Every byte of prompt text written as \u00XX, and 1 MiB for the rest.
+  const size_t most = size_t(scheduler.options().context) *
+                          model.tokenizer().max_text_bytes() * 6 +
+                      (size_t{1} << 20);
+  if (req.body.size() <= most) return std::nullopt;
+  return ApiError::BadRequest(
+      "the body has " + std::to_string(req.body.size()) +
+          " bytes; a prompt this model's context holds fits in " +
+          std::to_string(most),
+      endpoint == Endpoint::kChatCompletions ? "messages" : "prompt");
 }
 
 int HttpServer::Impl::ChatContext(const CompletionRequest& r,
@@ -335,6 +452,23 @@ int HttpServer::Impl::ChatContext(const CompletionRequest& r,
 std::variant<std::vector<int32_t>, ApiError> HttpServer::Impl::PromptTokens(
     const CompletionRequest& r) const {
   const Tokenizer& tok = model.tokenizer();
+  const int context = scheduler.options().context;
+  // Limits before work: a text longer than the context's tokens can stand
+  // for is refused without being tokenized (or rendered).
+  size_t text_bytes = 0;
+  if (r.endpoint == Endpoint::kChatCompletions) {
+    for (const ChatMessage& m : r.messages) text_bytes += m.content.size();
+  } else if (const auto* text = std::get_if<std::string>(&r.prompt)) {
+    text_bytes = text->size();
+  }
+  if (text_bytes > size_t(context) * tok.max_text_bytes()) {
+    return ApiError::BadRequest(
+        "the prompt has " + std::to_string(text_bytes) +
+            " bytes of text; this model's context holds " +
+            std::to_string(context) + " tokens, at most " +
+            std::to_string(size_t(context) * tok.max_text_bytes()) + " bytes",
+        r.endpoint == Endpoint::kChatCompletions ? "messages" : "prompt");
+  }
   std::vector<int32_t> ids;
   const char* param = "prompt";
   if (r.endpoint == Endpoint::kChatCompletions) {
@@ -356,7 +490,6 @@ std::variant<std::vector<int32_t>, ApiError> HttpServer::Impl::PromptTokens(
     }
   }
   if (ids.empty()) return ApiError::BadRequest("the prompt is empty", param);
-  const int context = scheduler.options().context;
   if (int(ids.size()) >= context) {
     return ApiError::BadRequest(
         "this model's context holds " + std::to_string(context) +
@@ -367,7 +500,16 @@ std::variant<std::vector<int32_t>, ApiError> HttpServer::Impl::PromptTokens(
   return ids;
 }
 
-void HttpServer::Impl::RecordFinish(const RequestEvent& finish) {
+void HttpServer::Impl::RecordFinish(const RequestEvent& finish,
+                                    const std::string& tenant) {
+  if (!tenant.empty()) {
+    std::lock_guard<std::mutex> lock(tenants_mu);
+    TenantCounters& c = tenants[tenant];
+    ++c.requests;
+    c.prompt_tokens += uint64_t(finish.usage.prompt_tokens);
+    c.cached_tokens += uint64_t(finish.usage.cached_tokens);
+    c.completion_tokens += uint64_t(finish.usage.completion_tokens);
+  }
   switch (finish.finish) {
     case RequestEnd::kStop:
       finished_stop->Inc();
@@ -396,11 +538,13 @@ void HttpServer::Impl::RecordFinish(const RequestEvent& finish) {
 class HttpServer::Impl::Responder {
  public:
   Responder(HttpServer::Impl& server, std::shared_ptr<RequestHandle> handle,
-            const CompletionRequest& request, int32_t last_prompt_token)
+            const CompletionRequest& request, int32_t last_prompt_token,
+            std::string tenant)
       : server_(server),
         handle_(std::move(handle)),
         text_(request.stop),
-        prev_(last_prompt_token) {}
+        prev_(last_prompt_token),
+        tenant_(std::move(tenant)) {}
 
   // Waits up to `timeout` for the next event. Returns false on timeout;
   // otherwise sets *text to what may be sent now and *finished once the
@@ -437,7 +581,7 @@ class HttpServer::Impl::Responder {
     }
     done_ = true;
     server_.e2e->Observe(Seconds(handle_->submitted(), ev.time));
-    server_.RecordFinish(finish_);
+    server_.RecordFinish(finish_, tenant_);
     return true;
   }
 
@@ -488,20 +632,27 @@ class HttpServer::Impl::Responder {
   int32_t prev_;
   Clock::time_point last_token_;
   RequestEvent finish_;
+  const std::string tenant_;
   int tokens_to_stop_ = 0;  // tokens received up to the stop string
   bool done_ = false;       // the finish event arrived
 };
 
 void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
                                 httplib::Response& res) {
-  if (!Authorized(req, res)) return;
+  const std::optional<Caller> caller = Authenticate(req, res);
+  if (!caller) return;
   ParseLimits limits;
   limits.max_body_bytes = options.max_body_bytes;
   limits.max_tokens = scheduler.options().context;
+  if (std::optional<ApiError> e = BodyTooLong(req, endpoint)) {
+    return Reply(res, *e);
+  }
+  std::optional<ParseSlot> slot(std::in_place, parse_slots);
   auto parsed = ParseCompletionRequest(endpoint, req.body, limits);
   if (auto* e = std::get_if<ApiError>(&parsed)) return Reply(res, *e);
   const CompletionRequest& r = std::get<CompletionRequest>(parsed);
   auto prompt = PromptTokens(r);
+  slot.reset();
   if (auto* e = std::get_if<ApiError>(&prompt)) return Reply(res, *e);
   GenerationRequest g;
   g.prompt = std::move(std::get<std::vector<int32_t>>(prompt));
@@ -525,7 +676,7 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
   g.sampling.min_p = r.min_p;
   g.sampling.repetition_penalty = r.repetition_penalty;
   g.sampling.seed = r.seed ? *r.seed : NextSeed();
-  g.cache_salt = r.cache_salt.value_or("");
+  g.cache_salt = TenantSalt(*caller, r.cache_salt.value_or(""));
   g.kv_compression = r.kv_compression.value_or(options.kv_compression);
   if (!g.kv_compression.policy.empty()) g.kv_context = ChatContext(r, g.prompt);
   const int32_t last_prompt_token = g.prompt.back();
@@ -536,8 +687,8 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
 
   ResponseMeta meta{endpoint, NewResponseId(endpoint), std::time(nullptr),
                     options.model_id, r.include_usage};
-  auto responder = std::make_shared<Responder>(*this, std::move(*handle), r,
-                                               last_prompt_token);
+  auto responder = std::make_shared<Responder>(
+      *this, std::move(*handle), r, last_prompt_token, caller->tenant);
   if (!r.stream) {
     std::string text, piece;
     bool finished = false;
@@ -683,21 +834,24 @@ Json HttpServer::Impl::KvStatsJson() {
 // {"messages": [...]}, with an optional "cache_salt".
 void HttpServer::Impl::Lookup(const httplib::Request& req,
                               httplib::Response& res) {
-  if (!Authorized(req, res)) return;
-  const Json body = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  const Endpoint endpoint = body.is_object() && body.contains("messages")
-                                ? Endpoint::kChatCompletions
-                                : Endpoint::kCompletions;
+  const std::optional<Caller> caller = Authenticate(req, res);
+  if (!caller) return;
   ParseLimits limits;
   limits.max_body_bytes = options.max_body_bytes;
-  auto parsed = ParseCompletionRequest(endpoint, req.body, limits);
+  if (std::optional<ApiError> e = BodyTooLong(req, Endpoint::kCompletions)) {
+    return Reply(res, *e);
+  }
+  std::optional<ParseSlot> slot(std::in_place, parse_slots);
+  auto parsed = ParseLookupRequest(req.body, limits);
   if (auto* e = std::get_if<ApiError>(&parsed)) return Reply(res, *e);
   const CompletionRequest& r = std::get<CompletionRequest>(parsed);
   auto prompt = PromptTokens(r);
+  slot.reset();
   if (auto* e = std::get_if<ApiError>(&prompt)) return Reply(res, *e);
   const std::vector<int32_t>& ids = std::get<std::vector<int32_t>>(prompt);
-  const kvcache::PrefixHit hit =
-      scheduler.CachedPrefix(ids, r.cache_salt.value_or(""));
+  // The caller's own namespace only.
+  const kvcache::PrefixHit hit = scheduler.CachedPrefix(
+      ids, TenantSalt(*caller, r.cache_salt.value_or("")));
   Json by_tier = {{"dram", hit.dram_tokens}};
   for (size_t t = 0; t < hit.tier_tokens.size(); ++t) {
     by_tier[tier_metrics[t].name] = hit.tier_tokens[t];
@@ -717,8 +871,14 @@ void HttpServer::Impl::Routes() {
   http.Post("/v1/chat/completions", [this](const auto& req, auto& res) {
     Complete(Endpoint::kChatCompletions, req, res);
   });
+  http.set_pre_routing_handler(
+      [this](const auto& req, auto& res) { return Screen(req, res); });
+  http.Options(".*", [](const auto&, auto& res) {
+    // Reached only without an Origin (Screen answers preflights).
+    res.status = 204;
+  });
   http.Get("/v1/models", [this](const auto& req, auto& res) {
-    if (!Authorized(req, res)) return;
+    if (!Authenticate(req, res)) return;
     res.set_content(ModelsResponse(options.model_id, created),
                     std::string(kJson));
   });
@@ -726,7 +886,7 @@ void HttpServer::Impl::Routes() {
     Reply(res, Json{{"status", "ok"}});
   });
   http.Get("/metrics", [this](const auto& req, auto& res) {
-    if (!Authorized(req, res)) return;
+    if (!Admin(req, res)) return;
     {
       std::lock_guard<std::mutex> lock(scrape_mu);
       const kvcache::KvStats s = kv.Stats();
@@ -751,13 +911,27 @@ void HttpServer::Impl::Routes() {
     res.set_content(metrics.Render(), std::string(kPrometheusContentType));
   });
   http.Get("/kv/stats", [this](const auto& req, auto& res) {
-    if (!Authorized(req, res)) return;
-    Reply(res, KvStatsJson());
+    const std::optional<Caller> caller = Authenticate(req, res);
+    if (!caller) return;
+    if (caller->admin) return Reply(res, KvStatsJson());
+    // A tenant sees its own counters, nothing of the others'.
+    TenantCounters c;
+    {
+      std::lock_guard<std::mutex> lock(tenants_mu);
+      if (auto it = tenants.find(caller->tenant); it != tenants.end()) {
+        c = it->second;
+      }
+    }
+    Reply(res, Json{{"tenant", caller->tenant},
+                    {"requests", c.requests},
+                    {"prompt_tokens", c.prompt_tokens},
+                    {"cached_tokens", c.cached_tokens},
+                    {"completion_tokens", c.completion_tokens}});
   });
   http.Post("/kv/lookup",
             [this](const auto& req, auto& res) { Lookup(req, res); });
   http.Post("/kv/clear", [this](const auto& req, auto& res) {
-    if (!Authorized(req, res)) return;
+    if (!Admin(req, res)) return;
     Reply(res, Json{{"evicted_blocks", kv.Clear()}});
   });
   // Statuses set by httplib itself (unknown route 404, oversized body 413,
@@ -805,6 +979,12 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(
 }
 
 int HttpServer::port() const { return impl_->port; }
+
+void HttpServer::SetApiKeys(ApiKeys keys) {
+  std::lock_guard<std::mutex> lock(impl_->keys_mu);
+  if (impl_->keys == nullptr) return;  // started without keys: stays open
+  impl_->keys = std::make_shared<const ApiKeys>(std::move(keys));
+}
 
 Status HttpServer::Serve() {
   impl_->serving = true;

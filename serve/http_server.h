@@ -22,9 +22,10 @@
 // cancelled, which releases its blocks at the next scheduler step.
 //
 // Every error is an OpenAI-style JSON body with a 4xx/5xx status: malformed
-// or invalid requests 400, a wrong or missing API key 401, unknown routes
-// 404, bodies over the limit 413, a full queue 429. Nothing a client sends
-// can crash the server.
+// or invalid requests 400, a wrong or missing API key 401, a key without
+// the role or a foreign Origin 403, unknown routes 404, bodies over the
+// limit 413, a POST that is not application/json 415, a full queue 429. Nothing
+// a client sends can crash the server.
 //
 // Thread-safety: Serve() runs the accept loop on the calling thread and
 // handles requests on its own worker threads; Stop() may be called from any
@@ -38,6 +39,7 @@
 #include "base/status.h"
 #include "kvcache/kv_manager.h"
 #include "model/model.h"
+#include "serve/api_keys.h"
 #include "serve/scheduler.h"
 
 namespace kvstash {
@@ -45,9 +47,21 @@ namespace kvstash {
 struct ServerOptions {
   std::string host = "127.0.0.1";  // loopback unless told otherwise
   int port = 8080;                 // 0: any free port (see port())
-  // When set, every endpoint but /health requires
-  // "Authorization: Bearer <api_key>".
-  std::string api_key;
+  // When not empty, every endpoint but /health requires
+  // "Authorization: Bearer <key>" of one of them (serve/api_keys.h): the
+  // key names the caller's tenant, whose requests, lookups and counters are
+  // its own; /kv/clear, /metrics and the global /kv/stats need an admin
+  // key. Empty: one tenant, every caller an admin (bind to loopback then).
+  // HttpServer::SetApiKeys replaces them while serving (SIGHUP).
+  ApiKeys api_keys;
+  // Origins (e.g. "http://localhost:3000") whose web pages may call the
+  // server: their requests get CORS headers and preflights are answered. A
+  // request with any other Origin is refused (403), and every POST must be
+  // application/json, so a foreign page cannot drive the server.
+  std::vector<std::string> cors_origins;
+  // Requests parsed and tokenized at once; others wait their turn (bounds
+  // the memory bodies being parsed take).
+  int max_parsing = 4;
   std::string model_id = "kvstash";  // the name /v1/models reports
   size_t max_body_bytes = size_t{8} << 20;
   int http_threads = 64;  // connections served at once (streams hold one)
@@ -69,6 +83,8 @@ class HttpServer {
   ~HttpServer();
 
   int port() const;
+  // Replaces the API keys (a server started without keys stays without).
+  void SetApiKeys(ApiKeys keys);
   // Serves until Stop(). IOError if the listening socket fails.
   Status Serve();
   void Stop();

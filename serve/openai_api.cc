@@ -654,6 +654,12 @@ ApiError ApiError::BadRequest(std::string message, std::string param) {
 ApiError ApiError::Unauthorized(std::string message) {
   return MakeError(401, "authentication_error", std::move(message), {});
 }
+ApiError ApiError::Forbidden(std::string message) {
+  return MakeError(403, "permission_error", std::move(message), {});
+}
+ApiError ApiError::UnsupportedMediaType(std::string message) {
+  return MakeError(415, "invalid_request_error", std::move(message), {});
+}
 ApiError ApiError::NotFound(std::string message, std::string param) {
   return MakeError(404, "not_found_error", std::move(message),
                    std::move(param));
@@ -671,8 +677,12 @@ ApiError ApiError::Unavailable(std::string message) {
   return MakeError(503, "unavailable_error", std::move(message), {});
 }
 
-std::variant<CompletionRequest, ApiError> ParseCompletionRequest(
-    Endpoint endpoint, std::string_view body, const ParseLimits& limits) {
+namespace {
+
+// `endpoint` null: chat when the body holds "messages".
+std::variant<CompletionRequest, ApiError> ParseBody(
+    std::optional<Endpoint> endpoint, std::string_view body,
+    const ParseLimits& limits) {
   if (body.size() > limits.max_body_bytes) {
     return ApiError::PayloadTooLarge("request body of " +
                                      std::to_string(body.size()) +
@@ -689,7 +699,10 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(
       return ApiError::BadRequest("request body must be a JSON object");
     }
     CompletionRequest request;
-    if (MaybeError e = ReadRequest(endpoint, o, limits, &request)) return *e;
+    const Endpoint resolved =
+        endpoint.value_or(o.contains("messages") ? Endpoint::kChatCompletions
+                                                 : Endpoint::kCompletions);
+    if (MaybeError e = ReadRequest(resolved, o, limits, &request)) return *e;
     return request;
   } catch (const json::parse_error& e) {
     return ApiError::BadRequest("request body is not valid JSON: " +
@@ -701,6 +714,18 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(
   } catch (const json::exception& e) {
     return ApiError::BadRequest("invalid request: " + WithoutExceptionId(e));
   }
+}
+
+}  // namespace
+
+std::variant<CompletionRequest, ApiError> ParseCompletionRequest(
+    Endpoint endpoint, std::string_view body, const ParseLimits& limits) {
+  return ParseBody(endpoint, body, limits);
+}
+
+std::variant<CompletionRequest, ApiError> ParseLookupRequest(
+    std::string_view body, const ParseLimits& limits) {
+  return ParseBody(std::nullopt, body, limits);
 }
 
 std::string_view FinishReasonName(FinishReason reason) {

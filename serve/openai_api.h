@@ -54,6 +54,11 @@ struct ApiError {
   static ApiError BadRequest(std::string message, std::string param = {});
   // 401 authentication_error.
   static ApiError Unauthorized(std::string message);
+  // 403 permission_error: the caller may not do this (a tenant's key on an
+  // admin endpoint, a page of a foreign origin).
+  static ApiError Forbidden(std::string message);
+  // 415 invalid_request_error: a POST body that is not application/json.
+  static ApiError UnsupportedMediaType(std::string message);
   // 404 not_found_error (e.g. an unknown model: param "model").
   static ApiError NotFound(std::string message, std::string param = {});
   // 413 invalid_request_error.
@@ -122,6 +127,10 @@ struct CompletionRequest {
 // The request in `body`, or the error to answer with. Never throws.
 std::variant<CompletionRequest, ApiError> ParseCompletionRequest(
     Endpoint endpoint, std::string_view body, const ParseLimits& limits);
+// The same for a body of either endpoint (/kv/lookup): a chat request when
+// it holds "messages", else a completion; one parse, the same limits.
+std::variant<CompletionRequest, ApiError> ParseLookupRequest(
+    std::string_view body, const ParseLimits& limits);
 
 enum class FinishReason { kStop, kLength };
 

@@ -140,6 +140,16 @@ TEST(CliTest, ServingCommandErrorsAreOneLine) {
   ExpectOneLineError("serve " + small + " --port 70000", "--port");
   ExpectOneLineError("serve " + small + " --max-running 0", "max_running");
   ExpectOneLineError("serve " + small + " --kv-type q4_0", "--kv-type");
+  // Keys: never on an open port without them; one source; private files.
+  ExpectOneLineError("serve " + small + " --port 0 --host 0.0.0.0", "API keys");
+  ExpectOneLineError("serve " + small +
+                         " --port 0 --api-key short-but-sixteen "
+                         "--api-key-file /no/such/keys",
+                     "give one of");
+  ExpectOneLineError("serve " + small + " --port 0 --api-keys /no/such/keys",
+                     "--api-keys");
+  ExpectOneLineError("serve " + small + " --port 0 --max-body-mb 0",
+                     "--max-body-mb");
   ExpectOneLineError("bench serve " + ModelFlags() + " --new-tokens 0",
                      "new_tokens");
   ExpectOneLineError("bench --threads 2", "--model is required");

@@ -423,6 +423,7 @@ class RunningServer {
   }
 
   int port() const { return server_->port(); }
+  HttpServer& server() { return *server_; }
 
  private:
   RunningServer() = default;
@@ -1194,7 +1195,7 @@ TEST_F(ServerTest, ApiKeyIsRequiredWhenSet) {
   ServerOptions so;
   so.port = 0;
   so.model_id = kModelId;
-  so.api_key = "sekret";
+  so.api_keys = *ApiKeys::Single("sekret-0123456789");
   auto keyed = RunningServer::Start(*model_, *scheduler_, *kv_, so);
   ASSERT_NE(keyed, nullptr);
   const int port = keyed->port();
@@ -1205,22 +1206,155 @@ TEST_F(ServerTest, ApiKeyIsRequiredWhenSet) {
   ExpectApiError(
       Post(port, "/v1/completions", body, {{"Authorization", "Bearer wrong"}}),
       401, "wrong key");
-  ExpectApiError(
-      Post(port, "/v1/completions", body, {{"Authorization", "sekret"}}), 401,
-      "key without Bearer");
+  ExpectApiError(Post(port, "/v1/completions", body,
+                      {{"Authorization", "sekret-0123456789"}}),
+                 401, "key without Bearer");
   ExpectApiError(Get(port, "/v1/models"), 401, "models without a key");
   ExpectApiError(Get(port, "/metrics"), 401, "metrics without a key");
   ExpectApiError(Get(port, "/kv/stats"), 401, "kv stats without a key");
   ExpectApiError(Post(port, "/kv/clear", std::string("{}")), 401,
                  "kv clear without a key");
 
-  const httplib::Headers auth = {{"Authorization", "Bearer sekret"}};
+  const httplib::Headers auth = {{"Authorization", "Bearer sekret-0123456789"}};
   ExpectCompletion(Post(port, "/v1/completions", body, auth), 4);
   EXPECT_EQ(Get(port, "/v1/models", auth).status, 200);
   const HttpReply health = Get(port, "/health");
   EXPECT_EQ(health.status, 200) << health.body;
   // The first server has no key.
   EXPECT_EQ(Get(port_, "/v1/models").status, 200);
+}
+
+// Tenants: each key's tenant has its own namespace. Tenant B, with every
+// salt it may send, maps nothing of tenant A's prompt and learns nothing
+// of it from /kv/lookup; clearing the cache, /metrics and the global stats
+// need an admin key; a tenant's /kv/stats are its own counters.
+TEST_F(ServerTest, TenantsCannotSeeEachOther) {
+  ServerOptions so;
+  so.port = 0;
+  so.model_id = kModelId;
+  Result<ApiKeys> keys = ApiKeys::Parse(
+      "alice-key-0123456789 alice\n"
+      "bob-key-0123456789 bob\n"
+      "ops-key-0123456789 ops admin\n");
+  ASSERT_TRUE(keys.ok());
+  so.api_keys = *keys;
+  auto server = RunningServer::Start(*model_, *scheduler_, *kv_, so);
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+  const httplib::Headers alice = {{"Authorization",
+                                   "Bearer alice-key-0123456789"}},
+                         bob = {{"Authorization", "Bearer bob-key-0123456789"}},
+                         ops = {{"Authorization", "Bearer ops-key-0123456789"}};
+  Json body = CompletionBody(Words("tenant-secret", 120), 2);
+  ExpectCompletion(Post(port, "/v1/completions", body, alice), 2);
+  const Json again =
+      ExpectCompletion(Post(port, "/v1/completions", body, alice), 2);
+  EXPECT_GT(again["usage"]["prompt_tokens_details"].value("cached_tokens", 0),
+            100);
+  Json lookup = {{"prompt", body["prompt"]}};
+  EXPECT_GT(ParseJson(Post(port, "/kv/lookup", lookup, alice).body)
+                .value("cached_tokens", 0),
+            100);
+  for (const Json salt : {Json(nullptr), Json("alice"), Json("tenant:5:alice/"),
+                          Json("tenant:5:alice"), Json("/")}) {
+    SCOPED_TRACE(salt.dump());
+    body["cache_salt"] = salt;
+    lookup["cache_salt"] = salt;
+    // Before Bob computes it under this salt, nothing is cached for him.
+    EXPECT_EQ(ParseJson(Post(port, "/kv/lookup", lookup, bob).body)
+                  .value("cached_tokens", -1),
+              0);
+    const Json theirs =
+        ExpectCompletion(Post(port, "/v1/completions", body, bob), 2);
+    EXPECT_EQ(
+        theirs["usage"]["prompt_tokens_details"].value("cached_tokens", -1), 0);
+  }
+  // Roles.
+  ExpectApiError(Post(port, "/kv/clear", Json::object(), bob), 403,
+                 "a tenant clears the cache");
+  ExpectApiError(Get(port, "/metrics", bob), 403, "a tenant's metrics");
+  const Json mine = ParseJson(Get(port, "/kv/stats", bob).body);
+  EXPECT_EQ(mine.value("tenant", ""), "bob") << mine.dump();
+  EXPECT_EQ(mine.value("requests", 0), 5);
+  EXPECT_FALSE(mine.contains("capacity_blocks")) << mine.dump();
+  EXPECT_TRUE(
+      ParseJson(Get(port, "/kv/stats", ops).body).contains("capacity_blocks"));
+  EXPECT_EQ(Get(port, "/metrics", ops).status, 200);
+  EXPECT_EQ(Post(port, "/kv/clear", Json::object(), ops).status, 200);
+  // Keys are replaced while serving (SIGHUP): Bob's goes, Carol's comes.
+  server->server().SetApiKeys(*ApiKeys::Parse("carol-key-0123456789 carol\n"));
+  ExpectApiError(Get(port, "/v1/models", bob), 401, "a removed key");
+  EXPECT_EQ(Get(port, "/v1/models",
+                {{"Authorization", "Bearer carol-key-0123456789"}})
+                .status,
+            200);
+}
+
+// Browsers: a page of a foreign origin, or a form post, cannot drive the
+// server; an allowed origin gets CORS headers and its preflight.
+TEST_F(ServerTest, ForeignPagesCannotDriveTheServer) {
+  httplib::Client c = NewClient(port_);
+  auto clear = c.Post("/kv/clear", "{}", "text/plain");
+  ASSERT_TRUE(clear);
+  EXPECT_EQ(clear->status, 415) << clear->body;
+  auto foreign = c.Post("/kv/clear", {{"Origin", "http://evil.example"}}, "{}",
+                        "application/json");
+  ASSERT_TRUE(foreign);
+  EXPECT_EQ(foreign->status, 403) << foreign->body;
+  auto get = c.Get("/kv/stats", {{"Origin", "http://evil.example"}});
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 403);
+
+  ServerOptions so;
+  so.port = 0;
+  so.model_id = kModelId;
+  so.cors_origins = {"http://localhost:3000"};
+  auto server = RunningServer::Start(*model_, *scheduler_, *kv_, so);
+  ASSERT_NE(server, nullptr);
+  httplib::Client web = NewClient(server->port());
+  const httplib::Headers origin = {{"Origin", "http://localhost:3000"},
+                                   {"Access-Control-Request-Method", "POST"}};
+  auto preflight = web.Options("/v1/completions", origin);
+  ASSERT_TRUE(preflight);
+  EXPECT_EQ(preflight->status, 204);
+  EXPECT_EQ(preflight->get_header_value("Access-Control-Allow-Origin"),
+            "http://localhost:3000");
+  EXPECT_NE(preflight->get_header_value("Access-Control-Allow-Headers")
+                .find("Content-Type"),
+            std::string::npos);
+  auto models = web.Get("/v1/models", origin);
+  ASSERT_TRUE(models);
+  EXPECT_EQ(models->status, 200);
+  EXPECT_EQ(models->get_header_value("Access-Control-Allow-Origin"),
+            "http://localhost:3000");
+  auto other = web.Get("/v1/models", {{"Origin", "http://localhost:3001"}});
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 403);
+}
+
+// Limits before work: a prompt longer than the context could ever hold is
+// refused before it is tokenized, and a deeply nested lookup body before it
+// is parsed; the server keeps serving.
+TEST_F(ServerTest, OversizedInputIsRefusedBeforeWork) {
+  // Text the body limit lets through, far more than the context can hold.
+  const std::string huge(kMaxBodyBytes - 1024, 'a');
+  const auto start = Clock::now();
+  const HttpReply prompt =
+      Post(port_, "/v1/completions", CompletionBody(huge, 2));
+  ExpectApiError(prompt, 400, "a huge prompt", "prompt");
+  // Refused by its byte count, not after tokenizing it.
+  EXPECT_NE(prompt.body.find("bytes of text"), std::string::npos)
+      << prompt.body;
+  Json chat = ChatBody(huge, 2);
+  ExpectApiError(Post(port_, "/v1/chat/completions", chat), 400,
+                 "a huge message", "messages");
+  ExpectApiError(
+      Post(port_, "/kv/lookup", std::string(kMaxBodyBytes - 1024, '[')), 400,
+      "a deeply nested lookup body");
+  // Generous: the point is no tokenizing, not a timing.
+  EXPECT_LT(Clock::now() - start, seconds(30));
+  ExpectCompletion(
+      Post(port_, "/v1/completions", CompletionBody("still serving", 2)), 2);
 }
 
 // 11. A full queue answers 429.
