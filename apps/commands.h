@@ -148,6 +148,7 @@ struct ServeStackOptions {
   std::string api_key_file;   // one key, read from a private file
   std::string api_keys_file;  // `KEY TENANT [admin]` lines, re-read on SIGHUP
   std::vector<std::string> cors_origins;
+  bool special_in_content = false;  // message text may spell control tokens
   size_t max_body_mb = 8;
   std::string model_id;  // empty: the model file's name
   TierFlags tiers;

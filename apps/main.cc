@@ -115,6 +115,10 @@ void AddStackFlags(CLI::App* cmd, kvstash::apps::ServeStackOptions* s,
                     "(repeatable; none by default)");
     cmd->add_option("--max-body-mb", s->max_body_mb,
                     "largest request body in MiB (8)");
+    cmd->add_flag("--special-in-content", s->special_in_content,
+                  "let chat message text that spells a control token "
+                  "('</s>', '<|im_start|>') become it: for trusted clients "
+                  "only (off: only the template's markers do)");
     cmd->add_option("--model-id", s->model_id,
                     "model name in the API (the file name)");
     AddKvPolicyFlags(cmd, &s->kv_policy);

@@ -132,6 +132,7 @@ Result<ServeStack> StartStack(std::unique_ptr<Model> model,
   }
   server.max_body_bytes = o.max_body_mb << 20;
   server.cors_origins = o.cors_origins;
+  server.special_tokens_in_content = o.special_in_content;
   server.kv_compression = kv_compression;
   server.model_id = o.model_id.empty()
                         ? std::filesystem::path(model_path).filename().string()

@@ -67,135 +67,158 @@ Result<size_t> CheckAlternating(ChatTemplateFamily family,
   return first;
 }
 
-std::string RenderLlama3(std::span<const ChatMessage> messages,
-                         bool add_generation_prompt) {
-  std::string out;
+// The rendered text, and where the messages' contents lie in it.
+class ChatWriter {
+ public:
+  // The template's own text.
+  void Markup(std::string_view s) { out_.text += s; }
+  // A message's text.
+  void Content(std::string_view s) {
+    if (s.empty()) return;
+    const size_t begin = out_.text.size();
+    out_.text += s;
+    out_.content.push_back({begin, out_.text.size()});
+  }
+  RenderedChat Take() { return std::move(out_); }
+
+ private:
+  RenderedChat out_;
+};
+
+RenderedChat RenderLlama3(std::span<const ChatMessage> messages,
+                          bool add_generation_prompt) {
+  ChatWriter w;
   for (const ChatMessage& m : messages) {
-    out += "<|start_header_id|>";
-    out += m.role;
-    out += "<|end_header_id|>\n\n";
-    out += Trim(m.content);
-    out += "<|eot_id|>";
+    w.Markup("<|start_header_id|>" + m.role + "<|end_header_id|>\n\n");
+    w.Content(Trim(m.content));
+    w.Markup("<|eot_id|>");
   }
   if (add_generation_prompt) {
-    out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    w.Markup("<|start_header_id|>assistant<|end_header_id|>\n\n");
   }
-  return out;
+  return w.Take();
 }
 
-std::string RenderChatML(std::span<const ChatMessage> messages,
-                         bool add_generation_prompt) {
-  std::string out;
+RenderedChat RenderChatML(std::span<const ChatMessage> messages,
+                          bool add_generation_prompt) {
+  ChatWriter w;
   for (const ChatMessage& m : messages) {
-    out += "<|im_start|>";
-    out += m.role;
-    out += "\n";
-    out += m.content;
-    out += "<|im_end|>\n";
+    w.Markup("<|im_start|>" + m.role + "\n");
+    w.Content(m.content);
+    w.Markup("<|im_end|>\n");
   }
-  if (add_generation_prompt) out += "<|im_start|>assistant\n";
-  return out;
+  if (add_generation_prompt) w.Markup("<|im_start|>assistant\n");
+  return w.Take();
 }
 
 // The generation prompt is already part of each user turn ("[/INST]").
-std::string RenderLlama2(std::span<const ChatMessage> messages, size_t first) {
-  std::string out;
+RenderedChat RenderLlama2(std::span<const ChatMessage> messages, size_t first) {
+  ChatWriter w;
   for (size_t i = first; i < messages.size(); ++i) {
     const std::string& content = messages[i].content;
     if (messages[i].role == "user") {
-      if (i > first) out += "<s>";  // the leading BOS is the tokenizer's
-      out += "[INST] ";
+      if (i > first) w.Markup("<s>");  // the leading BOS is the tokenizer's
+      w.Markup("[INST] ");
       if (i == first && first == 1) {
-        std::string with_system =
-            "<<SYS>>\n" + messages[0].content + "\n<</SYS>>\n\n" + content;
-        out += Trim(with_system);
+        // trim("<<SYS>>\n" + system + "\n<</SYS>>\n\n" + content): only
+        // its end can be trimmed.
+        const std::string_view user = Trim(content);
+        w.Markup("<<SYS>>\n");
+        w.Content(messages[0].content);
+        if (user.empty()) {
+          w.Markup("\n<</SYS>>");
+        } else {
+          w.Markup("\n<</SYS>>\n\n");
+          // What trimming the whole leaves of the user's leading spaces.
+          w.Content(std::string_view(content).substr(
+              0, size_t(user.data() - content.data()) + user.size()));
+        }
       } else {
-        out += Trim(content);
+        w.Content(Trim(content));
       }
-      out += " [/INST]";
+      w.Markup(" [/INST]");
     } else {
-      out += " ";
-      out += Trim(content);
-      out += " </s>";
+      w.Markup(" ");
+      w.Content(Trim(content));
+      w.Markup(" </s>");
     }
   }
-  return out;
+  return w.Take();
 }
 
-std::string RenderMistral(std::span<const ChatMessage> messages, size_t first) {
-  std::string out;
+RenderedChat RenderMistral(std::span<const ChatMessage> messages,
+                           size_t first) {
+  ChatWriter w;
   for (size_t i = first; i < messages.size(); ++i) {
     if (messages[i].role == "user") {
-      out += " [INST] ";
+      w.Markup(" [INST] ");
       if (i == first && first == 1) {
-        out += messages[0].content;
-        out += "\n\n";
+        w.Content(messages[0].content);
+        w.Markup("\n\n");
       }
-      out += messages[i].content;
-      out += " [/INST]";
+      w.Content(messages[i].content);
+      w.Markup(" [/INST]");
     } else {
-      out += " ";
-      out += messages[i].content;
-      out += "</s>";
+      w.Markup(" ");
+      w.Content(messages[i].content);
+      w.Markup("</s>");
     }
   }
-  return out;
+  return w.Take();
 }
 
-std::string RenderPhi3(std::span<const ChatMessage> messages,
-                       bool add_generation_prompt) {
-  std::string out;
+RenderedChat RenderPhi3(std::span<const ChatMessage> messages,
+                        bool add_generation_prompt) {
+  ChatWriter w;
   for (const ChatMessage& m : messages) {
     if (m.role == "system" && m.content.empty()) continue;
-    out += "<|";
-    out += m.role;
-    out += "|>\n";
-    out += m.content;
-    out += "<|end|>\n";
+    w.Markup("<|" + m.role + "|>\n");
+    w.Content(m.content);
+    w.Markup("<|end|>\n");
   }
-  out += add_generation_prompt ? "<|assistant|>\n" : "<|endoftext|>";
-  return out;
+  w.Markup(add_generation_prompt ? "<|assistant|>\n" : "<|endoftext|>");
+  return w.Take();
 }
 
-std::string RenderGemma(std::span<const ChatMessage> messages, size_t first,
-                        bool add_generation_prompt) {
-  std::string out;
+RenderedChat RenderGemma(std::span<const ChatMessage> messages, size_t first,
+                         bool add_generation_prompt) {
+  ChatWriter w;
   for (size_t i = first; i < messages.size(); ++i) {
-    out += "<start_of_turn>";
-    out += messages[i].role == "user" ? "user" : "model";
-    out += "\n";
+    w.Markup("<start_of_turn>");
+    w.Markup(messages[i].role == "user" ? "user" : "model");
+    w.Markup("\n");
     if (i == first && first == 1) {
-      out += messages[0].content;
-      out += "\n\n";
+      w.Content(messages[0].content);
+      w.Markup("\n\n");
     }
-    out += Trim(messages[i].content);
-    out += "<end_of_turn>\n";
+    w.Content(Trim(messages[i].content));
+    w.Markup("<end_of_turn>\n");
   }
-  if (add_generation_prompt) out += "<start_of_turn>model\n";
-  return out;
+  if (add_generation_prompt) w.Markup("<start_of_turn>model\n");
+  return w.Take();
 }
 
-std::string RenderFallback(std::span<const ChatMessage> messages,
-                           std::span<const Role> roles,
-                           bool add_generation_prompt) {
-  std::string out;
+RenderedChat RenderFallback(std::span<const ChatMessage> messages,
+                            std::span<const Role> roles,
+                            bool add_generation_prompt) {
+  ChatWriter w;
   for (size_t i = 0; i < messages.size(); ++i) {
     switch (roles[i]) {
       case Role::kSystem:
-        out += "System: ";
+        w.Markup("System: ");
         break;
       case Role::kUser:
-        out += "User: ";
+        w.Markup("User: ");
         break;
       case Role::kAssistant:
-        out += "Assistant: ";
+        w.Markup("Assistant: ");
         break;
     }
-    out += messages[i].content;
-    out += "\n";
+    w.Content(messages[i].content);
+    w.Markup("\n");
   }
-  if (add_generation_prompt) out += "Assistant:";
-  return out;
+  if (add_generation_prompt) w.Markup("Assistant:");
+  return w.Take();
 }
 
 }  // namespace
@@ -238,9 +261,9 @@ ChatTemplateFamily DetectChatTemplate(std::string_view t) {
   return ChatTemplateFamily::kFallback;
 }
 
-Result<std::string> RenderChat(ChatTemplateFamily family,
-                               std::span<const ChatMessage> messages,
-                               bool add_generation_prompt) {
+Result<RenderedChat> RenderChat(ChatTemplateFamily family,
+                                std::span<const ChatMessage> messages,
+                                bool add_generation_prompt) {
   KV_ASSIGN_OR_RETURN(const std::vector<Role> roles, ParseRoles(messages));
   switch (family) {
     case ChatTemplateFamily::kLlama3:

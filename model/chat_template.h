@@ -59,6 +59,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/status.h"
 
@@ -92,12 +94,21 @@ std::string_view ChatTemplateFamilyName(ChatTemplateFamily family);
 // checked in that order. Empty or anything else -> kFallback.
 ChatTemplateFamily DetectChatTemplate(std::string_view jinja_template);
 
+// A rendered chat: the prompt text, and the byte ranges [begin, end) of it
+// that are the messages' own text, in order. A tokenizer reads those as
+// text, never as control tokens, so a user who writes "<|im_end|>" in a
+// message cannot end its turn (Tokenizer::EncodeWithSpecialTokens).
+struct RenderedChat {
+  std::string text;
+  std::vector<std::pair<size_t, size_t>> content;
+};
+
 // The prompt text for `messages` in `family`'s format (see the top of this
 // file), ending with the assistant header when `add_generation_prompt`.
 // InvalidArgument for an empty list, a role other than system/user/assistant
 // (naming the message index), or a role order the family does not accept.
-Result<std::string> RenderChat(ChatTemplateFamily family,
-                               std::span<const ChatMessage> messages,
-                               bool add_generation_prompt);
+Result<RenderedChat> RenderChat(ChatTemplateFamily family,
+                                std::span<const ChatMessage> messages,
+                                bool add_generation_prompt);
 
 }  // namespace kvstash

@@ -116,9 +116,42 @@ const std::vector<ChatMessage> kConversation = {
 std::string Render(ChatTemplateFamily family,
                    const std::vector<ChatMessage>& messages,
                    bool add_generation_prompt = true) {
-  Result<std::string> r = RenderChat(family, messages, add_generation_prompt);
+  Result<RenderedChat> r = RenderChat(family, messages, add_generation_prompt);
   EXPECT_TRUE(r.ok()) << r.status().ToString();
-  return r.ok() ? *r : std::string();
+  if (!r.ok()) return std::string();
+  // The content ranges hold the messages' text, in order, within the text.
+  size_t at = 0;
+  for (const auto& [begin, end] : r->content) {
+    EXPECT_LE(at, begin);
+    EXPECT_LT(begin, end);
+    EXPECT_LE(end, r->text.size());
+    at = end;
+  }
+  return r->text;
+}
+
+// Every family marks exactly the messages' text as content, in order
+// (the system message folded into the first user turn included).
+TEST(ChatTemplateTest, ContentRangesAreTheMessagesText) {
+  const std::vector<ChatMessage> m = {{"system", "S1 <s>"},
+                                      {"user", "U1 </s>"},
+                                      {"assistant", "A1 <|im_end|>"},
+                                      {"user", "U2"}};
+  for (const ChatTemplateFamily f :
+       {ChatTemplateFamily::kLlama3, ChatTemplateFamily::kChatML,
+        ChatTemplateFamily::kLlama2, ChatTemplateFamily::kMistral,
+        ChatTemplateFamily::kPhi3, ChatTemplateFamily::kGemma,
+        ChatTemplateFamily::kFallback}) {
+    SCOPED_TRACE(std::string(ChatTemplateFamilyName(f)));
+    Result<RenderedChat> r = RenderChat(f, m, true);
+    ASSERT_TRUE(r.ok());
+    std::vector<std::string> got;
+    for (const auto& [begin, end] : r->content) {
+      got.push_back(r->text.substr(begin, end - begin));
+    }
+    EXPECT_EQ(got, (std::vector<std::string>{"S1 <s>", "U1 </s>",
+                                             "A1 <|im_end|>", "U2"}));
+  }
 }
 
 TEST(ChatTemplateTest, RendersLlama3) {
@@ -247,12 +280,12 @@ TEST(ChatTemplateTest, RejectsEmptyListAndUnknownRoles) {
         ChatTemplateFamily::kLlama2, ChatTemplateFamily::kMistral,
         ChatTemplateFamily::kPhi3, ChatTemplateFamily::kGemma,
         ChatTemplateFamily::kFallback}) {
-    Result<std::string> empty = RenderChat(f, {}, true);
+    Result<RenderedChat> empty = RenderChat(f, {}, true);
     ASSERT_FALSE(empty.ok());
     EXPECT_EQ(empty.status().code(), StatusCode::kInvalidArgument);
 
     const std::vector<ChatMessage> tool = {{"user", "Hi"}, {"tool", "42"}};
-    Result<std::string> r = RenderChat(f, tool, true);
+    Result<RenderedChat> r = RenderChat(f, tool, true);
     ASSERT_FALSE(r.ok()) << ChatTemplateFamilyName(f);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(r.status().message().find("message 1"), std::string::npos);
@@ -273,7 +306,7 @@ TEST(ChatTemplateTest, AlternatingFamiliesRejectOtherOrders) {
        {ChatTemplateFamily::kLlama2, ChatTemplateFamily::kMistral,
         ChatTemplateFamily::kGemma}) {
     for (size_t i = 0; i < bad.size(); ++i) {
-      Result<std::string> r = RenderChat(f, bad[i], true);
+      Result<RenderedChat> r = RenderChat(f, bad[i], true);
       ASSERT_FALSE(r.ok()) << ChatTemplateFamilyName(f) << " case " << i;
       EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
     }

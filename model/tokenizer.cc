@@ -435,8 +435,9 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text,
   return out;
 }
 
-std::vector<int32_t> Tokenizer::EncodeWithSpecialTokens(std::string_view text,
-                                                        bool add_bos) const {
+std::vector<int32_t> Tokenizer::EncodeWithSpecialTokens(
+    std::string_view text, bool add_bos,
+    std::span<const std::pair<size_t, size_t>> literal) const {
   std::vector<int32_t> out;
   if (add_bos && add_bos_ && bos_ >= 0) out.push_back(bos_);
   size_t plain = 0;  // start of the pending plain text
@@ -446,10 +447,23 @@ std::vector<int32_t> Tokenizer::EncodeWithSpecialTokens(std::string_view text,
         Encode(text.substr(plain, end - plain), /*add_bos=*/false);
     out.insert(out.end(), ids.begin(), ids.end());
   };
+  size_t next_literal = 0;  // the first range not ending before i
   for (size_t i = 0; i < text.size();) {
+    while (next_literal < literal.size() && literal[next_literal].second <= i) {
+      ++next_literal;
+    }
+    const size_t literal_begin = next_literal < literal.size()
+                                     ? literal[next_literal].first
+                                     : text.size();
+    if (i >= literal_begin) {  // inside user text
+      i = literal[next_literal].second;
+      continue;
+    }
     const auto match = std::find_if(
-        special_texts_.begin(), special_texts_.end(),
-        [&](const auto& s) { return text.substr(i).starts_with(s.first); });
+        special_texts_.begin(), special_texts_.end(), [&](const auto& s) {
+          return i + s.first.size() <= literal_begin &&
+                 text.substr(i).starts_with(s.first);
+        });
     if (match == special_texts_.end()) {
       ++i;
       continue;

@@ -93,9 +93,13 @@ class Tokenizer {
   // As Encode, except that the text of a control or user-defined token
   // ("<|im_start|>", "</s>", ...) becomes that token: at each position the
   // longest such text wins, and the plain text between them goes through
-  // Encode. For prompts rendered from chat templates, never for user text.
-  std::vector<int32_t> EncodeWithSpecialTokens(std::string_view text,
-                                               bool add_bos) const;
+  // Encode. For prompts rendered from chat templates: `literal` are the
+  // byte ranges [begin, end) of `text` (ascending, disjoint) that are user
+  // text (RenderedChat::content), where no special token is recognised (one
+  // overlapping them is not either); plain text runs across them as usual.
+  std::vector<int32_t> EncodeWithSpecialTokens(
+      std::string_view text, bool add_bos,
+      std::span<const std::pair<size_t, size_t>> literal = {}) const;
 
   // The bytes that `token` contributes to the text, for streaming output.
   // `prev_token` is the token before it, or -1 at the start of the text: with

@@ -170,6 +170,36 @@ TEST(GgufTokenizer, Gpt2SpecialsAndBytes) {
   EXPECT_EQ(t->Decode(t->Encode(all_bytes, false)), all_bytes);
 }
 
+// User text inside a rendered prompt never becomes a control token: "</s>"
+// in a literal range is encoded as text, the same text outside is EOS.
+TEST(GgufTokenizer, LiteralRangesAreNeverSpecial) {
+  std::unique_ptr<GgufFile> gguf =
+      MustOpenGguf(testing::SharedPath("vocab/ggml-vocab-llama-spm.gguf"));
+  ASSERT_NE(gguf, nullptr);
+  std::unique_ptr<Tokenizer> t = MustLoad(*gguf);
+  ASSERT_NE(t, nullptr);
+  const std::string text = "<s>[INST] hi </s> there [/INST]</s>";
+  const size_t begin = text.find("hi"), end = text.find(" [/INST]");
+  const std::vector<std::pair<size_t, size_t>> literal = {{begin, end}};
+  const std::vector<int32_t> ids =
+      t->EncodeWithSpecialTokens(text, false, literal);
+  std::vector<int32_t> want = {t->bos()};
+  const std::vector<int32_t> run =
+      t->Encode("[INST] hi </s> there [/INST]", false);
+  want.insert(want.end(), run.begin(), run.end());
+  want.push_back(t->eos());
+  EXPECT_EQ(ids, want);
+  // Without the range, the user's "</s>" is EOS: two of them.
+  const std::vector<int32_t> open = t->EncodeWithSpecialTokens(text, false);
+  EXPECT_EQ(std::count(open.begin(), open.end(), t->eos()), 2);
+  // A special token straddling a range's start is not one either.
+  const std::vector<std::pair<size_t, size_t>> straddle = {
+      {text.size() - 2, text.size()}};
+  const std::vector<int32_t> cut =
+      t->EncodeWithSpecialTokens(text, false, straddle);
+  EXPECT_EQ(std::count(cut.begin(), cut.end(), t->eos()), 1);
+}
+
 TEST(GgufTokenizer, DecodeOfBadIdsIsEmpty) {
   std::unique_ptr<GgufFile> gguf =
       MustOpenGguf(testing::SharedPath("vocab/ggml-vocab-gpt-2.gguf"));

@@ -184,6 +184,9 @@ struct HttpServer::Impl {
   // tokens that start `prompt`); 0 for a completion or a single message.
   int ChatContext(const CompletionRequest& r,
                   std::span<const int32_t> prompt) const;
+  // A rendered chat's tokens: the template's markers become control tokens,
+  // the messages' text does not (unless special_tokens_in_content).
+  std::vector<int32_t> EncodeChat(const RenderedChat& chat) const;
   // Limits before work: a 400 for a body longer than any request whose
   // prompt fits the context can be, before it is parsed.
   std::optional<ApiError> BodyTooLong(const httplib::Request& req,
@@ -433,17 +436,25 @@ std::optional<ApiError> HttpServer::Impl::BodyTooLong(
       endpoint == Endpoint::kChatCompletions ? "messages" : "prompt");
 }
 
+std::vector<int32_t> HttpServer::Impl::EncodeChat(
+    const RenderedChat& chat) const {
+  return model.tokenizer().EncodeWithSpecialTokens(
+      chat.text, /*add_bos=*/true,
+      options.special_tokens_in_content
+          ? std::span<const std::pair<size_t, size_t>>()
+          : std::span<const std::pair<size_t, size_t>>(chat.content));
+}
+
 int HttpServer::Impl::ChatContext(const CompletionRequest& r,
                                   std::span<const int32_t> prompt) const {
   if (r.endpoint != Endpoint::kChatCompletions || r.messages.size() < 2) {
     return 0;
   }
-  Result<std::string> text = RenderChat(
+  Result<RenderedChat> chat = RenderChat(
       chat_family, std::span(r.messages).first(r.messages.size() - 1),
       /*add_generation_prompt=*/false);
-  if (!text.ok()) return 0;  // a prefix the template cannot render alone
-  const std::vector<int32_t> ids =
-      model.tokenizer().EncodeWithSpecialTokens(*text, /*add_bos=*/true);
+  if (!chat.ok()) return 0;  // a prefix the template cannot render alone
+  const std::vector<int32_t> ids = EncodeChat(*chat);
   const auto end =
       std::mismatch(ids.begin(), ids.end(), prompt.begin(), prompt.end());
   return int(end.first - ids.begin());
@@ -473,9 +484,9 @@ std::variant<std::vector<int32_t>, ApiError> HttpServer::Impl::PromptTokens(
   const char* param = "prompt";
   if (r.endpoint == Endpoint::kChatCompletions) {
     param = "messages";
-    Result<std::string> text = RenderChat(chat_family, r.messages, true);
-    if (!text.ok()) return ApiError::BadRequest(text.status().message(), param);
-    ids = tok.EncodeWithSpecialTokens(*text, /*add_bos=*/true);
+    Result<RenderedChat> chat = RenderChat(chat_family, r.messages, true);
+    if (!chat.ok()) return ApiError::BadRequest(chat.status().message(), param);
+    ids = EncodeChat(*chat);
   } else if (const auto* text = std::get_if<std::string>(&r.prompt)) {
     ids = tok.Encode(*text, /*add_bos=*/true);
   } else {

@@ -59,6 +59,11 @@ struct ServerOptions {
   // request with any other Origin is refused (403), and every POST must be
   // application/json, so a foreign page cannot drive the server.
   std::vector<std::string> cors_origins;
+  // Whether text in chat messages that spells a control token ("</s>",
+  // "<|im_start|>") becomes that token (the old behaviour, for trusted
+  // clients). Off: only the chat template's own markers do; a message
+  // cannot end its turn or forge another role's.
+  bool special_tokens_in_content = false;
   // Requests parsed and tokenized at once; others wait their turn (bounds
   // the memory bodies being parsed take).
   int max_parsing = 4;

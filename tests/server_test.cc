@@ -1332,6 +1332,33 @@ TEST_F(ServerTest, ForeignPagesCannotDriveTheServer) {
   EXPECT_EQ(other->status, 403);
 }
 
+// A chat message that spells a control token gets its text tokenized, not
+// the token: the user cannot end a turn or forge a role. A server told to
+// trust its clients (--special-in-content) makes it the token, as before.
+TEST_F(ServerTest, MessageTextNeverBecomesAControlToken) {
+  const Tokenizer& tok = model_->tokenizer();
+  const std::string eos = tok.piece(tok.eos());
+  ASSERT_FALSE(eos.empty());
+  const Json lookup = {
+      {"messages",
+       Json::array({{{"role", "user"}, {"content", "a" + eos + "b"}}})}};
+  auto prompt_tokens = [&](int port) {
+    return ParseJson(Post(port, "/kv/lookup", lookup).body)
+        .value("prompt_tokens", -1);
+  };
+  ServerOptions so;
+  so.port = 0;
+  so.model_id = kModelId;
+  so.special_tokens_in_content = true;
+  auto trusting = RunningServer::Start(*model_, *scheduler_, *kv_, so);
+  ASSERT_NE(trusting, nullptr);
+  const int as_text = prompt_tokens(port_);
+  const int as_token = prompt_tokens(trusting->port());
+  // The token is one id; its text several.
+  EXPECT_GT(as_text, as_token) << "eos piece '" << eos << "'";
+  EXPECT_GT(as_token, 0);
+}
+
 // Limits before work: a prompt longer than the context could ever hold is
 // refused before it is tokenized, and a deeply nested lookup body before it
 // is parsed; the server keeps serving.
