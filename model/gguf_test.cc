@@ -109,12 +109,12 @@ TEST(GgufTest, EveryTruncationIsAnError) {
   auto full = ParseImage(image);
   ASSERT_TRUE(full.ok());
   const GgufTensor& last = (*full)->tensors().back();
-  const size_t end =
-      last.data + last.n_bytes - reinterpret_cast<const uint8_t*>(image.data());
+  const size_t end = last.data + last.n_bytes -
+                     reinterpret_cast<const uint8_t*>(image.data());
   ASSERT_LE(image.size() - end, 31u);
   for (size_t len = 0; len < end; ++len) {
-    auto r =
-        GgufFile::Parse(reinterpret_cast<const uint8_t*>(image.data()), len);
+    auto r = GgufFile::Parse(reinterpret_cast<const uint8_t*>(image.data()),
+                             len);
     EXPECT_FALSE(r.ok()) << "prefix of " << len << " bytes parsed";
   }
 }
@@ -176,9 +176,9 @@ TEST(GgufTest, HugeArrayLengthIsRejectedWithoutAllocating) {
   put(uint64_t{1});
   put(uint64_t{3});
   out += "big";
-  put(uint32_t{9});           // array
-  put(uint32_t{8});           // of strings
-  put(uint64_t{1ull << 60});  // absurd length
+  put(uint32_t{9});                // array
+  put(uint32_t{8});                // of strings
+  put(uint64_t{1ull << 60});       // absurd length
   auto r = ParseImage(out);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("'big'"), std::string::npos);

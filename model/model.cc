@@ -87,8 +87,8 @@ Status Model::BindGguf(const GgufFile& gguf) {
       std::string want, got;
       for (uint64_t d : dims) want += " " + std::to_string(d);
       for (uint64_t d : t->dims) got += " " + std::to_string(d);
-      return Status::InvalidArgument("tensor '" + name + "' has shape [" + got +
-                                     " ], expected [" + want + " ]");
+      return Status::InvalidArgument("tensor '" + name + "' has shape [" +
+                                     got + " ], expected [" + want + " ]");
     }
     *out = t;
     return Status::OK();
@@ -100,7 +100,8 @@ Status Model::BindGguf(const GgufFile& gguf) {
     *m = {t->type, t->data, rows, cols};
     return Status::OK();
   };
-  auto vec = [&](const std::string& name, int n, const float** out) -> Status {
+  auto vec = [&](const std::string& name, int n,
+                 const float** out) -> Status {
     const GgufTensor* t;
     KV_RETURN_IF_ERROR(find(name, {uint64_t(n)}, &t));
     *out = AsF32(t->type, t->data, n);

@@ -130,10 +130,8 @@ Result<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   if (embd == nullptr) {
     return Status::NotFound("tensor 'token_embd.weight' missing");
   }
-  if (embd->dims.size() != 2 ||
-      embd->dims[1] > static_cast<uint64_t>(kMaxVocab)) {
-    return Status::InvalidArgument(
-        "tensor 'token_embd.weight' has a bad shape");
+  if (embd->dims.size() != 2 || embd->dims[1] > static_cast<uint64_t>(kMaxVocab)) {
+    return Status::InvalidArgument("tensor 'token_embd.weight' has a bad shape");
   }
   c.vocab_size = static_cast<int>(embd->dims[1]);
   c.tied_output = gguf.FindTensor("output.weight") == nullptr;
