@@ -24,8 +24,8 @@ constexpr int kCasesPerFile = 2000;
 std::string Mutate(const std::string& original, int i, std::mt19937_64& rng) {
   std::string m = original;
   if (i % 2 == 0) {
-    const size_t limit =
-        (i % 4 == 0) ? std::min<size_t>(m.size(), 4096) : m.size();
+    const size_t limit = (i % 4 == 0) ? std::min<size_t>(m.size(), 4096)
+                                      : m.size();
     m.resize(rng() % limit);
   } else {
     const int flips = 1 + rng() % 8;
