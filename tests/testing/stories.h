@@ -49,13 +49,20 @@ struct Outcome {
   RequestEvent finish;
 };
 
-// Drains a handle until its finish event.
+// Drains a handle until its finish event; a request silent for a minute
+// fails the test (and is cancelled).
 inline Outcome Collect(RequestHandle& h) {
   Outcome out;
   RequestEvent ev;
   while (true) {
-    EXPECT_TRUE(h.Next(&ev, std::chrono::milliseconds(60000)))
-        << "request timed out";
+    if (!h.Next(&ev, std::chrono::milliseconds(60000))) {
+      // A stuck request fails the test instead of hanging it.
+      ADD_FAILURE() << "request timed out after " << out.tokens.size()
+                    << " tokens";
+      h.Cancel();
+      out.finish.finish = RequestEnd::kError;
+      return out;
+    }
     if (ev.kind == RequestEvent::Kind::kFinish) {
       out.finish = ev;
       return out;
