@@ -177,6 +177,11 @@ Status ReadArray(Cursor* cur, const std::string& key, int depth,
                                              std::to_string(i)));
     }
   } else if (out->elem_type == GgufType::kArray) {
+    if (count > kMaxNestedArrays) {
+      return Status::Corruption("key '" + key + "': " + std::to_string(count) +
+                                " nested arrays, at most " +
+                                std::to_string(kMaxNestedArrays));
+    }
     out->arrays.resize(count);
     for (uint64_t i = 0; i < count; ++i) {
       out->arrays[i].type = GgufType::kArray;
@@ -186,12 +191,7 @@ Status ReadArray(Cursor* cur, const std::string& key, int depth,
     const uint8_t* p = nullptr;
     KV_RETURN_IF_ERROR(
         cur->Take(count * size, &p, "key '" + key + "' array data"));
-    out->numbers.resize(count);
-    for (uint64_t i = 0; i < count; ++i) {
-      GgufValue element;
-      DecodeScalar(out->elem_type, p + i * size, &element);
-      out->numbers[i] = ScalarAsDouble(out->elem_type, element);
-    }
+    out->raw = std::span(p, count * size);  // decoded on access
   }
   return Status::OK();
 }
@@ -469,6 +469,14 @@ Result<std::vector<std::string_view>> GgufFile::GetStringArray(
   return v->strings;
 }
 
+double GgufValue::Number(size_t i) const {
+  if (raw.empty()) return numbers[i];
+  const size_t size = size_t(ScalarSize(elem_type));
+  GgufValue element;
+  DecodeScalar(elem_type, raw.data() + i * size, &element);
+  return ScalarAsDouble(elem_type, element);
+}
+
 Result<std::vector<float>> GgufFile::GetF32Array(std::string_view key) const {
   const GgufValue* v = Find(key);
   if (v == nullptr) return MissingKey(key);
@@ -477,7 +485,9 @@ Result<std::vector<float>> GgufFile::GetF32Array(std::string_view key) const {
         IsInteger(v->elem_type))) {
     return WrongType(key, *v, "array of numbers");
   }
-  return std::vector<float>(v->numbers.begin(), v->numbers.end());
+  std::vector<float> out(v->count);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = float(v->Number(i));
+  return out;
 }
 
 Result<std::vector<int32_t>> GgufFile::GetI32Array(std::string_view key) const {
@@ -486,9 +496,9 @@ Result<std::vector<int32_t>> GgufFile::GetI32Array(std::string_view key) const {
   if (v->type != GgufType::kArray || !IsInteger(v->elem_type)) {
     return WrongType(key, *v, "array of integers");
   }
-  std::vector<int32_t> out(v->numbers.size());
+  std::vector<int32_t> out(v->count);
   for (size_t i = 0; i < out.size(); ++i) {
-    const double x = v->numbers[i];
+    const double x = v->Number(i);
     if (x < std::numeric_limits<int32_t>::min() ||
         x > std::numeric_limits<int32_t>::max()) {
       return Status::InvalidArgument("metadata key '" + std::string(key) +

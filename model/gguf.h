@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,9 +45,10 @@ std::string_view GgufTypeName(GgufType t);
 
 // One metadata value. Scalars are widened: integers (and bool) to `i`/`u`,
 // floats to `f`. Strings view the mapped file. Arrays keep their element type;
-// numeric elements are decoded into `numbers` (as double, exact for every
-// integer GGUF tokenizers use), strings into `strings`, nested arrays into
-// `arrays`.
+// numeric elements stay in the mapped file (`raw`, decoded by Number on
+// access: a hostile array costs no memory) or, in a value built to be
+// written, in `numbers`; strings go into `strings` (views), nested arrays
+// into `arrays` (at most kMaxNestedArrays each).
 struct GgufValue {
   GgufType type = GgufType::kU8;
   int64_t i = 0;   // signed integers and bool (0/1)
@@ -56,10 +58,18 @@ struct GgufValue {
 
   GgufType elem_type = GgufType::kU8;  // arrays only
   uint64_t count = 0;                  // arrays only
-  std::vector<double> numbers;
+  std::span<const uint8_t> raw;  // parsed numeric arrays: the element bytes
+  std::vector<double> numbers;    // built numeric arrays
   std::vector<std::string_view> strings;
   std::vector<GgufValue> arrays;
+
+  // Numeric element i (< count) as double (exact for every integer GGUF
+  // tokenizers use).
+  double Number(size_t i) const;
 };
+
+// Nested arrays a metadata array may hold (each is a whole value in memory).
+inline constexpr uint64_t kMaxNestedArrays = uint64_t{1} << 16;
 
 // The first four bytes of every GGUF file, "GGUF", read as a little-endian u32.
 inline constexpr uint32_t kGgufMagic = 0x46554747;

@@ -184,6 +184,59 @@ TEST(GgufTest, HugeArrayLengthIsRejectedWithoutAllocating) {
   EXPECT_NE(r.status().message().find("'big'"), std::string::npos);
 }
 
+// A file of one metadata array: `n` elements of `elem` (each `elem_bytes`
+// bytes of `fill`).
+std::string OneArrayImage(uint32_t elem, uint64_t n, size_t elem_bytes,
+                          char fill) {
+  std::string out;
+  auto put = [&out](auto v) {
+    out.append(reinterpret_cast<const char*>(&v), sizeof(v));
+  };
+  put(kGgufMagic);
+  put(uint32_t{3});
+  put(uint64_t{0});
+  put(uint64_t{1});
+  put(uint64_t{3});
+  out += "arr";
+  put(uint32_t{9});  // array
+  put(elem);
+  put(n);
+  out.append(n * elem_bytes, fill);
+  return out;
+}
+
+// A hostile 64 MiB metadata array is not copied: its numbers stay in the
+// file, decoded on access; nested arrays are capped.
+TEST(GgufTest, LargeMetadataArraysAreViewsNotCopies) {
+  const std::string image =
+      OneArrayImage(/*u8=*/0, uint64_t{64} << 20, 1, char(7));
+  auto r = ParseImage(image);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const GgufValue* v = (*r)->Find("arr");
+  ASSERT_NE(v, nullptr);
+  EXPECT_EQ(v->count, uint64_t{64} << 20);
+  EXPECT_TRUE(v->numbers.empty());
+  EXPECT_EQ(v->raw.size(), size_t{64} << 20);
+  EXPECT_GE(v->raw.data(), reinterpret_cast<const uint8_t*>(image.data()));
+  EXPECT_EQ(v->Number(12345), 7.0);
+
+  // kMaxNestedArrays + 1 empty u8 arrays (12 bytes each).
+  std::string nested;
+  for (uint64_t i = 0; i <= kMaxNestedArrays; ++i) {
+    const uint32_t u8 = 0;
+    const uint64_t zero = 0;
+    nested.append(reinterpret_cast<const char*>(&u8), 4);
+    nested.append(reinterpret_cast<const char*>(&zero), 8);
+  }
+  std::string deep = OneArrayImage(/*array=*/9, kMaxNestedArrays + 1, 0, 0);
+  deep += nested;
+  auto capped = ParseImage(deep);
+  ASSERT_FALSE(capped.ok());
+  EXPECT_NE(capped.status().message().find("nested arrays"),
+            std::string::npos)
+      << capped.status().message();
+}
+
 TEST(GgufTest, WriterRejectsBadTensors) {
   GgufWriter w;
   EXPECT_FALSE(w.AddTensor("a", {33}, DType::kQ8_0, RandomValues(33, 2)).ok());
@@ -208,7 +261,13 @@ TEST(GgufTest, CopyValueKeepsTheType) {
     EXPECT_EQ(v->elem_type, value.elem_type) << key;
     EXPECT_EQ(v->u, value.u) << key;
     EXPECT_EQ(v->strings, value.strings) << key;
-    EXPECT_EQ(v->numbers, value.numbers) << key;
+    ASSERT_EQ(v->count, value.count) << key;
+    if (v->type == GgufType::kArray && v->strings.empty() &&
+        v->arrays.empty()) {
+      for (size_t i = 0; i < v->count; ++i) {
+        EXPECT_EQ(v->Number(i), value.Number(i)) << key << " " << i;
+      }
+    }
   }
 }
 

@@ -71,7 +71,9 @@ void PutPayload(std::string* out, const GgufValue& v) {
   } else if (v.elem_type == GgufType::kArray) {
     for (const GgufValue& a : v.arrays) PutPayload(out, a);
   } else {
-    for (double x : v.numbers) PutScalar(out, v.elem_type, v, x);
+    for (size_t i = 0; i < v.count; ++i) {
+      PutScalar(out, v.elem_type, v, v.Number(i));
+    }
   }
 }
 
