@@ -1105,11 +1105,10 @@ TEST_F(TiersTest, DeadRedisNeverFailsARequest) {
     auto redis = OpenRedis("redis://127.0.0.1:1");  // nothing listens
     Stack s = NewStack({redis.get()});
     const std::vector<int32_t> prompt = Prompt(6000, 100);
-    const auto start = std::chrono::steady_clock::now();
+    // Collect fails a request that hangs; how fast a dead Redis misses is
+    // store/redis_tier_test's to pin down.
     EXPECT_EQ(s.Run(prompt, 6).tokens, Alone(prompt, 6));
     EXPECT_EQ(s.Run(prompt, 6).tokens, Alone(prompt, 6));
-    EXPECT_LT(std::chrono::steady_clock::now() - start,
-              std::chrono::seconds(20));
     s = Stack();
     redis->Flush();
     EXPECT_GT(redis->Stats().errors + redis->Stats().dropped_writes, 0u);
