@@ -82,8 +82,8 @@ struct Side {
     const int step = compressor.every() > 0 ? compressor.every() : n;
     for (int pos = compress_at; pos < n; pos += step) {
       if (RecompressDue(compressor, kv.compaction(), pos)) {
-        const std::vector<int32_t> budgets = kv.compaction().kept;
-        KV_RETURN_IF_ERROR(compressor.Recompress(kv, pos, budgets));
+        KV_RETURN_IF_ERROR(
+            compressor.Recompress(kv, pos, kv.compaction().kept));
       }
       const int end = std::min(n, pos + step);
       KV_RETURN_IF_ERROR(transformer.Forward(

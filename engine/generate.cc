@@ -131,8 +131,8 @@ Result<GenerateResult> Generate(Transformer& transformer,
         RecompressDue(*options.compressor, kv.compaction(), pos)) {
       // A fixed budget: back to the rows the first compression kept.
       const auto compress_start = std::chrono::steady_clock::now();
-      const std::vector<int32_t> budgets = kv.compaction().kept;
-      KV_RETURN_IF_ERROR(options.compressor->Recompress(kv, pos, budgets));
+      KV_RETURN_IF_ERROR(
+          options.compressor->Recompress(kv, pos, kv.compaction().kept));
       recompress_seconds += SecondsSince(compress_start);
       ++result.recompressions;
     }

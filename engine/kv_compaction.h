@@ -135,7 +135,8 @@ class KvCompressor {
   virtual int every() const = 0;
   // Evicts tokens of positions [0, n) of `kv`, compacted already, keeping
   // budgets[layer * n_kv_heads + kv_head] rows of each pair (the first
-  // compaction's kept counts: a fixed budget).
+  // compaction's kept counts: a fixed budget). `budgets` may be the cache's
+  // own KvCompaction::kept: it is copied before the cache changes.
   virtual Status Recompress(CompactableKv& kv, int n,
                             std::span<const int32_t> budgets) = 0;
 };

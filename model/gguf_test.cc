@@ -165,7 +165,10 @@ TEST(GgufTest, TensorPastEndOrMisalignedIsCorruption) {
   EXPECT_NE(misaligned.status().message().find("aligned"), std::string::npos);
 }
 
-TEST(GgufTest, HugeArrayLengthIsRejectedWithoutAllocating) {
+// A file of one metadata array `key`: `n` elements of `elem`, `data` of
+// them written (`data_bytes` bytes of `fill`).
+std::string OneArrayImage(const std::string& key, uint32_t elem, uint64_t n,
+                          size_t data_bytes, char fill) {
   std::string out;
   auto put = [&out](auto v) {
     out.append(reinterpret_cast<const char*>(&v), sizeof(v));
@@ -174,42 +177,28 @@ TEST(GgufTest, HugeArrayLengthIsRejectedWithoutAllocating) {
   put(uint32_t{3});
   put(uint64_t{0});
   put(uint64_t{1});
-  put(uint64_t{3});
-  out += "big";
-  put(uint32_t{9});                // array
-  put(uint32_t{8});                // of strings
-  put(uint64_t{1ull << 60});       // absurd length
-  auto r = ParseImage(out);
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("'big'"), std::string::npos);
-}
-
-// A file of one metadata array: `n` elements of `elem` (each `elem_bytes`
-// bytes of `fill`).
-std::string OneArrayImage(uint32_t elem, uint64_t n, size_t elem_bytes,
-                          char fill) {
-  std::string out;
-  auto put = [&out](auto v) {
-    out.append(reinterpret_cast<const char*>(&v), sizeof(v));
-  };
-  put(kGgufMagic);
-  put(uint32_t{3});
-  put(uint64_t{0});
-  put(uint64_t{1});
-  put(uint64_t{3});
-  out += "arr";
+  put(uint64_t(key.size()));
+  out += key;
   put(uint32_t{9});  // array
   put(elem);
   put(n);
-  out.append(n * elem_bytes, fill);
+  out.append(data_bytes, fill);
   return out;
+}
+
+TEST(GgufTest, HugeArrayLengthIsRejectedWithoutAllocating) {
+  // An array of strings of absurd length.
+  auto r = ParseImage(OneArrayImage("big", /*string=*/8, 1ull << 60, 0, 0));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'big'"), std::string::npos);
 }
 
 // A hostile 64 MiB metadata array is not copied: its numbers stay in the
 // file, decoded on access; nested arrays are capped.
 TEST(GgufTest, LargeMetadataArraysAreViewsNotCopies) {
   const std::string image =
-      OneArrayImage(/*u8=*/0, uint64_t{64} << 20, 1, char(7));
+      OneArrayImage("arr", /*u8=*/0, uint64_t{64} << 20, size_t{64} << 20,
+                    char(7));
   auto r = ParseImage(image);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   const GgufValue* v = (*r)->Find("arr");
@@ -228,7 +217,8 @@ TEST(GgufTest, LargeMetadataArraysAreViewsNotCopies) {
     nested.append(reinterpret_cast<const char*>(&u8), 4);
     nested.append(reinterpret_cast<const char*>(&zero), 8);
   }
-  std::string deep = OneArrayImage(/*array=*/9, kMaxNestedArrays + 1, 0, 0);
+  std::string deep =
+      OneArrayImage("arr", /*array=*/9, kMaxNestedArrays + 1, 0, 0);
   deep += nested;
   auto capped = ParseImage(deep);
   ASSERT_FALSE(capped.ok());

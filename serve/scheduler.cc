@@ -646,9 +646,8 @@ void Scheduler::Recompress(Sequence* seq) {
   const int n = seq->n_computed;
   const double rows_before =
       seq->compaction.MeanKept() + double(n - seq->compaction.end);
-  const std::vector<int32_t> budgets = seq->compaction.kept;
   CompactingView view(kv_, &seq->kv, &seq->residual, &seq->compaction);
-  const Status st = seq->compressor->Recompress(view, n, budgets);
+  const Status st = seq->compressor->Recompress(view, n, seq->compaction.kept);
   std::lock_guard<std::mutex> lock(mu_);
   // Failed: it goes on holding more rows; the next step tries again.
   if (!CountCompression(st, start)) return;
@@ -658,20 +657,26 @@ void Scheduler::Recompress(Sequence* seq) {
   stats_.evicted_tokens += rows_before - seq->compaction.MeanKept();
 }
 
+void Scheduler::UsageOfCompression(Sequence* seq, double kept,
+                                   const std::string& cache) {
+  const int bt = kv_.layout().block_tokens;
+  RequestUsage& u = seq->usage;
+  u.kv_policy = seq->request.kv_compression.policy;
+  u.kv_kept_tokens = kept;
+  // The document's blocks (the room reserved after them is not counted).
+  u.kv_blocks_before = (seq->compress_at + bt - 1) / bt;
+  u.kv_blocks_after = int(seq->kv.blocks.size());
+  u.kv_cache = cache;
+  u.kv_compressed_tokens = seq->compress_at;
+}
+
 void Scheduler::MapCompressed(Sequence* seq) {
   const kvcache::BlockLayout& layout = kv_.layout();
   seq->compressed = true;
   seq->compaction.end = seq->compress_at;
   seq->compaction.kept.assign(size_t(layout.n_layers * layout.n_kv_heads),
                               seq->rows_kept);
-  const int bt = layout.block_tokens;
-  RequestUsage& u = seq->usage;
-  u.kv_policy = seq->request.kv_compression.policy;
-  u.kv_kept_tokens = seq->rows_kept;
-  u.kv_blocks_before = (seq->compress_at + bt - 1) / bt;
-  u.kv_blocks_after = int(seq->rows_chain.size());
-  u.kv_cache = "mapped";
-  u.kv_compressed_tokens = seq->compress_at;
+  UsageOfCompression(seq, seq->rows_kept, "mapped");
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.compressed_prefix_hits;
   stats_.compressed_prefix_tokens += uint64_t(seq->compress_at);
@@ -680,9 +685,6 @@ void Scheduler::MapCompressed(Sequence* seq) {
 void Scheduler::Compress(Sequence* seq) {
   const Clock::time_point start = Clock::now();
   seq->compressed = true;
-  // The document's blocks (the room reserved after them is not counted).
-  const int bt = kv_.layout().block_tokens;
-  const int before = (seq->compress_at + bt - 1) / bt;
   CompactingView view(kv_, &seq->kv, &seq->residual, &seq->compaction);
   const Status st = seq->compressor->Compress(view, seq->compress_at);
   std::string cache = "per_request";
@@ -701,12 +703,7 @@ void Scheduler::Compress(Sequence* seq) {
   // Failed: the sequence goes on uncompressed, as computed.
   if (!CountCompression(st, start)) return;
   const double kept = seq->compaction.MeanKept();
-  seq->usage.kv_policy = seq->request.kv_compression.policy;
-  seq->usage.kv_kept_tokens = kept;
-  seq->usage.kv_blocks_before = before;
-  seq->usage.kv_blocks_after = int(seq->kv.blocks.size());
-  seq->usage.kv_cache = cache;
-  seq->usage.kv_compressed_tokens = seq->compress_at;
+  UsageOfCompression(seq, kept, cache);
   ++stats_.compressions;
   stats_.evicted_tokens += seq->compress_at - kept;
 }

@@ -237,6 +237,9 @@ class Scheduler {
   // `seq` mapped its compressed document (KvManager::AdmitRows): its
   // compaction and usage say so.
   void MapCompressed(Sequence* seq);
+  // Fills `seq`'s usage for its compressed document (`kept` rows per (layer,
+  // kv head) on average; `cache` as RequestUsage::kv_cache).
+  void UsageOfCompression(Sequence* seq, double kept, const std::string& cache);
   // `seq` is due to be compressed again (kv_compression.every): back to its
   // first compaction's budget.
   void Recompress(Sequence* seq);
