@@ -12,4 +12,5 @@ $SUDO apt-get install -y --no-install-recommends \
   libcpp-httplib-dev libhiredis-dev liburing-dev libssl-dev libzstd-dev \
   redis-server \
   redis-tools openssl stunnel4 \
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev \
+  clang libclang-rt-14-dev llvm

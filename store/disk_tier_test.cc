@@ -640,16 +640,18 @@ TEST_P(DiskTierTest, LockIsReleasedWhenItsHolderIsKilled) {
   EXPECT_TRUE(DiskTier::Open(Opts(dir)).ok());
 }
 
-// A writer process killed with SIGKILL at random moments, 24 times, over
-// one directory (with evictions going on): every object file left behind is
-// complete and is the object its name says; reopening removes temporary
-// files and serves every object.
+// A writer process killed with SIGKILL at random moments, 24 times (more,
+// up to 200, until a kill has landed inside a write: a temporary file left
+// behind), over one directory (with evictions going on): every object file
+// left behind is complete and is the object its name says; reopening
+// removes temporary files and serves every object.
 TEST_P(DiskTierTest, KillNineNeverLeavesATornObject) {
   const std::string dir = testing::TempDir("disk_crash");
   const uint64_t capacity = 40 * kPage;
   std::mt19937_64 rng(99);
   size_t objects_seen = 0, temps_seen = 0;
-  for (uint64_t round = 0; round < 24; ++round) {
+  for (uint64_t round = 0;
+       round < 24 || (temps_seen == 0 && round < 200); ++round) {
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
@@ -701,6 +703,7 @@ TEST_P(DiskTierTest, KillNineNeverLeavesATornObject) {
     EXPECT_EQ(tier->Stats().corrupt_dropped, 0u);
   }
   EXPECT_GT(objects_seen, 0u);
+  EXPECT_GT(temps_seen, 0u) << "no kill landed inside a write";
   RecordProperty("objects_seen", int(objects_seen));
   RecordProperty("temps_seen", int(temps_seen));
 }

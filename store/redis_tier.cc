@@ -26,6 +26,7 @@
 #include "base/check.h"
 #include "store/crc16.h"
 #include "store/object_format.h"
+#include "store/redis_reply.h"
 #include "store/redis_url.h"
 
 namespace kvstash::store {
@@ -51,59 +52,7 @@ constexpr char kHowToLogIn[] =
     "give credentials as redis://user:password@host:port, "
     "redis://:password@host:port or --redis-password-file PATH";
 
-// A reply, built by hiredis's parser through kValueFunctions, so that a
-// string reply lands in the buffer that Get hands to its caller (hiredis's
-// own replies would need one more copy).
-struct Value {
-  int type = REDIS_REPLY_NIL;  // REDIS_REPLY_*
-  long long integer = 0;
-  std::vector<uint8_t> bytes;                    // string, status, error
-  std::vector<std::unique_ptr<Value>> elements;  // array
-
-  std::string_view text() const {
-    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-  }
-};
-using Reply = std::unique_ptr<Value>;
-
-// A new value of `type` for `task`, owned by its parent array if it has one.
-Value* NewValue(const redisReadTask* task, int type) {
-  auto* v = new Value;
-  v->type = type;
-  if (task->parent != nullptr) {
-    static_cast<Value*>(task->parent->obj)
-        ->elements[size_t(task->idx)]
-        .reset(v);
-  }
-  return v;
-}
-
-void* NewString(const redisReadTask* task, char* str, size_t len) {
-  Value* v = NewValue(task, task->type);
-  v->bytes.assign(str, str + len);
-  return v;
-}
-
-void* NewArray(const redisReadTask* task, int elements) {
-  Value* v = NewValue(task, REDIS_REPLY_ARRAY);
-  v->elements.resize(size_t(std::max(elements, 0)));
-  return v;
-}
-
-void* NewInteger(const redisReadTask* task, long long integer) {
-  Value* v = NewValue(task, REDIS_REPLY_INTEGER);
-  v->integer = integer;
-  return v;
-}
-
-void* NewNil(const redisReadTask* task) {
-  return NewValue(task, REDIS_REPLY_NIL);
-}
-
-void FreeValue(void* v) { delete static_cast<Value*>(v); }
-
-redisReplyObjectFunctions kValueFunctions = {NewString, NewArray, NewInteger,
-                                             NewNil, FreeValue};
+using Reply = RedisReply;
 
 int64_t MillisUntil(Clock::time_point t) {
   return std::chrono::ceil<milliseconds>(t - Clock::now()).count();
@@ -217,10 +166,7 @@ class Connection {
     return fail("cannot connect", why);
   }
 
-  ~Connection() {
-    ::close(fd_);
-    redisReaderFree(reader_);
-  }
+  ~Connection() { ::close(fd_); }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -252,8 +198,9 @@ class Connection {
     for (;;) {
       const ssize_t n = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
       if (n > 0) {
-        if (redisReaderFeed(reader_, buffer_.data(), size_t(n)) != REDIS_OK) {
-          return Status::IOError("cannot buffer a reply");
+        if (Status fed = reader_.Feed({buffer_.data(), size_t(n)});
+            !fed.ok()) {
+          return fed;
         }
         return true;
       }
@@ -267,27 +214,18 @@ class Connection {
 
   // The next complete reply (null when none is complete yet), or the reason
   // the byte stream is not the Redis protocol.
-  Result<Reply> TakeReply() {
-    void* reply = nullptr;
-    if (redisReaderGetReply(reader_, &reply) != REDIS_OK) {
-      return Status::IOError(std::string("protocol error: ") + reader_->errstr);
-    }
-    return Reply(static_cast<Value*>(reply));
-  }
+  Result<Reply> TakeReply() { return reader_.Take(); }
 
  private:
   Connection(int fd, uint64_t generation)
       : fd_(fd),
         generation_(generation),
-        reader_(redisReaderCreateWithFunctions(&kValueFunctions)),
-        buffer_(kReadChunk) {
-    KV_CHECK(reader_ != nullptr);
-    reader_->maxbuf = kKeptParseBuffer;
-  }
+        reader_(kKeptParseBuffer),
+        buffer_(kReadChunk) {}
 
   const int fd_;
   const uint64_t generation_;
-  redisReader* const reader_;
+  RedisReplyReader reader_;
   std::vector<char> buffer_;
 };
 
@@ -439,8 +377,8 @@ Status LogIn(Connection& c, const Command& auth, const std::string& name,
   p.commands = {auth.bytes()};
   RunPipelines({&p, 1}, timeout);
   if (!p.status.ok()) return p.status.WithPrefix("redis " + name + ": AUTH");
-  const Value& reply = *p.replies.front();
-  if (reply.type == REDIS_REPLY_ERROR) return AccessRefused(name, reply.text());
+  const RedisValue& reply = *p.replies.front();
+  if (reply.is_error()) return AccessRefused(name, reply.text());
   return Status::OK();
 }
 
@@ -458,6 +396,10 @@ class Node {
 
   const RedisEndpoint& endpoint() const { return endpoint_; }
   const std::string& name() const { return name_; }
+  uint64_t connect_attempts() const {
+    const std::lock_guard<std::mutex> lock(mu_);
+    return connect_attempts_;
+  }
 
   // An idle pooled connection, else a new one while the pool has room, else
   // the first one released within command_timeout. Unavailable at once
@@ -478,6 +420,7 @@ class Node {
       }
       if (open_ < options_.pool_size) {
         ++open_;
+        ++connect_attempts_;
         const uint64_t generation = generation_;
         lock.unlock();
         Result<std::unique_ptr<Connection>> c = Connect(generation);
@@ -554,11 +497,12 @@ class Node {
   const RedisTierOptions& options_;  // owned by the tier, outlives the node
   const Command* const auth_;        // likewise
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;  // a connection was released or closed
   // Guarded by mu_. open_ counts idle, lent and connecting connections.
   std::vector<std::unique_ptr<Connection>> idle_;
   int open_ = 0;
+  uint64_t connect_attempts_ = 0;  // connections opened or tried
   uint64_t generation_ = 0;  // bumped by each failure
   int failures_ = 0;         // since the last successful connect
   Clock::time_point retry_at_;
@@ -589,45 +533,6 @@ struct Topology {
   }
 };
 
-// A -MOVED or -ASK error reply.
-struct Redirect {
-  bool ask = false;
-  int slot = 0;
-  RedisEndpoint to;
-};
-
-// `reply` as a redirection, when it is one; an empty host means the host of
-// `from`, the node that replied.
-std::optional<Redirect> ParseRedirect(const Value& reply, const Node& from) {
-  if (reply.type != REDIS_REPLY_ERROR) return std::nullopt;
-  const std::string_view text = reply.text();
-  Redirect r;
-  std::string_view rest;
-  if (text.starts_with("MOVED ")) {
-    rest = text.substr(6);
-  } else if (text.starts_with("ASK ")) {
-    r.ask = true;
-    rest = text.substr(4);
-  } else {
-    return std::nullopt;
-  }
-  const size_t space = rest.find(' ');
-  if (space == std::string_view::npos) return std::nullopt;
-  const std::string slot(rest.substr(0, space));
-  std::string where(rest.substr(space + 1));
-  if (where.starts_with(':')) where = from.endpoint().host + where;
-  char* end = nullptr;
-  const long s = std::strtol(slot.c_str(), &end, 10);
-  Result<RedisEndpoint> to = ParseRedisEndpoint(where);
-  if (*end != '\0' || slot.empty() || s < 0 || s >= kRedisClusterSlots ||
-      !to.ok()) {
-    return std::nullopt;
-  }
-  r.slot = int(s);
-  r.to = std::move(to).value();
-  return r;
-}
-
 // The command `verb key extra...`, and what became of it: a reply that is
 // not an error reply, or the error.
 struct KeyCommand {
@@ -643,9 +548,9 @@ struct KeyCommand {
 
 // OK when `reply` holds an object of `key` that `authenticator` verifies;
 // Corruption or PermissionDenied (forged) otherwise.
-Status Verify(const Value& reply, const BlockKey& key,
+Status Verify(const RedisValue& reply, const BlockKey& key,
               const ObjectAuthenticator& authenticator) {
-  if (reply.type != REDIS_REPLY_STRING) {
+  if (!reply.is_string()) {
     return Status::Corruption("not a string");
   }
   Result<ObjectView> view = authenticator.Verify(reply.bytes);
@@ -798,9 +703,9 @@ struct RedisTier::State {
   }
 
   // Publishes what `reply` (to CLUSTER SLOTS, asked of `asked`) says.
-  Status Learn(const Value& reply, const std::shared_ptr<Node>& asked) {
+  Status Learn(const RedisValue& reply, const std::shared_ptr<Node>& asked) {
     auto t = std::make_shared<Topology>();
-    if (reply.type == REDIS_REPLY_ERROR) {
+    if (reply.is_error()) {
       if (RefusesAccess(reply.text())) {
         return AccessRefused(asked->name(), reply.text());
       }
@@ -811,35 +716,19 @@ struct RedisTier::State {
       }
       t->masters.push_back(asked);
     } else {
-      const Status malformed = Status::IOError(
-          "redis " + asked->name() + ": malformed CLUSTER SLOTS reply");
-      if (reply.type != REDIS_REPLY_ARRAY) return malformed;
+      Result<std::vector<RedisSlotRange>> ranges = ParseClusterSlots(reply);
+      if (!ranges.ok()) {
+        return Status::IOError("redis " + asked->name() + ": " +
+                               ranges.status().message());
+      }
       t->cluster = true;
       t->slot_master.assign(kRedisClusterSlots, kNoMaster);
-      for (const std::unique_ptr<Value>& range : reply.elements) {
-        if (range->type != REDIS_REPLY_ARRAY || range->elements.size() < 3) {
-          return malformed;
-        }
-        const Value& first = *range->elements[0];
-        const Value& last = *range->elements[1];
-        const Value& master = *range->elements[2];
-        if (first.type != REDIS_REPLY_INTEGER ||
-            last.type != REDIS_REPLY_INTEGER || first.integer < 0 ||
-            first.integer > last.integer ||
-            last.integer >= kRedisClusterSlots ||
-            master.type != REDIS_REPLY_ARRAY || master.elements.size() < 2 ||
-            master.elements[0]->type != REDIS_REPLY_STRING ||
-            master.elements[1]->type != REDIS_REPLY_INTEGER) {
-          return malformed;
-        }
-        RedisEndpoint endpoint{std::string(master.elements[0]->text()),
-                               int(master.elements[1]->integer)};
+      for (RedisSlotRange& range : *ranges) {
+        RedisEndpoint& endpoint = range.master;
         if (endpoint.host == "?") continue;  // the master's address is unknown
         if (endpoint.host.empty()) endpoint.host = asked->endpoint().host;
         const std::shared_ptr<Node> node = NodeAt(endpoint);
-        for (long long s = first.integer; s <= last.integer; ++s) {
-          t->Assign(int(s), node);
-        }
+        for (int s = range.first; s <= range.last; ++s) t->Assign(s, node);
       }
     }
     const std::lock_guard<std::mutex> lock(topo_mu);
@@ -986,7 +875,7 @@ struct RedisTier::State {
             continue;
           }
           Reply& reply = batch.replies[k];
-          if (std::optional<Redirect> r = ParseRedirect(*reply, *batch.node)) {
+          if (std::optional<RedisRedirect> r = ParseRedirect(*reply, batch.node->endpoint().host)) {
             std::shared_ptr<Node> to = KnownNode(r->to);
             if (to == nullptr) {
               cmd.error = Status::IOError(
@@ -998,7 +887,7 @@ struct RedisTier::State {
             }
             if (!r->ask) Moved(r->slot, to);
             next.push_back({h->i, std::move(to), r->ask});
-          } else if (reply->type == REDIS_REPLY_ERROR) {
+          } else if (reply->is_error()) {
             cmd.error = Status::IOError("redis " + batch.node->name() + ": " +
                                         std::string(reply->text()));
           } else {
@@ -1081,6 +970,14 @@ RedisTier::~RedisTier() {
 
 std::string RedisTier::RedisKey(const BlockKey& key) const {
   return state_->Key(key);
+}
+
+uint64_t RedisTier::connect_attempts() const {
+  const State& s = *state_;
+  const std::lock_guard<std::mutex> lock(s.topo_mu);
+  uint64_t n = 0;
+  for (const auto& [name, node] : s.nodes) n += node->connect_attempts();
+  return n;
 }
 
 std::string RedisTier::Describe() const {

@@ -160,6 +160,11 @@ class RedisTier final : public Tier {
   // or "unknown (<why>)".
   std::string Describe() const;
 
+  // Connections opened or tried so far, to every node: a node that fails
+  // is not tried again before its backoff ends (min_backoff, doubling up to
+  // max_backoff), so a dead Redis costs commands no connect timeouts.
+  uint64_t connect_attempts() const;
+
   // The Redis key of `key`.
   std::string RedisKey(const BlockKey& key) const;
 

@@ -1,0 +1,149 @@
+#include "store/redis_reply.h"
+
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "base/check.h"
+#include "store/crc16.h"
+
+namespace kvstash::store {
+namespace {
+
+// hiredis's parser builds RedisValues through these, so that a string reply
+// is copied once, into its value's buffer.
+RedisValue* NewValue(const redisReadTask* task, int type) {
+  auto* v = new RedisValue;
+  v->type = type;
+  if (task->parent != nullptr) {
+    static_cast<RedisValue*>(task->parent->obj)
+        ->elements[size_t(task->idx)]
+        .reset(v);
+  }
+  return v;
+}
+
+void* NewString(const redisReadTask* task, char* str, size_t len) {
+  RedisValue* v = NewValue(task, task->type);
+  v->bytes.assign(str, str + len);
+  return v;
+}
+
+void* NewArray(const redisReadTask* task, int elements) {
+  RedisValue* v = NewValue(task, REDIS_REPLY_ARRAY);
+  v->elements.resize(size_t(std::max(elements, 0)));
+  return v;
+}
+
+void* NewInteger(const redisReadTask* task, long long integer) {
+  RedisValue* v = NewValue(task, REDIS_REPLY_INTEGER);
+  v->integer = integer;
+  return v;
+}
+
+void* NewNil(const redisReadTask* task) {
+  return NewValue(task, REDIS_REPLY_NIL);
+}
+
+void FreeValue(void* v) { delete static_cast<RedisValue*>(v); }
+
+redisReplyObjectFunctions kValueFunctions = {NewString, NewArray, NewInteger,
+                                             NewNil, FreeValue};
+
+// The integer `text` is, when all of it is one within [lo, hi].
+std::optional<long long> IntegerIn(std::string_view text, long long lo,
+                                   long long hi) {
+  long long v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < lo ||
+      v > hi) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+}  // namespace
+
+bool RedisValue::is_error() const { return type == REDIS_REPLY_ERROR; }
+bool RedisValue::is_string() const { return type == REDIS_REPLY_STRING; }
+
+RedisReplyReader::RedisReplyReader(size_t kept_buffer_bytes)
+    : reader_(redisReaderCreateWithFunctions(&kValueFunctions)) {
+  KV_CHECK(reader_ != nullptr);
+  reader_->maxbuf = kept_buffer_bytes;
+}
+
+RedisReplyReader::~RedisReplyReader() { redisReaderFree(reader_); }
+
+Status RedisReplyReader::Feed(std::span<const char> bytes) {
+  if (redisReaderFeed(reader_, bytes.data(), bytes.size()) != REDIS_OK) {
+    return Status::IOError("cannot buffer a reply");
+  }
+  return Status::OK();
+}
+
+Result<RedisReply> RedisReplyReader::Take() {
+  void* reply = nullptr;
+  if (redisReaderGetReply(reader_, &reply) != REDIS_OK) {
+    return Status::IOError(std::string("protocol error: ") + reader_->errstr);
+  }
+  return RedisReply(static_cast<RedisValue*>(reply));
+}
+
+std::optional<RedisRedirect> ParseRedirect(const RedisValue& reply,
+                                           std::string_view replier_host) {
+  if (!reply.is_error()) return std::nullopt;
+  const std::string_view text = reply.text();
+  RedisRedirect r;
+  std::string_view rest;
+  if (text.starts_with("MOVED ")) {
+    rest = text.substr(6);
+  } else if (text.starts_with("ASK ")) {
+    r.ask = true;
+    rest = text.substr(4);
+  } else {
+    return std::nullopt;
+  }
+  const size_t space = rest.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  const std::optional<long long> slot =
+      IntegerIn(rest.substr(0, space), 0, kRedisClusterSlots - 1);
+  std::string where(rest.substr(space + 1));
+  if (where.starts_with(':')) where.insert(0, replier_host);
+  Result<RedisEndpoint> to = ParseRedisEndpoint(where);
+  if (!slot || !to.ok()) return std::nullopt;
+  r.slot = int(*slot);
+  r.to = std::move(to).value();
+  return r;
+}
+
+Result<std::vector<RedisSlotRange>> ParseClusterSlots(const RedisValue& reply) {
+  const Status malformed =
+      Status::InvalidArgument("malformed CLUSTER SLOTS reply");
+  if (reply.type != REDIS_REPLY_ARRAY) return malformed;
+  std::vector<RedisSlotRange> ranges;
+  for (const RedisReply& range : reply.elements) {
+    if (range->type != REDIS_REPLY_ARRAY || range->elements.size() < 3) {
+      return malformed;
+    }
+    const RedisValue& first = *range->elements[0];
+    const RedisValue& last = *range->elements[1];
+    const RedisValue& master = *range->elements[2];
+    if (first.type != REDIS_REPLY_INTEGER ||
+        last.type != REDIS_REPLY_INTEGER || first.integer < 0 ||
+        first.integer > last.integer || last.integer >= kRedisClusterSlots ||
+        master.type != REDIS_REPLY_ARRAY || master.elements.size() < 2 ||
+        master.elements[0]->type != REDIS_REPLY_STRING ||
+        master.elements[1]->type != REDIS_REPLY_INTEGER ||
+        master.elements[1]->integer < 0 || master.elements[1]->integer > 65535) {
+      return malformed;
+    }
+    ranges.push_back({int(first.integer), int(last.integer),
+                      {std::string(master.elements[0]->text()),
+                       int(master.elements[1]->integer)}});
+  }
+  return ranges;
+}
+
+}  // namespace kvstash::store
