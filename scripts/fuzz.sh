@@ -48,7 +48,7 @@ for name in "${names[@]}"; do
   work="$FUZZ_OUT/$name"
   log="$work/log"
   stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
-  last=$(grep -E '^#[0-9]+ ' "$log" | tail -1 || true)
+  last=$(grep -E "^#[0-9]+[[:space:]]" "$log" | tail -1 || true)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\).*/\1/p' <<<"$last")

@@ -11,6 +11,12 @@
 namespace kvstash::store {
 namespace {
 
+// The most elements an array reply may announce. The tier's largest reply
+// is CLUSTER SLOTS (at most one range per slot); hiredis 0.14 takes any
+// count up to INT_MAX, and the elements are allocated when the count is
+// read, so a hostile peer could otherwise ask for 16 GiB in 14 bytes.
+constexpr int kMaxArrayElements = 1 << 16;
+
 // hiredis's parser builds RedisValues through these, so that a string reply
 // is copied once, into its value's buffer.
 RedisValue* NewValue(const redisReadTask* task, int type) {
@@ -31,6 +37,7 @@ void* NewString(const redisReadTask* task, char* str, size_t len) {
 }
 
 void* NewArray(const redisReadTask* task, int elements) {
+  if (elements > kMaxArrayElements) return nullptr;  // hiredis: "Out of memory"
   RedisValue* v = NewValue(task, REDIS_REPLY_ARRAY);
   v->elements.resize(size_t(std::max(elements, 0)));
   return v;
@@ -86,7 +93,9 @@ Status RedisReplyReader::Feed(std::span<const char> bytes) {
 Result<RedisReply> RedisReplyReader::Take() {
   void* reply = nullptr;
   if (redisReaderGetReply(reader_, &reply) != REDIS_OK) {
-    return Status::IOError(std::string("protocol error: ") + reader_->errstr);
+    return Status::IOError(std::string("protocol error: ") + reader_->errstr +
+                           " (or an array of over " +
+                           std::to_string(kMaxArrayElements) + " elements)");
   }
   return RedisReply(static_cast<RedisValue*>(reply));
 }

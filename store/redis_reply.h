@@ -4,7 +4,9 @@
 //
 // RedisReplyReader takes bytes as they arrive, in pieces of any size, and
 // hands out each reply once complete; a byte stream that is not the protocol
-// gives IOError, after which the reader must be dropped. A string reply
+// gives IOError, after which the reader must be dropped; so does an array
+// that announces more than 65536 elements (which would be allocated before
+// they arrive). A string reply
 // lands in its RedisValue's own buffer, which the tier hands to its caller
 // without another copy. ParseRedirect and ParseClusterSlots accept any
 // reply (a fuzzer feeds them arbitrary bytes, fuzz/redis_reply_fuzz.cc):

@@ -57,6 +57,22 @@ TEST(RedisReplyReader, RefusesWhatIsNotTheProtocol) {
   EXPECT_NE(r.status().message().find("protocol error"), std::string::npos);
 }
 
+TEST(RedisReplyReader, RefusesHugeArraysBeforeAllocatingThem) {
+  RedisReplyReader reader(1 << 20);
+  const std::string wire = "*2147483647\r\n";
+  ASSERT_TRUE(reader.Feed(wire).ok());
+  EXPECT_FALSE(reader.Take().ok());
+  // The largest allowed array is read.
+  RedisReplyReader fine(1 << 20);
+  std::string big = "*65536\r\n";
+  for (int i = 0; i < 65536; ++i) big += ":1\r\n";
+  ASSERT_TRUE(fine.Feed(big).ok());
+  Result<RedisReply> r = fine.Take();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_NE(*r, nullptr);
+  EXPECT_EQ((*r)->elements.size(), 65536u);
+}
+
 TEST(ParseRedirect, MovedAndAskWithAndWithoutHost) {
   const std::vector<RedisReply> replies =
       ReadAll("-MOVED 3999 10.0.0.2:7001\r\n-ASK 16383 :7002\r\n"
