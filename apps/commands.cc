@@ -8,6 +8,7 @@
 
 #include "apps/app_util.h"
 #include "base/file.h"
+#include "base/process.h"
 #include "bench/llm_bench.h"
 #include "engine/generate.h"
 #include "model/gguf_export.h"
@@ -255,7 +256,8 @@ int RunBench(const BenchCommandOptions& options) {
   Result<bench::LlmBenchResult> r =
       bench::RunLlmBench(**model, *pool, o, PrintProgress);
   if (!r.ok()) return Fail(r.status().message());
-  const size_t rss = bench::ResidentBytes();
+  // VmRSS, not the peak VmHWM, which would count the bandwidth probe's buffer.
+  const size_t rss = ResidentBytes();
   const std::string kv_name = kernels::KvFormatName(o.kv_format);
   if (options.json) {
     Json baseline = nullptr;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "bench/load_bench.h"
 #include "compress/policy.h"
 #include "engine/sampler.h"
 
@@ -228,6 +229,16 @@ struct BenchServeCommandOptions {
   bool json = false;
 };
 int RunBenchServe(const BenchServeCommandOptions& options);
+
+// `kvstash bench load`: bench/load_bench.h, against a running server.
+struct BenchLoadCommandOptions {
+  bench::LoadBenchOptions load;  // api_key and text come from the two below
+  std::string api_key_file;      // else KVSTASH_API_KEY; neither: no key
+  std::string prompts_file;      // words of the prompts; empty: built-in
+  bool json = false;
+};
+// Exits 1 when a well-formed request failed or a bad one was accepted.
+int RunBenchLoad(const BenchLoadCommandOptions& options);
 
 // Prints "kvstash: error: <message>" on stderr and returns 1.
 int Fail(const std::string& message);

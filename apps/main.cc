@@ -324,6 +324,63 @@ int main(int argc, char** argv) {
   bench_codec_cmd->add_flag("--json", bench_codec.json,
                             "print one JSON object");
 
+  BenchLoadCommandOptions bench_load;
+  kvstash::bench::LoadBenchOptions& load = bench_load.load;
+  CLI::App* bench_load_cmd = bench_cmd->add_subcommand(
+      "load",
+      "HTTP load generator against a running server: N clients sending "
+      "completions and chats, streamed or not, over shared prefixes, some "
+      "streams cancelled, some requests bad; requests/s, TTFT and "
+      "inter-token percentiles, failures by kind, the server's RSS; exits 1 "
+      "when a well-formed request failed or a bad one was accepted");
+  bench_load_cmd->add_option("--url", load.url, "the server: http://HOST:PORT")
+      ->required();
+  bench_load_cmd->add_option("--clients", load.clients,
+                             "concurrent clients, one connection each (16)");
+  bench_load_cmd->add_option("--duration", load.duration_s,
+                             "seconds of load; requests in flight then end "
+                             "(60)");
+  bench_load_cmd->add_option(
+      "--api-key-file", bench_load.api_key_file,
+      "a private file holding the API key (else KVSTASH_API_KEY); RSS is "
+      "read from /metrics with it, which needs an admin key");
+  bench_load_cmd->add_option("--max-tokens", load.max_tokens,
+                             "max_tokens of each well-formed request (32)");
+  bench_load_cmd->add_option("--seed", load.seed,
+                             "seed of the prompts and of the mix (1)");
+  bench_load_cmd->add_option("--prompts-file", bench_load.prompts_file,
+                             "text whose words the prompts are made of, "
+                             "passages taken in order (built-in words)");
+  bench_load_cmd->add_option("--documents", load.documents,
+                             "shared passages the prompts start with (4)");
+  bench_load_cmd->add_option("--document-words", load.document_words,
+                             "words per passage; a passage, a question and "
+                             "--max-tokens must fit the server's context (80)");
+  bench_load_cmd->add_option("--question-words", load.question_words,
+                             "words per question after the passage (12)");
+  bench_load_cmd->add_option("--chat-share", load.chat_share,
+                             "share of chat completions (0.5)");
+  bench_load_cmd->add_option("--stream-share", load.stream_share,
+                             "share of streamed requests (0.5)");
+  bench_load_cmd->add_option("--cancel-share", load.cancel_share,
+                             "share of streams closed mid-way (0.2)");
+  bench_load_cmd->add_option("--cancel-after", load.cancel_after,
+                             "chunks of text a cancelled stream reads (3)");
+  bench_load_cmd->add_option("--unique-share", load.unique_share,
+                             "share of prompts with a passage of their own "
+                             "instead of a shared one (0.2)");
+  bench_load_cmd->add_option("--bad-share", load.bad_share,
+                             "share of bad requests, which must get a 4xx "
+                             "(0.05)");
+  bench_load_cmd->add_option("--timeout", load.timeout_s,
+                             "seconds to connect, and of silence before a "
+                             "request times out (120)");
+  bench_load_cmd->add_option("--rss-every", load.rss_every_s,
+                             "seconds between reads of the server's RSS (5)");
+  bench_load_cmd->add_option("--progress-every", load.progress_every_s,
+                             "seconds between progress lines on stderr (10)");
+  bench_load_cmd->add_flag("--json", bench_load.json, "print one JSON object");
+
   EvalCommandOptions eval;
   CLI::App* eval_cmd = app.add_subcommand(
       "eval",
@@ -409,6 +466,7 @@ int main(int argc, char** argv) {
   if (convert->parsed()) return RunConvert(conv);
   if (gen_model->parsed()) return RunGenModel(genm);
   if (bench_serve_cmd->parsed()) return RunBenchServe(bench_serve);
+  if (bench_load_cmd->parsed()) return RunBenchLoad(bench_load);
   if (bench_tiers_cmd->parsed()) return RunBenchTiers(bench_tiers);
   if (bench_codec_cmd->parsed()) return RunBenchCodec(bench_codec);
   if (bench_cmd->parsed()) return RunBench(bench);

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -232,18 +231,6 @@ ComputePeak MeasureComputePeak(ThreadPool& pool, kernels::DType t,
     rates.push_back(total / s);
   }
   return {Median(rates), loop.instruction};
-}
-
-size_t ResidentBytes() {
-  FILE* f = std::fopen("/proc/self/status", "r");
-  if (f == nullptr) return 0;
-  char line[256];
-  size_t kib = 0;
-  while (std::fgets(line, sizeof(line), f) != nullptr) {
-    if (std::sscanf(line, "VmRSS: %zu kB", &kib) == 1) break;
-  }
-  std::fclose(f);
-  return kib * 1024;
 }
 
 }  // namespace kvstash::bench

@@ -31,8 +31,4 @@ struct ComputePeak {
 ComputePeak MeasureComputePeak(ThreadPool& pool, kernels::DType t,
                                int repeats);
 
-// The process's resident set size now (VmRSS), in bytes; 0 if unknown. (The
-// peak, VmHWM, would count the bandwidth probe's buffer.)
-size_t ResidentBytes();
-
 }  // namespace kvstash::bench

@@ -13,6 +13,7 @@
 #include <thread>
 #include <variant>
 
+#include "base/process.h"
 #include "kernels/kv_format.h"
 #include "model/chat_template.h"
 #include "serve/metrics.h"
@@ -110,6 +111,7 @@ struct HttpServer::Impl {
   Gauge* blocks_free;
   Gauge* queue_depth;
   Gauge* running;
+  Gauge* resident_bytes;
   Histogram* ttft;
   Histogram* itl;
   Histogram* e2e;
@@ -175,7 +177,8 @@ struct HttpServer::Impl {
                                      httplib::Response& res) const;
   // Authenticate, and answers 403 unless the caller is an admin.
   bool Admin(const httplib::Request& req, httplib::Response& res) const;
-  // Origins and media types, before any route (see ServerOptions).
+  // Origins and media types (see ServerOptions): before routing, or for a
+  // POST in its route, once its body is read (Routes says why).
   httplib::Server::HandlerResponse Screen(const httplib::Request& req,
                                           httplib::Response& res) const;
   // The prompt's token ids, or the error to send.
@@ -267,6 +270,9 @@ void HttpServer::Impl::RegisterMetrics() {
       &m.AddGauge("kvstash_queue_depth", "Requests waiting to be scheduled");
   running = &m.AddGauge("kvstash_running_sequences",
                         "Sequences in the running batch");
+  // The name every Prometheus client library's process collector uses.
+  resident_bytes = &m.AddGauge("process_resident_memory_bytes",
+                               "Resident memory size in bytes");
   ttft = &m.AddHistogram("kvstash_time_to_first_token_seconds",
                          "Time from request arrival to its first token",
                          LatencyBuckets());
@@ -612,10 +618,10 @@ class HttpServer::Impl::Responder {
                                                  : FinishReason::kStop;
   }
   Usage usage() const {
-    Usage u{finish_.usage.prompt_tokens,
-            finish_.usage.completion_tokens,
-            finish_.usage.cached_tokens,
-            {}};
+    Usage u;
+    u.prompt_tokens = finish_.usage.prompt_tokens;
+    u.completion_tokens = finish_.usage.completion_tokens;
+    u.cached_tokens = finish_.usage.cached_tokens;
     const std::vector<int>& by_tier = finish_.usage.tier_cached_tokens;
     for (size_t t = 0; t < by_tier.size(); ++t) {
       u.tier_cached_tokens.push_back(
@@ -876,14 +882,25 @@ void HttpServer::Impl::Routes() {
   http.set_payload_max_length(options.max_body_bytes);
   const int threads = options.http_threads;
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  http.Post("/v1/completions", [this](const auto& req, auto& res) {
+  // httplib reads a POST's body after the pre-routing handler: a POST
+  // refused there would leave its body in a keep-alive connection, to be
+  // read as the client's next request (which got a 400 for it). POSTs are
+  // screened in their routes instead.
+  using Handled = httplib::Server::HandlerResponse;
+  http.set_pre_routing_handler([this](const auto& req, auto& res) {
+    return req.method == "POST" ? Handled::Unhandled : Screen(req, res);
+  });
+  const auto post = [this](const char* path, httplib::Server::Handler route) {
+    http.Post(path, [this, route](const auto& req, auto& res) {
+      if (Screen(req, res) == Handled::Unhandled) route(req, res);
+    });
+  };
+  post("/v1/completions", [this](const auto& req, auto& res) {
     Complete(Endpoint::kCompletions, req, res);
   });
-  http.Post("/v1/chat/completions", [this](const auto& req, auto& res) {
+  post("/v1/chat/completions", [this](const auto& req, auto& res) {
     Complete(Endpoint::kChatCompletions, req, res);
   });
-  http.set_pre_routing_handler(
-      [this](const auto& req, auto& res) { return Screen(req, res); });
   http.Options(".*", [](const auto&, auto& res) {
     // Reached only without an Origin (Screen answers preflights).
     res.status = 204;
@@ -918,6 +935,7 @@ void HttpServer::Impl::Routes() {
       blocks_free->Set(double(s.free_blocks));
       queue_depth->Set(double(q.waiting));
       running->Set(double(q.running));
+      resident_bytes->Set(double(ResidentBytes()));
     }
     res.set_content(metrics.Render(), std::string(kPrometheusContentType));
   });
@@ -939,9 +957,8 @@ void HttpServer::Impl::Routes() {
                     {"cached_tokens", c.cached_tokens},
                     {"completion_tokens", c.completion_tokens}});
   });
-  http.Post("/kv/lookup",
-            [this](const auto& req, auto& res) { Lookup(req, res); });
-  http.Post("/kv/clear", [this](const auto& req, auto& res) {
+  post("/kv/lookup", [this](const auto& req, auto& res) { Lookup(req, res); });
+  post("/kv/clear", [this](const auto& req, auto& res) {
     if (!Admin(req, res)) return;
     Reply(res, Json{{"evicted_blocks", kv.Clear()}});
   });

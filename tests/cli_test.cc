@@ -153,6 +153,14 @@ TEST(CliTest, ServingCommandErrorsAreOneLine) {
   ExpectOneLineError("bench serve " + ModelFlags() + " --new-tokens 0",
                      "new_tokens");
   ExpectOneLineError("bench --threads 2", "--model is required");
+  ExpectOneLineError("bench load --clients 2", "--url");
+  ExpectOneLineError("bench load --url 127.0.0.1:8080", "http://HOST:PORT");
+  ExpectOneLineError("bench load --url http://127.0.0.1:1", "cannot reach");
+  ExpectOneLineError("bench load --url http://127.0.0.1:1 --cancel-after 0",
+                     "cancel_after");
+  ExpectOneLineError(
+      "bench load --url http://127.0.0.1:1 --api-key-file /no/such/key",
+      "--api-key-file");
   ExpectOneLineError("bench " + ModelFlags() + " --baseline-kv-type q5",
                      "--baseline-kv-type");
   ExpectOneLineError("generate " + ModelFlags() + " --prompt x --kv-type-v q3",

@@ -25,6 +25,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "base/thread_pool.h"
@@ -904,6 +905,10 @@ TEST_F(ServerTest, MetricsAreValidPrometheusText) {
   EXPECT_EQ(type_of("kvstash_kv_bytes_per_token"), "gauge");
   EXPECT_EQ(Find(e, "kvstash_kv_bytes_per_token", {{"k", "f16"}, {"v", "f16"}}),
             layout.bytes_per_token());
+  // The process's resident memory, under the name Prometheus' process
+  // collectors use (the load generator samples it).
+  EXPECT_EQ(type_of("process_resident_memory_bytes"), "gauge");
+  EXPECT_GT(Find(e, "process_resident_memory_bytes", {}).value_or(0), 0.0);
 
   // The TTFT histogram: cumulative buckets ending in +Inf == _count > 0.
   const std::string h = "kvstash_time_to_first_token_seconds";
@@ -1304,6 +1309,22 @@ TEST_F(ServerTest, ForeignPagesCannotDriveTheServer) {
   auto get = c.Get("/kv/stats", {{"Origin", "http://evil.example"}});
   ASSERT_TRUE(get);
   EXPECT_EQ(get->status, 403);
+  // A refused POST's body is read, not left in a keep-alive connection
+  // to be taken for the client's next request.
+  httplib::Client kept = NewClient(port_);
+  kept.set_keep_alive(true);
+  const std::string body = CompletionBody("keep alive", 2).dump();
+  for (const auto& [headers, type, status] :
+       {std::tuple(httplib::Headers{}, "text/plain", 415),
+        std::tuple(httplib::Headers{{"Origin", "http://evil.example"}},
+                   "application/json", 403)}) {
+    auto refused = kept.Post("/v1/completions", headers, body, type);
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, status) << refused->body;
+    auto next = kept.Post("/v1/completions", body, "application/json");
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->status, 200) << next->body;
+  }
 
   ServerOptions so;
   so.port = 0;
