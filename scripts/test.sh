@@ -13,7 +13,8 @@
 #     FUZZ_SECONDS (60) each, from its seeds (scripts/fuzz.sh).
 #  4. ThreadSanitizer (clang): the tests of what threads share (thread pool,
 #     KV cache with its tiers, disk and Redis tiers, scheduler, HTTP server,
-#     tiers under the server: the only test binaries that stage builds),
+#     tiers under the server, the load generator against a live server: the
+#     only test binaries that stage builds),
 #     each run 3 times.
 # Stages 3 and 4 compile the SIMD kernels for one portable target. Each
 # stage prints its wall time.
@@ -52,8 +53,11 @@ stage_done fuzzers
 CC=clang CXX=clang++ cmake -S . -B build-tsan -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSTASH_SANITIZE=thread
 cmake --build build-tsan -j "$JOBS" --target thread_pool_test kvcache_test \
-  store_test redis_tier_test scheduler_test server_test tiers_test
-TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" \
-  ctest --test-dir build-tsan -E '^fuzz_replay_' --output-on-failure \
-  -j "$JOBS" --repeat until-fail:3
+  store_test redis_tier_test scheduler_test server_test tiers_test \
+  load_bench_test
+# The other binaries are not built: their placeholders (NAME_NOT_BUILT) and
+# the corpus replays are left out.
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/scripts/tsan.supp ${TSAN_OPTIONS:-}" \
+  ctest --test-dir build-tsan -E '^fuzz_replay_|_NOT_BUILT$' \
+  --output-on-failure -j "$JOBS" --repeat until-fail:3
 stage_done tsan
