@@ -34,6 +34,15 @@ static_assert(kObjectMacNonceAt + kObjectMacNonceBytes ==
               kObjectMacAlgorithmAt);
 static_assert(kObjectMacTagAt + kObjectMacTagBytes == kObjectHeaderBytes);
 
+// The largest block an object may describe: far above any model's (a
+// 16-token block of a 405B Llama's f32 K/V is 62 MiB), and small enough that
+// sizes computed from a layout (block, object and payload bytes) cannot
+// overflow. Found by fuzz/tier_object_fuzz.cc: dimensions of 2^24..2^28
+// multiplied to exactly 0 bytes, and a division by it.
+constexpr uint64_t kMaxBlockBytes = uint64_t{1} << 30;
+constexpr int kMaxHeadDim = 1 << 16;
+constexpr int kMaxBlockTokens = 1 << 16;
+
 // "KVSO" as a little-endian u32.
 constexpr uint32_t kMagic = uint32_t('K') | uint32_t('V') << 8 |
                             uint32_t('S') << 16 | uint32_t('O') << 24;
@@ -204,6 +213,16 @@ Result<ObjectHeader> ParseHeaderPrefix(std::span<const uint8_t> bytes) {
   }
   if (!layout.Check().empty()) {
     return Status::Corruption("object layout: " + layout.Check());
+  }
+  // head_dim and block_tokens bound each run's bytes (< 2^40), so the
+  // product below is exact in 128 bits.
+  if (layout.head_dim > kMaxHeadDim || layout.block_tokens > kMaxBlockTokens ||
+      static_cast<unsigned __int128>(layout.n_layers) *
+              static_cast<unsigned __int128>(layout.n_kv_heads) *
+              layout.pair_bytes() >
+          kMaxBlockBytes) {
+    return Status::Corruption("object layout describes blocks over " +
+                              std::to_string(kMaxBlockBytes >> 20) + " MiB");
   }
   header.token_count = GetU32(h + kTokenCountAt);
   if (header.token_count == 0 ||

@@ -242,6 +242,14 @@ TEST(ObjectFormatTest, BadHeaderValuesAreCorruption) {
       {"partial block", [](Bytes& b) { PutU32(b, 40, 6); }, "token count"},
       {"zero layers", [](Bytes& b) { PutU32(b, 44, 0); }, "layout"},
       {"huge head_dim", [](Bytes& b) { PutU32(b, 52, 0x80000000u); }, "layout"},
+      // Each field fits; their product is 2^80 bytes (0 in 64 bits).
+      {"blocks over 1 GiB",
+       [](Bytes& b) {
+         PutU32(b, 44, 1u << 26);
+         PutU32(b, 48, 1u << 27);
+         PutU32(b, 52, 1u << 14);
+       },
+       "blocks over 1024 MiB"},
       {"K type", [](Bytes& b) { b[60] = 8; }, "kv type codes 8, 1"},
       {"V type", [](Bytes& b) { b[62] = 200; }, "kv type codes 1, 200"},
       // A known type the layout cannot hold: q8 needs head_dim % 8 == 0.
