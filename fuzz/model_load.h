@@ -1,7 +1,9 @@
-// Model-file harnesses' shared step: a model that loads must tokenize,
-// decode and run a short forward pass (what a server does right after), so
-// a file that passes the reader's checks but lies about its shapes is caught
-// here, not in production.
+// What a model file's reader must survive, shared by the model-file fuzz
+// harnesses and tests/hostile_files_test.cc: a file that does not load gives
+// an error with a message; a model that loads must tokenize, decode and run
+// a short forward pass (what a server does right after), so a file that
+// passes the reader's checks but lies about its shapes is caught here, not in
+// production. A broken promise aborts (FUZZ_CHECK).
 #pragma once
 
 #include <algorithm>
@@ -19,12 +21,14 @@
 
 namespace kvstash::fuzz {
 
-inline void LoadAndUse(const std::string& model_path,
+// Returns whether the model loaded.
+inline bool LoadAndUse(const std::string& model_path,
                        const std::string& tokenizer_path) {
-  Result<std::unique_ptr<Model>> model = Model::Load(model_path, tokenizer_path);
+  Result<std::unique_ptr<Model>> model =
+      Model::Load(model_path, tokenizer_path);
   if (!model.ok()) {
     FUZZ_CHECK(!model.status().message().empty());
-    return;
+    return false;
   }
   const Model& m = **model;
   const ModelConfig& c = m.config();
@@ -41,6 +45,7 @@ inline void LoadAndUse(const std::string& model_path,
     const ChatMessage user{"user", "hi"};
     (void)RenderChat(DetectChatTemplate(m.chat_template()), {&user, 1}, true);
   }
+  return true;
 }
 
 }  // namespace kvstash::fuzz

@@ -198,10 +198,7 @@ class Connection {
     for (;;) {
       const ssize_t n = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
       if (n > 0) {
-        if (Status fed = reader_.Feed({buffer_.data(), size_t(n)});
-            !fed.ok()) {
-          return fed;
-        }
+        KV_RETURN_IF_ERROR(reader_.Feed({buffer_.data(), size_t(n)}));
         return true;
       }
       if (n == 0) return Status::IOError("connection closed by the server");

@@ -8,9 +8,7 @@
 #include <random>
 
 #include "base/file.h"
-#include "engine/kv_cache.h"
-#include "engine/transformer.h"
-#include "model/model.h"
+#include "fuzz/model_load.h"
 #include "tests/testing/shared_data.h"
 
 namespace kvstash {
@@ -24,8 +22,8 @@ constexpr int kCasesPerFile = 2000;
 std::string Mutate(const std::string& original, int i, std::mt19937_64& rng) {
   std::string m = original;
   if (i % 2 == 0) {
-    const size_t limit = (i % 4 == 0) ? std::min<size_t>(m.size(), 4096)
-                                      : m.size();
+    const size_t limit =
+        (i % 4 == 0) ? std::min<size_t>(m.size(), 4096) : m.size();
     m.resize(rng() % limit);
   } else {
     const int flips = 1 + rng() % 8;
@@ -36,28 +34,6 @@ std::string Mutate(const std::string& original, int i, std::mt19937_64& rng) {
     for (int f = 0; f < flips; ++f) m[rng() % limit] ^= 1 + rng() % 255;
   }
   return m;
-}
-
-// Loads a model; one that loads must encode and run. Returns whether it
-// loaded.
-bool LoadAndUse(const std::string& model_path,
-                const std::string& tokenizer_path) {
-  auto model = Model::Load(model_path, tokenizer_path);
-  if (!model.ok()) {
-    EXPECT_FALSE(model.status().message().empty());
-    return false;
-  }
-  const Model& m = **model;
-  std::vector<int32_t> ids = m.tokenizer().Encode("Once upon a time", true);
-  if (ids.empty()) ids.push_back(0);
-  ids.resize(std::min<size_t>(ids.size(), 4));
-  const ModelConfig& c = m.config();
-  LocalKvCache kv(c.n_layers, c.n_kv_heads, c.head_dim, int(ids.size()));
-  std::vector<float> logits(c.vocab_size);
-  Transformer t(m);
-  EXPECT_TRUE(t.Forward(ids, 0, kv, false, logits.data()).ok());
-  (void)m.tokenizer().Decode(ids);
-  return true;
 }
 
 // Writes kCasesPerFile mutations of shared file `relative` to a temporary
@@ -82,21 +58,22 @@ const std::string kModel = "models/stories260K/stories260K.bin";
 const std::string kTokenizer = "models/stories260K/tok512.bin";
 
 TEST(HostileFilesTest, MutatedGgufNeverCrashes) {
-  MutateAndLoad("models/stories260K/stories260K.gguf", 1,
-                [](const std::string& path) { return LoadAndUse(path, ""); });
+  MutateAndLoad(
+      "models/stories260K/stories260K.gguf", 1,
+      [](const std::string& path) { return fuzz::LoadAndUse(path, ""); });
 }
 
 TEST(HostileFilesTest, MutatedLlama2cCheckpointNeverCrashes) {
   const std::string tokenizer = testing::SharedPath(kTokenizer);
   MutateAndLoad(kModel, 2, [&](const std::string& path) {
-    return LoadAndUse(path, tokenizer);
+    return fuzz::LoadAndUse(path, tokenizer);
   });
 }
 
 TEST(HostileFilesTest, MutatedLlama2cTokenizerNeverCrashes) {
   const std::string model = testing::SharedPath(kModel);
   MutateAndLoad(kTokenizer, 3, [&](const std::string& path) {
-    return LoadAndUse(model, path);
+    return fuzz::LoadAndUse(model, path);
   });
 }
 
