@@ -7,6 +7,7 @@
 
 #include "engine/generate.h"
 #include "engine/kv_cache.h"
+#include "engine/logprobs.h"
 
 namespace kvstash {
 namespace {
@@ -39,16 +40,6 @@ void FillWindow(std::span<const int32_t> text_ids, int w, int32_t bos,
   (*window)[0] = bos;
   std::copy_n(text_ids.begin() + size_t(w) * per_window, per_window,
               window->begin() + 1);
-}
-
-// out[i] = log softmax(row)[i] in double. The same arithmetic for every row,
-// so equal rows give equal outputs.
-void LogSoftmax(const float* row, int n, double* out) {
-  const double max = *std::max_element(row, row + n);
-  double sum = 0;
-  for (int i = 0; i < n; ++i) sum += std::exp(double(row[i]) - max);
-  const double log_sum = std::log(sum);
-  for (int i = 0; i < n; ++i) out[i] = (double(row[i]) - max) - log_sum;
 }
 
 int Argmax(const float* row, int n) {
@@ -125,7 +116,7 @@ struct Side {
   // returns the argmax.
   int Score(int t, int vocab, int32_t target) {
     const float* row = &logits[size_t(t) * vocab];
-    LogSoftmax(row, vocab, log_probs.data());
+    LogSoftmax(std::span(row, size_t(vocab)), log_probs);
     const int top = Argmax(row, vocab);
     nll_sum -= log_probs[target];
     correct += top == target;

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 
+#include "engine/logprobs.h"
+
 namespace kvstash {
 namespace {
 
@@ -121,7 +123,7 @@ Result<GenerateResult> Generate(Transformer& transformer,
   double recompress_seconds = 0;
   int pos = static_cast<int>(prompt.size());
   while (true) {
-    const int32_t next = sampler.Sample(logits, history);
+    const int32_t next = sampler.Sample(logits, history, prompt.size());
     result.gen_ids.push_back(next);
     history.push_back(next);
     if (on_token && !on_token(next)) break;
@@ -181,10 +183,7 @@ Result<PerplexityResult> Perplexity(Transformer& transformer,
     for (int t = 0; t + 1 < ctx; ++t) {
       const float* row = &logits[size_t(t) * c.vocab_size];
       const int32_t target = window[t + 1];
-      const float max = *std::max_element(row, row + c.vocab_size);
-      double sum = 0;
-      for (int i = 0; i < c.vocab_size; ++i) sum += std::exp(row[i] - max);
-      nll_sum += std::log(sum) - (row[target] - max);
+      nll_sum -= TokenLogprob(std::span(row, size_t(c.vocab_size)), target);
       correct += std::max_element(row, row + c.vocab_size) - row == target;
       ++scored;
     }

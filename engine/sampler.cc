@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace kvstash {
@@ -22,6 +23,18 @@ Status SamplerOptions::Validate() const {
   if (repeat_last_n < 0) {
     return Status::InvalidArgument("repeat_last_n must be >= 0");
   }
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f)) {
+    return Status::InvalidArgument("presence_penalty must be in [-2, 2]");
+  }
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f)) {
+    return Status::InvalidArgument("frequency_penalty must be in [-2, 2]");
+  }
+  for (const auto& [id, bias] : logit_bias) {
+    if (!(bias >= -100.0f && bias <= 100.0f)) {
+      return Status::InvalidArgument(
+          "logit_bias values must be in [-100, 100]");
+    }
+  }
   return Status::OK();
 }
 
@@ -34,8 +47,12 @@ float Sampler::Uniform() {
 }
 
 int32_t Sampler::Sample(std::span<float> logits,
-                        std::span<const int32_t> history) {
+                        std::span<const int32_t> history,
+                        size_t prompt_tokens) {
   const int vocab = static_cast<int>(logits.size());
+  for (const auto& [id, bias] : options_.logit_bias) {
+    if (id >= 0 && id < vocab) logits[id] += bias;
+  }
   if (options_.repetition_penalty != 1.0f && options_.repeat_last_n > 0) {
     const size_t n = std::min<size_t>(history.size(), options_.repeat_last_n);
     std::unordered_set<int32_t> seen(history.end() - n, history.end());
@@ -44,6 +61,17 @@ int32_t Sampler::Sample(std::span<float> logits,
       float& l = logits[id];
       l = l > 0 ? l / options_.repetition_penalty
                 : l * options_.repetition_penalty;
+    }
+  }
+  if ((options_.presence_penalty != 0.0f ||
+       options_.frequency_penalty != 0.0f) &&
+      history.size() > prompt_tokens) {
+    std::unordered_map<int32_t, int> counts;
+    for (int32_t id : history.subspan(prompt_tokens)) ++counts[id];
+    for (const auto& [id, count] : counts) {
+      if (id < 0 || id >= vocab) continue;
+      logits[id] -=
+          options_.frequency_penalty * float(count) + options_.presence_penalty;
     }
   }
   if (options_.temperature <= 0.0f) {

@@ -1,9 +1,12 @@
 // Sampler: turns a row of logits into the next token id.
 //
-// Order of operations (as llama.cpp's default chain): repetition penalty over
-// the last `repeat_last_n` tokens (a positive logit is divided by the
-// penalty, a negative one multiplied), then greedy argmax when temperature
-// <= 0; otherwise top-k, temperature, softmax, top-p (smallest set whose mass
+// Order of operations: logit_bias is added (OpenAI's), then the repetition
+// penalty over the last `repeat_last_n` tokens of the history (llama.cpp's:
+// a positive logit is divided by the penalty, a negative one multiplied),
+// then OpenAI's presence and frequency penalties over the generated tokens
+// (the history after the prompt): logit -= frequency_penalty * count +
+// presence_penalty * (count > 0); then greedy argmax when temperature <= 0;
+// otherwise top-k, temperature, softmax, top-p (smallest set whose mass
 // reaches p), min-p (drop tokens below min_p * the top probability), and a
 // draw from the renormalised distribution. Deterministic for a given seed on
 // every platform (std::mt19937_64, own float conversion). Not thread-safe.
@@ -13,6 +16,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -26,6 +30,11 @@ struct SamplerOptions {
   float min_p = 0.05f;              // <= 0: off
   float repetition_penalty = 1.0f;  // 1: off
   int repeat_last_n = 64;
+  float presence_penalty = 0.0f;   // [-2, 2]; 0: off
+  float frequency_penalty = 0.0f;  // [-2, 2]; 0: off
+  // (token id, bias in [-100, 100]) added to the logits; ids outside the
+  // vocabulary are ignored here (the server refuses them).
+  std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
 
   // InvalidArgument naming the first value out of range.
@@ -37,8 +46,10 @@ class Sampler {
   explicit Sampler(const SamplerOptions& options);
 
   // Picks the next token from `logits` ([vocab], modified in place).
-  // `history` is the sequence so far (prompt and generated tokens).
-  int32_t Sample(std::span<float> logits, std::span<const int32_t> history);
+  // `history` is the sequence so far: its first `prompt_tokens` are the
+  // prompt, the rest were generated.
+  int32_t Sample(std::span<float> logits, std::span<const int32_t> history,
+                 size_t prompt_tokens = 0);
 
  private:
   float Uniform();  // in [0, 1)

@@ -30,6 +30,59 @@ TEST(SamplerTest, GreedyIsArgmax) {
   EXPECT_EQ(s.Sample(logits, {}), 1);
 }
 
+TEST(SamplerTest, PresenceAndFrequencyPenaltiesCountOnlyGeneratedTokens) {
+  SamplerOptions o = Greedy();
+  o.presence_penalty = 0.5f;
+  o.frequency_penalty = 0.25f;
+  Sampler s(o);
+  std::vector<float> logits = {0.0f, 3.0f, 2.0f, 1.0f};
+  // Prompt {3, 3}; generated {1, 1, 2}: token 3 is not penalised.
+  const std::vector<int32_t> history = {3, 3, 1, 1, 2};
+  EXPECT_EQ(s.Sample(logits, history, /*prompt_tokens=*/2), 1);
+  EXPECT_FLOAT_EQ(logits[1], 3.0f - 0.25f * 2 - 0.5f);
+  EXPECT_FLOAT_EQ(logits[2], 2.0f - 0.25f - 0.5f);
+  EXPECT_FLOAT_EQ(logits[3], 1.0f);
+  EXPECT_FLOAT_EQ(logits[0], 0.0f);
+  // A negative penalty promotes what was generated.
+  o.presence_penalty = -2.0f;
+  o.frequency_penalty = 0;
+  Sampler promote(o);
+  std::vector<float> flat = {1.0f, 1.0f, 1.0f, 1.5f};
+  EXPECT_EQ(promote.Sample(flat, history, 2), 1);
+}
+
+TEST(SamplerTest, LogitBiasIsAddedFirst) {
+  SamplerOptions o = Greedy();
+  o.logit_bias = {{0, 100.0f}, {1, -100.0f}, {99, 5.0f}};  // 99: ignored
+  Sampler s(o);
+  std::vector<float> logits = {-5.0f, 3.0f, 2.0f, 1.0f};
+  EXPECT_EQ(s.Sample(logits, {}), 0);
+  EXPECT_FLOAT_EQ(logits[1], -97.0f);
+  // -100 on the argmax removes it even when sampling.
+  SamplerOptions r = Plain(1.0f, 7);
+  r.logit_bias = {{1, -100.0f}};
+  Sampler sr(r);
+  for (int i = 0; i < 200; ++i) {
+    std::vector<float> l = {0.0f, 5.0f, 0.0f, 0.0f};
+    EXPECT_NE(sr.Sample(l, {}), 1);
+  }
+}
+
+TEST(SamplerTest, ValidateNamesPenaltiesAndBiasOutOfRange) {
+  SamplerOptions o;
+  o.presence_penalty = 2.5f;
+  EXPECT_NE(o.Validate().message().find("presence_penalty"), std::string::npos);
+  o = SamplerOptions();
+  o.frequency_penalty = -3.0f;
+  EXPECT_NE(o.Validate().message().find("frequency_penalty"),
+            std::string::npos);
+  o = SamplerOptions();
+  o.logit_bias = {{1, 101.0f}};
+  EXPECT_NE(o.Validate().message().find("logit_bias"), std::string::npos);
+  o.logit_bias = {{1, -100.0f}};
+  EXPECT_TRUE(o.Validate().ok());
+}
+
 TEST(SamplerTest, RepetitionPenaltyDemotesRecentTokens) {
   SamplerOptions o = Greedy();
   o.repetition_penalty = 1.5f;

@@ -204,6 +204,7 @@ struct KvManager::State {
   uint64_t hit_tokens = 0;
   uint64_t evictions = 0;
   uint64_t cow_copies = 0;
+  uint64_t allocations = 0;
   uint64_t rewrites = 0, rewrite_blocks_before = 0, rewrite_blocks_after = 0;
   uint64_t rows_published = 0, rows_hits = 0;
 
@@ -219,7 +220,10 @@ struct KvManager::State {
 BlockId KvManager::State::AllocateEvicting() {
   for (;;) {
     const BlockId id = pool->Allocate();
-    if (id >= 0) return id;
+    if (id >= 0) {
+      ++allocations;
+      return id;
+    }
     const std::optional<PrefixIndex::Evicted> victim = index.PopLru();
     if (!victim) return -1;
     pool->Free(victim->block);
@@ -501,6 +505,38 @@ int KvManager::Admit(std::span<const int32_t> tokens, SequenceKv* seq) {
   }
   s.WriteBehind(seq->root, writes);
   return cached;
+}
+
+Status KvManager::Fork(const SequenceKv& parent, int n, SequenceKv* child) {
+  KV_CHECK(!parent.compacted && n > 0);
+  KV_CHECK(child->blocks.empty() && child->chain.empty());
+  State& s = *state_;
+  std::lock_guard lock(s.mu);
+  const size_t b = s.block_tokens();
+  const size_t full = size_t(n) / b;
+  const size_t held = (size_t(n) + b - 1) / b;
+  KV_CHECK(held <= parent.blocks.size() && parent.chain.size() == full);
+  BlockId copy = -1;
+  if (held > full) {
+    if (!s.CanAllocate(1)) {
+      return Status::ResourceExhausted(
+          "kv cache: no block for a copy of the prompt's last block");
+    }
+    copy = s.AllocateEvicting();
+    KV_CHECK(copy >= 0);
+    std::memcpy(s.pool->data(copy), s.pool->data(parent.blocks[full]),
+                s.pool->block_bytes());
+    ++s.cow_copies;
+  }
+  child->root = parent.root;
+  for (size_t i = 0; i < full; ++i) {
+    s.pool->IncRef(parent.blocks[i]);
+    child->blocks.push_back(parent.blocks[i]);
+  }
+  child->chain = parent.chain;
+  child->indexed = parent.indexed;
+  if (copy >= 0) child->blocks.push_back(copy);
+  return Status::OK();
 }
 
 Status KvManager::Reserve(int n_tokens, SequenceKv* seq) {
@@ -957,6 +993,7 @@ KvStats KvManager::Stats() const {
   st.hit_tokens = s.hit_tokens;
   st.evictions = s.evictions;
   st.cow_copies = s.cow_copies;
+  st.allocations = s.allocations;
   st.rewrites = s.rewrites;
   st.rewrite_blocks_before = s.rewrite_blocks_before;
   st.rewrite_blocks_after = s.rewrite_blocks_after;

@@ -161,7 +161,9 @@ struct KvStats {
   uint64_t hit_tokens = 0;      // of which mapped from the cache
   uint64_t evictions = 0;       // blocks evicted on allocation pressure
   uint64_t cow_copies = 0;
-  uint64_t rewrites = 0;  // sequences compacted by token eviction
+  uint64_t allocations = 0;  // blocks taken for a sequence (computed, copied,
+                             // loaded from a tier): each time, not each block
+  uint64_t rewrites = 0;     // sequences compacted by token eviction
   // Blocks those sequences held before, and after, their rewrite.
   uint64_t rewrite_blocks_before = 0, rewrite_blocks_after = 0;
   uint64_t rows_published = 0;  // compacted prefixes named (PublishRows)
@@ -209,6 +211,16 @@ class KvManager {
   // block is copied into a private one first (or, if no block can be had,
   // dropped so its tokens are recomputed). Counts queried and hit tokens.
   int Admit(std::span<const int32_t> tokens, SequenceKv* seq);
+
+  // Parallel sampling (n > 1 choices of one prompt): gives `child`, which
+  // must hold no blocks, the K/V of `parent`'s positions [0, n). The full
+  // blocks are shared (one more reference each, named as the parent names
+  // them: every full block must be committed); the block holding position
+  // n - 1, when not full, is the first block the two can diverge in, and the
+  // child gets its own copy of it (copy-on-write, counted in cow_copies).
+  // ResourceExhausted, child unchanged, when that copy cannot be had.
+  // REQUIRES: parent is not compacted; 0 < n <= the positions it holds.
+  Status Fork(const SequenceKv& parent, int n, SequenceKv* child);
 
   // Ensures seq->blocks covers positions (rows, when compacted) [0,
   // n_tokens), allocating fresh

@@ -110,6 +110,51 @@ TEST(KvManagerTest, SecondAdmitOfAPromptHitsItsFullBlocks) {
   m->Release(&b);
 }
 
+// n choices of one prompt: the full blocks once, a copy of the partial one
+// per choice, and every choice reads the prompt's K/V.
+TEST(KvManagerTest, ForkSharesFullBlocksAndCopiesThePartialOne) {
+  std::unique_ptr<KvManager> m = MakeManager(8);
+  const std::vector<int32_t> prompt = Range(10, 10);  // 2 full blocks + 2
+  SequenceKv parent = Seq(Root(""));
+  EXPECT_EQ(Prefill(*m, prompt, &parent), 0);
+  std::vector<SequenceKv> children(3, Seq(Root("")));
+  for (SequenceKv& c : children) {
+    ASSERT_TRUE(m->Fork(parent, 10, &c).ok());
+    ASSERT_EQ(c.blocks.size(), 3u);
+    EXPECT_EQ(c.blocks[0], parent.blocks[0]);
+    EXPECT_EQ(c.blocks[1], parent.blocks[1]);
+    EXPECT_NE(c.blocks[2], parent.blocks[2]);
+    EXPECT_EQ(c.chain, parent.chain);
+    EXPECT_TRUE(Computed(*m, prompt, 10, c));
+  }
+  EXPECT_TRUE(
+      Valid(*m, {&parent, &children[0], &children[1], &children[2]}).ok());
+  KvStats st = m->Stats();
+  EXPECT_EQ(st.used_blocks, 2u + 4u);  // the prompt's 2, then 1 + 3 tails
+  EXPECT_EQ(st.cow_copies, 3u);
+  EXPECT_EQ(st.allocations, 3u + 3u);  // the prompt's blocks once
+  // The pool has 8 blocks: 6 used, 2 free; a fourth and fifth fork fit, a
+  // sixth does not and changes nothing.
+  SequenceKv d = Seq(Root("")), e = Seq(Root("")), f = Seq(Root(""));
+  ASSERT_TRUE(m->Fork(parent, 10, &d).ok());
+  ASSERT_TRUE(m->Fork(parent, 10, &e).ok());
+  EXPECT_EQ(m->Fork(parent, 10, &f).code(), StatusCode::kResourceExhausted);
+  EXPECT_TRUE(f.blocks.empty() && f.chain.empty());
+  // A block-aligned fork point copies nothing.
+  SequenceKv g = Seq(Root(""));
+  ASSERT_TRUE(m->Fork(parent, 8, &g).ok());
+  EXPECT_EQ(g.blocks.size(), 2u);
+  for (SequenceKv* s :
+       {&parent, &children[0], &children[1], &children[2], &d, &e, &g}) {
+    m->Release(s);
+  }
+  st = m->Stats();
+  EXPECT_EQ(st.used_blocks, 0u);
+  EXPECT_EQ(st.cached_blocks, 2u);  // the prompt's full blocks stay cached
+  EXPECT_EQ(st.free_blocks, 6u);
+  EXPECT_TRUE(Valid(*m, {}).ok());
+}
+
 TEST(KvManagerTest, PartialBlockIsNeverIndexed) {
   std::unique_ptr<KvManager> m = MakeManager(8);
   const std::vector<int32_t> prompt = Range(10, 7);

@@ -17,17 +17,22 @@ double Seconds(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
-RequestEvent TokenEvent(int32_t token, Clock::time_point time) {
+RequestEvent TokenEvent(int choice, int32_t token,
+                        std::optional<ScoredToken> logprob,
+                        Clock::time_point time) {
   RequestEvent e;
   e.kind = RequestEvent::Kind::kToken;
+  e.choice = choice;
   e.token = token;
+  e.logprob = std::move(logprob);
   e.time = time;
   return e;
 }
 
-RequestEvent FinishEvent(RequestEnd reason, Status error) {
+RequestEvent FinishEvent(RequestEnd reason, Status error, int choice = 0) {
   RequestEvent e;
   e.kind = RequestEvent::Kind::kFinish;
+  e.choice = choice;
   e.finish = reason;
   e.error = std::move(error);
   e.time = Clock::now();
@@ -158,6 +163,15 @@ bool RequestHandle::Next(RequestEvent* event,
   return true;
 }
 
+void RequestHandle::Cancel(int choice) {
+  choice_cancelled_[size_t(choice)].store(true, std::memory_order_relaxed);
+}
+
+bool RequestHandle::cancelled(int choice) const {
+  return cancelled() ||
+         choice_cancelled_[size_t(choice)].load(std::memory_order_relaxed);
+}
+
 void RequestHandle::Push(RequestEvent event) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -172,9 +186,17 @@ void RequestHandle::Push(RequestEvent event) {
 struct Scheduler::Sequence {
   std::shared_ptr<RequestHandle> handle;
   GenerationRequest request;
+  int choice = 0;  // of request.n
+  // Choices 1 .. forks still to fork from this one (choice 0) once its
+  // prompt is computed; 0 after that.
+  int forks = 0;
   std::vector<int32_t> tokens;
   int n_prompt = 0;
   int n_computed = 0;
+  // request.prompt_logprobs: the scored prompt tokens (index p: token p),
+  // filled as its chunks are computed, sent once (choice 0 only).
+  std::vector<ScoredToken> prompt_scores;
+  bool prompt_scores_sent = false;
   bool admitted_once = false;
   bool tiers_probed = false;      // sent to the loader (or found no need)
   kvcache::PrefixHit prefetched;  // what the loader found (tiers only)
@@ -284,8 +306,33 @@ Result<std::shared_ptr<RequestHandle>> Scheduler::Submit(
                                      std::to_string(vocab));
     }
   }
-  if (request.max_tokens < 1) {
-    return Status::InvalidArgument("max_tokens must be at least 1");
+  if (request.max_tokens < 0) {
+    return Status::InvalidArgument("max_tokens must be at least 0");
+  }
+  if (request.n < 1 || request.n > options_.max_running) {
+    return Status::InvalidArgument("n must be in [1, " +
+                                   std::to_string(options_.max_running) + "]");
+  }
+  if (request.n > 1 && !request.kv_compression.policy.empty()) {
+    return Status::InvalidArgument(
+        "n > 1 cannot be combined with kv_compression");
+  }
+  if (request.logprobs < -1 || request.logprobs > kMaxTopLogprobs) {
+    return Status::InvalidArgument("logprobs must be in [0, " +
+                                   std::to_string(kMaxTopLogprobs) + "]");
+  }
+  for (int32_t id : request.stop_token_ids) {
+    if (id < 0 || id >= vocab) {
+      return Status::InvalidArgument("stop token id " + std::to_string(id) +
+                                     " is outside the vocabulary");
+    }
+  }
+  for (const auto& [id, bias] : request.sampling.logit_bias) {
+    if (id < 0 || id >= vocab) {
+      return Status::InvalidArgument("logit_bias token id " +
+                                     std::to_string(id) +
+                                     " is outside the vocabulary");
+    }
   }
   KV_RETURN_IF_ERROR(request.sampling.Validate());
   if (n >= options_.context) {
@@ -334,6 +381,9 @@ Result<std::shared_ptr<RequestHandle>> Scheduler::Submit(
   auto seq = std::make_unique<Sequence>(request.sampling);
   seq->handle = std::make_shared<RequestHandle>();
   seq->handle->submitted_ = Clock::now();
+  seq->handle->choice_cancelled_ =
+      std::vector<std::atomic<bool>>(size_t(request.n));
+  seq->forks = request.n - 1;
   seq->kv.root = RootFor(request.cache_salt);
   seq->compress_at = n;
   if (compressor != nullptr) {
@@ -365,8 +415,8 @@ Result<std::shared_ptr<RequestHandle>> Scheduler::Submit(
                                        std::to_string(options_.max_queue) +
                                        " waiting)");
     }
+    stats_.requests_submitted += uint64_t(seq->request.n);  // its choices
     submitted_.push_back(std::move(seq));
-    ++stats_.requests_submitted;
   }
   wake_.notify_all();
   return handle;
@@ -486,6 +536,14 @@ void Scheduler::Finish(Sequence* seq, RequestEnd reason, Status error) {
         Seconds(seq->first_scheduled,
                 seq->has_first_token ? seq->first_token : event.time);
   }
+  event.choice = seq->choice;
+  // Choices not forked yet end with their parent.
+  std::vector<RequestEvent> unborn;
+  for (int c = 1; c <= seq->forks; ++c) {
+    unborn.push_back(event);
+    unborn.back().choice = c;
+    unborn.back().usage.completion_tokens = 0;
+  }
   // Keep the handle: the sequence is destroyed below.
   std::shared_ptr<RequestHandle> handle = seq->handle;
   auto owner = [&](const std::unique_ptr<Sequence>& s) {
@@ -502,21 +560,22 @@ void Scheduler::Finish(Sequence* seq, RequestEnd reason, Status error) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.requests_finished;
+    stats_.requests_finished += 1 + uint64_t(seq->forks);
     stats_.waiting = waiting_.size();
     stats_.running = running_.size();
   }
   // Last, so that a client that sees the end also sees the stats without it.
   handle->Push(std::move(event));
+  for (RequestEvent& e : unborn) handle->Push(std::move(e));
 }
 
 void Scheduler::ReapCancelled() {
   std::vector<Sequence*> gone;
   for (auto& s : running_) {
-    if (s->handle->cancelled()) gone.push_back(s.get());
+    if (s->handle->cancelled(s->choice)) gone.push_back(s.get());
   }
   for (auto& s : waiting_) {
-    if (s->handle->cancelled()) gone.push_back(s.get());
+    if (s->handle->cancelled(s->choice)) gone.push_back(s.get());
   }
   for (Sequence* s : gone) Finish(s, RequestEnd::kCancelled);
 }
@@ -561,7 +620,8 @@ void Scheduler::Admit(int* budget) {
   while (*budget > 0 && !waiting_.empty() &&
          running_.size() < size_t(options_.max_running)) {
     Sequence* seq = waiting_.front().get();
-    if (!seq->tiers_probed && kv_.tier_count() > 0) {
+    if (!seq->tiers_probed && kv_.tier_count() > 0 &&
+        !seq->request.prompt_logprobs) {
       seq->tiers_probed = true;
       const int loadable = int(seq->tokens.size()) / kv_.layout().block_tokens *
                            kv_.layout().block_tokens;
@@ -580,9 +640,11 @@ void Scheduler::Admit(int* budget) {
       }
     }
     int cached;
-    if (seq->compressing() && !seq->rows_chain.empty() &&
-        kv_.AdmitRows(seq->rows_root, seq->rows_chain, seq->rows_copy_last,
-                      &seq->kv)) {
+    if (seq->request.prompt_logprobs) {
+      cached = 0;  // its logits are wanted: computed, not mapped
+    } else if (seq->compressing() && !seq->rows_chain.empty() &&
+               kv_.AdmitRows(seq->rows_root, seq->rows_chain,
+                             seq->rows_copy_last, &seq->kv)) {
       cached = seq->compress_at;
       MapCompressed(seq);
     } else {
@@ -628,6 +690,39 @@ void Scheduler::Admit(int* budget) {
     plan_.push_back({seq, n});
     *budget -= n;
   }
+}
+
+std::vector<Scheduler::Sequence*> Scheduler::ForkChoices(Sequence* seq) {
+  std::vector<Sequence*> forked;
+  for (int c = 1; c <= seq->forks; ++c) {
+    SamplerOptions sampling = seq->request.sampling;
+    sampling.seed += uint64_t(c);
+    auto child = std::make_unique<Sequence>(sampling);
+    child->handle = seq->handle;
+    child->request = seq->request;
+    child->choice = c;
+    child->tokens = seq->tokens;
+    child->n_prompt = seq->n_prompt;
+    child->admitted_once = true;
+    child->tiers_probed = true;
+    child->prompt_scores_sent = true;  // choice 0 sends them
+    child->prefetched = seq->prefetched;
+    child->arrival = seq->arrival;
+    child->usage = seq->usage;
+    child->first_scheduled = seq->first_scheduled;
+    child->kv.root = seq->kv.root;
+    if (kv_.Fork(seq->kv, seq->n_computed, &child->kv).ok()) {
+      child->n_computed = seq->n_computed;
+      child->residual = seq->residual;
+      forked.push_back(child.get());
+      InsertByArrival(&running_, std::move(child));
+    } else {
+      // No block for its copy: admitted later, from the cache.
+      waiting_.push_front(std::move(child));
+    }
+  }
+  seq->forks = 0;
+  return forked;
 }
 
 bool Scheduler::CountCompression(const Status& st, Clock::time_point start) {
@@ -744,17 +839,20 @@ bool Scheduler::Step() {
   std::vector<PagedKvView> views;
   views.reserve(plan_.size());
   size_t n_logits = 0;
-  for (const Planned& p : plan_) {
+  for (Planned& p : plan_) {
     Sequence* seq = p.seq;
     views.emplace_back(kv_.layout(), kv_.BlockData(0), seq->kv.blocks,
                        &seq->residual, &seq->compaction);
     const bool last = seq->n_computed + p.n == int(seq->tokens.size());
-    n_logits += last;
-    batch.push_back(
-        {std::span(seq->tokens).subspan(seq->n_computed, p.n), seq->n_computed,
-         &views.back(),
-         last ? Transformer::Logits::kLast : Transformer::Logits::kNone,
-         seq->observing() ? seq->compressor->observer() : nullptr});
+    p.all = seq->request.prompt_logprobs && seq->n_computed < seq->n_prompt;
+    p.row = n_logits;
+    n_logits += p.all ? size_t(p.n) : size_t(last);
+    batch.push_back({std::span(seq->tokens).subspan(seq->n_computed, p.n),
+                     seq->n_computed, &views.back(),
+                     p.all  ? Transformer::Logits::kAll
+                     : last ? Transformer::Logits::kLast
+                            : Transformer::Logits::kNone,
+                     seq->observing() ? seq->compressor->observer() : nullptr});
   }
   const size_t vocab = model_.config().vocab_size;
   if (logits_.size() < n_logits * vocab) logits_.resize(n_logits * vocab);
@@ -768,28 +866,68 @@ bool Scheduler::Step() {
   }
   // Every sequence whose chunk reached the end of its tokens samples its next
   // token; the samplers are independent, so they run in parallel.
+  auto row_of = [&](size_t row) {
+    return std::span<const float>(&logits_[row * vocab], vocab);
+  };
   sampling_.clear();
+  std::vector<std::pair<Sequence*, RequestEnd>> finished;
   for (const Planned& p : plan_) {
     Sequence* seq = p.seq;
+    if (p.all) {
+      // Row j predicts the token at n_computed + j + 1.
+      const int top = std::max(seq->request.logprobs, 0);
+      seq->prompt_scores.resize(size_t(seq->n_prompt));
+      for (int j = 0; j < p.n; ++j) {
+        const int target = seq->n_computed + j + 1;
+        if (target >= seq->n_prompt) break;
+        seq->prompt_scores[size_t(target)] =
+            ScoreToken(row_of(p.row + size_t(j)), seq->tokens[target], top);
+      }
+    }
     seq->n_computed += p.n;
     kv_.Commit(std::span(seq->tokens).first(seq->n_computed), &seq->kv);
     if (seq->compressing() && seq->n_computed == seq->compress_at) {
       Compress(seq);
     }
-    if (seq->pending() == 0) sampling_.push_back({seq, -1});
+    if (seq->pending() != 0) continue;
+    if (seq->request.prompt_logprobs && !seq->prompt_scores_sent) {
+      seq->prompt_scores_sent = true;
+      RequestEvent e;
+      e.kind = RequestEvent::Kind::kPrompt;
+      e.prompt_logprobs.assign(seq->prompt_scores.begin() + 1,
+                               seq->prompt_scores.end());
+      e.time = forward_end;
+      seq->handle->Push(std::move(e));
+      seq->prompt_scores = {};
+    }
+    if (seq->request.max_tokens == 0) {
+      finished.push_back({seq, RequestEnd::kLength});
+      continue;
+    }
+    const size_t row = p.row + (p.all ? size_t(p.n) - 1 : 0);
+    sampling_.push_back({seq, row});
+    for (Sequence* child : ForkChoices(seq)) sampling_.push_back({child, row});
+  }
+  if (sample_rows_.size() < sampling_.size() * vocab) {
+    sample_rows_.resize(sampling_.size() * vocab);
   }
   auto sample = [&](size_t i, size_t) {
-    Sequence* seq = sampling_[i].seq;
-    sampling_[i].token = seq->sampler.Sample(
-        std::span<float>(&logits_[i * vocab], vocab), seq->tokens);
+    Sampled& s = sampling_[i];
+    const std::span<const float> raw = row_of(s.row);
+    const std::span<float> edited(&sample_rows_[i * vocab], vocab);
+    std::copy(raw.begin(), raw.end(), edited.begin());
+    s.token =
+        s.seq->sampler.Sample(edited, s.seq->tokens, size_t(s.seq->n_prompt));
+    if (s.seq->request.logprobs >= 0) {
+      s.logprob = ScoreToken(raw, s.token, s.seq->request.logprobs);
+    }
   };
   if (pool_ != nullptr && sampling_.size() > 1) {
     pool_->ParallelFor(sampling_.size(), sample);
   } else {
     for (size_t i = 0; i < sampling_.size(); ++i) sample(i, 0);
   }
-  std::vector<std::pair<Sequence*, RequestEnd>> finished;
-  for (const Sampled& sampled : sampling_) {
+  for (Sampled& sampled : sampling_) {
     Sequence* seq = sampled.seq;
     const int32_t token = sampled.token;
     ++seq->usage.completion_tokens;
@@ -797,12 +935,15 @@ bool Scheduler::Step() {
       seq->has_first_token = true;
       seq->first_token = forward_end;
     }
-    if (seq->request.stop_at_eos && token == model_.tokenizer().eos()) {
+    const std::vector<int32_t>& stops = seq->request.stop_token_ids;
+    if ((seq->request.stop_at_eos && token == model_.tokenizer().eos()) ||
+        std::find(stops.begin(), stops.end(), token) != stops.end()) {
       finished.push_back({seq, RequestEnd::kStop});
       continue;
     }
     seq->tokens.push_back(token);
-    seq->handle->Push(TokenEvent(token, forward_end));
+    seq->handle->Push(TokenEvent(seq->choice, token, std::move(sampled.logprob),
+                                 forward_end));
     if (seq->usage.completion_tokens >= seq->request.max_tokens ||
         int(seq->tokens.size()) >= options_.context) {
       finished.push_back({seq, RequestEnd::kLength});

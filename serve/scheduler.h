@@ -41,6 +41,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +49,7 @@
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "compress/policy.h"
+#include "engine/logprobs.h"
 #include "engine/sampler.h"
 #include "kvcache/kv_manager.h"
 #include "model/model.h"
@@ -69,9 +71,28 @@ struct SchedulerOptions {
 
 struct GenerationRequest {
   std::vector<int32_t> prompt;  // token ids, BOS included when wanted
-  int max_tokens = 16;          // >= 1
+  // >= 0; 0: the prompt is computed (e.g. for its logprobs), nothing is
+  // generated, and the request ends with kLength.
+  int max_tokens = 16;
   SamplerOptions sampling;
   bool stop_at_eos = true;
+  std::vector<int32_t> stop_token_ids;  // each ends its choice as EOS does
+  // Choices of this prompt (OpenAI's n), in [1, max_running]: the prompt is
+  // computed once, then the sequence forks into n (KvManager::Fork: they
+  // share its full blocks, each copies the partial last one). Choice i
+  // samples with seed + i, so it is what the request alone with that seed
+  // gives. Every event names its choice; each choice finishes on its own.
+  // Not with kv_compression.
+  int n = 1;
+  // Log-probabilities (engine/logprobs.h: of the raw logits): -1: none;
+  // k in [0, kMaxTopLogprobs]: each generated token's, with the k most
+  // likely tokens of the same distribution.
+  int logprobs = -1;
+  // Also the prompt's tokens' (each given the tokens before it; with
+  // max(logprobs, 0) alternatives), in one kPrompt event of choice 0 before
+  // any token. Their logits are not cached, so such a prompt is computed,
+  // never mapped from the cache (its blocks are still published).
+  bool prompt_logprobs = false;
   std::string cache_salt;  // tenant namespace: different salts share nothing
   // Token eviction (compress/policy.h); an empty policy: none. Applied at
   // the prompt's CompressionPoint (engine/kv_compaction.h): a query-agnostic
@@ -119,10 +140,18 @@ struct SequenceHolding {
   std::string kv_policy;  // empty: uncompressed
 };
 
+inline constexpr int kMaxTopLogprobs = 20;
+
 struct RequestEvent {
-  enum class Kind { kToken, kFinish };
+  enum class Kind { kPrompt, kToken, kFinish };
   Kind kind = Kind::kToken;
-  int32_t token = -1;  // kToken: the new token (EOS is not reported)
+  int choice = 0;      // of GenerationRequest::n
+  int32_t token = -1;  // kToken: the new token (EOS and stop ids are not
+                       // reported)
+  // kToken with GenerationRequest::logprobs >= 0: its log-probability.
+  std::optional<ScoredToken> logprob;
+  // kPrompt: the prompt's tokens 1 .. n-1, scored (token 0 has no context).
+  std::vector<ScoredToken> prompt_logprobs;
   // kFinish only:
   RequestEnd finish = RequestEnd::kStop;
   Status error;  // kError: what went wrong
@@ -138,10 +167,16 @@ class RequestHandle {
   // Waits up to `timeout` for the next event; false on timeout. After the
   // finish event no more events come.
   bool Next(RequestEvent* event, std::chrono::milliseconds timeout);
-  // Asks the scheduler to drop the request; its blocks are released at the
-  // next step and a kCancelled finish event follows (unless it finished).
+  // Asks the scheduler to drop the request (every choice); its blocks are
+  // released at the next step and a kCancelled finish event follows for
+  // each choice that had not finished.
   void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+  // The same for one choice (e.g. it reached a stop string). A choice not
+  // yet forked goes with its parent, choice 0.
+  void Cancel(int choice);
   bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+  bool cancelled(int choice) const;
+  int choices() const { return int(choice_cancelled_.size()); }
   std::chrono::steady_clock::time_point submitted() const { return submitted_; }
 
  private:
@@ -152,13 +187,14 @@ class RequestHandle {
   std::condition_variable cv_;
   std::deque<RequestEvent> events_;
   std::atomic<bool> cancelled_{false};
+  std::vector<std::atomic<bool>> choice_cancelled_;  // sized at Submit
   std::chrono::steady_clock::time_point submitted_;
 };
 
 struct SchedulerStats {
   size_t waiting = 0;
   size_t running = 0;
-  uint64_t requests_submitted = 0;
+  uint64_t requests_submitted = 0;  // choices: a request of n counts n
   uint64_t requests_finished = 0;
   uint64_t preemptions = 0;
   uint64_t prompt_tokens = 0;  // of admitted requests (first admission)
@@ -197,9 +233,11 @@ class Scheduler {
   ~Scheduler();
 
   // Queues a request. InvalidArgument for an empty prompt, an id outside the
-  // vocabulary, max_tokens < 1, bad sampling options, or a prompt that leaves
-  // no room to generate in the context or in the KV pool; ResourceExhausted
-  // when the queue is full.
+  // vocabulary (prompt, stop ids, logit bias), max_tokens < 0, n outside [1,
+  // max_running] or with kv_compression, logprobs outside [-1,
+  // kMaxTopLogprobs], bad sampling options, or a prompt that leaves no room
+  // to generate in the context or in the KV pool; ResourceExhausted when the
+  // queue is full.
   Result<std::shared_ptr<RequestHandle>> Submit(GenerationRequest request);
 
   // The longest cached prefix of `tokens` under `cache_salt`, split over
@@ -253,6 +291,10 @@ class Scheduler {
   // Admits waiting requests into `running_` and the plan while budget and
   // room last.
   void Admit(int* budget);
+  // `seq`'s prompt is computed: its other choices start from it, sharing
+  // its blocks; those that get them are returned (to sample from the same
+  // logits), the others wait to be admitted from the cache.
+  std::vector<Sequence*> ForkChoices(Sequence* seq);
   Hash128 RootFor(const std::string& salt) const;
 
   const Model& model_;
@@ -280,16 +322,21 @@ class Scheduler {
   uint64_t next_arrival_ = 0;
   struct Planned {
     Sequence* seq;
-    int n;  // tokens computed for it this step
+    int n;             // tokens computed for it this step
+    size_t row = 0;    // its first logits row
+    bool all = false;  // a logits row per token (prompt logprobs)
   };
   std::vector<Planned> plan_;  // the current step's batch
   struct Sampled {
     Sequence* seq;
-    int32_t token;
+    size_t row;  // of logits_ (choices forked this step share one)
+    int32_t token = -1;
+    std::optional<ScoredToken> logprob;
   };
   // Sequences sampling this step, in logits-row order.
   std::vector<Sampled> sampling_;
   std::vector<float> logits_;
+  std::vector<float> sample_rows_;  // a copy per sampler (it edits its row)
 
   std::thread thread_;
   std::vector<std::thread> loaders_;  // started and joined by the loop thread

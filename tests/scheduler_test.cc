@@ -14,6 +14,8 @@
 
 #include "compress/policy.h"
 #include "engine/generate.h"
+#include "engine/kv_cache.h"
+#include "engine/logprobs.h"
 #include "engine/transformer.h"
 #include "kvcache/kv_manager.h"
 #include "tests/testing/stories.h"
@@ -288,7 +290,24 @@ TEST_F(SchedulerTest, RejectsBadRequests) {
   EXPECT_EQ(code(Greedy({}, 4)), StatusCode::kInvalidArgument);
   EXPECT_EQ(code(Greedy({1, 512}, 4)), StatusCode::kInvalidArgument);
   EXPECT_EQ(code(Greedy({1, -3}, 4)), StatusCode::kInvalidArgument);
-  EXPECT_EQ(code(Greedy({1, 2}, 0)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy({1, 2}, -1)), StatusCode::kInvalidArgument);
+  GenerationRequest choices = Greedy({1, 2}, 4);
+  choices.n = 0;
+  EXPECT_EQ(code(choices), StatusCode::kInvalidArgument);
+  choices.n = so.max_running + 1;
+  EXPECT_EQ(code(choices), StatusCode::kInvalidArgument);
+  choices.n = 2;
+  choices.kv_compression.policy = "streaming";
+  EXPECT_EQ(code(choices), StatusCode::kInvalidArgument);
+  GenerationRequest scored = Greedy({1, 2}, 4);
+  scored.logprobs = kMaxTopLogprobs + 1;
+  EXPECT_EQ(code(scored), StatusCode::kInvalidArgument);
+  GenerationRequest stops = Greedy({1, 2}, 4);
+  stops.stop_token_ids = {512};
+  EXPECT_EQ(code(stops), StatusCode::kInvalidArgument);
+  GenerationRequest biased = Greedy({1, 2}, 4);
+  biased.sampling.logit_bias = {{-1, 1.0f}};
+  EXPECT_EQ(code(biased), StatusCode::kInvalidArgument);
   EXPECT_EQ(code(Greedy(Prompt(0, 300), 4)), StatusCode::kInvalidArgument);
   EXPECT_EQ(code(Greedy(Prompt(0, 130), 4)), StatusCode::kInvalidArgument);
   GenerationRequest hot = Greedy({1, 2}, 4);
@@ -298,6 +317,217 @@ TEST_F(SchedulerTest, RejectsBadRequests) {
   SchedulerOptions bad;
   bad.max_running = 0;
   EXPECT_FALSE(Scheduler::Create(*model_, nullptr, *kv, bad).ok());
+}
+
+// The events of a request, by choice: tokens, their scores, and the finish.
+struct Choices {
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<std::vector<ScoredToken>> scores;
+  std::vector<RequestEvent> finish;
+  std::vector<ScoredToken> prompt;  // the kPrompt event's
+  int prompt_events = 0;
+};
+
+Choices CollectChoices(RequestHandle& h) {
+  const size_t n = size_t(h.choices());
+  Choices c;
+  c.tokens.resize(n);
+  c.scores.resize(n);
+  c.finish.resize(n);
+  size_t finished = 0;
+  RequestEvent ev;
+  while (finished < n) {
+    if (!h.Next(&ev, milliseconds(60000))) {
+      ADD_FAILURE() << "request timed out";
+      h.Cancel();
+      return c;
+    }
+    const size_t i = size_t(ev.choice);
+    switch (ev.kind) {
+      case RequestEvent::Kind::kPrompt:
+        EXPECT_EQ(i, 0u);
+        EXPECT_EQ(c.tokens[0].size(), 0u) << "the prompt's scores come first";
+        c.prompt = ev.prompt_logprobs;
+        ++c.prompt_events;
+        break;
+      case RequestEvent::Kind::kToken:
+        c.tokens[i].push_back(ev.token);
+        if (ev.logprob) c.scores[i].push_back(*ev.logprob);
+        break;
+      case RequestEvent::Kind::kFinish:
+        c.finish[i] = ev;
+        ++finished;
+        break;
+    }
+  }
+  return c;
+}
+
+// n choices: one prefill, then choice i is what the request alone with seed
+// + i gives (forked sequences are batch-invariant too), and the prompt's
+// blocks are allocated once.
+TEST_F(SchedulerTest, ChoicesShareThePromptAndEachIsItsSeedAlone) {
+  auto kv = NewKv(512);
+  SchedulerOptions so;
+  so.context = 1200;
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, so);
+  ASSERT_TRUE(sched.ok());
+  const int n = 8, gen = 24;
+  GenerationRequest r;
+  r.prompt = Prompt(300, 999);  // 1000 tokens: 62 full blocks and 8
+  r.max_tokens = gen;
+  r.stop_at_eos = false;
+  r.sampling.temperature = 1.0f;
+  r.sampling.seed = 1234;
+  r.n = n;
+  const uint64_t allocations_before = kv->Stats().allocations;
+  auto h = (*sched)->Submit(r);
+  ASSERT_TRUE(h.ok());
+  const Choices together = CollectChoices(**h);
+  const uint64_t allocations = kv->Stats().allocations - allocations_before;
+  // 63 prompt blocks, then per choice its copy of the 63rd and at most 2
+  // blocks of its 24 tokens; each choice computing its prompt: 8 x 63.
+  EXPECT_LE(allocations, 63u + n * 3u);
+  EXPECT_EQ(kv->Stats().cow_copies, uint64_t(n - 1));
+  ExpectQuiescent(*kv);
+  int distinct = 0;
+  for (int c = 0; c < n; ++c) {
+    SCOPED_TRACE("choice " + std::to_string(c));
+    EXPECT_EQ(together.finish[c].finish, RequestEnd::kLength);
+    EXPECT_EQ(together.finish[c].usage.prompt_tokens, 1000);
+    EXPECT_EQ(together.finish[c].usage.completion_tokens, gen);
+    GenerationRequest alone = r;
+    alone.n = 1;
+    alone.sampling.seed = r.sampling.seed + uint64_t(c);
+    auto a = (*sched)->Submit(alone);
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(Collect(**a).tokens, together.tokens[c]);
+    distinct += c > 0 && together.tokens[c] != together.tokens[0];
+  }
+  EXPECT_GT(distinct, 0) << "every choice sampled the same tokens";
+  const SchedulerStats st = (*sched)->Stats();
+  EXPECT_EQ(st.requests_submitted, st.requests_finished);
+}
+
+// Cancelling one choice leaves the others running; a request cancelled
+// before it forked ends every choice.
+TEST_F(SchedulerTest, ChoicesEndOnTheirOwn) {
+  auto kv = NewKv(256);
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, SchedulerOptions{});
+  ASSERT_TRUE(sched.ok());
+  GenerationRequest r = Greedy(Prompt(0, 40), 300);
+  r.stop_at_eos = false;
+  r.n = 3;
+  auto h = (*sched)->Submit(r);
+  ASSERT_TRUE(h.ok());
+  (*h)->Cancel(1);
+  const Choices c = CollectChoices(**h);
+  EXPECT_EQ(c.finish[1].finish, RequestEnd::kCancelled);
+  EXPECT_EQ(c.finish[0].finish, RequestEnd::kLength);
+  EXPECT_EQ(c.finish[2].finish, RequestEnd::kLength);
+  EXPECT_EQ(c.tokens[0], c.tokens[2]);  // greedy
+  EXPECT_EQ(c.tokens[0], Alone(r.prompt, 300));
+  ExpectQuiescent(*kv);
+
+  auto early = (*sched)->Submit(r);
+  ASSERT_TRUE(early.ok());
+  (*early)->Cancel();
+  const Choices gone = CollectChoices(**early);
+  for (const RequestEvent& f : gone.finish) {
+    EXPECT_EQ(f.finish, RequestEnd::kCancelled);
+  }
+  ExpectQuiescent(*kv);
+}
+
+// The prompt's log-probabilities are the model's, computed whether or not
+// the prompt is cached (it is then computed again, not mapped): equal to a
+// plain forward pass over the prompt and to `kvstash perplexity`'s NLL.
+TEST_F(SchedulerTest, PromptLogprobsAreThePerplexityOnesCachedOrNot) {
+  auto kv = NewKv(256);
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, SchedulerOptions{});
+  ASSERT_TRUE(sched.ok());
+  const std::vector<int32_t> prompt = Prompt(500, 127);  // BOS + 127
+  const int vocab = model_->config().vocab_size;
+  Transformer tf(*model_);
+  LocalKvCache local(model_->config().n_layers, model_->config().n_kv_heads,
+                     model_->config().head_dim, int(prompt.size()),
+                     kv_format());
+  std::vector<float> logits(prompt.size() * size_t(vocab));
+  ASSERT_TRUE(tf.Forward(prompt, 0, local, true, logits.data()).ok());
+  const std::vector<int32_t> text(prompt.begin() + 1, prompt.end());
+  auto ppl = Perplexity(tf, text, int(prompt.size()), 1, kv_format(), {});
+  ASSERT_TRUE(ppl.ok());
+
+  GenerationRequest r = Greedy(prompt, 0);
+  r.prompt_logprobs = true;
+  r.logprobs = 3;
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round == 0 ? "cold" : "cached");
+    auto h = (*sched)->Submit(r);
+    ASSERT_TRUE(h.ok());
+    const Choices c = CollectChoices(**h);
+    EXPECT_EQ(c.prompt_events, 1);
+    EXPECT_TRUE(c.tokens[0].empty());
+    EXPECT_EQ(c.finish[0].finish, RequestEnd::kLength);
+    EXPECT_EQ(c.finish[0].usage.completion_tokens, 0);
+    EXPECT_EQ(c.finish[0].usage.cached_tokens, 0);
+    ASSERT_EQ(c.prompt.size(), prompt.size() - 1);
+    double nll = 0;
+    for (size_t p = 1; p < prompt.size(); ++p) {
+      const ScoredToken& s = c.prompt[p - 1];
+      EXPECT_EQ(s.token, prompt[p]);
+      const std::span<const float> row(&logits[(p - 1) * size_t(vocab)],
+                                       size_t(vocab));
+      EXPECT_NEAR(s.logprob, TokenLogprob(row, prompt[p]), 1e-4) << p;
+      ASSERT_EQ(s.top.size(), 3u);
+      EXPECT_GE(s.top[0].second, s.logprob);
+      nll -= s.logprob;
+    }
+    EXPECT_NEAR(nll / double(prompt.size() - 1), ppl->nll, 1e-4);
+  }
+  // The prompt's blocks were published all the same: a plain request maps
+  // them.
+  auto plain = (*sched)->Submit(Greedy(prompt, 4));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(Collect(**plain).finish.usage.cached_tokens, 127);
+  ExpectQuiescent(*kv);
+}
+
+// Generated tokens' scores: greedy picks the top alternative; a stop id
+// ends the choice like EOS (and is not reported).
+TEST_F(SchedulerTest, TokenLogprobsAndStopTokenIds) {
+  auto kv = NewKv(256);
+  auto sched = Scheduler::Create(*model_, nullptr, *kv, SchedulerOptions{});
+  ASSERT_TRUE(sched.ok());
+  GenerationRequest r = Greedy(Prompt(0, 30), 20);
+  r.stop_at_eos = false;
+  r.logprobs = 2;
+  auto h = (*sched)->Submit(r);
+  ASSERT_TRUE(h.ok());
+  const Choices c = CollectChoices(**h);
+  ASSERT_EQ(c.tokens[0].size(), 20u);
+  ASSERT_EQ(c.scores[0].size(), 20u);
+  for (size_t i = 0; i < 20; ++i) {
+    EXPECT_EQ(c.scores[0][i].token, c.tokens[0][i]);
+    ASSERT_EQ(c.scores[0][i].top.size(), 2u);
+    EXPECT_EQ(c.scores[0][i].top[0].first, c.tokens[0][i]);
+    EXPECT_FLOAT_EQ(c.scores[0][i].top[0].second, c.scores[0][i].logprob);
+    EXPECT_LE(c.scores[0][i].logprob, 0.0f);
+  }
+  GenerationRequest stop = r;
+  stop.logprobs = -1;
+  stop.stop_token_ids = {c.tokens[0][5]};
+  const size_t first =
+      std::find(c.tokens[0].begin(), c.tokens[0].end(), c.tokens[0][5]) -
+      c.tokens[0].begin();
+  auto s = (*sched)->Submit(stop);
+  ASSERT_TRUE(s.ok());
+  const Outcome stopped = Collect(**s);
+  EXPECT_EQ(stopped.finish.finish, RequestEnd::kStop);
+  EXPECT_EQ(stopped.tokens, std::vector<int32_t>(c.tokens[0].begin(),
+                                                 c.tokens[0].begin() + first));
+  EXPECT_EQ(stopped.finish.usage.completion_tokens, int(first) + 1);
+  ExpectQuiescent(*kv);
 }
 
 // A sequence that outgrows the whole pool ends with "length" instead of

@@ -67,7 +67,7 @@ inline Outcome Collect(RequestHandle& h) {
       out.finish = ev;
       return out;
     }
-    out.tokens.push_back(ev.token);
+    if (ev.kind == RequestEvent::Kind::kToken) out.tokens.push_back(ev.token);
   }
 }
 
@@ -86,8 +86,7 @@ inline GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens,
 // scheduler's events).
 class AloneReference {
  public:
-  explicit AloneReference(const Model& model,
-                          kernels::KvFormat kv_format = {})
+  explicit AloneReference(const Model& model, kernels::KvFormat kv_format = {})
       : model_(model), kv_format_(kv_format) {}
 
   kernels::KvFormat kv_format() const { return kv_format_; }
