@@ -74,7 +74,7 @@ int RunGenerate(const GenerateCommandOptions& options) {
   }
   PrintJson({{"prompt_ids", r->prompt_ids},
              {"gen_ids", r->gen_ids},
-             {"text", tok.Decode(r->gen_ids)},
+             {"text", tok.Decode(r->gen_ids, prompt.back())},
              {"prefill_tokens_per_s", r->prefill_tokens_per_s()},
              {"decode_tokens_per_s", r->decode_tokens_per_s()},
              {"compress_seconds", r->compress_seconds},

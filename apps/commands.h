@@ -220,6 +220,7 @@ struct BenchServeCommandOptions {
   int prompt_tokens = 2000;
   int new_tokens = 100;
   int streams = 16;
+  int choices = 8;
   int gen_tokens = 64;
   int repeat = 3;
   int block_tokens = 16;

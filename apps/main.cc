@@ -252,6 +252,10 @@ int main(int argc, char** argv) {
                               "concurrent decode streams (16)");
   bench_serve_cmd->add_option("--gen-tokens", bench_serve.gen_tokens,
                               "tokens per decode stream (64)");
+  bench_serve_cmd->add_option(
+      "--choices", bench_serve.choices,
+      "n of the parallel-sampling phase: a cold prompt with n choices "
+      "against one (8)");
   bench_serve_cmd->add_option("--repeat", bench_serve.repeat, "runs (3)");
   bench_serve_cmd->add_option("--block-tokens", bench_serve.block_tokens,
                               "tokens per KV block (16)");

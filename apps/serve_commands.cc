@@ -429,6 +429,7 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
   o.prompt_tokens = options.prompt_tokens;
   o.new_tokens = options.new_tokens;
   o.streams = options.streams;
+  o.choices = options.choices;
   o.gen_tokens = options.gen_tokens;
   o.repeat = options.repeat;
   o.block_tokens = options.block_tokens;
@@ -469,7 +470,13 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
                {"multi_stream_tokens_per_s",
                 SpreadJson(r->multi_stream_tokens_per_s)},
                {"batching_speedup", SpreadJson(r->batching_speedup)},
-               {"bookkeeping_share", SpreadJson(r->bookkeeping_share)}});
+               {"bookkeeping_share", SpreadJson(r->bookkeeping_share)},
+               {"choices", o.choices},
+               {"one_choice_s", SpreadJson(r->one_choice_s)},
+               {"choices_s", SpreadJson(r->choices_s)},
+               {"choices_over_one", SpreadJson(r->choices_over_one)},
+               {"prompt_blocks", r->prompt_blocks},
+               {"choices_allocations", r->choices_allocations}});
     return 0;
   }
   const auto& line = PrintSpreadLine;
@@ -494,6 +501,15 @@ int RunBenchServe(const BenchServeCommandOptions& options) {
        r->multi_stream_tokens_per_s, 1, "tok/s");
   line("batching speedup", r->batching_speedup, 1, "x");
   line("bookkeeping share of step time", r->bookkeeping_share, 100, "%");
+  line("cold prompt, 1 choice: wall time", r->one_choice_s, 1e3, "ms");
+  line("cold prompt, " + std::to_string(o.choices) + " choices: wall time",
+       r->choices_s, 1e3, "ms");
+  line(std::to_string(o.choices) + " choices / 1 choice", r->choices_over_one,
+       1, "x");
+  std::printf("%-40s %llu (the prompt's: %d)\n",
+              "blocks allocated for the choices",
+              static_cast<unsigned long long>(r->choices_allocations),
+              r->prompt_blocks);
   return 0;
 }
 

@@ -272,7 +272,7 @@ Call BadCall(Bad kind, Json body, bool chat, const httplib::Headers& auth) {
       body["max_tokens"] = 1 << 30;
       break;
     case Bad::kUnsupportedParameter:
-      body["n"] = 3;
+      body["response_format"] = {{"type", "json_object"}};
       break;
     case Bad::kMissingPrompt:
       body.erase(chat ? "messages" : "prompt");

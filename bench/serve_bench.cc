@@ -20,9 +20,10 @@ Status Validate(const ServeBenchOptions& o, const Model& model) {
         "bench serve: need prompt_tokens >= 2 and 1 <= new_tokens < "
         "prompt_tokens");
   }
-  if (o.streams < 2 || o.gen_tokens < 4 || o.repeat < 1) {
+  if (o.streams < 2 || o.gen_tokens < 4 || o.repeat < 1 || o.choices < 2) {
     return Status::InvalidArgument(
-        "bench serve: need streams >= 2, gen_tokens >= 4, repeat >= 1");
+        "bench serve: need streams >= 2, gen_tokens >= 4, repeat >= 1, "
+        "choices >= 2");
   }
   if (o.prompt_tokens + 1 > model.config().context_length &&
       model.config().context_length > 0) {
@@ -48,15 +49,15 @@ Result<ServeBenchResult> RunServeBench(const Model& model, ThreadPool& pool,
                       kvcache::KvManager::Create(kvo));
   SchedulerOptions so;
   so.max_batch_tokens = options.max_batch_tokens;
-  so.max_running =
-      std::min(options.max_batch_tokens, std::max(64, options.streams));
-  so.context = std::max(options.prompt_tokens, 32 + options.gen_tokens) + 1;
+  so.max_running = std::min(options.max_batch_tokens,
+                            std::max({64, options.streams, options.choices}));
+  so.context = options.prompt_tokens + std::max(32, options.gen_tokens) + 1;
   KV_ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler,
                       Scheduler::Create(model, &pool, *kv, so));
 
   std::vector<double> cold_ttft, cold_prompt, warm_ttft, warm_prompt,
       partial_ttft, partial_prompt, cold_over_warm, single, multi, speedup,
-      bookkeeping;
+      bookkeeping, one_choice, choices, choices_over_one;
   ServeBenchResult r;
   for (int run = 0; run < options.repeat; ++run) {
     const std::string tag =
@@ -130,6 +131,41 @@ Result<ServeBenchResult> RunServeBench(const Model& model, ThreadPool& pool,
     progress(tag + ": decode 1 stream " + std::to_string(alone_rate) +
              " tok/s, " + std::to_string(options.streams) + " streams " +
              std::to_string(multi_rate) + " tok/s");
+
+    // Parallel sampling: cold prompts, one choice and then n.
+    auto sampled = [&](int n) -> Result<double> {
+      GenerationRequest g =
+          Greedy(prompts.Random(options.prompt_tokens), options.gen_tokens);
+      g.sampling.temperature = 1.0f;
+      g.sampling.seed = options.seed + uint64_t(run);
+      g.n = n;
+      const auto start = std::chrono::steady_clock::now();
+      KV_ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> h,
+                          scheduler->Submit(std::move(g)));
+      int finished = 0;
+      RequestEvent ev;
+      while (finished < n && h->Next(&ev, std::chrono::minutes(10))) {
+        if (ev.kind != RequestEvent::Kind::kFinish) continue;
+        if (ev.finish != RequestEnd::kLength) {
+          return Status::Internal("bench: a choice did not complete");
+        }
+        ++finished;
+      }
+      if (finished < n) return Status::Internal("bench: choices timed out");
+      return Seconds(start, std::chrono::steady_clock::now());
+    };
+    KV_ASSIGN_OR_RETURN(const double one, sampled(1));
+    const uint64_t allocations_before = kv->Stats().allocations;
+    KV_ASSIGN_OR_RETURN(const double many, sampled(options.choices));
+    r.choices_allocations = kv->Stats().allocations - allocations_before;
+    r.prompt_blocks = (options.prompt_tokens + options.block_tokens - 1) /
+                      options.block_tokens;
+    one_choice.push_back(one);
+    choices.push_back(many);
+    choices_over_one.push_back(many / one);
+    progress(tag + ": 1 choice " + std::to_string(one) + " s, " +
+             std::to_string(options.choices) + " choices " +
+             std::to_string(many) + " s");
   }
   r.cold_ttft_s = SpreadOf(cold_ttft);
   r.cold_prompt_s = SpreadOf(cold_prompt);
@@ -142,6 +178,9 @@ Result<ServeBenchResult> RunServeBench(const Model& model, ThreadPool& pool,
   r.multi_stream_tokens_per_s = SpreadOf(multi);
   r.batching_speedup = SpreadOf(speedup);
   r.bookkeeping_share = SpreadOf(bookkeeping);
+  r.one_choice_s = SpreadOf(one_choice);
+  r.choices_s = SpreadOf(choices);
+  r.choices_over_one = SpreadOf(choices_over_one);
   return r;
 }
 

@@ -12,7 +12,12 @@
 //   decode:  `streams` concurrent greedy streams against one alone: aggregate
 //            tokens/s of the steps where all streams decode, over the single
 //            stream's, and the share of step time spent outside the forward
-//            pass (scheduler and cache bookkeeping).
+//            pass (scheduler and cache bookkeeping);
+//   choices: a cold prompt_tokens prompt with `choices` sampled choices of
+//            gen_tokens each (n: one prefill, forked blocks, batched decode)
+//            against a cold prompt with one: wall time from submission to
+//            the last choice's end, its ratio, and the blocks the choices'
+//            request allocated against the prompt's.
 // Prompts are random token ids (a different seed per run, and the cache is
 // cleared between runs, so "cold" is cold).
 #pragma once
@@ -33,6 +38,7 @@ struct ServeBenchOptions {
   int prompt_tokens = 2000;
   int new_tokens = 100;
   int streams = 16;
+  int choices = 8;
   int gen_tokens = 64;  // per stream in the decode phase
   int repeat = 3;
   int block_tokens = 16;
@@ -60,6 +66,10 @@ struct ServeBenchResult {
   Spread multi_stream_tokens_per_s;  // aggregate over `streams`
   Spread batching_speedup;           // multi / single, per run
   Spread bookkeeping_share;          // 1 - forward / step time, multi phase
+  Spread one_choice_s, choices_s;    // wall time, cold prompt
+  Spread choices_over_one;           // per run
+  int prompt_blocks = 0;             // blocks of one prompt_tokens prompt
+  uint64_t choices_allocations = 0;  // blocks the choices' request took
 };
 
 Result<ServeBenchResult> RunServeBench(const Model& model, ThreadPool& pool,

@@ -19,6 +19,9 @@ void LogSoftmax(std::span<const float> row, std::span<double> out);
 // log softmax(row)[token]. REQUIRES: 0 <= token < row.size().
 double TokenLogprob(std::span<const float> row, int32_t token);
 
+// The most alternatives a caller may ask for (OpenAI's top_logprobs limit).
+inline constexpr int kMaxTopLogprobs = 20;
+
 // A token's log-probability and the `top` most likely tokens of the same
 // distribution (most likely first; ties by lower id), as OpenAI's logprobs
 // report them.

@@ -600,13 +600,13 @@ void Tokenizer::AppendFallback(std::string_view symbol,
   }
 }
 
-std::string Tokenizer::DecodeToken(int32_t prev_token, int32_t token) const {
+std::string Tokenizer::TokenText(int32_t token) const {
   if (token < 0 || token >= vocab_size()) return "";
   const std::string& p = pieces_[token];
   switch (types_[token]) {
-    case TokenType::kControl:
     case TokenType::kUnused:
       return "";
+    case TokenType::kControl:
     case TokenType::kUnknown:
       return p;
     case TokenType::kByte: {
@@ -621,17 +621,27 @@ std::string Tokenizer::DecodeToken(int32_t prev_token, int32_t token) const {
       if (kind_ == Kind::kBpe) return ByteLevelDecode(p);
       break;
   }
-  std::string text = TextOf(p);
-  if (add_space_prefix_ && (prev_token < 0 || prev_token == bos_) &&
+  return TextOf(p);
+}
+
+std::string Tokenizer::DecodeToken(int32_t prev_token, int32_t token) const {
+  const TokenType type = token_type(token);
+  if (type == TokenType::kControl) return "";
+  std::string text = TokenText(token);
+  // Undoes Encode's prefix space (add_space_prefix is SPM's; the space of
+  // a byte or unknown token is text, not the prefix).
+  if (add_space_prefix_ && type != TokenType::kByte &&
+      type != TokenType::kUnknown && (prev_token < 0 || prev_token == bos_) &&
       !text.empty() && text[0] == ' ') {
     text.erase(0, 1);
   }
   return text;
 }
 
-std::string Tokenizer::Decode(std::span<const int32_t> tokens) const {
+std::string Tokenizer::Decode(std::span<const int32_t> tokens,
+                              int32_t prev_token) const {
   std::string text;
-  int32_t prev = -1;
+  int32_t prev = prev_token;
   for (int32_t token : tokens) {
     text += DecodeToken(prev, token);
     prev = token;

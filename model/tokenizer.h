@@ -109,8 +109,17 @@ class Tokenizer {
   // byte, so a multi-byte character may arrive split over several calls.
   std::string DecodeToken(int32_t prev_token, int32_t token) const;
 
-  // The concatenated DecodeToken of `tokens` (the first with prev -1).
-  std::string Decode(std::span<const int32_t> tokens) const;
+  // The concatenated DecodeToken of `tokens`, the first with `prev_token`
+  // (-1: `tokens` start the text; a continuation passes the token before
+  // it, e.g. the prompt's last, and keeps its leading space).
+  std::string Decode(std::span<const int32_t> tokens,
+                     int32_t prev_token = -1) const;
+
+  // The text `token` stands for on its own (llama.cpp's token_to_piece with
+  // special tokens shown): as DecodeToken after a text token (so an SPM
+  // piece keeps its leading space), a control token's own text ("<s>"), ""
+  // for unused tokens and ids out of range.
+  std::string TokenText(int32_t token) const;
 
   Kind kind() const { return kind_; }
   int32_t bos() const { return bos_; }  // -1: none

@@ -141,6 +141,17 @@ TEST(GgufTokenizer, LlamaSpmSpecialsAndBos) {
   EXPECT_EQ(t->DecodeToken(1, 15043), "Hello");
   EXPECT_EQ(t->DecodeToken(15043, 3186), " world");
   EXPECT_EQ(t->DecodeToken(15043, 0), "<unk>");
+  // A continuation keeps its leading space.
+  EXPECT_EQ(t->Decode(std::vector<int32_t>{3186}, /*prev_token=*/15043),
+            " world");
+  EXPECT_EQ(t->Decode(std::vector<int32_t>{3186}, /*prev_token=*/1), "world");
+  // A token's own text: the SPM space kept, a control token's text.
+  EXPECT_EQ(t->TokenText(15043), " Hello");
+  EXPECT_EQ(t->TokenText(1), "<s>");
+  EXPECT_EQ(t->TokenText(13), "\n");
+  EXPECT_EQ(t->TokenText(0), "<unk>");
+  EXPECT_EQ(t->TokenText(-1), "");
+  EXPECT_EQ(t->TokenText(32000), "");
   // Rendered chat prompts: the text of a control token is that token.
   EXPECT_THAT(t->EncodeWithSpecialTokens("Hello world</s><s>Hello world", true),
               ElementsAre(1, 15043, 3186, 2, 1, 15043, 3186));
@@ -163,6 +174,8 @@ TEST(GgufTokenizer, Gpt2SpecialsAndBytes) {
   EXPECT_THAT(t->Encode("Hello world", true), ElementsAre(15496, 995));
   EXPECT_EQ(t->DecodeToken(15496, 995), " world");
   EXPECT_EQ(t->DecodeToken(995, 50256), "");
+  EXPECT_EQ(t->TokenText(995), " world");
+  EXPECT_EQ(t->TokenText(50256), "<|endoftext|>");
   // Every byte string survives the round trip, invalid UTF-8 included.
   std::string all_bytes;
   for (int b = 0; b < 256; ++b) all_bytes.push_back(static_cast<char>(b));

@@ -14,3 +14,13 @@ $SUDO apt-get install -y --no-install-recommends \
   redis-tools openssl stunnel4 \
   libgtest-dev libgmock-dev \
   clang libclang-rt-14-dev llvm
+
+# The client tests (tests/clients, run by ctest as openai_client): Node.js
+# (Debian 12's is 18) and the openai npm package pinned in
+# tests/clients/package-lock.json, installed now: tests download nothing. A
+# machine that already has node and npm keeps them (NodeSource's nodejs, for
+# one, conflicts with Debian's npm package).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  $SUDO apt-get install -y --no-install-recommends nodejs npm
+fi
+(cd "$(dirname "$0")/../tests/clients" && npm ci --no-audit --no-fund)

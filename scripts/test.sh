@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds kvstash and runs the whole test suite, in four stages:
-#  1. Release (g++): every test.
+#  1. Release (g++): every test, with the official openai npm package against
+#     a live server (tests/clients, label "client"; needs scripts/setup.sh's
+#     `npm ci`, else it is reported skipped). Release only: the stages below
+#     do not register it.
 #  2. AddressSanitizer + UndefinedBehaviorSanitizer (g++): the parsing tests
 #     (GGUF, llama2.c, tokenizers, hostile files, OpenAI request bodies, text
 #     streams, Prometheus text, tier objects and the disk tier, Redis

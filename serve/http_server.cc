@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <ctime>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -19,6 +20,7 @@
 #include "serve/metrics.h"
 #include "serve/openai_api.h"
 #include "serve/text_stream.h"
+#include "serve/tokenize_api.h"
 
 namespace kvstash {
 namespace {
@@ -550,55 +552,113 @@ void HttpServer::Impl::RecordFinish(const RequestEvent& finish,
   generated_tokens->Inc(finish.usage.completion_tokens);
 }
 
-// One request's way from scheduler events to client text: detokenizes, cuts
-// at stop strings (cancelling the request there), and times the tokens.
+// One request's way from scheduler events to client text, per choice:
+// detokenizes, cuts at stop strings (cancelling that choice there), attaches
+// log-probabilities to the text they belong to, and times the tokens.
+// With echo, each choice's text starts with the prompt's (its tokens
+// decoded in place), and so do its logprobs when asked for.
 class HttpServer::Impl::Responder {
  public:
   Responder(HttpServer::Impl& server, std::shared_ptr<RequestHandle> handle,
-            const CompletionRequest& request, int32_t last_prompt_token,
+            const CompletionRequest& request, std::vector<int32_t> prompt,
             std::string tenant)
       : server_(server),
         handle_(std::move(handle)),
-        text_(request.stop),
-        prev_(last_prompt_token),
-        tenant_(std::move(tenant)) {}
-
-  // Waits up to `timeout` for the next event. Returns false on timeout;
-  // otherwise sets *text to what may be sent now and *finished once the
-  // request ended (then finish() is valid and *text holds the rest).
-  bool Next(std::chrono::milliseconds timeout, std::string* text,
-            bool* finished) {
-    RequestEvent ev;
-    *finished = false;
-    text->clear();
-    if (!handle_->Next(&ev, timeout)) return false;
-    if (ev.kind == RequestEvent::Kind::kToken) {
-      const std::string piece =
-          server_.model.tokenizer().DecodeToken(prev_, ev.token);
-      prev_ = ev.token;
-      if (!text_.stopped()) ++tokens_to_stop_;
-      *text = text_.Add(piece);
-      if (text_.stopped()) handle_->Cancel();
-      if (last_token_ == Clock::time_point()) {
-        server_.ttft->Observe(Seconds(handle_->submitted(), ev.time));
-      } else {
-        server_.itl->Observe(Seconds(last_token_, ev.time));
+        tenant_(std::move(tenant)),
+        logprobs_(request.logprobs >= 0),
+        echo_(request.echo),
+        prompt_(std::move(prompt)) {
+    const Tokenizer& tok = server_.model.tokenizer();
+    for (int c = 0; c < handle_->choices(); ++c) {
+      choices_.emplace_back(request.stop, prompt_.back());
+    }
+    if (echo_) {
+      for (size_t p = 0; p < prompt_.size(); ++p) {
+        prompt_text_ +=
+            tok.DecodeToken(p == 0 ? -1 : prompt_[p - 1], prompt_[p]);
       }
-      last_token_ = ev.time;
+    }
+  }
+
+  // What one event released for one choice.
+  struct Update {
+    int choice = 0;
+    std::string text;
+    std::vector<LogprobEntry> logprobs;
+    bool finished = false;
+  };
+
+  // Waits up to `timeout` for the next event; false on timeout. Otherwise
+  // `updates` holds what may be sent now (with echo: first the prompt of
+  // every choice, once its logprobs are known). done() once every choice
+  // ended.
+  bool Next(std::chrono::milliseconds timeout, std::vector<Update>* updates) {
+    updates->clear();
+    if (echo_ && !echoed_ && (!logprobs_ || prompt_scores_)) {
+      echoed_ = true;
+      for (int c = 0; c < int(choices_.size()); ++c) {
+        updates->push_back(EchoUpdate(c));
+      }
       return true;
     }
-    *text = text_.Flush();
-    *finished = true;
-    finish_ = ev;
-    if (text_.stopped()) {
-      // We cancelled at the stop string: the request ended with "stop", and
-      // tokens the scheduler made before it saw the cancel do not count.
-      finish_.finish = RequestEnd::kStop;
-      finish_.usage.completion_tokens = tokens_to_stop_;
+    RequestEvent ev;
+    if (!handle_->Next(&ev, timeout)) return false;
+    ChoiceState& st = choices_[size_t(ev.choice)];
+    const Tokenizer& tok = server_.model.tokenizer();
+    if (ev.kind == RequestEvent::Kind::kPrompt) {
+      prompt_scores_ = std::move(ev.prompt_logprobs);
+      return true;  // the echo goes out at the next call
     }
-    done_ = true;
-    server_.e2e->Observe(Seconds(handle_->submitted(), ev.time));
-    server_.RecordFinish(finish_, tenant_);
+    Update u;
+    u.choice = ev.choice;
+    if (ev.kind == RequestEvent::Kind::kToken) {
+      const std::string piece = tok.DecodeToken(st.prev, ev.token);
+      if (ev.logprob) {
+        LogprobEntry e;
+        e.text = piece;
+        e.offset = Offset() + st.produced;
+        e.logprob = ev.logprob->logprob;
+        for (const auto& [id, lp] : ev.logprob->top) {
+          e.top.push_back({tok.DecodeToken(st.prev, id), lp});
+        }
+        st.pending.push_back(std::move(e));
+      }
+      st.produced += piece.size();
+      st.prev = ev.token;
+      if (!st.text.stopped()) ++st.tokens_to_stop;
+      u.text = st.text.Add(piece);
+      if (st.text.stopped()) handle_->Cancel(ev.choice);
+      if (!first_token_seen_) {
+        first_token_seen_ = true;
+        server_.ttft->Observe(Seconds(handle_->submitted(), ev.time));
+      } else if (st.last_token != Clock::time_point()) {
+        server_.itl->Observe(Seconds(st.last_token, ev.time));
+      }
+      st.last_token = ev.time;
+      st.released += u.text.size();
+      u.logprobs = st.Release(Offset(), /*final=*/false);
+      updates->push_back(std::move(u));
+      return true;
+    }
+    u.text = st.text.Flush();
+    st.released += u.text.size();
+    u.finished = true;
+    st.finish = ev;
+    if (st.text.stopped()) {
+      // We cancelled at the stop string: the choice ended with "stop", and
+      // tokens the scheduler made before it saw the cancel do not count.
+      st.finish.finish = RequestEnd::kStop;
+      st.finish.usage.completion_tokens = st.tokens_to_stop;
+    }
+    u.logprobs = st.Release(Offset(), /*final=*/true);
+    st.done = true;
+    if (++finished_ == choices_.size()) {
+      server_.e2e->Observe(Seconds(handle_->submitted(), ev.time));
+      RequestEvent all = choices_[0].finish;
+      all.usage = usage_event();
+      server_.RecordFinish(all, tenant_);
+    }
+    updates->push_back(std::move(u));
     return true;
   }
 
@@ -606,53 +666,166 @@ class HttpServer::Impl::Responder {
   // its blocks are released and its finish is counted.
   void Abandon() {
     handle_->Cancel();
-    std::string text;
-    bool finished = false;
-    while (!done_) Next(std::chrono::milliseconds(100), &text, &finished);
+    std::vector<Update> updates;
+    while (!done()) Next(std::chrono::milliseconds(100), &updates);
   }
 
-  const RequestEvent& finish() const { return finish_; }
-  // The OpenAI finish reason; a stop string counts as "stop".
-  FinishReason reason() const {
-    return finish_.finish == RequestEnd::kLength ? FinishReason::kLength
-                                                 : FinishReason::kStop;
+  bool done() const { return finished_ == choices_.size(); }
+  int choices() const { return int(choices_.size()); }
+  size_t prompt_size() const { return prompt_.size(); }
+  const RequestEvent& finish(int choice) const {
+    return choices_[size_t(choice)].finish;
   }
+  // The OpenAI finish reason; a stop string counts as "stop".
+  FinishReason reason(int choice) const {
+    return finish(choice).finish == RequestEnd::kLength ? FinishReason::kLength
+                                                        : FinishReason::kStop;
+  }
+  // The prompt's counts (choice 0's) and the completion tokens of every
+  // choice.
   Usage usage() const {
+    const RequestUsage all = usage_event();
     Usage u;
-    u.prompt_tokens = finish_.usage.prompt_tokens;
-    u.completion_tokens = finish_.usage.completion_tokens;
-    u.cached_tokens = finish_.usage.cached_tokens;
-    const std::vector<int>& by_tier = finish_.usage.tier_cached_tokens;
-    for (size_t t = 0; t < by_tier.size(); ++t) {
+    u.prompt_tokens = all.prompt_tokens;
+    u.completion_tokens = all.completion_tokens;
+    u.cached_tokens = all.cached_tokens;
+    for (size_t t = 0; t < all.tier_cached_tokens.size(); ++t) {
       u.tier_cached_tokens.push_back(
-          {server_.tier_metrics[t].name, by_tier[t]});
+          {server_.tier_metrics[t].name, all.tier_cached_tokens[t]});
     }
-    u.kv_policy = finish_.usage.kv_policy;
-    u.kv_kept_tokens = finish_.usage.kv_kept_tokens;
-    u.kv_blocks_before = finish_.usage.kv_blocks_before;
-    u.kv_blocks_after = finish_.usage.kv_blocks_after;
-    u.kv_compressed_tokens = finish_.usage.kv_compressed_tokens;
-    u.kv_cache = finish_.usage.kv_cache;
-    u.kv_recompressions = finish_.usage.kv_recompressions;
+    u.kv_policy = all.kv_policy;
+    u.kv_kept_tokens = all.kv_kept_tokens;
+    u.kv_blocks_before = all.kv_blocks_before;
+    u.kv_blocks_after = all.kv_blocks_after;
+    u.kv_compressed_tokens = all.kv_compressed_tokens;
+    u.kv_cache = all.kv_cache;
+    u.kv_recompressions = all.kv_recompressions;
     return u;
   }
-  bool failed() const {
-    return finish_.finish == RequestEnd::kError ||
-           finish_.finish == RequestEnd::kCancelled;
+  // The first error of a choice that failed (or was cancelled by the
+  // scheduler), if any.
+  std::optional<Status> failure() const {
+    for (const ChoiceState& c : choices_) {
+      if (c.finish.finish == RequestEnd::kError ||
+          c.finish.finish == RequestEnd::kCancelled) {
+        return c.finish.error.ok() ? Status::Internal("request dropped")
+                                   : c.finish.error;
+      }
+    }
+    return std::nullopt;
   }
-  void Cancel() { handle_->Cancel(); }
 
  private:
+  struct ChoiceState {
+    ChoiceState(const std::vector<std::string>& stop, int32_t last_prompt)
+        : text(stop), prev(last_prompt) {}
+    TextStream text;
+    int32_t prev;
+    size_t produced = 0;  // bytes of the pieces so far
+    size_t released = 0;  // of which released (before any stop string)
+    // Logprobs of tokens whose text is not released yet.
+    std::vector<LogprobEntry> pending;
+    Clock::time_point last_token;
+    RequestEvent finish;
+    int tokens_to_stop = 0;  // tokens received up to the stop string
+    bool done = false;
+
+    // The pending entries whose text starts in the released text (at the
+    // end: all of them, unless a stop string cut the text before them).
+    std::vector<LogprobEntry> Release(size_t base, bool final) {
+      std::vector<LogprobEntry> out;
+      size_t i = 0;
+      while (i < pending.size() && (pending[i].offset < base + released ||
+                                    (final && !text.stopped()))) {
+        out.push_back(std::move(pending[i++]));
+      }
+      pending.erase(pending.begin(), pending.begin() + i);
+      if (final) pending.clear();
+      return out;
+    }
+  };
+
+  size_t Offset() const { return prompt_text_.size(); }
+
+  Update EchoUpdate(int choice) const {
+    Update u;
+    u.choice = choice;
+    u.text = prompt_text_;
+    if (!logprobs_) return u;
+    const Tokenizer& tok = server_.model.tokenizer();
+    size_t offset = 0;
+    for (size_t p = 0; p < prompt_.size(); ++p) {
+      const int32_t prev = p == 0 ? -1 : prompt_[p - 1];
+      LogprobEntry e;
+      e.text = tok.DecodeToken(prev, prompt_[p]);
+      e.offset = offset;
+      offset += e.text.size();
+      if (p > 0 && p - 1 < prompt_scores_->size()) {
+        const ScoredToken& s = (*prompt_scores_)[p - 1];
+        e.logprob = s.logprob;
+        for (const auto& [id, lp] : s.top) {
+          e.top.push_back({tok.DecodeToken(prev, id), lp});
+        }
+      }
+      u.logprobs.push_back(std::move(e));
+    }
+    return u;
+  }
+
+  RequestUsage usage_event() const {
+    RequestUsage u = choices_[0].finish.usage;
+    for (size_t c = 1; c < choices_.size(); ++c) {
+      u.completion_tokens += choices_[c].finish.usage.completion_tokens;
+    }
+    return u;
+  }
+
   HttpServer::Impl& server_;
   std::shared_ptr<RequestHandle> handle_;
-  TextStream text_;
-  int32_t prev_;
-  Clock::time_point last_token_;
-  RequestEvent finish_;
   const std::string tenant_;
-  int tokens_to_stop_ = 0;  // tokens received up to the stop string
-  bool done_ = false;       // the finish event arrived
+  const bool logprobs_;
+  const bool echo_;
+  const std::vector<int32_t> prompt_;
+  std::string prompt_text_;  // with echo
+  std::optional<std::vector<ScoredToken>> prompt_scores_;
+  bool echoed_ = false;
+  bool first_token_seen_ = false;
+  std::vector<ChoiceState> choices_;
+  size_t finished_ = 0;
 };
+
+namespace {
+
+// best_of: the `n` choices of the highest mean token log-probability (a
+// choice without tokens ranks last), in their order, numbered from 0.
+std::vector<Choice> BestOf(std::vector<Choice> all, size_t n,
+                           size_t echo_entries) {
+  auto mean = [&](const Choice& c) {
+    double sum = 0;
+    size_t count = 0;
+    for (size_t i = echo_entries; i < c.logprobs.size(); ++i) {
+      sum += c.logprobs[i].logprob.value_or(0.0f);
+      ++count;
+    }
+    return count == 0 ? -std::numeric_limits<double>::infinity()
+                      : sum / double(count);
+  };
+  std::vector<size_t> order(all.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return mean(all[a]) > mean(all[b]);
+  });
+  order.resize(n);
+  std::sort(order.begin(), order.end());
+  std::vector<Choice> best;
+  for (size_t i : order) {
+    best.push_back(std::move(all[i]));
+    best.back().index = int(best.size()) - 1;
+  }
+  return best;
+}
+
+}  // namespace
 
 void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
                                 httplib::Response& res) {
@@ -661,6 +834,7 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
   ParseLimits limits;
   limits.max_body_bytes = options.max_body_bytes;
   limits.max_tokens = scheduler.options().context;
+  limits.max_choices = scheduler.options().max_running;
   if (std::optional<ApiError> e = BodyTooLong(req, endpoint)) {
     return Reply(res, *e);
   }
@@ -685,6 +859,25 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
                               ? "max_completion_tokens"
                               : "max_tokens"));
   }
+  const int vocab = model.tokenizer().vocab_size();
+  for (const auto& [id, bias] : r.logit_bias) {
+    if (id >= vocab) {
+      return Reply(
+          res, ApiError::BadRequest(
+                   "logit_bias names token " + std::to_string(id) +
+                       ", outside the vocabulary of " + std::to_string(vocab),
+                   "logit_bias"));
+    }
+  }
+  for (int32_t id : r.stop_token_ids) {
+    if (id >= vocab) {
+      return Reply(res,
+                   ApiError::BadRequest("stop token " + std::to_string(id) +
+                                            " is outside the vocabulary of " +
+                                            std::to_string(vocab),
+                                        "stop_token_ids"));
+    }
+  }
   g.max_tokens =
       r.max_tokens.value_or(std::min(options.default_max_tokens, room));
   g.sampling.temperature = r.temperature;
@@ -692,11 +885,25 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
   g.sampling.top_k = r.top_k;
   g.sampling.min_p = r.min_p;
   g.sampling.repetition_penalty = r.repetition_penalty;
+  g.sampling.presence_penalty = r.presence_penalty;
+  g.sampling.frequency_penalty = r.frequency_penalty;
+  g.sampling.logit_bias = r.logit_bias;
   g.sampling.seed = r.seed ? *r.seed : NextSeed();
+  g.stop_token_ids = r.stop_token_ids;
+  g.n = r.best_of;
+  // best_of ranks the choices by their tokens' log-probabilities.
+  g.logprobs = r.best_of > r.n ? std::max(r.logprobs, 0) : r.logprobs;
+  g.prompt_logprobs = r.echo && r.logprobs >= 0;
   g.cache_salt = TenantSalt(*caller, r.cache_salt.value_or(""));
   g.kv_compression = r.kv_compression.value_or(options.kv_compression);
   if (!g.kv_compression.policy.empty()) g.kv_context = ChatContext(r, g.prompt);
-  const int32_t last_prompt_token = g.prompt.back();
+  if (g.n > 1 && !g.kv_compression.policy.empty()) {
+    return Reply(res, ApiError::BadRequest(
+                          "n > 1 (or best_of > 1) cannot be combined with "
+                          "kv_compression",
+                          r.best_of > r.n ? "best_of" : "n"));
+  }
+  std::vector<int32_t> prompt_ids = g.prompt;
   Result<std::shared_ptr<RequestHandle>> handle =
       scheduler.Submit(std::move(g));
   if (!handle.ok()) return Reply(res, FromStatus(handle.status()));
@@ -705,53 +912,83 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
   ResponseMeta meta{endpoint, NewResponseId(endpoint), std::time(nullptr),
                     options.model_id, r.include_usage};
   auto responder = std::make_shared<Responder>(
-      *this, std::move(*handle), r, last_prompt_token, caller->tenant);
+      *this, std::move(*handle), r, std::move(prompt_ids), caller->tenant);
+  using Update = Responder::Update;
+  const bool with_logprobs = r.logprobs >= 0;
   if (!r.stream) {
-    std::string text, piece;
-    bool finished = false;
-    while (!finished) {
-      if (responder->Next(std::chrono::milliseconds(1000), &piece, &finished)) {
-        text += piece;
+    std::vector<Choice> choices(size_t(responder->choices()));
+    std::vector<Update> updates;
+    while (!responder->done()) {
+      if (!responder->Next(std::chrono::milliseconds(1000), &updates)) continue;
+      for (Update& u : updates) {
+        Choice& c = choices[size_t(u.choice)];
+        c.text += u.text;
+        for (LogprobEntry& e : u.logprobs) c.logprobs.push_back(std::move(e));
       }
     }
-    if (responder->failed()) {
-      return Reply(res, FromStatus(responder->finish().error.ok()
-                                       ? Status::Internal("request dropped")
-                                       : responder->finish().error));
+    if (std::optional<Status> failed = responder->failure()) {
+      return Reply(res, FromStatus(*failed));
+    }
+    size_t echo_entries = 0;
+    if (r.echo && with_logprobs) echo_entries = responder->prompt_size();
+    for (int i = 0; i < int(choices.size()); ++i) {
+      choices[size_t(i)].index = i;
+      choices[size_t(i)].finish = responder->reason(i);
+      choices[size_t(i)].has_logprobs = with_logprobs;
+    }
+    if (r.best_of > r.n) {
+      choices = BestOf(std::move(choices), size_t(r.n), echo_entries);
+      if (!with_logprobs) {
+        for (Choice& c : choices) {
+          c.has_logprobs = false;
+          c.logprobs.clear();
+        }
+      }
     }
     res.status = 200;
-    res.set_content(
-        CompletionResponse(meta, text, responder->reason(), responder->usage()),
-        std::string(kJson));
+    res.set_content(CompletionResponse(meta, choices, responder->usage()),
+                    std::string(kJson));
     return;
   }
   res.set_header("Cache-Control", "no-cache");
-  auto first = std::make_shared<bool>(true);
+  // Per choice: whether its first chunk went out (chat's carries the role).
+  auto started =
+      std::make_shared<std::vector<bool>>(size_t(responder->choices()), false);
   res.set_chunked_content_provider(
       "text/event-stream",
-      [responder, meta, first](size_t, httplib::DataSink& sink) {
-        std::string text;
-        bool finished = false;
-        while (!responder->Next(std::chrono::milliseconds(100), &text,
-                                &finished)) {
+      [responder, meta, started, with_logprobs](size_t,
+                                                httplib::DataSink& sink) {
+        std::vector<Update> updates;
+        while (!responder->Next(std::chrono::milliseconds(100), &updates)) {
           if (!sink.is_writable()) return false;  // the releaser cancels
         }
         std::string out;
-        if (!text.empty()) {
-          out += SseEvent(StreamChunk(meta, text, *first));
-          *first = false;
-        }
-        if (finished) {
-          if (responder->failed()) {
-            const Status& e = responder->finish().error;
+        for (Update& u : updates) {
+          Choice c;
+          c.index = u.choice;
+          c.has_logprobs = with_logprobs;
+          if (!u.text.empty() || !u.logprobs.empty()) {
+            c.text = std::move(u.text);
+            c.logprobs = std::move(u.logprobs);
+            out +=
+                SseEvent(StreamChunk(meta, c, !(*started)[size_t(u.choice)]));
+            (*started)[size_t(u.choice)] = true;
+          }
+          if (u.finished && !responder->failure()) {
+            Choice last;
+            last.index = u.choice;
+            last.finish = responder->reason(u.choice);
             out += SseEvent(
-                FromStatus(e.ok() ? Status::Internal("request dropped") : e)
-                    .ToJson());
-          } else {
-            out += SseEvent(StreamFinalChunk(meta, responder->reason()));
-            if (meta.include_usage) {
-              out += SseEvent(StreamUsageChunk(meta, responder->usage()));
-            }
+                StreamChunk(meta, last, !(*started)[size_t(u.choice)]));
+            (*started)[size_t(u.choice)] = true;
+          }
+        }
+        const bool finished = responder->done();
+        if (finished) {
+          if (std::optional<Status> failed = responder->failure()) {
+            out += SseEvent(FromStatus(*failed).ToJson());
+          } else if (meta.include_usage) {
+            out += SseEvent(StreamUsageChunk(meta, responder->usage()));
           }
           out += kSseDone;
         }
@@ -819,6 +1056,7 @@ Json HttpServer::Impl::KvStatsJson() {
                        : 0.0},
       {"evictions", s.evictions},
       {"cow_copies", s.cow_copies},
+      {"allocations", s.allocations},
       {"tiers", tiers},
       {"compression",
        {{"compressions", q.compressions},
@@ -907,7 +1145,42 @@ void HttpServer::Impl::Routes() {
   });
   http.Get("/v1/models", [this](const auto& req, auto& res) {
     if (!Authenticate(req, res)) return;
-    res.set_content(ModelsResponse(options.model_id, created),
+    const kvcache::KvStats s = kv.Stats();
+    std::vector<std::string> tiers;
+    for (const TierMetrics& t : tier_metrics) tiers.push_back(t.name);
+    res.set_content(
+        ModelsResponse(
+            {.id = options.model_id,
+             .created = created,
+             .max_model_len = scheduler.options().context,
+             .kv_type_k = std::string(kernels::KvTypeName(s.kv_format.k)),
+             .kv_type_v = std::string(kernels::KvTypeName(s.kv_format.v)),
+             .block_tokens = int64_t(s.block_tokens),
+             .capacity_tokens = int64_t(s.capacity_tokens()),
+             .tier_codec = store::CodecName(s.tier_codec),
+             .tiers = std::move(tiers)}),
+        std::string(kJson));
+  });
+  // llama.cpp's tokenizer endpoints (serve/tokenize_api.h), for any caller.
+  ParseLimits body_limits;
+  body_limits.max_body_bytes = options.max_body_bytes;
+  post("/tokenize", [this, body_limits](const auto& req, auto& res) {
+    if (!Authenticate(req, res)) return;
+    ParseSlot slot(parse_slots);
+    auto parsed = ParseTokenizeRequest(req.body, body_limits);
+    if (auto* e = std::get_if<ApiError>(&parsed)) return Reply(res, *e);
+    res.set_content(
+        TokenizeResponse(model.tokenizer(), std::get<TokenizeRequest>(parsed)),
+        std::string(kJson));
+  });
+  post("/detokenize", [this, body_limits](const auto& req, auto& res) {
+    if (!Authenticate(req, res)) return;
+    ParseSlot slot(parse_slots);
+    auto parsed = ParseDetokenizeRequest(req.body, body_limits,
+                                         model.tokenizer().vocab_size());
+    if (auto* e = std::get_if<ApiError>(&parsed)) return Reply(res, *e);
+    res.set_content(DetokenizeResponse(model.tokenizer(),
+                                       std::get<std::vector<int32_t>>(parsed)),
                     std::string(kJson));
   });
   http.Get("/health", [](const auto&, auto& res) {

@@ -4,7 +4,9 @@
 //   POST /v1/completions, POST /v1/chat/completions  (streaming as SSE ending
 //        with "data: [DONE]", or one JSON body); usage reports
 //        prompt_tokens_details.cached_tokens;
-//   GET  /v1/models, GET /health, GET /metrics (Prometheus text format);
+//   GET  /v1/models (with max_model_len and the KV cache's types, blocks
+//        and tiers), GET /health, GET /metrics (Prometheus text format);
+//   POST /tokenize, POST /detokenize (llama.cpp's; serve/tokenize_api.h);
 //   A request may ask for token eviction once its prompt is computed:
 //   "kv_compression": {"policy": "snapkv", "ratio": 0.5} (compress/policy.h;
 //   "policy": "none" turns the server's default off); usage then reports

@@ -7,6 +7,8 @@
 #include <random>
 #include <utility>
 
+#include "serve/json_body.h"
+
 namespace kvstash {
 namespace {
 
@@ -14,69 +16,10 @@ using json = nlohmann::json;
 using ordered_json = nlohmann::ordered_json;
 using MaybeError = std::optional<ApiError>;
 
-// Writes JSON with U+FFFD in place of invalid UTF-8; never throws for bad
-// text.
-std::string Dump(const ordered_json& j) {
-  return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
-}
-
 ApiError MakeError(int status, std::string type, std::string message,
                    std::string param) {
   return ApiError{status, std::move(type), std::move(message),
                   std::move(param)};
-}
-
-// The deepest array/object nesting in `text`, counting no further than
-// `limit + 1`. Brackets inside strings do not count. Malformed JSON is left
-// to the parser.
-int NestingDepth(std::string_view text, int limit) {
-  int depth = 0;
-  int max_depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      max_depth = std::max(max_depth, ++depth);
-      if (max_depth > limit) return max_depth;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return max_depth;
-}
-
-// nlohmann's message without its "[json.exception.<kind>.<id>] " prefix.
-std::string WithoutExceptionId(const nlohmann::json::exception& e) {
-  std::string_view what = e.what();
-  const size_t end = what.find("] ");
-  if (!what.empty() && what[0] == '[' && end != std::string_view::npos) {
-    what.remove_prefix(end + 2);
-  }
-  return std::string(what);
-}
-
-// The value of `key` in object `o`, or nullptr when absent or null.
-const json* Field(const json& o, const char* key) {
-  auto it = o.find(key);
-  if (it == o.end() || it->is_null()) return nullptr;
-  return &*it;
-}
-
-ApiError WrongType(const std::string& param, std::string_view expected) {
-  return ApiError::BadRequest(
-      "'" + param + "' must be " + std::string(expected), param);
 }
 
 ApiError Unsupported(const std::string& param, std::string_view what) {
@@ -84,17 +27,9 @@ ApiError Unsupported(const std::string& param, std::string_view what) {
       "'" + param + "': " + std::string(what) + " is not supported", param);
 }
 
-MaybeError ReadBool(const json& o, const char* key, bool* out) {
-  const json* v = Field(o, key);
-  if (v == nullptr) return std::nullopt;
-  if (!v->is_boolean()) return WrongType(key, "a boolean");
-  *out = v->get<bool>();
-  return std::nullopt;
-}
-
 MaybeError ReadNumber(const json& o, const char* key,
                       std::optional<double>* out) {
-  const json* v = Field(o, key);
+  const json* v = JsonField(o, key);
   if (v == nullptr) return std::nullopt;
   if (!v->is_number()) return WrongType(key, "a number");
   *out = v->get<double>();
@@ -122,7 +57,7 @@ MaybeError ReadRanged(const json& o, const char* key, double lo, double hi,
 // An integer in [lo, hi].
 MaybeError ReadInt(const json& o, const char* key, int64_t lo, int64_t hi,
                    std::optional<int64_t>* out) {
-  const json* v = Field(o, key);
+  const json* v = JsonField(o, key);
   if (v == nullptr) return std::nullopt;
   if (!v->is_number_integer()) return WrongType(key, "an integer");
   // Non-negative integers are stored unsigned, up to 2^64 - 1.
@@ -143,23 +78,24 @@ MaybeError ReadInt(const json& o, const char* key, int64_t lo, int64_t hi,
 
 MaybeError ReadString(const json& o, const char* key,
                       std::optional<std::string>* out) {
-  const json* v = Field(o, key);
+  const json* v = JsonField(o, key);
   if (v == nullptr) return std::nullopt;
   if (!v->is_string()) return WrongType(key, "a string");
   *out = v->get<std::string>();
   return std::nullopt;
 }
 
+// `zero_ok`: 0 is allowed (a completion with echo: the prompt alone).
 MaybeError ReadMaxTokens(const json& o, const char* key, int limit,
-                         std::optional<int>* out) {
+                         bool zero_ok, std::optional<int>* out) {
   std::optional<int64_t> v;
-  if (MaybeError e = ReadInt(o, key, 1, limit, &v)) return e;
+  if (MaybeError e = ReadInt(o, key, zero_ok ? 0 : 1, limit, &v)) return e;
   if (v) *out = static_cast<int>(*v);
   return std::nullopt;
 }
 
 MaybeError ReadStop(const json& o, std::vector<std::string>* out) {
-  const json* v = Field(o, "stop");
+  const json* v = JsonField(o, "stop");
   if (v == nullptr) return std::nullopt;
   if (v->is_string()) {
     if (v->get_ref<const std::string&>().empty()) {
@@ -188,7 +124,7 @@ MaybeError ReadStop(const json& o, std::vector<std::string>* out) {
 
 MaybeError ReadPrompt(const json& o,
                       std::variant<std::string, std::vector<int32_t>>* out) {
-  const json* v = Field(o, "prompt");
+  const json* v = JsonField(o, "prompt");
   if (v == nullptr) {
     return ApiError::BadRequest("'prompt' is required", "prompt");
   }
@@ -239,7 +175,7 @@ MaybeError ReadPrompt(const json& o,
 MaybeError ReadContent(const json& m, const std::string& prefix,
                        const std::string& role, std::string* out) {
   const std::string param = prefix + ".content";
-  const json* c = Field(m, "content");
+  const json* c = JsonField(m, "content");
   if (c == nullptr) {
     if (role == "assistant") return std::nullopt;
     return ApiError::BadRequest("'" + param + "' is required", param);
@@ -255,7 +191,7 @@ MaybeError ReadContent(const json& m, const std::string& prefix,
     const json& part = (*c)[j];
     const std::string part_param = param + "[" + std::to_string(j) + "]";
     if (!part.is_object()) return WrongType(part_param, "an object");
-    const json* type = Field(part, "type");
+    const json* type = JsonField(part, "type");
     if (type == nullptr || !type->is_string()) {
       return WrongType(part_param + ".type", "a string");
     }
@@ -264,7 +200,7 @@ MaybeError ReadContent(const json& m, const std::string& prefix,
           part_param + ".type",
           "content part type '" + type->get<std::string>() + "'");
     }
-    const json* text = Field(part, "text");
+    const json* text = JsonField(part, "text");
     if (text == nullptr || !text->is_string()) {
       return WrongType(part_param + ".text", "a string");
     }
@@ -274,7 +210,7 @@ MaybeError ReadContent(const json& m, const std::string& prefix,
 }
 
 MaybeError ReadMessages(const json& o, std::vector<ChatMessage>* out) {
-  const json* v = Field(o, "messages");
+  const json* v = JsonField(o, "messages");
   if (v == nullptr) {
     return ApiError::BadRequest("'messages' is required", "messages");
   }
@@ -286,7 +222,7 @@ MaybeError ReadMessages(const json& o, std::vector<ChatMessage>* out) {
     const json& m = (*v)[i];
     const std::string prefix = "messages[" + std::to_string(i) + "]";
     if (!m.is_object()) return WrongType(prefix, "an object");
-    const json* role_json = Field(m, "role");
+    const json* role_json = JsonField(m, "role");
     const std::string role_param = prefix + ".role";
     if (role_json == nullptr) {
       return ApiError::BadRequest("'" + role_param + "' is required",
@@ -306,7 +242,7 @@ MaybeError ReadMessages(const json& o, std::vector<ChatMessage>* out) {
           role_param);
     }
     for (const char* key : {"tool_calls", "function_call"}) {
-      const json* calls = Field(m, key);
+      const json* calls = JsonField(m, key);
       if (calls != nullptr && !(calls->is_array() && calls->empty())) {
         return Unsupported(prefix + "." + key, "tool calling");
       }
@@ -320,29 +256,105 @@ MaybeError ReadMessages(const json& o, std::vector<ChatMessage>* out) {
   return std::nullopt;
 }
 
+constexpr size_t kMaxLogitBias = 300;  // OpenAI's limit
+constexpr size_t kMaxStopTokenIds = 64;
+constexpr int64_t kMaxTokenId = std::numeric_limits<int32_t>::max();
+
+// "logit_bias": {"<token id>": bias in [-100, 100], ...}, at most
+// kMaxLogitBias entries (ids are checked against the vocabulary later).
+MaybeError ReadLogitBias(const json& o,
+                         std::vector<std::pair<int32_t, float>>* out) {
+  const json* v = JsonField(o, "logit_bias");
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_object()) return WrongType("logit_bias", "an object");
+  if (v->size() > kMaxLogitBias) {
+    return ApiError::BadRequest("'logit_bias' may hold at most " +
+                                    std::to_string(kMaxLogitBias) + " entries",
+                                "logit_bias");
+  }
+  for (const auto& [key, bias] : v->items()) {
+    const bool digits = !key.empty() && key.size() <= 10 &&
+                        std::all_of(key.begin(), key.end(), [](char c) {
+                          return c >= '0' && c <= '9';
+                        });
+    if (!digits || std::stoll(key) > kMaxTokenId) {
+      return ApiError::BadRequest(
+          "'logit_bias' keys must be token ids, not '" + key + "'",
+          "logit_bias");
+    }
+    if (!bias.is_number() || !(bias.get<double>() >= -100.0) ||
+        !(bias.get<double>() <= 100.0)) {
+      return ApiError::BadRequest(
+          "'logit_bias' values must be numbers in [-100, 100]", "logit_bias");
+    }
+    out->push_back({int32_t(std::stoll(key)), float(bias.get<double>())});
+  }
+  return std::nullopt;
+}
+
+// An array of at most `most` token ids (integers in [0, 2^31)).
+MaybeError ReadTokenIds(const json& o, const char* key, size_t most,
+                        std::vector<int32_t>* out) {
+  const json* v = JsonField(o, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_array() || v->size() > most) {
+    return WrongType(
+        key, "an array of at most " + std::to_string(most) + " token ids");
+  }
+  for (const json& id : *v) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+        (id.is_number_unsigned() &&
+         id.get<uint64_t>() > uint64_t(kMaxTokenId)) ||
+        id.get<int64_t>() > kMaxTokenId) {
+      return WrongType(key, "an array of token ids (integers >= 0)");
+    }
+    out->push_back(int32_t(id.get<int64_t>()));
+  }
+  return std::nullopt;
+}
+
+// n, best_of, logprobs / top_logprobs and echo.
+MaybeError ReadChoices(const json& o, Endpoint endpoint,
+                       const ParseLimits& limits, CompletionRequest* r) {
+  std::optional<int64_t> i;
+  if (MaybeError e = ReadInt(o, "n", 1, limits.max_choices, &i)) return e;
+  r->n = int(i.value_or(1));
+  r->best_of = r->n;
+  if (endpoint == Endpoint::kCompletions) {
+    i.reset();
+    if (MaybeError e = ReadInt(o, "best_of", 1, limits.max_choices, &i)) {
+      return e;
+    }
+    if (i) {
+      if (*i < r->n) {
+        return ApiError::BadRequest("'best_of' must be at least 'n'",
+                                    "best_of");
+      }
+      r->best_of = int(*i);
+    }
+    i.reset();
+    if (MaybeError e = ReadInt(o, "logprobs", 0, kMaxTopLogprobs, &i)) return e;
+    if (i) r->logprobs = int(*i);
+    return ReadBool(o, "echo", &r->echo);
+  }
+  bool logprobs = false;
+  if (MaybeError e = ReadBool(o, "logprobs", &logprobs)) return e;
+  i.reset();
+  if (MaybeError e = ReadInt(o, "top_logprobs", 0, kMaxTopLogprobs, &i))
+    return e;
+  if (i && *i > 0 && !logprobs) {
+    return ApiError::BadRequest("'top_logprobs' needs 'logprobs' to be true",
+                                "top_logprobs");
+  }
+  if (logprobs) r->logprobs = int(i.value_or(0));
+  return std::nullopt;
+}
+
 // Fields whose only accepted values are the ones that change nothing.
 MaybeError RejectUnsupported(const json& o, Endpoint endpoint) {
-  std::optional<int64_t> i;
-  if (MaybeError e = ReadInt(o, "n", std::numeric_limits<int64_t>::min(),
-                             std::numeric_limits<int64_t>::max(), &i)) {
-    return e;
-  }
-  if (i && *i != 1) return Unsupported("n", "a value other than 1");
-
-  for (const char* key : {"presence_penalty", "frequency_penalty"}) {
-    std::optional<double> d;
-    if (MaybeError e = ReadNumber(o, key, &d)) return e;
-    if (d && *d != 0.0) return Unsupported(key, "a non-zero value");
-  }
-
-  if (const json* bias = Field(o, "logit_bias")) {
-    if (!bias->is_object()) return WrongType("logit_bias", "an object");
-    if (!bias->empty()) return Unsupported("logit_bias", "a non-empty map");
-  }
-
-  if (const json* format = Field(o, "response_format")) {
+  if (const json* format = JsonField(o, "response_format")) {
     if (!format->is_object()) return WrongType("response_format", "an object");
-    const json* type = Field(*format, "type");
+    const json* type = JsonField(*format, "type");
     if (type == nullptr || !type->is_string()) {
       return WrongType("response_format.type", "a string");
     }
@@ -353,42 +365,20 @@ MaybeError RejectUnsupported(const json& o, Endpoint endpoint) {
   }
 
   if (endpoint == Endpoint::kCompletions) {
-    if (const json* lp = Field(o, "logprobs")) {
-      if (!lp->is_number_integer()) return WrongType("logprobs", "an integer");
-      return Unsupported("logprobs", "returning log probabilities");
-    }
-    bool echo = false;
-    if (MaybeError e = ReadBool(o, "echo", &echo)) return e;
-    if (echo) return Unsupported("echo", "true");
-    if (MaybeError e =
-            ReadInt(o, "best_of", std::numeric_limits<int64_t>::min(),
-                    std::numeric_limits<int64_t>::max(), &i)) {
-      return e;
-    }
-    if (i && *i != 1) return Unsupported("best_of", "a value other than 1");
     std::optional<std::string> suffix;
     if (MaybeError e = ReadString(o, "suffix", &suffix)) return e;
     if (suffix && !suffix->empty()) return Unsupported("suffix", "a suffix");
     return std::nullopt;
   }
 
-  bool logprobs = false;
-  if (MaybeError e = ReadBool(o, "logprobs", &logprobs)) return e;
-  if (logprobs) return Unsupported("logprobs", "true");
-  if (MaybeError e =
-          ReadInt(o, "top_logprobs", std::numeric_limits<int64_t>::min(),
-                  std::numeric_limits<int64_t>::max(), &i)) {
-    return e;
-  }
-  if (i && *i != 0) return Unsupported("top_logprobs", "a non-zero value");
   for (const char* key : {"tools", "functions"}) {
-    if (const json* tools = Field(o, key)) {
+    if (const json* tools = JsonField(o, key)) {
       if (!tools->is_array()) return WrongType(key, "an array");
       if (!tools->empty()) return Unsupported(key, "tool calling");
     }
   }
   for (const char* key : {"tool_choice", "function_call"}) {
-    if (const json* choice = Field(o, key)) {
+    if (const json* choice = JsonField(o, key)) {
       if (!choice->is_string() && !choice->is_object()) {
         return WrongType(key, "a string or an object");
       }
@@ -420,8 +410,8 @@ MaybeError ReadSampling(const json& o, CompletionRequest* r) {
   }
   if (top_k) r->top_k = static_cast<int>(*top_k);
 
-  if (Field(o, "repetition_penalty") != nullptr &&
-      Field(o, "repeat_penalty") != nullptr) {
+  if (JsonField(o, "repetition_penalty") != nullptr &&
+      JsonField(o, "repeat_penalty") != nullptr) {
     return ApiError::BadRequest(
         "give only one of 'repetition_penalty' and 'repeat_penalty'",
         "repeat_penalty");
@@ -437,7 +427,17 @@ MaybeError ReadSampling(const json& o, CompletionRequest* r) {
     r->repetition_penalty = static_cast<float>(*p);
   }
 
-  if (const json* seed = Field(o, "seed")) {
+  for (auto [key, out] : {std::pair{"presence_penalty", &r->presence_penalty},
+                          {"frequency_penalty", &r->frequency_penalty}}) {
+    if (MaybeError e = ReadRanged(o, key, -2.0, 2.0, false, out)) return e;
+  }
+  if (MaybeError e = ReadLogitBias(o, &r->logit_bias)) return e;
+  if (MaybeError e = ReadTokenIds(o, "stop_token_ids", kMaxStopTokenIds,
+                                  &r->stop_token_ids)) {
+    return e;
+  }
+
+  if (const json* seed = JsonField(o, "seed")) {
     if (!seed->is_number_integer()) return WrongType("seed", "an integer");
     if (!seed->is_number_unsigned()) {
       return ApiError::BadRequest("'seed' must not be negative", "seed");
@@ -449,7 +449,7 @@ MaybeError ReadSampling(const json& o, CompletionRequest* r) {
 
 MaybeError ReadStreaming(const json& o, CompletionRequest* r) {
   if (MaybeError e = ReadBool(o, "stream", &r->stream)) return e;
-  const json* options = Field(o, "stream_options");
+  const json* options = JsonField(o, "stream_options");
   if (options == nullptr) return std::nullopt;
   if (!options->is_object()) return WrongType("stream_options", "an object");
   if (!r->stream) {
@@ -457,7 +457,7 @@ MaybeError ReadStreaming(const json& o, CompletionRequest* r) {
         "'stream_options' is only allowed when 'stream' is true",
         "stream_options");
   }
-  if (const json* usage = Field(*options, "include_usage")) {
+  if (const json* usage = JsonField(*options, "include_usage")) {
     if (!usage->is_boolean()) {
       return WrongType("stream_options.include_usage", "a boolean");
     }
@@ -469,7 +469,7 @@ MaybeError ReadStreaming(const json& o, CompletionRequest* r) {
 // "kv_compression": {"policy": NAME, "ratio": R, "merge": B, "every": N}.
 MaybeError ReadKvCompression(const json& o,
                              std::optional<compress::PolicyOptions>* out) {
-  const json* v = Field(o, "kv_compression");
+  const json* v = JsonField(o, "kv_compression");
   if (v == nullptr) return std::nullopt;
   if (!v->is_object()) return WrongType("kv_compression", "an object");
   for (const auto& [key, value] : v->items()) {
@@ -482,23 +482,23 @@ MaybeError ReadKvCompression(const json& o,
   }
   compress::PolicyOptions options;
   options.ratio = 0.5;
-  const json* policy = Field(*v, "policy");
+  const json* policy = JsonField(*v, "policy");
   if (policy == nullptr || !policy->is_string()) {
     return WrongType("kv_compression.policy", "a policy name (string)");
   }
   options.policy = policy->get<std::string>();
-  if (const json* ratio = Field(*v, "ratio")) {
+  if (const json* ratio = JsonField(*v, "ratio")) {
     if (!ratio->is_number())
       return WrongType("kv_compression.ratio", "a number");
     options.ratio = ratio->get<double>();
   }
-  if (const json* merge = Field(*v, "merge")) {
+  if (const json* merge = JsonField(*v, "merge")) {
     if (!merge->is_boolean()) {
       return WrongType("kv_compression.merge", "a boolean");
     }
     options.merge = merge->get<bool>();
   }
-  if (const json* every = Field(*v, "every")) {
+  if (const json* every = JsonField(*v, "every")) {
     if (!every->is_number_integer() || every->get<int64_t>() < 0 ||
         every->get<int64_t>() > 1 << 30) {
       return WrongType("kv_compression.every",
@@ -533,15 +533,17 @@ MaybeError ReadRequest(Endpoint endpoint, const json& o,
     if (MaybeError e = ReadMessages(o, &r->messages)) return e;
   }
   if (MaybeError e = RejectUnsupported(o, endpoint)) return e;
+  if (MaybeError e = ReadChoices(o, endpoint, limits, r)) return e;
 
-  if (MaybeError e =
-          ReadMaxTokens(o, "max_tokens", limits.max_tokens, &r->max_tokens)) {
+  if (MaybeError e = ReadMaxTokens(o, "max_tokens", limits.max_tokens, r->echo,
+                                   &r->max_tokens)) {
     return e;
   }
   if (endpoint == Endpoint::kChatCompletions) {
     std::optional<int> completion_tokens;
-    if (MaybeError e = ReadMaxTokens(o, "max_completion_tokens",
-                                     limits.max_tokens, &completion_tokens)) {
+    if (MaybeError e =
+            ReadMaxTokens(o, "max_completion_tokens", limits.max_tokens,
+                          /*zero_ok=*/false, &completion_tokens)) {
       return e;
     }
     if (completion_tokens) r->max_tokens = completion_tokens;
@@ -549,6 +551,10 @@ MaybeError ReadRequest(Endpoint endpoint, const json& o,
 
   if (MaybeError e = ReadSampling(o, r)) return e;
   if (MaybeError e = ReadStreaming(o, r)) return e;
+  if (r->stream && r->best_of > r->n) {
+    return ApiError::BadRequest("'best_of' greater than 'n' cannot be streamed",
+                                "best_of");
+  }
 
   if (MaybeError e = ReadString(o, "cache_salt", &r->cache_salt)) return e;
   if (r->cache_salt &&
@@ -601,33 +607,90 @@ ordered_json Envelope(const ResponseMeta& meta, bool chunk) {
 }
 
 // One streamed choice: `delta` for chat, `text` for completions.
-ordered_json StreamChoice(const ResponseMeta& meta, std::string_view text,
-                          bool first, std::optional<FinishReason> finish) {
-  ordered_json choice;
+ordered_json Bytes(std::string_view text) {
+  ordered_json bytes = ordered_json::array();
+  for (char c : text) bytes.push_back(int(static_cast<unsigned char>(c)));
+  return bytes;
+}
+
+// The "logprobs" of a choice (see CompletionResponse), or null.
+ordered_json LogprobsJson(Endpoint endpoint, const Choice& choice) {
+  if (!choice.has_logprobs) return nullptr;
+  if (endpoint == Endpoint::kCompletions) {
+    ordered_json tokens = ordered_json::array(), lps = ordered_json::array(),
+                 tops = ordered_json::array(), offsets = ordered_json::array();
+    for (const LogprobEntry& e : choice.logprobs) {
+      tokens.push_back(e.text);
+      offsets.push_back(e.offset);
+      if (!e.logprob) {
+        lps.push_back(nullptr);
+        tops.push_back(nullptr);
+        continue;
+      }
+      lps.push_back(*e.logprob);
+      ordered_json top = ordered_json::object();
+      for (const auto& [text, lp] : e.top) {
+        if (!top.contains(text)) top[text] = lp;
+      }
+      tops.push_back(std::move(top));
+    }
+    ordered_json j;
+    j["tokens"] = std::move(tokens);
+    j["token_logprobs"] = std::move(lps);
+    j["top_logprobs"] = std::move(tops);
+    j["text_offset"] = std::move(offsets);
+    return j;
+  }
+  ordered_json content = ordered_json::array();
+  for (const LogprobEntry& e : choice.logprobs) {
+    ordered_json token;
+    token["token"] = e.text;
+    token["logprob"] = e.logprob.value_or(0.0f);
+    token["bytes"] = Bytes(e.text);
+    ordered_json top = ordered_json::array();
+    for (const auto& [text, lp] : e.top) {
+      top.push_back({{"token", text}, {"logprob", lp}, {"bytes", Bytes(text)}});
+    }
+    token["top_logprobs"] = std::move(top);
+    content.push_back(std::move(token));
+  }
+  ordered_json j;
+  j["content"] = std::move(content);
+  j["refusal"] = nullptr;
+  return j;
+}
+
+// A choice of a response (`stream` false) or of a chunk.
+ordered_json ChoiceJson(const ResponseMeta& meta, const Choice& choice,
+                        bool stream, bool first) {
+  ordered_json j;
   if (meta.endpoint == Endpoint::kCompletions) {
-    choice["text"] = text;
-    choice["index"] = 0;
+    j["text"] = choice.text;
+    j["index"] = choice.index;
+  } else if (!stream) {
+    j["index"] = choice.index;
+    j["message"] = {{"role", "assistant"}, {"content", choice.text}};
   } else {
-    choice["index"] = 0;
+    j["index"] = choice.index;
     ordered_json delta = ordered_json::object();
     if (first) delta["role"] = "assistant";
-    if (!finish) delta["content"] = text;
-    choice["delta"] = std::move(delta);
+    if (!choice.finish || !choice.text.empty()) delta["content"] = choice.text;
+    j["delta"] = std::move(delta);
   }
-  choice["logprobs"] = nullptr;
-  if (finish) {
-    choice["finish_reason"] = FinishReasonName(*finish);
+  j["logprobs"] = LogprobsJson(meta.endpoint, choice);
+  if (choice.finish) {
+    j["finish_reason"] = FinishReasonName(*choice.finish);
   } else {
-    choice["finish_reason"] = nullptr;
+    j["finish_reason"] = nullptr;
   }
-  return choice;
+  return j;
 }
 
 std::string Chunk(const ResponseMeta& meta, ordered_json choices) {
   ordered_json j = Envelope(meta, /*chunk=*/true);
   j["choices"] = std::move(choices);
   if (meta.include_usage) j["usage"] = nullptr;
-  return Dump(j);
+  return DumpJson(j);
 }
 
 }  // namespace
@@ -644,7 +707,7 @@ std::string ApiError::ToJson() const {
   e["code"] = nullptr;
   ordered_json j;
   j["error"] = std::move(e);
-  return Dump(j);
+  return DumpJson(j);
 }
 
 ApiError ApiError::BadRequest(std::string message, std::string param) {
@@ -683,36 +746,18 @@ namespace {
 std::variant<CompletionRequest, ApiError> ParseBody(
     std::optional<Endpoint> endpoint, std::string_view body,
     const ParseLimits& limits) {
-  if (body.size() > limits.max_body_bytes) {
-    return ApiError::PayloadTooLarge("request body of " +
-                                     std::to_string(body.size()) +
-                                     " bytes is larger than the limit of " +
-                                     std::to_string(limits.max_body_bytes));
-  }
-  if (NestingDepth(body, limits.max_depth) > limits.max_depth) {
-    return ApiError::BadRequest("request body is nested deeper than " +
-                                std::to_string(limits.max_depth) + " levels");
-  }
+  auto parsed = ParseJsonObject(body, limits);
+  if (auto* e = std::get_if<ApiError>(&parsed)) return *e;
+  const json& o = std::get<json>(parsed);
   try {
-    const json o = json::parse(body);
-    if (!o.is_object()) {
-      return ApiError::BadRequest("request body must be a JSON object");
-    }
     CompletionRequest request;
     const Endpoint resolved =
         endpoint.value_or(o.contains("messages") ? Endpoint::kChatCompletions
                                                  : Endpoint::kCompletions);
     if (MaybeError e = ReadRequest(resolved, o, limits, &request)) return *e;
     return request;
-  } catch (const json::parse_error& e) {
-    return ApiError::BadRequest("request body is not valid JSON: " +
-                                WithoutExceptionId(e));
-  } catch (const json::out_of_range& e) {
-    // The parser's number overflow, e.g. 1e999.
-    return ApiError::BadRequest("request body holds a number out of range: " +
-                                WithoutExceptionId(e));
   } catch (const json::exception& e) {
-    return ApiError::BadRequest("invalid request: " + WithoutExceptionId(e));
+    return ApiError::BadRequest("invalid request: " + JsonErrorText(e));
   }
 }
 
@@ -747,40 +792,30 @@ std::string NewResponseId(Endpoint endpoint) {
          hex;
 }
 
-std::string CompletionResponse(const ResponseMeta& meta, std::string_view text,
-                               FinishReason finish, const Usage& usage) {
-  ordered_json choice;
-  if (meta.endpoint == Endpoint::kCompletions) {
-    choice["text"] = text;
-    choice["index"] = 0;
-  } else {
-    choice["index"] = 0;
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
+std::string CompletionResponse(const ResponseMeta& meta,
+                               const std::vector<Choice>& choices,
+                               const Usage& usage) {
+  ordered_json list = ordered_json::array();
+  for (const Choice& c : choices) {
+    list.push_back(ChoiceJson(meta, c, /*stream=*/false, /*first=*/false));
   }
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = FinishReasonName(finish);
   ordered_json j = Envelope(meta, /*chunk=*/false);
-  j["choices"] = ordered_json::array({std::move(choice)});
+  j["choices"] = std::move(list);
   j["usage"] = UsageJson(usage);
-  return Dump(j);
+  return DumpJson(j);
 }
 
-std::string StreamChunk(const ResponseMeta& meta, std::string_view text,
+std::string StreamChunk(const ResponseMeta& meta, const Choice& choice,
                         bool first) {
   return Chunk(meta, ordered_json::array(
-                         {StreamChoice(meta, text, first, std::nullopt)}));
-}
-
-std::string StreamFinalChunk(const ResponseMeta& meta, FinishReason finish) {
-  return Chunk(meta, ordered_json::array(
-                         {StreamChoice(meta, "", /*first=*/false, finish)}));
+                         {ChoiceJson(meta, choice, /*stream=*/true, first)}));
 }
 
 std::string StreamUsageChunk(const ResponseMeta& meta, const Usage& usage) {
   ordered_json j = Envelope(meta, /*chunk=*/true);
   j["choices"] = ordered_json::array();
   j["usage"] = UsageJson(usage);
-  return Dump(j);
+  return DumpJson(j);
 }
 
 std::string SseEvent(std::string_view json_text) {
@@ -792,16 +827,23 @@ std::string SseEvent(std::string_view json_text) {
   return out;
 }
 
-std::string ModelsResponse(std::string_view model_id, int64_t created) {
-  ordered_json model;
-  model["id"] = model_id;
-  model["object"] = "model";
-  model["created"] = created;
-  model["owned_by"] = "kvstash";
+std::string ModelsResponse(const ModelInfo& model) {
+  ordered_json m;
+  m["id"] = model.id;
+  m["object"] = "model";
+  m["created"] = model.created;
+  m["owned_by"] = "kvstash";
+  m["max_model_len"] = model.max_model_len;
+  m["kvstash"] = {{"kv_type_k", model.kv_type_k},
+                  {"kv_type_v", model.kv_type_v},
+                  {"block_tokens", model.block_tokens},
+                  {"capacity_tokens", model.capacity_tokens},
+                  {"tier_codec", model.tier_codec},
+                  {"tiers", model.tiers}};
   ordered_json j;
   j["object"] = "list";
-  j["data"] = ordered_json::array({std::move(model)});
-  return Dump(j);
+  j["data"] = ordered_json::array({std::move(m)});
+  return DumpJson(j);
 }
 
 }  // namespace kvstash

@@ -10,10 +10,9 @@
 //    valid UTF-8 (the JSON parser rejects invalid UTF-8 and lone surrogates).
 //  - Unknown fields are ignored. A known field set to null counts as absent.
 //    A known field of the wrong JSON type is a 400 naming it in `param`, and
-//    so is a value out of range or one this server does not support (n != 1,
-//    logprobs, echo, best_of != 1, non-zero presence/frequency penalties,
-//    tools/functions, tool_choice other than "none"/"auto", response_format
-//    other than "text", non-empty logit_bias, non-empty suffix).
+//    so is a value out of range or one this server does not support
+//    (tools/functions, tool_choice other than "none"/"auto", response_format
+//    other than "text", a non-empty suffix).
 //  - Batch prompts (several strings, or arrays of token-id arrays) are a 400.
 //  - Nested parameters are named with dots and indexes:
 //    "stream_options.include_usage", "messages[2].content[0].type".
@@ -35,6 +34,7 @@
 #include <vector>
 
 #include "compress/policy.h"
+#include "engine/logprobs.h"
 #include "model/chat_template.h"
 
 namespace kvstash {
@@ -81,6 +81,8 @@ struct ParseLimits {
   int max_depth = 64;               // deeper arrays/objects: 400
   int max_tokens = 1 << 20;         // a larger max_tokens: 400 (the server
                                     // passes its context length)
+  int max_choices = 128;            // a larger n or best_of: 400 (the server
+                                    // passes its max running sequences)
 };
 
 // A validated request. Fields not given keep the defaults below, which are
@@ -114,6 +116,28 @@ struct CompletionRequest {
   std::optional<uint64_t> seed;     // "seed", a non-negative integer
   std::vector<std::string> stop;    // "stop": a string or an array; at most
                                     // 4, each non-empty
+  // "presence_penalty", "frequency_penalty": [-2, 2].
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  // "logit_bias": {"<token id>": bias in [-100, 100]}, at most 300 entries
+  // (ids are checked against the vocabulary by the server).
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  // Extension (vLLM's): "stop_token_ids", at most 64 ids; a choice ends
+  // when it samples one (not included in its text).
+  std::vector<int32_t> stop_token_ids;
+  // "n": choices, in [1, ParseLimits::max_choices]. kCompletions:
+  // "best_of" in [n, max_choices] (default n): that many are generated and
+  // the n with the highest mean token log-probability returned; not with
+  // stream when greater than n.
+  int n = 1;
+  int best_of = 1;
+  // Log-probabilities with this many alternatives per token, in [0,
+  // kMaxTopLogprobs]; -1: none. kCompletions: "logprobs" (an integer);
+  // kChatCompletions: "logprobs": true, with "top_logprobs" (needs it).
+  int logprobs = -1;
+  // kCompletions: "echo": the prompt starts each choice's text (and its
+  // tokens its logprobs); "max_tokens": 0 is then allowed.
+  bool echo = false;
   bool stream = false;
   bool include_usage = false;             // "stream_options.include_usage";
                                           // stream_options needs stream: true
@@ -136,6 +160,29 @@ enum class FinishReason { kStop, kLength };
 
 // "stop" or "length".
 std::string_view FinishReasonName(FinishReason reason);
+
+// One token of a choice's log-probabilities: its text as decoded in place
+// (bytes; a token may hold part of a UTF-8 character), its byte offset in
+// the choice's text, its log-probability (none for a prompt's first token,
+// which has no context) and the most likely alternatives (text, logprob),
+// most likely first.
+struct LogprobEntry {
+  std::string text;
+  size_t offset = 0;
+  std::optional<float> logprob;
+  std::vector<std::pair<std::string, float>> top;
+};
+
+// A choice, or the part of it one stream chunk carries.
+struct Choice {
+  int index = 0;
+  std::string text;
+  std::optional<FinishReason> finish;  // none: a stream chunk's text
+  // Whether logprobs were asked for: "logprobs" is then an object holding
+  // `logprobs` (the tokens of `text`), else null.
+  bool has_logprobs = false;
+  std::vector<LogprobEntry> logprobs;
+};
 
 // Token counts of one request. Written as
 //   {"prompt_tokens":P,"completion_tokens":C,"total_tokens":P+C,
@@ -176,22 +223,25 @@ struct ResponseMeta {
 std::string NewResponseId(Endpoint endpoint);
 
 // The non-streaming response: {"id","object":"text_completion","created",
-// "model","choices":[{"text","index":0,"logprobs":null,"finish_reason"}],
-// "usage"}, or for chat "object":"chat.completion" and choices[0].message =
-// {"role":"assistant","content":text}.
-std::string CompletionResponse(const ResponseMeta& meta, std::string_view text,
-                               FinishReason finish, const Usage& usage);
+// "model","choices":[{"text","index","logprobs","finish_reason"}...],
+// "usage"}, or for chat "object":"chat.completion" and each choice's
+// "message" = {"role":"assistant","content":text}. Logprobs, when asked
+// for, in OpenAI's shapes: completions {"tokens":[text],"token_logprobs":
+// [lp|null],"top_logprobs":[{text:lp}|null],"text_offset":[offset]}; chat
+// {"content":[{"token","logprob","bytes","top_logprobs":[{"token",
+// "logprob","bytes"}]}],"refusal":null}. REQUIRES: every choice has finish.
+std::string CompletionResponse(const ResponseMeta& meta,
+                               const std::vector<Choice>& choices,
+                               const Usage& usage);
 
-// A streamed piece of text, finish_reason null: a "text_completion" object
-// with choices[0].text, or a "chat.completion.chunk" with choices[0].delta =
-// {"content":text}, plus "role":"assistant" when `first` (the first chunk of
-// a chat stream must carry it; `first` is ignored for completions).
-std::string StreamChunk(const ResponseMeta& meta, std::string_view text,
+// One stream chunk of one choice: a "text_completion" object with
+// choices[0] = {"text","index","logprobs","finish_reason"}, or a
+// "chat.completion.chunk" with choices[0].delta = {"content":text} (plus
+// "role":"assistant" when `first`: a chat choice's first chunk must carry
+// it; ignored for completions). With choice.finish: that choice's last
+// chunk (chat: an empty delta), finish_reason set.
+std::string StreamChunk(const ResponseMeta& meta, const Choice& choice,
                         bool first);
-
-// The last chunk with choices: empty text (completions) or an empty delta
-// (chat), and finish_reason.
-std::string StreamFinalChunk(const ResponseMeta& meta, FinishReason finish);
 
 // The usage chunk sent after the final one when meta.include_usage:
 // "choices":[] and "usage".
@@ -202,8 +252,22 @@ std::string SseEvent(std::string_view json);
 // Ends a stream.
 inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
 
+// What GET /v1/models says of the one model served.
+struct ModelInfo {
+  std::string id;
+  int64_t created = 0;    // unix seconds
+  int max_model_len = 0;  // the context: prompt and completion tokens
+  // The KV cache, named as /kv/stats names it.
+  std::string kv_type_k, kv_type_v;
+  int64_t block_tokens = 0;
+  int64_t capacity_tokens = 0;
+  std::string tier_codec;
+  std::vector<std::string> tiers;  // below DRAM, in search order
+};
+
 // GET /v1/models: {"object":"list","data":[{"id","object":"model","created",
-// "owned_by":"kvstash"}]}.
-std::string ModelsResponse(std::string_view model_id, int64_t created);
+// "owned_by":"kvstash","max_model_len" (vLLM's name),"kvstash":{"kv_type_k",
+// "kv_type_v","block_tokens","capacity_tokens","tier_codec","tiers"}}]}.
+std::string ModelsResponse(const ModelInfo& model);
 
 }  // namespace kvstash

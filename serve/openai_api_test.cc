@@ -301,15 +301,62 @@ TEST(OpenAiParseTest, StreamAndOptions) {
                      "stream_options.include_usage");
 }
 
-TEST(OpenAiParseTest, UnsupportedValuesNameTheirParameter) {
-  ExpectRejectedBoth(R"("n":2)", "n");
+TEST(OpenAiParseTest, ChoicesLogprobsEchoPenaltiesAndBias) {
+  CompletionRequest c = ParseOk(kCompletions, R"({"prompt":"x","n":3,
+    "best_of":5,"logprobs":4,"echo":true,"max_tokens":0,
+    "presence_penalty":0.5,"frequency_penalty":-1.5,
+    "logit_bias":{"7":100,"12":-100,"0":0.5},"stop_token_ids":[2,9]})");
+  EXPECT_EQ(c.n, 3);
+  EXPECT_EQ(c.best_of, 5);
+  EXPECT_EQ(c.logprobs, 4);
+  EXPECT_TRUE(c.echo);
+  EXPECT_EQ(c.max_tokens, 0);
+  EXPECT_FLOAT_EQ(c.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(c.frequency_penalty, -1.5f);
+  EXPECT_EQ(c.logit_bias.size(), 3u);
+  EXPECT_EQ(c.stop_token_ids, (std::vector<int32_t>{2, 9}));
+  const CompletionRequest plain =
+      ParseOk(kCompletions, R"({"prompt":"x","n":2})");
+  EXPECT_EQ(plain.best_of, 2);  // best_of defaults to n
+  EXPECT_EQ(plain.logprobs, -1);
+  EXPECT_FALSE(plain.echo);
+  const CompletionRequest chat =
+      ParseOk(kChat, R"({"messages":[{"role":"user","content":"x"}],"n":2,
+      "logprobs":true,"top_logprobs":5})");
+  EXPECT_EQ(chat.n, 2);
+  EXPECT_EQ(chat.logprobs, 5);
+  EXPECT_EQ(ParseOk(kChat, R"({"messages":[{"role":"user","content":"x"}],
+      "logprobs":true})")
+                .logprobs,
+            0);
+
   ExpectRejectedBoth(R"("n":0)", "n");
+  ExpectRejectedBoth(R"("n":129)", "n");
   ExpectRejectedBoth(R"("n":"1")", "n");
-  ExpectRejectedBoth(R"("presence_penalty":0.5)", "presence_penalty");
-  ExpectRejectedBoth(R"("frequency_penalty":-1)", "frequency_penalty");
+  ExpectRejectedBoth(R"("presence_penalty":2.5)", "presence_penalty");
+  ExpectRejectedBoth(R"("frequency_penalty":-3)", "frequency_penalty");
   ExpectRejectedBoth(R"("frequency_penalty":"0")", "frequency_penalty");
-  ExpectRejectedBoth(R"("logit_bias":{"50256":-100})", "logit_bias");
+  ExpectRejectedBoth(R"("logit_bias":{"50256":-101})", "logit_bias");
+  ExpectRejectedBoth(R"("logit_bias":{"x":1})", "logit_bias");
+  ExpectRejectedBoth(R"("logit_bias":{"-1":1})", "logit_bias");
+  ExpectRejectedBoth(R"("logit_bias":{"99999999999":1})", "logit_bias");
+  ExpectRejectedBoth(R"("logit_bias":{"1":"1"})", "logit_bias");
   ExpectRejectedBoth(R"("logit_bias":[])", "logit_bias");
+  ExpectRejectedBoth(R"("stop_token_ids":[-1])", "stop_token_ids");
+  ExpectRejectedBoth(R"("stop_token_ids":7)", "stop_token_ids");
+  ExpectRejected(kCompletions, R"("logprobs":21)", "logprobs");
+  ExpectRejected(kCompletions, R"("logprobs":true)", "logprobs");
+  ExpectRejected(kCompletions, R"("echo":"no")", "echo");
+  ExpectRejected(kCompletions, R"("n":3,"best_of":2)", "best_of");
+  ExpectRejected(kCompletions, R"("best_of":2,"stream":true)", "best_of");
+  ExpectRejected(kCompletions, R"("max_tokens":0)", "max_tokens");
+  ExpectRejected(kChat, R"("max_tokens":0)", "max_tokens");
+  ExpectRejected(kChat, R"("logprobs":1)", "logprobs");
+  ExpectRejected(kChat, R"("top_logprobs":3)", "top_logprobs");
+  ExpectRejected(kChat, R"("logprobs":true,"top_logprobs":21)", "top_logprobs");
+}
+
+TEST(OpenAiParseTest, UnsupportedValuesNameTheirParameter) {
   ExpectRejectedBoth(R"("response_format":{"type":"json_object"})",
                      "response_format");
   ExpectRejectedBoth(R"("response_format":{"type":"json_schema",)"
@@ -317,17 +364,8 @@ TEST(OpenAiParseTest, UnsupportedValuesNameTheirParameter) {
                      "response_format");
   ExpectRejectedBoth(R"("response_format":"text")", "response_format");
 
-  ExpectRejected(kCompletions, R"("logprobs":1)", "logprobs");
-  ExpectRejected(kCompletions, R"("logprobs":0)", "logprobs");
-  ExpectRejected(kCompletions, R"("logprobs":true)", "logprobs");
-  ExpectRejected(kCompletions, R"("echo":true)", "echo");
-  ExpectRejected(kCompletions, R"("echo":"no")", "echo");
-  ExpectRejected(kCompletions, R"("best_of":2)", "best_of");
   ExpectRejected(kCompletions, R"("suffix":" end")", "suffix");
 
-  ExpectRejected(kChat, R"("logprobs":true)", "logprobs");
-  ExpectRejected(kChat, R"("logprobs":1)", "logprobs");
-  ExpectRejected(kChat, R"("top_logprobs":3)", "top_logprobs");
   ExpectRejected(kChat,
                  R"("tools":[{"type":"function","function":{"name":"f"}}])",
                  "tools");
@@ -557,10 +595,19 @@ TEST(OpenAiResponseTest, Ids) {
   EXPECT_NE(a, b);
 }
 
+Choice Text(int index, std::string text,
+            std::optional<FinishReason> finish = std::nullopt) {
+  Choice c;
+  c.index = index;
+  c.text = std::move(text);
+  c.finish = finish;
+  return c;
+}
+
 TEST(OpenAiResponseTest, CompletionResponse) {
   const ResponseMeta meta = Meta(kCompletions);
   const json j = json::parse(CompletionResponse(
-      meta, "Once upon", FinishReason::kLength, Usage{5, 16, 3}));
+      meta, {Text(0, "Once upon", FinishReason::kLength)}, Usage{5, 16, 3}));
   EXPECT_EQ(j["id"], meta.id);
   EXPECT_EQ(j["object"], "text_completion");
   EXPECT_EQ(j["created"], 1767225600);
@@ -575,8 +622,8 @@ TEST(OpenAiResponseTest, CompletionResponse) {
 
 TEST(OpenAiResponseTest, ChatResponse) {
   const ResponseMeta meta = Meta(kChat);
-  const json j = json::parse(
-      CompletionResponse(meta, "Hi!", FinishReason::kStop, Usage{9, 2, 0}));
+  const json j = json::parse(CompletionResponse(
+      meta, {Text(0, "Hi!", FinishReason::kStop)}, Usage{9, 2, 0}));
   EXPECT_EQ(j["object"], "chat.completion");
   EXPECT_EQ(j["id"], meta.id);
   EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
@@ -588,7 +635,8 @@ TEST(OpenAiResponseTest, ChatResponse) {
 
 TEST(OpenAiResponseTest, ChatStream) {
   const ResponseMeta meta = Meta(kChat, /*include_usage=*/true);
-  const json first = json::parse(StreamChunk(meta, "", /*first=*/true));
+  const json first =
+      json::parse(StreamChunk(meta, Text(0, ""), /*first=*/true));
   EXPECT_EQ(first["object"], "chat.completion.chunk");
   EXPECT_EQ(first["id"], meta.id);
   EXPECT_EQ(first["choices"][0]["delta"],
@@ -596,10 +644,11 @@ TEST(OpenAiResponseTest, ChatStream) {
   EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
   EXPECT_TRUE(first.contains("usage") && first["usage"].is_null());
 
-  const json next = json::parse(StreamChunk(meta, " there", false));
+  const json next = json::parse(StreamChunk(meta, Text(0, " there"), false));
   EXPECT_EQ(next["choices"][0]["delta"], json({{"content", " there"}}));
 
-  const json last = json::parse(StreamFinalChunk(meta, FinishReason::kStop));
+  const json last =
+      json::parse(StreamChunk(meta, Text(0, "", FinishReason::kStop), false));
   EXPECT_EQ(last["choices"][0]["delta"], json::object());
   EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
 
@@ -611,14 +660,17 @@ TEST(OpenAiResponseTest, ChatStream) {
 
 TEST(OpenAiResponseTest, CompletionStream) {
   const ResponseMeta meta = Meta(kCompletions);
-  const json chunk = json::parse(StreamChunk(meta, "Once", /*first=*/true));
+  const json chunk =
+      json::parse(StreamChunk(meta, Text(0, "Once"), /*first=*/true));
   EXPECT_EQ(chunk["object"], "text_completion");
   EXPECT_EQ(chunk["choices"][0]["text"], "Once");
   EXPECT_TRUE(chunk["choices"][0]["finish_reason"].is_null());
   EXPECT_FALSE(chunk.contains("usage"));  // include_usage off
 
-  const json last = json::parse(StreamFinalChunk(meta, FinishReason::kLength));
+  const json last =
+      json::parse(StreamChunk(meta, Text(2, "", FinishReason::kLength), false));
   EXPECT_EQ(last["choices"][0]["text"], "");
+  EXPECT_EQ(last["choices"][0]["index"], 2);
   EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
 
   const json usage = json::parse(StreamUsageChunk(meta, Usage{1, 2, 0}));
@@ -632,19 +684,67 @@ TEST(OpenAiResponseTest, InvalidUtf8TextIsReplaced) {
   meta.model = "bad\xc0model";
   const std::string text = "ok \xe4\xbd";  // a character cut short
   for (const std::string& body :
-       {CompletionResponse(meta, text, FinishReason::kStop, Usage{}),
-        StreamChunk(meta, text, true), StreamChunk(meta, "\xff", false)}) {
+       {CompletionResponse(meta, {Text(0, text, FinishReason::kStop)}, Usage{}),
+        StreamChunk(meta, Text(0, text), true),
+        StreamChunk(meta, Text(0, "\xff"), false)}) {
     ASSERT_TRUE(json::accept(body)) << body;
   }
-  const json j =
-      json::parse(CompletionResponse(meta, text, FinishReason::kStop, Usage{}));
+  const json j = json::parse(
+      CompletionResponse(meta, {Text(0, text, FinishReason::kStop)}, Usage{}));
   EXPECT_EQ(j["choices"][0]["message"]["content"], "ok \xef\xbf\xbd");
   EXPECT_EQ(j["model"], "bad\xef\xbf\xbdmodel");
   // Valid multi-byte text and control characters pass through.
   const json k = json::parse(
-      StreamChunk(meta, "caf\xc3\xa9 \xf0\x9f\x98\x80\n\t\"", false));
+      StreamChunk(meta, Text(0, "caf\xc3\xa9 \xf0\x9f\x98\x80\n\t\""), false));
   EXPECT_EQ(k["choices"][0]["delta"]["content"],
             "caf\xc3\xa9 \xf0\x9f\x98\x80\n\t\"");
+}
+
+// Two choices with logprobs in OpenAI's shapes: completions' four arrays
+// (an echoed prompt's first token null), chat's content entries with bytes.
+TEST(OpenAiResponseTest, ChoicesAndLogprobs) {
+  Choice a = Text(0, "Hi there", FinishReason::kStop);
+  a.has_logprobs = true;
+  a.logprobs = {{"Hi", 0, std::nullopt, {}},
+                {" there", 2, -0.25f, {{" there", -0.25f}, {" you", -2.0f}}}};
+  Choice b = Text(1, "\xe4", FinishReason::kLength);
+  b.has_logprobs = true;
+  b.logprobs = {{"\xe4", 0, -1.5f, {{"\xe4", -1.5f}}}};
+  const json c = json::parse(
+      CompletionResponse(Meta(kCompletions), {a, b}, Usage{3, 3, 0}));
+  ASSERT_EQ(c["choices"].size(), 2u);
+  EXPECT_EQ(c["choices"][1]["index"], 1);
+  EXPECT_EQ(c["choices"][1]["finish_reason"], "length");
+  const json& lp = c["choices"][0]["logprobs"];
+  EXPECT_EQ(lp["tokens"], json({"Hi", " there"}));
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_FLOAT_EQ(lp["token_logprobs"][1].get<float>(), -0.25f);
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  EXPECT_EQ(lp["top_logprobs"][1].size(), 2u);
+  EXPECT_FLOAT_EQ(lp["top_logprobs"][1][" you"].get<float>(), -2.0f);
+  EXPECT_EQ(lp["text_offset"], json({0, 2}));
+
+  const json chat =
+      json::parse(CompletionResponse(Meta(kChat), {a, b}, Usage{3, 3, 0}));
+  const json& content = chat["choices"][1]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 1u);
+  EXPECT_EQ(content[0]["token"], "\xef\xbf\xbd");  // replaced in text
+  EXPECT_EQ(content[0]["bytes"], json({0xe4}));    // but not in bytes
+  EXPECT_FLOAT_EQ(content[0]["logprob"].get<float>(), -1.5f);
+  EXPECT_EQ(content[0]["top_logprobs"][0]["bytes"], json({0xe4}));
+  EXPECT_TRUE(chat["choices"][1]["logprobs"]["refusal"].is_null());
+  // Not asked for: null.
+  EXPECT_TRUE(json::parse(CompletionResponse(
+      Meta(kChat), {Text(0, "x", FinishReason::kStop)},
+      Usage{}))["choices"][0]["logprobs"]
+                  .is_null());
+  // A chunk carries its own tokens' logprobs.
+  Choice piece = Text(1, " there");
+  piece.has_logprobs = true;
+  piece.logprobs = {a.logprobs[1]};
+  const json chunk = json::parse(StreamChunk(Meta(kChat), piece, true));
+  EXPECT_EQ(chunk["choices"][0]["index"], 1);
+  EXPECT_EQ(chunk["choices"][0]["logprobs"]["content"][0]["token"], " there");
 }
 
 TEST(OpenAiResponseTest, SseFraming) {
@@ -655,13 +755,33 @@ TEST(OpenAiResponseTest, SseFraming) {
 }
 
 TEST(OpenAiResponseTest, Models) {
-  const json j = json::parse(ModelsResponse("stories260K", 1767225600));
+  const ModelInfo info{.id = "stories260K",
+                       .created = 1767225600,
+                       .max_model_len = 512,
+                       .kv_type_k = "q8",
+                       .kv_type_v = "f16",
+                       .block_tokens = 16,
+                       .capacity_tokens = 4096,
+                       .tier_codec = "zstd",
+                       .tiers = {"disk", "redis"}};
+  const json j = json::parse(ModelsResponse(info));
   EXPECT_EQ(j["object"], "list");
   ASSERT_EQ(j["data"].size(), 1u);
   EXPECT_EQ(j["data"][0]["id"], "stories260K");
   EXPECT_EQ(j["data"][0]["object"], "model");
   EXPECT_EQ(j["data"][0]["created"], 1767225600);
   EXPECT_EQ(j["data"][0]["owned_by"], "kvstash");
+  EXPECT_EQ(j["data"][0]["max_model_len"], 512);
+  EXPECT_EQ(j["data"][0]["kvstash"], json::parse(R"({
+      "kv_type_k": "q8", "kv_type_v": "f16", "block_tokens": 16,
+      "capacity_tokens": 4096, "tier_codec": "zstd",
+      "tiers": ["disk", "redis"]})"));
+  // Without tiers: an empty list.
+  ModelInfo dram_only = info;
+  dram_only.tiers.clear();
+  EXPECT_EQ(
+      json::parse(ModelsResponse(dram_only))["data"][0]["kvstash"]["tiers"],
+      json::array());
 }
 
 }  // namespace

@@ -905,8 +905,10 @@ bool Scheduler::Step() {
       continue;
     }
     const size_t row = p.row + (p.all ? size_t(p.n) - 1 : 0);
-    sampling_.push_back({seq, row});
-    for (Sequence* child : ForkChoices(seq)) sampling_.push_back({child, row});
+    sampling_.push_back({seq, row, -1, std::nullopt});
+    for (Sequence* child : ForkChoices(seq)) {
+      sampling_.push_back({child, row, -1, std::nullopt});
+    }
   }
   if (sample_rows_.size() < sampling_.size() * vocab) {
     sample_rows_.resize(sampling_.size() * vocab);

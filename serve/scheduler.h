@@ -140,8 +140,6 @@ struct SequenceHolding {
   std::string kv_policy;  // empty: uncompressed
 };
 
-inline constexpr int kMaxTopLogprobs = 20;
-
 struct RequestEvent {
   enum class Kind { kPrompt, kToken, kFinish };
   Kind kind = Kind::kToken;

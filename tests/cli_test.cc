@@ -63,6 +63,23 @@ TEST(CliTest, GenerateStreamsText) {
       << o.out;
 }
 
+// The JSON text continues the prompt as the streamed text does: its first
+// token keeps its leading space (" time", not "time").
+TEST(CliTest, GenerateJsonTextContinuesThePrompt) {
+  const std::string args = "generate " + ModelFlags() +
+                           " --prompt 'Once upon a' --n-predict 8 --temp 0";
+  const Output as_json = RunKvstash(args + " --json");
+  ASSERT_EQ(as_json.exit_code, 0) << as_json.out;
+  const nlohmann::json j =
+      nlohmann::json::parse(as_json.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(j.is_object()) << as_json.out;
+  const std::string text = j.value("text", "");
+  EXPECT_EQ(text.rfind(" time,", 0), 0u) << text;
+  const Output streamed = RunKvstash(args);
+  ASSERT_EQ(streamed.exit_code, 0) << streamed.out;
+  EXPECT_EQ(streamed.out.rfind("Once upon a" + text, 0), 0u) << streamed.out;
+}
+
 TEST(CliTest, PerplexityJson) {
   Output o = RunKvstash("perplexity " + ModelFlags() + " --file " +
                         testing::SharedPath("data/tinystories_val.txt") +
