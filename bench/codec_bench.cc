@@ -3,7 +3,7 @@
 #include <chrono>
 #include <random>
 
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 #include "engine/transformer.h"
 #include "store/object_format.h"
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "engine/generate.h"
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 #include "engine/transformer.h"
 
 namespace kvstash::bench {

@@ -17,7 +17,7 @@
 #include "base/file.h"
 #include "engine/eval.h"
 #include "engine/generate.h"
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 #include "engine/transformer.h"
 #include "model/model.h"
 #include "tests/testing/shared_data.h"

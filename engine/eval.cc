@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "engine/generate.h"
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 #include "engine/logprobs.h"
 
 namespace kvstash {

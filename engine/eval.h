@@ -55,7 +55,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 #include "engine/transformer.h"
 #include "kernels/kv_format.h"
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 #include "engine/sampler.h"
 #include "engine/transformer.h"
 

@@ -13,7 +13,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 #include "kernels/attention_fast.h"
 
 namespace kvstash {

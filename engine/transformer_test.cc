@@ -31,7 +31,7 @@
 
 #include "base/status.h"
 #include "base/thread_pool.h"
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 #include "engine/paged_kv_view.h"
 #include "kernels/dtype.h"
 #include "model/gguf_writer.h"

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 #include "engine/transformer.h"
 #include "fuzz/fuzz_support.h"
 #include "model/chat_template.h"

@@ -13,7 +13,7 @@ $SUDO apt-get install -y --no-install-recommends \
   redis-server \
   redis-tools openssl stunnel4 \
   libgtest-dev libgmock-dev \
-  clang libclang-rt-14-dev llvm
+  clang libclang-rt-14-dev llvm clang-format
 
 # The client tests (tests/clients, run by ctest as openai_client): Node.js
 # (Debian 12's is 18) and the openai npm package pinned in

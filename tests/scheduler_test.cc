@@ -14,7 +14,7 @@
 
 #include "compress/policy.h"
 #include "engine/generate.h"
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 #include "engine/logprobs.h"
 #include "engine/transformer.h"
 #include "kvcache/kv_manager.h"

@@ -1,4 +1,4 @@
-#include "engine/kv_cache.h"
+#include "engine/local_kv_cache.h"
 
 #include <gtest/gtest.h>
 
