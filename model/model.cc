@@ -85,10 +85,10 @@ Status Model::BindGguf(const GgufFile& gguf) {
     if (t == nullptr) return Status::NotFound("tensor '" + name + "' missing");
     if (t->dims != dims) {
       std::string want, got;
-      for (uint64_t d : dims) want += " " + std::to_string(d);
-      for (uint64_t d : t->dims) got += " " + std::to_string(d);
-      return Status::InvalidArgument("tensor '" + name + "' has shape [" +
-                                     got + " ], expected [" + want + " ]");
+      for (uint64_t d : dims) (want += ' ') += std::to_string(d);
+      for (uint64_t d : t->dims) (got += ' ') += std::to_string(d);
+      return Status::InvalidArgument("tensor '" + name + "' has shape [" + got +
+                                     " ], expected [" + want + " ]");
     }
     *out = t;
     return Status::OK();
@@ -100,8 +100,7 @@ Status Model::BindGguf(const GgufFile& gguf) {
     *m = {t->type, t->data, rows, cols};
     return Status::OK();
   };
-  auto vec = [&](const std::string& name, int n,
-                 const float** out) -> Status {
+  auto vec = [&](const std::string& name, int n, const float** out) -> Status {
     const GgufTensor* t;
     KV_RETURN_IF_ERROR(find(name, {uint64_t(n)}, &t));
     *out = AsF32(t->type, t->data, n);

@@ -595,6 +595,14 @@ TEST(OpenAiResponseTest, Ids) {
   EXPECT_NE(a, b);
 }
 
+Usage TokenCounts(int64_t prompt, int64_t completion, int64_t cached) {
+  Usage u;
+  u.prompt_tokens = prompt;
+  u.completion_tokens = completion;
+  u.cached_tokens = cached;
+  return u;
+}
+
 Choice Text(int index, std::string text,
             std::optional<FinishReason> finish = std::nullopt) {
   Choice c;
@@ -606,8 +614,9 @@ Choice Text(int index, std::string text,
 
 TEST(OpenAiResponseTest, CompletionResponse) {
   const ResponseMeta meta = Meta(kCompletions);
-  const json j = json::parse(CompletionResponse(
-      meta, {Text(0, "Once upon", FinishReason::kLength)}, Usage{5, 16, 3}));
+  const json j = json::parse(
+      CompletionResponse(meta, {Text(0, "Once upon", FinishReason::kLength)},
+                         TokenCounts(5, 16, 3)));
   EXPECT_EQ(j["id"], meta.id);
   EXPECT_EQ(j["object"], "text_completion");
   EXPECT_EQ(j["created"], 1767225600);
@@ -623,7 +632,7 @@ TEST(OpenAiResponseTest, CompletionResponse) {
 TEST(OpenAiResponseTest, ChatResponse) {
   const ResponseMeta meta = Meta(kChat);
   const json j = json::parse(CompletionResponse(
-      meta, {Text(0, "Hi!", FinishReason::kStop)}, Usage{9, 2, 0}));
+      meta, {Text(0, "Hi!", FinishReason::kStop)}, TokenCounts(9, 2, 0)));
   EXPECT_EQ(j["object"], "chat.completion");
   EXPECT_EQ(j["id"], meta.id);
   EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
@@ -652,7 +661,7 @@ TEST(OpenAiResponseTest, ChatStream) {
   EXPECT_EQ(last["choices"][0]["delta"], json::object());
   EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
 
-  const json usage = json::parse(StreamUsageChunk(meta, Usage{4, 7, 2}));
+  const json usage = json::parse(StreamUsageChunk(meta, TokenCounts(4, 7, 2)));
   EXPECT_EQ(usage["object"], "chat.completion.chunk");
   EXPECT_EQ(usage["choices"], json::array());
   ExpectUsage(usage["usage"], 4, 7, 2);
@@ -673,7 +682,7 @@ TEST(OpenAiResponseTest, CompletionStream) {
   EXPECT_EQ(last["choices"][0]["index"], 2);
   EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
 
-  const json usage = json::parse(StreamUsageChunk(meta, Usage{1, 2, 0}));
+  const json usage = json::parse(StreamUsageChunk(meta, TokenCounts(1, 2, 0)));
   EXPECT_EQ(usage["object"], "text_completion");
   EXPECT_TRUE(usage["choices"].empty());
   ExpectUsage(usage["usage"], 1, 2, 0);
@@ -711,7 +720,7 @@ TEST(OpenAiResponseTest, ChoicesAndLogprobs) {
   b.has_logprobs = true;
   b.logprobs = {{"\xe4", 0, -1.5f, {{"\xe4", -1.5f}}}};
   const json c = json::parse(
-      CompletionResponse(Meta(kCompletions), {a, b}, Usage{3, 3, 0}));
+      CompletionResponse(Meta(kCompletions), {a, b}, TokenCounts(3, 3, 0)));
   ASSERT_EQ(c["choices"].size(), 2u);
   EXPECT_EQ(c["choices"][1]["index"], 1);
   EXPECT_EQ(c["choices"][1]["finish_reason"], "length");
@@ -724,8 +733,8 @@ TEST(OpenAiResponseTest, ChoicesAndLogprobs) {
   EXPECT_FLOAT_EQ(lp["top_logprobs"][1][" you"].get<float>(), -2.0f);
   EXPECT_EQ(lp["text_offset"], json({0, 2}));
 
-  const json chat =
-      json::parse(CompletionResponse(Meta(kChat), {a, b}, Usage{3, 3, 0}));
+  const json chat = json::parse(
+      CompletionResponse(Meta(kChat), {a, b}, TokenCounts(3, 3, 0)));
   const json& content = chat["choices"][1]["logprobs"]["content"];
   ASSERT_EQ(content.size(), 1u);
   EXPECT_EQ(content[0]["token"], "\xef\xbf\xbd");  // replaced in text

@@ -45,7 +45,7 @@ TEST(TextStreamTest, EarliestOfSeveralStopsWins) {
 TEST(TextStreamTest, IncompleteUtf8IsHeldUntilComplete) {
   TextStream s({});
   const std::string snowman = "\xE2\x98\x83";  // U+2603
-  EXPECT_EQ(s.Add("a" + snowman.substr(0, 1)), "a");
+  EXPECT_EQ(s.Add(std::string("a").append(snowman, 0, 1)), "a");
   EXPECT_EQ(s.Add(snowman.substr(1, 1)), "");
   EXPECT_EQ(s.Add(snowman.substr(2)), snowman);
   const std::string emoji = "\xF0\x9F\x98\x80";  // U+1F600

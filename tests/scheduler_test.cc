@@ -578,7 +578,9 @@ TEST_F(SchedulerTest, CompressedPromptsMatchGenerateAndFreeBlocks) {
         // is compressed and stored once, then mapped.
         EXPECT_EQ(u.kv_compressed_tokens, 319);
         EXPECT_EQ(u.kv_cache, round == 0 ? "stored" : "mapped");
-        if (round == 1) EXPECT_EQ(u.cached_tokens, 319);
+        if (round == 1) {
+          EXPECT_EQ(u.cached_tokens, 319);
+        }
       } else {
         EXPECT_EQ(u.kv_compressed_tokens, 320);
         EXPECT_EQ(u.kv_cache, "per_request");
@@ -586,7 +588,9 @@ TEST_F(SchedulerTest, CompressedPromptsMatchGenerateAndFreeBlocks) {
       if (round == 1 && std::string(policy) == "snapkv") {
         EXPECT_GT(u.cached_tokens, 0);  // the plain prefix, left cached
       }
-      if (std::string(policy) == "h2o") EXPECT_EQ(u.cached_tokens, 0);
+      if (std::string(policy) == "h2o") {
+        EXPECT_EQ(u.cached_tokens, 0);
+      }
       ExpectQuiescent(*kv);
     }
   }
