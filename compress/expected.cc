@@ -82,8 +82,10 @@ void ScoreExpected(const ScoreInput& in, Scores* scores) {
         if (q == nullptr) continue;
         std::memcpy(x.data(), q + size_t(kv_head * group + g) * hd,
                     hd * sizeof(float));
+        // Turned back by its own angles (a scaled RoPE's magnitude scales
+        // every query alike, which no ranking below notices).
         kernels::Rope(x.data(), 1, hd, size_t(c.rope_dims), -pos, c.rope_base,
-                      c.rope_style);
+                      c.rope_style, c.rope_scaling);
         held.insert(held.end(), x.begin(), x.end());
       }
       const size_t count = held.size() / hd;

@@ -269,7 +269,8 @@ Status Transformer::Forward(std::span<const BatchEntry> batch, float* logits) {
               size_t(b.token_id[t]) * embd_row,
           dim, &b.x[t * dim]);
       kernels::FillRopeTable(c.rope_dims, b.token_pos[t], c.rope_base,
-                             c.rope_style, &b.rope[t * rope_floats]);
+                             c.rope_style, &b.rope[t * rope_floats],
+                             c.rope_scaling);
     }
   });
 

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <numbers>
 #include <ostream>
 #include <random>
 #include <span>
@@ -64,6 +65,11 @@ struct TinySpec {
   bool tied = true;                 // no output.weight
   bool qkv_bias = false;            // blk.N.attn_{q,k,v}.bias
   DType matrix_type = DType::kF32;  // all weight matrices; vectors stay f32
+  // RoPE scaling written to the file: "" none; "linear" (factor); "yarn"
+  // (factor, original context 16); "llama3" (rope_freqs.weight by Llama
+  // 3.1's rule: original context 16, low / high frequency factors 1 / 4).
+  std::string rope_scaling;
+  float rope_factor = 4.0f;
   uint32_t seed = 1;
   // Malformations, for the loader tests.
   std::string misshapen_tensor;  // written with one row (or element) too few
@@ -183,6 +189,56 @@ Weights RandomWeights(const TinySpec& s) {
   return w;
 }
 
+constexpr double kRopeOriginalContext = 16;
+
+// Per rotation pair: theta_j = base^(-2j / rope_dims), and the frequency
+// `s.rope_scaling` makes of it (the formulas of the papers and model cards,
+// in double: position interpolation, YaRN as Hugging Face computes it, Llama
+// 3.1's smoothed bands).
+std::vector<double> RopeFrequencies(const TinySpec& s) {
+  const int half = s.rope_dims / 2;
+  const double factor = s.rope_factor, original = kRopeOriginalContext;
+  std::vector<double> f(half);
+  for (int j = 0; j < half; ++j) {
+    f[j] = std::pow(double(s.rope_base), -2.0 * j / s.rope_dims);
+  }
+  if (s.rope_scaling == "linear") {
+    for (double& v : f) v /= factor;
+  } else if (s.rope_scaling == "yarn") {
+    auto pair_turning = [&](double rotations) {
+      return s.rope_dims *
+             std::log(original / (rotations * 2 * std::numbers::pi)) /
+             (2 * std::log(double(s.rope_base)));
+    };
+    const double low = std::max(0.0, std::floor(pair_turning(32)));
+    const double high =
+        std::min(double(s.rope_dims - 1), std::ceil(pair_turning(1)));
+    for (int j = 0; j < half; ++j) {
+      const double ramp =
+          std::clamp((j - low) / std::max(0.001, high - low), 0.0, 1.0);
+      f[j] = f[j] / factor * ramp + f[j] * (1 - ramp);
+    }
+  } else if (s.rope_scaling == "llama3") {
+    const double low_band = original / 1, high_band = original / 4;
+    for (double& v : f) {
+      const double wavelength = 2 * std::numbers::pi / v;
+      if (wavelength > low_band) {
+        v /= factor;
+      } else if (wavelength >= high_band) {
+        const double smooth = (original / wavelength - 1) / (4 - 1);
+        v = (1 - smooth) * v / factor + smooth * v;
+      }
+    }
+  }
+  return f;
+}
+
+// What q and k are multiplied by: YaRN's 0.1 ln(factor) + 1, else 1.
+double RopeMagnitude(const TinySpec& s) {
+  return s.rope_scaling == "yarn" ? 0.1 * std::log(double(s.rope_factor)) + 1
+                                  : 1.0;
+}
+
 // Writes `w` (laid out for `s`) as a GGUF model with a "llama" SPM vocabulary
 // of s.vocab tokens.
 Status WriteModel(const TinySpec& s, Weights w, const std::string& path) {
@@ -201,6 +257,22 @@ Status WriteModel(const TinySpec& s, Weights w, const std::string& path) {
   out.SetU32(p + "rope.dimension_count", s.rope_dims);
   if (s.rope_base != 10000.0f) out.SetF32(p + "rope.freq_base", s.rope_base);
   out.SetF32(p + "attention.layer_norm_rms_epsilon", s.rms_eps);
+  std::vector<float> rope_freqs;  // llama3: the divisors of each frequency
+  if (s.rope_scaling == "linear" || s.rope_scaling == "yarn") {
+    out.SetString(p + "rope.scaling.type", s.rope_scaling);
+    out.SetF32(p + "rope.scaling.factor", s.rope_factor);
+    out.SetU32(p + "rope.scaling.original_context_length",
+               uint32_t(kRopeOriginalContext));
+  } else if (s.rope_scaling == "llama3") {
+    const std::vector<double> scaled = RopeFrequencies(s);
+    for (int j = 0; j < s.rope_dims / 2; ++j) {
+      rope_freqs.push_back(float(
+          std::pow(double(s.rope_base), -2.0 * j / s.rope_dims) / scaled[j]));
+    }
+    KV_RETURN_IF_ERROR(out.AddTensor("rope_freqs.weight",
+                                     {uint64_t(rope_freqs.size())}, DType::kF32,
+                                     rope_freqs));
+  }
 
   std::vector<std::string> pieces = {"<unk>", "<s>", "</s>"};
   while (int(pieces.size()) < s.vocab) {
@@ -336,19 +408,20 @@ void AddTo(Vec& y, const std::vector<float>& x) {
 }
 
 // Rotates the first rope_dims dims of each head of x ([n_heads][head_dim]):
-// pair j turns by pos * base^(-2j / rope_dims).
+// pair j turns by pos * RopeFrequencies(s)[j], scaled by RopeMagnitude(s).
 void Rope(const TinySpec& s, int pos, int n_heads, Vec& x) {
   const int half = s.rope_dims / 2;
+  const std::vector<double> freq = RopeFrequencies(s);
+  const double m = RopeMagnitude(s);
   for (int h = 0; h < n_heads; ++h) {
     double* head = &x[size_t(h) * s.head_dim];
     for (int j = 0; j < half; ++j) {
-      const double angle =
-          pos * std::pow(double(s.rope_base), -2.0 * j / s.rope_dims);
+      const double angle = pos * freq[j];
       const int i0 = s.arch == "qwen2" ? j : 2 * j;
       const int i1 = s.arch == "qwen2" ? j + half : 2 * j + 1;
       const double a = head[i0], b = head[i1];
-      head[i0] = a * std::cos(angle) - b * std::sin(angle);
-      head[i1] = a * std::sin(angle) + b * std::cos(angle);
+      head[i0] = m * (a * std::cos(angle) - b * std::sin(angle));
+      head[i1] = m * (a * std::sin(angle) + b * std::cos(angle));
     }
   }
 }
@@ -514,8 +587,29 @@ TinySpec LlamaPartialRope() {
   return s;
 }
 
+// (e) RoPE scaling, one case per kind: llama with linear and with Llama 3.1's
+// rope_freqs (base 500000, head_dim 16 so that the bands split), qwen2 with
+// YaRN.
+TinySpec Scaled(const std::string& kind) {
+  TinySpec s = kind == "yarn" ? Qwen2() : LlamaGqa();
+  s.rope_scaling = kind;
+  if (kind == "llama3") {
+    s.dim = 32;
+    s.n_heads = 2;
+    s.n_kv_heads = 1;
+    s.head_dim = 16;
+    s.rope_dims = 16;
+    s.rope_base = 500000.0f;
+    s.rope_factor = 8.0f;
+  }
+  return s;
+}
+
 std::vector<Case> Cases() {
-  return {{"llama_gqa_f32", LlamaGqa()},
+  return {{"llama_rope_linear", Scaled("linear")},
+          {"llama_rope_llama3", Scaled("llama3")},
+          {"qwen2_rope_yarn", Scaled("yarn")},
+          {"llama_gqa_f32", LlamaGqa()},
           {"qwen2_bias_halves", Qwen2()},
           {"llama_partial_rope", LlamaPartialRope()},
           // (d) as (a), quantized: the reference runs on the decoded weights.
@@ -554,6 +648,15 @@ TEST_P(TransformerRefTest, LoadedConfigMatchesSpec) {
   EXPECT_EQ(c.rms_eps, s.rms_eps);
   EXPECT_EQ(c.tied_output, s.tied);
   EXPECT_EQ(c.qkv_bias, s.qkv_bias);
+  using Kind = kernels::RopeScaling::Kind;
+  EXPECT_EQ(c.rope_scaling.kind, s.rope_scaling == "linear" ? Kind::kLinear
+                                 : s.rope_scaling == "yarn" ? Kind::kYarn
+                                                            : Kind::kNone);
+  EXPECT_EQ(c.rope_scaling.freq_factors.size(),
+            s.rope_scaling == "llama3" ? size_t(s.rope_dims / 2) : 0u);
+  if (!s.rope_scaling.empty() && s.rope_scaling != "llama3") {
+    EXPECT_EQ(c.rope_scaling.factor, s.rope_factor);
+  }
 }
 
 TEST_P(TransformerRefTest, AllLogitsMatchReference) {

@@ -169,15 +169,18 @@ void RmsNormFast(const float* x, const float* weight, size_t n, float eps,
 }
 
 void FillRopeTable(size_t rot_dims, int pos, float base, RopeStyle style,
-                   float* table) {
+                   float* table, const RopeScaling& scaling) {
   KV_CHECK(rot_dims % 2 == 0);
+  KV_CHECK(scaling.freq_factors.empty() ||
+           scaling.freq_factors.size() == rot_dims / 2);
+  const float magnitude = RopeMagnitude(scaling);
   float* c = table;
   float* s = table + rot_dims;
   for (size_t j = 0; j < rot_dims / 2; ++j) {
-    const float angle = RopeAngle(pos, j, rot_dims, base);
+    const float angle = RopeAngle(pos, j, rot_dims, base, scaling);
     const auto [i0, i1] = RopePair(style, j, rot_dims);
-    c[i0] = c[i1] = std::cos(angle);
-    s[i1] = std::sin(angle);
+    c[i0] = c[i1] = std::cos(angle) * magnitude;
+    s[i1] = std::sin(angle) * magnitude;
     s[i0] = -s[i1];
   }
 }

@@ -31,17 +31,19 @@ void RmsNormFast(const float* x, const float* weight, size_t n, float eps,
 inline size_t RopeTableFloats(size_t rot_dims) { return 2 * rot_dims; }
 
 // The rotation of position `pos` as RopeFast applies it, with the angles
-// computed exactly as Rope computes them (RopeAngle, std::cos, std::sin).
+// computed exactly as Rope computes them (RopeAngle, std::cos, std::sin,
+// times RopeMagnitude).
 // Every rotated dim i gets out[i] = x[i] * c[i] + x[partner(i)] * s[i]:
 // table = [c: rot_dims][s: rot_dims], where pair j = (i0, i1) of `style` has
 // c[i0] = c[i1] = cos(angle_j), s[i0] = -sin(angle_j), s[i1] = sin(angle_j).
 // One table serves every head and every layer of that position.
 // REQUIRES: rot_dims even; table holds RopeTableFloats(rot_dims) floats.
 void FillRopeTable(size_t rot_dims, int pos, float base, RopeStyle style,
-                   float* table);
+                   float* table, const RopeScaling& scaling = {});
 
-// Rope(x, n_heads, head_dim, rot_dims, pos, base, style) with `table` filled
-// by FillRopeTable(rot_dims, pos, base, style, table). x: [n_heads][head_dim],
+// Rope(x, n_heads, head_dim, rot_dims, pos, base, style, scaling) with
+// `table` filled by FillRopeTable(rot_dims, pos, base, style, table,
+// scaling). x: [n_heads][head_dim],
 // in place. REQUIRES: rot_dims even, rot_dims <= head_dim.
 void RopeFast(float* x, size_t n_heads, size_t head_dim, size_t rot_dims,
               RopeStyle style, const float* table);

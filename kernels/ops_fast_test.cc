@@ -84,6 +84,25 @@ TEST_P(OpsFastTest, RopeEqualsReferenceBitForBit) {
               << "style " << static_cast<int>(style) << " head_dim "
               << s.head_dim << " rot_dims " << s.rot_dims << " pos " << pos;
         }
+        // Scaled frequencies (YaRN with frequency factors: every path).
+        RopeScaling scaling;
+        scaling.kind = RopeScaling::Kind::kYarn;
+        scaling.factor = 4.0f;
+        scaling.original_context = 4096;
+        for (size_t j = 0; j < s.rot_dims / 2; ++j) {
+          scaling.freq_factors.push_back(1.0f + 0.5f * float(j % 3));
+        }
+        const std::vector<float> x0 =
+            RandomFloats(rng, s.n_heads * s.head_dim, -4.0f, 4.0f);
+        std::vector<float> ref = x0;
+        Rope(ref.data(), s.n_heads, s.head_dim, s.rot_dims, pos, 10000.0f,
+             style, scaling);
+        std::vector<float> table(RopeTableFloats(s.rot_dims));
+        FillRopeTable(s.rot_dims, pos, 10000.0f, style, table.data(), scaling);
+        std::vector<float> fast = x0;
+        RopeFast(fast.data(), s.n_heads, s.head_dim, s.rot_dims, style,
+                 table.data());
+        ASSERT_EQ(fast, ref) << "scaled, rot_dims " << s.rot_dims;
       }
     }
   }

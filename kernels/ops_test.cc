@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <complex>
+#include <numbers>
 #include <random>
 #include <vector>
 
@@ -97,6 +98,108 @@ TEST(RopeTest, MatchesComplexRotation) {
       }
     }
   }
+}
+
+// Rope with `scaling` against each pair turned by pos * inv_freq[j] and
+// scaled by `magnitude`, both computed in the test in double.
+void ExpectScaledRope(const RopeScaling& scaling,
+                      const std::vector<double>& inv_freq, double magnitude,
+                      float base, size_t head_dim) {
+  std::mt19937 rng(29);
+  for (RopeStyle style : {RopeStyle::kAdjacent, RopeStyle::kHalves}) {
+    for (int pos : {3, 500, 20000}) {
+      const std::vector<float> x0 = RandomFloats(rng, 2 * head_dim);
+      std::vector<float> x = x0;
+      Rope(x.data(), 2, head_dim, head_dim, pos, base, style, scaling);
+      for (size_t h = 0; h < 2; ++h) {
+        for (size_t j = 0; j < head_dim / 2; ++j) {
+          const auto [i0, i1] = PairOf(style, j, head_dim);
+          const float* in = &x0[h * head_dim];
+          const std::complex<double> ref =
+              std::complex<double>(in[i0], in[i1]) *
+              std::polar(magnitude, pos * inv_freq[j]);
+          const double tol = std::abs(ref) * (64 * kU * pos + 16 * kU) + 1e-9;
+          ASSERT_NEAR(x[h * head_dim + i0], ref.real(), tol)
+              << "pos " << pos << " pair " << j;
+          ASSERT_NEAR(x[h * head_dim + i1], ref.imag(), tol)
+              << "pos " << pos << " pair " << j;
+        }
+      }
+    }
+  }
+}
+
+std::vector<double> InvFreq(double base, size_t dims) {
+  std::vector<double> f(dims / 2);
+  for (size_t j = 0; j < f.size(); ++j) f[j] = std::pow(base, -2.0 * j / dims);
+  return f;
+}
+
+// Position interpolation (Chen et al. 2023): every frequency / factor.
+TEST(RopeTest, LinearScalingDividesEveryFrequency) {
+  RopeScaling s;
+  s.kind = RopeScaling::Kind::kLinear;
+  s.factor = 4.0f;
+  std::vector<double> f = InvFreq(10000, 64);
+  for (double& v : f) v /= 4.0;
+  ExpectScaledRope(s, f, 1.0, 10000.0f, 64);
+}
+
+// Llama 3.1's frequencies (its model card's rule, as the converter turns it
+// into rope_freqs.weight): wavelengths below original / high_freq_factor
+// keep their frequency, those above original / low_freq_factor are divided
+// by factor, and the ones between are interpolated smoothly.
+TEST(RopeTest, Llama3FrequencyFactors) {
+  const double factor = 8, low = 1, high = 4, original = 8192;
+  const std::vector<double> base_freq = InvFreq(500000, 64);
+  std::vector<double> scaled;
+  RopeScaling s;
+  for (double f : base_freq) {
+    const double wavelength = 2 * std::numbers::pi / f;
+    double g;
+    if (wavelength < original / high) {
+      g = f;
+    } else if (wavelength > original / low) {
+      g = f / factor;
+    } else {
+      const double smooth = (original / wavelength - low) / (high - low);
+      g = (1 - smooth) * f / factor + smooth * f;
+    }
+    scaled.push_back(g);
+    s.freq_factors.push_back(float(f / g));
+  }
+  EXPECT_FLOAT_EQ(s.freq_factors.front(), 1.0f);  // fast pairs untouched
+  EXPECT_FLOAT_EQ(s.freq_factors.back(), 8.0f);   // slow ones interpolated
+  ExpectScaledRope(s, scaled, 1.0, 500000.0f, 64);
+}
+
+// YaRN (Peng et al. 2023, as Hugging Face's transformers computes it): the
+// pairs that turn more than beta_fast times over the original context keep
+// their frequency, those that turn less than beta_slow times are
+// interpolated (/ factor), with a linear ramp in the pair index between;
+// q and k are scaled by 0.1 ln(factor) + 1.
+TEST(RopeTest, YarnBlendsAndScales) {
+  const double base = 10000, factor = 4, original = 4096;
+  const size_t dims = 64;
+  auto pair_turning = [&](double rotations) {
+    return dims * std::log(original / (rotations * 2 * std::numbers::pi)) /
+           (2 * std::log(base));
+  };
+  const double low = std::max(0.0, std::floor(pair_turning(32)));
+  const double high = std::min(double(dims - 1), std::ceil(pair_turning(1)));
+  ASSERT_LT(low, high);
+  std::vector<double> f = InvFreq(base, dims);
+  for (size_t j = 0; j < f.size(); ++j) {
+    const double ramp = std::clamp((j - low) / (high - low), 0.0, 1.0);
+    const double extrapolate = 1 - ramp;
+    f[j] = f[j] / factor * (1 - extrapolate) + f[j] * extrapolate;
+  }
+  RopeScaling s;
+  s.kind = RopeScaling::Kind::kYarn;
+  s.factor = float(factor);
+  s.original_context = int(original);
+  EXPECT_NEAR(RopeMagnitude(s), 0.1 * std::log(factor) + 1, 1e-6);
+  ExpectScaledRope(s, f, 0.1 * std::log(factor) + 1, float(base), dims);
 }
 
 TEST(RopeTest, PositionZeroIsIdentity) {

@@ -1,5 +1,7 @@
 #include "model/model_config.h"
 
+#include <algorithm>
+#include <cstring>
 #include <sstream>
 
 #include "model/gguf.h"
@@ -51,6 +53,26 @@ Status ModelConfig::Validate() const {
   if (!(rope_base > 0.0f) || !(rms_eps > 0.0f) || !(rms_eps < 1.0f)) {
     return Bad("rope_base and rms_eps must be positive");
   }
+  const kernels::RopeScaling& s = rope_scaling;
+  if (!(s.factor >= 1.0f && s.factor <= 1e4f) ||
+      !(s.attn_factor > 0.0f && s.attn_factor <= 1e4f)) {
+    return Bad(
+        "rope scaling factor must be in [1, 1e4] and attn_factor "
+        "positive");
+  }
+  if (s.kind == kernels::RopeScaling::Kind::kYarn &&
+      !in_range(s.original_context, 1, kMaxContext)) {
+    return Bad("yarn rope scaling needs rope.scaling.original_context_length");
+  }
+  if (!s.freq_factors.empty()) {
+    if (s.freq_factors.size() != size_t(rope_dims / 2)) {
+      return Bad("rope_freqs has " + std::to_string(s.freq_factors.size()) +
+                 " entries, expected rope dims / 2");
+    }
+    for (float f : s.freq_factors) {
+      if (!(f > 0.0f && f <= 1e6f)) return Bad("rope_freqs must be positive");
+    }
+  }
   return Status::OK();
 }
 
@@ -68,13 +90,80 @@ std::string ModelConfig::ToString() const {
     << "rope: base " << rope_base << ", dims " << rope_dims << ", "
     << (rope_style == kernels::RopeStyle::kAdjacent ? "adjacent pairs"
                                                     : "halves (neox)")
-    << "\n"
-    << "rms_eps: " << rms_eps << "\n"
+    << "\n";
+  const kernels::RopeScaling& r = rope_scaling;
+  if (r.active()) {
+    s << "rope scaling: "
+      << (r.kind == kernels::RopeScaling::Kind::kLinear ? "linear"
+          : r.kind == kernels::RopeScaling::Kind::kYarn ? "yarn"
+                                                        : "none")
+      << ", factor " << r.factor;
+    if (r.kind == kernels::RopeScaling::Kind::kYarn) {
+      s << ", original context " << r.original_context << ", attn_factor "
+        << r.attn_factor;
+    }
+    if (!r.freq_factors.empty()) {
+      s << ", " << r.freq_factors.size() << " frequency factors (rope_freqs)";
+    }
+    s << "\n";
+  }
+  s << "rms_eps: " << rms_eps << "\n"
     << "output: " << (tied_output ? "tied to token embedding" : "separate")
     << "\n"
     << "qkv_bias: " << (qkv_bias ? "yes" : "no") << "\n";
   return s.str();
 }
+
+namespace {
+
+// `<p>rope.scaling.*` (or the older `<p>rope.scale_linear`) and the
+// `rope_freqs.weight` tensor.
+Status ReadRopeScaling(const GgufFile& gguf, const std::string& p,
+                       int rope_dims, kernels::RopeScaling* out) {
+  using Kind = kernels::RopeScaling::Kind;
+  auto get_f32 = [&](const std::string& key, float* value) -> Status {
+    if (gguf.Find(key) == nullptr) return Status::OK();
+    KV_ASSIGN_OR_RETURN(*value, gguf.GetF32(key));
+    return Status::OK();
+  };
+  if (gguf.Find(p + "rope.scaling.type") != nullptr) {
+    KV_ASSIGN_OR_RETURN(std::string_view type,
+                        gguf.GetString(p + "rope.scaling.type"));
+    if (type == "linear") {
+      out->kind = Kind::kLinear;
+    } else if (type == "yarn") {
+      out->kind = Kind::kYarn;
+    } else if (type != "none") {
+      return Status::InvalidArgument("rope scaling type '" + std::string(type) +
+                                     "' is not supported");
+    }
+    KV_RETURN_IF_ERROR(get_f32(p + "rope.scaling.factor", &out->factor));
+    KV_RETURN_IF_ERROR(
+        get_f32(p + "rope.scaling.attn_factor", &out->attn_factor));
+    if (gguf.Find(p + "rope.scaling.original_context_length") != nullptr) {
+      KV_ASSIGN_OR_RETURN(
+          uint32_t n, gguf.GetU32(p + "rope.scaling.original_context_length"));
+      out->original_context = int(std::min<uint32_t>(n, INT32_MAX));
+    }
+  } else if (gguf.Find(p + "rope.scale_linear") != nullptr) {
+    out->kind = Kind::kLinear;
+    KV_RETURN_IF_ERROR(get_f32(p + "rope.scale_linear", &out->factor));
+  }
+  if (const GgufTensor* freqs = gguf.FindTensor("rope_freqs.weight")) {
+    if (freqs->type != kernels::DType::kF32 || freqs->dims.size() != 1 ||
+        freqs->dims[0] != uint64_t(rope_dims / 2)) {
+      return Status::InvalidArgument(
+          "tensor 'rope_freqs.weight' must be f32 of rope dims / 2 = " +
+          std::to_string(rope_dims / 2) + " entries");
+    }
+    out->freq_factors.resize(size_t(rope_dims / 2));
+    std::memcpy(out->freq_factors.data(), freqs->data,
+                out->freq_factors.size() * sizeof(float));
+  }
+  return Status::OK();
+}
+
+}  // namespace
 
 Result<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   ModelConfig c;
@@ -122,6 +211,7 @@ Result<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   if (gguf.Find(p + "rope.freq_base") != nullptr) {
     KV_ASSIGN_OR_RETURN(c.rope_base, gguf.GetF32(p + "rope.freq_base"));
   }
+  KV_RETURN_IF_ERROR(ReadRopeScaling(gguf, p, c.rope_dims, &c.rope_scaling));
   if (gguf.Find(p + "attention.layer_norm_rms_epsilon") != nullptr) {
     KV_ASSIGN_OR_RETURN(c.rms_eps,
                         gguf.GetF32(p + "attention.layer_norm_rms_epsilon"));
@@ -130,8 +220,10 @@ Result<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   if (embd == nullptr) {
     return Status::NotFound("tensor 'token_embd.weight' missing");
   }
-  if (embd->dims.size() != 2 || embd->dims[1] > static_cast<uint64_t>(kMaxVocab)) {
-    return Status::InvalidArgument("tensor 'token_embd.weight' has a bad shape");
+  if (embd->dims.size() != 2 ||
+      embd->dims[1] > static_cast<uint64_t>(kMaxVocab)) {
+    return Status::InvalidArgument(
+        "tensor 'token_embd.weight' has a bad shape");
   }
   c.vocab_size = static_cast<int>(embd->dims[1]);
   c.tied_output = gguf.FindTensor("output.weight") == nullptr;

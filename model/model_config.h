@@ -28,6 +28,11 @@ struct ModelConfig {
   int rope_dims = 0;       // rotated dims per head (<= head_dim)
   float rope_base = 10000.0f;
   kernels::RopeStyle rope_style = kernels::RopeStyle::kAdjacent;
+  // Frequencies stretched for long contexts (GGUF `<arch>.rope.scaling.type`
+  // "linear" / "yarn" with `.factor`, `.original_context_length`,
+  // `.attn_factor`; the older `<arch>.rope.scale_linear`; Llama 3.1+'s
+  // `rope_freqs.weight` tensor of rot_dims / 2 f32 divisors).
+  kernels::RopeScaling rope_scaling;
   float rms_eps = 1e-5f;
   bool tied_output = true;  // classifier reuses the token embedding
   bool qkv_bias = false;    // q/k/v projections carry biases (qwen2)
@@ -41,7 +46,9 @@ struct ModelConfig {
   std::string ToString() const;
 };
 
-// Reads `general.architecture` and the `<arch>.*` keys. Whether the output
+// Reads `general.architecture` and the `<arch>.*` keys (a RoPE scaling type
+// other than none, linear and yarn is InvalidArgument: computing it as
+// another would be silently wrong). Whether the output
 // matrix is tied and whether q/k/v biases exist is decided by the tensors
 // present (output.weight, blk.0.attn_q.bias).
 Result<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf);
