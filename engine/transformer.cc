@@ -300,6 +300,17 @@ Status Transformer::Forward(std::span<const BatchEntry> batch, float* logits) {
           kernels::AddInPlace(k, lw.bk, kv_dim);
           kernels::AddInPlace(v, lw.bv, kv_dim);
         }
+        if (c.qk_norm) {
+          const size_t hd = c.head_dim;
+          for (int h = 0; h < c.n_heads; ++h) {
+            kernels::RmsNormFast(q + h * hd, lw.q_norm, hd, c.rms_eps,
+                                 q + h * hd);
+          }
+          for (int h = 0; h < c.n_kv_heads; ++h) {
+            kernels::RmsNormFast(k + h * hd, lw.k_norm, hd, c.rms_eps,
+                                 k + h * hd);
+          }
+        }
         const float* table = &b.rope[t * rope_floats];
         kernels::RopeFast(q, c.n_heads, c.head_dim, c.rope_dims, c.rope_style,
                           table);

@@ -51,7 +51,9 @@ constexpr int kKvCapacity = 16;
 
 // The shape and settings of one tiny random-weight model.
 struct TinySpec {
-  std::string arch = "llama";  // llama: RoPE pairs (2j, 2j+1); qwen2: halves
+  // llama: RoPE pairs (2j, 2j+1); qwen2 and qwen3: halves; qwen3: q and k
+  // RMS-normalised per head (attn_q_norm / attn_k_norm).
+  std::string arch = "llama";
   int dim = 32;
   int n_layers = 2;
   int n_heads = 4;
@@ -79,7 +81,7 @@ struct TinySpec {
 // Weights as f32 arrays, matrices row-major [rows][cols] (GGUF ne0 = cols).
 struct Weights {
   struct Layer {
-    std::vector<float> attn_norm, wq, wk, wv, wo, bq, bk, bv;
+    std::vector<float> attn_norm, wq, wk, wv, wo, bq, bk, bv, q_norm, k_norm;
     std::vector<float> ffn_norm, gate, up, down;
   };
   std::vector<float> embd, output_norm, output;  // output empty when tied
@@ -139,6 +141,13 @@ std::vector<TensorRef> Tensors(const TinySpec& s, Weights* w,
         {"attn_k.bias", Kind::kBias, 1, kv_dim, &L::bk, nullptr, &LW::bk});
     per_layer.push_back(
         {"attn_v.bias", Kind::kBias, 1, kv_dim, &L::bv, nullptr, &LW::bv});
+  }
+
+  if (s.arch == "qwen3") {
+    per_layer.push_back({"attn_q_norm.weight", Kind::kNorm, 1, s.head_dim,
+                         &L::q_norm, nullptr, &LW::q_norm});
+    per_layer.push_back({"attn_k_norm.weight", Kind::kNorm, 1, s.head_dim,
+                         &L::k_norm, nullptr, &LW::k_norm});
   }
 
   std::vector<TensorRef> out;
@@ -417,8 +426,8 @@ void Rope(const TinySpec& s, int pos, int n_heads, Vec& x) {
     double* head = &x[size_t(h) * s.head_dim];
     for (int j = 0; j < half; ++j) {
       const double angle = pos * freq[j];
-      const int i0 = s.arch == "qwen2" ? j : 2 * j;
-      const int i1 = s.arch == "qwen2" ? j + half : 2 * j + 1;
+      const int i0 = s.arch != "llama" ? j : 2 * j;
+      const int i1 = s.arch != "llama" ? j + half : 2 * j + 1;
       const double a = head[i0], b = head[i1];
       head[i0] = m * (a * std::cos(angle) - b * std::sin(angle));
       head[i1] = m * (a * std::sin(angle) + b * std::cos(angle));
@@ -447,6 +456,18 @@ std::vector<Vec> ReferenceLogits(const TinySpec& s, const Weights& w,
         AddTo(q[t], lw.bq);
         AddTo(k[t], lw.bk);
         AddTo(v[t], lw.bv);
+      }
+      if (s.arch == "qwen3") {  // each head normalised on its own
+        auto norm_heads = [&](Vec& x, int heads,
+                              const std::vector<float>& weight) {
+          for (int h = 0; h < heads; ++h) {
+            const Vec head(x.begin() + h * hd, x.begin() + (h + 1) * hd);
+            const Vec normed = RmsNorm(head, weight, s.rms_eps);
+            std::copy(normed.begin(), normed.end(), x.begin() + h * hd);
+          }
+        };
+        norm_heads(q[t], s.n_heads, lw.q_norm);
+        norm_heads(k[t], s.n_kv_heads, lw.k_norm);
       }
       Rope(s, int(t), s.n_heads, q[t]);
       Rope(s, int(t), s.n_kv_heads, k[t]);
@@ -605,8 +626,29 @@ TinySpec Scaled(const std::string& kind) {
   return s;
 }
 
+// (f) qwen3: q and k normalised per head, no biases, halves RoPE, GQA 4/2,
+// head_dim 16 != dim / n_heads (key_length), separate output.
+TinySpec Qwen3() {
+  TinySpec s;
+  s.arch = "qwen3";
+  s.head_dim = 16;
+  s.rope_dims = 16;
+  s.rope_base = 1e6f;
+  s.rms_eps = 1e-6f;
+  s.tied = false;
+  s.seed = 4;
+  return s;
+}
+
 std::vector<Case> Cases() {
-  return {{"llama_rope_linear", Scaled("linear")},
+  return {{"qwen3_qk_norm", Qwen3()},
+          {"qwen3_qk_norm_q8_0",
+           [] {
+             TinySpec s = Qwen3();
+             s.matrix_type = DType::kQ8_0;
+             return s;
+           }()},
+          {"llama_rope_linear", Scaled("linear")},
           {"llama_rope_llama3", Scaled("llama3")},
           {"qwen2_rope_yarn", Scaled("yarn")},
           {"llama_gqa_f32", LlamaGqa()},
@@ -643,7 +685,8 @@ TEST_P(TransformerRefTest, LoadedConfigMatchesSpec) {
   EXPECT_EQ(c.vocab_size, s.vocab);
   EXPECT_EQ(c.rope_dims, s.rope_dims);
   EXPECT_EQ(c.rope_base, s.rope_base);
-  EXPECT_EQ(c.rope_style, s.arch == "qwen2" ? kernels::RopeStyle::kHalves
+  EXPECT_EQ(c.qk_norm, s.arch == "qwen3");
+  EXPECT_EQ(c.rope_style, s.arch != "llama" ? kernels::RopeStyle::kHalves
                                             : kernels::RopeStyle::kAdjacent);
   EXPECT_EQ(c.rms_eps, s.rms_eps);
   EXPECT_EQ(c.tied_output, s.tied);

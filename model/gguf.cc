@@ -115,17 +115,39 @@ void DecodeScalar(GgufType t, const uint8_t* p, GgufValue* value) {
     return v;
   };
   switch (t) {
-    case GgufType::kU8: value->u = load(uint8_t{}); break;
-    case GgufType::kI8: value->i = load(int8_t{}); break;
-    case GgufType::kU16: value->u = load(uint16_t{}); break;
-    case GgufType::kI16: value->i = load(int16_t{}); break;
-    case GgufType::kU32: value->u = load(uint32_t{}); break;
-    case GgufType::kI32: value->i = load(int32_t{}); break;
-    case GgufType::kU64: value->u = load(uint64_t{}); break;
-    case GgufType::kI64: value->i = load(int64_t{}); break;
-    case GgufType::kBool: value->u = load(uint8_t{}) != 0; break;
-    case GgufType::kF32: value->f = load(float{}); break;
-    case GgufType::kF64: value->f = load(double{}); break;
+    case GgufType::kU8:
+      value->u = load(uint8_t{});
+      break;
+    case GgufType::kI8:
+      value->i = load(int8_t{});
+      break;
+    case GgufType::kU16:
+      value->u = load(uint16_t{});
+      break;
+    case GgufType::kI16:
+      value->i = load(int16_t{});
+      break;
+    case GgufType::kU32:
+      value->u = load(uint32_t{});
+      break;
+    case GgufType::kI32:
+      value->i = load(int32_t{});
+      break;
+    case GgufType::kU64:
+      value->u = load(uint64_t{});
+      break;
+    case GgufType::kI64:
+      value->i = load(int64_t{});
+      break;
+    case GgufType::kBool:
+      value->u = load(uint8_t{}) != 0;
+      break;
+    case GgufType::kF32:
+      value->f = load(float{});
+      break;
+    case GgufType::kF64:
+      value->f = load(double{});
+      break;
     case GgufType::kString:
     case GgufType::kArray:
       return;
@@ -172,9 +194,8 @@ Status ReadArray(Cursor* cur, const std::string& key, int depth,
   if (out->elem_type == GgufType::kString) {
     out->strings.resize(count);
     for (uint64_t i = 0; i < count; ++i) {
-      KV_RETURN_IF_ERROR(cur->ReadString(&out->strings[i],
-                                         "key '" + key + "' element " +
-                                             std::to_string(i)));
+      KV_RETURN_IF_ERROR(cur->ReadString(
+          &out->strings[i], "key '" + key + "' element " + std::to_string(i)));
     }
   } else if (out->elem_type == GgufType::kArray) {
     if (count > kMaxNestedArrays) {
@@ -216,11 +237,21 @@ Status ReadValue(Cursor* cur, GgufType type, const std::string& key, int depth,
 
 bool DTypeFromGgml(uint32_t id, DType* out) {
   switch (id) {
-    case kGgmlTypeF32: *out = DType::kF32; return true;
-    case kGgmlTypeF16: *out = DType::kF16; return true;
-    case kGgmlTypeBF16: *out = DType::kBF16; return true;
-    case kGgmlTypeQ8_0: *out = DType::kQ8_0; return true;
-    case kGgmlTypeQ4_0: *out = DType::kQ4_0; return true;
+    case kGgmlTypeF32:
+      *out = DType::kF32;
+      return true;
+    case kGgmlTypeF16:
+      *out = DType::kF16;
+      return true;
+    case kGgmlTypeBF16:
+      *out = DType::kBF16;
+      return true;
+    case kGgmlTypeQ8_0:
+      *out = DType::kQ8_0;
+      return true;
+    case kGgmlTypeQ4_0:
+      *out = DType::kQ4_0;
+      return true;
   }
   return false;
 }
@@ -229,30 +260,48 @@ bool DTypeFromGgml(uint32_t id, DType* out) {
 
 std::string_view GgufTypeName(GgufType t) {
   switch (t) {
-    case GgufType::kU8: return "u8";
-    case GgufType::kI8: return "i8";
-    case GgufType::kU16: return "u16";
-    case GgufType::kI16: return "i16";
-    case GgufType::kU32: return "u32";
-    case GgufType::kI32: return "i32";
-    case GgufType::kF32: return "f32";
-    case GgufType::kBool: return "bool";
-    case GgufType::kString: return "string";
-    case GgufType::kArray: return "array";
-    case GgufType::kU64: return "u64";
-    case GgufType::kI64: return "i64";
-    case GgufType::kF64: return "f64";
+    case GgufType::kU8:
+      return "u8";
+    case GgufType::kI8:
+      return "i8";
+    case GgufType::kU16:
+      return "u16";
+    case GgufType::kI16:
+      return "i16";
+    case GgufType::kU32:
+      return "u32";
+    case GgufType::kI32:
+      return "i32";
+    case GgufType::kF32:
+      return "f32";
+    case GgufType::kBool:
+      return "bool";
+    case GgufType::kString:
+      return "string";
+    case GgufType::kArray:
+      return "array";
+    case GgufType::kU64:
+      return "u64";
+    case GgufType::kI64:
+      return "i64";
+    case GgufType::kF64:
+      return "f64";
   }
   return "invalid";
 }
 
 uint32_t GgmlTypeId(kernels::DType t) {
   switch (t) {
-    case DType::kF32: return kGgmlTypeF32;
-    case DType::kF16: return kGgmlTypeF16;
-    case DType::kBF16: return kGgmlTypeBF16;
-    case DType::kQ8_0: return kGgmlTypeQ8_0;
-    case DType::kQ4_0: return kGgmlTypeQ4_0;
+    case DType::kF32:
+      return kGgmlTypeF32;
+    case DType::kF16:
+      return kGgmlTypeF16;
+    case DType::kBF16:
+      return kGgmlTypeBF16;
+    case DType::kQ8_0:
+      return kGgmlTypeQ8_0;
+    case DType::kQ4_0:
+      return kGgmlTypeQ4_0;
   }
   KV_CHECK(false);
   return 0;
@@ -351,9 +400,9 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data,
     uint32_t ggml_type = 0;
     KV_RETURN_IF_ERROR(cur.Read(&ggml_type, what + " type"));
     if (!DTypeFromGgml(ggml_type, &tensor.type)) {
-      return Status::NotSupported(
-          what + ": unsupported tensor type " + std::to_string(ggml_type) +
-          " (supported: f32, f16, bf16, q8_0, q4_0)");
+      return Status::NotSupported(what + ": unsupported tensor type " +
+                                  std::to_string(ggml_type) +
+                                  " (supported: f32, f16, bf16, q8_0, q4_0)");
     }
     KV_RETURN_IF_ERROR(cur.Read(&tensor.offset, what + " offset"));
     if (tensor.dims[0] % kernels::DTypeBlockElems(tensor.type) != 0) {
@@ -368,10 +417,9 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data,
     tensor.n_bytes = kernels::RowBytes(tensor.type, tensor.dims[0]) *
                      (n_elems / tensor.dims[0]);
     if (tensor.offset % gguf->alignment_ != 0) {
-      return Status::Corruption(what + ": data offset " +
-                                std::to_string(tensor.offset) +
-                                " is not aligned to " +
-                                std::to_string(gguf->alignment_));
+      return Status::Corruption(
+          what + ": data offset " + std::to_string(tensor.offset) +
+          " is not aligned to " + std::to_string(gguf->alignment_));
     }
     if (!gguf->tensor_index_.emplace(tensor.name, t).second) {
       return Status::Corruption("duplicate tensor name '" + tensor.name + "'");
@@ -383,10 +431,10 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data,
   for (GgufTensor& tensor : gguf->tensors_) {
     if (data_start > size || tensor.offset > size - data_start ||
         tensor.n_bytes > size - data_start - tensor.offset) {
-      return Status::Corruption(
-          "tensor '" + tensor.name + "': data [" +
-          std::to_string(tensor.offset) + ", +" +
-          std::to_string(tensor.n_bytes) + ") lies past the end of the file");
+      return Status::Corruption("tensor '" + tensor.name + "': data [" +
+                                std::to_string(tensor.offset) + ", +" +
+                                std::to_string(tensor.n_bytes) +
+                                ") lies past the end of the file");
     }
     tensor.data = data + data_start + tensor.offset;
   }
@@ -416,9 +464,8 @@ Status WrongType(std::string_view key, const GgufValue& v,
     got += " of ";
     got += GgufTypeName(v.elem_type);
   }
-  return Status::InvalidArgument("metadata key '" + std::string(key) +
-                                 "' is " + got + ", expected " +
-                                 std::string(wanted));
+  return Status::InvalidArgument("metadata key '" + std::string(key) + "' is " +
+                                 got + ", expected " + std::string(wanted));
 }
 
 }  // namespace
@@ -441,7 +488,8 @@ Result<float> GgufFile::GetF32(std::string_view key) const {
   if (v->type == GgufType::kF32 || v->type == GgufType::kF64) {
     return static_cast<float>(v->f);
   }
-  if (IsInteger(v->type)) return static_cast<float>(ScalarAsDouble(v->type, *v));
+  if (IsInteger(v->type))
+    return static_cast<float>(ScalarAsDouble(v->type, *v));
   return WrongType(key, *v, "a number");
 }
 

@@ -39,6 +39,19 @@ void WriteConfigMetadata(const ModelConfig& c, std::string_view name,
   out->SetF32(p + "rope.freq_base", c.rope_base);
   out->SetF32(p + "attention.layer_norm_rms_epsilon", c.rms_eps);
   out->SetU32(p + "vocab_size", c.vocab_size);
+  const kernels::RopeScaling& s = c.rope_scaling;
+  if (s.kind != kernels::RopeScaling::Kind::kNone) {
+    const bool yarn = s.kind == kernels::RopeScaling::Kind::kYarn;
+    out->SetString(p + "rope.scaling.type", yarn ? "yarn" : "linear");
+    out->SetF32(p + "rope.scaling.factor", s.factor);
+    if (yarn) {
+      out->SetU32(p + "rope.scaling.original_context_length",
+                  uint32_t(s.original_context));
+    }
+  }
+  if (s.attn_factor != 1.0f) {
+    out->SetF32(p + "rope.scaling.attn_factor", s.attn_factor);
+  }
 }
 
 Status ExportGguf(const Model& model, DType type, const std::string& path,
@@ -61,6 +74,11 @@ Status ExportGguf(const Model& model, DType type, const std::string& path,
   auto vec = [&](const std::string& name, const float* v, int n) {
     return out.AddTensor(name, {uint64_t(n)}, DType::kF32, {v, size_t(n)});
   };
+  if (!c.rope_scaling.freq_factors.empty()) {
+    const std::vector<float>& f = c.rope_scaling.freq_factors;
+    KV_RETURN_IF_ERROR(out.AddTensor("rope_freqs.weight", {uint64_t(f.size())},
+                                     DType::kF32, f));
+  }
   KV_RETURN_IF_ERROR(matrix("token_embd.weight", w.token_embedding));
   KV_RETURN_IF_ERROR(vec("output_norm.weight", w.output_norm, c.dim));
   if (!c.tied_output) KV_RETURN_IF_ERROR(matrix("output.weight", w.output));
@@ -76,6 +94,10 @@ Status ExportGguf(const Model& model, DType type, const std::string& path,
       KV_RETURN_IF_ERROR(vec(b + "attn_q.bias", lw.bq, c.q_dim()));
       KV_RETURN_IF_ERROR(vec(b + "attn_k.bias", lw.bk, c.kv_dim()));
       KV_RETURN_IF_ERROR(vec(b + "attn_v.bias", lw.bv, c.kv_dim()));
+    }
+    if (c.qk_norm) {
+      KV_RETURN_IF_ERROR(vec(b + "attn_q_norm.weight", lw.q_norm, c.head_dim));
+      KV_RETURN_IF_ERROR(vec(b + "attn_k_norm.weight", lw.k_norm, c.head_dim));
     }
     KV_RETURN_IF_ERROR(vec(b + "ffn_norm.weight", lw.ffn_norm, c.dim));
     KV_RETURN_IF_ERROR(matrix(b + "ffn_gate.weight", lw.w_gate));

@@ -109,12 +109,12 @@ TEST(GgufTest, EveryTruncationIsAnError) {
   auto full = ParseImage(image);
   ASSERT_TRUE(full.ok());
   const GgufTensor& last = (*full)->tensors().back();
-  const size_t end = last.data + last.n_bytes -
-                     reinterpret_cast<const uint8_t*>(image.data());
+  const size_t end =
+      last.data + last.n_bytes - reinterpret_cast<const uint8_t*>(image.data());
   ASSERT_LE(image.size() - end, 31u);
   for (size_t len = 0; len < end; ++len) {
-    auto r = GgufFile::Parse(reinterpret_cast<const uint8_t*>(image.data()),
-                             len);
+    auto r =
+        GgufFile::Parse(reinterpret_cast<const uint8_t*>(image.data()), len);
     EXPECT_FALSE(r.ok()) << "prefix of " << len << " bytes parsed";
   }
 }
@@ -196,9 +196,8 @@ TEST(GgufTest, HugeArrayLengthIsRejectedWithoutAllocating) {
 // A hostile 64 MiB metadata array is not copied: its numbers stay in the
 // file, decoded on access; nested arrays are capped.
 TEST(GgufTest, LargeMetadataArraysAreViewsNotCopies) {
-  const std::string image =
-      OneArrayImage("arr", /*u8=*/0, uint64_t{64} << 20, size_t{64} << 20,
-                    char(7));
+  const std::string image = OneArrayImage("arr", /*u8=*/0, uint64_t{64} << 20,
+                                          size_t{64} << 20, char(7));
   auto r = ParseImage(image);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   const GgufValue* v = (*r)->Find("arr");
@@ -222,8 +221,7 @@ TEST(GgufTest, LargeMetadataArraysAreViewsNotCopies) {
   deep += nested;
   auto capped = ParseImage(deep);
   ASSERT_FALSE(capped.ok());
-  EXPECT_NE(capped.status().message().find("nested arrays"),
-            std::string::npos)
+  EXPECT_NE(capped.status().message().find("nested arrays"), std::string::npos)
       << capped.status().message();
 }
 

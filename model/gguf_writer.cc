@@ -31,19 +31,45 @@ void PutPayload(std::string* out, const GgufValue& v);
 
 void PutScalar(std::string* out, GgufType t, const GgufValue& v, double x) {
   switch (t) {
-    case GgufType::kU8: Put<uint8_t>(out, static_cast<uint8_t>(x)); break;
-    case GgufType::kI8: Put<int8_t>(out, static_cast<int8_t>(x)); break;
-    case GgufType::kU16: Put<uint16_t>(out, static_cast<uint16_t>(x)); break;
-    case GgufType::kI16: Put<int16_t>(out, static_cast<int16_t>(x)); break;
-    case GgufType::kU32: Put<uint32_t>(out, static_cast<uint32_t>(x)); break;
-    case GgufType::kI32: Put<int32_t>(out, static_cast<int32_t>(x)); break;
-    case GgufType::kU64: Put<uint64_t>(out, static_cast<uint64_t>(x)); break;
-    case GgufType::kI64: Put<int64_t>(out, static_cast<int64_t>(x)); break;
-    case GgufType::kBool: Put<uint8_t>(out, x != 0); break;
-    case GgufType::kF32: Put<float>(out, static_cast<float>(x)); break;
-    case GgufType::kF64: Put<double>(out, x); break;
-    case GgufType::kString: PutString(out, v.str); break;
-    case GgufType::kArray: PutPayload(out, v); break;
+    case GgufType::kU8:
+      Put<uint8_t>(out, static_cast<uint8_t>(x));
+      break;
+    case GgufType::kI8:
+      Put<int8_t>(out, static_cast<int8_t>(x));
+      break;
+    case GgufType::kU16:
+      Put<uint16_t>(out, static_cast<uint16_t>(x));
+      break;
+    case GgufType::kI16:
+      Put<int16_t>(out, static_cast<int16_t>(x));
+      break;
+    case GgufType::kU32:
+      Put<uint32_t>(out, static_cast<uint32_t>(x));
+      break;
+    case GgufType::kI32:
+      Put<int32_t>(out, static_cast<int32_t>(x));
+      break;
+    case GgufType::kU64:
+      Put<uint64_t>(out, static_cast<uint64_t>(x));
+      break;
+    case GgufType::kI64:
+      Put<int64_t>(out, static_cast<int64_t>(x));
+      break;
+    case GgufType::kBool:
+      Put<uint8_t>(out, x != 0);
+      break;
+    case GgufType::kF32:
+      Put<float>(out, static_cast<float>(x));
+      break;
+    case GgufType::kF64:
+      Put<double>(out, x);
+      break;
+    case GgufType::kString:
+      PutString(out, v.str);
+      break;
+    case GgufType::kArray:
+      PutPayload(out, v);
+      break;
   }
 }
 
@@ -52,14 +78,24 @@ void PutPayload(std::string* out, const GgufValue& v) {
     double x = 0;
     switch (v.type) {
       case GgufType::kF32:
-      case GgufType::kF64: x = v.f; break;
-      case GgufType::kU64: Put<uint64_t>(out, v.u); return;  // exact
-      case GgufType::kI64: Put<int64_t>(out, v.i); return;
+      case GgufType::kF64:
+        x = v.f;
+        break;
+      case GgufType::kU64:
+        Put<uint64_t>(out, v.u);
+        return;  // exact
+      case GgufType::kI64:
+        Put<int64_t>(out, v.i);
+        return;
       case GgufType::kU8:
       case GgufType::kU16:
       case GgufType::kU32:
-      case GgufType::kBool: x = static_cast<double>(v.u); break;
-      default: x = static_cast<double>(v.i); break;
+      case GgufType::kBool:
+        x = static_cast<double>(v.u);
+        break;
+      default:
+        x = static_cast<double>(v.i);
+        break;
     }
     PutScalar(out, v.type, v, x);
     return;

@@ -30,10 +30,9 @@ Status ParseLlama2c(std::span<const uint8_t> data, ModelConfig* config,
   c.rope_style = kernels::RopeStyle::kAdjacent;
   c.rms_eps = 1e-5f;
   if (c.n_heads > 0 && c.dim % c.n_heads != 0) {
-    return Status::InvalidArgument("llama2.c checkpoint: dim " +
-                                   std::to_string(c.dim) +
-                                   " is not a multiple of n_heads " +
-                                   std::to_string(c.n_heads));
+    return Status::InvalidArgument(
+        "llama2.c checkpoint: dim " + std::to_string(c.dim) +
+        " is not a multiple of n_heads " + std::to_string(c.n_heads));
   }
   KV_RETURN_IF_ERROR(c.Validate().WithPrefix("llama2.c checkpoint"));
 

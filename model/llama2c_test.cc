@@ -23,8 +23,8 @@ std::vector<uint8_t> Checkpoint(std::vector<int32_t> header, size_t n_floats) {
 
 // Floats of a checkpoint with dim 8, hidden 16, 1 layer, 2 heads, 1 kv head,
 // vocab 10, seq_len 4 (head_dim 4, rope tables 4 x 2 each).
-constexpr size_t kTiedFloats = 10 * 8 + 8 + 64 + 32 + 32 + 64 + 8 +
-                               3 * 16 * 8 + 8 + 2 * 4 * 2;
+constexpr size_t kTiedFloats =
+    10 * 8 + 8 + 64 + 32 + 32 + 64 + 8 + 3 * 16 * 8 + 8 + 2 * 4 * 2;
 
 TEST(Llama2cTest, ParsesStories260K) {
   auto file = MappedFile::Open(
@@ -50,7 +50,7 @@ TEST(Llama2cTest, LaysOutTiedAndUntiedWeights) {
   ModelConfig c;
   Llama2cWeights w;
   ASSERT_TRUE(ParseLlama2c(tied, &c, &w).ok());
-  EXPECT_EQ(w.rms_att[0], 80.0f);        // after the 10 x 8 embedding
+  EXPECT_EQ(w.rms_att[0], 80.0f);  // after the 10 x 8 embedding
   EXPECT_EQ(w.rms_final[0], kTiedFloats - 16 - 8.0f);  // before the RoPE tables
 
   std::vector<uint8_t> untied =
@@ -75,10 +75,10 @@ TEST(Llama2cTest, RejectsShortAndInconsistentFiles) {
   EXPECT_FALSE(
       ParseLlama2c(Checkpoint({8, 16, 1, 2, 0, 10, 4}, kTiedFloats), &c, &w)
           .ok());  // no kv heads
-  EXPECT_FALSE(ParseLlama2c(Checkpoint({8, 16, 1, 2, 1, INT32_MIN, 4},
-                                       kTiedFloats),
-                            &c, &w)
-                   .ok());
+  EXPECT_FALSE(
+      ParseLlama2c(Checkpoint({8, 16, 1, 2, 1, INT32_MIN, 4}, kTiedFloats), &c,
+                   &w)
+          .ok());
 }
 
 }  // namespace

@@ -131,6 +131,10 @@ Status Model::BindGguf(const GgufFile& gguf) {
       KV_RETURN_IF_ERROR(vec(p + "attn_k.bias", c.kv_dim(), &lw.bk));
       KV_RETURN_IF_ERROR(vec(p + "attn_v.bias", c.kv_dim(), &lw.bv));
     }
+    if (c.qk_norm) {
+      KV_RETURN_IF_ERROR(vec(p + "attn_q_norm.weight", c.head_dim, &lw.q_norm));
+      KV_RETURN_IF_ERROR(vec(p + "attn_k_norm.weight", c.head_dim, &lw.k_norm));
+    }
     KV_RETURN_IF_ERROR(vec(p + "ffn_norm.weight", c.dim, &lw.ffn_norm));
     KV_RETURN_IF_ERROR(
         matrix(p + "ffn_gate.weight", c.ffn_dim, c.dim, &lw.w_gate));

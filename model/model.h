@@ -1,7 +1,8 @@
 // Model: a loaded Llama-family model ready for the engine: its config, typed
 // views of every weight matrix, and its tokenizer. Load() reads either a GGUF
-// file (architectures llama and qwen2; the vocabulary comes from its metadata)
-// or a llama2.c checkpoint plus its tokenizer.bin, chosen by the file's magic.
+// file (architectures llama, qwen2 and qwen3; the vocabulary comes from its
+// metadata) or a llama2.c checkpoint plus its tokenizer.bin, chosen by the
+// file's magic.
 //
 // Weights are never copied: matrices point into the read-only file mapping
 // held by the Model. Only small vectors (norm weights and biases) stored in a
@@ -44,6 +45,8 @@ struct LayerWeights {
   const float* bq = nullptr;         // [q_dim], qkv_bias only
   const float* bk = nullptr;         // [kv_dim], qkv_bias only
   const float* bv = nullptr;         // [kv_dim], qkv_bias only
+  const float* q_norm = nullptr;     // [head_dim], qk_norm only
+  const float* k_norm = nullptr;     // [head_dim], qk_norm only
   const float* ffn_norm = nullptr;   // [dim]
   WeightMatrix w_gate;               // [ffn_dim][dim]
   WeightMatrix w_up;                 // [ffn_dim][dim]

@@ -110,7 +110,8 @@ std::string ModelConfig::ToString() const {
   s << "rms_eps: " << rms_eps << "\n"
     << "output: " << (tied_output ? "tied to token embedding" : "separate")
     << "\n"
-    << "qkv_bias: " << (qkv_bias ? "yes" : "no") << "\n";
+    << "qkv_bias: " << (qkv_bias ? "yes" : "no") << "\n"
+    << "qk_norm: " << (qk_norm ? "yes" : "no") << "\n";
   return s.str();
 }
 
@@ -174,13 +175,13 @@ Result<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
     c.arch = Architecture::kLlama;
     c.rope_style = kernels::RopeStyle::kAdjacent;
     c.rms_eps = 1e-5f;
-  } else if (arch == "qwen2") {
-    c.arch = Architecture::kQwen2;
+  } else if (arch == "qwen2" || arch == "qwen3") {
+    c.arch = arch == "qwen2" ? Architecture::kQwen2 : Architecture::kQwen3;
     c.rope_style = kernels::RopeStyle::kHalves;
     c.rms_eps = 1e-6f;
   } else {
     return Status::NotSupported("architecture '" + c.arch_name +
-                                "' (supported: llama, qwen2)");
+                                "' (supported: llama, qwen2, qwen3)");
   }
   const std::string p = c.arch_name + ".";
   auto get_int = [&](const std::string& key, int* out) -> Status {
@@ -228,6 +229,12 @@ Result<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   c.vocab_size = static_cast<int>(embd->dims[1]);
   c.tied_output = gguf.FindTensor("output.weight") == nullptr;
   c.qkv_bias = gguf.FindTensor("blk.0.attn_q.bias") != nullptr;
+  c.qk_norm = gguf.FindTensor("blk.0.attn_q_norm.weight") != nullptr;
+  if (c.arch == Architecture::kQwen3 && !c.qk_norm) {
+    return Status::NotFound(
+        "tensor 'blk.0.attn_q_norm.weight' missing "
+        "(qwen3 normalises q and k per head)");
+  }
   KV_RETURN_IF_ERROR(c.Validate());
   return c;
 }

@@ -1,6 +1,6 @@
 // ModelConfig: the shape and hyper-parameters of a Llama-family transformer,
-// read from GGUF metadata (architectures `llama` and `qwen2`) or from a
-// llama2.c checkpoint header, and validated before any weight is touched.
+// read from GGUF metadata (architectures `llama`, `qwen2` and `qwen3`) or from
+// a llama2.c checkpoint header, and validated before any weight is touched.
 #pragma once
 
 #include <string>
@@ -12,7 +12,7 @@ namespace kvstash {
 
 class GgufFile;
 
-enum class Architecture { kLlama, kQwen2 };
+enum class Architecture { kLlama, kQwen2, kQwen3 };
 
 struct ModelConfig {
   Architecture arch = Architecture::kLlama;
@@ -36,6 +36,8 @@ struct ModelConfig {
   float rms_eps = 1e-5f;
   bool tied_output = true;  // classifier reuses the token embedding
   bool qkv_bias = false;    // q/k/v projections carry biases (qwen2)
+  bool qk_norm = false;     // each head of q and k RMS-normalised before
+                            // RoPE, one weight per dim (qwen3)
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
@@ -50,7 +52,7 @@ struct ModelConfig {
 // other than none, linear and yarn is InvalidArgument: computing it as
 // another would be silently wrong). Whether the output
 // matrix is tied and whether q/k/v biases exist is decided by the tensors
-// present (output.weight, blk.0.attn_q.bias).
+// present (output.weight, blk.0.attn_q.bias, blk.0.attn_q_norm.weight).
 Result<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf);
 
 }  // namespace kvstash

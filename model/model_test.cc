@@ -26,8 +26,8 @@ TEST(ModelTest, LlamaCheckpointWithoutTokenizerIsAClearError) {
 }
 
 TEST(ModelTest, LoadsForeignGguf) {
-  auto model =
-      Model::Load(testing::SharedPath("models/stories260K/stories260K.gguf"), "");
+  auto model = Model::Load(
+      testing::SharedPath("models/stories260K/stories260K.gguf"), "");
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const ModelConfig& c = (*model)->config();
   EXPECT_EQ((*model)->format(), ModelFormat::kGguf);

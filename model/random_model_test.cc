@@ -73,8 +73,10 @@ TEST(RandomModelTest, SameSeedSameFileWhateverTheThreads) {
   ASSERT_TRUE(WriteRandomModel(o, dir + "/b.gguf", &pool).ok());
   o.seed = 8;
   ASSERT_TRUE(WriteRandomModel(o, dir + "/c.gguf", &pool).ok());
-  EXPECT_EQ(ReadFile(dir + "/a.gguf").value(), ReadFile(dir + "/b.gguf").value());
-  EXPECT_NE(ReadFile(dir + "/a.gguf").value(), ReadFile(dir + "/c.gguf").value());
+  EXPECT_EQ(ReadFile(dir + "/a.gguf").value(),
+            ReadFile(dir + "/b.gguf").value());
+  EXPECT_NE(ReadFile(dir + "/a.gguf").value(),
+            ReadFile(dir + "/c.gguf").value());
 }
 
 TEST(RandomModelTest, PresetsAndBadShapes) {
@@ -86,12 +88,12 @@ TEST(RandomModelTest, PresetsAndBadShapes) {
   EXPECT_FALSE(ApplyRandomModelPreset("7b", &o).ok());
   o = SmallOptions(kernels::DType::kQ4_0);
   o.n_heads = 5;  // 64 % 5 != 0
-  EXPECT_FALSE(WriteRandomModel(o, testing::TempDir("rm_bad") + "/x", nullptr)
-                   .ok());
+  EXPECT_FALSE(
+      WriteRandomModel(o, testing::TempDir("rm_bad") + "/x", nullptr).ok());
   o = SmallOptions(kernels::DType::kQ4_0);
   o.vocab_path = "/no/such/vocab.gguf";
-  EXPECT_FALSE(WriteRandomModel(o, testing::TempDir("rm_bad2") + "/x", nullptr)
-                   .ok());
+  EXPECT_FALSE(
+      WriteRandomModel(o, testing::TempDir("rm_bad2") + "/x", nullptr).ok());
 }
 
 }  // namespace
