@@ -66,6 +66,12 @@ Status ParseKvFormat(const RunOptions& run, kernels::KvFormat* format) {
   return parse(run.kv_type_v, "--kv-type-v", &format->v);
 }
 
+Status ParseWeightType(const std::string& value, kernels::DType* type) {
+  if (kernels::ParseDType(value, type)) return Status::OK();
+  return Status::InvalidArgument("--type '" + value +
+                                 "' is not one of f32, f16, bf16, q8_0, q4_0");
+}
+
 Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,
                        kernels::KvFormat* kv_format) {
   if (run.threads < 0) return Status::InvalidArgument("--threads must be >= 0");

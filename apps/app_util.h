@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "apps/commands.h"
+#include "apps/flags.h"
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "bench/llm_bench.h"
@@ -32,6 +32,9 @@ Json SpreadJson(const bench::Spread& s);
 void PrintSpreadLine(const std::string& name, const bench::Spread& s,
                      double scale, const char* unit);
 
+// Prints "kvstash: error: <message>" on stderr and returns 1.
+int Fail(const std::string& message);
+
 // Benchmark progress lines, to stderr.
 void PrintProgress(const std::string& line);
 
@@ -47,6 +50,10 @@ std::unique_ptr<ThreadPool> MakePool(int threads);
 // The KV types `run` names (--kv-type for both sides, --kv-type-k /
 // --kv-type-v overriding one); InvalidArgument naming the flag otherwise.
 Status ParseKvFormat(const RunOptions& run, kernels::KvFormat* format);
+
+// --type: a weight type (f32, f16, bf16, q8_0, q4_0); InvalidArgument
+// naming the flag otherwise.
+Status ParseWeightType(const std::string& value, kernels::DType* type);
 
 // Checks `run` and fills the pool and the KV types it names.
 Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,

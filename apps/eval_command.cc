@@ -6,8 +6,10 @@
 
 #include "apps/app_util.h"
 #include "apps/commands.h"
+#include "apps/flags.h"
 #include "apps/tiers.h"
 #include "base/file.h"
+#include "bench/svg_plot.h"
 #include "compress/policy.h"
 #include "engine/eval.h"
 #include "store/kv_codec.h"
@@ -15,6 +17,26 @@
 
 namespace kvstash::apps {
 namespace {
+
+// A candidate KV configuration (run.kv_type...) against a baseline one on
+// the same model and text (engine/eval.h).
+struct EvalCommandOptions {
+  ModelOptions model;
+  RunOptions run;  // the candidate's KV types
+  std::string baseline_kv_type = "f16";
+  std::string file;         // teacher-forced text
+  std::string gen_prompts;  // one prompt per line; empty: none
+  // ctx, windows, gen_tokens, candidate_chunk_blocks and compress_at bound
+  // to flags; the rest filled from the flags below.
+  EvalOptions eval;
+  // Tier codec whose round trip the candidate's blocks pass through
+  // (EvalOptions::candidate_blocks); "none": no round trip.
+  std::string tier_codec = "none";
+  KvPolicyFlags kv_policy;  // the candidate's token eviction
+  bool sweep = false;       // every policy at every sweep ratio
+  bool json = false;
+  std::string plot;  // --sweep: an SVG of ppl_ratio by kept share; empty: none
+};
 
 // The non-empty lines of `text`, each without its line ending.
 std::vector<std::string> Lines(const std::string& text) {
@@ -89,12 +111,19 @@ int RunSweep(const EvalCommandOptions& options, Transformer& transformer,
     std::printf(
         "eval sweep: ctx %d, %d windows, compressed at %d, candidate %s\n"
         "%-10s %6s %7s %9s %9s %8s %8s %8s %8s\n",
-        options.ctx, options.windows, CompressAt(eval),
+        options.eval.ctx, options.eval.windows, CompressAt(eval),
         kernels::KvFormatName(eval.candidate).c_str(), "policy", "ratio",
         "kept", "ppl_ratio", "kl_mean", "top1_agr", "copy_b", "copy_c",
         "greedy");
   }
+  bench::PlotSpec plot;
+  plot.title = "What token eviction costs: ppl ratio against f16 (" +
+               kernels::KvFormatName(eval.candidate) + " KV, ctx " +
+               std::to_string(options.eval.ctx) + ")";
+  plot.x_label = "share of the compressed rows kept";
+  plot.y_label = "perplexity ratio";
   for (const std::string& policy : policies) {
+    plot.series.push_back({policy, {}});
     for (double ratio : kSweepRatios) {
       EvalCommandOptions row = options;
       row.kv_policy.policy = policy;
@@ -110,9 +139,11 @@ int RunSweep(const EvalCommandOptions& options, Transformer& transformer,
           });
       std::cerr << "\r" << std::string(60, ' ') << "\r";
       if (!r.ok()) return Fail(r.status().message());
+      plot.series.back().points.push_back(
+          {r->kept_fraction, r->ppl_ratio, r->ppl_ratio, r->ppl_ratio});
       if (options.json) {
         Json j = ResultJson(row, eval, *r);
-        j["ctx"] = options.ctx;
+        j["ctx"] = options.eval.ctx;
         j["windows"] = r->windows;
         j["kv_type"] = kernels::KvFormatName(eval.candidate);
         PrintJson(j);
@@ -125,17 +156,20 @@ int RunSweep(const EvalCommandOptions& options, Transformer& transformer,
       std::fflush(stdout);
     }
   }
+  if (!options.plot.empty()) {
+    if (Status st = bench::WriteSvgPlot(plot, options.plot); !st.ok()) {
+      return Fail(st.message());
+    }
+  }
   return 0;
 }
 
-}  // namespace
-
 int RunEval(const EvalCommandOptions& options) {
-  if (options.ctx < 2) return Fail("--ctx must be >= 2");
-  if (options.windows < 0) return Fail("--windows must be >= 0");
-  if (options.gen_tokens < 0) return Fail("--gen-tokens must be >= 0");
+  if (options.eval.ctx < 2) return Fail("--ctx must be >= 2");
+  if (options.eval.windows < 0) return Fail("--windows must be >= 0");
+  if (options.eval.gen_tokens < 0) return Fail("--gen-tokens must be >= 0");
   std::unique_ptr<ThreadPool> pool;
-  EvalOptions eval;
+  EvalOptions eval = options.eval;
   if (Status s = ParseRunOptions(options.run, &pool, &eval.candidate);
       !s.ok()) {
     return Fail(s.message());
@@ -146,9 +180,6 @@ int RunEval(const EvalCommandOptions& options) {
                 "' is not one of " + kernels::KvTypeNames());
   }
   eval.baseline = {baseline, baseline};
-  eval.ctx = options.ctx;
-  eval.windows = options.windows;
-  eval.gen_tokens = options.gen_tokens;
   Result<store::Codec> codec = ParseTierCodec(options.tier_codec);
   if (!codec.ok()) return Fail(codec.status().message());
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
@@ -162,10 +193,9 @@ int RunEval(const EvalCommandOptions& options) {
     if (!why.empty()) return Fail("--tier-codec: " + why);
     eval.candidate_blocks = CodecRoundTrip(*codec, layout);
   }
-  if (options.tier_chunk_blocks < 1) {
+  if (options.eval.candidate_chunk_blocks < 1) {
     return Fail("--tier-chunk-blocks must be >= 1 for eval");
   }
-  eval.candidate_chunk_blocks = options.tier_chunk_blocks;
   Result<std::string> text = ReadFile(options.file);
   if (!text.ok()) return Fail(text.status().message());
   const std::vector<int32_t> ids = tok.Encode(*text, false);
@@ -180,17 +210,19 @@ int RunEval(const EvalCommandOptions& options) {
     }
   }
   Transformer transformer(**model, pool.get());
-  if (options.compress_at < 0) return Fail("--compress-at must be >= 0");
-  eval.compress_at = options.compress_at;
+  if (options.eval.compress_at < 0) return Fail("--compress-at must be >= 0");
   if (!options.kv_policy.policy.empty() || options.sweep) {
     const int at = CompressAt(eval);
-    if (at < 2 || at > options.ctx - 2) {
+    if (at < 2 || at > options.eval.ctx - 2) {
       return Fail("--compress-at " + std::to_string(at) +
                   " must be in [2, ctx - 2] = [2, " +
-                  std::to_string(options.ctx - 2) + "]");
+                  std::to_string(options.eval.ctx - 2) + "]");
     }
     const std::string why = KvCompactionSupports(eval.candidate);
     if (!why.empty()) return Fail("--kv-policy: " + why);
+  }
+  if (!options.plot.empty() && !options.sweep) {
+    return Fail("--plot draws a --sweep");
   }
   if (options.sweep) {
     return RunSweep(options, transformer, pool.get(), ids, eval);
@@ -217,7 +249,7 @@ int RunEval(const EvalCommandOptions& options) {
     Json j = ResultJson(options, eval, *r);
     j["model"] = options.model.model_path;
     j["file"] = options.file;
-    j["ctx"] = options.ctx;
+    j["ctx"] = options.eval.ctx;
     j["windows"] = r->windows;
     j["tokens"] = r->tokens;
     j["baseline"] = side(r->baseline, eval.baseline);
@@ -228,13 +260,13 @@ int RunEval(const EvalCommandOptions& options) {
     j["kl_max"] = r->kl_max;
     j["rms_dp"] = r->rms_dp;
     j["gen_prompts"] = r->gen_prompts;
-    j["gen_tokens"] = options.gen_tokens;
+    j["gen_tokens"] = options.eval.gen_tokens;
     j["first_divergence"] = r->first_divergence;
     j["kv_bytes_per_token_base"] = r->baseline.kv_bytes_per_token;
     j["kv_bytes_per_token"] = r->candidate.kv_bytes_per_token;
     j["kv_bytes_ratio"] = r->kv_bytes_ratio;
     j["tier_codec"] = options.tier_codec;
-    j["tier_chunk_blocks"] = options.tier_chunk_blocks;
+    j["tier_chunk_blocks"] = options.eval.candidate_chunk_blocks;
     j["stored_bytes_ratio"] = r->stored_bytes_ratio;
     PrintJson(j);
     return 0;
@@ -247,7 +279,7 @@ int RunEval(const EvalCommandOptions& options) {
       "  top1            %9.4f   %9.4f   agreement %.4f\n"
       "  KV bytes/token  %9.1f   %9.1f   ratio %.4f\n"
       "  KL(base||cand)  mean %.3g  p99 %.3g  max %.3g;  rms dp %.4f\n",
-      r->windows, options.ctx, static_cast<long long>(r->tokens),
+      r->windows, options.eval.ctx, static_cast<long long>(r->tokens),
       cand_name.c_str(), base_name.c_str(), r->baseline.ppl, r->candidate.ppl,
       r->ppl_ratio, r->baseline.top1, r->candidate.top1, r->top1_agreement,
       r->baseline.kv_bytes_per_token, r->candidate.kv_bytes_per_token,
@@ -273,11 +305,52 @@ int RunEval(const EvalCommandOptions& options) {
     std::printf(
         "  greedy: %d prompts x %d tokens, identical %.3f, first "
         "divergence",
-        r->gen_prompts, options.gen_tokens, r->greedy_identical);
+        r->gen_prompts, options.eval.gen_tokens, r->greedy_identical);
     for (int d : r->first_divergence) std::printf(" %d", d);
     std::printf("\n");
   }
   return 0;
+}
+
+}  // namespace
+
+Command RegisterEval(CLI::App& parent) {
+  auto o = std::make_shared<EvalCommandOptions>();
+  CLI::App* cmd = parent.add_subcommand(
+      "eval",
+      "what a lossy KV configuration costs: perplexity ratio, KL divergence, "
+      "top-1 agreement and greedy divergence against a baseline, and the "
+      "KV bytes per token of both");
+  AddModelFlags(cmd, &o->model);
+  AddRunFlags(cmd, &o->run);
+  cmd->add_option("--baseline-kv-type", o->baseline_kv_type,
+                  "KV type of the baseline, K and V");
+  cmd->add_option("--file,-f", o->file, "UTF-8 text file")->required();
+  cmd->add_option("--ctx", o->eval.ctx, "window length in tokens, BOS first");
+  cmd->add_option("--windows", o->eval.windows,
+                  "teacher-forced windows, 0 = all that fit");
+  cmd->add_option("--gen-prompts", o->gen_prompts,
+                  "file of prompts, one per line, for greedy generation "
+                  "(none)");
+  cmd->add_option("--gen-tokens", o->eval.gen_tokens,
+                  "greedy tokens per prompt");
+  AddTierCodecFlag(cmd, &o->tier_codec);
+  cmd->add_option("--tier-chunk-blocks", o->eval.candidate_chunk_blocks,
+                  "blocks per object through --tier-codec: a chunk is "
+                  "restored once complete");
+  AddKvPolicyFlags(cmd, &o->kv_policy);
+  cmd->add_option("--compress-at", o->eval.compress_at,
+                  "with --kv-policy: positions of each window computed "
+                  "before compressing; only later predictions are scored "
+                  "(0: ctx / 2)");
+  cmd->add_flag("--sweep", o->sweep,
+                "every --kv-policy at ratios 0.25, 0.5, 0.75, 0.875: one "
+                "table (with --json: one JSON object per line)");
+  cmd->add_option("--plot", o->plot,
+                  "with --sweep: also write an SVG chart of ppl_ratio "
+                  "against the share kept, one line per policy");
+  AddJsonFlag(cmd, &o->json);
+  return {cmd, [o] { return RunEval(*o); }};
 }
 
 }  // namespace kvstash::apps

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/commands.h"
+#include "apps/flags.h"
 #include "base/status.h"
 #include "kvcache/kv_manager.h"
 #include "store/disk_tier.h"

@@ -8,15 +8,15 @@ namespace kvstash::internal {
                               const char* msg);
 }  // namespace kvstash::internal
 
-#define KV_CHECK(cond)                                                   \
-  do {                                                                   \
-    if (!(cond)) [[unlikely]]                                            \
-      ::kvstash::internal::CheckFailed(__FILE__, __LINE__, #cond, "");   \
+#define KV_CHECK(cond)                                                 \
+  do {                                                                 \
+    if (!(cond)) [[unlikely]]                                          \
+      ::kvstash::internal::CheckFailed(__FILE__, __LINE__, #cond, ""); \
   } while (0)
 
-#define KV_CHECK_MSG(cond, msg)                                          \
-  do {                                                                   \
-    if (!(cond)) [[unlikely]]                                            \
+#define KV_CHECK_MSG(cond, msg)                                           \
+  do {                                                                    \
+    if (!(cond)) [[unlikely]]                                             \
       ::kvstash::internal::CheckFailed(__FILE__, __LINE__, #cond, (msg)); \
   } while (0)
 

@@ -63,12 +63,12 @@ Result<std::string> ReadSecretFile(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return ErrnoStatus("cannot stat", path);
   if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    return Status::PermissionDenied(
-        "secret file '" + path + "' may be read or written by group or " +
-        "others; run `chmod 600 " + path + "`");
+    return Status::PermissionDenied("secret file '" + path +
+                                    "' may be read or written by group or " +
+                                    "others; run `chmod 600 " + path + "`");
   }
-  while (!secret.empty() && std::isspace(static_cast<unsigned char>(
-                                secret.back()))) {
+  while (!secret.empty() &&
+         std::isspace(static_cast<unsigned char>(secret.back()))) {
     secret.pop_back();
   }
   if (secret.empty()) {

@@ -42,8 +42,7 @@ TEST(FileTest, SecretFilesMustBePrivate) {
   EXPECT_EQ(ReadSecretFile(path).value(), "s3cret value");
   ASSERT_TRUE(WriteFileAtomic(path, " \n").ok());
   ASSERT_EQ(::chmod(path.c_str(), 0400), 0);
-  EXPECT_EQ(ReadSecretFile(path).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadSecretFile(path).status().code(), StatusCode::kInvalidArgument);
   EXPECT_FALSE(ReadSecretFile(dir + "/missing").ok());
 }
 

@@ -1,10 +1,11 @@
 // Status and Result<T>: how kvstash reports failures that come from the outside
-// world (files, network, user input). A Status is either OK or carries a code and
-// a human-readable message that names what was wrong ("gguf: tensor 'blk.0.attn_q'
-// data [..] past end of file"). Result<T> holds a T or a non-OK Status.
+// world (files, network, user input). A Status is either OK or carries a code
+// and a human-readable message that names what was wrong ("gguf: tensor
+// 'blk.0.attn_q' data [..] past end of file"). Result<T> holds a T or a non-OK
+// Status.
 //
-// Broken internal invariants are not Statuses: they use KV_CHECK (base/check.h).
-// Thread-compatible value types.
+// Broken internal invariants are not Statuses: they use KV_CHECK
+// (base/check.h). Thread-compatible value types.
 #pragma once
 
 #include <string>
@@ -89,7 +90,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT
     KV_CHECK(!std::get<Status>(v_).ok());
   }
@@ -127,10 +128,10 @@ class [[nodiscard]] Result {
 #define KV_STATUS_CONCAT(a, b) KV_STATUS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define KV_RETURN_IF_ERROR(expr)                        \
-  do {                                                  \
-    ::kvstash::Status kv_status_tmp_ = (expr);          \
-    if (!kv_status_tmp_.ok()) return kv_status_tmp_;    \
+#define KV_RETURN_IF_ERROR(expr)                     \
+  do {                                               \
+    ::kvstash::Status kv_status_tmp_ = (expr);       \
+    if (!kv_status_tmp_.ok()) return kv_status_tmp_; \
   } while (0)
 
 // `lhs = value of expr` (a Result<T>), or returns its Status from the

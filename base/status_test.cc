@@ -6,7 +6,8 @@ namespace kvstash {
 namespace {
 
 Result<int> ParsePositive(int x) {
-  if (x <= 0) return Status::InvalidArgument("not positive: " + std::to_string(x));
+  if (x <= 0)
+    return Status::InvalidArgument("not positive: " + std::to_string(x));
   return x;
 }
 

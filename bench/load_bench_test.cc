@@ -1,5 +1,5 @@
-// The load generator against a real server: stories260K behind a Scheduler,
-// a KvManager and an HttpServer on an ephemeral loopback port, driven for a
+// The load generator against a real server: stories260K behind a
+// ServingStack (serve/stack.h) on an ephemeral loopback port, driven for a
 // few seconds. Nothing here depends on the machine's speed: the assertions
 // are about outcomes (no failure, every bad request refused, streams
 // cancelled, the prefix cache hit, RSS read) and the order of percentiles.
@@ -13,9 +13,7 @@
 #include <string>
 #include <thread>
 
-#include "kvcache/kv_manager.h"
-#include "serve/http_server.h"
-#include "serve/scheduler.h"
+#include "serve/stack.h"
 #include "tests/testing/stories.h"
 
 namespace kvstash::bench {
@@ -26,48 +24,30 @@ class StoriesServer {
  public:
   explicit StoriesServer(ApiKeys keys = {}) {
     model_ = testing::LoadStories();
-    const ModelConfig& c = model_->config();
-    kvcache::KvManagerOptions kvo;
-    kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, 16, {}};
-    kvo.capacity_bytes = size_t{16} << 20;
-    kvo.prefault = false;
-    Result<std::unique_ptr<kvcache::KvManager>> kv =
-        kvcache::KvManager::Create(kvo);
-    KV_CHECK(kv.ok());
-    kv_ = std::move(*kv);
-    SchedulerOptions so;
-    so.context = c.context_length;
-    Result<std::unique_ptr<Scheduler>> scheduler =
-        Scheduler::Create(*model_, nullptr, *kv_, so);
-    KV_CHECK(scheduler.ok());
-    scheduler_ = std::move(*scheduler);
-    ServerOptions options;
-    options.port = 0;
-    options.api_keys = std::move(keys);
-    Result<std::unique_ptr<HttpServer>> server =
-        HttpServer::Create(*model_, *scheduler_, *kv_, options);
-    KV_CHECK(server.ok());
-    server_ = std::move(*server);
-    thread_ = std::thread([this] { served_ = server_->Serve(); });
+    ServingStackOptions o;
+    o.kv.capacity_bytes = size_t{16} << 20;
+    o.kv.prefault = false;
+    o.server.port = 0;
+    o.server.api_keys = std::move(keys);
+    Result<std::unique_ptr<ServingStack>> stack =
+        ServingStack::Create(*model_, nullptr, o);
+    KV_CHECK(stack.ok());
+    stack_ = std::move(*stack);
+    stack_->ServeInBackground();
   }
 
   ~StoriesServer() {
-    server_->Stop();
-    thread_.join();
-    EXPECT_TRUE(served_.ok()) << served_.ToString();
+    const Status served = stack_->Stop();
+    EXPECT_TRUE(served.ok()) << served.ToString();
   }
 
   std::string url() const {
-    return "http://127.0.0.1:" + std::to_string(server_->port());
+    return "http://127.0.0.1:" + std::to_string(stack_->server().port());
   }
 
  private:
   std::unique_ptr<Model> model_;
-  std::unique_ptr<kvcache::KvManager> kv_;
-  std::unique_ptr<Scheduler> scheduler_;
-  std::unique_ptr<HttpServer> server_;
-  std::thread thread_;
-  Status served_;
+  std::unique_ptr<ServingStack> stack_;  // over model_
 };
 
 std::string StoryText() {

@@ -20,7 +20,8 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// ---- read bandwidth ----------------------------------------------------------
+// ---- read bandwidth
+// ----------------------------------------------------------
 
 // Sums 64-bit words of [p, p + n) with four independent accumulators, so that
 // loads, not adds, bound the loop. n % 32 == 0.
@@ -46,9 +47,8 @@ __attribute__((target("avx2"))) uint64_t SumAvx2(const uint64_t* p, size_t n) {
     d = _mm256_add_epi64(d, _mm256_load_si256((const __m256i*)(p + i + 12)));
   }
   alignas(32) uint64_t lanes[4];
-  _mm256_store_si256((__m256i*)lanes,
-                     _mm256_add_epi64(_mm256_add_epi64(a, b),
-                                      _mm256_add_epi64(c, d)));
+  _mm256_store_si256((__m256i*)lanes, _mm256_add_epi64(_mm256_add_epi64(a, b),
+                                                       _mm256_add_epi64(c, d)));
   return lanes[0] + lanes[1] + lanes[2] + lanes[3];
 }
 
@@ -67,7 +67,8 @@ uint64_t SumWords(const uint64_t* p, size_t n) {
   return a + b + c + d;
 }
 
-// ---- compute peak ------------------------------------------------------------
+// ---- compute peak
+// ------------------------------------------------------------
 
 constexpr size_t kPeakIterations = 4'000'000;
 
@@ -206,7 +207,8 @@ double MeasureReadBandwidth(ThreadPool& pool, size_t bytes, int repeats) {
       const size_t hi = n_words * (task + 1) / workers / 512 * 512;
       sums[task] += SumWords(words + lo, hi - lo);
     });
-    const double s = std::chrono::duration<double>(Clock::now() - start).count();
+    const double s =
+        std::chrono::duration<double>(Clock::now() - start).count();
     rates.push_back((n_words / 512 * 512) * 8.0 / s);
   }
   volatile uint64_t sink = sums[0];
@@ -225,7 +227,8 @@ ComputePeak MeasureComputePeak(ThreadPool& pool, kernels::DType t,
     pool.ParallelFor(workers, [&](size_t task, size_t) {
       ops[task] = loop.run(1e-3f * (task + 1));
     });
-    const double s = std::chrono::duration<double>(Clock::now() - start).count();
+    const double s =
+        std::chrono::duration<double>(Clock::now() - start).count();
     double total = 0;
     for (double o : ops) total += o;
     rates.push_back(total / s);

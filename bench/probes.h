@@ -28,7 +28,6 @@ struct ComputePeak {
 
 // The peak of the instruction family used for weights of type `t`, over all
 // workers at once: the median of `repeats` runs.
-ComputePeak MeasureComputePeak(ThreadPool& pool, kernels::DType t,
-                               int repeats);
+ComputePeak MeasureComputePeak(ThreadPool& pool, kernels::DType t, int repeats);
 
 }  // namespace kvstash::bench

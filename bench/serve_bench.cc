@@ -9,6 +9,7 @@
 #include "bench/requests.h"
 #include "kvcache/kv_manager.h"
 #include "serve/scheduler.h"
+#include "serve/stack.h"
 
 namespace kvstash::bench {
 namespace {
@@ -40,20 +41,21 @@ Result<ServeBenchResult> RunServeBench(const Model& model, ThreadPool& pool,
                                        const ServeBenchOptions& options,
                                        const BenchProgress& progress) {
   KV_RETURN_IF_ERROR(Validate(options, model));
-  const ModelConfig& c = model.config();
-  kvcache::KvManagerOptions kvo;
-  kvo.layout = {c.n_layers, c.n_kv_heads, c.head_dim, options.block_tokens,
-                options.kv_format};
-  kvo.capacity_bytes = options.kv_cache_mb << 20;
-  KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv,
-                      kvcache::KvManager::Create(kvo));
-  SchedulerOptions so;
-  so.max_batch_tokens = options.max_batch_tokens;
-  so.max_running = std::min(options.max_batch_tokens,
-                            std::max({64, options.streams, options.choices}));
-  so.context = options.prompt_tokens + std::max(32, options.gen_tokens) + 1;
-  KV_ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler,
-                      Scheduler::Create(model, &pool, *kv, so));
+  ServingStackOptions so;
+  so.http = false;  // driven in-process through the Scheduler
+  so.kv.layout.block_tokens = options.block_tokens;
+  so.kv.layout.kv = options.kv_format;
+  so.kv.capacity_bytes = options.kv_cache_mb << 20;
+  so.scheduler.max_batch_tokens = options.max_batch_tokens;
+  so.scheduler.max_running =
+      std::min(options.max_batch_tokens,
+               std::max({64, options.streams, options.choices}));
+  so.scheduler.context =
+      options.prompt_tokens + std::max(32, options.gen_tokens) + 1;
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<ServingStack> stack,
+                      ServingStack::Create(model, &pool, so));
+  kvcache::KvManager* kv = &stack->kv();
+  Scheduler* scheduler = &stack->scheduler();
 
   std::vector<double> cold_ttft, cold_prompt, warm_ttft, warm_prompt,
       partial_ttft, partial_prompt, cold_over_warm, single, multi, speedup,

@@ -13,6 +13,7 @@
 #include "kvcache/block_hash.h"
 #include "kvcache/kv_manager.h"
 #include "serve/scheduler.h"
+#include "serve/stack.h"
 #include "store/disk_probe.h"
 #include "store/object_format.h"
 #include "store/redis_probe.h"
@@ -122,34 +123,38 @@ class Bench {
   Result<TierBenchResult> Run();
 
  private:
-  SchedulerOptions SchedulerOptionsFor() const {
-    SchedulerOptions so;
-    so.context = std::max({o_.prompt_tokens + o_.gen_tokens,
-                           o_.prompt_tokens + o_.suffix_tokens + 1,
-                           2 * o_.block_tokens + o_.decode_tokens}) +
-                 1;
+  // A server over `tiers`, driven in-process.
+  ServingStackOptions StackOptions(
+      const std::vector<store::Tier*>& tiers) const {
+    ServingStackOptions so;
+    so.http = false;
+    so.kv.layout = layout_;
+    so.kv.capacity_bytes = o_.kv_cache_mb << 20;
+    so.kv.tier_codec = o_.tier_codec;
+    so.kv.chunk_blocks = o_.chunk_blocks;
+    for (store::Tier* t : tiers) so.kv.tiers.push_back({t});
+    so.scheduler.context = std::max({o_.prompt_tokens + o_.gen_tokens,
+                                     o_.prompt_tokens + o_.suffix_tokens + 1,
+                                     2 * o_.block_tokens + o_.decode_tokens}) +
+                           1;
     return so;
   }
 
   Result<std::unique_ptr<kvcache::KvManager>> NewKv(
       const std::vector<store::Tier*>& tiers) const {
-    kvcache::KvManagerOptions k;
-    k.layout = layout_;
-    k.capacity_bytes = o_.kv_cache_mb << 20;
-    k.tier_codec = o_.tier_codec;
-    k.chunk_blocks = o_.chunk_blocks;
-    for (store::Tier* t : tiers) k.tiers.push_back({t});
-    return kvcache::KvManager::Create(k);
+    return kvcache::KvManager::Create(StackOptions(tiers).kv);
+  }
+
+  Result<std::unique_ptr<ServingStack>> NewStack(
+      const std::vector<store::Tier*>& tiers) const {
+    return ServingStack::Create(model_, &pool_, StackOptions(tiers));
   }
 
   // One request on a fresh server over `tiers`.
   Result<bench::Run> Serve(const std::vector<store::Tier*>& tiers,
                            GenerationRequest request) {
-    KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv, NewKv(tiers));
-    KV_ASSIGN_OR_RETURN(
-        std::unique_ptr<Scheduler> s,
-        Scheduler::Create(model_, &pool_, *kv, SchedulerOptionsFor()));
-    return RunOne(*s, std::move(request));
+    KV_ASSIGN_OR_RETURN(std::unique_ptr<ServingStack> s, NewStack(tiers));
+    return RunOne(s->scheduler(), std::move(request));
   }
 
   // `n` restores of `prompt` (salted `salt`) from `tier` run at once, each
@@ -225,10 +230,8 @@ Status Bench::MeasureSuffix(store::Tier* tier,
                             const std::vector<int32_t>& prompt,
                             const std::string& salt, double restore_seconds,
                             Prompts& prompts, TierSamples* out) {
-  KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv, NewKv({tier}));
-  KV_ASSIGN_OR_RETURN(
-      std::unique_ptr<Scheduler> s,
-      Scheduler::Create(model_, &pool_, *kv, SchedulerOptionsFor()));
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<ServingStack> stack, NewStack({tier}));
+  Scheduler& s = stack->scheduler();
   double ttft[2];  // from the tier, then from DRAM
   for (double& t : ttft) {
     std::vector<int32_t> p = prompt;
@@ -236,7 +239,7 @@ Status Bench::MeasureSuffix(store::Tier* tier,
     p.insert(p.end(), suffix.begin() + 1, suffix.end());  // without its BOS
     GenerationRequest r = Greedy(std::move(p), 1);
     r.cache_salt = salt;
-    KV_ASSIGN_OR_RETURN(bench::Run run, RunOne(*s, std::move(r)));
+    KV_ASSIGN_OR_RETURN(bench::Run run, RunOne(s, std::move(r)));
     t = run.ttft();
   }
   out->suffix.push_back(ttft[0]);
@@ -299,10 +302,8 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
 
 Result<double> Bench::Decode(const std::vector<store::Tier*>& tiers,
                              Prompts& prompts, const std::string& salt) {
-  KV_ASSIGN_OR_RETURN(std::unique_ptr<kvcache::KvManager> kv, NewKv(tiers));
-  KV_ASSIGN_OR_RETURN(
-      std::unique_ptr<Scheduler> s,
-      Scheduler::Create(model_, &pool_, *kv, SchedulerOptionsFor()));
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<ServingStack> stack, NewStack(tiers));
+  Scheduler& s = stack->scheduler();
   std::vector<bench::Run> runs(size_t(o_.streams));
   // One waiting thread per stream: the streams decode together.
   std::vector<std::thread> waiters;
@@ -312,7 +313,7 @@ Result<double> Bench::Decode(const std::vector<store::Tier*>& tiers,
         Greedy(prompts.Random(2 * o_.block_tokens), o_.decode_tokens);
     r.cache_salt = salt;
     waiters.emplace_back([&, i, r = std::move(r)]() mutable {
-      Result<bench::Run> run = RunOne(*s, std::move(r));
+      Result<bench::Run> run = RunOne(s, std::move(r));
       if (run.ok()) {
         runs[size_t(i)] = std::move(*run);
       } else {

@@ -21,13 +21,13 @@
 #include <string>
 #include <string_view>
 
-#define FUZZ_CHECK(cond)                                                  \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
-      std::fprintf(stderr, "%s:%d: FUZZ_CHECK failed: %s\n", __FILE__,    \
-                   __LINE__, #cond);                                      \
-      std::abort();                                                       \
-    }                                                                     \
+#define FUZZ_CHECK(cond)                                               \
+  do {                                                                 \
+    if (!(cond)) {                                                     \
+      std::fprintf(stderr, "%s:%d: FUZZ_CHECK failed: %s\n", __FILE__, \
+                   __LINE__, #cond);                                   \
+      std::abort();                                                    \
+    }                                                                  \
   } while (0)
 
 namespace kvstash::fuzz {
@@ -38,10 +38,12 @@ namespace kvstash::fuzz {
 inline std::string SharedPath(const std::string& relative) {
   const char* env = std::getenv("KVSTASH_SHARED_DIR");
   const std::string path =
-      (env != nullptr ? std::string(env) : std::string(KVSTASH_SHARED_DIR_DEFAULT)) +
+      (env != nullptr ? std::string(env)
+                      : std::string(KVSTASH_SHARED_DIR_DEFAULT)) +
       "/" + relative;
   if (!std::filesystem::exists(path)) {
-    std::fprintf(stderr, "shared test data missing: %s (set KVSTASH_SHARED_DIR)\n",
+    std::fprintf(stderr,
+                 "shared test data missing: %s (set KVSTASH_SHARED_DIR)\n",
                  path.c_str());
     std::exit(2);
   }

@@ -18,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Tokenizer::FromLlama2c(file->path(), vocab_size);
   if (!t.ok()) return 0;
   FUZZ_CHECK((*t)->vocab_size() == vocab_size);
-  const std::vector<int32_t> ids = (*t)->Encode("Once upon a time, \xff!", true);
+  const std::vector<int32_t> ids =
+      (*t)->Encode("Once upon a time, \xff!", true);
   for (int32_t id : ids) FUZZ_CHECK(id >= 0 && id < vocab_size);
   (void)(*t)->Decode(ids);
   return 0;

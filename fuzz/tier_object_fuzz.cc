@@ -37,8 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Result<ObjectHeader> header = ParseObjectHeader(bytes);
   if (!header.ok()) return 0;
   const ObjectHeader& h = *header;
-  const Result<ObjectView> view = DecodeVerifiedObject(
-      bytes, h.fingerprint, h.key, h.layout, h.codec);
+  const Result<ObjectView> view =
+      DecodeVerifiedObject(bytes, h.fingerprint, h.key, h.layout, h.codec);
   if (!view.ok()) return 0;
   const size_t blocks = h.token_count / size_t(h.layout.block_tokens);
   if (blocks == 0 || blocks * h.layout.block_bytes() > kMaxDecodedBytes) {

@@ -12,17 +12,17 @@ namespace {
 // Calls fn(t, k_t, v_t) for positions t = 0 .. n_ctx-1 in order, with the
 // rows decoded to f32. REQUIRES: the runs hold at least n_ctx tokens.
 template <typename Fn>
-void ForEachPosition(std::span<const KvRun> runs, size_t head_dim,
-                     size_t n_ctx, Fn fn) {
+void ForEachPosition(std::span<const KvRun> runs, size_t head_dim, size_t n_ctx,
+                     Fn fn) {
   float k[512], v[512];
   size_t t = 0;
   for (const KvRun& run : runs) {
     for (size_t i = 0; i < run.n_tokens; ++i, ++t) {
       if (t == n_ctx) return;
-      KvDecodeRow(run.k_type, KvSide::kK, static_cast<const uint8_t*>(run.k),
-                  i, head_dim, k);
-      KvDecodeRow(run.v_type, KvSide::kV, static_cast<const uint8_t*>(run.v),
-                  i, head_dim, v);
+      KvDecodeRow(run.k_type, KvSide::kK, static_cast<const uint8_t*>(run.k), i,
+                  head_dim, k);
+      KvDecodeRow(run.v_type, KvSide::kV, static_cast<const uint8_t*>(run.v), i,
+                  head_dim, v);
       fn(t, k, v);
     }
   }

@@ -200,8 +200,9 @@ float ElemAt(const RowRef& r, size_t i, const Geo& g) {
     const size_t rem = i & ((size_t(1) << g.chunk_shift) - 1);
     const size_t field = rem >> g.stripe_shift;
     const size_t j = rem & ((size_t(1) << g.stripe_shift) - 1);
-    const float q = float((codes[(c << g.stripe_shift) + j] >> (field * kBits)) &
-                          ((1u << kBits) - 1));
+    const float q =
+        float((codes[(c << g.stripe_shift) + j] >> (field * kBits)) &
+              ((1u << kBits) - 1));
     if constexpr (kT == KvType::kQ4 || kT == KvType::kQ4H) {
       return HalfToFloat(r.data + 2 * (i >> g.group_shift)) * (q - 8.0f);
     } else if constexpr (kS == KvSide::kK) {
@@ -221,8 +222,8 @@ using VI = hn::Vec<DI>;
 // Partial part reads only its n bytes.
 template <typename B>
 HWY_INLINE VI LoadBytes(Full, const uint8_t* p) {
-  return hn::PromoteTo(DI(), hn::LoadU(hn::Rebind<B, DI>(),
-                                       reinterpret_cast<const B*>(p)));
+  return hn::PromoteTo(
+      DI(), hn::LoadU(hn::Rebind<B, DI>(), reinterpret_cast<const B*>(p)));
 }
 template <typename B>
 HWY_INLINE VI LoadBytes(Partial part, const uint8_t* p) {
@@ -418,8 +419,8 @@ HWY_INLINE void ScoreBlockOf(size_t n_rows, const float* const* q,
 // n_blocks, 0 < blocks[b] <= kScoreRows). s: [rows][kTile].
 template <class Rows>
 HWY_INLINE void ScoreRows(const size_t* blocks, size_t n_blocks,
-                          const float* const* q, const Rows& k,
-                          size_t head_dim, float scale, float* s) {
+                          const float* const* q, const Rows& k, size_t head_dim,
+                          float scale, float* s) {
   for (size_t b = 0; b < n_blocks; ++b) {
     ScoreBlockOf(blocks[b], q, k, head_dim, scale, s);
     q += blocks[b];
@@ -488,8 +489,8 @@ void FoldQuery(const float* const* q, size_t n_rows, const uint8_t* run,
 // Rows of a shape whose vectors would span scale groups or code fields
 // (Geo::fast false) go through LoadKv lane by lane.
 template <size_t kRows, KvType kT>
-void ScoreTile(const float* const* q, size_t n_rows, const RowRef* k,
-               size_t n, const Geo& g, float scale, float* s) {
+void ScoreTile(const float* const* q, size_t n_rows, const RowRef* k, size_t n,
+               const Geo& g, float scale, float* s) {
   [[maybe_unused]] size_t blocks[kMaxRows];
   [[maybe_unused]] size_t n_blocks = 0;
   if constexpr (kRows == 0) n_blocks = ScoreBlocks(n_rows, blocks);
@@ -793,10 +794,10 @@ void AccumulateTile(size_t n_rows, const RowRef* v, size_t n, const float* w,
     }
   };
   if constexpr (KvIsFloat(kT)) {
-    using T = std::conditional_t<
-        kT == KvType::kF32, float,
-        std::conditional_t<kT == KvType::kF16, hwy::float16_t,
-                           hwy::bfloat16_t>>;
+    using T =
+        std::conditional_t<kT == KvType::kF32, float,
+                           std::conditional_t<kT == KvType::kF16,
+                                              hwy::float16_t, hwy::bfloat16_t>>;
     run(FloatVRows<T>{v, w});
   } else {
     const size_t ng = g.n_groups;
@@ -974,8 +975,8 @@ void Walk(Rows& rows, size_t r0, size_t r1, size_t head_dim,
   size_t n = cursor.Next(k_rows[0], v_rows[0], &types[0][0], &types[0][1]);
   for (size_t cur = 0; n != 0; cur ^= 1) {
     const size_t nxt = cur ^ 1;
-    const size_t n_next = cursor.Next(k_rows[nxt], v_rows[nxt], &types[nxt][0],
-                                      &types[nxt][1]);
+    const size_t n_next =
+        cursor.Next(k_rows[nxt], v_rows[nxt], &types[nxt][0], &types[nxt][1]);
     const KvType kt = types[cur][0], vt = types[cur][1];
     if (!have_geo || kt != geo_types[0] || vt != geo_types[1]) {
       geo[0] = MakeGeo(kt, head_dim);
@@ -1089,8 +1090,8 @@ void AttentionFastTokens(const float* q, size_t q_stride, size_t n_tokens,
 void AttentionFast(const float* q, size_t n_q, size_t head_dim,
                    std::span<const KvRun> runs, size_t n_ctx, float scale,
                    float* out) {
-  AttentionFastTokens(q, n_q * head_dim, 1, n_q, head_dim, runs,
-                      &n_ctx, scale, out, n_q * head_dim);
+  AttentionFastTokens(q, n_q * head_dim, 1, n_q, head_dim, runs, &n_ctx, scale,
+                      out, n_q * head_dim);
 }
 
 }  // namespace kvstash::kernels

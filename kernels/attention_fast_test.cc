@@ -523,8 +523,7 @@ TEST_P(AttentionFastTest, ResidualWindowsEqualEachTokenAlone) {
 // together, the token alone walks to its n_ctx; both must cut the tiles at
 // the same places (multiples of 32 and the type boundary: runs 20:kivi4
 // 16:f16, n_ctx 33..36 give [0, 20) [20, 32) [32, 33) either way).
-TEST_P(AttentionFastTest,
-       ResidualWindowsOffTileEdgesEqualEachTokenAlone) {
+TEST_P(AttentionFastTest, ResidualWindowsOffTileEdgesEqualEachTokenAlone) {
   std::mt19937 rng(54);
   for (const KvFormat& f :
        {Uniform(KvType::kKivi4), KvFormat{KvType::kKivi2, KvType::kQ8}}) {

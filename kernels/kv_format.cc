@@ -179,7 +179,9 @@ std::string KvFormatSupports(KvType t, size_t head_dim) {
   return "";
 }
 
-size_t KvGroupSize(size_t head_dim) { return LargestPow2Dividing(head_dim, 32); }
+size_t KvGroupSize(size_t head_dim) {
+  return LargestPow2Dividing(head_dim, 32);
+}
 
 size_t KvPackStripe(int bits, size_t head_dim) {
   const size_t per_byte = 8 / size_t(bits);
@@ -211,8 +213,7 @@ size_t KvRunParamBytes(KvType t, KvSide side, size_t head_dim) {
   return KvIsKivi(t) && side == KvSide::kK ? 4 * head_dim : 0;
 }
 
-size_t KvRunBytes(KvType t, KvSide side, size_t head_dim,
-                  size_t block_tokens) {
+size_t KvRunBytes(KvType t, KvSide side, size_t head_dim, size_t block_tokens) {
   return KvRunParamBytes(t, side, head_dim) +
          block_tokens * KvRowBytes(t, side, head_dim);
 }
@@ -225,7 +226,8 @@ void KvEncodeRow(KvType t, KvSide side, const float* x, size_t head_dim,
       std::memcpy(row, x, 4 * head_dim);
       return;
     case KvType::kF16:
-      for (size_t i = 0; i < head_dim; ++i) StoreU16(F32ToF16(x[i]), row + 2 * i);
+      for (size_t i = 0; i < head_dim; ++i)
+        StoreU16(F32ToF16(x[i]), row + 2 * i);
       return;
     case KvType::kBF16:
       for (size_t i = 0; i < head_dim; ++i) {
@@ -260,9 +262,8 @@ void KvEncodeRow(KvType t, KvSide side, const float* x, size_t head_dim,
   }
 }
 
-void KvSealRun(KvType t, KvSide side, const uint16_t* f16_rows,
-               size_t n_tokens, size_t head_dim, size_t block_tokens,
-               uint8_t* run) {
+void KvSealRun(KvType t, KvSide side, const uint16_t* f16_rows, size_t n_tokens,
+               size_t head_dim, size_t block_tokens, uint8_t* run) {
   KV_CHECK(KvHasResidual(t) && n_tokens <= block_tokens && n_tokens > 0);
   KV_CHECK(KvFormatSupports(t, head_dim).empty());
   std::memset(run, 0, KvRunBytes(t, side, head_dim, block_tokens));
@@ -304,7 +305,8 @@ void KvDecodeRow(KvType t, KvSide side, const uint8_t* run, size_t token,
       std::memcpy(out, row, 4 * head_dim);
       return;
     case KvType::kF16:
-      for (size_t i = 0; i < head_dim; ++i) out[i] = F16ToF32(LoadU16(row + 2 * i));
+      for (size_t i = 0; i < head_dim; ++i)
+        out[i] = F16ToF32(LoadU16(row + 2 * i));
       return;
     case KvType::kBF16:
       for (size_t i = 0; i < head_dim; ++i) {
@@ -340,7 +342,8 @@ void KvDecodeRow(KvType t, KvSide side, const uint8_t* run, size_t token,
         for (size_t i = 0; i < head_dim; ++i) {
           const float s = F16ToF32(LoadU16(row + 4 * (i / g)));
           const float m = F16ToF32(LoadU16(row + 4 * (i / g) + 2));
-          out[i] = std::fma(s, float(CodeAt(bits, row + 4 * ng, head_dim, i)), m);
+          out[i] =
+              std::fma(s, float(CodeAt(bits, row + 4 * ng, head_dim, i)), m);
         }
       }
       return;

@@ -126,9 +126,8 @@ void KvEncodeRow(KvType t, KvSide side, const float* x, size_t head_dim,
 // (KvRunBytes(t, side, head_dim, block_tokens) bytes; rows past n_tokens are
 // zero). Deterministic: the same f16 rows give the same bytes.
 // REQUIRES: KvHasResidual(t); n_tokens <= block_tokens.
-void KvSealRun(KvType t, KvSide side, const uint16_t* f16_rows,
-               size_t n_tokens, size_t head_dim, size_t block_tokens,
-               uint8_t* run);
+void KvSealRun(KvType t, KvSide side, const uint16_t* f16_rows, size_t n_tokens,
+               size_t head_dim, size_t block_tokens, uint8_t* run);
 
 // Decodes row `token` of a run into out ([head_dim] f32), in the stored
 // (rotated, for q4h) basis: the values the attention kernels compute with.

@@ -494,6 +494,12 @@ int KvManager::Admit(std::span<const int32_t> tokens, SequenceKv* seq) {
     const int n = int(tokens.size());
     const int b = int(s.block_tokens());
     cached = int(s.MapChain(chain, seq)) * b;
+    if (!seq->chain.empty()) {
+      s.index.CountHit(seq->chain.back());
+      if (s.index.Find(seq->chain.front())->head_len == 0) {
+        s.index.SetHead(seq->chain.front(), s.BlockTokens(tokens, 0));
+      }
+    }
     if (cached == n) cached = s.PrivatizeLastBlock(seq) ? n - 1 : n - b;
     s.queried_tokens += uint64_t(n);
     s.hit_tokens += uint64_t(cached);
@@ -717,6 +723,7 @@ bool KvManager::AdmitRows(const Hash128& rows_root,
     std::lock_guard lock(s.mu);
     if (s.IndexedRun(chain) < chain.size()) return false;
     s.MapChain(chain, seq);
+    s.index.CountHit(chain.back());
     seq->compacted = true;
     // The chain is referenced now: allocating cannot evict it.
     const BlockId copy = copy_last ? s.AllocateEvicting() : BlockId{-1};
@@ -973,6 +980,23 @@ size_t KvManager::Clear() {
     ++n;
   }
   return n;
+}
+
+std::vector<HotPrefix> KvManager::HottestPrefixes(size_t k) const {
+  State& s = *state_;
+  std::lock_guard lock(s.mu);
+  std::vector<HotPrefix> out;
+  for (const PrefixIndex::Hot& h : s.index.Hottest(k)) {
+    HotPrefix p;
+    p.tokens = h.depth * s.block_tokens();
+    p.hits = h.node->hits;
+    p.first_tokens.assign(h.root->head.begin(),
+                          h.root->head.begin() + h.root->head_len);
+    p.in_tiers = h.node->in_tiers;
+    p.in_use = s.pool->refcount(h.node->block) > 0;
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 KvStats KvManager::Stats() const {

@@ -188,6 +188,18 @@ struct TierCounters {
   store::TierStats store;
 };
 
+// A hot cached prefix (KvManager::HottestPrefixes): a chain of indexed
+// blocks that Admits mapped whole, and no longer chain as often.
+struct HotPrefix {
+  size_t tokens = 0;  // whole blocks
+  uint64_t hits = 0;  // Admits that mapped all of it
+  // The first tokens of its first block (at most 16); empty for a chain
+  // of compacted rows, whose blocks hold no positions.
+  std::vector<int32_t> first_tokens;
+  uint8_t in_tiers = 0;  // bit t: its last block is in (or queued for) tier t
+  bool in_use = false;   // its last block is held by a sequence now
+};
+
 class KvManager {
  public:
   // InvalidArgument for a bad layout (BlockLayout::Check: zero sizes, a KV
@@ -318,6 +330,11 @@ class KvManager {
   size_t Clear();
 
   KvStats Stats() const;
+
+  // The k hottest cached prefixes, most hits first (ties: most recently
+  // used). One pass over the index under the lock; nothing is copied but
+  // the k results.
+  std::vector<HotPrefix> HottestPrefixes(size_t k) const;
 
   // Walks the pool and the index and checks the facts above (counts add up,
   // refcounts match the block tables given, every index node's parent is

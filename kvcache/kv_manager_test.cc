@@ -856,5 +856,73 @@ TEST_P(KvManagerRandomTest, RandomOperationsKeepEveryFact) {
   EXPECT_EQ(st.used_blocks + st.cached_blocks + st.free_blocks, size_t(kPool));
 }
 
+// The dashboard's hottest prefixes: per-node hit counts, the longest chain
+// of each count, its first tokens, most hits first.
+TEST(KvManagerTest, HottestPrefixesCountHitsPerChain) {
+  std::unique_ptr<KvManager> m = MakeManager(16);
+  EXPECT_TRUE(m->HottestPrefixes(4).empty());
+  // Two prompts sharing their first block, 3 and 2 full blocks long.
+  const std::vector<int32_t> head = Range(100, kB);
+  const std::vector<int32_t> a = Concat(head, Range(10, 2 * kB + 1));
+  const std::vector<int32_t> b = Concat(head, Range(50, kB + 1));
+  CacheRun(*m, a, Root(""));
+  EXPECT_TRUE(m->HottestPrefixes(4).empty());  // a cold run hits nothing
+  CacheRun(*m, b, Root(""));                   // hits the shared head
+  std::vector<HotPrefix> hot = m->HottestPrefixes(4);
+  ASSERT_EQ(hot.size(), 1u);
+  EXPECT_EQ(hot[0].hits, 1u);
+  EXPECT_EQ(hot[0].tokens, size_t(kB));
+  EXPECT_EQ(hot[0].first_tokens, head);
+  for (int i = 0; i < 3; ++i) CacheRun(*m, a, Root(""));
+  CacheRun(*m, b, Root(""));
+  // head: 5 hits; a's chain 3 (its first two blocks are covered by its
+  // third, hit as often); b's chain 1.
+  hot = m->HottestPrefixes(4);
+  ASSERT_EQ(hot.size(), 3u);
+  EXPECT_EQ(hot[0].hits, 5u);
+  EXPECT_EQ(hot[0].tokens, size_t(kB));
+  EXPECT_EQ(hot[1].hits, 3u);
+  EXPECT_EQ(hot[1].tokens, size_t(3 * kB));
+  EXPECT_EQ(hot[2].hits, 1u);
+  EXPECT_EQ(hot[2].tokens, size_t(2 * kB));
+  for (const HotPrefix& p : hot) {
+    EXPECT_EQ(p.first_tokens, head);
+    EXPECT_FALSE(p.in_use);
+    EXPECT_EQ(p.in_tiers, 0);
+  }
+  ASSERT_EQ(m->HottestPrefixes(1).size(), 1u);
+  EXPECT_EQ(m->HottestPrefixes(1)[0].hits, 5u);
+  // A chain a sequence holds is in use.
+  SequenceKv held = Seq(Root(""));
+  EXPECT_EQ(m->Admit(a, &held), 3 * kB);
+  hot = m->HottestPrefixes(2);
+  ASSERT_EQ(hot.size(), 2u);
+  EXPECT_EQ(hot[1].hits, 4u);
+  EXPECT_EQ(hot[1].tokens, size_t(3 * kB));
+  EXPECT_TRUE(hot[1].in_use);
+  m->Release(&held);
+  // Eviction forgets them.
+  m->Clear();
+  EXPECT_TRUE(m->HottestPrefixes(4).empty());
+  EXPECT_TRUE(Valid(*m, {}).ok());
+}
+
+// Hottest looks at a bounded list of chain ends, yet a chain that becomes
+// the hottest after many others were hit gets in.
+TEST(KvManagerTest, HottestPrefixesFindALateHotChainAmongMany) {
+  std::unique_ptr<KvManager> m = MakeManager(512);
+  const auto prompt = [](int i) { return Range(1000 * (i + 1), kB + 1); };
+  for (int i = 0; i < 200; ++i) {
+    CacheRun(*m, prompt(i), Root(""));
+    CacheRun(*m, prompt(i), Root(""));  // one hit each
+  }
+  for (int r = 0; r < 3; ++r) CacheRun(*m, prompt(150), Root(""));
+  const std::vector<HotPrefix> hot = m->HottestPrefixes(3);
+  ASSERT_EQ(hot.size(), 3u);
+  EXPECT_EQ(hot[0].hits, 4u);
+  EXPECT_EQ(hot[0].first_tokens, Range(151000, kB));
+  EXPECT_EQ(hot[1].hits, 1u);
+}
+
 }  // namespace
 }  // namespace kvstash::kvcache

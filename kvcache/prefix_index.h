@@ -7,43 +7,51 @@
 // ancestors (Insert requires the parent, eviction takes leaves only).
 //
 // Reference counts live in the BlockPool alone. A node is *evictable* when its
-// block's refcount is 0 and it has no children; the evictable nodes are kept
-// ordered by last access (a logical clock, refreshed for a node and all its
-// ancestors by Touch), so PopLru takes the least recently used unreferenced
-// leaf and a shared head outlives the tails below it. Whoever moves a node's
-// refcount across 0 calls SyncEvictable(hash) so the order stays exact.
+// block's refcount is 0 and it has no children; the order is a LeafFirstLru
+// (store/leaf_lru.h, a referenced block pinned): last access is a logical
+// clock, refreshed for a node and all its ancestors by Touch, so PopLru takes
+// the least recently used unreferenced leaf and a shared head outlives the
+// tails below it. Whoever moves a node's refcount across 0 calls
+// SyncEvictable(hash) so the order stays exact.
 //
 // Not thread-safe: KvManager serializes every call.
 #pragma once
 
-#include <compare>
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <optional>
-#include <set>
+#include <span>
 #include <unordered_map>
+#include <vector>
 
 #include "base/hash.h"
 #include "base/status.h"
 #include "kvcache/block_pool.h"
+#include "store/leaf_lru.h"
 
 namespace kvstash::kvcache {
 
 class PrefixIndex {
  public:
+  // Tokens of a chain's first block kept for display (SetHead).
+  static constexpr size_t kHeadTokens = 16;
+  // Chain ends Hottest chooses from (the most hit ones CountHit saw).
+  static constexpr size_t kHotCandidates = 64;
+
   struct Node {
     Hash128 hash;
     BlockId block = -1;
     Node* parent = nullptr;  // null for a child of h_0
-    int32_t children = 0;
-    uint64_t last_access = 0;  // logical clock of the last Insert or Touch
-    // Reserved for retention policies (TTL, pinning, workflow priorities);
-    // always 0 today, and eviction is plain LRU.
-    int32_t priority = 0;
-    bool evictable = false;  // in the LRU set
     // Bit t set: the block is stored in (or queued for) the KvManager's tier
     // t, so it need not be written there again.
     uint8_t in_tiers = 0;
+    // Admits that mapped this block (CountHit); never below a child's.
+    uint64_t hits = 0;
+    // For a child of h_0: the first tokens of its block (SetHead), the
+    // chain's first words; empty elsewhere.
+    uint8_t head_len = 0;
+    std::array<int32_t, kHeadTokens> head{};
   };
 
   struct Evicted {
@@ -57,10 +65,15 @@ class PrefixIndex {
   PrefixIndex& operator=(const PrefixIndex&) = delete;
 
   size_t size() const { return nodes_.size(); }
-  size_t evictable_count() const { return lru_.size(); }
+  size_t evictable_count() const { return lru_.leaf_count(); }
 
   // The node named `hash`, or null. Stable until that node is erased.
   const Node* Find(const Hash128& hash) const;
+  // Of an indexed node: its children, the logical clock of its last Insert
+  // or Touch, whether it is evictable.
+  int64_t children(const Node& n) const { return lru_.children(n.hash); }
+  uint64_t last_access(const Node& n) const { return lru_.last_used(n.hash); }
+  bool evictable(const Node& n) const { return lru_.is_leaf(n.hash); }
 
   // Adds node `hash` for `block`, under `parent` (nullopt: a child of h_0),
   // with a fresh access tick. REQUIRES (checked): `hash` is not indexed and
@@ -75,6 +88,25 @@ class PrefixIndex {
   // Sets bits `tiers` in node `hash`'s in_tiers. REQUIRES (checked): `hash`
   // is indexed.
   void MarkInTiers(const Hash128& hash, uint8_t tiers);
+
+  // Counts a hit on node `hash` and on each of its ancestors (a request
+  // mapped the chain up to it). REQUIRES (checked): `hash` is indexed.
+  void CountHit(const Hash128& hash);
+  // Keeps the first kHeadTokens of `tokens` (its block's) as node `hash`'s
+  // head. REQUIRES (checked): `hash` is indexed.
+  void SetHead(const Hash128& hash, std::span<const int32_t> tokens);
+
+  // The ends of the k most hit chains: nodes with hits > 0 and no child hit
+  // as often (the longest chain of that count), most hits first, then most
+  // recent; among the paths of the kHotCandidates chain ends CountHit kept
+  // (a chain hit less often than all of those is left out). Bounded work:
+  // at most kHotCandidates paths, never the whole index.
+  struct Hot {
+    const Node* node;
+    size_t depth;      // blocks in its chain (1 for a child of h_0)
+    const Node* root;  // its chain's first node (holds the head)
+  };
+  std::vector<Hot> Hottest(size_t k) const;
 
   // Re-reads the refcount of node `hash`'s block: call after it moved
   // between 0 and nonzero. REQUIRES (checked): `hash` is indexed.
@@ -101,26 +133,16 @@ class PrefixIndex {
   Status Validate() const;
 
  private:
-  // Key of an evictable node in lru_: oldest first, hash as the tie-break.
-  struct LruKey {
-    uint64_t tick;
-    uint64_t hi;
-    uint64_t lo;
-    auto operator<=>(const LruKey&) const = default;
-  };
-  static LruKey KeyOf(const Node& n) {
-    return {n.last_access, n.hash.hi, n.hash.lo};
-  }
-
   Node* Mutable(const Hash128& hash);
-  bool ShouldBeEvictable(const Node& n) const;
-  // Brings n's membership in lru_ in line with ShouldBeEvictable.
-  void UpdateEvictable(Node* n);
+  // Pins node `n` in lru_ while its block is referenced.
+  void UpdatePinned(const Node& n);
 
   const BlockPool* pool_;
   std::unordered_map<Hash128, Node, Hash128Hasher> nodes_;
-  std::set<LruKey> lru_;
-  uint64_t clock_ = 0;
+  store::LeafFirstLru lru_;  // the nodes, their tree, their order
+  // Ends of hit chains (CountHit), at most kHotCandidates: where Hottest
+  // looks, so that it never walks the whole index.
+  std::vector<Hash128> hot_;
 };
 
 }  // namespace kvstash::kvcache

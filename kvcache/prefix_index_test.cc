@@ -57,8 +57,7 @@ TEST_F(PrefixIndexTest, InsertFindAndTree) {
   EXPECT_EQ(index_.Find(H(2))->parent, index_.Find(H(1)));
   EXPECT_EQ(index_.Find(H(1))->block, a);
   EXPECT_EQ(index_.Find(H(1))->parent, nullptr);
-  EXPECT_EQ(index_.Find(H(1))->children, 2);
-  EXPECT_EQ(index_.Find(H(1))->priority, 0);
+  EXPECT_EQ(index_.children(*index_.Find(H(1))), 2);
   EXPECT_EQ(index_.Find(H(9)), nullptr);
   EXPECT_EQ(index_.size(), 3u);
   EXPECT_TRUE(index_.Validate().ok());
@@ -130,7 +129,7 @@ TEST_F(PrefixIndexTest, EraseDetachesFromParent) {
   Unref(2);
   pool_->Free(index_.Erase(H(2)));
   EXPECT_EQ(index_.Find(H(2)), nullptr);
-  EXPECT_EQ(index_.Find(H(1))->children, 0);
+  EXPECT_EQ(index_.children(*index_.Find(H(1))), 0);
   EXPECT_EQ(index_.evictable_count(), 0u);  // 1 is still referenced
   Unref(1);
   EXPECT_EQ(index_.evictable_count(), 1u);

@@ -59,7 +59,7 @@ struct GgufValue {
   GgufType elem_type = GgufType::kU8;  // arrays only
   uint64_t count = 0;                  // arrays only
   std::span<const uint8_t> raw;  // parsed numeric arrays: the element bytes
-  std::vector<double> numbers;    // built numeric arrays
+  std::vector<double> numbers;   // built numeric arrays
   std::vector<std::string_view> strings;
   std::vector<GgufValue> arrays;
 

@@ -15,12 +15,14 @@ $SUDO apt-get install -y --no-install-recommends \
   libgtest-dev libgmock-dev \
   clang libclang-rt-14-dev llvm clang-format
 
-# The client tests (tests/clients, run by ctest as openai_client): Node.js
-# (Debian 12's is 18) and the openai npm package pinned in
-# tests/clients/package-lock.json, installed now: tests download nothing. A
-# machine that already has node and npm keeps them (NodeSource's nodejs, for
-# one, conflicts with Debian's npm package).
+# The client tests (tests/clients, run by ctest as openai_client and
+# dashboard): Node.js (Debian 12's is 18), Debian's chromium (driven headless
+# by playwright-core for the dashboard) and the npm packages pinned in
+# tests/clients/package-lock.json (openai, playwright-core), installed now:
+# tests download nothing. A machine that already has node and npm keeps them
+# (NodeSource's nodejs, for one, conflicts with Debian's npm package).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   $SUDO apt-get install -y --no-install-recommends nodejs npm
 fi
+$SUDO apt-get install -y --no-install-recommends chromium
 (cd "$(dirname "$0")/../tests/clients" && npm ci --no-audit --no-fund)

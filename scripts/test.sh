@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Builds kvstash and runs the whole test suite, in four stages:
+# Checks the formatting (scripts/format.sh --check: clang-format, Google
+# style), then builds kvstash and runs the whole test suite, in four stages
+# (the build fails on any compiler warning in the project's own code:
+# -Werror, see CMakeLists.txt):
 #  1. Release (g++): every test, with the official openai npm package against
 #     a live server (tests/clients, label "client"; needs scripts/setup.sh's
 #     `npm ci`, else it is reported skipped). Release only: the stages below
@@ -30,6 +33,8 @@ stage_done() {
   echo "== stage '$1' took $((SECONDS - stage_start)) s"
   stage_start=$SECONDS
 }
+
+scripts/format.sh --check
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$JOBS"

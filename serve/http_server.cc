@@ -1,6 +1,8 @@
 #include "serve/http_server.h"
 
 #include <httplib.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include <atomic>
 #include <chrono>
@@ -21,6 +23,10 @@
 #include "serve/openai_api.h"
 #include "serve/text_stream.h"
 #include "serve/tokenize_api.h"
+
+// kDashboardHtml: serve/dashboard.html, embedded at build time
+// (cmake/embed_text.cmake).
+#include "dashboard_html.h"
 
 namespace kvstash {
 namespace {
@@ -202,6 +208,9 @@ struct HttpServer::Impl {
                 httplib::Response& res);
   void Lookup(const httplib::Request& req, httplib::Response& res);
   Json KvStatsJson();
+  // GET /dashboard/data: what the dashboard page draws (bounded work: the
+  // stats, the k hottest prefixes, their first tokens decoded).
+  Json DashboardJson();
   // Mirrors the tiers' counters into tier_metrics. REQUIRES: scrape_mu held.
   void ScrapeTiers();
   void RecordFinish(const RequestEvent& finish, const std::string& tenant);
@@ -1002,6 +1011,130 @@ void HttpServer::Impl::Complete(Endpoint endpoint, const httplib::Request& req,
       [responder](bool) { responder->Abandon(); });
 }
 
+namespace {
+
+// A histogram as the dashboard draws it: per-bucket counts (not
+// cumulative), the last one past the largest bound.
+Json HistogramJson(const Histogram& h) {
+  const Histogram::Snapshot snap = h.Read();
+  Json counts = Json::array();
+  uint64_t below = 0;
+  for (const uint64_t c : snap.cumulative) {
+    counts.push_back(c - std::min(c, below));
+    below = std::max(below, c);
+  }
+  return Json{{"le", h.upper_bounds()},
+              {"counts", counts},
+              {"count", snap.count},
+              {"sum", snap.sum}};
+}
+
+// The Content-Security-Policy of the dashboard page: nothing but its own
+// inline script and style (by their SHA-256) and fetches of its own origin.
+std::string DashboardPolicy(std::string_view page) {
+  std::string sources[2];  // script, style
+  const std::string_view opens[2] = {"<script>", "<style>"};
+  const std::string_view closes[2] = {"</script>", "</style>"};
+  for (int i = 0; i < 2; ++i) {
+    const std::string_view open = opens[i], close = closes[i];
+    for (size_t at = page.find(open); at != std::string_view::npos;
+         at = page.find(open, at)) {
+      // Not one inside a comment.
+      const size_t comment = page.rfind("<!--", at);
+      if (comment != std::string_view::npos && page.find("-->", comment) > at) {
+        at = page.find("-->", comment);
+        continue;
+      }
+      at += open.size();
+      const size_t end = page.find(close, at);
+      if (end == std::string_view::npos) break;
+      unsigned char digest[SHA256_DIGEST_LENGTH];
+      SHA256(reinterpret_cast<const unsigned char*>(page.data() + at), end - at,
+             digest);
+      unsigned char b64[4 * ((SHA256_DIGEST_LENGTH + 2) / 3) + 1];
+      EVP_EncodeBlock(b64, digest, SHA256_DIGEST_LENGTH);
+      sources[i]
+          .append(" 'sha256-")
+          .append(reinterpret_cast<const char*>(b64))
+          .append("'");
+      at = end;
+    }
+  }
+  return "default-src 'none'; script-src" + sources[0] + "; style-src" +
+         sources[1] +
+         "; connect-src 'self'; img-src data:; base-uri 'none'; "
+         "form-action 'none'; frame-ancestors 'none'";
+}
+
+}  // namespace
+
+Json HttpServer::Impl::DashboardJson() {
+  constexpr size_t kHottest = 8;
+  const kvcache::KvStats s = kv.Stats();
+  const SchedulerStats q = scheduler.Stats();
+  Json tiers = Json::array();
+  const std::vector<kvcache::TierCounters> tier_stats = kv.TierStats();
+  for (size_t t = 0; t < tier_stats.size(); ++t) {
+    const kvcache::TierCounters& c = tier_stats[t];
+    tiers.push_back(
+        {{"name", c.name},
+         {"objects", c.store.objects},
+         {"bytes_used", c.store.bytes_used},
+         {"hits", c.store.hits},
+         {"misses", c.store.misses},
+         {"loaded_blocks", c.loaded_blocks},
+         {"load_failures", c.load_failures},
+         {"bytes_read", c.store.bytes_read},
+         {"bytes_written", c.store.bytes_written},
+         {"queue_objects", c.store.queue_objects},
+         {"errors", c.store.errors},
+         {"load_seconds", HistogramJson(*tier_metrics[t].load_seconds)}});
+  }
+  Json hottest = Json::array();
+  for (const kvcache::HotPrefix& p : kv.HottestPrefixes(kHottest)) {
+    Json held = Json::array();
+    for (size_t t = 0; t < tier_metrics.size(); ++t) {
+      if (p.in_tiers & (1u << t)) held.push_back(tier_metrics[t].name);
+    }
+    hottest.push_back({{"tokens", p.tokens},
+                       {"hits", p.hits},
+                       {"in_use", p.in_use},
+                       {"tiers", held},
+                       {"first_tokens", p.first_tokens},
+                       {"text", model.tokenizer().Decode(p.first_tokens)}});
+  }
+  return Json{{"model", options.model_id},
+              {"uptime_seconds", std::time(nullptr) - created},
+              {"kv",
+               {{"capacity_blocks", s.capacity_blocks},
+                {"used_blocks", s.used_blocks},
+                {"cached_blocks", s.cached_blocks},
+                {"free_blocks", s.free_blocks},
+                {"block_tokens", s.block_tokens},
+                {"block_bytes", s.block_bytes},
+                {"kv_type_k", kernels::KvTypeName(s.kv_format.k)},
+                {"kv_type_v", kernels::KvTypeName(s.kv_format.v)},
+                {"queried_tokens", s.queried_tokens},
+                {"hit_tokens", s.hit_tokens},
+                {"evictions", s.evictions},
+                {"allocations", s.allocations}}},
+              {"requests",
+               {{"running", q.running},
+                {"waiting", q.waiting},
+                {"loading", q.loading},
+                {"submitted", q.requests_submitted},
+                {"finished", q.requests_finished},
+                {"rejected", rejected->Value()},
+                {"preemptions", q.preemptions},
+                {"prompt_tokens", q.prompt_tokens},
+                {"cached_tokens", q.cached_tokens},
+                {"generated_tokens", q.generated_tokens}}},
+              {"tiers", tiers},
+              {"hottest", hottest},
+              {"ttft", HistogramJson(*ttft)},
+              {"itl", HistogramJson(*itl)}};
+}
+
 Json HttpServer::Impl::KvStatsJson() {
   const kvcache::KvStats s = kv.Stats();
   const SchedulerStats q = scheduler.Stats();
@@ -1182,6 +1315,24 @@ void HttpServer::Impl::Routes() {
     res.set_content(DetokenizeResponse(model.tokenizer(),
                                        std::get<std::vector<int32_t>>(parsed)),
                     std::string(kJson));
+  });
+  // The dashboard: the page holds no data, so it is served to any caller
+  // Screen lets through (a browser cannot send a key when navigating); its
+  // script fetches /dashboard/data, which needs an admin key as /metrics
+  // does.
+  http.Get("/dashboard",
+           [policy = DashboardPolicy(kDashboardHtml)](const auto&, auto& res) {
+             res.set_header("Content-Security-Policy", policy);
+             res.set_header("X-Content-Type-Options", "nosniff");
+             res.set_header("Referrer-Policy", "no-referrer");
+             res.set_header("Cache-Control", "no-cache");
+             res.set_content(kDashboardHtml.data(), kDashboardHtml.size(),
+                             "text/html; charset=utf-8");
+           });
+  http.Get("/dashboard/data", [this](const auto& req, auto& res) {
+    if (!Admin(req, res)) return;
+    res.set_header("Cache-Control", "no-store");
+    Reply(res, DashboardJson());
   });
   http.Get("/health", [](const auto&, auto& res) {
     Reply(res, Json{{"status", "ok"}});

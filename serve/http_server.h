@@ -15,6 +15,9 @@
 //   GET  /kv/stats, POST /kv/lookup (a prompt, token ids or messages ->
 //        cached prefix length), POST /kv/clear (evict every unreferenced
 //        cached block).
+//   GET  /dashboard (the live cache page, serve/dashboard.html: no data, so
+//        no key) and GET /dashboard/data (what it draws: pool, hit rate,
+//        hottest prefixes, tiers, requests, latency histograms; admin).
 //
 // A request is parsed and validated (serve/openai_api.h), tokenized (chat
 // messages through the model's chat template family, model/chat_template.h),

@@ -76,9 +76,9 @@ Result<DiskCacheReport> ScanDiskCache(
   KV_ASSIGN_OR_RETURN(const CacheDirListing listing, ListCacheDir(dir));
   KV_ASSIGN_OR_RETURN(const ObjectAuthenticator authenticator,
                       ScanKey(dir, key));
-  KV_ASSIGN_OR_RETURN(const std::unique_ptr<ObjectFileIo> io,
-                      ObjectFileIo::Open(dir, DiskTierOptions::DiskIo::kAuto,
-                                         authenticator));
+  KV_ASSIGN_OR_RETURN(
+      const std::unique_ptr<ObjectFileIo> io,
+      ObjectFileIo::Open(dir, DiskTierOptions::DiskIo::kAuto, authenticator));
   DiskCacheReport report;
   report.dir = dir;
   report.verified = verify;

@@ -195,7 +195,8 @@ TEST(DiskCacheAdminTest, VerifyChecksMacsAndCountsForgedObjects) {
   EXPECT_TRUE(r->authenticated);
   EXPECT_EQ(r->forged, 1u);
   EXPECT_EQ(BadPaths(*r), std::vector<std::string>{c.paths[0]});
-  EXPECT_NE(r->bad[0].reason.find("MAC"), std::string::npos) << r->bad[0].reason;
+  EXPECT_NE(r->bad[0].reason.find("MAC"), std::string::npos)
+      << r->bad[0].reason;
 
   const ObjectAuthenticator other =
       ObjectAuthenticator::FromSecret(std::string(32, 'o')).value();

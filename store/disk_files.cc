@@ -412,9 +412,9 @@ std::vector<Result<std::vector<uint8_t>>> ObjectFileIo::ReadObjects(
           return Status::Corruption("'" + r.path + "' shrank while read");
         }
         const std::span<const uint8_t> file = bytes.first(r.file_bytes);
-        KV_ASSIGN_OR_RETURN(const size_t object,
-                            CheckObjectFile(file, keys[i], r.path,
-                                            authenticator_));
+        KV_ASSIGN_OR_RETURN(
+            const size_t object,
+            CheckObjectFile(file, keys[i], r.path, authenticator_));
         if (direct_) {
           return std::vector<uint8_t>(file.begin(),
                                       file.begin() + ptrdiff_t(object));

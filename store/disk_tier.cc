@@ -6,19 +6,17 @@
 #include <algorithm>
 #include <bitset>
 #include <cerrno>
-#include <condition_variable>
-#include <list>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 
 #include "base/check.h"
 #include "store/disk_files.h"
+#include "store/leaf_lru.h"
 #include "store/object_format.h"
+#include "store/write_behind.h"
 
 namespace kvstash::store {
 namespace {
@@ -34,21 +32,21 @@ struct DiskTier::State {
   struct Entry {
     uint64_t bytes = 0;  // of the file
     uint64_t seq = 0;    // distinguishes a re-stored key from the one read
-    uint64_t used = 0;   // recency tick: the key of the entry in `recency`
     BlockKey parent;
-  };
-  struct Write {
-    BlockKey key;
-    BlockKey parent;
-    std::shared_ptr<const std::vector<uint8_t>> bytes;
-    uint64_t ticket = 0;  // order of acceptance, for Flush
   };
 
-  DiskTierOptions options;
+  explicit State(const DiskTierOptions& o)
+      : options(o),
+        writes(mu, {.max_bytes = o.max_queue_bytes},
+               [this](std::unique_lock<std::mutex>& lock,
+                      std::span<const WriteBehindQueue::Write> batch) {
+                 Store(lock, batch.front());
+               }) {}
+
+  const DiskTierOptions options;
   ObjectAuthenticator authenticator;  // keyed
   std::optional<DirLock> dir_lock;
   std::unique_ptr<ObjectFileIo> io;
-  std::thread writer;
   // Fan-out directories known to exist (created on first write). Set by
   // Open, then used by the writer thread only.
   std::bitset<256> made_dirs;
@@ -60,34 +58,22 @@ struct DiskTier::State {
   int unsynced_objects = 0;
 
   mutable std::mutex mu;
-  std::condition_variable work_cv;  // queue non-empty, or stop
-  std::condition_variable done_cv;  // a queued write finished or went away
-  // Guarded by mu. Invariants: index and recency hold the same keys; leaves
-  // holds exactly those of them that are not in children; children counts,
-  // per key, the indexed, queued and in-flight objects (not cancelled ones
-  // too, until their write ends) that name it as parent (a parent equal to
-  // the object's own key is not counted); the directory holds exactly the
-  // files of index, except for the files of the write in flight and of the
-  // victims it evicted (see Evict).
+  // Guarded by mu. Invariants: index and lru hold the same keys; lru's
+  // children count, per key, the indexed, queued and in-flight objects (not
+  // cancelled ones too, until their write ends) that name it as parent (a
+  // parent equal to the object's own key is not counted), all added with
+  // AddChild (lru entries have no parent of their own); the directory holds
+  // exactly the files of index, except for the files of the write in flight and
+  // of the victims it evicted (see Evict). A key is in at most one of index and
+  // writes (not cancelled).
   std::unordered_map<BlockKey, Entry, Hash128Hasher> index;
-  std::map<uint64_t, BlockKey> recency;  // by Entry::used, oldest first
-  std::map<uint64_t, BlockKey> leaves;   // by Entry::used, oldest first
-  std::unordered_map<BlockKey, uint64_t, Hash128Hasher> children;
+  LeafFirstLru lru{{.track_all = true}};
   uint64_t bytes_used = 0;
   uint64_t next_seq = 0;
-  uint64_t clock = 0;  // the latest recency tick given out
-  // Guarded by mu. A key is in at most one of index, queue and in_flight
-  // (not cancelled).
-  std::list<Write> queue;  // FIFO, tickets ascending
-  std::unordered_map<BlockKey, std::list<Write>::iterator, Hash128Hasher>
-      queued;
-  std::optional<Write> in_flight;
-  bool in_flight_cancelled = false;  // erased while being written
-  uint64_t queue_bytes = 0;          // queue and in_flight
-  uint64_t last_ticket = 0;
-  bool stop = false;
-  bool writer_paused = false;
   TierStats stats;  // counters only; occupancy is filled in by Stats()
+  // One write at a time (its writer alone creates, renames and evicts
+  // files); last, so that it stops before the state it stores into goes.
+  WriteBehindQueue writes;
 
   std::string Path(const BlockKey& key) const {
     return ObjectFilePath(options.dir, key);
@@ -129,52 +115,24 @@ struct DiskTier::State {
     stats.last_error = s.ToString();
   }
 
-  // The recency lists, for an indexed key. REQUIRES: mu held (for all
-  // the methods below).
-  void List(const BlockKey& key, const Entry& e) {
-    recency.emplace(e.used, key);
-    if (!children.contains(key)) leaves.emplace(e.used, key);
-  }
-  void Unlist(const Entry& e) {
-    recency.erase(e.used);
-    leaves.erase(e.used);
-  }
-
-  void Touch(const BlockKey& key, Entry& e) {
-    Unlist(e);
-    e.used = ++clock;
-    List(key, e);
-  }
-
+  // REQUIRES: mu held (for all the methods below).
+  //
   // `child` (stored or queued) names `parent`: the parent is no leaf.
   void AddChild(const BlockKey& parent, const BlockKey& child) {
-    if (parent == child) return;  // would pin the object for good
-    if (children[parent]++ > 0) return;
-    if (auto it = index.find(parent); it != index.end()) {
-      leaves.erase(it->second.used);
-    }
+    if (parent != child) lru.AddChild(parent);  // else pinned for good
   }
 
   // `child` is gone (or will not be stored): its parent may become a leaf.
   void DropChild(const BlockKey& parent, const BlockKey& child) {
-    if (parent == child) return;
-    const auto it = children.find(parent);
-    KV_CHECK(it != children.end());
-    if (--it->second > 0) return;
-    children.erase(it);
-    if (auto p = index.find(parent); p != index.end()) {
-      leaves.emplace(p->second.used, parent);
-    }
+    if (parent != child) lru.DropChild(parent);
   }
 
   // Indexes a stored object as the most recently used. Its own link to
   // `parent` is AddChild's, made when it was queued.
   void Insert(const BlockKey& key, const BlockKey& parent, uint64_t bytes) {
     KV_CHECK(!index.contains(key));
-    const Entry& e =
-        index.emplace(key, Entry{bytes, next_seq++, ++clock, parent})
-            .first->second;
-    List(key, e);
+    index.emplace(key, Entry{bytes, next_seq++, parent});
+    lru.Insert(key, std::nullopt);
     bytes_used += bytes;
   }
 
@@ -183,7 +141,7 @@ struct DiskTier::State {
   std::string Unindex(const BlockKey& key) {
     const auto it = index.find(key);
     KV_CHECK(it != index.end());
-    Unlist(it->second);
+    lru.Erase(key);
     bytes_used -= it->second.bytes;
     const BlockKey parent = it->second.parent;
     index.erase(it);
@@ -212,17 +170,71 @@ struct DiskTier::State {
   std::vector<std::string> Evict(uint64_t incoming) {
     std::vector<std::string> victims;
     while (bytes_used + incoming > options.capacity_bytes) {
-      KV_CHECK(!recency.empty());
-      const BlockKey key = (leaves.empty() ? recency : leaves).begin()->second;
-      victims.push_back(Unindex(key));
+      const std::optional<BlockKey> key =
+          lru.leaf_count() > 0 ? lru.OldestLeaf() : lru.Oldest();
+      KV_CHECK(key.has_value());
+      victims.push_back(Unindex(*key));
       ++stats.evictions;
     }
     return victims;
   }
 
   bool Pending(const BlockKey& key) const {
-    return queued.contains(key) ||
-           (in_flight && in_flight->key == key && !in_flight_cancelled);
+    return writes.Find(key) != nullptr;
+  }
+
+  // Stores `w`, the write in flight: evicts what it needs, writes the file
+  // and publishes it. The writer thread's StoreFn (store/write_behind.h):
+  // the I/O runs outside mu.
+  void Store(std::unique_lock<std::mutex>& lock,
+             const WriteBehindQueue::Write& w) {
+    const bool last_queued = writes.queue_empty();
+    const BlockKey key = w.key;
+    const std::shared_ptr<const std::vector<uint8_t>> bytes = w.bytes;
+    const uint64_t file_bytes = ObjectFileBytes(bytes->size());
+    const std::vector<std::string> victims = Evict(file_bytes);
+
+    // The I/O, outside mu: evictions, the temporary file, its publication.
+    lock.unlock();
+    std::vector<Status> failures;
+    for (const std::string& victim : victims) {
+      if (::unlink(victim.c_str()) != 0 && errno != ENOENT) {
+        failures.push_back(ErrnoStatus("cannot delete", victim, errno));
+      }
+    }
+    const std::string path = Path(key);
+    const std::string tmp = path + std::string(kTempFileSuffix);
+    Status status = MakeDir(unsigned(key.hi >> 56));
+    if (status.ok()) status = io->WriteSynced(tmp, *bytes);
+    if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+      status = ErrnoStatus("cannot rename into", path, errno);
+    }
+    if (status.ok()) {
+      unsynced_dirs[unsigned(key.hi >> 56)] = true;
+      ++unsynced_objects;
+    } else {
+      ::unlink(tmp.c_str());
+      failures.push_back(status);
+    }
+    if (last_queued || unsynced_objects >= kDirSyncBatch) {
+      for (Status& f : SyncDirs()) failures.push_back(std::move(f));
+    }
+    lock.lock();
+
+    // Until now the key was in flight (Get served it from memory, Put
+    // deduplicated it, Erase marked it cancelled), so nobody else touched
+    // its file.
+    if (status.ok() && !w.cancelled) {
+      Insert(key, w.parent, file_bytes);
+      ++stats.writes;
+      stats.bytes_written += bytes->size();
+    } else {
+      if (status.ok() && ::unlink(path.c_str()) != 0 && errno != ENOENT) {
+        failures.push_back(ErrnoStatus("cannot delete", path, errno));
+      }
+      DropChild(w.parent, key);
+    }
+    for (const Status& f : failures) Fail(f);
   }
 
   // Indexes the directory for Open: deletes temporary files and files whose
@@ -292,8 +304,7 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(
                                "; give each kvstash process its own directory");
   }
 
-  auto state = std::make_unique<State>();
-  state->options = options;
+  auto state = std::make_unique<State>(options);
   state->dir_lock.emplace(std::move(lock).value());
   if (options.authenticator) {
     state->authenticator = *options.authenticator;
@@ -303,31 +314,18 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(
   KV_ASSIGN_OR_RETURN(state->io, ObjectFileIo::Open(options.dir, options.io,
                                                     state->authenticator));
   KV_RETURN_IF_ERROR(state->Load());
-  std::unique_ptr<DiskTier> tier(new DiskTier(std::move(state)));
-  tier->state_->writer = std::thread([t = tier.get()] { t->WriterLoop(); });
-  return tier;
+  state->writes.Start();
+  return std::unique_ptr<DiskTier>(new DiskTier(std::move(state)));
 }
 
 DiskTier::DiskTier(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
-DiskTier::~DiskTier() {
-  State& s = *state_;
-  {
-    const std::lock_guard<std::mutex> lock(s.mu);
-    s.stop = true;
-  }
-  s.work_cv.notify_all();
-  s.writer.join();
-}
+DiskTier::~DiskTier() { state_->writes.Stop(); }
 
 std::string_view DiskTier::io_mode() const { return state_->io->mode(); }
 
 void DiskTier::PauseWriterForTesting(bool paused) {
-  {
-    const std::lock_guard<std::mutex> lock(state_->mu);
-    state_->writer_paused = paused;
-  }
-  state_->work_cv.notify_all();
+  state_->writes.SetPaused(paused);
 }
 
 std::string DiskTier::ObjectPath(const BlockKey& key) const {
@@ -341,8 +339,8 @@ Status DiskTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
   s.authenticator.Seal(object);
   const uint64_t size = object.size();
   const std::lock_guard<std::mutex> lock(s.mu);
-  if (auto it = s.index.find(key); it != s.index.end()) {
-    s.Touch(key, it->second);
+  if (s.index.contains(key)) {
+    s.lru.Touch(key);
     return Status::OK();
   }
   if (s.Pending(key)) return Status::OK();
@@ -355,20 +353,12 @@ Status DiskTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
                                      " on disk) exceeds the capacity of " +
                                      std::to_string(s.options.capacity_bytes));
   }
-  if (s.queue_bytes + size > s.options.max_queue_bytes) {
-    ++s.stats.dropped_writes;
+  if (!s.writes.Push(key, header.parent, std::move(object))) {
     return Status::ResourceExhausted(
         "disk cache '" + s.options.dir + "': write queue full (" +
-        std::to_string(s.queue_bytes) + " bytes queued)");
+        std::to_string(s.writes.bytes()) + " bytes queued)");
   }
-  s.queue.push_back(
-      {key, header.parent,
-       std::make_shared<const std::vector<uint8_t>>(std::move(object)),
-       ++s.last_ticket});
-  s.queued.emplace(key, std::prev(s.queue.end()));
-  s.queue_bytes += size;
   s.AddChild(header.parent, key);
-  s.work_cv.notify_one();
   return Status::OK();
 }
 
@@ -388,13 +378,11 @@ std::vector<std::optional<std::vector<uint8_t>>> DiskTier::Get(
     const std::lock_guard<std::mutex> lock(s.mu);
     for (size_t i = keys.size(); i-- > 0;) {
       if (auto it = s.index.find(keys[i]); it != s.index.end()) {
-        s.Touch(keys[i], it->second);
+        s.lru.Touch(keys[i]);
         reads.push_back({i, it->second.seq});
         read_keys.push_back(keys[i]);
-      } else if (auto q = s.queued.find(keys[i]); q != s.queued.end()) {
-        queued.emplace_back(i, q->second->bytes);
-      } else if (s.Pending(keys[i])) {
-        queued.emplace_back(i, s.in_flight->bytes);
+      } else if (auto bytes = s.writes.Find(keys[i])) {
+        queued.emplace_back(i, std::move(bytes));
       } else {
         ++s.stats.misses;
       }
@@ -452,27 +440,14 @@ std::vector<bool> DiskTier::Exists(std::span<const BlockKey> keys) {
 Status DiskTier::Erase(const BlockKey& key) {
   State& s = *state_;
   const std::lock_guard<std::mutex> lock(s.mu);
-  if (auto q = s.queued.find(key); q != s.queued.end()) {
-    s.queue_bytes -= q->second->bytes->size();
-    s.DropChild(q->second->parent, key);
-    s.queue.erase(q->second);
-    s.queued.erase(q);
-    s.done_cv.notify_all();
+  if (std::optional<WriteBehindQueue::Write> w = s.writes.Cancel(key)) {
+    s.DropChild(w->parent, key);
   }
-  if (s.in_flight && s.in_flight->key == key) s.in_flight_cancelled = true;
   if (s.index.contains(key)) return s.Remove(key);
   return Status::OK();
 }
 
-void DiskTier::Flush() {
-  State& s = *state_;
-  std::unique_lock<std::mutex> lock(s.mu);
-  const uint64_t ticket = s.last_ticket;
-  s.done_cv.wait(lock, [&] {
-    return (s.queue.empty() || s.queue.front().ticket > ticket) &&
-           (!s.in_flight || s.in_flight->ticket > ticket);
-  });
-}
+void DiskTier::Flush() { state_->writes.Flush(); }
 
 TierStats DiskTier::Stats() const {
   const State& s = *state_;
@@ -480,76 +455,8 @@ TierStats DiskTier::Stats() const {
   TierStats out = s.stats;
   out.objects = s.index.size();
   out.bytes_used = s.bytes_used;
-  out.queue_objects = s.queue.size() + (s.in_flight ? 1 : 0);
-  out.queue_bytes = s.queue_bytes;
+  s.writes.AddStats(out);
   return out;
-}
-
-void DiskTier::WriterLoop() {
-  State& s = *state_;
-  std::unique_lock<std::mutex> lock(s.mu);
-  for (;;) {
-    s.work_cv.wait(lock, [&] {
-      return s.stop || (!s.queue.empty() && !s.writer_paused);
-    });
-    if (s.queue.empty()) return;  // stopping, and everything is stored
-    s.in_flight = std::move(s.queue.front());
-    s.queue.pop_front();
-    s.queued.erase(s.in_flight->key);
-    s.in_flight_cancelled = false;
-    const bool last_queued = s.queue.empty();
-    const BlockKey key = s.in_flight->key;
-    const BlockKey parent = s.in_flight->parent;
-    const std::shared_ptr<const std::vector<uint8_t>> bytes =
-        s.in_flight->bytes;
-    const uint64_t file_bytes = ObjectFileBytes(bytes->size());
-    const std::vector<std::string> victims = s.Evict(file_bytes);
-
-    // The I/O, outside mu: evictions, the temporary file, its publication.
-    lock.unlock();
-    std::vector<Status> failures;
-    for (const std::string& victim : victims) {
-      if (::unlink(victim.c_str()) != 0 && errno != ENOENT) {
-        failures.push_back(ErrnoStatus("cannot delete", victim, errno));
-      }
-    }
-    const std::string path = s.Path(key);
-    const std::string tmp = path + std::string(kTempFileSuffix);
-    Status status = s.MakeDir(unsigned(key.hi >> 56));
-    if (status.ok()) status = s.io->WriteSynced(tmp, *bytes);
-    if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-      status = ErrnoStatus("cannot rename into", path, errno);
-    }
-    if (status.ok()) {
-      s.unsynced_dirs[unsigned(key.hi >> 56)] = true;
-      ++s.unsynced_objects;
-    } else {
-      ::unlink(tmp.c_str());
-      failures.push_back(status);
-    }
-    if (last_queued || s.unsynced_objects >= kDirSyncBatch) {
-      for (Status& f : s.SyncDirs()) failures.push_back(std::move(f));
-    }
-    lock.lock();
-
-    // Until now the key was in flight (Get served it from memory, Put
-    // deduplicated it, Erase marked it cancelled), so nobody else touched
-    // its file.
-    if (status.ok() && !s.in_flight_cancelled) {
-      s.Insert(key, parent, file_bytes);
-      ++s.stats.writes;
-      s.stats.bytes_written += bytes->size();
-    } else {
-      if (status.ok() && ::unlink(path.c_str()) != 0 && errno != ENOENT) {
-        failures.push_back(ErrnoStatus("cannot delete", path, errno));
-      }
-      s.DropChild(parent, key);
-    }
-    for (const Status& f : failures) s.Fail(f);
-    s.queue_bytes -= bytes->size();
-    s.in_flight.reset();
-    s.done_cv.notify_all();
-  }
 }
 
 }  // namespace kvstash::store

@@ -3,11 +3,12 @@
 // Layout: one file per object, `<dir>/<hh>/<32 hex digits of the key>.kvo`,
 // where <hh> is the key's first two hex digits (Hash128::Hex order; the
 // fan-out directory is made on its first write), `<dir>/LOCK`, which holds
-// the owner's pid, and `<dir>/TIER_KEY` when the tier makes its own key. An object file holds the encoded object followed by
-// zero bytes up to the next multiple of 4096 (the header gives the object's
-// length), whatever the I/O mode, so that O_DIRECT reads and writes whole
-// files. Open may write and remove `<dir>/DIRECT_IO_PROBE` (see I/O below).
-// Other files in the directory are left alone.
+// the owner's pid, and `<dir>/TIER_KEY` when the tier makes its own key. An
+// object file holds the encoded object followed by zero bytes up to the next
+// multiple of 4096 (the header gives the object's length), whatever the I/O
+// mode, so that O_DIRECT reads and writes whole files. Open may write and
+// remove `<dir>/DIRECT_IO_PROBE` (see I/O below). Other files in the directory
+// are left alone.
 //
 // What survives what:
 //   - kill -9 at any moment: an object is written to `<file>.tmp` beside its
@@ -38,9 +39,10 @@
 // never through a link planted in its place.
 //
 // Capacity: the bytes of object files (padding included) stay <=
-// capacity_bytes. Eviction is leaf-first LRU along hash chains: the tier
-// knows each object's parent key (from its header), and an object is a leaf
-// while no stored or queued object names it as parent. Before a write, the
+// capacity_bytes. Eviction is leaf-first LRU along hash chains
+// (store/leaf_lru.h): the tier knows each object's parent key (from its
+// header), and an object is a leaf while no stored or queued object names it
+// as parent. Before a write, the
 // least recently used leaf is evicted until the object fits; evicting a leaf
 // may make its parent a leaf, which then competes by its own recency. So a
 // chain loses its tail before its head, and a head shared by many chains
@@ -75,11 +77,11 @@
 // std::vectors, so a direct read costs one copy out of its aligned buffer.
 //
 // Threads: see tier.h. One background thread drains the write-behind queue
-// (bounded by max_queue_bytes); it alone creates, renames and evicts files,
-// all outside the tier's mutex, so Put never waits for disk I/O. Get reads
-// outside the mutex too. Only Erase and the deletion of a corrupt object
-// unlink a file under the mutex (rare, and keeps the index and the directory
-// in step).
+// (store/write_behind.h, one object at a time, bounded by max_queue_bytes); it
+// alone creates, renames and evicts files, all outside the tier's mutex, so Put
+// never waits for disk I/O. Get reads outside the mutex too. Only Erase and the
+// deletion of a corrupt object unlink a file under the mutex (rare, and keeps
+// the index and the directory in step).
 #pragma once
 
 #include <cstdint>
@@ -117,7 +119,7 @@ struct DiskTierOptions {
   // The key objects are sealed and verified with; it must be keyed. Unset:
   // the key of `<dir>/TIER_KEY`, made when missing (store/disk_files.h),
   // so the directory's objects stay readable across restarts.
-  std::optional<ObjectAuthenticator> authenticator;
+  std::optional<ObjectAuthenticator> authenticator = std::nullopt;
 };
 
 class DiskTier final : public Tier {
@@ -160,7 +162,6 @@ class DiskTier final : public Tier {
  private:
   struct State;
   explicit DiskTier(std::unique_ptr<State> state);
-  void WriterLoop();
 
   std::unique_ptr<State> state_;
 };

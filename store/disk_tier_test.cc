@@ -650,8 +650,8 @@ TEST_P(DiskTierTest, KillNineNeverLeavesATornObject) {
   const uint64_t capacity = 40 * kPage;
   std::mt19937_64 rng(99);
   size_t objects_seen = 0, temps_seen = 0;
-  for (uint64_t round = 0;
-       round < 24 || (temps_seen == 0 && round < 200); ++round) {
+  for (uint64_t round = 0; round < 24 || (temps_seen == 0 && round < 200);
+       ++round) {
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {

@@ -57,7 +57,8 @@ Result<ObjectAuthenticator> ObjectAuthenticator::FromSecret(
   const std::unique_ptr<EVP_KDF, KdfFree> kdf(
       EVP_KDF_fetch(nullptr, "HKDF", nullptr));
   if (kdf == nullptr) return Status::Internal("libcrypto has no HKDF");
-  const std::unique_ptr<EVP_KDF_CTX, KdfCtxFree> ctx(EVP_KDF_CTX_new(kdf.get()));
+  const std::unique_ptr<EVP_KDF_CTX, KdfCtxFree> ctx(
+      EVP_KDF_CTX_new(kdf.get()));
   if (ctx == nullptr) return Status::Internal("cannot make an HKDF context");
   char digest[] = "SHA256";
   const OSSL_PARAM params[] = {
@@ -100,9 +101,8 @@ std::array<uint8_t, kObjectMacTagBytes> ObjectAuthenticator::Tag(
   char cipher[] = "AES-256-GCM";
   const OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER, cipher, 0),
-      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_IV,
-                                        const_cast<uint8_t*>(nonce),
-                                        kObjectMacNonceBytes),
+      OSSL_PARAM_construct_octet_string(
+          OSSL_MAC_PARAM_IV, const_cast<uint8_t*>(nonce), kObjectMacNonceBytes),
       OSSL_PARAM_construct_end()};
   std::array<uint8_t, kObjectMacTagBytes> tag{};
   size_t tag_bytes = 0;

@@ -76,8 +76,8 @@ class ObjectAuthenticator {
 
  private:
   // The GMAC tag of `object` under `nonce`.
-  std::array<uint8_t, kObjectMacTagBytes> Tag(
-      std::span<const uint8_t> object, const uint8_t* nonce) const;
+  std::array<uint8_t, kObjectMacTagBytes> Tag(std::span<const uint8_t> object,
+                                              const uint8_t* nonce) const;
 
   bool keyed_ = false;
   std::array<uint8_t, 32> key_{};

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "store/redis_tier.h"
+#include "store/redis_connection.h"
 #include "store/redis_url.h"
 
 namespace kvstash::store {

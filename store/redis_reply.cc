@@ -62,7 +62,8 @@ redisReplyObjectFunctions kValueFunctions = {NewString, NewArray, NewInteger,
 std::optional<long long> IntegerIn(std::string_view text, long long lo,
                                    long long hi) {
   long long v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  const auto [end, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), v);
   if (ec != std::errc() || end != text.data() + text.size() || v < lo ||
       v > hi) {
     return std::nullopt;
@@ -139,16 +140,18 @@ Result<std::vector<RedisSlotRange>> ParseClusterSlots(const RedisValue& reply) {
     const RedisValue& first = *range->elements[0];
     const RedisValue& last = *range->elements[1];
     const RedisValue& master = *range->elements[2];
-    if (first.type != REDIS_REPLY_INTEGER ||
-        last.type != REDIS_REPLY_INTEGER || first.integer < 0 ||
-        first.integer > last.integer || last.integer >= kRedisClusterSlots ||
+    if (first.type != REDIS_REPLY_INTEGER || last.type != REDIS_REPLY_INTEGER ||
+        first.integer < 0 || first.integer > last.integer ||
+        last.integer >= kRedisClusterSlots ||
         master.type != REDIS_REPLY_ARRAY || master.elements.size() < 2 ||
         master.elements[0]->type != REDIS_REPLY_STRING ||
         master.elements[1]->type != REDIS_REPLY_INTEGER ||
-        master.elements[1]->integer < 0 || master.elements[1]->integer > 65535) {
+        master.elements[1]->integer < 0 ||
+        master.elements[1]->integer > 65535) {
       return malformed;
     }
-    ranges.push_back({int(first.integer), int(last.integer),
+    ranges.push_back({int(first.integer),
+                      int(last.integer),
                       {std::string(master.elements[0]->text()),
                        int(master.elements[1]->integer)}});
   }

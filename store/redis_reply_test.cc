@@ -74,10 +74,10 @@ TEST(RedisReplyReader, RefusesHugeArraysBeforeAllocatingThem) {
 }
 
 TEST(ParseRedirect, MovedAndAskWithAndWithoutHost) {
-  const std::vector<RedisReply> replies =
-      ReadAll("-MOVED 3999 10.0.0.2:7001\r\n-ASK 16383 :7002\r\n"
-              "-MOVED 16384 h:1\r\n-MOVED 12 h:0\r\n-MOVED x h:1\r\n"
-              "-ERR MOVED 1 h:1\r\n+MOVED 1 h:1\r\n-MOVED 1\r\n");
+  const std::vector<RedisReply> replies = ReadAll(
+      "-MOVED 3999 10.0.0.2:7001\r\n-ASK 16383 :7002\r\n"
+      "-MOVED 16384 h:1\r\n-MOVED 12 h:0\r\n-MOVED x h:1\r\n"
+      "-ERR MOVED 1 h:1\r\n+MOVED 1 h:1\r\n-MOVED 1\r\n");
   ASSERT_EQ(replies.size(), 8u);
   std::optional<RedisRedirect> moved = ParseRedirect(*replies[0], "me");
   ASSERT_TRUE(moved.has_value());
@@ -116,11 +116,11 @@ TEST(ParseClusterSlots, RefusesMalformedReplies) {
            "+OK\r\n",
            "*1\r\n:1\r\n",
            "*1\r\n*2\r\n:0\r\n:1\r\n",
-           "*1\r\n*3\r\n:5\r\n:4\r\n*2\r\n$1\r\nh\r\n:1\r\n",       // first > last
-           "*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n$1\r\nh\r\n:1\r\n",   // slot range
+           "*1\r\n*3\r\n:5\r\n:4\r\n*2\r\n$1\r\nh\r\n:1\r\n",  // first > last
+           "*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n$1\r\nh\r\n:1\r\n",  // slot range
            "*1\r\n*3\r\n:-1\r\n:4\r\n*2\r\n$1\r\nh\r\n:1\r\n",
-           "*1\r\n*3\r\n:0\r\n:4\r\n*2\r\n:1\r\n:1\r\n",            // host type
-           "*1\r\n*3\r\n:0\r\n:4\r\n*2\r\n$1\r\nh\r\n:70000\r\n",   // port
+           "*1\r\n*3\r\n:0\r\n:4\r\n*2\r\n:1\r\n:1\r\n",           // host type
+           "*1\r\n*3\r\n:0\r\n:4\r\n*2\r\n$1\r\nh\r\n:70000\r\n",  // port
            "*1\r\n*3\r\n:0\r\n:4\r\n*1\r\n$1\r\nh\r\n",
        }) {
     const std::vector<RedisReply> replies = ReadAll(wire);

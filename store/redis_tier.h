@@ -13,22 +13,9 @@
 // maxmemory-policy); a Redis that is full (an OOM reply to SET) costs a
 // counted error and the write, never a failure of the caller.
 //
-// Topology: the first seed of the URL that answers decides. When it answers
-// CLUSTER SLOTS, the tier runs in cluster mode: each key goes to the master
-// of its slot (store/crc16.h; a key_prefix holding a {hash tag} therefore
-// sends every key to one slot), -MOVED updates the slot map, retries at the
-// named node and schedules a refresh of the whole map (CLUSTER SLOTS, asked of
-// the known nodes in turn, at most once per min_backoff); -ASK sends ASKING
-// and the command to the named node, once; a connection error also schedules
-// a refresh. Otherwise the tier uses that seed as one standalone server (list
-// several endpoints only for a cluster). Until some seed answers, the
-// topology is unknown and every call tries to learn it (within the backoff).
-// Redirections are followed only to known nodes: the seeds and the nodes
-// named by CLUSTER SLOTS of a known node. One to another endpoint is not
-// followed (whoever can answer for a node must not send the tier's
-// credentials and objects elsewhere): the command fails (a Get misses, a
-// write is dropped), counted in errors, and a refresh is scheduled, after
-// which a node that CLUSTER SLOTS names is followed.
+// Topology: store/redis_cluster.h (standalone or Cluster, decided by the
+// first seed of the URL that answers; slots, -MOVED/-ASK followed only to
+// known nodes of the cluster).
 //
 // Access control: with credentials (in the URL, or in the options), every
 // new connection to every node sends AUTH [user] password before anything
@@ -54,21 +41,16 @@
 // pooled connection); a call waits more than once only to learn or refresh
 // the topology (one seed after another) or to follow a redirection.
 //
-// Wire: connections are plain non-blocking TCP sockets driven by poll, with
-// hiredis formatting commands and parsing replies (its blocking API bounds
-// each read, not a call, and serves one node at a time). A batch is split by
-// node and pipelined on one connection per node, all nodes at once, with at
-// most kRedisPipelineDepth commands awaiting their replies per connection (a
-// sliding window, so that neither side buffers a whole batch). Values are
-// parsed straight into the buffers Get returns. Each node has a pool of up
-// to pool_size connections, shared by the calling threads and the writer
-// thread; a caller that finds them all busy waits for one.
+// Wire: store/redis_connection.h (non-blocking sockets driven by poll, a
+// pool of pool_size connections and a backoff per node, batches split by node
+// and pipelined on all nodes at once, values parsed straight into the buffers
+// Get returns).
 //
 // Threads: see tier.h. One background writer thread drains the write-behind
-// queue (bounded by max_queue_bytes) in batches of up to 256 objects or
-// 64 MiB, pipelining the SETs of a batch to all its nodes at once. Objects
-// larger than 512 MiB (Redis's largest value by default) are refused. Get
-// and Exists serve queued and in-flight objects from memory.
+// queue (store/write_behind.h, bounded by max_queue_bytes) in batches of up to
+// 256 objects or 64 MiB, pipelining the SETs of a batch to all its nodes at
+// once. Objects larger than 512 MiB (Redis's largest value by default) are
+// refused. Get and Exists serve queued and in-flight objects from memory.
 //
 // Stats: objects and bytes_used stay 0 (Redis is shared by every server; ask
 // Redis with INFO / DBSIZE). errors counts failed key commands (one per key
@@ -89,9 +71,6 @@
 #include "store/tier.h"
 
 namespace kvstash::store {
-
-// Commands sent on one connection before their replies are read.
-inline constexpr int kRedisPipelineDepth = 64;
 
 struct RedisTierOptions {
   // "redis://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]" (store/redis_url.h):
@@ -171,7 +150,6 @@ class RedisTier final : public Tier {
  private:
   struct State;
   explicit RedisTier(std::unique_ptr<State> state);
-  void WriterLoop();
 
   std::unique_ptr<State> state_;
 };

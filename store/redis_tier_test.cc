@@ -421,8 +421,7 @@ TEST(RedisTierTest, ForgedValuesAreRefusedDeletedAndCounted) {
     return std::string(b.begin(), b.end());
   };
   ASSERT_EQ(raw->Text({"SET", tier->RedisKey(KeyOf(0)), text(edited)}), "OK");
-  ASSERT_EQ(raw->Text({"SET", tier->RedisKey(KeyOf(1)), text(planted)}),
-            "OK");
+  ASSERT_EQ(raw->Text({"SET", tier->RedisKey(KeyOf(1)), text(planted)}), "OK");
 
   const std::vector<std::optional<Bytes>> got = tier->Get(Keys(0, 3));
   EXPECT_FALSE(got[0].has_value());
@@ -457,8 +456,8 @@ TEST(RedisTierTest, UnkeyedTierIsRefusedUnlessInsecure) {
   const Result<std::unique_ptr<RedisTier>> refused = RedisTier::Open(o);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
-  for (const char* hint : {"--tier-key-file", "KVSTASH_TIER_KEY",
-                           "--redis-insecure"}) {
+  for (const char* hint :
+       {"--tier-key-file", "KVSTASH_TIER_KEY", "--redis-insecure"}) {
     EXPECT_NE(refused.status().message().find(hint), std::string::npos)
         << refused.status().message();
   }
@@ -660,7 +659,8 @@ TEST(RedisClusterTierTest, KeysSpreadOverAllMastersAndAllHit) {
   }
   EXPECT_EQ(total, 300);
   const auto got = tier->Get(Keys(0, 300));
-  for (uint64_t i = 0; i < 300; ++i) ASSERT_EQ(Unsealed(got[i]), MakeObject(i)) << i;
+  for (uint64_t i = 0; i < 300; ++i)
+    ASSERT_EQ(Unsealed(got[i]), MakeObject(i)) << i;
   EXPECT_EQ(tier->Exists(Keys(0, 300)), std::vector<bool>(300, true));
   EXPECT_TRUE(tier->Erase(KeyOf(0)).ok());
   EXPECT_FALSE(tier->Exists(Keys(0, 1))[0]);
@@ -896,7 +896,8 @@ TEST(RedisAuthTest, ClusterWhoseNodesAllNeedAuth) {
         << "node " << n;
   }
   const auto got = tier->Get(Keys(0, 300));
-  for (uint64_t i = 0; i < 300; ++i) ASSERT_EQ(Unsealed(got[i]), MakeObject(i)) << i;
+  for (uint64_t i = 0; i < 300; ++i)
+    ASSERT_EQ(Unsealed(got[i]), MakeObject(i)) << i;
   EXPECT_EQ(tier->Stats().errors, 0u) << tier->Stats().last_error;
   ExpectOpenRefused(FastOptions(cluster.url()), cluster.node(0).endpoint(),
                     "NOAUTH");

@@ -7,8 +7,9 @@
 // only complete objects that verify (store/object_mac.h: the MAC under the
 // tier's key, or the checksum alone for a tier run without a key) and whose
 // header key is the key asked for; anything else is a miss (and is dropped
-// and counted, as damaged or as forged, where the tier can delete it). Meaning is the reader's job: DecodeObject with the
-// expected namespace fingerprint and layout refuses objects of another model.
+// and counted, as damaged or as forged, where the tier can delete it). Meaning
+// is the reader's job: DecodeObject with the expected namespace fingerprint and
+// layout refuses objects of another model.
 //
 // Threading contract: every method is thread-safe and may be called from any
 // thread, concurrently. Get and Exists are synchronous and do their I/O on

@@ -312,7 +312,8 @@ TEST(CliTest, EvalKvPolicyAndSweep) {
   EXPECT_EQ(j["kept_fraction"].get<double>(), 0.25);
   EXPECT_EQ(j["tokens"], 2 * 31);
   EXPECT_GT(j["copy_tokens"].get<int>(), 0);
-  o = RunKvstash(eval + " --kv-policy streaming --sweep --json");
+  const std::string svg = testing::TempDir("cli_sweep") + "/sweep.svg";
+  o = RunKvstash(eval + " --kv-policy streaming --sweep --json --plot " + svg);
   ASSERT_EQ(o.exit_code, 0) << o.out;
   std::istringstream lines(o.out);
   int rows = 0;
@@ -326,6 +327,19 @@ TEST(CliTest, EvalKvPolicyAndSweep) {
     ++rows;
   }
   EXPECT_EQ(rows, 4);
+  // The sweep as a chart: one line of the policy's 4 points.
+  std::ifstream in(svg);
+  const std::string chart((std::istreambuf_iterator<char>(in)),
+                          std::istreambuf_iterator<char>());
+  EXPECT_EQ(chart.rfind("<svg", 0), 0u) << svg;
+  EXPECT_NE(chart.find(">streaming</text>"), std::string::npos);
+  size_t points = 0;
+  for (size_t at = chart.find("<circle"); at != std::string::npos;
+       at = chart.find("<circle", at + 1)) {
+    ++points;
+  }
+  EXPECT_EQ(points, 4u);
+  ExpectOneLineError(eval + " --plot " + svg, "--sweep");
   ExpectOneLineError(eval + " --kv-policy nope", "--kv-policy");
   ExpectOneLineError(eval + " --kv-policy snapkv --kv-ratio 1", "--kv-ratio");
   ExpectOneLineError(eval + " --kv-policy snapkv --kv-type kivi4", "KIVI");

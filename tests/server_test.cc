@@ -36,6 +36,7 @@
 #include "model/random_model.h"
 #include "serve/http_server.h"
 #include "serve/scheduler.h"
+#include "serve/stack.h"
 #include "store/disk_tier.h"
 #include "tests/testing/running_server.h"
 #include "tests/testing/shared_data.h"
@@ -378,32 +379,33 @@ class ServerTest : public ::testing::Test {
       return;
     }
     model_ = std::move(model).value().release();
-    kv_ = NewKv(*model_).release();
-    if (kv_ == nullptr) return;
-    scheduler_ = NewScheduler(*model_, *kv_, SchedulerOptions{}).release();
-    if (scheduler_ == nullptr) return;
-    ServerOptions so;
-    so.host = "127.0.0.1";
-    so.port = 0;
-    so.model_id = kModelId;
-    so.max_body_bytes = kMaxBodyBytes;
-    server_ = RunningServer::Start(*model_, *scheduler_, *kv_, so).release();
+    ServingStackOptions so;
+    so.kv.layout.block_tokens = kBlockTokens;
+    so.kv.capacity_bytes = size_t{4} << 20;
+    so.kv.prefault = false;
+    so.scheduler.context = kContext;
+    so.server.host = "127.0.0.1";
+    so.server.port = 0;
+    so.server.model_id = kModelId;
+    so.server.max_body_bytes = kMaxBodyBytes;
+    stack_ = testing::StartStack(*model_, so).release();
+    if (stack_ == nullptr) return;
+    kv_ = &stack_->kv();
+    scheduler_ = &stack_->scheduler();
   }
 
   static void TearDownTestSuite() {
-    delete server_;
-    delete scheduler_;
-    delete kv_;
+    delete stack_;
     delete model_;
-    server_ = nullptr;
+    stack_ = nullptr;
     scheduler_ = nullptr;
     kv_ = nullptr;
     model_ = nullptr;
   }
 
   void SetUp() override {
-    ASSERT_NE(server_, nullptr) << "the suite's server did not start";
-    port_ = server_->port();
+    ASSERT_NE(stack_, nullptr) << "the suite's server did not start";
+    port_ = stack_->server().port();
   }
 
   static int PromptTokens(const std::string& prompt) {
@@ -416,6 +418,20 @@ class ServerTest : public ::testing::Test {
   // positions, the last block copied on write).
   static int FullHit(int n) {
     return n % kBlockTokens != 0 ? n / kBlockTokens * kBlockTokens : n - 1;
+  }
+
+  // A second server over the suite's scheduler, with the API keys of
+  // `keys` (ApiKeys::Parse's text). Null (and a failure) when it cannot
+  // start.
+  std::unique_ptr<RunningServer> StartKeyed(const std::string& keys) {
+    ServerOptions so;
+    so.port = 0;
+    so.model_id = kModelId;
+    Result<ApiKeys> parsed = ApiKeys::Parse(keys);
+    EXPECT_TRUE(parsed.ok()) << parsed.status().ToString();
+    if (!parsed.ok()) return nullptr;
+    so.api_keys = *parsed;
+    return RunningServer::Start(*model_, *scheduler_, *kv_, so);
   }
 
   Json KvStats() {
@@ -447,9 +463,9 @@ class ServerTest : public ::testing::Test {
   }
 
   static inline Model* model_ = nullptr;
-  static inline kvcache::KvManager* kv_ = nullptr;
-  static inline Scheduler* scheduler_ = nullptr;
-  static inline RunningServer* server_ = nullptr;
+  static inline ServingStack* stack_ = nullptr;     // the suite's server
+  static inline kvcache::KvManager* kv_ = nullptr;  // the stack's
+  static inline Scheduler* scheduler_ = nullptr;    // the stack's
   int port_ = 0;
 };
 
@@ -906,7 +922,7 @@ TEST_F(ServerTest, KvCompressionPerRequest) {
   EXPECT_GE(fixed["usage"]["kvstash_kv_compression"].value("recompressions", 0),
             3)
       << fixed.dump();
-  for (const Json every : {Json(-1), Json("8"), Json(1.5)}) {
+  for (const Json& every : {Json(-1), Json("8"), Json(1.5)}) {
     body["kv_compression"]["every"] = every;
     const HttpReply e = Post(port_, "/v1/completions", body);
     EXPECT_EQ(e.status, 400) << e.body;
@@ -1122,16 +1138,10 @@ TEST_F(ServerTest, ApiKeyIsRequiredWhenSet) {
 // of it from /kv/lookup; clearing the cache, /metrics and the global stats
 // need an admin key; a tenant's /kv/stats are its own counters.
 TEST_F(ServerTest, TenantsCannotSeeEachOther) {
-  ServerOptions so;
-  so.port = 0;
-  so.model_id = kModelId;
-  Result<ApiKeys> keys = ApiKeys::Parse(
+  auto server = StartKeyed(
       "alice-key-0123456789 alice\n"
       "bob-key-0123456789 bob\n"
       "ops-key-0123456789 ops admin\n");
-  ASSERT_TRUE(keys.ok());
-  so.api_keys = *keys;
-  auto server = RunningServer::Start(*model_, *scheduler_, *kv_, so);
   ASSERT_NE(server, nullptr);
   const int port = server->port();
   const httplib::Headers alice = {{"Authorization",
@@ -1148,8 +1158,9 @@ TEST_F(ServerTest, TenantsCannotSeeEachOther) {
   EXPECT_GT(ParseJson(Post(port, "/kv/lookup", lookup, alice).body)
                 .value("cached_tokens", 0),
             100);
-  for (const Json salt : {Json(nullptr), Json("alice"), Json("tenant:5:alice/"),
-                          Json("tenant:5:alice"), Json("/")}) {
+  for (const Json& salt :
+       {Json(nullptr), Json("alice"), Json("tenant:5:alice/"),
+        Json("tenant:5:alice"), Json("/")}) {
     SCOPED_TRACE(salt.dump());
     body["cache_salt"] = salt;
     lookup["cache_salt"] = salt;
@@ -1804,6 +1815,93 @@ TEST_F(ServerTest, BiasPenaltiesStopIdsAndChatLogprobs) {
   if (message.find("\xef\xbf\xbd") == std::string::npos) {
     EXPECT_EQ(joined, message);  // (bytes a token splits are replaced there)
   }
+}
+
+// GET /dashboard: a page with no data, for anyone; GET /dashboard/data: the
+// cache as the page draws it, for admins only.
+TEST_F(ServerTest, DashboardDataIsAdminOnlyAndFollowsTheCache) {
+  auto server = StartKeyed(
+      "dash-alice-0123456789 alice\n"
+      "dash-ops-0123456789 ops admin\n");
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+  const httplib::Headers alice = {{"Authorization",
+                                   "Bearer dash-alice-0123456789"}},
+                         ops = {
+                             {"Authorization", "Bearer dash-ops-0123456789"}};
+  // The page: served without a key, self-contained, locked down by its CSP.
+  httplib::Client c = NewClient(port);
+  auto page = c.Get("/dashboard");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_EQ(page->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_LT(page->body.size(), size_t{200} << 10);
+  EXPECT_NE(page->body.find("/dashboard/data"), std::string::npos);
+  EXPECT_EQ(page->body.find("src=\"http"), std::string::npos);
+  const std::string csp = page->get_header_value("Content-Security-Policy");
+  EXPECT_NE(csp.find("default-src 'none'"), std::string::npos) << csp;
+  EXPECT_NE(csp.find("script-src 'sha256-"), std::string::npos) << csp;
+  EXPECT_NE(csp.find("connect-src 'self'"), std::string::npos) << csp;
+  // The data: admins only.
+  ExpectApiError(Get(port, "/dashboard/data"), 401, "dashboard without a key");
+  ExpectApiError(Get(port, "/dashboard/data", alice), 403,
+                 "a tenant's dashboard");
+  ASSERT_EQ(Post(port, "/kv/clear", Json::object(), ops).status, 200);
+  const Json before = ParseJson(Get(port, "/dashboard/data", ops).body);
+  ASSERT_TRUE(before.is_object());
+
+  const std::string prompt = Words("dashboard-hot", 80);
+  const int n = PromptTokens(prompt);
+  const Json body = CompletionBody(prompt, 2);
+  for (int i = 0; i < 3; ++i) {
+    ExpectCompletion(Post(port, "/v1/completions", body, alice), 2);
+  }
+  ExpectNoBlocksUsed();
+  const HttpReply r = Get(port, "/dashboard/data", ops);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const Json d = ParseJson(r.body);
+  ASSERT_TRUE(d.is_object()) << r.body;
+  EXPECT_EQ(d.value("model", ""), kModelId);
+  const Json& kv = d["kv"];
+  EXPECT_EQ(kv["used_blocks"].get<size_t>() +
+                kv["cached_blocks"].get<size_t>() +
+                kv["free_blocks"].get<size_t>(),
+            kv["capacity_blocks"].get<size_t>());
+  EXPECT_GE(kv["cached_blocks"].get<int>(), n / kBlockTokens);
+  EXPECT_EQ(kv["block_tokens"].get<int>(), kBlockTokens);
+  EXPECT_EQ(kv["queried_tokens"].get<int>() -
+                before["kv"]["queried_tokens"].get<int>(),
+            3 * n);
+  EXPECT_EQ(kv["hit_tokens"].get<int>() - before["kv"]["hit_tokens"].get<int>(),
+            2 * FullHit(n));
+  const Json& rq = d["requests"];
+  EXPECT_EQ(
+      rq["finished"].get<int>() - before["requests"]["finished"].get<int>(), 3);
+  EXPECT_EQ(rq["running"].get<int>(), 0);
+  EXPECT_EQ(rq["waiting"].get<int>(), 0);
+  // The hottest prefix: the prompt's full blocks, hit twice, its first words.
+  ASSERT_EQ(d["hottest"].size(), 1u) << d["hottest"].dump();
+  const Json& hot = d["hottest"][0];
+  EXPECT_EQ(hot["tokens"].get<int>(), n / kBlockTokens * kBlockTokens);
+  EXPECT_EQ(hot["hits"].get<int>(), 2);
+  EXPECT_FALSE(hot["in_use"].get<bool>());
+  EXPECT_TRUE(hot["tiers"].empty());
+  EXPECT_EQ(hot["first_tokens"].size(), size_t(kBlockTokens));
+  const std::string text = hot["text"].get<std::string>();
+  EXPECT_FALSE(text.empty());
+  EXPECT_EQ(prompt.substr(0, text.size()), text);
+  EXPECT_TRUE(d["tiers"].empty());
+  // Latency histograms: per-bucket counts, one past the last bound.
+  for (const char* name : {"ttft", "itl"}) {
+    SCOPED_TRACE(name);
+    const Json& h = d[name];
+    ASSERT_EQ(h["counts"].size(), h["le"].size() + 1);
+    uint64_t total = 0;
+    for (const Json& count : h["counts"]) total += count.get<uint64_t>();
+    EXPECT_EQ(total, h["count"].get<uint64_t>());
+  }
+  // Each server counts its own requests' latencies.
+  EXPECT_EQ(d["ttft"]["count"].get<int>(), 3);
 }
 
 }  // namespace

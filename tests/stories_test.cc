@@ -21,8 +21,9 @@ namespace {
 using kernels::DType;
 
 std::unique_ptr<Model> LoadLlama2c() {
-  auto m = Model::Load(testing::SharedPath("models/stories260K/stories260K.bin"),
-                       testing::SharedPath("models/stories260K/tok512.bin"));
+  auto m =
+      Model::Load(testing::SharedPath("models/stories260K/stories260K.bin"),
+                  testing::SharedPath("models/stories260K/tok512.bin"));
   EXPECT_TRUE(m.ok()) << m.status().ToString();
   return m.ok() ? std::move(m).value() : nullptr;
 }
@@ -69,9 +70,10 @@ float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
 
 // `windows` windows of BOS + 256 tokens from the start of the validation
 // text, scored as SOURCE.md describes.
-PerplexityResult ValidationPerplexity(
-    const Model& model, int windows,
-    kernels::KvFormat kv = {kernels::KvType::kF32, kernels::KvType::kF32}) {
+PerplexityResult ValidationPerplexity(const Model& model, int windows,
+                                      kernels::KvFormat kv = {
+                                          kernels::KvType::kF32,
+                                          kernels::KvType::kF32}) {
   auto text = ReadFile(testing::SharedPath("data/tinystories_val.txt"));
   EXPECT_TRUE(text.ok());
   // A prefix of the text holds enough tokens and encodes much faster.
@@ -135,12 +137,13 @@ TEST(StoriesTest, PerplexityMatchesReference) {
 
 TEST(StoriesTest, ForeignGgufMatchesLlama2c) {
   auto l2c = LoadLlama2c();
-  auto gguf = LoadGguf(testing::SharedPath("models/stories260K/stories260K.gguf"));
+  auto gguf =
+      LoadGguf(testing::SharedPath("models/stories260K/stories260K.gguf"));
   ASSERT_NE(l2c, nullptr);
   ASSERT_NE(gguf, nullptr);
-  for (const char* prompt :
-       {"Once upon a time", "The cat sat on the mat.", "Tom and Lily went\n"
-        "to the park, and they saw a big dog!"}) {
+  for (const char* prompt : {"Once upon a time", "The cat sat on the mat.",
+                             "Tom and Lily went\n"
+                             "to the park, and they saw a big dog!"}) {
     const auto a = l2c->tokenizer().Encode(prompt, true);
     const auto b = gguf->tokenizer().Encode(prompt, true);
     ASSERT_EQ(a, b) << prompt;
@@ -219,9 +222,8 @@ TEST_P(GgufRoundTripTest, StaysWithinTolerance) {
   const RoundTrip& rt = GetParam();
   auto l2c = LoadLlama2c();
   ASSERT_NE(l2c, nullptr);
-  const std::string path =
-      testing::TempDir("roundtrip") + "/stories260K-" +
-      std::string(kernels::DTypeName(rt.type)) + ".gguf";
+  const std::string path = testing::TempDir("roundtrip") + "/stories260K-" +
+                           std::string(kernels::DTypeName(rt.type)) + ".gguf";
   ASSERT_TRUE(ExportGguf(*l2c, rt.type, path).ok());
   auto gguf = LoadGguf(path);
   ASSERT_NE(gguf, nullptr);
@@ -236,9 +238,9 @@ TEST_P(GgufRoundTripTest, StaysWithinTolerance) {
   const float err = MaxAbsDiff(AllLogits(*l2c, ids), AllLogits(*gguf, ids));
   const double ppl_ref = Perplexity256(*l2c).ppl;
   const double ppl = Perplexity256(*gguf).ppl;
-  std::printf("[ roundtrip ] %-5s max |logit error| %.6f  ppl %.4f (f32 %.4f)\n",
-              std::string(kernels::DTypeName(rt.type)).c_str(), err, ppl,
-              ppl_ref);
+  std::printf(
+      "[ roundtrip ] %-5s max |logit error| %.6f  ppl %.4f (f32 %.4f)\n",
+      std::string(kernels::DTypeName(rt.type)).c_str(), err, ppl, ppl_ref);
   EXPECT_LE(err, rt.max_logit_error);
   EXPECT_LE(ppl / ppl_ref, rt.max_ppl_ratio);
   if (rt.type == DType::kF32) {

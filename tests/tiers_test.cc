@@ -24,6 +24,7 @@
 #include "kvcache/block_hash.h"
 #include "kvcache/kv_manager.h"
 #include "serve/scheduler.h"
+#include "serve/stack.h"
 #include "store/disk_cache_admin.h"
 #include "store/disk_tier.h"
 #include "store/kv_codec.h"
@@ -44,10 +45,12 @@ using testing::Outcome;
 
 constexpr int kBlockTokens = 16;
 
-// One server's cache and scheduler over tiers it does not own.
+// One server's cache and scheduler (a ServingStack without HTTP) over
+// tiers it does not own.
 struct Stack {
-  std::unique_ptr<kvcache::KvManager> kv;
-  std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<ServingStack> stack;
+  kvcache::KvManager* kv = nullptr;  // the stack's
+  Scheduler* scheduler = nullptr;    // the stack's
 
   Outcome Run(std::vector<int32_t> prompt, int max_tokens,
               std::string salt = "") {
@@ -61,8 +64,9 @@ struct Stack {
   // Stops the server: the scheduler, then the cache (which queues what is
   // left to write behind).
   void Stop() {
-    scheduler.reset();
-    kv.reset();
+    stack.reset();
+    kv = nullptr;
+    scheduler = nullptr;
   }
 };
 
@@ -84,17 +88,19 @@ class TiersTest : public ::testing::Test {
                  kernels::KvFormat kv = {},
                  store::Codec codec = store::Codec::kRaw,
                  size_t chunk_blocks = 0) {
-    kvcache::KvManagerOptions o;
-    o.layout = Layout(kv);
-    o.tier_codec = codec;
-    o.chunk_blocks = chunk_blocks;
-    o.capacity_bytes = blocks * o.layout.block_bytes();
-    o.prefault = false;
-    for (store::Tier* t : tiers) o.tiers.push_back({t});
+    ServingStackOptions o;
+    o.http = false;
+    o.kv.layout = Layout(kv);
+    o.kv.tier_codec = codec;
+    o.kv.chunk_blocks = chunk_blocks;
+    o.kv.capacity_bytes = blocks * o.kv.layout.block_bytes();
+    o.kv.prefault = false;
+    for (store::Tier* t : tiers) o.kv.tiers.push_back({t});
+    o.scheduler = SchedulerOptions{};  // a context of 2048
     Stack s;
-    s.kv = std::move(kvcache::KvManager::Create(o)).value();
-    s.scheduler =
-        std::move(Scheduler::Create(*model_, nullptr, *s.kv, {})).value();
+    s.stack = std::move(ServingStack::Create(*model_, nullptr, o)).value();
+    s.kv = &s.stack->kv();
+    s.scheduler = &s.stack->scheduler();
     return s;
   }
 

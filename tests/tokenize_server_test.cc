@@ -13,6 +13,7 @@
 #include "model/model.h"
 #include "serve/http_server.h"
 #include "serve/scheduler.h"
+#include "serve/stack.h"
 #include "store/disk_tier.h"
 #include "tests/testing/running_server.h"
 #include "tests/testing/shared_data.h"
@@ -48,42 +49,26 @@ class TokenizeServerTest : public ::testing::Test {
       return;
     }
     disk_ = disk->release();
-    const ModelConfig& c = model_->config();
-    kvcache::KvManagerOptions ko;
-    ko.layout = {c.n_layers,
-                 c.n_kv_heads,
-                 c.head_dim,
-                 kBlockTokens,
-                 {kernels::KvType::kQ8, kernels::KvType::kF16}};
-    ko.capacity_bytes = size_t{4} << 20;
-    ko.prefault = false;
-    ko.tiers = {{disk_}};
-    ko.tier_codec = store::Codec::kZstd;
-    auto kv = kvcache::KvManager::Create(ko);
-    if (!kv.ok()) {
-      ADD_FAILURE() << "KvManager::Create: " << kv.status().ToString();
-      return;
-    }
-    kv_ = kv->release();
-    SchedulerOptions so;
-    so.context = kContext;
-    auto scheduler = Scheduler::Create(*model_, nullptr, *kv_, so);
-    if (!scheduler.ok()) {
-      ADD_FAILURE() << "Scheduler::Create: " << scheduler.status().ToString();
-      return;
-    }
-    scheduler_ = scheduler->release();
-    server_ =
-        RunningServer::Start(*model_, *scheduler_, *kv_, Options()).release();
+    ServingStackOptions so;
+    so.server = Options();
+    so.kv.layout.block_tokens = kBlockTokens;
+    so.kv.layout.kv = {kernels::KvType::kQ8, kernels::KvType::kF16};
+    so.kv.capacity_bytes = size_t{4} << 20;
+    so.kv.prefault = false;
+    so.kv.tiers = {{disk_}};
+    so.kv.tier_codec = store::Codec::kZstd;
+    so.scheduler.context = kContext;
+    stack_ = testing::StartStack(*model_, so).release();
+    if (stack_ == nullptr) return;
+    kv_ = &stack_->kv();
+    scheduler_ = &stack_->scheduler();
   }
 
   static void TearDownTestSuite() {
-    delete server_;
-    delete scheduler_;
-    delete kv_;
+    delete stack_;
     delete disk_;
     delete model_;
-    server_ = nullptr;
+    stack_ = nullptr;
     scheduler_ = nullptr;
     kv_ = nullptr;
     disk_ = nullptr;
@@ -98,8 +83,8 @@ class TokenizeServerTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    ASSERT_NE(server_, nullptr) << "the suite's server did not start";
-    port_ = server_->port();
+    ASSERT_NE(stack_, nullptr) << "the suite's server did not start";
+    port_ = stack_->server().port();
   }
 
   const Tokenizer& tok() const { return model_->tokenizer(); }
@@ -125,9 +110,9 @@ class TokenizeServerTest : public ::testing::Test {
 
   static inline Model* model_ = nullptr;
   static inline store::DiskTier* disk_ = nullptr;
+  static inline ServingStack* stack_ = nullptr;  // over model_ and disk_
   static inline kvcache::KvManager* kv_ = nullptr;
   static inline Scheduler* scheduler_ = nullptr;
-  static inline RunningServer* server_ = nullptr;
   int port_ = 0;
 };
 

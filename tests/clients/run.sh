@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# Runs openai_client_test.mjs: the official `openai` npm package (pinned in
-# package.json) against a live `kvstash serve` on stories260K. Starts the
-# server on a port of its own choosing (--port 0) with a fresh API key, waits
-# for /health, runs the node tests with OPENAI_BASE_URL and OPENAI_API_KEY set,
+# Runs a node test file (default openai_client_test.mjs: the official
+# `openai` npm package, pinned in package.json) against a live `kvstash serve`
+# on stories260K. Starts the server on a port of its own choosing (--port 0)
+# with a fresh API key, waits for /health, runs the node tests with
+# OPENAI_BASE_URL, OPENAI_API_KEY, KVSTASH_ROOT_URL and KVSTASH_BINARY set,
 # and stops the server however the tests end. Exits non-zero on any failure.
 #
-#   tests/clients/run.sh KVSTASH_BINARY [SHARED_DIR]
+#   tests/clients/run.sh KVSTASH_BINARY [SHARED_DIR] [TEST_FILE] [SERVE_ARG...]
 #
-# SHARED_DIR: KVSTASH_SHARED_DIR when set, else the argument, else ../shared
-# beside the repository. NODE: the node binary (default: node on PATH).
-# Needs Node.js >= 18.19 and `npm ci` run in tests/clients (scripts/setup.sh
-# does both); nothing is downloaded here. ctest runs it as `openai_client`.
+# SHARED_DIR: KVSTASH_SHARED_DIR when set, else the argument (or an empty
+# one), else ../shared beside the repository. TEST_FILE: a path, or a name in
+# tests/clients. SERVE_ARGs are added to `kvstash serve`'s, with {work}
+# standing for a scratch folder removed at the end. NODE: the node binary
+# (default: node on PATH). Needs Node.js >= 18.19 and `npm ci` run in
+# tests/clients (scripts/setup.sh does both); nothing is downloaded here.
+# ctest runs it as `openai_client` and `dashboard` (dashboard_test.mjs).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:?usage: run.sh KVSTASH_BINARY [SHARED_DIR]}"
 shared="${KVSTASH_SHARED_DIR:-${2:-$here/../../../shared}}"
+test_file="${3:-openai_client_test.mjs}"
+case "$test_file" in */*) ;; *) test_file="$here/$test_file" ;; esac
+shift $(($# < 3 ? $# : 3))
 node="${NODE:-node}"
 model_id="stories260K"
 model="$shared/models/stories260K/stories260K.bin"
@@ -24,12 +31,15 @@ fail() { echo "run.sh: $*" >&2; exit 1; }
 [ -x "$bin" ] || fail "no kvstash binary at $bin"
 [ -f "$model" ] || fail "missing $model (set KVSTASH_SHARED_DIR to the shared/ folder)"
 [ -f "$tokenizer" ] || fail "missing $tokenizer"
+[ -f "$test_file" ] || fail "no test file $test_file"
 command -v "$node" >/dev/null || fail "node not found (bash scripts/setup.sh)"
 [ -f "$here/node_modules/openai/package.json" ] ||
   fail "tests/clients/node_modules/openai missing: run 'npm ci' in tests/clients (bash scripts/setup.sh)"
 
 work="$(mktemp -d)"
 log="$work/server.log"
+serve_args=()
+for arg in "$@"; do serve_args+=("${arg//\{work\}/$work}"); done
 server_pid=""
 tests_pid=""
 stop_server() {
@@ -64,7 +74,7 @@ key="client-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 KVSTASH_API_KEY="$key" timeout -k 10 600 "$bin" serve \
   --model "$model" --tokenizer "$tokenizer" --model-id "$model_id" \
   --host 127.0.0.1 --port 0 --threads 2 --kv-cache-mb 64 \
-  >"$log" 2>&1 </dev/null &
+  ${serve_args[@]+"${serve_args[@]}"} >"$log" 2>&1 </dev/null &
 server_pid=$!
 
 # The server prints "kvstash: serving NAME on http://HOST:PORT (...)".
@@ -97,9 +107,10 @@ echo "run.sh: kvstash serve ($model_id) on $root_url; $("$node" --version)," \
 
 # In the background, so that a signal to this script runs its trap at once.
 OPENAI_BASE_URL="$root_url/v1" OPENAI_API_KEY="$key" \
+  KVSTASH_ROOT_URL="$root_url" KVSTASH_BINARY="$bin" \
   KVSTASH_MODEL_ID="$model_id" \
   timeout -k 10 300 "$node" --test --test-reporter=spec \
-  "$here/openai_client_test.mjs" </dev/null &
+  "$test_file" </dev/null &
 tests_pid=$!
 status=0
 wait "$tests_pid" || status=$?

@@ -1,7 +1,8 @@
 // What the HTTP server's end-to-end tests share: an HttpServer serving on
-// its own thread (RunningServer), a cpp-httplib client's requests reduced to
-// status, body and content type, and the check that an answer is an
-// OpenAI-style error. A test binary that includes this links cpp-httplib.
+// its own thread (RunningServer) or a whole stack (StartStack), a
+// cpp-httplib client's requests reduced to status, body and content type, and
+// the check that an answer is an OpenAI-style error. A test binary that
+// includes this links cpp-httplib.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "serve/http_server.h"
+#include "serve/stack.h"
 
 namespace kvstash::testing {
 
@@ -141,5 +143,18 @@ class RunningServer {
   std::thread thread_;
   Status served_;
 };
+
+// A ServingStack over `model` (borrowed) serving on its own thread; null,
+// with a test failure, when it cannot be built.
+inline std::unique_ptr<ServingStack> StartStack(
+    const Model& model, const ServingStackOptions& options) {
+  auto stack = ServingStack::Create(model, nullptr, options);
+  if (!stack.ok()) {
+    ADD_FAILURE() << "ServingStack::Create: " << stack.status().ToString();
+    return nullptr;
+  }
+  (*stack)->ServeInBackground();
+  return std::move(stack).value();
+}
 
 }  // namespace kvstash::testing

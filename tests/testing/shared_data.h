@@ -5,13 +5,13 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <system_error>
 #include <vector>
-#include <unistd.h>
 
 namespace kvstash::testing {
 
@@ -43,9 +43,9 @@ inline std::string TempDir(const std::string& name) {
     }
   };
   static Registry registry;
-  std::filesystem::path p = std::filesystem::temp_directory_path() /
-                            ("kvstash_test_" + name + "_" +
-                             std::to_string(::getpid()));
+  std::filesystem::path p =
+      std::filesystem::temp_directory_path() /
+      ("kvstash_test_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   registry.paths.push_back(p);

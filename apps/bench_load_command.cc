@@ -2,13 +2,22 @@
 // a running server, its report as text or one JSON object.
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 
 #include "apps/app_util.h"
 #include "apps/commands.h"
 #include "base/file.h"
+#include "bench/load_bench.h"
 
 namespace kvstash::apps {
 namespace {
+
+struct BenchLoadCommandOptions {
+  bench::LoadBenchOptions load;  // api_key and text come from the two below
+  std::string api_key_file;      // else KVSTASH_API_KEY; neither: no key
+  std::string prompts_file;      // words of the prompts; empty: built-in
+  bool json = false;
+};
 
 Json LatencyJson(const bench::LatencySummary& s) {
   return Json{{"count", s.count},
@@ -98,8 +107,6 @@ void PrintText(const bench::LoadBenchOptions& o,
   }
 }
 
-}  // namespace
-
 int RunBenchLoad(const BenchLoadCommandOptions& options) {
   bench::LoadBenchOptions o = options.load;
   const char* env = std::getenv("KVSTASH_API_KEY");
@@ -165,6 +172,64 @@ int RunBenchLoad(const BenchLoadCommandOptions& options) {
                 std::to_string(r->bad_failed) + " failed");
   }
   return 0;
+}
+
+}  // namespace
+
+Command RegisterBenchLoad(CLI::App& parent) {
+  auto o = std::make_shared<BenchLoadCommandOptions>();
+  bench::LoadBenchOptions& l = o->load;
+  CLI::App* cmd = parent.add_subcommand(
+      "load",
+      "HTTP load generator against a running server: N clients sending "
+      "completions and chats, streamed or not, over shared prefixes, some "
+      "streams cancelled, some requests bad; requests/s, TTFT and "
+      "inter-token percentiles, failures by kind, the server's RSS; exits 1 "
+      "when a well-formed request failed or a bad one was accepted");
+  cmd->add_option("--url", l.url, "the server: http://HOST:PORT")->required();
+  cmd->add_option("--clients", l.clients,
+                  "concurrent clients, one connection each");
+  cmd->add_option("--duration", l.duration_s,
+                  "seconds of load; requests in flight then end");
+  cmd->add_option(
+      "--api-key-file", o->api_key_file,
+      "a private file holding the API key (else KVSTASH_API_KEY); RSS is "
+      "read from /metrics with it, which needs an admin key");
+  cmd->add_option("--max-tokens", l.max_tokens,
+                  "max_tokens of each well-formed request");
+  cmd->add_option("--seed", l.seed, "seed of the prompts and of the mix");
+  cmd->add_option("--prompts-file", o->prompts_file,
+                  "text whose words the prompts are made of, "
+                  "passages taken in order (built-in words)");
+  cmd->add_option("--documents", l.documents,
+                  "shared passages the prompts start with");
+  cmd->add_option("--document-words", l.document_words,
+                  "words per passage; a passage, a question and "
+                  "--max-tokens must fit the server's context");
+  cmd->add_option("--question-words", l.question_words,
+                  "words per question after the passage");
+  cmd->add_option("--chat-share", l.chat_share, "share of chat completions");
+  cmd->add_option("--stream-share", l.stream_share,
+                  "share of streamed requests");
+  cmd->add_option("--cancel-share", l.cancel_share,
+                  "share of streams closed mid-way");
+  cmd->add_option("--cancel-after", l.cancel_after,
+                  "chunks of text a cancelled stream reads");
+  cmd->add_option("--unique-share", l.unique_share,
+                  "share of prompts with a passage of their own "
+                  "instead of a shared one");
+  cmd->add_option("--bad-share", l.bad_share,
+                  "share of bad requests, which must get a 4xx");
+  cmd->add_option("--timeout", l.timeout_s,
+                  "seconds to connect, and of silence before a "
+                  "request times out");
+  cmd->add_option("--rss-every", l.rss_every_s,
+                  "seconds between reads of the server's RSS");
+  cmd->add_option("--progress-every", l.progress_every_s,
+                  "seconds between progress lines on stderr");
+  AddJsonFlag(cmd, &o->json);
+
+  return {cmd, [o] { return RunBenchLoad(*o); }};
 }
 
 }  // namespace kvstash::apps
