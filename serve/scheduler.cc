@@ -560,7 +560,7 @@ void Scheduler::Finish(Sequence* seq, RequestEnd reason, Status error) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.requests_finished += 1 + uint64_t(seq->forks);
+    stats_.requests_finished += 1 + unborn.size();  // seq is gone
     stats_.waiting = waiting_.size();
     stats_.running = running_.size();
   }
