@@ -605,8 +605,11 @@ class HttpServer::Impl::Responder {
     updates->clear();
     if (echo_ && !echoed_ && (!logprobs_ || prompt_scores_)) {
       echoed_ = true;
+      // The prompt is decoded and scored once; every choice gets a copy.
+      const Update echo = EchoUpdate();
       for (int c = 0; c < int(choices_.size()); ++c) {
-        updates->push_back(EchoUpdate(c));
+        updates->push_back(echo);
+        updates->back().choice = c;
       }
       return true;
     }
@@ -756,9 +759,9 @@ class HttpServer::Impl::Responder {
 
   size_t Offset() const { return prompt_text_.size(); }
 
-  Update EchoUpdate(int choice) const {
+  // The prompt's text (and logprobs) that starts every choice.
+  Update EchoUpdate() const {
     Update u;
-    u.choice = choice;
     u.text = prompt_text_;
     if (!logprobs_) return u;
     const Tokenizer& tok = server_.model.tokenizer();
