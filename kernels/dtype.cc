@@ -25,6 +25,9 @@ constexpr DTypeInfo kDTypes[] = {
     {DType::kBF16, "bf16", 1, sizeof(uint16_t)},
     {DType::kQ8_0, "q8_0", kQuantBlock, sizeof(BlockQ8_0)},
     {DType::kQ4_0, "q4_0", kQuantBlock, sizeof(BlockQ4_0)},
+    {DType::kQ4_K, "q4_k", kSuperBlock, sizeof(BlockQ4_K)},
+    {DType::kQ5_K, "q5_k", kSuperBlock, sizeof(BlockQ5_K)},
+    {DType::kQ6_K, "q6_k", kSuperBlock, sizeof(BlockQ6_K)},
 };
 
 constexpr bool TableMatchesEnum() {
@@ -209,6 +212,17 @@ void QuantizeRow(DType t, const float* src, size_t n, void* dst) {
     case DType::kQ4_0:
       QuantizeBlocks<BlockQ4_0>(src, n, dst);
       return;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: {
+      auto* out = static_cast<uint8_t*>(dst);
+      const size_t bytes = DTypeBlockBytes(t);
+      for (size_t i = 0; i < n / kSuperBlock; ++i) {
+        internal::QuantizeKQuantBlock(t, src + i * kSuperBlock,
+                                      out + i * bytes);
+      }
+      return;
+    }
   }
   KV_CHECK_MSG(false, "unknown DType");
 }
@@ -242,6 +256,18 @@ void DecodeElems(DType t, const void* row, size_t begin, size_t count,
     case DType::kQ4_0:
       DequantizeBlocks<BlockQ4_0>(row, begin, count, out);
       return;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: {
+      const size_t bytes = DTypeBlockBytes(t);
+      const auto* blocks =
+          static_cast<const uint8_t*>(row) + begin / kSuperBlock * bytes;
+      for (size_t i = 0; i < count / kSuperBlock; ++i) {
+        internal::DequantizeKQuantBlock(t, blocks + i * bytes,
+                                        out + i * kSuperBlock);
+      }
+      return;
+    }
   }
   KV_CHECK_MSG(false, "unknown DType");
 }

@@ -15,4 +15,8 @@ namespace kvstash::kernels::internal {
 void DecodeElems(DType t, const void* row, size_t begin, size_t count,
                  float* out);
 
+// One K-quant super-block (IsKQuant(t)): 256 floats to `block`, and back.
+void QuantizeKQuantBlock(DType t, const float* x, void* block);
+void DequantizeKQuantBlock(DType t, const void* block, float* out);
+
 }  // namespace kvstash::kernels::internal

@@ -34,7 +34,7 @@ TEST(DTypeTest, NamesRoundTrip) {
     EXPECT_EQ(parsed, t);
   }
   DType unused;
-  EXPECT_FALSE(ParseDType("q4_k", &unused));
+  EXPECT_FALSE(ParseDType("q3_k", &unused));
   EXPECT_FALSE(ParseDType("", &unused));
   EXPECT_FALSE(ParseDType("F32", &unused));
 }
@@ -335,16 +335,123 @@ TEST(QuantTest, Q4_0RoundTripErrorBound) {
   }
 }
 
+// Every element decodes to the float nearest the exact value of its bits
+// (the products of scales and quants are exact in float; only Q4_K / Q5_K's
+// subtraction of the min rounds).
 TEST(QuantTest, DequantizeRowMatchesIndependentDecoder) {
   std::mt19937 rng(3);
   for (DType t : kAllDTypes) {
-    const std::vector<float> x = VariedBlocks(rng, 5);
+    const std::vector<float> x = VariedBlocks(rng, 16);  // two super-blocks
     const std::vector<uint8_t> bytes = Quantize(t, x);
     std::vector<float> deq(x.size());
     DequantizeRow(t, bytes.data(), x.size(), deq.data());
     for (size_t i = 0; i < x.size(); ++i) {
-      ASSERT_EQ(static_cast<double>(deq[i]), RefElem(t, bytes.data(), i))
+      ASSERT_EQ(deq[i], static_cast<float>(RefElem(t, bytes.data(), i)))
           << DTypeName(t) << " element " << i;
+    }
+  }
+}
+
+TEST(KQuantTest, BlockSizes) {
+  for (DType t : {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+    EXPECT_TRUE(IsKQuant(t));
+    EXPECT_EQ(DTypeBlockElems(t), 256u);
+  }
+  EXPECT_FALSE(IsKQuant(DType::kQ4_0));
+  EXPECT_EQ(DTypeBlockBytes(DType::kQ4_K), 144u);  // 4.5 bits per weight
+  EXPECT_EQ(DTypeBlockBytes(DType::kQ5_K), 176u);  // 5.5
+  EXPECT_EQ(DTypeBlockBytes(DType::kQ6_K), 210u);  // 6.5625
+  EXPECT_EQ(RowBytes(DType::kQ6_K, 512), 420u);
+  DType parsed;
+  ASSERT_TRUE(ParseDType("q4_k", &parsed));
+  EXPECT_EQ(parsed, DType::kQ4_K);
+}
+
+// A Q4_K super-block written byte by byte: d = 1, dmin = 0.5, sub-block j
+// with scale 60 + j % 4 and min 2 j + 1 (so j >= 4 use the packed high bits),
+// and quant (l + j) % 16 for element l.
+TEST(KQuantTest, Q4_KKnownBlock) {
+  BlockQ4_K b{};
+  b.d = F32ToF16(1.0f);
+  b.dmin = F32ToF16(0.5f);
+  int scale[8], min[8];
+  for (int j = 0; j < 8; ++j) {
+    scale[j] = 60 + j % 4;
+    min[j] = 2 * j + 1;
+  }
+  for (int j = 0; j < 4; ++j) {
+    b.scales[j] = static_cast<uint8_t>(scale[j] | (scale[j + 4] >> 4) << 6);
+    b.scales[j + 4] = static_cast<uint8_t>(min[j] | (min[j + 4] >> 4) << 6);
+    b.scales[j + 8] =
+        static_cast<uint8_t>((scale[j + 4] & 0xF) | (min[j + 4] & 0xF) << 4);
+  }
+  for (int e = 0; e < 256; ++e) {
+    const int j = e / 32, l = e % 32;
+    const int q = (l + j) % 16;
+    b.qs[32 * (j / 2) + l] |= static_cast<uint8_t>(j % 2 == 0 ? q : q << 4);
+  }
+  float out[256];
+  DequantizeRow(DType::kQ4_K, &b, 256, out);
+  for (int e = 0; e < 256; ++e) {
+    const int j = e / 32, l = e % 32;
+    ASSERT_EQ(out[e], 1.0f * scale[j] * ((l + j) % 16) - 0.5f * min[j])
+        << "element " << e;
+  }
+}
+
+// Root-mean-square round-trip error relative to the data's, on blocks of
+// very different magnitudes: about half a step of each type's grid.
+TEST(KQuantTest, RoundTripErrorIsSmall) {
+  std::mt19937 rng(5);
+  const std::vector<float> x = VariedBlocks(rng, 64);  // 8 super-blocks
+  const struct {
+    DType type;
+    double max_relative_rms;
+  } cases[] = {
+      {DType::kQ4_K, 0.09}, {DType::kQ5_K, 0.045}, {DType::kQ6_K, 0.025}};
+  for (const auto& c : cases) {
+    const std::vector<uint8_t> bytes = Quantize(c.type, x);
+    std::vector<float> deq(x.size());
+    DequantizeRow(c.type, bytes.data(), x.size(), deq.data());
+    // Per 32 elements, as the magnitudes differ per 32.
+    double worst = 0;
+    for (size_t b = 0; b < x.size() / 32; ++b) {
+      double err = 0, sum = 0;
+      for (size_t i = 32 * b; i < 32 * b + 32; ++i) {
+        err += (x[i] - deq[i]) * double(x[i] - deq[i]);
+        sum += double(x[i]) * x[i];
+      }
+      // A sub-block far below the super-block's largest gets few steps of
+      // the shared scale: only the largest sub-blocks of each super-block
+      // are held to the bound.
+      if (b % 4 == 3) worst = std::max(worst, std::sqrt(err / sum));
+    }
+    EXPECT_LE(worst, c.max_relative_rms) << DTypeName(c.type);
+  }
+}
+
+TEST(KQuantTest, EdgeBlocks) {
+  std::vector<std::vector<float>> blocks;
+  blocks.push_back(std::vector<float>(256, 0.0f));
+  blocks.push_back(std::vector<float>(256, 5.0f));
+  blocks.push_back(std::vector<float>(256, -3.0f));
+  std::vector<float> spike(256, 0.0f);
+  spike[77] = 1000.0f;
+  blocks.push_back(spike);
+  for (DType t : {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+    for (const std::vector<float>& x : blocks) {
+      const std::vector<uint8_t> bytes = Quantize(t, x);
+      std::vector<float> deq(256);
+      DequantizeRow(t, bytes.data(), 256, deq.data());
+      double amax = 0;
+      for (float v : x) amax = std::max<double>(amax, std::fabs(v));
+      for (size_t i = 0; i < 256; ++i) {
+        // Constant blocks are exact up to the f16 scales; a spike keeps its
+        // neighbours at 0 and itself within a step.
+        ASSERT_NEAR(deq[i], x[i], 0.02 * amax + 1e-6)
+            << DTypeName(t) << " element " << i << " of a block of max "
+            << amax;
+      }
     }
   }
 }

@@ -29,9 +29,10 @@ void MatMul(DType wt, const void* w, size_t rows, size_t cols, const float* x,
     for (size_t r = 0; r < rows; ++r) {
       const void* row = w_bytes + r * row_bytes;
       float acc[kTokenBlock] = {};  // acc[t]: running dot for token t0 + t
-      float chunk[kQuantBlock];     // W[r, c : c + len], decoded
-      for (size_t c = 0; c < cols; c += kQuantBlock) {
-        const size_t len = std::min<size_t>(kQuantBlock, cols - c);
+      // W[r, c : c + len], decoded: whole blocks of every type.
+      float chunk[kSuperBlock];
+      for (size_t c = 0; c < cols; c += kSuperBlock) {
+        const size_t len = std::min<size_t>(kSuperBlock, cols - c);
         internal::DecodeElems(wt, row, c, len, chunk);
         for (size_t t = 0; t < n_tok; ++t) {
           const float* xt = x_block + t * cols + c;

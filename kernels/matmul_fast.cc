@@ -16,6 +16,7 @@
 #include <cstring>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "base/check.h"
 #include "hwy/cache_control.h"
@@ -988,7 +989,10 @@ void PrepareActivationsImpl(DType wt, const float* x, size_t cols, size_t n,
                             void* prepared) {
   switch (wt) {
     case DType::kF32:
-    case DType::kF16: {
+    case DType::kF16:
+    case DType::kQ4_K:  // INTERIM (until the K-quant kernels land)
+    case DType::kQ5_K:
+    case DType::kQ6_K: {
       auto* out = static_cast<float*>(prepared);
       const size_t stride = FloatRowStride(cols);
       for (size_t t = 0; t < n; ++t) {
@@ -1060,6 +1064,22 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
       }
 #endif
       return run(IntKernel<DType::kQ4_0>(prepared, cols, n));
+    case DType::kQ4_K:  // INTERIM: decode each row to f32, then dot
+    case DType::kQ5_K:
+    case DType::kQ6_K: {
+      std::vector<float> row(cols);
+      const auto* xf = static_cast<const float*>(prepared);
+      for (size_t r = row_begin; r < row_end; ++r) {
+        DequantizeRow(wt, w8 + r * row_bytes, cols, row.data());
+        for (size_t t = 0; t < n; ++t) {
+          const float* xt = xf + t * FloatRowStride(cols);
+          float sum = 0.0f;
+          for (size_t i = 0; i < cols; ++i) sum += row[i] * xt[i];
+          y[t * ldy + r] = sum;
+        }
+      }
+      return;
+    }
   }
 }
 
@@ -1079,6 +1099,9 @@ size_t PreparedActivationBytes(DType wt, size_t cols, size_t n) {
   switch (wt) {
     case DType::kF32:
     case DType::kF16:
+    case DType::kQ4_K:  // INTERIM
+    case DType::kQ5_K:
+    case DType::kQ6_K:
       return n * matmul_fast::FloatRowStride(cols) * sizeof(float);
     case DType::kBF16:
       return n * matmul_fast::Bf16RowStride(cols) * sizeof(uint16_t);

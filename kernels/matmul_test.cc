@@ -34,9 +34,11 @@ struct Weights {
   uint8_t* Row(size_t r) { return bytes.data() + r * RowBytes(type, cols); }
 };
 
-// Column counts to try: any for float types, multiples of 32 for quantized.
+// Column counts to try: any for float types, whole blocks for quantized ones
+// (32 elements, or 256 for the K-quants).
 std::vector<size_t> ColsFor(DType t) {
   if (DTypeBlockElems(t) == 1) return {1, 7, 33, 100, 257};
+  if (IsKQuant(t)) return {256, 512, 768};
   return {32, 96, 320};
 }
 

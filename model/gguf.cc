@@ -252,6 +252,15 @@ bool DTypeFromGgml(uint32_t id, DType* out) {
     case kGgmlTypeQ4_0:
       *out = DType::kQ4_0;
       return true;
+    case kGgmlTypeQ4_K:
+      *out = DType::kQ4_K;
+      return true;
+    case kGgmlTypeQ5_K:
+      *out = DType::kQ5_K;
+      return true;
+    case kGgmlTypeQ6_K:
+      *out = DType::kQ6_K;
+      return true;
   }
   return false;
 }
@@ -302,6 +311,12 @@ uint32_t GgmlTypeId(kernels::DType t) {
       return kGgmlTypeQ8_0;
     case DType::kQ4_0:
       return kGgmlTypeQ4_0;
+    case DType::kQ4_K:
+      return kGgmlTypeQ4_K;
+    case DType::kQ5_K:
+      return kGgmlTypeQ5_K;
+    case DType::kQ6_K:
+      return kGgmlTypeQ6_K;
   }
   KV_CHECK(false);
   return 0;
@@ -400,9 +415,9 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data,
     uint32_t ggml_type = 0;
     KV_RETURN_IF_ERROR(cur.Read(&ggml_type, what + " type"));
     if (!DTypeFromGgml(ggml_type, &tensor.type)) {
-      return Status::NotSupported(what + ": unsupported tensor type " +
-                                  std::to_string(ggml_type) +
-                                  " (supported: f32, f16, bf16, q8_0, q4_0)");
+      return Status::NotSupported(
+          what + ": unsupported tensor type " + std::to_string(ggml_type) +
+          " (supported: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k)");
     }
     KV_RETURN_IF_ERROR(cur.Read(&tensor.offset, what + " offset"));
     if (tensor.dims[0] % kernels::DTypeBlockElems(tensor.type) != 0) {

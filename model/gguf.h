@@ -7,8 +7,9 @@
 // tensor at fault, never a crash. Tensor data is not copied; GgufTensor::data
 // points into the mapping, which lives as long as the GgufFile.
 //
-// Supported tensor types: F32, F16, BF16, Q8_0, Q4_0. A tensor of any other
-// type is an error naming the tensor and type. Thread-safe once opened.
+// Supported tensor types: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K. A
+// tensor of any other type is an error naming the tensor and type.
+// Thread-safe once opened.
 #pragma once
 
 #include <cstdint>
@@ -79,6 +80,9 @@ inline constexpr uint32_t kGgmlTypeF32 = 0;
 inline constexpr uint32_t kGgmlTypeF16 = 1;
 inline constexpr uint32_t kGgmlTypeQ4_0 = 2;
 inline constexpr uint32_t kGgmlTypeQ8_0 = 8;
+inline constexpr uint32_t kGgmlTypeQ4_K = 12;
+inline constexpr uint32_t kGgmlTypeQ5_K = 13;
+inline constexpr uint32_t kGgmlTypeQ6_K = 14;
 inline constexpr uint32_t kGgmlTypeBF16 = 30;
 uint32_t GgmlTypeId(kernels::DType t);
 
