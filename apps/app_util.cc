@@ -66,10 +66,13 @@ Status ParseKvFormat(const RunOptions& run, kernels::KvFormat* format) {
   return parse(run.kv_type_v, "--kv-type-v", &format->v);
 }
 
-Status ParseWeightType(const std::string& value, kernels::DType* type) {
-  if (kernels::ParseDType(value, type)) return Status::OK();
-  return Status::InvalidArgument("--type '" + value +
-                                 "' is not one of f32, f16, bf16, q8_0, q4_0");
+Status ParseWeightType(const std::string& value, WeightMix* mix) {
+  if (WeightMix::Parse(value, mix)) return Status::OK();
+  std::string message = "--type '";
+  message += value;
+  message += "' is not one of ";
+  message += WeightMix::Names();
+  return Status::InvalidArgument(message);
 }
 
 Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,

@@ -16,6 +16,7 @@
 #include "kernels/dtype.h"
 #include "kernels/kv_format.h"
 #include "model/model.h"
+#include "model/weight_mix.h"
 
 namespace kvstash::apps {
 
@@ -51,9 +52,14 @@ std::unique_ptr<ThreadPool> MakePool(int threads);
 // --kv-type-v overriding one); InvalidArgument naming the flag otherwise.
 Status ParseKvFormat(const RunOptions& run, kernels::KvFormat* format);
 
-// --type: a weight type (f32, f16, bf16, q8_0, q4_0); InvalidArgument
-// naming the flag otherwise.
-Status ParseWeightType(const std::string& value, kernels::DType* type);
+// --type of convert and gen-model: a weight type for every matrix (f32, f16,
+// bf16, q8_0, q4_0, q4_k, q5_k, q6_k) or the q4_k_m mixture
+// (WeightMix::Names()); InvalidArgument naming the flag otherwise.
+Status ParseWeightType(const std::string& value, WeightMix* mix);
+// The --help text of that flag.
+inline constexpr const char* kWeightTypeHelp =
+    "weight type of every matrix: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, "
+    "q6_k; or q4_k_m (llama.cpp's Q4_K_M mixture of q4_k and q6_k)";
 
 // Checks `run` and fills the pool and the KV types it names.
 Status ParseRunOptions(const RunOptions& run, std::unique_ptr<ThreadPool>* pool,

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "apps/app_util.h"
 #include "apps/commands.h"
@@ -46,8 +48,13 @@ int RunGenModel(const GenModelCommandOptions& options) {
   o.vocab_path = options.vocab_path;
   std::unique_ptr<ThreadPool> pool = MakePool(options.threads);
   const auto start = std::chrono::steady_clock::now();
-  if (Status s = WriteRandomModel(o, options.out_path, pool.get()); !s.ok()) {
+  std::vector<WeightFallback> fallbacks;
+  if (Status s = WriteRandomModel(o, options.out_path, pool.get(), &fallbacks);
+      !s.ok()) {
     return Fail(s.message());
+  }
+  for (const WeightFallback& f : fallbacks) {
+    std::fprintf(stderr, "kvstash: note: %s\n", FallbackNote(f).c_str());
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
@@ -59,7 +66,8 @@ int RunGenModel(const GenModelCommandOptions& options) {
       "wrote %s: %s, dim %d, %d layers, %d/%d heads, ffn %d, %s "
       "weights (random N(0, 0.02); its text is noise) in %.1f s\n",
       options.out_path.c_str(), HumanBytes(bytes).c_str(), o.dim, o.n_layers,
-      o.n_heads, o.n_kv_heads, o.ffn_dim, options.type.c_str(), seconds);
+      o.n_heads, o.n_kv_heads, o.ffn_dim, std::string(o.type.name()).c_str(),
+      seconds);
   return 0;
 }
 
@@ -71,7 +79,7 @@ Command RegisterGenModel(CLI::App& parent) {
       "gen-model",
       "write a random-weight Llama GGUF with a real vocabulary (benchmarks)");
   cmd->add_option("--preset", o->preset, "110m or 1b");
-  cmd->add_option("--type", o->type, "weight type: f32, f16, bf16, q8_0, q4_0");
+  cmd->add_option("--type", o->type, kWeightTypeHelp);
   cmd->add_option("--vocab", o->vocab_path,
                   "vocabulary GGUF to copy tokenizer.* metadata from, "
                   "e.g. ../shared/vocab/ggml-vocab-llama-spm.gguf")

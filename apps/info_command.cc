@@ -1,8 +1,12 @@
-// `kvstash info`: a model's config and tensors.
+// `kvstash info`: a model's config, its tensors and their types.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "apps/app_util.h"
 #include "apps/commands.h"
@@ -18,6 +22,26 @@ int RunInfo(const InfoCommandOptions& options) {
   Result<std::unique_ptr<Model>> loaded = LoadModel(options.model);
   if (!loaded.ok()) return Fail(loaded.status().message());
   const Model& model = **loaded;
+  // Tensor count and bytes per type, and the summary line "types: q4_k 88,
+  // q6_k 23, f32 45" (most tensors first).
+  std::map<std::string, std::pair<int, uint64_t>> by_type;
+  for (const TensorSummary& t : model.tensors()) {
+    auto& [count, bytes] = by_type[std::string(kernels::DTypeName(t.type))];
+    ++count;
+    bytes += t.bytes;
+  }
+  std::vector<std::pair<std::string, int>> counts;
+  for (const auto& [type, cb] : by_type) counts.push_back({type, cb.first});
+  std::stable_sort(
+      counts.begin(), counts.end(),
+      [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::string types;
+  for (const auto& [type, count] : counts) {
+    if (!types.empty()) types += ", ";
+    types += type;
+    types += ' ';
+    types += std::to_string(count);
+  }
   std::cout << "file: " << options.model.model_path << " ("
             << HumanBytes(model.file_bytes()) << ", "
             << (model.format() == ModelFormat::kGguf ? "GGUF" : "llama2.c")
@@ -26,8 +50,8 @@ int RunInfo(const InfoCommandOptions& options) {
             << "tokenizer: " << model.tokenizer().vocab_size()
             << " tokens, bos " << model.tokenizer().bos() << ", eos "
             << model.tokenizer().eos() << "\n"
-            << "tensors: " << model.tensors().size() << "\n";
-  std::map<std::string, std::pair<int, uint64_t>> by_type;
+            << "tensors: " << model.tensors().size() << "\n"
+            << "types: " << types << "\n";
   uint64_t params = 0;
   for (const TensorSummary& t : model.tensors()) {
     std::string dims;
@@ -37,9 +61,6 @@ int RunInfo(const InfoCommandOptions& options) {
       n *= d;
     }
     params += n;
-    auto& [count, bytes] = by_type[std::string(kernels::DTypeName(t.type))];
-    ++count;
-    bytes += t.bytes;
     std::printf("  %-28s %-5s [%s] %s\n", t.name.c_str(),
                 std::string(kernels::DTypeName(t.type)).c_str(), dims.c_str(),
                 HumanBytes(t.bytes).c_str());

@@ -11,6 +11,12 @@
 #include "kernels/ops_fast.h"
 
 namespace kvstash {
+namespace {
+
+// Weight types, for arrays indexed by kernels::DType (the last is Q6_K).
+constexpr int kWeightTypes = static_cast<int>(kernels::DType::kQ6_K) + 1;
+
+}  // namespace
 
 // Activations of the current batch ([n][width] each) and per-worker scratch.
 struct Transformer::Buffers {
@@ -33,7 +39,7 @@ struct Transformer::Buffers {
   std::vector<size_t> out_tokens;
   // Activations prepared for the matmul kernels, per weight type; 64-byte
   // aligned views into `prepared_storage`.
-  std::vector<uint8_t> prepared_storage[5];
+  std::vector<uint8_t> prepared_storage[kWeightTypes];
   // K/V runs of one (layer, kv head); one vector per worker.
   std::vector<std::vector<kernels::KvRun>> runs;
   // Attend's tiles of tokens: tile i is [tile_begin[i], tile_begin[i + 1]).
@@ -86,7 +92,7 @@ void Transformer::ForRanges(size_t n, const Fn& fn) {
 void Transformer::Project(const float* x, size_t n,
                           std::span<const Product> products) {
   // Prepare the activations once per weight type.
-  const void* prepared[5] = {};
+  const void* prepared[kWeightTypes] = {};
   for (const Product& p : products) {
     const int t = static_cast<int>(p.w->type);
     if (prepared[t] != nullptr) continue;

@@ -54,8 +54,9 @@ void WriteConfigMetadata(const ModelConfig& c, std::string_view name,
   }
 }
 
-Status ExportGguf(const Model& model, DType type, const std::string& path,
-                  std::vector<std::string>* fallbacks, ThreadPool* pool) {
+Status ExportGguf(const Model& model, const WeightMix& mix,
+                  const std::string& path,
+                  std::vector<WeightFallback>* fallbacks, ThreadPool* pool) {
   const ModelConfig& c = model.config();
   const ModelWeights& w = model.weights();
   GgufWriter out;
@@ -63,12 +64,12 @@ Status ExportGguf(const Model& model, DType type, const std::string& path,
   model.tokenizer().WriteGgufMetadata(&out);
 
   auto matrix = [&](const std::string& name, const WeightMatrix& m) {
-    DType t = type;
-    if (m.cols % kernels::DTypeBlockElems(t) != 0) {
-      t = DType::kF16;
-      if (fallbacks != nullptr) fallbacks->push_back(name);
+    const WeightMix::Choice t =
+        mix.TypeOf(name, c.n_layers, c.tied_output, uint64_t(m.cols));
+    if (t.fallback() && fallbacks != nullptr) {
+      fallbacks->push_back({name, t.wanted, t.type});
     }
-    return out.AddTensor(name, {uint64_t(m.cols), uint64_t(m.rows)}, t,
+    return out.AddTensor(name, {uint64_t(m.cols), uint64_t(m.rows)}, t.type,
                          RowsOf(m));
   };
   auto vec = [&](const std::string& name, const float* v, int n) {

@@ -2,8 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/dtype.h"
 #include "model/gguf_writer.h"
@@ -128,8 +132,10 @@ TEST(GgufTest, RejectsBadMagicAndVersion) {
   EXPECT_EQ(ParseImage(image).status().code(), StatusCode::kNotSupported);
 }
 
-// Builds a file with one tensor whose type id is `ggml_type`.
-std::string OneTensorImage(uint32_t ggml_type, uint64_t offset) {
+// Builds a file with one tensor of `ne0` elements whose type id is
+// `ggml_type`.
+std::string OneTensorImage(uint32_t ggml_type, uint64_t offset,
+                           uint64_t ne0 = 32) {
   std::string out;
   auto put = [&out](auto v) {
     out.append(reinterpret_cast<const char*>(&v), sizeof(v));
@@ -141,19 +147,92 @@ std::string OneTensorImage(uint32_t ggml_type, uint64_t offset) {
   put(uint64_t{6});
   out += "blk.x0";
   put(uint32_t{1});
-  put(uint64_t{32});
+  put(ne0);
   put(ggml_type);
   put(offset);
-  out.resize(64 + 32 * 4, '\0');
+  out.resize(64 + ne0 * 4, '\0');
   return out;
 }
 
 TEST(GgufTest, UnknownTensorTypeNamesTheTensor) {
-  auto r = ParseImage(OneTensorImage(12 /* q4_K */, 0));
+  auto r = ParseImage(OneTensorImage(6 /* q5_0 */, 0));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kNotSupported);
   EXPECT_NE(r.status().message().find("blk.x0"), std::string::npos);
+  EXPECT_NE(r.status().message().find("q6_k"), std::string::npos);
   EXPECT_TRUE(ParseImage(OneTensorImage(0, 0)).ok());
+}
+
+// ggml's K-quant type ids 12, 13, 14 are Q4_K, Q5_K, Q6_K; their rows must
+// be whole 256-element super-blocks.
+TEST(GgufTest, KQuantTypeIdsAndSuperBlockRows) {
+  const std::pair<uint32_t, DType> ids[] = {
+      {12, DType::kQ4_K}, {13, DType::kQ5_K}, {14, DType::kQ6_K}};
+  for (const auto& [id, type] : ids) {
+    EXPECT_EQ(GgmlTypeId(type), id);
+    auto r = ParseImage(OneTensorImage(id, 0, 256));
+    ASSERT_TRUE(r.ok()) << id << ": " << r.status().ToString();
+    ASSERT_EQ((*r)->tensors().size(), 1u);
+    EXPECT_EQ((*r)->tensors()[0].type, type);
+    EXPECT_EQ((*r)->tensors()[0].n_bytes, kernels::DTypeBlockBytes(type));
+    auto partial = ParseImage(OneTensorImage(id, 0, 96));
+    ASSERT_FALSE(partial.ok()) << id;
+    EXPECT_NE(partial.status().message().find("blk.x0"), std::string::npos);
+    EXPECT_NE(partial.status().message().find("whole number"),
+              std::string::npos)
+        << partial.status().message();
+  }
+}
+
+// K-quant tensors written by GgufWriter read back with their type, shape and
+// exactly the bytes QuantizeRow makes of each row.
+TEST(GgufTest, KQuantTensorsRoundTripThroughTheWriter) {
+  constexpr size_t kCols = 512, kRows = 3;
+  const std::vector<float> values = RandomValues(kCols * kRows, 5);
+  const DType types[] = {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+  GgufWriter w;
+  for (DType t : types) {
+    const std::string name = "k." + std::string(kernels::DTypeName(t));
+    ASSERT_TRUE(w.AddTensor(name, {kCols, kRows}, t, values).ok()) << name;
+    // Streamed rows take the same path.
+    ASSERT_TRUE(w.AddTensor(name + ".rows", {kCols, kRows}, t,
+                            [&values](size_t begin, size_t end, float* out) {
+                              std::copy(values.begin() + begin * kCols,
+                                        values.begin() + end * kCols, out);
+                            })
+                    .ok());
+  }
+  EXPECT_FALSE(w.AddTensor("k.partial", {kCols / 2 + 32, 1}, DType::kQ4_K,
+                           RandomValues(kCols / 2 + 32, 6))
+                   .ok());
+  const std::string image = w.Serialize();
+  auto gguf = ParseImage(image);
+  ASSERT_TRUE(gguf.ok()) << gguf.status().ToString();
+  for (DType t : types) {
+    const size_t row_bytes = kernels::RowBytes(t, kCols);
+    std::vector<uint8_t> want(row_bytes * kRows);
+    for (size_t r = 0; r < kRows; ++r) {
+      kernels::QuantizeRow(t, &values[r * kCols], kCols, &want[r * row_bytes]);
+    }
+    for (const std::string suffix : {"", ".rows"}) {
+      const std::string name =
+          "k." + std::string(kernels::DTypeName(t)) + suffix;
+      const GgufTensor* tensor = (*gguf)->FindTensor(name);
+      ASSERT_NE(tensor, nullptr) << name;
+      EXPECT_EQ(tensor->type, t);
+      EXPECT_EQ(tensor->dims, (std::vector<uint64_t>{kCols, kRows}));
+      ASSERT_EQ(tensor->n_bytes, want.size()) << name;
+      EXPECT_TRUE(std::equal(want.begin(), want.end(), tensor->data)) << name;
+      // And the bytes decode to the values up to 4-, 5- or 6-bit rounding.
+      std::vector<float> decoded(kCols);
+      kernels::DequantizeRow(t, tensor->data + row_bytes, kCols,
+                             decoded.data());
+      const float tol = t == DType::kQ4_K ? 0.5f : 0.25f;
+      for (size_t i = 0; i < kCols; ++i) {
+        ASSERT_NEAR(decoded[i], values[kCols + i], tol) << name << " " << i;
+      }
+    }
+  }
 }
 
 TEST(GgufTest, TensorPastEndOrMisalignedIsCorruption) {

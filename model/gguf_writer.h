@@ -1,10 +1,11 @@
 // GgufWriter builds a GGUF v3 file: metadata key/values and tensors, written
 // in one pass with 32-byte aligned tensor data. Tensors given as f32 are
-// encoded into the requested type (f32, f16, bf16, q8_0, q4_0) with the
-// kernels' quantizers. A tensor is either given whole (encoded at once) or
-// as a RowSource that produces its rows while the file is written, so that
-// multi-GB models stream to disk in bounded memory. Used by tests, by
-// `kvstash convert` and by `kvstash gen-model`. Not thread-safe.
+// encoded into the requested type (any kernels::DType: f32, f16, bf16, q8_0,
+// q4_0, q4_k, q5_k, q6_k) with the kernels' quantizers. A tensor is either
+// given whole (encoded at once) or as a RowSource that produces its rows while
+// the file is written, so that multi-GB models stream to disk in bounded
+// memory. Used by tests, by `kvstash convert` and by `kvstash gen-model`. Not
+// thread-safe.
 #pragma once
 
 #include <cstdint>

@@ -82,7 +82,8 @@ Status ApplyRandomModelPreset(const std::string& preset,
 }
 
 Status WriteRandomModel(const RandomModelOptions& o, const std::string& path,
-                        ThreadPool* pool) {
+                        ThreadPool* pool,
+                        std::vector<WeightFallback>* fallbacks) {
   KV_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> vocab,
                       GgufFile::Open(o.vocab_path));
   KV_ASSIGN_OR_RETURN(std::vector<std::string_view> tokens,
@@ -116,7 +117,12 @@ Status WriteRandomModel(const RandomModelOptions& o, const std::string& path,
   }
 
   auto matrix = [&](const std::string& name, int rows, int cols) {
-    return w.AddTensor(name, {uint64_t(cols), uint64_t(rows)}, o.type,
+    const WeightMix::Choice t =
+        o.type.TypeOf(name, c.n_layers, o.tied_output, uint64_t(cols));
+    if (t.fallback() && fallbacks != nullptr) {
+      fallbacks->push_back({name, t.wanted, t.type});
+    }
+    return w.AddTensor(name, {uint64_t(cols), uint64_t(rows)}, t.type,
                        NormalRows(o.seed, name, cols, o.weight_std));
   };
   auto norm = [&](const std::string& name) {

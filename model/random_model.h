@@ -9,10 +9,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "kernels/dtype.h"
+#include "model/weight_mix.h"
 
 namespace kvstash {
 
@@ -25,7 +27,9 @@ struct RandomModelOptions {
   int context_length = 8192;
   float rope_base = 10000.0f;
   bool tied_output = true;
-  kernels::DType type = kernels::DType::kF16;
+  // The matrices' types: one type (a DType converts) or a mixture; a matrix
+  // whose rows are not whole blocks of its type falls back (FallbackType).
+  WeightMix type = kernels::DType::kF16;
   float weight_std = 0.02f;
   uint64_t seed = 0;
   // A GGUF holding `tokenizer.ggml.*` metadata; its token count is the
@@ -40,7 +44,9 @@ struct RandomModelOptions {
 Status ApplyRandomModelPreset(const std::string& preset,
                               RandomModelOptions* options);
 
+// `fallbacks`, when given, receives the matrices written in a fallback type.
 Status WriteRandomModel(const RandomModelOptions& options,
-                        const std::string& path, ThreadPool* pool);
+                        const std::string& path, ThreadPool* pool,
+                        std::vector<WeightFallback>* fallbacks = nullptr);
 
 }  // namespace kvstash

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "base/file.h"
 #include "model/model.h"
@@ -77,6 +80,67 @@ TEST(RandomModelTest, SameSeedSameFileWhateverTheThreads) {
             ReadFile(dir + "/b.gguf").value());
   EXPECT_NE(ReadFile(dir + "/a.gguf").value(),
             ReadFile(dir + "/c.gguf").value());
+}
+
+// The q4_k_m mixture: each matrix in the type llama-quantize's Q4_K_M rule
+// gives it (4 layers: more bits for attn_v and ffn_down on layers 2 and 3;
+// the tied embedding is the output matrix: q6_k), norms f32; ffn_down's rows
+// of 320 are not whole 256-element super-blocks and fall back to q8_0,
+// reported per tensor.
+TEST(RandomModelTest, Q4KMMixtureTypesEachTensor) {
+  RandomModelOptions o = SmallOptions(kernels::DType::kF16);
+  o.dim = 256;
+  o.n_layers = 4;
+  o.ffn_dim = 320;
+  o.tied_output = true;
+  o.type = WeightMix::Q4_K_M();
+  const std::string path = testing::TempDir("random_model_q4_k_m") + "/m.gguf";
+  ThreadPool pool({.num_threads = 2});
+  std::vector<WeightFallback> fallbacks;
+  ASSERT_TRUE(WriteRandomModel(o, path, &pool, &fallbacks).ok());
+  auto model = Model::Load(path, "");
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  using kernels::DType;
+  std::map<std::string, DType> want = {{"token_embd.weight", DType::kQ6_K},
+                                       {"output_norm.weight", DType::kF32}};
+  for (int l = 0; l < 4; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    const DType more = l >= 2 ? DType::kQ6_K : DType::kQ4_K;
+    for (const char* name :
+         {"attn_q.weight", "attn_k.weight", "attn_output.weight",
+          "ffn_gate.weight", "ffn_up.weight"}) {
+      want[b + name] = DType::kQ4_K;
+    }
+    want[b + "attn_v.weight"] = more;
+    want[b + "ffn_down.weight"] = DType::kQ8_0;
+    want[b + "attn_norm.weight"] = DType::kF32;
+    want[b + "ffn_norm.weight"] = DType::kF32;
+  }
+  ASSERT_EQ((*model)->tensors().size(), want.size());
+  for (const TensorSummary& t : (*model)->tensors()) {
+    ASSERT_EQ(want.count(t.name), 1u) << t.name;
+    EXPECT_EQ(t.type, want[t.name]) << t.name;
+  }
+  ASSERT_EQ(fallbacks.size(), 4u);
+  for (int l = 0; l < 4; ++l) {
+    EXPECT_EQ(fallbacks[l].tensor,
+              "blk." + std::to_string(l) + ".ffn_down.weight");
+    EXPECT_EQ(fallbacks[l].wanted, l >= 2 ? DType::kQ6_K : DType::kQ4_K);
+    EXPECT_EQ(fallbacks[l].type, DType::kQ8_0);
+  }
+  // A q4_k matrix holds N(0, 0.02) values up to its 4-bit rounding.
+  const WeightMatrix& wq = (*model)->weights().layers[1].wq;
+  ASSERT_EQ(wq.type, DType::kQ4_K);
+  std::vector<float> row(wq.cols);
+  double sum_sq = 0;
+  const size_t row_bytes = kernels::RowBytes(wq.type, wq.cols);
+  for (int r = 0; r < wq.rows; ++r) {
+    kernels::DequantizeRow(wq.type,
+                           static_cast<const uint8_t*>(wq.data) + r * row_bytes,
+                           wq.cols, row.data());
+    for (float v : row) sum_sq += double(v) * v;
+  }
+  EXPECT_NEAR(std::sqrt(sum_sq / (double(wq.rows) * wq.cols)), 0.02, 0.002);
 }
 
 TEST(RandomModelTest, PresetsAndBadShapes) {

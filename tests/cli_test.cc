@@ -98,6 +98,7 @@ TEST(CliTest, InfoListsConfigAndTensors) {
   EXPECT_NE(o.out.find("n_kv_heads: 4"), std::string::npos) << o.out;
   EXPECT_NE(o.out.find("blk.4.ffn_down.weight"), std::string::npos) << o.out;
   EXPECT_NE(o.out.find("tensors: 48"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("types: f32 48\n"), std::string::npos) << o.out;
 }
 
 // Every failure: non-zero exit and exactly one line saying what was wrong.
@@ -106,6 +107,121 @@ void ExpectOneLineError(const std::string& args, const std::string& needle) {
   EXPECT_NE(o.exit_code, 0) << args;
   EXPECT_EQ(o.out.find('\n'), o.out.size() - 1) << "not one line: " << o.out;
   EXPECT_NE(o.out.find(needle), std::string::npos) << o.out;
+}
+
+// The line of `info` output that lists tensor `name` ("  <name> <type> [..]").
+std::string InfoLine(const std::string& out, const std::string& name) {
+  const size_t at = out.find("  " + name + " ");
+  if (at == std::string::npos) return "";
+  return out.substr(at, out.find('\n', at) - at);
+}
+
+// Greedy generation of up to 4 tokens from `model` succeeds.
+void ExpectGenerates(const std::string& model) {
+  Output o = RunKvstash("generate --model " + model +
+                        " --prompt 'Hello world' --n-predict 4 --temp 0 "
+                        "--threads 2 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  const nlohmann::json j =
+      nlohmann::json::parse(o.out.substr(o.out.find('{')), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << o.out;
+  EXPECT_GE(j["gen_ids"].size(), 1u) << o.out;
+  EXPECT_LE(j["gen_ids"].size(), 4u) << o.out;
+}
+
+// The flags of a 4-layer dim-256 gen-model model (whole K-quant blocks).
+std::string KQuantShape() {
+  return " --vocab " + testing::SharedPath("vocab/ggml-vocab-llama-spm.gguf") +
+         " --dim 256 --layers 4 --heads 4 --kv-heads 2 --ctx 256 --threads 2";
+}
+
+// K-quants: gen-model writes llama.cpp's Q4_K_M mixture (--type q4_k_m),
+// `info` lists each tensor's type and the count per type, and the file loads
+// and generates. 4 layers: attn_v and ffn_down get q6_k on layers 2 and 3.
+TEST(CliTest, GenModelQ4KMixture) {
+  const std::string dir = testing::TempDir("cli_gen_q4_k_m");
+  const std::string shape = KQuantShape();
+  // The 1b preset's separate output matrix: output q6_k, token_embd q4_k.
+  Output gen = RunKvstash("gen-model --preset 1b --ffn 512 --type q4_k_m" +
+                          shape + " --out " + dir + "/gen.gguf");
+  ASSERT_EQ(gen.exit_code, 0) << gen.out;
+  EXPECT_NE(gen.out.find("q4_k_m weights"), std::string::npos) << gen.out;
+  EXPECT_EQ(gen.out.find("note:"), std::string::npos) << gen.out;
+  Output info = RunKvstash("info --model " + dir + "/gen.gguf");
+  ASSERT_EQ(info.exit_code, 0) << info.out;
+  EXPECT_NE(info.out.find("types: q4_k 25, f32 9, q6_k 5\n"), std::string::npos)
+      << info.out;
+  EXPECT_NE(InfoLine(info.out, "output.weight").find(" q6_k "),
+            std::string::npos)
+      << info.out;
+  EXPECT_NE(InfoLine(info.out, "token_embd.weight").find(" q4_k "),
+            std::string::npos)
+      << info.out;
+  for (int l = 0; l < 4; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    const std::string more = l >= 2 ? " q6_k " : " q4_k ";
+    EXPECT_NE(InfoLine(info.out, b + "attn_v.weight").find(more),
+              std::string::npos)
+        << info.out;
+    EXPECT_NE(InfoLine(info.out, b + "ffn_down.weight").find(more),
+              std::string::npos)
+        << info.out;
+    EXPECT_NE(InfoLine(info.out, b + "attn_q.weight").find(" q4_k "),
+              std::string::npos)
+        << info.out;
+    EXPECT_NE(InfoLine(info.out, b + "ffn_norm.weight").find(" f32 "),
+              std::string::npos)
+        << info.out;
+  }
+  ExpectGenerates(dir + "/gen.gguf");
+  ExpectOneLineError(
+      "gen-model --type q4_k_s" + shape + " --out " + dir + "/x.gguf",
+      "is not one of");
+}
+
+// convert --type q4_k_m from an f16 model (the 110m preset's tied output:
+// the embedding is the output matrix, so q6_k); ffn_down's rows of 320 are
+// not whole 256-element super-blocks and fall back to q8_0 with a note; the
+// file loads and generates. Then one K-quant for every matrix.
+TEST(CliTest, ConvertToKQuants) {
+  const std::string dir = testing::TempDir("cli_convert_k");
+  const std::string shape = KQuantShape();
+  Output f16 = RunKvstash("gen-model --preset 110m --ffn 320 --type f16" +
+                          shape + " --out " + dir + "/f16.gguf");
+  ASSERT_EQ(f16.exit_code, 0) << f16.out;
+  Output conv = RunKvstash("convert --threads 2 --model " + dir +
+                           "/f16.gguf --type q4_k_m --out " + dir + "/q.gguf");
+  ASSERT_EQ(conv.exit_code, 0) << conv.out;
+  EXPECT_NE(conv.out.find("(q4_k_m weights)"), std::string::npos) << conv.out;
+  for (int l = 0; l < 4; ++l) {
+    const std::string note = "kvstash: note: blk." + std::to_string(l) +
+                             ".ffn_down.weight stored as q8_0 (rows are not "
+                             "a whole number of " +
+                             (l >= 2 ? "q6_k" : "q4_k") + " blocks)";
+    EXPECT_NE(conv.out.find(note), std::string::npos) << conv.out;
+  }
+  Output info = RunKvstash("info --model " + dir + "/q.gguf");
+  ASSERT_EQ(info.exit_code, 0) << info.out;
+  EXPECT_NE(info.out.find("types: q4_k 22, f32 9, q8_0 4, q6_k 3\n"),
+            std::string::npos)
+      << info.out;
+  EXPECT_NE(InfoLine(info.out, "token_embd.weight").find(" q6_k "),
+            std::string::npos)
+      << info.out;
+  ExpectGenerates(dir + "/q.gguf");
+
+  // One type for every matrix (ffn_down falls back again).
+  conv = RunKvstash("convert --threads 2 --model " + dir +
+                    "/f16.gguf --type Q5_K --out " + dir + "/q5.gguf");
+  ASSERT_EQ(conv.exit_code, 0) << conv.out;
+  EXPECT_NE(conv.out.find("(q5_k weights)"), std::string::npos) << conv.out;
+  info = RunKvstash("info --model " + dir + "/q5.gguf");
+  EXPECT_NE(info.out.find("types: q5_k 25, f32 9, q8_0 4\n"), std::string::npos)
+      << info.out;
+
+  ExpectOneLineError("convert --model " + dir + "/f16.gguf --type q5_0 --out " +
+                         dir + "/x.gguf",
+                     "q4_k_m");
 }
 
 TEST(CliTest, EvalJsonAgainstF16) {
