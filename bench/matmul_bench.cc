@@ -3,7 +3,10 @@
 //
 //   matvec:  one token against a 2048 x 8192 W; W rotates through copies that
 //            fill a pool larger than L3 (--pool-mib), so it streams from DRAM.
-//            Reported as GB/s of W bytes.
+//            Reported as GB/s of W bytes, next to the read-bandwidth probe
+//            (bench/probes.h) on the same workers, measured before each run
+//            of matvecs (the machine may be shared: the ratio of each run to
+//            its probe is the figure to compare).
 //   prefill: 512 tokens against the same W (hot), reported as GFLOP/s
 //            (2 * rows * cols * tokens per matmul).
 //   pool:    latency of an empty ParallelFor.
@@ -12,7 +15,7 @@
 // inside every timed operation.
 //
 // Usage: matmul_bench [--runs N] [--reps N] [--pool-mib N] [--threads N]
-//                     [--types f32,f16,bf16,q8_0,q4_0]
+//                     [--types f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k]
 // (--threads N: pools of 1, 2, 4, ... up to N workers; default 2).
 
 #include <algorithm>
@@ -28,6 +31,7 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "bench/probes.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/targets.h"
 #include "kernels/dtype.h"
@@ -43,13 +47,16 @@ struct Options {
   size_t reps = 20;
   size_t pool_mib = 512;
   size_t max_threads = 2;
-  std::vector<DType> types = {DType::kF32, DType::kF16, DType::kBF16,
-                              DType::kQ8_0, DType::kQ4_0};
+  std::vector<DType> types = {DType::kF32,  DType::kF16,  DType::kBF16,
+                              DType::kQ8_0, DType::kQ4_0, DType::kQ4_K,
+                              DType::kQ5_K, DType::kQ6_K};
 };
 
 constexpr size_t kRows = 2048;
 constexpr size_t kCols = 8192;
 constexpr size_t kPrefillTokens = 512;
+// Bytes the read-bandwidth probe streams (far more than L3).
+constexpr size_t kProbeBytes = size_t{256} << 20;
 // Row chunks per worker: small enough to balance, large enough that each
 // chunk is many row tiles.
 constexpr size_t kChunksPerWorker = 4;
@@ -95,12 +102,13 @@ double Median(std::vector<double> v) {
 }
 
 // Runs `op` opts.runs x opts.reps times; returns per-run medians of
-// value(seconds of one op).
-template <typename Op, typename Value>
+// value(seconds of one op). before_run() is called before each run.
+template <typename Op, typename Value, typename BeforeRun>
 std::vector<double> Measure(const Options& opts, const Op& op,
-                            const Value& value) {
+                            const Value& value, const BeforeRun& before_run) {
   std::vector<double> runs;
   for (size_t run = 0; run < opts.runs; ++run) {
+    before_run();
     std::vector<double> reps;
     for (size_t rep = 0; rep < opts.reps; ++rep) {
       const auto start = std::chrono::steady_clock::now();
@@ -112,12 +120,27 @@ std::vector<double> Measure(const Options& opts, const Op& op,
   return runs;
 }
 
+template <typename Op, typename Value>
+std::vector<double> Measure(const Options& opts, const Op& op,
+                            const Value& value) {
+  return Measure(opts, op, value, [] {});
+}
+
+// "median  (min-max)" of v, with `digits` decimals, the median `width`
+// characters wide.
+std::string Spread(const std::vector<double>& v, int width, int digits) {
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "%*.*f  (%.*f-%.*f)", width, digits,
+                Median(v), digits, *std::min_element(v.begin(), v.end()),
+                digits, *std::max_element(v.begin(), v.end()));
+  return buf;
+}
+
 void Print(const char* what, DType t, size_t threads, const char* unit,
-           const std::vector<double>& runs) {
-  std::printf("%-8s %-5s %zuT  %-8s %8.1f  (%.1f-%.1f)\n", what,
+           const std::vector<double>& runs, const char* extra = "") {
+  std::printf("%-8s %-5s %zuT  %-8s %s%s\n", what,
               std::string(kernels::DTypeName(t)).c_str(), threads, unit,
-              Median(runs), *std::min_element(runs.begin(), runs.end()),
-              *std::max_element(runs.begin(), runs.end()));
+              Spread(runs, 8, 1).c_str(), extra);
   std::fflush(stdout);
 }
 
@@ -169,8 +192,19 @@ void BenchType(const Options& opts, DType t,
                      prepared.get(), y.data());
       copy = (copy + 1) % copies;
     };
-    Print("matvec", t, pool->NumWorkers(), "GB/s",
-          Measure(opts, matvec, [&](double s) { return w_bytes / s / 1e9; }));
+    std::vector<double> probe;
+    const std::vector<double> runs = Measure(
+        opts, matvec, [&](double s) { return w_bytes / s / 1e9; },
+        [&] {
+          probe.push_back(bench::MeasureReadBandwidth(*pool, kProbeBytes, 3) /
+                          1e9);
+        });
+    std::vector<double> ratio(runs.size());
+    for (size_t i = 0; i < runs.size(); ++i) ratio[i] = runs[i] / probe[i];
+    char extra[160];
+    std::snprintf(extra, sizeof(extra), "   read probe %s GB/s   ratio %s",
+                  Spread(probe, 0, 1).c_str(), Spread(ratio, 0, 2).c_str());
+    Print("matvec", t, pool->NumWorkers(), "GB/s", runs, extra);
   }
   Options prefill_opts = opts;
   prefill_opts.reps = std::max<size_t>(1, opts.reps / 8);
@@ -208,7 +242,8 @@ int Main(int argc, char** argv) {
   if (!ParseOptions(argc, argv, &opts)) {
     std::fprintf(stderr,
                  "usage: matmul_bench [--runs N] [--reps N] [--pool-mib N] "
-                 "[--threads N] [--types f32,f16,bf16,q8_0,q4_0]\n");
+                 "[--threads N] "
+                 "[--types f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k]\n");
     return 2;
   }
   std::vector<std::unique_ptr<ThreadPool>> owned;

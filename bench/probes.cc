@@ -170,6 +170,9 @@ PeakLoop PeakLoopFor(kernels::DType t) {
       break;
     case kernels::DType::kQ8_0:
     case kernels::DType::kQ4_0:
+    case kernels::DType::kQ4_K:
+    case kernels::DType::kQ5_K:
+    case kernels::DType::kQ6_K:
       if (avx512 && __builtin_cpu_supports("avx512vnni")) {
         return {Int8Zmm, "vpdpbusd zmm"};
       }

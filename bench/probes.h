@@ -6,7 +6,7 @@
 //   - compute peak: every worker runs a loop of independent SIMD multiply-adds
 //     of the instruction family a weight type's kernel uses (f32 FMA for
 //     f32/f16 weights, bf16 dot products for bf16, int8 dot products for
-//     q8_0/q4_0), with the widest vectors the CPU has.
+//     q8_0/q4_0 and the K-quants), with the widest vectors the CPU has.
 #pragma once
 
 #include <cstddef>

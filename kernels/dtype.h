@@ -91,7 +91,7 @@ struct BlockQ6_K {
 static_assert(sizeof(BlockQ6_K) == 210);
 
 // True for the types stored in 256-element super-blocks.
-inline bool IsKQuant(DType t) {
+constexpr bool IsKQuant(DType t) {
   return t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
 }
 

@@ -12,11 +12,12 @@
 #include "kernels/matmul_fast.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <tuple>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include "base/check.h"
 #include "hwy/cache_control.h"
@@ -49,6 +50,30 @@ inline size_t QuantSumsOffset(size_t cols, size_t n) {
 }
 inline size_t QuantScalesOffset(size_t cols, size_t n) {
   return QuantSumsOffset(cols, n) + n * (cols / kQuantBlock) * sizeof(int32_t);
+}
+
+// Prepared activations for K-quant weights: int8 [n][cols] as above, then at
+// these offsets the int32 sums of each kKSumElems int8 values
+// [n][cols / kKSumElems], the f32 scales [n][cols / kQuantBlock] and the
+// sums of each block's int8 values as f32 [n][cols / kQuantBlock].
+inline constexpr size_t kKSumElems = 16;
+inline size_t KScalesOffset(size_t cols, size_t n) {
+  return QuantSumsOffset(cols, n) + n * (cols / kKSumElems) * sizeof(int32_t);
+}
+inline size_t KBlockSumsOffset(size_t cols, size_t n) {
+  return KScalesOffset(cols, n) + n * (cols / kQuantBlock) * sizeof(float);
+}
+
+// The 6-bit scale and min of sub-block j of a Q4_K / Q5_K super-block (the
+// packing described in dtype.h).
+inline void KScaleMin(const uint8_t* scales, size_t j, int* scale, int* min) {
+  if (j < 4) {
+    *scale = scales[j] & 63;
+    *min = scales[j + 4] & 63;
+  } else {
+    *scale = (scales[j + 4] & 0xF) | (scales[j - 4] >> 6) << 4;
+    *min = (scales[j + 4] >> 4) | (scales[j] >> 6) << 4;
+  }
 }
 
 // Columns are summed in chunks of 4 KiB of activations per token (1024 f32,
@@ -431,6 +456,17 @@ HWY_INLINE IntBlock LoadIntBlock(const int8_t* q, float d) {
   return b;
 }
 
+// The integer dot product of two blocks, spread over int32 lanes.
+HWY_INLINE hn::Vec<D32> BlockDot(const hn::Vec<D16> (&a)[kBlockVecs],
+                                 const hn::Vec<D16> (&b)[kBlockVecs]) {
+  hn::Vec<D32> sum0 = hn::Zero(D32());
+  hn::Vec<D32> sum1 = hn::Zero(D32());
+  for (size_t v = 0; v < kBlockVecs; ++v) {
+    sum0 = hn::ReorderWidenMulAccumulate(D32(), a[v], b[v], sum0, sum1);
+  }
+  return hn::RearrangeToOddPlusEven(sum0, sum1);
+}
+
 template <DType kType>
 struct IntKernel {
   static constexpr size_t kRows = kQuantRows;
@@ -480,17 +516,180 @@ struct IntKernel {
   X LoadXTail(size_t t) const { return LoadX(t, 0); }
   Acc Zero() const { return hn::Zero(DF()); }
   Acc Mac(Acc acc, const W& w, const X& xb) const {
-    hn::Vec<D32> sum0 = hn::Zero(D32());
-    hn::Vec<D32> sum1 = hn::Zero(D32());
-    for (size_t v = 0; v < kBlockVecs; ++v) {
-      sum0 = hn::ReorderWidenMulAccumulate(D32(), w.q[v], xb.q[v], sum0, sum1);
-    }
-    const hn::Vec<D32> sum = hn::RearrangeToOddPlusEven(sum0, sum1);
-    return hn::MulAdd(hn::ConvertTo(DF(), sum), hn::Set(DF(), w.d * xb.d), acc);
+    return hn::MulAdd(hn::ConvertTo(DF(), BlockDot(w.q, xb.q)),
+                      hn::Set(DF(), w.d * xb.d), acc);
   }
   float Reduce(Acc acc) const { return hn::GetLane(hn::SumOfLanes(DF(), acc)); }
 
   QuantActivations xa;
+  size_t cols;
+  size_t steps;  // blocks per row
+  static constexpr bool has_tail = false;
+  size_t prefetch_ahead = kRows * RowBytes(kType, cols);  // one row tile
+};
+
+// ------------------------------------------------------ K-quant kernels
+//
+// K-quant weights against activations quantized per block of 32 as for q8_0
+// and q4_0 (KActivations). Every 32-element block b of a row has its own f32
+// weight scale ws_b = d * s_j (and, for Q4_K / Q5_K, min wm_b = dmin * m_j),
+// rounded as DequantizeRow rounds them, so a block's contribution is
+//   dx_b * (ws_b * dot_b - wm_b * bsum_b)
+// with dot_b the exact integer dot product of the block's quants and
+// activations and bsum_b the sum of its int8 activations. Q6_K has two
+// sub-blocks of 16 per block, each with its own scale.
+
+// Prepared activations for K-quant weights (see PrepareActivations).
+struct KActivations {
+  KActivations(const void* prepared, size_t cols, size_t n)
+      : q(static_cast<const int8_t*>(prepared)),
+        sums(reinterpret_cast<const int32_t*>(
+            static_cast<const uint8_t*>(prepared) + QuantSumsOffset(cols, n))),
+        d(reinterpret_cast<const float*>(static_cast<const uint8_t*>(prepared) +
+                                         KScalesOffset(cols, n))),
+        bsum(reinterpret_cast<const float*>(
+            static_cast<const uint8_t*>(prepared) +
+            KBlockSumsOffset(cols, n))) {}
+  const int8_t* q;      // [n][cols]
+  const int32_t* sums;  // [n][cols / kKSumElems]
+  const float* d;       // [n][cols / kQuantBlock]
+  const float* bsum;    // [n][cols / kQuantBlock]
+};
+
+template <DType kType>
+using KBlock = std::conditional_t<
+    kType == DType::kQ4_K, BlockQ4_K,
+    std::conditional_t<kType == DType::kQ5_K, BlockQ5_K, BlockQ6_K>>;
+
+// 32-element blocks per super-block.
+constexpr size_t kKBlocks = kSuperBlock / kQuantBlock;
+
+// The 32 quants of block j (< kKBlocks) of the K-quant super-block at `blk`,
+// in element order: 0..15 (Q4_K) or 0..31 (Q5_K) as stored, q - 32 (Q6_K).
+template <DType kType>
+HWY_INLINE void DecodeKBlock(const uint8_t* blk, size_t j, int8_t* q) {
+  const hn::CappedTag<uint8_t, 16> d8;
+  const hn::RebindToSigned<decltype(d8)> di8;
+  const auto low4 = hn::Set(d8, 0xF);
+  for (size_t i = 0; i < kQuantBlock; i += hn::Lanes(d8)) {
+    if constexpr (kType == DType::kQ6_K) {
+      // Element 32 j + i: h = j / 4, c = j % 4 in the layout of dtype.h.
+      const auto& b = *reinterpret_cast<const BlockQ6_K*>(blk);
+      const size_t h = j / 4, c = j % 4;
+      const auto low = hn::And(
+          hn::ShiftRightSame(hn::LoadU(d8, b.ql + 64 * h + 32 * (c % 2) + i),
+                             static_cast<int>(4 * (c / 2))),
+          low4);
+      const auto high =
+          hn::And(hn::ShiftRightSame(hn::LoadU(d8, b.qh + 32 * h + i),
+                                     static_cast<int>(2 * c)),
+                  hn::Set(d8, 3));
+      const auto v = hn::BitCast(di8, hn::Or(low, hn::ShiftLeft<4>(high)));
+      hn::StoreU(hn::Sub(v, hn::Set(di8, 32)), di8, q + i);
+    } else {
+      const auto& b = *reinterpret_cast<const KBlock<kType>*>(blk);
+      auto v =
+          hn::And(hn::ShiftRightSame(hn::LoadU(d8, b.qs + 32 * (j / 2) + i),
+                                     static_cast<int>(4 * (j % 2))),
+                  low4);
+      if constexpr (kType == DType::kQ5_K) {
+        const auto bit = hn::Set(d8, static_cast<uint8_t>(1u << j));
+        v = hn::Or(v,
+                   hn::IfThenElseZero(hn::TestBit(hn::LoadU(d8, b.qh + i), bit),
+                                      hn::Set(d8, 16)));
+      }
+      hn::StoreU(hn::BitCast(di8, v), di8, q + i);
+    }
+  }
+}
+
+// Portable: one 32-element block per step, as IntKernel. Q4_K / Q5_K:
+//   acc += float(dot_b) * (ws_b * dx_b) on the lanes, minus wm_b * (dx_b *
+//   float(bsum_b)) on lane 0;
+// Q6_K: the quants q - 32 are multiplied by their int8 sub-block scale
+// (|product| <= 4096 fits int16), so that acc += float(dot) * (d * dx_b).
+template <DType kType>
+struct KIntKernel {
+  static constexpr size_t kRows = kQuantRows;
+  static constexpr size_t kTokens = kQuantTokens;
+  static constexpr size_t kStepElems = kQuantBlock;
+  static constexpr size_t kChunkElems = kChunkActivationBytes;
+  static constexpr bool kAffine = kType != DType::kQ6_K;
+  static constexpr size_t kBlockBytes = sizeof(KBlock<kType>);
+  struct W {
+    hn::Vec<D16> q[kBlockVecs];
+    float scale;
+    float min;
+  };
+  struct X {
+    IntBlock block;
+    hn::Vec<DF> min_sum;  // lane 0: dx_b * float(bsum_b) (Q4_K, Q5_K)
+  };
+  using Acc = hn::Vec<DF>;
+
+  KIntKernel(const void* prepared, size_t cols, size_t n)
+      : xa(prepared, cols, n), cols(cols), steps(cols / kQuantBlock) {}
+
+  W LoadW(const uint8_t* row, size_t s) const {
+    const uint8_t* blk = row + s / kKBlocks * kBlockBytes;
+    const size_t j = s % kKBlocks;
+    PrefetchNextTile(blk + j * kBlockBytes / kKBlocks, prefetch_ahead);
+    HWY_ALIGN int8_t q[kQuantBlock];
+    DecodeKBlock<kType>(blk, j, q);
+    const hn::Rebind<int8_t, D16> d8;
+    const size_t lanes = hn::Lanes(D16());
+    W w;
+    if constexpr (kAffine) {
+      const auto& b = *reinterpret_cast<const KBlock<kType>*>(blk);
+      int scale, min;
+      KScaleMin(b.scales, j, &scale, &min);
+      w.scale = HalfToFloat(&b.d) * static_cast<float>(scale);
+      w.min = HalfToFloat(&b.dmin) * static_cast<float>(min);
+      for (size_t v = 0; v < kBlockVecs; ++v) {
+        w.q[v] = hn::PromoteTo(D16(), hn::LoadU(d8, q + v * lanes));
+      }
+    } else {
+      const auto& b = *reinterpret_cast<const BlockQ6_K*>(blk);
+      const hn::Vec<D16> s0 = hn::Set(D16(), b.scales[2 * j]);
+      const hn::Vec<D16> s1 = hn::Set(D16(), b.scales[2 * j + 1]);
+      for (size_t v = 0; v < kBlockVecs; ++v) {
+        const size_t first = v * lanes;  // elements < 16 have scale s0
+        const hn::Vec<D16> scale = hn::IfThenElse(
+            hn::FirstN(D16(), first < 16 ? 16 - first : 0), s0, s1);
+        w.q[v] = hn::Mul(hn::PromoteTo(D16(), hn::LoadU(d8, q + first)), scale);
+      }
+      w.scale = HalfToFloat(&b.d);
+      w.min = 0.0f;
+    }
+    return w;
+  }
+  X LoadX(size_t t, size_t s) const {
+    X x;
+    x.block =
+        LoadIntBlock(xa.q + t * cols + s * kQuantBlock, xa.d[t * steps + s]);
+    x.min_sum = hn::Zero(DF());
+    if constexpr (kAffine) {
+      x.min_sum =
+          hn::IfThenElseZero(hn::FirstN(DF(), 1),
+                             hn::Set(DF(), x.block.d * xa.bsum[t * steps + s]));
+    }
+    return x;
+  }
+  // Never called: rows of whole blocks have no tail (has_tail is false).
+  W LoadWTail(const uint8_t* row) const { return LoadW(row, 0); }
+  X LoadXTail(size_t t) const { return LoadX(t, 0); }
+  Acc Zero() const { return hn::Zero(DF()); }
+  Acc Mac(Acc acc, const W& w, const X& x) const {
+    acc = hn::MulAdd(hn::ConvertTo(DF(), BlockDot(w.q, x.block.q)),
+                     hn::Set(DF(), w.scale * x.block.d), acc);
+    if constexpr (kAffine) {
+      acc = hn::NegMulAdd(hn::Set(DF(), w.min), x.min_sum, acc);
+    }
+    return acc;
+  }
+  float Reduce(Acc acc) const { return hn::GetLane(hn::SumOfLanes(DF(), acc)); }
+
+  KActivations xa;
   size_t cols;
   size_t steps;  // blocks per row
   static constexpr bool has_tail = false;
@@ -537,6 +736,8 @@ struct QuantPanel {
   // [block][group][row]: 4 weight bytes, unsigned as described above.
   alignas(64) uint32_t q[kPanelBlocks][kGroups][kPanelRows];
   alignas(64) float d[kPanelBlocks][kPanelRows];  // weight scales
+  // K-quants: the mins wm (Q4_K, Q5_K) or the second sub-block's scales.
+  alignas(64) float m[kPanelBlocks][kPanelRows];
 };
 
 // In place: z[j] lane i becomes z[i] lane j (a 16 x 16 transpose of int32).
@@ -646,6 +847,27 @@ HWY_INLINE __mmask16 LiveLanes(size_t count) {
   return static_cast<__mmask16>(count >= 16 ? 0xFFFF : (1u << count) - 1);
 }
 
+// dot[v][t] += groups [g0, g1) of block b of the panel (rows 16 v ..
+// 16 v + 15 on the lanes) times token t's activations xq[t] of that block.
+template <size_t kT>
+HWY_INLINE void PanelGroupDots(const QuantPanel& p, size_t b, size_t g0,
+                               size_t g1, const int8_t* const (&xq)[kT],
+                               __m512i (&dot)[2][kT]) {
+#pragma GCC unroll 8
+  for (size_t g = g0; g < g1; ++g) {
+    const __m512i w0 = _mm512_load_si512(&p.q[b][g][0]);
+    const __m512i w1 = _mm512_load_si512(&p.q[b][g][16]);
+#pragma GCC unroll 8
+    for (size_t t = 0; t < kT; ++t) {
+      int32_t x4;
+      std::memcpy(&x4, xq[t] + 4 * g, sizeof(x4));
+      const __m512i xv = _mm512_set1_epi32(x4);
+      dot[0][t] = _mm512_dpbusd_epi32(dot[0][t], w0, xv);
+      dot[1][t] = _mm512_dpbusd_epi32(dot[1][t], w1, xv);
+    }
+  }
+}
+
 // y[t0 + t][r] for the panel's rows r < rows (y points at row 0 of the panel)
 // and kT tokens from t0, over the panel's nb blocks, which are blocks
 // [b0, b0 + nb) of the activations. The first panel of a row starts from 0,
@@ -677,19 +899,7 @@ HWY_INLINE void QuantPanelTile(const QuantPanel& p, size_t nb, int offset,
           _mm512_set1_epi32(-offset * xa.sums[(t0 + t) * blocks + xb]);
       xq[t] = xa.q + (t0 + t) * cols + xb * kQuantBlock;
     }
-#pragma GCC unroll 8
-    for (size_t g = 0; g < kGroups; ++g) {
-      const __m512i w0 = _mm512_load_si512(&p.q[b][g][0]);
-      const __m512i w1 = _mm512_load_si512(&p.q[b][g][16]);
-#pragma GCC unroll 8
-      for (size_t t = 0; t < kT; ++t) {
-        int32_t x4;
-        std::memcpy(&x4, xq[t] + 4 * g, sizeof(x4));
-        const __m512i xv = _mm512_set1_epi32(x4);
-        dot[0][t] = _mm512_dpbusd_epi32(dot[0][t], w0, xv);
-        dot[1][t] = _mm512_dpbusd_epi32(dot[1][t], w1, xv);
-      }
-    }
+    PanelGroupDots(p, b, 0, kGroups, xq, dot);
     const __m512 d0 = _mm512_load_ps(&p.d[b][0]);
     const __m512 d1 = _mm512_load_ps(&p.d[b][16]);
 #pragma GCC unroll 8
@@ -879,6 +1089,575 @@ void RunQuantPanels(const uint8_t* w, size_t row_bytes, size_t cols,
   }
 }
 
+// ---------------------------------------- AVX-512 VNNI: K-quant weights
+//
+// The unsigned quants (0..15, 0..31, 0..63) times the int8 activations with
+// vpdpbusd, exactly; Q6_K's -32 enters as -32 * (sum of the sub-block's 16
+// activations) in the integer sum. Then each 32-element block b of row r
+// gives, for token t,
+//   Q4_K, Q5_K: blk_b = fnmadd(wm_b, bsum_b, float(dot_b) * ws_b)
+//   Q6_K:       blk_b = fma(float(dot_b'), ws_b', float(dot_b) * ws_b)
+//               (dot_b, dot_b': the block's two 16-element sub-blocks)
+// and y[t][r] sums the blocks in chunks of kPanelBlocks blocks (1024
+// columns): with e = y so far (0 for the first chunk) and o = 0, the chunk's
+// even blocks b in order do e = fma(blk_b, dx_b, e), its odd blocks
+// o = fma(blk_b, dx_b, o), then y = e + o. Two sums halve the dependent
+// chain and let decode add two blocks per vector. As for q8_0 and q4_0, a
+// batch packs rows into panels (the f32 block scales decoded into the panel)
+// and decode reads the rows as stored and reduces in registers, by the same
+// operations.
+
+// Unpacking one super-block of a K-quant row.
+template <DType kType>
+struct KFormat {
+  using Block = KBlock<kType>;
+  static constexpr size_t kBytes = sizeof(Block);
+  static constexpr bool kQ6 = kType == DType::kQ6_K;
+
+  static __m512i Bytes(uint8_t b) {
+    return _mm512_set1_epi8(static_cast<char>(b));
+  }
+  // Per 64-bit lane: lanes 0-3 get lo, lanes 4-7 hi.
+  static __m512i Halves(int lo, int hi) {
+    return _mm512_set_epi64(hi, hi, hi, hi, lo, lo, lo, lo);
+  }
+  // a | (b & c)
+  static __m512i OrAnd(__m512i a, __m512i b, __m512i c) {
+    return _mm512_ternarylogic_epi64(a, b, c, 0xF8);
+  }
+  // The 32 bytes at p in both halves.
+  static __m512i Broadcast32(const uint8_t* p) {
+    return _mm512_broadcast_i64x4(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+
+  // The quants of elements [64 u, 64 u + 64) (u < 4) in order.
+  static __m512i LoadUnit(const uint8_t* blk, size_t u) {
+    const Block& b = *reinterpret_cast<const Block*>(blk);
+    const int iu = static_cast<int>(u);
+    if constexpr (kQ6) {
+      const __m512i ql = _mm512_loadu_si512(b.ql + 64 * (u / 2));
+      const __m512i nib = _mm512_and_si512(
+          u % 2 == 0 ? ql : _mm512_srli_epi16(ql, 4), Bytes(0xF));
+      // Elements 64 u + l: quarter c = 2 (u % 2) + l / 32 of dtype.h.
+      const int c = 2 * (iu % 2);
+      const __m512i t = _mm512_srlv_epi64(Broadcast32(b.qh + 32 * (u / 2)),
+                                          Halves(2 * c, 2 * c + 2));
+      return OrAnd(nib, _mm512_slli_epi64(t, 4), Bytes(0x30));
+    } else {
+      const __m256i v =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * u));
+      __m512i z =
+          _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v),
+                                              _mm256_srli_epi16(v, 4), 1),
+                           Bytes(0xF));
+      if constexpr (kType == DType::kQ5_K) {
+        const __m512i t =
+            _mm512_srlv_epi64(Broadcast32(b.qh), Halves(2 * iu, 2 * iu + 1));
+        z = OrAnd(z, _mm512_slli_epi64(t, 4), Bytes(0x10));
+      }
+      return z;
+    }
+  }
+
+  // Elements [128 h, 128 h + 128) (h < 2) of the super-block in two vectors,
+  // 32-element blocks 4h..4h+3 of the super-block:
+  //   Q4_K, Q5_K: lo = [4h | 4h + 2], hi = [4h + 1 | 4h + 3];
+  //   Q6_K:       lo = [4h | 4h + 1], hi = [4h + 2 | 4h + 3].
+  static std::pair<__m512i, __m512i> LoadHalf(const uint8_t* blk, size_t h) {
+    const Block& b = *reinterpret_cast<const Block*>(blk);
+    if constexpr (kQ6) {
+      const __m512i ql = _mm512_loadu_si512(b.ql + 64 * h);
+      const __m512i t =
+          _mm512_srlv_epi64(Broadcast32(b.qh + 32 * h), Halves(0, 2));
+      return {OrAnd(_mm512_and_si512(ql, Bytes(0xF)), _mm512_slli_epi64(t, 4),
+                    Bytes(0x30)),
+              OrAnd(_mm512_and_si512(_mm512_srli_epi16(ql, 4), Bytes(0xF)), t,
+                    Bytes(0x30))};
+    } else {
+      const __m512i v = _mm512_loadu_si512(b.qs + 64 * h);
+      const __m512i lo = _mm512_and_si512(v, Bytes(0xF));
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), Bytes(0xF));
+      if constexpr (kType == DType::kQ5_K) {
+        const int ih = static_cast<int>(h);
+        const __m512i t =
+            _mm512_srlv_epi64(Broadcast32(b.qh), Halves(4 * ih, 4 * ih + 2));
+        return {OrAnd(lo, _mm512_slli_epi64(t, 4), Bytes(0x10)),
+                OrAnd(hi, _mm512_slli_epi64(t, 3), Bytes(0x10))};
+      }
+      return {lo, hi};
+    }
+  }
+
+  // Sub-block scales as f32, for one super-block of up to 8 rows, in pairs
+  // of sub-blocks: tab[2i] and tab[2i + 1] hold rows 0-7 of the two
+  // sub-blocks of pair i, which decode reads as one vector:
+  //   Q4_K, Q5_K: pair i < 4: ws of sub-blocks 2i, 2i + 1; pair 4 + i: their
+  //               wm (tab[j] = ws_j, tab[8 + j] = wm_j);
+  //   Q6_K:       pair 2u + o (u < 4, o < 2): sub-blocks 4u + o, 4u + 2 + o,
+  //               the o-th halves of blocks 2u and 2u + 1.
+  // Row r's super-block starts at base + r * row_bytes for r < rows; rows
+  // past `rows` get zeros.
+  static void Scales8(const uint8_t* base, size_t row_bytes, size_t rows,
+                      float (&tab)[16][8]) {
+    // The 16 bytes from kScaleOffset in each row's block: lo = bytes 0-7
+    // and hi = bytes 8-15, row r in 64-bit lane r.
+    __m512i lo, hi;
+    {
+      __m128i v[8];
+#pragma GCC unroll 8
+      for (size_t r = 0; r < 8; ++r) {
+        v[r] = r < rows ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(
+                              base + r * row_bytes + kScaleOffset))
+                        : _mm_setzero_si128();
+      }
+      // Rows r..r+3 in the four 128-bit lanes.
+      const auto four = [&](size_t r) {
+        __m512i z = _mm512_zextsi128_si512(v[r]);
+        z = _mm512_mask_broadcast_i32x4(z, 0x00F0, v[r + 1]);
+        z = _mm512_mask_broadcast_i32x4(z, 0x0F00, v[r + 2]);
+        return _mm512_mask_broadcast_i32x4(z, 0xF000, v[r + 3]);
+      };
+      const __m512i a = four(0), b = four(4);
+      lo = _mm512_permutex2var_epi64(
+          a, _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), b);
+      hi = _mm512_permutex2var_epi64(
+          a, _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1), b);
+    }
+    // Byte k of row r in a [row][8 bytes] vector is byte 8 r + k: lane l of
+    // a table vector holds row l % 8.
+    const __m512i row_bytes8 = _mm512_set_epi32(56, 48, 40, 32, 24, 16, 8, 0,
+                                                56, 48, 40, 32, 24, 16, 8, 0);
+    if constexpr (kQ6) {
+      // lo: scales 0-7, hi: scales 8-15; d follows them.
+      int16_t bits[8] = {};
+      for (size_t r = 0; r < rows; ++r) {
+        std::memcpy(&bits[r], base + r * row_bytes + offsetof(Block, d),
+                    sizeof(bits[r]));
+      }
+      const __m128i dbits = _mm_set_epi16(bits[7], bits[6], bits[5], bits[4],
+                                          bits[3], bits[2], bits[1], bits[0]);
+      const __m512 d = _mm512_cvtph_ps(_mm256_broadcastsi128_si256(dbits));
+      // Each scale byte to the top byte of its 32-bit lane, then shifted
+      // down with its sign; bit 6 of an index picks hi (scales 8-15).
+      const __m512i top = _mm512_slli_epi32(row_bytes8, 24);
+      for (int pair = 0; pair < 8; ++pair) {
+        const int u = pair / 2, o = pair % 2;
+        const auto code = [](int k) { return (k / 8 * 64 + k % 8) << 24; };
+        const __m512i idx = _mm512_add_epi32(
+            top, _mm512_inserti64x4(_mm512_set1_epi32(code(4 * u + o)),
+                                    _mm256_set1_epi32(code(4 * u + 2 + o)), 1));
+        const __m512i s = _mm512_srai_epi32(
+            _mm512_maskz_permutex2var_epi8(0x8888888888888888ULL, lo, idx, hi),
+            24);
+        _mm512_store_ps(tab[2 * pair], _mm512_mul_ps(_mm512_cvtepi32_ps(s), d));
+      }
+    } else {
+      // lo: d, dmin, scales[0..3]; hi: scales[4..11] (the 16-byte header).
+      const auto mask = [](uint64_t m) {
+        return _mm512_set1_epi64(static_cast<int64_t>(m));
+      };
+      // Bytes j of s and m: the scale and min of sub-block j (KScaleMin).
+      const __m512i s = _mm512_or_si512(
+          _mm512_and_si512(_mm512_srli_epi64(lo, 32), mask(0x3F3F3F3F)),
+          OrAnd(_mm512_srli_epi64(
+                    _mm512_and_si512(lo, mask(0xC0C0C0C000000000ULL)), 2),
+                hi, mask(0x0F0F0F0F00000000ULL)));
+      const __m512i m = _mm512_or_si512(
+          _mm512_and_si512(hi, mask(0x3F3F3F3F)),
+          OrAnd(_mm512_slli_epi64(_mm512_and_si512(hi, mask(0xC0C0C0C0)), 30),
+                _mm512_srli_epi64(hi, 4), mask(0x0F0F0F0F00000000ULL)));
+      // The f16 bits in the low 16 bits of each 64-bit lane, as f32 for rows
+      // 0-7 in lanes 0-7 and again 8-15.
+      const auto f16_lanes = [](__m512i bits) {
+        const __m128i h = _mm512_cvtepi64_epi16(bits);
+        return _mm512_cvtph_ps(_mm256_broadcastsi128_si256(h));
+      };
+      const __m512 d = f16_lanes(lo);
+      const __m512 dmin = f16_lanes(_mm512_srli_epi64(lo, 16));
+      constexpr __mmask64 kLow = 0x1111111111111111ULL;
+      for (int pair = 0; pair < 4; ++pair) {
+        const __m512i idx = _mm512_add_epi32(
+            row_bytes8, _mm512_inserti64x4(_mm512_set1_epi32(2 * pair),
+                                           _mm256_set1_epi32(2 * pair + 1), 1));
+        _mm512_store_ps(
+            tab[2 * pair],
+            _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(kLow, idx, s)),
+                d));
+        _mm512_store_ps(
+            tab[8 + 2 * pair],
+            _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(kLow, idx, m)),
+                dmin));
+      }
+    }
+  }
+  // Where Scales8 reads 16 bytes of each block: the header of Q4_K / Q5_K,
+  // the scales of Q6_K.
+  static constexpr size_t kScaleOffset = kQ6 ? offsetof(Block, scales) : 0;
+
+  // The f32 scales of block j (< 8) of a super-block from Scales8's table:
+  // ws (Q4_K, Q5_K) or the first half's (Q6_K) for PanelScale<0>, wm or the
+  // second half's for PanelScale<1>.
+  template <int kWhich>
+  static const float* PanelScale(const float (&tab)[16][8], size_t j) {
+    if constexpr (kQ6) {
+      return tab[4 * (j / 2) + 2 * kWhich + j % 2];
+    } else {
+      return tab[8 * kWhich + j];
+    }
+  }
+
+  // As QuantFormat::Pack, for blocks [b0, b0 + nb) (whole super-blocks).
+  static void Pack(const uint8_t* w, size_t row_bytes, size_t rows, size_t b0,
+                   size_t nb, QuantPanel& p) {
+    for (size_t half = 0; half < kPanelRows; half += 16) {
+      for (size_t b = 0; b < nb; b += 2) {
+        const size_t e = (b0 + b) * kQuantBlock;  // first element
+        __m512i z[16];
+        for (size_t i = 0; i < 16; ++i) {
+          z[i] = half + i < rows ? LoadUnit(w + (half + i) * row_bytes +
+                                                e / kSuperBlock * kBytes,
+                                            e % kSuperBlock / 64)
+                                 : _mm512_setzero_si512();
+        }
+        Transpose16x16(z);
+        for (size_t g = 0; g < kGroups; ++g) {
+          _mm512_store_si512(&p.q[b][g][half], z[g]);
+          _mm512_store_si512(&p.q[b + 1][g][half], z[kGroups + g]);
+        }
+      }
+    }
+    alignas(64) float tab[16][8];
+    for (size_t sb = 0; sb < nb / kKBlocks; ++sb) {
+      const size_t first = b0 / kKBlocks + sb;
+      for (size_t r8 = 0; r8 < kPanelRows; r8 += 8) {
+        // Rows past `rows` get zero scales (and are not read).
+        const size_t live = r8 < rows ? std::min<size_t>(8, rows - r8) : 0;
+        Scales8(live > 0 ? w + r8 * row_bytes + first * kBytes : w, row_bytes,
+                live, tab);
+        for (size_t j = 0; j < kKBlocks; ++j) {
+          _mm256_store_ps(&p.d[sb * kKBlocks + j][r8],
+                          _mm256_load_ps(PanelScale<0>(tab, j)));
+          _mm256_store_ps(&p.m[sb * kKBlocks + j][r8],
+                          _mm256_load_ps(PanelScale<1>(tab, j)));
+        }
+      }
+    }
+  }
+};
+
+// The dot products of Q6_K decode, reduced in registers: z[i] holds row i's
+// quants of four 16-element groups, times x, with `init` added to each
+// group's sum; returns {[group 0 | group 2], [group 1 | group 3]}, rows 0-7
+// on the 8 lanes of each half.
+HWY_INLINE std::pair<__m512i, __m512i> DotQuads(const __m512i* z, __m512i x,
+                                                __m512i init) {
+  __m512i a[4];  // rows 2i, 2i + 1
+#pragma GCC unroll 4
+  for (size_t i = 0; i < 4; ++i) {
+    const __m512i p0 = _mm512_dpbusd_epi32(init, z[2 * i], x);
+    const __m512i p1 = _mm512_dpbusd_epi32(init, z[2 * i + 1], x);
+    a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(p0, p1),
+                            _mm512_unpackhi_epi32(p0, p1));
+  }
+  // c[j], 128-bit lane k: rows 4j..4j+3 summed over group k.
+  __m512i c[2];
+  for (size_t j = 0; j < 2; ++j) {
+    c[j] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * j], a[2 * j + 1]),
+                            _mm512_unpackhi_epi64(a[2 * j], a[2 * j + 1]));
+  }
+  return {_mm512_permutex2var_epi64(
+              c[0], _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), c[1]),
+          _mm512_permutex2var_epi64(
+              c[0], _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2), c[1])};
+}
+
+// The panel's products for K-quant weights: as QuantPanelTile, with the
+// block scales of KFormat::Pack and the operations described above.
+template <DType kType, size_t kT>
+HWY_INLINE void KPanelTile(const QuantPanel& p, size_t nb,
+                           const KActivations& xa, size_t cols, size_t b0,
+                           size_t t0, size_t rows, bool first, float* y,
+                           size_t ldy) {
+  const size_t blocks = cols / kQuantBlock;
+  const size_t sums_per_row = cols / kKSumElems;
+  const __mmask16 live[2] = {LiveLanes(rows),
+                             LiveLanes(rows - std::min<size_t>(rows, 16))};
+  // acc[0]: the chunk's even blocks, acc[1]: its odd ones.
+  __m512 acc[2][2][kT];
+#pragma GCC unroll 8
+  for (size_t t = 0; t < kT; ++t) {
+    for (size_t v = 0; v < 2; ++v) {
+      acc[0][v][t] =
+          first ? _mm512_setzero_ps()
+                : _mm512_maskz_loadu_ps(live[v], y + (t0 + t) * ldy + 16 * v);
+      acc[1][v][t] = _mm512_setzero_ps();
+    }
+  }
+  for (size_t b = 0; b < nb; ++b) {
+    const size_t xb = b0 + b;
+    const int8_t* xq[kT];
+#pragma GCC unroll 8
+    for (size_t t = 0; t < kT; ++t) {
+      xq[t] = xa.q + (t0 + t) * cols + xb * kQuantBlock;
+    }
+    // dot[v][t] += the panel's groups [g0, g1) of block b times token t's.
+    __m512i dot[2][kT];
+    const auto dots = [&](size_t g0, size_t g1) {
+      PanelGroupDots(p, b, g0, g1, xq, dot);
+    };
+    __m512 blk[2][kT];
+    if constexpr (kType == DType::kQ6_K) {
+      for (size_t half = 0; half < 2; ++half) {
+#pragma GCC unroll 8
+        for (size_t t = 0; t < kT; ++t) {
+          const int32_t s16 = xa.sums[(t0 + t) * sums_per_row + 2 * xb + half];
+          dot[0][t] = dot[1][t] = _mm512_set1_epi32(-32 * s16);
+        }
+        dots(half * kGroups / 2, (half + 1) * kGroups / 2);
+#pragma GCC unroll 8
+        for (size_t t = 0; t < kT; ++t) {
+          for (size_t v = 0; v < 2; ++v) {
+            const __m512 f = _mm512_cvtepi32_ps(dot[v][t]);
+            blk[v][t] =
+                half == 0 ? _mm512_mul_ps(f, _mm512_load_ps(&p.d[b][16 * v]))
+                          : _mm512_fmadd_ps(f, _mm512_load_ps(&p.m[b][16 * v]),
+                                            blk[v][t]);
+          }
+        }
+      }
+    } else {
+#pragma GCC unroll 8
+      for (size_t t = 0; t < kT; ++t) {
+        dot[0][t] = dot[1][t] = _mm512_setzero_si512();
+      }
+      dots(0, kGroups);
+#pragma GCC unroll 8
+      for (size_t t = 0; t < kT; ++t) {
+        const __m512 bsum = _mm512_set1_ps(xa.bsum[(t0 + t) * blocks + xb]);
+        for (size_t v = 0; v < 2; ++v) {
+          blk[v][t] =
+              _mm512_fnmadd_ps(_mm512_load_ps(&p.m[b][16 * v]), bsum,
+                               _mm512_mul_ps(_mm512_cvtepi32_ps(dot[v][t]),
+                                             _mm512_load_ps(&p.d[b][16 * v])));
+        }
+      }
+    }
+    auto& sum = acc[b % 2];
+#pragma GCC unroll 8
+    for (size_t t = 0; t < kT; ++t) {
+      const __m512 dx = _mm512_set1_ps(xa.d[(t0 + t) * blocks + xb]);
+      for (size_t v = 0; v < 2; ++v) {
+        sum[v][t] = _mm512_fmadd_ps(blk[v][t], dx, sum[v][t]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (size_t t = 0; t < kT; ++t) {
+    for (size_t v = 0; v < 2; ++v) {
+      _mm512_mask_storeu_ps(y + (t0 + t) * ldy + 16 * v, live[v],
+                            _mm512_add_ps(acc[0][v][t], acc[1][v][t]));
+    }
+  }
+}
+
+// The dot products of Q4_K / Q5_K decode, reduced in registers: z[i] (row
+// i) holds blocks [A | C] for activations x_lo, z[8 + i] blocks [B | D] for
+// x_hi; returns {[A | B], [C | D]}, rows 0-7 on the 8 lanes of each half.
+// vpdpbusd's partial sums (4 products each) fit int16, so pairs of rows are
+// packed into one vector and added pairwise by vpmaddwd: fewer operations
+// than SumBlockHalves. Each pair is reduced as soon as it is multiplied,
+// which keeps the live vectors within the register file.
+HWY_INLINE std::pair<__m512i, __m512i> DotBlockPairs(const __m512i (&z)[16],
+                                                     __m512i x_lo,
+                                                     __m512i x_hi) {
+  const __m512i ones = _mm512_set1_epi16(1);
+  // r[i], 128-bit lane k: rows 2i, 2i + 1 (mod 8), two partial sums each.
+  __m512i r[8];
+#pragma GCC unroll 8
+  for (size_t i = 0; i < 8; ++i) {
+    const __m512i x = i < 4 ? x_lo : x_hi;
+    const __m512i zero = _mm512_setzero_si512();
+    r[i] = _mm512_madd_epi16(
+        _mm512_packs_epi32(_mm512_dpbusd_epi32(zero, z[2 * i], x),
+                           _mm512_dpbusd_epi32(zero, z[2 * i + 1], x)),
+        ones);
+  }
+  // c[i], 128-bit lane k: rows 4i..4i+3 (mod 8) summed over lanes 4k..4k+3.
+  __m512i c[4];
+  for (size_t i = 0; i < 4; ++i) {
+    const __m512 a = _mm512_castsi512_ps(r[2 * i]);
+    const __m512 b = _mm512_castsi512_ps(r[2 * i + 1]);
+    c[i] = _mm512_add_epi32(
+        _mm512_castps_si512(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
+        _mm512_castps_si512(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))));
+  }
+  // lo: [A rows 0-3, C rows 0-3, A rows 4-7, C rows 4-7], hi: B and D.
+  constexpr int kEven = _MM_SHUFFLE(2, 0, 2, 0);
+  constexpr int kOdd = _MM_SHUFFLE(3, 1, 3, 1);
+  const __m512i lo = _mm512_add_epi32(_mm512_shuffle_i32x4(c[0], c[1], kEven),
+                                      _mm512_shuffle_i32x4(c[0], c[1], kOdd));
+  const __m512i hi = _mm512_add_epi32(_mm512_shuffle_i32x4(c[2], c[3], kEven),
+                                      _mm512_shuffle_i32x4(c[2], c[3], kOdd));
+  return {_mm512_permutex2var_epi64(
+              lo, _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0), hi),
+          _mm512_permutex2var_epi64(
+              lo, _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2), hi)};
+}
+
+// [v[0] in lanes 0-7 | v[1] in lanes 8-15]: two broadcasts from memory,
+// which take no shuffle unit.
+HWY_INLINE __m512 PairLanes(const float* v) {
+  return _mm512_mask_broadcastss_ps(_mm512_set1_ps(v[0]), 0xFF00,
+                                    _mm_load_ss(v + 1));
+}
+
+// Decode for K-quant weights: rows [0, rows) (rows <= 8) from w read as
+// stored, half a super-block of each at a time, with the same results as
+// the panels. The even and odd block sums of a chunk run on the two halves
+// of one vector.
+template <DType kType, size_t kT>
+void KRowsTile(const uint8_t* w, size_t row_bytes, size_t rows,
+               const KActivations& xa, size_t cols, float* y, size_t ldy) {
+  using F = KFormat<kType>;
+  constexpr size_t kLines = (F::kBytes + 63) / 64;
+  constexpr size_t kChunkSuperBlocks = kPanelBlocks / kKBlocks;
+  const size_t blocks = cols / kQuantBlock;
+  const size_t sums_per_row = cols / kKSumElems;
+  const size_t super_blocks = cols / kSuperBlock;
+  const __mmask8 live = static_cast<__mmask8>((1u << rows) - 1);
+  __m256 sum[kT];  // y so far
+  for (size_t t = 0; t < kT; ++t) sum[t] = _mm256_setzero_ps();
+  alignas(64) float tab[16][8];
+  for (size_t c0 = 0; c0 < super_blocks; c0 += kChunkSuperBlocks) {
+    __m512 acc[kT];  // [even | odd] blocks of the chunk
+    for (size_t t = 0; t < kT; ++t) acc[t] = _mm512_zextps256_ps512(sum[t]);
+    const size_t c1 = std::min(super_blocks, c0 + kChunkSuperBlocks);
+    for (size_t sb = c0; sb < c1; ++sb) {
+      const uint8_t* base = w + sb * F::kBytes;
+      for (size_t i = 0; i < rows; ++i) {
+        // The same super-block of the next 8 rows, which the next call reads.
+        for (size_t line = 0; line < kLines; ++line) {
+          PrefetchNextTile(base + i * row_bytes + 64 * line, 8 * row_bytes);
+        }
+      }
+      F::Scales8(base, row_bytes, rows, tab);
+      for (size_t h = 0; h < 2; ++h) {
+        __m512i z[16];  // z[i], z[8 + i]: row i's lo and hi (LoadHalf)
+#pragma GCC unroll 8
+        for (size_t i = 0; i < 8; ++i) {
+          if (i < rows) {
+            std::tie(z[i], z[8 + i]) = F::LoadHalf(base + i * row_bytes, h);
+          } else {
+            z[i] = z[8 + i] = _mm512_setzero_si512();
+          }
+        }
+        const size_t blk0 = sb * kKBlocks + 4 * h;  // the half's first block
+#pragma GCC unroll 4
+        for (size_t t = 0; t < kT; ++t) {
+          const int8_t* xq = xa.q + t * cols + blk0 * kQuantBlock;
+          const float* dx = xa.d + t * blocks + blk0;
+          // blk[k]: blocks blk0 + 2k | blk0 + 2k + 1.
+          __m512 blk[2];
+          if constexpr (F::kQ6) {
+            const __m512i x_lo = _mm512_loadu_si512(xq);
+            const __m512i x_hi = _mm512_loadu_si512(xq + 64);
+            // -32 * (sum of 16 activations) in the first lane of each
+            // group, so that each group's sum includes it.
+            const __m256i off = _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_slli_epi32(
+                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                        xa.sums + t * sums_per_row + 2 * blk0)),
+                    5));
+            const __m512i init_lo =
+                _mm512_maskz_expand_epi32(0x1111, _mm512_zextsi256_si512(off));
+            const __m512i init_hi = _mm512_maskz_expand_epi32(
+                0x1111,
+                _mm512_zextsi128_si512(_mm256_extracti128_si256(off, 1)));
+            for (size_t k = 0; k < 2; ++k) {
+              // first: the first halves of blocks blk0 + 2k, + 1; second:
+              // their second halves.
+              const auto [first, second] = DotQuads(
+                  z + 8 * k, k == 0 ? x_lo : x_hi, k == 0 ? init_lo : init_hi);
+              const size_t u = 2 * h + k;  // 64-element unit
+              blk[k] = _mm512_fmadd_ps(
+                  _mm512_cvtepi32_ps(second), _mm512_load_ps(tab[4 * u + 2]),
+                  _mm512_mul_ps(_mm512_cvtepi32_ps(first),
+                                _mm512_load_ps(tab[4 * u])));
+            }
+          } else {
+            // Blocks b0 and b1 of the half (the upper one by a masked
+            // broadcast from memory, which takes no shuffle unit).
+            const auto load2 = [&](size_t b0, size_t b1) {
+              return _mm512_mask_broadcast_i64x4(
+                  _mm512_zextsi256_si512(_mm256_loadu_si256(
+                      reinterpret_cast<const __m256i*>(xq + 32 * b0))),
+                  0xF0,
+                  _mm256_loadu_si256(
+                      reinterpret_cast<const __m256i*>(xq + 32 * b1)));
+            };
+            const auto [s0, s1] = DotBlockPairs(z, load2(0, 2), load2(1, 3));
+            const __m512i sums[2] = {s0, s1};
+            for (size_t k = 0; k < 2; ++k) {
+              const size_t j = 4 * h + 2 * k;  // sub-block in the super-block
+              blk[k] = _mm512_fnmadd_ps(
+                  _mm512_load_ps(tab[kKBlocks + j]),
+                  PairLanes(xa.bsum + t * blocks + blk0 + 2 * k),
+                  _mm512_mul_ps(_mm512_cvtepi32_ps(sums[k]),
+                                _mm512_load_ps(tab[j])));
+            }
+          }
+          for (size_t k = 0; k < 2; ++k) {
+            acc[t] = _mm512_fmadd_ps(blk[k], PairLanes(dx + 2 * k), acc[t]);
+          }
+        }
+      }
+    }
+    for (size_t t = 0; t < kT; ++t) {
+      sum[t] = _mm256_add_ps(_mm512_castps512_ps256(acc[t]),
+                             _mm512_extractf32x8_ps(acc[t], 1));
+    }
+  }
+  for (size_t t = 0; t < kT; ++t) {
+    _mm256_mask_storeu_ps(y + t * ldy, live, sum[t]);
+  }
+}
+
+template <DType kType>
+void RunKPanels(const uint8_t* w, size_t row_bytes, size_t cols,
+                const void* prepared, size_t n, size_t row_begin,
+                size_t row_end, float* y, size_t ldy) {
+  const KActivations xa(prepared, cols, n);
+  const size_t blocks = cols / kQuantBlock;
+  if (n <= kRowsTileTokens) {
+    for (size_t r0 = row_begin; r0 < row_end; r0 += kRowsTileRows) {
+      const size_t rows = std::min(kRowsTileRows, row_end - r0);
+      WithTokenCount<kRowsTileTokens>(n, [&](auto tokens) {
+        KRowsTile<kType, decltype(tokens)::value>(w + r0 * row_bytes, row_bytes,
+                                                  rows, xa, cols, y + r0, ldy);
+      });
+    }
+    return;
+  }
+  QuantPanel panel;
+  for (size_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
+    const size_t rows = std::min(kPanelRows, row_end - r0);
+    for (size_t b0 = 0; b0 < blocks; b0 += kPanelBlocks) {
+      const size_t nb = std::min(kPanelBlocks, blocks - b0);
+      KFormat<kType>::Pack(w + r0 * row_bytes, row_bytes, rows, b0, nb, panel);
+      for (size_t t0 = 0; t0 < n; t0 += kPanelTokens) {
+        WithTokenCount<kPanelTokens>(n - t0, [&](auto tokens) {
+          KPanelTile<kType, decltype(tokens)::value>(
+              panel, nb, xa, cols, b0, t0, rows, b0 == 0, y + r0, ldy);
+        });
+      }
+    }
+  }
+}
+
 // AVX512_BF16: vdpbf16ps on bf16 weights and bf16-rounded activations, 32
 // elements per step.
 struct Bf16DotKernel {
@@ -954,15 +1733,15 @@ void RoundRowToBf16(const float* x, size_t cols, uint16_t* out) {
 }
 
 // One row of Q8_0-like blocks: per 32 elements d = max|x| / 127 (f32) and
-// q = round-half-even(x * (1 / d)), or 0 where d = 0; `sum` is the sum of the
-// block's q.
-void QuantizeRowQ8(const float* x, size_t cols, int8_t* q, int32_t* sum,
-                   float* d) {
+// q = round-half-even(x * (1 / d)), or 0 where d = 0; sums[i] is the sum of
+// q over elements [i * sum_elems, (i + 1) * sum_elems) (sum_elems 16 or 32).
+void QuantizeRowQ8(const float* x, size_t cols, size_t sum_elems, int8_t* q,
+                   int32_t* sums, float* d) {
   const DF df;
   const hn::RebindToSigned<DF> di;
   const hn::Rebind<int8_t, DF> d8;
   const size_t lanes = hn::Lanes(df);
-  static_assert(kQuantBlock % HWY_LANES(float) == 0);
+  static_assert(kKSumElems % HWY_LANES(float) == 0);
   for (size_t b = 0; b < cols / kQuantBlock; ++b) {
     const float* xb = x + b * kQuantBlock;
     hn::Vec<DF> amax = hn::Zero(df);
@@ -977,8 +1756,12 @@ void QuantizeRowQ8(const float* x, size_t cols, int8_t* q, int32_t* sum,
           hn::NearestInt(hn::Mul(hn::LoadU(df, xb + j), inv));
       qsum = hn::Add(qsum, qi);
       hn::StoreU(hn::DemoteTo(d8, qi), d8, q + b * kQuantBlock + j);
+      const size_t end = b * kQuantBlock + j + lanes;
+      if (end % sum_elems == 0) {
+        sums[end / sum_elems - 1] = hn::GetLane(hn::SumOfLanes(di, qsum));
+        qsum = hn::Zero(di);
+      }
     }
-    sum[b] = hn::GetLane(hn::SumOfLanes(di, qsum));
     d[b] = scale;
   }
 }
@@ -989,10 +1772,7 @@ void PrepareActivationsImpl(DType wt, const float* x, size_t cols, size_t n,
                             void* prepared) {
   switch (wt) {
     case DType::kF32:
-    case DType::kF16:
-    case DType::kQ4_K:  // INTERIM (until the K-quant kernels land)
-    case DType::kQ5_K:
-    case DType::kQ6_K: {
+    case DType::kF16: {
       auto* out = static_cast<float*>(prepared);
       const size_t stride = FloatRowStride(cols);
       for (size_t t = 0; t < n; ++t) {
@@ -1016,8 +1796,26 @@ void PrepareActivationsImpl(DType wt, const float* x, size_t cols, size_t n,
       auto* d = reinterpret_cast<float*>(base + QuantScalesOffset(cols, n));
       const size_t blocks = cols / kQuantBlock;
       for (size_t t = 0; t < n; ++t) {
-        QuantizeRowQ8(x + t * cols, cols, q + t * cols, sums + t * blocks,
-                      d + t * blocks);
+        QuantizeRowQ8(x + t * cols, cols, kQuantBlock, q + t * cols,
+                      sums + t * blocks, d + t * blocks);
+      }
+      return;
+    }
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: {
+      auto* base = static_cast<uint8_t*>(prepared);
+      auto* q = reinterpret_cast<int8_t*>(base);
+      auto* sums = reinterpret_cast<int32_t*>(base + QuantSumsOffset(cols, n));
+      auto* d = reinterpret_cast<float*>(base + KScalesOffset(cols, n));
+      auto* bsum = reinterpret_cast<float*>(base + KBlockSumsOffset(cols, n));
+      const size_t blocks = cols / kQuantBlock;
+      for (size_t t = 0; t < n; ++t) {
+        QuantizeRowQ8(x + t * cols, cols, kKSumElems, q + t * cols,
+                      sums + t * (cols / kKSumElems), d + t * blocks);
+      }
+      for (size_t b = 0; b < n * blocks; ++b) {
+        bsum[b] = static_cast<float>(sums[2 * b] + sums[2 * b + 1]);
       }
       return;
     }
@@ -1036,6 +1834,27 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
     if (n <= kFloatTokens) return run(kernel);
     RunWidened(kernel, w8, row_bytes, n, row_begin, row_end, y, ldy);
   };
+  // Quantized weights: the VNNI panels where the CPU has VNNI, else the
+  // portable integer kernel.
+  auto run_quant = [&](auto type) {
+    constexpr DType kType = decltype(type)::value;
+#if HWY_TARGET == HWY_AVX3_DL
+    if (CpuHasAvx512Vnni()) {
+      if constexpr (IsKQuant(kType)) {
+        return RunKPanels<kType>(w8, row_bytes, cols, prepared, n, row_begin,
+                                 row_end, y, ldy);
+      } else {
+        return RunQuantPanels<kType>(w8, row_bytes, cols, prepared, n,
+                                     row_begin, row_end, y, ldy);
+      }
+    }
+#endif
+    if constexpr (IsKQuant(kType)) {
+      return run(KIntKernel<kType>(prepared, cols, n));
+    } else {
+      return run(IntKernel<kType>(prepared, cols, n));
+    }
+  };
   switch (wt) {
     case DType::kF32:
       return run(WidenKernel<float>(static_cast<const float*>(prepared), cols,
@@ -1049,37 +1868,15 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
 #endif
       return run_widened(WidenKernel<hwy::bfloat16_t>(x, cols, cols));
     case DType::kQ8_0:
-#if HWY_TARGET == HWY_AVX3_DL
-      if (CpuHasAvx512Vnni()) {
-        return RunQuantPanels<DType::kQ8_0>(w8, row_bytes, cols, prepared, n,
-                                            row_begin, row_end, y, ldy);
-      }
-#endif
-      return run(IntKernel<DType::kQ8_0>(prepared, cols, n));
+      return run_quant(std::integral_constant<DType, DType::kQ8_0>());
     case DType::kQ4_0:
-#if HWY_TARGET == HWY_AVX3_DL
-      if (CpuHasAvx512Vnni()) {
-        return RunQuantPanels<DType::kQ4_0>(w8, row_bytes, cols, prepared, n,
-                                            row_begin, row_end, y, ldy);
-      }
-#endif
-      return run(IntKernel<DType::kQ4_0>(prepared, cols, n));
-    case DType::kQ4_K:  // INTERIM: decode each row to f32, then dot
+      return run_quant(std::integral_constant<DType, DType::kQ4_0>());
+    case DType::kQ4_K:
+      return run_quant(std::integral_constant<DType, DType::kQ4_K>());
     case DType::kQ5_K:
-    case DType::kQ6_K: {
-      std::vector<float> row(cols);
-      const auto* xf = static_cast<const float*>(prepared);
-      for (size_t r = row_begin; r < row_end; ++r) {
-        DequantizeRow(wt, w8 + r * row_bytes, cols, row.data());
-        for (size_t t = 0; t < n; ++t) {
-          const float* xt = xf + t * FloatRowStride(cols);
-          float sum = 0.0f;
-          for (size_t i = 0; i < cols; ++i) sum += row[i] * xt[i];
-          y[t * ldy + r] = sum;
-        }
-      }
-      return;
-    }
+      return run_quant(std::integral_constant<DType, DType::kQ5_K>());
+    case DType::kQ6_K:
+      return run_quant(std::integral_constant<DType, DType::kQ6_K>());
   }
 }
 
@@ -1099,9 +1896,6 @@ size_t PreparedActivationBytes(DType wt, size_t cols, size_t n) {
   switch (wt) {
     case DType::kF32:
     case DType::kF16:
-    case DType::kQ4_K:  // INTERIM
-    case DType::kQ5_K:
-    case DType::kQ6_K:
       return n * matmul_fast::FloatRowStride(cols) * sizeof(float);
     case DType::kBF16:
       return n * matmul_fast::Bf16RowStride(cols) * sizeof(uint16_t);
@@ -1109,6 +1903,11 @@ size_t PreparedActivationBytes(DType wt, size_t cols, size_t n) {
     case DType::kQ4_0:
       return matmul_fast::QuantScalesOffset(cols, n) +
              n * (cols / kQuantBlock) * sizeof(float);  // after q and sums
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return matmul_fast::KBlockSumsOffset(cols, n) +
+             n * (cols / kQuantBlock) * sizeof(float);
   }
   KV_CHECK_MSG(false, "unknown DType");
 }

@@ -15,7 +15,11 @@
 // 32 rows at a time on the vector lanes. A batch packs 32 rows x 1024 columns
 // of weights into a transposed panel that every token then reads from L1; one
 // to three tokens (decode) read the rows as stored and reduce in registers,
-// with the same results.
+// with the same results. The K-quants (q4_k, q5_k, q6_k) work the same way
+// on blocks of 32 elements (the super-block's sub-block scales and mins are
+// decoded to f32 per block into the panel, or into a small table per tile of
+// rows for decode); without VNNI, a portable kernel decodes one block of 32 per
+// step.
 //
 // Accuracy against MatMul (S = sum_i |W[r,i] x[t,i]|):
 //   f32, f16: f32 products and sums in another order: within the usual
@@ -28,6 +32,19 @@
 //     integer dot products are scaled per block (with VNNI:
 //     acc = fma(float(dot_b), d_w,b * d_b, acc) over the blocks in order), so
 //     |error| <= sum_b (d_b / 2) sum_{i in b} |W[r,i]| + 1e-5 S.
+//   q4_k, q5_k, q6_k: the activations are quantized per block of 32 as for
+//     q8_0 (the same d_b and q), and each block's exact integer dot products
+//     are scaled in f32 by the weights' sub-block scales ws = d * s (rounded
+//     as DequantizeRow rounds them), minus the mins wm = dmin * m (q4_k,
+//     q5_k) times the block's activation sum; so
+//     |error| <= sum_b (d_b / 2) sum_{i in b} |W[r,i]| + 1e-5 (S + M), where
+//     M = sum_i wm(i) |x[t,i]| (wm(i): the min of i's sub-block; M = 0 for
+//     q6_k) bounds the f32 rounding of ws * q, which can exceed |W[r,i]| by
+//     up to wm. (ggml quantizes the activations per super-block of 256,
+//     Q8_K, and combines the sub-blocks in integers: one step per 256
+//     elements, a larger first term. Steps per 32 cost f32 operations per
+//     block; measured, decode stays bound by memory bandwidth and batches
+//     run at about q4_0's speed, so the more accurate form is kept.)
 //
 // Determinism: on one CPU target, y[t][r] is computed by the same operations
 // whatever n, t's place in the batch and the row range, so results do not
@@ -49,8 +66,12 @@ size_t PreparedActivationBytes(DType wt, size_t cols, size_t n);
 // 4 KiB (so that a tile's token rows do not share L1 cache sets); bf16 copies
 // for bf16 weights; for q8_0 and q4_0 weights Q8_0-like int8
 // blocks [n][cols], then the int32 sum of each block's int8 values
-// [n][cols / 32], then the f32 scales [n][cols / 32]. The result does not
-// depend on the CPU target.
+// [n][cols / 32], then the f32 scales [n][cols / 32]; for q4_k, q5_k and
+// q6_k weights the same int8 blocks [n][cols], then the int32 sums of each
+// 16 int8 values [n][cols / 16], the f32 scales [n][cols / 32] and each
+// block's int8 sum as f32 [n][cols / 32] (for all quantized types, what
+// follows the int8 values starts at the next multiple of 64 bytes). The
+// result does not depend on the CPU target.
 // REQUIRES: `prepared` holds PreparedActivationBytes(wt, cols, n) bytes and is
 // 64-byte aligned; cols > 0; cols % DTypeBlockElems(wt) == 0; x is finite.
 void PrepareActivations(DType wt, const float* x, size_t cols, size_t n,

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "hwy/aligned_allocator.h"
@@ -25,8 +26,13 @@ using kvstash::kernels::DequantizeRow;
 using kvstash::kernels::DType;
 using kvstash::kernels::DTypeBlockElems;
 using kvstash::kernels::DTypeName;
+using kvstash::kernels::F16ToF32;
 using kvstash::kernels::F32ToBF16;
+using kvstash::kernels::F32ToF16;
+using kvstash::kernels::IsKQuant;
 using kvstash::kernels::kQuantBlock;
+using kvstash::kernels::KQuantElemAt;
+using kvstash::kernels::kSuperBlock;
 using kvstash::kernels::MatMul;
 using kvstash::kernels::MatMulRows;
 using kvstash::kernels::PrepareActivations;
@@ -41,6 +47,8 @@ using kvstash::kernels::testing::RandomFloats;
 class MatMulFastTest : public hwy::TestWithParamTarget {};
 HWY_TARGET_INSTANTIATE_TEST_SUITE_P(MatMulFastTest);
 
+constexpr DType kKQuants[] = {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+
 // A random [rows][cols] weight matrix of type `t`, and its decoded values.
 struct Weights {
   Weights(DType t, size_t rows, size_t cols, std::mt19937& rng)
@@ -52,9 +60,34 @@ struct Weights {
     for (size_t r = 0; r < rows; ++r) {
       const std::vector<float> row = RandomFloats(rng, cols);
       QuantizeRow(t, row.data(), cols, bytes.data() + r * RowBytes(t, cols));
-      DequantizeRow(t, bytes.data() + r * RowBytes(t, cols), cols,
+    }
+    Decode();
+  }
+  // Weights of the given bytes ([rows][RowBytes(t, cols)]).
+  Weights(DType t, size_t rows, size_t cols, std::vector<uint8_t> raw)
+      : type(t),
+        rows(rows),
+        cols(cols),
+        bytes(std::move(raw)),
+        values(rows * cols) {
+    Decode();
+  }
+  void Decode() {
+    for (size_t r = 0; r < rows; ++r) {
+      DequantizeRow(type, bytes.data() + r * RowBytes(type, cols), cols,
                     values.data() + r * cols);
     }
+  }
+  // The min dmin * m_j of element i of row r (0 but for Q4_K and Q5_K).
+  double Min(size_t r, size_t i) const {
+    if (type != DType::kQ4_K && type != DType::kQ5_K) return 0;
+    const size_t block_bytes = RowBytes(type, kSuperBlock);
+    const uint8_t* block =
+        bytes.data() + r * RowBytes(type, cols) + i / kSuperBlock * block_bytes;
+    uint16_t dmin;
+    std::memcpy(&dmin, block + 2, sizeof(dmin));
+    return std::fabs(F16ToF32(dmin)) *
+           KQuantElemAt(type, block, static_cast<int>(i % kSuperBlock)).sub_min;
   }
   DType type;
   size_t rows;
@@ -84,9 +117,18 @@ double Tolerance(const Weights& w, const float* xt, size_t r) {
     case DType::kBF16:
       return (0x1p-8 + 1e-5) * sum_abs;
     case DType::kQ8_0:
-    case DType::kQ4_0: {
+    case DType::kQ4_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: {
       // Rounding x to the step d_b moves each element by at most d_b / 2.
+      // Q4_K / Q5_K: the f32 rounding of scale * q, as large as min + |W|,
+      // counts too.
       double quant = 0;
+      double mins = 0;
+      for (size_t i = 0; i < w.cols; ++i) {
+        mins += w.Min(r, i) * std::fabs(xt[i]);
+      }
       for (size_t b = 0; b < w.cols / kQuantBlock; ++b) {
         double amax = 0;
         double w_abs = 0;
@@ -96,7 +138,7 @@ double Tolerance(const Weights& w, const float* xt, size_t r) {
         }
         quant += amax / 127 / 2 * w_abs;
       }
-      return 1.001 * quant + 1e-5 * (sum_abs + quant);
+      return 1.001 * quant + 1e-5 * (sum_abs + quant + mins);
     }
   }
   return 0;
@@ -104,13 +146,21 @@ double Tolerance(const Weights& w, const float* xt, size_t r) {
 
 std::vector<size_t> ColsFor(DType t) {
   if (DTypeBlockElems(t) == 1) return {1, 15, 16, 17, 33, 64, 100, 257};
+  if (IsKQuant(t)) return {256, 512, 2304};
   return {32, 64, 96, 160, 320};
 }
 
-// Checks MatMulRows over all rows against MatMul for one shape.
-void ExpectMatchesReference(DType t, size_t rows, size_t cols, size_t n,
-                            std::mt19937& rng) {
-  const Weights w(t, rows, cols, rng);
+// Columns of whole blocks of type t: `quant` for Q8_0 / Q4_0, a multiple of
+// 256 for the K-quants.
+size_t Cols(DType t, size_t floats, size_t quant, size_t k_quant) {
+  if (DTypeBlockElems(t) == 1) return floats;
+  return IsKQuant(t) ? k_quant : quant;
+}
+
+// Checks MatMulRows over all rows of w against MatMul for n random tokens.
+void ExpectMatchesReference(const Weights& w, size_t n, std::mt19937& rng) {
+  const DType t = w.type;
+  const size_t rows = w.rows, cols = w.cols;
   const std::vector<float> x = RandomFloats(rng, n * cols);
   std::vector<float> want(n * rows);
   MatMul(t, w.bytes.data(), rows, cols, x.data(), n, want.data());
@@ -126,6 +176,11 @@ void ExpectMatchesReference(DType t, size_t rows, size_t cols, size_t n,
           << " token " << tok << " row " << r;
     }
   }
+}
+
+void ExpectMatchesReference(DType t, size_t rows, size_t cols, size_t n,
+                            std::mt19937& rng) {
+  ExpectMatchesReference(Weights(t, rows, cols, rng), n, rng);
 }
 
 TEST_P(MatMulFastTest, MatchesScalarReferenceForEveryType) {
@@ -144,9 +199,76 @@ TEST_P(MatMulFastTest, MatchesScalarReferenceForEveryType) {
 TEST_P(MatMulFastTest, MatchesScalarReferenceForEveryBatchSize) {
   std::mt19937 rng(22);
   for (DType t : kAllDTypes) {
-    const size_t cols = DTypeBlockElems(t) == 1 ? 71 : 96;
-    for (size_t n = 1; n <= 17; ++n)
+    const size_t cols = Cols(t, 71, 96, 256);
+    for (size_t n = 1; n <= 20; ++n)
       ExpectMatchesReference(t, 11, cols, n, rng);
+  }
+}
+
+// K-quants: decode (1-3 tokens) and batches, row counts around the tiles
+// (8 rows for decode, 32 for a batch), several super-blocks per row.
+TEST_P(MatMulFastTest, KQuantsMatchScalarReference) {
+  std::mt19937 rng(27);
+  for (DType t : kKQuants) {
+    for (size_t cols : {256, 512, 2304}) {
+      for (size_t rows : {1, 7, 9, 33, 40}) {
+        const Weights w(t, rows, cols, rng);
+        for (size_t n : {1, 2, 3, 4, 6, 7, 13, 20}) {
+          ExpectMatchesReference(w, n, rng);
+        }
+      }
+    }
+  }
+}
+
+// K-quant rows of random bytes (any quants, scales and mins, with finite
+// f16 factors), and of the largest quants and scales against activations of
+// equal magnitude, where the integer sums are largest.
+TEST_P(MatMulFastTest, KQuantsOfAnyBitsMatchScalarReference) {
+  std::mt19937 rng(28);
+  for (DType t : kKQuants) {
+    constexpr size_t kRows = 37, kCols = 512;
+    const size_t block_bytes = RowBytes(t, kSuperBlock);
+    // Offsets of the f16 factors in a super-block (d, dmin; d for Q6_K).
+    const std::vector<size_t> halves =
+        t == DType::kQ6_K ? std::vector<size_t>{block_bytes - 2}
+                          : std::vector<size_t>{0, 2};
+    for (int fill : {-1, 0x80, 0xFF}) {
+      std::vector<uint8_t> raw(kRows * RowBytes(t, kCols));
+      std::uniform_int_distribution<int> byte(0, 255);
+      for (uint8_t& b : raw) {
+        b = static_cast<uint8_t>(fill < 0 ? byte(rng) : fill);
+      }
+      for (size_t block = 0; block < raw.size() / block_bytes; ++block) {
+        for (size_t h : halves) {
+          const float f =
+              fill < 0 ? RandomFloats(rng, 1, -0.01f, 0.01f)[0] : 1.0f / 1024;
+          const uint16_t bits = F32ToF16(f);
+          std::memcpy(raw.data() + block * block_bytes + h, &bits, 2);
+        }
+      }
+      const Weights w(t, kRows, kCols, std::move(raw));
+      for (size_t n : {1, 3, 5}) {
+        SCOPED_TRACE(testing::Message() << "fill " << fill << " n " << n);
+        if (fill < 0) {
+          ExpectMatchesReference(w, n, rng);
+          continue;
+        }
+        // x = +-1 everywhere: every activation quantizes to +-127.
+        std::vector<float> x(n * kCols, fill == 0x80 ? -1.0f : 1.0f);
+        std::vector<float> want(n * kRows);
+        MatMul(t, w.bytes.data(), kRows, kCols, x.data(), n, want.data());
+        const auto prepared = Prepare(t, x.data(), kCols, n);
+        std::vector<float> got(n * kRows);
+        MatMulRows(t, w.bytes.data(), kCols, x.data(), prepared.get(), n, 0,
+                   kRows, got.data(), kRows);
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_NEAR(got[i], want[i],
+                      Tolerance(w, x.data() + i / kRows * kCols, i % kRows))
+              << DTypeName(t) << " element " << i;
+        }
+      }
+    }
   }
 }
 
@@ -155,9 +277,8 @@ TEST_P(MatMulFastTest, MatchesScalarReferenceForEveryBatchSize) {
 TEST_P(MatMulFastTest, MatchesScalarReferenceForLargeShapes) {
   std::mt19937 rng(23);
   for (DType t : kAllDTypes) {
-    const size_t quant = DTypeBlockElems(t) != 1;
-    ExpectMatchesReference(t, 70, quant ? 4128 : 4100, 9, rng);
-    ExpectMatchesReference(t, 6, quant ? 64 : 40, 200, rng);
+    ExpectMatchesReference(t, 70, Cols(t, 4100, 4128, 4352), 9, rng);
+    ExpectMatchesReference(t, 6, Cols(t, 40, 64, 256), 200, rng);
   }
 }
 
@@ -208,20 +329,22 @@ void ExpectInvariant(DType t, size_t rows, size_t cols, std::mt19937& rng) {
 }
 
 // Shapes: a small one, and one with several 32-row panels, a partial one and
-// more than one 1024-column chunk with an odd number of blocks.
+// more than one 1024-column chunk with an odd number of blocks (of
+// super-blocks for the K-quants).
 TEST_P(MatMulFastTest, ResultsDoNotDependOnRowRangeOrBatch) {
   std::mt19937 rng(24);
   for (DType t : kAllDTypes) {
-    const bool quant = DTypeBlockElems(t) != 1;
-    ExpectInvariant(t, 19, quant ? 96 : 47, rng);
-    ExpectInvariant(t, 77, quant ? 33 * kQuantBlock : 1100, rng);
+    ExpectInvariant(t, 19, Cols(t, 47, 96, 256), rng);
+    ExpectInvariant(t, 77, Cols(t, 1100, 33 * kQuantBlock, 5 * kSuperBlock),
+                    rng);
+    if (IsKQuant(t)) ExpectInvariant(t, 21, 9 * kSuperBlock, rng);
   }
 }
 
 TEST_P(MatMulFastTest, EmptyCallsWriteNothing) {
   std::mt19937 rng(26);
   for (DType t : kAllDTypes) {
-    const size_t cols = DTypeBlockElems(t) == 1 ? 5 : 32;
+    const size_t cols = Cols(t, 5, 32, 256);
     const Weights w(t, 3, cols, rng);
     const std::vector<float> x = RandomFloats(rng, cols);
     const auto prepared = Prepare(t, x.data(), cols, 1);
@@ -283,6 +406,42 @@ TEST_P(MatMulFastTest, PreparedActivationsFollowTheirDefinition) {
         want_sum += q[e];
       }
       ASSERT_EQ(sums[b], want_sum) << "block " << b;
+    }
+  }
+  // K-quants: the same int8 blocks and scales, with sums of each 16 int8
+  // values and f32 block sums: q [n][cols], sums [n][cols / 16],
+  // d [n][cols / 32], block sums [n][cols / 32].
+  for (DType t : kKQuants) {
+    constexpr size_t kCols = 512;
+    constexpr size_t kBlocks = kCols / kQuantBlock;
+    std::vector<float> x = RandomFloats(rng, kTokens * kCols, -3.0f, 3.0f);
+    std::fill_n(x.begin() + kQuantBlock, kQuantBlock, 0.0f);  // d = 0
+    const auto got = Prepare(t, x.data(), kCols, kTokens);
+    const size_t bytes = PreparedActivationBytes(t, kCols, kTokens);
+    const auto* q = reinterpret_cast<const int8_t*>(got.get());
+    const auto* block_sums = reinterpret_cast<const float*>(
+        got.get() + bytes - kTokens * kBlocks * sizeof(float));
+    const float* d = block_sums - kTokens * kBlocks;
+    const auto* sums =
+        reinterpret_cast<const int32_t*>(d) - kTokens * kCols / 16;
+    for (size_t b = 0; b < kTokens * kBlocks; ++b) {
+      float amax = 0;
+      for (size_t i = 0; i < kQuantBlock; ++i) {
+        amax = std::max(amax, std::fabs(x[b * kQuantBlock + i]));
+      }
+      ASSERT_EQ(d[b], amax / 127.0f) << DTypeName(t) << " block " << b;
+      const float inv = amax != 0 ? 1.0f / (amax / 127.0f) : 0.0f;
+      int32_t want_sum[2] = {0, 0};
+      for (size_t i = 0; i < kQuantBlock; ++i) {
+        const size_t e = b * kQuantBlock + i;
+        ASSERT_EQ(q[e], static_cast<int8_t>(std::nearbyint(x[e] * inv)))
+            << DTypeName(t) << " element " << e;
+        want_sum[i / 16] += q[e];
+      }
+      ASSERT_EQ(sums[2 * b], want_sum[0]) << DTypeName(t) << " block " << b;
+      ASSERT_EQ(sums[2 * b + 1], want_sum[1]) << DTypeName(t) << " block " << b;
+      ASSERT_EQ(block_sums[b], static_cast<float>(want_sum[0] + want_sum[1]))
+          << DTypeName(t) << " block " << b;
     }
   }
 }
