@@ -49,15 +49,16 @@ using kernels::DType;
 constexpr double kRefTol = 1e-4;          // vs the reference, relative
 constexpr double kConsistencyTol = 1e-5;  // batched vs incremental, relative
 // Vs the reference for models with K-quant weights, relative. Their kernels
-// may quantize the activations (int8 per block of 32, as for q8_0), which
-// the reference does not model for them: that moves these dim-256 logits by
-// 1.5-3e-2, and cannot be modelled to 1e-4 here because one activation a
-// rounding step away (a 1e-6 relative difference between the engine's f32
-// and the reference's double) moves them by ~1e-2 already. The weights'
-// arithmetic is pinned by kernels/matmul_fast_test.cc; what this checks is
-// that the model runs in its types (the bound tensors, per-type activation
-// buffers, mixed types), whose faults move logits by O(1).
-constexpr double kKQuantRefTol = 0.1;
+// quantize the activations (int8 per block of 32, as for q8_0), which
+// AsSeenBy models; but at these dim-256 shapes one activation a rounding step
+// away (a 1e-6 relative difference between the engine's f32 and the
+// reference's double) moves the logits by ~1e-2: the uniform K-quant models
+// land within 1e-4, the Q4_K_M mixture at up to 1.5e-2. The weights'
+// arithmetic is pinned to 1e-5 by kernels/matmul_fast_test.cc; what this
+// checks is that the model runs in its types (the bound tensors, per-type
+// activation buffers, mixed types), whose faults move logits by O(1)
+// (TransformerRefSensitivityTest.WrongKQuantDecodingMissesByFar).
+constexpr double kKQuantRefTol = 3e-2;
 constexpr int kPromptLen = 11;  // crosses MatMul's 8-token block
 constexpr int kKvCapacity = 16;
 
@@ -396,10 +397,12 @@ using Vec = std::vector<double>;
 
 // x as the matmul kernels see it for weights of type `t`: q8_0 and q4_0
 // weights meet activations quantized per block of 32 (kernels/matmul_fast.h:
-// d = max|x| / 127 in f32, q = round-half-even(x / d)). K-quant weights are
-// taken as meeting f32 activations (see kKQuantRefTol).
+// d = max|x| / 127 in f32, q = round-half-even(x / d)), and so do K-quant
+// weights (see kKQuantRefTol).
 Vec AsSeenBy(DType t, const Vec& x) {
-  if (t != DType::kQ8_0 && t != DType::kQ4_0) return x;
+  if (t != DType::kQ8_0 && t != DType::kQ4_0 && !kernels::IsKQuant(t)) {
+    return x;
+  }
   Vec out(x.size());
   for (size_t b = 0; b < x.size(); b += 32) {
     float amax = 0.0f;
