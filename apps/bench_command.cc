@@ -77,32 +77,35 @@ int RunBench(const BenchCommandOptions& options) {
                 {"compress_seconds", SpreadJson(r->compress_seconds)},
                 {"compress_over_fill", SpreadJson(r->compress_over_fill)}};
     }
-    PrintJson({{"model", options.model.model_path},
-               {"weight_type", kernels::DTypeName(r->weight_type)},
-               {"kv_type", kv_name},
-               {"kv_type_k", kernels::KvTypeName(o.kv_format.k)},
-               {"kv_type_v", kernels::KvTypeName(o.kv_format.v)},
-               {"kv_bytes_per_position", r->kv_bytes_per_position},
-               {"threads", pool->NumWorkers()},
-               {"prompt_tokens", o.prompt_tokens},
-               {"gen_tokens", o.gen_tokens},
-               {"depth", o.depth},
-               {"repeat", o.repeat},
-               {"prefill_tokens_per_s", SpreadJson(r->prefill_tokens_per_s)},
-               {"decode_tokens_per_s", SpreadJson(r->decode_tokens_per_s)},
-               {"decode_bytes_per_token",
-                r->weight_bytes_per_token + r->kv_bytes_per_token},
-               {"read_bandwidth_gb_s", r->read_bandwidth / 1e9},
-               {"decode_bandwidth_ratio", r->decode_bandwidth_ratio},
-               {"prefill_flop_per_token", r->prefill_flop_per_token},
-               {"peak_gops", r->peak.ops_per_s / 1e9},
-               {"peak_instruction", r->peak.instruction},
-               {"prefill_peak_ratio", r->prefill_peak_ratio},
-               {"file_bytes", (*model)->file_bytes()},
-               {"kv_cache_bytes", r->kv_cache_bytes},
-               {"rss_bytes", rss},
-               {"baseline", baseline},
-               {"compression", policy}});
+    PrintJson(
+        {{"model", options.model.model_path},
+         {"weight_type", kernels::DTypeName(r->weight_type)},
+         {"kv_type", kv_name},
+         {"kv_type_k", kernels::KvTypeName(o.kv_format.k)},
+         {"kv_type_v", kernels::KvTypeName(o.kv_format.v)},
+         {"kv_bytes_per_position", r->kv_bytes_per_position},
+         {"threads", pool->NumWorkers()},
+         {"prompt_tokens", o.prompt_tokens},
+         {"gen_tokens", o.gen_tokens},
+         {"depth", o.depth},
+         {"repeat", o.repeat},
+         {"prefill_tokens_per_s", SpreadJson(r->prefill_tokens_per_s)},
+         {"decode_tokens_per_s", SpreadJson(r->decode_tokens_per_s)},
+         {"decode_bytes_per_token",
+          r->weight_bytes_per_token + r->kv_bytes_per_token},
+         {"read_bandwidth_gb_s", SpreadJson({r->read_bandwidth.median / 1e9,
+                                             r->read_bandwidth.min / 1e9,
+                                             r->read_bandwidth.max / 1e9})},
+         {"decode_over_probe", SpreadJson(r->decode_over_probe)},
+         {"prefill_flop_per_token", r->prefill_flop_per_token},
+         {"peak_gops", r->peak.ops_per_s / 1e9},
+         {"peak_instruction", r->peak.instruction},
+         {"prefill_peak_ratio", r->prefill_peak_ratio},
+         {"file_bytes", (*model)->file_bytes()},
+         {"kv_cache_bytes", r->kv_cache_bytes},
+         {"rss_bytes", rss},
+         {"baseline", baseline},
+         {"compression", policy}});
     return 0;
   }
   std::printf(
@@ -110,8 +113,9 @@ int RunBench(const BenchCommandOptions& options) {
       "prefill pp%d at depth %d: %.1f tok/s (min %.1f, max %.1f)  %.1f "
       "GFLOP/s = %.2f of "
       "%s peak %.1f GOP/s\n"
-      "decode  tg%d at depth %d: %.2f tok/s (min %.2f, max %.2f)  %.2f GB/s "
-      "= %.2f of read bandwidth %.2f GB/s\n"
+      "decode  tg%d at depth %d: %.2f tok/s (min %.2f, max %.2f)  %.2f GB/s; "
+      "over the read bandwidth probed around each run (%.1f GB/s, min %.1f, "
+      "max %.1f): %.2f (min %.2f, max %.2f)\n"
       "memory: RSS %s, file %s, KV cache %s\n",
       options.model.model_path.c_str(),
       std::string(kernels::DTypeName(r->weight_type)).c_str(), kv_name.c_str(),
@@ -125,7 +129,9 @@ int RunBench(const BenchCommandOptions& options) {
       r->decode_tokens_per_s.max,
       r->decode_tokens_per_s.median *
           (r->weight_bytes_per_token + r->kv_bytes_per_token) / 1e9,
-      r->decode_bandwidth_ratio, r->read_bandwidth / 1e9,
+      r->read_bandwidth.median / 1e9, r->read_bandwidth.min / 1e9,
+      r->read_bandwidth.max / 1e9, r->decode_over_probe.median,
+      r->decode_over_probe.min, r->decode_over_probe.max,
       HumanBytes(rss).c_str(), HumanBytes((*model)->file_bytes()).c_str(),
       HumanBytes(uint64_t(r->kv_cache_bytes)).c_str());
   if (o.baseline) {

@@ -23,6 +23,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Passes of the read-bandwidth probe before and after each decode run.
+constexpr int kProbePasses = 3;
+
 double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -90,7 +93,7 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
   r.weight_bytes_per_token = WeightBytesPerToken(model, &r.weight_type);
   progress("probe: memory read bandwidth (" +
            std::to_string(pool.NumWorkers()) + " threads)");
-  r.read_bandwidth = MeasureReadBandwidth(pool, o.probe_bytes, 5);
+  ReadBandwidthProbe probe(pool, o.probe_bytes);
   progress("probe: compute peak");
   r.peak = MeasureComputePeak(pool, r.weight_type, 3);
 
@@ -120,7 +123,8 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
   // positions); appends tokens/s to `pp` and `tg`.
   auto measure = [&](LocalKvCache& cache, const std::string& what,
                      KvCompressor* compressor, std::vector<double>* pp,
-                     std::vector<double>* tg) -> Status {
+                     std::vector<double>* tg,
+                     std::vector<double>* probes) -> Status {
     cache.Clear();
     if (compressor != nullptr) compressor->Reset();
     QueryObserver* observer =
@@ -154,6 +158,8 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
     progress(what + "decode: " + std::to_string(o.gen_tokens) +
              " tokens at depth " + std::to_string(o.depth));
     int32_t next = prompt[0];
+    const double probe_before =
+        probes != nullptr ? probe.Measure(kProbePasses) : 0;
     start = Clock::now();
     for (int i = 0; i < o.gen_tokens; ++i) {
       KV_RETURN_IF_ERROR(transformer.Forward({&next, 1}, o.depth + i, cache,
@@ -163,9 +169,12 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
     }
     tg->push_back(o.gen_tokens /
                   std::chrono::duration<double>(Clock::now() - start).count());
+    if (probes != nullptr) {
+      probes->push_back((probe_before + probe.Measure(kProbePasses)) / 2);
+    }
     return Status::OK();
   };
-  std::vector<double> prefill, decode, base_prefill, base_decode;
+  std::vector<double> prefill, decode, base_prefill, base_decode, probes;
   for (int run = 0; run < o.repeat; ++run) {
     const std::string of = "run " + std::to_string(run + 1) + "/" +
                            std::to_string(o.repeat) + ", ";
@@ -174,13 +183,13 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
     if (base_kv) {
       KV_RETURN_IF_ERROR(
           measure(*base_kv, of + kernels::KvFormatName(*baseline) + " KV, ",
-                  nullptr, &base_prefill, &base_decode));
+                  nullptr, &base_prefill, &base_decode, nullptr));
     }
     KV_RETURN_IF_ERROR(
         measure(kv,
                 of + kernels::KvFormatName(o.kv_format) +
                     (o.compressor != nullptr ? " KV compressed, " : " KV, "),
-                o.compressor, &prefill, &decode));
+                o.compressor, &prefill, &decode, &probes));
   }
   if (base_kv) {
     r.baseline_prefill_tokens_per_s = SpreadOf(base_prefill);
@@ -213,9 +222,14 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
   r.prefill_flop_per_token =
       2 * MatrixParams(model) +
       4.0 * c.n_heads * c.head_dim * mean_ctx * c.n_layers;
-  r.decode_bandwidth_ratio = r.decode_tokens_per_s.median *
-                             (r.weight_bytes_per_token + r.kv_bytes_per_token) /
-                             r.read_bandwidth;
+  std::vector<double> decode_over_probe;
+  for (int run = 0; run < o.repeat; ++run) {
+    decode_over_probe.push_back(
+        decode[run] * (r.weight_bytes_per_token + r.kv_bytes_per_token) /
+        probes[run]);
+  }
+  r.read_bandwidth = SpreadOf(probes);
+  r.decode_over_probe = SpreadOf(decode_over_probe);
   r.prefill_peak_ratio = r.prefill_tokens_per_s.median *
                          r.prefill_flop_per_token / r.peak.ops_per_s;
   return r;

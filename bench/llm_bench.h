@@ -3,7 +3,8 @@
 // measured in the same run, so that the report holds ratios that mean
 // something on a shared machine:
 //   decode:  bytes streamed per second (every weight matrix once per token,
-//            plus the K/V read by attention) over the read-bandwidth probe;
+//            plus the K/V read by attention) over the read-bandwidth probe
+//            measured right before and after each decode run;
 //   prefill: FLOP per second (2 per weight per token, plus attention) over the
 //            compute peak of the instruction family the weights use;
 //   and, with a baseline KV type, the candidate's speed over the baseline's
@@ -64,15 +65,17 @@ struct LlmBenchResult {
   double kv_bytes_per_position = 0;   // K/V stored per position, all layers
   double kv_cache_bytes = 0;          // the cache the run allocated
   double prefill_flop_per_token = 0;  // mean over the prompt
-  double read_bandwidth = 0;          // probe, bytes/s
-  ComputePeak peak;                   // probe
+  // The read-bandwidth probe of each run, bytes/s: the mean of its
+  // measurements right before and right after the run's decode.
+  Spread read_bandwidth;
+  ComputePeak peak;  // probe
   // With LlmBenchOptions::baseline: its figures, and candidate / baseline
   // per run (median and min-max of the runs' ratios).
   Spread baseline_prefill_tokens_per_s, baseline_decode_tokens_per_s;
   Spread prefill_over_baseline, decode_over_baseline;
   kernels::DType weight_type = kernels::DType::kF32;  // of most weight bytes
-  // decode bytes/s (median) / read_bandwidth
-  double decode_bandwidth_ratio = 0;
+  // Decode bytes/s over the run's own probe, run by run.
+  Spread decode_over_probe;
   // prefill FLOP/s (median) / peak.ops_per_s
   double prefill_peak_ratio = 0;
   // With a compressor: the depth fill's prefill time, the compression step's

@@ -10,6 +10,8 @@
 #include <memory>
 #include <vector>
 
+#include "base/check.h"
+
 namespace kvstash::bench {
 namespace {
 
@@ -189,34 +191,46 @@ PeakLoop PeakLoopFor(kernels::DType t) {
 
 }  // namespace
 
-double MeasureReadBandwidth(ThreadPool& pool, size_t bytes, int repeats) {
+ReadBandwidthProbe::ReadBandwidthProbe(ThreadPool& pool, size_t bytes)
+    : pool_(pool), sums_(pool.NumWorkers()) {
   bytes = std::max<size_t>(bytes / 4096 * 4096, 4096 * pool.NumWorkers());
-  auto* words = static_cast<uint64_t*>(std::aligned_alloc(4096, bytes));
-  std::unique_ptr<uint64_t, decltype(&std::free)> owner(words, &std::free);
-  const size_t n_words = bytes / 8;
+  words_ = static_cast<uint64_t*>(std::aligned_alloc(4096, bytes));
+  KV_CHECK(words_ != nullptr);
+  n_words_ = bytes / 8;
   const size_t workers = pool.NumWorkers();
   // Fault the pages in on the workers that will read them.
   pool.ParallelFor(workers, [&](size_t task, size_t) {
-    const size_t lo = n_words * task / workers / 512 * 512;
-    const size_t hi = n_words * (task + 1) / workers / 512 * 512;
-    std::memset(words + lo, 1, (hi - lo) * 8);
+    const size_t lo = n_words_ * task / workers / 512 * 512;
+    const size_t hi = n_words_ * (task + 1) / workers / 512 * 512;
+    std::memset(words_ + lo, 1, (hi - lo) * 8);
   });
+}
+
+ReadBandwidthProbe::~ReadBandwidthProbe() {
+  volatile uint64_t sink = sums_[0];
+  (void)sink;
+  std::free(words_);
+}
+
+double ReadBandwidthProbe::Measure(int repeats) {
+  const size_t workers = pool_.NumWorkers();
   std::vector<double> rates;
-  std::vector<uint64_t> sums(workers);
   for (int r = 0; r < std::max(1, repeats); ++r) {
     const auto start = Clock::now();
-    pool.ParallelFor(workers, [&](size_t task, size_t) {
-      const size_t lo = n_words * task / workers / 512 * 512;
-      const size_t hi = n_words * (task + 1) / workers / 512 * 512;
-      sums[task] += SumWords(words + lo, hi - lo);
+    pool_.ParallelFor(workers, [&](size_t task, size_t) {
+      const size_t lo = n_words_ * task / workers / 512 * 512;
+      const size_t hi = n_words_ * (task + 1) / workers / 512 * 512;
+      sums_[task] += SumWords(words_ + lo, hi - lo);
     });
     const double s =
         std::chrono::duration<double>(Clock::now() - start).count();
-    rates.push_back((n_words / 512 * 512) * 8.0 / s);
+    rates.push_back((n_words_ / 512 * 512) * 8.0 / s);
   }
-  volatile uint64_t sink = sums[0];
-  (void)sink;
   return Median(rates);
+}
+
+double MeasureReadBandwidth(ThreadPool& pool, size_t bytes, int repeats) {
+  return ReadBandwidthProbe(pool, bytes).Measure(repeats);
 }
 
 ComputePeak MeasureComputePeak(ThreadPool& pool, kernels::DType t,

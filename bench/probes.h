@@ -10,15 +10,38 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/thread_pool.h"
 #include "kernels/dtype.h"
 
 namespace kvstash::bench {
 
-// Bytes per second of reading `bytes` (rounded down to 4 KiB) split across
-// the pool's workers: the median of `repeats` passes.
+// The read-bandwidth probe with its buffer kept, so that a benchmark can
+// measure it right before and after each timed run (the bandwidth a shared
+// machine gives moves by 1.5x within minutes) without faulting the buffer in
+// again: `bytes` (rounded down to 4 KiB) split across the pool's workers,
+// each worker reading the slice it faulted in.
+class ReadBandwidthProbe {
+ public:
+  ReadBandwidthProbe(ThreadPool& pool, size_t bytes);
+  ~ReadBandwidthProbe();
+  ReadBandwidthProbe(const ReadBandwidthProbe&) = delete;
+  ReadBandwidthProbe& operator=(const ReadBandwidthProbe&) = delete;
+
+  // Bytes per second: the median of `repeats` passes.
+  double Measure(int repeats);
+
+ private:
+  ThreadPool& pool_;
+  size_t n_words_;
+  uint64_t* words_;
+  std::vector<uint64_t> sums_;  // per worker, so that no pass is elided
+};
+
+// A ReadBandwidthProbe made, measured once and freed.
 double MeasureReadBandwidth(ThreadPool& pool, size_t bytes, int repeats);
 
 struct ComputePeak {
