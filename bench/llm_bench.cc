@@ -92,7 +92,8 @@ Result<LlmBenchResult> RunLlmBench(const Model& model, ThreadPool& pool,
   LlmBenchResult r;
   r.weight_bytes_per_token = WeightBytesPerToken(model, &r.weight_type);
   progress("probe: memory read bandwidth (" +
-           std::to_string(pool.NumWorkers()) + " threads)");
+           std::to_string(pool.NumWorkers()) +
+           " threads), measured before and after each decode run");
   ReadBandwidthProbe probe(pool, o.probe_bytes);
   progress("probe: compute peak");
   r.peak = MeasureComputePeak(pool, r.weight_type, 3);
