@@ -10,6 +10,8 @@
 
 #include "apps/app_util.h"
 #include "apps/commands.h"
+#include "model/model.h"
+#include "model/weight_mix.h"
 
 namespace kvstash::apps {
 namespace {
@@ -17,6 +19,14 @@ namespace {
 struct InfoCommandOptions {
   ModelOptions model;
 };
+
+// "file type: Q4_K - Medium (15)\n" from general.file_type; "" without it.
+std::string FileTypeLine(const Model& model) {
+  if (!model.file_type()) return "";
+  const std::string_view name = GgufFileTypeName(*model.file_type());
+  return "file type: " + std::string(name.empty() ? "unknown" : name) + " (" +
+         std::to_string(*model.file_type()) + ")\n";
+}
 
 int RunInfo(const InfoCommandOptions& options) {
   Result<std::unique_ptr<Model>> loaded = LoadModel(options.model);
@@ -46,7 +56,7 @@ int RunInfo(const InfoCommandOptions& options) {
             << HumanBytes(model.file_bytes()) << ", "
             << (model.format() == ModelFormat::kGguf ? "GGUF" : "llama2.c")
             << ")\n"
-            << model.config().ToString()
+            << model.config().ToString() << FileTypeLine(model)
             << "tokenizer: " << model.tokenizer().vocab_size()
             << " tokens, bos " << model.tokenizer().bos() << ", eos "
             << model.tokenizer().eos() << "\n"

@@ -8,7 +8,9 @@
 //            of matvecs (the machine may be shared: the ratio of each run to
 //            its probe is the figure to compare).
 //   prefill: 512 tokens against the same W (hot), reported as GFLOP/s
-//            (2 * rows * cols * tokens per matmul).
+//            (2 * rows * cols * tokens per matmul), next to the compute
+//            peak of the type's instruction family (bench/probes.h)
+//            measured before each run.
 //   pool:    latency of an empty ParallelFor.
 // Each figure is the median and min-max over --runs runs; each run is the
 // median of --reps operations. Activations are prepared (PrepareActivations)
@@ -101,31 +103,6 @@ double Median(std::vector<double> v) {
   return v.size() % 2 != 0 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
-// Runs `op` opts.runs x opts.reps times; returns per-run medians of
-// value(seconds of one op). before_run() is called before each run.
-template <typename Op, typename Value, typename BeforeRun>
-std::vector<double> Measure(const Options& opts, const Op& op,
-                            const Value& value, const BeforeRun& before_run) {
-  std::vector<double> runs;
-  for (size_t run = 0; run < opts.runs; ++run) {
-    before_run();
-    std::vector<double> reps;
-    for (size_t rep = 0; rep < opts.reps; ++rep) {
-      const auto start = std::chrono::steady_clock::now();
-      op();
-      reps.push_back(value(Seconds(std::chrono::steady_clock::now() - start)));
-    }
-    runs.push_back(Median(reps));
-  }
-  return runs;
-}
-
-template <typename Op, typename Value>
-std::vector<double> Measure(const Options& opts, const Op& op,
-                            const Value& value) {
-  return Measure(opts, op, value, [] {});
-}
-
 // "median  (min-max)" of v, with `digits` decimals, the median `width`
 // characters wide.
 std::string Spread(const std::vector<double>& v, int width, int digits) {
@@ -142,6 +119,33 @@ void Print(const char* what, DType t, size_t threads, const char* unit,
               std::string(kernels::DTypeName(t)).c_str(), threads, unit,
               Spread(runs, 8, 1).c_str(), extra);
   std::fflush(stdout);
+}
+
+// Runs `op` opts.runs x opts.reps times, reading probe() before each run;
+// prints the per-run medians of value(seconds of one op), the probe's
+// readings (in probe_unit) and each run's value over its own reading.
+template <typename Op, typename Value, typename Probe>
+void MeasureAgainstProbe(const Options& opts, const char* what, DType t,
+                         size_t threads, const char* unit, const Op& op,
+                         const Value& value, const char* probe_name,
+                         const char* probe_unit, const Probe& probe) {
+  std::vector<double> runs, probes, ratios;
+  for (size_t run = 0; run < opts.runs; ++run) {
+    probes.push_back(probe());
+    std::vector<double> reps;
+    for (size_t rep = 0; rep < opts.reps; ++rep) {
+      const auto start = std::chrono::steady_clock::now();
+      op();
+      reps.push_back(value(Seconds(std::chrono::steady_clock::now() - start)));
+    }
+    runs.push_back(Median(reps));
+    ratios.push_back(runs.back() / probes.back());
+  }
+  char extra[160];
+  std::snprintf(extra, sizeof(extra), "   %s %s %s   ratio %s", probe_name,
+                Spread(probes, 0, 1).c_str(), probe_unit,
+                Spread(ratios, 0, 2).c_str());
+  Print(what, t, threads, unit, runs, extra);
 }
 
 // y = W x for n tokens, rows split into chunks over the pool.
@@ -192,19 +196,12 @@ void BenchType(const Options& opts, DType t,
                      prepared.get(), y.data());
       copy = (copy + 1) % copies;
     };
-    std::vector<double> probe;
-    const std::vector<double> runs = Measure(
-        opts, matvec, [&](double s) { return w_bytes / s / 1e9; },
+    MeasureAgainstProbe(
+        opts, "matvec", t, pool->NumWorkers(), "GB/s", matvec,
+        [&](double s) { return w_bytes / s / 1e9; }, "read probe", "GB/s",
         [&] {
-          probe.push_back(bench::MeasureReadBandwidth(*pool, kProbeBytes, 3) /
-                          1e9);
+          return bench::MeasureReadBandwidth(*pool, kProbeBytes, 3) / 1e9;
         });
-    std::vector<double> ratio(runs.size());
-    for (size_t i = 0; i < runs.size(); ++i) ratio[i] = runs[i] / probe[i];
-    char extra[160];
-    std::snprintf(extra, sizeof(extra), "   read probe %s GB/s   ratio %s",
-                  Spread(probe, 0, 1).c_str(), Spread(ratio, 0, 2).c_str());
-    Print("matvec", t, pool->NumWorkers(), "GB/s", runs, extra);
   }
   Options prefill_opts = opts;
   prefill_opts.reps = std::max<size_t>(1, opts.reps / 8);
@@ -214,9 +211,10 @@ void BenchType(const Options& opts, DType t,
                      prepared.get(), y.data());
     };
     const double flop = 2.0 * kRows * kCols * kPrefillTokens;
-    Print("prefill", t, pool->NumWorkers(), "GFLOP/s",
-          Measure(prefill_opts, prefill,
-                  [&](double s) { return flop / s / 1e9; }));
+    MeasureAgainstProbe(
+        prefill_opts, "prefill", t, pool->NumWorkers(), "GFLOP/s", prefill,
+        [&](double s) { return flop / s / 1e9; }, "peak", "GOP/s",
+        [&] { return bench::MeasureComputePeak(*pool, t, 3).ops_per_s / 1e9; });
   }
 }
 

@@ -61,6 +61,7 @@ Status ExportGguf(const Model& model, const WeightMix& mix,
   const ModelWeights& w = model.weights();
   GgufWriter out;
   WriteConfigMetadata(c, "kvstash export", &out);
+  out.SetU32("general.file_type", mix.GgufFileType());
   model.tokenizer().WriteGgufMetadata(&out);
 
   auto matrix = [&](const std::string& name, const WeightMatrix& m) {

@@ -28,6 +28,10 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& path,
     model->raw_file_ = std::move(file);
     KV_RETURN_IF_ERROR(model->BindGguf(*model->gguf_).WithPrefix(path));
     KV_ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromGguf(*model->gguf_));
+    if (model->gguf_->Find("general.file_type") != nullptr) {
+      KV_ASSIGN_OR_RETURN(model->file_type_,
+                          model->gguf_->GetU32("general.file_type"));
+    }
     if (model->gguf_->Find("tokenizer.chat_template") != nullptr) {
       KV_ASSIGN_OR_RETURN(std::string_view tmpl,
                           model->gguf_->GetString("tokenizer.chat_template"));

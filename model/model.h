@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,9 @@ class Model {
   ModelFormat format() const { return format_; }
   uint64_t file_bytes() const { return file_bytes_; }
   const std::vector<TensorSummary>& tensors() const { return tensors_; }
+  // The GGUF `general.file_type` (llama.cpp's llama_ftype: what most
+  // matrices are, see GgufFileTypeName), when the file has one.
+  std::optional<uint32_t> file_type() const { return file_type_; }
   // The GGUF `tokenizer.chat_template` (Jinja text), or "" when absent.
   const std::string& chat_template() const { return chat_template_; }
   // XXH3-128 of the whole model file: names the weights in KV cache keys, so
@@ -109,6 +113,7 @@ class Model {
   std::unique_ptr<MappedFile> raw_file_;
   std::vector<std::unique_ptr<float[]>> converted_;
   std::string chat_template_;
+  std::optional<uint32_t> file_type_;
   mutable std::once_flag identity_once_;
   mutable Hash128 identity_;
 };

@@ -112,6 +112,7 @@ Status WriteRandomModel(const RandomModelOptions& o, const std::string& path,
 
   GgufWriter w;
   WriteConfigMetadata(c, "kvstash random model", &w);
+  w.SetU32("general.file_type", o.type.GgufFileType());
   for (const auto& [key, value] : vocab->metadata()) {
     if (key.rfind("tokenizer.", 0) == 0) w.CopyValue(key, value);
   }

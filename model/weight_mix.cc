@@ -1,6 +1,7 @@
 #include "model/weight_mix.h"
 
 #include <cctype>
+#include <utility>
 
 namespace kvstash {
 namespace {
@@ -55,6 +56,48 @@ std::string_view WeightMix::Names() {
 
 std::string_view WeightMix::name() const {
   return kind_ == Kind::kQ4_K_M ? kQ4_K_MName : kernels::DTypeName(type_);
+}
+
+uint32_t WeightMix::GgufFileType() const {
+  if (kind_ == Kind::kQ4_K_M) return 15;
+  switch (type_) {
+    case DType::kF32:
+      return 0;
+    case DType::kF16:
+      return 1;
+    case DType::kBF16:
+      return 32;
+    case DType::kQ8_0:
+      return 7;
+    case DType::kQ4_0:
+      return 2;
+    case DType::kQ4_K:
+      return 14;
+    case DType::kQ5_K:
+      return 16;
+    case DType::kQ6_K:
+      return 18;
+  }
+  return 0;
+}
+
+std::string_view GgufFileTypeName(uint32_t file_type) {
+  // llama.cpp's llama_ftype values and names (llama_ftype_name), for the
+  // types a downloaded file may hold; the IQ and ternary ones are left out.
+  static constexpr std::pair<uint32_t, std::string_view> kNames[] = {
+      {0, "all F32"},        {1, "F16"},
+      {2, "Q4_0"},           {3, "Q4_1"},
+      {7, "Q8_0"},           {8, "Q5_0"},
+      {9, "Q5_1"},           {10, "Q2_K - Medium"},
+      {11, "Q3_K - Small"},  {12, "Q3_K - Medium"},
+      {13, "Q3_K - Large"},  {14, "Q4_K - Small"},
+      {15, "Q4_K - Medium"}, {16, "Q5_K - Small"},
+      {17, "Q5_K - Medium"}, {18, "Q6_K"},
+      {21, "Q2_K - Small"},  {32, "BF16"}};
+  for (const auto& [value, name] : kNames) {
+    if (value == file_type) return name;
+  }
+  return "";
 }
 
 bool UseMoreBits(int layer, int n_layers) {

@@ -19,6 +19,7 @@
 // llama-quantize does.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -44,6 +45,11 @@ class WeightMix {
   Kind kind() const { return kind_; }
   // The name Parse reads back.
   std::string_view name() const;
+  // The GGUF `general.file_type` of a file written with this mix: llama.cpp's
+  // llama_ftype, which tools show as the file's type ("Q4_K - Medium"): 0
+  // f32, 1 f16, 32 bf16, 7 q8_0, 2 q4_0, 14 q4_k (Q4_K_S, the small K-quant
+  // file type), 16 q5_k (Q5_K_S), 18 q6_k, 15 q4_k_m.
+  uint32_t GgufFileType() const;
 
   // The type the mix asks for matrix `tensor` (a llama.cpp tensor name:
   // token_embd.weight, output.weight, blk.N.attn_q.weight ...) of a model of
@@ -68,6 +74,10 @@ class WeightMix {
   Kind kind_;
   kernels::DType type_;  // kUniform only
 };
+
+// llama.cpp's name of a `general.file_type` value ("F16", "Q4_K - Medium",
+// ...), or "" for a value it does not name.
+std::string_view GgufFileTypeName(uint32_t file_type);
 
 // llama-quantize's use_more_bits: layers 0 .. n/8 - 1, the last n - 7n/8
 // layers, and every third layer in between get more bits in Q4_K_M.

@@ -104,5 +104,22 @@ TEST(WeightMixTest, FallbackPerTensor) {
             "number of q6_k blocks)");
 }
 
+// general.file_type: llama.cpp's llama_ftype of each mix, and its name.
+TEST(WeightMixTest, GgufFileTypes) {
+  const std::pair<std::string_view, uint32_t> kTypes[] = {
+      {"f32", 0},   {"f16", 1},   {"bf16", 32}, {"q8_0", 7},   {"q4_0", 2},
+      {"q4_k", 14}, {"q5_k", 16}, {"q6_k", 18}, {"q4_k_m", 15}};
+  for (const auto& [name, file_type] : kTypes) {
+    WeightMix mix;
+    ASSERT_TRUE(WeightMix::Parse(name, &mix)) << name;
+    EXPECT_EQ(mix.GgufFileType(), file_type) << name;
+    EXPECT_FALSE(GgufFileTypeName(file_type).empty()) << name;
+  }
+  EXPECT_EQ(GgufFileTypeName(15), "Q4_K - Medium");
+  EXPECT_EQ(GgufFileTypeName(7), "Q8_0");
+  EXPECT_EQ(GgufFileTypeName(0), "all F32");
+  EXPECT_EQ(GgufFileTypeName(20), "");  // IQ2_XS: not named here
+}
+
 }  // namespace
 }  // namespace kvstash

@@ -151,6 +151,9 @@ TEST(CliTest, GenModelQ4KMixture) {
   ASSERT_EQ(info.exit_code, 0) << info.out;
   EXPECT_NE(info.out.find("types: q4_k 25, f32 9, q6_k 5\n"), std::string::npos)
       << info.out;
+  // general.file_type names the mixture as llama-quantize's files do.
+  EXPECT_NE(info.out.find("file type: Q4_K - Medium (15)\n"), std::string::npos)
+      << info.out;
   EXPECT_NE(InfoLine(info.out, "output.weight").find(" q6_k "),
             std::string::npos)
       << info.out;
@@ -217,6 +220,8 @@ TEST(CliTest, ConvertToKQuants) {
   EXPECT_NE(conv.out.find("(q5_k weights)"), std::string::npos) << conv.out;
   info = RunKvstash("info --model " + dir + "/q5.gguf");
   EXPECT_NE(info.out.find("types: q5_k 25, f32 9, q8_0 4\n"), std::string::npos)
+      << info.out;
+  EXPECT_NE(info.out.find("file type: Q5_K - Small (16)\n"), std::string::npos)
       << info.out;
 
   ExpectOneLineError("convert --model " + dir + "/f16.gguf --type q5_0 --out " +
