@@ -196,12 +196,11 @@ void BenchType(const Options& opts, DType t,
                      prepared.get(), y.data());
       copy = (copy + 1) % copies;
     };
+    bench::ReadBandwidthProbe probe(*pool, kProbeBytes);
     MeasureAgainstProbe(
         opts, "matvec", t, pool->NumWorkers(), "GB/s", matvec,
         [&](double s) { return w_bytes / s / 1e9; }, "read probe", "GB/s",
-        [&] {
-          return bench::MeasureReadBandwidth(*pool, kProbeBytes, 3) / 1e9;
-        });
+        [&] { return probe.Measure(3) / 1e9; });
   }
   Options prefill_opts = opts;
   prefill_opts.reps = std::max<size_t>(1, opts.reps / 8);

@@ -229,10 +229,6 @@ double ReadBandwidthProbe::Measure(int repeats) {
   return Median(rates);
 }
 
-double MeasureReadBandwidth(ThreadPool& pool, size_t bytes, int repeats) {
-  return ReadBandwidthProbe(pool, bytes).Measure(repeats);
-}
-
 ComputePeak MeasureComputePeak(ThreadPool& pool, kernels::DType t,
                                int repeats) {
   const PeakLoop loop = PeakLoopFor(t);

@@ -41,9 +41,6 @@ class ReadBandwidthProbe {
   std::vector<uint64_t> sums_;  // per worker, so that no pass is elided
 };
 
-// A ReadBandwidthProbe made, measured once and freed.
-double MeasureReadBandwidth(ThreadPool& pool, size_t bytes, int repeats);
-
 struct ComputePeak {
   double ops_per_s = 0;     // multiply-adds count 2 operations per lane
   std::string instruction;  // e.g. "vfmadd231ps zmm", "vpdpbusd zmm"

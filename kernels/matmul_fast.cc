@@ -545,21 +545,53 @@ HWY_INLINE hn::Vec<D32> BlockDot(const hn::Vec<D16> (&a)[kBlockVecs],
   return hn::RearrangeToOddPlusEven(sum0, sum1);
 }
 
-template <DType kType>
-struct IntKernel {
+// What the portable integer kernels share: rows of whole 32-element blocks
+// (no tail step; LoadWTail / LoadXTail exist for the driver and are never
+// called), the quantized tile shape and chunk, f32 accumulators, and the
+// prepared activations `xa` (A: QuantActivations or KActivations). Derived
+// is the kernel (CRTP), with LoadW and LoadX.
+template <class Derived, DType kType, class A>
+struct WholeBlockKernel {
   static constexpr size_t kRows = kQuantRows;
   static constexpr size_t kTokens = kQuantTokens;
   static constexpr size_t kStepElems = kQuantBlock;
   static constexpr size_t kChunkElems = kChunkActivationBytes;
-  using W = IntBlock;
-  using X = IntBlock;
+  static constexpr bool has_tail = false;
   using Acc = hn::Vec<DF>;
 
-  IntKernel(const void* prepared, size_t cols, size_t n)
+  WholeBlockKernel(const void* prepared, size_t cols, size_t n)
       : xa(prepared, cols, n), cols(cols), steps(cols / kQuantBlock) {}
 
+  auto LoadWTail(const uint8_t* row) const {
+    return static_cast<const Derived&>(*this).LoadW(row, 0);
+  }
+  auto LoadXTail(size_t t) const {
+    return static_cast<const Derived&>(*this).LoadX(t, 0);
+  }
+  Acc Zero() const { return hn::Zero(DF()); }
+  float Reduce(Acc acc) const { return hn::GetLane(hn::SumOfLanes(DF(), acc)); }
+  // Block s of token t's activations.
+  IntBlock XBlock(size_t t, size_t s) const {
+    return LoadIntBlock(xa.q + t * cols + s * kQuantBlock, xa.d[t * steps + s]);
+  }
+
+  A xa;
+  size_t cols;
+  size_t steps;                                           // blocks per row
+  size_t prefetch_ahead = kRows * RowBytes(kType, cols);  // one row tile
+};
+
+template <DType kType>
+struct IntKernel : WholeBlockKernel<IntKernel<kType>, kType, QuantActivations> {
+  using Base = WholeBlockKernel<IntKernel<kType>, kType, QuantActivations>;
+  using Base::Base;
+  using W = IntBlock;
+  using X = IntBlock;
+  using typename Base::Acc;
+
   W LoadW(const uint8_t* row, size_t s) const {
-    PrefetchNextTile(row + s * RowBytes(kType, kQuantBlock), prefetch_ahead);
+    PrefetchNextTile(row + s * RowBytes(kType, kQuantBlock),
+                     this->prefetch_ahead);
     if constexpr (kType == DType::kQ8_0) {
       const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[s];
       return LoadIntBlock(b.qs, HalfToFloat(&b.d));
@@ -586,24 +618,11 @@ struct IntKernel {
       return LoadIntBlock(q, HalfToFloat(&b.d));
     }
   }
-  X LoadX(size_t t, size_t s) const {
-    return LoadIntBlock(xa.q + t * cols + s * kQuantBlock, xa.d[t * steps + s]);
-  }
-  // Never called: rows of whole blocks have no tail (has_tail is false).
-  W LoadWTail(const uint8_t* row) const { return LoadW(row, 0); }
-  X LoadXTail(size_t t) const { return LoadX(t, 0); }
-  Acc Zero() const { return hn::Zero(DF()); }
+  X LoadX(size_t t, size_t s) const { return this->XBlock(t, s); }
   Acc Mac(Acc acc, const W& w, const X& xb) const {
     return hn::MulAdd(hn::ConvertTo(DF(), BlockDot(w.q, xb.q)),
                       hn::Set(DF(), w.d * xb.d), acc);
   }
-  float Reduce(Acc acc) const { return hn::GetLane(hn::SumOfLanes(DF(), acc)); }
-
-  QuantActivations xa;
-  size_t cols;
-  size_t steps;  // blocks per row
-  static constexpr bool has_tail = false;
-  size_t prefetch_ahead = kRows * RowBytes(kType, cols);  // one row tile
 };
 
 // ------------------------------------------------------ K-quant kernels
@@ -687,11 +706,9 @@ HWY_INLINE void DecodeKBlock(const uint8_t* blk, size_t j, int8_t* q) {
 // Q6_K: the quants q - 32 are multiplied by their int8 sub-block scale
 // (|product| <= 4096 fits int16), so that acc += float(dot) * (d * dx_b).
 template <DType kType>
-struct KIntKernel {
-  static constexpr size_t kRows = kQuantRows;
-  static constexpr size_t kTokens = kQuantTokens;
-  static constexpr size_t kStepElems = kQuantBlock;
-  static constexpr size_t kChunkElems = kChunkActivationBytes;
+struct KIntKernel : WholeBlockKernel<KIntKernel<kType>, kType, KActivations> {
+  using Base = WholeBlockKernel<KIntKernel<kType>, kType, KActivations>;
+  using Base::Base;
   static constexpr bool kAffine = kType != DType::kQ6_K;
   static constexpr size_t kBlockBytes = sizeof(KBlock<kType>);
   struct W {
@@ -703,15 +720,12 @@ struct KIntKernel {
     IntBlock block;
     hn::Vec<DF> min_sum;  // lane 0: dx_b * float(bsum_b) (Q4_K, Q5_K)
   };
-  using Acc = hn::Vec<DF>;
-
-  KIntKernel(const void* prepared, size_t cols, size_t n)
-      : xa(prepared, cols, n), cols(cols), steps(cols / kQuantBlock) {}
+  using typename Base::Acc;
 
   W LoadW(const uint8_t* row, size_t s) const {
     const uint8_t* blk = row + s / kKBlocks * kBlockBytes;
     const size_t j = s % kKBlocks;
-    PrefetchNextTile(blk + j * kBlockBytes / kKBlocks, prefetch_ahead);
+    PrefetchNextTile(blk + j * kBlockBytes / kKBlocks, this->prefetch_ahead);
     HWY_ALIGN int8_t q[kQuantBlock];
     DecodeKBlock<kType>(blk, j, q);
     const hn::Rebind<int8_t, D16> d8;
@@ -743,20 +757,15 @@ struct KIntKernel {
   }
   X LoadX(size_t t, size_t s) const {
     X x;
-    x.block =
-        LoadIntBlock(xa.q + t * cols + s * kQuantBlock, xa.d[t * steps + s]);
+    x.block = this->XBlock(t, s);
     x.min_sum = hn::Zero(DF());
     if constexpr (kAffine) {
-      x.min_sum =
-          hn::IfThenElseZero(hn::FirstN(DF(), 1),
-                             hn::Set(DF(), x.block.d * xa.bsum[t * steps + s]));
+      x.min_sum = hn::IfThenElseZero(
+          hn::FirstN(DF(), 1),
+          hn::Set(DF(), x.block.d * this->xa.bsum[t * this->steps + s]));
     }
     return x;
   }
-  // Never called: rows of whole blocks have no tail (has_tail is false).
-  W LoadWTail(const uint8_t* row) const { return LoadW(row, 0); }
-  X LoadXTail(size_t t) const { return LoadX(t, 0); }
-  Acc Zero() const { return hn::Zero(DF()); }
   Acc Mac(Acc acc, const W& w, const X& x) const {
     acc = hn::MulAdd(hn::ConvertTo(DF(), BlockDot(w.q, x.block.q)),
                      hn::Set(DF(), w.scale * x.block.d), acc);
@@ -765,13 +774,6 @@ struct KIntKernel {
     }
     return acc;
   }
-  float Reduce(Acc acc) const { return hn::GetLane(hn::SumOfLanes(DF(), acc)); }
-
-  KActivations xa;
-  size_t cols;
-  size_t steps;  // blocks per row
-  static constexpr bool has_tail = false;
-  size_t prefetch_ahead = kRows * RowBytes(kType, cols);  // one row tile
 };
 
 #if HWY_TARGET == HWY_AVX3_DL
@@ -1908,12 +1910,18 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
   auto run = [&](const auto& kernel) {
     RunKernel(kernel, w8, row_bytes, cols, n, row_begin, row_end, y, ldy);
   };
-  auto run_widened = [&](const auto& kernel) {
+  // Float weights: decode by RunWidenDecode; a batch of more than one token
+  // tile of f16 / bf16 widens each chunk of weights once (RunWidened).
+  auto run_float = [&]<typename T>(const WidenKernel<T>& kernel) {
     if (n == 1) {
       return RunWidenDecode(kernel, w8, row_bytes, row_begin, row_end, y);
     }
-    if (n <= kFloatTokens) return run(kernel);
-    RunWidened(kernel, w8, row_bytes, n, row_begin, row_end, y, ldy);
+    if constexpr (!std::is_same_v<T, float>) {
+      if (n > kFloatTokens) {
+        return RunWidened(kernel, w8, row_bytes, n, row_begin, row_end, y, ldy);
+      }
+    }
+    run(kernel);
   };
   // Quantized weights: the VNNI panels where the CPU has VNNI, else the
   // portable integer kernel.
@@ -1937,22 +1945,17 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
     }
   };
   switch (wt) {
-    case DType::kF32: {
-      const WidenKernel<float> kernel(static_cast<const float*>(prepared), cols,
-                                      FloatRowStride(cols));
-      if (n == 1) {
-        return RunWidenDecode(kernel, w8, row_bytes, row_begin, row_end, y);
-      }
-      return run(kernel);
-    }
+    case DType::kF32:
+      return run_float(WidenKernel<float>(static_cast<const float*>(prepared),
+                                          cols, FloatRowStride(cols)));
     case DType::kF16:
-      return run_widened(WidenKernel<hwy::float16_t>(
+      return run_float(WidenKernel<hwy::float16_t>(
           static_cast<const float*>(prepared), cols, FloatRowStride(cols)));
     case DType::kBF16:
 #if HWY_TARGET == HWY_AVX3_DL
       if (CpuHasAvx512Bf16()) return run(Bf16DotKernel(prepared, cols));
 #endif
-      return run_widened(WidenKernel<hwy::bfloat16_t>(x, cols, cols));
+      return run_float(WidenKernel<hwy::bfloat16_t>(x, cols, cols));
     case DType::kQ8_0:
       return run_quant(std::integral_constant<DType, DType::kQ8_0>());
     case DType::kQ4_0:
