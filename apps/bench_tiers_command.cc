@@ -60,13 +60,15 @@ Json TierRowsJson(const bench::TierRows& t) {
           {"mac_share_of_restore", SpreadJson(t.mac_share_of_restore)},
           {"concurrent_restores", bench::kConcurrentRestores},
           {"concurrent_over_one", SpreadJson(t.concurrent_over_one)},
+          {"shared_over_one", SpreadJson(t.shared_over_one)},
           {"warm_ttft_s", SpreadJson(t.warm_ttft_s)},
           {"cold_over_warm_ttft", SpreadJson(t.cold_over_warm_ttft)},
           {"suffix_ttft_s", SpreadJson(t.suffix_ttft_s)},
           {"suffix_over_parts", SpreadJson(t.suffix_over_parts)}};
 }
 
-void PrintTierRows(const std::string& name, const bench::TierRows& t) {
+void PrintTierRows(const std::string& name, const bench::TierRows& t,
+                   int suffix_tokens) {
   std::printf("%s tier: %s\n", name.c_str(), t.mode.c_str());
   PrintSpreadLine("  restore throughput", t.restore_bytes_per_s, 1e-9, "GB/s");
   PrintSpreadLine("  probe of the same medium", t.probe_bytes_per_s, 1e-9,
@@ -76,8 +78,12 @@ void PrintTierRows(const std::string& name, const bench::TierRows& t) {
   PrintSpreadLine("  " + std::to_string(bench::kConcurrentRestores) +
                       " restores at once / one",
                   t.concurrent_over_one, 1, "x");
+  PrintSpreadLine("  " + std::to_string(bench::kConcurrentRestores) +
+                      " of one prompt at once, one pool / one",
+                  t.shared_over_one, 1, "x");
   PrintSpreadLine("  warm TTFT", t.warm_ttft_s, 1e3, "ms");
   PrintSpreadLine("  cold TTFT / warm TTFT", t.cold_over_warm_ttft, 1, "x");
+  if (suffix_tokens == 0) return;  // no suffix rows measured
   PrintSpreadLine("  TTFT, prompt restored + suffix computed", t.suffix_ttft_s,
                   1e3, "ms");
   PrintSpreadLine("  that / (restore alone + suffix alone)",
@@ -138,13 +144,16 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
   }
   std::printf(
       "model %s, %zu threads, %d runs, %d-token prompt (%s of KV), tier "
-      "codec %s, %zu-block chunks\n",
+      "codec %s, %s chunks\n",
       options.model.model_path.c_str(), pool->NumWorkers(), o.repeat,
       o.prompt_tokens, HumanBytes(r->restore_bytes).c_str(),
-      store::CodecName(o.tier_codec), o.chunk_blocks);
+      store::CodecName(o.tier_codec),
+      o.chunk_blocks == 0
+          ? "automatic"
+          : (std::to_string(o.chunk_blocks) + "-block").c_str());
   PrintSpreadLine("cold TTFT", r->cold_ttft_s, 1e3, "ms");
-  if (r->disk.present) PrintTierRows("disk", r->disk);
-  if (r->redis.present) PrintTierRows("redis", r->redis);
+  if (r->disk.present) PrintTierRows("disk", r->disk, o.suffix_tokens);
+  if (r->redis.present) PrintTierRows("redis", r->redis, o.suffix_tokens);
   if (r->disk.present) {
     const std::string streams = std::to_string(o.streams) + " streams";
     PrintSpreadLine("decode, " + streams + ", disk tier off",

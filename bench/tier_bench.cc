@@ -54,7 +54,7 @@ Status Validate(const TierBenchOptions& o, const Model& model) {
 // Per-run figures, summarized at the end.
 struct TierSamples {
   std::vector<double> restore, probe, ratio, warm, cold_over_warm, mac_share,
-      concurrent, suffix, suffix_over_parts;
+      concurrent, shared, suffix, suffix_over_parts;
 };
 
 // Seconds to verify `objects` with `key`.
@@ -158,14 +158,16 @@ class Bench {
   }
 
   // `n` restores of `prompt` (salted `salt`) from `tier` run at once, each
-  // into a fresh KV manager: their wall time, and the tokens each loaded.
+  // into a fresh KV manager, or all into one (`one_pool`): their wall time,
+  // and the tokens each found (loaded, or mapped from another's load).
   struct Restores {
     double seconds = 0;
     int tokens = 0;
   };
   Result<Restores> RestoreAtOnce(store::Tier* tier,
                                  const std::vector<int32_t>& prompt,
-                                 const std::string& salt, int n) const;
+                                 const std::string& salt, int n,
+                                 bool one_pool = false) const;
 
   // Restore throughput and warm TTFT of `prompt` (salted `salt`) from `tier`.
   // The suffix rows of `tier` (TierRows::suffix_over_parts), given the time
@@ -194,10 +196,10 @@ class Bench {
 
 Result<Bench::Restores> Bench::RestoreAtOnce(store::Tier* tier,
                                              const std::vector<int32_t>& prompt,
-                                             const std::string& salt,
-                                             int n) const {
+                                             const std::string& salt, int n,
+                                             bool one_pool) const {
   std::vector<std::unique_ptr<kvcache::KvManager>> kvs;
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < (one_pool ? 1 : n); ++i) {
     KV_ASSIGN_OR_RETURN(kvs.emplace_back(), NewKv({tier}));
   }
   const Hash128 root =
@@ -207,7 +209,9 @@ Result<Bench::Restores> Bench::RestoreAtOnce(store::Tier* tier,
   const auto start = Clock::now();
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
-      loaded[size_t(i)] = kvs[size_t(i)]->Prefetch(prompt, root).tier_tokens[0];
+      const kvcache::PrefixHit hit =
+          kvs[one_pool ? 0 : size_t(i)]->Prefetch(prompt, root);
+      loaded[size_t(i)] = hit.total();
     });
   }
   for (std::thread& t : threads) t.join();
@@ -282,6 +286,10 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
     KV_ASSIGN_OR_RETURN(const Restores many,
                         RestoreAtOnce(tier, prompt, salt, kConcurrentRestores));
     out->concurrent.push_back(many.seconds / one.seconds);
+    KV_ASSIGN_OR_RETURN(
+        const Restores shared,
+        RestoreAtOnce(tier, prompt, salt, kConcurrentRestores, true));
+    out->shared.push_back(shared.seconds / one.seconds);
     if (o_.suffix_tokens > 0) {
       KV_RETURN_IF_ERROR(
           MeasureSuffix(tier, prompt, salt, one.seconds, prompts, out));
@@ -368,6 +376,7 @@ Result<TierBenchResult> Bench::Run() {
     rows->restore_over_probe = SpreadOf(s.ratio);
     rows->mac_share_of_restore = SpreadOf(s.mac_share);
     rows->concurrent_over_one = SpreadOf(s.concurrent);
+    rows->shared_over_one = SpreadOf(s.shared);
     rows->warm_ttft_s = SpreadOf(s.warm);
     rows->cold_over_warm_ttft = SpreadOf(s.cold_over_warm);
     if (!s.suffix.empty()) {

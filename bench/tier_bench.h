@@ -72,6 +72,11 @@ struct TierRows {
   // of one: 1 when loads overlap perfectly, kConcurrentRestores when they
   // serialize (or share a saturated medium).
   Spread concurrent_over_one;
+  // The same with the kConcurrentRestores Prefetches into one fresh pool,
+  // as requests for one prompt reach a restarted server at once: 1 when the
+  // prefix is read once and shared, kConcurrentRestores when each request
+  // reads it again.
+  Spread shared_over_one;
   Spread warm_ttft_s;
   Spread cold_over_warm_ttft;  // per run
   int warm_cached_tokens = 0;

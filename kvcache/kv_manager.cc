@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <future>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -103,8 +105,9 @@ struct KvManager::State {
   void Unref(BlockId block, const Hash128* indexed_as);
   // How many leading entries of `chain` (h_1, h_2 ...) are indexed.
   size_t IndexedRun(std::span<const Hash128> chain) const;
-  // Maps the indexed blocks at the head of `chain` into `seq` (which holds
-  // none) and refreshes their path; returns how many.
+  // Maps the indexed blocks of `chain` that follow the ones `seq` holds
+  // (seq->chain is a head of `chain`; usually empty) into `seq` and
+  // refreshes their path; returns how many seq holds now.
   size_t MapChain(std::span<const Hash128> chain, SequenceKv* seq);
   bool PrivatizeLastBlock(SequenceKv* seq);
 
@@ -213,6 +216,13 @@ struct KvManager::State {
   const size_t chunk;        // blocks per chunk object
   std::vector<TierCounters> tier_counters;  // guarded by mu, name/policy fixed
   LoadObserver load_observer;               // set before any Prefetch
+  // The chain hashes Prefetches are loading now (each claims its chain past
+  // its DRAM prefix until its loaded blocks are indexed), guarded by mu. A
+  // Prefetch whose next block is claimed waits on `loads_done` and maps
+  // what that load brought instead of reading the same objects again.
+  std::unordered_set<Hash128, Hash128Hasher> loading;
+  std::condition_variable loads_done;
+  uint64_t shared_loads = 0;
 };
 
 // A free block (refcount 1), evicting LRU cached leaves while none is free;
@@ -256,7 +266,8 @@ size_t KvManager::State::IndexedRun(std::span<const Hash128> chain) const {
 
 size_t KvManager::State::MapChain(std::span<const Hash128> chain,
                                   SequenceKv* seq) {
-  for (const Hash128& h : chain.first(IndexedRun(chain))) {
+  const std::span<const Hash128> rest = chain.subspan(seq->chain.size());
+  for (const Hash128& h : rest.first(IndexedRun(rest))) {
     const BlockId block = index.Find(h)->block;
     if (pool->IncRef(block) == 1) index.SyncEvictable(h);
     seq->blocks.push_back(block);
@@ -878,9 +889,24 @@ PrefixHit KvManager::State::PrefetchChain(std::span<const Hash128> chain,
   // and then each loaded block, until they are all indexed.
   SequenceKv pin;
   pin.root = root;
+  // The hashes this Prefetch claims (State::loading) until its loads are
+  // indexed.
+  std::vector<Hash128> claimed;
   {
-    std::lock_guard lock(s.mu);
-    hit.dram_tokens = int(s.MapChain(chain, &pin) * b);
+    std::unique_lock lock(s.mu);
+    bool waited = false;
+    // The next block is being loaded by another Prefetch: wait for it, then
+    // map what it brought (pin keeps the head mapped so far).
+    while (s.MapChain(chain, &pin) < chain.size() &&
+           s.loading.contains(chain[pin.chain.size()])) {
+      if (!waited) ++s.shared_loads;
+      waited = true;
+      s.loads_done.wait(lock);
+    }
+    hit.dram_tokens = int(pin.chain.size() * b);
+    for (const Hash128& h : chain.subspan(pin.chain.size())) {
+      if (s.loading.insert(h).second) claimed.push_back(h);
+    }
   }
   const size_t mapped = pin.chain.size();
   const State::TierPlan plan = s.PlanTiers(chain, mapped);
@@ -948,6 +974,8 @@ PrefixHit KvManager::State::PrefetchChain(std::span<const Hash128> chain,
   }
   if (!pin.chain.empty()) s.index.Touch(pin.chain.back());
   s.ReleaseLocked(&pin);
+  for (const Hash128& h : claimed) s.loading.erase(h);
+  if (!claimed.empty()) s.loads_done.notify_all();
   return hit;
 }
 
@@ -1023,6 +1051,7 @@ KvStats KvManager::Stats() const {
   st.rewrite_blocks_after = s.rewrite_blocks_after;
   st.rows_published = s.rows_published;
   st.rows_hits = s.rows_hits;
+  st.shared_loads = s.shared_loads;
   return st;
 }
 

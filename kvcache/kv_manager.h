@@ -168,6 +168,10 @@ struct KvStats {
   uint64_t rewrite_blocks_before = 0, rewrite_blocks_after = 0;
   uint64_t rows_published = 0;  // compacted prefixes named (PublishRows)
   uint64_t rows_hits = 0;       // compacted prefixes mapped (AdmitRows)
+  // Prefetches that found their next blocks being loaded by another
+  // Prefetch and waited to map what it loaded instead of reading them again
+  // (counted when the wait begins).
+  uint64_t shared_loads = 0;
 };
 
 // How the cached prefix of a prompt splits over DRAM and the tiers (tokens,
@@ -311,8 +315,12 @@ class KvManager {
   // The loaded blocks are indexed and unreferenced (cached): an Admit of the
   // same prompt maps them, unless pool pressure evicted them in between.
   // Stops early, without error, when blocks run out or an object is missing
-  // or bad (counted). Callers pass the whole prompt: a prompt that ends on a
-  // block boundary gets its last block too (Admit maps it and copies it on
+  // or bad (counted). Concurrent Prefetches of one prefix read it once: the
+  // blocks past a Prefetch's DRAM prefix are claimed until its load is
+  // indexed, and a Prefetch whose next block is claimed waits for that load
+  // and maps what it brought (counted as DRAM tokens, in shared_loads), then
+  // loads the rest itself. Callers pass the whole prompt: a prompt that ends on
+  // a block boundary gets its last block too (Admit maps it and copies it on
   // write, so one token is computed; the chunk holding it is found by its
   // key, which a prompt cut before its last token could not name).
   PrefixHit Prefetch(std::span<const int32_t> tokens, const Hash128& root);

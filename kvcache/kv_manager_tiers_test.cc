@@ -1,17 +1,23 @@
 // KvManager over real disk tiers: write-behind on commit or on second use,
 // Prefetch along the hash chain across DRAM and several tiers, promotion to
-// the tiers above the source, and loads that stop at a missing or damaged
-// object, a full pool, or another namespace.
+// the tiers above the source, loads that stop at a missing or damaged
+// object, a full pool, or another namespace, and concurrent loads of one
+// prefix that read it once.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "kvcache/kv_manager.h"
 #include "kvcache/kv_test_util.h"
 #include "store/disk_tier.h"
+#include "tests/testing/forwarding_tier.h"
 #include "tests/testing/shared_data.h"
 
 namespace kvstash::kvcache {
@@ -437,6 +443,88 @@ TEST(KvManagerTiersTest, ChunkSizeIsAutomaticOrWithinRange) {
   EXPECT_EQ(AutoChunkBlocks(big), 1u);
   big.n_layers = 17;
   EXPECT_EQ(AutoChunkBlocks(big), 1u);  // never 0
+}
+
+// A tier whose Gets wait until Open(); counts the keys asked of it.
+class HeldTier final : public kvstash::testing::ForwardingTier {
+ public:
+  using ForwardingTier::ForwardingTier;
+  std::vector<std::optional<std::vector<uint8_t>>> Get(
+      std::span<const store::BlockKey> keys) override {
+    {
+      std::unique_lock lock(mu_);
+      keys_read_ += keys.size();
+      ++inside_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return open_; });
+    }
+    return ForwardingTier::Get(keys);
+  }
+
+  // Waits until a Get is inside.
+  void AwaitGet() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return inside_ > 0; });
+  }
+  void Open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  size_t keys_read() const {
+    std::lock_guard lock(mu_);
+    return keys_read_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  size_t keys_read_ = 0;
+  int inside_ = 0;
+  bool open_ = false;
+};
+
+// Two Prefetches of one prefix at once: the second waits for the first's
+// load and maps it (no object is read twice), then loads the part of its
+// own prompt past the first's itself.
+TEST(KvManagerTiersTest, ConcurrentPrefetchesOfOnePrefixReadItOnce) {
+  auto disk = OpenDisk("shared_loads");
+  const std::vector<int32_t> longer = Range(300, 8 * kB + 3);
+  const std::span<const int32_t> shorter = std::span(longer).first(4 * kB + 1);
+  {
+    auto a = MakeManager(32, {{disk.get()}}, {}, /*chunk_blocks=*/1);
+    CacheRun(*a, longer, Root(""));
+  }
+  disk->Flush();
+  HeldTier held(disk.get());
+  auto b = MakeManager(32, {{&held}}, {}, /*chunk_blocks=*/1);
+  PrefixHit first, second;
+  std::thread loader([&] { first = b->Prefetch(shorter, Root("")); });
+  held.AwaitGet();  // the first load is reading
+  std::thread waiter([&] { second = b->Prefetch(longer, Root("")); });
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (b->Stats().shared_loads == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(b->Stats().shared_loads, 1u);
+  EXPECT_EQ(held.keys_read(), 4u);  // the waiter reads nothing meanwhile
+  held.Open();
+  loader.join();
+  waiter.join();
+  EXPECT_EQ(first.dram_tokens, 0);
+  EXPECT_EQ(first.tier_tokens, std::vector<int>{4 * kB});
+  EXPECT_EQ(second.dram_tokens, 4 * kB);
+  EXPECT_EQ(second.tier_tokens, std::vector<int>{4 * kB});
+  EXPECT_EQ(held.keys_read(), 8u);  // every object once
+  EXPECT_EQ(b->TierStats()[0].loaded_blocks, 8u);
+  EXPECT_EQ(b->Stats().cached_blocks, 8u);
+  SequenceKv seq = Seq(Root(""));
+  EXPECT_EQ(b->Admit(longer, &seq), 8 * kB);
+  EXPECT_TRUE(Computed(*b, longer, 8 * kB, seq));
+  EXPECT_TRUE(Valid(*b, {&seq}).ok());
+  b->Release(&seq);
 }
 
 }  // namespace

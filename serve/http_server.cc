@@ -1193,6 +1193,7 @@ Json HttpServer::Impl::KvStatsJson() {
       {"evictions", s.evictions},
       {"cow_copies", s.cow_copies},
       {"allocations", s.allocations},
+      {"shared_loads", s.shared_loads},
       {"tiers", tiers},
       {"compression",
        {{"compressions", q.compressions},

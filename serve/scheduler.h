@@ -14,8 +14,9 @@
 // request's prefix, the request first goes to one of loader_threads loader
 // threads, which prefetches what the tiers hold into DRAM
 // (KvManager::Prefetch) while the steps go on for everyone else; loads of
-// different requests run side by side (two loads of one prefix are safe:
-// the KV manager keeps the first block indexed and frees the other); then
+// different requests run side by side, and requests for one prefix read it
+// once (the KV manager's Prefetch waits for a load of the same blocks that
+// is in flight and maps what it brought); then
 // the request rejoins the queue in arrival order and is admitted as above,
 // mapping the loaded blocks.
 // When the pool cannot give a sequence its blocks, the most recently arrived

@@ -32,6 +32,7 @@
 #include "store/object_mac.h"
 #include "store/object_testing.h"
 #include "store/redis_tier.h"
+#include "tests/testing/forwarding_tier.h"
 #include "tests/testing/redis_server.h"
 #include "tests/testing/stories.h"
 
@@ -1020,15 +1021,11 @@ TEST_F(TiersTest, ForgedObjectsAreNeverLoaded) {
 
 // A tier whose Get waits, up to `patience`, until `want` Gets are inside at
 // once; it records the most it saw. Everything else goes to `inner`.
-class GatedTier final : public store::Tier {
+class GatedTier final : public testing::ForwardingTier {
  public:
   GatedTier(store::Tier* inner, int want, std::chrono::milliseconds patience)
-      : inner_(inner), want_(want), patience_(patience) {}
+      : ForwardingTier(inner), want_(want), patience_(patience) {}
 
-  std::string_view name() const override { return inner_->name(); }
-  Status Put(const store::BlockKey& key, std::vector<uint8_t> o) override {
-    return inner_->Put(key, std::move(o));
-  }
   std::vector<std::optional<std::vector<uint8_t>>> Get(
       std::span<const store::BlockKey> keys) override {
     {
@@ -1038,19 +1035,11 @@ class GatedTier final : public store::Tier {
       cv_.notify_all();
       cv_.wait_for(lock, patience_, [&] { return open_; });
     }
-    auto out = inner_->Get(keys);
+    auto out = ForwardingTier::Get(keys);
     std::lock_guard<std::mutex> lock(mu_);
     --inside_;
     return out;
   }
-  std::vector<bool> Exists(std::span<const store::BlockKey> keys) override {
-    return inner_->Exists(keys);
-  }
-  Status Erase(const store::BlockKey& key) override {
-    return inner_->Erase(key);
-  }
-  void Flush() override { inner_->Flush(); }
-  store::TierStats Stats() const override { return inner_->Stats(); }
 
   int most() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1058,7 +1047,6 @@ class GatedTier final : public store::Tier {
   }
 
  private:
-  store::Tier* const inner_;
   const int want_;
   const std::chrono::milliseconds patience_;
   mutable std::mutex mu_;
