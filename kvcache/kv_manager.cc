@@ -46,11 +46,12 @@ Status CheckTiers(const std::vector<TierOptions>& tiers) {
 }
 
 // A Prefetch reads a tier in Get calls of about kLoadBatchBytes, with up to
-// kLoadBatchesInFlight of them outstanding (each on its own thread), so the
-// medium always has the next reads queued while a batch is verified and
-// copied into the pool; bounds the memory held in flight to ~8 MiB. Batches
-// of 1-2 MiB restored 1b-shape prompts 10-20% faster than 4 MiB ones from
-// both a local disk and a local Redis (bench tiers, 2048 tokens, 3 runs
+// kLoadBatchesInFlight of them outstanding (each on its own thread, which
+// also verifies and decodes its batch into the pool), so the medium always
+// has the next reads queued while batches are decoded, and a codec's
+// decoding runs on every core; bounds the memory held in flight to ~8 MiB.
+// Batches of 1-2 MiB restored 1b-shape prompts 10-20% faster than 4 MiB ones
+// from both a local disk and a local Redis (bench tiers, 2048 tokens, 3 runs
 // each): a small batch is still in cache when it is verified and copied.
 constexpr size_t kLoadBatchBytes = size_t{2} << 20;
 constexpr size_t kLoadBatchesInFlight = 4;
@@ -168,10 +169,10 @@ struct KvManager::State {
   // Reads the objects `pieces` of tier t along `chain`, decoding block
   // chain[i] into fresh[i - base] for from <= i < base + fresh.size() (the
   // blocks of a piece outside that range are decoded and dropped), and
-  // queues each object to the PromotedFrom(t) tiers; in batches, with the
-  // next batches' reads in flight while one is verified and decoded. Stops
-  // at the first missing or bad object; returns the chain position filled
-  // up to. Called without `mu`; the caller holds `fresh`.
+  // queues each object to the PromotedFrom(t) tiers; in batches, each read,
+  // verified and decoded on its own thread, several at once. Stops at the
+  // first missing or bad object; returns the chain position filled up to.
+  // Called without `mu`; the caller holds `fresh`.
   size_t LoadRun(size_t t, const Hash128& root, std::span<const Hash128> chain,
                  std::span<const Piece> pieces, size_t from, size_t base,
                  std::span<const BlockId> fresh);
@@ -347,55 +348,44 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
                                  std::span<const Piece> pieces, size_t from,
                                  size_t base, std::span<const BlockId> fresh) {
   const uint8_t promote_to = PromotedFrom(t);
-  using Objects = std::vector<std::optional<std::vector<uint8_t>>>;
   store::Tier* tier = tiers[t].tier;
   const size_t limit = base + fresh.size();  // positions that have a block
-  // Blocks of a piece that are not wanted are decoded here and dropped
-  // (allocated on first use: most loads have none).
-  std::vector<uint8_t> scratch;
-  size_t issued = 0;  // pieces [0, issued) have a read issued
-  std::deque<std::future<Objects>> reads;
-  auto issue = [&] {
-    std::vector<Hash128> keys;
-    size_t bytes = 0;
-    while (issued < pieces.size() &&
-           (keys.empty() || bytes < kLoadBatchBytes)) {
-      const Piece& p = pieces[issued++];
-      keys.push_back(chain[p.first + p.count - 1]);
-      bytes += p.count * pool->block_bytes();
-    }
-    reads.push_back(std::async(
-        std::launch::async, [this, t, tier, keys = std::move(keys), bytes] {
-          const auto start = std::chrono::steady_clock::now();
-          Objects objects = tier->Get(keys);
-          if (load_observer) {
-            load_observer(t,
-                          std::chrono::duration<double>(
-                              std::chrono::steady_clock::now() - start)
-                              .count(),
-                          bytes / pool->block_bytes());
-          }
-          return objects;
-        }));
+  // What a batch's thread made of each object it asked for, in order: a
+  // missing or bad one ends the batch (the load stops there).
+  struct Loaded {
+    std::vector<uint8_t> object;  // kept only to promote it
   };
-  // Reads still in flight when a bad object ends the load are waited for
-  // by the futures' destructors.
-  size_t reached = from;
-  std::vector<uint8_t*> into;
-  for (size_t next = 0; next < pieces.size();) {
-    while (issued < pieces.size() && reads.size() < kLoadBatchesInFlight) {
-      issue();
+  using Batch = std::vector<Loaded>;
+  // Reads, verifies and decodes pieces [first, first + n) into their blocks.
+  auto load = [&, tier](size_t first, size_t n) {
+    std::vector<Hash128> keys;
+    for (size_t i = first; i < first + n; ++i) {
+      const Piece& p = pieces[i];
+      keys.push_back(chain[p.first + p.count - 1]);
     }
-    Objects objects = reads.front().get();
-    reads.pop_front();
-    for (size_t j = 0; j < objects.size(); ++j, ++next) {
-      const Piece& p = pieces[next];
-      const Hash128& key = chain[p.first + p.count - 1];
-      if (!objects[j]) return reached;
-      Result<store::ObjectView> view =
-          store::DecodeVerifiedObject(*objects[j], root, key, layout, codec);
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::optional<std::vector<uint8_t>>> objects = tier->Get(keys);
+    if (load_observer) {
+      size_t blocks = 0;
+      for (size_t i = first; i < first + n; ++i) blocks += pieces[i].count;
+      load_observer(t,
+                    std::chrono::duration<double>(
+                        std::chrono::steady_clock::now() - start)
+                        .count(),
+                    blocks);
+    }
+    // Blocks of a piece that are not wanted are decoded here and dropped
+    // (allocated on first use: most loads have none).
+    std::vector<uint8_t> scratch;
+    std::vector<uint8_t*> into;
+    Batch batch;
+    for (size_t j = 0; j < n; ++j) {
+      const Piece& p = pieces[first + j];
+      if (!objects[j]) break;
+      Result<store::ObjectView> view = store::DecodeVerifiedObject(
+          *objects[j], root, keys[j], layout, codec);
       if (!view.ok() || view->header.token_count != p.count * block_tokens()) {
-        return reached;
+        break;
       }
       into.clear();
       for (size_t i = p.first; i < p.first + p.count; ++i) {
@@ -406,14 +396,53 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
           into.push_back(scratch.data());
         }
       }
-      if (!store::DecodeObjectBlocks(*view, layout, into).ok()) return reached;
+      if (!store::DecodeObjectBlocks(*view, layout, into).ok()) break;
+      batch.push_back(Loaded{promote_to != 0 ? std::move(*objects[j])
+                                             : std::vector<uint8_t>()});
+    }
+    return batch;
+  };
+  // Batches run on their own threads, kLoadBatchesInFlight at once, each
+  // reading, verifying and decoding (so decoding a codec's objects uses
+  // every core while the medium serves the next batches); this thread takes
+  // them in order. Batches still in flight when a bad object ends the load
+  // are waited for by the futures' destructors (they decode into blocks the
+  // caller frees).
+  struct InFlight {
+    size_t first, n;
+    std::future<Batch> batch;
+  };
+  std::deque<InFlight> reads;
+  size_t issued = 0;  // pieces [0, issued) have a batch
+  auto issue = [&] {
+    const size_t first = issued;
+    size_t bytes = 0;
+    while (issued < pieces.size() &&
+           (issued == first || bytes < kLoadBatchBytes)) {
+      bytes += pieces[issued++].count * pool->block_bytes();
+    }
+    const size_t n = issued - first;
+    reads.push_back({first, n, std::async(std::launch::async, load, first, n)});
+  };
+  size_t reached = from;
+  while (issued < pieces.size() || !reads.empty()) {
+    while (issued < pieces.size() && reads.size() < kLoadBatchesInFlight) {
+      issue();
+    }
+    InFlight next = std::move(reads.front());
+    reads.pop_front();
+    Batch batch = next.batch.get();
+    for (size_t j = 0; j < batch.size(); ++j) {
+      const Piece& p = pieces[next.first + j];
+      const Hash128& key = chain[p.first + p.count - 1];
       reached = std::min(p.first + p.count, limit);
       for (size_t u = 0; u < t; ++u) {
         // A refused write is counted by that tier (dropped_writes).
-        if (promote_to >> u & 1) (void)tiers[u].tier->Put(key, *objects[j]);
+        if (promote_to >> u & 1) (void)tiers[u].tier->Put(key, batch[j].object);
       }
       if (reached == limit) return reached;
     }
+    if (batch.size() < next.n) return reached;
   }
   return reached;
 }
