@@ -11,22 +11,25 @@
 //   cachegen  lossy, after CacheGen (Liu et al., SIGCOMM 2024): per (layer,
 //             K|V, kv head, channel) over the object's tokens, values are
 //             quantized uniformly (symbol = round(x / step)) with a step of
-//             std / levels(layer) (at least amax / 127, so symbols fit in
-//             int8), where earlier layers get more levels (CacheGen's
-//             layer-wise sensitivity); the step is rounded up to a power of
-//             2^(1/4) and stored in one byte per channel. Key symbols are
-//             coded as differences between consecutive tokens (CacheGen's
-//             token-wise locality; lossless, modulo 256), value symbols as
-//             they are. The symbols, grouped by channel (CacheGen's
+//             s / levels(layer), s the root mean square of the head's channel
+//             standard deviations (at least amax / 127 per channel, so
+//             symbols fit in int8), where earlier layers get more levels
+//             (CacheGen's layer-wise sensitivity); the step is rounded up to
+//             a power of 2^(1/4) and stored in one byte per channel. Key
+//             symbols are coded as differences between consecutive tokens
+//             (CacheGen's token-wise locality; lossless, modulo 256), value
+//             symbols as they are. The symbols, grouped by channel (CacheGen's
 //             per-channel distributions), go through zstd's entropy stage in
 //             place of CacheGen's arithmetic coder. Float KV types (f32, f16,
 //             bf16) only: a quantized type is already coded.
 //
 // The codec is part of the namespace (kvcache::RootHash), so objects of one
 // codec are never looked up as another's, and the object header names it
-// (store/object_format.h), so a reader refuses a mismatch. The levels table
-// and every layout choice below are part of the format: changing one needs a
-// new Codec value.
+// (store/object_format.h), so a reader refuses a mismatch. Every layout
+// choice below is part of the format: changing one needs a new Codec value.
+// How the encoder picks cachegen's steps (the levels table, the pooled
+// standard deviation) is not: a reader takes each channel's step from the
+// object.
 //
 // Decoding accepts any byte string: a payload that does not decode to
 // exactly the expected blocks is Corruption (zstd bounds its output), never
