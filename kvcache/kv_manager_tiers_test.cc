@@ -6,11 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -445,45 +443,6 @@ TEST(KvManagerTiersTest, ChunkSizeIsAutomaticOrWithinRange) {
   EXPECT_EQ(AutoChunkBlocks(big), 1u);  // never 0
 }
 
-// A tier whose Gets wait until Open(); counts the keys asked of it.
-class HeldTier final : public kvstash::testing::ForwardingTier {
- public:
-  using ForwardingTier::ForwardingTier;
-  std::vector<std::optional<std::vector<uint8_t>>> Get(
-      std::span<const store::BlockKey> keys) override {
-    {
-      std::unique_lock lock(mu_);
-      keys_read_ += keys.size();
-      ++inside_;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return open_; });
-    }
-    return ForwardingTier::Get(keys);
-  }
-
-  // Waits until a Get is inside.
-  void AwaitGet() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return inside_ > 0; });
-  }
-  void Open() {
-    std::lock_guard lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  size_t keys_read() const {
-    std::lock_guard lock(mu_);
-    return keys_read_;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  size_t keys_read_ = 0;
-  int inside_ = 0;
-  bool open_ = false;
-};
-
 // Two Prefetches of one prefix at once: the second waits for the first's
 // load and maps it (no object is read twice), then loads the part of its
 // own prompt past the first's itself.
@@ -496,7 +455,7 @@ TEST(KvManagerTiersTest, ConcurrentPrefetchesOfOnePrefixReadItOnce) {
     CacheRun(*a, longer, Root(""));
   }
   disk->Flush();
-  HeldTier held(disk.get());
+  kvstash::testing::HeldTier held(disk.get());
   auto b = MakeManager(32, {{&held}}, {}, /*chunk_blocks=*/1);
   PrefixHit first, second;
   std::thread loader([&] { first = b->Prefetch(shorter, Root("")); });

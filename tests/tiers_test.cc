@@ -1093,6 +1093,50 @@ TEST_F(TiersTest, LoadsOfDifferentRequestsRunSideBySide) {
   }
 }
 
+// Four requests for one prompt reach a restarted server at once: the first
+// loader reads the prefix from disk, the other three wait for that load and
+// map it (nothing is read twice), and every output is the cold one.
+TEST_F(TiersTest, RequestsForOnePrefixReadItOnce) {
+  const std::string dir = testing::TempDir("one_read");
+  const std::vector<int32_t> prompt = Prompt(8000, 120);
+  {
+    auto disk = OpenDisk(dir);
+    Stack a = NewStack({disk.get()});
+    a.Run(prompt, 4);
+  }
+  auto disk = OpenDisk(dir);
+  testing::HeldTier held(disk.get());
+  Stack b = NewStack({&held});
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  for (int i = 0; i < 4; ++i) {
+    handles.push_back(b.scheduler->Submit(Greedy(prompt, 4)).value());
+  }
+  held.AwaitGet();
+  // The other three loaders are waiting for that read (Collect's deadline
+  // fails the test if they never do).
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (b.kv->Stats().shared_loads < 3 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(b.kv->Stats().shared_loads, 3u);
+  held.Open();
+  int from_disk = 0;
+  for (const auto& h : handles) {
+    const Outcome out = Collect(*h);
+    EXPECT_EQ(out.tokens, Alone(prompt, 4));
+    EXPECT_EQ(out.finish.usage.cached_tokens, Loadable(prompt));
+    from_disk += out.finish.usage.tier_cached_tokens[0];
+  }
+  // The first request's usage names the disk; the others found the blocks
+  // in DRAM once they were loaded.
+  EXPECT_EQ(from_disk, Loadable(prompt));
+  EXPECT_EQ(held.keys_read(), size_t(Loadable(prompt) / kBlockTokens));
+  EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks,
+            uint64_t(Loadable(prompt) / kBlockTokens));
+}
+
 // Redis down from the start, then a Redis killed mid-run: every request
 // succeeds with the cold output and the errors are counted.
 TEST_F(TiersTest, DeadRedisNeverFailsARequest) {

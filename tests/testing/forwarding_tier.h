@@ -1,8 +1,10 @@
 // ForwardingTier: a store::Tier that hands every call to another tier, for
 // tests that wrap a real tier to hold, gate or count its Gets (override Get
-// and call ForwardingTier::Get).
+// and call ForwardingTier::Get); HeldTier, one whose Gets wait until Open().
 #pragma once
 
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -36,6 +38,45 @@ class ForwardingTier : public store::Tier {
 
  private:
   store::Tier* const inner_;
+};
+
+// A tier whose Gets wait until Open(); counts the keys asked of it.
+class HeldTier final : public ForwardingTier {
+ public:
+  using ForwardingTier::ForwardingTier;
+  std::vector<std::optional<std::vector<uint8_t>>> Get(
+      std::span<const store::BlockKey> keys) override {
+    {
+      std::unique_lock lock(mu_);
+      keys_read_ += keys.size();
+      ++inside_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return open_; });
+    }
+    return ForwardingTier::Get(keys);
+  }
+
+  // Waits until a Get is inside.
+  void AwaitGet() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return inside_ > 0; });
+  }
+  void Open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  size_t keys_read() const {
+    std::lock_guard lock(mu_);
+    return keys_read_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  size_t keys_read_ = 0;
+  int inside_ = 0;
+  bool open_ = false;
 };
 
 }  // namespace kvstash::testing
