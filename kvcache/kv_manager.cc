@@ -350,12 +350,10 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
   const uint8_t promote_to = PromotedFrom(t);
   store::Tier* tier = tiers[t].tier;
   const size_t limit = base + fresh.size();  // positions that have a block
-  // What a batch's thread made of each object it asked for, in order: a
-  // missing or bad one ends the batch (the load stops there).
-  struct Loaded {
-    std::vector<uint8_t> object;  // kept only to promote it
-  };
-  using Batch = std::vector<Loaded>;
+  // Per object a batch's thread decoded, in order (a missing or bad one ends
+  // the batch, and the load stops there): its bytes, kept only to promote
+  // it (empty when no tier above takes it).
+  using Batch = std::vector<std::vector<uint8_t>>;
   // Reads, verifies and decodes pieces [first, first + n) into their blocks.
   auto load = [&, tier](size_t first, size_t n) {
     std::vector<Hash128> keys;
@@ -397,8 +395,8 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
         }
       }
       if (!store::DecodeObjectBlocks(*view, layout, into).ok()) break;
-      batch.push_back(Loaded{promote_to != 0 ? std::move(*objects[j])
-                                             : std::vector<uint8_t>()});
+      batch.push_back(promote_to != 0 ? std::move(*objects[j])
+                                      : std::vector<uint8_t>());
     }
     return batch;
   };
@@ -437,8 +435,10 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
       const Hash128& key = chain[p.first + p.count - 1];
       reached = std::min(p.first + p.count, limit);
       for (size_t u = 0; u < t; ++u) {
+        if ((promote_to >> u & 1) == 0) continue;
+        const bool last = (promote_to >> (u + 1)) == 0;
         // A refused write is counted by that tier (dropped_writes).
-        if (promote_to >> u & 1) (void)tiers[u].tier->Put(key, batch[j].object);
+        (void)tiers[u].tier->Put(key, last ? std::move(batch[j]) : batch[j]);
       }
       if (reached == limit) return reached;
     }
