@@ -37,9 +37,9 @@ inline size_t Bf16RowStride(size_t cols) {
 }
 
 // Prepared activations for f32 and f16 weights: f32 rows of this stride, so
-// that the rows of the tokens of a tile, and of the widened weights of a
-// block (see RunWidened), do not all fall into the same L1 cache sets (as
-// rows a multiple of 4 KiB apart would).
+// that the rows of the tokens of a tile do not all fall into the same L1
+// cache sets (as rows a multiple of 4 KiB apart would; RunCopiedChunks does
+// the same for rows of weights).
 inline size_t FloatRowStride(size_t cols) { return (cols + 15) / 16 * 16 + 16; }
 
 // Prepared quantized activations: int8 [n][cols], then at these offsets the
@@ -438,55 +438,66 @@ void RunWidenDecode(const WidenKernel<T>& k, const uint8_t* w, size_t row_bytes,
   }
 }
 
-// WidenKernel<float> over f32 copies of one chunk of another WidenKernel's
-// weights: `row` points at a copied row whose first element is step `base`.
-// The copies hold exactly what WidenKernel<T> would have loaded (zeros past a
-// partial last step), so every product is the same.
-struct WidenedChunkKernel : WidenKernel<float> {
-  using WidenKernel<float>::WidenKernel;
-  W LoadW(const uint8_t* row, size_t s) const {
-    return hn::Load(DF(), reinterpret_cast<const float*>(row) +
-                              (s - base) * hn::Lanes(DF()));
+// WidenKernel<T> over copies of one chunk of its weights: `row` points at a
+// copied row whose first element is that of step `base`. The copies hold the
+// row's elements from there to the chunk's end (its last, partial step
+// included), so every product is the one WidenKernel<T> makes.
+template <typename T>
+struct CopiedChunkKernel : WidenKernel<T> {
+  using Base = WidenKernel<T>;
+  using Base::Base;
+  typename Base::W LoadW(const uint8_t* row, size_t s) const {
+    return Base::Widen(reinterpret_cast<const T*>(row) +
+                       (s - base) * hn::Lanes(DF()));
   }
-  W LoadWTail(const uint8_t* row) const { return LoadW(row, steps); }
+  typename Base::W LoadWTail(const uint8_t* row) const {
+    HWY_ALIGN T buf[Base::kLanes] = {};
+    std::memcpy(buf,
+                reinterpret_cast<const T*>(row) +
+                    (this->steps - base) * hn::Lanes(DF()),
+                (this->cols - this->steps * hn::Lanes(DF())) * sizeof(T));
+    return Base::Widen(buf);
+  }
   size_t base = 0;
 };
 
-// A batch for weights widened from T: as RunKernel, but each block of rows x
-// tokens widens its chunk of weights once, into a per-thread f32 buffer that
-// all of the block's token tiles read, instead of once per token tile.
+// A batch of f16 / bf16 weights: as RunKernel, but each block of rows x
+// tokens first copies its chunk of weights into a per-thread buffer whose
+// rows are one cache line longer than a chunk, and all of the block's token
+// tiles read the copy, widening as they go. The matrix's own rows lie a
+// multiple of 4 KiB apart in most shapes (a 2048-column f16 row is 4 KiB), so
+// a block's rows fall into few of L2's sets and evict each other between
+// token tiles; the copy's rows spread over all sets. On the Zen 5 host this
+// took 1b f16 pp512 (`kvstash bench`, 2 threads) from 0.63-0.65 of the FMA
+// peak to 0.72-0.74 (3 alternating rounds), against widening each chunk
+// once into an f32 buffer (twice the bytes for the tiles to read).
 template <typename T>
-void RunWidened(const WidenKernel<T>& k, const uint8_t* w, size_t row_bytes,
-                size_t n, size_t row_begin, size_t row_end, float* y,
-                size_t ldy) {
+void RunCopiedChunks(const WidenKernel<T>& k, const uint8_t* w,
+                     size_t row_bytes, size_t n, size_t row_begin,
+                     size_t row_end, float* y, size_t ldy) {
   using K = WidenKernel<T>;
+  constexpr size_t kChunkBytes = K::kChunkElems * sizeof(T);
   constexpr size_t kBlockRows =
-      kRowBlockBytes / kChunkActivationBytes / K::kRows * K::kRows;
-  // Rows one cache line longer than a chunk: see FloatRowStride.
-  constexpr size_t kBufRowBytes = K::kChunkElems * sizeof(float) + 64;
+      kRowBlockBytes / kChunkBytes / K::kRows * K::kRows;
+  constexpr size_t kBufRowBytes = kChunkBytes + 64;
   // Zero-initialized thread storage: no allocation; pages are touched on use.
-  alignas(64) static thread_local float
-      buffer[kBlockRows * kBufRowBytes / sizeof(float)];
-  auto* buf = reinterpret_cast<uint8_t*>(buffer);
-  WidenedChunkKernel view(k.x, k.cols, k.x_stride);
+  alignas(64) static thread_local uint8_t buf[kBlockRows * kBufRowBytes];
+  CopiedChunkKernel<T> view(k.x, k.cols, k.x_stride);
   const Chunks<K> chunks(k);
-  const Chunks<WidenedChunkKernel> view_chunks(view);
-  const size_t lanes = hn::Lanes(DF());
+  const Chunks<CopiedChunkKernel<T>> view_chunks(view);
   ForEachBatchBlock<K>(
       row_begin, row_end, n, kBlockRows, chunks.count(),
       [&](size_t rb, size_t re, size_t tb, size_t te, size_t c) {
         const Chunk chunk = chunks[c];
+        // The chunk's elements: its whole steps, and the row's last
+        // elements when it ends in a partial step.
+        const size_t lanes = hn::Lanes(DF());
+        const size_t first = chunk.step_begin * lanes * sizeof(T);
+        const size_t last = chunk.tail ? k.cols * sizeof(T)
+                                       : chunk.step_end * lanes * sizeof(T);
         for (size_t r = rb; r < re; ++r) {
-          const uint8_t* row = w + r * row_bytes;
-          float* out = reinterpret_cast<float*>(buf + (r - rb) * kBufRowBytes);
-          for (size_t s = chunk.step_begin; s < chunk.step_end; ++s) {
-            hn::Store(k.LoadW(row, s), DF(),
-                      out + (s - chunk.step_begin) * lanes);
-          }
-          if (chunk.tail) {
-            hn::Store(k.LoadWTail(row), DF(),
-                      out + (k.steps - chunk.step_begin) * lanes);
-          }
+          std::memcpy(buf + (r - rb) * kBufRowBytes, w + r * row_bytes + first,
+                      last - first);
         }
         view.base = chunk.step_begin;
         for (size_t t0 = tb; t0 < te; t0 += K::kTokens) {
@@ -1911,14 +1922,16 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
     RunKernel(kernel, w8, row_bytes, cols, n, row_begin, row_end, y, ldy);
   };
   // Float weights: decode by RunWidenDecode; a batch of more than one token
-  // tile of f16 / bf16 widens each chunk of weights once (RunWidened).
+  // tile of f16 / bf16 reads copies of its chunks of weights
+  // (RunCopiedChunks).
   auto run_float = [&]<typename T>(const WidenKernel<T>& kernel) {
     if (n == 1) {
       return RunWidenDecode(kernel, w8, row_bytes, row_begin, row_end, y);
     }
     if constexpr (!std::is_same_v<T, float>) {
       if (n > kFloatTokens) {
-        return RunWidened(kernel, w8, row_bytes, n, row_begin, row_end, y, ldy);
+        return RunCopiedChunks(kernel, w8, row_bytes, n, row_begin, row_end, y,
+                               ldy);
       }
     }
     run(kernel);
