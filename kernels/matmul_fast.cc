@@ -134,6 +134,91 @@ HWY_INLINE float HalfToFloat(const uint16_t* bits) {
       d1, hn::LoadU(dh1, reinterpret_cast<const hwy::float16_t*>(bits))));
 }
 
+// ------------------------------------------------------- sums of lanes
+
+// The sum of the lanes of each of acc[0, N), into sums[0, N): with AVX-512,
+// every vector by the same tree (lanes i + 8, then + 4, + 2, + 1), computed
+// for 16 vectors at a time with the vectors interleaved at each level (45
+// shuffles and adds per 16, where one SumOfLanes each took 8 per vector:
+// the reductions of a float tile cost 7-17% of 1b f16 pp512 on the Zen 5
+// host). The tree does not depend on N, so a sum is the same bits whether
+// it was reduced alone (decode) or in a tile (a batch).
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+// out[i] = x + y for the two shuffles x, y of in[2 i] and in[2 i + 1] by
+// kFirst and kSecond (of 128-bit blocks when kBlocks, else of the lanes of
+// each block), for i < ceil(n / 2); an odd last input pairs with itself.
+template <size_t n, bool kBlocks, int kFirst, int kSecond>
+HWY_INLINE void FoldPairs(const __m512* in, __m512* out) {
+#pragma GCC unroll 8
+  for (size_t i = 0; i < (n + 1) / 2; ++i) {
+    const __m512 a = in[2 * i], b = in[std::min(2 * i + 1, n - 1)];
+    if constexpr (kBlocks) {
+      out[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, kFirst),
+                             _mm512_shuffle_f32x4(a, b, kSecond));
+    } else {
+      out[i] = _mm512_add_ps(_mm512_shuffle_ps(a, b, kFirst),
+                             _mm512_shuffle_ps(a, b, kSecond));
+    }
+  }
+}
+
+template <size_t N>
+HWY_INLINE void SumLanesOf16(const hn::Vec<DF>* acc, float* sums) {
+  static_assert(N >= 1 && N <= 16);
+  constexpr size_t n1 = (N + 1) / 2, n2 = (n1 + 1) / 2, n3 = (n2 + 1) / 2;
+  __m512 v[N], p[n1], q[n2], r[n3], s[1];
+#pragma GCC unroll 16
+  for (size_t i = 0; i < N; ++i) v[i] = acc[i].raw;
+  // Level 1: a's 256-bit halves added, beside b's.
+  FoldPairs<N, true, _MM_SHUFFLE(1, 0, 1, 0), _MM_SHUFFLE(3, 2, 3, 2)>(v, p);
+  // Level 2: each 256-bit sum's 128-bit halves added; four vectors' sums.
+  FoldPairs<n1, true, _MM_SHUFFLE(2, 0, 2, 0), _MM_SHUFFLE(3, 1, 3, 1)>(p, q);
+  // Level 3: lanes 0 + 2 and 1 + 3 of each 128-bit sum.
+  FoldPairs<n2, false, _MM_SHUFFLE(1, 0, 1, 0), _MM_SHUFFLE(3, 2, 3, 2)>(q, r);
+  // Level 4: the two lanes left; lane 4 j + m holds vector j + 4 m.
+  FoldPairs<n3, false, _MM_SHUFFLE(2, 0, 2, 0), _MM_SHUFFLE(3, 1, 3, 1)>(r, s);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, s[0]);
+#pragma GCC unroll 16
+  for (size_t i = 0; i < N; ++i) sums[i] = lanes[i % 4 * 4 + i / 4];
+}
+
+template <size_t N>
+HWY_INLINE void SumLanes(const hn::Vec<DF>* acc, float* sums) {
+  if constexpr (N > 16) {
+    SumLanesOf16<16>(acc, sums);
+    SumLanes<N - 16>(acc + 16, sums + 16);
+  } else {
+    SumLanesOf16<N>(acc, sums);
+  }
+}
+#else
+template <size_t N>
+HWY_INLINE void SumLanes(const hn::Vec<DF>* acc, float* sums) {
+  for (size_t i = 0; i < N; ++i) {
+    sums[i] = hn::GetLane(hn::SumOfLanes(DF(), acc[i]));
+  }
+}
+#endif
+
+HWY_INLINE float SumLanes(hn::Vec<DF> acc) {
+  float sum;
+  SumLanes<1>(&acc, &sum);
+  return sum;
+}
+
+// Reduces acc[0, N) of kernel K into sums: by SumLanes when the kernel's
+// Reduce is the sum of lanes (it says so with kReduceSumsLanes), else one
+// Reduce each.
+template <class K, size_t N>
+HWY_INLINE void ReduceAll(const K& k, const typename K::Acc* acc, float* sums) {
+  if constexpr (requires { K::kReduceSumsLanes; }) {
+    SumLanes<N>(acc, sums);
+  } else {
+    for (size_t i = 0; i < N; ++i) sums[i] = k.Reduce(acc[i]);
+  }
+}
+
 // ---------------------------------------------------------------- the driver
 
 // Steps [step_begin, step_end) of a row, plus the partial last step if
@@ -180,13 +265,14 @@ HWY_INLINE void Tile(const K& k, const uint8_t* w, size_t row_bytes, size_t t0,
     for (size_t r = 0; r < kR; ++r) wv[r] = k.LoadWTail(w + r * row_bytes);
     MacTile(k, acc, wv, [&](size_t t) { return k.LoadXTail(t0 + t); });
   }
+  float sums[kR * kT];
+  ReduceAll<K, kR * kT>(k, &acc[0][0], sums);
 #pragma GCC unroll 8
   for (size_t r = 0; r < kR; ++r) {
 #pragma GCC unroll 8
     for (size_t t = 0; t < kT; ++t) {
-      const float sum = k.Reduce(acc[r][t]);
       float& out = y[t * ldy + r];
-      out = c.first ? sum : out + sum;
+      out = c.first ? sums[r * kT + t] : out + sums[r * kT + t];
     }
   }
 }
@@ -350,7 +436,8 @@ struct WidenKernel {
   }
   Acc Zero() const { return hn::Zero(DF()); }
   Acc Mac(Acc acc, W w, X xv) const { return hn::MulAdd(w, xv, acc); }
-  float Reduce(Acc acc) const { return hn::GetLane(hn::SumOfLanes(DF(), acc)); }
+  static constexpr bool kReduceSumsLanes = true;
+  float Reduce(Acc acc) const { return SumLanes(acc); }
 
   const float* x;
   size_t x_stride;
@@ -413,11 +500,10 @@ HWY_INLINE void WidenDecodeTile(const WidenKernel<T>& k, const uint8_t* w,
       acc[r] = hn::MulAdd(k.LoadWTail(w + r * row_bytes), x, acc[r]);
     }
   }
+  float sums[kR];
+  ReduceAll<WidenKernel<T>, kR>(k, acc, sums);
 #pragma GCC unroll 8
-  for (size_t r = 0; r < kR; ++r) {
-    const float sum = k.Reduce(acc[r]);
-    y[r] = c.first ? sum : y[r] + sum;
-  }
+  for (size_t r = 0; r < kR; ++r) y[r] = c.first ? sums[r] : y[r] + sums[r];
 }
 
 template <typename T>
@@ -461,7 +547,7 @@ struct CopiedChunkKernel : WidenKernel<T> {
   size_t base = 0;
 };
 
-// A batch of f16 / bf16 weights: as RunKernel, but each block of rows x
+// A batch of float weights: as RunKernel, but each block of rows x
 // tokens first copies its chunk of weights into a per-thread buffer whose
 // rows are one cache line longer than a chunk, and all of the block's token
 // tiles read the copy, widening as they go. The matrix's own rows lie a
@@ -470,7 +556,9 @@ struct CopiedChunkKernel : WidenKernel<T> {
 // token tiles; the copy's rows spread over all sets. On the Zen 5 host this
 // took 1b f16 pp512 (`kvstash bench`, 2 threads) from 0.63-0.65 of the FMA
 // peak to 0.72-0.74 (3 alternating rounds), against widening each chunk
-// once into an f32 buffer (twice the bytes for the tiles to read).
+// once into an f32 buffer (twice the bytes for the tiles to read), and the
+// 2048 x 8192 f32 prefill of matmul_bench from 0.39-0.58 to 0.52-0.64,
+// against reading the matrix in place.
 template <typename T>
 void RunCopiedChunks(const WidenKernel<T>& k, const uint8_t* w,
                      size_t row_bytes, size_t n, size_t row_begin,
@@ -580,7 +668,8 @@ struct WholeBlockKernel {
     return static_cast<const Derived&>(*this).LoadX(t, 0);
   }
   Acc Zero() const { return hn::Zero(DF()); }
-  float Reduce(Acc acc) const { return hn::GetLane(hn::SumOfLanes(DF(), acc)); }
+  static constexpr bool kReduceSumsLanes = true;
+  float Reduce(Acc acc) const { return SumLanes(acc); }
   // Block s of token t's activations.
   IntBlock XBlock(size_t t, size_t s) const {
     return LoadIntBlock(xa.q + t * cols + s * kQuantBlock, xa.d[t * steps + s]);
@@ -1922,17 +2011,15 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
     RunKernel(kernel, w8, row_bytes, cols, n, row_begin, row_end, y, ldy);
   };
   // Float weights: decode by RunWidenDecode; a batch of more than one token
-  // tile of f16 / bf16 reads copies of its chunks of weights
+  // tile reads copies of its chunks of weights
   // (RunCopiedChunks).
   auto run_float = [&]<typename T>(const WidenKernel<T>& kernel) {
     if (n == 1) {
       return RunWidenDecode(kernel, w8, row_bytes, row_begin, row_end, y);
     }
-    if constexpr (!std::is_same_v<T, float>) {
-      if (n > kFloatTokens) {
-        return RunCopiedChunks(kernel, w8, row_bytes, n, row_begin, row_end, y,
-                               ldy);
-      }
+    if (n > kFloatTokens) {
+      return RunCopiedChunks(kernel, w8, row_bytes, n, row_begin, row_end, y,
+                             ldy);
     }
     run(kernel);
   };
