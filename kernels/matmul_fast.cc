@@ -1,8 +1,9 @@
 // Highway compiles this file once per CPU target (foreach_target.h) and picks
 // one at run time. Each weight type has a "kernel": a small struct that loads
-// one step of a weight row (W) and of an activation row (X) in compute form,
-// multiplies them into an accumulator (Mac) and reduces it to a float. One
-// driver (Tile) runs any kernel over a tile of rows x tokens.
+// one step of a weight row (W) and of an activation row (X) in compute form
+// and multiplies them into an accumulator (Mac), which is reduced to a float
+// by the sum of its lanes (SumLanes), or by the kernel's own Reduce where it
+// has one. One driver (Tile) runs any kernel over a tile of rows x tokens.
 //
 // On the AVX3_DL target (AVX-512 with VNNI, enabled by HWY_WANT_AVX3_DL) the
 // quantized types use vpdpbusd and bf16 uses vdpbf16ps (when the CPU has
@@ -201,21 +202,14 @@ HWY_INLINE void SumLanes(const hn::Vec<DF>* acc, float* sums) {
 }
 #endif
 
-HWY_INLINE float SumLanes(hn::Vec<DF> acc) {
-  float sum;
-  SumLanes<1>(&acc, &sum);
-  return sum;
-}
-
-// Reduces acc[0, N) of kernel K into sums: by SumLanes when the kernel's
-// Reduce is the sum of lanes (it says so with kReduceSumsLanes), else one
-// Reduce each.
+// Reduces acc[0, N) of kernel K into sums: by the kernel's Reduce, or by
+// SumLanes for a kernel that has none (its sum is the sum of the lanes).
 template <class K, size_t N>
 HWY_INLINE void ReduceAll(const K& k, const typename K::Acc* acc, float* sums) {
-  if constexpr (requires { K::kReduceSumsLanes; }) {
-    SumLanes<N>(acc, sums);
-  } else {
+  if constexpr (requires { k.Reduce(acc[0]); }) {
     for (size_t i = 0; i < N; ++i) sums[i] = k.Reduce(acc[i]);
+  } else {
+    SumLanes<N>(acc, sums);
   }
 }
 
@@ -436,8 +430,6 @@ struct WidenKernel {
   }
   Acc Zero() const { return hn::Zero(DF()); }
   Acc Mac(Acc acc, W w, X xv) const { return hn::MulAdd(w, xv, acc); }
-  static constexpr bool kReduceSumsLanes = true;
-  float Reduce(Acc acc) const { return SumLanes(acc); }
 
   const float* x;
   size_t x_stride;
@@ -668,8 +660,6 @@ struct WholeBlockKernel {
     return static_cast<const Derived&>(*this).LoadX(t, 0);
   }
   Acc Zero() const { return hn::Zero(DF()); }
-  static constexpr bool kReduceSumsLanes = true;
-  float Reduce(Acc acc) const { return SumLanes(acc); }
   // Block s of token t's activations.
   IntBlock XBlock(size_t t, size_t s) const {
     return LoadIntBlock(xa.q + t * cols + s * kQuantBlock, xa.d[t * steps + s]);
