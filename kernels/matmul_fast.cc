@@ -413,10 +413,12 @@ struct WidenKernel {
     return Widen(p);
   }
   W LoadWTail(const uint8_t* row) const {
+    return WidenTail(reinterpret_cast<const T*>(row) + steps * hn::Lanes(DF()));
+  }
+  // The partial last step of a row, from its first element `p`, zero-padded.
+  W WidenTail(const T* p) const {
     HWY_ALIGN T buf[kLanes] = {};
-    const size_t done = steps * hn::Lanes(DF());
-    std::memcpy(buf, reinterpret_cast<const T*>(row) + done,
-                (cols - done) * sizeof(T));
+    std::memcpy(buf, p, (cols - steps * hn::Lanes(DF())) * sizeof(T));
     return Widen(buf);
   }
   X LoadX(size_t t, size_t s) const {
@@ -529,12 +531,8 @@ struct CopiedChunkKernel : WidenKernel<T> {
                        (s - base) * hn::Lanes(DF()));
   }
   typename Base::W LoadWTail(const uint8_t* row) const {
-    HWY_ALIGN T buf[Base::kLanes] = {};
-    std::memcpy(buf,
-                reinterpret_cast<const T*>(row) +
-                    (this->steps - base) * hn::Lanes(DF()),
-                (this->cols - this->steps * hn::Lanes(DF())) * sizeof(T));
-    return Base::Widen(buf);
+    return this->WidenTail(reinterpret_cast<const T*>(row) +
+                           (this->steps - base) * hn::Lanes(DF()));
   }
   size_t base = 0;
 };
@@ -565,13 +563,13 @@ void RunCopiedChunks(const WidenKernel<T>& k, const uint8_t* w,
   CopiedChunkKernel<T> view(k.x, k.cols, k.x_stride);
   const Chunks<K> chunks(k);
   const Chunks<CopiedChunkKernel<T>> view_chunks(view);
+  const size_t lanes = hn::Lanes(DF());
   ForEachBatchBlock<K>(
       row_begin, row_end, n, kBlockRows, chunks.count(),
       [&](size_t rb, size_t re, size_t tb, size_t te, size_t c) {
         const Chunk chunk = chunks[c];
         // The chunk's elements: its whole steps, and the row's last
         // elements when it ends in a partial step.
-        const size_t lanes = hn::Lanes(DF());
         const size_t first = chunk.step_begin * lanes * sizeof(T);
         const size_t last = chunk.tail ? k.cols * sizeof(T)
                                        : chunk.step_end * lanes * sizeof(T);
