@@ -31,7 +31,24 @@ Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options) {
   if (options.model_path.empty()) {
     return Status::InvalidArgument("--model is required");
   }
-  return Model::Load(options.model_path, options.tokenizer_path);
+  const FileMemory memory =
+      options.huge_pages ? FileMemory::kHugePages : FileMemory::kMapped;
+  KV_ASSIGN_OR_RETURN(
+      std::unique_ptr<Model> model,
+      Model::Load(options.model_path, options.tokenizer_path, memory));
+  if (memory == FileMemory::kHugePages) {
+    KV_ASSIGN_OR_RETURN(size_t huge_bytes, model->file().HugePageBytes());
+    std::string line = "--huge-pages: " + HumanBytes(model->file_bytes()) +
+                       " read, " + HumanBytes(huge_bytes) + " in huge pages";
+    if (huge_bytes == 0) {
+      line +=
+          " (the kernel gave none: see "
+          "/sys/kernel/mm/transparent_hugepage/enabled, which must be "
+          "'always' or 'madvise')";
+    }
+    PrintProgress(line);
+  }
+  return model;
 }
 
 std::string HumanBytes(uint64_t bytes) {

@@ -54,6 +54,8 @@ int RunBench(const BenchCommandOptions& options) {
   if (!r.ok()) return Fail(r.status().message());
   // VmRSS, not the peak VmHWM, which would count the bandwidth probe's buffer.
   const size_t rss = ResidentBytes();
+  Result<size_t> huge_page_bytes = (*model)->file().HugePageBytes();
+  if (!huge_page_bytes.ok()) return Fail(huge_page_bytes.status().message());
   const std::string kv_name = kernels::KvFormatName(o.kv_format);
   if (options.json) {
     Json baseline = nullptr;
@@ -102,6 +104,7 @@ int RunBench(const BenchCommandOptions& options) {
          {"peak_instruction", r->peak.instruction},
          {"prefill_peak_ratio", r->prefill_peak_ratio},
          {"file_bytes", (*model)->file_bytes()},
+         {"file_huge_page_bytes", *huge_page_bytes},
          {"kv_cache_bytes", r->kv_cache_bytes},
          {"rss_bytes", rss},
          {"baseline", baseline},

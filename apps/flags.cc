@@ -12,6 +12,11 @@ void AddModelFlags(CLI::App* cmd, ModelOptions* m, bool required) {
   cmd->add_option("--tokenizer", m->tokenizer_path,
                   "tokenizer.bin of a llama2.c checkpoint (GGUF files carry "
                   "their own vocabulary)");
+  cmd->add_flag("--huge-pages", m->huge_pages,
+                "read the model into memory backed by 2 MiB transparent huge "
+                "pages instead of mapping the file (faster decode of large "
+                "float weights; costs a read at start and memory not shared "
+                "with other processes)");
 }
 
 void AddRunFlags(CLI::App* cmd, RunOptions* r) {

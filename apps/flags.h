@@ -24,6 +24,8 @@ struct Command {
 struct ModelOptions {
   std::string model_path;
   std::string tokenizer_path;  // llama2.c checkpoints only
+  // Read the file into huge pages instead of mapping it (FileMemory).
+  bool huge_pages = false;
 };
 
 // How a forward pass runs: threads and the KV cache's types (converted by

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -29,9 +30,29 @@ class FdCloser {
   int fd_;
 };
 
+// Reads `size` bytes of `fd` from offset 0 into `to`.
+Status ReadWhole(int fd, const std::string& path, uint8_t* to, size_t size) {
+  constexpr size_t kPiece = size_t{64} << 20;
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::pread(fd, to + done, std::min(kPiece, size - done),
+                              static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("cannot read", path);
+    if (n == 0) {
+      return Status::IOError("'" + path + "' ended after " +
+                             std::to_string(done) + " of " +
+                             std::to_string(size) + " bytes while read");
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
-Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
+Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path,
+                                                     FileMemory memory) {
   FdCloser fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoStatus("cannot open", path);
   struct stat st;
@@ -40,17 +61,34 @@ Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
     return Status::InvalidArgument("not a regular file: '" + path + "'");
   }
   const size_t size = static_cast<size_t>(st.st_size);
-  const uint8_t* data = nullptr;
-  if (size > 0) {
+  if (size == 0) {
+    return std::unique_ptr<MappedFile>(
+        new MappedFile(path, memory, nullptr, 0, nullptr));
+  }
+  if (memory == FileMemory::kMapped) {
     void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
     if (p == MAP_FAILED) return ErrnoStatus("cannot mmap", path);
-    data = static_cast<const uint8_t*>(p);
+    return std::unique_ptr<MappedFile>(new MappedFile(
+        path, memory, static_cast<const uint8_t*>(p), size, nullptr));
   }
-  return std::unique_ptr<MappedFile>(new MappedFile(path, data, size));
+  Result<std::unique_ptr<HugePages>> pages = HugePages::Map(size);
+  if (!pages.ok()) return pages.status().WithPrefix(path);
+  KV_RETURN_IF_ERROR(ReadWhole(fd.get(), path, (*pages)->data(), size));
+  KV_RETURN_IF_ERROR((*pages)->MakeReadOnly().WithPrefix(path));
+  uint8_t* const data = (*pages)->data();
+  return std::unique_ptr<MappedFile>(
+      new MappedFile(path, memory, data, size, std::move(pages).value()));
 }
 
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (pages_ == nullptr && data_ != nullptr) {
+    ::munmap(const_cast<uint8_t*>(data_), size_);
+  }
+}
+
+Result<size_t> MappedFile::HugePageBytes() const {
+  if (pages_ == nullptr) return size_t{0};
+  return pages_->HugePageBytes();
 }
 
 Result<std::string> ReadFile(const std::string& path) {

@@ -1,5 +1,6 @@
 // Read-only file access: MappedFile maps a whole file into memory (weights are
-// read in place, never copied), ReadFile slurps small files, WriteFileAtomic
+// read in place from the page cache, or read once into huge pages), ReadFile
+// slurps small files, WriteFileAtomic
 // writes through a temporary file and rename so that a reader never sees a
 // half-written file.
 #pragma once
@@ -11,15 +12,30 @@
 #include <string>
 #include <string_view>
 
+#include "base/huge_pages.h"
 #include "base/status.h"
 
 namespace kvstash {
 
-// A read-only private mapping of an entire file. Immutable and thread-safe once
-// opened. An empty file maps to an empty span.
+// Where a MappedFile keeps the file's bytes.
+enum class FileMemory {
+  // A private read-only mapping of the file: pages come from the page cache
+  // (shared with every process that maps the file, evictable, loaded on
+  // first touch), in 4 KiB pages.
+  kMapped,
+  // HugePages (base/huge_pages.h) the whole file is read into at Open, then
+  // made read-only: a pass over the weights walks 2 MiB pages. The cost is
+  // the read at Open and memory of the process's own (neither shared nor
+  // evictable).
+  kHugePages,
+};
+
+// A read-only view of an entire file (FileMemory says how it is held).
+// Immutable and thread-safe once opened. An empty file maps to an empty span.
 class MappedFile {
  public:
-  static Result<std::unique_ptr<MappedFile>> Open(const std::string& path);
+  static Result<std::unique_ptr<MappedFile>> Open(
+      const std::string& path, FileMemory memory = FileMemory::kMapped);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -28,13 +44,23 @@ class MappedFile {
   size_t size() const { return size_; }
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
+  FileMemory memory() const { return memory_; }
+  // Bytes of the view the kernel backs with huge pages now; 0 for kMapped.
+  Result<size_t> HugePageBytes() const;
 
  private:
-  MappedFile(std::string path, const uint8_t* data, size_t size)
-      : path_(std::move(path)), data_(data), size_(size) {}
+  MappedFile(std::string path, FileMemory memory, const uint8_t* data,
+             size_t size, std::unique_ptr<HugePages> pages)
+      : path_(std::move(path)),
+        memory_(memory),
+        data_(data),
+        size_(size),
+        pages_(std::move(pages)) {}
   std::string path_;
+  FileMemory memory_;
   const uint8_t* data_;
   size_t size_;
+  std::unique_ptr<HugePages> pages_;  // kHugePages: holds data_
 };
 
 Result<std::string> ReadFile(const std::string& path);

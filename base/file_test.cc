@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <cstring>
+#include <fstream>
+
 #include "tests/testing/shared_data.h"
 
 namespace kvstash {
@@ -49,9 +52,55 @@ TEST(FileTest, SecretFilesMustBePrivate) {
 TEST(FileTest, EmptyFileMapsToEmpty) {
   const std::string path = testing::TempDir("file_empty") + "/e";
   ASSERT_TRUE(WriteFileAtomic(path, "").ok());
+  for (FileMemory memory : {FileMemory::kMapped, FileMemory::kHugePages}) {
+    auto mapped = MappedFile::Open(path, memory);
+    ASSERT_TRUE(mapped.ok());
+    EXPECT_EQ((*mapped)->size(), 0u);
+    EXPECT_EQ((*mapped)->HugePageBytes().value(), 0u);
+  }
+}
+
+// The setting in brackets of a transparent_hugepage file ("" when absent).
+std::string ThpSetting(const std::string& name) {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/" + name);
+  std::string line;
+  std::getline(in, line);
+  const size_t open = line.find('['), close = line.find(']');
+  if (open == std::string::npos || close < open) return "";
+  return line.substr(open + 1, close - open - 1);
+}
+
+TEST(FileTest, HugePagesHoldTheFileReadOnlyInHugePages) {
+  // 5 MiB and a bit: two whole huge pages and a partial third.
+  std::string contents((size_t{5} << 20) + 12345, '\0');
+  for (size_t i = 0; i < contents.size(); ++i) {
+    contents[i] = static_cast<char>((i * 2654435761u) >> 13);
+  }
+  const std::string path = testing::TempDir("file_huge") + "/w.bin";
+  ASSERT_TRUE(WriteFileAtomic(path, contents).ok());
+  auto huge = MappedFile::Open(path, FileMemory::kHugePages);
+  ASSERT_TRUE(huge.ok()) << huge.status().ToString();
+  const MappedFile& file = **huge;
+  EXPECT_EQ(file.memory(), FileMemory::kHugePages);
+  ASSERT_EQ(file.size(), contents.size());
+  EXPECT_EQ(std::memcmp(file.data(), contents.data(), contents.size()), 0);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(file.data()) % (2u << 20), 0u);
+  Result<size_t> huge_bytes = file.HugePageBytes();
+  ASSERT_TRUE(huge_bytes.ok()) << huge_bytes.status().ToString();
+  EXPECT_LE(*huge_bytes, size_t{6} << 20);
+  // Asked of the kernel only where it hands huge pages to madvised memory
+  // and compacts for them on a fault.
+  const std::string enabled = ThpSetting("enabled");
+  const std::string defrag = ThpSetting("defrag");
+  if ((enabled == "always" || enabled == "madvise") &&
+      (defrag == "always" || defrag == "madvise" ||
+       defrag == "defer+madvise")) {
+    EXPECT_GE(*huge_bytes, size_t{2} << 20)
+        << "transparent_hugepage enabled=" << enabled << " defrag=" << defrag;
+  }
   auto mapped = MappedFile::Open(path);
   ASSERT_TRUE(mapped.ok());
-  EXPECT_EQ((*mapped)->size(), 0u);
+  EXPECT_EQ((*mapped)->HugePageBytes().value(), 0u);
 }
 
 }  // namespace

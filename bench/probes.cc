@@ -194,8 +194,10 @@ PeakLoop PeakLoopFor(kernels::DType t) {
 ReadBandwidthProbe::ReadBandwidthProbe(ThreadPool& pool, size_t bytes)
     : pool_(pool), sums_(pool.NumWorkers()) {
   bytes = std::max<size_t>(bytes / 4096 * 4096, 4096 * pool.NumWorkers());
-  words_ = static_cast<uint64_t*>(std::aligned_alloc(4096, bytes));
-  KV_CHECK(words_ != nullptr);
+  Result<std::unique_ptr<HugePages>> buffer = HugePages::Map(bytes);
+  KV_CHECK_MSG(buffer.ok(), buffer.status().ToString().c_str());
+  buffer_ = std::move(buffer).value();
+  words_ = reinterpret_cast<uint64_t*>(buffer_->data());
   n_words_ = bytes / 8;
   const size_t workers = pool.NumWorkers();
   // Fault the pages in on the workers that will read them.
@@ -209,7 +211,6 @@ ReadBandwidthProbe::ReadBandwidthProbe(ThreadPool& pool, size_t bytes)
 ReadBandwidthProbe::~ReadBandwidthProbe() {
   volatile uint64_t sink = sums_[0];
   (void)sink;
-  std::free(words_);
 }
 
 double ReadBandwidthProbe::Measure(int repeats) {

@@ -1,10 +1,10 @@
 // BlockPool: the memory of the paged KV cache and the reference counts of its
 // blocks.
 //
-// One anonymous mapping (the arena), aligned to 2 MiB and advised for
-// transparent huge pages, is cut into `capacity()` blocks of `block_bytes()`
-// (see block_layout.h). The arena never moves or shrinks, so data(id) is
-// stable for the pool's lifetime.
+// One mapping of HugePages (base/huge_pages.h: 2 MiB aligned, advised to
+// transparent huge pages), the arena, is cut into `capacity()` blocks of
+// `block_bytes()` (see block_layout.h). The arena never moves or shrinks, so
+// data(id) is stable for the pool's lifetime.
 //
 // Each block is either on the free list (refcount 0) or off it: then its
 // refcount counts the sequences holding it, and a block with refcount 0 off
@@ -22,6 +22,7 @@
 #include <span>
 #include <vector>
 
+#include "base/huge_pages.h"
 #include "base/status.h"
 
 namespace kvstash::kvcache {
@@ -31,7 +32,7 @@ using BlockId = int32_t;
 class BlockPool {
  public:
   // Alignment of the arena (one x86-64 huge page).
-  static constexpr size_t kArenaAlign = size_t{2} << 20;
+  static constexpr size_t kArenaAlign = HugePages::kHugePageBytes;
 
   // A pool of `n_blocks` blocks of `block_bytes` each, all free. With
   // `prefault`, every page of the arena is touched now. REQUIRES:
@@ -68,12 +69,12 @@ class BlockPool {
   uint8_t* data(BlockId id) const { return arena_ + size_t(id) * block_bytes_; }
 
  private:
-  BlockPool(uint8_t* arena, size_t arena_bytes, size_t block_bytes,
+  BlockPool(std::unique_ptr<HugePages> arena, size_t block_bytes,
             BlockId n_blocks);
   void CheckId(BlockId id) const;
 
-  uint8_t* arena_;
-  size_t arena_bytes_;  // mapped length, a multiple of kArenaAlign
+  std::unique_ptr<HugePages> pages_;
+  uint8_t* arena_;  // pages_->data()
   size_t block_bytes_;
   std::vector<int32_t> refs_;     // [capacity]
   std::vector<uint8_t> is_free_;  // [capacity]: 1 while on free_

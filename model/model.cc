@@ -11,9 +11,11 @@ using kernels::DType;
 Model::~Model() = default;
 
 Result<std::unique_ptr<Model>> Model::Load(const std::string& path,
-                                           const std::string& tokenizer_path) {
+                                           const std::string& tokenizer_path,
+                                           FileMemory memory) {
   std::unique_ptr<Model> model(new Model());
-  KV_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file,
+                      MappedFile::Open(path, memory));
   model->file_bytes_ = file->size();
   uint32_t magic = 0;
   if (file->size() >= sizeof(magic)) {

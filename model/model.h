@@ -74,9 +74,12 @@ enum class ModelFormat { kGguf, kLlama2c };
 class Model {
  public:
   // `tokenizer_path` is required for llama2.c checkpoints and ignored for
-  // GGUF. Errors name the file and what was wrong.
-  static Result<std::unique_ptr<Model>> Load(const std::string& path,
-                                             const std::string& tokenizer_path);
+  // GGUF. `memory`: how the file's bytes, which the weights are read from
+  // in place, are held (base/file.h). Errors name the file and what was
+  // wrong.
+  static Result<std::unique_ptr<Model>> Load(
+      const std::string& path, const std::string& tokenizer_path,
+      FileMemory memory = FileMemory::kMapped);
   ~Model();
 
   const ModelConfig& config() const { return config_; }
@@ -84,6 +87,8 @@ class Model {
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   ModelFormat format() const { return format_; }
   uint64_t file_bytes() const { return file_bytes_; }
+  // The model file as held in memory (FileMemory, HugePageBytes).
+  const MappedFile& file() const { return *raw_file_; }
   const std::vector<TensorSummary>& tensors() const { return tensors_; }
   // The GGUF `general.file_type` (llama.cpp's llama_ftype: what most
   // matrices are, see GgufFileTypeName), when the file has one.

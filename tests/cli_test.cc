@@ -63,6 +63,32 @@ TEST(CliTest, GenerateStreamsText) {
       << o.out;
 }
 
+// --huge-pages reads the model into its own memory: the same text comes out,
+// and a line says how much of it the kernel put in huge pages.
+TEST(CliTest, GenerateFromHugePages) {
+  const std::string args = "generate " + ModelFlags() +
+                           " --prompt 'Once upon a time' --n-predict 30 "
+                           "--temp 0";
+  Output mapped = RunKvstash(args);
+  Output huge = RunKvstash(args + " --huge-pages");
+  ASSERT_EQ(mapped.exit_code, 0) << mapped.out;
+  ASSERT_EQ(huge.exit_code, 0) << huge.out;
+  const std::string said = "--huge-pages: ";
+  const size_t line = huge.out.find(said);
+  ASSERT_NE(line, std::string::npos) << huge.out;
+  const size_t end = huge.out.find('\n', line);
+  EXPECT_NE(huge.out.find(" in huge pages", line), std::string::npos)
+      << huge.out;
+  // The generated text, up to the timings line.
+  auto text = [](const std::string& out) {
+    return out.substr(0, out.find("\nprefill: "));
+  };
+  EXPECT_EQ(text(huge.out.substr(end + 1)), text(mapped.out));
+  EXPECT_NE(text(mapped.out).find("a little girl named Lily"),
+            std::string::npos)
+      << mapped.out;
+}
+
 // The JSON text continues the prompt as the streamed text does: its first
 // token keeps its leading space (" time", not "time").
 TEST(CliTest, GenerateJsonTextContinuesThePrompt) {
