@@ -64,7 +64,8 @@ Json TierRowsJson(const bench::TierRows& t) {
           {"warm_ttft_s", SpreadJson(t.warm_ttft_s)},
           {"cold_over_warm_ttft", SpreadJson(t.cold_over_warm_ttft)},
           {"suffix_ttft_s", SpreadJson(t.suffix_ttft_s)},
-          {"suffix_over_parts", SpreadJson(t.suffix_over_parts)}};
+          {"suffix_over_parts", SpreadJson(t.suffix_over_parts)},
+          {"restore_share_of_parts", SpreadJson(t.restore_share_of_parts)}};
 }
 
 void PrintTierRows(const std::string& name, const bench::TierRows& t,
@@ -88,6 +89,8 @@ void PrintTierRows(const std::string& name, const bench::TierRows& t,
                   1e3, "ms");
   PrintSpreadLine("  that / (restore alone + suffix alone)",
                   t.suffix_over_parts, 1, "x");
+  PrintSpreadLine("  restore / (restore alone + suffix alone)",
+                  t.restore_share_of_parts, 1, "");
 }
 
 int RunBenchTiers(const BenchTiersCommandOptions& options) {

@@ -18,9 +18,9 @@ Result<std::unique_ptr<HugePages>> HugePages::Map(size_t bytes, bool reserve) {
   // Over-map by one huge page and unmap the slack on both sides of the
   // aligned start.
   const size_t over = size + kHugePageBytes;
-  void* raw = ::mmap(nullptr, over, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | (reserve ? 0 : MAP_NORESERVE),
-                     -1, 0);
+  void* raw = ::mmap(
+      nullptr, over, PROT_READ | PROT_WRITE,
+      MAP_PRIVATE | MAP_ANONYMOUS | (reserve ? 0 : MAP_NORESERVE), -1, 0);
   if (raw == MAP_FAILED) {
     return Status::ResourceExhausted("cannot map " + std::to_string(size) +
                                      " bytes: " + std::strerror(errno));

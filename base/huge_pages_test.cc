@@ -17,9 +17,9 @@ TEST(HugePagesTest, MapsWholeAlignedZeroedHugePages) {
       EXPECT_GE(p.bytes(), std::max<size_t>(asked, 1));
       EXPECT_EQ(p.bytes() % HugePages::kHugePageBytes, 0u);
       EXPECT_LT(p.bytes(), asked + HugePages::kHugePageBytes + 1);
-      EXPECT_EQ(reinterpret_cast<uintptr_t>(p.data()) %
-                    HugePages::kHugePageBytes,
-                0u);
+      EXPECT_EQ(
+          reinterpret_cast<uintptr_t>(p.data()) % HugePages::kHugePageBytes,
+          0u);
       EXPECT_EQ(p.data()[0], 0);
       EXPECT_EQ(p.data()[p.bytes() - 1], 0);
       p.data()[p.bytes() - 1] = 7;  // writable to its last byte

@@ -54,7 +54,7 @@ Status Validate(const TierBenchOptions& o, const Model& model) {
 // Per-run figures, summarized at the end.
 struct TierSamples {
   std::vector<double> restore, probe, ratio, warm, cold_over_warm, mac_share,
-      concurrent, shared, suffix, suffix_over_parts;
+      concurrent, shared, suffix, suffix_over_parts, restore_share;
 };
 
 // Seconds to verify `objects` with `key`.
@@ -248,6 +248,7 @@ Status Bench::MeasureSuffix(store::Tier* tier,
   }
   out->suffix.push_back(ttft[0]);
   out->suffix_over_parts.push_back(ttft[0] / (restore_seconds + ttft[1]));
+  out->restore_share.push_back(restore_seconds / (restore_seconds + ttft[1]));
   return Status::OK();
 }
 
@@ -382,6 +383,7 @@ Result<TierBenchResult> Bench::Run() {
     if (!s.suffix.empty()) {
       rows->suffix_ttft_s = SpreadOf(s.suffix);
       rows->suffix_over_parts = SpreadOf(s.suffix_over_parts);
+      rows->restore_share_of_parts = SpreadOf(s.restore_share);
     }
   };
   if (disk_) summarize(disk, &result.disk);

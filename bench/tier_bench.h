@@ -88,6 +88,10 @@ struct TierRows {
   // when they overlap.
   Spread suffix_ttft_s;
   Spread suffix_over_parts;
+  // Per run: the restore time over that sum of parts: the most that
+  // computing the suffix while the prefix loads (layer by layer, as
+  // LMCache's layerwise mode) could take off the TTFT, as a share of it.
+  Spread restore_share_of_parts;
 };
 
 struct TierBenchResult {

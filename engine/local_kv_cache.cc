@@ -13,11 +13,15 @@ LocalKvCache::LocalKvCache(const kernels::BlockLayout& layout, int capacity)
   KV_CHECK(capacity > 0);
   const int n_blocks =
       (capacity + layout.block_tokens - 1) / layout.block_tokens;
-  arena_ = std::make_unique<uint8_t[]>(size_t(n_blocks) * layout.block_bytes());
+  // In huge pages, as the server's BlockPool: decode reads every position.
+  Result<std::unique_ptr<HugePages>> arena = HugePages::Map(
+      size_t(n_blocks) * layout.block_bytes(), /*reserve=*/false);
+  KV_CHECK_MSG(arena.ok(), arena.status().ToString().c_str());
+  pages_ = std::move(arena).value();
   blocks_.resize(size_t(n_blocks));
   for (int i = 0; i < n_blocks; ++i) blocks_[size_t(i)] = i;
   residual_ = std::make_unique<KvResidual>();
-  view_ = std::make_unique<PagedKvView>(layout_, arena_.get(), blocks_,
+  view_ = std::make_unique<PagedKvView>(layout_, pages_->data(), blocks_,
                                         residual_.get(), &compaction_);
 }
 
@@ -67,7 +71,7 @@ Status LocalKvCache::Compact(int n, const KvSelection& selection) {
     return Status::InvalidArgument("compact: " + std::to_string(n) +
                                    " positions outside the cache");
   }
-  return CompactRows(layout_, arena_.get(), blocks_, blocks_, n, selection,
+  return CompactRows(layout_, pages_->data(), blocks_, blocks_, n, selection,
                      &compaction_);
 }
 
@@ -90,7 +94,7 @@ Result<size_t> LocalKvCache::TransformFilledBlocks(
   for (int g = before / span; g < after / span; ++g) {
     blocks.clear();
     for (int b = g * group; b < (g + 1) * group; ++b) {
-      blocks.push_back(arena_.get() +
+      blocks.push_back(pages_->data() +
                        size_t(blocks_[size_t(b)]) * layout_.block_bytes());
     }
     KV_ASSIGN_OR_RETURN(const size_t n, transform(blocks));

@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "base/huge_pages.h"
 #include "base/status.h"
 #include "engine/kv_compaction.h"
 #include "engine/kv_view.h"
@@ -73,7 +74,7 @@ class LocalKvCache final : public CompactableKv {
   kernels::BlockLayout layout_;
   int capacity_;  // positions before any compaction
   KvCompaction compaction_;
-  std::unique_ptr<uint8_t[]> arena_;
+  std::unique_ptr<HugePages> pages_;  // the arena
   std::vector<int32_t> blocks_;
   std::unique_ptr<KvResidual> residual_;
   std::unique_ptr<PagedKvView> view_;
