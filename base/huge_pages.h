@@ -5,10 +5,10 @@
 // first write to each 2 MiB faults in one. A pass over gigabytes then walks
 // one TLB entry per 2 MiB instead of 512 4 KiB ones: 1b f16 decode ran
 // 1.2-2.1x as fast (q8_0 1.0-1.2x) from weights held so as from the page
-// cache's 4 KiB pages (README "Speed, measured"). Huge pages are an optimization: a kernel without
-// them (transparent_hugepage set to never, or memory too fragmented to
-// compact) leaves the memory in ordinary pages, which work the same;
-// HugePageBytes says what was had.
+// cache's 4 KiB pages (README "Speed, measured"). Huge pages are an
+// optimization: a kernel without them (transparent_hugepage set to never, or
+// memory too fragmented to compact) leaves the memory in ordinary pages, which
+// work the same; HugePageBytes says what was had.
 #pragma once
 
 #include <cstddef>
