@@ -63,13 +63,13 @@ Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path,
   const size_t size = static_cast<size_t>(st.st_size);
   if (size == 0) {
     return std::unique_ptr<MappedFile>(
-        new MappedFile(path, memory, nullptr, 0, nullptr));
+        new MappedFile(path, nullptr, 0, nullptr));
   }
   if (memory == FileMemory::kMapped) {
     void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
     if (p == MAP_FAILED) return ErrnoStatus("cannot mmap", path);
-    return std::unique_ptr<MappedFile>(new MappedFile(
-        path, memory, static_cast<const uint8_t*>(p), size, nullptr));
+    return std::unique_ptr<MappedFile>(
+        new MappedFile(path, static_cast<const uint8_t*>(p), size, nullptr));
   }
   Result<std::unique_ptr<HugePages>> pages = HugePages::Map(size);
   if (!pages.ok()) return pages.status().WithPrefix(path);
@@ -77,7 +77,7 @@ Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path,
   KV_RETURN_IF_ERROR((*pages)->MakeReadOnly().WithPrefix(path));
   uint8_t* const data = (*pages)->data();
   return std::unique_ptr<MappedFile>(
-      new MappedFile(path, memory, data, size, std::move(pages).value()));
+      new MappedFile(path, data, size, std::move(pages).value()));
 }
 
 MappedFile::~MappedFile() {

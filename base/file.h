@@ -44,23 +44,24 @@ class MappedFile {
   size_t size() const { return size_; }
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
-  FileMemory memory() const { return memory_; }
+  // How the bytes are held (an empty file holds none: kMapped).
+  FileMemory memory() const {
+    return pages_ != nullptr ? FileMemory::kHugePages : FileMemory::kMapped;
+  }
   // Bytes of the view the kernel backs with huge pages now; 0 for kMapped.
   Result<size_t> HugePageBytes() const;
 
  private:
-  MappedFile(std::string path, FileMemory memory, const uint8_t* data,
-             size_t size, std::unique_ptr<HugePages> pages)
+  MappedFile(std::string path, const uint8_t* data, size_t size,
+             std::unique_ptr<HugePages> pages)
       : path_(std::move(path)),
-        memory_(memory),
         data_(data),
         size_(size),
         pages_(std::move(pages)) {}
   std::string path_;
-  FileMemory memory_;
   const uint8_t* data_;
   size_t size_;
-  std::unique_ptr<HugePages> pages_;  // kHugePages: holds data_
+  std::unique_ptr<HugePages> pages_;  // holds data_ when read into them
 };
 
 Result<std::string> ReadFile(const std::string& path);
