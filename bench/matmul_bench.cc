@@ -32,6 +32,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/huge_pages.h"
 #include "base/thread_pool.h"
 #include "bench/probes.h"
 #include "hwy/aligned_allocator.h"
@@ -167,7 +168,15 @@ void BenchType(const Options& opts, DType t,
   const size_t w_bytes = kRows * kernels::RowBytes(t, kCols);
   const size_t copies =
       std::max<size_t>(2, ((opts.pool_mib << 20) + w_bytes - 1) / w_bytes);
-  std::vector<uint8_t> weights(copies * w_bytes);
+  // In huge pages, as the probe's buffer and weights loaded with
+  // --huge-pages are, so that the ratio compares like with like.
+  auto mapped = HugePages::Map(copies * w_bytes);
+  if (!mapped.ok()) {
+    std::fprintf(stderr, "matmul_bench: %s\n",
+                 mapped.status().ToString().c_str());
+    std::exit(1);
+  }
+  uint8_t* const weights = mapped.value()->data();
   {
     std::mt19937 rng(1);
     std::normal_distribution<float> dist(0.0f, 0.02f);
@@ -175,10 +184,10 @@ void BenchType(const Options& opts, DType t,
     for (size_t r = 0; r < kRows; ++r) {
       for (float& v : row) v = dist(rng);
       kernels::QuantizeRow(t, row.data(), kCols,
-                           weights.data() + r * kernels::RowBytes(t, kCols));
+                           weights + r * kernels::RowBytes(t, kCols));
     }
     for (size_t c = 1; c < copies; ++c) {
-      std::memcpy(weights.data() + c * w_bytes, weights.data(), w_bytes);
+      std::memcpy(weights + c * w_bytes, weights, w_bytes);
     }
   }
   std::mt19937 rng(2);
@@ -192,7 +201,7 @@ void BenchType(const Options& opts, DType t,
   for (ThreadPool* pool : pools) {
     size_t copy = 0;
     const auto matvec = [&] {
-      ParallelMatMul(*pool, t, weights.data() + copy * w_bytes, x.data(), 1,
+      ParallelMatMul(*pool, t, weights + copy * w_bytes, x.data(), 1,
                      prepared.get(), y.data());
       copy = (copy + 1) % copies;
     };
@@ -206,7 +215,7 @@ void BenchType(const Options& opts, DType t,
   prefill_opts.reps = std::max<size_t>(1, opts.reps / 8);
   for (ThreadPool* pool : pools) {
     const auto prefill = [&] {
-      ParallelMatMul(*pool, t, weights.data(), x.data(), kPrefillTokens,
+      ParallelMatMul(*pool, t, weights, x.data(), kPrefillTokens,
                      prepared.get(), y.data());
     };
     const double flop = 2.0 * kRows * kCols * kPrefillTokens;

@@ -77,6 +77,24 @@ inline void KScaleMin(const uint8_t* scales, size_t j, int* scale, int* min) {
   }
 }
 
+// One tile of Q4_K rows interleaved (InterleaveRows): kInterleavedRows rows
+// of one super-block, laid out so that a vector load holds the same 4
+// quant bytes of each of the 16 rows (rows on the 32-bit lanes, as the
+// quantized panels hold them), and the sub-block scales and mins as bytes,
+// one per row. 148 bytes per row and super-block, where Q4_K has 144.
+struct Q4KTile {
+  // [pair p][group g][row r][k]: byte qs[32 p + 4 g + k] of row r's block:
+  // element 4 g + k of sub-block 2 p in the low nibble, of 2 p + 1 in the
+  // high nibble.
+  uint8_t qs[4][8][kInterleavedRows][4];
+  uint16_t d[kInterleavedRows];        // f16
+  uint16_t dmin[kInterleavedRows];     // f16
+  uint8_t scale[8][kInterleavedRows];  // sub-block j's 6-bit scale, by row
+  uint8_t min[8][kInterleavedRows];    // and min
+};
+static_assert(sizeof(Q4KTile) == kInterleavedRows * 148);
+static_assert(sizeof(Q4KTile) % 64 == 0);
+
 // Columns are summed in chunks of 4 KiB of activations per token (1024 f32,
 // 2048 bf16 or 4096 int8 elements): y[t][r] is the sum, in chunk order, of
 // the reduced dot product of each chunk. The chunks depend on cols and the
@@ -1223,6 +1241,28 @@ HWY_INLINE void WithTokenCount(size_t n, const Tile& tile) {
   tile(std::integral_constant<size_t, kMax>());
 }
 
+// The batch path of the panel kernels: for each panel of up to kPanelRows
+// rows from row_begin and kPanelBlocks blocks, pack(r0, rows, b0, nb, panel)
+// fills the panel, then tile(tokens, panel, nb, b0, t0, rows, r0) computes
+// its tokens [t0, t0 + tokens) (tokens an std::integral_constant).
+template <class Pack, class Tile>
+void ForEachPanel(size_t row_begin, size_t row_end, size_t blocks, size_t n,
+                  const Pack& pack, const Tile& tile) {
+  QuantPanel panel;
+  for (size_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
+    const size_t rows = std::min(kPanelRows, row_end - r0);
+    for (size_t b0 = 0; b0 < blocks; b0 += kPanelBlocks) {
+      const size_t nb = std::min(kPanelBlocks, blocks - b0);
+      pack(r0, rows, b0, nb, panel);
+      for (size_t t0 = 0; t0 < n; t0 += kPanelTokens) {
+        WithTokenCount<kPanelTokens>(n - t0, [&](auto tokens) {
+          tile(tokens, panel, nb, b0, t0, rows, r0);
+        });
+      }
+    }
+  }
+}
+
 template <DType kType>
 void RunQuantPanels(const uint8_t* w, size_t row_bytes, size_t cols,
                     const void* prepared, size_t n, size_t row_begin,
@@ -1240,21 +1280,17 @@ void RunQuantPanels(const uint8_t* w, size_t row_bytes, size_t cols,
     }
     return;
   }
-  QuantPanel panel;
-  for (size_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
-    const size_t rows = std::min(kPanelRows, row_end - r0);
-    for (size_t b0 = 0; b0 < blocks; b0 += kPanelBlocks) {
-      const size_t nb = std::min(kPanelBlocks, blocks - b0);
-      F::Pack(w + r0 * row_bytes, row_bytes, rows, b0, nb, panel);
-      for (size_t t0 = 0; t0 < n; t0 += kPanelTokens) {
-        WithTokenCount<kPanelTokens>(n - t0, [&](auto tokens) {
-          QuantPanelTile<decltype(tokens)::value>(panel, nb, F::kOffset, xa,
-                                                  cols, b0, t0, rows, b0 == 0,
-                                                  y + r0, ldy);
-        });
-      }
-    }
-  }
+  ForEachPanel(
+      row_begin, row_end, blocks, n,
+      [&](size_t r0, size_t rows, size_t b0, size_t nb, QuantPanel& panel) {
+        F::Pack(w + r0 * row_bytes, row_bytes, rows, b0, nb, panel);
+      },
+      [&](auto tokens, const QuantPanel& panel, size_t nb, size_t b0, size_t t0,
+          size_t rows, size_t r0) {
+        QuantPanelTile<decltype(tokens)::value>(panel, nb, F::kOffset, xa, cols,
+                                                b0, t0, rows, b0 == 0, y + r0,
+                                                ldy);
+      });
 }
 
 // ---------------------------------------- AVX-512 VNNI: K-quant weights
@@ -1366,8 +1402,8 @@ struct KFormat {
   //               the o-th halves of blocks 2u and 2u + 1.
   // Row r's super-block starts at base + r * row_bytes for r < rows; rows
   // past `rows` get zeros.
-  static void Scales8(const uint8_t* base, size_t row_bytes, size_t rows,
-                      float (&tab)[16][8]) {
+  HWY_INLINE static void Scales8(const uint8_t* base, size_t row_bytes,
+                                 size_t rows, float (&tab)[16][8]) {
     // The 16 bytes from kScaleOffset in each row's block: lo = bytes 0-7
     // and hi = bytes 8-15, row r in 64-bit lane r.
     __m512i lo, hi;
@@ -1686,10 +1722,11 @@ HWY_INLINE __m512 PairLanes(const float* v) {
 // stored, half a super-block of each at a time, with the same results as
 // the panels. The even and odd block sums of a chunk run on the two halves
 // of one vector.
-template <DType kType, size_t kT>
-void KRowsTile(const uint8_t* w, size_t row_bytes, size_t rows,
+template <DType kType, size_t kT, bool kFull>
+void KRowsTile(const uint8_t* w, size_t row_bytes, size_t tile_rows,
                const KActivations& xa, size_t cols, float* y, size_t ldy) {
   using F = KFormat<kType>;
+  const size_t rows = kFull ? kRowsTileRows : tile_rows;
   constexpr size_t kLines = (F::kBytes + 63) / 64;
   constexpr size_t kChunkSuperBlocks = kPanelBlocks / kKBlocks;
   const size_t blocks = cols / kQuantBlock;
@@ -1804,26 +1841,192 @@ void RunKPanels(const uint8_t* w, size_t row_bytes, size_t cols,
     for (size_t r0 = row_begin; r0 < row_end; r0 += kRowsTileRows) {
       const size_t rows = std::min(kRowsTileRows, row_end - r0);
       WithTokenCount<kRowsTileTokens>(n, [&](auto tokens) {
-        KRowsTile<kType, decltype(tokens)::value>(w + r0 * row_bytes, row_bytes,
-                                                  rows, xa, cols, y + r0, ldy);
+        constexpr size_t kT = decltype(tokens)::value;
+        if (rows == kRowsTileRows) {
+          KRowsTile<kType, kT, true>(w + r0 * row_bytes, row_bytes, rows, xa,
+                                     cols, y + r0, ldy);
+        } else {
+          KRowsTile<kType, kT, false>(w + r0 * row_bytes, row_bytes, rows, xa,
+                                      cols, y + r0, ldy);
+        }
       });
     }
     return;
   }
-  QuantPanel panel;
-  for (size_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
-    const size_t rows = std::min(kPanelRows, row_end - r0);
-    for (size_t b0 = 0; b0 < blocks; b0 += kPanelBlocks) {
-      const size_t nb = std::min(kPanelBlocks, blocks - b0);
-      KFormat<kType>::Pack(w + r0 * row_bytes, row_bytes, rows, b0, nb, panel);
-      for (size_t t0 = 0; t0 < n; t0 += kPanelTokens) {
-        WithTokenCount<kPanelTokens>(n - t0, [&](auto tokens) {
-          KPanelTile<kType, decltype(tokens)::value>(
-              panel, nb, xa, cols, b0, t0, rows, b0 == 0, y + r0, ldy);
-        });
+  ForEachPanel(
+      row_begin, row_end, blocks, n,
+      [&](size_t r0, size_t rows, size_t b0, size_t nb, QuantPanel& panel) {
+        KFormat<kType>::Pack(w + r0 * row_bytes, row_bytes, rows, b0, nb,
+                             panel);
+      },
+      [&](auto tokens, const QuantPanel& panel, size_t nb, size_t b0, size_t t0,
+          size_t rows, size_t r0) {
+        KPanelTile<kType, decltype(tokens)::value>(panel, nb, xa, cols, b0, t0,
+                                                   rows, b0 == 0, y + r0, ldy);
+      });
+}
+
+// ------------------------------------- AVX-512 VNNI: interleaved Q4_K rows
+//
+// Q4_K rows interleaved 16 at a time (Q4KTile) hold the rows on the vector
+// lanes as they are stored, so a token's products need no reduction across
+// lanes (KRowsTile spends most of its operations there) and one thread reads
+// one sequential stream. The low nibbles of a tile's vector are a block's
+// quants as they are; its high nibbles, masked in place (16 q), give 16 times
+// the next block's integer dot product, shifted back exactly. Every (row,
+// token) then goes through the operations of KPanelTile, hence the same bits
+// as the rows as stored.
+
+// The f32 scales (ws, for kWhich 0) or mins (wm, 1) of sub-block j of a
+// tile's 16 rows.
+template <int kWhich>
+HWY_INLINE __m512 TileScales(const Q4KTile& tile, size_t j) {
+  const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(
+      reinterpret_cast<const __m256i*>(kWhich == 0 ? tile.d : tile.dmin)));
+  const uint8_t* bytes = kWhich == 0 ? tile.scale[j] : tile.min[j];
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(
+                           reinterpret_cast<const __m128i*>(bytes)))),
+                       d);
+}
+
+// y[t * ldy + r] for the 16 rows of `tiles` (their super_blocks tiles in a
+// row) and kT tokens.
+template <size_t kT>
+void Q4KTileRows(const Q4KTile* tiles, size_t super_blocks,
+                 const KActivations& xa, size_t cols, float* y, size_t ldy) {
+  constexpr size_t kChunkSuperBlocks = kPanelBlocks / kKBlocks;
+  const size_t blocks = cols / kQuantBlock;
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512 sum[kT];  // y so far
+  for (size_t t = 0; t < kT; ++t) sum[t] = _mm512_setzero_ps();
+  for (size_t c0 = 0; c0 < super_blocks; c0 += kChunkSuperBlocks) {
+    // The chunk's even and odd blocks, as KPanelTile sums them.
+    __m512 even[kT], odd[kT];
+    for (size_t t = 0; t < kT; ++t) {
+      even[t] = sum[t];
+      odd[t] = _mm512_setzero_ps();
+    }
+    const size_t c1 = std::min(super_blocks, c0 + kChunkSuperBlocks);
+    for (size_t sb = c0; sb < c1; ++sb) {
+      const Q4KTile& tile = tiles[sb];
+      for (size_t p = 0; p < 4; ++p) {
+        const size_t b = sb * kKBlocks + 2 * p;  // the pair's even block
+        __m512i dot_lo[kT], dot_hi16[kT];
+        for (size_t t = 0; t < kT; ++t) {
+          dot_lo[t] = dot_hi16[t] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 8
+        for (size_t g = 0; g < 8; ++g) {
+          const __m512i v = _mm512_load_si512(tile.qs[p][g]);
+          const __m512i lo = _mm512_and_si512(v, low4);
+          const __m512i hi16 = _mm512_andnot_si512(low4, v);
+#pragma GCC unroll 4
+          for (size_t t = 0; t < kT; ++t) {
+            const int8_t* xq = xa.q + t * cols + b * kQuantBlock + 4 * g;
+            int32_t x_lo, x_hi;
+            std::memcpy(&x_lo, xq, sizeof(x_lo));
+            std::memcpy(&x_hi, xq + kQuantBlock, sizeof(x_hi));
+            dot_lo[t] =
+                _mm512_dpbusd_epi32(dot_lo[t], lo, _mm512_set1_epi32(x_lo));
+            dot_hi16[t] =
+                _mm512_dpbusd_epi32(dot_hi16[t], hi16, _mm512_set1_epi32(x_hi));
+          }
+        }
+        const __m512 ws[2] = {TileScales<0>(tile, 2 * p),
+                              TileScales<0>(tile, 2 * p + 1)};
+        const __m512 wm[2] = {TileScales<1>(tile, 2 * p),
+                              TileScales<1>(tile, 2 * p + 1)};
+#pragma GCC unroll 4
+        for (size_t t = 0; t < kT; ++t) {
+          const __m512i dots[2] = {dot_lo[t],
+                                   _mm512_srai_epi32(dot_hi16[t], 4)};
+          __m512* acc[2] = {&even[t], &odd[t]};
+          for (size_t k = 0; k < 2; ++k) {
+            const size_t xb = t * blocks + b + k;
+            const __m512 blk = _mm512_fnmadd_ps(
+                wm[k], _mm512_set1_ps(xa.bsum[xb]),
+                _mm512_mul_ps(_mm512_cvtepi32_ps(dots[k]), ws[k]));
+            *acc[k] = _mm512_fmadd_ps(blk, _mm512_set1_ps(xa.d[xb]), *acc[k]);
+          }
+        }
+      }
+    }
+    for (size_t t = 0; t < kT; ++t) sum[t] = _mm512_add_ps(even[t], odd[t]);
+  }
+  for (size_t t = 0; t < kT; ++t) _mm512_storeu_ps(y + t * ldy, sum[t]);
+}
+
+// As KFormat<kQ4_K>::Pack, from interleaved rows: blocks [b0, b0 + nb)
+// (whole super-blocks) of the one or two groups of 16 rows from `group`
+// (`groups` of them, each `group_bytes` long) into the panel.
+void PackQ4KTiles(const uint8_t* group, size_t group_bytes, size_t groups,
+                  size_t b0, size_t nb, QuantPanel& p) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (size_t half = 0; half < kPanelRows / kInterleavedRows; ++half) {
+    const size_t r = half * kInterleavedRows;
+    for (size_t sb = 0; sb < nb / kKBlocks; ++sb) {
+      const size_t b = sb * kKBlocks;  // the super-block's first panel block
+      if (half >= groups) {
+        for (size_t j = 0; j < kKBlocks; ++j) {
+          for (size_t g = 0; g < kGroups; ++g) {
+            _mm512_store_si512(&p.q[b + j][g][r], _mm512_setzero_si512());
+          }
+          _mm512_store_ps(&p.d[b + j][r], _mm512_setzero_ps());
+          _mm512_store_ps(&p.m[b + j][r], _mm512_setzero_ps());
+        }
+        continue;
+      }
+      const Q4KTile& tile = reinterpret_cast<const Q4KTile*>(
+          group + half * group_bytes)[b0 / kKBlocks + sb];
+      for (size_t pair = 0; pair < 4; ++pair) {
+        for (size_t g = 0; g < kGroups; ++g) {
+          const __m512i v = _mm512_load_si512(tile.qs[pair][g]);
+          _mm512_store_si512(&p.q[b + 2 * pair][g][r],
+                             _mm512_and_si512(v, low4));
+          _mm512_store_si512(&p.q[b + 2 * pair + 1][g][r],
+                             _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
+        }
+      }
+      for (size_t j = 0; j < kKBlocks; ++j) {
+        _mm512_store_ps(&p.d[b + j][r], TileScales<0>(tile, j));
+        _mm512_store_ps(&p.m[b + j][r], TileScales<1>(tile, j));
       }
     }
   }
+}
+
+// MatMulRows for interleaved Q4_K rows: rows [row_begin, row_end), both
+// multiples of kInterleavedRows.
+void RunQ4KTiles(const uint8_t* w, size_t cols, const void* prepared, size_t n,
+                 size_t row_begin, size_t row_end, float* y, size_t ldy) {
+  const KActivations xa(prepared, cols, n);
+  const size_t blocks = cols / kQuantBlock;
+  const size_t super_blocks = cols / kSuperBlock;
+  const size_t group_bytes = super_blocks * sizeof(Q4KTile);
+  const auto group = [&](size_t r) {
+    return w + r / kInterleavedRows * group_bytes;
+  };
+  if (n <= kRowsTileTokens) {
+    for (size_t r0 = row_begin; r0 < row_end; r0 += kInterleavedRows) {
+      WithTokenCount<kRowsTileTokens>(n, [&](auto tokens) {
+        Q4KTileRows<decltype(tokens)::value>(
+            reinterpret_cast<const Q4KTile*>(group(r0)), super_blocks, xa, cols,
+            y + r0, ldy);
+      });
+    }
+    return;
+  }
+  ForEachPanel(
+      row_begin, row_end, blocks, n,
+      [&](size_t r0, size_t rows, size_t b0, size_t nb, QuantPanel& panel) {
+        PackQ4KTiles(group(r0), group_bytes, rows / kInterleavedRows, b0, nb,
+                     panel);
+      },
+      [&](auto tokens, const QuantPanel& panel, size_t nb, size_t b0, size_t t0,
+          size_t rows, size_t r0) {
+        KPanelTile<DType::kQ4_K, decltype(tokens)::value>(
+            panel, nb, xa, cols, b0, t0, rows, b0 == 0, y + r0, ldy);
+      });
 }
 
 // AVX512_BF16: vdpbf16ps on bf16 weights and bf16-rounded activations, 32
@@ -2057,6 +2260,29 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
   }
 }
 
+bool UsesInterleavedRowsImpl(DType wt) {
+#if HWY_TARGET == HWY_AVX3_DL
+  return wt == DType::kQ4_K && CpuHasAvx512Vnni();
+#else
+  (void)wt;
+  return false;
+#endif
+}
+
+void MatMulInterleavedRowsImpl(DType wt, const void* w, size_t cols,
+                               const void* prepared, size_t n, size_t row_begin,
+                               size_t row_end, float* y, size_t ldy) {
+#if HWY_TARGET == HWY_AVX3_DL
+  if (UsesInterleavedRowsImpl(wt)) {
+    return RunQ4KTiles(static_cast<const uint8_t*>(w), cols, prepared, n,
+                       row_begin, row_end, y, ldy);
+  }
+#endif
+  (void)w, (void)cols, (void)prepared, (void)n, (void)row_begin, (void)row_end,
+      (void)y, (void)ldy;
+  KV_CHECK_MSG(false, "interleaved rows are not read on this CPU target");
+}
+
 }  // namespace kvstash::kernels::HWY_NAMESPACE
 #if HWY_TARGET == HWY_AVX3_DL
 #pragma GCC pop_options
@@ -2068,6 +2294,8 @@ namespace kvstash::kernels {
 
 HWY_EXPORT(PrepareActivationsImpl);
 HWY_EXPORT(MatMulRowsImpl);
+HWY_EXPORT(UsesInterleavedRowsImpl);
+HWY_EXPORT(MatMulInterleavedRowsImpl);
 
 size_t PreparedActivationBytes(DType wt, size_t cols, size_t n) {
   switch (wt) {
@@ -2104,6 +2332,60 @@ void MatMulRows(DType wt, const void* w, size_t cols, const float* x,
   if (n == 0 || row_begin == row_end) return;
   HWY_DYNAMIC_DISPATCH(MatMulRowsImpl)
   (wt, w, cols, x, prepared, n, row_begin, row_end, y, ldy);
+}
+
+bool UsesInterleavedRows(DType wt) {
+  return HWY_DYNAMIC_DISPATCH(UsesInterleavedRowsImpl)(wt);
+}
+
+size_t InterleavedBytes(DType wt, size_t rows, size_t cols) {
+  KV_CHECK(wt == DType::kQ4_K && rows % kInterleavedRows == 0 &&
+           cols % kSuperBlock == 0);
+  return rows / kInterleavedRows * (cols / kSuperBlock) *
+         sizeof(matmul_fast::Q4KTile);
+}
+
+void InterleaveRows(DType wt, const void* w, size_t rows, size_t cols,
+                    void* out) {
+  KV_CHECK(wt == DType::kQ4_K && rows % kInterleavedRows == 0 &&
+           cols % kSuperBlock == 0);
+  const size_t super_blocks = cols / kSuperBlock;
+  const auto* blocks = static_cast<const BlockQ4_K*>(w);
+  auto* tiles = static_cast<matmul_fast::Q4KTile*>(out);
+  for (size_t r0 = 0; r0 < rows; r0 += kInterleavedRows) {
+    for (size_t sb = 0; sb < super_blocks; ++sb) {
+      matmul_fast::Q4KTile& tile = *tiles++;
+      for (size_t r = 0; r < kInterleavedRows; ++r) {
+        const BlockQ4_K& b = blocks[(r0 + r) * super_blocks + sb];
+        for (size_t p = 0; p < 4; ++p) {
+          for (size_t g = 0; g < 8; ++g) {
+            std::memcpy(tile.qs[p][g][r], b.qs + 32 * p + 4 * g, 4);
+          }
+        }
+        tile.d[r] = b.d;
+        tile.dmin[r] = b.dmin;
+        for (size_t j = 0; j < 8; ++j) {
+          int scale, min;
+          matmul_fast::KScaleMin(b.scales, j, &scale, &min);
+          tile.scale[j][r] = static_cast<uint8_t>(scale);
+          tile.min[j][r] = static_cast<uint8_t>(min);
+        }
+      }
+    }
+  }
+}
+
+void MatMulInterleavedRows(DType wt, const void* w, size_t cols,
+                           const void* prepared, size_t n, size_t row_begin,
+                           size_t row_end, float* y, size_t ldy) {
+  KV_CHECK(cols > 0 && cols % kSuperBlock == 0);
+  KV_CHECK(row_begin <= row_end && row_end <= ldy);
+  KV_CHECK(row_begin % kInterleavedRows == 0 &&
+           row_end % kInterleavedRows == 0);
+  KV_CHECK(reinterpret_cast<uintptr_t>(w) % 64 == 0);
+  if (n == 0 || row_begin == row_end) return;
+  HWY_DYNAMIC_DISPATCH(MatMulInterleavedRowsImpl)
+  (wt, w, cols, prepared, n, row_begin, row_end, y, ldy);
 }
 
 }  // namespace kvstash::kernels

@@ -341,6 +341,50 @@ TEST_P(MatMulFastTest, ResultsDoNotDependOnRowRangeOrBatch) {
   }
 }
 
+// Interleaved Q4_K rows give the bits of the rows as stored, for decode and
+// batches, whole and in row ranges of 16, on a shape with a partial 32-row
+// panel and an odd number of super-blocks over more than one chunk.
+TEST_P(MatMulFastTest, InterleavedRowsGiveTheBitsOfTheRowsAsStored) {
+  const DType t = DType::kQ4_K;
+  if (!kvstash::kernels::UsesInterleavedRows(t)) {
+    GTEST_SKIP() << "this target reads q4_k rows as stored";
+  }
+  std::mt19937 rng(27);
+  for (const auto& [rows, cols] :
+       {std::pair<size_t, size_t>{16, kSuperBlock}, {48, 5 * kSuperBlock}}) {
+    const Weights w(t, rows, cols, rng);
+    const size_t bytes = kvstash::kernels::InterleavedBytes(t, rows, cols);
+    ASSERT_EQ(bytes, rows * (cols / kSuperBlock) * 148);
+    auto interleaved = hwy::AllocateAligned<uint8_t>(bytes);
+    kvstash::kernels::InterleaveRows(t, w.bytes.data(), rows, cols,
+                                     interleaved.get());
+    for (size_t n : {1, 2, 3, 4, 7, 17}) {
+      const std::vector<float> x = RandomFloats(rng, n * cols);
+      const auto prepared = Prepare(t, x.data(), cols, n);
+      std::vector<float> stored(n * rows), whole(n * rows, -1.0f),
+          pieces(n * rows, -1.0f);
+      MatMulRows(t, w.bytes.data(), cols, x.data(), prepared.get(), n, 0, rows,
+                 stored.data(), rows);
+      kvstash::kernels::MatMulInterleavedRows(t, interleaved.get(), cols,
+                                              prepared.get(), n, 0, rows,
+                                              whole.data(), rows);
+      for (size_t r = 0; r < rows; r += 16) {
+        kvstash::kernels::MatMulInterleavedRows(t, interleaved.get(), cols,
+                                                prepared.get(), n, r, r + 16,
+                                                pieces.data(), rows);
+      }
+      EXPECT_EQ(std::memcmp(stored.data(), whole.data(),
+                            stored.size() * sizeof(float)),
+                0)
+          << rows << " x " << cols << ", " << n << " tokens";
+      EXPECT_EQ(std::memcmp(stored.data(), pieces.data(),
+                            stored.size() * sizeof(float)),
+                0)
+          << rows << " x " << cols << ", " << n << " tokens in pieces";
+    }
+  }
+}
+
 TEST_P(MatMulFastTest, EmptyCallsWriteNothing) {
   std::mt19937 rng(26);
   for (DType t : kAllDTypes) {
