@@ -27,7 +27,8 @@ void PrintSpreadLine(const std::string& name, const bench::Spread& s,
 
 void PrintProgress(const std::string& line) { std::cerr << line << std::endl; }
 
-Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options) {
+Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options,
+                                         WeightLayout layout) {
   if (options.model_path.empty()) {
     return Status::InvalidArgument("--model is required");
   }
@@ -35,7 +36,7 @@ Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options) {
       options.huge_pages ? FileMemory::kHugePages : FileMemory::kMapped;
   KV_ASSIGN_OR_RETURN(
       std::unique_ptr<Model> model,
-      Model::Load(options.model_path, options.tokenizer_path, memory));
+      Model::Load(options.model_path, options.tokenizer_path, memory, layout));
   if (memory == FileMemory::kHugePages) {
     KV_ASSIGN_OR_RETURN(size_t huge_bytes, model->file().HugePageBytes());
     std::string line = "--huge-pages: " + HumanBytes(model->file_bytes()) +

@@ -39,8 +39,10 @@ int Fail(const std::string& message);
 // Benchmark progress lines, to stderr.
 void PrintProgress(const std::string& line);
 
-// InvalidArgument when --model is missing; else Model::Load's result.
-Result<std::unique_ptr<Model>> LoadModel(const ModelOptions& options);
+// InvalidArgument when --model is missing; else Model::Load's result, with
+// the matrices held as `layout` says.
+Result<std::unique_ptr<Model>> LoadModel(
+    const ModelOptions& options, WeightLayout layout = WeightLayout::kFastest);
 
 // "1.50 GiB", "12.00 MiB", "3.0 KiB".
 std::string HumanBytes(uint64_t bytes);

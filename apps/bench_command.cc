@@ -105,6 +105,7 @@ int RunBench(const BenchCommandOptions& options) {
          {"prefill_peak_ratio", r->prefill_peak_ratio},
          {"file_bytes", (*model)->file_bytes()},
          {"file_huge_page_bytes", *huge_page_bytes},
+         {"interleaved_bytes", (*model)->interleaved_bytes()},
          {"kv_cache_bytes", r->kv_cache_bytes},
          {"rss_bytes", rss},
          {"baseline", baseline},

@@ -24,7 +24,9 @@ int RunConvert(const ConvertCommandOptions& options) {
     return Fail(s.message());
   }
   if (options.threads < 0) return Fail("--threads must be >= 0");
-  Result<std::unique_ptr<Model>> model = LoadModel(options.model);
+  // Read back out as stored.
+  Result<std::unique_ptr<Model>> model =
+      LoadModel(options.model, WeightLayout::kAsStored);
   if (!model.ok()) return Fail(model.status().message());
   std::unique_ptr<ThreadPool> pool = MakePool(options.threads);
   std::vector<WeightFallback> fallbacks;

@@ -86,6 +86,19 @@ MappedFile::~MappedFile() {
   }
 }
 
+void MappedFile::Release(size_t offset, size_t size) {
+  KV_CHECK(offset <= size_ && size <= size_ - offset);
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin =
+      (reinterpret_cast<uintptr_t>(data_) + offset + page - 1) / page * page;
+  const uintptr_t end =
+      (reinterpret_cast<uintptr_t>(data_) + offset + size) / page * page;
+  if (end <= begin) return;
+  // Advice only: where the kernel declines, the pages stay, which is
+  // harmless.
+  madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 Result<size_t> MappedFile::HugePageBytes() const {
   if (pages_ == nullptr) return size_t{0};
   return pages_->HugePageBytes();

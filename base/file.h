@@ -50,6 +50,12 @@ class MappedFile {
   }
   // Bytes of the view the kernel backs with huge pages now; 0 for kMapped.
   Result<size_t> HugePageBytes() const;
+  // Gives back the memory of the whole pages inside bytes [offset, offset +
+  // size) of the view, for bytes a caller holds in another form from now on.
+  // Reading them afterwards gives the file's bytes again (kMapped) or zeros
+  // (kHugePages), so only a caller that never reads them again may call it.
+  // REQUIRES: offset + size <= size().
+  void Release(size_t offset, size_t size);
 
  private:
   MappedFile(std::string path, const uint8_t* data, size_t size,

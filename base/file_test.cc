@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
@@ -68,6 +69,35 @@ std::string ThpSetting(const std::string& name) {
   const size_t open = line.find('['), close = line.find(']');
   if (open == std::string::npos || close < open) return "";
   return line.substr(open + 1, close - open - 1);
+}
+
+// Release gives back only the whole pages inside the range: a mapped file
+// reads its bytes again, a copy in huge pages reads zeros there, and the
+// bytes around the range are kept in both.
+TEST(FileTest, ReleaseGivesBackWholePagesInsideTheRange) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::string contents(8 * page, '\0');
+  for (size_t i = 0; i < contents.size(); ++i) {
+    contents[i] = static_cast<char>(1 + i % 251);
+  }
+  const std::string path = testing::TempDir("file_release") + "/w.bin";
+  ASSERT_TRUE(WriteFileAtomic(path, contents).ok());
+  // From mid page 1 to mid page 6: pages 2-5 are wholly inside.
+  const size_t offset = page + page / 2, size = 5 * page;
+  for (FileMemory memory : {FileMemory::kMapped, FileMemory::kHugePages}) {
+    auto file = MappedFile::Open(path, memory);
+    ASSERT_TRUE(file.ok()) << file.status().ToString();
+    (*file)->Release(offset, size);
+    const uint8_t* data = (*file)->data();
+    for (size_t i = 0; i < contents.size(); ++i) {
+      const bool released = i >= 2 * page && i < 6 * page;
+      const uint8_t want = memory == FileMemory::kHugePages && released
+                               ? 0
+                               : static_cast<uint8_t>(contents[i]);
+      ASSERT_EQ(data[i], want)
+          << "byte " << i << (released ? " (released)" : "");
+    }
+  }
 }
 
 TEST(FileTest, HugePagesHoldTheFileReadOnlyInHugePages) {

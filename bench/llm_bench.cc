@@ -10,6 +10,7 @@
 #include "engine/generate.h"
 #include "engine/local_kv_cache.h"
 #include "engine/transformer.h"
+#include "kernels/matmul_fast.h"
 
 namespace kvstash::bench {
 
@@ -30,7 +31,11 @@ double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// The bytes a product with m reads: as stored, or interleaved.
 double MatrixBytes(const WeightMatrix& m) {
+  if (m.interleaved != nullptr) {
+    return double(kernels::InterleavedBytes(m.type, m.rows, m.cols));
+  }
   return double(kernels::RowBytes(m.type, m.cols)) * m.rows;
 }
 

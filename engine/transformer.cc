@@ -119,9 +119,14 @@ void Transformer::Project(const float* x, size_t n,
       }
       const size_t begin = task * slice;
       const size_t end = std::min<size_t>(p.w->rows, begin + slice);
-      kernels::MatMulRows(p.w->type, p.w->data, p.w->cols, x,
-                          prepared[static_cast<int>(p.w->type)], n, begin, end,
-                          p.y, p.w->rows);
+      const void* prep = prepared[static_cast<int>(p.w->type)];
+      if (p.w->interleaved != nullptr) {
+        kernels::MatMulInterleavedRows(p.w->type, p.w->interleaved, p.w->cols,
+                                       prep, n, begin, end, p.y, p.w->rows);
+      } else {
+        kernels::MatMulRows(p.w->type, p.w->data, p.w->cols, x, prep, n, begin,
+                            end, p.y, p.w->rows);
+      }
       return;
     }
   };

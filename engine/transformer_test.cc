@@ -36,6 +36,7 @@
 #include "engine/local_kv_cache.h"
 #include "engine/paged_kv_view.h"
 #include "kernels/dtype.h"
+#include "kernels/matmul_fast.h"
 #include "model/gguf_writer.h"
 #include "model/model.h"
 #include "model/weight_mix.h"
@@ -335,7 +336,8 @@ Status WriteModel(const TinySpec& s, Weights w, const std::string& path) {
 // A loaded tiny model and the weights the reference runs on: the written
 // values, or for quantized files the values decoded from the loaded views.
 struct TinyModel {
-  std::unique_ptr<Model> model;
+  std::unique_ptr<Model> model;   // as the engine holds it (kFastest)
+  std::unique_ptr<Model> stored;  // the same file, matrices as stored
   Weights ref;
 };
 
@@ -345,8 +347,10 @@ Result<TinyModel> BuildTinyModel(const TinySpec& s, const std::string& name) {
   out.ref = RandomWeights(s);
   KV_RETURN_IF_ERROR(WriteModel(s, out.ref, path));
   KV_ASSIGN_OR_RETURN(out.model, Model::Load(path, ""));
+  KV_ASSIGN_OR_RETURN(out.stored, Model::Load(path, "", FileMemory::kMapped,
+                                              WeightLayout::kAsStored));
   Weights decoded = out.ref;
-  for (const TensorRef& t : Tensors(s, &decoded, &out.model->weights())) {
+  for (const TensorRef& t : Tensors(s, &decoded, &out.stored->weights())) {
     if (t.vec != nullptr) {  // vectors are f32 in the file: exact
       EXPECT_TRUE(std::equal(t.values->begin(), t.values->end(), t.vec))
           << t.name;
@@ -783,6 +787,39 @@ TEST_P(TransformerRefTest, AllLogitsMatchReference) {
   }
 }
 
+// The matrices the engine holds interleaved (WeightLayout::kFastest) give
+// the logits of the matrices as stored, bit for bit, and are held only
+// interleaved.
+TEST_P(TransformerRefTest, InterleavedMatricesGiveTheBitsOfTheStoredOnes) {
+  size_t interleaved = 0;
+  const ModelWeights& w = model().weights();
+  for (const LayerWeights& lw : w.layers) {
+    for (const WeightMatrix* m :
+         {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down}) {
+      if (m->interleaved == nullptr) continue;
+      EXPECT_EQ(m->data, nullptr);
+      EXPECT_TRUE(kernels::UsesInterleavedRows(m->type));
+      ++interleaved;
+    }
+  }
+  const bool q4_k = std::any_of(
+      model().tensors().begin(), model().tensors().end(),
+      [](const TensorSummary& t) { return t.type == DType::kQ4_K; });
+  if (q4_k && kernels::UsesInterleavedRows(DType::kQ4_K)) {
+    EXPECT_GT(interleaved, 0u);
+    EXPECT_GT(model().interleaved_bytes(), 0u);
+  } else {
+    EXPECT_EQ(model().interleaved_bytes(), 0u);
+  }
+  const std::vector<int32_t> tokens = Prompt(spec().vocab, kPromptLen);
+  const std::vector<float> got = EngineLogits(model(), tokens);
+  const std::vector<float> stored = EngineLogits(*tiny_.stored, tokens);
+  ASSERT_EQ(got.size(), stored.size());
+  EXPECT_EQ(std::memcmp(got.data(), stored.data(), got.size() * sizeof(float)),
+            0);
+  EXPECT_EQ(model().identity(), tiny_.stored->identity());
+}
+
 TEST_P(TransformerRefTest, IncrementalDecodeMatchesBatchedPrefill) {
   const std::vector<int32_t> tokens = Prompt(spec().vocab, kPromptLen);
   const size_t vocab = spec().vocab, n = tokens.size();
@@ -987,7 +1024,7 @@ TEST(TransformerRefSensitivityTest, WrongKQuantDecodingMissesByFar) {
   for (Fault fault :
        {Fault::kSwapNibbles, Fault::kNoMins, Fault::kNoHighScaleBits}) {
     Weights wrong = m->ref;
-    for (const TensorRef& t : Tensors(s, &wrong, &m->model->weights())) {
+    for (const TensorRef& t : Tensors(s, &wrong, &m->stored->weights())) {
       if (t.matrix == nullptr) continue;
       const WeightMatrix& w = *t.matrix;
       ASSERT_EQ(w.type, DType::kQ4_K);

@@ -1,7 +1,9 @@
 #include "model/model.h"
 
 #include <cstring>
+#include <vector>
 
+#include "kernels/matmul_fast.h"
 #include "model/gguf.h"
 #include "model/llama2c.h"
 
@@ -12,7 +14,8 @@ Model::~Model() = default;
 
 Result<std::unique_ptr<Model>> Model::Load(const std::string& path,
                                            const std::string& tokenizer_path,
-                                           FileMemory memory) {
+                                           FileMemory memory,
+                                           WeightLayout layout) {
   std::unique_ptr<Model> model(new Model());
   KV_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file,
                       MappedFile::Open(path, memory));
@@ -61,6 +64,9 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& path,
         " tokens but the model's embedding has " +
         std::to_string(model->config_.vocab_size));
   }
+  if (layout == WeightLayout::kFastest) {
+    KV_RETURN_IF_ERROR(model->InterleaveWeights().WithPrefix(path));
+  }
   return model;
 }
 
@@ -68,6 +74,48 @@ Hash128 Model::identity() const {
   std::call_once(identity_once_,
                  [&] { identity_ = HashBytes(raw_file_->bytes()); });
   return identity_;
+}
+
+Status Model::InterleaveWeights() {
+  std::vector<WeightMatrix*> matrices;
+  const auto consider = [&](WeightMatrix& m) {
+    if (kernels::UsesInterleavedRows(m.type) &&
+        m.rows % kernels::kInterleavedRows == 0 &&
+        m.cols % kernels::kSuperBlock == 0) {
+      matrices.push_back(&m);
+    }
+  };
+  for (LayerWeights& lw : weights_.layers) {
+    for (WeightMatrix* m :
+         {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down}) {
+      consider(*m);
+    }
+  }
+  // A tied output matrix is the token embedding, which is read row by row.
+  if (weights_.output.data != weights_.token_embedding.data) {
+    consider(weights_.output);
+  }
+  if (matrices.empty()) return Status::OK();
+  // The identity names the file as stored: hash it before its pages go.
+  identity();
+  // Each matrix at a multiple of 64 bytes, as the kernels read them.
+  const auto bytes_of = [](const WeightMatrix& m) {
+    return (kernels::InterleavedBytes(m.type, m.rows, m.cols) + 63) / 64 * 64;
+  };
+  size_t total = 0;
+  for (const WeightMatrix* m : matrices) total += bytes_of(*m);
+  KV_ASSIGN_OR_RETURN(interleaved_, HugePages::Map(total));
+  uint8_t* out = interleaved_->data();
+  for (WeightMatrix* m : matrices) {
+    kernels::InterleaveRows(m->type, m->data, m->rows, m->cols, out);
+    raw_file_->Release(static_cast<const uint8_t*>(m->data) - raw_file_->data(),
+                       m->rows * kernels::RowBytes(m->type, m->cols));
+    m->data = nullptr;
+    m->interleaved = out;
+    out += bytes_of(*m);
+  }
+  interleaved_bytes_ = total;
+  return interleaved_->MakeReadOnly();
 }
 
 const float* Model::AsF32(DType type, const void* src, size_t n) {

@@ -4,9 +4,10 @@
 // metadata) or a llama2.c checkpoint plus its tokenizer.bin, chosen by the
 // file's magic.
 //
-// Weights are never copied: matrices point into the read-only file mapping
-// held by the Model. Only small vectors (norm weights and biases) stored in a
-// non-f32 type are converted to f32 copies. Immutable and thread-safe after
+// Weights are read in place from the file as held by the Model (base/file.h),
+// but for the matrices WeightLayout::kFastest interleaves at load; small
+// vectors (norm weights and biases) stored in a non-f32 type are converted to
+// f32 copies. Immutable and thread-safe after
 // Load().
 #pragma once
 
@@ -19,6 +20,7 @@
 
 #include "base/file.h"
 #include "base/hash.h"
+#include "base/huge_pages.h"
 #include "base/status.h"
 #include "kernels/dtype.h"
 #include "model/model_config.h"
@@ -28,14 +30,27 @@ namespace kvstash {
 
 class GgufFile;
 
-// A weight matrix of `rows` rows of `cols` elements in type `type`, row
-// after row (row stride kernels::RowBytes(type, cols)).
+// A weight matrix of `rows` rows of `cols` elements in type `type`: `data`
+// row after row (row stride kernels::RowBytes(type, cols)), or, when
+// `interleaved` is set, only in the form kernels::InterleaveRows writes,
+// and `data` is null (see WeightLayout).
 struct WeightMatrix {
   kernels::DType type = kernels::DType::kF32;
   const void* data = nullptr;
   int rows = 0;
   int cols = 0;
+  const void* interleaved = nullptr;
 };
+
+// How Model::Load holds the matrices the engine multiplies by:
+//   kAsStored: as the file stores them, in place (for reading them back out:
+//     `kvstash convert`);
+//   kFastest: matrices of a type this CPU's decode reads faster interleaved
+//     (kernels::UsesInterleavedRows: q4_k with AVX-512 VNNI; rows a
+//     multiple of 16) are interleaved into memory of the model's own at
+//     load, and the file's pages that held them are given back; the rest
+//     stay in place. The token embedding (read row by row) stays as stored.
+enum class WeightLayout { kAsStored, kFastest };
 
 struct LayerWeights {
   const float* attn_norm = nullptr;  // [dim]
@@ -79,7 +94,8 @@ class Model {
   // wrong.
   static Result<std::unique_ptr<Model>> Load(
       const std::string& path, const std::string& tokenizer_path,
-      FileMemory memory = FileMemory::kMapped);
+      FileMemory memory = FileMemory::kMapped,
+      WeightLayout layout = WeightLayout::kFastest);
   ~Model();
 
   const ModelConfig& config() const { return config_; }
@@ -90,6 +106,8 @@ class Model {
   // The model file as held in memory (FileMemory, HugePageBytes).
   const MappedFile& file() const { return *raw_file_; }
   const std::vector<TensorSummary>& tensors() const { return tensors_; }
+  // Bytes of the matrices held interleaved (WeightLayout::kFastest).
+  size_t interleaved_bytes() const { return interleaved_bytes_; }
   // The GGUF `general.file_type` (llama.cpp's llama_ftype: what most
   // matrices are, see GgufFileTypeName), when the file has one.
   std::optional<uint32_t> file_type() const { return file_type_; }
@@ -107,6 +125,8 @@ class Model {
   // Returns a pointer to an f32 copy of `n` elements of `type` at `src`
   // (or `src` itself when already f32), owned by the model.
   const float* AsF32(kernels::DType type, const void* src, size_t n);
+  // WeightLayout::kFastest: interleaves the matrices that gain from it.
+  Status InterleaveWeights();
 
   ModelConfig config_;
   ModelWeights weights_;
@@ -117,6 +137,8 @@ class Model {
   std::unique_ptr<GgufFile> gguf_;
   std::unique_ptr<MappedFile> raw_file_;
   std::vector<std::unique_ptr<float[]>> converted_;
+  std::unique_ptr<HugePages> interleaved_;
+  size_t interleaved_bytes_ = 0;
   std::string chat_template_;
   std::optional<uint32_t> file_type_;
   mutable std::once_flag identity_once_;

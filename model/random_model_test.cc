@@ -34,7 +34,8 @@ TEST(RandomModelTest, LoadsWithItsShapeVocabularyAndWeightStatistics) {
   ThreadPool pool({.num_threads = 2});
   ASSERT_TRUE(
       WriteRandomModel(SmallOptions(kernels::DType::kQ8_0), path, &pool).ok());
-  auto model = Model::Load(path, "");
+  auto model =
+      Model::Load(path, "", FileMemory::kMapped, WeightLayout::kAsStored);
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const ModelConfig& c = (*model)->config();
   EXPECT_EQ(c.dim, 64);
@@ -98,7 +99,8 @@ TEST(RandomModelTest, Q4KMMixtureTypesEachTensor) {
   ThreadPool pool({.num_threads = 2});
   std::vector<WeightFallback> fallbacks;
   ASSERT_TRUE(WriteRandomModel(o, path, &pool, &fallbacks).ok());
-  auto model = Model::Load(path, "");
+  auto model =
+      Model::Load(path, "", FileMemory::kMapped, WeightLayout::kAsStored);
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   using kernels::DType;
   std::map<std::string, DType> want = {{"token_embd.weight", DType::kQ6_K},
