@@ -95,6 +95,30 @@ struct Q4KTile {
 static_assert(sizeof(Q4KTile) == kInterleavedRows * 148);
 static_assert(sizeof(Q4KTile) % 64 == 0);
 
+// The same for Q6_K: 212 bytes per row and super-block, where Q6_K has 210.
+// Element 4 g + k of block 4 h + c (h < 2, c < 4; dtype.h's element
+// 128 h + 32 c + 4 g + k) has its low 4 bits in ql[h][c % 2][g][r][k] (the
+// low nibble for c < 2, the high one for c >= 2) and its high 2 bits in bits
+// 2c, 2c + 1 of qh[h][g][r][k].
+struct Q6KTile {
+  uint8_t ql[2][2][8][kInterleavedRows][4];
+  uint8_t qh[2][8][kInterleavedRows][4];
+  float d[kInterleavedRows];           // the f16 d, widened
+  int8_t scale[16][kInterleavedRows];  // sub-block (16 elements) scales
+};
+static_assert(sizeof(Q6KTile) == kInterleavedRows * 212);
+static_assert(sizeof(Q6KTile) % 64 == 0);
+
+// The bytes of the quants at the start of a tile (what follows: the scales).
+template <class Tile>
+constexpr size_t TileQuantBytes() {
+  if constexpr (std::is_same_v<Tile, Q4KTile>) {
+    return sizeof(Tile::qs);
+  } else {
+    return sizeof(Tile::ql) + sizeof(Tile::qh);
+  }
+}
+
 // Columns are summed in chunks of 4 KiB of activations per token (1024 f32,
 // 2048 bf16 or 4096 int8 elements): y[t][r] is the sum, in chunk order, of
 // the reduced dot product of each chunk. The chunks depend on cols and the
@@ -1895,13 +1919,35 @@ HWY_INLINE __m512 TileScales(const Q4KTile& tile, size_t j) {
 // Q4_K_M decode read 0.60 of the bandwidth probe; 2 tiles on: 0.86-0.98 (3
 // rounds, `kvstash bench --threads 2 --huge-pages`), 4: 0.86-0.89, 8:
 // 0.77-0.80.
-constexpr size_t kQ4KPrefetchBytes = 2 * sizeof(Q4KTile);
+constexpr size_t kTilesAhead = 2;
+
+// Prefetches the scales of the tile kTilesAhead on from `tile`; returns that
+// tile's address, for LoadTileLine.
+template <class Tile>
+HWY_INLINE const uint8_t* PrefetchTileScales(const Tile& tile) {
+  const uint8_t* ahead =
+      reinterpret_cast<const uint8_t*>(&tile) + kTilesAhead * sizeof(Tile);
+  for (size_t line = TileQuantBytes<Tile>(); line < sizeof(Tile); line += 64) {
+    hwy::Prefetch(ahead + line);
+  }
+  return ahead;
+}
+
+// Loads the 64 bytes at `line` of `tile`, prefetching the same line of the
+// tile at `ahead`.
+template <class Tile>
+HWY_INLINE __m512i LoadTileLine(const Tile& tile, const void* line,
+                                const uint8_t* ahead) {
+  hwy::Prefetch(ahead + (static_cast<const uint8_t*>(line) -
+                         reinterpret_cast<const uint8_t*>(&tile)));
+  return _mm512_load_si512(line);
+}
 
 // y[t * ldy + r] for the 16 rows of `tiles` (their super_blocks tiles in a
 // row) and kT tokens.
 template <size_t kT>
-void Q4KTileRows(const Q4KTile* tiles, size_t super_blocks,
-                 const KActivations& xa, size_t cols, float* y, size_t ldy) {
+void TileRows(const Q4KTile* tiles, size_t super_blocks, const KActivations& xa,
+              size_t cols, float* y, size_t ldy) {
   constexpr size_t kChunkSuperBlocks = kPanelBlocks / kKBlocks;
   const size_t blocks = cols / kQuantBlock;
   const __m512i low4 = _mm512_set1_epi8(0x0F);
@@ -1917,11 +1963,7 @@ void Q4KTileRows(const Q4KTile* tiles, size_t super_blocks,
     const size_t c1 = std::min(super_blocks, c0 + kChunkSuperBlocks);
     for (size_t sb = c0; sb < c1; ++sb) {
       const Q4KTile& tile = tiles[sb];
-      const uint8_t* ahead =
-          reinterpret_cast<const uint8_t*>(&tile) + kQ4KPrefetchBytes;
-      for (size_t line = sizeof(tile.qs); line < sizeof(tile); line += 64) {
-        PrefetchNextTile(ahead + line, 0);
-      }
+      const uint8_t* ahead = PrefetchTileScales(tile);
       for (size_t p = 0; p < 4; ++p) {
         const size_t b = sb * kKBlocks + 2 * p;  // the pair's even block
         __m512i dot_lo[kT], dot_hi16[kT];
@@ -1930,9 +1972,7 @@ void Q4KTileRows(const Q4KTile* tiles, size_t super_blocks,
         }
 #pragma GCC unroll 8
         for (size_t g = 0; g < 8; ++g) {
-          PrefetchNextTile(ahead + (&tile.qs[p][g][0][0] - tile.qs[0][0][0]),
-                           0);
-          const __m512i v = _mm512_load_si512(tile.qs[p][g]);
+          const __m512i v = LoadTileLine(tile, tile.qs[p][g], ahead);
           const __m512i lo = _mm512_and_si512(v, low4);
           const __m512i hi16 = _mm512_andnot_si512(low4, v);
 #pragma GCC unroll 4
@@ -1971,61 +2011,187 @@ void Q4KTileRows(const Q4KTile* tiles, size_t super_blocks,
   for (size_t t = 0; t < kT; ++t) _mm512_storeu_ps(y + t * ldy, sum[t]);
 }
 
-// As KFormat<kQ4_K>::Pack, from interleaved rows: blocks [b0, b0 + nb)
-// (whole super-blocks) of the one or two groups of 16 rows from `group`
-// (`groups` of them, each `group_bytes` long) into the panel.
-void PackQ4KTiles(const uint8_t* group, size_t group_bytes, size_t groups,
-                  size_t b0, size_t nb, QuantPanel& p) {
+// The products of Q6_K tiles, as TileRows for Q4_K: each block's two halves
+// of 16 start from -32 times their activations' sum and are scaled as
+// KPanelTile scales them.
+HWY_INLINE __m512 Q6TileScale(const Q6KTile& tile, size_t sub_block) {
+  return _mm512_mul_ps(
+      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128(
+          reinterpret_cast<const __m128i*>(tile.scale[sub_block])))),
+      _mm512_load_ps(tile.d));
+}
+
+// The unsigned 6-bit quants (0..63) of group g of block 4 h + c of a Q6_K
+// tile's rows, from its ql line `l` and qh line `hb`.
+HWY_INLINE __m512i Q6TileQuants(__m512i l, __m512i hb, size_t c) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i nibbles =
+      _mm512_and_si512(c < 2 ? l : _mm512_srli_epi16(l, 4), low4);
+  // Bits 2c, 2c + 1 of hb to bits 4, 5.
+  const __m512i high = c == 0   ? _mm512_slli_epi16(hb, 4)
+                       : c == 1 ? _mm512_slli_epi16(hb, 2)
+                       : c == 2 ? hb
+                                : _mm512_srli_epi16(hb, 2);
+  return _mm512_ternarylogic_epi64(nibbles, high, _mm512_set1_epi8(0x30),
+                                   0xF8);  // nibbles | (high & 0x30)
+}
+
+template <size_t kT>
+void TileRows(const Q6KTile* tiles, size_t super_blocks, const KActivations& xa,
+              size_t cols, float* y, size_t ldy) {
+  constexpr size_t kChunkSuperBlocks = kPanelBlocks / kKBlocks;
+  const size_t blocks = cols / kQuantBlock;
+  const size_t sums_per_row = cols / kKSumElems;
+  __m512 sum[kT];  // y so far
+  for (size_t t = 0; t < kT; ++t) sum[t] = _mm512_setzero_ps();
+  for (size_t c0 = 0; c0 < super_blocks; c0 += kChunkSuperBlocks) {
+    // acc[0]: the chunk's even blocks, acc[1]: its odd ones.
+    __m512 acc[2][kT];
+    for (size_t t = 0; t < kT; ++t) {
+      acc[0][t] = sum[t];
+      acc[1][t] = _mm512_setzero_ps();
+    }
+    const size_t c1 = std::min(super_blocks, c0 + kChunkSuperBlocks);
+    for (size_t sb = c0; sb < c1; ++sb) {
+      const Q6KTile& tile = tiles[sb];
+      const uint8_t* ahead = PrefetchTileScales(tile);
+      for (size_t h = 0; h < 2; ++h) {
+        for (size_t o = 0; o < 2; ++o) {
+          // Blocks j = 4 h + o + 2 k of the super-block (k < 2), both of
+          // parity o; dot[k][half][t].
+          __m512i dot[2][2][kT];
+          for (size_t k = 0; k < 2; ++k) {
+            const size_t b = sb * kKBlocks + 4 * h + o + 2 * k;
+            for (size_t half = 0; half < 2; ++half) {
+              for (size_t t = 0; t < kT; ++t) {
+                dot[k][half][t] = _mm512_set1_epi32(
+                    -32 * xa.sums[t * sums_per_row + 2 * b + half]);
+              }
+            }
+          }
+#pragma GCC unroll 8
+          for (size_t g = 0; g < 8; ++g) {
+            const __m512i l = LoadTileLine(tile, tile.ql[h][o][g], ahead);
+            const __m512i hb = LoadTileLine(tile, tile.qh[h][g], ahead);
+            const __m512i q[2] = {Q6TileQuants(l, hb, o),
+                                  Q6TileQuants(l, hb, o + 2)};
+            const size_t half = g / 4;
+            for (size_t k = 0; k < 2; ++k) {
+              const size_t b = sb * kKBlocks + 4 * h + o + 2 * k;
+#pragma GCC unroll 4
+              for (size_t t = 0; t < kT; ++t) {
+                int32_t x4;
+                std::memcpy(&x4, xa.q + t * cols + b * kQuantBlock + 4 * g,
+                            sizeof(x4));
+                dot[k][half][t] = _mm512_dpbusd_epi32(dot[k][half][t], q[k],
+                                                      _mm512_set1_epi32(x4));
+              }
+            }
+          }
+          for (size_t k = 0; k < 2; ++k) {
+            const size_t j = 4 * h + o + 2 * k;
+            const size_t b = sb * kKBlocks + j;
+            const __m512 first = Q6TileScale(tile, 2 * j);
+            const __m512 second = Q6TileScale(tile, 2 * j + 1);
+#pragma GCC unroll 4
+            for (size_t t = 0; t < kT; ++t) {
+              const __m512 blk = _mm512_fmadd_ps(
+                  _mm512_cvtepi32_ps(dot[k][1][t]), second,
+                  _mm512_mul_ps(_mm512_cvtepi32_ps(dot[k][0][t]), first));
+              acc[o][t] = _mm512_fmadd_ps(
+                  blk, _mm512_set1_ps(xa.d[t * blocks + b]), acc[o][t]);
+            }
+          }
+        }
+      }
+    }
+    for (size_t t = 0; t < kT; ++t) {
+      sum[t] = _mm512_add_ps(acc[0][t], acc[1][t]);
+    }
+  }
+  for (size_t t = 0; t < kT; ++t) _mm512_storeu_ps(y + t * ldy, sum[t]);
+}
+
+// Panel rows [r, r + 16) of the 8 blocks from b: one tile, as
+// KFormat<kType>::Pack writes them.
+HWY_INLINE void UnpackTile(const Q4KTile& tile, size_t b, size_t r,
+                           QuantPanel& p) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (size_t pair = 0; pair < 4; ++pair) {
+    for (size_t g = 0; g < kGroups; ++g) {
+      const __m512i v = _mm512_load_si512(tile.qs[pair][g]);
+      _mm512_store_si512(&p.q[b + 2 * pair][g][r], _mm512_and_si512(v, low4));
+      _mm512_store_si512(&p.q[b + 2 * pair + 1][g][r],
+                         _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
+    }
+  }
+  for (size_t j = 0; j < kKBlocks; ++j) {
+    _mm512_store_ps(&p.d[b + j][r], TileScales<0>(tile, j));
+    _mm512_store_ps(&p.m[b + j][r], TileScales<1>(tile, j));
+  }
+}
+
+HWY_INLINE void UnpackTile(const Q6KTile& tile, size_t b, size_t r,
+                           QuantPanel& p) {
+  for (size_t h = 0; h < 2; ++h) {
+    for (size_t c = 0; c < 4; ++c) {
+      const size_t j = 4 * h + c;
+      for (size_t g = 0; g < kGroups; ++g) {
+        _mm512_store_si512(&p.q[b + j][g][r],
+                           Q6TileQuants(_mm512_load_si512(tile.ql[h][c % 2][g]),
+                                        _mm512_load_si512(tile.qh[h][g]), c));
+      }
+      _mm512_store_ps(&p.d[b + j][r], Q6TileScale(tile, 2 * j));
+      _mm512_store_ps(&p.m[b + j][r], Q6TileScale(tile, 2 * j + 1));
+    }
+  }
+}
+
+// As KFormat::Pack, from interleaved rows: blocks [b0, b0 + nb) (whole
+// super-blocks) of the one or two groups of 16 rows from `group` (`groups`
+// of them, each `group_bytes` long) into the panel.
+template <class Tile>
+void PackTiles(const uint8_t* group, size_t group_bytes, size_t groups,
+               size_t b0, size_t nb, QuantPanel& p) {
   for (size_t half = 0; half < kPanelRows / kInterleavedRows; ++half) {
     const size_t r = half * kInterleavedRows;
     for (size_t sb = 0; sb < nb / kKBlocks; ++sb) {
       const size_t b = sb * kKBlocks;  // the super-block's first panel block
-      if (half >= groups) {
-        for (size_t j = 0; j < kKBlocks; ++j) {
-          for (size_t g = 0; g < kGroups; ++g) {
-            _mm512_store_si512(&p.q[b + j][g][r], _mm512_setzero_si512());
-          }
-          _mm512_store_ps(&p.d[b + j][r], _mm512_setzero_ps());
-          _mm512_store_ps(&p.m[b + j][r], _mm512_setzero_ps());
-        }
+      if (half < groups) {
+        UnpackTile(reinterpret_cast<const Tile*>(
+                       group + half * group_bytes)[b0 / kKBlocks + sb],
+                   b, r, p);
         continue;
       }
-      const Q4KTile& tile = reinterpret_cast<const Q4KTile*>(
-          group + half * group_bytes)[b0 / kKBlocks + sb];
-      for (size_t pair = 0; pair < 4; ++pair) {
-        for (size_t g = 0; g < kGroups; ++g) {
-          const __m512i v = _mm512_load_si512(tile.qs[pair][g]);
-          _mm512_store_si512(&p.q[b + 2 * pair][g][r],
-                             _mm512_and_si512(v, low4));
-          _mm512_store_si512(&p.q[b + 2 * pair + 1][g][r],
-                             _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
-        }
-      }
       for (size_t j = 0; j < kKBlocks; ++j) {
-        _mm512_store_ps(&p.d[b + j][r], TileScales<0>(tile, j));
-        _mm512_store_ps(&p.m[b + j][r], TileScales<1>(tile, j));
+        for (size_t g = 0; g < kGroups; ++g) {
+          _mm512_store_si512(&p.q[b + j][g][r], _mm512_setzero_si512());
+        }
+        _mm512_store_ps(&p.d[b + j][r], _mm512_setzero_ps());
+        _mm512_store_ps(&p.m[b + j][r], _mm512_setzero_ps());
       }
     }
   }
 }
 
-// MatMulRows for interleaved Q4_K rows: rows [row_begin, row_end), both
+// MatMulRows for interleaved K-quant rows: rows [row_begin, row_end), both
 // multiples of kInterleavedRows.
-void RunQ4KTiles(const uint8_t* w, size_t cols, const void* prepared, size_t n,
-                 size_t row_begin, size_t row_end, float* y, size_t ldy) {
+template <DType kType>
+void RunKTiles(const uint8_t* w, size_t cols, const void* prepared, size_t n,
+               size_t row_begin, size_t row_end, float* y, size_t ldy) {
+  using Tile = std::conditional_t<kType == DType::kQ4_K, Q4KTile, Q6KTile>;
   const KActivations xa(prepared, cols, n);
   const size_t blocks = cols / kQuantBlock;
   const size_t super_blocks = cols / kSuperBlock;
-  const size_t group_bytes = super_blocks * sizeof(Q4KTile);
+  const size_t group_bytes = super_blocks * sizeof(Tile);
   const auto group = [&](size_t r) {
     return w + r / kInterleavedRows * group_bytes;
   };
   if (n <= kRowsTileTokens) {
     for (size_t r0 = row_begin; r0 < row_end; r0 += kInterleavedRows) {
       WithTokenCount<kRowsTileTokens>(n, [&](auto tokens) {
-        Q4KTileRows<decltype(tokens)::value>(
-            reinterpret_cast<const Q4KTile*>(group(r0)), super_blocks, xa, cols,
+        TileRows<decltype(tokens)::value>(
+            reinterpret_cast<const Tile*>(group(r0)), super_blocks, xa, cols,
             y + r0, ldy);
       });
     }
@@ -2034,13 +2200,13 @@ void RunQ4KTiles(const uint8_t* w, size_t cols, const void* prepared, size_t n,
   ForEachPanel(
       row_begin, row_end, blocks, n,
       [&](size_t r0, size_t rows, size_t b0, size_t nb, QuantPanel& panel) {
-        PackQ4KTiles(group(r0), group_bytes, rows / kInterleavedRows, b0, nb,
-                     panel);
+        PackTiles<Tile>(group(r0), group_bytes, rows / kInterleavedRows, b0, nb,
+                        panel);
       },
       [&](auto tokens, const QuantPanel& panel, size_t nb, size_t b0, size_t t0,
           size_t rows, size_t r0) {
-        KPanelTile<DType::kQ4_K, decltype(tokens)::value>(
-            panel, nb, xa, cols, b0, t0, rows, b0 == 0, y + r0, ldy);
+        KPanelTile<kType, decltype(tokens)::value>(panel, nb, xa, cols, b0, t0,
+                                                   rows, b0 == 0, y + r0, ldy);
       });
 }
 
@@ -2277,7 +2443,7 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
 
 bool UsesInterleavedRowsImpl(DType wt) {
 #if HWY_TARGET == HWY_AVX3_DL
-  return wt == DType::kQ4_K && CpuHasAvx512Vnni();
+  return (wt == DType::kQ4_K || wt == DType::kQ6_K) && CpuHasAvx512Vnni();
 #else
   (void)wt;
   return false;
@@ -2289,8 +2455,12 @@ void MatMulInterleavedRowsImpl(DType wt, const void* w, size_t cols,
                                size_t row_end, float* y, size_t ldy) {
 #if HWY_TARGET == HWY_AVX3_DL
   if (UsesInterleavedRowsImpl(wt)) {
-    return RunQ4KTiles(static_cast<const uint8_t*>(w), cols, prepared, n,
-                       row_begin, row_end, y, ldy);
+    const auto* w8 = static_cast<const uint8_t*>(w);
+    return wt == DType::kQ4_K
+               ? RunKTiles<DType::kQ4_K>(w8, cols, prepared, n, row_begin,
+                                         row_end, y, ldy)
+               : RunKTiles<DType::kQ6_K>(w8, cols, prepared, n, row_begin,
+                                         row_end, y, ldy);
   }
 #endif
   (void)w, (void)cols, (void)prepared, (void)n, (void)row_begin, (void)row_end,
@@ -2354,39 +2524,74 @@ bool UsesInterleavedRows(DType wt) {
 }
 
 size_t InterleavedBytes(DType wt, size_t rows, size_t cols) {
-  KV_CHECK(wt == DType::kQ4_K && rows % kInterleavedRows == 0 &&
-           cols % kSuperBlock == 0);
+  KV_CHECK((wt == DType::kQ4_K || wt == DType::kQ6_K) &&
+           rows % kInterleavedRows == 0 && cols % kSuperBlock == 0);
   return rows / kInterleavedRows * (cols / kSuperBlock) *
-         sizeof(matmul_fast::Q4KTile);
+         (wt == DType::kQ4_K ? sizeof(matmul_fast::Q4KTile)
+                             : sizeof(matmul_fast::Q6KTile));
 }
+
+namespace {
+
+void InterleaveQ4KRow(const BlockQ4_K& b, size_t r,
+                      matmul_fast::Q4KTile& tile) {
+  for (size_t p = 0; p < 4; ++p) {
+    for (size_t g = 0; g < 8; ++g) {
+      std::memcpy(tile.qs[p][g][r], b.qs + 32 * p + 4 * g, 4);
+    }
+  }
+  tile.d[r] = b.d;
+  tile.dmin[r] = b.dmin;
+  for (size_t j = 0; j < 8; ++j) {
+    int scale, min;
+    matmul_fast::KScaleMin(b.scales, j, &scale, &min);
+    tile.scale[j][r] = static_cast<uint8_t>(scale);
+    tile.min[j][r] = static_cast<uint8_t>(min);
+  }
+}
+
+void InterleaveQ6KRow(const BlockQ6_K& b, size_t r,
+                      matmul_fast::Q6KTile& tile) {
+  for (size_t h = 0; h < 2; ++h) {
+    for (size_t g = 0; g < 8; ++g) {
+      for (size_t o = 0; o < 2; ++o) {
+        std::memcpy(tile.ql[h][o][g][r], b.ql + 64 * h + 32 * o + 4 * g, 4);
+      }
+      std::memcpy(tile.qh[h][g][r], b.qh + 32 * h + 4 * g, 4);
+    }
+  }
+  tile.d[r] = F16ToF32(b.d);
+  for (size_t s = 0; s < 16; ++s) tile.scale[s][r] = b.scales[s];
+}
+
+// Tile by tile: tile (r0, sb) holds super-block sb of rows r0..r0 + 15.
+template <class Block, class Tile, class Row>
+void InterleaveTiles(const void* w, size_t rows, size_t cols, void* out,
+                     const Row& row) {
+  const size_t super_blocks = cols / kSuperBlock;
+  const auto* blocks = static_cast<const Block*>(w);
+  auto* tile = static_cast<Tile*>(out);
+  for (size_t r0 = 0; r0 < rows; r0 += kInterleavedRows) {
+    for (size_t sb = 0; sb < super_blocks; ++sb, ++tile) {
+      for (size_t r = 0; r < kInterleavedRows; ++r) {
+        row(blocks[(r0 + r) * super_blocks + sb], r, *tile);
+      }
+    }
+  }
+}
+
+}  // namespace
 
 void InterleaveRows(DType wt, const void* w, size_t rows, size_t cols,
                     void* out) {
-  KV_CHECK(wt == DType::kQ4_K && rows % kInterleavedRows == 0 &&
-           cols % kSuperBlock == 0);
-  const size_t super_blocks = cols / kSuperBlock;
-  const auto* blocks = static_cast<const BlockQ4_K*>(w);
-  auto* tiles = static_cast<matmul_fast::Q4KTile*>(out);
-  for (size_t r0 = 0; r0 < rows; r0 += kInterleavedRows) {
-    for (size_t sb = 0; sb < super_blocks; ++sb) {
-      matmul_fast::Q4KTile& tile = *tiles++;
-      for (size_t r = 0; r < kInterleavedRows; ++r) {
-        const BlockQ4_K& b = blocks[(r0 + r) * super_blocks + sb];
-        for (size_t p = 0; p < 4; ++p) {
-          for (size_t g = 0; g < 8; ++g) {
-            std::memcpy(tile.qs[p][g][r], b.qs + 32 * p + 4 * g, 4);
-          }
-        }
-        tile.d[r] = b.d;
-        tile.dmin[r] = b.dmin;
-        for (size_t j = 0; j < 8; ++j) {
-          int scale, min;
-          matmul_fast::KScaleMin(b.scales, j, &scale, &min);
-          tile.scale[j][r] = static_cast<uint8_t>(scale);
-          tile.min[j][r] = static_cast<uint8_t>(min);
-        }
-      }
-    }
+  KV_CHECK((wt == DType::kQ4_K || wt == DType::kQ6_K) &&
+           rows % kInterleavedRows == 0 && cols % kSuperBlock == 0);
+  if (wt == DType::kQ4_K) {
+    InterleaveTiles<BlockQ4_K, matmul_fast::Q4KTile>(w, rows, cols, out,
+                                                     InterleaveQ4KRow);
+  } else {
+    InterleaveTiles<BlockQ6_K, matmul_fast::Q6KTile>(w, rows, cols, out,
+                                                     InterleaveQ6KRow);
   }
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -341,20 +342,23 @@ TEST_P(MatMulFastTest, ResultsDoNotDependOnRowRangeOrBatch) {
   }
 }
 
-// Interleaved Q4_K rows give the bits of the rows as stored, for decode and
+// Interleaved rows give the bits of the rows as stored, for decode and
 // batches, whole and in row ranges of 16, on a shape with a partial 32-row
 // panel and an odd number of super-blocks over more than one chunk.
 TEST_P(MatMulFastTest, InterleavedRowsGiveTheBitsOfTheRowsAsStored) {
-  const DType t = DType::kQ4_K;
-  if (!kvstash::kernels::UsesInterleavedRows(t)) {
-    GTEST_SKIP() << "this target reads q4_k rows as stored";
-  }
   std::mt19937 rng(27);
-  for (const auto& [rows, cols] :
-       {std::pair<size_t, size_t>{16, kSuperBlock}, {48, 5 * kSuperBlock}}) {
+  for (const auto& [t, rows, cols, row_bytes] :
+       {std::tuple<DType, size_t, size_t, size_t>{DType::kQ4_K, 16, kSuperBlock,
+                                                  148},
+        {DType::kQ4_K, 48, 5 * kSuperBlock, 148},
+        {DType::kQ6_K, 16, kSuperBlock, 212},
+        {DType::kQ6_K, 48, 5 * kSuperBlock, 212}}) {
+    if (!kvstash::kernels::UsesInterleavedRows(t)) {
+      GTEST_SKIP() << "this target reads " << DTypeName(t) << " rows as stored";
+    }
     const Weights w(t, rows, cols, rng);
     const size_t bytes = kvstash::kernels::InterleavedBytes(t, rows, cols);
-    ASSERT_EQ(bytes, rows * (cols / kSuperBlock) * 148);
+    ASSERT_EQ(bytes, rows * (cols / kSuperBlock) * row_bytes);
     auto interleaved = hwy::AllocateAligned<uint8_t>(bytes);
     kvstash::kernels::InterleaveRows(t, w.bytes.data(), rows, cols,
                                      interleaved.get());
@@ -376,11 +380,13 @@ TEST_P(MatMulFastTest, InterleavedRowsGiveTheBitsOfTheRowsAsStored) {
       EXPECT_EQ(std::memcmp(stored.data(), whole.data(),
                             stored.size() * sizeof(float)),
                 0)
-          << rows << " x " << cols << ", " << n << " tokens";
+          << DTypeName(t) << " " << rows << " x " << cols << ", " << n
+          << " tokens";
       EXPECT_EQ(std::memcmp(stored.data(), pieces.data(),
                             stored.size() * sizeof(float)),
                 0)
-          << rows << " x " << cols << ", " << n << " tokens in pieces";
+          << DTypeName(t) << " " << rows << " x " << cols << ", " << n
+          << " tokens in pieces";
     }
   }
 }
