@@ -29,7 +29,9 @@ std::string FileTypeLine(const Model& model) {
 }
 
 int RunInfo(const InfoCommandOptions& options) {
-  Result<std::unique_ptr<Model>> loaded = LoadModel(options.model);
+  // Only read: no matrix is interleaved for it.
+  Result<std::unique_ptr<Model>> loaded =
+      LoadModel(options.model, WeightLayout::kAsStored);
   if (!loaded.ok()) return Fail(loaded.status().message());
   const Model& model = **loaded;
   // Tensor count and bytes per type, and the summary line "types: q4_k 88,

@@ -95,6 +95,20 @@ struct Q4KTile {
 static_assert(sizeof(Q4KTile) == kInterleavedRows * 148);
 static_assert(sizeof(Q4KTile) % 64 == 0);
 
+// The same for Q5_K, with the 5th bits: bit j of qh[g][r][k] is that of
+// element 4 g + k of sub-block j. 180 bytes per row and super-block, where
+// Q5_K has 176.
+struct Q5KTile {
+  uint8_t qs[4][8][kInterleavedRows][4];
+  uint8_t qh[8][kInterleavedRows][4];
+  uint16_t d[kInterleavedRows];
+  uint16_t dmin[kInterleavedRows];
+  uint8_t scale[8][kInterleavedRows];
+  uint8_t min[8][kInterleavedRows];
+};
+static_assert(sizeof(Q5KTile) == kInterleavedRows * 180);
+static_assert(sizeof(Q5KTile) % 64 == 0);
+
 // The same for Q6_K: 212 bytes per row and super-block, where Q6_K has 210.
 // Element 4 g + k of block 4 h + c (h < 2, c < 4; dtype.h's element
 // 128 h + 32 c + 4 g + k) has its low 4 bits in ql[h][c % 2][g][r][k] (the
@@ -114,6 +128,8 @@ template <class Tile>
 constexpr size_t TileQuantBytes() {
   if constexpr (std::is_same_v<Tile, Q4KTile>) {
     return sizeof(Tile::qs);
+  } else if constexpr (std::is_same_v<Tile, Q5KTile>) {
+    return sizeof(Tile::qs) + sizeof(Tile::qh);
   } else {
     return sizeof(Tile::ql) + sizeof(Tile::qh);
   }
@@ -1903,8 +1919,8 @@ void RunKPanels(const uint8_t* w, size_t row_bytes, size_t cols,
 
 // The f32 scales (ws, for kWhich 0) or mins (wm, 1) of sub-block j of a
 // tile's 16 rows.
-template <int kWhich>
-HWY_INLINE __m512 TileScales(const Q4KTile& tile, size_t j) {
+template <int kWhich, class Tile>
+HWY_INLINE __m512 TileScales(const Tile& tile, size_t j) {
   const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(
       reinterpret_cast<const __m256i*>(kWhich == 0 ? tile.d : tile.dmin)));
   const uint8_t* bytes = kWhich == 0 ? tile.scale[j] : tile.min[j];
@@ -1945,12 +1961,42 @@ HWY_INLINE __m512i LoadTileLine(const Tile& tile, const void* line,
 
 // y[t * ldy + r] for the 16 rows of `tiles` (their super_blocks tiles in a
 // row) and kT tokens.
-template <size_t kT>
-void TileRows(const Q4KTile* tiles, size_t super_blocks, const KActivations& xa,
+//
+// Q5_K: as Q4_K, with each nibble's 5th bit from the tile's qh line.
+//
+// The quants of group g of sub-blocks 2p (lo) and 2p + 1 (hi) of a Q4_K /
+// Q5_K tile, from its qs line v: Q4_K's hi is 16 times the quants, left in
+// place (its dot product is shifted back, exactly); Q5_K's is the quants.
+template <class Tile>
+HWY_INLINE std::pair<__m512i, __m512i> AffineTileQuants(const Tile& tile,
+                                                        __m512i v, size_t p,
+                                                        size_t g,
+                                                        const uint8_t* ahead) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  if constexpr (std::is_same_v<Tile, Q4KTile>) {
+    return {_mm512_and_si512(v, low4), _mm512_andnot_si512(low4, v)};
+  } else {
+    const __m512i hb = LoadTileLine(tile, tile.qh[g], ahead);
+    // Bit j of each byte of hb to bit 4.
+    const auto bit4 = [&](size_t j) {
+      return j < 4 ? _mm512_slli_epi16(hb, static_cast<int>(4 - j))
+                   : _mm512_srli_epi16(hb, static_cast<int>(j - 4));
+    };
+    const __m512i fifth = _mm512_set1_epi8(0x10);
+    return {_mm512_ternarylogic_epi64(_mm512_and_si512(v, low4), bit4(2 * p),
+                                      fifth, 0xF8),
+            _mm512_ternarylogic_epi64(
+                _mm512_and_si512(_mm512_srli_epi16(v, 4), low4),
+                bit4(2 * p + 1), fifth, 0xF8)};
+  }
+}
+
+template <size_t kT, class Tile>
+void TileRows(const Tile* tiles, size_t super_blocks, const KActivations& xa,
               size_t cols, float* y, size_t ldy) {
+  constexpr bool kQ4 = std::is_same_v<Tile, Q4KTile>;
   constexpr size_t kChunkSuperBlocks = kPanelBlocks / kKBlocks;
   const size_t blocks = cols / kQuantBlock;
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 sum[kT];  // y so far
   for (size_t t = 0; t < kT; ++t) sum[t] = _mm512_setzero_ps();
   for (size_t c0 = 0; c0 < super_blocks; c0 += kChunkSuperBlocks) {
@@ -1962,19 +2008,18 @@ void TileRows(const Q4KTile* tiles, size_t super_blocks, const KActivations& xa,
     }
     const size_t c1 = std::min(super_blocks, c0 + kChunkSuperBlocks);
     for (size_t sb = c0; sb < c1; ++sb) {
-      const Q4KTile& tile = tiles[sb];
+      const Tile& tile = tiles[sb];
       const uint8_t* ahead = PrefetchTileScales(tile);
       for (size_t p = 0; p < 4; ++p) {
         const size_t b = sb * kKBlocks + 2 * p;  // the pair's even block
-        __m512i dot_lo[kT], dot_hi16[kT];
+        __m512i dot_lo[kT], dot_hi[kT];
         for (size_t t = 0; t < kT; ++t) {
-          dot_lo[t] = dot_hi16[t] = _mm512_setzero_si512();
+          dot_lo[t] = dot_hi[t] = _mm512_setzero_si512();
         }
 #pragma GCC unroll 8
         for (size_t g = 0; g < 8; ++g) {
-          const __m512i v = LoadTileLine(tile, tile.qs[p][g], ahead);
-          const __m512i lo = _mm512_and_si512(v, low4);
-          const __m512i hi16 = _mm512_andnot_si512(low4, v);
+          const auto [lo, hi] = AffineTileQuants(
+              tile, LoadTileLine(tile, tile.qs[p][g], ahead), p, g, ahead);
 #pragma GCC unroll 4
           for (size_t t = 0; t < kT; ++t) {
             const int8_t* xq = xa.q + t * cols + b * kQuantBlock + 4 * g;
@@ -1983,8 +2028,8 @@ void TileRows(const Q4KTile* tiles, size_t super_blocks, const KActivations& xa,
             std::memcpy(&x_hi, xq + kQuantBlock, sizeof(x_hi));
             dot_lo[t] =
                 _mm512_dpbusd_epi32(dot_lo[t], lo, _mm512_set1_epi32(x_lo));
-            dot_hi16[t] =
-                _mm512_dpbusd_epi32(dot_hi16[t], hi16, _mm512_set1_epi32(x_hi));
+            dot_hi[t] =
+                _mm512_dpbusd_epi32(dot_hi[t], hi, _mm512_set1_epi32(x_hi));
           }
         }
         const __m512 ws[2] = {TileScales<0>(tile, 2 * p),
@@ -1993,8 +2038,8 @@ void TileRows(const Q4KTile* tiles, size_t super_blocks, const KActivations& xa,
                               TileScales<1>(tile, 2 * p + 1)};
 #pragma GCC unroll 4
         for (size_t t = 0; t < kT; ++t) {
-          const __m512i dots[2] = {dot_lo[t],
-                                   _mm512_srai_epi32(dot_hi16[t], 4)};
+          const __m512i dots[2] = {
+              dot_lo[t], kQ4 ? _mm512_srai_epi32(dot_hi[t], 4) : dot_hi[t]};
           __m512* acc[2] = {&even[t], &odd[t]};
           for (size_t k = 0; k < 2; ++k) {
             const size_t xb = t * blocks + b + k;
@@ -2114,15 +2159,19 @@ void TileRows(const Q6KTile* tiles, size_t super_blocks, const KActivations& xa,
 
 // Panel rows [r, r + 16) of the 8 blocks from b: one tile, as
 // KFormat<kType>::Pack writes them.
-HWY_INLINE void UnpackTile(const Q4KTile& tile, size_t b, size_t r,
+template <class Tile>
+HWY_INLINE void UnpackTile(const Tile& tile, size_t b, size_t r,
                            QuantPanel& p) {
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (size_t pair = 0; pair < 4; ++pair) {
     for (size_t g = 0; g < kGroups; ++g) {
-      const __m512i v = _mm512_load_si512(tile.qs[pair][g]);
-      _mm512_store_si512(&p.q[b + 2 * pair][g][r], _mm512_and_si512(v, low4));
-      _mm512_store_si512(&p.q[b + 2 * pair + 1][g][r],
-                         _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
+      const auto [lo, hi] =
+          AffineTileQuants(tile, _mm512_load_si512(tile.qs[pair][g]), pair, g,
+                           reinterpret_cast<const uint8_t*>(&tile));
+      _mm512_store_si512(&p.q[b + 2 * pair][g][r], lo);
+      // Q4_K's hi is 16 times its quants.
+      _mm512_store_si512(
+          &p.q[b + 2 * pair + 1][g][r],
+          std::is_same_v<Tile, Q4KTile> ? _mm512_srli_epi16(hi, 4) : hi);
     }
   }
   for (size_t j = 0; j < kKBlocks; ++j) {
@@ -2179,7 +2228,9 @@ void PackTiles(const uint8_t* group, size_t group_bytes, size_t groups,
 template <DType kType>
 void RunKTiles(const uint8_t* w, size_t cols, const void* prepared, size_t n,
                size_t row_begin, size_t row_end, float* y, size_t ldy) {
-  using Tile = std::conditional_t<kType == DType::kQ4_K, Q4KTile, Q6KTile>;
+  using Tile = std::conditional_t<
+      kType == DType::kQ4_K, Q4KTile,
+      std::conditional_t<kType == DType::kQ5_K, Q5KTile, Q6KTile>>;
   const KActivations xa(prepared, cols, n);
   const size_t blocks = cols / kQuantBlock;
   const size_t super_blocks = cols / kSuperBlock;
@@ -2443,7 +2494,7 @@ void MatMulRowsImpl(DType wt, const void* w, size_t cols, const float* x,
 
 bool UsesInterleavedRowsImpl(DType wt) {
 #if HWY_TARGET == HWY_AVX3_DL
-  return (wt == DType::kQ4_K || wt == DType::kQ6_K) && CpuHasAvx512Vnni();
+  return IsKQuant(wt) && CpuHasAvx512Vnni();
 #else
   (void)wt;
   return false;
@@ -2456,11 +2507,17 @@ void MatMulInterleavedRowsImpl(DType wt, const void* w, size_t cols,
 #if HWY_TARGET == HWY_AVX3_DL
   if (UsesInterleavedRowsImpl(wt)) {
     const auto* w8 = static_cast<const uint8_t*>(w);
-    return wt == DType::kQ4_K
-               ? RunKTiles<DType::kQ4_K>(w8, cols, prepared, n, row_begin,
-                                         row_end, y, ldy)
-               : RunKTiles<DType::kQ6_K>(w8, cols, prepared, n, row_begin,
-                                         row_end, y, ldy);
+    switch (wt) {
+      case DType::kQ4_K:
+        return RunKTiles<DType::kQ4_K>(w8, cols, prepared, n, row_begin,
+                                       row_end, y, ldy);
+      case DType::kQ5_K:
+        return RunKTiles<DType::kQ5_K>(w8, cols, prepared, n, row_begin,
+                                       row_end, y, ldy);
+      default:
+        return RunKTiles<DType::kQ6_K>(w8, cols, prepared, n, row_begin,
+                                       row_end, y, ldy);
+    }
   }
 #endif
   (void)w, (void)cols, (void)prepared, (void)n, (void)row_begin, (void)row_end,
@@ -2524,20 +2581,25 @@ bool UsesInterleavedRows(DType wt) {
 }
 
 size_t InterleavedBytes(DType wt, size_t rows, size_t cols) {
-  KV_CHECK((wt == DType::kQ4_K || wt == DType::kQ6_K) &&
-           rows % kInterleavedRows == 0 && cols % kSuperBlock == 0);
-  return rows / kInterleavedRows * (cols / kSuperBlock) *
-         (wt == DType::kQ4_K ? sizeof(matmul_fast::Q4KTile)
-                             : sizeof(matmul_fast::Q6KTile));
+  KV_CHECK(IsKQuant(wt) && rows % kInterleavedRows == 0 &&
+           cols % kSuperBlock == 0);
+  const size_t tile = wt == DType::kQ4_K   ? sizeof(matmul_fast::Q4KTile)
+                      : wt == DType::kQ5_K ? sizeof(matmul_fast::Q5KTile)
+                                           : sizeof(matmul_fast::Q6KTile);
+  return rows / kInterleavedRows * (cols / kSuperBlock) * tile;
 }
 
 namespace {
 
-void InterleaveQ4KRow(const BlockQ4_K& b, size_t r,
-                      matmul_fast::Q4KTile& tile) {
-  for (size_t p = 0; p < 4; ++p) {
-    for (size_t g = 0; g < 8; ++g) {
+// Q4_K, Q5_K.
+template <class Block, class Tile>
+void InterleaveAffineRow(const Block& b, size_t r, Tile& tile) {
+  for (size_t g = 0; g < 8; ++g) {
+    for (size_t p = 0; p < 4; ++p) {
       std::memcpy(tile.qs[p][g][r], b.qs + 32 * p + 4 * g, 4);
+    }
+    if constexpr (std::is_same_v<Block, BlockQ5_K>) {
+      std::memcpy(tile.qh[g][r], b.qh + 4 * g, 4);
     }
   }
   tile.d[r] = b.d;
@@ -2584,11 +2646,16 @@ void InterleaveTiles(const void* w, size_t rows, size_t cols, void* out,
 
 void InterleaveRows(DType wt, const void* w, size_t rows, size_t cols,
                     void* out) {
-  KV_CHECK((wt == DType::kQ4_K || wt == DType::kQ6_K) &&
-           rows % kInterleavedRows == 0 && cols % kSuperBlock == 0);
+  KV_CHECK(IsKQuant(wt) && rows % kInterleavedRows == 0 &&
+           cols % kSuperBlock == 0);
   if (wt == DType::kQ4_K) {
-    InterleaveTiles<BlockQ4_K, matmul_fast::Q4KTile>(w, rows, cols, out,
-                                                     InterleaveQ4KRow);
+    InterleaveTiles<BlockQ4_K, matmul_fast::Q4KTile>(
+        w, rows, cols, out,
+        InterleaveAffineRow<BlockQ4_K, matmul_fast::Q4KTile>);
+  } else if (wt == DType::kQ5_K) {
+    InterleaveTiles<BlockQ5_K, matmul_fast::Q5KTile>(
+        w, rows, cols, out,
+        InterleaveAffineRow<BlockQ5_K, matmul_fast::Q5KTile>);
   } else {
     InterleaveTiles<BlockQ6_K, matmul_fast::Q6KTile>(w, rows, cols, out,
                                                      InterleaveQ6KRow);

@@ -89,12 +89,12 @@ void MatMulRows(DType wt, const void* w, size_t cols, const float* x,
                 size_t row_end, float* y, size_t ldy);
 
 // Interleaved rows: the layout of a weight matrix that this CPU's decode
-// reads fastest, where one exists. For q4_k and q6_k with AVX-512 VNNI, rows
+// reads fastest, where one exists. For the K-quants with AVX-512 VNNI, rows
 // are interleaved 16 at a time, super-block by super-block, with the quants
 // of the 16 rows side by side as one vector load holds them and the
-// sub-block scales (and mins) one per row, unpacked to bytes (q4_k: 148
-// bytes per row and super-block, where it stores 144; q6_k: 212, where it
-// stores 210). The rows as stored make the decode kernel reduce every
+// sub-block scales (and mins) one per row, unpacked to bytes (bytes per row
+// and super-block: q4_k 148 where it stores 144, q5_k 180 for 176, q6_k 212
+// for 210). The rows as stored make the decode kernel reduce every
 // block's products across the lanes of a vector (most of its work);
 // interleaved, the products land on one lane per row and each thread reads
 // one sequential stream. Results are bit for bit those of MatMulRows on the
@@ -102,11 +102,12 @@ void MatMulRows(DType wt, const void* w, size_t cols, const float* x,
 inline constexpr size_t kInterleavedRows = 16;
 
 // True when MatMulInterleavedRows reads interleaved rows of `wt` on this CPU
-// (q4_k, q6_k with AVX-512 VNNI); callers keep the rows as stored otherwise.
+// (q4_k, q5_k, q6_k with AVX-512 VNNI); callers keep the rows as stored
+// otherwise.
 bool UsesInterleavedRows(DType wt);
 
 // Bytes of `rows` x `cols` weights of type `wt` interleaved.
-// REQUIRES: wt is q4_k or q6_k; rows % kInterleavedRows == 0;
+// REQUIRES: wt is q4_k, q5_k or q6_k; rows % kInterleavedRows == 0;
 // cols % 256 == 0.
 size_t InterleavedBytes(DType wt, size_t rows, size_t cols);
 

@@ -351,6 +351,8 @@ TEST_P(MatMulFastTest, InterleavedRowsGiveTheBitsOfTheRowsAsStored) {
        {std::tuple<DType, size_t, size_t, size_t>{DType::kQ4_K, 16, kSuperBlock,
                                                   148},
         {DType::kQ4_K, 48, 5 * kSuperBlock, 148},
+        {DType::kQ5_K, 16, kSuperBlock, 180},
+        {DType::kQ5_K, 48, 5 * kSuperBlock, 180},
         {DType::kQ6_K, 16, kSuperBlock, 212},
         {DType::kQ6_K, 48, 5 * kSuperBlock, 212}}) {
     if (!kvstash::kernels::UsesInterleavedRows(t)) {

@@ -46,7 +46,7 @@ struct WeightMatrix {
 //   kAsStored: as the file stores them, in place (for reading them back out:
 //     `kvstash convert`);
 //   kFastest: matrices of a type this CPU's decode reads faster interleaved
-//     (kernels::UsesInterleavedRows: q4_k, q6_k with AVX-512 VNNI; rows a
+//     (kernels::UsesInterleavedRows: the K-quants with AVX-512 VNNI; rows a
 //     multiple of 16) are interleaved into memory of the model's own at
 //     load, and the file's pages that held them are given back; the rest
 //     stay in place. The token embedding (read row by row) stays as stored.
