@@ -1906,16 +1906,16 @@ void RunKPanels(const uint8_t* w, size_t row_bytes, size_t cols,
       });
 }
 
-// ------------------------------------- AVX-512 VNNI: interleaved Q4_K rows
+// ---------------------------------- AVX-512 VNNI: interleaved K-quant rows
 //
-// Q4_K rows interleaved 16 at a time (Q4KTile) hold the rows on the vector
-// lanes as they are stored, so a token's products need no reduction across
-// lanes (KRowsTile spends most of its operations there) and one thread reads
-// one sequential stream. The low nibbles of a tile's vector are a block's
-// quants as they are; its high nibbles, masked in place (16 q), give 16 times
-// the next block's integer dot product, shifted back exactly. Every (row,
-// token) then goes through the operations of KPanelTile, hence the same bits
-// as the rows as stored.
+// K-quant rows interleaved 16 at a time (Q4KTile, Q5KTile, Q6KTile) hold the
+// rows on the vector lanes as they are stored, so a token's products need no
+// reduction across lanes (KRowsTile spends most of its operations there) and
+// one thread reads one sequential stream. The low nibbles of a tile's vector
+// are a block's quants as they are; its high nibbles, masked in place (16 q),
+// give 16 times the next block's integer dot product, shifted back exactly.
+// Every (row, token) then goes through the operations of KPanelTile, hence the
+// same bits as the rows as stored.
 
 // The f32 scales (ws, for kWhich 0) or mins (wm, 1) of sub-block j of a
 // tile's 16 rows.
@@ -1959,11 +1959,6 @@ HWY_INLINE __m512i LoadTileLine(const Tile& tile, const void* line,
   return _mm512_load_si512(line);
 }
 
-// y[t * ldy + r] for the 16 rows of `tiles` (their super_blocks tiles in a
-// row) and kT tokens.
-//
-// Q5_K: as Q4_K, with each nibble's 5th bit from the tile's qh line.
-//
 // The quants of group g of sub-blocks 2p (lo) and 2p + 1 (hi) of a Q4_K /
 // Q5_K tile, from its qs line v: Q4_K's hi is 16 times the quants, left in
 // place (its dot product is shifted back, exactly); Q5_K's is the quants.
@@ -1982,15 +1977,16 @@ HWY_INLINE std::pair<__m512i, __m512i> AffineTileQuants(const Tile& tile,
       return j < 4 ? _mm512_slli_epi16(hb, static_cast<int>(4 - j))
                    : _mm512_srli_epi16(hb, static_cast<int>(j - 4));
     };
-    const __m512i fifth = _mm512_set1_epi8(0x10);
-    return {_mm512_ternarylogic_epi64(_mm512_and_si512(v, low4), bit4(2 * p),
-                                      fifth, 0xF8),
-            _mm512_ternarylogic_epi64(
-                _mm512_and_si512(_mm512_srli_epi16(v, 4), low4),
-                bit4(2 * p + 1), fifth, 0xF8)};
+    using F = KFormat<DType::kQ5_K>;
+    return {F::OrAnd(_mm512_and_si512(v, low4), bit4(2 * p), F::Bytes(0x10)),
+            F::OrAnd(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4),
+                     bit4(2 * p + 1), F::Bytes(0x10))};
   }
 }
 
+// y[t * ldy + r] for the 16 rows of `tiles` (their super_blocks tiles in a
+// row) and kT tokens: Q4_K and Q5_K (Q5_K: as Q4_K, with each nibble's 5th
+// bit from the tile's qh line).
 template <size_t kT, class Tile>
 void TileRows(const Tile* tiles, size_t super_blocks, const KActivations& xa,
               size_t cols, float* y, size_t ldy) {
@@ -2056,9 +2052,7 @@ void TileRows(const Tile* tiles, size_t super_blocks, const KActivations& xa,
   for (size_t t = 0; t < kT; ++t) _mm512_storeu_ps(y + t * ldy, sum[t]);
 }
 
-// The products of Q6_K tiles, as TileRows for Q4_K: each block's two halves
-// of 16 start from -32 times their activations' sum and are scaled as
-// KPanelTile scales them.
+// The f32 scales of sub-block `sub_block` (16 elements) of a Q6_K tile's rows.
 HWY_INLINE __m512 Q6TileScale(const Q6KTile& tile, size_t sub_block) {
   return _mm512_mul_ps(
       _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128(
@@ -2077,10 +2071,13 @@ HWY_INLINE __m512i Q6TileQuants(__m512i l, __m512i hb, size_t c) {
                        : c == 1 ? _mm512_slli_epi16(hb, 2)
                        : c == 2 ? hb
                                 : _mm512_srli_epi16(hb, 2);
-  return _mm512_ternarylogic_epi64(nibbles, high, _mm512_set1_epi8(0x30),
-                                   0xF8);  // nibbles | (high & 0x30)
+  using F = KFormat<DType::kQ6_K>;
+  return F::OrAnd(nibbles, high, F::Bytes(0x30));
 }
 
+// The products of Q6_K tiles, as TileRows for Q4_K: each block's two halves
+// of 16 start from -32 times their activations' sum and are scaled as
+// KPanelTile scales them.
 template <size_t kT>
 void TileRows(const Q6KTile* tiles, size_t super_blocks, const KActivations& xa,
               size_t cols, float* y, size_t ldy) {

@@ -98,9 +98,9 @@ Status Model::InterleaveWeights() {
   if (matrices.empty()) return Status::OK();
   // The identity names the file as stored: hash it before its pages go.
   identity();
-  // Each matrix at a multiple of 64 bytes, as the kernels read them.
+  // Tiles are whole cache lines, so each matrix starts 64-byte aligned.
   const auto bytes_of = [](const WeightMatrix& m) {
-    return (kernels::InterleavedBytes(m.type, m.rows, m.cols) + 63) / 64 * 64;
+    return kernels::InterleavedBytes(m.type, m.rows, m.cols);
   };
   size_t total = 0;
   for (const WeightMatrix* m : matrices) total += bytes_of(*m);
