@@ -354,36 +354,27 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
   // the batch, and the load stops there): its bytes, kept only to promote
   // it (empty when no tier above takes it).
   using Batch = std::vector<std::vector<uint8_t>>;
-  // Reads, verifies and decodes pieces [first, first + n) into their blocks.
+  // Reads, verifies and decodes pieces [first, first + n) into their blocks,
+  // straight from the tier's read buffers.
   auto load = [&, tier](size_t first, size_t n) {
     std::vector<Hash128> keys;
     for (size_t i = first; i < first + n; ++i) {
       const Piece& p = pieces[i];
       keys.push_back(chain[p.first + p.count - 1]);
     }
-    const auto start = std::chrono::steady_clock::now();
-    std::vector<std::optional<std::vector<uint8_t>>> objects = tier->Get(keys);
-    if (load_observer) {
-      size_t blocks = 0;
-      for (size_t i = first; i < first + n; ++i) blocks += pieces[i].count;
-      load_observer(t,
-                    std::chrono::duration<double>(
-                        std::chrono::steady_clock::now() - start)
-                        .count(),
-                    blocks);
-    }
     // Blocks of a piece that are not wanted are decoded here and dropped
     // (allocated on first use: most loads have none).
     std::vector<uint8_t> scratch;
     std::vector<uint8_t*> into;
-    Batch batch;
-    for (size_t j = 0; j < n; ++j) {
+    std::vector<bool> decoded(n, false);
+    Batch batch(n);
+    const auto start = std::chrono::steady_clock::now();
+    tier->Visit(keys, [&](size_t j, std::span<const uint8_t> object) {
       const Piece& p = pieces[first + j];
-      if (!objects[j]) break;
-      Result<store::ObjectView> view = store::DecodeVerifiedObject(
-          *objects[j], root, keys[j], layout, codec);
+      Result<store::ObjectView> view =
+          store::DecodeVerifiedObject(object, root, keys[j], layout, codec);
       if (!view.ok() || view->header.token_count != p.count * block_tokens()) {
-        break;
+        return;
       }
       into.clear();
       for (size_t i = p.first; i < p.first + p.count; ++i) {
@@ -394,10 +385,22 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
           into.push_back(scratch.data());
         }
       }
-      if (!store::DecodeObjectBlocks(*view, layout, into).ok()) break;
-      batch.push_back(promote_to != 0 ? std::move(*objects[j])
-                                      : std::vector<uint8_t>());
+      if (!store::DecodeObjectBlocks(*view, layout, into).ok()) return;
+      decoded[j] = true;
+      if (promote_to != 0) batch[j].assign(object.begin(), object.end());
+    });
+    if (load_observer) {
+      size_t blocks = 0;
+      for (size_t i = first; i < first + n; ++i) blocks += pieces[i].count;
+      load_observer(t,
+                    std::chrono::duration<double>(
+                        std::chrono::steady_clock::now() - start)
+                        .count(),
+                    blocks);
     }
+    // The objects up to the first one missing or bad.
+    batch.resize(size_t(std::find(decoded.begin(), decoded.end(), false) -
+                        decoded.begin()));
     return batch;
   };
   // Batches run on their own threads, kLoadBatchesInFlight at once, each

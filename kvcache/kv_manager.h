@@ -328,8 +328,9 @@ class KvManager {
   size_t tier_count() const;
   std::vector<TierCounters> TierStats() const;
   // Called after each batch of objects a Prefetch read from tier `tier`:
-  // its wall time and block count (for latency histograms). Set once, before
-  // any Prefetch; called without the lock, from Prefetch's thread.
+  // its wall time (reading, verifying and decoding it) and block count (for
+  // latency histograms). Set once, before any Prefetch; called without the
+  // lock, from the thread that loaded the batch.
   using LoadObserver =
       std::function<void(size_t tier, double seconds, size_t blocks)>;
   void SetLoadObserver(LoadObserver observer);

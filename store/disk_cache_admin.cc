@@ -102,8 +102,9 @@ Result<DiskCacheReport> ScanDiskCache(
           std::min<size_t>(ObjectFileIo::kReadBatch, good.size() - start));
       std::vector<BlockKey> keys;
       for (const size_t i : batch) keys.push_back(files[i].key);
-      const std::vector<Result<std::vector<uint8_t>>> objects =
-          io->ReadObjects(keys, std::numeric_limits<uint64_t>::max());
+      const std::vector<Result<size_t>> objects =
+          io->ReadObjects(keys, std::numeric_limits<uint64_t>::max(),
+                          [](size_t, std::span<const uint8_t>) {});
       for (size_t k = 0; k < batch.size(); ++k) {
         verdicts[batch[k]] = objects[k].status();
       }

@@ -258,9 +258,8 @@ struct ObjectFileIo::FileRead {
   std::string path;
   Status status;
   Fd fd;
-  uint64_t file_bytes = 0;     // as fstat saw it, where the caller asked
-  AlignedBuffer aligned;       // the buffer, with O_DIRECT
-  std::vector<uint8_t> plain;  // the buffer, buffered
+  uint64_t file_bytes = 0;        // as fstat saw it, where the caller asked
+  AlignedBuffer* slot = nullptr;  // the reader's buffer the read fills
   ReadOp op;
 
   // Opens `file` for reading; false (and status set) when it cannot.
@@ -274,21 +273,37 @@ struct ObjectFileIo::FileRead {
     return false;
   }
 
-  // Points `op` at a buffer for reading `want` bytes from the start of the
-  // file; O_DIRECT reads whole aligned blocks of up to `length` bytes.
-  void Prepare(bool direct, uint64_t want, uint64_t length) {
-    uint8_t* dst;
-    if (direct) {
-      aligned = AlignedBuffer(AlignUp(std::max<uint64_t>(length, 1)));
-      dst = aligned.data();
-      length = aligned.size();
-    } else {
-      plain.resize(size_t(length));
-      dst = plain.data();
-    }
-    op = ReadOp{.fd = fd.get(), .dst = dst, .length = length, .want = want};
+  // Points `op` at the reader's `slot` (grown where too small) for reading
+  // `want` bytes from the start of the file, in whole aligned blocks of up
+  // to `length` bytes (as O_DIRECT needs; buffered reads take them too).
+  void Prepare(uint64_t want, uint64_t length) {
+    const uint64_t aligned = AlignUp(std::max<uint64_t>(length, 1));
+    if (slot->size() < aligned) *slot = AlignedBuffer::Uninitialized(aligned);
+    op = ReadOp{
+        .fd = fd.get(), .dst = slot->data(), .length = aligned, .want = want};
   }
 };
+
+struct ObjectFileIo::Reader {
+  std::unique_ptr<IoRing> ring;  // null: buffered, or the kernel refused
+  std::vector<AlignedBuffer> buffers =
+      std::vector<AlignedBuffer>(ObjectFileIo::kReadBatch);
+
+  // Frees the buffers past the first kKeptReadBytes.
+  void Trim() {
+    size_t kept = 0;
+    for (AlignedBuffer& b : buffers) {
+      kept += b.size();
+      if (kept > kKeptReadBytes) b = AlignedBuffer();
+    }
+  }
+};
+
+ObjectFileIo::ObjectFileIo(std::string dir, bool direct,
+                           const ObjectAuthenticator& authenticator)
+    : dir_(std::move(dir)), direct_(direct), authenticator_(authenticator) {}
+
+ObjectFileIo::~ObjectFileIo() = default;
 
 Result<std::unique_ptr<ObjectFileIo>> ObjectFileIo::Open(
     const std::string& dir, DiskTierOptions::DiskIo mode,
@@ -310,31 +325,37 @@ std::string_view ObjectFileIo::mode() const {
   return direct_ ? "direct+io_uring" : "buffered";
 }
 
-void ObjectFileIo::Run(std::span<FileRead> files) {
+std::unique_ptr<ObjectFileIo::Reader> ObjectFileIo::TakeReader() {
+  {
+    const std::lock_guard<std::mutex> lock(readers_mu_);
+    if (!free_readers_.empty()) {
+      std::unique_ptr<Reader> reader = std::move(free_readers_.back());
+      free_readers_.pop_back();
+      return reader;
+    }
+  }
+  return std::make_unique<Reader>();
+}
+
+void ObjectFileIo::GiveBack(std::unique_ptr<Reader> reader) {
+  reader->Trim();
+  const std::lock_guard<std::mutex> lock(readers_mu_);
+  free_readers_.push_back(std::move(reader));
+}
+
+void ObjectFileIo::Run(Reader& reader, std::span<FileRead> files) {
   std::vector<ReadOp> ops;
   for (const FileRead& f : files) {
     if (f.status.ok()) ops.push_back(f.op);
   }
-  std::unique_ptr<IoRing> ring;
-  if (direct_) {
-    {
-      const std::lock_guard<std::mutex> lock(rings_mu_);
-      if (!free_rings_.empty()) {
-        ring = std::move(free_rings_.back());
-        free_rings_.pop_back();
-      }
-    }
-    if (ring == nullptr) {
-      // A ring the kernel refuses now (it passed the probe) leaves the same
-      // O_DIRECT reads to pread.
-      Result<std::unique_ptr<IoRing>> created = IoRing::Create(kReadBatch);
-      if (created.ok()) ring = std::move(created).value();
-    }
+  if (direct_ && reader.ring == nullptr) {
+    // A ring the kernel refuses now (it passed the probe) leaves the same
+    // O_DIRECT reads to pread; the next call tries again.
+    Result<std::unique_ptr<IoRing>> created = IoRing::Create(kReadBatch);
+    if (created.ok()) reader.ring = std::move(created).value();
   }
-  if (ring != nullptr) {
-    ring->ReadAll(ops);
-    const std::lock_guard<std::mutex> lock(rings_mu_);
-    free_rings_.push_back(std::move(ring));
+  if (reader.ring != nullptr) {
+    reader.ring->ReadAll(ops);
   } else {
     ReadAllSync(ops);
   }
@@ -349,10 +370,14 @@ std::vector<Result<T>> ObjectFileIo::ReadInBatches(size_t n, Prepare prepare,
                                                    Finish finish) {
   std::vector<Result<T>> out;
   out.reserve(n);
+  std::unique_ptr<Reader> reader = TakeReader();
   for (size_t start = 0; start < n; start += kReadBatch) {
     std::vector<FileRead> reads(std::min<size_t>(kReadBatch, n - start));
-    for (size_t i = 0; i < reads.size(); ++i) prepare(start + i, reads[i]);
-    Run(reads);
+    for (size_t i = 0; i < reads.size(); ++i) {
+      reads[i].slot = &reader->buffers[i];
+      prepare(start + i, reads[i]);
+    }
+    Run(*reader, reads);
     for (size_t i = 0; i < reads.size(); ++i) {
       FileRead& r = reads[i];
       if (r.status.ok() && r.op.error != 0) {
@@ -366,6 +391,7 @@ std::vector<Result<T>> ObjectFileIo::ReadInBatches(size_t n, Prepare prepare,
           finish(start + i, r, std::span<const uint8_t>(r.op.dst, r.op.done)));
     }
   }
+  GiveBack(std::move(reader));
   return out;
 }
 
@@ -375,7 +401,7 @@ std::vector<Result<ObjectHeader>> ObjectFileIo::ReadHeaders(
       files.size(),
       [&](size_t i, FileRead& r) {
         if (r.Open(files[i].path, direct_)) {
-          r.Prepare(direct_, kObjectHeaderBytes, kObjectHeaderBytes);
+          r.Prepare(kObjectHeaderBytes, kObjectHeaderBytes);
         }
       },
       [&](size_t i, FileRead& r,
@@ -388,9 +414,10 @@ std::vector<Result<ObjectHeader>> ObjectFileIo::ReadHeaders(
       });
 }
 
-std::vector<Result<std::vector<uint8_t>>> ObjectFileIo::ReadObjects(
-    std::span<const BlockKey> keys, uint64_t max_file_bytes) {
-  return ReadInBatches<std::vector<uint8_t>>(
+std::vector<Result<size_t>> ObjectFileIo::ReadObjects(
+    std::span<const BlockKey> keys, uint64_t max_file_bytes,
+    const ObjectVisitor& visit) {
+  return ReadInBatches<size_t>(
       keys.size(),
       [&](size_t i, FileRead& r) {
         if (!r.Open(ObjectFilePath(dir_, keys[i]), direct_)) return;
@@ -403,11 +430,11 @@ std::vector<Result<std::vector<uint8_t>>> ObjectFileIo::ReadObjects(
               "'" + r.path + "' is not a regular file within capacity");
         } else {
           r.file_bytes = uint64_t(st.st_size);
-          r.Prepare(direct_, r.file_bytes, r.file_bytes);
+          r.Prepare(r.file_bytes, r.file_bytes);
         }
       },
       [&](size_t i, FileRead& r,
-          std::span<const uint8_t> bytes) -> Result<std::vector<uint8_t>> {
+          std::span<const uint8_t> bytes) -> Result<size_t> {
         if (bytes.size() < r.file_bytes) {
           return Status::Corruption("'" + r.path + "' shrank while read");
         }
@@ -415,12 +442,8 @@ std::vector<Result<std::vector<uint8_t>>> ObjectFileIo::ReadObjects(
         KV_ASSIGN_OR_RETURN(
             const size_t object,
             CheckObjectFile(file, keys[i], r.path, authenticator_));
-        if (direct_) {
-          return std::vector<uint8_t>(file.begin(),
-                                      file.begin() + ptrdiff_t(object));
-        }
-        r.plain.resize(object);  // drops the padding
-        return std::move(r.plain);
+        visit(i, file.first(object));
+        return object;
       });
 }
 

@@ -13,6 +13,7 @@
 
 #include <bitset>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -109,13 +110,16 @@ Result<CacheDirListing> ListCacheDir(const std::string& dir);
 
 // Reads and writes the object files of one directory, with O_DIRECT through
 // io_uring or with buffered pread/pwrite (chosen by Open). Reads of many
-// files are submitted together, up to kReadBatch at a time, on a ring taken
-// from a pool: a ring is used by one thread at a time, a caller that finds
-// none free creates one, and rings return to the pool after each call (so
-// the pool holds as many rings as there were concurrent readers at most).
+// files are submitted together, up to kReadBatch at a time, by a reader
+// taken from a pool: a reader (a ring and the O_DIRECT buffers of its reads)
+// is used by one call at a time, a call that finds none free creates one,
+// and readers return to the pool after each call (so the pool holds as many
+// as there were concurrent calls at most). A reader keeps its buffers, up to
+// kKeptReadBytes, so steady loads neither fault pages in nor zero them.
 class ObjectFileIo {
  public:
   static constexpr unsigned kReadBatch = 64;
+  static constexpr size_t kKeptReadBytes = size_t{8} << 20;  // per reader
 
   // kAuto: O_DIRECT through io_uring when ProbeDirectUring(dir) passes,
   // buffered otherwise; kDirectUring: the probe's NotSupported or IOError,
@@ -125,6 +129,7 @@ class ObjectFileIo {
   static Result<std::unique_ptr<ObjectFileIo>> Open(
       const std::string& dir, DiskTierOptions::DiskIo mode,
       const ObjectAuthenticator& authenticator);
+  ~ObjectFileIo();
 
   // "direct+io_uring" or "buffered".
   std::string_view mode() const;
@@ -137,12 +142,18 @@ class ObjectFileIo {
   std::vector<Result<ObjectHeader>> ReadHeaders(
       std::span<const ObjectFile> files);
 
-  // Per key, the object of its file, verified: as ReadHeaders, the padding
-  // is zero and ObjectAuthenticator::Verify passes (so PermissionDenied for
-  // a forged object). Corruption also for a file that is not regular or is
-  // larger than `max_file_bytes`.
-  std::vector<Result<std::vector<uint8_t>>> ReadObjects(
-      std::span<const BlockKey> keys, uint64_t max_file_bytes);
+  // Reads the object of each key's file and verifies it: as ReadHeaders, the
+  // padding is zero and ObjectAuthenticator::Verify passes (so
+  // PermissionDenied for a forged object); Corruption also for a file that
+  // is not regular or is larger than `max_file_bytes`. Calls visit(i,
+  // object) for each key i whose object verifies, with the bytes in the
+  // reader's buffer (valid until visit returns), and returns per key the
+  // object's length or why it was not visited.
+  using ObjectVisitor =
+      std::function<void(size_t i, std::span<const uint8_t> object)>;
+  std::vector<Result<size_t>> ReadObjects(std::span<const BlockKey> keys,
+                                          uint64_t max_file_bytes,
+                                          const ObjectVisitor& visit);
 
   // Writes `object` and its padding to a new file at `path` (mode 0600,
   // created with O_EXCL | O_NOFOLLOW: a file or link planted at `path` is
@@ -153,11 +164,13 @@ class ObjectFileIo {
 
  private:
   struct FileRead;
+  struct Reader;
   ObjectFileIo(std::string dir, bool direct,
-               const ObjectAuthenticator& authenticator)
-      : dir_(std::move(dir)), direct_(direct), authenticator_(authenticator) {}
+               const ObjectAuthenticator& authenticator);
+  std::unique_ptr<Reader> TakeReader();
+  void GiveBack(std::unique_ptr<Reader> reader);
   // Runs the reads of `files` (those whose status is OK) together.
-  void Run(std::span<FileRead> files);
+  void Run(Reader& reader, std::span<FileRead> files);
   // Reads n files, kReadBatch at a time: prepare(i, FileRead&) opens file i
   // and aims its read (or sets its status), finish(i, FileRead&, bytes read)
   // turns what was read into result i.
@@ -168,8 +181,8 @@ class ObjectFileIo {
   const std::string dir_;
   const bool direct_;
   const ObjectAuthenticator authenticator_;
-  std::mutex rings_mu_;
-  std::vector<std::unique_ptr<IoRing>> free_rings_;  // guarded by rings_mu_
+  std::mutex readers_mu_;
+  std::vector<std::unique_ptr<Reader>> free_readers_;  // guarded by readers_mu_
 };
 
 }  // namespace kvstash::store

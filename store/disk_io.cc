@@ -54,11 +54,17 @@ void AlignedBuffer::Free::operator()(uint8_t* p) const {
   ::operator delete(p, std::align_val_t(kDirectIoAlign));
 }
 
-AlignedBuffer::AlignedBuffer(size_t size) : size_(size) {
-  KV_CHECK(size > 0 && size % kDirectIoAlign == 0);
-  data_.reset(static_cast<uint8_t*>(
-      ::operator new(size, std::align_val_t(kDirectIoAlign))));
+AlignedBuffer::AlignedBuffer(size_t size) : AlignedBuffer(Uninitialized(size)) {
   std::memset(data_.get(), 0, size);
+}
+
+AlignedBuffer AlignedBuffer::Uninitialized(size_t size) {
+  KV_CHECK(size > 0 && size % kDirectIoAlign == 0);
+  AlignedBuffer b;
+  b.data_.reset(static_cast<uint8_t*>(
+      ::operator new(size, std::align_val_t(kDirectIoAlign))));
+  b.size_ = size;
+  return b;
 }
 
 void ReadAllSync(std::span<ReadOp> ops) {

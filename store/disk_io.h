@@ -55,12 +55,17 @@ class Fd {
   int fd_;
 };
 
-// Zero-filled bytes at a kDirectIoAlign-aligned address. Movable.
+// Bytes at a kDirectIoAlign-aligned address, zero-filled unless made by
+// Uninitialized. Movable.
 class AlignedBuffer {
  public:
   AlignedBuffer() = default;
   // REQUIRES: size > 0 and a multiple of kDirectIoAlign.
   explicit AlignedBuffer(size_t size);
+  // A buffer whose bytes are whatever the allocator left: for reads that
+  // overwrite what they use (zeroing a read target costs as much as the
+  // copy out of it). REQUIRES as the constructor.
+  static AlignedBuffer Uninitialized(size_t size);
   uint8_t* data() const { return data_.get(); }
   size_t size() const { return size_; }
   std::span<uint8_t> span() const { return {data_.get(), size_}; }

@@ -45,6 +45,9 @@ TEST(DiskIoTest, AlignedBufferIsAlignedAndZeroed) {
   for (const uint8_t x : b.span()) ASSERT_EQ(x, 0);
   AlignedBuffer moved = std::move(b);
   EXPECT_EQ(moved.size(), 3 * kDirectIoAlign);
+  const AlignedBuffer raw = AlignedBuffer::Uninitialized(5 * kDirectIoAlign);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(raw.data()) % kDirectIoAlign, 0u);
+  EXPECT_EQ(raw.size(), 5 * kDirectIoAlign);
   EXPECT_EQ(AlignUp(0), 0u);
   EXPECT_EQ(AlignUp(1), kDirectIoAlign);
   EXPECT_EQ(AlignUp(kDirectIoAlign), kDirectIoAlign);

@@ -362,10 +362,10 @@ Status DiskTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
   return Status::OK();
 }
 
-std::vector<std::optional<std::vector<uint8_t>>> DiskTier::Get(
-    std::span<const BlockKey> keys) {
+std::vector<bool> DiskTier::Visit(std::span<const BlockKey> keys,
+                                  const ObjectVisitor& visit) {
   State& s = *state_;
-  std::vector<std::optional<std::vector<uint8_t>>> out(keys.size());
+  std::vector<bool> out(keys.size(), false);
   struct FileRead {
     size_t i;
     uint64_t seq;
@@ -389,17 +389,23 @@ std::vector<std::optional<std::vector<uint8_t>>> DiskTier::Get(
     }
     s.stats.hits += queued.size();
   }
-  for (auto& [i, bytes] : queued) out[i] = *bytes;
-  std::vector<Result<std::vector<uint8_t>>> got =
-      s.io->ReadObjects(read_keys, s.options.capacity_bytes);
+  for (auto& [i, bytes] : queued) {
+    visit(i, *bytes);
+    out[i] = true;
+  }
+  const std::vector<Result<size_t>> got =
+      s.io->ReadObjects(read_keys, s.options.capacity_bytes,
+                        [&](size_t r, std::span<const uint8_t> object) {
+                          visit(reads[r].i, object);
+                        });
 
   const std::lock_guard<std::mutex> lock(s.mu);
   for (size_t r = 0; r < reads.size(); ++r) {
     const size_t i = reads[r].i;
     if (got[r].ok()) {
       ++s.stats.hits;
-      s.stats.bytes_read += got[r]->size();
-      out[i] = std::move(got[r]).value();
+      s.stats.bytes_read += *got[r];
+      out[i] = true;
       continue;
     }
     ++s.stats.misses;

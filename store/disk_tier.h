@@ -62,19 +62,22 @@
 //
 // I/O: with DiskIo::kDirectUring (or kAuto where the directory allows it),
 // files are read and written with O_DIRECT from 4096-aligned buffers, so
-// cached KV bytes do not also fill the page cache, and the reads of one Get
+// cached KV bytes do not also fill the page cache, and the reads of one Visit
 // are submitted together on an io_uring ring, 64 at a time. kAuto decides at
 // Open by writing a scratch file with O_DIRECT and reading it back through a
 // ring (ProbeDirectUring in store/disk_io.h). A ring is not thread-safe: the
-// tier keeps a pool of rings; each batch of reads takes one (creating one
-// when all are taken) and gives it back, so concurrent Gets never wait for
-// each other's I/O, and the pool holds at most as many rings as there were
-// concurrent Gets. The writer thread writes each file with pwrite (one write
-// and one fdatasync per object, which a ring would not speed up).
-// DiskIo::kBuffered is ordinary buffered pread/pwrite, the run-time fallback
-// of kAuto where the kernel refuses io_uring (a seccomp filter, an old
-// kernel) or the file system refuses O_DIRECT. Objects are returned in
-// std::vectors, so a direct read costs one copy out of its aligned buffer.
+// tier keeps a pool of readers (a ring and its read buffers); each Visit
+// takes one (creating one when all are taken) and gives it back, so
+// concurrent Visits never wait for each other's I/O, and the pool holds at
+// most as many readers as there were concurrent Visits. Visit hands out the
+// objects where the reads put them: a reader keeps its buffers (up to 8 MiB),
+// so a steady load allocates, faults in and copies nothing but what the
+// caller decodes (a fresh 512 KiB buffer per object cost 6-7x the CPU of the
+// load: page faults and zeroing). The writer thread writes each file with
+// pwrite (one write and one fdatasync per object, which a ring would not
+// speed up). DiskIo::kBuffered is ordinary buffered pread/pwrite, the
+// run-time fallback of kAuto where the kernel refuses io_uring (a seccomp
+// filter, an old kernel) or the file system refuses O_DIRECT.
 //
 // Threads: see tier.h. One background thread drains the write-behind queue
 // (store/write_behind.h, one object at a time, bounded by max_queue_bytes); it
@@ -143,8 +146,8 @@ class DiskTier final : public Tier {
   // metrics; kAuto resolves to one of them at Open).
   std::string_view io_mode() const;
   Status Put(const BlockKey& key, std::vector<uint8_t> object) override;
-  std::vector<std::optional<std::vector<uint8_t>>> Get(
-      std::span<const BlockKey> keys) override;
+  std::vector<bool> Visit(std::span<const BlockKey> keys,
+                          const ObjectVisitor& visit) override;
   std::vector<bool> Exists(std::span<const BlockKey> keys) override;
   Status Erase(const BlockKey& key) override;
   void Flush() override;

@@ -216,6 +216,19 @@ TEST_P(DiskTierTest, PutGetExistsErase) {
   ExpectDirectoryMatchesIndex(dir, *tier);
 }
 
+// The reads reuse their buffers (uninitialized, grown where too small):
+// objects never show another's bytes, whatever the order of their sizes,
+// also with two threads reading at once (each takes its own reader).
+TEST_P(DiskTierTest, VisitsReuseBuffersWithoutMixingObjects) {
+  const std::string dir = testing::TempDir("disk_visit");
+  std::unique_ptr<DiskTier> tier = OpenTier(dir);
+  ExpectVisitsGiveEachObjectExactly(*tier);
+  std::thread other([&] { ExpectVisitsGiveEachObjectExactly(*tier); });
+  ExpectVisitsGiveEachObjectExactly(*tier);
+  other.join();
+  EXPECT_EQ(tier->Stats().corrupt_dropped, 0u);
+}
+
 TEST_P(DiskTierTest, PutRefusesWhatIsNotAnObjectOfItsKey) {
   const std::string dir = testing::TempDir("disk_put_bad");
   std::unique_ptr<DiskTier> tier = OpenTier(dir);

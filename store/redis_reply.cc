@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
+#include <mutex>
 
 #include "base/check.h"
 #include "store/crc16.h"
@@ -16,6 +18,52 @@ namespace {
 // count up to INT_MAX, and the elements are allocated when the count is
 // read, so a hostile peer could otherwise ask for 16 GiB in 14 bytes.
 constexpr int kMaxArrayElements = 1 << 16;
+
+// The recycled buffers of large string replies (see RedisValue). A fresh
+// 512 KiB vector per value cost the Redis tier's restores about as much CPU
+// as everything else together (page faults and zeroing: each value freed
+// by a load thread's arena was trimmed and faulted in again).
+class ReplyBuffers {
+ public:
+  static constexpr size_t kMinBytes = size_t{64} << 10;  // smaller: malloc
+  static constexpr size_t kKeptBytes = size_t{64} << 20;
+
+  // A buffer of `n` bytes (n >= kMinBytes); its contents are unspecified.
+  std::vector<uint8_t> Take(size_t n) {
+    std::vector<uint8_t> b;
+    {
+      const std::lock_guard<std::mutex> lock(mu_);
+      const auto it = std::find_if(free_.begin(), free_.end(),
+                                   [&](auto& f) { return f.capacity() >= n; });
+      if (it != free_.end()) {
+        b = std::move(*it);
+        *it = std::move(free_.back());
+        free_.pop_back();
+        kept_ -= b.capacity();
+      }
+    }
+    b.resize(n);  // zero-fills only where it grows past the last use
+    return b;
+  }
+
+  void Give(std::vector<uint8_t> b) {
+    if (b.capacity() < kMinBytes) return;
+    const std::lock_guard<std::mutex> lock(mu_);
+    if (kept_ + b.capacity() > kKeptBytes) return;
+    kept_ += b.capacity();
+    free_.push_back(std::move(b));
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::vector<uint8_t>> free_;  // guarded by mu_
+  size_t kept_ = 0;                         // their capacity, guarded by mu_
+};
+
+ReplyBuffers& Buffers() {
+  static ReplyBuffers* const buffers = new ReplyBuffers;  // never destroyed
+  return *buffers;
+}
 
 // hiredis's parser builds RedisValues through these, so that a string reply
 // is copied once, into its value's buffer.
@@ -32,7 +80,12 @@ RedisValue* NewValue(const redisReadTask* task, int type) {
 
 void* NewString(const redisReadTask* task, char* str, size_t len) {
   RedisValue* v = NewValue(task, task->type);
-  v->bytes.assign(str, str + len);
+  if (len >= ReplyBuffers::kMinBytes) {
+    v->bytes = Buffers().Take(len);
+    std::memcpy(v->bytes.data(), str, len);
+  } else {
+    v->bytes.assign(str, str + len);
+  }
   return v;
 }
 
@@ -72,6 +125,8 @@ std::optional<long long> IntegerIn(std::string_view text, long long lo,
 }
 
 }  // namespace
+
+RedisValue::~RedisValue() { Buffers().Give(std::move(bytes)); }
 
 bool RedisValue::is_error() const { return type == REDIS_REPLY_ERROR; }
 bool RedisValue::is_string() const { return type == REDIS_REPLY_STRING; }

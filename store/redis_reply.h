@@ -29,7 +29,16 @@ struct redisReader;
 
 namespace kvstash::store {
 
+// A parsed reply. The buffers of large strings (values: objects of the
+// tier) are recycled: a value's destructor hands its buffer to a pool the
+// parser takes the next one from, so a steady stream of GETs allocates
+// (and faults in) no fresh memory per value.
 struct RedisValue {
+  RedisValue() = default;
+  ~RedisValue();
+  RedisValue(const RedisValue&) = delete;
+  RedisValue& operator=(const RedisValue&) = delete;
+
   int type = 0;  // REDIS_REPLY_* of <hiredis/read.h>
   long long integer = 0;
   std::vector<uint8_t> bytes;                         // string, status, error

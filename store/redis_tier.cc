@@ -214,11 +214,11 @@ Status RedisTier::Put(const BlockKey& key, std::vector<uint8_t> object) {
   return Status::OK();
 }
 
-std::vector<std::optional<std::vector<uint8_t>>> RedisTier::Get(
-    std::span<const BlockKey> keys) {
+std::vector<bool> RedisTier::Visit(std::span<const BlockKey> keys,
+                                   const ObjectVisitor& visit) {
   State& s = *state_;
-  std::vector<std::optional<std::vector<uint8_t>>> out(keys.size());
-  std::vector<size_t> remote;  // last key first: see Tier::Get
+  std::vector<bool> out(keys.size(), false);
+  std::vector<size_t> remote;  // last key first: see Tier::Visit
   std::vector<std::pair<size_t, std::shared_ptr<const std::vector<uint8_t>>>>
       pending;
   {
@@ -232,7 +232,10 @@ std::vector<std::optional<std::vector<uint8_t>>> RedisTier::Get(
     }
     s.stats.hits += pending.size();
   }
-  for (auto& [i, bytes] : pending) out[i] = *bytes;
+  for (auto& [i, bytes] : pending) {
+    visit(i, *bytes);
+    out[i] = true;
+  }
 
   std::vector<RedisKeyCommand> gets;
   for (const size_t i : remote) {
@@ -261,7 +264,8 @@ std::vector<std::optional<std::vector<uint8_t>>> RedisTier::Get(
     if (verified.ok()) {
       ++hits;
       bytes_read += g.reply->bytes.size();
-      out[remote[j]] = std::move(g.reply->bytes);
+      visit(remote[j], g.reply->bytes);
+      out[remote[j]] = true;
     } else {
       corrupt.push_back(verified.WithPrefix("redis value '" + g.key + "'"));
       dels.push_back(RedisKeyCommand("DEL", g.key));

@@ -126,8 +126,8 @@ class RedisTier final : public Tier {
 
   std::string_view name() const override { return "redis"; }
   Status Put(const BlockKey& key, std::vector<uint8_t> object) override;
-  std::vector<std::optional<std::vector<uint8_t>>> Get(
-      std::span<const BlockKey> keys) override;
+  std::vector<bool> Visit(std::span<const BlockKey> keys,
+                          const ObjectVisitor& visit) override;
   std::vector<bool> Exists(std::span<const BlockKey> keys) override;
   // Unavailable when the key's node is in backoff, IOError naming the node
   // when the DEL failed.

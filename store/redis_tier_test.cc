@@ -317,6 +317,19 @@ TEST(RedisTierTest, PutGetExistsEraseRoundTrip) {
   EXPECT_EQ(st.objects, 0u);  // not tracked: Redis is shared
 }
 
+// Values of 64 KiB and more are parsed into recycled buffers: an object
+// never shows another's bytes, whatever the order of their sizes.
+TEST(RedisTierTest, VisitsOfRecycledReplyBuffersDoNotMixObjects) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto server = StartServer();
+  auto tier = OpenTier({.url = server->url()});
+  ExpectVisitsGiveEachObjectExactly(*tier);
+  std::thread other([&] { ExpectVisitsGiveEachObjectExactly(*tier); });
+  ExpectVisitsGiveEachObjectExactly(*tier);
+  other.join();
+  EXPECT_EQ(tier->Stats().corrupt_dropped, 0u);
+}
+
 TEST(RedisTierTest, PutRefusesWhatIsNotAnObjectOfTheKey) {
   KVSTASH_REQUIRE_REDIS_SERVER();
   auto server = StartServer();

@@ -12,10 +12,10 @@
 // layout refuses objects of another model.
 //
 // Threading contract: every method is thread-safe and may be called from any
-// thread, concurrently. Get and Exists are synchronous and do their I/O on
-// the calling thread (to overlap a load with compute, call Get from a pool
-// thread). Put is write-behind: it validates, enqueues and returns without
-// waiting for I/O or for a lock held across I/O; an accepted object is
+// thread, concurrently. Visit, Get and Exists are synchronous and do their
+// I/O on the calling thread (to overlap a load with compute, call them from
+// a pool thread). Put is write-behind: it validates, enqueues and returns
+// without waiting for I/O or for a lock held across I/O; an accepted object is
 // visible to Exists and Get at once (served from the queue) and stored
 // later. Put never blocks: when the queue is full the write is dropped and
 // counted. Flush waits until every Put accepted before it is stored or has
@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -70,11 +71,25 @@ class Tier {
   // dropped_writes. Storing is best effort: a failed write is counted.
   virtual Status Put(const BlockKey& key, std::vector<uint8_t> object) = 0;
 
-  // Per key, the verified object or nullopt. A hit refreshes the key's
-  // recency; keys are refreshed from last to first, so that when `keys` is a
-  // hash chain in order, its head ends up the most recently used.
-  virtual std::vector<std::optional<std::vector<uint8_t>>> Get(
-      std::span<const BlockKey> keys) = 0;
+  // A verified object: its index in the keys asked for and its bytes, which
+  // stay valid only until the call returns.
+  using ObjectVisitor =
+      std::function<void(size_t i, std::span<const uint8_t> object)>;
+
+  // Reads the objects of `keys` and calls visit(i, object) once per key i
+  // whose verified object the tier returns, on the calling thread, one call
+  // at a time, in no particular order. The bytes may be the tier's own read
+  // buffer (no copy, no allocation per object: the disk tier reuses its
+  // buffers), so a loader decodes them where they lie. Returns per key
+  // whether it was visited. A hit refreshes the key's recency; keys are
+  // refreshed from last to first, so that when `keys` is a hash chain in
+  // order, its head ends up the most recently used.
+  virtual std::vector<bool> Visit(std::span<const BlockKey> keys,
+                                  const ObjectVisitor& visit) = 0;
+
+  // Visit, each object copied out: per key, the verified object or nullopt.
+  std::vector<std::optional<std::vector<uint8_t>>> Get(
+      std::span<const BlockKey> keys);
 
   // Per key, whether the tier holds (or has queued) it. Not verified: a
   // later Get may still miss. Does not refresh recency or count hits.

@@ -1026,8 +1026,8 @@ class GatedTier final : public testing::ForwardingTier {
   GatedTier(store::Tier* inner, int want, std::chrono::milliseconds patience)
       : ForwardingTier(inner), want_(want), patience_(patience) {}
 
-  std::vector<std::optional<std::vector<uint8_t>>> Get(
-      std::span<const store::BlockKey> keys) override {
+  std::vector<bool> Visit(std::span<const store::BlockKey> keys,
+                          const ObjectVisitor& visit) override {
     {
       std::unique_lock<std::mutex> lock(mu_);
       most_ = std::max(most_, ++inside_);
@@ -1035,7 +1035,7 @@ class GatedTier final : public testing::ForwardingTier {
       cv_.notify_all();
       cv_.wait_for(lock, patience_, [&] { return open_; });
     }
-    auto out = ForwardingTier::Get(keys);
+    auto out = ForwardingTier::Visit(keys, visit);
     std::lock_guard<std::mutex> lock(mu_);
     --inside_;
     return out;

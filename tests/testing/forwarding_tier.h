@@ -1,6 +1,7 @@
 // ForwardingTier: a store::Tier that hands every call to another tier, for
-// tests that wrap a real tier to hold, gate or count its Gets (override Get
-// and call ForwardingTier::Get); HeldTier, one whose Gets wait until Open().
+// tests that wrap a real tier to hold, gate or count its reads (override
+// Visit and call ForwardingTier::Visit); HeldTier, one whose reads wait until
+// Open().
 #pragma once
 
 #include <condition_variable>
@@ -23,9 +24,9 @@ class ForwardingTier : public store::Tier {
   Status Put(const store::BlockKey& key, std::vector<uint8_t> o) override {
     return inner_->Put(key, std::move(o));
   }
-  std::vector<std::optional<std::vector<uint8_t>>> Get(
-      std::span<const store::BlockKey> keys) override {
-    return inner_->Get(keys);
+  std::vector<bool> Visit(std::span<const store::BlockKey> keys,
+                          const ObjectVisitor& visit) override {
+    return inner_->Visit(keys, visit);
   }
   std::vector<bool> Exists(std::span<const store::BlockKey> keys) override {
     return inner_->Exists(keys);
@@ -44,8 +45,8 @@ class ForwardingTier : public store::Tier {
 class HeldTier final : public ForwardingTier {
  public:
   using ForwardingTier::ForwardingTier;
-  std::vector<std::optional<std::vector<uint8_t>>> Get(
-      std::span<const store::BlockKey> keys) override {
+  std::vector<bool> Visit(std::span<const store::BlockKey> keys,
+                          const ObjectVisitor& visit) override {
     {
       std::unique_lock lock(mu_);
       keys_read_ += keys.size();
@@ -53,7 +54,7 @@ class HeldTier final : public ForwardingTier {
       cv_.notify_all();
       cv_.wait(lock, [&] { return open_; });
     }
-    return ForwardingTier::Get(keys);
+    return ForwardingTier::Visit(keys, visit);
   }
 
   // Waits until a Get is inside.
