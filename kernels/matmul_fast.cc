@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "base/check.h"
+#include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "kernels/dtype.h"
 
@@ -616,8 +617,17 @@ void RunCopiedChunks(const WidenKernel<T>& k, const uint8_t* w,
   constexpr size_t kBlockRows =
       kRowBlockBytes / kChunkBytes / K::kRows * K::kRows;
   constexpr size_t kBufRowBytes = kChunkBytes + 64;
-  // Zero-initialized thread storage: no allocation; pages are touched on use.
-  alignas(64) static thread_local uint8_t buf[kBlockRows * kBufRowBytes];
+  // The thread's buffer, allocated (zeroed) at its first batch. Not a
+  // thread_local array: that would sit in the static TLS block of every
+  // thread, which the C library zeroes whenever a thread starts (4.8 MB
+  // across the types and targets: each short-lived thread of the process,
+  // e.g. a KV cache load's, paid ~1 ms of faults and memset for it).
+  static thread_local hwy::AlignedFreeUniquePtr<uint8_t[]> owned;
+  if (!owned) {
+    owned = hwy::AllocateAligned<uint8_t>(kBlockRows * kBufRowBytes);
+    std::memset(owned.get(), 0, kBlockRows * kBufRowBytes);
+  }
+  uint8_t* const buf = owned.get();
   CopiedChunkKernel<T> view(k.x, k.cols, k.x_stride);
   const Chunks<K> chunks(k);
   const Chunks<CopiedChunkKernel<T>> view_chunks(view);
