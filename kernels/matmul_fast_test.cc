@@ -1,6 +1,7 @@
 #include "kernels/matmul_fast.h"
 
 #include <gtest/gtest.h>
+#include <link.h>
 
 #include <algorithm>
 #include <cmath>
@@ -496,6 +497,27 @@ TEST_P(MatMulFastTest, PreparedActivationsFollowTheirDefinition) {
           << DTypeName(t) << " block " << b;
     }
   }
+}
+
+// The C library zeroes a thread's whole static TLS block (every loaded
+// object's thread_local data) whenever a thread starts, so per-thread
+// scratch buffers are allocated on first use instead (RunCopiedChunks): a
+// 4.8 MB block once made every short-lived thread of the process (a KV
+// cache load's batch) cost ~1 ms.
+TEST(MatMulFastThreadStorage, StaticTlsOfTheProcessStaysSmall) {
+  size_t tls = 0;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          if (info->dlpi_phdr[i].p_type == PT_TLS) {
+            *static_cast<size_t*>(data) += info->dlpi_phdr[i].p_memsz;
+          }
+        }
+        return 0;
+      },
+      &tls);
+  EXPECT_GT(tls, 0u);  // libc's own thread_local data at least
+  EXPECT_LT(tls, size_t{64} << 10);
 }
 
 }  // namespace
