@@ -13,7 +13,6 @@
 
 #include <bitset>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -149,8 +148,7 @@ class ObjectFileIo {
   // object) for each key i whose object verifies, with the bytes in the
   // reader's buffer (valid until visit returns), and returns per key the
   // object's length or why it was not visited.
-  using ObjectVisitor =
-      std::function<void(size_t i, std::span<const uint8_t> object)>;
+  using ObjectVisitor = Tier::ObjectVisitor;
   std::vector<Result<size_t>> ReadObjects(std::span<const BlockKey> keys,
                                           uint64_t max_file_bytes,
                                           const ObjectVisitor& visit);

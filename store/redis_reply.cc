@@ -36,8 +36,8 @@ class ReplyBuffers {
       const auto it = std::find_if(free_.begin(), free_.end(),
                                    [&](auto& f) { return f.capacity() >= n; });
       if (it != free_.end()) {
-        b = std::move(*it);
-        *it = std::move(free_.back());
+        std::iter_swap(it, free_.end() - 1);
+        b = std::move(free_.back());
         free_.pop_back();
         kept_ -= b.capacity();
       }
