@@ -1,6 +1,7 @@
 // What a Redis server (or anything answering on its port) sends back
 // (store/redis_reply.h): the reply reader fed in pieces of the sizes the
-// input's first byte chooses, and every complete reply read as a
+// input's first byte chooses, receiving strings from the length its second
+// byte chooses on into their own buffers, and every complete reply read as a
 // -MOVED/-ASK redirection and as a CLUSTER SLOTS reply, as the tier does.
 // The same bytes as text go through the URL and endpoint parsers
 // (store/redis_url.h).
@@ -18,12 +19,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kvstash::store;
   fuzz::InputReader in({data, size});
   const size_t piece = 1 + in.Byte();
+  // Strings from this length on are received into their own buffer.
+  const size_t direct = 1 + in.Byte();
   const std::string_view wire = fuzz::AsText(in.Rest());
 
-  RedisReplyReader reader(size_t{1} << 16);
+  RedisReplyReader reader(size_t{1} << 16, direct);
   for (size_t at = 0; at < wire.size(); at += piece) {
     const std::string_view chunk = wire.substr(at, piece);
-    FUZZ_CHECK(reader.Feed({chunk.data(), chunk.size()}).ok());
+    reader.Feed({chunk.data(), chunk.size()});
     Result<RedisReply> reply = reader.Take();
     for (; reply.ok() && *reply != nullptr; reply = reader.Take()) {
       if (std::optional<RedisRedirect> r = ParseRedirect(**reply, "replier")) {

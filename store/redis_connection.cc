@@ -48,7 +48,6 @@ void RedisCommand::Free::operator()(char* p) const { redisFreeCommand(p); }
 
 namespace {
 
-constexpr size_t kReadChunk = size_t{64} << 10;
 // The parser's buffer, once empty, is kept up to this size (not freed and
 // grown again for the next large reply).
 constexpr size_t kKeptParseBuffer = size_t{4} << 20;
@@ -143,16 +142,17 @@ class RedisConnection {
     }
   }
 
-  // Reads one chunk (at most kReadChunk bytes) into the parser; returns
-  // whether any byte came, or the reason the connection broke (closed by the
-  // peer included). Callers take the replies after each chunk: hiredis moves
-  // the unparsed rest of its buffer each time a reply is taken, so a buffer
-  // of many replies would be moved over and over.
+  // Reads what the socket holds, up to what the parser has room for, where
+  // the parser wants it (a large string's own buffer while one arrives);
+  // returns whether any byte came, or the reason the connection broke
+  // (closed by the peer included). Callers take the replies after each
+  // receive, so that completed replies do not pile up.
   Result<bool> Receive() {
     for (;;) {
-      const ssize_t n = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
+      const std::span<char> space = reader_.Space();
+      const ssize_t n = ::recv(fd_, space.data(), space.size(), 0);
       if (n > 0) {
-        KV_RETURN_IF_ERROR(reader_.Feed({buffer_.data(), size_t(n)}));
+        reader_.Commit(size_t(n));
         return true;
       }
       if (n == 0) return Status::IOError("connection closed by the server");
@@ -169,15 +169,11 @@ class RedisConnection {
 
  private:
   RedisConnection(int fd, uint64_t generation)
-      : fd_(fd),
-        generation_(generation),
-        reader_(kKeptParseBuffer),
-        buffer_(kReadChunk) {}
+      : fd_(fd), generation_(generation), reader_(kKeptParseBuffer) {}
 
   const int fd_;
   const uint64_t generation_;
   RedisReplyReader reader_;
-  std::vector<char> buffer_;
 };
 
 namespace {

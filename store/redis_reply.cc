@@ -1,10 +1,12 @@
 #include "store/redis_reply.h"
 
-#include <hiredis/hiredis.h>
+#include <hiredis/read.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <deque>
+#include <limits>
 #include <mutex>
 
 #include "base/check.h"
@@ -14,10 +16,18 @@ namespace kvstash::store {
 namespace {
 
 // The most elements an array reply may announce. The tier's largest reply
-// is CLUSTER SLOTS (at most one range per slot); hiredis 0.14 takes any
-// count up to INT_MAX, and the elements are allocated when the count is
-// read, so a hostile peer could otherwise ask for 16 GiB in 14 bytes.
-constexpr int kMaxArrayElements = 1 << 16;
+// is CLUSTER SLOTS (at most one range per slot); the elements are allocated
+// when the count is read, so a hostile peer could otherwise ask for 16 GiB
+// in 14 bytes.
+constexpr long long kMaxArrayElements = 1 << 16;
+// Arrays nested in arrays: CLUSTER SLOTS needs 3.
+constexpr size_t kMaxDepth = 8;
+// Redis's proto-max-bulk-len default.
+constexpr long long kMaxStringBytes = 512ll << 20;
+// A status, error or integer line (the tier's are a few dozen bytes).
+constexpr size_t kMaxLineBytes = size_t{64} << 10;
+// The reader's buffer grows by at least this much for a receive.
+constexpr size_t kReadChunk = size_t{64} << 10;
 
 // The recycled buffers of large string replies (see RedisValue). A fresh
 // 512 KiB vector per value cost the Redis tier's restores about as much CPU
@@ -65,52 +75,6 @@ ReplyBuffers& Buffers() {
   return *buffers;
 }
 
-// hiredis's parser builds RedisValues through these, so that a string reply
-// is copied once, into its value's buffer.
-RedisValue* NewValue(const redisReadTask* task, int type) {
-  auto* v = new RedisValue;
-  v->type = type;
-  if (task->parent != nullptr) {
-    static_cast<RedisValue*>(task->parent->obj)
-        ->elements[size_t(task->idx)]
-        .reset(v);
-  }
-  return v;
-}
-
-void* NewString(const redisReadTask* task, char* str, size_t len) {
-  RedisValue* v = NewValue(task, task->type);
-  if (len >= ReplyBuffers::kMinBytes) {
-    v->bytes = Buffers().Take(len);
-    std::memcpy(v->bytes.data(), str, len);
-  } else {
-    v->bytes.assign(str, str + len);
-  }
-  return v;
-}
-
-void* NewArray(const redisReadTask* task, int elements) {
-  if (elements > kMaxArrayElements) return nullptr;  // hiredis: "Out of memory"
-  RedisValue* v = NewValue(task, REDIS_REPLY_ARRAY);
-  v->elements.resize(size_t(std::max(elements, 0)));
-  return v;
-}
-
-void* NewInteger(const redisReadTask* task, long long integer) {
-  RedisValue* v = NewValue(task, REDIS_REPLY_INTEGER);
-  v->integer = integer;
-  return v;
-}
-
-void* NewNil(const redisReadTask* task) {
-  return NewValue(task, REDIS_REPLY_NIL);
-}
-
-void FreeValue(void* v) { delete static_cast<RedisValue*>(v); }
-
-redisReplyObjectFunctions kValueFunctions = {NewString, NewArray, NewInteger,
-                                             NewNil, FreeValue};
-
 // The integer `text` is, when all of it is one within [lo, hi].
 std::optional<long long> IntegerIn(std::string_view text, long long lo,
                                    long long hi) {
@@ -131,29 +95,209 @@ RedisValue::~RedisValue() { Buffers().Give(std::move(bytes)); }
 bool RedisValue::is_error() const { return type == REDIS_REPLY_ERROR; }
 bool RedisValue::is_string() const { return type == REDIS_REPLY_STRING; }
 
-RedisReplyReader::RedisReplyReader(size_t kept_buffer_bytes)
-    : reader_(redisReaderCreateWithFunctions(&kValueFunctions)) {
-  KV_CHECK(reader_ != nullptr);
-  reader_->maxbuf = kept_buffer_bytes;
+// The parser: bytes received into `buf` are parsed as far as they go into
+// complete replies (`ready`); an array being read is an open frame that
+// owns it until its last element arrives; a large string being received
+// directly (`direct`) takes the bytes into its own buffer.
+struct RedisReplyReader::State {
+  struct Frame {
+    std::unique_ptr<RedisValue> array;
+    size_t next = 0;  // elements filled
+  };
+
+  size_t kept_buffer_bytes = 0;
+  size_t direct_bytes = 0;
+  std::vector<char> buf;  // received, unparsed: [pos, len)
+  size_t pos = 0, len = 0;
+  std::vector<Frame> open;             // innermost last
+  std::unique_ptr<RedisValue> direct;  // receiving its bytes (or the CRLF)
+  size_t direct_filled = 0;
+  std::deque<RedisReply> ready;
+  std::string error;  // set: not the protocol; nothing more is parsed
+
+  void Fail(std::string why) {
+    error = "protocol error: " + std::move(why);
+    direct.reset();
+  }
+
+  // `v`, complete, goes into its array (completing the arrays it fills) or
+  // out as a reply.
+  void Complete(std::unique_ptr<RedisValue> v) {
+    while (!open.empty()) {
+      Frame& top = open.back();
+      top.array->elements[top.next++] = std::move(v);
+      if (top.next < top.array->elements.size()) return;
+      v = std::move(top.array);
+      open.pop_back();
+    }
+    ready.push_back(std::move(v));
+  }
+
+  static std::unique_ptr<RedisValue> Value(int type) {
+    auto v = std::make_unique<RedisValue>();
+    v->type = type;
+    return v;
+  }
+
+  // A string's buffer of `n` bytes: recycled for the large ones.
+  static std::vector<uint8_t> StringBuffer(size_t n) {
+    if (n >= ReplyBuffers::kMinBytes) return Buffers().Take(n);
+    return std::vector<uint8_t>(n);
+  }
+
+  // Parses what `buf` holds as far as it goes.
+  void Parse() {
+    while (error.empty()) {
+      if (direct != nullptr) {
+        std::vector<uint8_t>& bytes = direct->bytes;
+        const size_t take = std::min(len - pos, bytes.size() - direct_filled);
+        std::copy_n(buf.data() + pos, take, bytes.data() + direct_filled);
+        pos += take;
+        direct_filled += take;
+        if (direct_filled < bytes.size() || len - pos < 2) return;
+        if (buf[pos] != '\r' || buf[pos + 1] != '\n') {
+          return Fail("a string does not end where its length says");
+        }
+        pos += 2;
+        Complete(std::move(direct));
+        continue;
+      }
+      const std::string_view rest(buf.data() + pos, len - pos);
+      const size_t eol = rest.find("\r\n");
+      if (eol == std::string_view::npos) {
+        if (rest.size() > kMaxLineBytes) Fail("a line over 64 KiB");
+        return;
+      }
+      if (eol == 0) return Fail("an empty line");
+      const char type = rest[0];
+      const std::string_view line = rest.substr(1, eol - 1);
+      const size_t after = eol + 2;  // bytes of the line with its CRLF
+      if (type == '+' || type == '-') {
+        auto v = Value(type == '+' ? REDIS_REPLY_STATUS : REDIS_REPLY_ERROR);
+        v->bytes.assign(line.begin(), line.end());
+        pos += after;
+        Complete(std::move(v));
+      } else if (type == ':') {
+        const std::optional<long long> n =
+            IntegerIn(line, std::numeric_limits<long long>::min(),
+                      std::numeric_limits<long long>::max());
+        if (!n) return Fail("a bad integer");
+        auto v = Value(REDIS_REPLY_INTEGER);
+        v->integer = *n;
+        pos += after;
+        Complete(std::move(v));
+      } else if (type == '$') {
+        const std::optional<long long> n = IntegerIn(line, -1, kMaxStringBytes);
+        if (!n) return Fail("a bad string length (or over 512 MiB)");
+        if (*n == -1) {
+          pos += after;
+          Complete(Value(REDIS_REPLY_NIL));
+          continue;
+        }
+        const size_t bytes = size_t(*n);
+        if (bytes >= direct_bytes && bytes <= kMaxDirectBytes) {
+          direct = Value(REDIS_REPLY_STRING);
+          direct->bytes = StringBuffer(bytes);
+          direct_filled = 0;
+          pos += after;
+          continue;
+        }
+        if (rest.size() < after + bytes + 2) return;  // wait for all of it
+        if (rest.substr(after + bytes, 2) != "\r\n") {
+          return Fail("a string does not end where its length says");
+        }
+        auto v = Value(REDIS_REPLY_STRING);
+        v->bytes = StringBuffer(bytes);
+        std::copy_n(rest.data() + after, bytes, v->bytes.data());
+        pos += after + bytes + 2;
+        Complete(std::move(v));
+      } else if (type == '*') {
+        const std::optional<long long> n =
+            IntegerIn(line, -1, kMaxArrayElements);
+        if (!n) {
+          return Fail("a bad array length (or over " +
+                      std::to_string(kMaxArrayElements) + " elements)");
+        }
+        pos += after;
+        if (*n <= 0) {
+          auto v = Value(*n == -1 ? REDIS_REPLY_NIL : REDIS_REPLY_ARRAY);
+          Complete(std::move(v));
+          continue;
+        }
+        if (open.size() == kMaxDepth) return Fail("arrays nested over 8 deep");
+        auto v = Value(REDIS_REPLY_ARRAY);
+        v->elements.resize(size_t(*n));
+        open.push_back(Frame{std::move(v), 0});
+      } else {
+        return Fail("unknown reply type byte " + std::to_string(uint8_t(type)));
+      }
+    }
+  }
+};
+
+RedisReplyReader::RedisReplyReader(size_t kept_buffer_bytes,
+                                   size_t direct_bytes)
+    : state_(std::make_unique<State>()) {
+  KV_CHECK(direct_bytes >= 1);
+  state_->kept_buffer_bytes = kept_buffer_bytes;
+  state_->direct_bytes = direct_bytes;
 }
 
-RedisReplyReader::~RedisReplyReader() { redisReaderFree(reader_); }
+RedisReplyReader::~RedisReplyReader() = default;
 
-Status RedisReplyReader::Feed(std::span<const char> bytes) {
-  if (redisReaderFeed(reader_, bytes.data(), bytes.size()) != REDIS_OK) {
-    return Status::IOError("cannot buffer a reply");
+std::span<char> RedisReplyReader::Space() {
+  State& s = *state_;
+  if (s.direct != nullptr && s.direct_filled < s.direct->bytes.size()) {
+    // Parse copied every buffered byte before asking for more.
+    KV_DCHECK(s.pos == s.len);
+    return {reinterpret_cast<char*>(s.direct->bytes.data()) + s.direct_filled,
+            s.direct->bytes.size() - s.direct_filled};
   }
-  return Status::OK();
+  if (s.pos == s.len) {
+    s.pos = s.len = 0;
+    if (s.buf.size() > s.kept_buffer_bytes) s.buf = std::vector<char>();
+  } else if (s.pos > 0 && s.buf.size() - s.len < kReadChunk) {
+    std::memmove(s.buf.data(), s.buf.data() + s.pos, s.len - s.pos);
+    s.len -= s.pos;
+    s.pos = 0;
+  }
+  if (s.buf.size() - s.len < kReadChunk) {
+    s.buf.resize(std::max(s.len + kReadChunk, 2 * s.buf.size()));
+  }
+  return {s.buf.data() + s.len, s.buf.size() - s.len};
+}
+
+void RedisReplyReader::Commit(size_t n) {
+  State& s = *state_;
+  if (s.direct != nullptr && s.direct_filled < s.direct->bytes.size()) {
+    KV_CHECK(n <= s.direct->bytes.size() - s.direct_filled);
+    s.direct_filled += n;
+  } else {
+    KV_CHECK(n <= s.buf.size() - s.len);
+    s.len += n;
+  }
+  if (s.error.empty()) s.Parse();
+}
+
+void RedisReplyReader::Feed(std::span<const char> bytes) {
+  while (!bytes.empty()) {
+    const std::span<char> space = Space();
+    const size_t n = std::min(space.size(), bytes.size());
+    std::memcpy(space.data(), bytes.data(), n);
+    Commit(n);
+    bytes = bytes.subspan(n);
+  }
 }
 
 Result<RedisReply> RedisReplyReader::Take() {
-  void* reply = nullptr;
-  if (redisReaderGetReply(reader_, &reply) != REDIS_OK) {
-    return Status::IOError(std::string("protocol error: ") + reader_->errstr +
-                           " (or an array of over " +
-                           std::to_string(kMaxArrayElements) + " elements)");
+  State& s = *state_;
+  if (!s.ready.empty()) {
+    RedisReply r = std::move(s.ready.front());
+    s.ready.pop_front();
+    return r;
   }
-  return RedisReply(static_cast<RedisValue*>(reply));
+  if (!s.error.empty()) return Status::IOError(s.error);
+  return RedisReply();
 }
 
 std::optional<RedisRedirect> ParseRedirect(const RedisValue& reply,

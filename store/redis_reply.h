@@ -1,17 +1,23 @@
 // What a Redis server says, read off the wire: the Redis protocol (RESP2)
-// parsed by hiredis's reader into RedisValue trees, and the two replies whose
-// text the tier interprets, -MOVED/-ASK redirections and CLUSTER SLOTS.
+// parsed into RedisValue trees, and the two replies whose text the tier
+// interprets, -MOVED/-ASK redirections and CLUSTER SLOTS.
 //
 // RedisReplyReader takes bytes as they arrive, in pieces of any size, and
-// hands out each reply once complete; a byte stream that is not the protocol
-// gives IOError, after which the reader must be dropped; so does an array
-// that announces more than 65536 elements (which would be allocated before
-// they arrive). A string reply
-// lands in its RedisValue's own buffer, which the tier hands to its caller
-// without another copy. ParseRedirect and ParseClusterSlots accept any
-// reply (a fuzzer feeds them arbitrary bytes, fuzz/redis_reply_fuzz.cc):
-// what is not the shape they expect is "not a redirection" or
-// InvalidArgument. The reader is thread-compatible; the functions are pure.
+// hands out each reply once complete. It says where the next bytes should
+// land (Space): usually its own buffer, but while a large string (a value of
+// the tier) is arriving, the string's own buffer, so the socket's bytes are
+// copied once, by the kernel, into the buffer the tier hands to its caller.
+// A byte stream that is not the protocol gives IOError, after which the
+// reader must be dropped; so do an array that announces more than 65536
+// elements or nests deeper than 8 (they would be allocated before they
+// arrive), a string over 512 MiB (Redis's own proto-max-bulk-len) and a
+// status, error or integer line over 64 KiB. A string is allocated whole
+// when its length arrives only up to kMaxDirectBytes; a longer one grows
+// with the bytes that come. ParseRedirect and ParseClusterSlots accept any
+// reply (a fuzzer feeds them and the reader arbitrary bytes,
+// fuzz/redis_reply_fuzz.cc): what is not the shape they expect is "not a
+// redirection" or InvalidArgument. The reader is thread-compatible; the
+// functions are pure.
 #pragma once
 
 #include <cstdint>
@@ -24,8 +30,6 @@
 
 #include "base/status.h"
 #include "store/redis_url.h"
-
-struct redisReader;
 
 namespace kvstash::store {
 
@@ -54,21 +58,36 @@ using RedisReply = std::unique_ptr<RedisValue>;
 
 class RedisReplyReader {
  public:
+  // Strings of at least this many bytes are received straight into their
+  // buffer; shorter ones are parsed out of the reader's buffer.
+  static constexpr size_t kDirectBytes = size_t{64} << 10;
+  static constexpr size_t kMaxDirectBytes = size_t{64} << 20;
+
   // Once empty, the reader keeps its buffer up to `kept_buffer_bytes`
   // instead of freeing it and growing it again for the next large reply.
-  explicit RedisReplyReader(size_t kept_buffer_bytes);
+  // `direct_bytes` (at least 1): see kDirectBytes; tests and the fuzzer
+  // lower it to reach the direct path with small inputs.
+  explicit RedisReplyReader(size_t kept_buffer_bytes,
+                            size_t direct_bytes = kDirectBytes);
   ~RedisReplyReader();
   RedisReplyReader(const RedisReplyReader&) = delete;
   RedisReplyReader& operator=(const RedisReplyReader&) = delete;
 
-  // Appends received bytes. IOError only when out of memory.
-  Status Feed(std::span<const char> bytes);
+  // Where the next received bytes go (never empty): write up to its size,
+  // then Commit what was written. Valid until the next call.
+  std::span<char> Space();
+  // `n` bytes (at most Space().size()) were written at Space()'s start.
+  void Commit(size_t n);
+  // Copies `bytes` in through Space and Commit.
+  void Feed(std::span<const char> bytes);
   // The next complete reply (null when none is complete yet), or IOError
-  // when the bytes are not the Redis protocol.
+  // once the bytes are not the Redis protocol (after the replies that
+  // completed before the fault).
   Result<RedisReply> Take();
 
  private:
-  redisReader* const reader_;
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // A -MOVED or -ASK error reply: "MOVED SLOT HOST:PORT". An empty HOST
