@@ -114,11 +114,14 @@ Result<CacheDirListing> ListCacheDir(const std::string& dir);
 // is used by one call at a time, a call that finds none free creates one,
 // and readers return to the pool after each call (so the pool holds as many
 // as there were concurrent calls at most). A reader keeps its buffers, up to
-// kKeptReadBytes, so steady loads neither fault pages in nor zero them.
+// kKeptReadBytes, so steady loads neither fault pages in nor zero them;
+// likewise each writing thread keeps the buffer its files are written from,
+// up to kKeptWriteBytes.
 class ObjectFileIo {
  public:
   static constexpr unsigned kReadBatch = 64;
-  static constexpr size_t kKeptReadBytes = size_t{8} << 20;  // per reader
+  static constexpr size_t kKeptReadBytes = size_t{8} << 20;   // per reader
+  static constexpr size_t kKeptWriteBytes = size_t{8} << 20;  // per thread
 
   // kAuto: O_DIRECT through io_uring when ProbeDirectUring(dir) passes,
   // buffered otherwise; kDirectUring: the probe's NotSupported or IOError,

@@ -26,7 +26,10 @@ constexpr size_t kMaxDepth = 8;
 constexpr long long kMaxStringBytes = 512ll << 20;
 // A status, error or integer line (the tier's are a few dozen bytes).
 constexpr size_t kMaxLineBytes = size_t{64} << 10;
-// The reader's buffer grows by at least this much for a receive.
+// The room the reader's buffer offers a receive: from kMinReadChunk,
+// doubled each time a receive fills it, up to kReadChunk (a short-lived
+// reader, as the fuzzer's, touches no more memory than it is fed).
+constexpr size_t kMinReadChunk = size_t{4} << 10;
 constexpr size_t kReadChunk = size_t{64} << 10;
 
 // The recycled buffers of large string replies (see RedisValue). A fresh
@@ -106,9 +109,11 @@ struct RedisReplyReader::State {
   };
 
   size_t kept_buffer_bytes = 0;
-  size_t direct_bytes = 0;
+  size_t direct_bytes = 0, max_direct_bytes = 0;
   std::vector<char> buf;  // received, unparsed: [pos, len)
   size_t pos = 0, len = 0;
+  size_t chunk = kMinReadChunk;        // room offered to a receive
+  size_t offered = 0;                  // by the last Space into buf
   std::vector<Frame> open;             // innermost last
   std::unique_ptr<RedisValue> direct;  // receiving its bytes (or the CRLF)
   size_t direct_filled = 0;
@@ -195,7 +200,7 @@ struct RedisReplyReader::State {
           continue;
         }
         const size_t bytes = size_t(*n);
-        if (bytes >= direct_bytes && bytes <= kMaxDirectBytes) {
+        if (bytes >= direct_bytes && bytes <= max_direct_bytes) {
           direct = Value(REDIS_REPLY_STRING);
           direct->bytes = StringBuffer(bytes);
           direct_filled = 0;
@@ -236,11 +241,12 @@ struct RedisReplyReader::State {
 };
 
 RedisReplyReader::RedisReplyReader(size_t kept_buffer_bytes,
-                                   size_t direct_bytes)
+                                   size_t direct_bytes, size_t max_direct_bytes)
     : state_(std::make_unique<State>()) {
   KV_CHECK(direct_bytes >= 1);
   state_->kept_buffer_bytes = kept_buffer_bytes;
   state_->direct_bytes = direct_bytes;
+  state_->max_direct_bytes = max_direct_bytes;
 }
 
 RedisReplyReader::~RedisReplyReader() = default;
@@ -256,15 +262,16 @@ std::span<char> RedisReplyReader::Space() {
   if (s.pos == s.len) {
     s.pos = s.len = 0;
     if (s.buf.size() > s.kept_buffer_bytes) s.buf = std::vector<char>();
-  } else if (s.pos > 0 && s.buf.size() - s.len < kReadChunk) {
+  } else if (s.pos > 0 && s.buf.size() - s.len < s.chunk) {
     std::memmove(s.buf.data(), s.buf.data() + s.pos, s.len - s.pos);
     s.len -= s.pos;
     s.pos = 0;
   }
-  if (s.buf.size() - s.len < kReadChunk) {
-    s.buf.resize(std::max(s.len + kReadChunk, 2 * s.buf.size()));
+  if (s.buf.size() - s.len < s.chunk) {
+    s.buf.resize(std::max(s.len + s.chunk, 2 * s.buf.size()));
   }
-  return {s.buf.data() + s.len, s.buf.size() - s.len};
+  s.offered = s.buf.size() - s.len;
+  return {s.buf.data() + s.len, s.offered};
 }
 
 void RedisReplyReader::Commit(size_t n) {
@@ -275,6 +282,7 @@ void RedisReplyReader::Commit(size_t n) {
   } else {
     KV_CHECK(n <= s.buf.size() - s.len);
     s.len += n;
+    if (n == s.offered) s.chunk = std::min(2 * s.chunk, kReadChunk);
   }
   if (s.error.empty()) s.Parse();
 }

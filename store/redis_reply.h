@@ -65,10 +65,12 @@ class RedisReplyReader {
 
   // Once empty, the reader keeps its buffer up to `kept_buffer_bytes`
   // instead of freeing it and growing it again for the next large reply.
-  // `direct_bytes` (at least 1): see kDirectBytes; tests and the fuzzer
-  // lower it to reach the direct path with small inputs.
+  // Strings of [direct_bytes, max_direct_bytes] bytes are received directly
+  // (direct_bytes >= 1); tests and the fuzzer lower both, to reach the
+  // direct path with small inputs and to allocate no more than they feed.
   explicit RedisReplyReader(size_t kept_buffer_bytes,
-                            size_t direct_bytes = kDirectBytes);
+                            size_t direct_bytes = kDirectBytes,
+                            size_t max_direct_bytes = kMaxDirectBytes);
   ~RedisReplyReader();
   RedisReplyReader(const RedisReplyReader&) = delete;
   RedisReplyReader& operator=(const RedisReplyReader&) = delete;

@@ -126,6 +126,20 @@ TEST(RedisReplyReader, ReceivesLargeStringsIntoTheirOwnBuffers) {
   EXPECT_EQ(reader.Space().size(), big.size() - 1000);
 }
 
+TEST(RedisReplyReader, StringsOverTheDirectCapAreBufferedAsTheyArrive) {
+  std::string s(300, '\0');
+  for (size_t i = 0; i < s.size(); ++i) s[i] = char(i * 31 + 1);
+  RedisReplyReader reader(1 << 20, 1, 100);
+  reader.Feed(BulkHeader(s.size()));
+  // Not allocated on its announcement: the space offered is the reader's.
+  EXPECT_NE(reader.Space().size(), s.size());
+  const std::vector<RedisReply> r =
+      Receive(reader, s + "\r\n" + Bulk(s.substr(0, 100)), 7);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0]->text(), s);
+  EXPECT_EQ(r[1]->text(), s.substr(0, 100));
+}
+
 TEST(RedisReplyReader, RefusesAStringThatDoesNotEndWhereItsLengthSays) {
   for (const size_t direct : {RedisReplyReader::kDirectBytes, size_t{1}}) {
     RedisReplyReader reader(1 << 20, direct);
