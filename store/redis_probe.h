@@ -1,12 +1,15 @@
 // PipelinedGetProbe: how fast a Redis server hands values to one client, the
 // baseline that a benchmark compares the Redis tier's restore throughput
 // with. It writes `count` scratch values of `value_bytes` bytes, times
-// reading them all back with pipelined GETs (at most kRedisPipelineDepth
-// awaiting their replies, like the tier), then deletes them.
+// reading them all back with pipelined GETs (awaiting at most 1 MiB of
+// values and kRedisPipelineDepth replies: a deeper pipeline of large values
+// slows the server, see redis_probe.cc), then deletes them.
 //
 // The probe speaks to Redis through plain blocking hiredis, independently of
 // the tier's code, so that it measures Redis and the network rather than the
-// tier. Its keys, "kvstash:probe:{<pid>-<time>}:<i>", share one hash tag:
+// tier; the timed GETs' replies are received from the socket and skipped
+// (their length checked), so the kernel's copy is all the client does to a
+// value. Its keys, "kvstash:probe:{<pid>-<time>}:<i>", share one hash tag:
 // on a cluster they live in one slot, and the probe measures the one master
 // that serves it (it follows the -MOVED from the first seed that answers).
 // With credentials in the URL, it sends AUTH on each connection (to the

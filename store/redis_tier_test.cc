@@ -827,6 +827,34 @@ TEST(RedisAuthTest, PasswordInTheUrlOrTheOptions) {
             StatusCode::kIOError);
 }
 
+// The probe skips the timed replies in its receive buffer: values smaller
+// than a header's worth, and larger than the buffer (1 MiB), are read
+// whole; replies that are not the value are reported, and the rest of the
+// replies still read, so the cleanup that follows on the connection works.
+TEST(RedisAuthTest, ProbeReadsRepliesOfAnySizeAndReportsOthers) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto server = StartServer();
+  for (const auto& [bytes, count] : {std::pair<size_t, int>{1, 300},
+                                     {2, 7},
+                                     {(size_t{1} << 20) + 5, 5},
+                                     {size_t{3} << 20, 2}}) {
+    Result<double> rate = PipelinedGetProbe(server->url(), bytes, count);
+    EXPECT_TRUE(rate.ok()) << bytes << ": " << rate.status().ToString();
+    EXPECT_EQ(Client(server->port())->Integer({"DBSIZE"}), 0);
+  }
+  // A user that may write and delete but not read: every GET is refused.
+  ASSERT_EQ(Client(server->port())
+                ->Text({"ACL", "SETUSER", "writer", "on", ">pw", "~*", "+@all",
+                        "-get"}),
+            "OK");
+  const Result<double> refused =
+      PipelinedGetProbe(WithCredentials(server->url(), "writer:pw"), 4096, 100);
+  EXPECT_EQ(refused.status().code(), StatusCode::kIOError);
+  EXPECT_NE(refused.status().message().find("NOPERM"), std::string::npos)
+      << refused.status().ToString();
+  EXPECT_EQ(Client(server->port())->Integer({"DBSIZE"}), 0);  // cleaned up
+}
+
 TEST(RedisAuthTest, WrongOrMissingPasswordFailsOpenClearly) {
   KVSTASH_REQUIRE_REDIS_SERVER();
   auto server = StartServer({.password = "pw-1"});
