@@ -57,6 +57,8 @@ Json TierRowsJson(const bench::TierRows& t) {
           {"restore_bytes_per_s", SpreadJson(t.restore_bytes_per_s)},
           {"probe_bytes_per_s", SpreadJson(t.probe_bytes_per_s)},
           {"restore_over_probe", SpreadJson(t.restore_over_probe)},
+          {"again_bytes_per_s", SpreadJson(t.again_bytes_per_s)},
+          {"again_over_probe", SpreadJson(t.again_over_probe)},
           {"mac_share_of_restore", SpreadJson(t.mac_share_of_restore)},
           {"concurrent_restores", bench::kConcurrentRestores},
           {"concurrent_over_one", SpreadJson(t.concurrent_over_one)},
@@ -75,6 +77,8 @@ void PrintTierRows(const std::string& name, const bench::TierRows& t,
   PrintSpreadLine("  probe of the same medium", t.probe_bytes_per_s, 1e-9,
                   "GB/s");
   PrintSpreadLine("  restore / probe", t.restore_over_probe, 1, "x");
+  PrintSpreadLine("  second restore", t.again_bytes_per_s, 1e-9, "GB/s");
+  PrintSpreadLine("  second restore / probe", t.again_over_probe, 1, "x");
   PrintSpreadLine("  MAC share of restore", t.mac_share_of_restore, 1, "x");
   PrintSpreadLine("  " + std::to_string(bench::kConcurrentRestores) +
                       " restores at once / one",

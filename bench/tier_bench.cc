@@ -53,8 +53,9 @@ Status Validate(const TierBenchOptions& o, const Model& model) {
 
 // Per-run figures, summarized at the end.
 struct TierSamples {
-  std::vector<double> restore, probe, ratio, warm, cold_over_warm, mac_share,
-      concurrent, shared, suffix, suffix_over_parts, restore_share;
+  std::vector<double> restore, again, probe, ratio, again_ratio, warm,
+      cold_over_warm, mac_share, concurrent, shared, suffix, suffix_over_parts,
+      restore_share;
 };
 
 // Seconds to verify `objects` with `key`.
@@ -265,6 +266,9 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
     out->restore.push_back(double(*restore_bytes) / one.seconds);
     out->mac_share.push_back(MacSeconds(layout_, blocks, o_.tier_key) /
                              one.seconds);
+    KV_ASSIGN_OR_RETURN(const Restores again,
+                        RestoreAtOnce(tier, prompt, salt, 1));
+    out->again.push_back(double(*restore_bytes) / again.seconds);
     KV_ASSIGN_OR_RETURN(const Restores many,
                         RestoreAtOnce(tier, prompt, salt, kConcurrentRestores));
     out->concurrent.push_back(many.seconds / one.seconds);
@@ -306,8 +310,10 @@ Status Bench::MeasureTier(store::Tier* tier, const std::vector<int32_t>& prompt,
   }
   out->probe.push_back(probe);
   out->ratio.push_back(out->restore.back() / probe);
+  out->again_ratio.push_back(out->again.back() / probe);
   progress_("  " + std::string(tier->name()) + ": restore " +
-            std::to_string(out->restore.back() / 1e9) + " GB/s (probe " +
+            std::to_string(out->restore.back() / 1e9) + " GB/s, again " +
+            std::to_string(out->again.back() / 1e9) + " GB/s (probe " +
             std::to_string(out->probe.back() / 1e9) + " GB/s), warm TTFT " +
             std::to_string(warm.ttft()) + " s, " +
             std::to_string(warm.finish.usage.cached_tokens) + " tokens cached");
@@ -380,6 +386,8 @@ Result<TierBenchResult> Bench::Run() {
     rows->restore_bytes_per_s = SpreadOf(s.restore);
     rows->probe_bytes_per_s = SpreadOf(s.probe);
     rows->restore_over_probe = SpreadOf(s.ratio);
+    rows->again_bytes_per_s = SpreadOf(s.again);
+    rows->again_over_probe = SpreadOf(s.again_ratio);
     rows->mac_share_of_restore = SpreadOf(s.mac_share);
     rows->concurrent_over_one = SpreadOf(s.concurrent);
     rows->shared_over_one = SpreadOf(s.shared);

@@ -63,6 +63,12 @@ struct TierRows {
   Spread restore_bytes_per_s;
   Spread probe_bytes_per_s;
   Spread restore_over_probe;  // per run
+  // Per run: a second restore of the prompt, right after the first (a fresh
+  // pool again). The first restore after the cold run's writes makes a
+  // redis-server fault in fresh reply buffers (README, "KV tiers"); this
+  // one is what a medium that served the prefix recently delivers.
+  Spread again_bytes_per_s;
+  Spread again_over_probe;
   // Per run: the share of the restore's time that verifying MACs adds over
   // verifying checksums alone (both timed on the restored bytes, one
   // thread, as a tier's Get verifies them): what the MAC costs a restore.
