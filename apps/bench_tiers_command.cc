@@ -9,6 +9,7 @@
 #include "apps/tiers.h"
 #include "bench/svg_plot.h"
 #include "bench/tier_bench.h"
+#include "store/object_mac.h"
 
 namespace kvstash::apps {
 namespace {
@@ -23,6 +24,7 @@ struct BenchTiersCommandOptions {
   std::string tier_key_file;        // bench.tier_key; empty: KVSTASH_TIER_KEY,
                                     // else a random key
   std::string tier_codec = "none";  // bench.tier_codec
+  std::string tier_mac = "auto";    // what bench.tier_key seals with
   int tier_chunk_blocks = 0;        // bench.chunk_blocks
   bool json = false;
   std::string plot;  // an SVG of TTFT cold and warm per tier; empty: none
@@ -119,6 +121,12 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
       store::ObjectAuthenticator::Ephemeral();
   if (!ephemeral.ok()) return Fail(ephemeral.status().message());
   o.tier_key = key->value_or(*ephemeral);
+  if (options.tier_mac != "auto") {
+    Result<store::MacAlgorithm> mac =
+        store::ParseMacAlgorithm(options.tier_mac);
+    if (!mac.ok()) return Fail("--tier-mac: " + mac.status().message());
+    o.tier_key = o.tier_key.SealingWith(*mac);
+  }
   Result<std::unique_ptr<Model>> model = LoadModel(options.model);
   if (!model.ok()) return Fail(model.status().message());
   Result<bench::TierBenchResult> r =
@@ -134,6 +142,8 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
               {"threads", pool->NumWorkers()},
               {"prompt_tokens", o.prompt_tokens},
               {"tier_codec", store::CodecName(o.tier_codec)},
+              {"tier_mac",
+               std::string(store::MacAlgorithmName(o.tier_key.seal_with()))},
               {"tier_chunk_blocks", o.chunk_blocks},
               {"repeat", o.repeat},
               {"restore_bytes", r->restore_bytes},
@@ -151,13 +161,13 @@ int RunBenchTiers(const BenchTiersCommandOptions& options) {
   }
   std::printf(
       "model %s, %zu threads, %d runs, %d-token prompt (%s of KV), tier "
-      "codec %s, %s chunks\n",
+      "codec %s, %s chunks, MAC %s\n",
       options.model.model_path.c_str(), pool->NumWorkers(), o.repeat,
       o.prompt_tokens, HumanBytes(r->restore_bytes).c_str(),
       store::CodecName(o.tier_codec),
-      o.chunk_blocks == 0
-          ? "automatic"
-          : (std::to_string(o.chunk_blocks) + "-block").c_str());
+      o.chunk_blocks == 0 ? "automatic"
+                          : (std::to_string(o.chunk_blocks) + "-block").c_str(),
+      std::string(store::MacAlgorithmName(o.tier_key.seal_with())).c_str());
   PrintSpreadLine("cold TTFT", r->cold_ttft_s, 1e3, "ms");
   if (r->disk.present) PrintTierRows("disk", r->disk, o.suffix_tokens);
   if (r->redis.present) PrintTierRows("redis", r->redis, o.suffix_tokens);
@@ -192,6 +202,9 @@ Command RegisterBenchTiers(CLI::App& parent) {
                   "(none: no Redis rows)");
   cmd->add_option("--tier-key-file", o->tier_key_file,
                   "tier key secret (else KVSTASH_TIER_KEY, else a random key)");
+  cmd->add_option("--tier-mac", o->tier_mac,
+                  "MAC the tiers' objects are sealed with: auto (the faster "
+                  "on this CPU), gmac-aes-256 or chacha20-poly1305");
   AddTierCodecFlag(cmd, &o->tier_codec);
   AddTierChunkFlag(cmd, &o->tier_chunk_blocks);
   cmd->add_option("--prompt-tokens", b.prompt_tokens,

@@ -184,7 +184,7 @@ Result<ObjectHeader> ParseHeaderPrefix(std::span<const uint8_t> bytes) {
     return Status::Corruption("object header reserved bytes are not zero");
   }
   const uint8_t mac = h[kObjectMacAlgorithmAt];
-  if (mac > uint8_t(MacAlgorithm::kGmacAes256)) {
+  if (mac > uint8_t(MacAlgorithm::kChaCha20Poly1305)) {
     return Status::Corruption("unknown object MAC algorithm " +
                               std::to_string(mac));
   }

@@ -20,7 +20,8 @@
 //                                 when that block starts its chain
 //       88    8  checksum         XXH3-64 of bytes [0, 88) || payload
 //       96   12  MAC nonce        random per sealed object (zero: unsealed)
-//      108    1  MAC algorithm    0 none (unsealed), 1 GMAC-AES-256
+//      108    1  MAC algorithm    0 none (unsealed), 1 GMAC-AES-256,
+//                                 2 ChaCha20-Poly1305
 //      109    3  reserved         zero
 //      112   16  MAC tag          over bytes [0, 112) || payload (zero:
 //                                 unsealed); see store/object_mac.h
@@ -30,7 +31,9 @@
 // Versions: 2 added the parent key (a tier orders eviction along chains by
 // it); 3 the V type (compressed KV types, each side its own); 4 the MAC
 // (authenticated objects: the XXH3-128 checksum became a 64-bit XXH3
-// checksum that tells damage from forgery). Any other version is refused as
+// checksum that tells damage from forgery; MAC algorithm 2 came later in
+// version 4, and a reader without it drops such objects as Corruption, one
+// recompute each in a fleet's rolling upgrade). Any other version is refused as
 // Corruption: a tier is a cache, and an object it cannot read is
 // recomputed.
 //
@@ -80,8 +83,9 @@ inline constexpr size_t kObjectHeaderBytes = 128;
 // How an object is authenticated (the MAC algorithm byte). Values are part
 // of the format.
 enum class MacAlgorithm : uint8_t {
-  kNone = 0,        // unsealed: the checksum is all a reader can check
-  kGmacAes256 = 1,  // see store/object_mac.h
+  kNone = 0,              // unsealed: the checksum is all a reader can check
+  kGmacAes256 = 1,        // see store/object_mac.h
+  kChaCha20Poly1305 = 2,  // see store/object_mac.h
 };
 
 // Where the MAC fields lie in the header (see the table).

@@ -233,7 +233,7 @@ TEST(ObjectFormatTest, BadHeaderValuesAreCorruption) {
       {"version 5", [](Bytes& b) { PutU32(b, 4, 5); }, "version 5"},
       {"reserved 1", [](Bytes& b) { b[63] = 1; }, "reserved"},
       {"reserved 2", [](Bytes& b) { b[110] = 1; }, "reserved"},
-      {"MAC algorithm", [](Bytes& b) { b[108] = 2; }, "MAC algorithm"},
+      {"MAC algorithm", [](Bytes& b) { b[108] = 3; }, "MAC algorithm"},
       {"unsealed with a tag", [](Bytes& b) { b[120] = 1; }, "unsealed"},
       {"unsealed with a nonce", [](Bytes& b) { b[96] = 1; }, "unsealed"},
       {"payload length", [](Bytes& b) { PutU32(b, 64, 100); }, "payload"},

@@ -1,7 +1,12 @@
 #include "store/object_mac.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
 
+#include <array>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,8 +20,10 @@ using Bytes = std::vector<uint8_t>;
 
 const std::string kSecret(40, 's');
 
-ObjectAuthenticator Keyed(const std::string& secret = kSecret) {
-  Result<ObjectAuthenticator> a = ObjectAuthenticator::FromSecret(secret);
+ObjectAuthenticator Keyed(const std::string& secret = kSecret,
+                          std::optional<MacAlgorithm> seal_with = {}) {
+  Result<ObjectAuthenticator> a =
+      ObjectAuthenticator::FromSecret(secret, seal_with);
   EXPECT_TRUE(a.ok()) << a.status().ToString();
   return *a;
 }
@@ -29,7 +36,24 @@ Bytes Sealed(const ObjectAuthenticator& a, uint64_t id = 1) {
 
 StatusCode CodeOf(const Result<ObjectView>& v) { return v.status().code(); }
 
-TEST(ObjectMacTest, SealedObjectVerifiesAndKeepsItsContent) {
+// Each test runs for objects sealed with each algorithm.
+class ObjectMacTest : public ::testing::TestWithParam<MacAlgorithm> {
+ protected:
+  ObjectAuthenticator Keyed(const std::string& secret = kSecret) const {
+    return store::Keyed(secret, GetParam());
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Algorithms, ObjectMacTest,
+                         ::testing::Values(MacAlgorithm::kGmacAes256,
+                                           MacAlgorithm::kChaCha20Poly1305),
+                         [](const auto& info) {
+                           return info.param == MacAlgorithm::kGmacAes256
+                                      ? std::string("Gmac")
+                                      : std::string("ChaCha20Poly1305");
+                         });
+
+TEST_P(ObjectMacTest, SealedObjectVerifiesAndKeepsItsContent) {
   const ObjectAuthenticator a = Keyed();
   const Bytes plain = MakeObject(1, 2);
   const Bytes sealed = Sealed(a);
@@ -39,18 +63,19 @@ TEST(ObjectMacTest, SealedObjectVerifiesAndKeepsItsContent) {
     if (i >= kObjectMacNonceAt && i < kObjectHeaderBytes) continue;
     ASSERT_EQ(sealed[i], plain[i]) << i;
   }
-  EXPECT_EQ(sealed[kObjectMacAlgorithmAt], 1);
+  EXPECT_EQ(a.seal_with(), GetParam());
+  EXPECT_EQ(sealed[kObjectMacAlgorithmAt], uint8_t(GetParam()));
   Result<ObjectView> v = a.Verify(sealed);
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   EXPECT_EQ(v->header.key, KeyOf(1));
-  EXPECT_EQ(v->header.mac, MacAlgorithm::kGmacAes256);
+  EXPECT_EQ(v->header.mac, GetParam());
   EXPECT_TRUE(std::equal(v->payload.begin(), v->payload.end(),
                          plain.begin() + kObjectHeaderBytes));
   // The object is still intact to an unkeyed reader.
   EXPECT_TRUE(ParseObject(sealed).ok());
 }
 
-TEST(ObjectMacTest, EverySealDrawsAFreshNonce) {
+TEST_P(ObjectMacTest, EverySealDrawsAFreshNonce) {
   const ObjectAuthenticator a = Keyed();
   const Bytes x = Sealed(a), y = Sealed(a);
   EXPECT_FALSE(std::equal(x.begin() + kObjectMacNonceAt,
@@ -60,7 +85,7 @@ TEST(ObjectMacTest, EverySealDrawsAFreshNonce) {
   EXPECT_TRUE(a.Verify(y).ok());
 }
 
-TEST(ObjectMacTest, TheSameSecretGivesTheSameKey) {
+TEST_P(ObjectMacTest, TheSameSecretGivesTheSameKey) {
   const Bytes sealed = Sealed(Keyed());
   EXPECT_TRUE(Keyed().Verify(sealed).ok());  // another server of the fleet
   EXPECT_EQ(CodeOf(Keyed(std::string(40, 't')).Verify(sealed)),
@@ -69,7 +94,7 @@ TEST(ObjectMacTest, TheSameSecretGivesTheSameKey) {
 
 // The attack of issue 13: edit the payload (or the header) and recompute the
 // checksum. Intact to anything unkeyed, refused as forged by the key.
-TEST(ObjectMacTest, EditsWithARecomputedChecksumAreForged) {
+TEST_P(ObjectMacTest, EditsWithARecomputedChecksumAreForged) {
   const ObjectAuthenticator a = Keyed();
   struct Edit {
     const char* what;
@@ -99,7 +124,7 @@ TEST(ObjectMacTest, EditsWithARecomputedChecksumAreForged) {
   }
 }
 
-TEST(ObjectMacTest, DamageIsCorruptionNotForgery) {
+TEST_P(ObjectMacTest, DamageIsCorruptionNotForgery) {
   const ObjectAuthenticator a = Keyed();
   Bytes damaged = Sealed(a);
   damaged[kObjectHeaderBytes + 3] ^= 0x10;  // checksum not recomputed
@@ -109,7 +134,7 @@ TEST(ObjectMacTest, DamageIsCorruptionNotForgery) {
   EXPECT_EQ(CodeOf(a.Verify(damaged)), StatusCode::kCorruption);
 }
 
-TEST(ObjectMacTest, UnsealedObjectsAreRefusedByAKeyAndReadWithout) {
+TEST(ObjectMacAlgorithmsTest, UnsealedObjectsAreRefusedByAKeyAndReadWithout) {
   const Bytes plain = MakeObject(3);
   Result<ObjectView> keyed = Keyed().Verify(plain);
   EXPECT_EQ(CodeOf(keyed), StatusCode::kPermissionDenied);
@@ -127,7 +152,7 @@ TEST(ObjectMacTest, UnsealedObjectsAreRefusedByAKeyAndReadWithout) {
   EXPECT_EQ(CodeOf(none.Verify(damaged)), StatusCode::kCorruption);
 }
 
-TEST(ObjectMacTest, ShortSecretsAreRefusedWithAHint) {
+TEST(ObjectMacAlgorithmsTest, ShortSecretsAreRefusedWithAHint) {
   Result<ObjectAuthenticator> a = ObjectAuthenticator::FromSecret("short");
   ASSERT_FALSE(a.ok());
   EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
@@ -135,6 +160,136 @@ TEST(ObjectMacTest, ShortSecretsAreRefusedWithAHint) {
   EXPECT_TRUE(ObjectAuthenticator::FromSecret(
                   std::string(ObjectAuthenticator::kMinSecretBytes, 'x'))
                   .ok());
+}
+
+// Any keyed reader verifies objects sealed with either algorithm under its
+// secret, so servers that seal differently share one tier; the algorithm
+// byte is under the tag, so relabelling an object is a forgery.
+TEST(ObjectMacAlgorithmsTest, EitherAlgorithmVerifiesUnderOneSecret) {
+  const ObjectAuthenticator gmac = Keyed(kSecret, MacAlgorithm::kGmacAes256);
+  const ObjectAuthenticator chacha =
+      Keyed(kSecret, MacAlgorithm::kChaCha20Poly1305);
+  for (const ObjectAuthenticator* writer : {&gmac, &chacha}) {
+    const Bytes sealed = Sealed(*writer);
+    for (const ObjectAuthenticator* reader : {&gmac, &chacha}) {
+      EXPECT_TRUE(reader->Verify(sealed).ok());
+    }
+    Bytes relabelled = sealed;
+    relabelled[kObjectMacAlgorithmAt] =
+        uint8_t(writer == &gmac ? MacAlgorithm::kChaCha20Poly1305
+                                : MacAlgorithm::kGmacAes256);
+    EXPECT_EQ(CodeOf(gmac.Verify(relabelled)), StatusCode::kPermissionDenied);
+  }
+}
+
+TEST(ObjectMacAlgorithmsTest, SealsWithTheFastestAlgorithmUnlessTold) {
+  const MacAlgorithm fastest = ObjectAuthenticator::FastestMacAlgorithm();
+  EXPECT_TRUE(fastest == MacAlgorithm::kGmacAes256 ||
+              fastest == MacAlgorithm::kChaCha20Poly1305);
+  EXPECT_EQ(ObjectAuthenticator::FastestMacAlgorithm(), fastest);  // once
+  EXPECT_EQ(Keyed().seal_with(), fastest);
+  EXPECT_EQ(ObjectAuthenticator().seal_with(), MacAlgorithm::kNone);
+  Result<ObjectAuthenticator> none =
+      ObjectAuthenticator::FromSecret(kSecret, MacAlgorithm::kNone);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), StatusCode::kInvalidArgument);
+  // Told by name (bench tiers --tier-mac), the same key seals otherwise.
+  for (const MacAlgorithm a :
+       {MacAlgorithm::kGmacAes256, MacAlgorithm::kChaCha20Poly1305}) {
+    Result<MacAlgorithm> parsed = ParseMacAlgorithm(MacAlgorithmName(a));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, a);
+    const ObjectAuthenticator b = Keyed().SealingWith(a);
+    const Bytes sealed = Sealed(b);
+    EXPECT_EQ(sealed[kObjectMacAlgorithmAt], uint8_t(a));
+    EXPECT_TRUE(Keyed().Verify(sealed).ok());
+  }
+  for (const char* bad : {"none", "gmac", ""}) {
+    Result<MacAlgorithm> parsed = ParseMacAlgorithm(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_NE(parsed.status().message().find("chacha20-poly1305"),
+              std::string::npos);
+  }
+}
+
+// The tags are the standard constructions, computed here another way from
+// the primitives and the key derivation object_mac.cc documents: GMAC as
+// AES-256-GCM encryption of no plaintext with the object as additional
+// data; ChaCha20-Poly1305 as RFC 8439 section 2.8 spells it out, Poly1305
+// under the first 32 bytes of ChaCha20 block 0, over the additional data,
+// zero padding to 16 bytes and the two lengths. A reader in another
+// language can check kvstash's objects from this.
+TEST(ObjectMacAlgorithmsTest, TagsAreTheStandardConstructions) {
+  auto derive = [](std::string_view info) {
+    std::array<uint8_t, 32> key{};
+    EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+    EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(kdf);
+    char digest[] = "SHA256";
+    std::string secret = kSecret, salt = "kvstash tier object key", label(info);
+    const OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+        OSSL_PARAM_construct_octet_string("key", secret.data(), secret.size()),
+        OSSL_PARAM_construct_octet_string("salt", salt.data(), salt.size()),
+        OSSL_PARAM_construct_octet_string("info", label.data(), label.size()),
+        OSSL_PARAM_construct_end()};
+    EXPECT_EQ(EVP_KDF_derive(ctx, key.data(), key.size(), params), 1);
+    EVP_KDF_CTX_free(ctx);
+    EVP_KDF_free(kdf);
+    return key;
+  };
+  for (const MacAlgorithm algorithm :
+       {MacAlgorithm::kGmacAes256, MacAlgorithm::kChaCha20Poly1305}) {
+    const Bytes sealed = Sealed(Keyed(kSecret, algorithm), 7);
+    const uint8_t* nonce = sealed.data() + kObjectMacNonceAt;
+    Bytes aad(sealed.begin(), sealed.begin() + kObjectMacTagAt);
+    aad.insert(aad.end(), sealed.begin() + kObjectHeaderBytes, sealed.end());
+    std::array<uint8_t, 16> tag{};
+    if (algorithm == MacAlgorithm::kGmacAes256) {
+      const std::array<uint8_t, 32> key = derive("v4 GMAC-AES-256");
+      EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+      int n = 0;
+      uint8_t none[16];
+      ASSERT_EQ(EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(),
+                                   nonce),
+                1);
+      ASSERT_EQ(
+          EVP_EncryptUpdate(ctx, nullptr, &n, aad.data(), int(aad.size())), 1);
+      ASSERT_EQ(EVP_EncryptFinal_ex(ctx, none, &n), 1);
+      ASSERT_EQ(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag.data()),
+                1);
+      EVP_CIPHER_CTX_free(ctx);
+    } else {
+      const std::array<uint8_t, 32> key = derive("v4 ChaCha20-Poly1305");
+      // ChaCha20 block 0: OpenSSL's 16-byte IV is the 32-bit little-endian
+      // block counter, then the nonce.
+      uint8_t iv[16] = {};
+      std::copy(nonce, nonce + 12, iv + 4);
+      uint8_t one_time_key[32] = {}, zeros[32] = {};
+      EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+      int n = 0;
+      ASSERT_EQ(
+          EVP_EncryptInit_ex(ctx, EVP_chacha20(), nullptr, key.data(), iv), 1);
+      ASSERT_EQ(EVP_EncryptUpdate(ctx, one_time_key, &n, zeros, 32), 1);
+      EVP_CIPHER_CTX_free(ctx);
+      Bytes mac_data = aad;
+      mac_data.resize((aad.size() + 15) / 16 * 16, 0);
+      for (const uint64_t length : {uint64_t(aad.size()), uint64_t{0}}) {
+        for (int i = 0; i < 8; ++i)
+          mac_data.push_back(uint8_t(length >> (8 * i)));
+      }
+      EVP_MAC* poly = EVP_MAC_fetch(nullptr, "POLY1305", nullptr);
+      EVP_MAC_CTX* mctx = EVP_MAC_CTX_new(poly);
+      size_t tag_bytes = 0;
+      ASSERT_EQ(EVP_MAC_init(mctx, one_time_key, 32, nullptr), 1);
+      ASSERT_EQ(EVP_MAC_update(mctx, mac_data.data(), mac_data.size()), 1);
+      ASSERT_EQ(EVP_MAC_final(mctx, tag.data(), &tag_bytes, tag.size()), 1);
+      EVP_MAC_CTX_free(mctx);
+      EVP_MAC_free(poly);
+    }
+    EXPECT_TRUE(
+        std::equal(tag.begin(), tag.end(), sealed.begin() + kObjectMacTagAt))
+        << "algorithm " << int(algorithm);
+  }
 }
 
 }  // namespace
