@@ -151,12 +151,11 @@ Status TimedGets(Client& client, const std::vector<std::string>& keys,
   size_t skip = 0;   // bytes of the current value and its CRLF still to come
   Status first_error;
   while (received < count) {
-    if (sent < count && sent - received < awaited) {
-      for (; sent < count && sent - received < awaited; ++sent) {
-        Append(client, {"GET", keys[size_t(sent)]});
-      }
-      KV_RETURN_IF_ERROR(Flush(client));
+    const int sent_before = sent;
+    for (; sent < count && sent - received < awaited; ++sent) {
+      Append(client, {"GET", keys[size_t(sent)]});
     }
+    if (sent != sent_before) KV_RETURN_IF_ERROR(Flush(client));
     const ssize_t n = ::recv(client.c->fd, scratch.data(), scratch.size(), 0);
     if (n == 0) return client.Error("connection closed");
     if (n < 0) {
