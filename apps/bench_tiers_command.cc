@@ -55,21 +55,26 @@ Status PlotTiers(const bench::TierBenchResult& r,
 }
 
 Json TierRowsJson(const bench::TierRows& t) {
-  return {{"mode", t.mode},
-          {"restore_bytes_per_s", SpreadJson(t.restore_bytes_per_s)},
-          {"probe_bytes_per_s", SpreadJson(t.probe_bytes_per_s)},
-          {"restore_over_probe", SpreadJson(t.restore_over_probe)},
-          {"again_bytes_per_s", SpreadJson(t.again_bytes_per_s)},
-          {"again_over_probe", SpreadJson(t.again_over_probe)},
-          {"mac_share_of_restore", SpreadJson(t.mac_share_of_restore)},
-          {"concurrent_restores", bench::kConcurrentRestores},
-          {"concurrent_over_one", SpreadJson(t.concurrent_over_one)},
-          {"shared_over_one", SpreadJson(t.shared_over_one)},
-          {"warm_ttft_s", SpreadJson(t.warm_ttft_s)},
-          {"cold_over_warm_ttft", SpreadJson(t.cold_over_warm_ttft)},
-          {"suffix_ttft_s", SpreadJson(t.suffix_ttft_s)},
-          {"suffix_over_parts", SpreadJson(t.suffix_over_parts)},
-          {"restore_share_of_parts", SpreadJson(t.restore_share_of_parts)}};
+  Json j = {{"mode", t.mode},
+            {"restore_bytes_per_s", SpreadJson(t.restore_bytes_per_s)},
+            {"probe_bytes_per_s", SpreadJson(t.probe_bytes_per_s)},
+            {"restore_over_probe", SpreadJson(t.restore_over_probe)},
+            {"again_bytes_per_s", SpreadJson(t.again_bytes_per_s)},
+            {"again_over_probe", SpreadJson(t.again_over_probe)},
+            {"mac_share_of_restore", SpreadJson(t.mac_share_of_restore)},
+            {"concurrent_restores", bench::kConcurrentRestores},
+            {"concurrent_over_one", SpreadJson(t.concurrent_over_one)},
+            {"shared_over_one", SpreadJson(t.shared_over_one)},
+            {"warm_ttft_s", SpreadJson(t.warm_ttft_s)},
+            {"cold_over_warm_ttft", SpreadJson(t.cold_over_warm_ttft)},
+            {"suffix_ttft_s", SpreadJson(t.suffix_ttft_s)},
+            {"suffix_over_parts", SpreadJson(t.suffix_over_parts)},
+            {"restore_share_of_parts", SpreadJson(t.restore_share_of_parts)}};
+  if (t.layered_over_whole_load.median > 0) {
+    j["suffix_whole_load_ttft_s"] = SpreadJson(t.suffix_whole_load_ttft_s);
+    j["layered_over_whole_load"] = SpreadJson(t.layered_over_whole_load);
+  }
+  return j;
 }
 
 void PrintTierRows(const std::string& name, const bench::TierRows& t,
@@ -97,6 +102,11 @@ void PrintTierRows(const std::string& name, const bench::TierRows& t,
                   t.suffix_over_parts, 1, "x");
   PrintSpreadLine("  restore / (restore alone + suffix alone)",
                   t.restore_share_of_parts, 1, "");
+  if (t.layered_over_whole_load.median == 0) return;  // not layered
+  PrintSpreadLine("  the same TTFT, suffix computed after the whole load",
+                  t.suffix_whole_load_ttft_s, 1e3, "ms");
+  PrintSpreadLine("  layered load / whole load", t.layered_over_whole_load, 1,
+                  "x");
 }
 
 int RunBenchTiers(const BenchTiersCommandOptions& options) {

@@ -123,6 +123,10 @@ void AddServeStackFlags(CLI::App* cmd, ServeStackFlags* f, bool network) {
                   "waiting requests before 429");
   cmd->add_option("--ctx", s.scheduler.context,
                   "positions per sequence, 0 = the model's context");
+  cmd->add_option("--layered-loads", s.scheduler.layered_loads,
+                  "on: a prompt's suffix is computed while its prefix loads "
+                  "from a tier, layer by layer; off: after the whole load")
+      ->default_str("on");
   AddTierFlags(cmd, &f->tiers);
 }
 

@@ -55,7 +55,7 @@ Status Validate(const TierBenchOptions& o, const Model& model) {
 struct TierSamples {
   std::vector<double> restore, again, probe, ratio, again_ratio, warm,
       cold_over_warm, mac_share, concurrent, shared, suffix, suffix_over_parts,
-      restore_share;
+      restore_share, suffix_whole, layered_over_whole;
 };
 
 // Seconds to verify `objects` with `key`.
@@ -235,21 +235,42 @@ Status Bench::MeasureSuffix(store::Tier* tier,
                             const std::vector<int32_t>& prompt,
                             const std::string& salt, double restore_seconds,
                             Prompts& prompts, TierSamples* out) {
-  KV_ASSIGN_OR_RETURN(std::unique_ptr<ServingStack> stack, NewStack({tier}));
-  Scheduler& s = stack->scheduler();
-  double ttft[2];  // from the tier, then from DRAM
-  for (double& t : ttft) {
+  // The prompt with a new suffix each time (it is never cached).
+  auto request = [&] {
     std::vector<int32_t> p = prompt;
     const std::vector<int32_t> suffix = prompts.Random(o_.suffix_tokens + 1);
     p.insert(p.end(), suffix.begin() + 1, suffix.end());  // without its BOS
     GenerationRequest r = Greedy(std::move(p), 1);
     r.cache_salt = salt;
-    KV_ASSIGN_OR_RETURN(bench::Run run, RunOne(s, std::move(r)));
-    t = run.ttft();
+    return r;
+  };
+  // From the tier on a fresh server, layered or after the whole load; then
+  // (layered's server) from DRAM.
+  double layered = 0, whole = 0, dram = 0;
+  bool layered_applied = false;
+  const bool layered_first = out->suffix.size() % 2 == 1;  // alternating
+  for (const bool layered_loads : {layered_first, !layered_first}) {
+    ServingStackOptions so = StackOptions({tier});
+    so.scheduler.layered_loads = layered_loads;
+    KV_ASSIGN_OR_RETURN(std::unique_ptr<ServingStack> stack,
+                        ServingStack::Create(model_, &pool_, so));
+    KV_ASSIGN_OR_RETURN(bench::Run run, RunOne(stack->scheduler(), request()));
+    (layered_loads ? layered : whole) = run.ttft();
+    if (layered_loads) {
+      // Not with a tier codec other than raw: its objects decode whole.
+      layered_applied = stack->kv().Stats().layered_loads > 0;
+      KV_ASSIGN_OR_RETURN(bench::Run again,
+                          RunOne(stack->scheduler(), request()));
+      dram = again.ttft();
+    }
   }
-  out->suffix.push_back(ttft[0]);
-  out->suffix_over_parts.push_back(ttft[0] / (restore_seconds + ttft[1]));
-  out->restore_share.push_back(restore_seconds / (restore_seconds + ttft[1]));
+  out->suffix.push_back(layered);
+  out->suffix_over_parts.push_back(layered / (restore_seconds + dram));
+  out->restore_share.push_back(restore_seconds / (restore_seconds + dram));
+  if (layered_applied) {
+    out->suffix_whole.push_back(whole);
+    out->layered_over_whole.push_back(layered / whole);
+  }
   return Status::OK();
 }
 
@@ -397,6 +418,10 @@ Result<TierBenchResult> Bench::Run() {
       rows->suffix_ttft_s = SpreadOf(s.suffix);
       rows->suffix_over_parts = SpreadOf(s.suffix_over_parts);
       rows->restore_share_of_parts = SpreadOf(s.restore_share);
+    }
+    if (!s.layered_over_whole.empty()) {
+      rows->suffix_whole_load_ttft_s = SpreadOf(s.suffix_whole);
+      rows->layered_over_whole_load = SpreadOf(s.layered_over_whole);
     }
   };
   if (disk_) summarize(disk, &result.disk);

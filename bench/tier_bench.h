@@ -91,9 +91,16 @@ struct TierRows {
   // suffix, over the sum of its parts alone: the restore time and the TTFT
   // of the same request with the prompt already in DRAM (another suffix).
   // 1 + overhead when load and compute run one after the other; below 1
-  // when they overlap.
+  // when they overlap. The server computes the suffix while the prefix
+  // loads, layer by layer (SchedulerOptions::layered_loads).
   Spread suffix_ttft_s;
   Spread suffix_over_parts;
+  // Per run: the same TTFT on a server that computes the suffix after the
+  // whole load (layered_loads off), and layered over that: what layered
+  // loading takes off (the two alternate which goes first). Zero when the
+  // load could not be layered (a tier codec other than raw).
+  Spread suffix_whole_load_ttft_s;
+  Spread layered_over_whole_load;
   // Per run: the restore time over that sum of parts: the most that
   // computing the suffix while the prefix loads (layer by layer, as
   // LMCache's layerwise mode) could take off the TTFT, as a share of it.

@@ -90,6 +90,7 @@ void PagedKvView::Write(int layer, int pos, const float* k, const float* v) {
 }
 
 void PagedKvView::Seal(int layer, int begin, int end) {
+  if (gate_) gate_(layer);
   if (!has_residual_) return;
   const int bt = layout_.block_tokens;
   const size_t hd = layout_.head_dim;

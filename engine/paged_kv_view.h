@@ -22,7 +22,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "engine/kv_compaction.h"
@@ -57,6 +59,12 @@ class PagedKvView final : public KvView {
               std::span<const int32_t> blocks, KvResidual* residual = nullptr,
               const KvCompaction* compaction = nullptr);
 
+  // Called with each layer in Seal, before the layer's Reads: a layered
+  // load's wait for that layer of the blocks it is filling
+  // (kvcache::LayeredLoad::AwaitLayer). Must not touch the view.
+  using LayerGate = std::function<void(int layer)>;
+  void SetLayerGate(LayerGate gate) { gate_ = std::move(gate); }
+
   int capacity() const override;
   kernels::KvFormat format() const override { return layout_.kv; }
   int read_window() const override;
@@ -82,6 +90,7 @@ class PagedKvView final : public KvView {
   KvResidual* residual_;
   const KvCompaction* compaction_;
   bool has_residual_;
+  LayerGate gate_;
 };
 
 }  // namespace kvstash

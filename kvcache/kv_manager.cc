@@ -1,6 +1,7 @@
 #include "kvcache/kv_manager.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -78,13 +79,15 @@ int PrefixHit::total() const {
 // the lock). Every helper requires `mu` held.
 struct KvManager::State {
   State(const BlockLayout& layout, std::unique_ptr<BlockPool> pool,
-        std::vector<TierOptions> tier_options, store::Codec codec, size_t chunk)
+        std::vector<TierOptions> tier_options, store::Codec codec, size_t chunk,
+        size_t layered_range_bytes)
       : layout(layout),
         pool(std::move(pool)),
         index(this->pool.get()),
         tiers(std::move(tier_options)),
         codec(codec),
-        chunk(chunk) {
+        chunk(chunk),
+        layered_range_bytes(layered_range_bytes) {
     for (const TierOptions& t : tiers) {
       TierCounters c;
       c.name = std::string(t.tier->name());
@@ -215,6 +218,7 @@ struct KvManager::State {
   const std::vector<TierOptions> tiers;
   const store::Codec codec;  // of the objects written to and read from tiers
   const size_t chunk;        // blocks per chunk object
+  const size_t layered_range_bytes;
   std::vector<TierCounters> tier_counters;  // guarded by mu, name/policy fixed
   LoadObserver load_observer;               // set before any Prefetch
   // The chain hashes Prefetches are loading now (each claims its chain past
@@ -224,6 +228,7 @@ struct KvManager::State {
   std::unordered_set<Hash128, Hash128Hasher> loading;
   std::condition_variable loads_done;
   uint64_t shared_loads = 0;
+  uint64_t layered_loads = 0, layered_load_failures = 0;
 };
 
 // A free block (refcount 1), evicting LRU cached leaves while none is free;
@@ -503,9 +508,9 @@ Result<std::unique_ptr<KvManager>> KvManager::Create(
   KV_ASSIGN_OR_RETURN(
       std::unique_ptr<BlockPool> pool,
       BlockPool::Create(block_bytes, BlockId(n_blocks), options.prefault));
-  return std::unique_ptr<KvManager>(new KvManager(
-      std::make_unique<State>(options.layout, std::move(pool), options.tiers,
-                              options.tier_codec, chunk)));
+  return std::unique_ptr<KvManager>(new KvManager(std::make_unique<State>(
+      options.layout, std::move(pool), options.tiers, options.tier_codec, chunk,
+      options.layered_range_bytes)));
 }
 
 KvManager::KvManager(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -1011,6 +1016,299 @@ PrefixHit KvManager::State::PrefetchChain(std::span<const Hash128> chain,
   return hit;
 }
 
+// One object of a layered load: blocks [first, first + count) of the load
+// (fresh[first..]), read from tier `tier`.
+struct LayeredPiece {
+  size_t tier;
+  size_t first;
+  size_t count;
+};
+
+struct LayeredLoad::Impl {
+  Hash128 root;
+  std::vector<Hash128> chain;        // h_1.. of the blocks mapped, then loaded
+  size_t mapped = 0;                 // chain[0, mapped): the DRAM prefix
+  size_t queried_tokens = 0;         // the prompt's length
+  std::vector<BlockId> fresh;        // fresh[i] receives chain[mapped + i]
+  std::vector<LayeredPiece> pieces;  // along the chain, in order
+  std::vector<Hash128> claimed;      // in State::loading until Finish
+  PrefixHit planned;
+
+  mutable std::mutex mu;
+  mutable std::condition_variable cv;
+  int layers_read = 0;    // layers [0, layers_read) read or given up
+  bool done = false;      // RunLayeredLoad has verified what it could
+  size_t verified = 0;    // leading blocks of `fresh` that verified
+  double seconds = 0;     // RunLayeredLoad's wall time
+  bool finished = false;  // FinishLayeredLoad ran
+
+  // Announces layers [0, n) read (and, with `all_done`, the verdict).
+  void Publish(int n, bool all_done) {
+    std::lock_guard lock(mu);
+    layers_read = n;
+    done = all_done;
+    cv.notify_all();
+  }
+};
+
+LayeredLoad::LayeredLoad(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+LayeredLoad::~LayeredLoad() {
+  KV_CHECK_MSG(impl_->finished || impl_->fresh.empty(),
+               "a layered load was dropped before FinishLayeredLoad");
+}
+
+int LayeredLoad::tokens() const { return impl_->planned.total(); }
+
+const PrefixHit& LayeredLoad::planned() const { return impl_->planned; }
+
+void LayeredLoad::AwaitLayer(int layer) const {
+  std::unique_lock lock(impl_->mu);
+  impl_->cv.wait(lock,
+                 [&] { return impl_->done || impl_->layers_read > layer; });
+}
+
+std::shared_ptr<LayeredLoad> KvManager::BeginLayeredLoad(
+    std::span<const int32_t> tokens, SequenceKv* seq) {
+  KV_CHECK(seq->blocks.empty());
+  State& s = *state_;
+  const size_t b = s.block_tokens();
+  if (s.codec != store::Codec::kRaw || tokens.empty()) return nullptr;
+  auto impl = std::make_unique<LayeredLoad::Impl>();
+  LayeredLoad::Impl& l = *impl;
+  l.root = seq->root;
+  l.queried_tokens = tokens.size();
+  // Whole blocks before the last token, which is always computed.
+  l.chain = s.Chain(tokens.first((tokens.size() - 1) / b * b), seq->root);
+  std::vector<size_t> claimed_at;  // chain position of each claimed hash
+  {
+    std::lock_guard lock(s.mu);
+    l.mapped = s.MapChain(l.chain, seq);
+    if (l.mapped == l.chain.size() || s.loading.contains(l.chain[l.mapped])) {
+      s.ReleaseLocked(seq);
+      return nullptr;
+    }
+    for (size_t i = l.mapped; i < l.chain.size(); ++i) {
+      if (s.loading.insert(l.chain[i]).second) {
+        l.claimed.push_back(l.chain[i]);
+        claimed_at.push_back(i);
+      }
+    }
+  }
+  const State::TierPlan plan = s.PlanTiers(l.chain, l.mapped);
+  {
+    std::lock_guard lock(s.mu);
+    while (l.fresh.size() < plan.end - l.mapped) {
+      const BlockId id = s.AllocateEvicting();
+      if (id < 0) break;
+      l.fresh.push_back(id);
+    }
+    // The whole objects along the chain that land in those blocks, from
+    // tiers that read ranges.
+    const size_t limit = l.mapped + l.fresh.size();
+    size_t at = l.mapped;
+    for (size_t t = 0; t < s.tiers.size(); ++t) {
+      if (plan.pieces[t].empty()) continue;
+      if (!s.tiers[t].tier->reads_ranges()) break;
+      for (const State::Piece& p : plan.pieces[t]) {
+        if (p.first != at || p.first + p.count > limit) break;
+        l.pieces.push_back({t, p.first - l.mapped, p.count});
+        at += p.count;
+      }
+      if (at != plan.ends[t]) break;
+    }
+    for (size_t i = at - l.mapped; i < l.fresh.size(); ++i) {
+      s.Unref(l.fresh[i], nullptr);
+    }
+    l.fresh.resize(at - l.mapped);
+    if (l.fresh.empty()) {
+      for (const Hash128& h : l.claimed) s.loading.erase(h);
+      s.loads_done.notify_all();
+      s.ReleaseLocked(seq);
+      return nullptr;
+    }
+    // Blocks past the objects loaded are not claimed (claims are in chain
+    // order).
+    while (!claimed_at.empty() && claimed_at.back() >= at) {
+      s.loading.erase(l.claimed.back());
+      l.claimed.pop_back();
+      claimed_at.pop_back();
+    }
+    l.chain.resize(at);
+    s.loads_done.notify_all();
+    seq->blocks.insert(seq->blocks.end(), l.fresh.begin(), l.fresh.end());
+    ++s.layered_loads;
+  }
+  l.planned.dram_tokens = int(l.mapped * b);
+  l.planned.tier_tokens.assign(s.tiers.size(), 0);
+  for (const LayeredPiece& p : l.pieces) {
+    l.planned.tier_tokens[p.tier] += int(p.count * b);
+  }
+  return std::shared_ptr<LayeredLoad>(new LayeredLoad(std::move(impl)));
+}
+
+void KvManager::RunLayeredLoad(LayeredLoad& load) {
+  State& s = *state_;
+  LayeredLoad::Impl& l = *load.impl_;
+  const auto start = std::chrono::steady_clock::now();
+  const BlockLayout& layout = s.layout;
+  const size_t block_bytes = layout.block_bytes();
+  const size_t layer_bytes = block_bytes / size_t(layout.n_layers);
+  const int n_layers = layout.n_layers;
+  const int per_group = int(std::clamp<size_t>(
+      s.layered_range_bytes / layer_bytes, 1, size_t(n_layers)));
+  std::vector<std::array<uint8_t, store::kObjectHeaderBytes>> headers(
+      l.pieces.size());
+  // Pieces [0, valid) were read whole so far; a piece that was not ends
+  // the load there (its blocks and those after it are recomputed).
+  size_t valid = l.pieces.size();
+  std::vector<Hash128> keys;
+  std::vector<size_t> key_piece;  // piece of each key
+  std::vector<store::Tier::RangeRead> ranges;
+  for (int g0 = 0; g0 < n_layers; g0 += per_group) {
+    const int g1 = std::min(n_layers, g0 + per_group);
+    const size_t offset = size_t(g0) * layer_bytes;
+    const size_t bytes = size_t(g1 - g0) * layer_bytes;
+    for (size_t j = 0; j < valid;) {
+      // The pieces of one tier, at once.
+      const size_t t = l.pieces[j].tier;
+      keys.clear();
+      key_piece.clear();
+      ranges.clear();
+      for (; j < valid && l.pieces[j].tier == t; ++j) {
+        const LayeredPiece& p = l.pieces[j];
+        const size_t k = keys.size();
+        keys.push_back(l.chain[l.mapped + p.first + p.count - 1]);
+        key_piece.push_back(j);
+        if (g0 == 0) ranges.push_back({k, 0, headers[j]});
+        for (size_t i = 0; i < p.count; ++i) {
+          uint8_t* block = s.pool->data(l.fresh[p.first + i]);
+          ranges.push_back(
+              {k,
+               store::kObjectHeaderBytes + i * block_bytes + offset,
+               {block + offset, bytes}});
+        }
+      }
+      const std::vector<bool> read = s.tiers[t].tier->ReadRanges(keys, ranges);
+      for (size_t k = 0; k < keys.size(); ++k) {
+        if (!read[k]) {
+          valid = std::min(valid, key_piece[k]);
+          break;
+        }
+      }
+    }
+    if (g1 < n_layers) l.Publish(g1, false);
+  }
+  // Verify each object whole, from the last to the first (so that the head
+  // of the chain ends up the most recently used in the tier, as Visit
+  // leaves it); the load ends at the first, in chain order, that fails.
+  std::vector<std::span<const uint8_t>> payload;
+  std::vector<uint64_t> failures(s.tiers.size(), 0);
+  for (size_t j = valid; j-- > 0;) {
+    const LayeredPiece& p = l.pieces[j];
+    const Hash128& key = l.chain[l.mapped + p.first + p.count - 1];
+    payload.clear();
+    for (size_t i = 0; i < p.count; ++i) {
+      payload.push_back({s.pool->data(l.fresh[p.first + i]), block_bytes});
+    }
+    // The tier judges the bytes (and drops a damaged or forged object),
+    // then the header must name what was asked for.
+    bool ok =
+        s.tiers[p.tier].tier->VerifyGathered(key, headers[j], payload).ok();
+    if (ok) {
+      const store::ObjectHeader header =
+          store::ParseHeaderPrefix(headers[j]).value();
+      ok = store::ExpectObjectHeader(header, l.root, key, layout,
+                                     store::Codec::kRaw)
+               .ok() &&
+           header.token_count == p.count * s.block_tokens();
+    }
+    if (!ok) valid = j;
+  }
+  size_t verified = 0;  // blocks
+  for (size_t j = 0; j < valid; ++j) verified += l.pieces[j].count;
+  if (valid < l.pieces.size()) ++failures[l.pieces[valid].tier];
+  // Promote what verified to the tiers above its own that take loads.
+  std::vector<uint8_t> object;
+  for (size_t j = 0; j < valid; ++j) {
+    const LayeredPiece& p = l.pieces[j];
+    const uint8_t promote_to = s.PromotedFrom(p.tier);
+    if (promote_to == 0) continue;
+    object.assign(headers[j].begin(), headers[j].end());
+    for (size_t i = 0; i < p.count; ++i) {
+      const uint8_t* block = s.pool->data(l.fresh[p.first + i]);
+      object.insert(object.end(), block, block + block_bytes);
+    }
+    const Hash128& key = l.chain[l.mapped + p.first + p.count - 1];
+    for (size_t u = 0; u < p.tier; ++u) {
+      if ((promote_to >> u & 1) == 0) continue;
+      // A refused write is counted by that tier (dropped_writes).
+      (void)s.tiers[u].tier->Put(key, object);
+    }
+  }
+  l.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  {
+    std::lock_guard lock(s.mu);
+    for (size_t t = 0; t < s.tiers.size(); ++t) {
+      s.tier_counters[t].load_failures += failures[t];
+    }
+  }
+  if (s.load_observer) {
+    for (size_t t = 0; t < s.tiers.size(); ++t) {
+      size_t blocks = 0;
+      for (const LayeredPiece& p : l.pieces)
+        blocks += p.tier == t ? p.count : 0;
+      if (blocks > 0) s.load_observer(t, l.seconds, blocks);
+    }
+  }
+  {
+    std::lock_guard lock(l.mu);
+    l.verified = verified;
+  }
+  l.Publish(n_layers, true);
+}
+
+int KvManager::FinishLayeredLoad(LayeredLoad& load, SequenceKv* seq) {
+  State& s = *state_;
+  LayeredLoad::Impl& l = *load.impl_;
+  KV_CHECK(!l.finished);
+  {
+    std::unique_lock lock(l.mu);
+    l.cv.wait(lock, [&] { return l.done; });
+  }
+  const size_t b = s.block_tokens();
+  std::lock_guard lock(s.mu);
+  KV_CHECK(seq->chain.size() == l.mapped);
+  std::vector<uint8_t> source(l.fresh.size(), 0);  // tier per block
+  for (const LayeredPiece& p : l.pieces) {
+    std::fill_n(source.begin() + ptrdiff_t(p.first), p.count, uint8_t(p.tier));
+  }
+  for (size_t i = 0; i < l.verified; ++i) {
+    const Hash128& h = l.chain[l.mapped + i];
+    const std::optional<Hash128> parent =
+        seq->chain.empty() ? std::nullopt : std::optional(seq->chain.back());
+    const bool taken = s.index.Find(h) != nullptr;
+    // Another sequence computed or loaded it meanwhile: this copy stays
+    // private to the sequence (it computed over it).
+    if (!taken) s.index.Insert(h, l.fresh[i], parent);
+    s.index.MarkInTiers(h,
+                        uint8_t(1u << source[i]) | s.PromotedFrom(source[i]));
+    seq->chain.push_back(h);
+    seq->indexed.push_back(!taken);
+    ++s.tier_counters[source[i]].loaded_blocks;
+  }
+  if (!seq->chain.empty()) s.index.Touch(seq->chain.back());
+  const size_t held = l.mapped + l.verified;
+  s.queried_tokens += l.queried_tokens;
+  s.hit_tokens += held * b;
+  if (l.verified < l.fresh.size()) ++s.layered_load_failures;
+  for (const Hash128& h : l.claimed) s.loading.erase(h);
+  if (!l.claimed.empty()) s.loads_done.notify_all();
+  l.finished = true;
+  return int(held * b);
+}
+
 size_t KvManager::tier_count() const { return state_->tiers.size(); }
 
 std::vector<TierCounters> KvManager::TierStats() const {
@@ -1084,6 +1382,8 @@ KvStats KvManager::Stats() const {
   st.rows_published = s.rows_published;
   st.rows_hits = s.rows_hits;
   st.shared_loads = s.shared_loads;
+  st.layered_loads = s.layered_loads;
+  st.layered_load_failures = s.layered_load_failures;
   return st;
 }
 

@@ -126,6 +126,10 @@ struct KvManagerOptions {
   // Servers sharing a tier should agree on it (objects of another chunk
   // size are found only where their keys coincide).
   size_t chunk_blocks = 0;
+  // A layered load (BeginLayeredLoad) reads each block's layers in ranges
+  // of about this many bytes, at least one layer each: one read of every
+  // object per group of layers, announced to the forward pass as it lands.
+  size_t layered_range_bytes = size_t{64} << 10;
 };
 
 // One sequence's view of the cache. Owned by the caller (one per running
@@ -172,6 +176,10 @@ struct KvStats {
   // Prefetch and waited to map what it loaded instead of reading them again
   // (counted when the wait begins).
   uint64_t shared_loads = 0;
+  // Layered loads begun (BeginLayeredLoad), and those finished with a
+  // block that did not arrive or verify (its sequence recomputes).
+  uint64_t layered_loads = 0;
+  uint64_t layered_load_failures = 0;
 };
 
 // How the cached prefix of a prompt splits over DRAM and the tiers (tokens,
@@ -202,6 +210,33 @@ struct HotPrefix {
   std::vector<int32_t> first_tokens;
   uint8_t in_tiers = 0;  // bit t: its last block is in (or queued for) tier t
   bool in_use = false;   // its last block is held by a sequence now
+};
+
+// A layered load (KvManager::BeginLayeredLoad): a prompt's cached prefix
+// being read from the tiers layer by layer into blocks its sequence already
+// holds, so that the prompt's own suffix is computed meanwhile. Shared by
+// the loader thread that reads it and the forward pass that waits for it.
+class LayeredLoad {
+ public:
+  ~LayeredLoad();
+  LayeredLoad(const LayeredLoad&) = delete;
+  LayeredLoad& operator=(const LayeredLoad&) = delete;
+
+  // Positions the sequence holds from its start: its DRAM prefix and the
+  // blocks being loaded (whole blocks before the prompt's last token).
+  int tokens() const;
+  // The split found: dram_tokens mapped, tier_tokens being loaded.
+  const PrefixHit& planned() const;
+  // Returns once layer `layer` of every block being loaded has been read,
+  // or given up (FinishLayeredLoad then says which blocks verified).
+  // Thread-safe.
+  void AwaitLayer(int layer) const;
+
+ private:
+  friend class KvManager;
+  struct Impl;
+  explicit LayeredLoad(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 class KvManager {
@@ -324,6 +359,39 @@ class KvManager {
   // write, so one token is computed; the chunk holding it is found by its
   // key, which a prompt cut before its last token could not name).
   PrefixHit Prefetch(std::span<const int32_t> tokens, const Hash128& root);
+
+  // Layered loads (LMCache's layer-wise mode): the suffix of a prompt is
+  // computed while its cached prefix is still being read from the tiers,
+  // layer by layer, instead of after the whole load.
+  //   BeginLayeredLoad  maps `tokens`' DRAM prefix into `seq` (which must
+  //       hold no blocks) as Admit does and gives it private blocks for the
+  //       whole blocks before the last token that the tiers hold past it,
+  //       claimed as a Prefetch claims them. nullptr, seq left empty, when
+  //       the load cannot be layered: another Prefetch is loading the next
+  //       block, the tier codec is not raw, a tier on the way cannot read
+  //       ranges (Tier::reads_ranges), a chunk object starts inside the
+  //       DRAM prefix or past the blocks that could be had, or the tiers
+  //       hold nothing past DRAM. Call Prefetch then.
+  //   RunLayeredLoad    (a loader thread) reads the objects' ranges group of
+  //       layers by group into those blocks, announcing each group
+  //       (AwaitLayer), then verifies every object whole (Tier::
+  //       VerifyGathered: the tier's MAC, the header's identity) and
+  //       promotes the verified ones to the tiers above, as Prefetch does.
+  //   FinishLayeredLoad (the owner of `seq`, after computing over it and
+  //       before using its logits, committing or releasing it) waits for
+  //       RunLayeredLoad, names and indexes the blocks that verified as the
+  //       sequence's (a block another sequence indexed meanwhile stays
+  //       private), releases the claims, and returns the positions of
+  //       `seq` that hold verified K/V: tokens() when all did. Blocks past
+  //       that hold bytes that did not verify: whatever was computed over
+  //       them must be recomputed (release the sequence and admit it again).
+  // A forward pass over the sequence waits for layer l of the load before
+  // it reads layer l (LayeredLoad::AwaitLayer, from its KvView's Seal).
+  // Counts queried and hit tokens as Admit does (at Finish).
+  std::shared_ptr<LayeredLoad> BeginLayeredLoad(std::span<const int32_t> tokens,
+                                                SequenceKv* seq);
+  void RunLayeredLoad(LayeredLoad& load);
+  int FinishLayeredLoad(LayeredLoad& load, SequenceKv* seq);
 
   size_t tier_count() const;
   std::vector<TierCounters> TierStats() const;

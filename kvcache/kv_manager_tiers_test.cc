@@ -2,19 +2,24 @@
 // Prefetch along the hash chain across DRAM and several tiers, promotion to
 // the tiers above the source, loads that stop at a missing or damaged
 // object, a full pool, or another namespace, and concurrent loads of one
-// prefix that read it once.
+// prefix that read it once; layered loads.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <future>
+#include <iterator>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "kvcache/kv_manager.h"
 #include "kvcache/kv_test_util.h"
 #include "store/disk_tier.h"
+#include "store/object_testing.h"
 #include "tests/testing/forwarding_tier.h"
 #include "tests/testing/shared_data.h"
 
@@ -484,6 +489,293 @@ TEST(KvManagerTiersTest, ConcurrentPrefetchesOfOnePrefixReadItOnce) {
   EXPECT_TRUE(Computed(*b, longer, 8 * kB, seq));
   EXPECT_TRUE(Valid(*b, {&seq}).ok());
   b->Release(&seq);
+}
+
+// Layered loads (KvManager::BeginLayeredLoad): the blocks a sequence holds
+// are filled group of layers by group, each group announced before the next
+// is read; only what verified is named; a forged object ends the load there;
+// a load that cannot be layered falls back to Prefetch; a Prefetch of the
+// same prefix waits for a layered load and maps what it brought.
+
+std::unique_ptr<KvManager> Manager(store::Tier* tier, size_t chunk_blocks = 16,
+                                   size_t range_bytes = 1,
+                                   store::Codec codec = store::Codec::kRaw) {
+  KvManagerOptions o;
+  o.layout = SmallLayout();
+  o.capacity_bytes = 32 * o.layout.block_bytes();
+  o.prefault = false;
+  o.tiers = {{tier}};
+  o.chunk_blocks = chunk_blocks;
+  o.layered_range_bytes = range_bytes;  // 1: one layer per group
+  o.tier_codec = codec;
+  Result<std::unique_ptr<KvManager>> m = KvManager::Create(o);
+  KV_CHECK(m.ok());
+  return std::move(m).value();
+}
+
+// `prompt` computed by one server and its blocks stored on `disk`.
+void Store(store::DiskTier& disk, std::span<const int32_t> prompt,
+           size_t chunk_blocks = 16) {
+  auto a = Manager(&disk, chunk_blocks);
+  CacheRun(*a, prompt, Root(""));
+  disk.Flush();
+}
+
+// Edits a payload byte of the object on disk and recomputes its checksum:
+// intact to anything without the tier key (store/object_testing.h).
+void Forge(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<uint8_t> file((std::istreambuf_iterator<char>(in)), {});
+  in.close();
+  const store::ObjectHeader h = store::ParseHeaderPrefix(file).value();
+  std::vector<uint8_t> object(
+      file.begin(),
+      file.begin() + ptrdiff_t(store::kObjectHeaderBytes + h.payload_bytes));
+  object[store::kObjectHeaderBytes + 3] ^= 0x40;
+  store::RecomputeChecksum(object);
+  std::copy(object.begin(), object.end(), file.begin());  // padding kept
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(file.data()),
+             std::streamsize(file.size()));
+}
+
+// Records the ranges of each ReadRanges call; calls after the first
+// `free_calls` wait until Open().
+class SteppedTier final : public kvstash::testing::ForwardingTier {
+ public:
+  SteppedTier(store::Tier* inner, int free_calls)
+      : ForwardingTier(inner), free_calls_(free_calls) {}
+
+  std::vector<bool> ReadRanges(std::span<const store::BlockKey> keys,
+                               std::span<const RangeRead> ranges) override {
+    {
+      std::unique_lock lock(mu_);
+      calls_.emplace_back();
+      for (const RangeRead& r : ranges) {
+        calls_.back().push_back({r.offset, r.into.size()});
+      }
+      cv_.notify_all();
+      cv_.wait(lock,
+               [&] { return open_ || int(calls_.size()) <= free_calls_; });
+    }
+    return ForwardingTier::ReadRanges(keys, ranges);
+  }
+  // Waits until `n` calls have begun.
+  void AwaitCalls(size_t n) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return calls_.size() >= n; });
+  }
+  void Open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  // Per call, (offset, size) of each range.
+  std::vector<std::vector<std::pair<uint64_t, size_t>>> calls() const {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+
+ private:
+  const int free_calls_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::vector<std::pair<uint64_t, size_t>>> calls_;
+  bool open_ = false;
+};
+
+TEST(KvManagerLayeredLoadTest, FillsTheSequencesBlocksAndNamesThem) {
+  auto disk = OpenDisk("layered");
+  const std::vector<int32_t> prompt = Range(100, 4 * kB + 2);
+  Store(*disk, prompt);
+  auto b = Manager(disk.get());
+  SequenceKv seq = Seq(Root(""));
+  std::shared_ptr<LayeredLoad> load = b->BeginLayeredLoad(prompt, &seq);
+  ASSERT_NE(load, nullptr);
+  EXPECT_EQ(load->tokens(), 4 * kB);
+  EXPECT_EQ(load->planned().dram_tokens, 0);
+  EXPECT_EQ(load->planned().tier_tokens, std::vector<int>{4 * kB});
+  EXPECT_EQ(seq.blocks.size(), 4u);  // held, private until named
+  EXPECT_TRUE(seq.chain.empty());
+  EXPECT_TRUE(Valid(*b, {&seq}).ok());
+  b->RunLayeredLoad(*load);
+  EXPECT_EQ(b->FinishLayeredLoad(*load, &seq), 4 * kB);
+  EXPECT_EQ(seq.chain.size(), 4u);
+  EXPECT_TRUE(Computed(*b, prompt, 4 * kB, seq));
+  ASSERT_TRUE(b->Reserve(int(prompt.size()), &seq).ok());
+  Compute(*b, prompt, 4 * kB, int(prompt.size()), seq);
+  b->Commit(prompt, &seq);
+  EXPECT_TRUE(Valid(*b, {&seq}).ok());
+  b->Release(&seq);
+  EXPECT_EQ(b->Stats().layered_loads, 1u);
+  EXPECT_EQ(b->Stats().layered_load_failures, 0u);
+  EXPECT_EQ(b->Stats().hit_tokens, uint64_t(4 * kB));
+  EXPECT_EQ(b->TierStats()[0].loaded_blocks, 4u);
+  EXPECT_EQ(b->TierStats()[0].store.hits, 4u);
+  // The loaded blocks are cached like any: the next request maps them.
+  SequenceKv again = Seq(Root(""));
+  EXPECT_EQ(b->Admit(prompt, &again), 4 * kB);
+  EXPECT_TRUE(Computed(*b, prompt, 4 * kB, again));
+  b->Release(&again);
+  EXPECT_TRUE(Valid(*b, {}).ok());
+}
+
+// A DRAM prefix, then chunk objects of 2 blocks from disk.
+TEST(KvManagerLayeredLoadTest, ContinuesADramPrefixWithChunks) {
+  auto disk = OpenDisk("layered_chunks");
+  const std::vector<int32_t> prompt = Range(40, 6 * kB + 1);
+  Store(*disk, prompt, /*chunk_blocks=*/2);
+  auto b = Manager(disk.get(), 2);
+  CacheRun(*b, std::span(prompt).first(2 * kB + 1), Root(""));  // 2 blocks
+  SequenceKv seq = Seq(Root(""));
+  std::shared_ptr<LayeredLoad> load = b->BeginLayeredLoad(prompt, &seq);
+  ASSERT_NE(load, nullptr);
+  EXPECT_EQ(load->planned().dram_tokens, 2 * kB);
+  EXPECT_EQ(load->planned().tier_tokens, std::vector<int>{4 * kB});
+  b->RunLayeredLoad(*load);
+  EXPECT_EQ(b->FinishLayeredLoad(*load, &seq), 6 * kB);
+  EXPECT_TRUE(Computed(*b, prompt, 6 * kB, seq));
+  EXPECT_EQ(b->TierStats()[0].store.hits, 2u);  // two chunk objects
+  EXPECT_TRUE(Valid(*b, {&seq}).ok());
+  b->Release(&seq);
+}
+
+// With one layer per group, layer 0 of every block is read and announced
+// before layer 1 is asked for: the forward pass computes layer 0 meanwhile.
+TEST(KvManagerLayeredLoadTest, AnnouncesEachGroupOfLayersBeforeReadingTheNext) {
+  auto disk = OpenDisk("layered_order");
+  const std::vector<int32_t> prompt = Range(7, 4 * kB + 1);
+  Store(*disk, prompt);
+  SteppedTier stepped(disk.get(), /*free_calls=*/1);
+  auto b = Manager(&stepped);
+  SequenceKv seq = Seq(Root(""));
+  std::shared_ptr<LayeredLoad> load = b->BeginLayeredLoad(prompt, &seq);
+  ASSERT_NE(load, nullptr);
+  std::thread loader([&] { b->RunLayeredLoad(*load); });
+  stepped.AwaitCalls(2);  // the second group's read waits
+  load->AwaitLayer(0);    // returns: the first group is in
+  EXPECT_TRUE(Computed(*b, prompt, 4 * kB, seq));  // layer 0's tags
+  std::future<void> layer1 =
+      std::async(std::launch::async, [&] { load->AwaitLayer(1); });
+  EXPECT_EQ(layer1.wait_for(std::chrono::milliseconds(50)),
+            std::future_status::timeout);
+  stepped.Open();
+  layer1.wait();
+  loader.join();
+  EXPECT_EQ(b->FinishLayeredLoad(*load, &seq), 4 * kB);
+  const auto calls = stepped.calls();
+  ASSERT_EQ(calls.size(), 2u);
+  const size_t layer_bytes = b->layout().block_bytes() / 2;
+  // Group 0: each object's header, then its layer 0; group 1: layer 1.
+  ASSERT_EQ(calls[0].size(), 8u);
+  EXPECT_EQ(calls[0][0],
+            std::make_pair(uint64_t{0}, store::kObjectHeaderBytes));
+  EXPECT_EQ(calls[0][1],
+            std::make_pair(uint64_t{store::kObjectHeaderBytes}, layer_bytes));
+  ASSERT_EQ(calls[1].size(), 4u);
+  EXPECT_EQ(calls[1][0],
+            std::make_pair(uint64_t(store::kObjectHeaderBytes + layer_bytes),
+                           layer_bytes));
+  b->Release(&seq);
+}
+
+// The third object is forged: the load reads it (reads do not verify), the
+// verification refuses it (dropped, counted), and only the two before it
+// are named; the sequence holds 2 blocks of verified K/V.
+TEST(KvManagerLayeredLoadTest, AForgedObjectEndsTheLoadWhereItLies) {
+  auto disk = OpenDisk("layered_forged");
+  const std::vector<int32_t> prompt = Range(9, 4 * kB + 1);
+  Store(*disk, prompt);
+  const std::vector<Hash128> keys = Keys(prompt, Root(""));
+  Forge(disk->ObjectPath(keys[2]));
+  auto b = Manager(disk.get());
+  SequenceKv seq = Seq(Root(""));
+  std::shared_ptr<LayeredLoad> load = b->BeginLayeredLoad(prompt, &seq);
+  ASSERT_NE(load, nullptr);
+  EXPECT_EQ(load->tokens(), 4 * kB);
+  b->RunLayeredLoad(*load);
+  EXPECT_EQ(b->FinishLayeredLoad(*load, &seq), 2 * kB);
+  EXPECT_EQ(seq.chain.size(), 2u);
+  EXPECT_EQ(disk->Stats().forged_dropped, 1u);
+  EXPECT_EQ(b->Stats().layered_load_failures, 1u);
+  EXPECT_EQ(b->TierStats()[0].load_failures, 1u);
+  EXPECT_EQ(b->TierStats()[0].loaded_blocks, 2u);
+  b->Release(&seq);  // the two unverified blocks are freed
+  EXPECT_EQ(b->Stats().cached_blocks, 2u);
+  SequenceKv again = Seq(Root(""));
+  EXPECT_EQ(Prefill(*b, prompt, &again), 2 * kB);
+  EXPECT_TRUE(Computed(*b, prompt, int(prompt.size()), again));
+  b->Release(&again);
+  EXPECT_TRUE(Valid(*b, {}).ok());
+}
+
+TEST(KvManagerLayeredLoadTest, FallsBackToPrefetchWhenItCannotBeLayered) {
+  auto disk = OpenDisk("layered_fallback");
+  const std::vector<int32_t> prompt = Range(60, 6 * kB + 1);
+  Store(*disk, prompt, /*chunk_blocks=*/2);
+  const auto none = [](KvManager& m, std::span<const int32_t> tokens) {
+    SequenceKv seq = Seq(Root(""));
+    const bool layered = m.BeginLayeredLoad(tokens, &seq) != nullptr;
+    EXPECT_TRUE(seq.blocks.empty());
+    EXPECT_TRUE(Valid(m, {}).ok());
+    return !layered;
+  };
+  {
+    // A chunk object that starts inside the DRAM prefix (blocks 2-3, with
+    // 3 blocks in DRAM).
+    auto b = Manager(disk.get(), 2);
+    CacheRun(*b, std::span(prompt).first(3 * kB + 1), Root(""));
+    EXPECT_TRUE(none(*b, prompt));
+    EXPECT_EQ(b->Prefetch(prompt, Root("")).total(), 6 * kB);
+  }
+  {
+    // A tier that reads no ranges.
+    kvstash::testing::HeldTier held(disk.get());
+    held.Open();
+    auto b = Manager(&held, 2);
+    EXPECT_TRUE(none(*b, prompt));
+  }
+  {
+    // Nothing in the tiers past DRAM.
+    auto b = Manager(disk.get(), 2);
+    EXPECT_TRUE(none(*b, Range(9000, 3 * kB)));
+  }
+  {
+    // A tier codec other than raw (its objects are decoded whole).
+    auto b = Manager(disk.get(), 2, 1, store::Codec::kZstd);
+    EXPECT_TRUE(none(*b, prompt));
+  }
+}
+
+// A Prefetch of the prefix a layered load is reading waits for it and maps
+// what it named, reading nothing itself.
+TEST(KvManagerLayeredLoadTest, APrefetchOfTheSamePrefixWaitsAndMapsIt) {
+  auto disk = OpenDisk("layered_shared");
+  const std::vector<int32_t> prompt = Range(500, 4 * kB + 1);
+  Store(*disk, prompt);
+  SteppedTier stepped(disk.get(), /*free_calls=*/0);
+  auto b = Manager(&stepped);
+  SequenceKv seq = Seq(Root(""));
+  std::shared_ptr<LayeredLoad> load = b->BeginLayeredLoad(prompt, &seq);
+  ASSERT_NE(load, nullptr);
+  std::thread loader([&] { b->RunLayeredLoad(*load); });
+  PrefixHit second;
+  std::thread waiter([&] { second = b->Prefetch(prompt, Root("")); });
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (b->Stats().shared_loads == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(b->Stats().shared_loads, 1u);
+  stepped.Open();
+  loader.join();
+  EXPECT_EQ(b->FinishLayeredLoad(*load, &seq), 4 * kB);
+  waiter.join();
+  EXPECT_EQ(second.dram_tokens, 4 * kB);
+  EXPECT_EQ(disk->Stats().hits, 4u);  // every object read once
+  b->Release(&seq);
+  EXPECT_TRUE(Valid(*b, {}).ok());
 }
 
 }  // namespace

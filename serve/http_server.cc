@@ -1194,6 +1194,8 @@ Json HttpServer::Impl::KvStatsJson() {
       {"cow_copies", s.cow_copies},
       {"allocations", s.allocations},
       {"shared_loads", s.shared_loads},
+      {"layered_loads", s.layered_loads},
+      {"layered_load_failures", s.layered_load_failures},
       {"tiers", tiers},
       {"compression",
        {{"compressions", q.compressions},

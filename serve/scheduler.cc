@@ -200,6 +200,8 @@ struct Scheduler::Sequence {
   bool admitted_once = false;
   bool tiers_probed = false;      // sent to the loader (or found no need)
   kvcache::PrefixHit prefetched;  // what the loader found (tiers only)
+  // A layered load filling blocks of `kv`, until SettleLayered.
+  std::shared_ptr<kvcache::LayeredLoad> layered;
   uint64_t arrival = 0;
   RequestUsage usage;
   kvcache::SequenceKv kv;
@@ -440,10 +442,27 @@ void Scheduler::LoaderLoop() {
     Sequence* seq = to_load_.front();
     to_load_.pop_front();
     lock.unlock();
-    seq->prefetched = Prefetch(*seq);
+    // A layered load sends the request back at once and is read here while
+    // its suffix is computed.
+    std::shared_ptr<kvcache::LayeredLoad> layered;
+    if (options_.layered_loads && seq->rows_chain.empty() &&
+        seq->compressor == nullptr) {
+      layered = kv_.BeginLayeredLoad(seq->tokens, &seq->kv);
+    }
+    if (layered != nullptr) {
+      seq->layered = layered;
+      seq->prefetched = layered->planned();
+    } else {
+      seq->prefetched = Prefetch(*seq);
+    }
     lock.lock();
     loaded_.push_back(seq);
     wake_.notify_all();
+    if (layered != nullptr) {
+      lock.unlock();
+      kv_.RunLayeredLoad(*layered);
+      lock.lock();
+    }
   }
 }
 
@@ -525,7 +544,30 @@ void Scheduler::Loop() {
   }
 }
 
+bool Scheduler::SettleLayered(Sequence* seq) {
+  if (seq->layered == nullptr) return true;
+  const int held = kv_.FinishLayeredLoad(*seq->layered, &seq->kv);
+  const bool whole = held == seq->layered->tokens();
+  seq->layered.reset();
+  return whole;
+}
+
+void Scheduler::RecountCached(Sequence* seq, int cached) {
+  RequestUsage& u = seq->usage;
+  const std::vector<int> tiers =
+      SplitCached(cached, seq->prefetched, kv_.tier_count());
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.cached_tokens -= uint64_t(u.cached_tokens - cached);
+  for (size_t t = 0; t < tiers.size(); ++t) {
+    stats_.tier_cached_tokens[t] -=
+        uint64_t(u.tier_cached_tokens[t] - tiers[t]);
+  }
+  u.cached_tokens = cached;
+  u.tier_cached_tokens = tiers;
+}
+
 void Scheduler::Finish(Sequence* seq, RequestEnd reason, Status error) {
+  SettleLayered(seq);
   kv_.Release(&seq->kv);
   RequestEvent event = FinishEvent(reason, std::move(error));
   event.usage = seq->usage;
@@ -581,6 +623,7 @@ void Scheduler::ReapCancelled() {
 }
 
 void Scheduler::Preempt(Sequence* seq) {
+  SettleLayered(seq);
   kv_.Release(&seq->kv);
   seq->residual.Reset();
   seq->n_computed = 0;
@@ -640,7 +683,9 @@ void Scheduler::Admit(int* budget) {
       }
     }
     int cached;
-    if (seq->request.prompt_logprobs) {
+    if (seq->layered != nullptr) {
+      cached = seq->layered->tokens();  // its blocks are held, being loaded
+    } else if (seq->request.prompt_logprobs) {
       cached = 0;  // its logits are wanted: computed, not mapped
     } else if (seq->compressing() && !seq->rows_chain.empty() &&
                kv_.AdmitRows(seq->rows_root, seq->rows_chain,
@@ -667,6 +712,7 @@ void Scheduler::Admit(int* budget) {
         Finish(seq, RequestEnd::kLength);
         continue;
       }
+      SettleLayered(seq);  // admitted again later, mapping what it loaded
       kv_.Release(&seq->kv);
       return;  // wait for running sequences to free blocks
     }
@@ -843,6 +889,10 @@ bool Scheduler::Step() {
     Sequence* seq = p.seq;
     views.emplace_back(kv_.layout(), kv_.BlockData(0), seq->kv.blocks,
                        &seq->residual, &seq->compaction);
+    if (seq->layered != nullptr) {
+      views.back().SetLayerGate(
+          [load = seq->layered.get()](int layer) { load->AwaitLayer(layer); });
+    }
     const bool last = seq->n_computed + p.n == int(seq->tokens.size());
     p.all = seq->request.prompt_logprobs && seq->n_computed < seq->n_prompt;
     p.row = n_logits;
@@ -873,6 +923,17 @@ bool Scheduler::Step() {
   std::vector<std::pair<Sequence*, RequestEnd>> finished;
   for (const Planned& p : plan_) {
     Sequence* seq = p.seq;
+    if (seq->layered != nullptr) {
+      const int planned = seq->layered->tokens();
+      if (!SettleLayered(seq)) {
+        // Part of its prefix did not verify: computed again, mapping what
+        // did (its usage counts that).
+        RecountCached(seq,
+                      std::min(planned, kv_.Lookup(seq->tokens, seq->kv.root)));
+        Preempt(seq);
+        continue;
+      }
+    }
     if (p.all) {
       // Row j predicts the token at n_computed + j + 1.
       const int top = std::max(seq->request.logprobs, 0);

@@ -18,7 +18,14 @@
 // once (the KV manager's Prefetch waits for a load of the same blocks that
 // is in flight and maps what it brought); then
 // the request rejoins the queue in arrival order and is admitted as above,
-// mapping the loaded blocks.
+// mapping the loaded blocks. With layered_loads (and a raw tier codec, tiers
+// that read ranges, no token eviction), the loader instead gives the
+// request the blocks its prefix is being read into (KvManager::
+// BeginLayeredLoad) and sends it back at once: its own suffix is computed
+// while the prefix is read group of layers by group (each layer of the
+// forward pass waits for that layer of the load), and before its logits are
+// used or its blocks named the load is verified whole; a load that fails
+// verification (or a read) sends the request back to be recomputed.
 // When the pool cannot give a sequence its blocks, the most recently arrived
 // running sequence is preempted: its blocks are released (its full blocks
 // stay cached) and it goes back to the head of the queue with the tokens it
@@ -66,6 +73,9 @@ struct SchedulerOptions {
   // Loads from the tiers that run at once (one thread each; started only
   // when the KV manager has tiers). A load mostly waits on I/O.
   int loader_threads = 4;
+  // Compute a prompt's suffix while its prefix loads, layer by layer (see
+  // above); false: after the whole load.
+  bool layered_loads = true;
 
   Status Validate() const;
 };
@@ -267,6 +277,14 @@ class Scheduler {
   // preempted or failed).
   bool ReserveOrPreempt(Sequence* seq, int n_tokens);
   void Preempt(Sequence* seq);
+  // Waits for `seq`'s layered load, if it has one, and names what it
+  // loaded (KvManager::FinishLayeredLoad); false when part of it did not
+  // verify (then what was computed over it is wrong). Before anything
+  // releases, commits or samples `seq`.
+  bool SettleLayered(Sequence* seq);
+  // `seq`'s usage (and the stats) counted more cached tokens at its
+  // admission than it will map: `cached` instead.
+  void RecountCached(Sequence* seq, int cached);
   void Finish(Sequence* seq, RequestEnd reason, Status error = Status::OK());
   // Evicts tokens of `seq`'s computed prompt (its kv_compression) and moves
   // it into fewer blocks.

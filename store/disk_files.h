@@ -109,19 +109,22 @@ Result<CacheDirListing> ListCacheDir(const std::string& dir);
 
 // Reads and writes the object files of one directory, with O_DIRECT through
 // io_uring or with buffered pread/pwrite (chosen by Open). Reads of many
-// files are submitted together, up to kReadBatch at a time, by a reader
-// taken from a pool: a reader (a ring and the O_DIRECT buffers of its reads)
-// is used by one call at a time, a call that finds none free creates one,
-// and readers return to the pool after each call (so the pool holds as many
-// as there were concurrent calls at most). A reader keeps its buffers, up to
-// kKeptReadBytes, so steady loads neither fault pages in nor zero them;
-// likewise each writing thread keeps the buffer its files are written from,
-// up to kKeptWriteBytes.
+// files (or of ranges of them) are submitted together, up to kReadBatch at a
+// time, by a reader taken from a pool: a reader (a ring and the O_DIRECT
+// buffers of its reads) is used by one call at a time, a call that finds none
+// free creates one, and readers return to the pool after each call (so the pool
+// holds as many as there were concurrent calls at most). A reader keeps its
+// buffers, up to kKeptReadBytes, so steady loads neither fault pages in nor
+// zero them; likewise each writing thread keeps the buffer its files are
+// written from, up to kKeptWriteBytes.
 class ObjectFileIo {
  public:
   static constexpr unsigned kReadBatch = 64;
   static constexpr size_t kKeptReadBytes = size_t{8} << 20;   // per reader
   static constexpr size_t kKeptWriteBytes = size_t{8} << 20;  // per thread
+  // Most bytes of one O_DIRECT read of ReadRanges that serves several
+  // ranges.
+  static constexpr uint64_t kMaxMergedRead = uint64_t{1} << 20;
 
   // kAuto: O_DIRECT through io_uring when ProbeDirectUring(dir) passes,
   // buffered otherwise; kDirectUring: the probe's NotSupported or IOError,
@@ -156,6 +159,33 @@ class ObjectFileIo {
                                           uint64_t max_file_bytes,
                                           const ObjectVisitor& visit);
 
+  // Bytes [offset, offset + into.size()) of the file of keys[file].
+  struct FileRange {
+    size_t file = 0;
+    uint64_t offset = 0;
+    std::span<uint8_t> into;
+  };
+  // Reads each of `ranges` into its buffer, unverified, with up to
+  // kReadBatch reads (and kKeptReadBytes of bounce buffers) in flight at
+  // once: with O_DIRECT, the whole aligned blocks around a range (and
+  // around the ranges of its file whose blocks meet them, up to
+  // kMaxMergedRead in one read) go into the reader's buffers and the
+  // ranges are copied out; buffered, each range is read straight into its
+  // buffer. A file is open only while its reads run. Per key, OK when all of
+  // its ranges were read whole (a key without ranges is not touched);
+  // Corruption when the file ends before a range does, NotFound when the file
+  // is gone, IOError when it cannot be read.
+  std::vector<Status> ReadRanges(std::span<const BlockKey> keys,
+                                 std::span<const FileRange> ranges);
+
+  // What ReadObjects asks of an object, but its padding, for the object of
+  // `key` gathered from ranges of its file (ObjectAuthenticator::
+  // VerifyGathered): OK when it verifies and is keyed `key`; else
+  // Corruption or PermissionDenied naming the file.
+  Status VerifyGathered(
+      const BlockKey& key, std::span<const uint8_t> header,
+      std::span<const std::span<const uint8_t>> payload) const;
+
   // Writes `object` and its padding to a new file at `path` (mode 0600,
   // created with O_EXCL | O_NOFOLLOW: a file or link planted at `path` is
   // removed first, never written through) and fdatasyncs it. IOError naming
@@ -170,6 +200,10 @@ class ObjectFileIo {
                const ObjectAuthenticator& authenticator);
   std::unique_ptr<Reader> TakeReader();
   void GiveBack(std::unique_ptr<Reader> reader);
+  // The ring `reader` reads through, created when missing; null when
+  // buffered, or when the kernel refuses a ring now (it passed the probe):
+  // then the same reads go to pread, and the next call tries again.
+  IoRing* Ring(Reader& reader) const;
   // Runs the reads of `files` (those whose status is OK) together.
   void Run(Reader& reader, std::span<FileRead> files);
   // Reads n files, kReadBatch at a time: prepare(i, FileRead&) opens file i

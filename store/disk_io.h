@@ -35,6 +35,10 @@ inline constexpr uint64_t kDirectIoAlign = 4096;
 constexpr uint64_t AlignUp(uint64_t n) {
   return (n + kDirectIoAlign - 1) / kDirectIoAlign * kDirectIoAlign;
 }
+// `n` rounded down to a multiple of kDirectIoAlign.
+constexpr uint64_t AlignDown(uint64_t n) {
+  return n / kDirectIoAlign * kDirectIoAlign;
+}
 
 // IOError "<what> '<path>': <strerror(err)>".
 Status ErrnoStatus(std::string_view what, const std::string& path, int err);

@@ -30,8 +30,8 @@ std::string HexByte(unsigned b) {
 
 struct DiskTier::State {
   struct Entry {
-    uint64_t bytes = 0;  // of the file
-    uint64_t seq = 0;    // distinguishes a re-stored key from the one read
+    uint64_t object_bytes = 0;  // its file: ObjectFileBytes(object_bytes)
+    uint64_t seq = 0;  // distinguishes a re-stored key from the one read
     BlockKey parent;
   };
 
@@ -127,13 +127,14 @@ struct DiskTier::State {
     if (parent != child) lru.DropChild(parent);
   }
 
-  // Indexes a stored object as the most recently used. Its own link to
-  // `parent` is AddChild's, made when it was queued.
-  void Insert(const BlockKey& key, const BlockKey& parent, uint64_t bytes) {
+  // Indexes a stored object of `object_bytes` as the most recently used.
+  // Its own link to `parent` is AddChild's, made when it was queued.
+  void Insert(const BlockKey& key, const BlockKey& parent,
+              uint64_t object_bytes) {
     KV_CHECK(!index.contains(key));
-    index.emplace(key, Entry{bytes, next_seq++, parent});
+    index.emplace(key, Entry{object_bytes, next_seq++, parent});
     lru.Insert(key, std::nullopt);
-    bytes_used += bytes;
+    bytes_used += ObjectFileBytes(object_bytes);
   }
 
   // Drops `key` from the index and returns its file, for the caller to
@@ -142,7 +143,7 @@ struct DiskTier::State {
     const auto it = index.find(key);
     KV_CHECK(it != index.end());
     lru.Erase(key);
-    bytes_used -= it->second.bytes;
+    bytes_used -= ObjectFileBytes(it->second.object_bytes);
     const BlockKey parent = it->second.parent;
     index.erase(it);
     DropChild(parent, key);
@@ -158,6 +159,35 @@ struct DiskTier::State {
       return s;
     }
     return Status::OK();
+  }
+
+  // The object of `key` was not returned because of `error` (from reading
+  // or verifying it): a damaged (Corruption) or forged (PermissionDenied)
+  // object is counted and deleted, a file deleted behind the tier's back
+  // (NotFound) is counted as an error and unindexed, and any other error is
+  // counted and leaves the object, which may read later. Only the object
+  // read is dropped: the one indexed under sequence number `seq` (another
+  // one means it was evicted or erased while being read, and its key may
+  // hold another object by now), or, without `seq`, whichever is indexed.
+  void Refused(const BlockKey& key, std::optional<uint64_t> seq,
+               const Status& error) {
+    const auto it = index.find(key);
+    const bool read =
+        it != index.end() && (!seq.has_value() || it->second.seq == *seq);
+    if (error.code() == StatusCode::kCorruption ||
+        error.code() == StatusCode::kPermissionDenied) {
+      if (!read) return;
+      ++(error.code() == StatusCode::kCorruption ? stats.corrupt_dropped
+                                                 : stats.forged_dropped);
+      stats.last_error = error.ToString();
+      (void)Remove(key);  // a failure is counted
+    } else if (error.code() == StatusCode::kNotFound) {
+      if (!read) return;
+      Fail(error);
+      (void)Remove(key);
+    } else {
+      Fail(error);
+    }
   }
 
   // Drops objects from the index, least recently used leaf first (see the
@@ -225,7 +255,7 @@ struct DiskTier::State {
     // deduplicated it, Erase marked it cancelled), so nobody else touched
     // its file.
     if (status.ok() && !w.cancelled) {
-      Insert(key, w.parent, file_bytes);
+      Insert(key, w.parent, bytes->size());
       ++stats.writes;
       stats.bytes_written += bytes->size();
     } else {
@@ -269,8 +299,10 @@ struct DiskTier::State {
       return listing.objects[x].mtime_ns < listing.objects[y].mtime_ns;
     });
     for (const size_t i : good) {  // the newest ends up the most recent
+      // ReadHeaders checked that the object fills f.bytes of file.
       const ObjectFile& f = listing.objects[i];
-      Insert(f.key, headers[i]->parent, f.bytes);
+      Insert(f.key, headers[i]->parent,
+             kObjectHeaderBytes + headers[i]->payload_bytes);
       AddChild(headers[i]->parent, f.key);
     }
     for (const std::string& victim : Evict(0)) {
@@ -406,31 +438,83 @@ std::vector<bool> DiskTier::Visit(std::span<const BlockKey> keys,
       ++s.stats.hits;
       s.stats.bytes_read += *got[r];
       out[i] = true;
-      continue;
-    }
-    ++s.stats.misses;
-    const Status& error = got[r].status();
-    const auto it = s.index.find(keys[i]);
-    // Otherwise the object was evicted or erased while being read.
-    const bool same = it != s.index.end() && it->second.seq == reads[r].seq;
-    if (error.code() == StatusCode::kCorruption ||
-        error.code() == StatusCode::kPermissionDenied) {
-      if (same) {
-        ++(error.code() == StatusCode::kCorruption ? s.stats.corrupt_dropped
-                                                   : s.stats.forged_dropped);
-        s.stats.last_error = error.ToString();
-        (void)s.Remove(keys[i]);  // a failure is counted
-      }
-    } else if (error.code() == StatusCode::kNotFound) {
-      if (same) {  // deleted behind the tier's back
-        s.Fail(error);
-        (void)s.Remove(keys[i]);
-      }
     } else {
-      s.Fail(error);  // unreadable now; kept, it may read later
+      ++s.stats.misses;
+      s.Refused(keys[i], reads[r].seq, got[r].status());
     }
   }
   return out;
+}
+
+std::vector<bool> DiskTier::ReadRanges(std::span<const BlockKey> keys,
+                                       std::span<const RangeRead> ranges) {
+  State& s = *state_;
+  // Per key, where its object lies now: its file (the index's entry) or
+  // the queue; out[i] false when neither.
+  std::vector<bool> out(keys.size(), false);
+  std::vector<uint64_t> object_bytes(keys.size(), 0);
+  std::vector<std::optional<uint64_t>> seq(keys.size());
+  std::vector<std::shared_ptr<const std::vector<uint8_t>>> queued(keys.size());
+  {
+    const std::lock_guard<std::mutex> lock(s.mu);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (auto it = s.index.find(keys[i]); it != s.index.end()) {
+        object_bytes[i] = it->second.object_bytes;
+        seq[i] = it->second.seq;
+      } else if ((queued[i] = s.writes.Find(keys[i]))) {
+        object_bytes[i] = queued[i]->size();
+      } else {
+        continue;
+      }
+      out[i] = true;
+    }
+  }
+  std::vector<ObjectFileIo::FileRange> file_ranges;
+  for (const RangeRead& r : ranges) {
+    KV_CHECK(r.key < keys.size());
+    if (!out[r.key]) continue;
+    const uint64_t n = object_bytes[r.key];
+    if (r.offset > n || r.into.size() > n - r.offset) {
+      out[r.key] = false;  // past the object's end
+    } else if (queued[r.key] != nullptr) {
+      const uint8_t* from = queued[r.key]->data() + r.offset;
+      std::copy(from, from + r.into.size(), r.into.begin());
+    } else if (!r.into.empty()) {
+      file_ranges.push_back({r.key, r.offset, r.into});
+    }
+  }
+  // Not the ranges of keys refused above: they are lost anyway.
+  std::erase_if(file_ranges,
+                [&](const ObjectFileIo::FileRange& r) { return !out[r.file]; });
+  const std::vector<Status> got = s.io->ReadRanges(keys, file_ranges);
+
+  const std::lock_guard<std::mutex> lock(s.mu);
+  for (const ObjectFileIo::FileRange& r : file_ranges) {
+    if (got[r.file].ok()) s.stats.bytes_read += r.into.size();
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!got[i].ok()) {
+      out[i] = false;
+      s.Refused(keys[i], seq[i], got[i]);
+    }
+  }
+  return out;
+}
+
+Status DiskTier::VerifyGathered(
+    const BlockKey& key, std::span<const uint8_t> header,
+    std::span<const std::span<const uint8_t>> payload) {
+  State& s = *state_;
+  Status verdict = s.io->VerifyGathered(key, header, payload);
+  const std::lock_guard<std::mutex> lock(s.mu);
+  if (verdict.ok()) {
+    ++s.stats.hits;
+    if (s.index.contains(key)) s.lru.Touch(key);
+  } else {
+    ++s.stats.misses;
+    s.Refused(key, std::nullopt, verdict);
+  }
+  return verdict;
 }
 
 std::vector<bool> DiskTier::Exists(std::span<const BlockKey> keys) {

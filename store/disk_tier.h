@@ -25,6 +25,11 @@
 //     MAC and that the header key matches the file's key; a bad object is a
 //     miss, is deleted and counted (corrupt_dropped when damaged,
 //     forged_dropped when intact but not sealed with the tier's key).
+//     VerifyGathered checks the same of an object read in ranges (but the
+//     padding, which ranges do not read) and deletes the object indexed
+//     under its key when it fails; ReadRanges refuses a range past the
+//     object's end (the index keeps each object's length) without I/O, and
+//     deletes a file that ends before the index says it should.
 //   - power loss: the writer fsyncs the directories it renamed into after
 //     every kDirSyncBatch objects, and whenever the queue runs empty, so a
 //     power cut loses at most the objects of the last batch (never a torn
@@ -66,18 +71,24 @@
 // are submitted together on an io_uring ring, 64 at a time. kAuto decides at
 // Open by writing a scratch file with O_DIRECT and reading it back through a
 // ring (ProbeDirectUring in store/disk_io.h). A ring is not thread-safe: the
-// tier keeps a pool of readers (a ring and its read buffers); each Visit
-// takes one (creating one when all are taken) and gives it back, so
-// concurrent Visits never wait for each other's I/O, and the pool holds at
-// most as many readers as there were concurrent Visits. Visit hands out the
+// tier keeps a pool of readers (a ring and its read buffers); each Visit or
+// ReadRanges takes one (creating one when all are taken) and gives it back,
+// so concurrent calls never wait for each other's I/O, and the pool holds at
+// most as many readers as there were concurrent calls. Visit hands out the
 // objects where the reads put them: a reader keeps its buffers (up to 8 MiB),
 // so a steady load allocates, faults in and copies nothing but what the
 // caller decodes (a fresh 512 KiB buffer per object cost 6-7x the CPU of the
-// load: page faults and zeroing). The writer thread writes each file with
+// load: page faults and zeroing). ReadRanges reads the whole aligned blocks
+// around each range (those of a layer-ordered load are not aligned; ranges
+// of a file whose blocks meet, a header and the range after it say, in one
+// read) into the reader's buffers and copies the ranges out, with up to 64
+// reads and 8 MiB in flight; a file is open only while its reads run
+// (figures in disk_files.cc). The writer thread writes each file with
 // pwrite (one write and one fdatasync per object, which a ring would not
-// speed up). DiskIo::kBuffered is ordinary buffered pread/pwrite, the
-// run-time fallback of kAuto where the kernel refuses io_uring (a seccomp
-// filter, an old kernel) or the file system refuses O_DIRECT.
+// speed up). DiskIo::kBuffered is ordinary buffered pread/pwrite (ReadRanges
+// preads each range straight into its buffer), the run-time fallback of
+// kAuto where the kernel refuses io_uring (a seccomp filter, an old kernel)
+// or the file system refuses O_DIRECT.
 //
 // Threads: see tier.h. One background thread drains the write-behind queue
 // (store/write_behind.h, one object at a time, bounded by max_queue_bytes); it
@@ -148,6 +159,12 @@ class DiskTier final : public Tier {
   Status Put(const BlockKey& key, std::vector<uint8_t> object) override;
   std::vector<bool> Visit(std::span<const BlockKey> keys,
                           const ObjectVisitor& visit) override;
+  bool reads_ranges() const override { return true; }
+  std::vector<bool> ReadRanges(std::span<const BlockKey> keys,
+                               std::span<const RangeRead> ranges) override;
+  Status VerifyGathered(
+      const BlockKey& key, std::span<const uint8_t> header,
+      std::span<const std::span<const uint8_t>> payload) override;
   std::vector<bool> Exists(std::span<const BlockKey> keys) override;
   Status Erase(const BlockKey& key) override;
   void Flush() override;

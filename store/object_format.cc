@@ -85,9 +85,13 @@ bool AllZero(const uint8_t* p, size_t n) {
 
 // The low half of XXH3-128: 64 bits are plenty to catch damage, and
 // forgery is the MAC's job.
-uint64_t Checksum(const uint8_t* header, std::span<const uint8_t> payload) {
+uint64_t Checksum(const uint8_t* header,
+                  std::span<const std::span<const uint8_t>> payload) {
   Hasher128 h;
-  h.Add(header, kChecksumAt).Add(payload.data(), payload.size());
+  h.Add(header, kChecksumAt);
+  for (const std::span<const uint8_t> part : payload) {
+    h.Add(part.data(), part.size());
+  }
   return h.Finish().lo;
 }
 
@@ -145,7 +149,8 @@ std::vector<uint8_t> EncodeObject(const Hash128& fingerprint,
   } else {
     std::memcpy(payload, encoded.data(), encoded.size());
   }
-  PutU64(h + kChecksumAt, Checksum(h, {payload, payload_bytes}));
+  const std::span<const uint8_t> parts[] = {{payload, payload_bytes}};
+  PutU64(h + kChecksumAt, Checksum(h, parts));
   return out;
 }
 
@@ -273,17 +278,20 @@ Result<ObjectView> ParseObject(std::span<const uint8_t> bytes) {
 }
 
 bool ObjectChecksumHolds(std::span<const uint8_t> bytes) {
-  return Checksum(bytes.data(), bytes.subspan(kObjectHeaderBytes)) ==
-         GetU64(bytes.data() + kChecksumAt);
+  const std::span<const uint8_t> payload[] = {
+      bytes.subspan(kObjectHeaderBytes)};
+  return ObjectChecksumHolds(bytes.first(kObjectHeaderBytes), payload);
 }
 
-namespace {
+bool ObjectChecksumHolds(std::span<const uint8_t> header,
+                         std::span<const std::span<const uint8_t>> payload) {
+  return Checksum(header.data(), payload) ==
+         GetU64(header.data() + kChecksumAt);
+}
 
-// The checks DecodeObject adds to parsing: `view` is the object expected.
-Result<ObjectView> Expect(ObjectView view, const Hash128& fingerprint,
+Status ExpectObjectHeader(const ObjectHeader& h, const Hash128& fingerprint,
                           const Hash128& key,
                           const kernels::BlockLayout& layout, Codec codec) {
-  const ObjectHeader& h = view.header;
   if (h.fingerprint != fingerprint) {
     return Mismatch(
         "fingerprint", h.fingerprint.Hex(),
@@ -314,6 +322,17 @@ Result<ObjectView> Expect(ObjectView view, const Hash128& fingerprint,
   if (h.codec != codec) {
     return Mismatch("codec", CodecName(h.codec), CodecName(codec));
   }
+  return Status::OK();
+}
+
+namespace {
+
+// The checks DecodeObject adds to parsing: `view` is the object expected.
+Result<ObjectView> Expect(ObjectView view, const Hash128& fingerprint,
+                          const Hash128& key,
+                          const kernels::BlockLayout& layout, Codec codec) {
+  const ObjectHeader& h = view.header;
+  KV_RETURN_IF_ERROR(ExpectObjectHeader(h, fingerprint, key, layout, codec));
   if (h.codec != Codec::kRaw) {
     if (view.payload.empty()) {
       return Status::Corruption("encoded object payload is empty");

@@ -154,6 +154,11 @@ Result<ObjectView> ParseObject(std::span<const uint8_t> bytes);
 
 // Whether the checksum of framed `bytes` (ParseObjectHeader passed) holds.
 bool ObjectChecksumHolds(std::span<const uint8_t> bytes);
+// The same for an object gathered from pieces: its kObjectHeaderBytes-byte
+// `header` (ParseHeaderPrefix passed) and its payload as `payload`'s parts
+// in order.
+bool ObjectChecksumHolds(std::span<const uint8_t> header,
+                         std::span<const std::span<const uint8_t>> payload);
 
 // ParseObject, then refuses an object that is not the one expected:
 // InvalidArgument when the fingerprint, the key, any layout field or the
@@ -165,6 +170,12 @@ Result<ObjectView> DecodeObject(std::span<const uint8_t> bytes,
                                 const Hash128& fingerprint, const Hash128& key,
                                 const kernels::BlockLayout& layout,
                                 Codec codec = Codec::kRaw);
+
+// The identity checks of DecodeObject on a header alone (fingerprint, key,
+// layout, codec), for a reader that gathers an object's payload itself.
+Status ExpectObjectHeader(const ObjectHeader& header,
+                          const Hash128& fingerprint, const Hash128& key,
+                          const kernels::BlockLayout& layout, Codec codec);
 
 // DecodeObject without the checksum, for bytes whose checksum was just
 // verified (what a Tier's Get returns): the framing and identity checks

@@ -202,6 +202,8 @@ MacAlgorithm ObjectAuthenticator::FastestMacAlgorithm() {
         FromSecret(secret, MacAlgorithm::kGmacAes256);
     KV_CHECK(a.ok());
     const std::vector<uint8_t> object(kObjectHeaderBytes + kPayloadBytes);
+    const std::span<const uint8_t> payload[] = {
+        std::span<const uint8_t>(object).subspan(kObjectHeaderBytes)};
     const MacAlgorithm candidates[] = {MacAlgorithm::kGmacAes256,
                                        MacAlgorithm::kChaCha20Poly1305};
     double best[2] = {1e30, 1e30};
@@ -210,7 +212,7 @@ MacAlgorithm ObjectAuthenticator::FastestMacAlgorithm() {
       for (int c = 0; c < 2; ++c) {
         const auto start = std::chrono::steady_clock::now();
         for (int i = 0; i < kTagsPerTry; ++i) {
-          sink ^= a->Tag(candidates[c], object, object.data())[0];
+          sink ^= a->Tag(candidates[c], object, payload)[0];
         }
         best[c] =
             std::min(best[c], std::chrono::duration<double>(
@@ -243,11 +245,15 @@ Result<ObjectAuthenticator> ObjectAuthenticator::Ephemeral() {
   return FromSecret(secret);
 }
 
-Tag128 ObjectAuthenticator::Tag(MacAlgorithm algorithm,
-                                std::span<const uint8_t> object,
-                                const uint8_t* nonce) const {
-  const std::span<const uint8_t> parts[] = {object.first(kObjectMacTagAt),
-                                            object.subspan(kObjectHeaderBytes)};
+Tag128 ObjectAuthenticator::Tag(
+    MacAlgorithm algorithm, std::span<const uint8_t> header,
+    std::span<const std::span<const uint8_t>> payload) const {
+  // The MAC covers header bytes [0, kObjectMacTagAt) and the payload.
+  std::vector<std::span<const uint8_t>> parts;
+  parts.reserve(payload.size() + 1);
+  parts.push_back(header.first(kObjectMacTagAt));
+  parts.insert(parts.end(), payload.begin(), payload.end());
+  const uint8_t* nonce = header.data() + kObjectMacNonceAt;
   switch (algorithm) {
     case MacAlgorithm::kGmacAes256:
       return GmacTag(gmac_key_, nonce, parts);
@@ -266,26 +272,47 @@ void ObjectAuthenticator::Seal(std::span<uint8_t> object) const {
   uint8_t* nonce = object.data() + kObjectMacNonceAt;
   KV_CHECK(RAND_bytes(nonce, int(kObjectMacNonceBytes)) == 1);
   object[kObjectMacAlgorithmAt] = uint8_t(seal_with_);
-  const Tag128 tag = Tag(seal_with_, object, nonce);
+  const std::span<const uint8_t> payload[] = {
+      std::span<const uint8_t>(object).subspan(kObjectHeaderBytes)};
+  const Tag128 tag = Tag(seal_with_, object, payload);
   std::copy(tag.begin(), tag.end(), object.begin() + kObjectMacTagAt);
 }
 
 Result<ObjectView> ObjectAuthenticator::Verify(
     std::span<const uint8_t> bytes) const {
   if (!keyed_) return ParseObject(bytes);
-  KV_ASSIGN_OR_RETURN(const ObjectHeader header, ParseObjectHeader(bytes));
+  KV_RETURN_IF_ERROR(ParseObjectHeader(bytes).status());
+  const std::span<const uint8_t> payload[] = {
+      bytes.subspan(kObjectHeaderBytes)};
+  KV_ASSIGN_OR_RETURN(const ObjectHeader header,
+                      VerifyGathered(bytes.first(kObjectHeaderBytes), payload));
+  return ObjectView{header, payload[0]};
+}
+
+Result<ObjectHeader> ObjectAuthenticator::VerifyGathered(
+    std::span<const uint8_t> header,
+    std::span<const std::span<const uint8_t>> payload) const {
+  KV_ASSIGN_OR_RETURN(const ObjectHeader h, ParseHeaderPrefix(header));
+  uint64_t payload_bytes = 0;
+  for (const std::span<const uint8_t> part : payload) {
+    payload_bytes += part.size();
+  }
+  if (payload_bytes != h.payload_bytes) {
+    return Status::Corruption("object payload length mismatch");
+  }
   bool authentic = false;
-  if (IsMac(header.mac)) {
-    const Tag128 tag = Tag(header.mac, bytes, bytes.data() + kObjectMacNonceAt);
-    authentic = CRYPTO_memcmp(tag.data(), bytes.data() + kObjectMacTagAt,
+  if (keyed_ && IsMac(h.mac)) {
+    const Tag128 tag = Tag(h.mac, header, payload);
+    authentic = CRYPTO_memcmp(tag.data(), header.data() + kObjectMacTagAt,
                               tag.size()) == 0;
   }
-  if (authentic) return ObjectView{header, bytes.subspan(kObjectHeaderBytes)};
-  if (!ObjectChecksumHolds(bytes)) {
+  if (authentic) return h;
+  if (!ObjectChecksumHolds(header, payload)) {
     return Status::Corruption("object checksum mismatch");
   }
+  if (!keyed_) return h;
   return Status::PermissionDenied(
-      header.mac == MacAlgorithm::kNone
+      h.mac == MacAlgorithm::kNone
           ? "object is not sealed (written without a tier key)"
           : "object MAC does not verify under this tier key (forged, or "
             "written under another key)");

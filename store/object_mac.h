@@ -104,14 +104,23 @@ class ObjectAuthenticator {
   // Corruption or PermissionDenied otherwise (see above).
   Result<ObjectView> Verify(std::span<const uint8_t> bytes) const;
 
+  // Verify for an object gathered from pieces (a layer-ordered load reads
+  // ranges of it into the blocks they belong in): its kObjectHeaderBytes
+  // `header` and its payload as `payload`'s parts in order, which must add
+  // up to the header's payload length (else Corruption). Its header, when
+  // the object verifies.
+  Result<ObjectHeader> VerifyGathered(
+      std::span<const uint8_t> header,
+      std::span<const std::span<const uint8_t>> payload) const;
+
  private:
   using Key = std::array<uint8_t, 32>;
 
-  // The tag of `object` by `algorithm` (GMAC or ChaCha20-Poly1305) under
-  // `nonce`.
-  std::array<uint8_t, kObjectMacTagBytes> Tag(MacAlgorithm algorithm,
-                                              std::span<const uint8_t> object,
-                                              const uint8_t* nonce) const;
+  // The tag by `algorithm` (GMAC or ChaCha20-Poly1305) of an object's
+  // `header` (its nonce) and `payload` (its parts in order).
+  std::array<uint8_t, kObjectMacTagBytes> Tag(
+      MacAlgorithm algorithm, std::span<const uint8_t> header,
+      std::span<const std::span<const uint8_t>> payload) const;
 
   bool keyed_ = false;
   MacAlgorithm seal_with_ = MacAlgorithm::kNone;

@@ -2,12 +2,14 @@
 
 #include <hiredis/read.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <utility>
 
+#include "base/check.h"
 #include "store/object_format.h"
 #include "store/redis_cluster.h"
 #include "store/redis_connection.h"
@@ -28,6 +30,12 @@ constexpr char kHowToLogIn[] =
     "give credentials as redis://user:password@host:port, "
     "redis://:password@host:port or --redis-password-file PATH";
 
+// OK when `header`, of an object that verified, is keyed `key`.
+Status CheckKey(const ObjectHeader& header, const BlockKey& key) {
+  if (header.key == key) return Status::OK();
+  return Status::Corruption("holds the object of key " + header.key.Hex());
+}
+
 // OK when `reply` holds an object of `key` that `authenticator` verifies;
 // Corruption or PermissionDenied (forged) otherwise.
 Status Verify(const RedisValue& reply, const BlockKey& key,
@@ -37,11 +45,7 @@ Status Verify(const RedisValue& reply, const BlockKey& key,
   }
   Result<ObjectView> view = authenticator.Verify(reply.bytes);
   if (!view.ok()) return view.status();
-  if (view->header.key != key) {
-    return Status::Corruption("holds the object of key " +
-                              view->header.key.Hex());
-  }
-  return Status::OK();
+  return CheckKey(view->header, key);
 }
 
 }  // namespace
@@ -84,6 +88,32 @@ struct RedisTier::State {
   void Fail(const Status& s) {
     ++stats.errors;
     stats.last_error = s.ToString();
+  }
+
+  // A value that did not verify: its Redis key, and why (Corruption, or
+  // PermissionDenied when it is intact but forged).
+  struct Refusal {
+    std::string redis_key;
+    Status why;
+  };
+  // DELetes the values of `refused` and counts each in corrupt_dropped or
+  // forged_dropped (a failed DEL in errors). REQUIRES: mu not held.
+  void Drop(std::span<const Refusal> refused) {
+    if (refused.empty()) return;
+    std::vector<RedisKeyCommand> dels;
+    for (const Refusal& r : refused) {
+      dels.push_back(RedisKeyCommand("DEL", r.redis_key));
+    }
+    cluster.Dispatch(dels);
+    const std::lock_guard<std::mutex> lock(mu);
+    for (const Refusal& r : refused) {
+      ++(r.why.code() == StatusCode::kPermissionDenied ? stats.forged_dropped
+                                                       : stats.corrupt_dropped);
+      stats.last_error = r.why.ToString();
+    }
+    for (const RedisKeyCommand& d : dels) {
+      if (!d.error.ok()) Fail(d.error);
+    }
   }
 
   // Stores `batch` (the writer thread's StoreFn, store/write_behind.h): the
@@ -248,8 +278,7 @@ std::vector<bool> RedisTier::Visit(std::span<const BlockKey> keys,
   }
   s.cluster.Dispatch(gets);
 
-  std::vector<RedisKeyCommand> dels;
-  std::vector<Status> corrupt;
+  std::vector<State::Refusal> refused;
   uint64_t hits = 0, bytes_read = 0;
   std::vector<Status> errors;
   for (size_t j = 0; j < remote.size(); ++j) {
@@ -267,26 +296,108 @@ std::vector<bool> RedisTier::Visit(std::span<const BlockKey> keys,
       visit(remote[j], g.reply->bytes);
       out[remote[j]] = true;
     } else {
-      corrupt.push_back(verified.WithPrefix("redis value '" + g.key + "'"));
-      dels.push_back(RedisKeyCommand("DEL", g.key));
+      refused.push_back(
+          {g.key, verified.WithPrefix("redis value '" + g.key + "'")});
     }
   }
-  if (!dels.empty()) s.cluster.Dispatch(dels);
+  s.Drop(refused);
 
   const std::lock_guard<std::mutex> lock(s.mu);
   s.stats.hits += hits;
   s.stats.misses += remote.size() - hits;
   s.stats.bytes_read += bytes_read;
   for (const Status& e : errors) s.Fail(e);
-  for (const Status& c : corrupt) {
-    ++(c.code() == StatusCode::kPermissionDenied ? s.stats.forged_dropped
-                                                 : s.stats.corrupt_dropped);
-    s.stats.last_error = c.ToString();
-  }
-  for (const RedisKeyCommand& d : dels) {
-    if (!d.error.ok()) s.Fail(d.error);
-  }
   return out;
+}
+
+std::vector<bool> RedisTier::ReadRanges(std::span<const BlockKey> keys,
+                                        std::span<const RangeRead> ranges) {
+  State& s = *state_;
+  std::vector<bool> out(keys.size(), true);
+  std::vector<std::shared_ptr<const std::vector<uint8_t>>> queued(keys.size());
+  {
+    const std::lock_guard<std::mutex> lock(s.mu);
+    for (size_t i = 0; i < keys.size(); ++i) queued[i] = s.writes.Find(keys[i]);
+  }
+  std::vector<RedisKeyCommand> gets;
+  std::vector<const RangeRead*> asked;  // the range of each of gets
+  for (const RangeRead& r : ranges) {
+    KV_CHECK(r.key < keys.size());
+    if (const auto& object = queued[r.key]) {
+      if (r.offset > object->size() ||
+          r.into.size() > object->size() - r.offset) {
+        out[r.key] = false;  // past the object's end
+      } else {
+        const uint8_t* from = object->data() + r.offset;
+        std::copy(from, from + r.into.size(), r.into.begin());
+      }
+    } else if (!r.into.empty()) {
+      // GETRANGE's end is inclusive.
+      gets.push_back(
+          RedisKeyCommand("GETRANGE", s.Key(keys[r.key]),
+                          {std::to_string(r.offset),
+                           std::to_string(r.offset + r.into.size() - 1)}));
+      asked.push_back(&r);
+    }
+  }
+  s.cluster.Dispatch(gets);
+
+  uint64_t bytes_read = 0;
+  std::vector<Status> errors;
+  for (size_t j = 0; j < gets.size(); ++j) {
+    const RangeRead& r = *asked[j];
+    const RedisKeyCommand& g = gets[j];
+    if (!g.error.ok()) errors.push_back(g.error);
+    // Absent, or shorter than the range: Redis answers what it has.
+    if (!g.error.ok() || !g.reply->is_string() ||
+        g.reply->bytes.size() != r.into.size()) {
+      out[r.key] = false;
+      continue;
+    }
+    std::copy(g.reply->bytes.begin(), g.reply->bytes.end(), r.into.begin());
+    bytes_read += r.into.size();
+  }
+  const std::lock_guard<std::mutex> lock(s.mu);
+  s.stats.bytes_read += bytes_read;
+  for (const Status& e : errors) s.Fail(e);
+  return out;
+}
+
+Status RedisTier::VerifyGathered(
+    const BlockKey& key, std::span<const uint8_t> header,
+    std::span<const std::span<const uint8_t>> payload) {
+  State& s = *state_;
+  const Result<ObjectHeader> verified =
+      s.options.authenticator.VerifyGathered(header, payload);
+  Status verdict = verified.ok() ? CheckKey(*verified, key) : verified.status();
+  const std::string redis_key = s.Key(key);
+  if (!verdict.ok()) {
+    verdict = verdict.WithPrefix("redis value '" + redis_key + "'");
+    {
+      const std::lock_guard<std::mutex> lock(s.mu);
+      ++s.stats.misses;
+    }
+    const State::Refusal refusal{redis_key, verdict};
+    s.Drop({&refusal, 1});
+    return verdict;
+  }
+  bool stored;
+  {
+    const std::lock_guard<std::mutex> lock(s.mu);
+    ++s.stats.hits;
+    stored = s.writes.Find(key) == nullptr;
+  }
+  // GETRANGE refreshed the key in Redis's LRU clock; a TTL restarts here,
+  // as GETEX restarts it for Visit.
+  if (stored && !s.ttl_text.empty()) {
+    RedisKeyCommand expire("EXPIRE", redis_key, {s.ttl_text});
+    s.cluster.Dispatch({&expire, 1});
+    if (!expire.error.ok()) {
+      const std::lock_guard<std::mutex> lock(s.mu);
+      s.Fail(expire.error);
+    }
+  }
+  return verdict;
 }
 
 std::vector<bool> RedisTier::Exists(std::span<const BlockKey> keys) {

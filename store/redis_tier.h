@@ -13,6 +13,13 @@
 // maxmemory-policy); a Redis that is full (an OOM reply to SET) costs a
 // counted error and the write, never a failure of the caller.
 //
+// Ranges (Tier::ReadRanges): one GETRANGE per range, pipelined and routed
+// like the GETs of a Visit; a reply shorter than its range (an absent key
+// answers an empty string) fails its key. GETRANGE refreshes the key in
+// Redis's LRU clock before the object is verified; with a TTL,
+// VerifyGathered restarts it with an EXPIRE (one round trip per accepted
+// object), and DELetes a value that fails, as Visit does.
+//
 // Topology: store/redis_cluster.h (standalone or Cluster, decided by the
 // first seed of the URL that answers; slots, -MOVED/-ASK followed only to
 // known nodes of the cluster).
@@ -128,6 +135,12 @@ class RedisTier final : public Tier {
   Status Put(const BlockKey& key, std::vector<uint8_t> object) override;
   std::vector<bool> Visit(std::span<const BlockKey> keys,
                           const ObjectVisitor& visit) override;
+  bool reads_ranges() const override { return true; }
+  std::vector<bool> ReadRanges(std::span<const BlockKey> keys,
+                               std::span<const RangeRead> ranges) override;
+  Status VerifyGathered(
+      const BlockKey& key, std::span<const uint8_t> header,
+      std::span<const std::span<const uint8_t>> payload) override;
   std::vector<bool> Exists(std::span<const BlockKey> keys) override;
   // Unavailable when the key's node is in backoff, IOError naming the node
   // when the DEL failed.

@@ -525,6 +525,80 @@ TEST(RedisTierTest, CorruptValuesMissAreDeletedAndCounted) {
       << st.last_error;
 }
 
+// Ranged reads (GETRANGE, pipelined) give exactly the stored bytes, and a
+// gathered object verifies and counts a hit. With a TTL, the ranges leave
+// it alone and VerifyGathered restarts it, as a hit of Get does.
+TEST(RedisTierTest, RangesReadStoredObjectsAndGatheredOnesVerify) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto server = StartServer();
+  auto tier = OpenTier({.url = server->url()});
+  ExpectRangesReadStoredObjects(*tier, 200, 8);
+
+  auto ttl = OpenTier(
+      {.url = server->url(), .key_prefix = "ttl:", .ttl_seconds = 100});
+  PutAll(*ttl, 1, 1);
+  const BlockKey k = KeyOf(1);
+  const std::string key = ttl->RedisKey(k);
+  auto raw = Client(server->port());
+  EXPECT_EQ(raw->Integer({"EXPIRE", key, "5"}), 1);
+  std::vector<GatheredObject> gathered;
+  const size_t sizes[] = {MakeObject(1).size()};
+  ASSERT_EQ(GatherObjects(*ttl, {&k, 1}, sizes, 2, &gathered),
+            std::vector<bool>{true});
+  EXPECT_LE(raw->Integer({"TTL", key}), 5);
+  EXPECT_TRUE(
+      ttl->VerifyGathered(k, gathered[0].header, gathered[0].payload()).ok());
+  EXPECT_GT(raw->Integer({"TTL", key}), 90);
+  EXPECT_EQ(ttl->Stats().errors, 0u) << ttl->Stats().last_error;
+}
+
+TEST(RedisTierTest, MissingKeysAndRangesPastTheEndFailAlone) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto server = StartServer();
+  auto tier = OpenTier({.url = server->url()});
+  ExpectMissingKeysAndRangesPastTheEndFailAlone(*tier);
+}
+
+// The attack of issue 13, and damage, on a value read in ranges: the
+// ranges read (they are not verified), VerifyGathered refuses the object,
+// DELetes it and counts it, as Get would have.
+TEST(RedisTierTest, ForgedOrDamagedValuesReadInRangesAreRefusedAndDeleted) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto server = StartServer();
+  auto raw = Client(server->port());
+  for (const ObjectEdit& c : RangeReadEdits()) {
+    SCOPED_TRACE(c.what);
+    auto tier = OpenTier({.url = server->url(), .key_prefix = c.what + ":"});
+    const BlockKey key = KeyOf(1), other = KeyOf(2);
+    PutAll(*tier, 1, 2, 20);
+    const auto value = [&](const BlockKey& k) {
+      const std::string v = raw->Text({"GET", tier->RedisKey(k)});
+      return Bytes(v.begin(), v.end());
+    };
+    Bytes object = value(key);
+    c.apply(object, value(other));
+    ASSERT_EQ(raw->Text({"SET", tier->RedisKey(key),
+                         std::string(object.begin(), object.end())}),
+              "OK");
+
+    ExpectEditedObjectRefused(*tier, key, object, c, tier->RedisKey(key));
+    EXPECT_EQ(raw->Integer({"EXISTS", tier->RedisKey(key)}), 0);
+    EXPECT_EQ(Unsealed(tier->Get({&other, 1})[0]), MakeObject(2, 20));
+  }
+}
+
+// An accepted object is read in ranges from the queue: while the server
+// is stopped (SIGSTOP), the writer's SET cannot complete, and a GETRANGE
+// could not either.
+TEST(RedisTierTest, RangesOfQueuedObjectsComeFromTheQueue) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto server = StartServer();
+  auto tier =
+      OpenTier({.url = server->url(), .command_timeout = milliseconds(10000)});
+  server->Pause();
+  ExpectQueuedObjectReadInRanges(*tier, [&] { server->Resume(); });
+}
+
 // A Redis that is down costs commands no connect timeouts: after a failed
 // connect, the node is not tried again before its backoff ends, so the
 // attempts are bounded by the time that passed, whatever the machine's load
@@ -687,6 +761,18 @@ TEST(RedisClusterTierTest, KeysSpreadOverAllMastersAndAllHit) {
   EXPECT_GT(*rate, 0);
 }
 
+// Ranges go to the master of their key's slot, on every master at once.
+TEST(RedisClusterTierTest, RangesReadAcrossMasters) {
+  KVSTASH_REQUIRE_REDIS_SERVER();
+  auto cluster = StartCluster();
+  auto tier = OpenTier({.url = cluster->node(1).url()});
+  ExpectRangesReadStoredObjects(*tier, 0, 12);
+  for (const std::vector<uint64_t>& keys : KeysByNode(*cluster, *tier, 0, 12)) {
+    EXPECT_FALSE(keys.empty());
+  }
+  ExpectMissingKeysAndRangesPastTheEndFailAlone(*tier);
+}
+
 TEST(RedisClusterTierTest, FollowsAskAndMovedWhileASlotMigrates) {
   KVSTASH_REQUIRE_REDIS_SERVER();
   auto cluster = StartCluster();
@@ -722,6 +808,16 @@ TEST(RedisClusterTierTest, FollowsAskAndMovedWhileASlotMigrates) {
   // for reads and for writes of new keys.
   const BlockKey key = KeyOf(0);
   EXPECT_EQ(Unsealed(tier->Get({&key, 1})[0]), MakeObject(0));
+  // So do ranges (the payload: sealed or not, the same bytes).
+  const Bytes object = MakeObject(0);
+  const auto payload_reads = [&] {
+    Bytes payload(object.size() - kObjectHeaderBytes);
+    const Tier::RangeRead r = {0, kObjectHeaderBytes, payload};
+    return tier->ReadRanges({&key, 1}, {&r, 1}) == std::vector<bool>{true} &&
+           std::equal(payload.begin(), payload.end(),
+                      object.begin() + kObjectHeaderBytes);
+  };
+  EXPECT_TRUE(payload_reads());
   PutAll(*tier, sibling, 1);
   EXPECT_EQ(raw[to]->Text({"ASKING"}), "OK");
   EXPECT_EQ(raw[to]->Integer({"EXISTS", tier->RedisKey(KeyOf(sibling))}), 1);
@@ -734,6 +830,7 @@ TEST(RedisClusterTierTest, FollowsAskAndMovedWhileASlotMigrates) {
   const auto got = tier->Get(both);
   EXPECT_EQ(Unsealed(got[0]), MakeObject(0));
   EXPECT_EQ(Unsealed(got[1]), MakeObject(sibling));
+  EXPECT_TRUE(payload_reads());
   EXPECT_EQ(tier->Exists(both), std::vector<bool>(2, true));
   const TierStats st = tier->Stats();
   EXPECT_EQ(st.errors, 0u) << st.last_error;

@@ -1,5 +1,7 @@
 #include "store/tier.h"
 
+#include "base/check.h"
+
 namespace kvstash::store {
 
 std::vector<std::optional<std::vector<uint8_t>>> Tier::Get(
@@ -9,6 +11,19 @@ std::vector<std::optional<std::vector<uint8_t>>> Tier::Get(
     out[i].emplace(object.begin(), object.end());
   });
   return out;
+}
+
+std::vector<bool> Tier::ReadRanges(std::span<const BlockKey> /*keys*/,
+                                   std::span<const RangeRead> /*ranges*/) {
+  KV_CHECK_MSG(false, "this tier does not read ranges");
+  return {};
+}
+
+Status Tier::VerifyGathered(const BlockKey& /*key*/,
+                            std::span<const uint8_t> /*header*/,
+                            std::span<const std::span<const uint8_t>>) {
+  KV_CHECK_MSG(false, "this tier does not read ranges");
+  return Status::Internal("unreachable");
 }
 
 }  // namespace kvstash::store

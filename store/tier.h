@@ -91,6 +91,38 @@ class Tier {
   std::vector<std::optional<std::vector<uint8_t>>> Get(
       std::span<const BlockKey> keys);
 
+  // Layer-ordered loading (kvcache/kv_manager.h, "Layered loads") reads an
+  // object in ranges, straight into the blocks they belong in, and verifies
+  // it once all of it has arrived: ReadRanges, then VerifyGathered.
+  struct RangeRead {
+    size_t key = 0;           // index into the keys asked for
+    uint64_t offset = 0;      // into the object, its header included
+    std::span<uint8_t> into;  // receives bytes [offset, offset + into.size())
+  };
+  // Whether this tier serves ReadRanges and VerifyGathered (else a loader
+  // reads whole objects with Visit).
+  virtual bool reads_ranges() const { return false; }
+  // Reads every range of `ranges` into its buffer, as the medium holds it
+  // now (an accepted Put not yet stored is served from the queue), without
+  // verifying anything: no byte read this way may be used before
+  // VerifyGathered accepted its whole object. Per key, whether all of its
+  // ranges were read whole (false: absent, shorter than a range, failed
+  // I/O; counted in errors only for I/O failures). Counts bytes_read; no
+  // hits, misses or recency. Ranges of one call may be read in any order
+  // and at once. REQUIRES: reads_ranges().
+  virtual std::vector<bool> ReadRanges(std::span<const BlockKey> keys,
+                                       std::span<const RangeRead> ranges);
+  // Visit's verdict on the object of `key` gathered from its first
+  // kObjectHeaderBytes `header` and the rest, `payload`, in parts: OK (a
+  // hit: counted, its recency refreshed) when it is intact, keyed `key`
+  // and verifies as Visit requires (the tier's MAC, or its checksum when
+  // the tier has no key); otherwise a miss, and an object found damaged or
+  // forged is dropped and counted as Visit does (the error says why).
+  // REQUIRES: reads_ranges().
+  virtual Status VerifyGathered(
+      const BlockKey& key, std::span<const uint8_t> header,
+      std::span<const std::span<const uint8_t>> payload);
+
   // Per key, whether the tier holds (or has queued) it. Not verified: a
   // later Get may still miss. Does not refresh recency or count hits.
   virtual std::vector<bool> Exists(std::span<const BlockKey> keys) = 0;

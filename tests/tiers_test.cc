@@ -259,6 +259,9 @@ TEST_P(TiersKvTypeTest, RestartLoadsThePrefixFromDisk) {
   EXPECT_EQ(warm.tokens, cold_tokens);
   EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks,
             uint64_t(Loadable(prompt) / kBlockTokens));
+  // Its suffix was computed while the prefix loaded, layer by layer.
+  EXPECT_EQ(b.kv->Stats().layered_loads, 1u);
+  EXPECT_EQ(b.kv->Stats().layered_load_failures, 0u);
 
   // The same prompt again is a DRAM hit; another tenant's salt (a different
   // namespace fingerprint) shares nothing with what is on disk.
@@ -560,6 +563,10 @@ TEST_P(TiersKvTypeTest, CorruptObjectsAreMissesNeverWrongOutput) {
   // (forged); the others are damage.
   EXPECT_GE(c.store.corrupt_dropped + c.store.forged_dropped + c.load_failures,
             1u);
+  // A layered load that read a bad object (one found when the tier
+  // scanned its directory is not even announced) sent the request back to
+  // be recomputed from what verified.
+  EXPECT_EQ(b.kv->Stats().layered_load_failures, c.load_failures);
   // The recomputed blocks were written again, so each later server loads
   // further, until one loads all. (A block recomputed because an earlier
   // object was bad is not rewritten while its own damaged object is still
@@ -694,6 +701,7 @@ TEST_F(TiersTest, TwoServersShareThroughRedis) {
   EXPECT_EQ(second.finish.usage.cached_tokens, Loadable(prompt));
   EXPECT_EQ(second.finish.usage.tier_cached_tokens,
             (std::vector<int>{0, Loadable(prompt)}));
+  EXPECT_EQ(b.kv->Stats().layered_loads, 1u);  // ranges read from Redis
   // The Redis hit was promoted to B's disk (16 blocks: fewer than one chunk
   // of stories260K's 10 KiB blocks, so 16 single-block objects): a server
   // over B's disk alone finds the whole prefix there.
@@ -1013,6 +1021,7 @@ TEST_F(TiersTest, ForgedObjectsAreNeverLoaded) {
   EXPECT_EQ(out.finish.usage.cached_tokens, 0);
   EXPECT_EQ(b.kv->TierStats()[0].loaded_blocks, 0u);
   EXPECT_GE(disk->Stats().forged_dropped, 1u);
+  EXPECT_EQ(b.kv->Stats().layered_load_failures, 1u);
   disk->Flush();
   // What the load read was dropped and rewritten by the cold run; whatever
   // it did not read is refused now: every forged object once.
@@ -1025,11 +1034,13 @@ TEST_F(TiersTest, ForgedObjectsAreNeverLoaded) {
 }
 
 // A tier whose Get waits, up to `patience`, until `want` Gets are inside at
-// once; it records the most it saw. Everything else goes to `inner`.
+// once; it records the most it saw. Everything else goes to `inner`; it
+// reads no ranges (its loads are whole-object Prefetches).
 class GatedTier final : public testing::ForwardingTier {
  public:
   GatedTier(store::Tier* inner, int want, std::chrono::milliseconds patience)
       : ForwardingTier(inner), want_(want), patience_(patience) {}
+  bool reads_ranges() const override { return false; }
 
   std::vector<bool> Visit(std::span<const store::BlockKey> keys,
                           const ObjectVisitor& visit) override {

@@ -1,7 +1,7 @@
 // ForwardingTier: a store::Tier that hands every call to another tier, for
 // tests that wrap a real tier to hold, gate or count its reads (override
-// Visit and call ForwardingTier::Visit); HeldTier, one whose reads wait until
-// Open().
+// Visit or ReadRanges and call ForwardingTier's); HeldTier, one whose reads
+// wait until Open().
 #pragma once
 
 #include <condition_variable>
@@ -31,6 +31,16 @@ class ForwardingTier : public store::Tier {
   std::vector<bool> Exists(std::span<const store::BlockKey> keys) override {
     return inner_->Exists(keys);
   }
+  bool reads_ranges() const override { return inner_->reads_ranges(); }
+  std::vector<bool> ReadRanges(std::span<const store::BlockKey> keys,
+                               std::span<const RangeRead> ranges) override {
+    return inner_->ReadRanges(keys, ranges);
+  }
+  Status VerifyGathered(
+      const store::BlockKey& key, std::span<const uint8_t> header,
+      std::span<const std::span<const uint8_t>> payload) override {
+    return inner_->VerifyGathered(key, header, payload);
+  }
   Status Erase(const store::BlockKey& key) override {
     return inner_->Erase(key);
   }
@@ -41,10 +51,12 @@ class ForwardingTier : public store::Tier {
   store::Tier* const inner_;
 };
 
-// A tier whose Gets wait until Open(); counts the keys asked of it.
+// A tier whose Gets wait until Open(); counts the keys asked of it. It reads
+// no ranges, so loads from it are whole-object Prefetches.
 class HeldTier final : public ForwardingTier {
  public:
   using ForwardingTier::ForwardingTier;
+  bool reads_ranges() const override { return false; }
   std::vector<bool> Visit(std::span<const store::BlockKey> keys,
                           const ObjectVisitor& visit) override {
     {
