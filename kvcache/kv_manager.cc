@@ -1077,13 +1077,17 @@ std::shared_ptr<LayeredLoad> KvManager::BeginLayeredLoad(
   LayeredLoad::Impl& l = *impl;
   l.root = seq->root;
   l.queried_tokens = tokens.size();
-  // Whole blocks before the last token, which is always computed.
-  l.chain = s.Chain(tokens.first((tokens.size() - 1) / b * b), seq->root);
-  std::vector<size_t> claimed_at;  // chain position of each claimed hash
+  // The blocks loaded are the whole blocks before the last token, which is
+  // always computed; a prompt that ends on a block boundary and is stored
+  // whole is left to Prefetch, which loads its last block too (Admit then
+  // copies it and computes one token, not a block).
+  const size_t loadable = (tokens.size() - 1) / b;
+  l.chain = s.Chain(tokens, seq->root);  // its full blocks
+  std::vector<size_t> claimed_at;        // chain position of each claimed hash
   {
     std::lock_guard lock(s.mu);
     l.mapped = s.MapChain(l.chain, seq);
-    if (l.mapped == l.chain.size() || s.loading.contains(l.chain[l.mapped])) {
+    if (l.mapped >= loadable || s.loading.contains(l.chain[l.mapped])) {
       s.ReleaseLocked(seq);
       return nullptr;
     }
@@ -1095,9 +1099,12 @@ std::shared_ptr<LayeredLoad> KvManager::BeginLayeredLoad(
     }
   }
   const State::TierPlan plan = s.PlanTiers(l.chain, l.mapped);
+  const size_t wanted = plan.end == l.chain.size() && loadable < plan.end
+                            ? 0  // the whole prompt: Prefetch's
+                            : std::min(plan.end, loadable) - l.mapped;
   {
     std::lock_guard lock(s.mu);
-    while (l.fresh.size() < plan.end - l.mapped) {
+    while (l.fresh.size() < wanted) {
       const BlockId id = s.AllocateEvicting();
       if (id < 0) break;
       l.fresh.push_back(id);
