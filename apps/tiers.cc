@@ -75,11 +75,6 @@ Result<store::Codec> ParseTierCodec(const std::string& value) {
 
 namespace {
 
-// What a tier's objects are sealed with, for the start-up log.
-std::string MacName(store::MacAlgorithm algorithm) {
-  return std::string(store::MacAlgorithmName(algorithm));
-}
-
 // "chunks of N blocks", or of the automatic size.
 std::string ChunkWords(size_t chunk_blocks) {
   return chunk_blocks == 0
@@ -123,11 +118,9 @@ Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
         "disk " + o.dir + ": " + HumanBytes(o.capacity_bytes) + ", " +
         std::string(disk->io_mode()) + ", write on " +
         kvcache::TierWritePolicyName(write) +
-        (key ? ", fleet key" : ", its own key") + " (" +
-        MacName(key ? key->seal_with()
-                    : store::ObjectAuthenticator::FastestMacAlgorithm()) +
-        "), codec " + store::CodecName(out.codec) + ", " +
-        ChunkWords(out.chunk_blocks));
+        (key ? ", fleet key (" : ", its own key (") +
+        std::string(store::MacAlgorithmName(disk->seal_with())) + "), codec " +
+        store::CodecName(out.codec) + ", " + ChunkWords(out.chunk_blocks));
     out.options.push_back({disk.get(), write});
     out.tiers.push_back(std::move(disk));
   }
@@ -155,7 +148,8 @@ Result<OpenedTiers> OpenTiers(const TierFlags& flags) {
         (o.ttl_seconds > 0 ? "TTL " + std::to_string(o.ttl_seconds) + " s"
                            : std::string("no TTL")) +
         ", write on " + kvcache::TierWritePolicyName(write) +
-        (key ? ", fleet key (" + MacName(key->seal_with()) + ")"
+        (key ? ", fleet key (" +
+                   std::string(store::MacAlgorithmName(key->seal_with())) + ")"
              : std::string(", INSECURE (no tier key)")) +
         ", codec " + store::CodecName(out.codec) + ", " +
         ChunkWords(out.chunk_blocks));

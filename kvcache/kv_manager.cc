@@ -1031,7 +1031,6 @@ struct LayeredLoad::Impl {
   size_t queried_tokens = 0;         // the prompt's length
   std::vector<BlockId> fresh;        // fresh[i] receives chain[mapped + i]
   std::vector<LayeredPiece> pieces;  // along the chain, in order
-  std::vector<Hash128> claimed;      // in State::loading until Finish
   PrefixHit planned;
 
   mutable std::mutex mu;
@@ -1072,7 +1071,12 @@ std::shared_ptr<LayeredLoad> KvManager::BeginLayeredLoad(
   KV_CHECK(seq->blocks.empty());
   State& s = *state_;
   const size_t b = s.block_tokens();
-  if (s.codec != store::Codec::kRaw || tokens.empty()) return nullptr;
+  if (s.codec != store::Codec::kRaw || tokens.empty() ||
+      std::none_of(s.tiers.begin(), s.tiers.end(), [](const TierOptions& t) {
+        return t.tier->reads_ranges();
+      })) {
+    return nullptr;
+  }
   auto impl = std::make_unique<LayeredLoad::Impl>();
   LayeredLoad::Impl& l = *impl;
   l.root = seq->root;
@@ -1083,7 +1087,6 @@ std::shared_ptr<LayeredLoad> KvManager::BeginLayeredLoad(
   // copies it and computes one token, not a block).
   const size_t loadable = (tokens.size() - 1) / b;
   l.chain = s.Chain(tokens, seq->root);  // its full blocks
-  std::vector<size_t> claimed_at;        // chain position of each claimed hash
   {
     std::lock_guard lock(s.mu);
     l.mapped = s.MapChain(l.chain, seq);
@@ -1091,60 +1094,54 @@ std::shared_ptr<LayeredLoad> KvManager::BeginLayeredLoad(
       s.ReleaseLocked(seq);
       return nullptr;
     }
-    for (size_t i = l.mapped; i < l.chain.size(); ++i) {
-      if (s.loading.insert(l.chain[i]).second) {
-        l.claimed.push_back(l.chain[i]);
-        claimed_at.push_back(i);
-      }
-    }
   }
   const State::TierPlan plan = s.PlanTiers(l.chain, l.mapped);
-  const size_t wanted = plan.end == l.chain.size() && loadable < plan.end
-                            ? 0  // the whole prompt: Prefetch's
-                            : std::min(plan.end, loadable) - l.mapped;
-  {
-    std::lock_guard lock(s.mu);
-    while (l.fresh.size() < wanted) {
-      const BlockId id = s.AllocateEvicting();
-      if (id < 0) break;
-      l.fresh.push_back(id);
+  // The whole objects along the chain, from tiers that read ranges, that
+  // end at or before the last loadable block.
+  const size_t limit = plan.end == l.chain.size() && loadable < plan.end
+                           ? l.mapped  // the whole prompt: Prefetch's
+                           : std::min(plan.end, loadable);
+  size_t at = l.mapped;
+  for (size_t t = 0; t < s.tiers.size(); ++t) {
+    if (plan.pieces[t].empty()) continue;
+    if (!s.tiers[t].tier->reads_ranges()) break;
+    for (const State::Piece& p : plan.pieces[t]) {
+      if (p.first != at || p.first + p.count > limit) break;
+      l.pieces.push_back({t, p.first - l.mapped, p.count});
+      at += p.count;
     }
-    // The whole objects along the chain that land in those blocks, from
-    // tiers that read ranges.
-    const size_t limit = l.mapped + l.fresh.size();
-    size_t at = l.mapped;
-    for (size_t t = 0; t < s.tiers.size(); ++t) {
-      if (plan.pieces[t].empty()) continue;
-      if (!s.tiers[t].tier->reads_ranges()) break;
-      for (const State::Piece& p : plan.pieces[t]) {
-        if (p.first != at || p.first + p.count > limit) break;
-        l.pieces.push_back({t, p.first - l.mapped, p.count});
-        at += p.count;
-      }
-      if (at != plan.ends[t]) break;
-    }
-    for (size_t i = at - l.mapped; i < l.fresh.size(); ++i) {
-      s.Unref(l.fresh[i], nullptr);
-    }
-    l.fresh.resize(at - l.mapped);
-    if (l.fresh.empty()) {
-      for (const Hash128& h : l.claimed) s.loading.erase(h);
-      s.loads_done.notify_all();
-      s.ReleaseLocked(seq);
-      return nullptr;
-    }
-    // Blocks past the objects loaded are not claimed (claims are in chain
-    // order).
-    while (!claimed_at.empty() && claimed_at.back() >= at) {
-      s.loading.erase(l.claimed.back());
-      l.claimed.pop_back();
-      claimed_at.pop_back();
-    }
-    l.chain.resize(at);
-    s.loads_done.notify_all();
-    seq->blocks.insert(seq->blocks.end(), l.fresh.begin(), l.fresh.end());
-    ++s.layered_loads;
+    if (at != plan.ends[t]) break;
   }
+  std::lock_guard lock(s.mu);
+  // Blocks for them, unless another load claimed one meanwhile (its
+  // Prefetch waits for that load).
+  const bool claimed_elsewhere = std::any_of(
+      l.chain.begin() + ptrdiff_t(l.mapped), l.chain.begin() + ptrdiff_t(at),
+      [&](const Hash128& h) { return s.loading.contains(h); });
+  while (!claimed_elsewhere && l.fresh.size() < at - l.mapped) {
+    const BlockId id = s.AllocateEvicting();
+    if (id < 0) break;
+    l.fresh.push_back(id);
+  }
+  // The pool may have had fewer: the objects that fit whole.
+  while (!l.pieces.empty() &&
+         l.pieces.back().first + l.pieces.back().count > l.fresh.size()) {
+    l.pieces.pop_back();
+  }
+  const size_t used =
+      l.pieces.empty() ? 0 : l.pieces.back().first + l.pieces.back().count;
+  for (size_t i = used; i < l.fresh.size(); ++i) s.Unref(l.fresh[i], nullptr);
+  l.fresh.resize(used);
+  if (l.fresh.empty()) {
+    s.ReleaseLocked(seq);
+    return nullptr;
+  }
+  l.chain.resize(l.mapped + used);
+  for (size_t i = l.mapped; i < l.chain.size(); ++i) {
+    s.loading.insert(l.chain[i]);
+  }
+  seq->blocks.insert(seq->blocks.end(), l.fresh.begin(), l.fresh.end());
+  ++s.layered_loads;
   l.planned.dram_tokens = int(l.mapped * b);
   l.planned.tier_tokens.assign(s.tiers.size(), 0);
   for (const LayeredPiece& p : l.pieces) {
@@ -1310,8 +1307,10 @@ int KvManager::FinishLayeredLoad(LayeredLoad& load, SequenceKv* seq) {
   s.queried_tokens += l.queried_tokens;
   s.hit_tokens += held * b;
   if (l.verified < l.fresh.size()) ++s.layered_load_failures;
-  for (const Hash128& h : l.claimed) s.loading.erase(h);
-  if (!l.claimed.empty()) s.loads_done.notify_all();
+  for (size_t i = l.mapped; i < l.chain.size(); ++i) {
+    s.loading.erase(l.chain[i]);
+  }
+  s.loads_done.notify_all();
   l.finished = true;
   return int(held * b);
 }

@@ -539,51 +539,6 @@ void Forge(const std::string& path) {
              std::streamsize(file.size()));
 }
 
-// Records the ranges of each ReadRanges call; calls after the first
-// `free_calls` wait until Open().
-class SteppedTier final : public kvstash::testing::ForwardingTier {
- public:
-  SteppedTier(store::Tier* inner, int free_calls)
-      : ForwardingTier(inner), free_calls_(free_calls) {}
-
-  std::vector<bool> ReadRanges(std::span<const store::BlockKey> keys,
-                               std::span<const RangeRead> ranges) override {
-    {
-      std::unique_lock lock(mu_);
-      calls_.emplace_back();
-      for (const RangeRead& r : ranges) {
-        calls_.back().push_back({r.offset, r.into.size()});
-      }
-      cv_.notify_all();
-      cv_.wait(lock,
-               [&] { return open_ || int(calls_.size()) <= free_calls_; });
-    }
-    return ForwardingTier::ReadRanges(keys, ranges);
-  }
-  // Waits until `n` calls have begun.
-  void AwaitCalls(size_t n) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return calls_.size() >= n; });
-  }
-  void Open() {
-    std::lock_guard lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  // Per call, (offset, size) of each range.
-  std::vector<std::vector<std::pair<uint64_t, size_t>>> calls() const {
-    std::lock_guard lock(mu_);
-    return calls_;
-  }
-
- private:
-  const int free_calls_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::vector<std::pair<uint64_t, size_t>>> calls_;
-  bool open_ = false;
-};
-
 TEST(KvManagerLayeredLoadTest, FillsTheSequencesBlocksAndNamesThem) {
   auto disk = OpenDisk("layered");
   const std::vector<int32_t> prompt = Range(100, 4 * kB + 2);
@@ -646,7 +601,7 @@ TEST(KvManagerLayeredLoadTest, AnnouncesEachGroupOfLayersBeforeReadingTheNext) {
   auto disk = OpenDisk("layered_order");
   const std::vector<int32_t> prompt = Range(7, 4 * kB + 1);
   Store(*disk, prompt);
-  SteppedTier stepped(disk.get(), /*free_calls=*/1);
+  kvstash::testing::SteppedTier stepped(disk.get(), /*free_calls=*/1);
   auto b = Manager(&stepped);
   SequenceKv seq = Seq(Root(""));
   std::shared_ptr<LayeredLoad> load = b->BeginLayeredLoad(prompt, &seq);
@@ -759,7 +714,7 @@ TEST(KvManagerLayeredLoadTest, APrefetchOfTheSamePrefixWaitsAndMapsIt) {
   auto disk = OpenDisk("layered_shared");
   const std::vector<int32_t> prompt = Range(500, 4 * kB + 1);
   Store(*disk, prompt);
-  SteppedTier stepped(disk.get(), /*free_calls=*/0);
+  kvstash::testing::SteppedTier stepped(disk.get(), /*free_calls=*/0);
   auto b = Manager(&stepped);
   SequenceKv seq = Seq(Root(""));
   std::shared_ptr<LayeredLoad> load = b->BeginLayeredLoad(prompt, &seq);

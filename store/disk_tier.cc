@@ -356,6 +356,10 @@ DiskTier::~DiskTier() { state_->writes.Stop(); }
 
 std::string_view DiskTier::io_mode() const { return state_->io->mode(); }
 
+MacAlgorithm DiskTier::seal_with() const {
+  return state_->authenticator.seal_with();
+}
+
 void DiskTier::PauseWriterForTesting(bool paused) {
   state_->writes.SetPaused(paused);
 }

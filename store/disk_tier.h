@@ -156,6 +156,8 @@ class DiskTier final : public Tier {
   // The I/O mode in use: "direct+io_uring" or "buffered" (for logs and
   // metrics; kAuto resolves to one of them at Open).
   std::string_view io_mode() const;
+  // The MAC it seals objects with (its key's: ObjectAuthenticator).
+  MacAlgorithm seal_with() const;
   Status Put(const BlockKey& key, std::vector<uint8_t> object) override;
   std::vector<bool> Visit(std::span<const BlockKey> keys,
                           const ObjectVisitor& visit) override;

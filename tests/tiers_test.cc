@@ -96,6 +96,8 @@ class TiersTest : public ::testing::Test {
     o.kv.chunk_blocks = chunk_blocks;
     o.kv.capacity_bytes = blocks * o.kv.layout.block_bytes();
     o.kv.prefault = false;
+    // Layered loads read one layer per group: every layer's gate is used.
+    o.kv.layered_range_bytes = 1;
     for (store::Tier* t : tiers) o.kv.tiers.push_back({t});
     o.scheduler = SchedulerOptions{};  // a context of 2048
     Stack s;
@@ -279,6 +281,44 @@ TEST_P(TiersKvTypeTest, RestartLoadsThePrefixFromDisk) {
             kernels::KvHasResidual(kv()) ? 288 - kBlockTokens : 287);
   EXPECT_EQ(edge.tokens, Alone(aligned, 5, kv()));
   EXPECT_TRUE(b.kv->Validate({}).ok());
+}
+
+// A layered load gives the request its blocks at once: the request is
+// admitted and its suffix's blocks reserved while the prefix's later layers
+// are still being read (their read held here), and the output is the cold
+// one once the load is let through.
+TEST_F(TiersTest, TheSuffixIsComputedWhileThePrefixLoads) {
+  const std::string dir = testing::TempDir("layered");
+  const std::vector<int32_t> head = Prompt(3000, 160);
+  const std::vector<int32_t> longer = Prompt(3000, 250);
+  {
+    auto disk = OpenDisk(dir);
+    Stack a = NewStack({disk.get()});
+    a.Run(head, 4);
+  }
+  auto disk = OpenDisk(dir);
+  testing::SteppedTier stepped(disk.get(), /*free_calls=*/1);
+  Stack b = NewStack({&stepped});
+  std::shared_ptr<RequestHandle> handle =
+      b.scheduler->Submit(Greedy(longer, 4)).value();
+  stepped.AwaitCalls(2);  // layer 1's read waits
+  const int head_blocks = int(head.size()) / kBlockTokens;
+  const int all_blocks = (int(longer.size()) + kBlockTokens - 1) / kBlockTokens;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (b.kv->Stats().used_blocks < size_t(all_blocks) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // The loaded blocks and those of the suffix, held by the running request.
+  EXPECT_EQ(b.kv->Stats().used_blocks, size_t(all_blocks));
+  EXPECT_EQ(stepped.calls().size(), 2u);
+  stepped.Open();
+  const Outcome out = Collect(*handle);
+  EXPECT_EQ(out.tokens, Alone(longer, 4));
+  EXPECT_EQ(out.finish.usage.tier_cached_tokens[0], head_blocks * kBlockTokens);
+  EXPECT_EQ(b.kv->Stats().layered_loads, 1u);
+  EXPECT_EQ(stepped.calls().size(), size_t(model_->config().n_layers));
 }
 
 // A longer prompt that extends a prefix on disk loads the prefix and

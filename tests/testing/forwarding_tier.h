@@ -1,10 +1,13 @@
 // ForwardingTier: a store::Tier that hands every call to another tier, for
 // tests that wrap a real tier to hold, gate or count its reads (override
 // Visit or ReadRanges and call ForwardingTier's); HeldTier, one whose reads
-// wait until Open().
+// wait until Open(); SteppedTier, one whose ranged reads do, after the
+// first few.
 #pragma once
 
 #include <condition_variable>
+#include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -89,6 +92,52 @@ class HeldTier final : public ForwardingTier {
   std::condition_variable cv_;
   size_t keys_read_ = 0;
   int inside_ = 0;
+  bool open_ = false;
+};
+
+// A tier whose ReadRanges calls after the first `free_calls` wait until
+// Open() (a layered load held after its first groups of layers); records
+// the (offset, size) of each call's ranges.
+class SteppedTier final : public ForwardingTier {
+ public:
+  SteppedTier(store::Tier* inner, int free_calls)
+      : ForwardingTier(inner), free_calls_(free_calls) {}
+
+  std::vector<bool> ReadRanges(std::span<const store::BlockKey> keys,
+                               std::span<const RangeRead> ranges) override {
+    {
+      std::unique_lock lock(mu_);
+      calls_.emplace_back();
+      for (const RangeRead& r : ranges) {
+        calls_.back().push_back({r.offset, r.into.size()});
+      }
+      cv_.notify_all();
+      cv_.wait(lock,
+               [&] { return open_ || int(calls_.size()) <= free_calls_; });
+    }
+    return ForwardingTier::ReadRanges(keys, ranges);
+  }
+  // Waits until `n` calls have begun.
+  void AwaitCalls(size_t n) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return calls_.size() >= n; });
+  }
+  void Open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  // Per call, (offset, size) of each range.
+  std::vector<std::vector<std::pair<uint64_t, size_t>>> calls() const {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+
+ private:
+  const int free_calls_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::vector<std::pair<uint64_t, size_t>>> calls_;
   bool open_ = false;
 };
 
