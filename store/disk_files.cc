@@ -178,12 +178,32 @@ std::string DirKeyPath(const std::string& dir) { return dir + "/TIER_KEY"; }
 Result<ObjectAuthenticator> DirKey(const std::string& dir, bool create) {
   const std::string path = DirKeyPath(dir);
   struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno != ENOENT) return ErrnoStatus("cannot stat", path, errno);
+  bool absent = ::lstat(path.c_str(), &st) != 0;
+  if (absent && errno != ENOENT) return ErrnoStatus("cannot stat", path, errno);
+  if (!absent && create && S_ISREG(st.st_mode) && st.st_size == 0) {
+    // Left empty by a build that wrote the key in place and was killed
+    // before the write: it holds no key, and nothing was sealed with it.
+    if (::unlink(path.c_str()) != 0) {
+      return ErrnoStatus("cannot remove the empty", path, errno);
+    }
+    absent = true;
+  }
+  if (absent) {
     if (!create) return Status::NotFound("no tier key at '" + path + "'");
+    // Written whole to a temporary file, then linked into place (which
+    // fails if another process made one meanwhile: that one is used), so
+    // a kill -9 or a power cut never leaves a torn key.
     KV_ASSIGN_OR_RETURN(const std::string secret,
                         ObjectAuthenticator::NewSecret());
-    KV_RETURN_IF_ERROR(CreatePrivateFile(path, secret + "\n"));
+    const std::string temp = path + "." + std::to_string(::getpid()) + ".tmp";
+    ::unlink(temp.c_str());  // a leftover of an earlier process of this pid
+    KV_RETURN_IF_ERROR(CreatePrivateFile(temp, secret + "\n"));
+    const bool linked = ::link(temp.c_str(), path.c_str()) == 0;
+    const int link_errno = errno;
+    ::unlink(temp.c_str());
+    if (!linked && link_errno != EEXIST) {
+      return ErrnoStatus("cannot create", path, link_errno);
+    }
     KV_RETURN_IF_ERROR(SyncDir(dir));
   }
   KV_ASSIGN_OR_RETURN(const std::string secret, ReadSecretFile(path));

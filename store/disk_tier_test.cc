@@ -466,6 +466,30 @@ TEST_P(DiskTierTest, FilesAndDirectoriesArePrivate) {
   EXPECT_NE(open.status().message().find("chmod 600"), std::string::npos);
 }
 
+// A kill -9 of a build that wrote the key file in place could leave it
+// empty: it holds no key, and the next Open makes one (written to a
+// temporary file and linked into place now, so it is never torn).
+TEST_P(DiskTierTest, AnEmptyKeyFileIsMadeAgain) {
+  const std::string dir = testing::TempDir("disk_empty_key");
+  OpenTier(dir).reset();
+  fs::resize_file(dir + "/TIER_KEY", 0);
+  std::unique_ptr<DiskTier> tier = OpenTier(dir);
+  EXPECT_EQ(ReadBytes(dir + "/TIER_KEY").size(), 65u);
+  ASSERT_TRUE(tier->Put(KeyOf(1), MakeObject(1)).ok());
+  tier->Flush();
+  tier.reset();
+  tier = OpenTier(dir);
+  const BlockKey k = KeyOf(1);
+  EXPECT_TRUE(tier->Get({&k, 1})[0].has_value());
+  std::vector<std::string> left;  // no temporary key file stays
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().filename().string().rfind("TIER_KEY.", 0) == 0) {
+      left.push_back(e.path().string());
+    }
+  }
+  EXPECT_TRUE(left.empty());
+}
+
 TEST_P(DiskTierTest, FileDeletedBehindTheTiersBackIsMissAndError) {
   const std::string dir = testing::TempDir("disk_vanished");
   std::unique_ptr<DiskTier> tier = OpenTier(dir);
