@@ -40,13 +40,14 @@ struct BlockLayout {
   size_t pair_bytes() const {
     return run_bytes(KvSide::kK) + run_bytes(KvSide::kV);
   }
-  size_t block_bytes() const {
-    return size_t(n_layers) * size_t(n_kv_heads) * pair_bytes();
-  }
+  // Bytes of one layer's K and V runs: a block is n_layers of them, one
+  // after the other, so a range of layers is one contiguous span.
+  size_t layer_bytes() const { return size_t(n_kv_heads) * pair_bytes(); }
+  size_t block_bytes() const { return size_t(n_layers) * layer_bytes(); }
   // Byte offset of the run of (layer, side, kv_head) in a block.
   size_t RunOffset(int layer, KvSide side, int kv_head) const {
     const size_t heads = size_t(n_kv_heads);
-    return size_t(layer) * heads * pair_bytes() +
+    return size_t(layer) * layer_bytes() +
            (side == KvSide::kK ? 0 : heads * run_bytes(KvSide::kK)) +
            size_t(kv_head) * run_bytes(side);
   }

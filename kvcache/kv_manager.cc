@@ -181,6 +181,11 @@ struct KvManager::State {
                  std::span<const BlockId> fresh);
   // Encodes and queues each write. Called without `mu`.
   void WriteBehind(const Hash128& root, std::span<const PendingWrite> writes);
+  // Queues `object` to each tier in the bit mask `to`, moving it into the
+  // last; returns the bits of the tiers that took it (a refused write is
+  // counted by that tier, as dropped_writes).
+  uint8_t PutToTiers(const Hash128& key, uint8_t to,
+                     std::vector<uint8_t> object);
   // Loads into DRAM what the tiers hold of `chain` (under `root`) past its
   // indexed head; see KvManager::Prefetch. Called without `mu`.
   PrefixHit PrefetchChain(std::span<const Hash128> chain, const Hash128& root);
@@ -442,17 +447,25 @@ size_t KvManager::State::LoadRun(size_t t, const Hash128& root,
       const Piece& p = pieces[next.first + j];
       const Hash128& key = chain[p.first + p.count - 1];
       reached = std::min(p.first + p.count, limit);
-      for (size_t u = 0; u < t; ++u) {
-        if ((promote_to >> u & 1) == 0) continue;
-        const bool last = (promote_to >> (u + 1)) == 0;
-        // A refused write is counted by that tier (dropped_writes).
-        (void)tiers[u].tier->Put(key, last ? std::move(batch[j]) : batch[j]);
-      }
+      PutToTiers(key, promote_to, std::move(batch[j]));
       if (reached == limit) return reached;
     }
     if (batch.size() < next.n) return reached;
   }
   return reached;
+}
+
+uint8_t KvManager::State::PutToTiers(const Hash128& key, uint8_t to,
+                                     std::vector<uint8_t> object) {
+  uint8_t taken = 0;
+  for (size_t t = 0; t < tiers.size(); ++t) {
+    if ((to >> t & 1) == 0) continue;
+    const bool last = (to >> (t + 1)) == 0;
+    if (tiers[t].tier->Put(key, last ? std::move(object) : object).ok()) {
+      taken |= uint8_t(1u << t);
+    }
+  }
+  return taken;
 }
 
 void KvManager::State::WriteBehind(const Hash128& root,
@@ -463,15 +476,11 @@ void KvManager::State::WriteBehind(const Hash128& root,
   for (const PendingWrite& w : writes) {
     blocks.clear();
     for (const BlockId b : w.blocks) blocks.push_back(pool->data(b));
-    std::vector<uint8_t> object =
-        store::EncodeObject(root, w.parent, w.key, layout, blocks, codec);
+    const uint8_t taken = PutToTiers(
+        w.key, w.tiers,
+        store::EncodeObject(root, w.parent, w.key, layout, blocks, codec));
     for (size_t t = 0; t < tiers.size(); ++t) {
-      if ((w.tiers >> t & 1) == 0) continue;
-      const bool last = (w.tiers >> (t + 1)) == 0;
-      // A refused write is counted by the tier (dropped_writes).
-      if (tiers[t].tier->Put(w.key, last ? std::move(object) : object).ok()) {
-        queued[t] += w.blocks.size();
-      }
+      if (taken >> t & 1) queued[t] += w.blocks.size();
     }
   }
   std::lock_guard lock(mu);
@@ -1038,7 +1047,6 @@ struct LayeredLoad::Impl {
   int layers_read = 0;    // layers [0, layers_read) read or given up
   bool done = false;      // RunLayeredLoad has verified what it could
   size_t verified = 0;    // leading blocks of `fresh` that verified
-  double seconds = 0;     // RunLayeredLoad's wall time
   bool finished = false;  // FinishLayeredLoad ran
 
   // Announces layers [0, n) read (and, with `all_done`, the verdict).
@@ -1156,7 +1164,7 @@ void KvManager::RunLayeredLoad(LayeredLoad& load) {
   const auto start = std::chrono::steady_clock::now();
   const BlockLayout& layout = s.layout;
   const size_t block_bytes = layout.block_bytes();
-  const size_t layer_bytes = block_bytes / size_t(layout.n_layers);
+  const size_t layer_bytes = layout.layer_bytes();
   const int n_layers = layout.n_layers;
   const int per_group = int(std::clamp<size_t>(
       s.layered_range_bytes / layer_bytes, 1, size_t(n_layers)));
@@ -1232,24 +1240,21 @@ void KvManager::RunLayeredLoad(LayeredLoad& load) {
   for (size_t j = 0; j < valid; ++j) verified += l.pieces[j].count;
   if (valid < l.pieces.size()) ++failures[l.pieces[valid].tier];
   // Promote what verified to the tiers above its own that take loads.
-  std::vector<uint8_t> object;
   for (size_t j = 0; j < valid; ++j) {
     const LayeredPiece& p = l.pieces[j];
     const uint8_t promote_to = s.PromotedFrom(p.tier);
     if (promote_to == 0) continue;
+    std::vector<uint8_t> object;
+    object.reserve(headers[j].size() + p.count * block_bytes);
     object.assign(headers[j].begin(), headers[j].end());
     for (size_t i = 0; i < p.count; ++i) {
       const uint8_t* block = s.pool->data(l.fresh[p.first + i]);
       object.insert(object.end(), block, block + block_bytes);
     }
-    const Hash128& key = l.chain[l.mapped + p.first + p.count - 1];
-    for (size_t u = 0; u < p.tier; ++u) {
-      if ((promote_to >> u & 1) == 0) continue;
-      // A refused write is counted by that tier (dropped_writes).
-      (void)s.tiers[u].tier->Put(key, object);
-    }
+    s.PutToTiers(l.chain[l.mapped + p.first + p.count - 1], promote_to,
+                 std::move(object));
   }
-  l.seconds =
+  const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
   {
@@ -1263,7 +1268,7 @@ void KvManager::RunLayeredLoad(LayeredLoad& load) {
       size_t blocks = 0;
       for (const LayeredPiece& p : l.pieces)
         blocks += p.tier == t ? p.count : 0;
-      if (blocks > 0) s.load_observer(t, l.seconds, blocks);
+      if (blocks > 0) s.load_observer(t, seconds, blocks);
     }
   }
   {

@@ -620,7 +620,7 @@ TEST(KvManagerLayeredLoadTest, AnnouncesEachGroupOfLayersBeforeReadingTheNext) {
   EXPECT_EQ(b->FinishLayeredLoad(*load, &seq), 4 * kB);
   const auto calls = stepped.calls();
   ASSERT_EQ(calls.size(), 2u);
-  const size_t layer_bytes = b->layout().block_bytes() / 2;
+  const size_t layer_bytes = b->layout().layer_bytes();
   // Group 0: each object's header, then its layer 0; group 1: layer 1.
   ASSERT_EQ(calls[0].size(), 8u);
   EXPECT_EQ(calls[0][0],
