@@ -2,6 +2,8 @@
 
 #include <bit>
 
+#include "store/object_format.h"
+
 namespace kvstash::kvcache {
 
 namespace {
@@ -34,7 +36,7 @@ Hash128 RootHash(const Hash128& model_identity, const BlockLayout& layout,
                                                      size_t(layout.head_dim))))
         .AddU32(uint32_t(kernels::KvRotated(t)));
   }
-  h.AddU32(uint32_t(codec));
+  h.AddU32(uint32_t(codec)).AddU32(store::kObjectFormatVersion);
   h.AddU64(salt.size()).Add(salt);
   return h.Finish();
 }

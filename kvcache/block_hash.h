@@ -1,14 +1,17 @@
 // The canonical names of KV blocks: a hash chain over the tokens of a prefix.
 //
 //   h_0 = RootHash(model identity, KV dtype and layout, block size, tier
-//                  codec, salt)
+//                  codec, tier object format version, salt)
 //   h_i = XXH3-128(h_{i-1} || little-endian int32 token ids of block i)
 //
 // h_i names the K/V of the whole prefix up to the end of block i, so two
 // processes on two machines compute the same name for the same prefix of the
 // same model, and a different model, KV layout, tier codec (a lossy codec
 // changes what a loaded block holds) or cache salt (tenant) gives different
-// names. No seeds, pointers or host byte order enter a hash.
+// names. The tier object format version (store/object_format.h) is part of
+// it too: builds that write different object formats can share a disk or
+// Redis tier (a rolling upgrade) without reading, or deleting as damaged,
+// each other's objects. No seeds, pointers or host byte order enter a hash.
 #pragma once
 
 #include <cstdint>

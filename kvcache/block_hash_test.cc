@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "store/object_format.h"
+
 namespace kvstash::kvcache {
 namespace {
 
@@ -48,9 +50,9 @@ std::string ChainHex(std::string_view salt) {
 // Pins the canonical encoding: a change here invalidates every stored block.
 TEST(BlockHashTest, GoldenValues) {
   const Hash128 root = ModelRoot("");
-  EXPECT_EQ(root.Hex(), "d8dd7134710fdb90a98c8ae4a8f229d0");
+  EXPECT_EQ(root.Hex(), "b9b6ba724d79c3fb29f8e5e8facecf59");
   EXPECT_EQ(BlockHash(root, Tokens16()).Hex(),
-            "96361638a915d64be9074bdbd9e8b475");
+            "304890f180e12cf7cc34425b68a19bda");
 }
 
 // The root names the K and V types and, per side, the scale group, the
@@ -63,6 +65,7 @@ TEST(BlockHashTest, RootEncodesTheLittleEndianFields) {
   h.AddU32(8).AddU32(0).AddU32(0);  // K: group 8, not packed, not rotated
   h.AddU32(8).AddU32(0).AddU32(0);  // V
   h.AddU32(0);                      // tier codec none
+  h.AddU32(store::kObjectFormatVersion);
   h.AddU64(3).Add(std::string_view("abc"));
   EXPECT_EQ(ModelRoot("abc"), h.Finish());
 
@@ -75,6 +78,7 @@ TEST(BlockHashTest, RootEncodesTheLittleEndianFields) {
   q.AddU32(8).AddU32(4).AddU32(1);
   q.AddU32(8).AddU32(2).AddU32(0);
   q.AddU32(1);  // tier codec zstd
+  q.AddU32(store::kObjectFormatVersion);
   q.AddU64(0);
   EXPECT_EQ(RootHash(HashBytes("model", 5),
                      TestLayout({KvType::kQ4H, KvType::kKivi2}),
