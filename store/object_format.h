@@ -77,6 +77,11 @@
 
 namespace kvstash::store {
 
+// Bumped by any change that a build reading the previous version cannot
+// read (a field, a codec, a MAC algorithm, a KV type code). It is part of
+// a namespace's root h_0 (kvcache/block_hash.h), so builds of two versions
+// sharing a tier look up different keys; an object of another version
+// found under a key of this one is damaged or forged (Corruption).
 inline constexpr uint32_t kObjectFormatVersion = 4;
 inline constexpr size_t kObjectHeaderBytes = 128;
 
