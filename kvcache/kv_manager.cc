@@ -1074,6 +1074,11 @@ void LayeredLoad::AwaitLayer(int layer) const {
                  [&] { return impl_->done || impl_->layers_read > layer; });
 }
 
+bool LayeredLoad::loaded() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->done;
+}
+
 std::shared_ptr<LayeredLoad> KvManager::BeginLayeredLoad(
     std::span<const int32_t> tokens, SequenceKv* seq) {
   KV_CHECK(seq->blocks.empty());

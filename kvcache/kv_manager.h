@@ -231,6 +231,9 @@ class LayeredLoad {
   // or given up (FinishLayeredLoad then says which blocks verified).
   // Thread-safe.
   void AwaitLayer(int layer) const;
+  // Whether RunLayeredLoad has ended (every layer read and every object
+  // judged): AwaitLayer returns at once. Thread-safe.
+  bool loaded() const;
 
  private:
   friend class KvManager;

@@ -660,9 +660,19 @@ bool Scheduler::ReserveOrPreempt(Sequence* seq, int n_tokens) {
 }
 
 void Scheduler::Admit(int* budget) {
-  while (*budget > 0 && !waiting_.empty() &&
+  size_t i = 0;  // waiting_[0, i): layered loads left for a later step
+  while (*budget > 0 && i < waiting_.size() &&
          running_.size() < size_t(options_.max_running)) {
-    Sequence* seq = waiting_.front().get();
+    Sequence* seq = waiting_[i].get();
+    // A request whose layered load is still being read joins a step only
+    // alone: the step waits at each layer for the load, and the others'
+    // tokens (decodes above all) must not wait with it. It is admitted once
+    // its load is in, or when nothing else is planned.
+    const bool loading = seq->layered != nullptr && !seq->layered->loaded();
+    if (loading && !plan_.empty()) {
+      ++i;
+      continue;
+    }
     if (!seq->tiers_probed && kv_.tier_count() > 0 &&
         !seq->request.prompt_logprobs) {
       seq->tiers_probed = true;
@@ -673,8 +683,8 @@ void Scheduler::Admit(int* budget) {
               ? kv_.HoldsRows(seq->rows_chain)
               : kv_.Lookup(seq->tokens, seq->kv.root) >= loadable;
       if (!in_dram) {
-        loading_.push_back(std::move(waiting_.front()));
-        waiting_.pop_front();
+        loading_.push_back(std::move(waiting_[i]));
+        waiting_.erase(waiting_.begin() + ptrdiff_t(i));
         std::lock_guard<std::mutex> lock(mu_);
         to_load_.push_back(seq);
         stats_.loading = loading_.size();
@@ -731,10 +741,11 @@ void Scheduler::Admit(int* budget) {
         stats_.tier_cached_tokens[t] += uint64_t(tiers[t]);
       }
     }
-    InsertByArrival(&running_, std::move(waiting_.front()));
-    waiting_.pop_front();
+    InsertByArrival(&running_, std::move(waiting_[i]));
+    waiting_.erase(waiting_.begin() + ptrdiff_t(i));
     plan_.push_back({seq, n});
     *budget -= n;
+    if (loading) return;  // nothing else joins its step
   }
 }
 

@@ -25,7 +25,10 @@
 // while the prefix is read group of layers by group (each layer of the
 // forward pass waits for that layer of the load), and before its logits are
 // used or its blocks named the load is verified whole; a load that fails
-// verification (or a read) sends the request back to be recomputed.
+// verification (or a read) sends the request back to be recomputed. Until
+// its load is in, such a request joins a step only alone (a step waits at
+// its layers): with others planned it stays queued, its load going on, so
+// their tokens never wait for it.
 // When the pool cannot give a sequence its blocks, the most recently arrived
 // running sequence is preempted: its blocks are released (its full blocks
 // stay cached) and it goes back to the head of the queue with the tokens it

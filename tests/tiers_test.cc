@@ -321,6 +321,42 @@ TEST_F(TiersTest, TheSuffixIsComputedWhileThePrefixLoads) {
   EXPECT_EQ(stepped.calls().size(), size_t(model_->config().n_layers));
 }
 
+// A request whose prefix is still loading joins no step with others, so a
+// request that is decoding does not wait for that load: it finishes all its
+// tokens while the load is held after its first layer, and the loading
+// request is admitted once nothing else runs, with the cold output.
+TEST_F(TiersTest, DecodesDoNotWaitForAnotherRequestsLoad) {
+  const std::string dir = testing::TempDir("layered_decodes");
+  const std::vector<int32_t> head = Prompt(3300, 160);
+  const std::vector<int32_t> longer = Prompt(3300, 250);
+  {
+    auto disk = OpenDisk(dir);
+    Stack a = NewStack({disk.get()});
+    a.Run(head, 4);
+  }
+  auto disk = OpenDisk(dir);
+  testing::SteppedTier stepped(disk.get(), /*free_calls=*/1);
+  Stack b = NewStack({&stepped});
+  GenerationRequest long_decode = Greedy(Prompt(6600, 40), 1500);
+  long_decode.stop_at_eos = false;
+  std::shared_ptr<RequestHandle> decoding =
+      b.scheduler->Submit(std::move(long_decode)).value();
+  RequestEvent first;
+  ASSERT_TRUE(decoding->Next(&first, std::chrono::minutes(1)));
+  ASSERT_EQ(first.kind, RequestEvent::Kind::kToken);  // it is decoding
+  std::shared_ptr<RequestHandle> loading =
+      b.scheduler->Submit(Greedy(longer, 4)).value();
+  stepped.AwaitCalls(2);  // its load holds before layer 1
+  const Outcome rest = Collect(*decoding);
+  EXPECT_EQ(rest.tokens.size(), 1499u);
+  EXPECT_EQ(rest.finish.finish, RequestEnd::kLength);
+  EXPECT_EQ(stepped.calls().size(), 2u);  // all the while
+  stepped.Open();
+  const Outcome out = Collect(*loading);
+  EXPECT_EQ(out.tokens, Alone(longer, 4));
+  EXPECT_EQ(b.kv->Stats().layered_loads, 1u);
+}
+
 // A longer prompt that extends a prefix on disk loads the prefix and
 // computes (and stores) only the rest.
 TEST_P(TiersKvTypeTest, DiskPrefixOfALongerPrompt) {
