@@ -117,6 +117,19 @@ class TiersTest : public ::testing::Test {
     return std::move(disk).value();
   }
 
+  // A disk tier over `dir` after a server over it computed `prompt` and
+  // stored its blocks there: what a restarted server finds.
+  std::unique_ptr<store::DiskTier> DiskHolding(const std::string& dir,
+                                               std::vector<int32_t> prompt,
+                                               kernels::KvFormat kv = {}) {
+    {
+      auto disk = OpenDisk(dir);
+      Stack a = NewStack({disk.get()}, 512, kv);
+      a.Run(std::move(prompt), 4);
+    }
+    return OpenDisk(dir);
+  }
+
   // A Redis tier of this test's fleet (every server shares its key).
   std::unique_ptr<store::RedisTier> OpenRedis(const std::string& url) {
     store::RedisTierOptions o;
@@ -291,12 +304,7 @@ TEST_F(TiersTest, TheSuffixIsComputedWhileThePrefixLoads) {
   const std::string dir = testing::TempDir("layered");
   const std::vector<int32_t> head = Prompt(3000, 160);
   const std::vector<int32_t> longer = Prompt(3000, 250);
-  {
-    auto disk = OpenDisk(dir);
-    Stack a = NewStack({disk.get()});
-    a.Run(head, 4);
-  }
-  auto disk = OpenDisk(dir);
+  auto disk = DiskHolding(dir, head);
   testing::SteppedTier stepped(disk.get(), /*free_calls=*/1);
   Stack b = NewStack({&stepped});
   std::shared_ptr<RequestHandle> handle =
@@ -329,12 +337,7 @@ TEST_F(TiersTest, DecodesDoNotWaitForAnotherRequestsLoad) {
   const std::string dir = testing::TempDir("layered_decodes");
   const std::vector<int32_t> head = Prompt(3300, 160);
   const std::vector<int32_t> longer = Prompt(3300, 250);
-  {
-    auto disk = OpenDisk(dir);
-    Stack a = NewStack({disk.get()});
-    a.Run(head, 4);
-  }
-  auto disk = OpenDisk(dir);
+  auto disk = DiskHolding(dir, head);
   testing::SteppedTier stepped(disk.get(), /*free_calls=*/1);
   Stack b = NewStack({&stepped});
   GenerationRequest long_decode = Greedy(Prompt(6600, 40), 1500);
@@ -363,12 +366,7 @@ TEST_P(TiersKvTypeTest, DiskPrefixOfALongerPrompt) {
   const std::string dir = Dir("extend");
   const std::vector<int32_t> head = Prompt(1000, 160);
   const std::vector<int32_t> longer = Prompt(1000, 250);
-  {
-    auto disk = OpenDisk(dir);
-    Stack a = NewStack({disk.get()}, 512, kv());
-    a.Run(head, 4);
-  }
-  auto disk = OpenDisk(dir);
+  auto disk = DiskHolding(dir, head, kv());
   Stack b = NewStack({disk.get()}, 512, kv());
   Outcome out = b.Run(longer, 10);
   EXPECT_EQ(out.finish.usage.tier_cached_tokens[0],
